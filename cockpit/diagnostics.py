@@ -1,0 +1,25 @@
+"""Exit codes and error lines, in one place: stdout is data, stderr is diagnostics."""
+
+from __future__ import annotations
+
+import sys
+
+EXIT_OK = 0  # finished, or stopped on request with a checkpoint
+EXIT_FAILED = 1  # the run crashed, halted on a health rule, or hit an error while training
+EXIT_USAGE = 2  # bad arguments, preset, override or data path: nothing was started
+EXIT_INTERRUPTED = 130  # killed at once by a second Ctrl-C (no checkpoint written)
+
+
+def error(message: str) -> None:
+    """One diagnostic line on stderr."""
+    print(f"gpt-cockpit: error: {message}", file=sys.stderr, flush=True)
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr."""
+    print(f"gpt-cockpit: warning: {message}", file=sys.stderr, flush=True)
+
+
+def info(message: str) -> None:
+    """One informational line on stderr (not data, so not on stdout)."""
+    print(f"gpt-cockpit: {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,558 @@
+"""Presets: what to train, how, and on which data.
+
+A preset is three sections (model, train, data) plus a name and a description.
+On disk it is one small JSON file. Built-in presets ship in `presets/`; user
+presets live in a per-user config folder and may `extends` a built-in, recording
+only the fields that differ.
+
+Every way into a Preset (a file, a dict, a `--set key=value`) goes through
+`preset_from_dict`, which either returns a valid Preset or raises PresetError
+naming the field path and the fix. It never raises anything else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cockpit.fsutil import atomic_write_text
+
+# Tokenizers a preset may name, with their vocabulary sizes where fixed.
+# "char" takes its vocabulary from the corpus (known only once data is read);
+# "pretokenized" means the data files already hold token ids (.bin, shards).
+TOKENIZER_VOCAB: dict[str, int | None] = {
+    "byte": 256,
+    "char": None,
+    "pretokenized": None,
+    "gpt2": 50257,
+    "r50k_base": 50257,
+    "p50k_base": 50281,
+    "cl100k_base": 100277,
+    "o200k_base": 200019,
+}
+
+ARCHS = ("gpt", "golf", "bdh")
+SCHEDULES = ("cosine", "warmdown", "constant")
+DTYPES = ("auto", "bf16", "fp16", "fp32")
+OPTIMIZERS = ("adamw",)
+ANOMALY_RESPONSES = ("warn", "halt", "rollback")
+
+
+class PresetError(ValueError):
+    """A preset that cannot be used; `path` is the dotted field path, if any."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.message = message
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+@dataclass
+class ModelConfig:
+    """The network: shape and architecture."""
+
+    arch: str = "gpt"  # gpt (nanoGPT), golf (parameter-golf baseline), bdh (BDH)
+    n_layer: int = 4  # transformer blocks (bdh: layers share one set of weights)
+    n_head: int = 4  # attention (query) heads
+    n_kv_head: int = 0  # key/value heads for grouped-query attention; 0 = same as n_head
+    n_embd: int = 128  # residual stream width
+    block_size: int = 64  # context length in tokens
+    vocab_size: int = 256  # embedding rows; may exceed the tokenizer's vocab (padding)
+    dropout: float = 0.0  # dropout probability in [0, 1)
+    bias: bool = False  # biases in Linear and LayerNorm layers (gpt)
+    mlp_ratio: int = 4  # MLP hidden width = mlp_ratio * n_embd (gpt, golf)
+    tie_embeddings: bool = True  # share the token embedding with the output head
+    rope_base: float = 10000.0  # rotary embedding base (golf, bdh)
+    logit_softcap: float = 0.0  # softcap * tanh(logits / softcap) before the loss; 0 = off (golf)
+    qk_gain_init: float = 1.5  # initial per-head query gain (golf)
+    mlp_internal_dim_multiplier: int = 128  # N = mult * n_embd // n_head (bdh)
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation: batch, schedule, precision, evaluation, safety."""
+
+    batch_size: int = 12  # micro-batch: sequences per forward pass
+    grad_accum: int = 1  # micro-batches per optimizer step
+    max_steps: int = 2000  # optimizer steps
+    max_time_s: float = 0.0  # wall-clock cap in seconds; 0 = none
+    lr: float = 1e-3  # peak learning rate
+    min_lr: float = 1e-4  # floor of the cosine schedule
+    schedule: str = "cosine"  # cosine (warmup, cosine to min_lr) | warmdown (linear to 0) | constant
+    warmup_steps: int = 100  # linear warmup from 0 to lr
+    warmdown_steps: int = 0  # steps of the final linear decay to 0 (schedule=warmdown)
+    weight_decay: float = 0.1  # AdamW decay on matrices (not on biases, norms, gains)
+    beta1: float = 0.9  # AdamW first-moment decay
+    beta2: float = 0.99  # AdamW second-moment decay
+    grad_clip: float = 1.0  # global grad-norm clip; 0 = off
+    optimizer: str = "adamw"  # the only optimizer for now
+    dtype: str = "auto"  # auto: bf16 on GPUs that have it, fp16+GradScaler otherwise, fp32 on CPU
+    compile: bool = False  # torch.compile the model
+    activation_checkpointing: bool = False  # recompute block activations in backward
+    eval_interval: int = 250  # steps between evaluations (and checkpoints); 0 = only at the end
+    eval_steps: int = 20  # batches per evaluation
+    log_interval: int = 10  # steps between metric read-backs / printed lines
+    sample_tokens: int = 200  # tokens of generated text at each eval; 0 = none
+    seed: int = 1337  # seeds Python, NumPy and torch
+    on_anomaly: str = "warn"  # response to non-finite loss or a spike: warn | halt | rollback
+    max_rollbacks: int = 3  # give up (halt) after this many rollbacks
+    rollback_lr_factor: float = 1.0  # multiply lr by this after each rollback
+    oom_retry: bool = True  # on CUDA OOM halve the micro-batch and double accumulation
+
+
+@dataclass
+class DataConfig:
+    """Where the tokens come from."""
+
+    source: str = "default"  # "default" (embedded corpus), a text file or folder, a .bin, or a shard glob
+    tokenizer: str = "char"  # byte | char | gpt2 | r50k_base | p50k_base | cl100k_base | o200k_base | pretokenized
+    val_fraction: float = 0.1  # the last fraction of the tokens is the validation split
+
+
+@dataclass
+class Preset:
+    """A named, described, validated training configuration."""
+
+    name: str
+    description: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    extends: str = ""  # name of the preset this one was derived from (user presets)
+    source_path: str = field(default="", compare=False)  # where it was loaded from; not saved
+    builtin: bool = field(default=False, compare=False)  # shipped with gpt-cockpit; not saved
+
+    def to_dict(self) -> dict[str, Any]:
+        """The preset as it is saved (all fields, no load-time bookkeeping)."""
+        out = asdict(self)
+        out.pop("source_path")
+        out.pop("builtin")
+        if not out["extends"]:
+            out.pop("extends")
+        return out
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Tokens consumed by one optimizer step (per process)."""
+        t = self.train
+        return t.batch_size * t.grad_accum * self.model.block_size
+
+    @property
+    def trainable(self) -> tuple[bool, str]:
+        """Whether the engine can train this architecture, and why not if it cannot."""
+        return arch_trainable(self.model.arch)
+
+
+# Architectures the engine trains. The training child fills this in by
+# declaring its models; the planning core only needs to know the names.
+_TRAINABLE_ARCHS: dict[str, str] = {
+    "gpt": "",
+    "golf": "",
+    "bdh": "",
+}
+
+
+def arch_trainable(arch: str) -> tuple[bool, str]:
+    """(True, "") if the engine can train `arch`, else (False, reason)."""
+    if arch not in _TRAINABLE_ARCHS:
+        return False, f"unknown architecture {arch!r}"
+    reason = _TRAINABLE_ARCHS[arch]
+    return (not reason), reason
+
+
+# --------------------------------------------------------------------------- parsing
+
+_SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}
+_TOP_LEVEL = {"name", "description", "model", "train", "data", "extends"}
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _field_types(cls: type) -> dict[str, type]:
+    hints = {"int": int, "float": float, "str": str, "bool": bool}
+    return {f.name: hints[f.type] for f in dataclasses.fields(cls)}  # type: ignore[index]
+
+
+def _coerce(path: str, value: Any, kind: type) -> Any:
+    """Check one JSON value against the field's type; ints are accepted for floats."""
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise PresetError(path, f"must be true or false, not {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, str):
+                raise PresetError(path, f"must be a whole number, not the string {value!r} (drop the quotes)")
+            raise PresetError(path, f"must be a whole number, not {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, str):
+                raise PresetError(path, f"must be a number, not the string {value!r} (drop the quotes)")
+            raise PresetError(path, f"must be a number, not {value!r}")
+        if not math.isfinite(value):
+            raise PresetError(path, f"must be a finite number, not {value!r}")
+        return float(value)
+    if not isinstance(value, str):
+        raise PresetError(path, f"must be a string, not {value!r}")
+    return value
+
+
+def _section_from_dict(section: str, raw: Any, base: Any) -> Any:
+    cls = _SECTIONS[section]
+    if not isinstance(raw, dict):
+        raise PresetError(section, f"must be an object of fields, not {type(raw).__name__}")
+    types = _field_types(cls)
+    values = asdict(base)
+    for key, value in raw.items():
+        path = f"{section}.{key}"
+        if key not in types:
+            close = _closest(str(key), types)
+            hint = f"; did you mean {section}.{close}?" if close else f"; known fields: {', '.join(types)}"
+            raise PresetError(path, f"unknown field{hint}")
+        values[key] = _coerce(path, value, types[key])
+    return cls(**values)
+
+
+def _closest(word: str, choices: Any) -> str:
+    import difflib
+
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return match[0] if match else ""
+
+
+def preset_from_dict(raw: Any, *, base: Preset | None = None, name: str = "") -> Preset:
+    """Build and validate a Preset from parsed JSON; fields missing from `raw` come from `base`."""
+    if not isinstance(raw, dict):
+        raise PresetError("", f"a preset must be a JSON object, not {type(raw).__name__}")
+    for key in raw:
+        if key not in _TOP_LEVEL:
+            close = _closest(str(key), _TOP_LEVEL)
+            hint = f"; did you mean {close!r}?" if close else f"; allowed: {', '.join(sorted(_TOP_LEVEL))}"
+            raise PresetError(str(key), f"unknown top-level key{hint}")
+    start = base or Preset(name=name or "unnamed")
+    preset_name = raw.get("name", name or start.name)
+    preset_name = _coerce("name", preset_name, str)
+    description = _coerce("description", raw.get("description", start.description), str)
+    extends = _coerce("extends", raw.get("extends", start.extends), str)
+    sections = {}
+    for section in _SECTIONS:
+        sections[section] = _section_from_dict(section, raw.get(section, {}), getattr(start, section))
+    preset = Preset(name=preset_name, description=description, extends=extends, **sections)
+    validate(preset)
+    return preset
+
+
+def validate(preset: Preset) -> None:
+    """Raise PresetError naming the first field that is wrong and how to fix it."""
+    if not _NAME_RE.match(preset.name):
+        raise PresetError(
+            "name",
+            f"{preset.name!r} is not a usable name: use 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit",
+        )
+    m, t, d = preset.model, preset.train, preset.data
+    if m.arch not in ARCHS:
+        raise PresetError("model.arch", f"unknown architecture {m.arch!r}; choose one of {', '.join(ARCHS)}")
+    for key in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "mlp_ratio"):
+        if getattr(m, key) < 1:
+            raise PresetError(f"model.{key}", f"must be at least 1, not {getattr(m, key)}")
+    if m.n_kv_head < 0:
+        raise PresetError("model.n_kv_head", f"must be 0 (same as n_head) or positive, not {m.n_kv_head}")
+    if m.n_embd % m.n_head:
+        raise PresetError(
+            "model.n_embd",
+            f"{m.n_embd} is not divisible by model.n_head={m.n_head}; pick a width that is a multiple of the head count "
+            f"(e.g. {max(m.n_head, round(m.n_embd / m.n_head) * m.n_head)})",
+        )
+    kv = m.n_kv_head or m.n_head
+    if m.n_head % kv:
+        raise PresetError("model.n_kv_head", f"{kv} must divide model.n_head={m.n_head}")
+    if m.arch == "gpt" and m.n_kv_head not in (0, m.n_head):
+        raise PresetError("model.n_kv_head", "the gpt architecture has no grouped-query attention; set it to 0 or use arch golf")
+    if m.arch in ("golf", "bdh") and (m.n_embd // m.n_head) % 2:
+        raise PresetError("model.n_embd", f"rotary embeddings need an even head size; n_embd/n_head is {m.n_embd // m.n_head}")
+    if m.arch == "golf" and m.n_layer < 2:
+        raise PresetError("model.n_layer", "the golf architecture splits layers into encoder and decoder halves; use at least 2")
+    if m.arch == "bdh" and m.mlp_internal_dim_multiplier < 1:
+        raise PresetError("model.mlp_internal_dim_multiplier", "must be at least 1")
+    if not 0.0 <= m.dropout < 1.0:
+        raise PresetError("model.dropout", f"must be in [0, 1), not {m.dropout}")
+    if m.logit_softcap < 0:
+        raise PresetError("model.logit_softcap", "must be 0 (off) or positive")
+    if m.rope_base <= 0:
+        raise PresetError("model.rope_base", "must be positive")
+
+    for key in ("batch_size", "grad_accum", "max_steps", "eval_steps", "log_interval"):
+        if getattr(t, key) < 1:
+            raise PresetError(f"train.{key}", f"must be at least 1, not {getattr(t, key)}")
+    for key in ("warmup_steps", "warmdown_steps", "eval_interval", "sample_tokens", "max_rollbacks", "seed"):
+        if getattr(t, key) < 0:
+            raise PresetError(f"train.{key}", f"must not be negative, not {getattr(t, key)}")
+    if t.lr <= 0:
+        raise PresetError("train.lr", f"must be positive, not {t.lr}")
+    if t.min_lr < 0:
+        raise PresetError("train.min_lr", f"must not be negative, not {t.min_lr}")
+    if t.min_lr > t.lr:
+        raise PresetError("train.min_lr", f"{t.min_lr:g} is above train.lr={t.lr:g}; a floor above the peak is not a decay (try {t.lr / 10:g})")
+    if t.warmup_steps >= t.max_steps:
+        raise PresetError("train.warmup_steps", f"{t.warmup_steps} is not below train.max_steps={t.max_steps}; warmup must end before training does")
+    if t.schedule not in SCHEDULES:
+        raise PresetError("train.schedule", f"unknown schedule {t.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    if t.schedule == "warmdown" and t.warmup_steps + t.warmdown_steps > t.max_steps:
+        raise PresetError("train.warmdown_steps", f"warmup ({t.warmup_steps}) + warmdown ({t.warmdown_steps}) exceed train.max_steps={t.max_steps}")
+    if t.dtype not in DTYPES:
+        raise PresetError("train.dtype", f"unknown dtype {t.dtype!r}; choose one of {', '.join(DTYPES)}")
+    if t.optimizer not in OPTIMIZERS:
+        raise PresetError("train.optimizer", f"unknown optimizer {t.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if t.on_anomaly not in ANOMALY_RESPONSES:
+        raise PresetError("train.on_anomaly", f"unknown response {t.on_anomaly!r}; choose one of {', '.join(ANOMALY_RESPONSES)}")
+    for key in ("weight_decay", "grad_clip", "max_time_s"):
+        if getattr(t, key) < 0:
+            raise PresetError(f"train.{key}", f"must not be negative, not {getattr(t, key)}")
+    for key in ("beta1", "beta2"):
+        if not 0.0 <= getattr(t, key) < 1.0:
+            raise PresetError(f"train.{key}", f"must be in [0, 1), not {getattr(t, key)}")
+    if not 0.0 < t.rollback_lr_factor <= 1.0:
+        raise PresetError("train.rollback_lr_factor", f"must be in (0, 1], not {t.rollback_lr_factor}")
+
+    if d.tokenizer not in TOKENIZER_VOCAB:
+        raise PresetError("data.tokenizer", f"unknown tokenizer {d.tokenizer!r}; choose one of {', '.join(TOKENIZER_VOCAB)}")
+    vocab = TOKENIZER_VOCAB[d.tokenizer]
+    if vocab is not None and vocab > m.vocab_size:
+        raise PresetError(
+            "model.vocab_size",
+            f"{m.vocab_size} is smaller than the {d.tokenizer} tokenizer's {vocab} tokens; set it to at least {vocab}"
+            + (f" (50304, a multiple of 64, is faster)" if vocab == 50257 else ""),
+        )
+    if not 0.0 < d.val_fraction < 0.5:
+        raise PresetError("data.val_fraction", f"must be in (0, 0.5), not {d.val_fraction}")
+    if not d.source:
+        raise PresetError("data.source", "must name a file, folder or glob, or be \"default\"")
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split `key=value`; the value is read as JSON where it parses, else kept as a string."""
+    if "=" not in text:
+        raise PresetError(text, "an override is written key=value, e.g. train.lr=3e-4")
+    key, _, value_text = text.partition("=")
+    key = key.strip()
+    if not key:
+        raise PresetError(text, "an override needs a field name before '=', e.g. train.lr=3e-4")
+    value_text = value_text.strip()
+    try:
+        value = json.loads(value_text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        value = value_text
+    except PresetError as exc:
+        raise PresetError(key, exc.message) from None
+    return key, value
+
+
+def _reject_constant(token: str) -> Any:
+    raise PresetError("", f"{token} is not allowed; use a finite number")
+
+
+def apply_overrides(preset: Preset, overrides: list[str] | dict[str, Any]) -> Preset:
+    """Return a new, validated preset with dotted-path overrides applied (e.g. `train.lr=3e-4`).
+
+    A bare field name is accepted when it is unambiguous (`lr=3e-4`).
+    """
+    pairs = list(overrides.items()) if isinstance(overrides, dict) else [parse_override(o) for o in overrides]
+    raw = preset.to_dict()
+    for key, value in pairs:
+        path = resolve_field_path(key)
+        if path in ("name", "description", "extends"):
+            raw[path] = value
+            continue
+        section, fname = path.split(".", 1)
+        raw[section][fname] = value
+    result = preset_from_dict(raw)
+    result.builtin = False
+    result.source_path = preset.source_path
+    return result
+
+
+def field_paths() -> list[str]:
+    """Every dotted field path a preset has, in declaration order."""
+    out = []
+    for section, cls in _SECTIONS.items():
+        out.extend(f"{section}.{f.name}" for f in dataclasses.fields(cls))
+    return out
+
+
+def resolve_field_path(key: str) -> str:
+    """Turn `lr` or `train.lr` into `train.lr`; raise PresetError for unknown or ambiguous keys."""
+    if key in ("name", "description", "extends"):
+        return key
+    paths = field_paths()
+    if key in paths:
+        return key
+    matches = [p for p in paths if p.split(".", 1)[1] == key]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise PresetError(key, f"is ambiguous; write one of {', '.join(matches)}")
+    close = _closest(key, paths + [p.split(".", 1)[1] for p in paths])
+    hint = f"; did you mean {close}?" if close else ""
+    raise PresetError(key, f"unknown field{hint}")
+
+
+def get_field(preset: Preset, path: str) -> Any:
+    """Read a dotted field path from a preset."""
+    if "." not in path:
+        return getattr(preset, path)
+    section, fname = path.split(".", 1)
+    return getattr(getattr(preset, section), fname)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def builtin_dir() -> Path:
+    """The folder of built-in presets: inside the installed wheel, else the repo's presets/."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "_builtin_presets"
+    if packaged.is_dir():
+        return packaged
+    return here.parent / "presets"
+
+
+def user_dir() -> Path:
+    """The per-user preset folder ($GPT_COCKPIT_CONFIG/presets, else the platform config dir)."""
+    env = os.environ.get("GPT_COCKPIT_CONFIG")
+    if env:
+        return Path(env) / "presets"
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir("gpt-cockpit")) / "presets"
+
+
+def parse_json_text(text: str, where: str = "") -> Any:
+    """Parse JSON, refusing NaN/Infinity, with an error that says where it broke."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except PresetError as exc:
+        raise PresetError("", f"{where}: {exc.message}" if where else exc.message) from None
+    except json.JSONDecodeError as exc:
+        prefix = f"{where}: " if where else ""
+        raise PresetError("", f"{prefix}not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    except (ValueError, RecursionError) as exc:
+        raise PresetError("", f"{where}: not valid JSON ({exc})") from None
+
+
+def load_preset_file(path: str | os.PathLike[str], *, builtin: bool = False) -> Preset:
+    """Load one preset file; a user preset's `extends` is resolved against the built-ins."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PresetError("", f"cannot read {p}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise PresetError("", f"{p} is not UTF-8 text") from None
+    raw = parse_json_text(text, str(p))
+    base = None
+    if isinstance(raw, dict) and isinstance(raw.get("extends"), str) and raw["extends"]:
+        parent = _find_file(raw["extends"], include_user=not builtin, exclude=p)
+        if parent is None:
+            raise PresetError("extends", f"{raw['extends']!r} is not a known preset")
+        base = load_preset_file(parent, builtin=parent.parent == builtin_dir())
+    try:
+        preset = preset_from_dict(raw, base=base, name=p.stem)
+    except PresetError as exc:
+        raise PresetError(exc.path, f"{exc.message} (in {p})") from None
+    preset.source_path = str(p)
+    preset.builtin = builtin
+    return preset
+
+
+def _find_file(name: str, *, include_user: bool = True, exclude: Path | None = None) -> Path | None:
+    folders = ([user_dir()] if include_user else []) + [builtin_dir()]
+    for folder in folders:
+        candidate = folder / f"{name}.json"
+        if candidate.is_file() and candidate != exclude:
+            return candidate
+    return None
+
+
+def list_presets() -> list[Preset]:
+    """Built-in presets, then user presets (a user preset of the same name hides the built-in).
+
+    Files that do not load are skipped here; `preset_problems()` lists them.
+    """
+    found: dict[str, Preset] = {}
+    for folder, builtin in ((builtin_dir(), True), (user_dir(), False)):
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.glob("*.json")):
+            try:
+                preset = load_preset_file(path, builtin=builtin)
+            except PresetError:
+                continue
+            found[path.stem] = preset
+    return list(found.values())
+
+
+def preset_problems() -> list[tuple[Path, str]]:
+    """Preset files that fail to load, with the reason."""
+    problems = []
+    for folder, builtin in ((builtin_dir(), True), (user_dir(), False)):
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.glob("*.json")):
+            try:
+                load_preset_file(path, builtin=builtin)
+            except PresetError as exc:
+                problems.append((path, str(exc)))
+    return problems
+
+
+def load_preset(name_or_path: str) -> Preset:
+    """Find a preset by name (user first, then built-in) or load it from a path."""
+    candidate = Path(name_or_path)
+    if name_or_path.endswith(".json") or candidate.is_file():
+        if not candidate.is_file():
+            raise PresetError("", f"no preset file at {candidate}")
+        return load_preset_file(candidate, builtin=candidate.parent.resolve() == builtin_dir().resolve())
+    found = _find_file(name_or_path)
+    if found is None:
+        names = sorted({p.stem for d in (builtin_dir(), user_dir()) if d.is_dir() for p in d.glob("*.json")})
+        close = _closest(name_or_path, names)
+        hint = f"; did you mean {close}?" if close else ""
+        raise PresetError("", f"no preset named {name_or_path!r}{hint} (`gpt-cockpit presets` lists them)")
+    return load_preset_file(found, builtin=found.parent == builtin_dir())
+
+
+def diff_from(preset: Preset, base: Preset) -> dict[str, Any]:
+    """The sections and fields where `preset` differs from `base` (what a user preset records)."""
+    ours, theirs = preset.to_dict(), base.to_dict()
+    out: dict[str, Any] = {}
+    for section in _SECTIONS:
+        changed = {k: v for k, v in ours[section].items() if theirs[section].get(k) != v}
+        if changed:
+            out[section] = changed
+    return out
+
+
+def save_user_preset(preset: Preset, *, extends: str | None = None) -> Path:
+    """Validate and atomically save `preset` to the user folder; returns the path.
+
+    With `extends`, only the fields that differ from that preset are written.
+    """
+    validate(preset)
+    if extends:
+        base = load_preset(extends)
+        body: dict[str, Any] = {"name": preset.name, "description": preset.description, "extends": base.name}
+        body.update(diff_from(preset, base))
+    else:
+        body = preset.to_dict()
+    path = user_dir() / f"{preset.name}.json"
+    atomic_write_text(path, json.dumps(body, indent=2) + "\n")
+    return path
