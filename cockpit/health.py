@@ -101,8 +101,8 @@ class HealthConfig:
     grad_min_history: int = 20  # no grad rule before this many finite points
     grad_spike_ratio: float = 3.0  # a grad norm this many times the window median is a spike
     grad_spike_count: int = 3  # this many spikes within the window fires grad_spikes
-    grad_var_window: int = 20  # consecutive step-to-step ratios in the variability test
-    grad_var_log_std: float = 0.8  # std of ln(g_t / g_t-1) above this (typical factor ~2.2x) fires
+    grad_var_window: int = 30  # consecutive step-to-step ratios in the variability test
+    grad_var_log_ratio: float = 0.7  # median |ln(g_t / g_t-1)| above this fires: half the steps move by 2x or more
     # fp16 GradScaler
     scaler_skip_streak: int = 5  # consecutive skipped optimizer steps before the alarm
     # validation
@@ -361,7 +361,7 @@ class HealthMonitor:
         if n >= self.config.scaler_skip_streak:
             message = f"fp16 GradScaler skipped {n} optimizer steps in a row (gradients overflow)"
             warning = HealthWarning("scaler_skips", "warning", step, message, TIPS["scaler_skips"], {"consecutive_skips": n})
-            self._emit(out, warning, float(n))
+            self._emit(out, warning)
 
     def _check_loss(self, out: list[HealthWarning], step: int, loss: float) -> None:
         c = self.config
@@ -435,14 +435,15 @@ class HealthMonitor:
             self._emit(out, HealthWarning("grad_spikes", "warning", step, message, TIPS["grad_spikes"], evidence), float(count))
         ratios = self._grad_log_ratios
         if len(ratios) >= c.grad_var_window:
-            spread = _mean_std(ratios)[1]
-            if spread > c.grad_var_log_std:
+            # The median ignores a few isolated spikes (grad_spikes' job); it moves only when most steps swing.
+            spread = _median([abs(r) for r in ratios])
+            if spread > c.grad_var_log_ratio:
                 factor = math.exp(spread)
                 message = (
-                    f"grad norm oscillates: consecutive points differ by a typical factor of {factor:.2f}x "
-                    f"over the last {len(ratios)} steps (std of log ratio {spread:.2f})"
+                    f"grad norm oscillates: consecutive points differ by a median factor of {factor:.2f}x "
+                    f"over the last {len(ratios)} points"
                 )
-                evidence = {"log_ratio_std": _round(spread, 4), "typical_factor": _round(factor, 4), "window_points": len(ratios)}
+                evidence = {"median_abs_log_ratio": _round(spread, 4), "typical_factor": _round(factor, 4), "window_points": len(ratios)}
                 warning = HealthWarning("grad_variability", "warning", step, message, TIPS["grad_variability"], evidence)
                 self._emit(out, warning, spread)
 
@@ -464,7 +465,7 @@ class HealthMonitor:
             n = self._lr_zero_streak
             message = f"learning rate has been 0 for {n} points (since step {step - n + 1} or earlier)"
             evidence = {"lr": lr, "zero_points": n, "expected_lr": _round(band[1]) if band else None}
-            self._emit(out, HealthWarning("lr_zero", "warning", step, message, TIPS["lr_zero"], evidence), float(n))
+            self._emit(out, HealthWarning("lr_zero", "warning", step, message, TIPS["lr_zero"], evidence))
         if train is None:
             return
         if lr > peak * (1 + c.lr_rel_tol) + abs_tol:
@@ -595,7 +596,7 @@ class HealthMonitor:
             f"while lr is still {self._last_lr / peak:.0%} of its peak"
         )
         evidence = {"val_loss": _round(val), "best_val_loss": _round(self._best_val), "evals_without_improvement": n, "lr": _round(self._last_lr)}
-        self._emit(out, HealthWarning("val_plateau", "info", step, message, TIPS["val_plateau"], evidence), float(n))
+        self._emit(out, HealthWarning("val_plateau", "info", step, message, TIPS["val_plateau"], evidence))
 
     def _check_rising(self, out: list[HealthWarning], step: int, evals: list[tuple[int, float, float | None]]) -> None:
         k = self.config.val_rising_evals
