@@ -1,0 +1,123 @@
+"""The training child: `python -m cockpit.train --run-dir DIR --device auto|cpu|cuda [--resume]`.
+
+Runs one preset in one run directory, then exits 0 (finished, stopped, max-time)
+or 1 (halted, crashed, error). SIGINT or SIGTERM asks for a graceful stop (finish
+the step, checkpoint, `end` stopped); a second SIGINT exits at once with 130.
+Every failure ends with an `error` and an `end` event, run.json's final status,
+and one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+from cockpit import runs
+from cockpit.diagnostics import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, error
+from cockpit.events import EventWriter
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean 'this run cannot go on as configured' (end reason error), not a crash."""
+    from cockpit.presets import PresetError
+    from cockpit.train.checkpoint import CheckpointError
+    from cockpit.train.faults import FaultSpecError
+    from cockpit.train.loop import EngineError
+
+    found: list[type[BaseException]] = [EngineError, CheckpointError, FaultSpecError, PresetError, runs.RunError]
+    for module, name in (("cockpit.train.data", "DataError"), ("cockpit.tokenizers", "TokenizerUnavailable")):
+        try:
+            found.append(getattr(__import__(module, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(found)
+
+
+def _traceback_tail(exc: BaseException, lines: int = 12) -> str:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+class _StopSwitch:
+    """Signal state shared with the trainer once it exists (signals can arrive while torch imports)."""
+
+    def __init__(self) -> None:
+        self.trainer: object | None = None
+        self.why = ""
+
+    def attach(self, trainer: object) -> None:
+        self.trainer = trainer
+        if self.why:
+            trainer.request_stop(self.why)  # type: ignore[attr-defined]
+
+    def handle(self, signum: int, _frame: object) -> None:
+        """First SIGINT/SIGTERM: graceful stop. A SIGINT after that: exit at once (atomic writes keep files whole)."""
+        if self.why and signum == signal.SIGINT:
+            os._exit(EXIT_INTERRUPTED)
+        self.why = f"{signal.Signals(signum).name} received"
+        if self.trainer is not None:
+            self.trainer.request_stop(self.why)  # type: ignore[attr-defined]
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self.handle)
+        signal.signal(signal.SIGTERM, self.handle)
+
+
+def run_child(run_dir: str | os.PathLike[str], device: str = "auto", resume: bool = False) -> int:
+    """Train the run in `run_dir`; every outcome ends in events, run.json and an exit code."""
+    switch = _StopSwitch()
+    switch.install()
+    from cockpit.train.loop import Dist, HaltTraining, Trainer, dist_from_env, finish_run
+
+    path = Path(run_dir)
+    dist: Dist = dist_from_env()
+    events = EventWriter(path / runs.EVENTS_JSONL) if dist.master else None
+    trainer: Trainer | None = None
+    try:
+        trainer = Trainer(path, device=device, resume=resume, events=events, dist=dist)
+        switch.attach(trainer)
+        trainer.setup()
+        reason, message = trainer.train()
+    except HaltTraining as exc:
+        reason, message, kind, tail = "halted", str(exc), "halted", ""
+    except Exception as exc:  # every failure must reach the event log and run.json
+        tail = _traceback_tail(exc)
+        if isinstance(exc, _user_errors()):
+            reason, message, kind = "error", str(exc), getattr(exc, "kind", type(exc).__name__)
+        else:
+            reason, message, kind = "crashed", f"{type(exc).__name__}: {exc}", type(exc).__name__
+    else:
+        kind, tail = "", ""
+    message = " ".join(str(message).split()) or reason
+    step = trainer.step if trainer is not None else 0
+    writer = trainer.events if trainer is not None else (events or EventWriter(os.devnull))
+    if reason in ("error", "crashed"):
+        writer.emit("error", step, message=message, kind=kind, traceback=tail)
+    if reason in ("error", "crashed", "halted"):
+        error(message)
+    if trainer is not None:
+        trainer.finish(reason, message)
+    else:
+        finish_run(path, writer, reason, message, step, write_run_info=dist.master)
+    writer.close()
+    return EXIT_OK if reason in ("finished", "stopped", "max-time") else EXIT_FAILED
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cockpit.train", description="The gpt-cockpit training child.")
+    parser.add_argument("--run-dir", required=True, help="a run directory made by runs.create_run_dir")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--resume", action="store_true", help="continue from checkpoints/last.pt")
+    args = parser.parse_args(argv)
+    if not (Path(args.run_dir) / runs.PRESET_JSON).is_file():
+        error(f"{args.run_dir} is not a run directory (no {runs.PRESET_JSON})")
+        return EXIT_USAGE
+    return run_child(args.run_dir, args.device, args.resume)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

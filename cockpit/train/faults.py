@@ -1,0 +1,106 @@
+"""Test hooks: faults injected into a real run through the GPT_COCKPIT_FAULT variable.
+
+GPT_COCKPIT_FAULT is a comma-separated list of `name=value` items:
+
+    nan_at_step=K       step K's loss (and so its gradients) becomes NaN, once
+    spike_at_step=K     step K's loss is multiplied by SPIKE_FACTOR (spike_steps=N: for N steps), once
+    oom_above_batch=M   forward passes on micro-batches larger than M raise an out-of-memory error
+    slow_step_ms=X      sleep X milliseconds in every step (for UI tests)
+    die_at_step=K       os._exit(1) right after step K, with no checkpoint and no `end`
+    stop_at_step=K      a graceful stop after step K, as if SIGTERM arrived during it
+
+Steps count completed optimizer steps from 1, as the `step` events do. A NaN or
+spike fires once per process, so a rollback that replays step K trains cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+FAULT_ENV = "GPT_COCKPIT_FAULT"
+SPIKE_FACTOR = 50.0  # far above any rolling window of a healthy loss
+
+_INT_KEYS = ("nan_at_step", "spike_at_step", "spike_steps", "oom_above_batch", "die_at_step", "stop_at_step")
+_FLOAT_KEYS = ("slow_step_ms",)
+
+
+class FaultSpecError(ValueError):
+    """GPT_COCKPIT_FAULT holds something this module does not understand."""
+
+
+@dataclass
+class Faults:
+    """The faults asked for, and which one-shot faults have fired."""
+
+    nan_at_step: int | None = None
+    spike_at_step: int | None = None
+    spike_steps: int = 1
+    oom_above_batch: int | None = None
+    slow_step_ms: float = 0.0
+    die_at_step: int | None = None
+    stop_at_step: int | None = None
+    fired: set[str] = field(default_factory=set)
+
+    @property
+    def active(self) -> bool:
+        """True if any fault is set."""
+        return any(
+            v is not None
+            for v in (self.nan_at_step, self.spike_at_step, self.oom_above_batch, self.die_at_step)
+        ) or self.slow_step_ms > 0
+
+    def loss_factor(self, step: int) -> float:
+        """What to multiply step `step`'s loss by (1.0 when no fault applies); one-shot."""
+        if self.nan_at_step is not None and step == self.nan_at_step and "nan" not in self.fired:
+            self.fired.add("nan")
+            return float("nan")
+        if self.spike_at_step is not None and "spike" not in self.fired:
+            last = self.spike_at_step + max(1, self.spike_steps) - 1
+            if self.spike_at_step <= step <= last:
+                if step == last:
+                    self.fired.add("spike")
+                return SPIKE_FACTOR
+        return 1.0
+
+    def check_oom(self, micro_batch: int) -> None:
+        """Raise torch's out-of-memory error for micro-batches above the limit (works on CPU too)."""
+        if self.oom_above_batch is not None and micro_batch > self.oom_above_batch:
+            import torch
+
+            raise torch.OutOfMemoryError(
+                f"injected fault: out of memory for micro-batch {micro_batch} > {self.oom_above_batch}"
+            )
+
+    def after_step(self, step: int) -> None:
+        """Sleep and die where asked, after optimizer step `step` completed."""
+        if self.slow_step_ms > 0:
+            time.sleep(self.slow_step_ms / 1000.0)
+        if self.die_at_step is not None and step >= self.die_at_step:
+            os._exit(1)
+
+
+def parse_faults(spec: str | None) -> Faults:
+    """Parse a GPT_COCKPIT_FAULT value; FaultSpecError names the item it cannot read."""
+    faults = Faults()
+    for item in (spec or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or key not in _INT_KEYS + _FLOAT_KEYS:
+            known = ", ".join(k + "=N" for k in _INT_KEYS + _FLOAT_KEYS)
+            raise FaultSpecError(f"{FAULT_ENV}: cannot read {item!r}; known items: {known}")
+        try:
+            value: float = int(raw) if key in _INT_KEYS else float(raw)
+        except ValueError:
+            raise FaultSpecError(f"{FAULT_ENV}: {key} needs a number, not {raw!r}") from None
+        setattr(faults, key, value)
+    return faults
+
+
+def faults_from_env() -> Faults:
+    """The faults named in the environment (none when the variable is unset)."""
+    return parse_faults(os.environ.get(FAULT_ENV))
