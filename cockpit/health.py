@@ -136,11 +136,13 @@ class HealthConfig:
 
 
 def scheduled_lr(train: Any, step: int) -> float:
-    """The learning rate the schedule gives at optimizer step `step` (0-based), as presets.py documents.
+    """The learning rate the preset's schedule gives optimizer step `step` (0-based), before any lr scale.
 
-    warmup: linear from 0 to lr over warmup_steps (lr * (step+1) / warmup_steps);
-    cosine: then cosine from lr to min_lr at max_steps; warmdown: then constant lr
-    and a linear decay to 0 over the last warmdown_steps; constant: then lr.
+    The same meaning as the trainer's schedule (presets.py documents it): linear
+    warmup lr * (step+1) / (warmup_steps+1) (nanoGPT), then cosine from lr to
+    min_lr at max_steps; or flat lr and a linear decay to 0 over the last
+    warmdown_steps; or flat lr. `step` events count completed steps from 1, so an
+    event's lr is scheduled_lr(step - 1); the monitor allows one step either way.
     """
     peak = float(train.lr)
     warmup = int(train.warmup_steps)
@@ -148,17 +150,19 @@ def scheduled_lr(train: Any, step: int) -> float:
     if step < 0:
         return 0.0
     if step < warmup:
-        return peak * (step + 1) / warmup
+        return peak * (step + 1) / (warmup + 1)
     if train.schedule == "cosine":
-        span = max(1, max_steps - warmup)
-        ratio = min(1.0, (step - warmup) / span)
+        if step >= max_steps:
+            return float(train.min_lr)
+        ratio = (step - warmup) / max(1, max_steps - warmup)
         return float(train.min_lr) + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (peak - float(train.min_lr))
     if train.schedule == "warmdown":
+        if step >= max_steps:
+            return 0.0
         warmdown = int(train.warmdown_steps)
-        start = max_steps - warmdown
-        if warmdown <= 0 or step < start:
-            return peak
-        return peak * max(0.0, (max_steps - step) / warmdown)
+        if warmdown > 0 and step >= max_steps - warmdown:
+            return peak * (max_steps - step) / warmdown
+        return peak
     return peak
 
 

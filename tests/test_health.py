@@ -509,8 +509,8 @@ def test_state_stays_small_on_a_long_run() -> None:
 @pytest.mark.parametrize(
     ("schedule", "step", "expected"),
     [
-        ("cosine", 0, 1e-3 / 20),
-        ("cosine", 19, 1e-3),
+        ("cosine", 0, 1e-3 / 21),
+        ("cosine", 19, 1e-3 * 20 / 21),
         ("cosine", 20, 1e-3),
         ("cosine", 210, 0.55e-3),  # half-way through the decay: the mean of lr and min_lr
         ("cosine", 400, 1e-4),
@@ -525,3 +525,13 @@ def test_state_stays_small_on_a_long_run() -> None:
 def test_scheduled_lr(schedule: str, step: int, expected: float) -> None:
     train = make_preset(schedule=schedule, warmdown_steps=100).train
     assert scheduled_lr(train, step) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_scheduled_lr_matches_the_trainer() -> None:
+    """The monitor's schedule and the trainer's are the same function (when the trainer is present)."""
+    schedule = pytest.importorskip("cockpit.train.schedule")
+    for name in ("cosine", "warmdown", "constant"):
+        for warmup in (0, 1, 30):
+            train = make_preset(schedule=name, warmup_steps=warmup, warmdown_steps=70, max_steps=300).train
+            for step in range(0, 320):
+                assert scheduled_lr(train, step) == pytest.approx(schedule.lr_at(step, train), rel=1e-12, abs=1e-15)
