@@ -78,7 +78,13 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for bad files
-        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = str(exc).strip()
+        refused = [line.strip() for line in text.splitlines() if "WeightsUnpickler error" in line]
+        if refused:
+            raise CheckpointError(
+                f"{p}: holds objects that safe loading (weights_only) refuses to build ({refused[0][:200]})"
+            ) from None
+        why = text.splitlines()[0] if text else type(exc).__name__
         raise CheckpointError(f"{p}: truncated or corrupt, cannot be read ({why[:200]})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{p}: not a gpt-cockpit checkpoint (holds a {type(state).__name__})")

@@ -48,7 +48,7 @@ class Faults:
         """True if any fault is set."""
         return any(
             v is not None
-            for v in (self.nan_at_step, self.spike_at_step, self.oom_above_batch, self.die_at_step)
+            for v in (self.nan_at_step, self.spike_at_step, self.oom_above_batch, self.die_at_step, self.stop_at_step)
         ) or self.slow_step_ms > 0
 
     def loss_factor(self, step: int) -> float:

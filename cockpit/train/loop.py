@@ -115,7 +115,7 @@ def _versions() -> dict[str, Any]:
     return {
         "cockpit": __version__,
         "python": platform.python_version(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # TorchVersion is a class weights_only loading refuses
         "cuda": torch.version.cuda,
     }
 
@@ -451,10 +451,10 @@ class Trainer:
             from cockpit.health import oom_warning
 
             w = oom_warning(self.step + 1, batch_size=mb, grad_accum=accum, new_batch_size=new_mb, new_grad_accum=new_accum)
-            return w.to_event_fields()
+            return {**w.to_event_fields(), "step": w.step}
         except ImportError:
             msg = f"out of memory at micro-batch {mb}" + (f"; retrying with {new_mb} x {new_accum}" if new_mb else "")
-            return {"rule": "oom", "severity": "warning", "message": msg, "tip": "", "evidence": {}}
+            return {"rule": "oom", "severity": "warning", "message": msg, "tip": "", "evidence": {}, "step": self.step + 1}
 
     # ----------------------------------------------------------------- the loop
 
@@ -725,8 +725,9 @@ class Trainer:
 
     def _warn_obj(self, fields: dict[str, Any], step: int | None = None) -> None:
         fields = dict(fields)
-        fields.pop("step", None)
-        self.events.emit("warning", self.step if step is None else step, **fields)
+        at = fields.pop("step", None)
+        at = step if step is not None else at
+        self.events.emit("warning", self.step if at is None else int(at), **fields)
 
     def finish(self, reason: str, message: str) -> None:
         """Write the `end` event and the final run.json status."""
