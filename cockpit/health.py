@@ -96,6 +96,8 @@ class HealthConfig:
     loss_huge_sigma: float = 12.0  # a single point this far above fires at once
     loss_huge_ratio: float = 3.0  # ... or a single point this many times the mean
     loss_sigma_floor_rel: float = 0.01  # sigma is at least this fraction of |mean| (near-constant series)
+    loss_exit_sigma: float = 3.0  # a reported spike lasts until the loss is back within this many sigma ...
+    loss_exit_ratio: float = 1.5  # ... and below this many times the mean (one warning per episode)
     # grad norm
     grad_window: int = 50  # points of grad-norm history (median reference and spike count window)
     grad_min_history: int = 20  # no grad rule before this many finite points
@@ -271,6 +273,7 @@ class HealthMonitor:
         c = self.config
         self._loss = _window((), c.loss_window)
         self._loss_streak: list[tuple[int, float]] = []  # spike candidates (step, loss) in a row
+        self._loss_episode = 0  # points since a reported spike began; 0 = no spike under way
         self._grad = _window((), c.grad_window)
         self._grad_flags = _window((), c.grad_window)  # 1 for a spike point, 0 otherwise
         self._grad_log_ratios = _window((), c.grad_var_window)
@@ -292,8 +295,8 @@ class HealthMonitor:
 
     # ----------------------------------------------------------------- de-duplication
 
-    def _emit(self, out: list[HealthWarning], warning: HealthWarning, measure: float = 1.0, *, at: int | None = None) -> None:
-        """Append `warning` unless the same rule fired recently and it is not clearly worse."""
+    def _emit(self, out: list[HealthWarning], warning: HealthWarning, measure: float = 1.0, *, at: int | None = None) -> bool:
+        """Append `warning` unless the same rule fired recently and it is not clearly worse; True if appended."""
         at = warning.step if at is None else at
         last = self._fired.get(warning.rule)
         if last is not None:
@@ -301,13 +304,15 @@ class HealthMonitor:
             recent = 0 <= at - last_step < self.config.cooldown_steps
             worse = math.isfinite(measure) and last_measure > 0 and measure >= last_measure * self.config.refire_worse
             if recent and not worse:
-                return
+                return False
         self._fired[warning.rule] = [int(at), float(measure) if math.isfinite(measure) else 0.0]
         out.append(warning)
+        return True
 
     def _went_back(self, step: int) -> None:
         """Steps went backwards (a rollback or a resume from an older checkpoint): start afresh."""
         self._loss_streak = []
+        self._loss_episode = 0
         self._skip_streak = self._lr_zero_streak = self._lr_bad_streak = self._tps_streak = 0
         self._last_grad = None
         self._fired = {rule: v for rule, v in self._fired.items() if v[0] < step}
@@ -377,6 +382,15 @@ class HealthMonitor:
         scale = max(sigma, c.loss_sigma_floor_rel * abs(mean), 1e-12)
         z = (loss - mean) / scale
         ratio = loss / mean if mean > 0 else 0.0
+        if self._loss_episode:
+            # A reported spike lasts until the loss is back near the window (hysteresis), so its
+            # noisy tail is one episode, not a string of new spikes.
+            if z > c.loss_exit_sigma or (mean > 0 and ratio > c.loss_exit_ratio):
+                self._loss_episode += 1
+                if self._loss_episode > c.loss_window // 4:
+                    window.append(loss)  # a lasting new level: let the window adapt
+                return
+            self._loss_episode = 0
         candidate = z > c.loss_spike_sigma or (mean > 0 and ratio > c.loss_spike_ratio)
         if not candidate:
             self._loss_streak = []
@@ -389,10 +403,12 @@ class HealthMonitor:
         if not huge and len(self._loss_streak) < c.loss_spike_patience:
             return
         onset, onset_loss = self._loss_streak[0]
+        onset_z = (onset_loss - mean) / scale
+        onset_ratio = onset_loss / mean if mean > 0 else 0.0
         points = len(self._loss_streak)
         message = (
             f"loss spike at step {onset}: {onset_loss:.4g} vs a mean of {mean:.4g} over the last "
-            f"{len(window)} points ({z:.1f} sigma, {ratio:.2f}x)"
+            f"{len(window)} points ({onset_z:.1f} sigma, {onset_ratio:.2f}x)"
             + (f"; {points} points in a row up to step {step}" if points > 1 else "")
         )
         evidence = {
@@ -400,14 +416,15 @@ class HealthMonitor:
             "latest_loss": _round(loss),
             "window_mean": _round(mean),
             "window_std": _round(sigma),
-            "sigma": _round(z, 4),
-            "ratio": _round(ratio, 4),
+            "sigma": _round(onset_z, 4),
+            "ratio": _round(onset_ratio, 4),
             "window_points": len(window),
             "spike_points": points,
             "detected_at_step": step,
         }
         warning = HealthWarning("loss_spike", "warning", onset, message, TIPS["loss_spike"], evidence)
-        self._emit(out, warning, max(ratio, 1e-9), at=step)
+        if self._emit(out, warning, max(onset_ratio, ratio, 1e-9), at=step):
+            self._loss_episode, self._loss_streak = len(self._loss_streak), []
 
     def _check_grad(self, out: list[HealthWarning], step: int, grad: float) -> None:
         c = self.config
@@ -421,8 +438,7 @@ class HealthMonitor:
         median = _median(self._grad)
         spike = median > 0 and grad > c.grad_spike_ratio * median
         self._grad_flags.append(1 if spike else 0)
-        if not spike:
-            self._grad.append(grad)
+        self._grad.append(grad)  # the median shrugs off a few spikes and follows a lasting new level
         count = sum(self._grad_flags)
         if spike and count >= c.grad_spike_count:
             message = (
@@ -436,7 +452,7 @@ class HealthMonitor:
                 "median": _round(median),
                 "ratio": _round(grad / median, 4),
             }
-            self._emit(out, HealthWarning("grad_spikes", "warning", step, message, TIPS["grad_spikes"], evidence), float(count))
+            self._emit(out, HealthWarning("grad_spikes", "warning", step, message, TIPS["grad_spikes"], evidence))
         ratios = self._grad_log_ratios
         if len(ratios) >= c.grad_var_window:
             # The median ignores a few isolated spikes (grad_spikes' job); it moves only when most steps swing.
@@ -543,7 +559,7 @@ class HealthMonitor:
             )
             evidence = {"tokens_per_s": _round(tps), "median_tokens_per_s": _round(median), "fraction": _round(tps / median, 4), "points": n}
             warning = HealthWarning("throughput_drop", "warning", step, message, TIPS["throughput_drop"], evidence)
-            self._emit(out, warning, median / max(tps, 1e-9))
+            self._emit(out, warning)
 
     def _check_vram(self, out: list[HealthWarning], step: int, vram_bytes: Any) -> None:
         total = self.gpu_memory_bytes
@@ -627,7 +643,7 @@ class HealthMonitor:
             f"(val {val_now:.4g}, train {evals[-1][2]:.4g})"
         )
         evidence = {"gaps": [_round(g) for g in gaps], "val_loss": _round(val_now), "train_loss": _round(evals[-1][2])}  # type: ignore[arg-type]
-        self._emit(out, HealthWarning("overfitting", "warning", step, message, TIPS["overfitting"], evidence), gaps[-1] / max(gaps[0], 1e-9))
+        self._emit(out, HealthWarning("overfitting", "warning", step, message, TIPS["overfitting"], evidence), gaps[-1])
 
     # ----------------------------------------------------------------- liveness
 
@@ -678,6 +694,7 @@ class HealthMonitor:
             "version": STATE_VERSION,
             "loss": list(self._loss),
             "loss_streak": [list(p) for p in self._loss_streak],
+            "loss_episode": self._loss_episode,
             "grad": list(self._grad),
             "grad_flags": list(self._grad_flags),
             "grad_log_ratios": list(self._grad_log_ratios),
@@ -703,6 +720,7 @@ class HealthMonitor:
         c = self.config
         self._loss = _window((float(x) for x in state.get("loss", [])), c.loss_window)
         self._loss_streak = [(int(s), float(v)) for s, v in state.get("loss_streak", [])]
+        self._loss_episode = int(state.get("loss_episode", 0))
         self._grad = _window((float(x) for x in state.get("grad", [])), c.grad_window)
         self._grad_flags = _window((int(x) for x in state.get("grad_flags", [])), c.grad_window)
         self._grad_log_ratios = _window((float(x) for x in state.get("grad_log_ratios", [])), c.grad_var_window)
