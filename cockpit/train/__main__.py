@@ -63,8 +63,11 @@ class _StopSwitch:
             self.trainer.request_stop(self.why)  # type: ignore[attr-defined]
 
     def install(self) -> None:
-        signal.signal(signal.SIGINT, self.handle)
-        signal.signal(signal.SIGTERM, self.handle)
+        self.previous = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def uninstall(self) -> None:
+        for sig, handler in getattr(self, "previous", {}).items():
+            signal.signal(sig, handler)
 
 
 def run_child(run_dir: str | os.PathLike[str], device: str = "auto", resume: bool = False) -> int:
@@ -104,6 +107,7 @@ def run_child(run_dir: str | os.PathLike[str], device: str = "auto", resume: boo
     else:
         finish_run(path, writer, reason, message, step, write_run_info=dist.master)
     writer.close()
+    switch.uninstall()
     return EXIT_OK if reason in ("finished", "stopped", "max-time") else EXIT_FAILED
 
 
