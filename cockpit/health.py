@@ -40,7 +40,7 @@ RULES = (
 # Rules that trigger the preset's train.on_anomaly response (warn / halt / rollback).
 ANOMALY_RULES = frozenset({"nonfinite", "loss_spike"})
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 @dataclass
@@ -262,6 +262,33 @@ def _window(values: Iterable[Any], maxlen: int) -> deque:
     return deque(values, maxlen=max(1, maxlen))
 
 
+class _Series:
+    """A bounded window of (step, value) points; `values` is what the statistics read."""
+
+    __slots__ = ("steps", "values")
+
+    def __init__(self, maxlen: int, state: Any = None) -> None:
+        steps, values = state if isinstance(state, list) and len(state) == 2 else ((), ())
+        self.steps: deque = _window((int(x) for x in steps), maxlen)
+        self.values: deque = _window((float(x) for x in values), maxlen)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def append(self, step: int, value: float) -> None:
+        self.steps.append(step)
+        self.values.append(value)
+
+    def drop_from(self, step: int) -> None:
+        """Forget the points at `step` and after (they are about to be trained again)."""
+        while self.steps and self.steps[-1] >= step:
+            self.steps.pop()
+            self.values.pop()
+
+    def state(self) -> list[list]:
+        return [list(self.steps), list(self.values)]
+
+
 class HealthMonitor:
     """Keeps bounded windows of the metric history and turns them into warnings."""
 
@@ -271,19 +298,19 @@ class HealthMonitor:
         self.train = getattr(preset, "train", preset)
         self.gpu_memory_bytes = gpu_memory_bytes
         c = self.config
-        self._loss = _window((), c.loss_window)
+        self._loss = _Series(c.loss_window)
         self._loss_streak: list[tuple[int, float]] = []  # spike candidates (step, loss) in a row
         self._loss_episode = 0  # points since a reported spike began; 0 = no spike under way
-        self._grad = _window((), c.grad_window)
-        self._grad_flags = _window((), c.grad_window)  # 1 for a spike point, 0 otherwise
-        self._grad_log_ratios = _window((), c.grad_var_window)
+        self._grad = _Series(c.grad_window)
+        self._grad_flags = _Series(c.grad_window)  # 1 for a spike point, 0 otherwise
+        self._grad_log_ratios = _Series(c.grad_var_window)
         self._last_grad: float | None = None
         self._skip_streak = 0
         self._lr_zero_streak = 0
         self._lr_bad_streak = 0
         self._peak_lr = 0.0
         self._last_lr: float | None = None
-        self._tps = _window((), c.tps_window)
+        self._tps = _Series(c.tps_window)
         self._tps_streak = 0
         self._skip_next_tps = False
         self._evals: deque = _window((), max(c.val_plateau_evals, c.val_rising_evals, c.overfit_evals) + 1)
@@ -310,7 +337,12 @@ class HealthMonitor:
         return True
 
     def _went_back(self, step: int) -> None:
-        """Steps went backwards (a rollback or a resume from an older checkpoint): start afresh."""
+        """Steps went back (a rollback): forget what came after, as the trainer's restored monitor did."""
+        for series in (self._loss, self._grad, self._grad_flags, self._grad_log_ratios, self._tps):
+            series.drop_from(step)
+        while self._evals and self._evals[-1][0] >= step:
+            self._evals.pop()
+        self._skip_next_tps = False
         self._loss_streak = []
         self._loss_episode = 0
         self._skip_streak = self._lr_zero_streak = self._lr_bad_streak = self._tps_streak = 0
@@ -376,9 +408,9 @@ class HealthMonitor:
         c = self.config
         window = self._loss
         if len(window) < c.loss_min_history:
-            window.append(loss)
+            window.append(step, loss)
             return
-        mean, sigma = _mean_std(window)
+        mean, sigma = _mean_std(window.values)
         scale = max(sigma, c.loss_sigma_floor_rel * abs(mean), 1e-12)
         z = (loss - mean) / scale
         ratio = loss / mean if mean > 0 else 0.0
@@ -388,17 +420,17 @@ class HealthMonitor:
             if z > c.loss_exit_sigma or (mean > 0 and ratio > c.loss_exit_ratio):
                 self._loss_episode += 1
                 if self._loss_episode > c.loss_window // 4:
-                    window.append(loss)  # a lasting new level: let the window adapt
+                    window.append(step, loss)  # a lasting new level: let the window adapt
                 return
             self._loss_episode = 0
         candidate = z > c.loss_spike_sigma or (mean > 0 and ratio > c.loss_spike_ratio)
         if not candidate:
             self._loss_streak = []
-            window.append(loss)
+            window.append(step, loss)
             return
         self._loss_streak.append((step, loss))
         if len(self._loss_streak) > c.loss_window // 4:
-            window.append(loss)  # a lasting new level: let the window adapt instead of alarming forever
+            window.append(step, loss)  # a lasting new level: let the window adapt instead of alarming forever
         huge = z > c.loss_huge_sigma or (mean > 0 and ratio > c.loss_huge_ratio)
         if not huge and len(self._loss_streak) < c.loss_spike_patience:
             return
@@ -429,17 +461,17 @@ class HealthMonitor:
     def _check_grad(self, out: list[HealthWarning], step: int, grad: float) -> None:
         c = self.config
         if self._last_grad is not None and self._last_grad > 0 and grad > 0:
-            self._grad_log_ratios.append(math.log(grad / self._last_grad))
+            self._grad_log_ratios.append(step, math.log(grad / self._last_grad))
         self._last_grad = grad
         if len(self._grad) < c.grad_min_history:
-            self._grad.append(grad)
-            self._grad_flags.append(0)
+            self._grad.append(step, grad)
+            self._grad_flags.append(step, 0)
             return
-        median = _median(self._grad)
+        median = _median(self._grad.values)
         spike = median > 0 and grad > c.grad_spike_ratio * median
-        self._grad_flags.append(1 if spike else 0)
-        self._grad.append(grad)  # the median shrugs off a few spikes and follows a lasting new level
-        count = sum(self._grad_flags)
+        self._grad_flags.append(step, 1 if spike else 0)
+        self._grad.append(step, grad)  # the median shrugs off a few spikes and follows a lasting new level
+        count = int(sum(self._grad_flags.values))
         if spike and count >= c.grad_spike_count:
             message = (
                 f"{count} grad-norm spikes in the last {len(self._grad_flags)} points; latest {grad:.4g} "
@@ -456,7 +488,7 @@ class HealthMonitor:
         ratios = self._grad_log_ratios
         if len(ratios) >= c.grad_var_window:
             # The median ignores a few isolated spikes (grad_spikes' job); it moves only when most steps swing.
-            spread = _median([abs(r) for r in ratios])
+            spread = _median([abs(r) for r in ratios.values])
             if spread > c.grad_var_log_ratio:
                 factor = math.exp(spread)
                 message = (
@@ -543,12 +575,12 @@ class HealthMonitor:
             return
         tps = float(tokens_per_s)
         if len(self._tps) < c.tps_min_history:
-            self._tps.append(tps)
+            self._tps.append(step, tps)
             return
-        median = _median(self._tps)
+        median = _median(self._tps.values)
         if tps >= c.tps_drop_frac * median:
             self._tps_streak = 0
-            self._tps.append(tps)
+            self._tps.append(step, tps)
             return
         self._tps_streak += 1
         if self._tps_streak >= c.tps_patience:
@@ -692,19 +724,19 @@ class HealthMonitor:
         """The monitor's memory as small, JSON-safe data (windows are bounded; values are finite)."""
         return {
             "version": STATE_VERSION,
-            "loss": list(self._loss),
+            "loss": self._loss.state(),
             "loss_streak": [list(p) for p in self._loss_streak],
             "loss_episode": self._loss_episode,
-            "grad": list(self._grad),
-            "grad_flags": list(self._grad_flags),
-            "grad_log_ratios": list(self._grad_log_ratios),
+            "grad": self._grad.state(),
+            "grad_flags": self._grad_flags.state(),
+            "grad_log_ratios": self._grad_log_ratios.state(),
             "last_grad": self._last_grad,
             "skip_streak": self._skip_streak,
             "lr_zero_streak": self._lr_zero_streak,
             "lr_bad_streak": self._lr_bad_streak,
             "peak_lr": self._peak_lr,
             "last_lr": self._last_lr,
-            "tps": list(self._tps),
+            "tps": self._tps.state(),
             "tps_streak": self._tps_streak,
             "skip_next_tps": self._skip_next_tps,
             "evals": [list(e) for e in self._evals],
@@ -716,21 +748,33 @@ class HealthMonitor:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what `state_dict` saved (a resumed or rolled-back run continues where it was)."""
+        """Restore what `state_dict` saved (a resumed or rolled-back run continues where it was).
+
+        A state this version cannot read (another format, damaged) starts the monitor
+        afresh rather than failing the resume: the windows refill within tens of steps.
+        """
+        try:
+            if int(state.get("version", 0)) != STATE_VERSION:
+                raise ValueError("another state format")
+            self._load(state)
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+            self.__init__(self.train, gpu_memory_bytes=self.gpu_memory_bytes, config=self.config)  # type: ignore[misc]
+
+    def _load(self, state: dict[str, Any]) -> None:
         c = self.config
-        self._loss = _window((float(x) for x in state.get("loss", [])), c.loss_window)
+        self._loss = _Series(c.loss_window, state.get("loss"))
         self._loss_streak = [(int(s), float(v)) for s, v in state.get("loss_streak", [])]
         self._loss_episode = int(state.get("loss_episode", 0))
-        self._grad = _window((float(x) for x in state.get("grad", [])), c.grad_window)
-        self._grad_flags = _window((int(x) for x in state.get("grad_flags", [])), c.grad_window)
-        self._grad_log_ratios = _window((float(x) for x in state.get("grad_log_ratios", [])), c.grad_var_window)
+        self._grad = _Series(c.grad_window, state.get("grad"))
+        self._grad_flags = _Series(c.grad_window, state.get("grad_flags"))
+        self._grad_log_ratios = _Series(c.grad_var_window, state.get("grad_log_ratios"))
         self._last_grad = state.get("last_grad")
         self._skip_streak = int(state.get("skip_streak", 0))
         self._lr_zero_streak = int(state.get("lr_zero_streak", 0))
         self._lr_bad_streak = int(state.get("lr_bad_streak", 0))
         self._peak_lr = float(state.get("peak_lr", 0.0))
         self._last_lr = state.get("last_lr")
-        self._tps = _window((float(x) for x in state.get("tps", [])), c.tps_window)
+        self._tps = _Series(c.tps_window, state.get("tps"))
         self._tps_streak = int(state.get("tps_streak", 0))
         self._skip_next_tps = bool(state.get("skip_next_tps", False))
         maxlen = self._evals.maxlen or 1

@@ -535,3 +535,27 @@ def test_scheduled_lr_matches_the_trainer() -> None:
             train = make_preset(schedule=name, warmup_steps=warmup, warmdown_steps=70, max_steps=300).train
             for step in range(0, 320):
                 assert scheduled_lr(train, step) == pytest.approx(schedule.lr_at(step, train), rel=1e-12, abs=1e-15)
+
+
+def test_after_a_rollback_the_monitor_forgets_the_discarded_steps() -> None:
+    """A reader replaying a log with a rollback ends up where the trainer's restored monitor was."""
+    r = realistic(200)
+    again = realistic(200, seed=9)  # the steps trained a second time see other batches
+    ops_first = [("step", s) for s in r.steps[:150]]
+    ops_again = [("step", s) for s in again.steps[120:200]]
+    replayed = HealthMonitor(r.preset)
+    feed(replayed, ops_first)
+    after_replayed = feed(replayed, ops_again)  # steps go back from 149 to 120
+    restored = HealthMonitor(r.preset)
+    feed(restored, ops_first[:120])
+    after_restored = feed(restored, ops_again)
+    assert [key(w) for w in after_replayed] == [key(w) for w in after_restored]
+    assert replayed.state_dict() == restored.state_dict()
+
+
+@pytest.mark.parametrize("state", [{}, {"version": 1, "loss": [1.0, 2.0]}, {"version": 2, "loss": "bad", "evals": [[1]]}, {"version": 99}])
+def test_an_unreadable_state_starts_afresh(state: dict) -> None:
+    monitor = HealthMonitor(make_preset())
+    monitor.observe_step(5, 2.0, 1.0, 1e-3)
+    monitor.load_state_dict(state)
+    assert monitor.state_dict() == HealthMonitor(make_preset()).state_dict()
