@@ -1,0 +1,149 @@
+"""nanoGPT's CPU recipe, run through our training child end to end; prints the figures to compare.
+
+The recipe (nanoGPT README, ../shared/ANCHORS.md): character-level tiny
+Shakespeare (90/10 split), 4 layers, 4 heads, n_embd 128, block 64, batch 12,
+dropout 0, lr 1e-3 -> 1e-4 cosine over 2000 iters, warmup 100, beta2 0.99,
+weight decay 0.1, grad clip 1.0, eval every 250 iters on 20 batches, fp32, no
+compile. nanoGPT's own figures on a 2-core machine: ~40 ms/iter in steady state,
+91.7 s wall for 2000 iters, val loss 2.314 / 2.053 / 1.886 at 500 / 1000 / 2000.
+
+    python bench/nanogpt_cpu.py [--data PATH] [--steps 2000] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from cockpit import runs  # noqa: E402
+from cockpit.events import EventTailer  # noqa: E402
+from cockpit.presets import apply_overrides, preset_from_dict  # noqa: E402
+
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
+NANOGPT = {"ms_per_step": 40.0, "wall_s": 91.7, "val": {500: 2.314, 1000: 2.053, 2000: 1.886}}
+TARGET_VAL_2000 = 1.90
+
+
+def recipe(data: Path, steps: int) -> dict:
+    """The preset as a dict: nanoGPT's README CPU command line, field by field."""
+    return {
+        "name": "nanogpt_shakespeare_char",
+        "description": "nanoGPT's CPU recipe on character-level tiny Shakespeare",
+        "model": {
+            "arch": "gpt",
+            "n_layer": 4,
+            "n_head": 4,
+            "n_embd": 128,
+            "block_size": 64,
+            "vocab_size": 65,  # the 65 characters of tiny Shakespeare, as nanoGPT's meta.pkl
+            "dropout": 0.0,
+            "bias": False,
+            "tie_embeddings": True,
+        },
+        "train": {
+            "batch_size": 12,
+            "grad_accum": 1,
+            "max_steps": steps,
+            "lr": 1e-3,
+            "min_lr": 1e-4,
+            "schedule": "cosine",
+            "warmup_steps": 100,
+            "weight_decay": 0.1,
+            "beta1": 0.9,
+            "beta2": 0.99,
+            "grad_clip": 1.0,
+            "dtype": "fp32",
+            "compile": False,
+            "eval_interval": 250,
+            "eval_steps": 20,
+            "log_interval": 10,
+            "sample_tokens": 0,  # nanoGPT does not sample while training
+            "seed": 1337,
+        },
+        "data": {"source": str(data), "tokenizer": "char", "val_fraction": 0.1},
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"tiny Shakespeare text (default {DEFAULT_DATA})")
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--run-dir", type=Path, help="where the run goes (default: a temp folder)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    if not args.data.is_file():
+        print(f"no data at {args.data}; pass --data PATH to tiny Shakespeare", file=sys.stderr)
+        return 2
+
+    preset = apply_overrides(preset_from_dict(recipe(args.data.resolve(), args.steps)), args.overrides)
+    run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="nanogpt_cpu_")) / "run"
+    run_dir = runs.create_run_dir(preset, run_dir)
+    load_before = os.getloadavg()[0]
+    t0, t0_wall = time.perf_counter(), time.time()
+    handle = runs.launch(run_dir, device="cpu", detach=False)
+    tailer = EventTailer(run_dir / runs.EVENTS_JSONL)
+    records: list[dict] = []
+    while True:
+        batch = tailer.poll()
+        records += batch
+        for r in batch:
+            if r["event"] == "eval":
+                print(f"  step {r['step']:5d}  val {r['val_loss']:.4f}  train {r['train_loss']:.4f}  ({time.perf_counter() - t0:.1f} s)", flush=True)
+        if handle.poll() is not None:
+            records += tailer.read_all()
+            break
+        time.sleep(0.2)
+    wall = time.perf_counter() - t0
+    code = handle.process.returncode
+    if code != 0:
+        print(f"the child exited with {code}; see {run_dir / runs.CONSOLE_LOG}", file=sys.stderr)
+        return 1
+
+    steps = [r for r in records if r["event"] == "step"]
+    evals = {r["step"]: r["val_loss"] for r in records if r["event"] == "eval"}
+    steady = [r["step_ms"] for r in steps if r["step"] > min(100, len(steps) // 2)]
+    ms = statistics.median(steady)
+    start = next(r for r in records if r["event"] == "start")
+    first_step_time = steps[0]["time"]
+    end = records[-1]
+    figures = {
+        "ms_per_step_median": round(ms, 2),
+        "tokens_per_s_median": round(statistics.median(r["tokens_per_s"] for r in steps[len(steps) // 10 :]), 1),
+        "wall_s": round(wall, 1),
+        "train_s": round(end["time"] - first_step_time, 1),
+        "startup_s": round(start["time"] - t0_wall, 1),
+        "val": {s: round(v, 4) for s, v in sorted(evals.items())},
+        "params": start["params"],
+        "load_avg_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "cpus": os.cpu_count(),
+    }
+    print()
+    print(f"run directory        {run_dir}")
+    print(f"parameters           {start['params']:,}")
+    print(f"ms/step (median)     {ms:.1f} ms   (nanoGPT ~{NANOGPT['ms_per_step']:.0f} ms; ratio {ms / NANOGPT['ms_per_step']:.2f})")
+    print(f"tokens/s (median)    {figures['tokens_per_s_median']:,.0f}")
+    print(f"wall time            {wall:.1f} s   (nanoGPT {NANOGPT['wall_s']} s; includes start-up {figures['startup_s']} s)")
+    for s in (500, 1000, 2000):
+        if s in evals:
+            print(f"val loss @ {s:<5d}      {evals[s]:.4f}   (nanoGPT {NANOGPT['val'][s]})")
+    print(f"load average         {figures['load_avg_before_after'][0]} before, {figures['load_avg_before_after'][1]} after ({os.cpu_count()} CPUs)")
+    ok_loss = evals.get(args.steps, float("inf")) <= TARGET_VAL_2000 if args.steps == 2000 else None
+    ok_speed = ms <= NANOGPT["ms_per_step"]
+    print(f"targets              val@2000 <= {TARGET_VAL_2000}: {ok_loss}   ms/step <= {NANOGPT['ms_per_step']:.0f}: {ok_speed}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
