@@ -1,0 +1,256 @@
+"""A torch-free stand-in for the training child, for tests of every reader of a run directory.
+
+It takes the child's own command line (`--run-dir DIR --device D [--resume]`),
+reads DIR/preset.json and writes what the real child writes: run.json updates,
+events.jsonl with start/step/eval/sample/checkpoint/warning/end records, and a
+small fake checkpoint. SIGTERM or a first SIGINT stops after the current step
+with a checkpoint and `end` reason stopped; a second SIGINT exits at once (130).
+
+Behaviour knobs come from the FAKE_TRAINER environment variable (so they pass
+through `runs.launch`), comma-separated `key=value`:
+
+    step_s=0.01        seconds per step (default 0.002)
+    die_at=K           os._exit(1) after step K, with no `end` event (a crash)
+    error_at=K         raise at step K: `error` + `end` crashed, exit 1
+    warn_at=K          a loss_spike `warning` event at step K
+    nan_at=K           step K's loss is NaN
+    halt_at=K          stop at step K with `end` halted, exit 1
+    ignore_term=1      ignore SIGTERM (to test --kill)
+    bad_line_at=K      write a corrupt line into events.jsonl after step K
+    mfu=0.31           add this MFU (a fraction) to step events
+
+Use from tests:
+
+    use_fake_trainer(monkeypatch, step_s=0.01)   # runs.launch now starts this file
+    python tests/fake_trainer.py cockpit --no-ui ...   # the real CLI, with this child
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve()
+REPO = HERE.parent.parent
+if str(REPO) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO))
+
+from cockpit import runs  # noqa: E402
+from cockpit.events import EventWriter, make_record  # noqa: E402
+from cockpit.fsutil import atomic_write_text  # noqa: E402
+
+SAMPLE_TEXT = "def main():\n    return 0\n"
+
+
+def parse_options(text: str | None) -> dict[str, float]:
+    """FAKE_TRAINER's `k=v,k=v` as a dict of floats."""
+    out: dict[str, float] = {}
+    for part in (text or "").split(","):
+        if "=" in part:
+            key, _, value = part.partition("=")
+            out[key.strip()] = float(value)
+    return out
+
+
+def fake_command(run_dir: Path, *, device: str = "auto", resume: bool = False) -> list[str]:
+    """The argv that starts this fake child (same shape as runs.child_command)."""
+    cmd = [sys.executable, str(HERE), "--run-dir", str(run_dir), "--device", device]
+    if resume:
+        cmd.append("--resume")
+    return cmd
+
+
+def use_fake_trainer(monkeypatch: Any, **options: float) -> None:
+    """Make runs.launch start this fake child, with FAKE_TRAINER set from `options`."""
+    monkeypatch.setattr(runs, "child_command", fake_command)
+    monkeypatch.setenv("FAKE_TRAINER", ",".join(f"{k}={v}" for k, v in options.items()))
+
+
+def cockpit_command(*args: str) -> list[str]:
+    """argv that runs `gpt-cockpit ARGS` with this fake child in place of the real one."""
+    return [sys.executable, str(HERE), "cockpit", *args]
+
+
+def fake_loss(step: int) -> float:
+    """A falling, slightly wiggly loss curve (deterministic)."""
+    return 1.5 + 3.0 * math.exp(-step / 40.0) + 0.02 * math.sin(step)
+
+
+def cosine_lr(step: int, lr: float, min_lr: float, warmup: int, max_steps: int) -> float:
+    """nanoGPT's get_lr: linear warmup, cosine to min_lr."""
+    if step < warmup:
+        return lr * (step + 1) / (warmup + 1)
+    ratio = min(1.0, (step - warmup) / max(1, max_steps - warmup))
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
+
+
+class FakeTrainer:
+    """Writes one run's worth of realistic records into a run directory."""
+
+    def __init__(self, run_dir: Path, device: str, resume: bool, options: dict[str, float]) -> None:
+        self.run_dir = run_dir
+        self.options = options
+        self.preset = runs.load_run_preset(run_dir)
+        self.device = "cpu" if device == "auto" else device
+        self.resume = resume
+        self.stop_requested = 0
+        self.writer = EventWriter(run_dir / runs.EVENTS_JSONL)
+        self.best_val = math.inf
+        self.step = 0
+
+    def on_signal(self, signum: int, _frame: Any) -> None:
+        """First SIGINT/SIGTERM: stop after this step; a second SIGINT: exit at once."""
+        if signum == signal.SIGTERM and self.options.get("ignore_term"):
+            return
+        self.stop_requested += 1
+        if self.stop_requested > 1 and signum == signal.SIGINT:
+            os._exit(130)
+
+    def opt(self, key: str) -> int | None:
+        value = self.options.get(key)
+        return None if value is None else int(value)
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self.on_signal)
+        signal.signal(signal.SIGINT, self.on_signal)
+        t = self.preset.train
+        ckpt = self.run_dir / runs.CHECKPOINTS / "last.json"
+        resumed_from = None
+        if self.resume and ckpt.exists():
+            state = json.loads(ckpt.read_text())
+            self.step, self.best_val = int(state["step"]), float(state["best_val"])
+            resumed_from = self.step
+        runs.update_run_info(
+            self.run_dir,
+            status="running",
+            pid=os.getpid(),
+            pid_start_time=runs.process_start_time(os.getpid()),
+            device=self.device,
+            gpu_name=None,
+            dtype="fp32",
+            max_steps=t.max_steps,
+            params=12345,
+        )
+        self.writer.emit(
+            "start",
+            self.step,
+            preset_name=self.preset.name,
+            device=self.device,
+            gpu=None,
+            dtype="fp32",
+            params=12345,
+            tokens_per_step=self.preset.tokens_per_step,
+            data="fake corpus",
+            resumed_from=resumed_from,
+            max_steps=t.max_steps,
+        )
+        step_s = self.options.get("step_s", 0.002)
+        pending: list[dict[str, Any]] = []
+        while self.step < t.max_steps:
+            time.sleep(step_s)
+            self.step += 1
+            step = self.step
+            loss = math.nan if self.opt("nan_at") == step else fake_loss(step)
+            record: dict[str, Any] = {
+                "loss": loss,
+                "lr": cosine_lr(step, t.lr, t.min_lr, t.warmup_steps, t.max_steps),
+                "grad_norm": 0.5 + 0.1 * math.cos(step),
+                "tokens_per_s": self.preset.tokens_per_step / max(step_s, 1e-6),
+                "step_ms": step_s * 1000.0,
+                "tokens": step * self.preset.tokens_per_step,
+                "micro_batch": t.batch_size,
+                "grad_accum": t.grad_accum,
+            }
+            if "mfu" in self.options:
+                record["mfu"] = self.options["mfu"]
+            pending.append(make_record("step", step, **record))
+            last = step >= t.max_steps or self.stop_requested
+            if step % t.log_interval == 0 or last or self.opt("die_at") == step:
+                self.writer.write_many(pending)
+                pending = []
+            if self.opt("warn_at") == step or self.opt("nan_at") == step or self.opt("error_at") == step:
+                self.writer.write_many(pending)  # a reader sees the step before its warning
+                pending = []
+            if self.opt("bad_line_at") == step:
+                with open(self.run_dir / runs.EVENTS_JSONL, "a") as handle:
+                    handle.write('{"event": "step", "loss": \n')
+            if self.opt("die_at") == step:
+                os._exit(1)
+            if self.opt("error_at") == step:
+                self.writer.emit("error", step, message="RuntimeError: injected failure", kind="RuntimeError", traceback="...")
+                return self.finish("crashed", "RuntimeError: injected failure")
+            if self.opt("warn_at") == step or self.opt("nan_at") == step:
+                rule = "nonfinite" if self.opt("nan_at") == step else "loss_spike"
+                self.writer.emit(
+                    "warning",
+                    step,
+                    rule=rule,
+                    severity="critical" if rule == "nonfinite" else "warning",
+                    message=f"loss {loss:.3g} at step {step} is far above the recent mean",
+                    tip="lower train.lr or raise train.warmup_steps",
+                    evidence={"loss": loss},
+                )
+            if self.opt("halt_at") == step:
+                return self.finish("halted", "halted on a health rule")
+            if t.eval_interval and step % t.eval_interval == 0 and step < t.max_steps:
+                self.evaluate(step)
+            if self.stop_requested:
+                self.checkpoint(step)
+                return self.finish("stopped", "stopped on request")
+        self.writer.write_many(pending)
+        self.evaluate(self.step)
+        return self.finish("finished", "reached max_steps")
+
+    def evaluate(self, step: int) -> None:
+        val = fake_loss(step) + 0.05
+        self.writer.emit("eval", step, val_loss=val, train_loss=fake_loss(step), val_bpb=val / math.log(2) / 3.5)
+        if self.preset.train.sample_tokens:
+            self.writer.emit("sample", step, text=SAMPLE_TEXT)
+        self.best_val = min(self.best_val, val)
+        runs.update_run_info(self.run_dir, step=step, best_val_loss=self.best_val)
+        self.checkpoint(step)
+
+    def checkpoint(self, step: int) -> None:
+        path = self.run_dir / runs.CHECKPOINTS / "last.json"
+        atomic_write_text(path, json.dumps({"step": step, "best_val": self.best_val}))
+        self.writer.emit("checkpoint", step, path=str(path), kind="last", bytes=path.stat().st_size, seconds=0.001)
+
+    def finish(self, reason: str, message: str) -> int:
+        self.writer.emit("end", self.step, reason=reason, message=message)
+        self.writer.close()
+        runs.update_run_info(
+            self.run_dir,
+            status=runs.status_for_end_reason(reason),
+            end_reason=reason,
+            ended=time.time(),
+            step=self.step,
+        )
+        return 0 if reason in ("finished", "stopped", "max-time") else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The child's entry point, or `cockpit ARGS` to run the CLI with this child."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["cockpit"]:
+        runs.child_command = fake_command  # type: ignore[assignment]
+        from cockpit.__main__ import main as cockpit_main
+
+        return cockpit_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="fake_trainer")
+    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args(argv)
+    options = parse_options(os.environ.get("FAKE_TRAINER"))
+    return FakeTrainer(Path(args.run_dir), args.device, args.resume, options).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
