@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cockpit.events import decode_record, encode_record, make_record
 from cockpit.health import (
@@ -559,3 +561,33 @@ def test_an_unreadable_state_starts_afresh(state: dict) -> None:
     monitor.observe_step(5, 2.0, 1.0, 1e-3)
     monitor.load_state_dict(state)
     assert monitor.state_dict() == HealthMonitor(make_preset()).state_dict()
+
+
+_any_float = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(min_value=0.0, max_value=10.0),
+    st.none(),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(_any_float, _any_float, _any_float, _any_float, st.booleans(), st.integers(-3, 3)), max_size=120),
+    st.lists(st.tuples(_any_float, _any_float), max_size=8),
+)
+def test_any_input_is_survived_and_the_state_stays_strict_json(steps, evals) -> None:
+    """Garbage in (NaN, inf, huge, negative, missing, steps going back) never raises or poisons the state."""
+    monitor = HealthMonitor(make_preset(), gpu_memory_bytes=GIB)
+    step = 0
+    for i, (loss, grad, lr, tps, skipped, jump) in enumerate(steps):
+        step = max(0, step + jump)
+        for w in monitor.observe_step(step, loss, grad, lr, tps, vram_bytes=tps, scaler_skipped=skipped):
+            assert w.rule in RULES
+            encode_record(make_record("warning", w.step, **w.to_event_fields()))
+        if evals and i % 20 == 0:
+            val, train = evals[(i // 20) % len(evals)]
+            monitor.observe_eval(step, val, train)
+    state = json.loads(json.dumps(monitor.state_dict(), allow_nan=False))
+    resumed = HealthMonitor(make_preset(), gpu_memory_bytes=GIB)
+    resumed.load_state_dict(state)
+    assert json.loads(json.dumps(resumed.state_dict())) == state
