@@ -84,7 +84,10 @@ def engine_available() -> bool:
 
 def record_with_child(run_dir: Path, extra: list[str]) -> Path:
     """Train through `gpt-cockpit --no-ui` and return the run's events file."""
-    cmd = [sys.executable, "-m", "cockpit", "--no-ui", "--device", "cpu", "--run-dir", str(run_dir)]
+    base = run_dir.parent / "spike_run_base.json"  # the default preset, so no built-in preset is needed
+    base.parent.mkdir(parents=True, exist_ok=True)
+    base.write_text(json.dumps(Preset(name="spike_run", description="tiny GPT, lr far too high").to_dict()), encoding="utf-8")
+    cmd = [sys.executable, "-m", "cockpit", "--no-ui", "--device", "cpu", "--preset", str(base), "--run-dir", str(run_dir)]
     for item in OVERRIDES + extra:
         cmd += ["--set", item]
     print("$", " ".join(cmd), file=sys.stderr)
