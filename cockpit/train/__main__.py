@@ -26,7 +26,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from cockpit.presets import PresetError
     from cockpit.train.checkpoint import CheckpointError
     from cockpit.train.faults import FaultSpecError
-    from cockpit.train.loop import EngineError
+    from cockpit.train.runtime import EngineError
 
     found: list[type[BaseException]] = [EngineError, CheckpointError, FaultSpecError, PresetError, runs.RunError]
     for module, name in (("cockpit.train.data", "DataError"), ("cockpit.tokenizers", "TokenizerUnavailable")):
@@ -74,7 +74,8 @@ def run_child(run_dir: str | os.PathLike[str], device: str = "auto", resume: boo
     """Train the run in `run_dir`; every outcome ends in events, run.json and an exit code."""
     switch = _StopSwitch()
     switch.install()
-    from cockpit.train.loop import Dist, HaltTraining, Trainer, dist_from_env, finish_run
+    from cockpit.train.loop import Trainer
+    from cockpit.train.runtime import Dist, HaltTraining, dist_from_env, finish_run
 
     path = Path(run_dir)
     dist: Dist = dist_from_env()

@@ -1,0 +1,138 @@
+"""Where and how the child runs: torchrun ranks, device, dtype, errors, and the end of a run."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from cockpit import __version__, runs
+from cockpit.events import EventWriter
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class EngineError(RuntimeError):
+    """A run the engine cannot start or continue (end reason `error`); `kind` names the cause."""
+
+    def __init__(self, message: str, kind: str = "error") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class HaltTraining(RuntimeError):
+    """A health response stopped the run on purpose (end reason `halted`)."""
+
+
+@dataclass
+class Dist:
+    """Where this process sits in a torchrun job (world_size 1 without torchrun)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+
+def dist_from_env() -> Dist:
+    """RANK / LOCAL_RANK / WORLD_SIZE as torchrun sets them."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
+        return Dist()
+    return Dist(int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world)
+
+
+def resolve_device(requested: str, dist: Dist) -> torch.device:
+    """auto -> cuda when torch sees a GPU, else cpu; cuda without a GPU is an EngineError."""
+    if dist.world_size > 1:
+        return torch.device("cuda", dist.local_rank)
+    if requested not in ("auto", "cpu", "cuda"):
+        raise EngineError(f"unknown device {requested!r}; use auto, cpu or cuda", kind="device")
+    has_cuda = torch.cuda.is_available()
+    if requested == "cuda" and not has_cuda:
+        raise EngineError(
+            f"--device cuda was asked for but torch {torch.__version__} sees no CUDA GPU; use --device cpu or auto",
+            kind="device",
+        )
+    return torch.device("cuda" if requested == "cuda" or (requested == "auto" and has_cuda) else "cpu")
+
+
+def resolve_dtype(requested: str, device: torch.device) -> str:
+    """The compute dtype: auto is bf16 on GPUs that have it, fp16 (+GradScaler) on older ones, fp32 on CPU."""
+    if device.type == "cpu":
+        if requested == "fp16":
+            raise EngineError("train.dtype=fp16 needs a CUDA GPU (it trains with a GradScaler); use bf16 or fp32 on CPU", kind="dtype")
+        return "fp32" if requested == "auto" else requested
+    bf16_ok = torch.cuda.is_bf16_supported()
+    if requested == "auto":
+        return "bf16" if bf16_ok else "fp16"
+    if requested == "bf16" and not bf16_ok:
+        raise EngineError(f"{torch.cuda.get_device_name(device)} has no bf16; use train.dtype=fp16 or auto", kind="dtype")
+    return requested
+
+
+def versions() -> dict[str, Any]:
+    """cockpit, Python, torch and CUDA versions, as plain strings."""
+    return {
+        "cockpit": __version__,
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),  # TorchVersion is a class weights_only loading refuses
+        "cuda": torch.version.cuda,
+    }
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    """`text` squeezed onto one line, cut at `limit` characters."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+@dataclass
+class Fallback:
+    """A non-finite warning when cockpit.health is not installed."""
+
+    step: int
+    loss: float
+    grad_norm: float
+    rule: str = "nonfinite"
+    is_anomaly: bool = True
+
+    @property
+    def message(self) -> str:
+        return f"non-finite loss or grad norm at step {self.step} (loss {self.loss}, grad norm {self.grad_norm})"
+
+    def to_event_fields(self) -> dict[str, Any]:
+        return {"rule": self.rule, "severity": "critical", "message": self.message, "tip": "", "evidence": {}}
+
+
+def finish_run(
+    run_dir: str | os.PathLike[str],
+    events: EventWriter,
+    reason: str,
+    message: str,
+    step: int,
+    best_val_loss: float | None = None,
+    *,
+    write_run_info: bool = True,
+) -> None:
+    """The `end` event and run.json's final status, end_reason and end time."""
+    events.emit("end", step, reason=reason, message=one_line(message))
+    events.sync()
+    if write_run_info:
+        changes: dict[str, Any] = {
+            "status": runs.status_for_end_reason(reason),
+            "end_reason": reason,
+            "end_message": one_line(message),
+            "ended": time.time(),
+            "step": step,
+        }
+        if best_val_loss is not None:
+            changes["best_val_loss"] = best_val_loss
+        runs.update_run_info(run_dir, **changes)
