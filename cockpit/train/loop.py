@@ -105,7 +105,6 @@ class Trainer:
         self.last_scale: float | None = None
         self.monitor: Any = None
         self._improved = False  # the last eval set a new best (best.pt is due)
-        self.ready = False
 
     # ----------------------------------------------------------------- setup
 
@@ -202,7 +201,6 @@ class Trainer:
             self._restore(loaded.state, counters=True)
             resumed_from = self.step
             self.last_ckpt_step = self.step
-        self.ready = True
         self.events.emit(
             "start",
             self.step,
@@ -665,7 +663,10 @@ class Trainer:
         self.events.emit("warning", self.step if at is None else int(at), **fields)
 
     def finish(self, reason: str, message: str) -> None:
-        """Write the `end` event and the final run.json status."""
+        """Log any steps still on the device (best effort), then the `end` event and run.json's final status."""
+        if self.pending and reason in ("crashed", "error"):
+            with contextlib.suppress(Exception):
+                self._readback()
         finish_run(self.run_dir, self.events, reason, message, self.step, self.best_val_loss, write_run_info=self.write_run_info)
         if self.dist.world_size > 1:
             with contextlib.suppress(Exception):
