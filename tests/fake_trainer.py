@@ -137,11 +137,12 @@ class FakeTrainer:
             dtype="fp32",
             max_steps=t.max_steps,
             params=12345,
+            started=time.time(),
         )
         self.writer.emit(
             "start",
             self.step,
-            preset_name=self.preset.name,
+            preset=self.preset.name,
             device=self.device,
             gpu=None,
             dtype="fp32",
@@ -150,6 +151,11 @@ class FakeTrainer:
             data="fake corpus",
             resumed_from=resumed_from,
             max_steps=t.max_steps,
+            micro_batch=t.batch_size,
+            grad_accum=t.grad_accum,
+            world_size=1,
+            compile=False,
+            pid=os.getpid(),
         )
         step_s = self.options.get("step_s", 0.002)
         pending: list[dict[str, Any]] = []
@@ -182,6 +188,7 @@ class FakeTrainer:
                 with open(self.run_dir / runs.EVENTS_JSONL, "a") as handle:
                     handle.write('{"event": "step", "loss": \n')
             if self.opt("die_at") == step:
+                print(f"fake trainer: dying at step {step}", flush=True)
                 os._exit(1)
             if self.opt("error_at") == step:
                 self.writer.emit("error", step, message="RuntimeError: injected failure", kind="RuntimeError", traceback="...")
@@ -210,17 +217,27 @@ class FakeTrainer:
 
     def evaluate(self, step: int) -> None:
         val = fake_loss(step) + 0.05
-        self.writer.emit("eval", step, val_loss=val, train_loss=fake_loss(step), val_bpb=val / math.log(2) / 3.5)
+        improved = val < self.best_val
+        self.best_val = min(self.best_val, val)
+        self.writer.emit(
+            "eval",
+            step,
+            val_loss=val,
+            train_loss=fake_loss(step),
+            val_bpb=val / math.log(2) / 3.5,
+            best_val_loss=self.best_val,
+            improved=improved,
+        )
         if self.preset.train.sample_tokens:
             self.writer.emit("sample", step, text=SAMPLE_TEXT)
-        self.best_val = min(self.best_val, val)
         runs.update_run_info(self.run_dir, step=step, best_val_loss=self.best_val)
         self.checkpoint(step)
 
     def checkpoint(self, step: int) -> None:
         path = self.run_dir / runs.CHECKPOINTS / "last.json"
         atomic_write_text(path, json.dumps({"step": step, "best_val": self.best_val}))
-        self.writer.emit("checkpoint", step, path=str(path), kind="last", bytes=path.stat().st_size, seconds=0.001)
+        rel = str(path.relative_to(self.run_dir))
+        self.writer.emit("checkpoint", step, path=rel, kind="last", bytes=path.stat().st_size, seconds=0.001)
 
     def finish(self, reason: str, message: str) -> int:
         self.writer.emit("end", self.step, reason=reason, message=message)
@@ -229,6 +246,7 @@ class FakeTrainer:
             self.run_dir,
             status=runs.status_for_end_reason(reason),
             end_reason=reason,
+            end_message=message,
             ended=time.time(),
             step=self.step,
         )

@@ -1,0 +1,132 @@
+"""Number and line formatting shared by headless mode, `gpt-cockpit runs` and the app."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+_MISSING = "-"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def fmt_float(value: Any, spec: str = ".4f") -> str:
+    """A number with `spec`; None or a non-number is "-", NaN/inf read as nan/inf/-inf."""
+    if not _is_number(value):
+        return _MISSING
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return format(value, spec)
+
+
+def human_count(value: Any, digits: int = 1) -> str:
+    """18600 -> "18.6k", 1.25e6 -> "1.2M" (SI steps of 1000); small values as integers."""
+    if not _is_number(value) or not math.isfinite(value):
+        return fmt_float(value)
+    sign = "-" if value < 0 else ""
+    value = abs(float(value))
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale * 0.9995:
+            return f"{sign}{value / scale:.{digits}f}{unit}"
+    return f"{sign}{value:.0f}"
+
+
+def human_params(value: Any) -> str:
+    """Parameter counts as people say them: 124.4M, 0.8M, 12.3k."""
+    return human_count(value, digits=1)
+
+
+def human_bytes(value: Any) -> str:
+    """Bytes in binary units: 512 B, 1.5 KiB, 3.2 GiB."""
+    if not _is_number(value) or not math.isfinite(value):
+        return _MISSING
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return _MISSING  # unreachable
+
+
+def human_duration(seconds: Any) -> str:
+    """A short age or duration: 45s, 3m, 2h05m, 3d4h."""
+    if not _is_number(seconds) or not math.isfinite(seconds):
+        return _MISSING
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600}h"
+
+
+def elapsed(seconds: Any) -> str:
+    """Wall time with seconds kept: 41.3s, 1m31s, 2h05m."""
+    if not _is_number(seconds) or not math.isfinite(seconds):
+        return _MISSING
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    s = int(seconds)
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return human_duration(s)
+
+
+def fmt_norm(value: Any) -> str:
+    """A grad norm: two decimals, or 3 significant digits when large or tiny."""
+    if _is_number(value) and math.isfinite(value) and (abs(value) >= 1000 or 0 < abs(value) < 0.01):
+        return fmt_float(value, ".2e")
+    return fmt_float(value, ".2f")
+
+
+def step_progress(step: Any, max_steps: int | None) -> str:
+    """"120/2000", or "120" when the total is unknown."""
+    return f"{step}/{max_steps}" if max_steps else f"{step}"
+
+
+def format_step_line(record: dict[str, Any], max_steps: int | None = None) -> str:
+    """`step 120/2000 | loss 2.3141 | lr 6.0e-04 | norm 0.91 | 41.2 ms | 18.6k tok/s [| mfu 31.2%]`.
+
+    Fields a record lacks are left out, so the line stays parseable by splitting on " | ".
+    """
+    parts = [f"step {step_progress(record.get('step', 0), max_steps)}"]
+    parts.append(f"loss {fmt_float(record.get('loss'))}")
+    if _is_number(record.get("lr")):
+        parts.append(f"lr {fmt_float(record['lr'], '.1e')}")
+    if _is_number(record.get("grad_norm")):
+        parts.append(f"norm {fmt_norm(record['grad_norm'])}")
+    if _is_number(record.get("step_ms")):
+        parts.append(f"{fmt_float(record['step_ms'], '.1f')} ms")
+    if _is_number(record.get("tokens_per_s")):
+        parts.append(f"{human_count(record['tokens_per_s'])} tok/s")
+    if _is_number(record.get("mfu")):
+        parts.append(f"mfu {fmt_float(record['mfu'] * 100.0, '.1f')}%")  # mfu is a fraction
+    return " | ".join(parts)
+
+
+def format_eval_line(record: dict[str, Any], max_steps: int | None = None) -> str:
+    """`eval 250/2000 | val 2.3140 | train 2.2511 | bpb 1.234`."""
+    parts = [f"eval {step_progress(record.get('step', 0), max_steps)}", f"val {fmt_float(record.get('val_loss'))}"]
+    if _is_number(record.get("train_loss")):
+        parts.append(f"train {fmt_float(record['train_loss'])}")
+    if _is_number(record.get("val_bpb")):
+        parts.append(f"bpb {fmt_float(record['val_bpb'], '.3f')}")
+    return " | ".join(parts)
+
+
+def parse_line(line: str) -> dict[str, str]:
+    """Split a step or eval line back into {"step": "120/2000", "loss": "2.3141", ...} (for scripts and tests)."""
+    out: dict[str, str] = {}
+    for part in line.strip().split(" | "):
+        head, _, tail = part.partition(" ")
+        if tail.endswith(("ms", "tok/s")) and not head.startswith(("step", "eval")):
+            out[tail] = head  # "41.2 ms" -> {"ms": "41.2"}
+        elif head:
+            out[head] = tail
+    return out

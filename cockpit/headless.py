@@ -1,0 +1,377 @@
+"""Headless mode: launch the training child and turn its events into lines.
+
+stdout carries only step and eval lines (data a script can parse); everything
+else (the run directory, samples, checkpoints, warnings, the end) goes to stderr.
+The same follower serves `gpt-cockpit --no-ui`, `attach --no-ui` and `resume --no-ui`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from cockpit import diagnostics, runs
+from cockpit.diagnostics import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, error, info
+from cockpit.events import EventTailer
+from cockpit.format import elapsed, format_eval_line, format_step_line, human_bytes, human_params
+from cockpit.presets import Preset, PresetError, apply_overrides, load_preset
+
+DEFAULT_PRESET = "tiny_char"
+POLL_S = 0.1  # ~10 Hz: fast enough to feel live, cheap on the file system
+STATUS_EVERY_S = 1.0  # how often a follower without its own child checks the run's pid
+EXIT_WAIT_S = 10.0  # after `end`, how long the child may take to exit before we stop waiting
+CONSOLE_TAIL_LINES = 15
+
+
+class UsageError(Exception):
+    """Bad arguments, preset or data path: nothing was started (exit 2)."""
+
+
+# --------------------------------------------------------------------------- preset
+
+
+def with_max_steps(preset: Preset, max_steps: int) -> Preset:
+    """The preset with train.max_steps set; warmup/warmdown shrink with it if they no longer fit."""
+    t = preset.train
+    changes: dict[str, Any] = {"train.max_steps": max_steps}
+    if max_steps >= 1 and t.warmup_steps >= max_steps:
+        changes["train.warmup_steps"] = max_steps // 10  # keep the preset's shape: a short warmup
+    warmup = changes.get("train.warmup_steps", t.warmup_steps)
+    if max_steps >= 1 and t.schedule == "warmdown" and warmup + t.warmdown_steps > max_steps:
+        changes["train.warmdown_steps"] = max(0, min(t.warmdown_steps, max_steps - warmup))
+    result = apply_overrides(preset, changes)
+    if len(changes) > 1:
+        shrunk = ", ".join(f"{k}={v}" for k, v in changes.items() if k != "train.max_steps")
+        info(f"{shrunk} so the schedule fits in {max_steps} steps")
+    return result
+
+
+def data_problem(source: str) -> str | None:
+    """Why a data source cannot be used before launching (None when it looks usable)."""
+    if source == "default":
+        return None
+    if glob.has_magic(source):
+        return None if glob.glob(source) else f"no files match {source}"
+    if not Path(source).exists():
+        return f"no such file or folder: {source}"
+    return None
+
+
+def resolve_preset(args: argparse.Namespace) -> Preset:
+    """--preset, then --set, --max-steps and --data; raises PresetError or UsageError."""
+    name = getattr(args, "preset", None)
+    if name:
+        preset = load_preset(name)
+    else:
+        try:
+            preset = load_preset(DEFAULT_PRESET)
+        except PresetError:
+            info(f"preset {DEFAULT_PRESET!r} is not installed; using the built-in defaults")
+            preset = Preset(name=DEFAULT_PRESET)
+    overrides = list(getattr(args, "overrides", None) or [])
+    if overrides:
+        preset = apply_overrides(preset, overrides)
+    max_steps = getattr(args, "max_steps", None)
+    if max_steps is not None:
+        if max_steps < 1:
+            raise PresetError("train.max_steps", f"must be at least 1, not {max_steps}")
+        preset = with_max_steps(preset, max_steps)
+    data = getattr(args, "data", None)
+    if data:
+        problem = data_problem(data)
+        if problem:
+            raise UsageError(f"--data: {problem}")
+        preset = apply_overrides(preset, {"data.source": data})
+    ok, why = preset.trainable
+    if not ok:
+        raise UsageError(f"model.arch: {preset.model.arch!r} cannot be trained yet: {why}")
+    return preset
+
+
+# --------------------------------------------------------------------------- following
+
+
+def console_tail(run_dir: Path, lines: int = CONSOLE_TAIL_LINES) -> list[str]:
+    """The last lines of the child's console.log (empty when there is none)."""
+    try:
+        with open(run_dir / runs.CONSOLE_LOG, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 16384))
+            text = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if line.strip()][-lines:]
+
+
+def exit_code_for_reason(reason: str) -> int:
+    """The process exit code that goes with an `end` reason."""
+    return EXIT_OK if reason in ("finished", "stopped", "max-time") else EXIT_FAILED
+
+
+class Follower:
+    """Follows a run's events.jsonl and prints them until the run is over; returns an exit code.
+
+    With `process` (our own child) the run is over when it exits; without one (attach)
+    when run.json, checked against the pid each second, says it is no longer live.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        process: subprocess.Popen[bytes] | None = None,
+        offset: int = 0,
+        out: IO[str] | None = None,
+        err: IO[str] | None = None,
+        poll_s: float = POLL_S,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.process = process
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.poll_s = poll_s
+        self.tailer = EventTailer(self.run_dir / runs.EVENTS_JSONL, offset=offset)
+        self.max_steps, self.log_interval = self._preset_numbers()
+        self.last_end: dict[str, Any] | None = None  # the latest `end`, cleared by a new `start`
+        self.first_step_pending = True  # print the first step after each start, whatever its number
+        self.started_at: float | None = None
+        self.stop_requests = 0
+        self.killed = False
+
+    def _preset_numbers(self) -> tuple[int | None, int]:
+        try:
+            preset = runs.load_run_preset(self.run_dir)
+        except runs.RunError:
+            return None, 1
+        return preset.train.max_steps, preset.train.log_interval
+
+    # ------------------------------------------------------------------ printing
+
+    def _diag(self, text: str) -> None:
+        print(f"gpt-cockpit: {text}", file=self.err, flush=True)
+
+    def handle(self, record: dict[str, Any]) -> None:
+        """Print one record: step/eval lines on stdout, the rest on stderr."""
+        kind = record.get("event")
+        step = record.get("step", 0)
+        if kind == "start":
+            self.last_end = None
+            self.first_step_pending = True
+            self.started_at = record.get("time")
+            if record.get("max_steps"):
+                self.max_steps = int(record["max_steps"])
+            where = record.get("gpu") or record.get("device") or "?"
+            resumed = f", resumed from step {record['resumed_from']}" if record.get("resumed_from") is not None else ""
+            params = f"{human_params(record['params'])} params, " if record.get("params") else ""
+            tps = f"{record['tokens_per_step']} tokens/step" if record.get("tokens_per_step") else ""
+            self._diag(f"start: {record.get('preset', '?')} on {where} ({record.get('dtype', '?')}), {params}{tps}{resumed}")
+            if record.get("data"):
+                self._diag(f"data: {record['data']}")
+        elif kind == "step":
+            if self._prints_step(record):
+                print(format_step_line(record, self.max_steps), file=self.out)
+        elif kind == "eval":
+            print(format_eval_line(record, self.max_steps), file=self.out)
+        elif kind == "sample":
+            text = str(record.get("text", "")).rstrip()
+            body = "\n".join("  " + line for line in text.splitlines()[:20])
+            self._diag(f"sample at step {step}:\n{body}")
+        elif kind == "checkpoint":
+            size = human_bytes(record.get("bytes"))
+            self._diag(f"checkpoint {record.get('kind', '')} at step {step}: {record.get('path', '')} ({size})")
+        elif kind == "warning":
+            severity = record.get("severity", "warning")
+            self._diag(f"{severity}: step {step}: [{record.get('rule', '?')}] {record.get('message', '')}")
+            if record.get("tip"):
+                print(f"  tip: {record['tip']}", file=self.err, flush=True)
+        elif kind == "error":
+            self._diag(f"error: step {step}: {record.get('message', '')}")
+        elif kind == "end":
+            self.last_end = record
+            took = ""
+            if isinstance(self.started_at, (int, float)) and isinstance(record.get("time"), (int, float)):
+                took = f" after {elapsed(record['time'] - self.started_at)}"
+            progress = f"{step}/{self.max_steps}" if self.max_steps else f"{step}"
+            message = f" ({record['message']})" if record.get("message") else ""
+            self._diag(f"end: {record.get('reason', '?')} at step {progress}{took}{message}")
+
+    def _prints_step(self, record: dict[str, Any]) -> bool:
+        step = int(record.get("step", 0))
+        if self.first_step_pending:
+            self.first_step_pending = False
+            return True
+        return step % max(1, self.log_interval) == 0 or bool(self.max_steps and step >= self.max_steps)
+
+    def drain(self) -> None:
+        """Print everything the log holds now."""
+        records = self.tailer.read_all()
+        for record in records:
+            self.handle(record)
+        if records:
+            self.out.flush()
+
+    # ------------------------------------------------------------------ signals
+
+    def request_stop(self, signum: int) -> None:
+        """First Ctrl-C or SIGTERM: let the child checkpoint and stop; a second Ctrl-C kills it."""
+        self.stop_requests += 1
+        if signum == signal.SIGINT and self.stop_requests > 1:
+            self.kill_child()
+            return
+        if signum == signal.SIGINT:
+            print("gpt-cockpit: stopping after this step (Ctrl-C again to kill)", file=self.err, flush=True)
+        # A terminal's Ctrl-C already reached the child (same process group); SIGTERM also
+        # covers a SIGINT sent to us alone. The child counts only a *second SIGINT* as
+        # "exit now", and handles the group's SIGINT first (lower number), so this is safe.
+        self.signal_child(signal.SIGTERM)
+
+    def signal_child(self, signum: int) -> None:
+        if self.process is not None:
+            if self.process.poll() is None:
+                try:
+                    self.process.send_signal(signum)
+                except ProcessLookupError:
+                    pass
+        else:
+            try:
+                runs.stop_run(self.run_dir, kill=signum == signal.SIGKILL)
+            except runs.RunError:
+                pass
+
+    def kill_child(self) -> None:
+        self.killed = True
+        self.signal_child(signal.SIGKILL)
+
+    # ------------------------------------------------------------------ the loop
+
+    def follow(self) -> int:
+        """Print records until the run is over; the exit code says how it ended."""
+        next_status = 0.0
+        while True:
+            if self.killed:
+                self._reap(timeout=5.0)
+                self.drain()
+                self._diag("killed: the run has no checkpoint of its last steps")
+                return EXIT_INTERRUPTED
+            for record in self.tailer.poll():
+                self.handle(record)
+            self.out.flush()
+            if self.process is not None:
+                if self.process.poll() is not None:
+                    return self._finish(self.process.returncode)
+                if self.last_end is not None:
+                    # The child writes `end` and exits; give it a moment, then go by the record.
+                    self._reap(timeout=EXIT_WAIT_S)
+                    return self._finish(self.process.poll())
+            elif time.monotonic() >= next_status:
+                next_status = time.monotonic() + STATUS_EVERY_S
+                try:
+                    status = runs.run_status(self.run_dir)
+                except runs.RunError as exc:
+                    error(str(exc))
+                    return EXIT_FAILED
+                if status not in runs.LIVE_STATUSES:
+                    return self._finish(None, status=status)
+            time.sleep(self.poll_s)
+
+    def _reap(self, timeout: float) -> None:
+        if self.process is None:
+            return
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def _finish(self, returncode: int | None, status: str | None = None) -> int:
+        """Drain the log and choose the exit code from the `end` record, else the exit status."""
+        self.drain()
+        if self.tailer.bad_lines:
+            diagnostics.warn(f"skipped {self.tailer.bad_lines} unreadable line(s) in {self.tailer.path}")
+        if self.last_end is not None:
+            return exit_code_for_reason(str(self.last_end.get("reason", "crashed")))
+        if status is not None and status not in ("crashed", "error"):
+            self._diag(f"run is {status}")
+            return EXIT_OK if status in ("finished", "stopped") else EXIT_FAILED
+        how = f"exited with code {returncode}" if returncode is not None else "is gone"
+        if returncode is not None and returncode < 0:
+            how = f"was killed by {signal.Signals(-returncode).name}"
+        error(f"the training process {how} without an `end` event (crashed)")
+        if self.process is not None:
+            try:
+                runs.run_status(self.run_dir)  # marks run.json crashed
+            except runs.RunError:
+                pass
+        tail = console_tail(self.run_dir)
+        if tail:
+            print(f"--- last lines of {self.run_dir / runs.CONSOLE_LOG} ---", file=self.err)
+            for line in tail:
+                print(line, file=self.err)
+            self.err.flush()
+        else:
+            self._diag(f"{self.run_dir / runs.CONSOLE_LOG} is empty")
+        return EXIT_INTERRUPTED if returncode == EXIT_INTERRUPTED else EXIT_FAILED
+
+
+class _SignalScope:
+    """Route SIGINT and SIGTERM to a follower while it runs; restore the old handlers after."""
+
+    def __init__(self, follower: Follower) -> None:
+        self.follower = follower
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _SignalScope:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.previous[sig] = signal.signal(sig, lambda signum, _frame: self.follower.request_stop(signum))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def follow_run(
+    run_dir: Path,
+    *,
+    process: subprocess.Popen[bytes] | None = None,
+    offset: int = 0,
+    stop_on_signal: bool = True,
+) -> int:
+    """Follow a run from byte `offset` of its log to its end; signals stop the run when `stop_on_signal`."""
+    follower = Follower(run_dir, process=process, offset=offset)
+    if not stop_on_signal:
+        return follower.follow()
+    with _SignalScope(follower):
+        return follower.follow()
+
+
+def launch_and_follow(run_dir: Path, *, device: str, resume: bool = False) -> int:
+    """Start the child in our process group and follow it (headless and `resume --no-ui`)."""
+    try:  # a resumed run prints only what this launch writes
+        offset = (run_dir / runs.EVENTS_JSONL).stat().st_size if resume else 0
+    except OSError:
+        offset = 0
+    try:
+        handle = runs.launch(run_dir, device=device, resume=resume, detach=False)
+    except OSError as exc:
+        error(f"cannot start the training process: {exc}")
+        return EXIT_FAILED
+    info(f"run {run_dir} (pid {handle.pid}); Ctrl-C stops with a checkpoint")
+    return follow_run(run_dir, process=handle.process, offset=offset)
+
+
+def cmd_headless(args: argparse.Namespace) -> int:
+    """`gpt-cockpit --no-ui`: resolve the preset, create the run, train and print lines."""
+    try:
+        preset = resolve_preset(args)
+        run_dir = runs.create_run_dir(preset, getattr(args, "run_dir", None), root=getattr(args, "runs_dir", None))
+    except (PresetError, UsageError, runs.RunError) as exc:
+        error(str(exc))
+        return EXIT_USAGE
+    return launch_and_follow(run_dir, device=getattr(args, "device", "auto") or "auto")
