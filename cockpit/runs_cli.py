@@ -1,0 +1,176 @@
+"""`gpt-cockpit runs`, `attach`, `resume` and `stop`: run directories from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from cockpit import runs
+from cockpit.diagnostics import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, info
+from cockpit.format import fmt_float, human_duration
+from cockpit.presets import PresetError, apply_overrides
+
+STATUS_STYLES = {
+    "starting": "cyan",
+    "running": "bold green",
+    "finished": "green",
+    "stopped": "yellow",
+    "halted": "bold red",
+    "crashed": "bold red",
+    "error": "red",
+}
+
+
+def _find(args: argparse.Namespace) -> Path | None:
+    """The run named on the command line, or None after printing why not."""
+    try:
+        return runs.find_run(args.run, root=getattr(args, "runs_dir", None))
+    except runs.RunError as exc:
+        error(str(exc))
+        return None
+
+
+def _finite_or_none(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    """List every run: status, preset, step/max, best val loss, last loss, age, id."""
+    root = runs.runs_root(getattr(args, "runs_dir", None))
+    summaries = runs.list_runs(root)
+    if getattr(args, "json", False):
+        for s in summaries:
+            row = {
+                "run_id": s.run_id,
+                "path": str(s.run_dir),
+                "status": s.status,
+                "preset": s.preset_name,
+                "step": s.step,
+                "max_steps": s.max_steps,
+                "best_val_loss": _finite_or_none(s.best_val_loss),
+                "last_loss": _finite_or_none(s.last_loss),
+                "age_s": round(s.age_s, 1),
+            }
+            print(json.dumps(row))
+        return EXIT_OK
+    if not summaries:
+        info(f"no runs in {root}")
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for name, justify in (("status", "left"), ("preset", "left"), ("step", "right"), ("best val", "right"),
+                          ("last loss", "right"), ("age", "right"), ("run", "left")):
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for s in summaries:
+        step = f"{s.step}/{s.max_steps}" if s.max_steps else str(s.step)
+        table.add_row(
+            f"[{STATUS_STYLES.get(s.status, 'white')}]{s.status}[/]",
+            s.preset_name,
+            step,
+            fmt_float(s.best_val_loss),
+            fmt_float(s.last_loss),
+            human_duration(s.age_s),
+            s.run_id,
+        )
+    Console(soft_wrap=True).print(table)
+    return EXIT_OK
+
+
+def _open_app(args: argparse.Namespace, run_dir: Path) -> int:
+    """Open the app on the run screen of `run_dir`."""
+    from cockpit.tui.app import cmd_app
+
+    args.attach = str(run_dir)
+    return int(cmd_app(args) or 0)
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    """Watch a run: its history, then live until it ends (text with --no-ui, else the app)."""
+    run_dir = _find(args)
+    if run_dir is None:
+        return EXIT_USAGE
+    if not getattr(args, "no_ui", False):
+        return _open_app(args, run_dir)
+    from cockpit.headless import follow_run
+
+    info(f"attached to {run_dir}; Ctrl-C detaches (the run goes on; `gpt-cockpit stop` stops it)")
+    try:
+        return follow_run(run_dir, stop_on_signal=False)
+    except KeyboardInterrupt:
+        info(f"detached from {run_dir}")
+        return EXIT_OK
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """Continue a stopped or crashed run from its last checkpoint."""
+    run_dir = _find(args)
+    if run_dir is None:
+        return EXIT_USAGE
+    try:
+        status = runs.run_status(run_dir)
+    except runs.RunError as exc:
+        error(str(exc))
+        return EXIT_USAGE
+    if status in runs.LIVE_STATUSES:
+        error(f"{run_dir.name} is still {status}; attach to it with `gpt-cockpit attach {run_dir.name}`")
+        return EXIT_USAGE
+    max_steps = getattr(args, "max_steps", None)
+    try:
+        preset = runs.load_run_preset(run_dir)
+        if max_steps is not None:
+            if max_steps < preset.train.max_steps:
+                raise PresetError("train.max_steps", f"--max-steps {max_steps} is below the run's {preset.train.max_steps}; it can only grow")
+            if max_steps > preset.train.max_steps:
+                preset = apply_overrides(preset, {"train.max_steps": max_steps})
+                from cockpit.fsutil import atomic_write_text
+
+                atomic_write_text(run_dir / runs.PRESET_JSON, json.dumps(preset.to_dict(), indent=2) + "\n")
+                runs.update_run_info(run_dir, max_steps=max_steps)
+    except (PresetError, runs.RunError) as exc:
+        error(str(exc))
+        return EXIT_USAGE
+    if status == "finished" and max_steps is None:
+        error(f"{run_dir.name} already finished at train.max_steps={preset.train.max_steps}; pass --max-steps N to train further")
+        return EXIT_USAGE
+    device = getattr(args, "device", None) or "auto"
+    if getattr(args, "no_ui", False):
+        from cockpit.headless import launch_and_follow
+
+        return launch_and_follow(run_dir, device=device, resume=True)
+    try:
+        runs.launch(run_dir, device=device, resume=True, detach=True)
+    except OSError as exc:
+        error(f"cannot start the training process: {exc}")
+        return EXIT_FAILED
+    return _open_app(args, run_dir)
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    """Stop a run gracefully (SIGTERM: checkpoint first) or kill it (SIGKILL)."""
+    run_dir = _find(args)
+    if run_dir is None:
+        return EXIT_USAGE
+    kill = bool(getattr(args, "kill", False))
+    try:
+        status = runs.run_status(run_dir)
+        sent = status in runs.LIVE_STATUSES and runs.stop_run(run_dir, kill=kill)
+    except runs.RunError as exc:
+        error(str(exc))
+        return EXIT_USAGE
+    if not sent:
+        info(f"{run_dir.name} is not running (status {runs.run_status(run_dir)}); nothing to stop")
+        return EXIT_FAILED
+    if kill:
+        info(f"killed {run_dir.name}; its last steps since the last checkpoint are lost")
+    else:
+        info(f"asked {run_dir.name} to stop: it finishes this step, writes a checkpoint and exits")
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover - for debugging
+    sys.exit(cmd_runs(argparse.Namespace(json=False, runs_dir=None)))
