@@ -1,0 +1,133 @@
+"""The event log: strict-JSON records and a tailer that survives bad, partial and replaced files."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from cockpit.events import (
+    SCHEMA_VERSION,
+    EventTailer,
+    EventWriter,
+    NullEventWriter,
+    decode_record,
+    encode_record,
+    make_record,
+    read_events,
+    read_last_records,
+)
+
+
+def test_round_trip_with_non_finite_values_is_strict_json():
+    record = make_record("step", 3, loss=math.nan, grad_norm=math.inf, lr=-math.inf, nested={"x": [math.nan, 1.5]})
+    line = encode_record(record)
+    strict = json.loads(line, parse_constant=lambda token: pytest.fail(f"non-strict token {token}"))
+    assert strict["loss"] == "NaN" and strict["grad_norm"] == "Infinity" and strict["lr"] == "-Infinity"
+    back = decode_record(line)
+    assert math.isnan(back["loss"]) and back["grad_norm"] == math.inf and back["lr"] == -math.inf
+    assert math.isnan(back["nested"]["x"][0]) and back["nested"]["x"][1] == 1.5
+    assert back["v"] == SCHEMA_VERSION and back["event"] == "step" and back["step"] == 3
+    assert "\n" not in line
+
+
+@pytest.mark.parametrize("line", ['{"event": "nope"}', "[1, 2]", '"step"', "{", '{"step": 1}'])
+def test_decode_rejects_non_records(line):
+    with pytest.raises(ValueError):
+        decode_record(line)
+
+
+def test_make_record_refuses_unknown_kinds():
+    with pytest.raises(ValueError, match="unknown event kind"):
+        make_record("stepp", 1)
+
+
+def test_writer_appends_and_reader_reads(tmp_path):
+    path = tmp_path / "events.jsonl"
+    with EventWriter(path) as writer:
+        writer.emit("start", 0, preset="tiny")
+        writer.write_many([make_record("step", i, loss=float(i)) for i in range(1, 4)])
+    with EventWriter(path) as writer:  # a resumed run appends
+        writer.emit("end", 3, reason="finished")
+    events = read_events(path)
+    assert [e["event"] for e in events] == ["start", "step", "step", "step", "end"]
+    assert [e["step"] for e in events] == [0, 1, 2, 3, 3]
+    assert path.read_text().count("\n") == 5
+
+
+def test_null_writer_writes_nothing(tmp_path):
+    writer = NullEventWriter()
+    record = writer.emit("step", 1, loss=1.0)
+    writer.write_many([record])
+    writer.sync()
+    writer.close()
+    assert record["loss"] == 1.0
+
+
+def test_tailer_holds_a_partial_line_until_it_is_complete(tmp_path):
+    path = tmp_path / "events.jsonl"
+    tailer = EventTailer(path)
+    full = encode_record(make_record("step", 1, loss=2.0))
+    with open(path, "w") as handle:
+        handle.write(encode_record(make_record("start", 0)) + "\n" + full[:10])
+    assert [r["event"] for r in tailer.poll()] == ["start"]
+    assert tailer.poll() == []
+    with open(path, "a") as handle:
+        handle.write(full[10:] + "\n")
+    (record,) = tailer.poll()
+    assert record["loss"] == 2.0
+    assert tailer.bad_lines == 0
+
+
+def test_tailer_skips_and_counts_corrupt_lines(tmp_path):
+    path = tmp_path / "events.jsonl"
+    good = encode_record(make_record("step", 1, loss=1.0))
+    path.write_bytes(b"\n".join([good.encode(), b'{"event": "step", "loss": ', b"\xff\xfe", b"", b'{"event":"bogus"}', good.encode()]) + b"\n")
+    tailer = EventTailer(path)
+    assert len(tailer.poll()) == 2
+    assert tailer.bad_lines == 3
+
+
+def test_tailer_restarts_when_the_file_is_truncated(tmp_path):
+    path = tmp_path / "events.jsonl"
+    with EventWriter(path) as writer:
+        for i in range(5):
+            writer.emit("step", i)
+    tailer = EventTailer(path)
+    assert len(tailer.poll()) == 5
+    path.write_text(encode_record(make_record("start", 0)) + "\n")
+    assert [r["event"] for r in tailer.poll()] == ["start"]
+
+
+def test_tailer_on_a_missing_file_reads_empty_then_follows(tmp_path):
+    path = tmp_path / "later" / "events.jsonl"
+    tailer = EventTailer(path)
+    assert tailer.poll() == [] and tailer.read_all() == []
+    with EventWriter(path) as writer:
+        writer.emit("start", 0)
+    assert [r["event"] for r in tailer.poll()] == ["start"]
+    assert read_events(tmp_path / "nothing.jsonl") == []
+
+
+def test_read_all_loops_past_the_per_poll_limit(tmp_path):
+    path = tmp_path / "events.jsonl"
+    with EventWriter(path) as writer:
+        writer.write_many([make_record("step", i, loss=1.0) for i in range(500)])
+    tailer = EventTailer(path, max_bytes_per_poll=1000)
+    first = tailer.poll()
+    assert 0 < len(first) < 500
+    rest = tailer.read_all()
+    assert [r["step"] for r in first + rest] == list(range(500))
+    assert tailer.offset == path.stat().st_size
+
+
+def test_read_last_records_reads_only_the_tail(tmp_path):
+    path = tmp_path / "events.jsonl"
+    with EventWriter(path) as writer:
+        writer.write_many([make_record("step", i, loss=float(i)) for i in range(2000)])
+        writer.emit("end", 1999, reason="finished")
+    last = read_last_records(path, tail_bytes=4096)
+    assert 0 < len(last) < 100
+    assert last[-1]["event"] == "end" and last[-2]["step"] == 1999
+    assert read_last_records(tmp_path / "missing.jsonl") == []
