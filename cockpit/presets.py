@@ -349,10 +349,10 @@ def parse_override(text: str) -> tuple[str, Any]:
     value_text = value_text.strip()
     try:
         value = json.loads(value_text, parse_constant=_reject_constant)
+    except PresetError as exc:  # before ValueError, its base class
+        raise PresetError(key, exc.message) from None
     except (ValueError, RecursionError):
         value = value_text
-    except PresetError as exc:
-        raise PresetError(key, exc.message) from None
     return key, value
 
 
