@@ -11,9 +11,11 @@ import argparse
 import glob
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
+from collections import deque
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,6 +23,7 @@ from cockpit import diagnostics, runs
 from cockpit.diagnostics import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, error, info
 from cockpit.events import EventTailer
 from cockpit.format import elapsed, format_eval_line, format_step_line, human_bytes, human_params
+from cockpit.health import HealthMonitor
 from cockpit.presets import Preset, PresetError, apply_overrides, load_preset
 
 DEFAULT_PRESET = "tiny_char"
@@ -131,6 +134,7 @@ class Follower:
         out: IO[str] | None = None,
         err: IO[str] | None = None,
         poll_s: float = POLL_S,
+        health: HealthMonitor | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.process = process
@@ -144,6 +148,11 @@ class Follower:
         self.started_at: float | None = None
         self.stop_requests = 0
         self.killed = False
+        self.health = health or HealthMonitor()  # only its stalled rule: the child runs the others
+        self.live = False  # between a `start` and its `end`: silence then means a stall
+        self.last_arrival = time.time()  # wall time the latest records arrived (not their own time)
+        self.gaps: deque[float] = deque(maxlen=50)  # seconds between arrivals while live
+        self.last_step = 0
 
     def _preset_numbers(self) -> tuple[int | None, int]:
         try:
@@ -162,6 +171,7 @@ class Follower:
         kind = record.get("event")
         step = record.get("step", 0)
         if kind == "start":
+            self.live = True
             self.last_end = None
             self.first_step_pending = True
             self.started_at = record.get("time")
@@ -175,6 +185,7 @@ class Follower:
             if record.get("data"):
                 self._diag(f"data: {record['data']}")
         elif kind == "step":
+            self.last_step = int(step)
             if self._prints_step(record):
                 print(format_step_line(record, self.max_steps), file=self.out)
         elif kind == "eval":
@@ -194,6 +205,7 @@ class Follower:
         elif kind == "error":
             self._diag(f"error: step {step}: {record.get('message', '')}")
         elif kind == "end":
+            self.live = False
             self.last_end = record
             took = ""
             if isinstance(self.started_at, (int, float)) and isinstance(record.get("time"), (int, float)):
@@ -260,9 +272,7 @@ class Follower:
                 self.drain()
                 self._diag("killed: the run has no checkpoint of its last steps")
                 return EXIT_INTERRUPTED
-            for record in self.tailer.poll():
-                self.handle(record)
-            self.out.flush()
+            self._take(self.tailer.poll())
             if self.process is not None:
                 if self.process.poll() is not None:
                     return self._finish(self.process.returncode)
@@ -270,16 +280,43 @@ class Follower:
                     # The child writes `end` and exits; give it a moment, then go by the record.
                     self._reap(timeout=EXIT_WAIT_S)
                     return self._finish(self.process.poll())
-            elif time.monotonic() >= next_status:
+            if time.monotonic() >= next_status:
                 next_status = time.monotonic() + STATUS_EVERY_S
-                try:
-                    status = runs.run_status(self.run_dir)
-                except runs.RunError as exc:
-                    error(str(exc))
-                    return EXIT_FAILED
-                if status not in runs.LIVE_STATUSES:
-                    return self._finish(None, status=status)
+                if self.process is None:
+                    try:
+                        status = runs.run_status(self.run_dir)
+                    except runs.RunError as exc:
+                        error(str(exc))
+                        return EXIT_FAILED
+                    if status not in runs.LIVE_STATUSES:
+                        return self._finish(None, status=status)
+                self._check_stalled()
             time.sleep(self.poll_s)
+
+    def _take(self, records: list[dict[str, Any]]) -> None:
+        """Print a batch of new records and note when it arrived."""
+        if not records:
+            return
+        now = time.time()
+        if self.live:
+            self.gaps.append(now - self.last_arrival)
+        self.last_arrival = now
+        for record in records:
+            self.handle(record)
+        self.out.flush()
+
+    def _check_stalled(self) -> None:
+        """Warn (once per silence) when a live run has written nothing for far longer than usual."""
+        if not self.live:
+            return
+        typical = statistics.median(self.gaps) if self.gaps else None
+        for warning in self.health.check_stalled(time.time(), self.last_arrival, typical):
+            fields = warning.to_event_fields()
+            silent = fields.get("evidence", {}).get("silent_s", 0.0)
+            usual = f" (usually one every {typical:.1f} s)" if typical else ""
+            # The monitor here sees no steps, so the message names the step this follower saw.
+            fields["message"] = f"no events for {silent:.0f} s{usual}; last step {self.last_step}"
+            self.handle({"event": "warning", "step": self.last_step, **fields})
 
     def _reap(self, timeout: float) -> None:
         if self.process is None:

@@ -18,6 +18,8 @@ through `runs.launch`), comma-separated `key=value`:
     ignore_term=1      ignore SIGTERM (to test --kill)
     bad_line_at=K      write a corrupt line into events.jsonl after step K
     mfu=0.31           add this MFU (a fraction) to step events
+    pause_at=K         after step K, write nothing for pause_s seconds (a stall)
+    pause_s=X          length of that pause (default 2)
 
 Use from tests:
 
@@ -204,6 +206,10 @@ class FakeTrainer:
                     tip="lower train.lr or raise train.warmup_steps",
                     evidence={"loss": loss},
                 )
+            if self.opt("pause_at") == step:
+                self.writer.write_many(pending)
+                pending = []
+                time.sleep(self.options.get("pause_s", 2.0))
             if self.opt("halt_at") == step:
                 return self.finish("halted", "halted on a health rule")
             if t.eval_interval and step % t.eval_interval == 0 and step < t.max_steps:

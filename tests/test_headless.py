@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -25,6 +26,8 @@ from cockpit.format import (
     human_duration,
     parse_line,
 )
+from cockpit.headless import Follower
+from cockpit.health import HealthConfig, HealthMonitor
 
 TINY = ["--set", "train.log_interval=5", "--set", "train.eval_interval=10", "--set", "train.warmup_steps=2"]
 
@@ -240,6 +243,20 @@ def test_bad_lines_are_skipped_and_counted(tmp_path, monkeypatch, capsys):
     out, err = capsys.readouterr()
     assert "step 20/20" in out
     assert "skipped 1 unreadable line(s)" in err
+
+
+def test_a_silent_live_run_is_reported_as_stalled(tmp_path, monkeypatch):
+    use_fake_trainer(monkeypatch, step_s=0.01, pause_at=5, pause_s=1.5)
+    run_dir = runs.create_run_dir(presets.apply_overrides(presets.Preset(name="t"), {"train.max_steps": 10, "train.warmup_steps": 1, "train.log_interval": 1}), root=tmp_path)
+    handle = runs.launch(run_dir)
+    out, err = io.StringIO(), io.StringIO()
+    monitor = HealthMonitor(config=HealthConfig(stall_min_s=0.5, stall_factor=5.0))
+    follower = Follower(run_dir, process=handle.process, out=out, err=err, health=monitor)
+    assert follower.follow() == 0
+    text = err.getvalue()
+    assert text.count("[stalled]") == 1, text  # once per silence, not every second
+    assert "warning: step 5: [stalled] no events for" in text
+    assert "step 10/10" in out.getvalue()
 
 
 # --------------------------------------------------------------------------- signals, in a real process
