@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import math
@@ -328,6 +329,37 @@ def test_second_ctrl_c_kills_and_exits_130(tmp_path):
     assert proc.returncode == 130, err
     assert not runs.pid_alive(info["pid"], info.get("pid_start_time"))
     assert runs.run_status(run_dir) in ("crashed", "stopped")
+
+
+@pytest.mark.slow
+def test_real_child_trains_a_tiny_model_headless(tmp_path):
+    """End to end with the torch child: clean step lines, a falling loss, exit 0."""
+    pytest.importorskip("torch")
+    for module in ("cockpit.train.model", "cockpit.train.data", "cockpit.tokenizers"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} has not landed yet")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 400)
+    cmd = [
+        sys.executable, "-m", "cockpit", "--no-ui", "--device", "cpu", "--runs-dir", str(tmp_path / "runs"),
+        "--max-steps", "40", "--data", str(corpus),
+        "--set", "model.n_layer=1", "--set", "model.n_head=2", "--set", "model.n_embd=32", "--set", "model.block_size=32",
+        "--set", "train.batch_size=8", "--set", "train.lr=3e-3", "--set", "train.log_interval=10",
+        "--set", "train.eval_interval=20", "--set", "train.eval_steps=2", "--set", "train.sample_tokens=16",
+        "--set", "data.tokenizer=char",
+    ]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert all(line.startswith(("step ", "eval ")) for line in lines), result.stdout
+    steps = [parse_line(line) for line in lines if line.startswith("step ")]
+    assert steps[0]["step"] == "1/40" and steps[-1]["step"] == "40/40"
+    assert float(steps[-1]["loss"]) < float(steps[0]["loss"])
+    assert [line.split(" | ")[0] for line in lines if line.startswith("eval ")] == ["eval 20/40", "eval 40/40"]
+    assert "end: finished at step 40/40" in result.stderr
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    assert runs.read_run_info(run_dir)["status"] == "finished"
+    assert (run_dir / runs.CHECKPOINTS / "last.pt").is_file()
 
 
 def test_help_lists_headless_options():
