@@ -9,6 +9,14 @@ EXIT_FAILED = 1  # the run crashed, halted on a health rule, or hit an error whi
 EXIT_USAGE = 2  # bad arguments, preset, override or data path: nothing was started
 EXIT_INTERRUPTED = 130  # killed at once by a second Ctrl-C (no checkpoint written)
 
+# `end` event reasons that count as success; every other reason (halted, error, crashed) fails.
+_OK_END_REASONS = ("finished", "max-time", "stopped")
+
+
+def exit_code_for_end(reason: str) -> int:
+    """The exit code that goes with a run's `end` reason."""
+    return EXIT_OK if reason in _OK_END_REASONS else EXIT_FAILED
+
 
 def error(message: str) -> None:
     """One diagnostic line on stderr."""

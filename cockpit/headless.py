@@ -113,11 +113,6 @@ def console_tail(run_dir: Path, lines: int = CONSOLE_TAIL_LINES) -> list[str]:
     return [line for line in text.splitlines() if line.strip()][-lines:]
 
 
-def exit_code_for_reason(reason: str) -> int:
-    """The process exit code that goes with an `end` reason."""
-    return EXIT_OK if reason in ("finished", "stopped", "max-time") else EXIT_FAILED
-
-
 class Follower:
     """Follows a run's events.jsonl and prints them until the run is over; returns an exit code.
 
@@ -148,6 +143,7 @@ class Follower:
         self.started_at: float | None = None
         self.stop_requests = 0
         self.killed = False
+        self.stdout_closed = False
         self.health = health or HealthMonitor()  # only its stalled rule: the child runs the others
         self.live = False  # between a `start` and its `end`: silence then means a stall
         self.last_arrival = time.time()  # wall time the latest records arrived (not their own time)
@@ -162,6 +158,25 @@ class Follower:
         return preset.train.max_steps, preset.train.log_interval
 
     # ------------------------------------------------------------------ printing
+
+    def _data(self, line: str, flush: bool = False) -> None:
+        """One line on stdout; a closed pipe (`| head`) stops the run we own, or ends an attach."""
+        if self.stdout_closed:
+            return
+        try:
+            if line:
+                print(line, file=self.out)
+            if flush:
+                self.out.flush()
+        except BrokenPipeError:
+            self.stdout_closed = True
+            if self.out is sys.stdout:  # so the interpreter's final flush does not fail again
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                os.close(devnull)
+            if self.process is not None:
+                self._diag("stdout was closed: stopping the run with a checkpoint")
+                self.signal_child(signal.SIGTERM)
 
     def _diag(self, text: str) -> None:
         print(f"gpt-cockpit: {text}", file=self.err, flush=True)
@@ -187,9 +202,9 @@ class Follower:
         elif kind == "step":
             self.last_step = int(step)
             if self._prints_step(record):
-                print(format_step_line(record, self.max_steps), file=self.out)
+                self._data(format_step_line(record, self.max_steps))
         elif kind == "eval":
-            print(format_eval_line(record, self.max_steps), file=self.out)
+            self._data(format_eval_line(record, self.max_steps))
         elif kind == "sample":
             text = str(record.get("text", "")).rstrip()
             body = "\n".join("  " + line for line in text.splitlines()[:20])
@@ -227,7 +242,7 @@ class Follower:
         for record in records:
             self.handle(record)
         if records:
-            self.out.flush()
+            self._data("", flush=True)
 
     # ------------------------------------------------------------------ signals
 
@@ -270,9 +285,15 @@ class Follower:
             if self.killed:
                 self._reap(timeout=5.0)
                 self.drain()
-                self._diag("killed: the run has no checkpoint of its last steps")
+                try:
+                    runs.run_status(self.run_dir)  # the pid is gone: run.json now says crashed
+                except runs.RunError:
+                    pass
+                self._diag("killed: the steps since the last checkpoint are lost")
                 return EXIT_INTERRUPTED
             self._take(self.tailer.poll())
+            if self.stdout_closed and self.process is None:
+                return EXIT_OK  # an attach piped into `head`: nothing more to say
             if self.process is not None:
                 if self.process.poll() is not None:
                     return self._finish(self.process.returncode)
@@ -303,7 +324,7 @@ class Follower:
         self.last_arrival = now
         for record in records:
             self.handle(record)
-        self.out.flush()
+        self._data("", flush=True)
 
     def _check_stalled(self) -> None:
         """Warn (once per silence) when a live run has written nothing for far longer than usual."""
@@ -332,7 +353,7 @@ class Follower:
         if self.tailer.bad_lines:
             diagnostics.warn(f"skipped {self.tailer.bad_lines} unreadable line(s) in {self.tailer.path}")
         if self.last_end is not None:
-            return exit_code_for_reason(str(self.last_end.get("reason", "crashed")))
+            return diagnostics.exit_code_for_end(str(self.last_end.get("reason", "crashed")))
         if status is not None and status not in ("crashed", "error"):
             self._diag(f"run is {status}")
             return EXIT_OK if status in ("finished", "stopped") else EXIT_FAILED

@@ -328,7 +328,22 @@ def test_second_ctrl_c_kills_and_exits_130(tmp_path):
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, err
     assert not runs.pid_alive(info["pid"], info.get("pid_start_time"))
-    assert runs.run_status(run_dir) in ("crashed", "stopped")
+    assert "killed: the steps since the last checkpoint are lost" in err
+    assert runs.read_run_info(run_dir)["status"] == "crashed"  # written by headless, not left "running"
+
+
+def test_closed_stdout_stops_the_run_with_a_checkpoint(tmp_path):
+    """`gpt-cockpit --no-ui ... | head -1`: the run stops cleanly instead of training unseen."""
+    proc = start_headless(tmp_path, step_s=0.01)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith("step 1/400")
+    proc.stdout.close()
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    assert proc.wait(timeout=20) == 0, err
+    assert "stdout was closed: stopping the run with a checkpoint" in err
+    assert "Traceback" not in err and "BrokenPipeError" not in err
+    assert runs.read_run_info(only_run(tmp_path))["status"] == "stopped"
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import types
 from pathlib import Path
 
 import pytest
-from fake_trainer import use_fake_trainer
+from fake_trainer import cockpit_command, use_fake_trainer
 
 from cockpit import runs
 from cockpit.__main__ import main
@@ -287,6 +287,31 @@ def test_attach_no_ui_reports_a_crash_quickly(tmp_path, monkeypatch, capsys):
     assert time.monotonic() - started < 0.5 + 3.0
     assert "without an `end` event (crashed)" in capsys.readouterr().err
     assert runs.read_run_info(run_dir)["status"] == "crashed"
+
+
+def test_ctrl_c_detaches_an_attach_and_the_run_goes_on(tmp_path, monkeypatch):
+    use_fake_trainer(monkeypatch, step_s=0.02)
+    run_dir = runs.create_run_dir(tiny(max_steps=5000), root=tmp_path / "runs")
+    handle = runs.launch(run_dir, detach=True)
+    try:
+        wait_status(run_dir, ("running",))
+        attach = subprocess.Popen(
+            cockpit_command("--runs-dir", str(tmp_path / "runs"), "attach", run_dir.name, "--no-ui"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert attach.stdout is not None and attach.stdout.readline().startswith("step 1/5000")
+        attach.send_signal(signal.SIGINT)
+        _, err = attach.communicate(timeout=20)
+        assert attach.returncode == 0, err
+        assert f"detached from {run_dir}" in err
+        time.sleep(0.2)
+        assert handle.poll() is None and runs.run_status(run_dir) == "running"
+    finally:
+        runs.stop_run(run_dir)
+        handle.process.wait(timeout=20)
+    assert runs.run_status(run_dir) == "stopped"
 
 
 def test_attach_unknown_run(tmp_path, capsys):
