@@ -333,6 +333,12 @@ def summarize_run(run_dir: str | os.PathLike[str]) -> RunSummary:
         step = max(step, int(rec.get("step", 0)))
         if rec["event"] == "step":
             last_loss = rec.get("loss")
+    max_steps = int(info.get("max_steps", 0) or 0)
+    if not max_steps:  # the child writes it once set up; before that (or if it died early) ask the preset
+        try:
+            max_steps = load_run_preset(path).train.max_steps
+        except RunError:
+            pass
     best = info.get("best_val_loss")
     if best is None:
         evals = [r.get("val_loss") for r in last if r["event"] == "eval" and isinstance(r.get("val_loss"), (int, float))]
@@ -343,7 +349,7 @@ def summarize_run(run_dir: str | os.PathLike[str]) -> RunSummary:
         status=status,
         preset_name=str(info.get("preset_name", "?")),
         step=step,
-        max_steps=int(info.get("max_steps", 0) or 0),
+        max_steps=max_steps,
         best_val_loss=best,
         last_loss=last_loss,
         created=float(info.get("created", 0) or 0),

@@ -207,6 +207,15 @@ def test_summary_reads_progress_and_losses(tmp_path, monkeypatch):
     assert summary.best_val_loss == pytest.approx(min(r["val_loss"] for r in read_events(run_dir / runs.EVENTS_JSONL) if r["event"] == "eval"))
 
 
+def test_summary_of_a_run_that_died_before_setup_takes_max_steps_from_its_preset(tmp_path):
+    run_dir = runs.create_run_dir(tiny(max_steps=77), root=tmp_path)
+    pid, started = dead_pid()
+    runs.update_run_info(run_dir, status="running", pid=pid, pid_start_time=started)
+    summary = runs.summarize_run(run_dir)
+    assert (summary.status, summary.step, summary.max_steps) == ("crashed", 0, 77)
+    assert summary.best_val_loss is None and summary.last_loss is None
+
+
 @pytest.mark.parametrize(
     ("name", "expected"),
     [("20260100-120000-alpha", 0), ("20260101", 1), ("gamma", 2), ("last", 2), ("latest", 2)],
