@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import pytest
@@ -49,3 +50,88 @@ def test_oom_above_batch_raises_torch_oom():
     f.check_oom(4)
     with pytest.raises(torch.OutOfMemoryError, match="micro-batch 5"):
         f.check_oom(5)
+
+
+# --------------------------------------------------------------------------- faults in a real run
+
+ENGINE_READY = all(importlib.util.find_spec(m) is not None for m in ("cockpit.train.model", "cockpit.train.data"))
+needs_engine = pytest.mark.skipif(not ENGINE_READY, reason="the model and data modules have not landed yet")
+ANOMALY_RUN = ("train.max_steps=50", "train.eval_interval=10", "train.log_interval=5")
+
+
+def finite_weights(path) -> bool:
+    from cockpit.train import checkpoint as ckpt
+
+    state = ckpt.load_checkpoint(path)
+    return all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+
+
+@pytest.mark.slow
+@needs_engine
+def test_halt_stops_with_the_checkpoint_from_before(tmp_path):
+    from test_train_loop import events_of, make_run, run_child
+
+    from cockpit import runs
+    from cockpit.train import checkpoint as ckpt
+
+    run_dir = make_run(tmp_path, *ANOMALY_RUN, "train.on_anomaly=halt")
+    proc = run_child(run_dir, fault="nan_at_step=23")
+    assert proc.returncode == 1
+    assert "halted" in proc.stderr and "Traceback" not in proc.stderr
+    nonfinite = [w for w in events_of(run_dir, "warning") if w["rule"] == "nonfinite"]
+    assert nonfinite and nonfinite[0]["step"] == 23
+    end = events_of(run_dir, "end")[-1]
+    assert end["reason"] == "halted" and "step 20" in end["message"] and "on_anomaly=halt" in end["message"]
+    last = run_dir / "checkpoints" / "last.pt"
+    assert ckpt.load_checkpoint(last)["step"] == 20 and finite_weights(last)
+    assert max(c["step"] for c in events_of(run_dir, "checkpoint")) == 20  # the bad state was never saved
+    assert runs.read_run_info(run_dir)["status"] == "halted"
+
+
+@pytest.mark.slow
+@needs_engine
+def test_rollback_recovers_and_finishes(tmp_path):
+    from test_train_loop import events_of, make_run, run_child
+
+    from cockpit import runs
+
+    run_dir = make_run(tmp_path, *ANOMALY_RUN, "train.on_anomaly=rollback", "train.rollback_lr_factor=0.5")
+    proc = run_child(run_dir, fault="nan_at_step=23")
+    assert proc.returncode == 0, proc.stderr
+    rollback = [w for w in events_of(run_dir, "warning") if w["rule"] == "rollback"]
+    assert len(rollback) == 1
+    ev = rollback[0]["evidence"]
+    assert (ev["from_step"], ev["to_step"], ev["cause"], ev["lr_scale"]) == (25, 20, "nonfinite", 0.5)
+    assert events_of(run_dir, "end")[-1]["reason"] == "finished"
+    losses = {r["step"]: r for r in events_of(run_dir, "step")}  # the latest record of each step
+    assert sorted(losses) == list(range(1, 51))
+    assert all(math.isfinite(r["loss"]) for r in losses.values())
+    assert losses[30]["lr_scale"] == 0.5
+    assert finite_weights(run_dir / "checkpoints" / "last.pt")
+    assert runs.read_run_info(run_dir)["status"] == "finished"
+
+
+@pytest.mark.slow
+@needs_engine
+def test_rollbacks_used_up_halt(tmp_path):
+    from test_train_loop import events_of, make_run, run_child
+
+    run_dir = make_run(tmp_path, *ANOMALY_RUN, "train.on_anomaly=rollback", "train.max_rollbacks=0")
+    proc = run_child(run_dir, fault="nan_at_step=23")
+    assert proc.returncode == 1
+    end = events_of(run_dir, "end")[-1]
+    assert end["reason"] == "halted" and "max_rollbacks=0" in end["message"]
+
+
+@pytest.mark.slow
+@needs_engine
+def test_spike_is_reported_at_its_step_and_warn_keeps_going(tmp_path):
+    from test_train_loop import events_of, make_run, run_child
+
+    run_dir = make_run(tmp_path, *ANOMALY_RUN)
+    proc = run_child(run_dir, fault="spike_at_step=35")
+    assert proc.returncode == 0, proc.stderr
+    spikes = [w for w in events_of(run_dir, "warning") if w["rule"] == "loss_spike"]
+    assert spikes and spikes[0]["step"] == 35
+    assert {r["step"]: r["loss"] for r in events_of(run_dir, "step")}[35] > 10
+    assert events_of(run_dir, "end")[-1]["reason"] == "finished"

@@ -1,0 +1,117 @@
+"""Resume: the same losses as an uninterrupted run, fallback from a corrupt last.pt, kill -9 leaves a usable run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from test_train_loop import events_of, make_run, run_child, step_losses
+
+from cockpit import runs
+from cockpit.train import checkpoint as ckpt
+
+pytestmark = pytest.mark.slow
+
+
+def test_resume_equals_the_uninterrupted_run(tmp_path):
+    straight = make_run(tmp_path, "train.max_steps=40", "train.eval_interval=15", name="straight")
+    assert run_child(straight).returncode == 0
+
+    parted = make_run(tmp_path, "train.max_steps=40", "train.eval_interval=15", name="parted")
+    first = run_child(parted, fault="stop_at_step=22")
+    assert first.returncode == 0, first.stderr
+    assert events_of(parted, "end")[-1]["reason"] == "stopped"
+    assert runs.read_run_info(parted)["status"] == "stopped"
+    second = run_child(parted, resume=True)
+    assert second.returncode == 0, second.stderr
+
+    starts = events_of(parted, "start")
+    assert [s["resumed_from"] for s in starts] == [None, 22]
+    assert events_of(parted, "end")[-1]["reason"] == "finished"
+    expected, got = step_losses(straight), step_losses(parted)
+    assert sorted(got) == list(range(1, 41))
+    assert got == expected  # exactly, step for step
+    val = [(e["step"], e["val_loss"]) for e in events_of(straight, "eval")]
+    assert [(e["step"], e["val_loss"]) for e in events_of(parted, "eval")] == val
+    assert runs.read_run_info(parted)["status"] == "finished"
+
+
+def test_corrupt_last_falls_back_to_previous(tmp_path):
+    run_dir = make_run(tmp_path, "train.max_steps=30", "train.eval_interval=10")
+    assert run_child(run_dir, fault="stop_at_step=25").returncode == 0
+    folder = run_dir / "checkpoints"
+    assert ckpt.load_checkpoint(folder / "last.prev.pt")["step"] == 20
+    data = (folder / "last.pt").read_bytes()
+    (folder / "last.pt").write_bytes(data[: len(data) // 3])  # a torn file under the real name
+
+    proc = run_child(run_dir, resume=True)
+    assert proc.returncode == 0, proc.stderr
+    warning = [w for w in events_of(run_dir, "warning") if w["rule"] == "checkpoint"][-1]
+    assert "last.pt" in warning["message"] and "last.prev.pt" in warning["message"]
+    assert events_of(run_dir, "start")[-1]["resumed_from"] == 20
+    assert events_of(run_dir, "end")[-1]["reason"] == "finished"
+
+
+def test_both_checkpoints_bad_is_a_clear_error(tmp_path):
+    run_dir = make_run(tmp_path, "train.max_steps=20", "train.eval_interval=10")
+    assert run_child(run_dir, fault="stop_at_step=15").returncode == 0
+    for name in ("last.pt", "last.prev.pt"):
+        (run_dir / "checkpoints" / name).write_bytes(b"garbage")
+    proc = run_child(run_dir, resume=True)
+    assert proc.returncode == 1
+    assert "last.pt" in proc.stderr and "last.prev.pt" in proc.stderr and "Traceback" not in proc.stderr
+    assert events_of(run_dir, "end")[-1]["reason"] == "error"
+    assert runs.read_run_info(run_dir)["status"] == "error"
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    run_dir = make_run(tmp_path)
+    proc = run_child(run_dir, resume=True)
+    assert proc.returncode == 1 and "no usable checkpoint" in proc.stderr
+
+
+def wait_for(predicate, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.05)
+
+
+def test_kill_9_leaves_a_loadable_checkpoint_and_reads_as_crashed(tmp_path):
+    run_dir = make_run(tmp_path, "train.max_steps=100000", "train.eval_interval=10")
+    handle = runs.launch(run_dir, device="cpu", detach=False, env={"GPT_COCKPIT_FAULT": "slow_step_ms=10"})
+    try:
+        wait_for(lambda: any(c["kind"] == "last" for c in events_of(run_dir, "checkpoint")))
+        wait_for(lambda: events_of(run_dir, "step") and events_of(run_dir, "step")[-1]["step"] > 12)
+        os.kill(handle.pid, signal.SIGKILL)
+        handle.process.wait(timeout=30)
+    finally:
+        if handle.poll() is None:
+            handle.process.kill()
+    state = ckpt.load_latest(run_dir / "checkpoints").state
+    assert state["step"] % 10 == 0 and state["step"] >= 10
+    assert not events_of(run_dir, "end")
+    assert runs.run_status(run_dir) == "crashed"
+    assert runs.read_run_info(run_dir)["status"] == "crashed"
+
+    proc = run_child(run_dir, resume=True, fault="stop_at_step=" + str(state["step"] + 3))
+    assert proc.returncode == 0, proc.stderr
+    assert events_of(run_dir, "start")[-1]["resumed_from"] == state["step"]
+
+
+def test_die_at_step_is_a_crash_without_end(tmp_path):
+    run_dir = make_run(tmp_path, "train.eval_interval=10")
+    proc = subprocess.run(
+        runs.child_command(run_dir, device="cpu"),
+        env=dict(os.environ, GPT_COCKPIT_FAULT="die_at_step=15"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert not events_of(run_dir, "end")
+    assert ckpt.load_latest(run_dir / "checkpoints").state["step"] == 10

@@ -1,0 +1,62 @@
+"""Signals: SIGTERM/SIGINT stop gracefully with a checkpoint; a second SIGINT exits at once, leaving only whole files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from test_train_loop import events_of, make_run
+
+from cockpit import runs
+from cockpit.train import checkpoint as ckpt
+
+pytestmark = pytest.mark.slow
+
+
+def launch_slow(tmp_path, step_ms: int = 20, *overrides: str):
+    run_dir = make_run(tmp_path, "train.max_steps=100000", "train.eval_interval=0", "train.log_interval=2", *overrides)
+    handle = runs.launch(run_dir, device="cpu", detach=False, env={"GPT_COCKPIT_FAULT": f"slow_step_ms={step_ms}"})
+    deadline = time.monotonic() + 60
+    while not [r for r in events_of(run_dir, "step") if r["step"] >= 4]:
+        assert handle.poll() is None, (run_dir / "console.log").read_text()
+        assert time.monotonic() < deadline, "no steps within 60 s"
+        time.sleep(0.05)
+    return run_dir, handle
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_one_signal_stops_with_a_checkpoint(tmp_path, sig):
+    run_dir, handle = launch_slow(tmp_path)
+    os.kill(handle.pid, sig)
+    assert handle.process.wait(timeout=60) == 0
+    end = events_of(run_dir, "end")[-1]
+    assert end["reason"] == "stopped" and signal.Signals(sig).name in end["message"]
+    state = ckpt.load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert state["step"] == end["step"] > 0
+    assert events_of(run_dir, "step")[-1]["step"] == end["step"]  # every step trained was logged
+    assert events_of(run_dir, "checkpoint")[-1]["step"] == end["step"]
+    assert runs.read_run_info(run_dir)["status"] == "stopped"
+    assert runs.run_status(run_dir) == "stopped"
+
+
+def test_stop_run_uses_sigterm(tmp_path):
+    run_dir, handle = launch_slow(tmp_path)
+    assert runs.stop_run(run_dir)
+    assert handle.process.wait(timeout=60) == 0
+    assert events_of(run_dir, "end")[-1]["reason"] == "stopped"
+
+
+def test_second_sigint_exits_at_once(tmp_path):
+    # Long steps: the first SIGINT asks for a stop, the second arrives while that step still runs.
+    run_dir, handle = launch_slow(tmp_path, 400, "train.eval_interval=3")
+    os.kill(handle.pid, signal.SIGINT)
+    time.sleep(0.05)
+    os.kill(handle.pid, signal.SIGINT)
+    assert handle.process.wait(timeout=60) == 130
+    assert not events_of(run_dir, "end")
+    folder = run_dir / "checkpoints"
+    for path in folder.glob("*.pt"):  # whatever carries a real name is whole
+        ckpt.load_checkpoint(path)
+    assert runs.run_status(run_dir) == "crashed"
