@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 
 from cockpit import runs
-from cockpit.diagnostics import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, error
+from cockpit.diagnostics import EXIT_INTERRUPTED, EXIT_USAGE, error, exit_code_for_end
 from cockpit.events import EventWriter
 
 
@@ -109,7 +109,7 @@ def run_child(run_dir: str | os.PathLike[str], device: str = "auto", resume: boo
         finish_run(path, writer, reason, message, step, write_run_info=dist.master)
     writer.close()
     switch.uninstall()
-    return EXIT_OK if reason in ("finished", "stopped", "max-time") else EXIT_FAILED
+    return exit_code_for_end(reason)
 
 
 def main(argv: list[str] | None = None) -> int:
