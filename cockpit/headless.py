@@ -60,6 +60,7 @@ def data_problem(source: str) -> str | None:
     """Why a data source cannot be used before launching (None when it looks usable)."""
     if source == "default":
         return None
+    source = os.path.expanduser(source)
     if glob.has_magic(source):
         return None if glob.glob(source) else f"no files match {source}"
     if not Path(source).exists():
@@ -91,7 +92,9 @@ def resolve_preset(args: argparse.Namespace) -> Preset:
         problem = data_problem(data)
         if problem:
             raise UsageError(f"--data: {problem}")
-        preset = apply_overrides(preset, {"data.source": data})
+        # Absolute, so `resume` from another directory still finds it.
+        source = data if data == "default" else os.path.abspath(os.path.expanduser(data))
+        preset = apply_overrides(preset, {"data.source": source})
     ok, why = preset.trainable
     if not ok:
         raise UsageError(f"model.arch: {preset.model.arch!r} cannot be trained yet: {why}")

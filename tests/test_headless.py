@@ -141,8 +141,9 @@ def test_data_path_is_recorded(tmp_path, monkeypatch, capsys):
     use_fake_trainer(monkeypatch)
     text = tmp_path / "corpus.txt"
     text.write_text("hello world\n" * 100)
-    assert main(headless(tmp_path, "--data", str(text))) == 0
-    assert runs.load_run_preset(only_run(tmp_path)).data.source == str(text)
+    monkeypatch.chdir(tmp_path)
+    assert main(headless(tmp_path, "--data", "corpus.txt")) == 0
+    assert runs.load_run_preset(only_run(tmp_path)).data.source == str(text)  # made absolute
 
 
 def test_user_preset_by_name(tmp_path, monkeypatch, capsys):
