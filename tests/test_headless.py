@@ -355,7 +355,7 @@ def test_real_child_trains_a_tiny_model_headless(tmp_path):
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"{module} has not landed yet")
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 400)
+    corpus.write_text("the quick brown fox jumps over the lazy dog.\n" * 400)
     cmd = [
         sys.executable, "-m", "cockpit", "--no-ui", "--device", "cpu", "--runs-dir", str(tmp_path / "runs"),
         "--max-steps", "40", "--data", str(corpus),
