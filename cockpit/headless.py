@@ -152,6 +152,7 @@ class Follower:
         self.last_arrival = time.time()  # wall time the latest records arrived (not their own time)
         self.gaps: deque[float] = deque(maxlen=50)  # seconds between arrivals while live
         self.last_step = 0
+        self.unprinted_step: dict[str, Any] | None = None  # the latest step record not printed yet
 
     def _preset_numbers(self) -> tuple[int | None, int]:
         try:
@@ -206,6 +207,9 @@ class Follower:
             self.last_step = int(step)
             if self._prints_step(record):
                 self._data(format_step_line(record, self.max_steps))
+                self.unprinted_step = None
+            else:
+                self.unprinted_step = record
         elif kind == "eval":
             self._data(format_eval_line(record, self.max_steps))
         elif kind == "sample":
@@ -223,6 +227,7 @@ class Follower:
         elif kind == "error":
             self._diag(f"error: step {step}: {record.get('message', '')}")
         elif kind == "end":
+            self.print_last_step()
             self.live = False
             self.last_end = record
             took = ""
@@ -231,6 +236,12 @@ class Follower:
             progress = f"{step}/{self.max_steps}" if self.max_steps else f"{step}"
             message = f" ({record['message']})" if record.get("message") else ""
             self._diag(f"end: {record.get('reason', '?')} at step {progress}{took}{message}")
+
+    def print_last_step(self) -> None:
+        """Print the run's latest step if its line was skipped (a stop between log intervals)."""
+        if self.unprinted_step is not None:
+            self._data(format_step_line(self.unprinted_step, self.max_steps))
+            self.unprinted_step = None
 
     def _prints_step(self, record: dict[str, Any]) -> bool:
         step = int(record.get("step", 0))
@@ -353,6 +364,7 @@ class Follower:
     def _finish(self, returncode: int | None, status: str | None = None) -> int:
         """Drain the log and choose the exit code from the `end` record, else the exit status."""
         self.drain()
+        self.print_last_step()
         if self.tailer.bad_lines:
             diagnostics.warn(f"skipped {self.tailer.bad_lines} unreadable line(s) in {self.tailer.path}")
         if self.last_end is not None:

@@ -297,6 +297,8 @@ def test_ctrl_c_stops_with_checkpoint_and_exits_0(tmp_path):
     assert any(r["event"] == "checkpoint" for r in events)
     assert runs.read_run_info(run_dir)["status"] == "stopped"
     assert all(line.startswith(("step ", "eval ")) for line in out.splitlines())
+    last_step = [line for line in out.splitlines() if line.startswith("step ")][-1]
+    assert last_step.startswith(f"step {events[-1]['step']}/400 ")  # the stop step, even between intervals
 
 
 def test_sigint_to_headless_alone_still_stops_the_child(tmp_path):
