@@ -24,7 +24,7 @@ from cockpit.diagnostics import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USA
 from cockpit.events import EventTailer
 from cockpit.format import elapsed, format_eval_line, format_step_line, human_bytes, human_params
 from cockpit.health import HealthMonitor
-from cockpit.presets import Preset, PresetError, apply_overrides, load_preset
+from cockpit.presets import Preset, PresetError, apply_overrides, builtin_dir, load_preset, user_dir
 
 DEFAULT_PRESET = "tiny_char"
 POLL_S = 0.1  # ~10 Hz: fast enough to feel live, cheap on the file system
@@ -77,6 +77,8 @@ def resolve_preset(args: argparse.Namespace) -> Preset:
         try:
             preset = load_preset(DEFAULT_PRESET)
         except PresetError:
+            if any((folder / f"{DEFAULT_PRESET}.json").exists() for folder in (builtin_dir(), user_dir())):
+                raise  # it is there but broken: say why rather than train something else
             info(f"preset {DEFAULT_PRESET!r} is not installed; using the built-in defaults")
             preset = Preset(name=DEFAULT_PRESET)
     overrides = list(getattr(args, "overrides", None) or [])

@@ -183,6 +183,26 @@ def test_usage_errors_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys, ext
     assert not (tmp_path / "runs").exists()  # nothing was started
 
 
+def test_default_preset_is_tiny_char(tmp_path, monkeypatch, capsys):
+    use_fake_trainer(monkeypatch)
+    assert main(["--no-ui", "--runs-dir", str(tmp_path / "runs"), "--max-steps", "10"]) == 0
+    preset = runs.load_run_preset(only_run(tmp_path))
+    assert preset.name == "tiny_char" and preset.train.max_steps == 10
+
+
+def test_missing_default_preset_falls_back_but_a_broken_one_is_an_error(tmp_path, monkeypatch, capsys):
+    use_fake_trainer(monkeypatch)
+    monkeypatch.setattr("cockpit.headless.builtin_dir", lambda: tmp_path / "none")
+    monkeypatch.setattr("cockpit.presets.builtin_dir", lambda: tmp_path / "none")
+    assert main(["--no-ui", "--runs-dir", str(tmp_path / "runs"), "--max-steps", "10"]) == 0
+    assert "preset 'tiny_char' is not installed; using the built-in defaults" in capsys.readouterr().err
+    presets.user_dir().mkdir(parents=True)
+    (presets.user_dir() / "tiny_char.json").write_text('{"train": {"lr": "fast"}}')
+    assert main(["--no-ui", "--runs-dir", str(tmp_path / "runs2"), "--max-steps", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "gpt-cockpit: error: train.lr: must be a number" in err and "not installed" not in err
+
+
 def test_untrainable_arch_is_refused(tmp_path, monkeypatch, capsys):
     use_fake_trainer(monkeypatch)
     monkeypatch.setitem(presets._TRAINABLE_ARCHS, "bdh", "the bdh model is not built yet")
