@@ -1,0 +1,466 @@
+"""Pure arithmetic about a preset: parameters, FLOPs, tokens, time, and peak training VRAM.
+
+No torch. Every number a person sees in `gpt-cockpit estimate` and the app's plan
+panel comes from here; docs/estimator.md explains each term and where it comes from.
+
+The memory model follows one optimizer step of the engine (cockpit/train/loop.py):
+fp32 master weights, fp32 gradients, AdamW's two fp32 moments, autocast's 16-bit
+weight copies, the activations the backward pass keeps (Korthikanti et al. 2022,
+with the flash/SDPA form that drops the s^2 term), the logits and cross-entropy
+buffers (which dominate small models with a 50k vocabulary), the allocator's
+slack, and the CUDA context (outside torch.cuda.max_memory_reserved()).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from cockpit.gpu import GpuSpec
+from cockpit.presets import ModelConfig, Preset
+
+MIB = 1024**2
+GIB = 1024**3
+CHINCHILLA_TOKENS_PER_PARAM = 20  # Hoffmann et al. 2022: compute-optimal tokens ~ 20 x parameters
+DEFAULT_HEADROOM = 0.08  # fraction of GPU memory a suggestion keeps free ("barely fits" sizes crash later)
+DEFAULT_MFU = 0.35  # assumed model FLOPs utilisation for ETAs before a run measures its own
+CUDA_CONTEXT_BYTES = 512 * MIB  # CUDA context + cuBLAS/cuDNN workspaces: 0.3-2 GiB, ~0.5 typical
+ALLOCATOR_SLACK = 0.07  # caching-allocator fragmentation: reserved exceeds allocated by a few percent
+
+
+# --------------------------------------------------------------------------- parameters and FLOPs
+
+
+def count_params(m: ModelConfig) -> int:
+    """Exact parameter count of the module cockpit.train.model.build_model(m) builds."""
+    C, L, V, T, H, r = m.n_embd, m.n_layer, m.vocab_size, m.block_size, m.n_head, m.mlp_ratio
+    if m.arch == "gpt":
+        b = 1 if m.bias else 0
+        per_block = 2 * C * (1 + b) + (C * 3 * C + 3 * C * b) + (C * C + C * b) + (C * r * C + r * C * b) + (r * C * C + C * b)
+        total = V * C + T * C + L * per_block + C * (1 + b)
+        return total + (0 if m.tie_embeddings else V * C)
+    if m.arch == "golf":
+        kv_dim = (m.n_kv_head or H) * (C // H)
+        per_block = C * C + 2 * C * kv_dim + C * C + H + C * r * C + r * C * C + C + C + 2 * C
+        total = V * C + min(L // 2, L - L // 2) * C + L * per_block
+        return total + (0 if m.tie_embeddings else V * C)
+    if m.arch == "bdh":
+        N = m.mlp_internal_dim_multiplier * C // H
+        return 3 * H * C * N + 2 * V * C
+    raise ValueError(f"unknown architecture {m.arch!r}")
+
+
+def embedding_params(m: ModelConfig) -> int:
+    """Parameters in position embeddings (left out of FLOPs, as nanoGPT's estimate_mfu does)."""
+    return m.block_size * m.n_embd if m.arch == "gpt" else 0
+
+
+def flops_per_token(m: ModelConfig) -> float:
+    """Training FLOPs per token: 6N + 12*L*H*Q*T (PaLM appendix B; N without position embeddings)."""
+    n = count_params(m) - embedding_params(m)
+    head_dim = m.n_embd // m.n_head
+    if m.arch == "bdh":
+        # one shared set of weights applied n_layer times: 6 FLOPs per weight use, plus linear attention
+        N = m.mlp_internal_dim_multiplier * m.n_embd // m.n_head
+        per_layer = 3 * m.n_head * m.n_embd * N
+        return 6 * (m.n_layer * per_layer + m.vocab_size * m.n_embd) + 12 * m.n_layer * m.n_head * N * m.block_size
+    return 6 * n + 12 * m.n_layer * m.n_head * head_dim * m.block_size
+
+
+def mfu(tokens_per_s: float, flops_per_tok: float, peak: float | None) -> float | None:
+    """Model FLOPs utilisation in [0, 1]: achieved FLOP/s over the GPU's peak (None when unknown)."""
+    if not peak or peak <= 0 or tokens_per_s <= 0:
+        return None
+    return tokens_per_s * flops_per_tok / peak
+
+
+def training_dtype(preset: Preset, gpu: GpuSpec | None) -> str:
+    """The dtype the engine will train in: auto -> bf16 where the GPU has it, fp16 where not, fp32 on CPU."""
+    dtype = preset.train.dtype
+    if dtype != "auto":
+        return dtype
+    if gpu is None:
+        return "fp32"
+    return "bf16" if gpu.bf16 else "fp16"
+
+
+# --------------------------------------------------------------------------- memory
+
+
+@dataclass
+class MemoryBreakdown:
+    """Peak training memory by part, in bytes."""
+
+    weights: int  # fp32 master weights
+    gradients: int  # fp32 gradients
+    optimizer: int  # AdamW exp_avg + exp_avg_sq, fp32
+    amp_copies: int  # autocast's 16-bit copies of the matmul weights, kept for backward
+    activations: int  # what backward keeps, all layers
+    logits: int  # logits, their fp32 copy, log-softmax and its gradient
+    allocator_slack: int  # fragmentation in the caching allocator
+    cuda_context: int  # CUDA context and library workspaces (not in max_memory_reserved)
+    activation_form: str  # "flash/SDPA" or "plain attention (s^2 term)"
+    activations_per_layer: int
+    activations_per_layer_plain: int  # the same layer with materialised attention scores
+
+    @property
+    def reserved_bytes(self) -> int:
+        """What torch.cuda.max_memory_reserved() should read at the peak."""
+        return self.total_bytes - self.cuda_context
+
+    @property
+    def total_bytes(self) -> int:
+        return (
+            self.weights + self.gradients + self.optimizer + self.amp_copies
+            + self.activations + self.logits + self.allocator_slack + self.cuda_context
+        )
+
+    def items(self) -> list[tuple[str, int]]:
+        """(label, bytes) for display, largest parts a person cares about first."""
+        return [
+            ("weights", self.weights),
+            ("gradients", self.gradients),
+            ("optimizer state", self.optimizer),
+            ("AMP copies", self.amp_copies),
+            (f"activations ({self.activation_form})", self.activations),
+            ("logits + cross-entropy", self.logits),
+            ("allocator slack", self.allocator_slack),
+            ("CUDA context", self.cuda_context),
+        ]
+
+
+def _layer_activation_bytes(m: ModelConfig, batch: int, dtype: str, *, flash: bool) -> int:
+    """Bytes one block keeps for backward (Korthikanti et al. 2022, Table 2, adapted to this engine)."""
+    s, b, h, a, r = m.block_size, batch, m.n_embd, m.n_head, m.mlp_ratio
+    half = 4 if dtype == "fp32" else 2  # bytes of a matmul input under autocast
+    full = 4  # residual stream, LayerNorm inputs and softmax statistics stay fp32
+    sbh = s * b * h
+    drop = 1 if m.dropout > 0 else 0  # bool masks, one byte per element
+    if m.arch == "bdh":
+        N = m.mlp_internal_dim_multiplier * h // a
+        latent = s * b * a * N  # (B, nh, T, N) tensors: x_latent, x_sparse, rotated q, y_latent, product
+        scores = b * a * s * s  # linear-attention scores are materialised (no flash form)
+        return int(latent * (5 * half + drop) + scores * half * 2 + sbh * (6 * full))
+    kv = (m.n_kv_head or a) / a
+    attn = sbh * (half * (1 + 1 + 2 * kv + 1 + 1)) + sbh * drop  # LN->qkv input, q, k, v, out, proj input, mask
+    mlp = sbh * half + r * sbh * half * 2 + sbh * drop  # fc input, activation input and output, mask
+    norms = 2 * sbh * full  # the two LayerNorm inputs (fp32 residual stream)
+    total = attn + mlp + norms
+    if m.arch == "golf":
+        total += sbh * half * 2  # rms-normed q and k copies before RoPE
+    if not flash:
+        total += 5 * a * s * s * b * (half / 2)  # scores, softmax, its dropout mask, attention weights (16-bit)
+    else:
+        total += b * a * s * 4  # flash attention's logsumexp per row, fp32
+    return int(total)
+
+
+def memory_breakdown(
+    preset: Preset,
+    gpu: GpuSpec | None = None,
+    *,
+    batch_size: int | None = None,
+    flash: bool | None = None,
+) -> MemoryBreakdown:
+    """Peak training memory of one micro-batch step for `preset` (optionally at another batch)."""
+    m, t = preset.model, preset.train
+    batch = batch_size or t.batch_size
+    dtype = training_dtype(preset, gpu)
+    # SDPA picks flash (sm80+) or memory-efficient attention (sm50+): neither keeps the s^2 scores
+    use_flash = (gpu is not None and gpu.compute_capability >= (5, 0)) if flash is None else flash
+    if m.arch == "bdh":
+        use_flash = False
+    params = count_params(m)
+    weights = params * 4
+    gradients = params * 4
+    optimizer = params * 8 if t.optimizer == "adamw" else 0
+    amp_copies = 0 if dtype == "fp32" else (params - embedding_params(m)) * 2
+    per_layer_flash = _layer_activation_bytes(m, batch, dtype, flash=True)
+    per_layer_plain = _layer_activation_bytes(m, batch, dtype, flash=False)
+    per_layer = per_layer_flash if use_flash else per_layer_plain
+    s, h = m.block_size, m.n_embd
+    if t.activation_checkpointing:
+        # each block keeps only its input; one block's activations live again during recompute
+        activations = m.n_layer * s * batch * h * 4 + per_layer
+    else:
+        activations = m.n_layer * per_layer
+    if t.compile:
+        activations = int(activations * 0.8)  # fused elementwise ops keep fewer intermediates
+    activations += s * batch * h * 4 * 3  # embeddings output, final norm input/output
+    # logits: 16-bit output, fp32 copy for the loss, log-softmax, its gradient (fp32) and the 16-bit gradient
+    logit_elems = batch * s * m.vocab_size
+    logits = logit_elems * ((4 + 4 + 4 + 4) if dtype == "fp32" else (2 + 4 + 4 + 4 + 2))
+    if t.compile:
+        logits = int(logits * 0.6)
+    allocated = weights + gradients + optimizer + amp_copies + activations + logits
+    slack = int(allocated * ALLOCATOR_SLACK)
+    return MemoryBreakdown(
+        weights=weights,
+        gradients=gradients,
+        optimizer=optimizer,
+        amp_copies=amp_copies,
+        activations=int(activations),
+        logits=int(logits),
+        allocator_slack=slack,
+        cuda_context=CUDA_CONTEXT_BYTES if gpu is not None else 0,
+        activation_form="flash/SDPA" if use_flash else "plain attention",
+        activations_per_layer=per_layer_flash,
+        activations_per_layer_plain=per_layer_plain,
+    )
+
+
+# --------------------------------------------------------------------------- calibration (probe)
+
+
+def calibration_dir() -> Path:
+    """Where probe measurements are kept."""
+    env = os.environ.get("GPT_COCKPIT_CACHE")
+    if env:
+        return Path(env) / "calibration"
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("gpt-cockpit")) / "calibration"
+
+
+def calibration_key(preset: Preset, gpu_name: str) -> str:
+    """Measurements depend on the GPU and on everything but the batch size."""
+    shape = asdict(preset.model)
+    t = preset.train
+    shape.update(dtype=t.dtype, compile=t.compile, ckpt=t.activation_checkpointing, optimizer=t.optimizer)
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
+    safe_gpu = "".join(c if c.isalnum() else "_" for c in gpu_name)
+    return f"{safe_gpu}-{digest}"
+
+
+@dataclass
+class Calibration:
+    """Measured peak reserved bytes = fixed + per_sequence * batch, from a probe on one GPU."""
+
+    gpu_name: str
+    fixed_bytes: float
+    per_sequence_bytes: float
+    points: list[tuple[int, int]] = field(default_factory=list)  # (batch, measured peak reserved bytes)
+
+    def predict(self, batch: int) -> int:
+        return int(self.fixed_bytes + self.per_sequence_bytes * batch)
+
+
+def fit_calibration(gpu_name: str, points: list[tuple[int, int]]) -> Calibration:
+    """A line through two or more (batch, peak bytes) measurements."""
+    if len(points) < 2 or len({b for b, _ in points}) < 2:
+        raise ValueError("a calibration needs measurements at two different batch sizes")
+    n = len(points)
+    mean_b = sum(b for b, _ in points) / n
+    mean_m = sum(m for _, m in points) / n
+    var = sum((b - mean_b) ** 2 for b, _ in points)
+    slope = sum((b - mean_b) * (m - mean_m) for b, m in points) / var
+    slope = max(slope, 0.0)
+    return Calibration(gpu_name, mean_m - slope * mean_b, slope, sorted(points))
+
+
+def save_calibration(preset: Preset, calibration: Calibration) -> Path:
+    """Remember a probe's result for this GPU and preset shape (atomic write)."""
+    from cockpit.fsutil import atomic_write_text
+
+    path = calibration_dir() / f"{calibration_key(preset, calibration.gpu_name)}.json"
+    atomic_write_text(path, json.dumps(asdict(calibration), indent=2) + "\n")
+    return path
+
+
+def load_calibration(preset: Preset, gpu_name: str) -> Calibration | None:
+    """The stored probe result for this GPU and preset shape, if any."""
+    path = calibration_dir() / f"{calibration_key(preset, gpu_name)}.json"
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return Calibration(raw["gpu_name"], float(raw["fixed_bytes"]), float(raw["per_sequence_bytes"]), [tuple(p) for p in raw.get("points", [])])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+# --------------------------------------------------------------------------- the estimate
+
+
+@dataclass
+class Estimate:
+    """Everything `gpt-cockpit estimate` reports for one preset, batch and GPU."""
+
+    preset_name: str
+    batch_size: int
+    params: int
+    params_non_embedding: int
+    flops_per_token: float
+    tokens_per_step: int
+    run_tokens: int
+    chinchilla_tokens: int
+    memory: MemoryBreakdown
+    gpu: GpuSpec | None
+    dtype: str
+    measured: bool  # the peak comes from a probe's calibration, not the analytic model
+    peak_bytes: int  # predicted peak GPU memory (total, including the CUDA context)
+    eta_s: float | None  # at DEFAULT_MFU (or the given mfu) on this GPU
+
+    @property
+    def fits(self) -> bool | None:
+        """True/False against the GPU's memory; None without a GPU to compare with."""
+        if self.gpu is None:
+            return None
+        return self.peak_bytes <= self.gpu.memory_bytes
+
+    @property
+    def margin_bytes(self) -> int | None:
+        """GPU memory left over at the peak (negative: short by that much)."""
+        return None if self.gpu is None else self.gpu.memory_bytes - self.peak_bytes
+
+    @property
+    def verdict(self) -> str:
+        """One line: fits or not, by how much."""
+        if self.gpu is None:
+            return f"needs about {fmt_bytes(self.peak_bytes)} of GPU memory (no GPU to compare with)"
+        margin = self.margin_bytes or 0
+        pct = 100 * self.peak_bytes / self.gpu.memory_bytes
+        source = "measured" if self.measured else "estimated"
+        if margin >= 0:
+            return f"fits on {self.gpu.name}: {fmt_bytes(self.peak_bytes)} of {fmt_bytes(self.gpu.memory_bytes)} ({pct:.0f}%, {source}), {fmt_bytes(margin)} free"
+        return f"does not fit on {self.gpu.name}: needs {fmt_bytes(self.peak_bytes)}, has {fmt_bytes(self.gpu.memory_bytes)} ({fmt_bytes(-margin)} short, {source})"
+
+
+def estimate(preset: Preset, gpu: GpuSpec | None = None, *, batch_size: int | None = None, mfu_assumed: float = DEFAULT_MFU) -> Estimate:
+    """Parameters, FLOPs, tokens, peak memory and ETA of `preset` at `batch_size` on `gpu`."""
+    m, t = preset.model, preset.train
+    batch = batch_size or t.batch_size
+    params = count_params(m)
+    fpt = flops_per_token(m)
+    memory = memory_breakdown(preset, gpu, batch_size=batch)
+    calibration = load_calibration(preset, gpu.name) if gpu is not None else None
+    if calibration is not None:
+        peak = calibration.predict(batch) + memory.cuda_context
+    else:
+        peak = memory.total_bytes
+    run_tokens = preset.tokens_per_step * t.max_steps
+    return Estimate(
+        preset_name=preset.name,
+        batch_size=batch,
+        params=params,
+        params_non_embedding=params - embedding_params(m) - (m.vocab_size * m.n_embd if m.arch != "bdh" else 0),
+        flops_per_token=fpt,
+        tokens_per_step=preset.tokens_per_step,  # a different micro-batch changes accumulation, not tokens per step
+        run_tokens=run_tokens,
+        chinchilla_tokens=CHINCHILLA_TOKENS_PER_PARAM * params,
+        memory=memory,
+        gpu=gpu,
+        dtype=training_dtype(preset, gpu),
+        measured=calibration is not None,
+        peak_bytes=int(peak),
+        eta_s=eta_seconds(preset, gpu, mfu_assumed),
+    )
+
+
+def eta_seconds(preset: Preset, gpu: GpuSpec | None, mfu_assumed: float = DEFAULT_MFU) -> float | None:
+    """Seconds for the whole run at `mfu_assumed` of the GPU's peak (None without a known peak)."""
+    if gpu is None:
+        return None
+    peak = gpu.peak_flops(training_dtype(preset, gpu))
+    if peak <= 0 or mfu_assumed <= 0:
+        return None
+    total_flops = flops_per_token(preset.model) * preset.tokens_per_step * preset.train.max_steps
+    return total_flops / (peak * mfu_assumed)
+
+
+@dataclass
+class BatchSuggestion:
+    """The largest micro-batch that fits, and the accumulation that keeps tokens per step."""
+
+    micro_batch: int
+    grad_accum: int
+    tokens_per_step: int
+    peak_bytes: int
+    headroom: float
+    reason: str
+
+    def apply(self, preset: Preset) -> Preset:
+        """The preset with this micro-batch and accumulation."""
+        from cockpit.presets import apply_overrides
+
+        return apply_overrides(preset, {"train.batch_size": self.micro_batch, "train.grad_accum": self.grad_accum})
+
+
+def suggest_batch(preset: Preset, gpu: GpuSpec | None, headroom: float = DEFAULT_HEADROOM) -> BatchSuggestion | None:
+    """The largest micro-batch whose peak fits in (1 - headroom) of the GPU, keeping tokens per step.
+
+    Sequences per optimizer step stay as the preset's (batch_size * grad_accum)
+    where they divide evenly; otherwise accumulation rounds up so a step never
+    sees fewer tokens. None without a GPU to plan for.
+    """
+    if gpu is None:
+        return None
+    budget = gpu.memory_bytes * (1.0 - headroom)
+    target_seqs = preset.train.batch_size * preset.train.grad_accum
+
+    def peak(b: int) -> int:
+        return estimate(preset, gpu, batch_size=b).peak_bytes
+
+    if peak(1) > budget:
+        return BatchSuggestion(1, target_seqs, target_seqs * preset.model.block_size, peak(1), headroom,
+                               f"even a micro-batch of 1 needs {fmt_bytes(peak(1))}, over {fmt_bytes(int(budget))} ({100 * (1 - headroom):.0f}% of {gpu.name}); shrink the model or block_size, or use activation checkpointing")
+    lo, hi = 1, 2
+    while hi <= 65536 and peak(hi) <= budget:  # memory grows linearly in the batch: double, then bisect
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if peak(mid) <= budget:
+            lo = mid
+        else:
+            hi = mid
+    fit = lo
+    micro = min(fit, target_seqs)
+    # prefer a micro-batch that divides the step's sequences exactly (tokens per step kept to the token)
+    for candidate in range(micro, max(1, micro // 2) - 1, -1):
+        if target_seqs % candidate == 0:
+            micro = candidate
+            break
+    accum = math.ceil(target_seqs / micro)
+    kept = "kept" if micro * accum == target_seqs else f"rounded up from {target_seqs}"
+    reason = (
+        f"micro-batch {micro} x {accum} accumulation = {micro * accum} sequences per step ({kept}); "
+        f"largest that fits is {fit} with {headroom:.0%} headroom on {gpu.name}"
+    )
+    return BatchSuggestion(micro, accum, micro * accum * preset.model.block_size, peak(micro), headroom, reason)
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def fmt_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB'; binary units, as nvidia-smi and torch report."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def fmt_count(n: float) -> str:
+    """124439808 -> '124.44M'."""
+    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def as_dict(est: Estimate) -> dict[str, Any]:
+    """A JSON-safe view of an estimate (for --json)."""
+    out = asdict(replace(est, gpu=None))
+    out["gpu"] = est.gpu.name if est.gpu else None
+    out["fits"] = est.fits
+    out["margin_bytes"] = est.margin_bytes
+    out["verdict"] = est.verdict
+    out["memory"]["total_bytes"] = est.memory.total_bytes
+    out["memory"]["reserved_bytes"] = est.memory.reserved_bytes
+    return out

@@ -1,0 +1,242 @@
+"""GPU facts: what NVML sees on this machine, and a catalog of common GPUs for planning.
+
+Nothing here raises for a missing GPU: no nvidia-ml-py, no driver, or NVML failing
+are all normal states that read as "no GPU". NVML calls are cheap (memory ~12 us,
+utilization ~3 us) except process lists (~4.5 ms), which we never call; pollers
+call `query_gpus()` at about 1 Hz from a worker thread.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass, replace
+from typing import Any
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    """Planning facts about a GPU model (dense tensor-core peaks, no sparsity)."""
+
+    name: str  # display name, e.g. "A100-80GB"
+    match: tuple[str, ...]  # every one of these must appear in the normalised device name
+    memory_bytes: int
+    bf16_tflops: float | None  # None: no bf16 tensor cores (T4, V100) -> fp16 with a GradScaler
+    fp16_tflops: float
+    fp32_tflops: float
+    compute_capability: tuple[int, int]
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def bf16(self) -> bool:
+        """True if the GPU has bf16 tensor cores (compute capability 8.0 or newer)."""
+        return self.bf16_tflops is not None
+
+    def peak_flops(self, dtype: str = "bf16") -> float:
+        """Peak FLOP/s for the training dtype (bf16 falls back to fp16 where bf16 is missing)."""
+        if dtype == "fp32":
+            return self.fp32_tflops * 1e12
+        if dtype == "bf16" and self.bf16_tflops is not None:
+            return self.bf16_tflops * 1e12
+        return self.fp16_tflops * 1e12
+
+
+# Most specific first: the first entry whose every `match` part occurs in the
+# normalised name wins ("A100 80GB" before "A100", "L40S" before "L40" before "L4").
+# Dense peaks from the vendors' datasheets; GeForce fp16/bf16 with fp32 accumulate.
+CATALOG: tuple[GpuSpec, ...] = (
+    GpuSpec("B200", ("B200",), 180 * GIB, 2250, 2250, 80, (10, 0)),
+    GpuSpec("H200", ("H200",), 141 * GIB, 989, 989, 67, (9, 0), ("H200-141GB",)),
+    GpuSpec("GH200", ("GH200",), 96 * GIB, 989, 989, 67, (9, 0)),
+    GpuSpec("H100-NVL", ("H100", "NVL"), 94 * GIB, 835, 835, 60, (9, 0)),
+    GpuSpec("H100-PCIe", ("H100", "PCIE"), 80 * GIB, 756, 756, 51, (9, 0)),
+    GpuSpec("H100", ("H100",), 80 * GIB, 989, 989, 67, (9, 0), ("H100-SXM", "H100-80GB")),
+    GpuSpec("A100-80GB", ("A100", "80G"), 80 * GIB, 312, 312, 19.5, (8, 0)),
+    GpuSpec("A100-40GB", ("A100",), 40 * GIB, 312, 312, 19.5, (8, 0), ("A100",)),
+    GpuSpec("L40S", ("L40S",), 48 * GIB, 362, 362, 91.6, (8, 9)),
+    GpuSpec("L40", ("L40",), 48 * GIB, 181, 181, 90.5, (8, 9)),
+    GpuSpec("L4", ("L4",), 24 * GIB, 121, 121, 30.3, (8, 9)),
+    GpuSpec("A10G", ("A10G",), 24 * GIB, 70, 70, 31.2, (8, 6)),
+    GpuSpec("A10", ("A10",), 24 * GIB, 125, 125, 31.2, (8, 6)),
+    GpuSpec("RTX-6000-Ada", ("RTX", "6000", "ADA"), 48 * GIB, 182, 182, 91.1, (8, 9)),
+    GpuSpec("RTX-A6000", ("A6000",), 48 * GIB, 155, 155, 38.7, (8, 6)),
+    GpuSpec("RTX-4090", ("4090",), 24 * GIB, 165, 165, 82.6, (8, 9)),
+    GpuSpec("RTX-4080", ("4080",), 16 * GIB, 97, 97, 48.7, (8, 9)),
+    GpuSpec("RTX-3090", ("3090",), 24 * GIB, 71, 71, 35.6, (8, 6)),
+    GpuSpec("RTX-3080", ("3080",), 10 * GIB, 59.5, 59.5, 29.8, (8, 6)),
+    GpuSpec("V100-32GB", ("V100", "32G"), 32 * GIB, None, 125, 15.7, (7, 0)),
+    GpuSpec("V100", ("V100",), 16 * GIB, None, 125, 15.7, (7, 0), ("V100-16GB",)),
+    GpuSpec("T4", ("T4",), 16 * GIB, None, 65, 8.1, (7, 5)),
+)
+
+
+def normalize_name(name: str) -> str:
+    """Upper case, without vendor words, spaces, dashes or underscores ("NVIDIA A100-SXM4-80GB" -> "A100SXM480GB")."""
+    text = name.upper()
+    for word in ("NVIDIA", "TESLA", "GEFORCE", "QUADRO"):
+        text = text.replace(word, "")
+    return re.sub(r"[\s_\-]+", "", text)
+
+
+def lookup_gpu(name: str) -> GpuSpec | None:
+    """The catalog entry for a device or user-typed name, most specific first; None if unknown."""
+    norm = normalize_name(name)
+    if not norm:
+        return None
+    for spec in CATALOG:
+        if norm in (normalize_name(spec.name), *(normalize_name(a) for a in spec.aliases)):
+            return spec
+    for spec in CATALOG:
+        if all(part in norm for part in spec.match):
+            return spec
+    return None
+
+
+def peak_flops(name: str, dtype: str = "bf16") -> float | None:
+    """Peak dense FLOP/s of a GPU by name for the training dtype; None when the GPU is unknown."""
+    spec = lookup_gpu(name)
+    return spec.peak_flops(dtype) if spec else None
+
+
+def catalog_names() -> list[str]:
+    """Names a user can pass to --gpu."""
+    return [spec.name for spec in CATALOG]
+
+
+# --------------------------------------------------------------------------- NVML
+
+
+@dataclass(frozen=True)
+class GpuStatus:
+    """One GPU as NVML sees it now."""
+
+    index: int
+    name: str
+    memory_total: int  # bytes
+    memory_used: int
+    memory_free: int
+    utilization: float | None  # percent of time a kernel ran, last sample period
+    temperature_c: float | None
+    power_w: float | None
+    power_limit_w: float | None
+    compute_capability: tuple[int, int] | None
+
+    @property
+    def bf16(self) -> bool:
+        cc = self.compute_capability
+        return bool(cc and cc >= (8, 0))
+
+
+_nvml_lock = threading.Lock()
+_nvml_ready: bool | None = None
+_nvml_error = ""
+
+
+def _nvml() -> Any | None:
+    """The initialised pynvml module, or None (remembering why) when there is no usable NVML."""
+    global _nvml_ready, _nvml_error
+    with _nvml_lock:
+        try:
+            import pynvml
+        except ImportError:
+            _nvml_ready, _nvml_error = False, "nvidia-ml-py is not installed"
+            return None
+        if _nvml_ready:
+            return pynvml
+        try:
+            pynvml.nvmlInit()
+        except Exception as exc:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...: no GPU here
+            _nvml_ready, _nvml_error = False, f"NVML unavailable: {exc}"
+            return None
+        _nvml_ready, _nvml_error = True, ""
+        return pynvml
+
+
+def nvml_problem() -> str:
+    """Why query_gpus() found nothing ("" when NVML works)."""
+    return _nvml_error
+
+
+def _reset_nvml_for_tests() -> None:
+    global _nvml_ready, _nvml_error
+    _nvml_ready, _nvml_error = None, ""
+
+
+def _safe(call: Any, *args: Any) -> Any:
+    try:
+        return call(*args)
+    except Exception:
+        return None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def query_gpus() -> list[GpuStatus]:
+    """Every GPU NVML sees, with memory, utilization, temperature and power; [] when none."""
+    nvml = _nvml()
+    if nvml is None:
+        return []
+    try:
+        count = nvml.nvmlDeviceGetCount()
+    except Exception:
+        return []
+    gpus = []
+    for index in range(count):
+        try:
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            name = _text(nvml.nvmlDeviceGetName(handle))
+            mem = nvml.nvmlDeviceGetMemoryInfo(handle)
+        except Exception:
+            continue
+        util = _safe(nvml.nvmlDeviceGetUtilizationRates, handle)
+        temp = _safe(nvml.nvmlDeviceGetTemperature, handle, getattr(nvml, "NVML_TEMPERATURE_GPU", 0))
+        power_mw = _safe(nvml.nvmlDeviceGetPowerUsage, handle)
+        limit_mw = _safe(nvml.nvmlDeviceGetEnforcedPowerLimit, handle)
+        cc = _safe(nvml.nvmlDeviceGetCudaComputeCapability, handle)
+        gpus.append(
+            GpuStatus(
+                index=index,
+                name=name,
+                memory_total=int(mem.total),
+                memory_used=int(mem.used),
+                memory_free=int(mem.free),
+                utilization=float(util.gpu) if util is not None else None,
+                temperature_c=float(temp) if temp is not None else None,
+                power_w=power_mw / 1000.0 if power_mw is not None else None,
+                power_limit_w=limit_mw / 1000.0 if limit_mw is not None else None,
+                compute_capability=tuple(cc) if cc is not None else None,  # type: ignore[arg-type]
+            )
+        )
+    return gpus
+
+
+def spec_for_status(status: GpuStatus) -> GpuSpec:
+    """A planning spec for a detected GPU: the catalog's peaks with the real memory size."""
+    spec = lookup_gpu(status.name)
+    if spec is None:
+        bf16 = status.bf16
+        spec = GpuSpec(status.name, (), status.memory_total, None if not bf16 else 0.0, 0.0, 0.0, status.compute_capability or (0, 0))
+    return replace(spec, name=status.name, memory_bytes=status.memory_total)
+
+
+def local_gpu_spec(index: int = 0) -> GpuSpec | None:
+    """The spec of this machine's GPU `index` (real memory, catalog peaks), or None without a GPU."""
+    gpus = query_gpus()
+    for status in gpus:
+        if status.index == index:
+            return spec_for_status(status)
+    return None
+
+
+def resolve_gpu(name: str | None) -> GpuSpec | None:
+    """--gpu NAME from the catalog, else this machine's GPU 0, else None; ValueError for an unknown name."""
+    if name:
+        spec = lookup_gpu(name)
+        if spec is None:
+            raise ValueError(f"unknown GPU {name!r}; known: {', '.join(catalog_names())}")
+        return spec
+    return local_gpu_spec()
