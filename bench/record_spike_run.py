@@ -1,10 +1,11 @@
 """Record a real training run with a loss spike, for the health replay test.
 
 A tiny byte-level GPT whose learning rate warms up towards a far too high peak
-(1.0 for AdamW, 1000x the tiny presets' 1e-3): it learns while the lr is low, and
-once the lr passes about 0.7 the loss jumps (here from ~3.4 to 6-10, recovering
-tens of steps later). The run's events become tests/data/spike_run.events.jsonl
-(step and eval records, a few hundred lines) and its preset
+(1.5 for AdamW, 1500x the tiny presets' 1e-3): it learns while the lr is low;
+near the top of the warmup the loss jumps (about 2x its recent mean), stays
+high while the lr is high, and recovers as the cosine decay brings the lr down.
+The run's events become tests/data/spike_run.events.jsonl (step, eval and
+warning records, a few hundred lines) and its preset
 tests/data/spike_run.preset.json.
 
 Two ways to make it:
@@ -42,8 +43,8 @@ OUT_DIR = REPO / "tests" / "data"
 EVENTS_OUT = OUT_DIR / "spike_run.events.jsonl"
 PRESET_OUT = OUT_DIR / "spike_run.preset.json"
 
-# The recipe: a tiny model and an lr ramp (warmup) towards 1.0; clipping stays on, as a user
-# would have it, and the spike happens anyway.
+# The recipe: a tiny model and an lr ramp (warmup) towards 1.5, then cosine decay; clipping
+# stays on, as a user would have it, and the spike happens anyway.
 OVERRIDES = [
     "model.n_layer=2",
     "model.n_head=2",
@@ -53,11 +54,11 @@ OVERRIDES = [
     "model.dropout=0.0",
     "train.batch_size=32",
     "train.grad_accum=1",
-    "train.max_steps=260",
-    "train.lr=1.0",
-    "train.min_lr=0.1",
-    "train.schedule=constant",
-    "train.warmup_steps=200",
+    "train.max_steps=250",
+    "train.lr=1.5",
+    "train.min_lr=0.01",
+    "train.schedule=cosine",
+    "train.warmup_steps=100",
     "train.grad_clip=1.0",
     "train.eval_interval=50",
     "train.eval_steps=4",
