@@ -461,7 +461,8 @@ class HealthMonitor:
     def _check_grad(self, out: list[HealthWarning], step: int, grad: float) -> None:
         c = self.config
         if self._last_grad is not None and self._last_grad > 0 and grad > 0:
-            self._grad_log_ratios.append(step, math.log(grad / self._last_grad))
+            # a difference of logs: a quotient of extreme norms can overflow to inf or underflow to 0
+            self._grad_log_ratios.append(step, math.log(grad) - math.log(self._last_grad))
         self._last_grad = grad
         if len(self._grad) < c.grad_min_history:
             self._grad.append(step, grad)

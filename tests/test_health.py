@@ -570,7 +570,7 @@ _any_float = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     st.lists(st.tuples(_any_float, _any_float, _any_float, _any_float, st.booleans(), st.integers(-3, 3)), max_size=120),
     st.lists(st.tuples(_any_float, _any_float), max_size=8),
