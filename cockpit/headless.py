@@ -149,6 +149,8 @@ class Follower:
         self.stop_requests = 0
         self.killed = False
         self.stdout_closed = False
+        self.seen_start = False  # this launch's `start` has arrived (the child handles signals)
+        self.forward_pending = False  # a stop asked for before that, to pass on once it has
         self.health = health or HealthMonitor()  # only its stalled rule: the child runs the others
         self.live = False  # between a `start` and its `end`: silence then means a stall
         self.last_arrival = time.time()  # wall time the latest records arrived (not their own time)
@@ -192,7 +194,10 @@ class Follower:
         kind = record.get("event")
         step = record.get("step", 0)
         if kind == "start":
-            self.live = True
+            self.seen_start = self.live = True
+            if self.forward_pending:
+                self.forward_pending = False
+                self.signal_child(signal.SIGTERM)
             self.last_end = None
             self.first_step_pending = True
             self.started_at = record.get("time")
@@ -273,7 +278,10 @@ class Follower:
         # A terminal's Ctrl-C already reached the child (same process group); SIGTERM also
         # covers a SIGINT sent to us alone. The child counts only a *second SIGINT* as
         # "exit now", and handles the group's SIGINT first (lower number), so this is safe.
-        self.signal_child(signal.SIGTERM)
+        if self.seen_start:
+            self.signal_child(signal.SIGTERM)
+        else:  # before its `start` the child may not have its handlers yet: SIGTERM would kill it
+            self.forward_pending = True
 
     def signal_child(self, signum: int) -> None:
         if self.process is not None:
@@ -432,13 +440,17 @@ def launch_and_follow(run_dir: Path, *, device: str, resume: bool = False) -> in
         offset = (run_dir / runs.EVENTS_JSONL).stat().st_size if resume else 0
     except OSError:
         offset = 0
-    try:
-        handle = runs.launch(run_dir, device=device, resume=resume, detach=False)
-    except OSError as exc:
-        error(f"cannot start the training process: {exc}")
-        return EXIT_FAILED
-    info(f"run {run_dir} (pid {handle.pid}); Ctrl-C stops with a checkpoint")
-    return follow_run(run_dir, process=handle.process, offset=offset)
+    follower = Follower(run_dir, offset=offset)
+    # Our handlers go in before the spawn, so a Ctrl-C at any moment is a stop request, never a traceback.
+    with _SignalScope(follower):
+        try:
+            handle = runs.launch(run_dir, device=device, resume=resume, detach=False)
+        except OSError as exc:
+            error(f"cannot start the training process: {exc}")
+            return EXIT_FAILED
+        follower.process = handle.process
+        info(f"run {run_dir} (pid {handle.pid}); Ctrl-C stops with a checkpoint")
+        return follower.follow()
 
 
 def cmd_headless(args: argparse.Namespace) -> int:

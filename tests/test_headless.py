@@ -400,6 +400,23 @@ def test_real_child_trains_a_tiny_model_headless(tmp_path):
     assert (run_dir / runs.CHECKPOINTS / "last.pt").is_file()
 
 
+def test_ctrl_c_before_the_child_exists_still_stops_it(tmp_path, monkeypatch, capsys):
+    use_fake_trainer(monkeypatch, step_s=0.05)
+    real_launch = runs.launch
+
+    def launch_after_ctrl_c(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # lands while the child is being spawned
+        time.sleep(0.05)
+        return real_launch(*args, **kwargs)
+
+    monkeypatch.setattr(runs, "launch", launch_after_ctrl_c)
+    argv = ["--no-ui", "--runs-dir", str(tmp_path / "runs"), "--max-steps", "400", *TINY]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "stopping after this step" in err and "end: stopped" in err
+    assert runs.read_run_info(only_run(tmp_path))["status"] == "stopped"
+
+
 def test_help_lists_headless_options():
     result = subprocess.run([sys.executable, "-m", "cockpit", "--help"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0
