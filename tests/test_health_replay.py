@@ -104,3 +104,19 @@ def test_replay_resumed_from_a_checkpoint_matches(records: list[dict], preset, c
     resumed.load_state_dict(json.loads(json.dumps(first.state_dict(), allow_nan=False)))
     after = resumed.replay([r for r in records if r["step"] > cut])
     assert [(w.rule, w.step, w.message) for w in before + after] == whole
+
+
+def test_headless_attach_shows_the_spike_at_its_step(preset, tmp_path: Path, capsys) -> None:
+    """`gpt-cockpit attach --no-ui` on a run holding the recording prints the spike warning at step 90."""
+    from cockpit import runs
+    from cockpit.__main__ import main
+
+    run_dir = runs.create_run_dir(preset, tmp_path / "spike")
+    (run_dir / runs.EVENTS_JSONL).write_bytes(EVENTS.read_bytes())
+    runs.update_run_info(run_dir, status="finished", end_reason="finished")
+    main(["attach", str(run_dir), "--no-ui"])
+    err = capsys.readouterr().err
+    at = jump_step(read_events(EVENTS))
+    lines = [line for line in err.splitlines() if "[loss_spike]" in line]
+    assert len(lines) == 1 and f"step {at}" in lines[0], err[-2000:]
+    assert "reduce train.lr" in err
