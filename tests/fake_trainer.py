@@ -18,6 +18,7 @@ through `runs.launch`), comma-separated `key=value`:
     ignore_term=1      ignore SIGTERM (to test --kill)
     bad_line_at=K      write a corrupt line into events.jsonl after step K
     mfu=0.31           add this MFU (a fraction) to step events
+    start_delay=X      seconds of "setup" before run.json says running and `start` is written
     pause_at=K         after step K, write nothing for pause_s seconds (a stall)
     pause_s=X          length of that pause (default 2)
 
@@ -123,6 +124,7 @@ class FakeTrainer:
         signal.signal(signal.SIGTERM, self.on_signal)
         signal.signal(signal.SIGINT, self.on_signal)
         t = self.preset.train
+        time.sleep(self.options.get("start_delay", 0.0))  # like importing torch and reading data
         ckpt = self.run_dir / runs.CHECKPOINTS / "last.json"
         resumed_from = None
         if self.resume and ckpt.exists():

@@ -106,6 +106,16 @@ def test_detached_child_has_its_own_session(tmp_path, monkeypatch):
     assert runs.run_status(run_dir) == "stopped"
 
 
+def test_a_run_reads_starting_until_its_child_is_set_up(tmp_path, monkeypatch):
+    use_fake_trainer(monkeypatch, start_delay=0.5)
+    run_dir = runs.create_run_dir(tiny(max_steps=5), root=tmp_path)
+    handle = runs.launch(run_dir)
+    assert runs.run_status(run_dir) == "starting"
+    assert runs.read_run_info(run_dir)["pid"] == handle.pid
+    assert handle.process.wait(timeout=20) == 0
+    assert runs.run_status(run_dir) == "finished"
+
+
 def test_dead_pid_reads_as_crashed_and_updates_run_json(tmp_path):
     run_dir = runs.create_run_dir(tiny(), root=tmp_path)
     pid, started = dead_pid()
