@@ -76,7 +76,7 @@ class HealthWarning:
         return cls(
             rule=str(record.get("rule", "")),
             severity=str(record.get("severity", "warning")),
-            step=int(record.get("step", 0) or 0),
+            step=int(step) if _finite(step := record.get("step")) else 0,
             message=str(record.get("message", "")),
             tip=str(record.get("tip", "")),
             evidence=dict(evidence) if isinstance(evidence, dict) else {},

@@ -451,6 +451,8 @@ def test_warning_round_trips_through_an_event() -> None:
     assert key(back) == key(w)
     assert math.isnan(back.evidence["loss"])
     assert HealthWarning.from_event({"event": "warning", "step": 3}).rule == ""
+    odd = HealthWarning.from_event({"step": "x", "evidence": [1], "rule": 5})
+    assert (odd.step, odd.evidence, odd.rule) == (0, {}, "5")
 
 
 def test_every_rule_has_a_tip_and_scenario_or_test() -> None:
