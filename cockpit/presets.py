@@ -327,7 +327,7 @@ def validate(preset: Preset) -> None:
         raise PresetError(
             "model.vocab_size",
             f"{m.vocab_size} is smaller than the {d.tokenizer} tokenizer's {vocab} tokens; set it to at least {vocab}"
-            + (f" (50304, a multiple of 64, is faster)" if vocab == 50257 else ""),
+            + (" (50304, a multiple of 64, is faster)" if vocab == 50257 else ""),
         )
     if not 0.0 < d.val_fraction < 0.5:
         raise PresetError("data.val_fraction", f"must be in (0, 0.5), not {d.val_fraction}")
