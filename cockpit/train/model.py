@@ -66,12 +66,25 @@ class LanguageModel(nn.Module):
         ]
 
     @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None) -> torch.Tensor:
-        """Sample `max_new_tokens` tokens after `idx` (B, t), cropping the context to block_size."""
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        vocab_limit: int | None = None,
+    ) -> torch.Tensor:
+        """Sample `max_new_tokens` tokens after `idx` (B, t), cropping the context to block_size.
+
+        `vocab_limit` keeps sampling to ids the tokenizer can decode when vocab_size is padded
+        (a char vocabulary of 65 in a 256-row embedding).
+        """
         for _ in range(max_new_tokens):
             context = idx if idx.size(1) <= self.block_size else idx[:, -self.block_size :]
             logits, _ = self(context)
             logits = logits[:, -1, :].float() / max(temperature, 1e-5)
+            if vocab_limit is not None and vocab_limit < logits.size(-1):
+                logits[:, vocab_limit:] = -float("inf")
             if top_k is not None:
                 v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
                 logits[logits < v[:, [-1]]] = -float("inf")
