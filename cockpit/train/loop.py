@@ -620,13 +620,18 @@ class Trainer:
             runs.update_run_info(self.run_dir, step=self.step, best_val_loss=self.best_val_loss)
 
     def _sample(self) -> str:
-        """Generated text from a newline; the training RNG streams are left untouched."""
-        start_ids = list(self.tokenizer.encode("\n")) or [0]
+        """Generated text from a newline (or the first validation token); the training RNG streams are left untouched."""
+        try:
+            start_ids = list(self.tokenizer.encode("\n")) or [int(self.data.val[0])]
+        except ValueError:  # a char vocabulary without a newline, or ids-only data
+            start_ids = [int(self.data.val[0])]
         idx = torch.tensor([start_ids], dtype=torch.long, device=self.device)
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), self.autocast:
             torch.manual_seed(self.t.seed + self.step)
-            out = self.raw_model.generate(idx, self.t.sample_tokens, temperature=0.8, top_k=200)
+            out = self.raw_model.generate(
+                idx, self.t.sample_tokens, temperature=0.8, top_k=200, vocab_limit=self.tokenizer.vocab_size or None
+            )
         return self.tokenizer.decode(out[0, len(start_ids) :].tolist())
 
     def _checkpoint(self) -> None:
