@@ -152,7 +152,7 @@ class Trainer:
                 kind="data",
             )
         self.tokenizer = self.data.tokenizer
-        # Each rank draws its own batches (seed + rank); evals use fixed seeds so every eval sees the same batches.
+        # Each rank draws its own batches (seed + rank); evals draw theirs from seeds of their own (see _evaluate).
         self.train_sampler = BatchSampler(self.data.train, m.block_size, t.seed + self.dist.rank, self.device)
 
         try:
@@ -587,10 +587,12 @@ class Trainer:
         return losses.mean().item()
 
     def _evaluate(self) -> None:
-        """Val and train loss on eval_steps fixed batches each, a sample, and the best-so-far bookkeeping."""
+        """Val and train loss on eval_steps random batches each, a sample, and the best-so-far bookkeeping."""
         self.model.eval()
         try:
-            seed = self.t.seed + 1_000_003
+            # Fresh batches at each eval, as nanoGPT's estimate_loss (one fixed set would bias every
+            # eval the same way), from a seed of the step: a resumed run evaluates on the same batches.
+            seed = (self.t.seed + 1_000_003) * 1_000_033 + 2 * self.step
             val_loss = self._mean_loss(self.data.val, seed)
             train_loss = self._mean_loss(self.data.train, seed + 1)
             text = self._sample() if self.t.sample_tokens > 0 and self.master else None
