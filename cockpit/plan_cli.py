@@ -262,6 +262,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
     cmd = [sys.executable, "-m", "cockpit.train.probe", "--preset-json", json.dumps(preset.to_dict()),
            "--batches", f"{low},{high}", "--steps", str(args.steps)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode == EXIT_USAGE:  # the child found no CUDA (a CPU-only torch with a GPU present)
+        error(f"probe: {(proc.stderr.strip().splitlines() or ['CUDA is not available'])[-1].removeprefix('probe: ')}")
+        return EXIT_USAGE
     if proc.returncode != 0:
         error(f"probe failed: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
         return EXIT_FAILED
@@ -269,7 +272,12 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from cockpit.estimate import fit_calibration, save_calibration
 
     points = [(int(b), int(peak)) for b, peak in result["points"]]
-    calibration = fit_calibration(result["gpu_name"], points)
+    try:
+        calibration = fit_calibration(result["gpu_name"], points)
+    except ValueError:
+        failed = "; ".join(f"micro-batch {b}: {why}" for b, why in result.get("failed", {}).items())
+        error(f"probe measured only {len(points)} size(s), need two ({failed or 'no reason given'}); try a smaller model or block_size")
+        return EXIT_FAILED
     path = save_calibration(preset, calibration)
     console = _console()
     table = Table(title=f"probe on {result['gpu_name']}", title_justify="left", header_style="bold")
