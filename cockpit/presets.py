@@ -42,6 +42,7 @@ SCHEDULES = ("cosine", "warmdown", "constant")
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 OPTIMIZERS = ("adamw",)
 ANOMALY_RESPONSES = ("warn", "halt", "rollback")
+MAX_INT = 2**53  # integer fields beyond this are typos, and would overflow float arithmetic downstream
 
 
 class PresetError(ValueError):
@@ -189,14 +190,21 @@ def _coerce(path: str, value: Any, kind: type) -> Any:
             if isinstance(value, str):
                 raise PresetError(path, f"must be a whole number, not the string {value!r} (drop the quotes)")
             raise PresetError(path, f"must be a whole number, not {value!r}")
+        if abs(value) > MAX_INT:  # beyond this, sizes overflow float arithmetic in the estimator
+            raise PresetError(path, f"must be at most {MAX_INT:,} in size, not a {len(str(abs(value)))}-digit number")
         return value
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             if isinstance(value, str):
                 raise PresetError(path, f"must be a number, not the string {value!r} (drop the quotes)")
             raise PresetError(path, f"must be a number, not {value!r}")
-        if not math.isfinite(value):
-            raise PresetError(path, f"must be a finite number, not {value!r}")
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an integer too large for a float
+            finite = False
+        if not finite:
+            shown = value if isinstance(value, float) else f"a {len(str(abs(value)))}-digit number"
+            raise PresetError(path, f"must be a finite number, not {shown}")
         return float(value)
     if not isinstance(value, str):
         raise PresetError(path, f"must be a string, not {value!r}")
