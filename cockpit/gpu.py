@@ -48,8 +48,8 @@ class GpuSpec:
 # Dense peaks from the vendors' datasheets; GeForce fp16/bf16 with fp32 accumulate.
 CATALOG: tuple[GpuSpec, ...] = (
     GpuSpec("B200", ("B200",), 180 * GIB, 2250, 2250, 80, (10, 0)),
+    GpuSpec("GH200", ("GH200",), 96 * GIB, 989, 989, 67, (9, 0)),  # before H200, whose name it contains
     GpuSpec("H200", ("H200",), 141 * GIB, 989, 989, 67, (9, 0), ("H200-141GB",)),
-    GpuSpec("GH200", ("GH200",), 96 * GIB, 989, 989, 67, (9, 0)),
     GpuSpec("H100-NVL", ("H100", "NVL"), 94 * GIB, 835, 835, 60, (9, 0)),
     GpuSpec("H100-PCIe", ("H100", "PCIE"), 80 * GIB, 756, 756, 51, (9, 0)),
     GpuSpec("H100", ("H100",), 80 * GIB, 989, 989, 67, (9, 0), ("H100-SXM", "H100-80GB")),
