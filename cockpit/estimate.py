@@ -194,6 +194,8 @@ def memory_breakdown(
     # logits: 16-bit output, fp32 copy for the loss, log-softmax, its gradient (fp32) and the 16-bit gradient
     logit_elems = batch * s * m.vocab_size
     logits = logit_elems * ((4 + 4 + 4 + 4) if dtype == "fp32" else (2 + 4 + 4 + 4 + 2))
+    if m.logit_softcap > 0:
+        logits += logit_elems * (4 if dtype == "fp32" else 2)  # tanh keeps its output for backward
     if t.compile:
         logits = int(logits * 0.6)
     allocated = weights + gradients + optimizer + amp_copies + activations + logits
