@@ -359,19 +359,19 @@ def estimate(preset: Preset, gpu: GpuSpec | None = None, *, batch_size: int | No
         dtype=training_dtype(preset, gpu),
         measured=calibration is not None,
         peak_bytes=int(peak),
-        eta_s=eta_seconds(preset, gpu, mfu_assumed),
+        eta_s=eta_seconds(preset, gpu, mfu=mfu_assumed),
     )
 
 
-def eta_seconds(preset: Preset, gpu: GpuSpec | None, mfu_assumed: float = DEFAULT_MFU) -> float | None:
-    """Seconds for the whole run at `mfu_assumed` of the GPU's peak (None without a known peak)."""
+def eta_seconds(preset: Preset, gpu: GpuSpec | None, mfu: float = DEFAULT_MFU) -> float | None:
+    """Seconds for the whole run at `mfu` (a fraction) of the GPU's peak (None without a known peak)."""
     if gpu is None:
         return None
     peak = gpu.peak_flops(training_dtype(preset, gpu))
-    if peak <= 0 or mfu_assumed <= 0:
+    if peak <= 0 or mfu <= 0:
         return None
     total_flops = flops_per_token(preset.model) * preset.tokens_per_step * preset.train.max_steps
-    return total_flops / (peak * mfu_assumed)
+    return total_flops / (peak * mfu)
 
 
 @dataclass
