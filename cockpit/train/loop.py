@@ -124,8 +124,8 @@ class Trainer:
         if self.dist.world_size > 1:
             import torch.distributed as tdist
 
+            torch.cuda.set_device(self.dist.local_rank)  # before NCCL starts, so each rank binds its own GPU
             tdist.init_process_group(backend="nccl")
-            torch.cuda.set_device(self.dist.local_rank)
         self.device = resolve_device(self.requested_device, self.dist)
         self.dtype = resolve_dtype(t.dtype, self.device)
         if self.device.type == "cuda":
@@ -201,6 +201,8 @@ class Trainer:
             self._restore(loaded.state, counters=True)
             resumed_from = self.step
             self.last_ckpt_step = self.step
+        if self.scaler.is_enabled():
+            self.last_scale = float(self.scaler.get_scale())  # so a skip at the first step is seen too
         self.events.emit(
             "start",
             self.step,
@@ -300,7 +302,11 @@ class Trainer:
             self.monitor.load_state_dict(state["health"])
         self.best_val_loss = state.get("best_val_loss")
         if counters:
-            self.train_sampler.load_state_dict(state["sampler"])
+            if self.dist.world_size == 1:
+                self.train_sampler.load_state_dict(state["sampler"])
+            else:  # the checkpoint holds rank 0's position only: give each rank a fresh stream of its own
+                seed = (self.t.seed + self.dist.rank) * 1_000_003 + self.step
+                self.train_sampler = self._sampler_cls(self.data.train, self.preset.model.block_size, seed, self.device)
             sched = state.get("schedule", {})
             self.lr_scale = float(sched.get("lr_scale", 1.0))
             self.rollbacks = int(sched.get("rollbacks", 0))
@@ -551,6 +557,8 @@ class Trainer:
         bad_step, sampler_state = self.step, self.train_sampler.state_dict()
         self._restore(loaded.state, counters=False)
         self.train_sampler.load_state_dict(sampler_state)  # keep going past the batches that caused it
+        if self.scaler.is_enabled():
+            self.last_scale = float(self.scaler.get_scale())
         self.rollbacks += 1
         self.lr_scale *= self.t.rollback_lr_factor
         skipped = bad_step - self.step
