@@ -60,3 +60,34 @@ def test_second_sigint_exits_at_once(tmp_path):
     for path in folder.glob("*.pt"):  # whatever carries a real name is whole
         ckpt.load_checkpoint(path)
     assert runs.run_status(run_dir) == "crashed"
+
+
+EXIT_MID_WRITE = """
+import os, sys, torch
+from cockpit.train import checkpoint as ckpt
+
+folder = sys.argv[1]
+state = lambda step: {"format": ckpt.FORMAT_VERSION, "step": step, "model": {"w": torch.randn(256, 256)}, "optimizer": {}, "preset": {}}
+ckpt.save_last(folder, state(1))
+
+def torn_save(obj, handle, *args, **kwargs):  # half a file, then exit at once as a second Ctrl-C does
+    handle.write(b"PK\\x03\\x04" + b"\\x00" * 50_000)
+    handle.flush()
+    os._exit(130)
+
+torch.save = torn_save
+ckpt.save_last(folder, state(2))
+"""
+
+
+def test_exit_during_a_checkpoint_write_leaves_only_whole_files(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", EXIT_MID_WRITE, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 130, proc.stderr
+    assert list(tmp_path.glob(".last.pt.*.tmp"))  # the torn write is there, under a temp name only
+    loaded = ckpt.load_latest(tmp_path)
+    assert loaded.path.name == "last.pt" and loaded.state["step"] == 1 and not loaded.problems
+    assert ckpt.load_checkpoint(tmp_path / "last.prev.pt")["step"] == 1
+    assert ckpt.remove_stale_temps(tmp_path) and not list(tmp_path.glob(".*.tmp"))

@@ -10,6 +10,7 @@ last.prev.pt; a truncated or corrupt last.pt is reported and the previous one us
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -108,6 +109,16 @@ def load_latest(ckpt_dir: str | os.PathLike[str]) -> LoadedCheckpoint:
         except CheckpointError as exc:
             problems.append(str(exc))
     raise CheckpointError("no usable checkpoint: " + "; ".join(problems))
+
+
+def remove_stale_temps(ckpt_dir: str | os.PathLike[str]) -> list[str]:
+    """Delete temp files a killed writer left behind (one writer per run, so none is live); returns their names."""
+    folder = Path(ckpt_dir)
+    stale = [*folder.glob(".*.tmp"), *folder.glob(f".{LAST_PREV}.link")]
+    for path in stale:
+        with contextlib.suppress(OSError):
+            path.unlink()
+    return [p.name for p in stale]
 
 
 # --------------------------------------------------------------------------- RNG state

@@ -195,6 +195,8 @@ class Trainer:
 
         resumed_from = None
         if self.resume:
+            if self.write_checkpoints:
+                ckpt.remove_stale_temps(self.ckpt_dir)
             loaded = ckpt.load_latest(self.ckpt_dir)
             for problem in loaded.problems:
                 self._warn("checkpoint", "warning", f"{problem}; resuming from {loaded.path.name} instead", "")
