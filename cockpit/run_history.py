@@ -1,0 +1,200 @@
+"""A run's history rebuilt from its events: bounded metric series and the latest facts.
+
+Pure bookkeeping over event records (no I/O, no clock): the app's run screen and
+the benchmark feed it what `events.EventTailer.poll()` returns. Every series is
+bounded: when it grows past `max_points` it is thinned to every other point, so
+memory and redraw cost stay flat however long the run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from cockpit.health import HealthWarning
+
+MAX_POINTS = 2000  # points kept per plotted series
+LOG_LINES = 200  # one-line records kept for the log tail
+RATE_WINDOW = 50  # recent steps used for the step-rate ETA
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+@dataclass
+class Series:
+    """(step, value) points, thinned to every other point past `max_points`; a step seen again replaces the later ones."""
+
+    max_points: int = MAX_POINTS
+    steps: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    stride: int = 1  # keep one point in `stride` steps (doubles at each thinning)
+
+    def add(self, step: int, value: float) -> None:
+        if self.steps and step <= self.steps[-1]:  # a rollback or a resume repeats steps: keep the latest
+            cut = next((i for i, s in enumerate(self.steps) if s >= step), len(self.steps))
+            del self.steps[cut:], self.values[cut:]
+        if self.steps and step % self.stride and step - self.steps[-1] < self.stride:
+            return
+        self.steps.append(step)
+        self.values.append(value)
+        if len(self.steps) > self.max_points:
+            self.stride *= 2
+            self.steps = self.steps[::2]
+            self.values = self.values[::2]
+
+    def finite(self) -> tuple[list[int], list[float]]:
+        """The points whose value is finite (NaN/inf cannot be plotted)."""
+        pairs = [(s, v) for s, v in zip(self.steps, self.values, strict=True) if math.isfinite(v)]
+        return [s for s, _ in pairs], [v for _, v in pairs]
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+class RunHistory:
+    """Everything a viewer shows about a run, updated record by record."""
+
+    def __init__(self, max_points: int = MAX_POINTS, max_steps: int | None = None) -> None:
+        self.loss = Series(max_points)
+        self.val_loss = Series(max_points)
+        self.lr = Series(max_points)
+        self.grad_norm = Series(max_points)
+        self.max_steps = max_steps
+        self.start: dict[str, Any] | None = None
+        self.first_start_time: float | None = None
+        self.last_step: dict[str, Any] | None = None
+        self.last_eval: dict[str, Any] | None = None
+        self.best_val_loss: float | None = None
+        self.sample: str = ""
+        self.sample_step: int | None = None
+        self.warnings: list[HealthWarning] = []
+        self.end: dict[str, Any] | None = None
+        self.error: str = ""
+        self.log: deque[str] = deque(maxlen=LOG_LINES)
+        self.records = 0
+        self.step = 0
+        self._recent: deque[tuple[float, int]] = deque(maxlen=RATE_WINDOW)  # (time, step) of recent steps
+
+    # ---------------------------------------------------------------- ingest
+
+    def ingest(self, records: list[dict[str, Any]]) -> None:
+        """Take a batch of records in file order."""
+        for record in records:
+            self.add(record)
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Take one record."""
+        from cockpit.format import format_eval_line, format_step_line
+
+        self.records += 1
+        kind = record.get("event")
+        step = int(_num(record.get("step")) or 0)
+        if kind == "step":
+            self.step = step
+            self.last_step = record
+            for series, key in ((self.loss, "loss"), (self.lr, "lr"), (self.grad_norm, "grad_norm")):
+                value = _num(record.get(key))
+                if value is not None:
+                    series.add(step, value)
+            t = _num(record.get("time"))
+            if t is not None:
+                if self._recent and step <= self._recent[-1][1]:
+                    self._recent.clear()
+                self._recent.append((t, step))
+            every = max(1, (self.max_steps or 1000) // 100)  # about a hundred lines per run
+            if step % every == 0 or (self.max_steps and step >= self.max_steps):
+                self.log.append(format_step_line(record, self.max_steps))
+        elif kind == "eval":
+            self.last_eval = record
+            val = _num(record.get("val_loss"))
+            if val is not None:
+                self.val_loss.add(step, val)
+                if math.isfinite(val) and (self.best_val_loss is None or val < self.best_val_loss):
+                    self.best_val_loss = val
+            best = _num(record.get("best_val_loss"))
+            if best is not None and math.isfinite(best):
+                self.best_val_loss = best if self.best_val_loss is None else min(best, self.best_val_loss)
+            self.log.append(format_eval_line(record, self.max_steps))
+        elif kind == "start":
+            self.start = record
+            self.end = None
+            self._recent.clear()
+            if self.first_start_time is None:
+                self.first_start_time = _num(record.get("time"))
+            if _num(record.get("max_steps")):
+                self.max_steps = int(record["max_steps"])
+            resumed = record.get("resumed_from")
+            where = record.get("gpu") or record.get("device") or "?"
+            self.log.append(f"start on {where} ({record.get('dtype', '?')})" + (f", resumed from step {resumed}" if resumed is not None else ""))
+        elif kind == "sample":
+            self.sample = str(record.get("text", ""))
+            self.sample_step = step
+        elif kind == "warning":
+            warning = HealthWarning.from_event(record)
+            self.warnings.append(warning)
+            del self.warnings[:-50]
+            self.log.append(f"{warning.severity}: step {warning.step}: [{warning.rule}] {warning.message}")
+        elif kind == "checkpoint":
+            self.log.append(f"checkpoint {record.get('kind', '')} at step {step}")
+        elif kind == "error":
+            self.error = str(record.get("message", ""))
+            self.log.append(f"error: step {step}: {self.error}")
+        elif kind == "end":
+            self.end = record
+            message = f" ({record['message']})" if record.get("message") else ""
+            self.log.append(f"end: {record.get('reason', '?')} at step {step}{message}")
+
+    # ---------------------------------------------------------------- derived
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """The latest step's throughput."""
+        return _num((self.last_step or {}).get("tokens_per_s"))
+
+    @property
+    def mfu(self) -> float | None:
+        """The latest step's MFU as a fraction (None on CPU or an unknown GPU)."""
+        return _num((self.last_step or {}).get("mfu"))
+
+    @property
+    def vram_bytes(self) -> float | None:
+        """The latest step's reserved GPU memory."""
+        return _num((self.last_step or {}).get("vram_bytes"))
+
+    def elapsed_s(self, now: float | None = None) -> float | None:
+        """Seconds since the first start: to the end record if there is one, else to `now` (or the last step)."""
+        if self.first_start_time is None:
+            return None
+        if self.end is not None and _num(self.end.get("time")) is not None:
+            last = float(self.end["time"])
+        elif now is not None:
+            last = now
+        else:
+            last = _num((self.last_step or {}).get("time")) or self.first_start_time
+        return max(0.0, last - self.first_start_time)
+
+    def steps_per_s(self) -> float | None:
+        """Recent optimizer steps per second, from the step records' own times."""
+        if len(self._recent) < 2:
+            return None
+        (t0, s0), (t1, s1) = self._recent[0], self._recent[-1]
+        if t1 <= t0 or s1 <= s0:
+            return None
+        return (s1 - s0) / (t1 - t0)
+
+    def eta_s(self) -> float | None:
+        """Seconds left at the recent step rate (None when unknown or ended)."""
+        rate = self.steps_per_s()
+        if self.end is not None or not rate or not self.max_steps:
+            return None
+        return max(0.0, (self.max_steps - self.step) / rate)
+
+    def warning_steps(self) -> list[int]:
+        """Steps where warnings start (marked on the loss plot)."""
+        return [w.step for w in self.warnings if w.severity != "info"]

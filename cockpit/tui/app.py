@@ -1,0 +1,138 @@
+"""The cockpit app: one factory (`make_app`) used by the CLI, the tests and the benchmark."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from textual.app import App
+from textual.binding import Binding
+
+from cockpit import runs
+from cockpit.gpu import GpuSpec, GpuStatus
+from cockpit.presets import Preset
+
+
+def default_launcher(preset: Preset, runs_dir: Path | None) -> Path:
+    """Create a run directory for `preset` and start the trainer detached from the app."""
+    run_dir = runs.create_run_dir(preset, root=runs_dir)
+    runs.launch(run_dir, detach=True)
+    return run_dir
+
+
+def default_gpu_query() -> list[GpuStatus]:
+    """This machine's GPUs from NVML (empty without a GPU)."""
+    from cockpit.gpu import query_gpus
+
+    return query_gpus()
+
+
+@dataclass
+class Services:
+    """What the app reaches outside itself; tests replace each part."""
+
+    launcher: Callable[[Preset, Path | None], Path] = default_launcher
+    gpu_query: Callable[[], list[GpuStatus]] = default_gpu_query
+    clock: Callable[[], float] = time.time
+    runs_dir: Path | None = None
+    status_poll_s: float = 1.0  # run.json + pid check
+    gpu_poll_s: float = 1.0  # NVML
+    tail_poll_s: float = 0.1  # events.jsonl
+    redraw_s: float = 0.25  # coalesced redraws of the run screen
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class CockpitApp(App):
+    """Plan presets, launch runs, watch them."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "gpt-cockpit"
+    BINDINGS = [Binding("ctrl+q", "quit", "Quit", show=False, priority=True)]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]
+
+    def __init__(self, services: Services | None = None, attach: str | Path | None = None) -> None:
+        super().__init__()
+        self.services = services or Services()
+        self.attach_dir = Path(attach) if attach else None
+        self.local_gpus: list[GpuStatus] | None = None  # None until the first NVML query returns
+
+    def on_mount(self) -> None:
+        from cockpit.tui.screens.presets import PresetsScreen
+
+        self.push_screen(PresetsScreen())
+        if self.attach_dir is not None:
+            self.open_run(self.attach_dir)
+        self.run_worker(self._query_gpus, thread=True, name="gpu-facts")
+
+    def _query_gpus(self) -> None:
+        """Ask NVML once for this machine's GPUs (a thread: loading NVML can take a moment)."""
+        gpus = self.services.gpu_query()
+        self.call_from_thread(self._gpus_known, gpus)
+
+    def _gpus_known(self, gpus: list[GpuStatus]) -> None:
+        self.local_gpus = list(gpus)
+        for screen in self.screen_stack:
+            refresh = getattr(screen, "gpus_known", None)
+            if refresh is not None:
+                refresh()
+
+    def local_gpu_spec(self) -> GpuSpec | None:
+        """Planning facts of this machine's first GPU (None without one, or before NVML answered)."""
+        from cockpit.gpu import spec_for_status
+
+        if not self.local_gpus:
+            return None
+        return spec_for_status(self.local_gpus[0])
+
+    def open_run(self, run_dir: Path) -> None:
+        """Show the run screen for `run_dir` (a new launch or an attach: the same way in)."""
+        from cockpit.tui.screens.run import RunScreen
+
+        self.push_screen(RunScreen(Path(run_dir)))
+
+    def open_runs(self) -> None:
+        """Show the runs list."""
+        from cockpit.tui.screens.runs import RunsScreen
+
+        self.push_screen(RunsScreen())
+
+    def launch_preset(self, preset: Preset) -> None:
+        """Start a run of `preset` and watch it; a failure is a notification, not a crash."""
+        try:
+            run_dir = self.services.launcher(preset, self.services.runs_dir)
+        except (OSError, runs.RunError) as exc:
+            self.notify(f"cannot start the run: {exc}", severity="error", timeout=8)
+            return
+        self.open_run(run_dir)
+
+
+def make_app(
+    *,
+    runs_dir: str | Path | None = None,
+    attach: str | Path | None = None,
+    launcher: Callable[[Preset, Path | None], Path] | None = None,
+    gpu_query: Callable[[], list[GpuStatus]] | None = None,
+    clock: Callable[[], float] | None = None,
+    **timing: float,
+) -> CockpitApp:
+    """The app with its services; tests pass a fake launcher, fixed GPU facts and a fixed clock."""
+    services = Services(runs_dir=Path(runs_dir) if runs_dir else None, **timing)
+    if launcher is not None:
+        services.launcher = launcher
+    if gpu_query is not None:
+        services.gpu_query = gpu_query
+    if clock is not None:
+        services.clock = clock
+    return CockpitApp(services, attach=attach)
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    """Run the app (`gpt-cockpit`, or `attach RUN` with args.attach set to the run dir)."""
+    app = make_app(runs_dir=getattr(args, "runs_dir", None), attach=getattr(args, "attach", None))
+    app.run()
+    return 0

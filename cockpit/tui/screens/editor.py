@@ -1,0 +1,249 @@
+"""The preset editor: every field, validated as you type, beside a live estimate."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Label, Static
+
+from cockpit.estimate import Estimate, estimate, fmt_bytes, fmt_count, suggest_batch
+from cockpit.gpu import CATALOG, GpuSpec
+from cockpit.presets import (
+    Preset,
+    PresetError,
+    apply_overrides,
+    field_paths,
+    get_field,
+    parse_override,
+    save_user_preset,
+)
+from cockpit.tui.widgets.vram_bar import vram_bar
+
+TOP_FIELDS = ["name", "description"]
+
+
+def duplicate(preset: Preset) -> Preset:
+    """An unsaved user copy of `preset` under a new name."""
+    copy = dataclasses.replace(preset, name=f"{preset.name}_copy", builtin=False, source_path="")
+    copy.extends = preset.extends or (preset.name if preset.builtin else "")
+    return copy
+
+
+def field_text(value: Any) -> str:
+    """How a field's value reads in its input box (JSON spelling for booleans)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def input_id(path: str) -> str:
+    return "f-" + path.replace(".", "--")
+
+
+def parse_field(path: str, text: str, current: Any) -> Any:
+    """The value typed for `path`: strings as typed, everything else read like a --set value."""
+    if isinstance(current, str):
+        return text
+    return parse_override(f"{path}={text}")[1]
+
+
+class EditorScreen(Screen):
+    """Edit one preset; the panel on the right recomputes the estimate after each change."""
+
+    BINDINGS = [
+        Binding("ctrl+s", "save", "Save", priority=True),
+        Binding("ctrl+o", "apply_suggestion", "Use batch tip", priority=True),
+        Binding("ctrl+r", "revert", "Revert", priority=True),
+        Binding("ctrl+n", "duplicate", "Duplicate", priority=True),
+        Binding("ctrl+l", "launch", "Launch", priority=True),
+        Binding("ctrl+g", "next_gpu", "What-if GPU", priority=True),
+        Binding("escape", "back", "Back"),
+    ]
+
+    def __init__(self, preset: Preset, *, gpu_choice: int = -1, original: Preset | None = None) -> None:
+        super().__init__()
+        self.original = original or preset  # what revert goes back to
+        self.start = preset
+        self.preset = preset  # the last valid state of the form
+        self.gpu_choice = gpu_choice
+        self.errors: dict[str, str] = {}  # field path -> message next to it
+        self.paths = TOP_FIELDS + field_paths()
+        self._filling = False
+
+    # ---------------------------------------------------------------- layout
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="editor-body"):
+            with VerticalScroll(id="editor-fields"):
+                yield Static(id="editor-title")
+                for path in self.paths:
+                    with Horizontal(classes="field-row"):
+                        yield Label(path, classes="field-label")
+                        yield Input(field_text(get_field(self.start, path)), id=input_id(path), compact=True)
+                    yield Static("", id=input_id(path) + "-error", classes="field-error")
+            with VerticalScroll(id="editor-live"):
+                yield Static(id="live-panel")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(f"#{input_id('model.n_layer')}", Input).focus()
+        self.refresh_form()
+
+    # ---------------------------------------------------------------- state
+
+    @property
+    def gpu(self) -> GpuSpec | None:
+        if self.gpu_choice >= 0:
+            return CATALOG[self.gpu_choice]
+        return self.app.local_gpu_spec()  # type: ignore[attr-defined]
+
+    def texts(self) -> dict[str, str]:
+        return {path: self.query_one(f"#{input_id(path)}", Input).value for path in self.paths}
+
+    def validate_form(self) -> Preset | None:
+        """Check each field alone, then all together; set self.errors and return the preset if valid."""
+        errors: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        for path, text in self.texts().items():
+            try:
+                value = parse_field(path, text, get_field(self.start, path))
+                apply_overrides(self.start, {path: value})
+                values[path] = value
+            except PresetError as exc:
+                errors[path] = exc.message
+        preset = None
+        if not errors:
+            try:
+                preset = apply_overrides(self.start, values)
+            except PresetError as exc:
+                where = exc.path if exc.path in self.paths else "name"
+                errors[where] = exc.message
+        self.errors = errors
+        return preset
+
+    def refresh_form(self) -> None:
+        """Validate, show messages next to their fields, recompute the live panel."""
+        preset = self.validate_form()
+        if preset is not None:
+            self.preset = preset
+        for path in self.paths:
+            message = self.errors.get(path, "")
+            box = self.query_one(f"#{input_id(path)}-error", Static)
+            box.update(f"↑ {message}" if message else "")
+            box.display = bool(message)
+            self.query_one(f"#{input_id(path)}", Input).set_class(bool(message), "invalid")
+        dirty = " (edited)" if self.preset != self.original or self.errors else ""
+        kind = "built-in" if self.start.builtin else "user preset"
+        self.query_one("#editor-title", Static).update(f"[b]{self.preset.name}[/] · {kind}{dirty}")
+        self.query_one("#live-panel", Static).update(self.live_text())
+
+    def live_text(self) -> str:
+        """The live panel: params, FLOPs, tokens, VRAM bar and verdict, batch suggestion."""
+        preset, gpu = self.preset, self.gpu
+        est = estimate(preset, gpu)
+        lines = []
+        if self.errors:
+            lines.append(f"[bold red]{len(self.errors)} field(s) invalid[/]: showing the last valid preset")
+        where = f"{gpu.name} ({fmt_bytes(gpu.memory_bytes)})" if gpu else "no GPU"
+        lines.append(f"GPU   {where}{' [what-if]' if self.gpu_choice >= 0 else ''}")
+        lines.append(f"params {fmt_count(est.params)}   FLOPs/token {fmt_count(est.flops_per_token)}")
+        lines.append(f"tokens/step {est.tokens_per_step:,}   run tokens {fmt_count(est.run_tokens)}")
+        lines.append(f"dtype {est.dtype}   peak {fmt_bytes(est.peak_bytes)}")
+        bar = vram_bar(est, width=30).markup
+        lines.append(bar.rstrip("\n"))
+        color = {True: "green", False: "bold red", None: "yellow"}[est.fits]
+        lines.append(f"[{color}]{est.verdict}[/]")
+        tip = self.suggestion(est)
+        if tip:
+            lines.append(tip)
+        return "\n".join(lines)
+
+    def suggestion(self, est: Estimate) -> str:
+        suggestion = suggest_batch(self.preset, self.gpu)
+        if suggestion is None:
+            return "batch tip: pick a GPU (ctrl+g) to get a batch suggestion"
+        t = self.preset.train
+        if (suggestion.micro_batch, suggestion.grad_accum) == (t.batch_size, t.grad_accum):
+            return f"batch tip: {t.batch_size} x {t.grad_accum} is already the suggestion"
+        return f"batch tip [b](ctrl+o)[/]: {suggestion.reason}"
+
+    def set_fields(self, preset: Preset) -> None:
+        """Put every field of `preset` into the form."""
+        self._filling = True
+        try:
+            for path in self.paths:
+                self.query_one(f"#{input_id(path)}", Input).value = field_text(get_field(preset, path))
+        finally:
+            self._filling = False
+        self.refresh_form()
+
+    # ---------------------------------------------------------------- events
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if not self._filling and (event.input.id or "").startswith("f-"):
+            self.refresh_form()
+
+    def action_apply_suggestion(self) -> None:
+        if self.errors:
+            self.notify("fix the invalid fields first", severity="warning")
+            return
+        suggestion = suggest_batch(self.preset, self.gpu)
+        if suggestion is None:
+            self.notify("no GPU to plan for: pick a what-if GPU with ctrl+g", severity="warning")
+            return
+        self.set_fields(suggestion.apply(self.preset))
+        self.notify(f"micro-batch {suggestion.micro_batch} x {suggestion.grad_accum} accumulation; tokens per step {suggestion.tokens_per_step:,}")
+
+    def action_revert(self) -> None:
+        self.set_fields(self.original)
+        self.notify(f"reverted to {self.original.name}")
+
+    def action_duplicate(self) -> None:
+        if self.errors:
+            self.notify("fix the invalid fields first", severity="warning")
+            return
+        self.app.switch_screen(EditorScreen(duplicate(self.preset), gpu_choice=self.gpu_choice, original=self.original))
+
+    def action_next_gpu(self) -> None:
+        self.gpu_choice = self.gpu_choice + 1 if self.gpu_choice + 1 < len(CATALOG) else -1
+        self.refresh_form()
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_save(self) -> None:
+        from cockpit.tui.screens.confirm import PromptScreen
+
+        if self.errors:
+            self.notify("fix the invalid fields first", severity="warning")
+            return
+        default = self.preset.name if not self.start.builtin or self.preset.name != self.start.name else f"{self.preset.name}_custom"
+        self.app.push_screen(PromptScreen("Save as user preset named:", default), self._save_as)
+
+    def _save_as(self, name: str | None) -> None:
+        if not name:
+            return
+        try:
+            preset = apply_overrides(self.preset, {"name": name})
+            extends = self.preset.extends or (self.start.name if self.start.builtin else None)
+            path = save_user_preset(preset, extends=extends or None)
+        except (PresetError, OSError) as exc:
+            self.notify(f"not saved: {exc}", severity="error", timeout=8)
+            return
+        self.saved_path = path
+        self.notify(f"saved {path}")
+        self.set_fields(preset)
+
+    def action_launch(self) -> None:
+        from cockpit.tui.screens.confirm import confirm_launch
+
+        if self.errors:
+            self.notify("fix the invalid fields first", severity="warning")
+            return
+        confirm_launch(self.app, self.preset, estimate(self.preset, self.app.local_gpu_spec()))  # type: ignore[attr-defined]

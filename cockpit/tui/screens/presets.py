@@ -1,0 +1,154 @@
+"""The first screen: every preset with its key facts, against this GPU or a what-if one."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from cockpit.estimate import estimate, fmt_bytes
+from cockpit.format import human_params
+from cockpit.gpu import CATALOG, GpuSpec
+from cockpit.presets import Preset, list_presets, preset_problems
+
+
+class PresetsScreen(Screen):
+    """Pick a preset: facts per row, the highlighted one described below."""
+
+    BINDINGS = [
+        Binding("enter", "edit", "Edit"),
+        Binding("l", "launch", "Launch"),
+        Binding("d", "duplicate", "Duplicate"),
+        Binding("g", "next_gpu", "What-if GPU"),
+        Binding("G", "local_gpu", "This GPU", show=False),
+        Binding("r", "runs", "Runs"),
+        Binding("q", "app.quit", "Quit"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.presets: list[Preset] = []
+        self.gpu_choice = -1  # -1: this machine's GPU; else an index into CATALOG
+        self.ready = False  # the table has its columns
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="presets-body"):
+            yield Static(id="gpu-line")
+            yield DataTable(id="presets-table", cursor_type="row", zebra_stripes=True)
+            yield Static(id="preset-detail")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_columns("kind", "preset", "params", "block", "batch", "tok/step", "est. VRAM", "fits")
+        self.ready = True
+        self.reload()
+        table.focus()
+
+    def on_screen_resume(self) -> None:
+        self.reload()  # a save in the editor adds a user preset
+
+    def gpus_known(self) -> None:
+        """This machine's GPU is now known: re-estimate against it."""
+        if self.ready:
+            self.reload()
+
+    @property
+    def gpu(self) -> GpuSpec | None:
+        """The GPU the estimates are for."""
+        if self.gpu_choice >= 0:
+            return CATALOG[self.gpu_choice]
+        return self.app.local_gpu_spec()  # type: ignore[attr-defined]
+
+    def gpu_label(self) -> str:
+        if self.gpu_choice >= 0:
+            return f"what-if GPU: {self.gpu.name}  (g: next, G: this machine)"  # type: ignore[union-attr]
+        local = self.gpu
+        if local is not None:
+            return f"this machine: {local.name}, {fmt_bytes(local.memory_bytes)}  (g: what-if GPU)"
+        if self.app.local_gpus is None:  # type: ignore[attr-defined]
+            return "this machine: looking for a GPU...  (g: what-if GPU)"
+        return "this machine: no GPU (runs train on the CPU)  (g: what-if GPU)"
+
+    def reload(self) -> None:
+        """Re-read the presets and re-estimate every row."""
+        table = self.query_one(DataTable)
+        keep = table.cursor_row
+        self.presets = list_presets()
+        gpu = self.gpu
+        table.clear()
+        for preset in self.presets:
+            est = estimate(preset, gpu)
+            fits = {True: "yes", False: "[bold red]no[/]", None: "-"}[est.fits]
+            kind = "built-in" if preset.builtin else "[bold cyan]user[/]"
+            t = preset.train
+            table.add_row(
+                kind, preset.name, human_params(est.params), str(preset.model.block_size),
+                f"{t.batch_size}x{t.grad_accum}", str(preset.tokens_per_step), fmt_bytes(est.peak_bytes), fits,
+                key=preset.name,
+            )
+        if self.presets:
+            table.move_cursor(row=min(max(keep, 0), len(self.presets) - 1))
+        self.query_one("#gpu-line", Static).update(self.gpu_label())
+        self.show_detail()
+
+    def selected(self) -> Preset | None:
+        """The highlighted preset."""
+        table = self.query_one(DataTable)
+        if not self.presets or table.cursor_row < 0:
+            return None
+        return self.presets[min(table.cursor_row, len(self.presets) - 1)]
+
+    def show_detail(self) -> None:
+        preset = self.selected()
+        detail = self.query_one("#preset-detail", Static)
+        if preset is None:
+            detail.update("no presets found")
+            return
+        est = estimate(preset, self.gpu)
+        where = "built-in" if preset.builtin else f"user preset ({preset.source_path})"
+        problems = preset_problems()
+        broken = f"\n[red]{len(problems)} preset file(s) do not load: {problems[0][1]}[/]" if problems else ""
+        detail.update(f"[b]{preset.name}[/] ({where})\n{preset.description}\n{est.verdict}{broken}")
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.show_detail()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_edit()
+
+    def action_edit(self) -> None:
+        from cockpit.tui.screens.editor import EditorScreen
+
+        preset = self.selected()
+        if preset is not None:
+            self.app.push_screen(EditorScreen(preset, gpu_choice=self.gpu_choice))
+
+    def action_duplicate(self) -> None:
+        from cockpit.tui.screens.editor import EditorScreen, duplicate
+
+        preset = self.selected()
+        if preset is not None:
+            self.app.push_screen(EditorScreen(duplicate(preset), gpu_choice=self.gpu_choice, original=preset))
+
+    def action_launch(self) -> None:
+        from cockpit.tui.screens.confirm import confirm_launch
+
+        preset = self.selected()
+        if preset is not None:
+            # the run trains on this machine, so the fit question is about its GPU, not a what-if one
+            confirm_launch(self.app, preset, estimate(preset, self.app.local_gpu_spec()))  # type: ignore[attr-defined]
+
+    def action_next_gpu(self) -> None:
+        self.gpu_choice = (self.gpu_choice + 1) % len(CATALOG)
+        self.reload()
+
+    def action_local_gpu(self) -> None:
+        self.gpu_choice = -1
+        self.reload()
+
+    def action_runs(self) -> None:
+        self.app.open_runs()  # type: ignore[attr-defined]

@@ -1,0 +1,311 @@
+"""The run screen: one run's history from events.jsonl, then followed live."""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+from cockpit import runs
+from cockpit.estimate import estimate
+from cockpit.events import EventTailer
+from cockpit.format import (
+    elapsed,
+    fmt_float,
+    fmt_norm,
+    human_bytes,
+    human_count,
+    human_duration,
+    step_progress,
+)
+from cockpit.gpu import GpuStatus, spec_for_status
+from cockpit.health import HealthMonitor
+from cockpit.run_history import RunHistory
+from cockpit.tui.messages import GpusPolled, RunRecords, RunStatusPolled
+from cockpit.tui.widgets.metric_plot import MetricPlot
+
+LIVE_POLL_BYTES = 1 << 20  # at most 1 MiB of events per tick keeps a tick well under a frame
+STATUS_STYLES = {
+    "starting": "cyan", "running": "bold green", "finished": "green", "stopped": "yellow",
+    "halted": "bold red", "crashed": "bold red", "error": "red",
+}
+
+
+class RunScreen(Screen):
+    """Plots, numbers, GPU, health, sample and log of one run; keys to stop, kill, detach."""
+
+    BINDINGS = [
+        Binding("s", "stop", "Stop"),
+        Binding("k", "kill", "Kill"),
+        Binding("d,escape", "detach", "Detach"),
+        Binding("r", "runs", "Runs"),
+        Binding("q", "app.quit", "Quit"),
+    ]
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.status = "?"
+        self.history = RunHistory()
+        self.tailer = EventTailer(self.run_dir / runs.EVENTS_JSONL)
+        self.dirty = False
+        self.loaded = False
+        self.redraws = 0  # for the benchmark and tests
+        self.ingested = 0
+        self.gpus: list[GpuStatus] | None = None
+        self.estimated_peak: int | None = None
+        self.health = HealthMonitor()  # only its stalled rule: the child runs the others
+        self.last_arrival: float | None = None
+        self.gaps: deque[float] = deque(maxlen=50)
+        self.stall_note = ""
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="run-status")
+        with Horizontal(id="run-body"):
+            with Vertical(id="run-plots"):
+                yield MetricPlot("loss (train, val)", id="plot-loss")
+                with Horizontal(id="run-small-plots"):
+                    yield MetricPlot("lr", id="plot-lr")
+                    yield MetricPlot("grad norm", log_y=True, id="plot-grad")
+            with Vertical(id="run-side"):
+                yield Static(id="run-gpu", classes="panel")
+                yield Static(id="run-health", classes="panel")
+                yield Static(id="run-sample", classes="panel")
+        yield Static(id="run-log")
+        yield Footer()
+
+    # ---------------------------------------------------------------- start
+
+    def on_mount(self) -> None:
+        services = self.app.services  # type: ignore[attr-defined]
+        self.title = f"run {self.run_dir.name}"
+        try:
+            preset = runs.load_run_preset(self.run_dir)
+            self.history.max_steps = preset.train.max_steps
+            self.preset = preset
+        except runs.RunError:
+            self.preset = None
+        self.status = self._read_status()
+        self.run_worker(self._rebuild, thread=True, name="rebuild")
+        self.set_interval(services.redraw_s, self.redraw)
+        self.set_interval(services.status_poll_s, self._poll_status)
+        self.set_interval(services.gpu_poll_s, self._poll_gpus)
+        self._poll_gpus()
+        self.redraw(force=True)
+
+    def _read_status(self) -> str:
+        try:
+            return runs.run_status(self.run_dir, update=False)
+        except runs.RunError as exc:
+            return f"unreadable ({exc})"
+
+    def _rebuild(self) -> None:
+        """Read the whole history (a thread: a long run's log is megabytes)."""
+        records = self.tailer.read_all()
+        self.post_message(RunRecords(records, self.tailer.bad_lines))
+
+    @on(RunRecords)
+    def _take_history(self, message: RunRecords) -> None:
+        self.take(message.records)
+        if not self.loaded:
+            self.loaded = True
+            self.tailer.max_bytes_per_poll = LIVE_POLL_BYTES
+            self.set_interval(self.app.services.tail_poll_s, self.poll_events)  # type: ignore[attr-defined]
+            self.redraw(force=True)
+
+    # ---------------------------------------------------------------- live
+
+    def poll_events(self) -> None:
+        """Read what the trainer appended since the last tick (small: one poll of the file)."""
+        records = self.tailer.poll()
+        if records:
+            self.take(records)
+
+    def take(self, records: list[dict[str, Any]]) -> None:
+        """Add records to the history; the next redraw tick shows them."""
+        if not records:
+            return
+        now = self.app.services.clock()  # type: ignore[attr-defined]
+        if self.last_arrival is not None and self.loaded:
+            self.gaps.append(now - self.last_arrival)
+        self.last_arrival = now
+        self.stall_note = ""
+        self.history.ingest(records)
+        self.ingested += len(records)
+        self.dirty = True
+
+    def _poll_status(self) -> None:
+        self.run_worker(self._status_worker, thread=True, exclusive=True, group="status")
+
+    def _status_worker(self) -> None:
+        self.post_message(RunStatusPolled(self._read_status()))
+
+    @on(RunStatusPolled)
+    def _status_polled(self, message: RunStatusPolled) -> None:
+        if message.status != self.status:
+            if message.status == "crashed":
+                self.notify(f"{self.run_dir.name} crashed (its process is gone); see console.log", severity="error", timeout=10)
+            self.status = message.status
+            self.dirty = True
+        self._check_stalled()
+
+    def _check_stalled(self) -> None:
+        """Note a live run that has written nothing for far longer than usual (the headless rule)."""
+        if self.status not in runs.LIVE_STATUSES or self.last_arrival is None:
+            return
+        typical = statistics.median(self.gaps) if self.gaps else None
+        now = self.app.services.clock()  # type: ignore[attr-defined]
+        for warning in self.health.check_stalled(now, self.last_arrival, typical):
+            silent = warning.evidence.get("silent_s", 0.0)
+            self.stall_note = f"no events for {silent:.0f} s: {warning.tip}"
+            self.dirty = True
+
+    def _poll_gpus(self) -> None:
+        self.run_worker(self._gpu_worker, thread=True, exclusive=True, group="gpu")
+
+    def _gpu_worker(self) -> None:
+        self.post_message(GpusPolled(self.app.services.gpu_query()))  # type: ignore[attr-defined]
+
+    @on(GpusPolled)
+    def _gpus_polled(self, message: GpusPolled) -> None:
+        self.gpus = list(message.gpus)
+        if self.gpus and self.estimated_peak is None and self.preset is not None:
+            self.estimated_peak = estimate(self.preset, spec_for_status(self.gpus[0])).peak_bytes
+        self.query_one("#run-gpu", Static).update(self.gpu_text())
+
+    # ---------------------------------------------------------------- drawing
+
+    def redraw(self, force: bool = False) -> None:
+        """Repaint from the history, at most once per tick and only when something changed."""
+        if not (self.dirty or force):
+            return
+        self.dirty = False
+        self.redraws += 1
+        h = self.history
+        marks = h.warning_steps()
+        self.query_one("#plot-loss", MetricPlot).show([("train", h.loss), ("val", h.val_loss)], marks)
+        self.query_one("#plot-lr", MetricPlot).show([("lr", h.lr)])
+        self.query_one("#plot-grad", MetricPlot).show([("norm", h.grad_norm)])
+        self.query_one("#run-status", Static).update(self.status_text())
+        self.query_one("#run-health", Static).update(self.health_text())
+        self.query_one("#run-sample", Static).update(self.sample_text())
+        self.query_one("#run-log", Static).update(self.log_text())
+
+    def status_text(self) -> str:
+        """Two lines: status, step, loss; throughput, MFU, elapsed, ETA."""
+        h = self.history
+        style = STATUS_STYLES.get(self.status, "white")
+        last = h.last_step or {}
+        loss = fmt_float(last.get("loss"))
+        val = fmt_float(h.best_val_loss)
+        line1 = f"[{style}]{self.status}[/]  step {step_progress(h.step, h.max_steps)}  loss {loss}  best val {val}"
+        if not self.loaded:
+            line1 += "  [dim](reading history...)[/]"
+        now = self.app.services.clock() if self.status in runs.LIVE_STATUSES else None  # type: ignore[attr-defined]
+        mfu = f"{h.mfu * 100:.1f}%" if h.mfu is not None else "-"
+        eta = human_duration(h.eta_s()) if h.eta_s() is not None else "-"
+        line2 = (f"{human_count(h.tokens_per_s)} tok/s  MFU {mfu}  norm {fmt_norm(last.get('grad_norm'))}  "
+                 f"elapsed {elapsed(h.elapsed_s(now))}  ETA {eta}")
+        if self.tailer.bad_lines:
+            line2 += f"  [dim]{self.tailer.bad_lines} bad line(s) skipped[/]"
+        return f"{line1}\n{line2}"
+
+    def gpu_text(self) -> str:
+        """One block per GPU: utilization, memory used vs the estimate, temperature, power."""
+        if self.gpus is None:
+            return "[b]GPU[/] reading..."
+        if not self.gpus:
+            vram = self.history.vram_bytes
+            return "[b]GPU[/] no GPU (CPU run)" + (f"\nrun reserved {human_bytes(vram)}" if vram else "")
+        lines = []
+        for gpu in self.gpus:
+            util = f"{gpu.utilization:.0f}%" if gpu.utilization is not None else "-"
+            temp = f"{gpu.temperature_c:.0f}°C" if gpu.temperature_c is not None else "-"
+            power = f"{gpu.power_w:.0f}" if gpu.power_w is not None else "-"
+            limit = f"/{gpu.power_limit_w:.0f}" if gpu.power_limit_w else ""
+            est = f" (est {human_bytes(self.estimated_peak)})" if self.estimated_peak and gpu.index == 0 else ""
+            lines.append(f"[b]GPU{gpu.index}[/] {gpu.name}\n util {util}  {temp}  {power}{limit} W\n"
+                         f" mem {human_bytes(gpu.memory_used)}/{human_bytes(gpu.memory_total)}{est}")
+        return "\n".join(lines)
+
+    def health_text(self) -> str:
+        """The latest warnings with their tips."""
+        warnings = self.history.warnings[-3:]
+        if not warnings and not self.stall_note:
+            return "[b]health[/] [green]no warnings[/]"
+        lines = [f"[b]health[/] {len(self.history.warnings)} warning(s)"]
+        if self.stall_note:
+            lines.append(f"[yellow]stalled[/] {self.stall_note}")
+        for w in reversed(warnings):
+            color = {"critical": "bold red", "warning": "yellow"}.get(w.severity, "cyan")
+            lines.append(f"[{color}]{w.rule}[/] @{w.step}: {w.message}")
+            if w.tip:
+                lines.append(f"  [dim]tip:[/] {w.tip}")
+        return "\n".join(lines)
+
+    def sample_text(self) -> str:
+        h = self.history
+        if not h.sample:
+            return "[b]sample[/] none yet"
+        text = h.sample.strip("\n")[:400]
+        from rich.markup import escape
+
+        return f"[b]sample[/] @{h.sample_step}\n{escape(text)}"
+
+    def log_text(self) -> str:
+        from rich.markup import escape
+
+        lines = list(self.history.log)[-5:]
+        if self.history.error:
+            lines.append(f"[red]{escape(self.history.error)}[/]")
+        return "\n".join(escape(line) if not line.startswith("[red]") else line for line in lines[-5:]) or "[dim]no events yet[/]"
+
+    # ---------------------------------------------------------------- keys
+
+    def action_stop(self) -> None:
+        try:
+            sent = runs.stop_run(self.run_dir)
+        except runs.RunError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        if sent:
+            self.notify("stopping: the trainer finishes this step, writes a checkpoint and exits")
+        else:
+            self.notify(f"not running (status {self.status}); nothing to stop", severity="warning")
+
+    def action_kill(self) -> None:
+        from cockpit.tui.screens.confirm import ConfirmScreen
+
+        if self.status not in runs.LIVE_STATUSES:
+            self.notify(f"not running (status {self.status}); nothing to kill", severity="warning")
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                try:
+                    killed = runs.stop_run(self.run_dir, kill=True)
+                except runs.RunError as exc:
+                    self.notify(str(exc), severity="error")
+                    return
+                self.notify("killed; steps since the last checkpoint are lost" if killed else "it had already stopped")
+
+        self.app.push_screen(ConfirmScreen("Kill the trainer now (SIGKILL)?\nSteps since the last checkpoint are lost."), answered)
+
+    def action_detach(self) -> None:
+        """Leave the run screen; training goes on."""
+        self.app.pop_screen()
+        self.app.notify(f"detached from {self.run_dir.name}; it keeps training", timeout=3)
+
+    def action_runs(self) -> None:
+        self.app.pop_screen()
+        self.app.open_runs()  # type: ignore[attr-defined]
+

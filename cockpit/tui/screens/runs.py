@@ -1,0 +1,80 @@
+"""Every run in the runs folder: status, preset, step, best val loss, age; attach to any."""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from cockpit import runs
+from cockpit.format import fmt_float, human_duration
+from cockpit.tui.messages import RunsListed
+from cockpit.tui.screens.run import STATUS_STYLES
+
+REFRESH_S = 2.0
+
+
+class RunsScreen(Screen):
+    """The runs list, refreshed every couple of seconds in a worker thread."""
+
+    BINDINGS = [
+        Binding("enter", "attach", "Attach"),
+        Binding("escape,p", "back", "Presets"),
+        Binding("q", "app.quit", "Quit"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.summaries: list[runs.RunSummary] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="runs-where")
+        yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_columns("status", "preset", "step", "best val", "age", "run")
+        root = runs.runs_root(self.app.services.runs_dir)  # type: ignore[attr-defined]
+        self.query_one("#runs-where", Static).update(f"runs in {root}  (reading...)")
+        table.focus()
+        self.refresh_list()
+        self.set_interval(REFRESH_S, self.refresh_list)
+
+    def refresh_list(self) -> None:
+        self.run_worker(self._list, thread=True, exclusive=True, group="runs")
+
+    def _list(self) -> None:
+        self.post_message(RunsListed(runs.list_runs(self.app.services.runs_dir)))  # type: ignore[attr-defined]
+
+    @on(RunsListed)
+    def _listed(self, message: RunsListed) -> None:
+        table = self.query_one(DataTable)
+        keep = table.cursor_row
+        self.summaries = message.summaries
+        table.clear()
+        now = self.app.services.clock()  # type: ignore[attr-defined]
+        for s in self.summaries:
+            style = STATUS_STYLES.get(s.status, "white")
+            step = f"{s.step}/{s.max_steps}" if s.max_steps else str(s.step)
+            age = human_duration(max(0.0, now - (s.updated or s.created)))
+            table.add_row(f"[{style}]{s.status}[/]", s.preset_name, step, fmt_float(s.best_val_loss), age, s.run_id, key=str(s.run_dir))
+        if self.summaries:
+            table.move_cursor(row=min(max(keep, 0), len(self.summaries) - 1))
+        root = runs.runs_root(self.app.services.runs_dir)  # type: ignore[attr-defined]
+        count = f"{len(self.summaries)} run(s)" if self.summaries else "no runs yet (launch one from the presets screen)"
+        self.query_one("#runs-where", Static).update(f"runs in {root}: {count}")
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_attach()
+
+    def action_attach(self) -> None:
+        table = self.query_one(DataTable)
+        if self.summaries and 0 <= table.cursor_row < len(self.summaries):
+            self.app.open_run(self.summaries[table.cursor_row].run_dir)  # type: ignore[attr-defined]
+
+    def action_back(self) -> None:
+        self.app.pop_screen()

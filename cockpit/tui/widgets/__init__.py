@@ -1,0 +1,1 @@
+"""Widgets the screens share: metric plots and the VRAM bar."""
