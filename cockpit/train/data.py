@@ -227,8 +227,10 @@ def _resolve_sources(source: str) -> tuple[str, list[Path], list[Path]]:
             raise DataError(f"no files match {source}")
         if all(p.suffix == ".bin" for p in matches):
             val: list[Path] = []
-            if "train" in source:
-                val = [Path(p) for p in sorted(globlib.glob(source.replace("train", "val"))) if Path(p).is_file()]
+            folder, pattern = os.path.split(source)
+            if "train" in pattern:  # only the file name: a folder called "training" stays as it is
+                val_glob = os.path.join(folder, pattern.replace("train", "val"))
+                val = [Path(p) for p in sorted(globlib.glob(val_glob)) if Path(p).is_file()]
             train = [p for p in matches if p not in val]
             return "tokens", train, val
         return "text", matches, []
@@ -279,7 +281,7 @@ def load_data(cfg: DataConfig, *, block_size: int, vocab_size: int) -> TokenData
         else:
             key = {"source": [str(p) for p in train_paths[:3]], "files": _fingerprint(train_paths), "tokenizer": cfg.tokenizer, "version": __version__}
             tokens, tokenizer, n_bytes = _load_text_cached(key, lambda: read_text_sources(train_paths), cfg.tokenizer, vocab_size)
-            where = str(train_paths[0]) if len(train_paths) == 1 else f"{len(train_paths)} text files under {cfg.source}"
+            where = str(train_paths[0]) if len(train_paths) == 1 else f"{len(train_paths)} files under {cfg.source} (binary ones skipped)"
         train, val = _split(tokens, cfg.val_fraction)
         val_bytes = utf8_bytes_of(tokenizer, np.asarray(val)) if n_bytes else None
         desc = f"{where}: {len(tokens):,} {tokenizer.name} tokens (vocab {tokenizer.vocab_size}), {len(train):,} train / {len(val):,} val"
