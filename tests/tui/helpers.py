@@ -1,0 +1,93 @@
+"""Shared pieces of the app tests: fixed GPU facts, a fixed clock, run directories, waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from cockpit import runs
+from cockpit.gpu import GpuStatus
+from cockpit.presets import Preset, save_user_preset
+from cockpit.tui.app import CockpitApp, make_app
+
+DATA = Path(__file__).parent / "data"
+GIB = 1024**3
+FIXED_NOW = 1795283600.0  # a little after the fixed run ended, so ages read the same every time
+
+
+def fake_gpu(name: str = "NVIDIA T4", memory_gib: int = 16) -> GpuStatus:
+    """A GPU that NVML would report, with fixed sensor readings."""
+    return GpuStatus(0, name, memory_gib * GIB, 3 * GIB, (memory_gib - 3) * GIB, 87.0, 64.0, 61.5, 70.0, (7, 5))
+
+
+def no_gpu() -> list[GpuStatus]:
+    return []
+
+
+def fixed_clock() -> float:
+    return FIXED_NOW
+
+
+def copy_run(tmp_path: Path, name: str = "finished_run") -> Path:
+    """A copy of a run directory from tests/tui/data."""
+    dest = tmp_path / "runs" / name
+    shutil.copytree(DATA / name, dest)
+    return dest
+
+
+def tiny_preset(name: str = "tiny_test", max_steps: int = 400) -> Preset:
+    """A small user preset (1 layer, width 32, block 32, bytes)."""
+    from cockpit.presets import apply_overrides, load_preset
+
+    base = load_preset("tiny_char")
+    preset = apply_overrides(base, {
+        "name": name, "model.n_layer": 1, "model.n_head": 2, "model.n_embd": 32, "model.block_size": 32,
+        "data.tokenizer": "byte", "model.vocab_size": 256, "train.max_steps": max_steps, "train.log_interval": 5,
+        "train.eval_interval": 50, "train.batch_size": 4,
+    })
+    save_user_preset(preset)
+    return preset
+
+
+def fake_launcher(calls: list[Path]) -> Callable[[Preset, Path | None], Path]:
+    """A launcher that starts tests/fake_trainer.py (runs.child_command patched by the test)."""
+
+    def launch(preset: Preset, runs_dir: Path | None) -> Path:
+        run_dir = runs.create_run_dir(preset, root=runs_dir)
+        runs.launch(run_dir, detach=True)
+        calls.append(run_dir)
+        return run_dir
+
+    return launch
+
+
+def app_for_tests(**kwargs) -> CockpitApp:
+    """The app with no GPU, a fixed clock and fast polls unless a test says otherwise."""
+    kwargs.setdefault("gpu_query", no_gpu)
+    kwargs.setdefault("clock", fixed_clock)
+    return make_app(**kwargs)
+
+
+async def wait_for(pilot, condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Let the app run until `condition()` holds; fail after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {condition}")
+        await pilot.pause(0.05)
+
+
+def write_crashed_run(tmp_path: Path) -> Path:
+    """A run whose run.json says running but whose process is long gone."""
+    run_dir = copy_run(tmp_path)
+    info = json.loads((run_dir / "run.json").read_text())
+    info.update(status="running", pid=2**22 + 12345, pid_start_time=1.0)
+    info.pop("end_reason", None)
+    (run_dir / "run.json").write_text(json.dumps(info))
+    lines = (run_dir / "events.jsonl").read_text().splitlines()
+    (run_dir / "events.jsonl").write_text("\n".join(lines[:150]) + "\n")  # no end record: it died mid-run
+    return run_dir

@@ -1,0 +1,386 @@
+"""Pilot tests of each flow: pick, edit, batch tip, save, launch, watch, stop, attach."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fake_trainer import use_fake_trainer
+from helpers import (
+    app_for_tests,
+    copy_run,
+    fake_gpu,
+    fake_launcher,
+    tiny_preset,
+    wait_for,
+    write_crashed_run,
+)
+from textual.widgets import DataTable, Input, Static
+
+from cockpit.presets import load_preset, user_dir
+from cockpit.tui.screens.confirm import ConfirmScreen, PromptScreen
+from cockpit.tui.screens.editor import EditorScreen, input_id
+from cockpit.tui.screens.presets import PresetsScreen
+from cockpit.tui.screens.run import RunScreen
+from cockpit.tui.screens.runs import RunsScreen
+
+
+def text_of(screen, selector: str) -> str:
+    return str(screen.query_one(selector, Static).render())
+
+
+def select_preset(screen: PresetsScreen, name: str) -> None:
+    table = screen.query_one(DataTable)
+    table.move_cursor(row=[p.name for p in screen.presets].index(name))
+
+
+async def test_presets_screen_lists_builtin_and_user_presets():
+    tiny_preset("my_tiny")
+    app = app_for_tests()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, PresetsScreen)
+        names = [p.name for p in screen.presets]
+        assert "gpt2_124m" in names and "my_tiny" in names
+        table = screen.query_one(DataTable)
+        row = table.get_row("my_tiny")
+        assert "user" in str(row[0]) and str(table.get_row("gpt2_124m")[0]) == "built-in"
+        assert "no GPU" in text_of(screen, "#gpu-line")
+        select_preset(screen, "gpt2_124m")
+        await pilot.pause()
+        assert "gpt2_124m" in text_of(screen, "#preset-detail")
+        assert str(table.get_row("gpt2_124m")[7]) == "-"  # no GPU: no fit verdict
+        await pilot.press("g")  # what-if: the first catalog GPU
+        await pilot.pause()
+        assert "what-if GPU: B200" in text_of(screen, "#gpu-line")
+        assert str(table.get_row("gpt2_124m")[7]) == "yes"
+
+
+async def test_fit_column_follows_this_machines_gpu():
+    app = app_for_tests(gpu_query=lambda: [fake_gpu("NVIDIA T4", 16)])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.local_gpus is not None)
+        await pilot.pause()
+        table = app.screen.query_one(DataTable)
+        assert "NVIDIA T4" in text_of(app.screen, "#gpu-line")
+        assert "no" in str(table.get_row("gpt2_124m")[7])  # 97 GiB at batch 32 on a 16 GiB card
+        assert str(table.get_row("shakespeare_char")[7]) == "yes"
+
+
+async def test_editor_shows_a_bad_value_next_to_its_field_and_clears_it():
+    app = app_for_tests()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        select_preset(app.screen, "shakespeare_char")
+        await pilot.press("enter")
+        await pilot.pause()
+        editor = app.screen
+        assert isinstance(editor, EditorScreen)
+        box = editor.query_one(f"#{input_id('model.n_layer')}", Input)
+        box.focus()
+        await pilot.press("end", "backspace", "x")
+        await pilot.pause()
+        error = editor.query_one(f"#{input_id('model.n_layer')}-error", Static)
+        assert error.display and "whole number" in str(error.render())
+        assert "1 field(s) invalid" in text_of(editor, "#live-panel")
+        # a cross-field rule lands next to the field it names
+        box.value = "6"
+        editor.query_one(f"#{input_id('model.n_head')}", Input).value = "3"  # 384 / 3: fine alone
+        editor.query_one(f"#{input_id('model.n_embd')}", Input).value = "100"  # 100 / 4: fine alone
+        await pilot.pause()
+        assert not editor.query_one(f"#{input_id('model.n_layer')}-error", Static).display
+        assert set(editor.errors) & {"model.n_embd", "model.n_head"}, editor.errors
+        editor.query_one(f"#{input_id('model.n_head')}", Input).value = "4"
+        editor.query_one(f"#{input_id('model.n_embd')}", Input).value = "384"
+        await pilot.pause()
+        assert editor.errors == {}
+        assert editor.preset.model.n_layer == 6
+        await pilot.press("ctrl+r")  # revert
+        await pilot.pause()
+        assert editor.preset == load_preset("shakespeare_char")
+        assert box.value == str(load_preset("shakespeare_char").model.n_layer)
+
+
+async def test_batch_suggestion_applies_with_one_key_and_keeps_tokens_per_step():
+    app = app_for_tests(gpu_query=lambda: [fake_gpu("NVIDIA T4", 16)])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.local_gpus is not None)
+        select_preset(app.screen, "gpt2_124m")
+        await pilot.press("enter")
+        await pilot.pause()
+        editor = app.screen
+        before = editor.preset
+        assert "does not fit" in text_of(editor, "#live-panel")
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        after = editor.preset
+        assert after.train.batch_size < before.train.batch_size
+        assert after.train.grad_accum > before.train.grad_accum
+        assert after.tokens_per_step == before.tokens_per_step
+        assert editor.query_one(f"#{input_id('train.batch_size')}", Input).value == str(after.train.batch_size)
+        assert "fits on NVIDIA T4" in text_of(editor, "#live-panel")
+
+
+async def test_save_writes_a_user_preset_that_lists_as_user():
+    app = app_for_tests()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        select_preset(app.screen, "shakespeare_char")
+        await pilot.press("enter")
+        await pilot.pause()
+        editor = app.screen
+        editor.query_one(f"#{input_id('train.lr')}", Input).value = "0.0005"
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, PromptScreen)
+        prompt = app.screen.query_one(Input)
+        assert prompt.value == "shakespeare_char_custom"
+        prompt.value = "my_shakespeare"
+        await pilot.press("enter")
+        await pilot.pause()
+        path = user_dir() / "my_shakespeare.json"
+        body = json.loads(path.read_text())
+        assert body["extends"] == "shakespeare_char" and body["train"] == {"lr": 0.0005}
+        saved = load_preset("my_shakespeare")
+        assert saved.train.lr == 0.0005 and not saved.builtin
+        await pilot.press("escape")
+        await pilot.pause()
+        table = app.screen.query_one(DataTable)
+        assert "user" in str(table.get_row("my_shakespeare")[0])
+
+
+async def test_saving_with_a_bad_field_refuses(tmp_path):
+    app = app_for_tests()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("enter")
+        await pilot.pause()
+        app.screen.query_one(f"#{input_id('train.lr')}", Input).value = "fast"
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, EditorScreen)  # no name prompt
+        assert not list(user_dir().glob("*.json")) if user_dir().exists() else True
+
+
+async def test_duplicate_opens_an_unsaved_copy():
+    app = app_for_tests()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        select_preset(app.screen, "shakespeare_char")
+        await pilot.press("d")
+        await pilot.pause()
+        editor = app.screen
+        assert isinstance(editor, EditorScreen)
+        assert editor.preset.name == "shakespeare_char_copy" and not editor.preset.builtin
+        assert not (user_dir() / "shakespeare_char_copy.json").exists()
+
+
+async def test_launch_watch_and_stop_a_run(monkeypatch, tmp_path):
+    use_fake_trainer(monkeypatch, step_s=0.01)
+    tiny_preset("tiny_test", max_steps=5000)
+    calls: list[Path] = []
+    app = app_for_tests(launcher=fake_launcher(calls), runs_dir=tmp_path / "runs", status_poll_s=0.2, clock=time.time)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        select_preset(app.screen, "tiny_test")
+        await pilot.press("l")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))
+        screen = app.screen
+        assert calls and screen.run_dir == calls[0]
+        await wait_for(pilot, lambda: screen.history.step >= 20)
+        first = screen.history.step
+        await wait_for(pilot, lambda: screen.history.step >= first + 20)
+        await wait_for(pilot, lambda: "running" in text_of(screen, "#run-status") and "/5000" in text_of(screen, "#run-status"))
+        assert screen.redraws >= 2
+        await pilot.press("s")
+        await wait_for(pilot, lambda: screen.status == "stopped", timeout=15)
+        assert screen.history.end is not None and screen.history.end["reason"] == "stopped"
+        await wait_for(pilot, lambda: "stopped" in text_of(screen, "#run-status"))
+        assert "elapsed 0.0s" not in text_of(screen, "#run-status")
+        await pilot.press("d")  # detach: back to the presets
+        await pilot.pause()
+        assert isinstance(app.screen, PresetsScreen)
+
+
+async def test_kill_asks_first(monkeypatch, tmp_path):
+    use_fake_trainer(monkeypatch, step_s=0.01, ignore_term=1)
+    tiny_preset("tiny_test", max_steps=100000)
+    calls: list[Path] = []
+    app = app_for_tests(launcher=fake_launcher(calls), runs_dir=tmp_path / "runs", status_poll_s=0.2)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        select_preset(app.screen, "tiny_test")
+        await pilot.press("l")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.status == "running")
+        await pilot.press("k")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        await pilot.pause(0.5)
+        assert screen.status == "running"
+        await pilot.press("k")
+        await pilot.pause()
+        await pilot.press("y")
+        await wait_for(pilot, lambda: screen.status == "crashed", timeout=10)  # SIGKILL: no end record
+
+
+async def test_launch_that_does_not_fit_asks_first(monkeypatch, tmp_path):
+    calls: list[Path] = []
+    app = app_for_tests(launcher=fake_launcher(calls), runs_dir=tmp_path / "runs", gpu_query=lambda: [fake_gpu("NVIDIA T4", 16)])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.local_gpus is not None)
+        select_preset(app.screen, "gpt2_124m")
+        await pilot.press("l")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "does not fit" in str(app.screen.query_one("#question", Static).render())
+        await pilot.press("n")
+        await pilot.pause()
+        assert isinstance(app.screen, PresetsScreen) and calls == []
+
+
+async def test_a_failed_launch_is_a_message_not_a_crash(tmp_path):
+    def broken(preset, runs_dir):
+        raise OSError("disk full")
+
+    app = app_for_tests(launcher=broken)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        select_preset(app.screen, "shakespeare_char")
+        await pilot.press("l")
+        await pilot.pause()
+        assert isinstance(app.screen, PresetsScreen)
+        assert any("disk full" in str(n.message) for n in app._notifications)
+
+
+async def test_attach_to_a_finished_run_rebuilds_its_history(tmp_path):
+    run_dir = copy_run(tmp_path)
+    app = app_for_tests(attach=run_dir, gpu_query=lambda: [fake_gpu()])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
+        screen = app.screen
+        await pilot.pause(0.4)
+        h = screen.history
+        assert h.step == 250 and h.end["reason"] == "finished"
+        assert len(h.loss) == 250 and len(h.val_loss) == 5
+        assert h.best_val_loss == pytest.approx(3.215954303741455)
+        status = text_of(screen, "#run-status")
+        assert "finished" in status and "250/250" in status and "ETA -" in status
+        assert "warning(s)" in text_of(screen, "#run-health") and "tip:" in text_of(screen, "#run-health")
+        assert "return self.value" in text_of(screen, "#run-sample")
+        assert "87%" in text_of(screen, "#run-gpu") and "64°C" in text_of(screen, "#run-gpu")
+        assert "end: finished at step 250" in text_of(screen, "#run-log")
+        await pilot.press("s")  # nothing to stop
+        await pilot.pause()
+        assert any("nothing to stop" in str(n.message) for n in app._notifications)
+
+
+async def test_attach_to_a_crashed_run_shows_crashed_within_two_seconds(tmp_path):
+    run_dir = write_crashed_run(tmp_path)
+    app = app_for_tests(attach=run_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))
+        screen = app.screen
+        await wait_for(pilot, lambda: "crashed" in text_of(screen, "#run-status"), timeout=2.0)
+        assert screen.history.step > 100 and screen.history.end is None
+        assert "no GPU" in text_of(screen, "#run-gpu")
+
+
+async def test_a_live_run_whose_process_dies_turns_crashed(monkeypatch, tmp_path):
+    use_fake_trainer(monkeypatch, step_s=0.01, die_at=30)
+    tiny_preset("tiny_test", max_steps=1000)
+    app = app_for_tests(launcher=fake_launcher([]), runs_dir=tmp_path / "runs")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        select_preset(app.screen, "tiny_test")
+        await pilot.press("l")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.history.step >= 30)
+        await wait_for(pilot, lambda: "crashed" in text_of(screen, "#run-status"), timeout=4.0)
+
+
+async def test_bad_lines_are_skipped_and_counted(tmp_path):
+    run_dir = copy_run(tmp_path)
+    events = run_dir / "events.jsonl"
+    lines = events.read_text().splitlines()
+    lines.insert(10, '{"event": "step", "loss": ')
+    lines.insert(20, "\x00\x01 not json")
+    events.write_text("\n".join(lines) + "\n")
+    app = app_for_tests(attach=run_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
+        await pilot.pause(0.4)
+        assert app.screen.history.step == 250
+        assert "2 bad line(s) skipped" in text_of(app.screen, "#run-status")
+
+
+async def test_runs_screen_lists_runs_and_attaches(tmp_path):
+    copy_run(tmp_path)
+    write_crashed_run(tmp_path / "other")
+    app = app_for_tests(runs_dir=tmp_path / "runs")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.summaries)
+        table = app.screen.query_one(DataTable)
+        row = table.get_row_at(0)
+        assert "finished" in str(row[0]) and row[1] == "spike_run" and row[2] == "250/250"
+        assert row[3] == "3.2160" and row[4] == "1m"  # fixed clock: 88 s after the last update
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
+        assert app.screen.run_dir.name == "finished_run"
+        await pilot.press("r")
+        await pilot.pause()
+        assert isinstance(app.screen, RunsScreen)
+
+
+def test_cmd_app_attach_reads_args(monkeypatch, tmp_path):
+    """`gpt-cockpit attach RUN` hands cmd_app the run dir; the app opens on its run screen."""
+    import argparse
+
+    from cockpit.tui import app as app_module
+
+    seen = {}
+
+    def fake_run(self):
+        seen["attach"] = self.attach_dir
+        seen["runs_dir"] = self.services.runs_dir
+
+    monkeypatch.setattr(app_module.CockpitApp, "run", fake_run)
+    args = argparse.Namespace(attach=str(tmp_path / "r1"), runs_dir=str(tmp_path))
+    assert app_module.cmd_app(args) == 0
+    assert seen == {"attach": tmp_path / "r1", "runs_dir": tmp_path}
+
+
+def test_the_app_process_never_imports_torch(tmp_path):
+    run_dir = copy_run(tmp_path)
+    code = f"""
+import asyncio, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from helpers import app_for_tests
+async def main():
+    app = app_for_tests(attach={str(run_dir)!r})
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.5)
+        await pilot.press("escape", "enter")
+        await pilot.pause(0.3)
+asyncio.run(main())
+assert "torch" not in sys.modules, "torch was imported"
+assert "textual" in sys.modules
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("ok")
+
+
