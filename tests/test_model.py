@@ -237,3 +237,13 @@ def test_too_long_sequence_and_unknown_arch() -> None:
         model(torch.zeros(1, 17, dtype=torch.long))
     with pytest.raises(NotImplementedError, match="nope"):
         build_model(ModelConfig(arch="nope"))
+
+
+def test_bdh_rotary_is_relative() -> None:
+    # scores between rotated copies of one vector depend only on the distance between positions
+    model = build_model(tiny("bdh", rope_base=65536.0))
+    v = torch.randn(1, 1, 1, model.N).expand(1, 1, 12, model.N).contiguous()
+    r = model._rope(v)
+    scores = r[0, 0] @ r[0, 0].T
+    torch.testing.assert_close(torch.diagonal(scores, 3), torch.full((9,), float(scores[0, 3])), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(r[0, 0, 0], v[0, 0, 0])  # position 0 is not rotated

@@ -356,12 +356,21 @@ class BDH(LanguageModel):
         self.drop = nn.Dropout(cfg.dropout)
         self.rope_base = cfg.rope_base
 
+    def _rope(self, v: torch.Tensor) -> torch.Tensor:
+        """bdh.py's rotary: adjacent pairs share a frequency 1/base^(2*floor(j/2)/N), phases in turns."""
+        T, N = v.size(-2), v.size(-1)
+        j = torch.arange(N, dtype=torch.float32, device=v.device)
+        freqs = 1.0 / (self.rope_base ** ((j / 2).floor() * 2 / N)) / (2 * math.pi)
+        turns = torch.arange(T, dtype=torch.float32, device=v.device)[:, None] * freqs  # (T, N)
+        phases = (turns % 1) * (2 * math.pi)
+        v_rot = torch.stack((-v[..., 1::2], v[..., ::2]), dim=-1).view(*v.size())
+        return v * phases.cos().to(v.dtype) + v_rot * phases.sin().to(v.dtype)
+
     def _layer(self, x: torch.Tensor) -> torch.Tensor:
         B, _, T, D = x.shape
         x_latent = x @ self.encoder  # (B, nh, T, N)
         x_sparse = F.relu(x_latent)
-        cos, sin = rotary_tables(T, self.N, self.rope_base, x.device)
-        qr = apply_rotary(x_sparse, cos, sin)
+        qr = self._rope(x_sparse)
         scores = (qr @ qr.transpose(-1, -2)).tril(diagonal=-1)  # linear attention, strictly causal
         yKV = F.layer_norm(scores @ x, (D,))
         y_latent = yKV @ self.encoder_v
