@@ -116,7 +116,7 @@ class EditorScreen(Screen):
                 apply_overrides(self.start, {path: value})
                 values[path] = value
             except PresetError as exc:
-                errors[path] = exc.message
+                errors[path] = exc.message.replace(" (drop the quotes)", "")  # typed text has no quotes to drop
         preset = None
         if not errors:
             try:

@@ -264,10 +264,10 @@ class RunScreen(Screen):
     def log_text(self) -> str:
         from rich.markup import escape
 
-        lines = list(self.history.log)[-5:]
-        if self.history.error:
-            lines.append(f"[red]{escape(self.history.error)}[/]")
-        return "\n".join(escape(line) if not line.startswith("[red]") else line for line in lines[-5:]) or "[dim]no events yet[/]"
+        box = self.query_one("#run-log", Static)
+        fits = max(1, box.size.height - 1) if box.size.height else 4  # newest lines at the bottom, as many as fit
+        lines = [escape(line) for line in list(self.history.log)[-fits:]]
+        return "\n".join(lines) or "[dim]no events yet[/]"
 
     # ---------------------------------------------------------------- keys
 

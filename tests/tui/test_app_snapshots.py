@@ -1,0 +1,50 @@
+"""SVG snapshots of what a person sees: presets, the editor with an error, a run (80x24 and 120x40)."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import app_for_tests, copy_run, wait_for
+from textual.widgets import DataTable, Input
+
+from cockpit.tui.screens.editor import input_id
+from cockpit.tui.screens.run import RunScreen
+
+SIZES = [(80, 24), (120, 40)]
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_presets_screen(snap_compare, size):
+    async def run_before(pilot):
+        await wait_for(pilot, lambda: pilot.app.local_gpus is not None)
+        await pilot.pause()
+
+    assert snap_compare(app_for_tests(), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_editor_with_a_validation_error(snap_compare, size):
+    async def run_before(pilot):
+        await wait_for(pilot, lambda: pilot.app.local_gpus is not None)
+        screen = pilot.app.screen
+        table = screen.query_one(DataTable)
+        table.move_cursor(row=[p.name for p in screen.presets].index("shakespeare_char"))
+        await pilot.press("enter")
+        await pilot.pause()
+        box = pilot.app.screen.query_one(f"#{input_id('model.n_layer')}", Input)
+        box.value = "six"
+        box.focus()
+        await pilot.pause()
+
+    assert snap_compare(app_for_tests(), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_run_screen_from_a_fixed_events_file(snap_compare, size, tmp_path):
+    run_dir = copy_run(tmp_path)
+
+    async def run_before(pilot):
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, RunScreen) and pilot.app.screen.loaded)
+        await wait_for(pilot, lambda: pilot.app.screen.gpus is not None)
+        await pilot.pause(0.4)
+
+    assert snap_compare(app_for_tests(attach=run_dir), terminal_size=size, run_before=run_before)
