@@ -43,7 +43,7 @@ class LanguageModel(nn.Module):
             logits = self.logits_for(idx, last_only=True)
             return logits, None
         logits = self.logits_for(idx, last_only=False)
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1), ignore_index=-1)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
         return logits, loss
 
     def set_activation_checkpointing(self, enabled: bool) -> None:
