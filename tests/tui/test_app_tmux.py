@@ -1,0 +1,103 @@
+"""Drive the real program in tmux as a person would: launch, detach, close the terminal, attach again."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cockpit import runs
+
+pytestmark = [pytest.mark.tmux, pytest.mark.slow]
+REPO = Path(__file__).resolve().parents[2]
+STEP_RE = re.compile(r"step (\d+)/(\d+)")
+
+
+def tmux(*args: str) -> str:
+    return subprocess.run(["tmux", *args], capture_output=True, text=True, timeout=10).stdout
+
+
+def screen_text(session: str) -> str:
+    return tmux("capture-pane", "-p", "-t", session)
+
+
+def wait_screen(session: str, predicate, timeout: float = 30.0) -> str:
+    """Capture the pane until `predicate(text)` holds; fail with the last screen."""
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        text = screen_text(session)
+        if predicate(text):
+            return text
+        time.sleep(0.2)
+    raise AssertionError(f"screen never matched; last screen:\n{text}")
+
+
+def run_step(text: str) -> int:
+    match = STEP_RE.search(text)
+    return int(match.group(1)) if match else -1
+
+
+def start_app(session: str, env: dict[str, str]) -> None:
+    exports = " ".join(f"{k}={v}" for k, v in env.items())
+    command = f"cd {REPO} && env {exports} {sys.executable} -m cockpit"
+    tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", command)
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_launch_detach_close_and_attach_again(tmp_path):
+    config, runs_root = tmp_path / "config", tmp_path / "runs"
+    (config / "presets").mkdir(parents=True)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog.\n" * 4000)
+    preset = {
+        "name": "tiny_tmux", "description": "1 layer, width 32, block 32, bytes", "extends": "tiny_char",
+        "model": {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "vocab_size": 256},
+        "train": {"batch_size": 4, "max_steps": 200000, "eval_interval": 1000, "eval_steps": 2, "log_interval": 5,
+                  "warmup_steps": 10, "sample_tokens": 0},
+        "data": {"source": str(corpus), "tokenizer": "byte"},
+    }
+    (config / "presets" / "tiny_tmux.json").write_text(json.dumps(preset))
+    env = {"GPT_COCKPIT_CONFIG": str(config), "GPT_COCKPIT_RUNS": str(runs_root), "TERM": "xterm-256color",
+           "CUDA_VISIBLE_DEVICES": ""}
+    session = f"cockpit-test-{os.getpid()}"
+    run_dir: Path | None = None
+    try:
+        start_app(session, env)
+        wait_screen(session, lambda t: "tiny_tmux" in t)
+        for _ in range(3):
+            tmux("send-keys", "-t", session, "NPage")  # user presets list after the built-ins
+        wait_screen(session, lambda t: "tiny_tmux (user preset" in t)
+        tmux("send-keys", "-t", session, "l")
+        text = wait_screen(session, lambda t: "running" in t and run_step(t) > 0, timeout=40)
+        first = run_step(text)
+        run_dir = runs.list_runs(runs_root)[0].run_dir
+        tmux("send-keys", "-t", session, "d")  # detach: back to the presets
+        wait_screen(session, lambda t: "tiny_tmux (user preset" in t)
+        tmux("kill-session", "-t", session)  # the terminal goes away (SIGHUP to the app)
+        time.sleep(1.0)
+        assert runs.run_status(run_dir) == "running", "training stopped with the terminal"
+
+        start_app(session, env)
+        wait_screen(session, lambda t: "tiny_tmux" in t)
+        tmux("send-keys", "-t", session, "r")
+        wait_screen(session, lambda t: "running" in t and run_dir.name in t)
+        tmux("send-keys", "-t", session, "Enter")
+        text = wait_screen(session, lambda t: run_step(t) > first, timeout=20)
+        again = run_step(text)
+        later = run_step(wait_screen(session, lambda t: run_step(t) > again, timeout=20))
+        assert first < again < later
+    finally:
+        tmux("kill-session", "-t", session)
+        if run_dir is not None and runs.stop_run(run_dir):
+            deadline = time.monotonic() + 15
+            while runs.run_status(run_dir) in runs.LIVE_STATUSES and time.monotonic() < deadline:
+                time.sleep(0.2)
+            runs.stop_run(run_dir, kill=True)
