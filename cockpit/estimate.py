@@ -169,9 +169,11 @@ def memory_breakdown(
     """Peak training memory of one micro-batch step for `preset` (optionally at another batch)."""
     m, t = preset.model, preset.train
     batch = batch_size or t.batch_size
-    dtype = training_dtype(preset, gpu)
+    # Without a GPU to plan for, plan for a typical modern one (bf16, flash attention): the
+    # CPU this machine would train on has no VRAM to estimate.
+    dtype = training_dtype(preset, gpu) if gpu is not None or t.dtype != "auto" else "bf16"
     # SDPA picks flash (sm80+) or memory-efficient attention (sm50+): neither keeps the s^2 scores
-    use_flash = (gpu is not None and gpu.compute_capability >= (5, 0)) if flash is None else flash
+    use_flash = (gpu is None or gpu.compute_capability >= (5, 0)) if flash is None else flash
     if m.arch == "bdh":
         use_flash = False
     params = count_params(m)
@@ -323,7 +325,7 @@ class Estimate:
     def verdict(self) -> str:
         """One line: fits or not, by how much."""
         if self.gpu is None:
-            return f"needs about {fmt_bytes(self.peak_bytes)} of GPU memory (no GPU to compare with)"
+            return f"needs about {fmt_bytes(self.peak_bytes)} on a bf16 GPU (no GPU here to compare with; pick one with --gpu)"
         margin = self.margin_bytes or 0
         pct = 100 * self.peak_bytes / self.gpu.memory_bytes
         source = "measured" if self.measured else "estimated"
