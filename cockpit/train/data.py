@@ -107,6 +107,10 @@ def read_token_file(path: Path) -> np.ndarray:
     if is_shard(path):
         return read_shard(path)
     size = path.stat().st_size
+    head = np.fromfile(path, dtype=np.int32, count=3)
+    if head.size == 3 and int(head[1]) == SHARD_VERSION and size == SHARD_HEADER_INTS * 4 + int(head[2]) * 2:
+        # a shard's header layout and length with another magic: damaged, not raw tokens
+        return read_shard(path)
     if size % 2:
         raise DataError(f"{path} has an odd number of bytes: not a file of uint16 tokens")
     if size == 0:
@@ -257,8 +261,10 @@ def load_data(cfg: DataConfig, *, block_size: int, vocab_size: int) -> TokenData
     """Load, tokenize (cached) and split the data a preset names; DataError if unusable."""
     kind, train_paths, val_paths = _resolve_sources(cfg.source)
     if kind == "tokens":
-        train = _concat([read_token_file(p) for p in train_paths])
-        val = _concat([read_token_file(p) for p in val_paths]) if val_paths else None
+        # one shard among the files makes them all shards: a bad magic is damage, not a raw file
+        read = read_shard if any(is_shard(p) for p in train_paths + val_paths) else read_token_file
+        train = _concat([read(p) for p in train_paths])
+        val = _concat([read(p) for p in val_paths]) if val_paths else None
         if val is None:
             train, val = _split(train, cfg.val_fraction)
         needed = int(max(int(train.max()), int(val.max()))) + 1 if len(train) and len(val) else 0
