@@ -1,0 +1,63 @@
+"""RunHistory, the core bookkeeping behind the run screen: bounded series, rollbacks, rates."""
+
+from __future__ import annotations
+
+import math
+
+from cockpit.events import make_record
+from cockpit.run_history import RunHistory, Series
+
+
+def step(n: int, t: float, loss: float = 2.0) -> dict:
+    record = make_record("step", n, loss=loss, lr=1e-3, grad_norm=0.5, tokens_per_s=1000.0, mfu=0.3)
+    record["time"] = t
+    return record
+
+
+def test_series_stays_bounded_and_keeps_the_latest_points():
+    series = Series(max_points=100)
+    for n in range(1, 10001):
+        series.add(n, float(n))
+    assert len(series) <= 100
+    assert series.steps[0] == 1 and series.steps[-1] >= 9900
+    assert series.steps == sorted(series.steps)
+
+
+def test_a_repeated_step_replaces_the_later_points():
+    series = Series()
+    for n in range(1, 11):
+        series.add(n, 1.0)
+    series.add(6, 9.0)  # a rollback to step 5 trains step 6 again
+    assert series.steps == [1, 2, 3, 4, 5, 6] and series.values[-1] == 9.0
+
+
+def test_nonfinite_values_are_kept_but_not_plotted():
+    series = Series()
+    series.add(1, 1.0)
+    series.add(2, math.nan)
+    assert len(series) == 2 and series.finite() == ([1], [1.0])
+
+
+def test_eta_from_the_recent_step_rate_and_none_once_ended():
+    history = RunHistory(max_steps=1000)
+    history.ingest([make_record("start", 0, max_steps=1000)] + [step(n, 100.0 + n * 0.5) for n in range(1, 101)])
+    assert history.steps_per_s() == 2.0
+    assert history.eta_s() == 450.0
+    assert history.tokens_per_s == 1000.0 and history.mfu == 0.3
+    history.add(make_record("end", 100, reason="stopped"))
+    assert history.eta_s() is None
+
+
+def test_evals_warnings_samples_and_log():
+    history = RunHistory(max_steps=100)
+    history.ingest([
+        make_record("eval", 50, val_loss=2.5, best_val_loss=2.5),
+        make_record("eval", 100, val_loss=2.7, best_val_loss=2.5),
+        make_record("warning", 60, rule="loss_spike", severity="warning", message="spike", tip="lower lr"),
+        make_record("warning", 61, rule="rollback", severity="info", message="rolled back", tip=""),
+        make_record("sample", 100, text="hello"),
+    ])
+    assert history.best_val_loss == 2.5 and len(history.val_loss) == 2
+    assert history.warning_steps() == [60]  # info notices are not marked on the plot
+    assert history.sample == "hello" and history.sample_step == 100
+    assert any("[loss_spike]" in line for line in history.log)
