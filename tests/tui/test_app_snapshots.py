@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import app_for_tests, copy_run, wait_for
+from helpers import app_for_tests, copy_run, fake_gpu, wait_for
 from textual.widgets import DataTable, Input
 
 from cockpit.tui.screens.editor import input_id
@@ -12,13 +12,18 @@ from cockpit.tui.screens.run import RunScreen
 SIZES = [(80, 24), (120, 40)]
 
 
+def t4() -> list:
+    """A fixed 16 GiB T4, so the plan screens show the VRAM bar and verdict against a real GPU."""
+    return [fake_gpu()]
+
+
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_presets_screen(snap_compare, size):
     async def run_before(pilot):
         await wait_for(pilot, lambda: pilot.app.local_gpus is not None)
         await pilot.pause()
 
-    assert snap_compare(app_for_tests(), terminal_size=size, run_before=run_before)
+    assert snap_compare(app_for_tests(gpu_query=t4), terminal_size=size, run_before=run_before)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
@@ -35,7 +40,7 @@ def test_editor_with_a_validation_error(snap_compare, size):
         box.focus()
         await pilot.pause()
 
-    assert snap_compare(app_for_tests(), terminal_size=size, run_before=run_before)
+    assert snap_compare(app_for_tests(gpu_query=t4), terminal_size=size, run_before=run_before)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
