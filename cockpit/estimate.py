@@ -88,6 +88,17 @@ def training_dtype(preset: Preset, gpu: GpuSpec | None) -> str:
     return "bf16" if gpu.bf16 else "fp16"
 
 
+def planning_dtype(preset: Preset, gpu: GpuSpec | None) -> str:
+    """The dtype memory is planned for: the training dtype on `gpu`, or bf16 without a GPU.
+
+    Without a GPU to plan for we plan for a typical modern one (bf16, flash attention):
+    the CPU this machine would train on has no VRAM to estimate.
+    """
+    if gpu is None and preset.train.dtype == "auto":
+        return "bf16"
+    return training_dtype(preset, gpu)
+
+
 # --------------------------------------------------------------------------- memory
 
 
@@ -169,9 +180,7 @@ def memory_breakdown(
     """Peak training memory of one micro-batch step for `preset` (optionally at another batch)."""
     m, t = preset.model, preset.train
     batch = batch_size or t.batch_size
-    # Without a GPU to plan for, plan for a typical modern one (bf16, flash attention): the
-    # CPU this machine would train on has no VRAM to estimate.
-    dtype = training_dtype(preset, gpu) if gpu is not None or t.dtype != "auto" else "bf16"
+    dtype = planning_dtype(preset, gpu)
     # SDPA picks flash (sm80+) or memory-efficient attention (sm50+): neither keeps the s^2 scores
     use_flash = (gpu is None or gpu.compute_capability >= (5, 0)) if flash is None else flash
     if m.arch == "bdh":
@@ -358,7 +367,7 @@ def estimate(preset: Preset, gpu: GpuSpec | None = None, *, batch_size: int | No
         chinchilla_tokens=CHINCHILLA_TOKENS_PER_PARAM * params,
         memory=memory,
         gpu=gpu,
-        dtype=training_dtype(preset, gpu),
+        dtype=planning_dtype(preset, gpu),
         measured=calibration is not None,
         peak_bytes=int(peak),
         eta_s=eta_seconds(preset, gpu, mfu=mfu_assumed),
