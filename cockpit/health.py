@@ -121,9 +121,9 @@ class HealthConfig:
     lr_schedule_patience: int = 3  # consecutive mismatching points before lr_schedule fires
     # throughput
     tps_window: int = 50  # points of tokens/s history for the median
-    tps_min_history: int = 10  # no throughput alarm before this many points
+    tps_min_history: int = 30  # no throughput alarm before this many points (start-up steps are noisy)
     tps_drop_frac: float = 0.5  # tokens/s below this fraction of the median counts as a drop
-    tps_patience: int = 3  # consecutive dropped points before the alarm
+    tps_patience: int = 5  # consecutive dropped points before the alarm (a checkpoint write is one or two)
     # memory
     vram_margin: float = 0.05  # warn when usage is within this fraction of the GPU's memory
     # stalled

@@ -220,7 +220,7 @@ SCENARIOS = {
     "lr_zero": (s_lr_zero, "lr_zero", (159, 159), set(), "warning"),
     "lr_above_max": (s_lr_above_max, "lr_above_max", (100, 100), set(), "warning"),
     "lr_schedule": (s_lr_schedule, "lr_schedule", (102, 102), set(), "warning"),
-    "throughput_drop": (s_throughput_drop, "throughput_drop", (212, 212), set(), "warning"),
+    "throughput_drop": (s_throughput_drop, "throughput_drop", (214, 214), set(), "warning"),  # 5th low point
     "vram_near_limit": (s_vram_near_limit, "vram_near_limit", (120, 120), set(), "warning"),
 }
 
