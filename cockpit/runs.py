@@ -23,6 +23,7 @@ import platform
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,6 +266,10 @@ def launch(
         )
     finally:
         log.close()
+    if detach:
+        # Reap the child when it exits so a long-lived app leaves no zombie behind; if the
+        # app exits first, the child is re-parented and runs on.
+        threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
     started = process_start_time(process.pid)
     info = read_run_info(path)
     info.update(
