@@ -335,7 +335,7 @@ class Trainer:
             sync = self.model.no_sync() if ddp and not last else contextlib.nullcontext()
             with sync:
                 with self.autocast:
-                    _, loss = self.model(xb, yb)
+                    loss = self.model(xb, yb)[1]  # drop the logits now: holding them through backward costs 2 bytes per logit
                 if loss_factor != 1.0:
                     loss = loss * loss_factor
                 weight = xb.size(0) / n  # mean over all sequences of the step, whatever the split
@@ -592,7 +592,7 @@ class Trainer:
         for k in range(self.t.eval_steps):
             x, y = sampler.sample(self.micro_batch)
             with self.autocast:
-                _, loss = self.model(x, y)
+                loss = self.model(x, y)[1]
             losses[k] = loss.float()
         return losses.mean().item()
 

@@ -58,7 +58,7 @@ def measure(preset_json: str, batches: list[int], steps: int) -> dict[str, Any]:
                 optimizer.zero_grad(set_to_none=True)
                 x = torch.randint(0, m.vocab_size, (batch, m.block_size), device=device)
                 with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
-                    _, loss = runner(x, x)
+                    loss = runner(x, x)[1]  # as the trainer does: logits not held through backward
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf"))
