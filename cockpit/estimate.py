@@ -202,9 +202,11 @@ def memory_breakdown(
     if t.compile:
         activations = int(activations * 0.8)  # fused elementwise ops keep fewer intermediates
     activations += s * batch * h * 4 * 3  # embeddings output, final norm input/output
-    # logits: 16-bit output, fp32 copy for the loss, log-softmax, its gradient (fp32) and the 16-bit gradient
+    # logits at the backward peak: the saved fp32 log-softmax, the incoming fp32 gradient, the fp32
+    # input gradient and (mixed precision) its 16-bit cast. The trainer does not hold the logits
+    # themselves through backward (autograd saves none of them), so they are not counted twice.
     logit_elems = batch * s * m.vocab_size
-    logits = logit_elems * ((4 + 4 + 4 + 4) if dtype == "fp32" else (2 + 4 + 4 + 4 + 2))
+    logits = logit_elems * ((4 + 4 + 4 + 4) if dtype == "fp32" else (4 + 4 + 4 + 2))
     if m.logit_softcap > 0:
         logits += logit_elems * (4 if dtype == "fp32" else 2)  # tanh keeps its output for backward
     if t.compile:
