@@ -284,6 +284,18 @@ async def test_attach_to_a_finished_run_rebuilds_its_history(tmp_path):
         assert any("nothing to stop" in str(n.message) for n in app._notifications)
 
 
+async def test_recorded_spike_shows_its_warning_at_the_right_step(tmp_path):
+    """The recorded run (a too-high lr) spikes at step 90: the app lists loss_spike there, with its tip."""
+    run_dir = copy_run(tmp_path)
+    app = app_for_tests(attach=run_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
+        await pilot.pause(0.4)
+        assert [(w.rule, w.step) for w in app.screen.history.warnings if w.rule == "loss_spike"] == [("loss_spike", 90)]
+        health = text_of(app.screen, "#run-health")
+        assert "loss_spike @90" in health and "train.lr" in health
+
+
 async def test_attach_to_a_crashed_run_shows_crashed_within_two_seconds(tmp_path):
     run_dir = write_crashed_run(tmp_path)
     app = app_for_tests(attach=run_dir)
