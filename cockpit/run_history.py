@@ -53,8 +53,32 @@ class Series:
         pairs = [(s, v) for s, v in zip(self.steps, self.values, strict=True) if math.isfinite(v)]
         return [s for s, _ in pairs], [v for _, v in pairs]
 
+    def envelope(self, buckets: int) -> tuple[list[int], list[float]]:
+        """The finite points cut to about 2*`buckets`: each bucket's min and max in step order, so spikes survive."""
+        return envelope(*self.finite(), buckets)
+
     def __len__(self) -> int:
         return len(self.steps)
+
+
+def envelope(steps: list[int], values: list[float], buckets: int) -> tuple[list[int], list[float]]:
+    """At most 2*`buckets` points of (steps, values): the lowest and highest of each run of equal width."""
+    if buckets < 1 or len(steps) <= 2 * buckets:
+        return list(steps), list(values)
+    out_s: list[int] = []
+    out_v: list[float] = []
+    n = len(steps)
+    for b in range(buckets):
+        lo, hi = b * n // buckets, (b + 1) * n // buckets
+        if lo >= hi:
+            continue
+        chunk = range(lo, hi)
+        i_min = min(chunk, key=values.__getitem__)
+        i_max = max(chunk, key=values.__getitem__)
+        for i in sorted({i_min, i_max}):
+            out_s.append(steps[i])
+            out_v.append(values[i])
+    return out_s, out_v
 
 
 class RunHistory:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from cockpit.events import make_record
-from cockpit.run_history import RunHistory, Series
+from cockpit.run_history import RunHistory, Series, envelope
 
 
 def step(n: int, t: float, loss: float = 2.0) -> dict:
@@ -61,3 +61,23 @@ def test_evals_warnings_samples_and_log():
     assert history.warning_steps() == [60]  # info notices are not marked on the plot
     assert history.sample == "hello" and history.sample_step == 100
     assert any("[loss_spike]" in line for line in history.log)
+
+
+def test_envelope_cuts_points_but_keeps_a_spike_and_the_ends():
+    steps = list(range(1, 5001))
+    values = [1.0] * 5000
+    values[3333] = 50.0  # one spike
+    out_steps, out_values = envelope(steps, values, 40)
+    assert len(out_steps) <= 80
+    assert 50.0 in out_values and 3334 in out_steps
+    assert out_steps == sorted(out_steps) and out_steps[0] == 1
+
+
+def test_envelope_leaves_short_series_alone_and_skips_non_finite_points():
+    assert envelope([1, 2, 3], [3.0, 2.0, 1.0], 40) == ([1, 2, 3], [3.0, 2.0, 1.0])
+    series = Series()
+    for n in range(1, 1001):
+        series.add(n, math.nan if n == 500 else float(n))
+    steps, values = series.envelope(10)
+    assert len(steps) <= 20 and all(math.isfinite(v) for v in values)
+    assert max(values) == 1000.0 and min(values) == 1.0

@@ -28,8 +28,10 @@ class MetricPlot(PlotextPlot):
         plt.theme("pro")
         plt.title(self.title)
         drawn = False
+        # a braille cell holds two points across: more than that per column only costs render time
+        buckets = max(16, self.size.width or 80)
         for label, data in series:
-            steps, values = data.finite()
+            steps, values = data.envelope(buckets)
             if not steps:
                 continue
             if self.log_y:
