@@ -20,8 +20,12 @@ REPO = Path(__file__).resolve().parents[2]
 STEP_RE = re.compile(r"step (\d+)/(\d+)")
 
 
+# A private server: a tmux the person (or another test) runs cannot change our window size.
+SOCKET = f"gpt-cockpit-test-{os.getpid()}"
+
+
 def tmux(*args: str) -> str:
-    return subprocess.run(["tmux", *args], capture_output=True, text=True, timeout=10).stdout
+    return subprocess.run(["tmux", "-L", SOCKET, "-f", os.devnull, *args], capture_output=True, text=True, timeout=10).stdout
 
 
 def screen_text(session: str) -> str:
@@ -47,8 +51,11 @@ def run_step(text: str) -> int:
 
 def start_app(session: str, env: dict[str, str]) -> None:
     exports = " ".join(f"{k}={v}" for k, v in env.items())
-    command = f"cd {REPO} && env {exports} {sys.executable} -m cockpit"
+    # COLUMNS/LINES from the environment would override the pane's real size (120x40)
+    command = f"cd {REPO} && env -u COLUMNS -u LINES {exports} {sys.executable} -m cockpit"
     tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", command)
+    tmux("set-option", "-t", session, "window-size", "manual")
+    tmux("resize-window", "-t", session, "-x", "120", "-y", "40")
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
@@ -95,7 +102,7 @@ def test_launch_detach_close_and_attach_again(tmp_path):
         later = run_step(wait_screen(session, lambda t: run_step(t) > again, timeout=20))
         assert first < again < later
     finally:
-        tmux("kill-session", "-t", session)
+        tmux("kill-server")
         if run_dir is not None and runs.stop_run(run_dir):
             deadline = time.monotonic() + 15
             while runs.run_status(run_dir) in runs.LIVE_STATUSES and time.monotonic() < deadline:
