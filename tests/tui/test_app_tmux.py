@@ -53,9 +53,12 @@ def start_app(session: str, env: dict[str, str]) -> None:
     exports = " ".join(f"{k}={v}" for k, v in env.items())
     # COLUMNS/LINES from the environment would override the pane's real size (120x40)
     command = f"cd {REPO} && env -u COLUMNS -u LINES {exports} {sys.executable} -m cockpit"
-    tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", command)
+    # Pin the size before the app starts: a detached window can fall back to tmux's default 80x24
+    # while the options are still being set, and the app would lay out for that size.
+    tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", "sleep 600")
     tmux("set-option", "-t", session, "window-size", "manual")
     tmux("resize-window", "-t", session, "-x", "120", "-y", "40")
+    tmux("respawn-pane", "-k", "-t", session, command)
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
@@ -78,7 +81,8 @@ def test_launch_detach_close_and_attach_again(tmp_path):
     run_dir: Path | None = None
     try:
         start_app(session, env)
-        wait_screen(session, lambda t: "tiny_tmux" in t)
+        text = wait_screen(session, lambda t: "est. VRAM" in t)
+        assert max(len(line) for line in text.splitlines()) > 100, f"the app laid out for a narrow pane:\n{text}"
         for _ in range(3):
             tmux("send-keys", "-t", session, "NPage")  # user presets list after the built-ins
         wait_screen(session, lambda t: "tiny_tmux (user preset" in t)
@@ -93,7 +97,7 @@ def test_launch_detach_close_and_attach_again(tmp_path):
         assert runs.run_status(run_dir) == "running", "training stopped with the terminal"
 
         start_app(session, env)
-        wait_screen(session, lambda t: "tiny_tmux" in t)
+        wait_screen(session, lambda t: "est. VRAM" in t)
         tmux("send-keys", "-t", session, "r")
         wait_screen(session, lambda t: "running" in t and run_dir.name in t)
         tmux("send-keys", "-t", session, "Enter")
