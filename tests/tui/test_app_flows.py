@@ -200,8 +200,9 @@ async def test_launch_watch_and_stop_a_run(monkeypatch, tmp_path):
         await wait_for(pilot, lambda: "running" in text_of(screen, "#run-status") and "/5000" in text_of(screen, "#run-status"))
         assert screen.redraws >= 2
         await pilot.press("s")
-        await wait_for(pilot, lambda: screen.status == "stopped", timeout=15)
-        assert screen.history.end is not None and screen.history.end["reason"] == "stopped"
+        # run.json (polled for status) and the end event (tailed) arrive separately: wait for both
+        await wait_for(pilot, lambda: screen.status == "stopped" and screen.history.end is not None, timeout=15)
+        assert screen.history.end["reason"] == "stopped"
         await wait_for(pilot, lambda: "stopped" in text_of(screen, "#run-status"))
         assert "elapsed 0.0s" not in text_of(screen, "#run-status")
         await pilot.press("d")  # detach: back to the presets
