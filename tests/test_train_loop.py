@@ -281,7 +281,9 @@ def test_max_time_ends_the_run(tmp_path):
     assert proc.returncode == 0, proc.stderr
     end = events_of(run_dir, "end")[-1]
     assert end["reason"] == "max-time"
-    assert 5 < end["step"] < 100000
+    assert 1 <= end["step"] < 100000  # stopped by the clock, not the step cap (a loaded machine makes few steps)
+    start = events_of(run_dir, "start")[-1]
+    assert end["time"] - start["time"] >= 1.5
     assert events_of(run_dir, "eval")[-1]["step"] == end["step"]  # a final eval and checkpoint
     assert ckpt.load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == end["step"]
     assert runs.read_run_info(run_dir)["status"] == "finished"
