@@ -97,6 +97,13 @@ def resolve_preset(args: argparse.Namespace) -> Preset:
         # Absolute, so `resume` from another directory still finds it.
         source = data if data == "default" else os.path.abspath(os.path.expanduser(data))
         preset = apply_overrides(preset, {"data.source": source})
+    else:
+        source = preset.data.source  # the preset's own source (or a --set one)
+        problem = data_problem(source)
+        if problem:
+            raise UsageError(f"data.source: {problem} (pass --data PATH)")
+        if source != "default" and not os.path.isabs(source):
+            preset = apply_overrides(preset, {"data.source": os.path.abspath(os.path.expanduser(source))})
     ok, why = preset.trainable
     if not ok:
         raise UsageError(f"model.arch: {preset.model.arch!r} cannot be trained yet: {why}")

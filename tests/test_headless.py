@@ -168,6 +168,9 @@ def test_user_preset_by_name(tmp_path, monkeypatch, capsys):
         (["--data", "/no/such/corpus.txt"], "gpt-cockpit: error: --data: no such file or folder: /no/such/corpus.txt"),
         (["--data", "/no/such/shard_*.bin"], "gpt-cockpit: error: --data: no files match /no/such/shard_*.bin"),
         (["--preset", "no_such_preset"], "gpt-cockpit: error: no preset named 'no_such_preset'"),
+        (["--set", "data.source=/no/such/dir"], "gpt-cockpit: error: data.source: no such file or folder: /no/such/dir"),
+        (["--preset", "golf_baseline", "--set", "data.source=/no/such/fineweb_train_*.bin"],
+         "gpt-cockpit: error: data.source: no files match /no/such/fineweb_train_*.bin"),
         (["--max-steps", "0"], "gpt-cockpit: error: train.max_steps: must be at least 1"),
     ],
 )
