@@ -397,3 +397,14 @@ print("ok")
     assert result.stdout.strip().endswith("ok")
 
 
+
+
+def test_default_launcher_refuses_a_missing_data_source_before_starting(tmp_path):
+    from cockpit.presets import apply_overrides, load_preset
+    from cockpit.runs import RunError
+    from cockpit.tui.app import default_launcher
+
+    preset = apply_overrides(load_preset("tiny_char"), {"data.source": str(tmp_path / "missing.txt")})
+    with pytest.raises(RunError, match="data.source: no such file or folder"):
+        default_launcher(preset, tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
