@@ -17,6 +17,7 @@ CORE_MODULES = [
     "cockpit.estimate",
     "cockpit.gpu",
     "cockpit.health",
+    "cockpit.health_base",
     "cockpit.headless",
     "cockpit.plan_cli",
     "cockpit.runs_cli",
