@@ -20,6 +20,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from cockpit.format import (
+    human_bytes as fmt_bytes,  # one byte formatter for the CLI, the app and verdicts
+)
 from cockpit.gpu import GpuSpec
 from cockpit.presets import ModelConfig, Preset
 
@@ -449,16 +452,6 @@ def suggest_batch(preset: Preset, gpu: GpuSpec | None, headroom: float = DEFAULT
 
 
 # --------------------------------------------------------------------------- formatting
-
-
-def fmt_bytes(n: float) -> str:
-    """1536 -> '1.5 KiB'; binary units, as nvidia-smi and torch report."""
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
 
 
 def fmt_count(n: float) -> str:

@@ -21,6 +21,7 @@ from cockpit.estimate import (
     fmt_count,
     suggest_batch,
 )
+from cockpit.format import human_duration
 from cockpit.gpu import CATALOG, GpuSpec, nvml_problem, query_gpus, resolve_gpu
 from cockpit.presets import (
     Preset,
@@ -58,19 +59,6 @@ def _preset_or_fail(name: str, overrides: list[str]) -> Preset | None:
     except PresetError as exc:
         error(str(exc))
         return None
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    if seconds < 90:
-        return f"{seconds}s"
-    if seconds < 5400:
-        return f"{seconds // 60}m"
-    if seconds < 2 * 86400:
-        return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
-    return f"{seconds / 86400:.1f}d"
 
 
 # --------------------------------------------------------------------------- presets
@@ -147,7 +135,7 @@ def print_estimate(est: Estimate, preset: Preset, gpu: GpuSpec | None, *, consol
     facts.add_row("tokens in the run", f"{fmt_count(est.run_tokens)} over {preset.train.max_steps:,} steps ({ratio:.2f}x the ~{fmt_count(est.chinchilla_tokens)} compute-optimal)")
     facts.add_row("dtype", est.dtype + (" (autocast, fp32 master weights)" if est.dtype in ("bf16", "fp16") else ""))
     if est.eta_s is not None:
-        facts.add_row("ETA", f"{_duration(est.eta_s)} at 35% MFU on {gpu.name if gpu else '?'}")
+        facts.add_row("ETA", f"{human_duration(est.eta_s)} at 35% MFU on {gpu.name if gpu else '?'}")
     ok, why = preset.trainable
     if not ok:
         facts.add_row("trainable", f"[red]no[/]: {why}")
