@@ -97,17 +97,27 @@ def resolve_preset(args: argparse.Namespace) -> Preset:
         # Absolute, so `resume` from another directory still finds it.
         source = data if data == "default" else os.path.abspath(os.path.expanduser(data))
         preset = apply_overrides(preset, {"data.source": source})
-    else:
-        source = preset.data.source  # the preset's own source (or a --set one)
-        problem = data_problem(source)
-        if problem:
-            raise UsageError(f"data.source: {problem} (pass --data PATH)")
-        if source != "default" and not os.path.isabs(source):
-            preset = apply_overrides(preset, {"data.source": os.path.abspath(os.path.expanduser(source))})
+    problem = launch_problem(preset)
+    if problem:
+        raise UsageError(problem + (" (pass --data PATH)" if problem.startswith("data.source") else ""))
+    source = preset.data.source  # the preset's own (or a --set one): absolute, so `resume` elsewhere finds it
+    if source != "default" and not os.path.isabs(source):
+        preset = apply_overrides(preset, {"data.source": os.path.abspath(os.path.expanduser(source))})
+    return preset
+
+
+def launch_problem(preset: Preset) -> str | None:
+    """Why a preset cannot be launched here (missing data, untrainable architecture), or None.
+
+    Headless mode and the app both check this before starting anything.
+    """
+    problem = data_problem(preset.data.source)
+    if problem:
+        return f"data.source: {problem}"
     ok, why = preset.trainable
     if not ok:
-        raise UsageError(f"model.arch: {preset.model.arch!r} cannot be trained yet: {why}")
-    return preset
+        return f"model.arch: {preset.model.arch!r} cannot be trained yet: {why}"
+    return None
 
 
 # --------------------------------------------------------------------------- following

@@ -23,14 +23,11 @@ def default_launcher(preset: Preset, runs_dir: Path | None) -> Path:
     The same pre-launch checks as headless mode: a missing data source or an architecture
     the engine cannot train is a RunError (shown as a message), and nothing is started.
     """
-    from cockpit.headless import data_problem
+    from cockpit.headless import launch_problem
 
-    problem = data_problem(preset.data.source)
+    problem = launch_problem(preset)
     if problem:
-        raise runs.RunError(f"data.source: {problem}; edit data.source to a file, folder or glob that exists")
-    ok, why = preset.trainable
-    if not ok:
-        raise runs.RunError(f"model.arch {preset.model.arch!r} cannot be trained yet: {why}")
+        raise runs.RunError(problem)
     run_dir = runs.create_run_dir(preset, root=runs_dir)
     runs.launch(run_dir, detach=True)
     return run_dir
