@@ -33,7 +33,14 @@ GOAL = 0.98
 def make_preset(data: Path | None, steps: int, batch: int, extra: list[str]):
     raw = {
         "name": "overhead",
-        "model": {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64, "vocab_size": 256, "dropout": 0.0},
+        "model": {
+            "n_layer": 4,
+            "n_head": 4,
+            "n_embd": 128,
+            "block_size": 64,
+            "vocab_size": 256,
+            "dropout": 0.0,
+        },
         "train": {
             "batch_size": batch,
             "max_steps": steps,
@@ -62,7 +69,9 @@ def run_block(trainer, steps: int, on: bool, writer: EventWriter, monitor) -> fl
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--block", type=int, default=50, help="steps per block")
     parser.add_argument("--pairs", type=int, default=10, help="off/on pairs of blocks")
@@ -80,8 +89,12 @@ def main() -> int:
     trainer = Trainer(run_dir, device=args.device, events=writer, write_checkpoints=False)
     trainer.setup()
     monitor = trainer.monitor
-    print(f"blocks of {args.block} steps, {args.pairs} off/on pairs, device {trainer.device}, data {data or 'default corpus'}")
-    run_block(trainer, args.block, True, writer, monitor)  # warm-up: allocator, caches, lazy imports
+    print(
+        f"blocks of {args.block} steps, {args.pairs} off/on pairs, device {trainer.device}, data {data or 'default corpus'}"
+    )
+    run_block(
+        trainer, args.block, True, writer, monitor
+    )  # warm-up: allocator, caches, lazy imports
     ratios, offs, ons = [], [], []
     for n in range(args.pairs):
         order = (False, True) if n % 2 == 0 else (True, False)  # alternate which goes first
@@ -89,10 +102,15 @@ def main() -> int:
         offs.append(result[False])
         ons.append(result[True])
         ratios.append(result[True] / result[False])
-        print(f"  pair {n + 1:2d}: off {result[False]:9,.0f} tok/s   on {result[True]:9,.0f} tok/s   ratio {ratios[-1]:.4f}", flush=True)
+        print(
+            f"  pair {n + 1:2d}: off {result[False]:9,.0f} tok/s   on {result[True]:9,.0f} tok/s   ratio {ratios[-1]:.4f}",
+            flush=True,
+        )
     writer.close()
     ratio = statistics.median(ratios)
-    print(f"median tokens/s      off {statistics.median(offs):,.0f}   on {statistics.median(ons):,.0f}")
+    print(
+        f"median tokens/s      off {statistics.median(offs):,.0f}   on {statistics.median(ons):,.0f}"
+    )
     print(f"median ratio on/off  {ratio:.4f}   (goal >= {GOAL}: {ratio >= GOAL})")
     print(f"load average         {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
     return 0

@@ -74,8 +74,15 @@ def recipe(data: Path, steps: int) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"tiny Shakespeare text (default {DEFAULT_DATA})")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA,
+        help=f"tiny Shakespeare text (default {DEFAULT_DATA})",
+    )
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--run-dir", type=Path, help="where the run goes (default: a temp folder)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -85,7 +92,9 @@ def main() -> int:
         print(f"no data at {args.data}; pass --data PATH to tiny Shakespeare", file=sys.stderr)
         return 2
 
-    preset = apply_overrides(preset_from_dict(recipe(args.data.resolve(), args.steps)), args.overrides)
+    preset = apply_overrides(
+        preset_from_dict(recipe(args.data.resolve(), args.steps)), args.overrides
+    )
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="nanogpt_cpu_")) / "run"
     run_dir = runs.create_run_dir(preset, run_dir)
     load_before = os.getloadavg()[0]
@@ -98,7 +107,10 @@ def main() -> int:
         records += batch
         for r in batch:
             if r["event"] == "eval":
-                print(f"  step {r['step']:5d}  val {r['val_loss']:.4f}  train {r['train_loss']:.4f}  ({time.perf_counter() - t0:.1f} s)", flush=True)
+                print(
+                    f"  step {r['step']:5d}  val {r['val_loss']:.4f}  train {r['train_loss']:.4f}  ({time.perf_counter() - t0:.1f} s)",
+                    flush=True,
+                )
         if handle.poll() is not None:
             records += tailer.read_all()
             break
@@ -118,7 +130,9 @@ def main() -> int:
     end = records[-1]
     figures = {
         "ms_per_step_median": round(ms, 2),
-        "tokens_per_s_median": round(statistics.median(r["tokens_per_s"] for r in steps[len(steps) // 10 :]), 1),
+        "tokens_per_s_median": round(
+            statistics.median(r["tokens_per_s"] for r in steps[len(steps) // 10 :]), 1
+        ),
         "wall_s": round(wall, 1),
         "train_s": round(end["time"] - first_step_time, 1),
         "startup_s": round(start["time"] - t0_wall, 1),
@@ -130,16 +144,24 @@ def main() -> int:
     print()
     print(f"run directory        {run_dir}")
     print(f"parameters           {start['params']:,}")
-    print(f"ms/step (median)     {ms:.1f} ms   (nanoGPT ~{NANOGPT['ms_per_step']:.0f} ms; ratio {ms / NANOGPT['ms_per_step']:.2f})")
+    print(
+        f"ms/step (median)     {ms:.1f} ms   (nanoGPT ~{NANOGPT['ms_per_step']:.0f} ms; ratio {ms / NANOGPT['ms_per_step']:.2f})"
+    )
     print(f"tokens/s (median)    {figures['tokens_per_s_median']:,.0f}")
-    print(f"wall time            {wall:.1f} s   (nanoGPT {NANOGPT['wall_s']} s; includes start-up {figures['startup_s']} s)")
+    print(
+        f"wall time            {wall:.1f} s   (nanoGPT {NANOGPT['wall_s']} s; includes start-up {figures['startup_s']} s)"
+    )
     for s in (500, 1000, 2000):
         if s in evals:
             print(f"val loss @ {s:<5d}      {evals[s]:.4f}   (nanoGPT {NANOGPT['val'][s]})")
-    print(f"load average         {figures['load_avg_before_after'][0]} before, {figures['load_avg_before_after'][1]} after ({os.cpu_count()} CPUs)")
+    print(
+        f"load average         {figures['load_avg_before_after'][0]} before, {figures['load_avg_before_after'][1]} after ({os.cpu_count()} CPUs)"
+    )
     ok_loss = evals.get(args.steps, float("inf")) <= TARGET_VAL_2000 if args.steps == 2000 else None
     ok_speed = ms <= NANOGPT["ms_per_step"]
-    print(f"targets              val@2000 <= {TARGET_VAL_2000}: {ok_loss}   ms/step <= {NANOGPT['ms_per_step']:.0f}: {ok_speed}")
+    print(
+        f"targets              val@2000 <= {TARGET_VAL_2000}: {ok_loss}   ms/step <= {NANOGPT['ms_per_step']:.0f}: {ok_speed}"
+    )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0

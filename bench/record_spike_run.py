@@ -72,12 +72,17 @@ OVERRIDES = [
 
 def spike_preset(extra: list[str] | None = None) -> Preset:
     """The recipe as a validated preset."""
-    return apply_overrides(Preset(name="spike_run", description="tiny GPT, lr far too high"), OVERRIDES + (extra or []))
+    return apply_overrides(
+        Preset(name="spike_run", description="tiny GPT, lr far too high"), OVERRIDES + (extra or [])
+    )
 
 
 def engine_available() -> bool:
     """True when the training child and headless mode are installed."""
-    return all(importlib.util.find_spec(m) is not None for m in ("cockpit.headless", "cockpit.train.__main__", "torch"))
+    return all(
+        importlib.util.find_spec(m) is not None
+        for m in ("cockpit.headless", "cockpit.train.__main__", "torch")
+    )
 
 
 # --------------------------------------------------------------------------- the real child
@@ -85,17 +90,38 @@ def engine_available() -> bool:
 
 def record_with_child(run_dir: Path, extra: list[str]) -> Path:
     """Train through `gpt-cockpit --no-ui` and return the run's events file."""
-    base = run_dir.parent / "spike_run_base.json"  # the default preset, so no built-in preset is needed
+    base = (
+        run_dir.parent / "spike_run_base.json"
+    )  # the default preset, so no built-in preset is needed
     base.parent.mkdir(parents=True, exist_ok=True)
-    base.write_text(json.dumps(Preset(name="spike_run", description="tiny GPT, lr far too high").to_dict()), encoding="utf-8")
-    cmd = [sys.executable, "-m", "cockpit", "--no-ui", "--device", "cpu", "--preset", str(base), "--run-dir", str(run_dir)]
+    base.write_text(
+        json.dumps(Preset(name="spike_run", description="tiny GPT, lr far too high").to_dict()),
+        encoding="utf-8",
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "cockpit",
+        "--no-ui",
+        "--device",
+        "cpu",
+        "--preset",
+        str(base),
+        "--run-dir",
+        str(run_dir),
+    ]
     for item in OVERRIDES + extra:
         cmd += ["--set", item]
     print("$", " ".join(cmd), file=sys.stderr)
     started = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.run(
+        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     print(proc.stdout[-3000:], file=sys.stderr)
-    print(f"child exited {proc.returncode} after {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    print(
+        f"child exited {proc.returncode} after {time.perf_counter() - started:.1f} s",
+        file=sys.stderr,
+    )
     events = run_dir / "events.jsonl"
     if not events.is_file():
         raise SystemExit(f"the run wrote no events ({run_dir}); see the output above")
@@ -146,13 +172,21 @@ def record_standalone(run_dir: Path, preset: Preset) -> Path:
             self.ln1, self.ln2 = nn.LayerNorm(m.n_embd), nn.LayerNorm(m.n_embd)
             self.qkv = nn.Linear(m.n_embd, 3 * m.n_embd, bias=False)
             self.proj = nn.Linear(m.n_embd, m.n_embd, bias=False)
-            self.mlp = nn.Sequential(nn.Linear(m.n_embd, 4 * m.n_embd, bias=False), nn.GELU(), nn.Linear(4 * m.n_embd, m.n_embd, bias=False))
+            self.mlp = nn.Sequential(
+                nn.Linear(m.n_embd, 4 * m.n_embd, bias=False),
+                nn.GELU(),
+                nn.Linear(4 * m.n_embd, m.n_embd, bias=False),
+            )
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             b, s, c = x.shape
             q, k, v = self.qkv(self.ln1(x)).split(c, dim=2)
             q, k, v = (z.view(b, s, m.n_head, c // m.n_head).transpose(1, 2) for z in (q, k, v))
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, s, c)
+            y = (
+                F.scaled_dot_product_attention(q, k, v, is_causal=True)
+                .transpose(1, 2)
+                .reshape(b, s, c)
+            )
             x = x + self.proj(y)
             return x + self.mlp(self.ln2(x))
 
@@ -172,17 +206,28 @@ def record_standalone(run_dir: Path, preset: Preset) -> Path:
             return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
     model = TinyGPT()
-    for module in model.modules():  # nanoGPT's init: N(0, 0.02) weights, so the first loss is about ln(vocab)
+    for module in (
+        model.modules()
+    ):  # nanoGPT's init: N(0, 0.02) weights, so the first loss is about ln(vocab)
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
-    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), weight_decay=t.weight_decay)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), weight_decay=t.weight_decay
+    )
     from cockpit.health import scheduled_lr
 
     tokens_per_step = preset.tokens_per_step
     events_path = run_dir / "events.jsonl"
     with EventWriter(events_path) as writer:
-        writer.emit("start", 0, preset=preset.name, recorder="bench/record_spike_run.py (standalone torch loop)")
-        for step in range(1, t.max_steps + 1):  # steps count completed optimizer steps from 1, as the trainer's events
+        writer.emit(
+            "start",
+            0,
+            preset=preset.name,
+            recorder="bench/record_spike_run.py (standalone torch loop)",
+        )
+        for step in range(
+            1, t.max_steps + 1
+        ):  # steps count completed optimizer steps from 1, as the trainer's events
             started = time.perf_counter()
             lr = scheduled_lr(t, step - 1)
             for group in opt.param_groups:
@@ -191,7 +236,11 @@ def record_standalone(run_dir: Path, preset: Preset) -> Path:
             loss = model(x, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip) if t.grad_clip > 0 else torch.tensor(0.0)
+            norm = (
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+                if t.grad_clip > 0
+                else torch.tensor(0.0)
+            )
             opt.step()
             step_ms = (time.perf_counter() - started) * 1000.0
             writer.emit(
@@ -206,8 +255,14 @@ def record_standalone(run_dir: Path, preset: Preset) -> Path:
             )
             if t.eval_interval and step % t.eval_interval == 0:
                 with torch.no_grad():
-                    val = sum(float(model(*batch(val_data))) for _ in range(t.eval_steps)) / t.eval_steps
-                    tr = sum(float(model(*batch(train_data))) for _ in range(t.eval_steps)) / t.eval_steps
+                    val = (
+                        sum(float(model(*batch(val_data))) for _ in range(t.eval_steps))
+                        / t.eval_steps
+                    )
+                    tr = (
+                        sum(float(model(*batch(train_data))) for _ in range(t.eval_steps))
+                        / t.eval_steps
+                    )
                 writer.emit("eval", step, val_loss=val, train_loss=tr)
         writer.emit("end", t.max_steps, reason="finished")
     return events_path
@@ -237,7 +292,9 @@ def describe(records: list[dict], preset: Preset) -> None:
     steps = [r for r in records if r["event"] == "step" and math.isfinite(r.get("loss", math.nan))]
     jumps = [(b["loss"] - a["loss"], b["step"]) for a, b in zip(steps, steps[1:], strict=False)]
     rise, at = max(jumps)
-    print(f"{len(records)} records, {len(steps)} steps; biggest one-step rise {rise:+.3f} at step {at}")
+    print(
+        f"{len(records)} records, {len(steps)} steps; biggest one-step rise {rise:+.3f} at step {at}"
+    )
     for r in steps:
         if at - 5 <= r["step"] <= at + 5:
             print(f"  step {r['step']:4d}  loss {r['loss']:.4f}  norm {r['grad_norm']:.3f}")
@@ -246,12 +303,27 @@ def describe(records: list[dict], preset: Preset) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--standalone", action="store_true", help="use the standalone torch loop")
-    group.add_argument("--child", action="store_true", help="use the real training child (fails if it is not installed)")
-    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE", help="more overrides")
-    parser.add_argument("--keep-run", metavar="DIR", help="train into DIR and keep it (default: a temp folder)")
+    group.add_argument(
+        "--child",
+        action="store_true",
+        help="use the real training child (fails if it is not installed)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="extra",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="more overrides",
+    )
+    parser.add_argument(
+        "--keep-run", metavar="DIR", help="train into DIR and keep it (default: a temp folder)"
+    )
     args = parser.parse_args(argv)
 
     preset = spike_preset(args.extra)
@@ -265,7 +337,9 @@ def main(argv: list[str] | None = None) -> int:
             run_dir.mkdir(parents=True, exist_ok=True)
             events = record_standalone(run_dir, preset)
         records = save_recording(events, preset)
-        print(f"engine: {'gpt-cockpit child' if use_child else 'standalone torch loop'}; wrote {EVENTS_OUT.relative_to(REPO)}")
+        print(
+            f"engine: {'gpt-cockpit child' if use_child else 'standalone torch loop'}; wrote {EVENTS_OUT.relative_to(REPO)}"
+        )
         describe(records, preset)
     finally:
         if not args.keep_run:

@@ -39,14 +39,42 @@ def writer(path: Path, rate: float, stop: threading.Event, counter: list[int]) -
             lines = []
             while step < due:
                 step += 1
-                lines.append(encode_record(make_record(
-                    "step", step, loss=2.0 + math.exp(-step / 3000) + 0.05 * math.sin(step), lr=6e-4,
-                    grad_norm=0.8 + 0.2 * math.cos(step / 7), tokens_per_s=1.9e5, step_ms=4.2, tokens=step * 8192, mfu=0.31)))
+                lines.append(
+                    encode_record(
+                        make_record(
+                            "step",
+                            step,
+                            loss=2.0 + math.exp(-step / 3000) + 0.05 * math.sin(step),
+                            lr=6e-4,
+                            grad_norm=0.8 + 0.2 * math.cos(step / 7),
+                            tokens_per_s=1.9e5,
+                            step_ms=4.2,
+                            tokens=step * 8192,
+                            mfu=0.31,
+                        )
+                    )
+                )
                 if step % 250 == 0:
-                    lines.append(encode_record(make_record("eval", step, val_loss=2.1 + math.exp(-step / 3000), train_loss=2.0)))
+                    lines.append(
+                        encode_record(
+                            make_record(
+                                "eval", step, val_loss=2.1 + math.exp(-step / 3000), train_loss=2.0
+                            )
+                        )
+                    )
                 if step % 5000 == 0:
-                    lines.append(encode_record(make_record(
-                        "warning", step, rule="loss_spike", severity="warning", message="synthetic spike", tip="reduce train.lr")))
+                    lines.append(
+                        encode_record(
+                            make_record(
+                                "warning",
+                                step,
+                                rule="loss_spike",
+                                severity="warning",
+                                message="synthetic spike",
+                                tip="reduce train.lr",
+                            )
+                        )
+                    )
             if lines:
                 handle.write("\n".join(lines) + "\n")
                 handle.flush()
@@ -70,10 +98,18 @@ async def bench(rate: float, seconds: float) -> dict[str, float]:
         os.environ["GPT_COCKPIT_CONFIG"] = str(Path(tmp) / "config")
         preset = load_preset("tiny_char")
         run_dir = runs.create_run_dir(preset, root=Path(tmp) / "runs")
-        runs.update_run_info(run_dir, status="running", pid=os.getpid(), pid_start_time=runs.process_start_time(os.getpid()),
-                             max_steps=10**7)
+        runs.update_run_info(
+            run_dir,
+            status="running",
+            pid=os.getpid(),
+            pid_start_time=runs.process_start_time(os.getpid()),
+            max_steps=10**7,
+        )
         events_path = run_dir / runs.EVENTS_JSONL
-        events_path.write_text(encode_record(make_record("start", 0, preset="bench", device="cuda", max_steps=10**7)) + "\n")
+        events_path.write_text(
+            encode_record(make_record("start", 0, preset="bench", device="cuda", max_steps=10**7))
+            + "\n"
+        )
         stop, counter = threading.Event(), [0]
         app = make_app(attach=run_dir, gpu_query=lambda: [])
         latencies: list[float] = []
@@ -81,7 +117,9 @@ async def bench(rate: float, seconds: float) -> dict[str, float]:
             while not (isinstance(app.screen, RunScreen) and app.screen.loaded):
                 await pilot.pause(0.05)
             screen = app.screen
-            thread = threading.Thread(target=writer, args=(events_path, rate, stop, counter), daemon=True)
+            thread = threading.Thread(
+                target=writer, args=(events_path, rate, stop, counter), daemon=True
+            )
             thread.start()
             t0 = time.perf_counter()
             ingested0, redraws0 = screen.ingested, screen.redraws
@@ -119,8 +157,12 @@ async def bench(rate: float, seconds: float) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=2000.0, help="events per second to write (default 2000)")
-    parser.add_argument("--seconds", type=float, default=10.0, help="how long to measure (default 10)")
+    parser.add_argument(
+        "--rate", type=float, default=2000.0, help="events per second to write (default 2000)"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="how long to measure (default 10)"
+    )
     args = parser.parse_args()
     result = asyncio.run(bench(args.rate, args.seconds))
     for key, value in result.items():

@@ -43,19 +43,35 @@ def batches_for(preset: Preset, gpu) -> list[int]:  # noqa: ANN001
     suggestion = suggest_batch(preset, gpu)
     s = suggestion.micro_batch if suggestion else preset.train.batch_size
     budget = gpu.memory_bytes * (1 - DEFAULT_HEADROOM)
-    third = 2 * s if estimate(preset, gpu, batch_size=2 * s).memory.total_bytes <= budget else max(1, s // 4)
+    third = (
+        2 * s
+        if estimate(preset, gpu, batch_size=2 * s).memory.total_bytes <= budget
+        else max(1, s // 4)
+    )
     return sorted({max(1, s // 2), s, third})
 
 
 def run_probe(preset: Preset, batches: list[int], steps: int) -> dict:
     """One probe child for one preset (a fresh process: a clean allocator and context)."""
-    cmd = [sys.executable, "-m", "cockpit.train.probe", "--preset-json", json.dumps(preset.to_dict()),
-           "--batches", ",".join(map(str, batches)), "--steps", str(steps)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cockpit.train.probe",
+        "--preset-json",
+        json.dumps(preset.to_dict()),
+        "--batches",
+        ",".join(map(str, batches)),
+        "--steps",
+        str(steps),
+    ]
     started = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     lines = proc.stdout.strip().splitlines()
     if not lines:
-        return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1], "seconds": time.monotonic() - started}
+        return {
+            "error": (proc.stderr.strip().splitlines() or ["no output"])[-1],
+            "seconds": time.monotonic() - started,
+        }
     result = json.loads(lines[-1])
     result["seconds"] = time.monotonic() - started
     return result
@@ -67,16 +83,23 @@ def label(preset: Preset, spec: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Measure, print the markdown table, and optionally keep it and the raw numbers."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("specs", nargs="*", help="presets (default: every built-in preset)")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--out", type=Path, help="write the markdown table here too")
     parser.add_argument("--json", type=Path, help="write the raw measurements here")
     args = parser.parse_args(argv)
-    os.environ.setdefault("GPT_COCKPIT_CACHE", tempfile.mkdtemp(prefix="vram-table-"))  # no stored calibration
+    os.environ.setdefault(
+        "GPT_COCKPIT_CACHE", tempfile.mkdtemp(prefix="vram-table-")
+    )  # no stored calibration
     gpu = local_gpu_spec()
     if gpu is None:
-        print("vram_table: no CUDA GPU on this machine (NVML sees none); run it where there is one", file=sys.stderr)
+        print(
+            "vram_table: no CUDA GPU on this machine (NVML sees none); run it where there is one",
+            file=sys.stderr,
+        )
         return 2
     specs = args.specs or [p.name for p in list_presets() if p.builtin]
     header = [
@@ -104,32 +127,50 @@ def main(argv: list[str] | None = None) -> int:
         for batch in batches:
             est = estimate(preset, gpu, batch_size=batch)
             predicted = est.memory.reserved_bytes
-            entry = {"spec": spec, "batch": batch, "predicted_reserved": predicted,
-                     "measured_reserved": measured.get(batch), "measured_allocated": allocated.get(batch),
-                     "breakdown": dict(est.memory.items()), "seconds": result.get("seconds")}
+            entry = {
+                "spec": spec,
+                "batch": batch,
+                "predicted_reserved": predicted,
+                "measured_reserved": measured.get(batch),
+                "measured_allocated": allocated.get(batch),
+                "breakdown": dict(est.memory.items()),
+                "seconds": result.get("seconds"),
+            }
             raw.append(entry)
             if batch in measured:
                 err = 100 * (predicted - measured[batch]) / measured[batch]
-                row = (f"| {label(preset, spec)} | {batch} | {fmt_bytes(predicted)} | {fmt_bytes(measured[batch])} | "
-                       f"{err:+.1f}% | {fmt_bytes(allocated[batch])} | {est.memory.activation_form} |")
+                row = (
+                    f"| {label(preset, spec)} | {batch} | {fmt_bytes(predicted)} | {fmt_bytes(measured[batch])} | "
+                    f"{err:+.1f}% | {fmt_bytes(allocated[batch])} | {est.memory.activation_form} |"
+                )
             else:
                 why = result.get("failed", {}).get(str(batch)) or result.get("error", "no result")
                 row = f"| {label(preset, spec)} | {batch} | {fmt_bytes(predicted)} | failed: {why[:60]} | - | - | - |"
             rows.append(row)
             print(row, flush=True)
-    errors = [100 * (e["predicted_reserved"] - e["measured_reserved"]) / e["measured_reserved"]
-              for e in raw if e["measured_reserved"]]
+    errors = [
+        100 * (e["predicted_reserved"] - e["measured_reserved"]) / e["measured_reserved"]
+        for e in raw
+        if e["measured_reserved"]
+    ]
     footer = [""]
     if errors:
-        footer.append(f"{len(errors)} measurements: error from {min(errors):+.1f}% to {max(errors):+.1f}%, "
-                      f"mean |error| {sum(abs(e) for e in errors) / len(errors):.1f}%.")
+        footer.append(
+            f"{len(errors)} measurements: error from {min(errors):+.1f}% to {max(errors):+.1f}%, "
+            f"mean |error| {sum(abs(e) for e in errors) / len(errors):.1f}%."
+        )
     if context is not None:
-        footer.append(f"CUDA context outside the reserved pool: {fmt_bytes(context)} (the estimate assumes 512 MiB).")
+        footer.append(
+            f"CUDA context outside the reserved pool: {fmt_bytes(context)} (the estimate assumes 512 MiB)."
+        )
     print("\n".join(footer))
     if args.out:
         args.out.write_text("\n".join(header + rows + footer) + "\n", encoding="utf-8")
     if args.json:
-        args.json.write_text(json.dumps({"gpu": gpu.name, "context_bytes": context, "rows": raw}, indent=1), encoding="utf-8")
+        args.json.write_text(
+            json.dumps({"gpu": gpu.name, "context_bytes": context, "rows": raw}, indent=1),
+            encoding="utf-8",
+        )
     return 0
 
 

@@ -27,16 +27,44 @@ _COMMANDS = {
 
 
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", "-p", metavar="NAME", help="preset name or path to a preset .json (default: tiny_char)")
-    parser.add_argument("--data", metavar="PATH", help="text file, folder of text, .bin tokens or a shard glob (default: the embedded corpus)")
+    parser.add_argument(
+        "--preset",
+        "-p",
+        metavar="NAME",
+        help="preset name or path to a preset .json (default: tiny_char)",
+    )
+    parser.add_argument(
+        "--data",
+        metavar="PATH",
+        help="text file, folder of text, .bin tokens or a shard glob (default: the embedded corpus)",
+    )
     parser.add_argument("--max-steps", type=int, metavar="N", help="override train.max_steps")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to train (default: cuda if present)")
-    parser.add_argument("--run-dir", metavar="DIR", help="run directory (default: runs/<time>-<preset>)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a preset field by dotted path, e.g. --set train.lr=3e-4 (repeatable)")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda"),
+        help="where to train (default: cuda if present)",
+    )
+    parser.add_argument(
+        "--run-dir", metavar="DIR", help="run directory (default: runs/<time>-<preset>)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a preset field by dotted path, e.g. --set train.lr=3e-4 (repeatable)",
+    )
 
 
 def _add_gpu_option(parser: argparse.ArgumentParser, default: object = None) -> None:
-    parser.add_argument("--gpu", metavar="G", default=default, help="plan for a catalog GPU instead of this machine's (e.g. A100-80GB, H100, T4)")
+    parser.add_argument(
+        "--gpu",
+        metavar="G",
+        default=default,
+        help="plan for a catalog GPU instead of this machine's (e.g. A100-80GB, H100, T4)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,28 +73,55 @@ def build_parser() -> argparse.ArgumentParser:
         description="Plan, launch and watch small GPT training runs. With no command, opens the app.",
     )
     parser.add_argument("--version", action="version", version=f"gpt-cockpit {__version__}")
-    parser.add_argument("--no-ui", action="store_true", help="train headless: one line per log interval on stdout")
-    parser.add_argument("--runs-dir", metavar="DIR", help="where runs live (default: $GPT_COCKPIT_RUNS or ./runs)")
+    parser.add_argument(
+        "--no-ui", action="store_true", help="train headless: one line per log interval on stdout"
+    )
+    parser.add_argument(
+        "--runs-dir", metavar="DIR", help="where runs live (default: $GPT_COCKPIT_RUNS or ./runs)"
+    )
     _add_train_options(parser)
     _add_gpu_option(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("presets", help="list presets, or show one in full")
     p.add_argument("name", nargs="?", help="preset to show")
-    p.add_argument("--set", dest="overrides", action="append", default=argparse.SUPPRESS, metavar="KEY=VALUE")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=argparse.SUPPRESS, metavar="KEY=VALUE"
+    )
     _add_gpu_option(p, argparse.SUPPRESS)
 
-    p = sub.add_parser("estimate", help="parameters, FLOPs, VRAM breakdown, verdict and batch suggestion")
+    p = sub.add_parser(
+        "estimate", help="parameters, FLOPs, VRAM breakdown, verdict and batch suggestion"
+    )
     p.add_argument("name", help="preset name or path")
-    p.add_argument("--batch-size", "-b", type=int, metavar="B", help="micro-batch to estimate (default: the preset's)")
-    p.add_argument("--set", dest="overrides", action="append", default=argparse.SUPPRESS, metavar="KEY=VALUE")
-    p.add_argument("--headroom", type=float, default=None, metavar="FRAC", help="fraction of GPU memory kept free when suggesting a batch (default 0.08)")
+    p.add_argument(
+        "--batch-size",
+        "-b",
+        type=int,
+        metavar="B",
+        help="micro-batch to estimate (default: the preset's)",
+    )
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=argparse.SUPPRESS, metavar="KEY=VALUE"
+    )
+    p.add_argument(
+        "--headroom",
+        type=float,
+        default=None,
+        metavar="FRAC",
+        help="fraction of GPU memory kept free when suggesting a batch (default 0.08)",
+    )
     p.add_argument("--json", action="store_true", help="print the estimate as JSON")
     _add_gpu_option(p, argparse.SUPPRESS)
 
-    p = sub.add_parser("probe", help="measure peak memory on this GPU at two batch sizes and calibrate the estimate")
+    p = sub.add_parser(
+        "probe",
+        help="measure peak memory on this GPU at two batch sizes and calibrate the estimate",
+    )
     p.add_argument("name", help="preset name or path")
-    p.add_argument("--set", dest="overrides", action="append", default=argparse.SUPPRESS, metavar="KEY=VALUE")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=argparse.SUPPRESS, metavar="KEY=VALUE"
+    )
     p.add_argument("--steps", type=int, default=2, help="training steps per probed batch size")
 
     sub.add_parser("gpus", help="the GPUs NVML sees here, and the catalog for planning")
@@ -76,13 +131,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("attach", help="watch a run (in the app, or headless with --no-ui)")
     p.add_argument("run", help="run id, unique prefix, path, or 'last'")
-    p.add_argument("--no-ui", action="store_true", default=argparse.SUPPRESS, help="follow the run's events as text lines")
+    p.add_argument(
+        "--no-ui",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="follow the run's events as text lines",
+    )
 
     p = sub.add_parser("resume", help="continue a stopped or crashed run from its last checkpoint")
     p.add_argument("run", help="run id, unique prefix, path, or 'last'")
-    p.add_argument("--no-ui", action="store_true", default=argparse.SUPPRESS, help="train headless in this terminal")
+    p.add_argument(
+        "--no-ui",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="train headless in this terminal",
+    )
     p.add_argument("--device", default=argparse.SUPPRESS, choices=("auto", "cpu", "cuda"))
-    p.add_argument("--max-steps", type=int, default=argparse.SUPPRESS, metavar="N", help="raise train.max_steps to continue past the end")
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=argparse.SUPPRESS,
+        metavar="N",
+        help="raise train.max_steps to continue past the end",
+    )
 
     p = sub.add_parser("stop", help="stop a run gracefully (checkpoint first), or --kill it")
     p.add_argument("run", help="run id, unique prefix, path, or 'last'")
@@ -110,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except ModuleNotFoundError as exc:
-        error(f"missing Python package {exc.name!r}: install it with `pip install {exc.name}` (or reinstall gpt-cockpit)")
+        error(
+            f"missing Python package {exc.name!r}: install it with `pip install {exc.name}` (or reinstall gpt-cockpit)"
+        )
         return EXIT_USAGE
 
 

@@ -12,9 +12,22 @@ from __future__ import annotations
 import sysconfig
 from pathlib import Path
 
-DEFAULT_MAX_BYTES = 8 << 20  # 8 MiB: about 8M character tokens, plenty for 3M-50M parameter runs on CPU
+DEFAULT_MAX_BYTES = (
+    8 << 20
+)  # 8 MiB: about 8M character tokens, plenty for 3M-50M parameter runs on CPU
 _SKIP_DIRS = frozenset(
-    {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3", "ensurepip", "turtledemo", "__pycache__", "tkinter"}
+    {
+        "site-packages",
+        "dist-packages",
+        "test",
+        "tests",
+        "idlelib",
+        "lib2to3",
+        "ensurepip",
+        "turtledemo",
+        "__pycache__",
+        "tkinter",
+    }
 )
 
 
@@ -26,7 +39,9 @@ def stdlib_dir() -> Path:
 def default_corpus_files() -> list[Path]:
     """Every .py file of the corpus, in the fixed order it is read."""
     root = stdlib_dir()
-    files = [p for p in root.rglob("*.py") if not (set(p.relative_to(root).parts[:-1]) & _SKIP_DIRS)]
+    files = [
+        p for p in root.rglob("*.py") if not (set(p.relative_to(root).parts[:-1]) & _SKIP_DIRS)
+    ]
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 

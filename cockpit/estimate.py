@@ -29,10 +29,14 @@ from cockpit.presets import ModelConfig, Preset
 MIB = 1024**2
 GIB = 1024**3
 CHINCHILLA_TOKENS_PER_PARAM = 20  # Hoffmann et al. 2022: compute-optimal tokens ~ 20 x parameters
-DEFAULT_HEADROOM = 0.08  # fraction of GPU memory a suggestion keeps free ("barely fits" sizes crash later)
+DEFAULT_HEADROOM = (
+    0.08  # fraction of GPU memory a suggestion keeps free ("barely fits" sizes crash later)
+)
 DEFAULT_MFU = 0.35  # assumed model FLOPs utilisation for ETAs before a run measures its own
 CUDA_CONTEXT_BYTES = 512 * MIB  # CUDA context + cuBLAS/cuDNN workspaces: 0.3-2 GiB, ~0.5 typical
-ALLOCATOR_SLACK = 0.07  # caching-allocator fragmentation: reserved exceeds allocated by a few percent
+ALLOCATOR_SLACK = (
+    0.07  # caching-allocator fragmentation: reserved exceeds allocated by a few percent
+)
 
 
 # --------------------------------------------------------------------------- parameters and FLOPs
@@ -43,7 +47,13 @@ def count_params(m: ModelConfig) -> int:
     C, L, V, T, H, r = m.n_embd, m.n_layer, m.vocab_size, m.block_size, m.n_head, m.mlp_ratio
     if m.arch == "gpt":
         b = 1 if m.bias else 0
-        per_block = 2 * C * (1 + b) + (C * 3 * C + 3 * C * b) + (C * C + C * b) + (C * r * C + r * C * b) + (r * C * C + C * b)
+        per_block = (
+            2 * C * (1 + b)
+            + (C * 3 * C + 3 * C * b)
+            + (C * C + C * b)
+            + (C * r * C + r * C * b)
+            + (r * C * C + C * b)
+        )
         total = V * C + T * C + L * per_block + C * (1 + b)
         return total + (0 if m.tie_embeddings else V * C)
     if m.arch == "golf":
@@ -70,7 +80,10 @@ def flops_per_token(m: ModelConfig) -> float:
         # one shared set of weights applied n_layer times: 6 FLOPs per weight use, plus linear attention
         N = m.mlp_internal_dim_multiplier * m.n_embd // m.n_head
         per_layer = 3 * m.n_head * m.n_embd * N
-        return 6 * (m.n_layer * per_layer + m.vocab_size * m.n_embd) + 12 * m.n_layer * m.n_head * N * m.block_size
+        return (
+            6 * (m.n_layer * per_layer + m.vocab_size * m.n_embd)
+            + 12 * m.n_layer * m.n_head * N * m.block_size
+        )
     return 6 * n + 12 * m.n_layer * m.n_head * head_dim * m.block_size
 
 
@@ -129,8 +142,14 @@ class MemoryBreakdown:
     @property
     def total_bytes(self) -> int:
         return (
-            self.weights + self.gradients + self.optimizer + self.amp_copies
-            + self.activations + self.logits + self.allocator_slack + self.cuda_context
+            self.weights
+            + self.gradients
+            + self.optimizer
+            + self.amp_copies
+            + self.activations
+            + self.logits
+            + self.allocator_slack
+            + self.cuda_context
         )
 
     def items(self) -> list[tuple[str, int]]:
@@ -156,18 +175,26 @@ def _layer_activation_bytes(m: ModelConfig, batch: int, dtype: str, *, flash: bo
     drop = 1 if m.dropout > 0 else 0  # bool masks, one byte per element
     if m.arch == "bdh":
         N = m.mlp_internal_dim_multiplier * h // a
-        latent = s * b * a * N  # (B, nh, T, N) tensors: x_latent, x_sparse, rotated q, y_latent, product
+        latent = (
+            s * b * a * N
+        )  # (B, nh, T, N) tensors: x_latent, x_sparse, rotated q, y_latent, product
         scores = b * a * s * s  # linear-attention scores are materialised (no flash form)
         return int(latent * (5 * half + drop) + scores * half * 2 + sbh * (6 * full))
     kv = (m.n_kv_head or a) / a
-    attn = sbh * (half * (1 + 1 + 2 * kv + 1 + 1)) + sbh * drop  # LN->qkv input, q, k, v, out, proj input, mask
-    mlp = sbh * half + r * sbh * half * 2 + sbh * drop  # fc input, activation input and output, mask
+    attn = (
+        sbh * (half * (1 + 1 + 2 * kv + 1 + 1)) + sbh * drop
+    )  # LN->qkv input, q, k, v, out, proj input, mask
+    mlp = (
+        sbh * half + r * sbh * half * 2 + sbh * drop
+    )  # fc input, activation input and output, mask
     norms = 2 * sbh * full  # the two LayerNorm inputs (fp32 residual stream)
     total = attn + mlp + norms
     if m.arch == "golf":
         total += sbh * half * 2  # rms-normed q and k copies before RoPE
     if not flash:
-        total += 5 * a * s * s * b * (half / 2)  # scores, softmax, its dropout mask, attention weights (16-bit)
+        total += (
+            5 * a * s * s * b * (half / 2)
+        )  # scores, softmax, its dropout mask, attention weights (16-bit)
     else:
         total += b * a * s * 4  # flash attention's logsumexp per row, fp32
     return int(total)
@@ -248,7 +275,9 @@ def calibration_key(preset: Preset, gpu_name: str) -> str:
     """Measurements depend on the GPU and on everything but the batch size."""
     shape = asdict(preset.model)
     t = preset.train
-    shape.update(dtype=t.dtype, compile=t.compile, ckpt=t.activation_checkpointing, optimizer=t.optimizer)
+    shape.update(
+        dtype=t.dtype, compile=t.compile, ckpt=t.activation_checkpointing, optimizer=t.optimizer
+    )
     import hashlib
 
     digest = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
@@ -263,7 +292,9 @@ class Calibration:
     gpu_name: str
     fixed_bytes: float
     per_sequence_bytes: float
-    points: list[tuple[int, int]] = field(default_factory=list)  # (batch, measured peak reserved bytes)
+    points: list[tuple[int, int]] = field(
+        default_factory=list
+    )  # (batch, measured peak reserved bytes)
 
     def predict(self, batch: int) -> int:
         return int(self.fixed_bytes + self.per_sequence_bytes * batch)
@@ -296,7 +327,12 @@ def load_calibration(preset: Preset, gpu_name: str) -> Calibration | None:
     path = calibration_dir() / f"{calibration_key(preset, gpu_name)}.json"
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-        return Calibration(raw["gpu_name"], float(raw["fixed_bytes"]), float(raw["per_sequence_bytes"]), [tuple(p) for p in raw.get("points", [])])
+        return Calibration(
+            raw["gpu_name"],
+            float(raw["fixed_bytes"]),
+            float(raw["per_sequence_bytes"]),
+            [tuple(p) for p in raw.get("points", [])],
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -348,7 +384,13 @@ class Estimate:
         return f"does not fit on {self.gpu.name}: needs {fmt_bytes(self.peak_bytes)}, has {fmt_bytes(self.gpu.memory_bytes)} ({fmt_bytes(-margin)} short, {source})"
 
 
-def estimate(preset: Preset, gpu: GpuSpec | None = None, *, batch_size: int | None = None, mfu_assumed: float = DEFAULT_MFU) -> Estimate:
+def estimate(
+    preset: Preset,
+    gpu: GpuSpec | None = None,
+    *,
+    batch_size: int | None = None,
+    mfu_assumed: float = DEFAULT_MFU,
+) -> Estimate:
     """Parameters, FLOPs, tokens, peak memory and ETA of `preset` at `batch_size` on `gpu`."""
     m, t = preset.model, preset.train
     batch = batch_size or t.batch_size
@@ -365,7 +407,9 @@ def estimate(preset: Preset, gpu: GpuSpec | None = None, *, batch_size: int | No
         preset_name=preset.name,
         batch_size=batch,
         params=params,
-        params_non_embedding=params - embedding_params(m) - (m.vocab_size * m.n_embd if m.arch != "bdh" else 0),
+        params_non_embedding=params
+        - embedding_params(m)
+        - (m.vocab_size * m.n_embd if m.arch != "bdh" else 0),
         flops_per_token=fpt,
         tokens_per_step=preset.tokens_per_step,  # a different micro-batch changes accumulation, not tokens per step
         run_tokens=run_tokens,
@@ -405,10 +449,14 @@ class BatchSuggestion:
         """The preset with this micro-batch and accumulation."""
         from cockpit.presets import apply_overrides
 
-        return apply_overrides(preset, {"train.batch_size": self.micro_batch, "train.grad_accum": self.grad_accum})
+        return apply_overrides(
+            preset, {"train.batch_size": self.micro_batch, "train.grad_accum": self.grad_accum}
+        )
 
 
-def suggest_batch(preset: Preset, gpu: GpuSpec | None, headroom: float = DEFAULT_HEADROOM) -> BatchSuggestion | None:
+def suggest_batch(
+    preset: Preset, gpu: GpuSpec | None, headroom: float = DEFAULT_HEADROOM
+) -> BatchSuggestion | None:
     """The largest micro-batch whose peak fits in (1 - headroom) of the GPU, keeping tokens per step.
 
     Sequences per optimizer step stay as the preset's (batch_size * grad_accum)
@@ -424,10 +472,18 @@ def suggest_batch(preset: Preset, gpu: GpuSpec | None, headroom: float = DEFAULT
         return estimate(preset, gpu, batch_size=b).peak_bytes
 
     if peak(1) > budget:
-        return BatchSuggestion(1, target_seqs, target_seqs * preset.model.block_size, peak(1), headroom,
-                               f"even a micro-batch of 1 needs {fmt_bytes(peak(1))}, over {fmt_bytes(int(budget))} ({100 * (1 - headroom):.0f}% of {gpu.name}); shrink the model or block_size, or use activation checkpointing")
+        return BatchSuggestion(
+            1,
+            target_seqs,
+            target_seqs * preset.model.block_size,
+            peak(1),
+            headroom,
+            f"even a micro-batch of 1 needs {fmt_bytes(peak(1))}, over {fmt_bytes(int(budget))} ({100 * (1 - headroom):.0f}% of {gpu.name}); shrink the model or block_size, or use activation checkpointing",
+        )
     lo, hi = 1, 2
-    while hi <= 65536 and peak(hi) <= budget:  # memory grows linearly in the batch: double, then bisect
+    while (
+        hi <= 65536 and peak(hi) <= budget
+    ):  # memory grows linearly in the batch: double, then bisect
         lo, hi = hi, hi * 2
     while hi - lo > 1:
         mid = (lo + hi) // 2
@@ -448,7 +504,9 @@ def suggest_batch(preset: Preset, gpu: GpuSpec | None, headroom: float = DEFAULT
         f"micro-batch {micro} x {accum} accumulation = {micro * accum} sequences per step ({kept}); "
         f"largest that fits is {fit} with {headroom:.0%} headroom on {gpu.name}"
     )
-    return BatchSuggestion(micro, accum, micro * accum * preset.model.block_size, peak(micro), headroom, reason)
+    return BatchSuggestion(
+        micro, accum, micro * accum * preset.model.block_size, peak(micro), headroom, reason
+    )
 
 
 # --------------------------------------------------------------------------- formatting

@@ -203,7 +203,9 @@ def read_events(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return EventTailer(Path(path)).read_all()
 
 
-def read_last_records(path: str | os.PathLike[str], tail_bytes: int = 65536) -> list[dict[str, Any]]:
+def read_last_records(
+    path: str | os.PathLike[str], tail_bytes: int = 65536
+) -> list[dict[str, Any]]:
     """The well-formed records in the last `tail_bytes` of the file (cheap, for listings)."""
     p = Path(path)
     try:

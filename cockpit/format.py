@@ -86,7 +86,7 @@ def fmt_norm(value: Any) -> str:
 
 
 def step_progress(step: Any, max_steps: int | None) -> str:
-    """"120/2000", or "120" when the total is unknown."""
+    """ "120/2000", or "120" when the total is unknown."""
     return f"{step}/{max_steps}" if max_steps else f"{step}"
 
 
@@ -112,7 +112,10 @@ def format_step_line(record: dict[str, Any], max_steps: int | None = None) -> st
 
 def format_eval_line(record: dict[str, Any], max_steps: int | None = None) -> str:
     """`eval 250/2000 | val 2.3140 | train 2.2511 | bpb 1.234`."""
-    parts = [f"eval {step_progress(record.get('step', 0), max_steps)}", f"val {fmt_float(record.get('val_loss'))}"]
+    parts = [
+        f"eval {step_progress(record.get('step', 0), max_steps)}",
+        f"val {fmt_float(record.get('val_loss'))}",
+    ]
     if _is_number(record.get("train_loss")):
         parts.append(f"train {fmt_float(record['train_loss'])}")
     if _is_number(record.get("val_bpb")):

@@ -48,7 +48,9 @@ class GpuSpec:
 # Dense peaks from the vendors' datasheets; GeForce fp16/bf16 with fp32 accumulate.
 CATALOG: tuple[GpuSpec, ...] = (
     GpuSpec("B200", ("B200",), 180 * GIB, 2250, 2250, 80, (10, 0)),
-    GpuSpec("GH200", ("GH200",), 96 * GIB, 989, 989, 67, (9, 0)),  # before H200, whose name it contains
+    GpuSpec(
+        "GH200", ("GH200",), 96 * GIB, 989, 989, 67, (9, 0)
+    ),  # before H200, whose name it contains
     GpuSpec("H200", ("H200",), 141 * GIB, 989, 989, 67, (9, 0), ("H200-141GB",)),
     GpuSpec("H100-NVL", ("H100", "NVL"), 94 * GIB, 835, 835, 60, (9, 0)),
     GpuSpec("H100-PCIe", ("H100", "PCIE"), 80 * GIB, 756, 756, 51, (9, 0)),
@@ -193,7 +195,9 @@ def query_gpus() -> list[GpuStatus]:
         except Exception:
             continue
         util = _safe(nvml.nvmlDeviceGetUtilizationRates, handle)
-        temp = _safe(nvml.nvmlDeviceGetTemperature, handle, getattr(nvml, "NVML_TEMPERATURE_GPU", 0))
+        temp = _safe(
+            nvml.nvmlDeviceGetTemperature, handle, getattr(nvml, "NVML_TEMPERATURE_GPU", 0)
+        )
         power_mw = _safe(nvml.nvmlDeviceGetPowerUsage, handle)
         limit_mw = _safe(nvml.nvmlDeviceGetEnforcedPowerLimit, handle)
         cc = _safe(nvml.nvmlDeviceGetCudaComputeCapability, handle)
@@ -219,7 +223,15 @@ def spec_for_status(status: GpuStatus) -> GpuSpec:
     spec = lookup_gpu(status.name)
     if spec is None:
         bf16 = status.bf16
-        spec = GpuSpec(status.name, (), status.memory_total, None if not bf16 else 0.0, 0.0, 0.0, status.compute_capability or (0, 0))
+        spec = GpuSpec(
+            status.name,
+            (),
+            status.memory_total,
+            None if not bf16 else 0.0,
+            0.0,
+            0.0,
+            status.compute_capability or (0, 0),
+        )
     return replace(spec, name=status.name, memory_bytes=status.memory_total)
 
 

@@ -77,7 +77,10 @@ def resolve_preset(args: argparse.Namespace) -> Preset:
         try:
             preset = load_preset(DEFAULT_PRESET)
         except PresetError:
-            if any((folder / f"{DEFAULT_PRESET}.json").exists() for folder in (builtin_dir(), user_dir())):
+            if any(
+                (folder / f"{DEFAULT_PRESET}.json").exists()
+                for folder in (builtin_dir(), user_dir())
+            ):
                 raise  # it is there but broken: say why rather than train something else
             info(f"preset {DEFAULT_PRESET!r} is not installed; using the built-in defaults")
             preset = Preset(name=DEFAULT_PRESET)
@@ -99,10 +102,16 @@ def resolve_preset(args: argparse.Namespace) -> Preset:
         preset = apply_overrides(preset, {"data.source": source})
     problem = launch_problem(preset)
     if problem:
-        raise UsageError(problem + (" (pass --data PATH)" if problem.startswith("data.source") else ""))
-    source = preset.data.source  # the preset's own (or a --set one): absolute, so `resume` elsewhere finds it
+        raise UsageError(
+            problem + (" (pass --data PATH)" if problem.startswith("data.source") else "")
+        )
+    source = (
+        preset.data.source
+    )  # the preset's own (or a --set one): absolute, so `resume` elsewhere finds it
     if source != "default" and not os.path.isabs(source):
-        preset = apply_overrides(preset, {"data.source": os.path.abspath(os.path.expanduser(source))})
+        preset = apply_overrides(
+            preset, {"data.source": os.path.abspath(os.path.expanduser(source))}
+        )
     return preset
 
 
@@ -221,10 +230,18 @@ class Follower:
             if record.get("max_steps"):
                 self.max_steps = int(record["max_steps"])
             where = record.get("gpu") or record.get("device") or "?"
-            resumed = f", resumed from step {record['resumed_from']}" if record.get("resumed_from") is not None else ""
+            resumed = (
+                f", resumed from step {record['resumed_from']}"
+                if record.get("resumed_from") is not None
+                else ""
+            )
             params = f"{human_params(record['params'])} params, " if record.get("params") else ""
-            tps = f"{record['tokens_per_step']} tokens/step" if record.get("tokens_per_step") else ""
-            self._diag(f"start: {record.get('preset', '?')} on {where} ({record.get('dtype', '?')}), {params}{tps}{resumed}")
+            tps = (
+                f"{record['tokens_per_step']} tokens/step" if record.get("tokens_per_step") else ""
+            )
+            self._diag(
+                f"start: {record.get('preset', '?')} on {where} ({record.get('dtype', '?')}), {params}{tps}{resumed}"
+            )
             if record.get("data"):
                 self._diag(f"data: {record['data']}")
         elif kind == "step":
@@ -242,10 +259,14 @@ class Follower:
             self._diag(f"sample at step {step}:\n{body}")
         elif kind == "checkpoint":
             size = human_bytes(record.get("bytes"))
-            self._diag(f"checkpoint {record.get('kind', '')} at step {step}: {record.get('path', '')} ({size})")
+            self._diag(
+                f"checkpoint {record.get('kind', '')} at step {step}: {record.get('path', '')} ({size})"
+            )
         elif kind == "warning":
             severity = record.get("severity", "warning")
-            self._diag(f"{severity}: step {step}: [{record.get('rule', '?')}] {record.get('message', '')}")
+            self._diag(
+                f"{severity}: step {step}: [{record.get('rule', '?')}] {record.get('message', '')}"
+            )
             if record.get("tip"):
                 print(f"  tip: {record['tip']}", file=self.err, flush=True)
         elif kind == "error":
@@ -255,7 +276,9 @@ class Follower:
             self.live = False
             self.last_end = record
             took = ""
-            if isinstance(self.started_at, (int, float)) and isinstance(record.get("time"), (int, float)):
+            if isinstance(self.started_at, (int, float)) and isinstance(
+                record.get("time"), (int, float)
+            ):
                 took = f" after {elapsed(record['time'] - self.started_at)}"
             progress = f"{step}/{self.max_steps}" if self.max_steps else f"{step}"
             message = f" ({record['message']})" if record.get("message") else ""
@@ -272,7 +295,9 @@ class Follower:
         if self.first_step_pending:
             self.first_step_pending = False
             return True
-        return step % max(1, self.log_interval) == 0 or bool(self.max_steps and step >= self.max_steps)
+        return step % max(1, self.log_interval) == 0 or bool(
+            self.max_steps and step >= self.max_steps
+        )
 
     def drain(self) -> None:
         """Print everything the log holds now."""
@@ -291,7 +316,11 @@ class Follower:
             self.kill_child()
             return
         if signum == signal.SIGINT:
-            print("gpt-cockpit: stopping after this step (Ctrl-C again to kill)", file=self.err, flush=True)
+            print(
+                "gpt-cockpit: stopping after this step (Ctrl-C again to kill)",
+                file=self.err,
+                flush=True,
+            )
         # A terminal's Ctrl-C already reached the child (same process group); SIGTERM also
         # covers a SIGINT sent to us alone. The child counts only a *second SIGINT* as
         # "exit now", and handles the group's SIGINT first (lower number), so this is safe.
@@ -393,7 +422,9 @@ class Follower:
         self.drain()
         self.print_last_step()
         if self.tailer.bad_lines:
-            diagnostics.warn(f"skipped {self.tailer.bad_lines} unreadable line(s) in {self.tailer.path}")
+            diagnostics.warn(
+                f"skipped {self.tailer.bad_lines} unreadable line(s) in {self.tailer.path}"
+            )
         if self.last_end is not None:
             return diagnostics.exit_code_for_end(str(self.last_end.get("reason", "crashed")))
         if status is not None and status not in ("crashed", "error"):
@@ -428,7 +459,9 @@ class _SignalScope:
 
     def __enter__(self) -> _SignalScope:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            self.previous[sig] = signal.signal(sig, lambda signum, _frame: self.follower.request_stop(signum))
+            self.previous[sig] = signal.signal(
+                sig, lambda signum, _frame: self.follower.request_stop(signum)
+            )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -474,7 +507,9 @@ def cmd_headless(args: argparse.Namespace) -> int:
     """`gpt-cockpit --no-ui`: resolve the preset, create the run, train and print lines."""
     try:
         preset = resolve_preset(args)
-        run_dir = runs.create_run_dir(preset, getattr(args, "run_dir", None), root=getattr(args, "runs_dir", None))
+        run_dir = runs.create_run_dir(
+            preset, getattr(args, "run_dir", None), root=getattr(args, "runs_dir", None)
+        )
     except (PresetError, UsageError, runs.RunError) as exc:
         error(str(exc))
         return EXIT_USAGE

@@ -55,7 +55,13 @@ __all__ = [
 class HealthMonitor:
     """Keeps bounded windows of the metric history and turns them into warnings."""
 
-    def __init__(self, preset: Any = None, *, gpu_memory_bytes: int | None = None, config: HealthConfig | None = None) -> None:
+    def __init__(
+        self,
+        preset: Any = None,
+        *,
+        gpu_memory_bytes: int | None = None,
+        config: HealthConfig | None = None,
+    ) -> None:
         self.config = config or HealthConfig()
         # A Preset or a bare TrainConfig; without one, the lr rules that need the preset stay quiet.
         self.train = getattr(preset, "train", preset)
@@ -76,23 +82,38 @@ class HealthMonitor:
         self._tps = _Series(c.tps_window)
         self._tps_streak = 0
         self._skip_next_tps = False
-        self._evals: deque = _window((), max(c.val_plateau_evals, c.val_rising_evals, c.overfit_evals) + 1)
+        self._evals: deque = _window(
+            (), max(c.val_plateau_evals, c.val_rising_evals, c.overfit_evals) + 1
+        )
         self._best_val: float | None = None
         self._evals_since_best = 0
         self._last_step = -1
         self._fired: dict[str, list] = {}  # rule -> [step, measure] of its last warning
-        self._stall_fired: list[float] | None = None  # [last_event_time, silence_s] of the last stall warning
+        self._stall_fired: list[float] | None = (
+            None  # [last_event_time, silence_s] of the last stall warning
+        )
 
     # ----------------------------------------------------------------- de-duplication
 
-    def _emit(self, out: list[HealthWarning], warning: HealthWarning, measure: float = 1.0, *, at: int | None = None) -> bool:
+    def _emit(
+        self,
+        out: list[HealthWarning],
+        warning: HealthWarning,
+        measure: float = 1.0,
+        *,
+        at: int | None = None,
+    ) -> bool:
         """Append `warning` unless the same rule fired recently and it is not clearly worse; True if appended."""
         at = warning.step if at is None else at
         last = self._fired.get(warning.rule)
         if last is not None:
             last_step, last_measure = last
             recent = 0 <= at - last_step < self.config.cooldown_steps
-            worse = math.isfinite(measure) and last_measure > 0 and measure >= last_measure * self.config.refire_worse
+            worse = (
+                math.isfinite(measure)
+                and last_measure > 0
+                and measure >= last_measure * self.config.refire_worse
+            )
             if recent and not worse:
                 return False
         self._fired[warning.rule] = [int(at), float(measure) if math.isfinite(measure) else 0.0]
@@ -149,7 +170,9 @@ class HealthMonitor:
         self._check_vram(out, step, vram_bytes)
         return out
 
-    def _check_nonfinite(self, out: list[HealthWarning], step: int, loss: Any, grad_norm: Any, skipped: bool) -> None:
+    def _check_nonfinite(
+        self, out: list[HealthWarning], step: int, loss: Any, grad_norm: Any, skipped: bool
+    ) -> None:
         bad_loss = isinstance(loss, float) and not math.isfinite(loss)
         bad_grad = isinstance(grad_norm, float) and not math.isfinite(grad_norm) and not skipped
         if not (bad_loss or bad_grad):
@@ -157,14 +180,23 @@ class HealthMonitor:
         what = " and ".join(n for n, bad in (("loss", bad_loss), ("grad norm", bad_grad)) if bad)
         message = f"non-finite {what} at step {step} (loss {loss}, grad norm {grad_norm})"
         evidence = {"loss": loss, "grad_norm": grad_norm, "lr": self._last_lr}
-        self._emit(out, HealthWarning("nonfinite", "critical", step, message, TIPS["nonfinite"], evidence))
+        self._emit(
+            out, HealthWarning("nonfinite", "critical", step, message, TIPS["nonfinite"], evidence)
+        )
 
     def _check_scaler(self, out: list[HealthWarning], step: int, skipped: bool) -> None:
         self._skip_streak = self._skip_streak + 1 if skipped else 0
         n = self._skip_streak
         if n >= self.config.scaler_skip_streak:
             message = f"fp16 GradScaler skipped {n} optimizer steps in a row (gradients overflow)"
-            warning = HealthWarning("scaler_skips", "warning", step, message, TIPS["scaler_skips"], {"consecutive_skips": n})
+            warning = HealthWarning(
+                "scaler_skips",
+                "warning",
+                step,
+                message,
+                TIPS["scaler_skips"],
+                {"consecutive_skips": n},
+            )
             self._emit(out, warning)
 
     def _check_loss(self, out: list[HealthWarning], step: int, loss: float) -> None:
@@ -193,7 +225,9 @@ class HealthMonitor:
             return
         self._loss_streak.append((step, loss))
         if len(self._loss_streak) > c.loss_window // 4:
-            window.append(step, loss)  # a lasting new level: let the window adapt instead of alarming forever
+            window.append(
+                step, loss
+            )  # a lasting new level: let the window adapt instead of alarming forever
         huge = z > c.loss_huge_sigma or (mean > 0 and ratio > c.loss_huge_ratio)
         if not huge and len(self._loss_streak) < c.loss_spike_patience:
             return
@@ -217,7 +251,9 @@ class HealthMonitor:
             "spike_points": points,
             "detected_at_step": step,
         }
-        warning = HealthWarning("loss_spike", "warning", onset, message, TIPS["loss_spike"], evidence)
+        warning = HealthWarning(
+            "loss_spike", "warning", onset, message, TIPS["loss_spike"], evidence
+        )
         if self._emit(out, warning, max(onset_ratio, ratio, 1e-9), at=step):
             self._loss_episode, self._loss_streak = len(self._loss_streak), []
 
@@ -234,7 +270,9 @@ class HealthMonitor:
         median = _median(self._grad.values)
         spike = median > 0 and grad > c.grad_spike_ratio * median
         self._grad_flags.append(step, 1 if spike else 0)
-        self._grad.append(step, grad)  # the median shrugs off a few spikes and follows a lasting new level
+        self._grad.append(
+            step, grad
+        )  # the median shrugs off a few spikes and follows a lasting new level
         count = int(sum(self._grad_flags.values))
         if spike and count >= c.grad_spike_count:
             message = (
@@ -248,7 +286,12 @@ class HealthMonitor:
                 "median": _round(median),
                 "ratio": _round(grad / median, 4),
             }
-            self._emit(out, HealthWarning("grad_spikes", "warning", step, message, TIPS["grad_spikes"], evidence))
+            self._emit(
+                out,
+                HealthWarning(
+                    "grad_spikes", "warning", step, message, TIPS["grad_spikes"], evidence
+                ),
+            )
         ratios = self._grad_log_ratios
         if len(ratios) >= c.grad_var_window:
             # The median ignores a few isolated spikes (grad_spikes' job); it moves only when most steps swing.
@@ -259,8 +302,14 @@ class HealthMonitor:
                     f"grad norm oscillates: consecutive points differ by a median factor of {factor:.2f}x "
                     f"over the last {len(ratios)} points"
                 )
-                evidence = {"median_abs_log_ratio": _round(spread, 4), "typical_factor": _round(factor, 4), "window_points": len(ratios)}
-                warning = HealthWarning("grad_variability", "warning", step, message, TIPS["grad_variability"], evidence)
+                evidence = {
+                    "median_abs_log_ratio": _round(spread, 4),
+                    "typical_factor": _round(factor, 4),
+                    "window_points": len(ratios),
+                }
+                warning = HealthWarning(
+                    "grad_variability", "warning", step, message, TIPS["grad_variability"], evidence
+                )
                 self._emit(out, warning, spread)
 
     def _check_lr(self, out: list[HealthWarning], step: int, lr: float, lr_scale: float) -> None:
@@ -279,15 +328,29 @@ class HealthMonitor:
             self._lr_zero_streak = 0
         if self._lr_zero_streak >= c.lr_zero_patience:
             n = self._lr_zero_streak
-            message = f"learning rate has been 0 for {n} points (since step {step - n + 1} or earlier)"
-            evidence = {"lr": lr, "zero_points": n, "expected_lr": _round(band[1]) if band else None}
-            self._emit(out, HealthWarning("lr_zero", "warning", step, message, TIPS["lr_zero"], evidence))
+            message = (
+                f"learning rate has been 0 for {n} points (since step {step - n + 1} or earlier)"
+            )
+            evidence = {
+                "lr": lr,
+                "zero_points": n,
+                "expected_lr": _round(band[1]) if band else None,
+            }
+            self._emit(
+                out, HealthWarning("lr_zero", "warning", step, message, TIPS["lr_zero"], evidence)
+            )
         if train is None:
             return
         if lr > peak * (1 + c.lr_rel_tol) + abs_tol:
             message = f"learning rate {lr:.4g} at step {step} is above the preset's max {peak:.4g} ({lr / peak:.2f}x)"
             evidence = {"lr": _round(lr), "max_lr": peak, "ratio": _round(lr / peak, 4)}
-            self._emit(out, HealthWarning("lr_above_max", "warning", step, message, TIPS["lr_above_max"], evidence), lr / peak)
+            self._emit(
+                out,
+                HealthWarning(
+                    "lr_above_max", "warning", step, message, TIPS["lr_above_max"], evidence
+                ),
+                lr / peak,
+            )
             self._lr_bad_streak = 0
             return
         if self._lr_matches(lr, band, lr_scale, abs_tol) or self._lr_zero_streak:
@@ -307,14 +370,21 @@ class HealthMonitor:
                 "lr_scale": lr_scale,
                 "mismatch_points": self._lr_bad_streak,
             }
-            self._emit(out, HealthWarning("lr_schedule", "warning", step, message, TIPS["lr_schedule"], evidence))
+            self._emit(
+                out,
+                HealthWarning(
+                    "lr_schedule", "warning", step, message, TIPS["lr_schedule"], evidence
+                ),
+            )
 
     def _expected_band(self, step: int) -> tuple[float, float]:
         """Lowest and highest scheduled lr over steps step-1..step+1 (0- vs 1-based counting, warmup conventions)."""
         values = [scheduled_lr(self.train, s) for s in (step - 1, step, step + 1)]
         return min(values), max(values)
 
-    def _lr_matches(self, lr: float, band: tuple[float, float] | None, lr_scale: float, abs_tol: float) -> bool:
+    def _lr_matches(
+        self, lr: float, band: tuple[float, float] | None, lr_scale: float, abs_tol: float
+    ) -> bool:
         if band is None:
             return True
         lo, hi = band
@@ -353,8 +423,15 @@ class HealthMonitor:
                 f"throughput {tps:,.0f} tok/s is {tps / median:.0%} of this run's median {median:,.0f} tok/s "
                 f"for {n} points"
             )
-            evidence = {"tokens_per_s": _round(tps), "median_tokens_per_s": _round(median), "fraction": _round(tps / median, 4), "points": n}
-            warning = HealthWarning("throughput_drop", "warning", step, message, TIPS["throughput_drop"], evidence)
+            evidence = {
+                "tokens_per_s": _round(tps),
+                "median_tokens_per_s": _round(median),
+                "fraction": _round(tps / median, 4),
+                "points": n,
+            }
+            warning = HealthWarning(
+                "throughput_drop", "warning", step, message, TIPS["throughput_drop"], evidence
+            )
             self._emit(out, warning)
 
     def _check_vram(self, out: list[HealthWarning], step: int, vram_bytes: Any) -> None:
@@ -368,12 +445,24 @@ class HealthMonitor:
                 f"GPU memory use {vram_bytes / gib:.2f} GiB is {frac:.1%} of {total / gib:.2f} GiB "
                 f"(within {self.config.vram_margin:.0%} of the limit)"
             )
-            evidence = {"vram_bytes": int(vram_bytes), "gpu_memory_bytes": int(total), "fraction": _round(frac, 4)}
-            self._emit(out, HealthWarning("vram_near_limit", "warning", step, message, TIPS["vram_near_limit"], evidence), frac)
+            evidence = {
+                "vram_bytes": int(vram_bytes),
+                "gpu_memory_bytes": int(total),
+                "fraction": _round(frac, 4),
+            }
+            self._emit(
+                out,
+                HealthWarning(
+                    "vram_near_limit", "warning", step, message, TIPS["vram_near_limit"], evidence
+                ),
+                frac,
+            )
 
     # ----------------------------------------------------------------- evaluations
 
-    def observe_eval(self, step: int, val_loss: float | None, train_loss: float | None = None) -> list[HealthWarning]:
+    def observe_eval(
+        self, step: int, val_loss: float | None, train_loss: float | None = None
+    ) -> list[HealthWarning]:
         """Check one evaluation (val loss, and the train-split loss when measured)."""
         step = int(step)
         out: list[HealthWarning] = []
@@ -381,7 +470,14 @@ class HealthMonitor:
         if not _finite(val_loss):
             if val_loss is not None:
                 message = f"non-finite validation loss at step {step} ({val_loss})"
-                warning = HealthWarning("nonfinite", "critical", step, message, TIPS["nonfinite"], {"val_loss": val_loss})
+                warning = HealthWarning(
+                    "nonfinite",
+                    "critical",
+                    step,
+                    message,
+                    TIPS["nonfinite"],
+                    {"val_loss": val_loss},
+                )
                 self._emit(out, warning)
             return out
         c = self.config
@@ -411,42 +507,76 @@ class HealthMonitor:
             f"validation loss {val:.4g} has not improved on its best {self._best_val:.4g} for {n} evals "
             f"while lr is still {self._last_lr / peak:.0%} of its peak"
         )
-        evidence = {"val_loss": _round(val), "best_val_loss": _round(self._best_val), "evals_without_improvement": n, "lr": _round(self._last_lr)}
-        self._emit(out, HealthWarning("val_plateau", "info", step, message, TIPS["val_plateau"], evidence))
+        evidence = {
+            "val_loss": _round(val),
+            "best_val_loss": _round(self._best_val),
+            "evals_without_improvement": n,
+            "lr": _round(self._last_lr),
+        }
+        self._emit(
+            out, HealthWarning("val_plateau", "info", step, message, TIPS["val_plateau"], evidence)
+        )
 
-    def _check_rising(self, out: list[HealthWarning], step: int, evals: list[tuple[int, float, float | None]]) -> None:
+    def _check_rising(
+        self, out: list[HealthWarning], step: int, evals: list[tuple[int, float, float | None]]
+    ) -> None:
         k = self.config.val_rising_evals
         if len(evals) < k + 1:
             return
-        recent = [v for _, v, _ in evals[-(k + 1):]]
+        recent = [v for _, v, _ in evals[-(k + 1) :]]
         if all(b > a for a, b in zip(recent, recent[1:], strict=False)):
             first = evals[-(k + 1)][0]
             message = f"validation loss rose for {k} evals in a row: {recent[0]:.4g} at step {first} -> {recent[-1]:.4g}"
-            evidence = {"val_losses": [_round(v) for v in recent], "since_step": first, "rise": _round(recent[-1] - recent[0])}
-            self._emit(out, HealthWarning("val_rising", "warning", step, message, TIPS["val_rising"], evidence), recent[-1] / recent[0])
+            evidence = {
+                "val_losses": [_round(v) for v in recent],
+                "since_step": first,
+                "rise": _round(recent[-1] - recent[0]),
+            }
+            self._emit(
+                out,
+                HealthWarning("val_rising", "warning", step, message, TIPS["val_rising"], evidence),
+                recent[-1] / recent[0],
+            )
 
-    def _check_overfitting(self, out: list[HealthWarning], step: int, evals: list[tuple[int, float, float | None]]) -> None:
+    def _check_overfitting(
+        self, out: list[HealthWarning], step: int, evals: list[tuple[int, float, float | None]]
+    ) -> None:
         c = self.config
         k = c.overfit_evals
-        if len(evals) < k + 1 or any(t is None for _, _, t in evals[-(k + 1):]):
+        if len(evals) < k + 1 or any(t is None for _, _, t in evals[-(k + 1) :]):
             return
-        gaps = [v - t for _, v, t in evals[-(k + 1):]]  # type: ignore[operator]
+        gaps = [v - t for _, v, t in evals[-(k + 1) :]]  # type: ignore[operator]
         val_now = evals[-1][1]
-        if not all(b > a for a, b in zip(gaps, gaps[1:], strict=False)) or gaps[-1] < c.overfit_min_gap_rel * val_now:
+        if (
+            not all(b > a for a, b in zip(gaps, gaps[1:], strict=False))
+            or gaps[-1] < c.overfit_min_gap_rel * val_now
+        ):
             return
         message = (
             f"train/val gap widened for {k} evals: val - train went {gaps[0]:.4g} -> {gaps[-1]:.4g} "
             f"(val {val_now:.4g}, train {evals[-1][2]:.4g})"
         )
-        evidence = {"gaps": [_round(g) for g in gaps], "val_loss": _round(val_now), "train_loss": _round(evals[-1][2])}  # type: ignore[arg-type]
-        self._emit(out, HealthWarning("overfitting", "warning", step, message, TIPS["overfitting"], evidence), gaps[-1])
+        evidence = {
+            "gaps": [_round(g) for g in gaps],
+            "val_loss": _round(val_now),
+            "train_loss": _round(evals[-1][2]),
+        }  # type: ignore[arg-type]
+        self._emit(
+            out,
+            HealthWarning("overfitting", "warning", step, message, TIPS["overfitting"], evidence),
+            gaps[-1],
+        )
 
     # ----------------------------------------------------------------- liveness
 
-    def check_stalled(self, now: float, last_event_time: float, typical_interval_s: float | None) -> list[HealthWarning]:
+    def check_stalled(
+        self, now: float, last_event_time: float, typical_interval_s: float | None
+    ) -> list[HealthWarning]:
         """A warning when a live run has written nothing for much longer than its usual interval."""
         c = self.config
-        interval = typical_interval_s if _finite(typical_interval_s) and typical_interval_s > 0 else 0.0
+        interval = (
+            typical_interval_s if _finite(typical_interval_s) and typical_interval_s > 0 else 0.0
+        )
         limit = max(c.stall_factor * interval, c.stall_min_s)
         silence = float(now) - float(last_event_time)
         if silence <= limit:
@@ -457,8 +587,16 @@ class HealthMonitor:
                 return []
         self._stall_fired = [float(last_event_time), silence]
         message = f"no events for {silence:.0f} s (usually one every {interval:.1f} s); last step {max(self._last_step, 0)}"
-        evidence = {"silent_s": _round(silence, 4), "typical_interval_s": _round(interval, 4), "limit_s": _round(limit, 4)}
-        return [HealthWarning("stalled", "warning", max(self._last_step, 0), message, TIPS["stalled"], evidence)]
+        evidence = {
+            "silent_s": _round(silence, 4),
+            "typical_interval_s": _round(interval, 4),
+            "limit_s": _round(limit, 4),
+        }
+        return [
+            HealthWarning(
+                "stalled", "warning", max(self._last_step, 0), message, TIPS["stalled"], evidence
+            )
+        ]
 
     # ----------------------------------------------------------------- replay and state
 
@@ -475,13 +613,21 @@ class HealthMonitor:
                         _num(_first(record, "grad_norm", "norm")),
                         _num(record.get("lr")),
                         _num(_first(record, "tokens_per_s", "tok_per_s", "tok_s")),
-                        vram_bytes=_num(_first(record, "vram_bytes", "mem_reserved", "memory_reserved")),
+                        vram_bytes=_num(
+                            _first(record, "vram_bytes", "mem_reserved", "memory_reserved")
+                        ),
                         scaler_skipped=bool(record.get("scaler_skipped", False)),
                         lr_scale=_num(record.get("lr_scale")) or 1.0,
                     )
                 )
             elif kind == "eval":
-                out.extend(self.observe_eval(int(record.get("step", 0) or 0), _num(record.get("val_loss")), _num(record.get("train_loss"))))
+                out.extend(
+                    self.observe_eval(
+                        int(record.get("step", 0) or 0),
+                        _num(record.get("val_loss")),
+                        _num(record.get("train_loss")),
+                    )
+                )
         return out
 
     def state_dict(self) -> dict[str, Any]:
@@ -542,7 +688,13 @@ class HealthMonitor:
         self._tps_streak = int(state.get("tps_streak", 0))
         self._skip_next_tps = bool(state.get("skip_next_tps", False))
         maxlen = self._evals.maxlen or 1
-        self._evals = _window(((int(s), float(v), None if t is None else float(t)) for s, v, t in state.get("evals", [])), maxlen)
+        self._evals = _window(
+            (
+                (int(s), float(v), None if t is None else float(t))
+                for s, v, t in state.get("evals", [])
+            ),
+            maxlen,
+        )
         self._best_val = state.get("best_val")
         self._evals_since_best = int(state.get("evals_since_best", 0))
         self._last_step = int(state.get("last_step", -1))

@@ -82,13 +82,21 @@ class HealthConfig:
     # loss spikes
     loss_window: int = 50  # points of recent loss history the spike test compares against
     loss_min_history: int = 20  # no spike alarm before this many finite points (window warm-up)
-    loss_spike_sigma: float = 6.0  # a point this many standard deviations above the window mean is a spike
+    loss_spike_sigma: float = (
+        6.0  # a point this many standard deviations above the window mean is a spike
+    )
     loss_spike_ratio: float = 2.0  # ... or a point this many times the window mean
-    loss_spike_patience: int = 2  # consecutive spike points before the alarm (one noisy step is not one)
+    loss_spike_patience: int = (
+        2  # consecutive spike points before the alarm (one noisy step is not one)
+    )
     loss_huge_sigma: float = 12.0  # a single point this far above fires at once
     loss_huge_ratio: float = 3.0  # ... or a single point this many times the mean
-    loss_sigma_floor_rel: float = 0.01  # sigma is at least this fraction of |mean| (near-constant series)
-    loss_exit_sigma: float = 3.0  # a reported spike lasts until the loss is back within this many sigma ...
+    loss_sigma_floor_rel: float = (
+        0.01  # sigma is at least this fraction of |mean| (near-constant series)
+    )
+    loss_exit_sigma: float = (
+        3.0  # a reported spike lasts until the loss is back within this many sigma ...
+    )
     loss_exit_ratio: float = 1.5  # ... and below this many times the mean (one warning per episode)
     # grad norm
     grad_window: int = 50  # points of grad-norm history (median reference and spike count window)
@@ -96,7 +104,9 @@ class HealthConfig:
     grad_spike_ratio: float = 3.0  # a grad norm this many times the window median is a spike
     grad_spike_count: int = 3  # this many spikes within the window fires grad_spikes
     grad_var_window: int = 30  # consecutive step-to-step ratios in the variability test
-    grad_var_log_ratio: float = 0.7  # median |ln(g_t / g_t-1)| above this fires: half the steps move by 2x or more
+    grad_var_log_ratio: float = (
+        0.7  # median |ln(g_t / g_t-1)| above this fires: half the steps move by 2x or more
+    )
     # fp16 GradScaler
     scaler_skip_streak: int = 5  # consecutive skipped optimizer steps before the alarm
     # validation
@@ -105,7 +115,9 @@ class HealthConfig:
     val_plateau_lr_frac: float = 0.5  # ... only while lr is at least this fraction of the peak lr
     val_rising_evals: int = 3  # consecutive evals each above the previous one
     overfit_evals: int = 3  # consecutive evals with a widening train/val gap
-    overfit_min_gap_rel: float = 0.05  # ... ending with val above train by at least this fraction of val
+    overfit_min_gap_rel: float = (
+        0.05  # ... ending with val above train by at least this fraction of val
+    )
     # learning rate
     lr_zero_patience: int = 10  # consecutive points at lr 0 where the schedule expects more
     lr_rel_tol: float = 0.05  # relative tolerance against the max and the schedule
@@ -113,9 +125,13 @@ class HealthConfig:
     lr_schedule_patience: int = 3  # consecutive mismatching points before lr_schedule fires
     # throughput
     tps_window: int = 50  # points of tokens/s history for the median
-    tps_min_history: int = 30  # no throughput alarm before this many points (start-up steps are noisy)
+    tps_min_history: int = (
+        30  # no throughput alarm before this many points (start-up steps are noisy)
+    )
     tps_drop_frac: float = 0.5  # tokens/s below this fraction of the median counts as a drop
-    tps_patience: int = 5  # consecutive dropped points before the alarm (a checkpoint write is one or two)
+    tps_patience: int = (
+        5  # consecutive dropped points before the alarm (a checkpoint write is one or two)
+    )
     # memory
     vram_margin: float = 0.05  # warn when usage is within this fraction of the GPU's memory
     # stalled
@@ -149,7 +165,9 @@ def scheduled_lr(train: Any, step: int) -> float:
         if step >= max_steps:
             return float(train.min_lr)
         ratio = (step - warmup) / max(1, max_steps - warmup)
-        return float(train.min_lr) + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (peak - float(train.min_lr))
+        return float(train.min_lr) + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (
+            peak - float(train.min_lr)
+        )
     if train.schedule == "warmdown":
         if step >= max_steps:
             return 0.0

@@ -76,10 +76,22 @@ def cmd_presets(args: argparse.Namespace) -> int:
         show_preset(preset, gpu)
         return EXIT_OK
     console = _console()
-    vram_header = f"peak VRAM / {gpu.name} ({fmt_bytes(gpu.memory_bytes)})" if gpu else "peak VRAM (no GPU)"
+    vram_header = (
+        f"peak VRAM / {gpu.name} ({fmt_bytes(gpu.memory_bytes)})" if gpu else "peak VRAM (no GPU)"
+    )
     table = Table(title="presets", title_justify="left", header_style="bold")
-    for col, justify in (("name", "left"), ("params", "right"), ("layers", "right"), ("heads", "right"), ("width", "right"),
-                         ("block", "right"), ("vocab", "right"), ("batch", "right"), (vram_header, "right"), ("arch", "left")):
+    for col, justify in (
+        ("name", "left"),
+        ("params", "right"),
+        ("layers", "right"),
+        ("heads", "right"),
+        ("width", "right"),
+        ("block", "right"),
+        ("vocab", "right"),
+        ("batch", "right"),
+        (vram_header, "right"),
+        ("arch", "left"),
+    ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for preset in list_presets():
         m, t = preset.model, preset.train
@@ -91,9 +103,21 @@ def cmd_presets(args: argparse.Namespace) -> int:
             vram = f"[{colour}]{fmt_bytes(est.peak_bytes)}[/]"
         label = preset.name if preset.builtin else f"{preset.name} [cyan](user)[/]"
         batch = f"{t.batch_size}" + (f"x{t.grad_accum}" if t.grad_accum > 1 else "")
-        heads = f"{m.n_head}" + (f"/{m.n_kv_head}kv" if m.n_kv_head and m.n_kv_head != m.n_head else "")
-        table.add_row(label, f"{est.params:,}", str(m.n_layer), heads, str(m.n_embd), str(m.block_size),
-                      str(m.vocab_size), batch, vram, m.arch)
+        heads = f"{m.n_head}" + (
+            f"/{m.n_kv_head}kv" if m.n_kv_head and m.n_kv_head != m.n_head else ""
+        )
+        table.add_row(
+            label,
+            f"{est.params:,}",
+            str(m.n_layer),
+            heads,
+            str(m.n_embd),
+            str(m.block_size),
+            str(m.vocab_size),
+            batch,
+            vram,
+            m.arch,
+        )
     console.print(table)
     for path, why in preset_problems():
         error(f"skipped {path.name}: {why}")
@@ -104,12 +128,16 @@ def show_preset(preset: Preset, gpu: GpuSpec | None) -> None:
     """One preset in full: every field, then the derived numbers."""
     console = _console()
     origin = "built-in" if preset.builtin else "user"
-    console.print(f"[bold]{preset.name}[/] ({origin}{', extends ' + preset.extends if preset.extends else ''})  {preset.source_path}")
+    console.print(
+        f"[bold]{preset.name}[/] ({origin}{', extends ' + preset.extends if preset.extends else ''})  {preset.source_path}"
+    )
     if preset.description:
         console.print(preset.description)
     data = preset.to_dict()
     for section in ("model", "train", "data"):
-        table = Table(title=section, title_justify="left", show_header=False, box=None, pad_edge=False)
+        table = Table(
+            title=section, title_justify="left", show_header=False, box=None, pad_edge=False
+        )
         table.add_column("field", style="dim")
         table.add_column("value")
         for key, value in data[section].items():
@@ -121,27 +149,52 @@ def show_preset(preset: Preset, gpu: GpuSpec | None) -> None:
 # --------------------------------------------------------------------------- estimate
 
 
-def print_estimate(est: Estimate, preset: Preset, gpu: GpuSpec | None, *, console: Console | None = None, headroom: float = DEFAULT_HEADROOM) -> None:
+def print_estimate(
+    est: Estimate,
+    preset: Preset,
+    gpu: GpuSpec | None,
+    *,
+    console: Console | None = None,
+    headroom: float = DEFAULT_HEADROOM,
+) -> None:
     """The derived numbers, the memory breakdown, the verdict and the suggestion."""
     console = console or _console()
     m = preset.model
     facts = Table(show_header=False, box=None, pad_edge=False)
     facts.add_column(style="dim")
     facts.add_column()
-    facts.add_row("parameters", f"{est.params:,} ({fmt_count(est.params)}; {fmt_count(est.params_non_embedding)} outside embeddings)")
+    facts.add_row(
+        "parameters",
+        f"{est.params:,} ({fmt_count(est.params)}; {fmt_count(est.params_non_embedding)} outside embeddings)",
+    )
     facts.add_row("FLOPs per token", f"{fmt_count(est.flops_per_token)} (6N + 12·L·H·Q·T)")
-    facts.add_row("tokens per step", f"{est.tokens_per_step:,} ({preset.train.batch_size} x {preset.train.grad_accum} x {m.block_size})")
+    facts.add_row(
+        "tokens per step",
+        f"{est.tokens_per_step:,} ({preset.train.batch_size} x {preset.train.grad_accum} x {m.block_size})",
+    )
     ratio = est.run_tokens / est.chinchilla_tokens if est.chinchilla_tokens else 0
-    facts.add_row("tokens in the run", f"{fmt_count(est.run_tokens)} over {preset.train.max_steps:,} steps ({ratio:.2f}x the ~{fmt_count(est.chinchilla_tokens)} compute-optimal)")
-    facts.add_row("dtype", est.dtype + (" (autocast, fp32 master weights)" if est.dtype in ("bf16", "fp16") else ""))
+    facts.add_row(
+        "tokens in the run",
+        f"{fmt_count(est.run_tokens)} over {preset.train.max_steps:,} steps ({ratio:.2f}x the ~{fmt_count(est.chinchilla_tokens)} compute-optimal)",
+    )
+    facts.add_row(
+        "dtype",
+        est.dtype + (" (autocast, fp32 master weights)" if est.dtype in ("bf16", "fp16") else ""),
+    )
     if est.eta_s is not None:
-        facts.add_row("ETA", f"{human_duration(est.eta_s)} at 35% MFU on {gpu.name if gpu else '?'}")
+        facts.add_row(
+            "ETA", f"{human_duration(est.eta_s)} at 35% MFU on {gpu.name if gpu else '?'}"
+        )
     ok, why = preset.trainable
     if not ok:
         facts.add_row("trainable", f"[red]no[/]: {why}")
     console.print(facts)
 
-    table = Table(title=f"peak training memory at micro-batch {est.batch_size}", title_justify="left", header_style="bold")
+    table = Table(
+        title=f"peak training memory at micro-batch {est.batch_size}",
+        title_justify="left",
+        header_style="bold",
+    )
     table.add_column("part")
     table.add_column("bytes", justify="right")
     table.add_column("share", justify="right")
@@ -150,18 +203,26 @@ def print_estimate(est: Estimate, preset: Preset, gpu: GpuSpec | None, *, consol
         table.add_row(label, fmt_bytes(value), f"{100 * value / total:.0f}%")
     table.add_row("[bold]total (analytic)[/]", f"[bold]{fmt_bytes(est.memory.total_bytes)}[/]", "")
     if est.measured:
-        table.add_row("[bold]peak (measured by probe)[/]", f"[bold]{fmt_bytes(est.peak_bytes)}[/]", "")
+        table.add_row(
+            "[bold]peak (measured by probe)[/]", f"[bold]{fmt_bytes(est.peak_bytes)}[/]", ""
+        )
     console.print(table)
     per_layer = est.memory.activations_per_layer
     plain = est.memory.activations_per_layer_plain
-    console.print(f"activations per layer: {fmt_bytes(per_layer)} with flash/SDPA, {fmt_bytes(plain)} with plain attention")
+    console.print(
+        f"activations per layer: {fmt_bytes(per_layer)} with flash/SDPA, {fmt_bytes(plain)} with plain attention"
+    )
     colour = "green" if est.fits else ("red" if est.fits is False else "yellow")
     console.print(f"[{colour}]{est.verdict}[/]")
     suggestion = suggest_batch(preset, gpu, headroom)
     if suggestion is not None:
-        console.print(f"suggestion: --set train.batch_size={suggestion.micro_batch} --set train.grad_accum={suggestion.grad_accum}  ({suggestion.reason}; peak {fmt_bytes(suggestion.peak_bytes)})")
+        console.print(
+            f"suggestion: --set train.batch_size={suggestion.micro_batch} --set train.grad_accum={suggestion.grad_accum}  ({suggestion.reason}; peak {fmt_bytes(suggestion.peak_bytes)})"
+        )
     else:
-        console.print("suggestion: none without a GPU; plan for one with --gpu (e.g. --gpu A100-80GB)")
+        console.print(
+            "suggestion: none without a GPU; plan for one with --gpu (e.g. --gpu A100-80GB)"
+        )
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
@@ -184,11 +245,18 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     if getattr(args, "json", False):
         out: dict[str, Any] = as_dict(est)
         suggestion = suggest_batch(preset, gpu, headroom)
-        out["suggestion"] = None if suggestion is None else {
-            "micro_batch": suggestion.micro_batch, "grad_accum": suggestion.grad_accum,
-            "tokens_per_step": suggestion.tokens_per_step, "peak_bytes": suggestion.peak_bytes,
-            "headroom": suggestion.headroom, "reason": suggestion.reason,
-        }
+        out["suggestion"] = (
+            None
+            if suggestion is None
+            else {
+                "micro_batch": suggestion.micro_batch,
+                "grad_accum": suggestion.grad_accum,
+                "tokens_per_step": suggestion.tokens_per_step,
+                "peak_bytes": suggestion.peak_bytes,
+                "headroom": suggestion.headroom,
+                "reason": suggestion.reason,
+            }
+        )
         print(json.dumps(out, indent=2, default=str))
         return EXIT_OK
     console = _console()
@@ -210,22 +278,34 @@ def cmd_gpus(args: argparse.Namespace) -> int:
             table.add_column(col)
         for g in gpus:
             table.add_row(
-                str(g.index), g.name, f"{fmt_bytes(g.memory_used)} / {fmt_bytes(g.memory_total)}",
+                str(g.index),
+                g.name,
+                f"{fmt_bytes(g.memory_used)} / {fmt_bytes(g.memory_total)}",
                 "-" if g.utilization is None else f"{g.utilization:.0f}%",
                 "-" if g.temperature_c is None else f"{g.temperature_c:.0f} C",
-                "-" if g.power_w is None else f"{g.power_w:.0f} W" + (f" / {g.power_limit_w:.0f}" if g.power_limit_w else ""),
+                "-"
+                if g.power_w is None
+                else f"{g.power_w:.0f} W"
+                + (f" / {g.power_limit_w:.0f}" if g.power_limit_w else ""),
                 _cc(g.compute_capability),
                 "yes" if g.bf16 else "no",
             )
         console.print(table)
     else:
         console.print(f"no GPU on this machine ({nvml_problem() or 'NVML sees none'})")
-    table = Table(title="catalog for planning (--gpu NAME)", title_justify="left", header_style="bold")
+    table = Table(
+        title="catalog for planning (--gpu NAME)", title_justify="left", header_style="bold"
+    )
     for col in ("name", "memory", "bf16 TFLOP/s", "fp16 TFLOP/s", "cc"):
         table.add_column(col)
     for spec in CATALOG:
-        table.add_row(spec.name, fmt_bytes(spec.memory_bytes), "-" if spec.bf16_tflops is None else f"{spec.bf16_tflops:g}",
-                      f"{spec.fp16_tflops:g}", _cc(spec.compute_capability))
+        table.add_row(
+            spec.name,
+            fmt_bytes(spec.memory_bytes),
+            "-" if spec.bf16_tflops is None else f"{spec.bf16_tflops:g}",
+            f"{spec.fp16_tflops:g}",
+            _cc(spec.compute_capability),
+        )
     console.print(table)
     return EXIT_OK
 
@@ -240,18 +320,35 @@ def cmd_probe(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     gpu = resolve_gpu(None)
     if gpu is None:
-        error(f"probe needs a CUDA GPU and this machine has none ({nvml_problem() or 'NVML sees none'}); "
-              "`gpt-cockpit estimate` gives the analytic figure meanwhile")
+        error(
+            f"probe needs a CUDA GPU and this machine has none ({nvml_problem() or 'NVML sees none'}); "
+            "`gpt-cockpit estimate` gives the analytic figure meanwhile"
+        )
         return EXIT_USAGE
     suggestion = suggest_batch(preset, gpu)
     high = max(2, suggestion.micro_batch if suggestion else preset.train.batch_size)
     low = max(1, high // 2)
-    info(f"probing {preset.name} on {gpu.name} at micro-batches {low} and {high} ({args.steps} steps each)")
-    cmd = [sys.executable, "-m", "cockpit.train.probe", "--preset-json", json.dumps(preset.to_dict()),
-           "--batches", f"{low},{high}", "--steps", str(args.steps)]
+    info(
+        f"probing {preset.name} on {gpu.name} at micro-batches {low} and {high} ({args.steps} steps each)"
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "cockpit.train.probe",
+        "--preset-json",
+        json.dumps(preset.to_dict()),
+        "--batches",
+        f"{low},{high}",
+        "--steps",
+        str(args.steps),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode == EXIT_USAGE:  # the child found no CUDA (a CPU-only torch with a GPU present)
-        error(f"probe: {(proc.stderr.strip().splitlines() or ['CUDA is not available'])[-1].removeprefix('probe: ')}")
+    if (
+        proc.returncode == EXIT_USAGE
+    ):  # the child found no CUDA (a CPU-only torch with a GPU present)
+        error(
+            f"probe: {(proc.stderr.strip().splitlines() or ['CUDA is not available'])[-1].removeprefix('probe: ')}"
+        )
         return EXIT_USAGE
     if proc.returncode != 0:
         error(f"probe failed: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
@@ -264,7 +361,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
         calibration = fit_calibration(result["gpu_name"], points)
     except ValueError:
         failed = "; ".join(f"micro-batch {b}: {why}" for b, why in result.get("failed", {}).items())
-        error(f"probe measured only {len(points)} size(s), need two ({failed or 'no reason given'}); try a smaller model or block_size")
+        error(
+            f"probe measured only {len(points)} size(s), need two ({failed or 'no reason given'}); try a smaller model or block_size"
+        )
         return EXIT_FAILED
     path = save_calibration(preset, calibration)
     console = _console()
@@ -273,7 +372,12 @@ def cmd_probe(args: argparse.Namespace) -> int:
         table.add_column(col, justify="right")
     for batch, peak in points:
         predicted = estimate(preset, gpu, batch_size=batch).memory.reserved_bytes
-        table.add_row(str(batch), fmt_bytes(peak), fmt_bytes(predicted), f"{100 * (predicted - peak) / peak:+.1f}%")
+        table.add_row(
+            str(batch),
+            fmt_bytes(peak),
+            fmt_bytes(predicted),
+            f"{100 * (predicted - peak) / peak:+.1f}%",
+        )
     console.print(table)
     console.print(f"calibration saved to {path}; `estimate` and the app now use the measured line")
     return EXIT_OK

@@ -42,7 +42,9 @@ SCHEDULES = ("cosine", "warmdown", "constant")
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 OPTIMIZERS = ("adamw",)
 ANOMALY_RESPONSES = ("warn", "halt", "rollback")
-MAX_INT = 2**53  # integer fields beyond this are typos, and would overflow float arithmetic downstream
+MAX_INT = (
+    2**53
+)  # integer fields beyond this are typos, and would overflow float arithmetic downstream
 
 
 class PresetError(ValueError):
@@ -85,7 +87,9 @@ class TrainConfig:
     max_time_s: float = 0.0  # wall-clock cap in seconds; 0 = none
     lr: float = 1e-3  # peak learning rate
     min_lr: float = 1e-4  # floor of the cosine schedule
-    schedule: str = "cosine"  # cosine (warmup, cosine to min_lr) | warmdown (linear to 0) | constant
+    schedule: str = (
+        "cosine"  # cosine (warmup, cosine to min_lr) | warmdown (linear to 0) | constant
+    )
     warmup_steps: int = 100  # linear warmup from 0 to lr
     warmdown_steps: int = 0  # steps of the final linear decay to 0 (schedule=warmdown)
     weight_decay: float = 0.1  # AdamW decay on matrices (not on biases, norms, gains)
@@ -111,7 +115,9 @@ class TrainConfig:
 class DataConfig:
     """Where the tokens come from."""
 
-    source: str = "default"  # "default" (embedded corpus), a text file or folder, a .bin, or a shard glob
+    source: str = (
+        "default"  # "default" (embedded corpus), a text file or folder, a .bin, or a shard glob
+    )
     tokenizer: str = "char"  # byte | char | gpt2 | r50k_base | p50k_base | cl100k_base | o200k_base | pretokenized
     val_fraction: float = 0.1  # the last fraction of the tokens is the validation split
 
@@ -188,15 +194,22 @@ def _coerce(path: str, value: Any, kind: type) -> Any:
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, str):
-                raise PresetError(path, f"must be a whole number, not the string {value!r} (drop the quotes)")
+                raise PresetError(
+                    path, f"must be a whole number, not the string {value!r} (drop the quotes)"
+                )
             raise PresetError(path, f"must be a whole number, not {value!r}")
         if abs(value) > MAX_INT:  # beyond this, sizes overflow float arithmetic in the estimator
-            raise PresetError(path, f"must be at most {MAX_INT:,} in size, not a {len(str(abs(value)))}-digit number")
+            raise PresetError(
+                path,
+                f"must be at most {MAX_INT:,} in size, not a {len(str(abs(value)))}-digit number",
+            )
         return value
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             if isinstance(value, str):
-                raise PresetError(path, f"must be a number, not the string {value!r} (drop the quotes)")
+                raise PresetError(
+                    path, f"must be a number, not the string {value!r} (drop the quotes)"
+                )
             raise PresetError(path, f"must be a number, not {value!r}")
         try:
             finite = math.isfinite(value)
@@ -221,7 +234,11 @@ def _section_from_dict(section: str, raw: Any, base: Any) -> Any:
         path = f"{section}.{key}"
         if key not in types:
             close = _closest(str(key), types)
-            hint = f"; did you mean {section}.{close}?" if close else f"; known fields: {', '.join(types)}"
+            hint = (
+                f"; did you mean {section}.{close}?"
+                if close
+                else f"; known fields: {', '.join(types)}"
+            )
             raise PresetError(path, f"unknown field{hint}")
         values[key] = _coerce(path, value, types[key])
     return cls(**values)
@@ -241,7 +258,11 @@ def preset_from_dict(raw: Any, *, base: Preset | None = None, name: str = "") ->
     for key in raw:
         if key not in _TOP_LEVEL:
             close = _closest(str(key), _TOP_LEVEL)
-            hint = f"; did you mean {close!r}?" if close else f"; allowed: {', '.join(sorted(_TOP_LEVEL))}"
+            hint = (
+                f"; did you mean {close!r}?"
+                if close
+                else f"; allowed: {', '.join(sorted(_TOP_LEVEL))}"
+            )
             raise PresetError(str(key), f"unknown top-level key{hint}")
     start = base or Preset(name=name or "unnamed")
     preset_name = raw.get("name", name or start.name)
@@ -250,7 +271,9 @@ def preset_from_dict(raw: Any, *, base: Preset | None = None, name: str = "") ->
     extends = _coerce("extends", raw.get("extends", start.extends), str)
     sections = {}
     for section in _SECTIONS:
-        sections[section] = _section_from_dict(section, raw.get(section, {}), getattr(start, section))
+        sections[section] = _section_from_dict(
+            section, raw.get(section, {}), getattr(start, section)
+        )
     preset = Preset(name=preset_name, description=description, extends=extends, **sections)
     validate(preset)
     return preset
@@ -265,12 +288,16 @@ def validate(preset: Preset) -> None:
         )
     m, t, d = preset.model, preset.train, preset.data
     if m.arch not in ARCHS:
-        raise PresetError("model.arch", f"unknown architecture {m.arch!r}; choose one of {', '.join(ARCHS)}")
+        raise PresetError(
+            "model.arch", f"unknown architecture {m.arch!r}; choose one of {', '.join(ARCHS)}"
+        )
     for key in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "mlp_ratio"):
         if getattr(m, key) < 1:
             raise PresetError(f"model.{key}", f"must be at least 1, not {getattr(m, key)}")
     if m.n_kv_head < 0:
-        raise PresetError("model.n_kv_head", f"must be 0 (same as n_head) or positive, not {m.n_kv_head}")
+        raise PresetError(
+            "model.n_kv_head", f"must be 0 (same as n_head) or positive, not {m.n_kv_head}"
+        )
     if m.n_embd % m.n_head:
         raise PresetError(
             "model.n_embd",
@@ -281,11 +308,20 @@ def validate(preset: Preset) -> None:
     if m.n_head % kv:
         raise PresetError("model.n_kv_head", f"{kv} must divide model.n_head={m.n_head}")
     if m.arch == "gpt" and m.n_kv_head not in (0, m.n_head):
-        raise PresetError("model.n_kv_head", "the gpt architecture has no grouped-query attention; set it to 0 or use arch golf")
+        raise PresetError(
+            "model.n_kv_head",
+            "the gpt architecture has no grouped-query attention; set it to 0 or use arch golf",
+        )
     if m.arch in ("golf", "bdh") and (m.n_embd // m.n_head) % 2:
-        raise PresetError("model.n_embd", f"rotary embeddings need an even head size; n_embd/n_head is {m.n_embd // m.n_head}")
+        raise PresetError(
+            "model.n_embd",
+            f"rotary embeddings need an even head size; n_embd/n_head is {m.n_embd // m.n_head}",
+        )
     if m.arch == "golf" and m.n_layer < 2:
-        raise PresetError("model.n_layer", "the golf architecture splits layers into encoder and decoder halves; use at least 2")
+        raise PresetError(
+            "model.n_layer",
+            "the golf architecture splits layers into encoder and decoder halves; use at least 2",
+        )
     if m.arch == "bdh" and m.mlp_internal_dim_multiplier < 1:
         raise PresetError("model.mlp_internal_dim_multiplier", "must be at least 1")
     if not 0.0 <= m.dropout < 1.0:
@@ -298,7 +334,14 @@ def validate(preset: Preset) -> None:
     for key in ("batch_size", "grad_accum", "max_steps", "eval_steps", "log_interval"):
         if getattr(t, key) < 1:
             raise PresetError(f"train.{key}", f"must be at least 1, not {getattr(t, key)}")
-    for key in ("warmup_steps", "warmdown_steps", "eval_interval", "sample_tokens", "max_rollbacks", "seed"):
+    for key in (
+        "warmup_steps",
+        "warmdown_steps",
+        "eval_interval",
+        "sample_tokens",
+        "max_rollbacks",
+        "seed",
+    ):
         if getattr(t, key) < 0:
             raise PresetError(f"train.{key}", f"must not be negative, not {getattr(t, key)}")
     if t.lr <= 0:
@@ -306,19 +349,39 @@ def validate(preset: Preset) -> None:
     if t.min_lr < 0:
         raise PresetError("train.min_lr", f"must not be negative, not {t.min_lr}")
     if t.min_lr > t.lr:
-        raise PresetError("train.min_lr", f"{t.min_lr:g} is above train.lr={t.lr:g}; a floor above the peak is not a decay (try {t.lr / 10:g})")
+        raise PresetError(
+            "train.min_lr",
+            f"{t.min_lr:g} is above train.lr={t.lr:g}; a floor above the peak is not a decay (try {t.lr / 10:g})",
+        )
     if t.warmup_steps >= t.max_steps:
-        raise PresetError("train.warmup_steps", f"{t.warmup_steps} is not below train.max_steps={t.max_steps}; warmup must end before training does")
+        raise PresetError(
+            "train.warmup_steps",
+            f"{t.warmup_steps} is not below train.max_steps={t.max_steps}; warmup must end before training does",
+        )
     if t.schedule not in SCHEDULES:
-        raise PresetError("train.schedule", f"unknown schedule {t.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        raise PresetError(
+            "train.schedule",
+            f"unknown schedule {t.schedule!r}; choose one of {', '.join(SCHEDULES)}",
+        )
     if t.schedule == "warmdown" and t.warmup_steps + t.warmdown_steps > t.max_steps:
-        raise PresetError("train.warmdown_steps", f"warmup ({t.warmup_steps}) + warmdown ({t.warmdown_steps}) exceed train.max_steps={t.max_steps}")
+        raise PresetError(
+            "train.warmdown_steps",
+            f"warmup ({t.warmup_steps}) + warmdown ({t.warmdown_steps}) exceed train.max_steps={t.max_steps}",
+        )
     if t.dtype not in DTYPES:
-        raise PresetError("train.dtype", f"unknown dtype {t.dtype!r}; choose one of {', '.join(DTYPES)}")
+        raise PresetError(
+            "train.dtype", f"unknown dtype {t.dtype!r}; choose one of {', '.join(DTYPES)}"
+        )
     if t.optimizer not in OPTIMIZERS:
-        raise PresetError("train.optimizer", f"unknown optimizer {t.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        raise PresetError(
+            "train.optimizer",
+            f"unknown optimizer {t.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}",
+        )
     if t.on_anomaly not in ANOMALY_RESPONSES:
-        raise PresetError("train.on_anomaly", f"unknown response {t.on_anomaly!r}; choose one of {', '.join(ANOMALY_RESPONSES)}")
+        raise PresetError(
+            "train.on_anomaly",
+            f"unknown response {t.on_anomaly!r}; choose one of {', '.join(ANOMALY_RESPONSES)}",
+        )
     for key in ("weight_decay", "grad_clip", "max_time_s"):
         if getattr(t, key) < 0:
             raise PresetError(f"train.{key}", f"must not be negative, not {getattr(t, key)}")
@@ -326,10 +389,15 @@ def validate(preset: Preset) -> None:
         if not 0.0 <= getattr(t, key) < 1.0:
             raise PresetError(f"train.{key}", f"must be in [0, 1), not {getattr(t, key)}")
     if not 0.0 < t.rollback_lr_factor <= 1.0:
-        raise PresetError("train.rollback_lr_factor", f"must be in (0, 1], not {t.rollback_lr_factor}")
+        raise PresetError(
+            "train.rollback_lr_factor", f"must be in (0, 1], not {t.rollback_lr_factor}"
+        )
 
     if d.tokenizer not in TOKENIZER_VOCAB:
-        raise PresetError("data.tokenizer", f"unknown tokenizer {d.tokenizer!r}; choose one of {', '.join(TOKENIZER_VOCAB)}")
+        raise PresetError(
+            "data.tokenizer",
+            f"unknown tokenizer {d.tokenizer!r}; choose one of {', '.join(TOKENIZER_VOCAB)}",
+        )
     vocab = TOKENIZER_VOCAB[d.tokenizer]
     if vocab is not None and vocab > m.vocab_size:
         raise PresetError(
@@ -340,7 +408,7 @@ def validate(preset: Preset) -> None:
     if not 0.0 < d.val_fraction < 0.5:
         raise PresetError("data.val_fraction", f"must be in (0, 0.5), not {d.val_fraction}")
     if not d.source:
-        raise PresetError("data.source", "must name a file, folder or glob, or be \"default\"")
+        raise PresetError("data.source", 'must name a file, folder or glob, or be "default"')
 
 
 # --------------------------------------------------------------------------- overrides
@@ -373,7 +441,11 @@ def apply_overrides(preset: Preset, overrides: list[str] | dict[str, Any]) -> Pr
 
     A bare field name is accepted when it is unambiguous (`lr=3e-4`).
     """
-    pairs = list(overrides.items()) if isinstance(overrides, dict) else [parse_override(o) for o in overrides]
+    pairs = (
+        list(overrides.items())
+        if isinstance(overrides, dict)
+        else [parse_override(o) for o in overrides]
+    )
     raw = preset.to_dict()
     for key, value in pairs:
         path = resolve_field_path(key)
@@ -451,7 +523,9 @@ def parse_json_text(text: str, where: str = "") -> Any:
         raise PresetError("", f"{where}: {exc.message}" if where else exc.message) from None
     except json.JSONDecodeError as exc:
         prefix = f"{where}: " if where else ""
-        raise PresetError("", f"{prefix}not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+        raise PresetError(
+            "", f"{prefix}not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+        ) from None
     except (ValueError, RecursionError) as exc:
         raise PresetError("", f"{where}: not valid JSON ({exc})") from None
 
@@ -528,13 +602,19 @@ def load_preset(name_or_path: str) -> Preset:
     if name_or_path.endswith(".json") or candidate.is_file():
         if not candidate.is_file():
             raise PresetError("", f"no preset file at {candidate}")
-        return load_preset_file(candidate, builtin=candidate.parent.resolve() == builtin_dir().resolve())
+        return load_preset_file(
+            candidate, builtin=candidate.parent.resolve() == builtin_dir().resolve()
+        )
     found = _find_file(name_or_path)
     if found is None:
-        names = sorted({p.stem for d in (builtin_dir(), user_dir()) if d.is_dir() for p in d.glob("*.json")})
+        names = sorted(
+            {p.stem for d in (builtin_dir(), user_dir()) if d.is_dir() for p in d.glob("*.json")}
+        )
         close = _closest(name_or_path, names)
         hint = f"; did you mean {close}?" if close else ""
-        raise PresetError("", f"no preset named {name_or_path!r}{hint} (`gpt-cockpit presets` lists them)")
+        raise PresetError(
+            "", f"no preset named {name_or_path!r}{hint} (`gpt-cockpit presets` lists them)"
+        )
     return load_preset_file(found, builtin=found.parent == builtin_dir())
 
 
@@ -557,7 +637,11 @@ def save_user_preset(preset: Preset, *, extends: str | None = None) -> Path:
     validate(preset)
     if extends:
         base = load_preset(extends)
-        body: dict[str, Any] = {"name": preset.name, "description": preset.description, "extends": base.name}
+        body: dict[str, Any] = {
+            "name": preset.name,
+            "description": preset.description,
+            "extends": base.name,
+        }
         body.update(diff_from(preset, base))
     else:
         body = preset.to_dict()

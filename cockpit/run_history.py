@@ -36,7 +36,9 @@ class Series:
     stride: int = 1  # keep one point in `stride` steps (doubles at each thinning)
 
     def add(self, step: int, value: float) -> None:
-        if self.steps and step <= self.steps[-1]:  # a rollback or a resume repeats steps: keep the latest
+        if (
+            self.steps and step <= self.steps[-1]
+        ):  # a rollback or a resume repeats steps: keep the latest
             cut = next((i for i, s in enumerate(self.steps) if s >= step), len(self.steps))
             del self.steps[cut:], self.values[cut:]
         if self.steps and step % self.stride and step - self.steps[-1] < self.stride:
@@ -103,7 +105,9 @@ class RunHistory:
         self.log: deque[str] = deque(maxlen=LOG_LINES)
         self.records = 0
         self.step = 0
-        self._recent: deque[tuple[float, int]] = deque(maxlen=RATE_WINDOW)  # (time, step) of recent steps
+        self._recent: deque[tuple[float, int]] = deque(
+            maxlen=RATE_WINDOW
+        )  # (time, step) of recent steps
 
     # ---------------------------------------------------------------- ingest
 
@@ -122,7 +126,11 @@ class RunHistory:
         if kind == "step":
             self.step = step
             self.last_step = record
-            for series, key in ((self.loss, "loss"), (self.lr, "lr"), (self.grad_norm, "grad_norm")):
+            for series, key in (
+                (self.loss, "loss"),
+                (self.lr, "lr"),
+                (self.grad_norm, "grad_norm"),
+            ):
                 value = _num(record.get(key))
                 if value is not None:
                     series.add(step, value)
@@ -143,7 +151,9 @@ class RunHistory:
                     self.best_val_loss = val
             best = _num(record.get("best_val_loss"))
             if best is not None and math.isfinite(best):
-                self.best_val_loss = best if self.best_val_loss is None else min(best, self.best_val_loss)
+                self.best_val_loss = (
+                    best if self.best_val_loss is None else min(best, self.best_val_loss)
+                )
             self.log.append(format_eval_line(record, self.max_steps))
         elif kind == "start":
             self.start = record
@@ -155,7 +165,10 @@ class RunHistory:
                 self.max_steps = int(record["max_steps"])
             resumed = record.get("resumed_from")
             where = record.get("gpu") or record.get("device") or "?"
-            self.log.append(f"start on {where} ({record.get('dtype', '?')})" + (f", resumed from step {resumed}" if resumed is not None else ""))
+            self.log.append(
+                f"start on {where} ({record.get('dtype', '?')})"
+                + (f", resumed from step {resumed}" if resumed is not None else "")
+            )
         elif kind == "sample":
             self.sample = str(record.get("text", ""))
             self.sample_step = step
@@ -163,7 +176,9 @@ class RunHistory:
             warning = HealthWarning.from_event(record)
             self.warnings.append(warning)
             del self.warnings[:-50]
-            self.log.append(f"{warning.severity}: step {warning.step}: [{warning.rule}] {warning.message}")
+            self.log.append(
+                f"{warning.severity}: step {warning.step}: [{warning.rule}] {warning.message}"
+            )
         elif kind == "checkpoint":
             self.log.append(f"checkpoint {record.get('kind', '')} at step {step}")
         elif kind == "error":

@@ -61,7 +61,12 @@ def new_run_id(preset_name: str) -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + preset_name
 
 
-def create_run_dir(preset: Preset, run_dir: str | os.PathLike[str] | None = None, *, root: str | os.PathLike[str] | None = None) -> Path:
+def create_run_dir(
+    preset: Preset,
+    run_dir: str | os.PathLike[str] | None = None,
+    *,
+    root: str | os.PathLike[str] | None = None,
+) -> Path:
     """Make a fresh run directory holding preset.json and a 'starting' run.json."""
     if run_dir is None:
         base = runs_root(root)
@@ -74,7 +79,9 @@ def create_run_dir(preset: Preset, run_dir: str | os.PathLike[str] | None = None
     else:
         path = Path(run_dir)
         if (path / EVENTS_JSONL).exists() or (path / RUN_JSON).exists():
-            raise RunError(f"{path} already holds a run; use `gpt-cockpit resume {path}` or pick another --run-dir")
+            raise RunError(
+                f"{path} already holds a run; use `gpt-cockpit resume {path}` or pick another --run-dir"
+            )
     (path / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
     atomic_write_text(path / PRESET_JSON, json.dumps(preset.to_dict(), indent=2) + "\n")
     write_run_info(
@@ -339,14 +346,20 @@ def summarize_run(run_dir: str | os.PathLike[str]) -> RunSummary:
         if rec["event"] == "step":
             last_loss = rec.get("loss")
     max_steps = int(info.get("max_steps", 0) or 0)
-    if not max_steps:  # the child writes it once set up; before that (or if it died early) ask the preset
+    if (
+        not max_steps
+    ):  # the child writes it once set up; before that (or if it died early) ask the preset
         try:
             max_steps = load_run_preset(path).train.max_steps
         except RunError:
             pass
     best = info.get("best_val_loss")
     if best is None:
-        evals = [r.get("val_loss") for r in last if r["event"] == "eval" and isinstance(r.get("val_loss"), (int, float))]
+        evals = [
+            r.get("val_loss")
+            for r in last
+            if r["event"] == "eval" and isinstance(r.get("val_loss"), (int, float))
+        ]
         best = min(evals) if evals else None
     return RunSummary(
         run_dir=path,
@@ -393,5 +406,7 @@ def find_run(name: str, root: str | os.PathLike[str] | None = None) -> Path:
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
-        raise RunError(f"{name!r} matches {len(matches)} runs: " + ", ".join(m.name for m in matches[:5]))
+        raise RunError(
+            f"{name!r} matches {len(matches)} runs: " + ", ".join(m.name for m in matches[:5])
+        )
     raise RunError(f"no run {name!r} under {base} (`gpt-cockpit runs` lists them)")

@@ -63,8 +63,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for name, justify in (("status", "left"), ("preset", "left"), ("step", "right"), ("best val", "right"),
-                          ("last loss", "right"), ("age", "right"), ("run", "left")):
+    for name, justify in (
+        ("status", "left"),
+        ("preset", "left"),
+        ("step", "right"),
+        ("best val", "right"),
+        ("last loss", "right"),
+        ("age", "right"),
+        ("run", "left"),
+    ):
         table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for s in summaries:
         step = f"{s.step}/{s.max_steps}" if s.max_steps else str(s.step)
@@ -117,25 +124,34 @@ def cmd_resume(args: argparse.Namespace) -> int:
         error(str(exc))
         return EXIT_USAGE
     if status in runs.LIVE_STATUSES:
-        error(f"{run_dir.name} is still {status}; attach to it with `gpt-cockpit attach {run_dir.name}`")
+        error(
+            f"{run_dir.name} is still {status}; attach to it with `gpt-cockpit attach {run_dir.name}`"
+        )
         return EXIT_USAGE
     max_steps = getattr(args, "max_steps", None)
     try:
         preset = runs.load_run_preset(run_dir)
         if max_steps is not None:
             if max_steps < preset.train.max_steps:
-                raise PresetError("train.max_steps", f"--max-steps {max_steps} is below the run's {preset.train.max_steps}; it can only grow")
+                raise PresetError(
+                    "train.max_steps",
+                    f"--max-steps {max_steps} is below the run's {preset.train.max_steps}; it can only grow",
+                )
             if max_steps > preset.train.max_steps:
                 preset = apply_overrides(preset, {"train.max_steps": max_steps})
                 from cockpit.fsutil import atomic_write_text
 
-                atomic_write_text(run_dir / runs.PRESET_JSON, json.dumps(preset.to_dict(), indent=2) + "\n")
+                atomic_write_text(
+                    run_dir / runs.PRESET_JSON, json.dumps(preset.to_dict(), indent=2) + "\n"
+                )
                 runs.update_run_info(run_dir, max_steps=max_steps)
     except (PresetError, runs.RunError) as exc:
         error(str(exc))
         return EXIT_USAGE
     if status == "finished" and max_steps is None:
-        error(f"{run_dir.name} already finished at train.max_steps={preset.train.max_steps}; pass --max-steps N to train further")
+        error(
+            f"{run_dir.name} already finished at train.max_steps={preset.train.max_steps}; pass --max-steps N to train further"
+        )
         return EXIT_USAGE
     device = getattr(args, "device", None) or "auto"
     if getattr(args, "no_ui", False):

@@ -174,7 +174,13 @@ def _unavailable_message(name: str, missing: list[str]) -> str:
     )
 
 
-def get_tokenizer(name: str, *, corpus_text: str | None = None, state: dict[str, Any] | None = None, vocab_size: int = 0) -> Tokenizer:
+def get_tokenizer(
+    name: str,
+    *,
+    corpus_text: str | None = None,
+    state: dict[str, Any] | None = None,
+    vocab_size: int = 0,
+) -> Tokenizer:
     """The tokenizer called `name`; char needs `corpus_text` or a saved `state`."""
     if name == "byte":
         return ByteTokenizer()
@@ -190,7 +196,9 @@ def get_tokenizer(name: str, *, corpus_text: str | None = None, state: dict[str,
         try:
             import tiktoken  # noqa: F401
         except ImportError:
-            raise TokenizerUnavailable(f"the {name} tokenizer needs the tiktoken package: pip install tiktoken") from None
+            raise TokenizerUnavailable(
+                f"the {name} tokenizer needs the tiktoken package: pip install tiktoken"
+            ) from None
         missing = missing_tiktoken_files(name)
         if missing:
             raise TokenizerUnavailable(_unavailable_message(name, missing))

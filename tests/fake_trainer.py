@@ -185,7 +185,11 @@ class FakeTrainer:
             if step % t.log_interval == 0 or last or self.opt("die_at") == step:
                 self.writer.write_many(pending)
                 pending = []
-            if self.opt("warn_at") == step or self.opt("nan_at") == step or self.opt("error_at") == step:
+            if (
+                self.opt("warn_at") == step
+                or self.opt("nan_at") == step
+                or self.opt("error_at") == step
+            ):
                 self.writer.write_many(pending)  # a reader sees the step before its warning
                 pending = []
             if self.opt("bad_line_at") == step:
@@ -195,7 +199,13 @@ class FakeTrainer:
                 print(f"fake trainer: dying at step {step}", flush=True)
                 os._exit(1)
             if self.opt("error_at") == step:
-                self.writer.emit("error", step, message="RuntimeError: injected failure", kind="RuntimeError", traceback="...")
+                self.writer.emit(
+                    "error",
+                    step,
+                    message="RuntimeError: injected failure",
+                    kind="RuntimeError",
+                    traceback="...",
+                )
                 return self.finish("crashed", "RuntimeError: injected failure")
             if self.opt("warn_at") == step or self.opt("nan_at") == step:
                 rule = "nonfinite" if self.opt("nan_at") == step else "loss_spike"
@@ -245,7 +255,9 @@ class FakeTrainer:
         path = self.run_dir / runs.CHECKPOINTS / "last.json"
         atomic_write_text(path, json.dumps({"step": step, "best_val": self.best_val}))
         rel = str(path.relative_to(self.run_dir))
-        self.writer.emit("checkpoint", step, path=rel, kind="last", bytes=path.stat().st_size, seconds=0.001)
+        self.writer.emit(
+            "checkpoint", step, path=rel, kind="last", bytes=path.stat().st_size, seconds=0.001
+        )
 
     def finish(self, reason: str, message: str) -> int:
         self.writer.emit("end", self.step, reason=reason, message=message)

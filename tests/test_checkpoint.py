@@ -55,7 +55,9 @@ def test_save_last_keeps_previous(tmp_path):
 def test_failed_write_leaves_old_file(tmp_path):
     ckpt.save_last(tmp_path, make_state(1))
     with pytest.raises((AttributeError, TypeError, pickle.PicklingError)):
-        ckpt.save_checkpoint(tmp_path / ckpt.LAST, {"format": 1, "bad": lambda: 0})  # cannot be pickled
+        ckpt.save_checkpoint(
+            tmp_path / ckpt.LAST, {"format": 1, "bad": lambda: 0}
+        )  # cannot be pickled
     assert ckpt.load_checkpoint(tmp_path / ckpt.LAST)["step"] == 1
     assert not list(tmp_path.glob(".*.tmp"))
 
@@ -110,7 +112,10 @@ def test_not_a_cockpit_checkpoint(tmp_path):
 def test_pickled_objects_are_refused(tmp_path):
     from fractions import Fraction  # any class: weights_only must refuse to build it
 
-    torch.save({"format": 1, "step": 0, "model": {}, "optimizer": {}, "preset": Fraction(1, 3)}, tmp_path / "e.pt")
+    torch.save(
+        {"format": 1, "step": 0, "model": {}, "optimizer": {}, "preset": Fraction(1, 3)},
+        tmp_path / "e.pt",
+    )
     with pytest.raises(ckpt.CheckpointError, match="refuses to build.*Fraction"):
         ckpt.load_checkpoint(tmp_path / "e.pt")
 

@@ -15,7 +15,14 @@ def test_files_are_sorted_stdlib_sources_without_tests() -> None:
     assert "os.py" in rel and "json/decoder.py" in rel
     for r in rel:
         folders = set(r.split("/")[:-1])
-        assert not folders & {"test", "tests", "site-packages", "idlelib", "lib2to3", "__pycache__"}, r
+        assert not folders & {
+            "test",
+            "tests",
+            "site-packages",
+            "idlelib",
+            "lib2to3",
+            "__pycache__",
+        }, r
 
 
 def test_read_is_capped_ascii_and_deterministic() -> None:

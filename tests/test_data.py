@@ -16,7 +16,13 @@ from cockpit.train.data import SHARD_MAGIC, BatchSampler, DataError, load_data
 TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog\n" for i in range(200))
 
 
-def write_shard(path: Path, tokens: np.ndarray, magic: int = SHARD_MAGIC, version: int = 1, count: int | None = None) -> None:
+def write_shard(
+    path: Path,
+    tokens: np.ndarray,
+    magic: int = SHARD_MAGIC,
+    version: int = 1,
+    count: int | None = None,
+) -> None:
     header = np.zeros(256, dtype=np.int32)
     header[:3] = (magic, version, len(tokens) if count is None else count)
     path.write_bytes(header.tobytes() + tokens.astype(np.uint16).tobytes())
@@ -44,14 +50,21 @@ def test_second_load_uses_the_cache(tmp_path, monkeypatch) -> None:
     path.write_text(TEXT)
     calls = []
     real = datamod.encode_text
-    monkeypatch.setattr(datamod, "encode_text", lambda tok, text: calls.append(1) or real(tok, text))
+    monkeypatch.setattr(
+        datamod, "encode_text", lambda tok, text: calls.append(1) or real(tok, text)
+    )
     first = load_data(cfg(path), block_size=32, vocab_size=256)
     second = load_data(cfg(path), block_size=32, vocab_size=256)
     assert len(calls) == 1
-    assert np.array_equal(first.train, second.train) and second.tokenizer.chars == first.tokenizer.chars
+    assert (
+        np.array_equal(first.train, second.train)
+        and second.tokenizer.chars == first.tokenizer.chars
+    )
     cached = list((Path(os.environ["GPT_COCKPIT_CACHE"]) / "tokens").iterdir())
     assert sorted(p.suffix for p in cached) == [".json", ".npy"]
-    load_data(cfg(path, tokenizer="byte"), block_size=32, vocab_size=256)  # another tokenizer: its own entry
+    load_data(
+        cfg(path, tokenizer="byte"), block_size=32, vocab_size=256
+    )  # another tokenizer: its own entry
     assert len(calls) == 2
     path.write_text(TEXT + "more text\n")  # a changed source is tokenized again
     assert len(load_data(cfg(path), block_size=32, vocab_size=256).train) > len(first.train)
@@ -121,41 +134,63 @@ def test_pretokenized_needs_token_files(tmp_path) -> None:
 def test_nanogpt_train_and_val_bin(tmp_path) -> None:
     np.arange(1000, dtype=np.uint16).tofile(tmp_path / "train.bin")
     (np.arange(200, dtype=np.uint16) + 5).tofile(tmp_path / "val.bin")
-    d = load_data(cfg(tmp_path / "train.bin", tokenizer="pretokenized"), block_size=32, vocab_size=1024)
+    d = load_data(
+        cfg(tmp_path / "train.bin", tokenizer="pretokenized"), block_size=32, vocab_size=1024
+    )
     assert len(d.train) == 1000 and len(d.val) == 200 and int(d.val[0]) == 5
     assert d.vocab_size_needed == 1000
     assert d.tokenizer.decode([1, 2]) == "1 2"
-    same = load_data(cfg(tmp_path, tokenizer="pretokenized"), block_size=32, vocab_size=1024)  # the folder
+    same = load_data(
+        cfg(tmp_path, tokenizer="pretokenized"), block_size=32, vocab_size=1024
+    )  # the folder
     assert len(same.train) == 1000 and len(same.val) == 200
 
 
 def test_single_bin_is_split_and_ids_checked(tmp_path) -> None:
     np.arange(1000, dtype=np.uint16).tofile(tmp_path / "tokens.bin")
-    d = load_data(cfg(tmp_path / "tokens.bin", tokenizer="pretokenized", val_fraction=0.25), block_size=32, vocab_size=1000)
+    d = load_data(
+        cfg(tmp_path / "tokens.bin", tokenizer="pretokenized", val_fraction=0.25),
+        block_size=32,
+        vocab_size=1000,
+    )
     assert len(d.val) == 250 and int(d.val[0]) == 750
     with pytest.raises(DataError, match="id 999.*at least 1000"):
-        load_data(cfg(tmp_path / "tokens.bin", tokenizer="pretokenized"), block_size=32, vocab_size=512)
+        load_data(
+            cfg(tmp_path / "tokens.bin", tokenizer="pretokenized"), block_size=32, vocab_size=512
+        )
     (tmp_path / "odd.bin").write_bytes(b"\x01\x02\x03")
     with pytest.raises(DataError, match="odd number of bytes"):
-        load_data(cfg(tmp_path / "odd.bin", tokenizer="pretokenized"), block_size=32, vocab_size=512)
+        load_data(
+            cfg(tmp_path / "odd.bin", tokenizer="pretokenized"), block_size=32, vocab_size=512
+        )
 
 
 def test_shard_glob_with_val_shards(tmp_path) -> None:
     write_shard(tmp_path / "fineweb_train_000001.bin", np.full(500, 1))
     write_shard(tmp_path / "fineweb_train_000002.bin", np.full(500, 2))
     write_shard(tmp_path / "fineweb_val_000000.bin", np.full(300, 3))
-    d = load_data(cfg(tmp_path / "fineweb_train_*.bin", tokenizer="pretokenized"), block_size=32, vocab_size=1024)
+    d = load_data(
+        cfg(tmp_path / "fineweb_train_*.bin", tokenizer="pretokenized"),
+        block_size=32,
+        vocab_size=1024,
+    )
     assert len(d.train) == 1000 and int(d.train[0]) == 1 and int(d.train[-1]) == 2
     assert len(d.val) == 300 and set(np.asarray(d.val).tolist()) == {3}
     assert "2 token file(s)" in d.description
     # the tokenizer the preset names decodes samples when it is available
-    byte = load_data(cfg(tmp_path / "fineweb_train_*.bin", tokenizer="byte"), block_size=32, vocab_size=256)
+    byte = load_data(
+        cfg(tmp_path / "fineweb_train_*.bin", tokenizer="byte"), block_size=32, vocab_size=256
+    )
     assert byte.tokenizer.name == "byte"
 
 
 def test_shard_without_val_is_split(tmp_path) -> None:
     write_shard(tmp_path / "data_000.bin", np.arange(400))
-    d = load_data(cfg(tmp_path / "data_*.bin", tokenizer="pretokenized", val_fraction=0.5), block_size=32, vocab_size=1024)
+    d = load_data(
+        cfg(tmp_path / "data_*.bin", tokenizer="pretokenized", val_fraction=0.5),
+        block_size=32,
+        vocab_size=1024,
+    )
     assert len(d.train) == 200 and int(d.val[0]) == 200
 
 
@@ -252,5 +287,7 @@ def test_val_shards_found_beside_train_in_a_training_folder(tmp_path) -> None:
     folder.mkdir()
     write_shard(folder / "fw_train_000.bin", np.full(400, 1))
     write_shard(folder / "fw_val_000.bin", np.full(100, 2))
-    d = load_data(cfg(folder / "fw_train_*.bin", tokenizer="pretokenized"), block_size=32, vocab_size=16)
+    d = load_data(
+        cfg(folder / "fw_train_*.bin", tokenizer="pretokenized"), block_size=32, vocab_size=16
+    )
     assert len(d.train) == 400 and len(d.val) == 100

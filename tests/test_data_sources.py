@@ -21,7 +21,14 @@ def cfg(source: Path | str, tokenizer: str = "byte", val_fraction: float = 0.1) 
     return DataConfig(source=str(source), tokenizer=tokenizer, val_fraction=val_fraction)
 
 
-def write_shard(path: Path, tokens: np.ndarray, *, magic: int = SHARD_MAGIC, version: int = 1, count: int | None = None) -> None:
+def write_shard(
+    path: Path,
+    tokens: np.ndarray,
+    *,
+    magic: int = SHARD_MAGIC,
+    version: int = 1,
+    count: int | None = None,
+) -> None:
     """An llm.c shard: 256 int32 header (magic, version, token count), then uint16 tokens."""
     header = np.zeros(256, dtype=np.int32)
     header[:3] = (magic, version, len(tokens) if count is None else count)
@@ -106,7 +113,10 @@ def _shard_in_set(tmp_path: Path, **bad: int) -> Path:
 
 def test_shard_with_a_bad_magic_is_a_clear_error(tmp_path: Path) -> None:
     source = _shard_in_set(tmp_path, magic=20240521)
-    with pytest.raises(DataError, match=r"s_train_000002.bin is not an llm.c token shard \(magic 20240521, expected 20240520\)"):
+    with pytest.raises(
+        DataError,
+        match=r"s_train_000002.bin is not an llm.c token shard \(magic 20240521, expected 20240520\)",
+    ):
         load_data(cfg(source, "pretokenized"), block_size=32, vocab_size=1024)
 
 
@@ -117,10 +127,15 @@ def test_lone_shard_with_a_bad_magic_is_not_read_as_raw_tokens(tmp_path: Path) -
         load_data(cfg(path, "pretokenized"), block_size=32, vocab_size=1024)
 
 
-@pytest.mark.parametrize(("bad", "message"), [({"count": 500}, "truncated or damaged"), ({"version": 2}, "unsupported shard version 2")])
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [({"count": 500}, "truncated or damaged"), ({"version": 2}, "unsupported shard version 2")],
+)
 def test_truncated_or_unknown_version_shards(tmp_path: Path, bad: dict, message: str) -> None:
     with pytest.raises(DataError, match=message):
-        load_data(cfg(_shard_in_set(tmp_path, **bad), "pretokenized"), block_size=32, vocab_size=1024)
+        load_data(
+            cfg(_shard_in_set(tmp_path, **bad), "pretokenized"), block_size=32, vocab_size=1024
+        )
 
 
 def test_shard_cut_short_on_disk(tmp_path: Path) -> None:
@@ -133,7 +148,10 @@ def test_shard_cut_short_on_disk(tmp_path: Path) -> None:
 
 def test_token_id_beyond_vocab_size(tmp_path: Path) -> None:
     (np.arange(2000, dtype=np.uint16)).tofile(tmp_path / "tokens.bin")
-    with pytest.raises(DataError, match=r"id 1999, beyond model.vocab_size=1024; raise model.vocab_size to at least 2000"):
+    with pytest.raises(
+        DataError,
+        match=r"id 1999, beyond model.vocab_size=1024; raise model.vocab_size to at least 2000",
+    ):
         load_data(cfg(tmp_path / "tokens.bin", "pretokenized"), block_size=32, vocab_size=1024)
 
 
@@ -149,7 +167,9 @@ def test_token_id_beyond_vocab_size(tmp_path: Path) -> None:
         ("emptydir", "emptydir", "byte", "holds no text files"),
     ],
 )
-def test_unusable_sources_raise_data_error(tmp_path: Path, make: str | None, source: str, tokenizer: str, message: str) -> None:
+def test_unusable_sources_raise_data_error(
+    tmp_path: Path, make: str | None, source: str, tokenizer: str, message: str
+) -> None:
     if make == "small":
         (tmp_path / source).write_text("x" * 200)  # val split: 20 tokens
     elif make == "text":
@@ -179,7 +199,9 @@ def _count_encodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
-def test_second_load_does_not_tokenize_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_second_load_does_not_tokenize_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "input.txt"
     path.write_text(TEXT)
     calls = _count_encodes(monkeypatch)
@@ -197,8 +219,12 @@ def test_second_load_does_not_tokenize_again(tmp_path: Path, monkeypatch: pytest
     assert len(calls) == 3 and len(joined(changed)) == len(TEXT) + 9
 
 
-@pytest.mark.parametrize("damage", ["garbage_npy", "truncated_npy", "garbage_meta", "meta_without_tokenizer"])
-def test_damaged_cache_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str) -> None:
+@pytest.mark.parametrize(
+    "damage", ["garbage_npy", "truncated_npy", "garbage_meta", "meta_without_tokenizer"]
+)
+def test_damaged_cache_is_rebuilt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
     path = tmp_path / "input.txt"
     path.write_text(TEXT)
     calls = _count_encodes(monkeypatch)
@@ -231,12 +257,16 @@ def test_split_is_fixed(tmp_path: Path) -> None:
     assert bytes(np.asarray(a.val).astype(np.uint8)).decode() == TEXT[-len(a.val) :]
 
 
-def test_default_corpus_is_deterministic_ascii_with_a_small_char_vocab(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_corpus_is_deterministic_ascii_with_a_small_char_vocab(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     first = read_default_corpus(max_bytes=200_000)
     assert first == read_default_corpus(max_bytes=200_000)
     assert len(first) == 200_000 and first.isascii()
     assert CharTokenizer.from_text(first).vocab_size < 128
-    monkeypatch.setattr(datamod, "read_default_corpus", lambda: read_default_corpus(max_bytes=200_000))
+    monkeypatch.setattr(
+        datamod, "read_default_corpus", lambda: read_default_corpus(max_bytes=200_000)
+    )
     data = load_data(DataConfig(source="default", tokenizer="char"), block_size=64, vocab_size=256)
     assert data.tokenizer.vocab_size < 256
     assert data.tokenizer.decode(joined(data).tolist()) == first
@@ -287,4 +317,6 @@ def test_sampler_needs_more_tokens_than_a_block() -> None:
     with pytest.raises(DataError, match="too few"):
         BatchSampler(np.arange(17, dtype=np.uint16), block_size=16, seed=0)
     x, y = BatchSampler(np.arange(18, dtype=np.uint16), block_size=16, seed=0).sample(3)
-    assert torch.equal(x[0], torch.arange(16)) and torch.equal(y[0], torch.arange(1, 17))  # one window fits
+    assert torch.equal(x[0], torch.arange(16)) and torch.equal(
+        y[0], torch.arange(1, 17)
+    )  # one window fits

@@ -36,8 +36,15 @@ T4 = lookup_gpu("T4")
 
 def gpt(**overrides) -> Preset:
     """A mid-sized gpt preset with overrides (dotted keys)."""
-    base = {"model.n_layer": 6, "model.n_head": 6, "model.n_embd": 384, "model.block_size": 256,
-            "model.vocab_size": 50304, "data.tokenizer": "gpt2", "train.batch_size": 16}
+    base = {
+        "model.n_layer": 6,
+        "model.n_head": 6,
+        "model.n_embd": 384,
+        "model.block_size": 256,
+        "model.vocab_size": 50304,
+        "data.tokenizer": "gpt2",
+        "train.batch_size": 16,
+    }
     return apply_overrides(Preset(name="t"), {**base, **overrides})
 
 
@@ -48,13 +55,16 @@ def peak(preset: Preset, gpu=A100, **kw) -> int:  # noqa: ANN001
 # --------------------------------------------------------------------------- monotonic in what matters
 
 
-@pytest.mark.parametrize("key, small, large", [
-    ("train.batch_size", 8, 16),
-    ("model.block_size", 256, 512),
-    ("model.n_layer", 6, 12),
-    ("model.vocab_size", 50304, 100352),
-    ("model.n_embd", 384, 768),
-])
+@pytest.mark.parametrize(
+    "key, small, large",
+    [
+        ("train.batch_size", 8, 16),
+        ("model.block_size", 256, 512),
+        ("model.n_layer", 6, 12),
+        ("model.vocab_size", 50304, 100352),
+        ("model.n_embd", 384, 768),
+    ],
+)
 def test_peak_grows_with(key, small, large):
     assert peak(gpt(**{key: large})) > peak(gpt(**{key: small}))
 
@@ -78,7 +88,9 @@ def test_dtype_compile_checkpointing_and_flash_each_change_the_peak():
     base = gpt()
     fp32 = gpt(**{"train.dtype": "fp32"})
     assert peak(fp32) > peak(base)
-    assert memory_breakdown(fp32, A100).amp_copies == 0 and memory_breakdown(base, A100).amp_copies > 0
+    assert (
+        memory_breakdown(fp32, A100).amp_copies == 0 and memory_breakdown(base, A100).amp_copies > 0
+    )
     assert peak(gpt(**{"train.compile": True})) < peak(base)
     ckpt = memory_breakdown(gpt(**{"train.activation_checkpointing": True}), A100)
     assert ckpt.activations < memory_breakdown(base, A100).activations
@@ -92,6 +104,7 @@ def test_plain_attention_grows_with_the_square_of_the_block():
     def extra(block: int) -> int:
         m = memory_breakdown(gpt(**{"model.block_size": block}), A100)
         return m.activations_per_layer_plain - m.activations_per_layer
+
     # the s^2 part quadruples when the block doubles (the linear parts only double)
     assert extra(1024) / extra(512) == pytest.approx(4, rel=0.05)
 
@@ -101,7 +114,9 @@ def test_optimizer_state_is_two_fp32_moments_and_weights_are_fp32():
     n = count_params(p.model)
     m = memory_breakdown(p, A100)
     assert (m.weights, m.gradients, m.optimizer) == (4 * n, 4 * n, 8 * n)
-    assert m.allocator_slack == pytest.approx(ALLOCATOR_SLACK * (m.reserved_bytes - m.allocator_slack), rel=1e-6)
+    assert m.allocator_slack == pytest.approx(
+        ALLOCATOR_SLACK * (m.reserved_bytes - m.allocator_slack), rel=1e-6
+    )
     assert m.total_bytes == sum(v for _, v in m.items())
 
 
@@ -122,7 +137,11 @@ def test_no_gpu_estimates_without_a_verdict_of_fit():
 
 def test_verdict_says_by_how_much():
     small = estimate(load_preset("tiny_char"), A100)
-    assert small.fits is True and small.margin_bytes > 0 and small.verdict.startswith("fits on A100-80GB")
+    assert (
+        small.fits is True
+        and small.margin_bytes > 0
+        and small.verdict.startswith("fits on A100-80GB")
+    )
     huge = estimate(load_preset("500M_1024"), T4, batch_size=64)
     assert huge.fits is False and huge.margin_bytes < 0
     assert huge.verdict.startswith("does not fit on T4") and "short" in huge.verdict
@@ -194,19 +213,27 @@ def test_more_headroom_never_suggests_a_bigger_batch():
 def test_model_too_big_for_the_gpu_says_so():
     p = apply_overrides(load_preset("500M_1024"), {"model.n_layer": 96})
     s = suggest_batch(p, T4)
-    assert s.micro_batch == 1 and "even a micro-batch of 1" in s.reason and "activation checkpointing" in s.reason
+    assert (
+        s.micro_batch == 1
+        and "even a micro-batch of 1" in s.reason
+        and "activation checkpointing" in s.reason
+    )
 
 
 def test_no_gpu_no_suggestion():
     assert suggest_batch(gpt(), None) is None
 
 
-@pytest.mark.parametrize("gpu_name, reference", [("T4", 8), ("A10G", 16), ("A100-40GB", 32), ("A100-80GB", 64)])
+@pytest.mark.parametrize(
+    "gpu_name, reference", [("T4", 8), ("A10G", 16), ("A100-40GB", 32), ("A100-80GB", 64)]
+)
 def test_gpt2_124m_suggestions_are_near_the_seed_table(gpu_name, reference):
     # seed 000: micro-batch 8 / 16 / 32 / 64 for GPT-2 124M at block 1024 (compiled, bf16 or fp16)
     gpu = lookup_gpu(gpu_name)
     for compile_ in (False, True):
-        p = apply_overrides(load_preset("gpt2_124m"), {"train.batch_size": 512, "train.compile": compile_})
+        p = apply_overrides(
+            load_preset("gpt2_124m"), {"train.batch_size": 512, "train.compile": compile_}
+        )
         s = suggest_batch(p, gpu)
         assert reference / 2 <= s.micro_batch <= reference * 2, (compile_, s.reason)
 
@@ -256,14 +283,20 @@ def test_stored_calibration_replaces_the_analytic_peak(tmp_path, monkeypatch):
     assert "measured" in measured.verdict
     # the suggestion follows the measured line too
     s = suggest_batch(apply_overrides(p, {"train.batch_size": 4096}), A100)
-    assert s.peak_bytes == Calibration(A100.name, GIB, GIB / 2).predict(s.micro_batch) + measured.memory.cuda_context
+    assert (
+        s.peak_bytes
+        == Calibration(A100.name, GIB, GIB / 2).predict(s.micro_batch)
+        + measured.memory.cuda_context
+    )
 
 
 def test_calibration_is_keyed_by_gpu_and_shape_not_batch(tmp_path, monkeypatch):
     monkeypatch.setenv("GPT_COCKPIT_CACHE", str(tmp_path))
     p = gpt()
     save_calibration(p, fit_calibration(A100.name, [(4, 3 * GIB), (8, 5 * GIB)]))
-    assert load_calibration(gpt(**{"train.batch_size": 64, "train.lr": 1e-4}), A100.name) is not None
+    assert (
+        load_calibration(gpt(**{"train.batch_size": 64, "train.lr": 1e-4}), A100.name) is not None
+    )
     assert load_calibration(p, "H100") is None
     assert load_calibration(gpt(**{"model.n_layer": 7}), A100.name) is None
     assert load_calibration(gpt(**{"train.compile": True}), A100.name) is None
@@ -274,7 +307,12 @@ def test_a_corrupt_calibration_falls_back_to_the_analytic_estimate(tmp_path, mon
     monkeypatch.setenv("GPT_COCKPIT_CACHE", str(tmp_path))
     p = gpt()
     path = save_calibration(p, fit_calibration(A100.name, [(4, 3 * GIB), (8, 5 * GIB)]))
-    for junk in ("{not json", "[]", '{"gpu_name": "x"}', '{"gpu_name": "x", "fixed_bytes": "a", "per_sequence_bytes": 1}'):
+    for junk in (
+        "{not json",
+        "[]",
+        '{"gpu_name": "x"}',
+        '{"gpu_name": "x", "fixed_bytes": "a", "per_sequence_bytes": 1}',
+    ):
         path.write_text(junk)
         e = estimate(p, A100)
         assert e.measured is False and e.peak_bytes == e.memory.total_bytes

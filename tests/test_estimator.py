@@ -28,7 +28,9 @@ A100 = lookup_gpu("A100-80GB")
 
 def small(**changes: object) -> Preset:
     """The `small` preset with dotted-path changes, explicitly bf16 so no default decides (any vocab: token ids)."""
-    return apply_overrides(load_preset("small"), {"train.dtype": "bf16", "data.tokenizer": "pretokenized", **changes})
+    return apply_overrides(
+        load_preset("small"), {"train.dtype": "bf16", "data.tokenizer": "pretokenized", **changes}
+    )
 
 
 def peak(preset: Preset, gpu: GpuSpec | None = A100, **kw: object) -> int:
@@ -60,11 +62,16 @@ def test_activations_and_logits_are_linear_in_the_batch() -> None:
         step1 = getattr(b8, part) - getattr(b4, part)
         step2 = getattr(b12, part) - getattr(b8, part)
         assert step1 > 0 and abs(step1 - step2) <= 16, part
-    assert b4.weights == b12.weights and b4.optimizer == b12.optimizer  # the fixed parts do not move
+    assert (
+        b4.weights == b12.weights and b4.optimizer == b12.optimizer
+    )  # the fixed parts do not move
 
 
 def test_fp32_needs_more_than_bf16() -> None:
-    fp32, bf16 = memory_breakdown(small(**{"train.dtype": "fp32"}), A100), memory_breakdown(small(), A100)
+    fp32, bf16 = (
+        memory_breakdown(small(**{"train.dtype": "fp32"}), A100),
+        memory_breakdown(small(), A100),
+    )
     assert fp32.total_bytes > bf16.total_bytes
     assert fp32.amp_copies == 0 and bf16.amp_copies > 0
     assert fp32.activations > bf16.activations
@@ -87,7 +94,10 @@ def test_checkpointing_and_compile_lower_the_peak(setting: str) -> None:
 
 def test_plain_attention_is_larger_than_flash_at_1024() -> None:
     preset = load_preset("gpt2_124m")
-    flash, plain = memory_breakdown(preset, A100, flash=True), memory_breakdown(preset, A100, flash=False)
+    flash, plain = (
+        memory_breakdown(preset, A100, flash=True),
+        memory_breakdown(preset, A100, flash=False),
+    )
     assert plain.total_bytes > flash.total_bytes
     assert flash.activation_form.startswith("flash") and plain.activation_form.startswith("plain")
     ratio = flash.activations_per_layer_plain / flash.activations_per_layer
@@ -96,7 +106,9 @@ def test_plain_attention_is_larger_than_flash_at_1024() -> None:
 
 def test_plain_layer_matches_korthikanti_with_dropout() -> None:
     """s·b·h·(34 + 5·a·s/h) bytes per layer in 16-bit with dropout masks (Korthikanti et al. 2022, Table 2)."""
-    preset = apply_overrides(load_preset("gpt2_124m"), {"model.dropout": 0.1, "train.dtype": "bf16"})
+    preset = apply_overrides(
+        load_preset("gpt2_124m"), {"model.dropout": 0.1, "train.dtype": "bf16"}
+    )
     s, b, h, a = 1024, 8, 768, 12
     published = s * b * h * (34 + 5 * a * s / h)
     ours = memory_breakdown(preset, A100, batch_size=b).activations_per_layer_plain
@@ -147,44 +159,64 @@ def largest_fit_in_reason(reason: str) -> int:
 
 @pytest.mark.parametrize("gpu_name", ["T4", "A10G", "L4", "A100-40GB", "A100-80GB", "H100"])
 @pytest.mark.parametrize(("batch", "accum"), [(1, 512), (32, 1), (12, 5), (7, 1)])
-def test_suggestion_fits_keeps_tokens_and_the_next_size_does_not_fit(gpu_name: str, batch: int, accum: int) -> None:
+def test_suggestion_fits_keeps_tokens_and_the_next_size_does_not_fit(
+    gpu_name: str, batch: int, accum: int
+) -> None:
     gpu = lookup_gpu(gpu_name)
-    preset = apply_overrides(load_preset("gpt2_124m"), {"train.batch_size": batch, "train.grad_accum": accum})
+    preset = apply_overrides(
+        load_preset("gpt2_124m"), {"train.batch_size": batch, "train.grad_accum": accum}
+    )
     budget = gpu.memory_bytes * (1 - DEFAULT_HEADROOM)
     s = suggest_batch(preset, gpu)
     assert s is not None
     fit = largest_fit_in_reason(s.reason)
     assert estimate(preset, gpu, batch_size=fit).peak_bytes <= budget
     assert estimate(preset, gpu, batch_size=fit + 1).peak_bytes > budget
-    assert s.peak_bytes <= budget and s.peak_bytes == estimate(preset, gpu, batch_size=s.micro_batch).peak_bytes
+    assert (
+        s.peak_bytes <= budget
+        and s.peak_bytes == estimate(preset, gpu, batch_size=s.micro_batch).peak_bytes
+    )
     seqs = batch * accum
     assert s.micro_batch <= min(fit, seqs)
     assert s.micro_batch * s.grad_accum >= seqs  # never fewer tokens per step
     assert s.tokens_per_step == s.micro_batch * s.grad_accum * 1024
     if seqs % s.micro_batch == 0:
         assert s.micro_batch * s.grad_accum == seqs and "(kept)" in s.reason
-    assert s.micro_batch >= min(fit, seqs) // 2  # a divisor is preferred, but never below half of what fits
+    assert (
+        s.micro_batch >= min(fit, seqs) // 2
+    )  # a divisor is preferred, but never below half of what fits
     assert s.apply(preset).tokens_per_step == s.tokens_per_step
 
 
 def test_prime_sequence_count_rounds_accumulation_up() -> None:
-    preset = apply_overrides(load_preset("gpt2_124m"), {"train.batch_size": 1, "train.grad_accum": 97})
+    preset = apply_overrides(
+        load_preset("gpt2_124m"), {"train.batch_size": 1, "train.grad_accum": 97}
+    )
     s = suggest_batch(preset, lookup_gpu("A100-40GB"))
     assert s.micro_batch * s.grad_accum >= 97 and "rounded up from 97" in s.reason
 
 
-@pytest.mark.parametrize(("gpu_name", "seed_batch"), [("T4", 8), ("A10G", 16), ("A100-40GB", 32), ("A100-80GB", 64)])
+@pytest.mark.parametrize(
+    ("gpu_name", "seed_batch"), [("T4", 8), ("A10G", 16), ("A100-40GB", 32), ("A100-80GB", 64)]
+)
 def test_gpt2_124m_suggestions_match_seed_000_within_2x(gpu_name: str, seed_batch: int) -> None:
     # uncapped by the preset's 32 sequences per step, so the 80 GB card can show 64
-    preset = apply_overrides(load_preset("gpt2_124m"), {"train.batch_size": 1, "train.grad_accum": 1024})
+    preset = apply_overrides(
+        load_preset("gpt2_124m"), {"train.batch_size": 1, "train.grad_accum": 1024}
+    )
     s = suggest_batch(preset, lookup_gpu(gpu_name))
     assert seed_batch / 2 <= s.micro_batch <= seed_batch * 2, s.reason
 
 
 def test_more_headroom_never_suggests_more() -> None:
-    preset = apply_overrides(load_preset("gpt2_124m"), {"train.batch_size": 1, "train.grad_accum": 1024})
+    preset = apply_overrides(
+        load_preset("gpt2_124m"), {"train.batch_size": 1, "train.grad_accum": 1024}
+    )
     gpu = lookup_gpu("A100-80GB")
-    assert suggest_batch(preset, gpu, headroom=0.3).micro_batch <= suggest_batch(preset, gpu, headroom=0.05).micro_batch
+    assert (
+        suggest_batch(preset, gpu, headroom=0.3).micro_batch
+        <= suggest_batch(preset, gpu, headroom=0.05).micro_batch
+    )
 
 
 def test_no_gpu_no_suggestion_and_too_big_says_so() -> None:
@@ -193,7 +225,10 @@ def test_no_gpu_no_suggestion_and_too_big_says_so() -> None:
     tiny_gpu = GpuSpec("Tiny", ("TINY",), 2 * GIB, 100, 100, 10, (8, 0))
     s = suggest_batch(huge, tiny_gpu)
     assert s.micro_batch == 1 and "even a micro-batch of 1" in s.reason
-    assert estimate(huge, tiny_gpu).fits is False and "does not fit" in estimate(huge, tiny_gpu).verdict
+    assert (
+        estimate(huge, tiny_gpu).fits is False
+        and "does not fit" in estimate(huge, tiny_gpu).verdict
+    )
 
 
 # --------------------------------------------------------------------------- calibration
@@ -208,7 +243,9 @@ def test_fit_calibration_from_two_points() -> None:
         fit_calibration("x", [(8, 1), (8, 2)])
     with pytest.raises(ValueError):
         fit_calibration("x", [(8, 1)])
-    assert fit_calibration("x", [(4, 9), (8, 5)]).per_sequence_bytes == 0  # noise never gives a negative slope
+    assert (
+        fit_calibration("x", [(4, 9), (8, 5)]).per_sequence_bytes == 0
+    )  # noise never gives a negative slope
 
 
 def test_calibration_round_trip_and_estimate_uses_it() -> None:
@@ -227,7 +264,9 @@ def test_calibration_round_trip_and_estimate_uses_it() -> None:
     assert estimate(small(**{"model.n_layer": 3}), A100).measured is False
     assert estimate(preset, lookup_gpu("H100")).measured is False
     # a suggestion plans with the measured line
-    s = suggest_batch(apply_overrides(preset, {"train.batch_size": 1, "train.grad_accum": 4096}), A100)
+    s = suggest_batch(
+        apply_overrides(preset, {"train.batch_size": 1, "train.grad_accum": 4096}), A100
+    )
     budget = A100.memory_bytes * (1 - DEFAULT_HEADROOM) - CUDA_CONTEXT_BYTES
     assert largest_fit_in_reason(s.reason) == int((budget - 1 * GIB) // (0.5 * GIB))
 

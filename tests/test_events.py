@@ -21,10 +21,16 @@ from cockpit.events import (
 
 
 def test_round_trip_with_non_finite_values_is_strict_json():
-    record = make_record("step", 3, loss=math.nan, grad_norm=math.inf, lr=-math.inf, nested={"x": [math.nan, 1.5]})
+    record = make_record(
+        "step", 3, loss=math.nan, grad_norm=math.inf, lr=-math.inf, nested={"x": [math.nan, 1.5]}
+    )
     line = encode_record(record)
     strict = json.loads(line, parse_constant=lambda token: pytest.fail(f"non-strict token {token}"))
-    assert strict["loss"] == "NaN" and strict["grad_norm"] == "Infinity" and strict["lr"] == "-Infinity"
+    assert (
+        strict["loss"] == "NaN"
+        and strict["grad_norm"] == "Infinity"
+        and strict["lr"] == "-Infinity"
+    )
     back = decode_record(line)
     assert math.isnan(back["loss"]) and back["grad_norm"] == math.inf and back["lr"] == -math.inf
     assert math.isnan(back["nested"]["x"][0]) and back["nested"]["x"][1] == 1.5
@@ -83,7 +89,19 @@ def test_tailer_holds_a_partial_line_until_it_is_complete(tmp_path):
 def test_tailer_skips_and_counts_corrupt_lines(tmp_path):
     path = tmp_path / "events.jsonl"
     good = encode_record(make_record("step", 1, loss=1.0))
-    path.write_bytes(b"\n".join([good.encode(), b'{"event": "step", "loss": ', b"\xff\xfe", b"", b'{"event":"bogus"}', good.encode()]) + b"\n")
+    path.write_bytes(
+        b"\n".join(
+            [
+                good.encode(),
+                b'{"event": "step", "loss": ',
+                b"\xff\xfe",
+                b"",
+                b'{"event":"bogus"}',
+                good.encode(),
+            ]
+        )
+        + b"\n"
+    )
     tailer = EventTailer(path)
     assert len(tailer.poll()) == 2
     assert tailer.bad_lines == 3

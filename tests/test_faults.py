@@ -12,7 +12,9 @@ from cockpit.train.faults import SPIKE_FACTOR, FaultSpecError, faults_from_env, 
 
 
 def test_parse_all_items():
-    f = parse_faults("nan_at_step=5, spike_at_step=7,spike_steps=3,oom_above_batch=4,slow_step_ms=2.5,die_at_step=9,stop_at_step=3")
+    f = parse_faults(
+        "nan_at_step=5, spike_at_step=7,spike_steps=3,oom_above_batch=4,slow_step_ms=2.5,die_at_step=9,stop_at_step=3"
+    )
     assert (f.nan_at_step, f.spike_at_step, f.spike_steps, f.oom_above_batch) == (5, 7, 3, 4)
     assert (f.slow_step_ms, f.die_at_step, f.stop_at_step) == (2.5, 9, 3)
     assert f.active
@@ -54,8 +56,12 @@ def test_oom_above_batch_raises_torch_oom():
 
 # --------------------------------------------------------------------------- faults in a real run
 
-ENGINE_READY = all(importlib.util.find_spec(m) is not None for m in ("cockpit.train.model", "cockpit.train.data"))
-needs_engine = pytest.mark.skipif(not ENGINE_READY, reason="the model and data modules have not landed yet")
+ENGINE_READY = all(
+    importlib.util.find_spec(m) is not None for m in ("cockpit.train.model", "cockpit.train.data")
+)
+needs_engine = pytest.mark.skipif(
+    not ENGINE_READY, reason="the model and data modules have not landed yet"
+)
 ANOMALY_RUN = ("train.max_steps=50", "train.eval_interval=10", "train.log_interval=5")
 
 
@@ -81,10 +87,16 @@ def test_halt_stops_with_the_checkpoint_from_before(tmp_path):
     nonfinite = [w for w in events_of(run_dir, "warning") if w["rule"] == "nonfinite"]
     assert nonfinite and nonfinite[0]["step"] == 23
     end = events_of(run_dir, "end")[-1]
-    assert end["reason"] == "halted" and "step 20" in end["message"] and "on_anomaly=halt" in end["message"]
+    assert (
+        end["reason"] == "halted"
+        and "step 20" in end["message"]
+        and "on_anomaly=halt" in end["message"]
+    )
     last = run_dir / "checkpoints" / "last.pt"
     assert ckpt.load_checkpoint(last)["step"] == 20 and finite_weights(last)
-    assert max(c["step"] for c in events_of(run_dir, "checkpoint")) == 20  # the bad state was never saved
+    assert (
+        max(c["step"] for c in events_of(run_dir, "checkpoint")) == 20
+    )  # the bad state was never saved
     assert runs.read_run_info(run_dir)["status"] == "halted"
 
 
@@ -95,13 +107,20 @@ def test_rollback_recovers_and_finishes(tmp_path):
 
     from cockpit import runs
 
-    run_dir = make_run(tmp_path, *ANOMALY_RUN, "train.on_anomaly=rollback", "train.rollback_lr_factor=0.5")
+    run_dir = make_run(
+        tmp_path, *ANOMALY_RUN, "train.on_anomaly=rollback", "train.rollback_lr_factor=0.5"
+    )
     proc = run_child(run_dir, fault="nan_at_step=23")
     assert proc.returncode == 0, proc.stderr
     rollback = [w for w in events_of(run_dir, "warning") if w["rule"] == "rollback"]
     assert len(rollback) == 1
     ev = rollback[0]["evidence"]
-    assert (ev["from_step"], ev["to_step"], ev["cause"], ev["lr_scale"]) == (25, 20, "nonfinite", 0.5)
+    assert (ev["from_step"], ev["to_step"], ev["cause"], ev["lr_scale"]) == (
+        25,
+        20,
+        "nonfinite",
+        0.5,
+    )
     assert events_of(run_dir, "end")[-1]["reason"] == "finished"
     losses = {r["step"]: r for r in events_of(run_dir, "step")}  # the latest record of each step
     assert sorted(losses) == list(range(1, 51))

@@ -31,32 +31,35 @@ def fresh_nvml():
 # --------------------------------------------------------------------------- catalog
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("NVIDIA H100 80GB HBM3", "H100"),
-    ("NVIDIA H100 PCIe", "H100-PCIe"),
-    ("NVIDIA H100 NVL", "H100-NVL"),
-    ("NVIDIA H200", "H200"),
-    ("NVIDIA GH200 480GB", "GH200"),
-    ("NVIDIA A100-SXM4-40GB", "A100-40GB"),
-    ("NVIDIA A100-SXM4-80GB", "A100-80GB"),
-    ("NVIDIA A100 80GB PCIe", "A100-80GB"),
-    ("A100-80GB", "A100-80GB"),
-    ("a100", "A100-40GB"),
-    ("h100", "H100"),
-    ("Tesla T4", "T4"),
-    ("t4", "T4"),
-    ("NVIDIA A10G", "A10G"),
-    ("NVIDIA A10", "A10"),
-    ("NVIDIA L4", "L4"),
-    ("NVIDIA L40S", "L40S"),
-    ("NVIDIA L40", "L40"),
-    ("NVIDIA GeForce RTX 4090", "RTX-4090"),
-    ("NVIDIA GeForce RTX 3090", "RTX-3090"),
-    ("NVIDIA RTX A6000", "RTX-A6000"),
-    ("NVIDIA RTX 6000 Ada Generation", "RTX-6000-Ada"),
-    ("Tesla V100-SXM2-16GB", "V100"),
-    ("Tesla V100-SXM2-32GB", "V100-32GB"),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("NVIDIA H100 80GB HBM3", "H100"),
+        ("NVIDIA H100 PCIe", "H100-PCIe"),
+        ("NVIDIA H100 NVL", "H100-NVL"),
+        ("NVIDIA H200", "H200"),
+        ("NVIDIA GH200 480GB", "GH200"),
+        ("NVIDIA A100-SXM4-40GB", "A100-40GB"),
+        ("NVIDIA A100-SXM4-80GB", "A100-80GB"),
+        ("NVIDIA A100 80GB PCIe", "A100-80GB"),
+        ("A100-80GB", "A100-80GB"),
+        ("a100", "A100-40GB"),
+        ("h100", "H100"),
+        ("Tesla T4", "T4"),
+        ("t4", "T4"),
+        ("NVIDIA A10G", "A10G"),
+        ("NVIDIA A10", "A10"),
+        ("NVIDIA L4", "L4"),
+        ("NVIDIA L40S", "L40S"),
+        ("NVIDIA L40", "L40"),
+        ("NVIDIA GeForce RTX 4090", "RTX-4090"),
+        ("NVIDIA GeForce RTX 3090", "RTX-3090"),
+        ("NVIDIA RTX A6000", "RTX-A6000"),
+        ("NVIDIA RTX 6000 Ada Generation", "RTX-6000-Ada"),
+        ("Tesla V100-SXM2-16GB", "V100"),
+        ("Tesla V100-SXM2-32GB", "V100-32GB"),
+    ],
+)
 def test_lookup_most_specific_first(name, expected):
     spec = lookup_gpu(name)
     assert spec is not None and spec.name == expected
@@ -164,6 +167,7 @@ def fake_nvml(gpus: list[dict], *, count_raises: bool = False) -> types.ModuleTy
             if isinstance(value, Exception):
                 raise value
             return value
+
         return call
 
     def handle(index: int) -> int:
@@ -174,19 +178,38 @@ def fake_nvml(gpus: list[dict], *, count_raises: bool = False) -> types.ModuleTy
     mod.nvmlInit = init
     mod.nvmlDeviceGetCount = count
     mod.nvmlDeviceGetHandleByIndex = handle
-    for fn, key in (("nvmlDeviceGetName", "name"), ("nvmlDeviceGetMemoryInfo", "mem"),
-                    ("nvmlDeviceGetUtilizationRates", "util"), ("nvmlDeviceGetTemperature", "temp"),
-                    ("nvmlDeviceGetPowerUsage", "power"), ("nvmlDeviceGetEnforcedPowerLimit", "limit"),
-                    ("nvmlDeviceGetCudaComputeCapability", "cc")):
+    for fn, key in (
+        ("nvmlDeviceGetName", "name"),
+        ("nvmlDeviceGetMemoryInfo", "mem"),
+        ("nvmlDeviceGetUtilizationRates", "util"),
+        ("nvmlDeviceGetTemperature", "temp"),
+        ("nvmlDeviceGetPowerUsage", "power"),
+        ("nvmlDeviceGetEnforcedPowerLimit", "limit"),
+        ("nvmlDeviceGetCudaComputeCapability", "cc"),
+    ):
         setattr(mod, fn, getter(key))
     return mod
 
 
 TWO_GPUS = [
-    {"name": b"NVIDIA A100-SXM4-80GB", "mem": _Mem(80 * GIB, 10 * GIB, 70 * GIB), "util": _Util(97, 40),
-     "temp": 61, "power": 312_000, "limit": 400_000, "cc": (8, 0)},
-    {"name": "Tesla T4", "mem": _Mem(15 * GIB, 0, 15 * GIB), "util": _Util(0, 0),
-     "temp": 35, "power": 9_500, "limit": 70_000, "cc": (7, 5)},
+    {
+        "name": b"NVIDIA A100-SXM4-80GB",
+        "mem": _Mem(80 * GIB, 10 * GIB, 70 * GIB),
+        "util": _Util(97, 40),
+        "temp": 61,
+        "power": 312_000,
+        "limit": 400_000,
+        "cc": (8, 0),
+    },
+    {
+        "name": "Tesla T4",
+        "mem": _Mem(15 * GIB, 0, 15 * GIB),
+        "util": _Util(0, 0),
+        "temp": 35,
+        "power": 9_500,
+        "limit": 70_000,
+        "cc": (7, 5),
+    },
 ]
 
 
@@ -198,7 +221,12 @@ def test_fake_nvml_with_two_gpus(monkeypatch):
     a, t = gpus
     assert a.name == "NVIDIA A100-SXM4-80GB"  # bytes from old pynvml versions are decoded
     assert (a.memory_total, a.memory_used, a.memory_free) == (80 * GIB, 10 * GIB, 70 * GIB)
-    assert (a.utilization, a.temperature_c, a.power_w, a.power_limit_w) == (97.0, 61.0, 312.0, 400.0)
+    assert (a.utilization, a.temperature_c, a.power_w, a.power_limit_w) == (
+        97.0,
+        61.0,
+        312.0,
+        400.0,
+    )
     assert a.compute_capability == (8, 0) and a.bf16
     assert t.name == "Tesla T4" and not t.bf16
     query_gpus()
@@ -218,21 +246,33 @@ def test_local_gpu_spec_keeps_the_catalog_peaks_and_the_real_memory(monkeypatch)
 
 
 def test_an_unknown_gpu_still_plans_with_its_real_memory(monkeypatch):
-    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml([{**TWO_GPUS[0], "name": "NVIDIA Future X9", "cc": (12, 0)}]))
+    monkeypatch.setitem(
+        sys.modules,
+        "pynvml",
+        fake_nvml([{**TWO_GPUS[0], "name": "NVIDIA Future X9", "cc": (12, 0)}]),
+    )
     spec = local_gpu_spec()
     assert spec.name == "NVIDIA Future X9" and spec.memory_bytes == 80 * GIB and spec.bf16
     assert spec.compute_capability == (12, 0)
 
 
 def test_failing_sensors_read_as_unknown_not_as_errors(monkeypatch):
-    broken = {**TWO_GPUS[0], "util": RuntimeError("Not Supported"), "temp": RuntimeError("x"),
-              "power": RuntimeError("x"), "limit": RuntimeError("x"), "cc": RuntimeError("x")}
+    broken = {
+        **TWO_GPUS[0],
+        "util": RuntimeError("Not Supported"),
+        "temp": RuntimeError("x"),
+        "power": RuntimeError("x"),
+        "limit": RuntimeError("x"),
+        "cc": RuntimeError("x"),
+    }
     lost = {**TWO_GPUS[1], "handle": RuntimeError("GPU is lost")}
     monkeypatch.setitem(sys.modules, "pynvml", fake_nvml([broken, lost]))
     gpus = query_gpus()
     assert len(gpus) == 1  # the lost device is left out; the other is still listed
     g = gpus[0]
-    assert (g.utilization, g.temperature_c, g.power_w, g.power_limit_w, g.compute_capability) == (None,) * 5
+    assert (g.utilization, g.temperature_c, g.power_w, g.power_limit_w, g.compute_capability) == (
+        None,
+    ) * 5
     assert g.bf16 is False
 
 
@@ -242,5 +282,7 @@ def test_device_count_raising_is_no_gpu(monkeypatch):
 
 
 def test_memory_info_raising_drops_that_device(monkeypatch):
-    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml([{**TWO_GPUS[0], "mem": RuntimeError("x")}, TWO_GPUS[1]]))
+    monkeypatch.setitem(
+        sys.modules, "pynvml", fake_nvml([{**TWO_GPUS[0], "mem": RuntimeError("x")}, TWO_GPUS[1]])
+    )
     assert [g.name for g in query_gpus()] == ["Tesla T4"]

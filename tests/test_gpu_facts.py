@@ -50,14 +50,18 @@ from cockpit.gpu import (
         ("  H100_PCIe ", "H100-PCIe", 80),
     ],
 )
-def test_lookup_by_device_and_user_names(device_name: str, catalog_name: str, memory_gib: int) -> None:
+def test_lookup_by_device_and_user_names(
+    device_name: str, catalog_name: str, memory_gib: int
+) -> None:
     spec = lookup_gpu(device_name)
     assert spec is not None, device_name
     assert spec.name == catalog_name
     assert spec.memory_bytes == memory_gib * GIB
 
 
-@pytest.mark.parametrize("name", ["", "   ", "NVIDIA", "Radeon RX 7900", "Apple M2", "banana", "A", "100"])
+@pytest.mark.parametrize(
+    "name", ["", "   ", "NVIDIA", "Radeon RX 7900", "Apple M2", "banana", "A", "100"]
+)
 def test_unknown_names_are_none(name: str) -> None:
     assert lookup_gpu(name) is None
     assert gpu.peak_flops(name) is None
@@ -75,7 +79,9 @@ def test_peaks_and_bf16_support() -> None:
     assert lookup_gpu("H100 PCIe").peak_flops("bf16") == 756e12
     assert lookup_gpu("H200").peak_flops("bf16") == 989e12
     t4 = lookup_gpu("T4")
-    assert not t4.bf16 and t4.peak_flops("bf16") == t4.peak_flops("fp16") == 65e12  # no bf16: fp16 rate
+    assert (
+        not t4.bf16 and t4.peak_flops("bf16") == t4.peak_flops("fp16") == 65e12
+    )  # no bf16: fp16 rate
     assert lookup_gpu("A100").peak_flops("fp32") == 19.5e12
 
 
@@ -133,7 +139,12 @@ def fake_pynvml(devices: list[dict], *, broken: set[str] = frozenset()) -> types
     call("nvmlDeviceGetCount", lambda: len(devices))
     call("nvmlDeviceGetHandleByIndex", lambda i: devices[i])
     call("nvmlDeviceGetName", lambda h: h["name"])
-    call("nvmlDeviceGetMemoryInfo", lambda h: types.SimpleNamespace(total=h["total"], used=h["used"], free=h["total"] - h["used"]))
+    call(
+        "nvmlDeviceGetMemoryInfo",
+        lambda h: types.SimpleNamespace(
+            total=h["total"], used=h["used"], free=h["total"] - h["used"]
+        ),
+    )
     call("nvmlDeviceGetUtilizationRates", lambda h: types.SimpleNamespace(gpu=h["util"], memory=0))
     call("nvmlDeviceGetTemperature", lambda h, sensor: h["temp"])
     call("nvmlDeviceGetPowerUsage", lambda h: h["power_mw"])
@@ -143,8 +154,26 @@ def fake_pynvml(devices: list[dict], *, broken: set[str] = frozenset()) -> types
 
 
 TWO = [
-    {"name": b"NVIDIA A100-SXM4-80GB", "total": 80 * GIB, "used": 3 * GIB, "util": 97, "temp": 61, "power_mw": 312_500, "limit_mw": 400_000, "cc": (8, 0)},
-    {"name": "Tesla T4", "total": 15 * GIB, "used": 0, "util": 0, "temp": 38, "power_mw": 9_000, "limit_mw": 70_000, "cc": (7, 5)},
+    {
+        "name": b"NVIDIA A100-SXM4-80GB",
+        "total": 80 * GIB,
+        "used": 3 * GIB,
+        "util": 97,
+        "temp": 61,
+        "power_mw": 312_500,
+        "limit_mw": 400_000,
+        "cc": (8, 0),
+    },
+    {
+        "name": "Tesla T4",
+        "total": 15 * GIB,
+        "used": 0,
+        "util": 0,
+        "temp": 38,
+        "power_mw": 9_000,
+        "limit_mw": 70_000,
+        "cc": (7, 5),
+    },
 ]
 
 
@@ -152,7 +181,9 @@ def test_fake_nvml_with_two_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = fake_pynvml(TWO)
     monkeypatch.setitem(sys.modules, "pynvml", fake)
     a100, t4 = query_gpus()
-    assert a100 == GpuStatus(0, "NVIDIA A100-SXM4-80GB", 80 * GIB, 3 * GIB, 77 * GIB, 97.0, 61.0, 312.5, 400.0, (8, 0))
+    assert a100 == GpuStatus(
+        0, "NVIDIA A100-SXM4-80GB", 80 * GIB, 3 * GIB, 77 * GIB, 97.0, 61.0, 312.5, 400.0, (8, 0)
+    )
     assert t4 == GpuStatus(1, "Tesla T4", 15 * GIB, 0, 15 * GIB, 0.0, 38.0, 9.0, 70.0, (7, 5))
     assert a100.bf16 and not t4.bf16
     assert nvml_problem() == ""
@@ -165,11 +196,25 @@ def test_fake_nvml_with_two_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     assert local_gpu_spec(5) is None
 
 
-def test_failing_sensors_read_as_unknown_and_a_failing_device_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
-    broken = {"nvmlDeviceGetUtilizationRates", "nvmlDeviceGetTemperature", "nvmlDeviceGetPowerUsage", "nvmlDeviceGetEnforcedPowerLimit", "nvmlDeviceGetCudaComputeCapability"}
+def test_failing_sensors_read_as_unknown_and_a_failing_device_is_skipped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    broken = {
+        "nvmlDeviceGetUtilizationRates",
+        "nvmlDeviceGetTemperature",
+        "nvmlDeviceGetPowerUsage",
+        "nvmlDeviceGetEnforcedPowerLimit",
+        "nvmlDeviceGetCudaComputeCapability",
+    }
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(TWO, broken=broken))
     a100, t4 = query_gpus()
-    assert (a100.utilization, a100.temperature_c, a100.power_w, a100.power_limit_w, a100.compute_capability) == (None,) * 5
+    assert (
+        a100.utilization,
+        a100.temperature_c,
+        a100.power_w,
+        a100.power_limit_w,
+        a100.compute_capability,
+    ) == (None,) * 5
     assert a100.memory_total == 80 * GIB
     gpu._reset_nvml_for_tests()
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(TWO, broken={"nvmlDeviceGetMemoryInfo"}))
@@ -180,6 +225,8 @@ def test_failing_sensors_read_as_unknown_and_a_failing_device_is_skipped(monkeyp
 
 
 def test_unknown_detected_gpu_still_plans_with_its_memory() -> None:
-    status = GpuStatus(0, "NVIDIA Future X9000", 200 * GIB, 0, 200 * GIB, None, None, None, None, (12, 0))
+    status = GpuStatus(
+        0, "NVIDIA Future X9000", 200 * GIB, 0, 200 * GIB, None, None, None, None, (12, 0)
+    )
     spec = spec_for_status(status)
     assert spec.memory_bytes == 200 * GIB and spec.bf16 and spec.peak_flops() == 0

@@ -30,7 +30,14 @@ from cockpit.format import (
 from cockpit.headless import Follower
 from cockpit.health import HealthConfig, HealthMonitor
 
-TINY = ["--set", "train.log_interval=5", "--set", "train.eval_interval=10", "--set", "train.warmup_steps=2"]
+TINY = [
+    "--set",
+    "train.log_interval=5",
+    "--set",
+    "train.eval_interval=10",
+    "--set",
+    "train.warmup_steps=2",
+]
 
 
 def headless(tmp_path: Path, *extra: str) -> list[str]:
@@ -50,17 +57,40 @@ def only_run(tmp_path: Path) -> Path:
     ("record", "max_steps", "expected"),
     [
         (
-            {"step": 120, "loss": 2.31412, "lr": 6e-4, "grad_norm": 0.912, "step_ms": 41.23, "tokens_per_s": 18600.0},
+            {
+                "step": 120,
+                "loss": 2.31412,
+                "lr": 6e-4,
+                "grad_norm": 0.912,
+                "step_ms": 41.23,
+                "tokens_per_s": 18600.0,
+            },
             2000,
             "step 120/2000 | loss 2.3141 | lr 6.0e-04 | norm 0.91 | 41.2 ms | 18.6k tok/s",
         ),
         (
-            {"step": 5, "loss": 2.0, "lr": 1e-3, "grad_norm": 1.0, "step_ms": 10.0, "tokens_per_s": 2.5e6, "mfu": 0.312},
+            {
+                "step": 5,
+                "loss": 2.0,
+                "lr": 1e-3,
+                "grad_norm": 1.0,
+                "step_ms": 10.0,
+                "tokens_per_s": 2.5e6,
+                "mfu": 0.312,
+            },
             10,
             "step 5/10 | loss 2.0000 | lr 1.0e-03 | norm 1.00 | 10.0 ms | 2.5M tok/s | mfu 31.2%",
         ),
-        ({"step": 7, "loss": math.nan, "grad_norm": math.inf}, None, "step 7 | loss nan | norm inf"),
-        ({"step": 3, "loss": 1.0, "grad_norm": 12345.0, "mfu": None}, 9, "step 3/9 | loss 1.0000 | norm 1.23e+04"),
+        (
+            {"step": 7, "loss": math.nan, "grad_norm": math.inf},
+            None,
+            "step 7 | loss nan | norm inf",
+        ),
+        (
+            {"step": 3, "loss": 1.0, "grad_norm": 12345.0, "mfu": None},
+            9,
+            "step 3/9 | loss 1.0000 | norm 1.23e+04",
+        ),
     ],
 )
 def test_step_line(record, max_steps, expected):
@@ -68,11 +98,22 @@ def test_step_line(record, max_steps, expected):
 
 
 def test_eval_line_and_parse_back():
-    line = format_eval_line({"step": 250, "val_loss": 2.314, "train_loss": 2.2511, "val_bpb": 1.2341}, 2000)
+    line = format_eval_line(
+        {"step": 250, "val_loss": 2.314, "train_loss": 2.2511, "val_bpb": 1.2341}, 2000
+    )
     assert line == "eval 250/2000 | val 2.3140 | train 2.2511 | bpb 1.234"
     assert format_eval_line({"step": 1, "val_loss": 3.0, "val_bpb": None}) == "eval 1 | val 3.0000"
-    step = parse_line("step 120/2000 | loss 2.3141 | lr 6.0e-04 | norm 0.91 | 41.2 ms | 18.6k tok/s")
-    assert step == {"step": "120/2000", "loss": "2.3141", "lr": "6.0e-04", "norm": "0.91", "ms": "41.2", "tok/s": "18.6k"}
+    step = parse_line(
+        "step 120/2000 | loss 2.3141 | lr 6.0e-04 | norm 0.91 | 41.2 ms | 18.6k tok/s"
+    )
+    assert step == {
+        "step": "120/2000",
+        "loss": "2.3141",
+        "lr": "6.0e-04",
+        "norm": "0.91",
+        "ms": "41.2",
+        "tok/s": "18.6k",
+    }
 
 
 @pytest.mark.parametrize(
@@ -110,7 +151,10 @@ def test_headless_run_prints_clean_step_lines(tmp_path, monkeypatch, capsys):
     assert all({"loss", "lr", "norm", "ms", "tok/s"} <= set(s) for s in steps)
     losses = [float(s["loss"]) for s in steps]
     assert losses[-1] < losses[0]
-    assert [line.split(" | ")[0] for line in lines if line.startswith("eval ")] == ["eval 10/20", "eval 20/20"]
+    assert [line.split(" | ")[0] for line in lines if line.startswith("eval ")] == [
+        "eval 10/20",
+        "eval 20/20",
+    ]
     run_dir = only_run(tmp_path)
     assert f"gpt-cockpit: run {run_dir} (pid " in err
     assert "Ctrl-C stops with a checkpoint" in err
@@ -148,7 +192,9 @@ def test_data_path_is_recorded(tmp_path, monkeypatch, capsys):
 
 def test_user_preset_by_name(tmp_path, monkeypatch, capsys):
     use_fake_trainer(monkeypatch)
-    preset = presets.apply_overrides(presets.Preset(name="mine"), {"train.max_steps": 10, "train.warmup_steps": 1})
+    preset = presets.apply_overrides(
+        presets.Preset(name="mine"), {"train.max_steps": 10, "train.warmup_steps": 1}
+    )
     presets.save_user_preset(preset)
     assert main(["--no-ui", "--runs-dir", str(tmp_path / "runs"), "--preset", "mine"]) == 0
     assert "step 10/10" in capsys.readouterr().out
@@ -161,16 +207,33 @@ def test_user_preset_by_name(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--set", "train.lr=abc"], "gpt-cockpit: error: train.lr: must be a number, not the string 'abc'"),
+        (
+            ["--set", "train.lr=abc"],
+            "gpt-cockpit: error: train.lr: must be a number, not the string 'abc'",
+        ),
         (["--set", "train.lrr=1"], "gpt-cockpit: error: train.lrr: unknown field; did you mean"),
-        (["--set", "model.n_embd=100", "--set", "model.n_head=3"], "gpt-cockpit: error: model.n_embd: 100 is not divisible"),
+        (
+            ["--set", "model.n_embd=100", "--set", "model.n_head=3"],
+            "gpt-cockpit: error: model.n_embd: 100 is not divisible",
+        ),
         (["--set", "nonsense"], "gpt-cockpit: error: nonsense: an override is written key=value"),
-        (["--data", "/no/such/corpus.txt"], "gpt-cockpit: error: --data: no such file or folder: /no/such/corpus.txt"),
-        (["--data", "/no/such/shard_*.bin"], "gpt-cockpit: error: --data: no files match /no/such/shard_*.bin"),
+        (
+            ["--data", "/no/such/corpus.txt"],
+            "gpt-cockpit: error: --data: no such file or folder: /no/such/corpus.txt",
+        ),
+        (
+            ["--data", "/no/such/shard_*.bin"],
+            "gpt-cockpit: error: --data: no files match /no/such/shard_*.bin",
+        ),
         (["--preset", "no_such_preset"], "gpt-cockpit: error: no preset named 'no_such_preset'"),
-        (["--set", "data.source=/no/such/dir"], "gpt-cockpit: error: data.source: no such file or folder: /no/such/dir"),
-        (["--preset", "golf_baseline", "--set", "data.source=/no/such/fineweb_train_*.bin"],
-         "gpt-cockpit: error: data.source: no files match /no/such/fineweb_train_*.bin"),
+        (
+            ["--set", "data.source=/no/such/dir"],
+            "gpt-cockpit: error: data.source: no such file or folder: /no/such/dir",
+        ),
+        (
+            ["--preset", "golf_baseline", "--set", "data.source=/no/such/fineweb_train_*.bin"],
+            "gpt-cockpit: error: data.source: no files match /no/such/fineweb_train_*.bin",
+        ),
         (["--max-steps", "0"], "gpt-cockpit: error: train.max_steps: must be at least 1"),
     ],
 )
@@ -193,12 +256,17 @@ def test_default_preset_is_tiny_char(tmp_path, monkeypatch, capsys):
     assert preset.name == "tiny_char" and preset.train.max_steps == 10
 
 
-def test_missing_default_preset_falls_back_but_a_broken_one_is_an_error(tmp_path, monkeypatch, capsys):
+def test_missing_default_preset_falls_back_but_a_broken_one_is_an_error(
+    tmp_path, monkeypatch, capsys
+):
     use_fake_trainer(monkeypatch)
     monkeypatch.setattr("cockpit.headless.builtin_dir", lambda: tmp_path / "none")
     monkeypatch.setattr("cockpit.presets.builtin_dir", lambda: tmp_path / "none")
     assert main(["--no-ui", "--runs-dir", str(tmp_path / "runs"), "--max-steps", "10"]) == 0
-    assert "preset 'tiny_char' is not installed; using the built-in defaults" in capsys.readouterr().err
+    assert (
+        "preset 'tiny_char' is not installed; using the built-in defaults"
+        in capsys.readouterr().err
+    )
     presets.user_dir().mkdir(parents=True)
     (presets.user_dir() / "tiny_char.json").write_text('{"train": {"lr": "fast"}}')
     assert main(["--no-ui", "--runs-dir", str(tmp_path / "runs2"), "--max-steps", "10"]) == 2
@@ -212,7 +280,10 @@ def test_untrainable_arch_is_refused(tmp_path, monkeypatch, capsys):
     argv = headless(tmp_path, "--set", "model.arch=bdh")
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.strip().splitlines()[-1] == "gpt-cockpit: error: model.arch: 'bdh' cannot be trained yet: the bdh model is not built yet"
+    assert (
+        err.strip().splitlines()[-1]
+        == "gpt-cockpit: error: model.arch: 'bdh' cannot be trained yet: the bdh model is not built yet"
+    )
     assert not (tmp_path / "runs").exists()
 
 
@@ -272,7 +343,13 @@ def test_bad_lines_are_skipped_and_counted(tmp_path, monkeypatch, capsys):
 
 def test_a_silent_live_run_is_reported_as_stalled(tmp_path, monkeypatch):
     use_fake_trainer(monkeypatch, step_s=0.01, pause_at=5, pause_s=1.5)
-    run_dir = runs.create_run_dir(presets.apply_overrides(presets.Preset(name="t"), {"train.max_steps": 10, "train.warmup_steps": 1, "train.log_interval": 1}), root=tmp_path)
+    run_dir = runs.create_run_dir(
+        presets.apply_overrides(
+            presets.Preset(name="t"),
+            {"train.max_steps": 10, "train.warmup_steps": 1, "train.log_interval": 1},
+        ),
+        root=tmp_path,
+    )
     handle = runs.launch(run_dir)
     out, err = io.StringIO(), io.StringIO()
     monitor = HealthMonitor(config=HealthConfig(stall_min_s=0.5, stall_factor=5.0))
@@ -289,9 +366,18 @@ def test_a_silent_live_run_is_reported_as_stalled(tmp_path, monkeypatch):
 
 def start_headless(tmp_path: Path, step_s: float = 0.05, **extra: str) -> subprocess.Popen[str]:
     env = {**os.environ, "FAKE_TRAINER": f"step_s={step_s}", "PYTHONUNBUFFERED": "1"}
-    cmd = cockpit_command("--no-ui", "--runs-dir", str(tmp_path / "runs"), "--max-steps", "400", *TINY)
+    cmd = cockpit_command(
+        "--no-ui", "--runs-dir", str(tmp_path / "runs"), "--max-steps", "400", *TINY
+    )
     # A session of its own, so a signal to its group is what a terminal's Ctrl-C does.
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def wait_for_steps(tmp_path: Path, n: int, timeout: float = 20.0) -> Path:
@@ -300,7 +386,9 @@ def wait_for_steps(tmp_path: Path, n: int, timeout: float = 20.0) -> Path:
         runs_dir = tmp_path / "runs"
         if runs_dir.is_dir():
             for run_dir in runs_dir.iterdir():
-                steps = [r for r in read_events(run_dir / runs.EVENTS_JSONL) if r["event"] == "step"]
+                steps = [
+                    r for r in read_events(run_dir / runs.EVENTS_JSONL) if r["event"] == "step"
+                ]
                 if len(steps) >= n:
                     return run_dir
         time.sleep(0.05)
@@ -321,7 +409,9 @@ def test_ctrl_c_stops_with_checkpoint_and_exits_0(tmp_path):
     assert runs.read_run_info(run_dir)["status"] == "stopped"
     assert all(line.startswith(("step ", "eval ")) for line in out.splitlines())
     last_step = [line for line in out.splitlines() if line.startswith("step ")][-1]
-    assert last_step.startswith(f"step {events[-1]['step']}/400 ")  # the stop step, even between intervals
+    assert last_step.startswith(
+        f"step {events[-1]['step']}/400 "
+    )  # the stop step, even between intervals
 
 
 def test_sigint_to_headless_alone_still_stops_the_child(tmp_path):
@@ -355,7 +445,9 @@ def test_second_ctrl_c_kills_and_exits_130(tmp_path):
     assert proc.returncode == 130, err
     assert not runs.pid_alive(info["pid"], info.get("pid_start_time"))
     assert "killed: the steps since the last checkpoint are lost" in err
-    assert runs.read_run_info(run_dir)["status"] == "crashed"  # written by headless, not left "running"
+    assert (
+        runs.read_run_info(run_dir)["status"] == "crashed"
+    )  # written by headless, not left "running"
 
 
 def test_closed_stdout_stops_the_run_with_a_checkpoint(tmp_path):
@@ -396,7 +488,10 @@ def test_real_child_trains_a_tiny_model_headless(tmp_path):
     steps = [parse_line(line) for line in lines if line.startswith("step ")]
     assert steps[0]["step"] == "1/40" and steps[-1]["step"] == "40/40"
     assert float(steps[-1]["loss"]) < float(steps[0]["loss"])
-    assert [line.split(" | ")[0] for line in lines if line.startswith("eval ")] == ["eval 20/40", "eval 40/40"]
+    assert [line.split(" | ")[0] for line in lines if line.startswith("eval ")] == [
+        "eval 20/40",
+        "eval 40/40",
+    ]
     assert "end: finished at step 40/40" in result.stderr
     (run_dir,) = list((tmp_path / "runs").iterdir())
     assert runs.read_run_info(run_dir)["status"] == "finished"
@@ -421,7 +516,9 @@ def test_ctrl_c_before_the_child_exists_still_stops_it(tmp_path, monkeypatch, ca
 
 
 def test_help_lists_headless_options():
-    result = subprocess.run([sys.executable, "-m", "cockpit", "--help"], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "cockpit", "--help"], capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 0
     assert "--no-ui" in result.stdout and "--max-steps" in result.stdout
 

@@ -52,7 +52,9 @@ class Series:
         return out
 
 
-def realistic(n: int = 400, seed: int = 0, preset: Preset | None = None, eval_every: int = 50) -> Series:
+def realistic(
+    n: int = 400, seed: int = 0, preset: Preset | None = None, eval_every: int = 50
+) -> Series:
     """A healthy run: noisy descending loss, noisy grad norm, the preset's lr, steady tokens/s."""
     preset = preset or make_preset(max_steps=max(n, 400))
     rng = random.Random(seed)
@@ -70,7 +72,10 @@ def realistic(n: int = 400, seed: int = 0, preset: Preset | None = None, eval_ev
             }
         )
         if eval_every and s and s % eval_every == 0:
-            evals[s] = {"val_loss": smooth + 0.03 + rng.gauss(0, 0.005), "train_loss": smooth + rng.gauss(0, 0.005)}
+            evals[s] = {
+                "val_loss": smooth + 0.03 + rng.gauss(0, 0.005),
+                "train_loss": smooth + rng.gauss(0, 0.005),
+            }
     return Series(preset, steps, evals, gpu_memory_bytes=24 * GIB)
 
 
@@ -81,7 +86,12 @@ def feed(monitor: HealthMonitor, ops: list[tuple[str, dict[str, Any]]]) -> list[
             args = dict(op)
             out.extend(
                 monitor.observe_step(
-                    args.pop("step"), args.pop("loss"), args.pop("grad_norm"), args.pop("lr"), args.pop("tokens_per_s", None), **args
+                    args.pop("step"),
+                    args.pop("loss"),
+                    args.pop("grad_norm"),
+                    args.pop("lr"),
+                    args.pop("tokens_per_s", None),
+                    **args,
                 )
             )
         else:
@@ -90,7 +100,9 @@ def feed(monitor: HealthMonitor, ops: list[tuple[str, dict[str, Any]]]) -> list[
 
 
 def run(series: Series) -> list[HealthWarning]:
-    return feed(HealthMonitor(series.preset, gpu_memory_bytes=series.gpu_memory_bytes), series.ops())
+    return feed(
+        HealthMonitor(series.preset, gpu_memory_bytes=series.gpu_memory_bytes), series.ops()
+    )
 
 
 def key(w: HealthWarning) -> tuple:
@@ -123,7 +135,9 @@ def s_scaler_skips() -> Series:
 def s_loss_spike() -> Series:
     r = realistic(300)
     for s in (200, 201, 202):
-        r.steps[s]["loss"] += 1.0  # ~+50% of a loss near 2.0: tens of sigma, below the 3x "huge" bar
+        r.steps[s]["loss"] += (
+            1.0  # ~+50% of a loss near 2.0: tens of sigma, below the 3x "huge" bar
+        )
     return r
 
 
@@ -151,7 +165,10 @@ def s_val_plateau() -> Series:
     preset = make_preset(schedule="constant", warmup_steps=10)
     r = realistic(300, preset=preset, eval_every=0)
     for i, s in enumerate(range(20, 300, 20)):
-        r.evals[s] = {"val_loss": 3.0 - 0.2 * min(i, 2), "train_loss": None}  # best at step 60, then flat
+        r.evals[s] = {
+            "val_loss": 3.0 - 0.2 * min(i, 2),
+            "train_loss": None,
+        }  # best at step 60, then flat
     return r
 
 
@@ -211,16 +228,34 @@ SCENARIOS = {
     "nonfinite_grad": (s_nonfinite_grad, "nonfinite", (120, 120), set(), "critical"),
     "scaler_skips": (s_scaler_skips, "scaler_skips", (104, 104), set(), "warning"),
     "loss_spike": (s_loss_spike, "loss_spike", (200, 200), set(), "warning"),
-    "loss_spike_huge_single": (s_loss_spike_huge_single, "loss_spike", (220, 220), set(), "warning"),
+    "loss_spike_huge_single": (
+        s_loss_spike_huge_single,
+        "loss_spike",
+        (220, 220),
+        set(),
+        "warning",
+    ),
     "grad_spikes": (s_grad_spikes, "grad_spikes", (180, 180), set(), "warning"),
-    "grad_variability": (s_grad_variability, "grad_variability", (213, 217), {"grad_spikes"}, "warning"),
+    "grad_variability": (
+        s_grad_variability,
+        "grad_variability",
+        (213, 217),
+        {"grad_spikes"},
+        "warning",
+    ),
     "val_plateau": (s_val_plateau, "val_plateau", (140, 140), set(), "info"),
     "val_rising": (s_val_rising, "val_rising", (350, 350), set(), "warning"),
     "overfitting": (s_overfitting, "overfitting", (200, 200), set(), "warning"),
     "lr_zero": (s_lr_zero, "lr_zero", (159, 159), set(), "warning"),
     "lr_above_max": (s_lr_above_max, "lr_above_max", (100, 100), set(), "warning"),
     "lr_schedule": (s_lr_schedule, "lr_schedule", (102, 102), set(), "warning"),
-    "throughput_drop": (s_throughput_drop, "throughput_drop", (214, 214), set(), "warning"),  # 5th low point
+    "throughput_drop": (
+        s_throughput_drop,
+        "throughput_drop",
+        (214, 214),
+        set(),
+        "warning",
+    ),  # 5th low point
     "vram_near_limit": (s_vram_near_limit, "vram_near_limit", (120, 120), set(), "warning"),
 }
 
@@ -263,14 +298,27 @@ def test_quiet_on_a_longer_noisier_run(seed: int) -> None:
                 "tokens_per_s": 50000 * math.exp(rng.gauss(0, 0.1)),
             }
         )
-    evals = {s: {"val_loss": 1.25 + 3.0 * math.exp(-s / 300), "train_loss": 1.2 + 3.0 * math.exp(-s / 300)} for s in range(100, 1500, 100)}
+    evals = {
+        s: {
+            "val_loss": 1.25 + 3.0 * math.exp(-s / 300),
+            "train_loss": 1.2 + 3.0 * math.exp(-s / 300),
+        }
+        for s in range(100, 1500, 100)
+    }
     assert run(Series(preset, steps, evals)) == []
 
 
 def test_quiet_on_constant_input() -> None:
     preset = make_preset(schedule="constant", warmup_steps=0)
     steps = [
-        {"step": s, "loss": 2.0, "grad_norm": 1.0, "lr": 1e-3, "tokens_per_s": 1000.0, "vram_bytes": 5 * GIB}
+        {
+            "step": s,
+            "loss": 2.0,
+            "grad_norm": 1.0,
+            "lr": 1e-3,
+            "tokens_per_s": 1000.0,
+            "vram_bytes": 5 * GIB,
+        }
         for s in range(500)
     ]
     evals = {s: {"val_loss": 2.0, "train_loss": 2.0} for s in range(50, 500, 50)}
@@ -352,7 +400,9 @@ def test_without_a_preset_only_preset_free_lr_rules_apply() -> None:
     monitor = HealthMonitor()
     warnings = []
     for s in range(40):
-        warnings += monitor.observe_step(s, 2.0, 1.0, 5.0 if s < 20 else 0.0)  # any lr is fine, 0 is not
+        warnings += monitor.observe_step(
+            s, 2.0, 1.0, 5.0 if s < 20 else 0.0
+        )  # any lr is fine, 0 is not
     assert [(w.rule, w.step) for w in warnings] == [("lr_zero", 29)]
 
 
@@ -386,7 +436,11 @@ def test_persistent_nan_fires_once_per_cooldown() -> None:
         warnings += monitor.observe_step(s, 2.0, 1.0, 1e-3)
     for s in range(50, 260):
         warnings += monitor.observe_step(s, math.nan, math.nan, 1e-3)
-    assert [(w.rule, w.step) for w in warnings] == [("nonfinite", 50), ("nonfinite", 150), ("nonfinite", 250)]
+    assert [(w.rule, w.step) for w in warnings] == [
+        ("nonfinite", 50),
+        ("nonfinite", 150),
+        ("nonfinite", 250),
+    ]
 
 
 def test_lasting_divergence_does_not_alarm_every_step() -> None:
@@ -426,11 +480,19 @@ def test_check_stalled() -> None:
     assert monitor.check_stalled(now=1030.0, last_event_time=1000.0, typical_interval_s=2.0) == []
     (w,) = monitor.check_stalled(now=1100.0, last_event_time=1000.0, typical_interval_s=2.0)
     assert (w.rule, w.step, w.evidence["silent_s"]) == ("stalled", 42, 100.0)
-    assert monitor.check_stalled(now=1150.0, last_event_time=1000.0, typical_interval_s=2.0) == []  # already said
-    assert [x.rule for x in monitor.check_stalled(now=1210.0, last_event_time=1000.0, typical_interval_s=2.0)] == ["stalled"]
+    assert (
+        monitor.check_stalled(now=1150.0, last_event_time=1000.0, typical_interval_s=2.0) == []
+    )  # already said
+    assert [
+        x.rule
+        for x in monitor.check_stalled(now=1210.0, last_event_time=1000.0, typical_interval_s=2.0)
+    ] == ["stalled"]
     # a slow run (one event a minute) is not stalled after two minutes
     assert monitor.check_stalled(now=2120.0, last_event_time=2000.0, typical_interval_s=60.0) == []
-    assert monitor.check_stalled(now=2700.0, last_event_time=2000.0, typical_interval_s=None)[0].rule == "stalled"
+    assert (
+        monitor.check_stalled(now=2700.0, last_event_time=2000.0, typical_interval_s=None)[0].rule
+        == "stalled"
+    )
 
 
 def test_oom_warning() -> None:
@@ -494,7 +556,9 @@ def test_state_survives_a_checkpoint(name: str, cut_frac: float) -> None:
     resumed.load_state_dict(json.loads(text))
     after = feed(resumed, ops[cut:])
     assert [key(w) for w in before + after] == [key(w) for w in whole]
-    assert json.loads(json.dumps(resumed.state_dict())) == json.loads(json.dumps(whole_monitor.state_dict()))
+    assert json.loads(json.dumps(resumed.state_dict())) == json.loads(
+        json.dumps(whole_monitor.state_dict())
+    )
 
 
 def test_state_stays_small_on_a_long_run() -> None:
@@ -536,9 +600,13 @@ def test_scheduled_lr_matches_the_trainer() -> None:
     schedule = pytest.importorskip("cockpit.train.schedule")
     for name in ("cosine", "warmdown", "constant"):
         for warmup in (0, 1, 30):
-            train = make_preset(schedule=name, warmup_steps=warmup, warmdown_steps=70, max_steps=300).train
+            train = make_preset(
+                schedule=name, warmup_steps=warmup, warmdown_steps=70, max_steps=300
+            ).train
             for step in range(0, 320):
-                assert scheduled_lr(train, step) == pytest.approx(schedule.lr_at(step, train), rel=1e-12, abs=1e-15)
+                assert scheduled_lr(train, step) == pytest.approx(
+                    schedule.lr_at(step, train), rel=1e-12, abs=1e-15
+                )
 
 
 def test_after_a_rollback_the_monitor_forgets_the_discarded_steps() -> None:
@@ -557,7 +625,15 @@ def test_after_a_rollback_the_monitor_forgets_the_discarded_steps() -> None:
     assert replayed.state_dict() == restored.state_dict()
 
 
-@pytest.mark.parametrize("state", [{}, {"version": 1, "loss": [1.0, 2.0]}, {"version": 2, "loss": "bad", "evals": [[1]]}, {"version": 99}])
+@pytest.mark.parametrize(
+    "state",
+    [
+        {},
+        {"version": 1, "loss": [1.0, 2.0]},
+        {"version": 2, "loss": "bad", "evals": [[1]]},
+        {"version": 99},
+    ],
+)
 def test_an_unreadable_state_starts_afresh(state: dict) -> None:
     monitor = HealthMonitor(make_preset())
     monitor.observe_step(5, 2.0, 1.0, 1e-3)
@@ -574,7 +650,12 @@ _any_float = st.one_of(
 
 @settings(max_examples=200, deadline=None)
 @given(
-    st.lists(st.tuples(_any_float, _any_float, _any_float, _any_float, st.booleans(), st.integers(-3, 3)), max_size=120),
+    st.lists(
+        st.tuples(
+            _any_float, _any_float, _any_float, _any_float, st.booleans(), st.integers(-3, 3)
+        ),
+        max_size=120,
+    ),
     st.lists(st.tuples(_any_float, _any_float), max_size=8),
 )
 def test_any_input_is_survived_and_the_state_stays_strict_json(steps, evals) -> None:
@@ -583,7 +664,9 @@ def test_any_input_is_survived_and_the_state_stays_strict_json(steps, evals) -> 
     step = 0
     for i, (loss, grad, lr, tps, skipped, jump) in enumerate(steps):
         step = max(0, step + jump)
-        for w in monitor.observe_step(step, loss, grad, lr, tps, vram_bytes=tps, scaler_skipped=skipped):
+        for w in monitor.observe_step(
+            step, loss, grad, lr, tps, vram_bytes=tps, scaler_skipped=skipped
+        ):
             assert w.rule in RULES
             encode_record(make_record("warning", w.step, **w.to_event_fields()))
         if evals and i % 20 == 0:

@@ -45,11 +45,15 @@ def test_the_recording_is_a_real_small_run(records: list[dict], preset) -> None:
     assert all(math.isfinite(r["loss"]) and r["lr"] > 0 for r in steps)
     assert preset.train.lr >= 0.05  # far above a sane AdamW lr for this model
     first = steps[0]["loss"]
-    assert first == pytest.approx(math.log(preset.model.vocab_size), rel=0.15)  # it starts untrained ...
+    assert first == pytest.approx(
+        math.log(preset.model.vocab_size), rel=0.15
+    )  # it starts untrained ...
     assert min(r["loss"] for r in steps[:100]) < 0.7 * first  # ... and learns before the spike
 
 
-def test_replay_warns_of_the_spike_at_the_step_where_the_loss_jumps(records: list[dict], preset) -> None:
+def test_replay_warns_of_the_spike_at_the_step_where_the_loss_jumps(
+    records: list[dict], preset
+) -> None:
     warnings = HealthMonitor(preset).replay(records)
     spikes = [w for w in warnings if w.rule == "loss_spike"]
     assert len(spikes) == 1, [(w.rule, w.step) for w in warnings]
@@ -70,14 +74,20 @@ def test_replay_without_the_preset_finds_the_same_spike(records: list[dict]) -> 
 
 def test_warnings_the_trainer_wrote_agree_with_the_replay(records: list[dict], preset) -> None:
     """A recording made through the real child carries the trainer's own warning events."""
-    written = [HealthWarning.from_event(r) for r in records if r["event"] == "warning" and r.get("rule") == "loss_spike"]
+    written = [
+        HealthWarning.from_event(r)
+        for r in records
+        if r["event"] == "warning" and r.get("rule") == "loss_spike"
+    ]
     if not any(r["event"] == "warning" for r in records):
         pytest.skip("recorded by the standalone loop, which writes no warning events")
     replayed = [w for w in HealthMonitor(preset).replay(records) if w.rule == "loss_spike"]
     assert [(w.step, w.message) for w in written] == [(w.step, w.message) for w in replayed]
 
 
-def test_a_reader_tailing_the_growing_file_sees_the_same_warnings(records: list[dict], preset, tmp_path: Path) -> None:
+def test_a_reader_tailing_the_growing_file_sees_the_same_warnings(
+    records: list[dict], preset, tmp_path: Path
+) -> None:
     """The app and `attach` poll the log as it grows; batch boundaries must not change the findings."""
     whole = [(w.rule, w.step, w.message) for w in HealthMonitor(preset).replay(records)]
     lines = EVENTS.read_bytes().splitlines(keepends=True)

@@ -39,7 +39,9 @@ print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r}))
 
 
 def loaded_after(code: str, *args: str) -> list[str]:
-    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -69,7 +71,9 @@ def test_help_is_fast_and_light():
 
 def _time_help() -> float:
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "cockpit", "--help"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "cockpit", "--help"], capture_output=True, text=True, timeout=60
+    )
     elapsed = time.perf_counter() - started
     assert result.returncode == 0 and "usage: gpt-cockpit" in result.stdout
     return elapsed

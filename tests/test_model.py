@@ -30,8 +30,25 @@ def tiny(arch: str, **kw) -> ModelConfig:
 
 
 def gpt_formula(cfg: ModelConfig) -> int:
-    C, L, V, T, r, b = cfg.n_embd, cfg.n_layer, cfg.vocab_size, cfg.block_size, cfg.mlp_ratio, int(cfg.bias)
-    per_layer = 2 * C * (1 + b) + C * 3 * C + 3 * C * b + C * C + C * b + C * r * C + r * C * b + r * C * C + C * b
+    C, L, V, T, r, b = (
+        cfg.n_embd,
+        cfg.n_layer,
+        cfg.vocab_size,
+        cfg.block_size,
+        cfg.mlp_ratio,
+        int(cfg.bias),
+    )
+    per_layer = (
+        2 * C * (1 + b)
+        + C * 3 * C
+        + 3 * C * b
+        + C * C
+        + C * b
+        + C * r * C
+        + r * C * b
+        + r * C * C
+        + C * b
+    )
     return V * C + T * C + L * per_layer + C * (1 + b) + (0 if cfg.tie_embeddings else V * C)
 
 
@@ -39,7 +56,9 @@ def golf_formula(cfg: ModelConfig) -> int:
     C, L, V, H, r = cfg.n_embd, cfg.n_layer, cfg.vocab_size, cfg.n_head, cfg.mlp_ratio
     K = (cfg.n_kv_head or H) * (C // H)
     per_layer = C * C + 2 * C * K + C * C + H + 2 * C * r * C + C + C + 2 * C
-    return V * C + min(L // 2, L - L // 2) * C + L * per_layer + (0 if cfg.tie_embeddings else V * C)
+    return (
+        V * C + min(L // 2, L - L // 2) * C + L * per_layer + (0 if cfg.tie_embeddings else V * C)
+    )
 
 
 def bdh_formula(cfg: ModelConfig) -> int:
@@ -49,7 +68,9 @@ def bdh_formula(cfg: ModelConfig) -> int:
 
 
 def test_gpt2_124m_matches_nanogpt() -> None:
-    cfg = ModelConfig(arch="gpt", n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257, bias=True)
+    cfg = ModelConfig(
+        arch="gpt", n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257, bias=True
+    )
     model = on_meta(cfg)
     assert n_params(model) == 124_439_808
     # nanoGPT reports parameters without wpe: "123.65M"
@@ -58,19 +79,38 @@ def test_gpt2_124m_matches_nanogpt() -> None:
 
 
 def test_shakespeare_char_matches_nanogpt() -> None:
-    cfg = ModelConfig(arch="gpt", n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=65, bias=False)
+    cfg = ModelConfig(
+        arch="gpt", n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=65, bias=False
+    )
     model = on_meta(cfg)
     assert round((n_params(model) - 256 * 384) / 1e6, 2) == 10.65  # nanoGPT prints 10.65M
 
 
 def test_golf_baseline_count() -> None:
     # parameter-golf baseline: 9 layers, width 512, 8 heads, 4 kv heads, relu^2 MLP x2, vocab 1024, tied
-    cfg = ModelConfig(arch="golf", n_layer=9, n_head=8, n_kv_head=4, n_embd=512, block_size=1024, vocab_size=1024, mlp_ratio=2)
+    cfg = ModelConfig(
+        arch="golf",
+        n_layer=9,
+        n_head=8,
+        n_kv_head=4,
+        n_embd=512,
+        block_size=1024,
+        vocab_size=1024,
+        mlp_ratio=2,
+    )
     assert n_params(on_meta(cfg)) == 17_059_912 == golf_formula(cfg)
 
 
 def test_bdh_count() -> None:
-    cfg = ModelConfig(arch="bdh", n_layer=6, n_head=4, n_embd=256, block_size=512, vocab_size=256, mlp_internal_dim_multiplier=128)
+    cfg = ModelConfig(
+        arch="bdh",
+        n_layer=6,
+        n_head=4,
+        n_embd=256,
+        block_size=512,
+        vocab_size=256,
+        mlp_internal_dim_multiplier=128,
+    )
     assert n_params(on_meta(cfg)) == 25_296_896 == bdh_formula(cfg)
 
 
@@ -245,5 +285,7 @@ def test_bdh_rotary_is_relative() -> None:
     v = torch.randn(1, 1, 1, model.N).expand(1, 1, 12, model.N).contiguous()
     r = model._rope(v)
     scores = r[0, 0] @ r[0, 0].T
-    torch.testing.assert_close(torch.diagonal(scores, 3), torch.full((9,), float(scores[0, 3])), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        torch.diagonal(scores, 3), torch.full((9,), float(scores[0, 3])), rtol=1e-4, atol=1e-4
+    )
     torch.testing.assert_close(r[0, 0, 0], v[0, 0, 0])  # position 0 is not rotated

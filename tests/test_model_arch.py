@@ -15,9 +15,28 @@ VOCAB = 64
 BLOCK = 32
 
 TINY = {
-    "gpt": ModelConfig(arch="gpt", n_layer=2, n_head=2, n_embd=32, block_size=BLOCK, vocab_size=VOCAB, bias=True),
-    "golf": ModelConfig(arch="golf", n_layer=3, n_head=4, n_kv_head=2, n_embd=32, block_size=BLOCK, vocab_size=VOCAB, logit_softcap=30.0),
-    "bdh": ModelConfig(arch="bdh", n_layer=2, n_head=2, n_embd=32, block_size=BLOCK, vocab_size=VOCAB, mlp_internal_dim_multiplier=4),
+    "gpt": ModelConfig(
+        arch="gpt", n_layer=2, n_head=2, n_embd=32, block_size=BLOCK, vocab_size=VOCAB, bias=True
+    ),
+    "golf": ModelConfig(
+        arch="golf",
+        n_layer=3,
+        n_head=4,
+        n_kv_head=2,
+        n_embd=32,
+        block_size=BLOCK,
+        vocab_size=VOCAB,
+        logit_softcap=30.0,
+    ),
+    "bdh": ModelConfig(
+        arch="bdh",
+        n_layer=2,
+        n_head=2,
+        n_embd=32,
+        block_size=BLOCK,
+        vocab_size=VOCAB,
+        mlp_internal_dim_multiplier=4,
+    ),
 }
 ARCHS = sorted(TINY)
 
@@ -96,7 +115,9 @@ def test_changing_a_future_token_leaves_earlier_logits_unchanged(arch: str) -> N
         a, _ = model(x, y)
         b, _ = model(changed, y)
     assert torch.allclose(a[:, :cut], b[:, :cut], atol=1e-5)
-    assert not torch.allclose(a[:, cut:], b[:, cut:], atol=1e-5)  # the change is visible from its position on
+    assert not torch.allclose(
+        a[:, cut:], b[:, cut:], atol=1e-5
+    )  # the change is visible from its position on
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -157,7 +178,9 @@ def test_tied_weights_share_storage_and_count_once() -> None:
 
 
 def test_gpt2_124m_has_the_published_parameter_count() -> None:
-    cfg = ModelConfig(arch="gpt", n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257, bias=True)
+    cfg = ModelConfig(
+        arch="gpt", n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257, bias=True
+    )
     with torch.device("meta"):
         model = build_model(cfg)
     assert sum(p.numel() for p in model.parameters()) == 124_439_808

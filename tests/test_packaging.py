@@ -19,10 +19,24 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     """Build the wheel once, with no index and no build isolation (so no network)."""
-    pytest.importorskip("hatchling", reason="hatchling builds the wheel (pip install -e '.[test]' brings it)")
+    pytest.importorskip(
+        "hatchling", reason="hatchling builds the wheel (pip install -e '.[test]' brings it)"
+    )
     out = tmp_path_factory.mktemp("wheel")
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", str(REPO), "-w", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            str(REPO),
+            "-w",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -44,7 +58,11 @@ def test_wheel_ships_the_builtin_presets(wheel):
     source = source_presets()
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
-        shipped = {Path(n).name: archive.read(n) for n in names if n.startswith("cockpit/_builtin_presets/") and n.endswith(".json")}
+        shipped = {
+            Path(n).name: archive.read(n)
+            for n in names
+            if n.startswith("cockpit/_builtin_presets/") and n.endswith(".json")
+        }
     assert shipped == source
     assert "cockpit/__main__.py" in names and "cockpit/headless.py" in names
     assert not [n for n in names if n.startswith(("tests/", "bench/"))]
@@ -52,7 +70,9 @@ def test_wheel_ships_the_builtin_presets(wheel):
 
 def test_wheel_declares_the_console_script(wheel):
     with zipfile.ZipFile(wheel) as archive:
-        entry_points = next(archive.read(n).decode() for n in archive.namelist() if n.endswith("entry_points.txt"))
+        entry_points = next(
+            archive.read(n).decode() for n in archive.namelist() if n.endswith("entry_points.txt")
+        )
     assert "gpt-cockpit = cockpit.__main__:main" in entry_points
 
 
@@ -60,7 +80,18 @@ def test_installed_copy_finds_its_presets(wheel, tmp_path):
     source = source_presets()
     target = tmp_path / "site"
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(target), str(wheel)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-index",
+            "-q",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
         capture_output=True,
         text=True,
         timeout=300,

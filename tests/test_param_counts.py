@@ -35,7 +35,13 @@ def test_builtin_preset_count_matches_the_module(preset: Preset) -> None:
 
 def _cfg(**kw: object) -> ModelConfig:
     cfg = ModelConfig(**kw)  # type: ignore[arg-type]
-    validate(Preset(name="t", model=cfg, data=dataclasses.replace(Preset(name="t").data, tokenizer="pretokenized")))
+    validate(
+        Preset(
+            name="t",
+            model=cfg,
+            data=dataclasses.replace(Preset(name="t").data, tokenizer="pretokenized"),
+        )
+    )
     return cfg
 
 
@@ -43,23 +49,109 @@ ODD = [
     # gpt: bias on/off, untied, odd layers, odd vocab, wider MLP, single head
     dict(arch="gpt", n_layer=1, n_head=1, n_embd=8, block_size=5, vocab_size=11, bias=True),
     dict(arch="gpt", n_layer=3, n_head=2, n_embd=24, block_size=17, vocab_size=97, bias=False),
-    dict(arch="gpt", n_layer=5, n_head=3, n_embd=36, block_size=33, vocab_size=257, bias=True, tie_embeddings=False),
-    dict(arch="gpt", n_layer=2, n_head=4, n_embd=32, block_size=8, vocab_size=50, bias=False, tie_embeddings=False, mlp_ratio=3),
-    dict(arch="gpt", n_layer=7, n_head=5, n_embd=40, block_size=3, vocab_size=7, bias=True, mlp_ratio=1),
+    dict(
+        arch="gpt",
+        n_layer=5,
+        n_head=3,
+        n_embd=36,
+        block_size=33,
+        vocab_size=257,
+        bias=True,
+        tie_embeddings=False,
+    ),
+    dict(
+        arch="gpt",
+        n_layer=2,
+        n_head=4,
+        n_embd=32,
+        block_size=8,
+        vocab_size=50,
+        bias=False,
+        tie_embeddings=False,
+        mlp_ratio=3,
+    ),
+    dict(
+        arch="gpt",
+        n_layer=7,
+        n_head=5,
+        n_embd=40,
+        block_size=3,
+        vocab_size=7,
+        bias=True,
+        mlp_ratio=1,
+    ),
     # golf: GQA ratios, odd layer counts (U-Net skips), untied head
     dict(arch="golf", n_layer=2, n_head=4, n_kv_head=2, n_embd=32, block_size=16, vocab_size=64),
     dict(arch="golf", n_layer=3, n_head=4, n_kv_head=1, n_embd=32, block_size=16, vocab_size=65),
-    dict(arch="golf", n_layer=9, n_head=8, n_kv_head=4, n_embd=64, block_size=16, vocab_size=1024, tie_embeddings=False),
-    dict(arch="golf", n_layer=5, n_head=6, n_kv_head=0, n_embd=48, block_size=16, vocab_size=33, mlp_ratio=2),
-    dict(arch="golf", n_layer=4, n_head=2, n_kv_head=2, n_embd=12, block_size=4, vocab_size=3, tie_embeddings=False, mlp_ratio=3),
+    dict(
+        arch="golf",
+        n_layer=9,
+        n_head=8,
+        n_kv_head=4,
+        n_embd=64,
+        block_size=16,
+        vocab_size=1024,
+        tie_embeddings=False,
+    ),
+    dict(
+        arch="golf",
+        n_layer=5,
+        n_head=6,
+        n_kv_head=0,
+        n_embd=48,
+        block_size=16,
+        vocab_size=33,
+        mlp_ratio=2,
+    ),
+    dict(
+        arch="golf",
+        n_layer=4,
+        n_head=2,
+        n_kv_head=2,
+        n_embd=12,
+        block_size=4,
+        vocab_size=3,
+        tie_embeddings=False,
+        mlp_ratio=3,
+    ),
     # bdh: head counts and multipliers, including one where N rounds down
-    dict(arch="bdh", n_layer=1, n_head=1, n_embd=8, block_size=8, vocab_size=11, mlp_internal_dim_multiplier=1),
-    dict(arch="bdh", n_layer=6, n_head=4, n_embd=32, block_size=8, vocab_size=256, mlp_internal_dim_multiplier=8),
-    dict(arch="bdh", n_layer=3, n_head=3, n_embd=18, block_size=8, vocab_size=40, mlp_internal_dim_multiplier=5),
+    dict(
+        arch="bdh",
+        n_layer=1,
+        n_head=1,
+        n_embd=8,
+        block_size=8,
+        vocab_size=11,
+        mlp_internal_dim_multiplier=1,
+    ),
+    dict(
+        arch="bdh",
+        n_layer=6,
+        n_head=4,
+        n_embd=32,
+        block_size=8,
+        vocab_size=256,
+        mlp_internal_dim_multiplier=8,
+    ),
+    dict(
+        arch="bdh",
+        n_layer=3,
+        n_head=3,
+        n_embd=18,
+        block_size=8,
+        vocab_size=40,
+        mlp_internal_dim_multiplier=5,
+    ),
 ]
 
 
-@pytest.mark.parametrize("kw", ODD, ids=lambda kw: f"{kw['arch']}-L{kw['n_layer']}-H{kw['n_head']}-C{kw['n_embd']}-V{kw['vocab_size']}")
+@pytest.mark.parametrize(
+    "kw",
+    ODD,
+    ids=lambda kw: (
+        f"{kw['arch']}-L{kw['n_layer']}-H{kw['n_head']}-C{kw['n_embd']}-V{kw['vocab_size']}"
+    ),
+)
 def test_odd_shapes_count_exactly(kw: dict) -> None:
     cfg = _cfg(**kw)
     assert count_params(cfg) == built_params(cfg)
@@ -69,5 +161,8 @@ def test_bias_and_untying_add_what_they_should() -> None:
     base = dict(arch="gpt", n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=30)
     plain = count_params(_cfg(**base))
     # bias: 2 LayerNorm biases + c_attn 3C + attn c_proj C + c_fc 4C + mlp c_proj C per block, + ln_f C
-    assert count_params(_cfg(**base, bias=True)) - plain == 2 * (2 * 16 + 3 * 16 + 16 + 4 * 16 + 16) + 16
+    assert (
+        count_params(_cfg(**base, bias=True)) - plain
+        == 2 * (2 * 16 + 3 * 16 + 16 + 4 * 16 + 16) + 16
+    )
     assert count_params(_cfg(**base, tie_embeddings=False)) - plain == 30 * 16

@@ -93,18 +93,21 @@ def test_presets_name_shows_every_field_and_the_estimate(capsys):
     assert "fits on A100-80GB" in out and "suggestion:" in out
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (["presets", "nosuch"], "no preset named 'nosuch'"),
-    (["presets", "tiny", "--set", "train.lr=-1"], "train.lr"),
-    (["presets", "--gpu", "TPUv9"], "unknown GPU 'TPUv9'"),
-    (["estimate", "gpt2_124m", "--gpu", "TPUv9"], "unknown GPU 'TPUv9'"),
-    (["estimate", "gpt2_12m"], "did you mean gpt2_124m"),
-    (["estimate", "tiny", "--set", "nosuchfield=1"], "unknown field"),
-    (["estimate", "tiny", "--set", "lr"], "key=value"),
-    (["estimate", "tiny", "--set", "train.lr=NaN"], "NaN is not allowed"),
-    (["estimate", "tiny", "--batch-size", "0"], "--batch-size"),
-    (["estimate", "tiny", "--headroom", "1.5"], "--headroom"),
-])
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["presets", "nosuch"], "no preset named 'nosuch'"),
+        (["presets", "tiny", "--set", "train.lr=-1"], "train.lr"),
+        (["presets", "--gpu", "TPUv9"], "unknown GPU 'TPUv9'"),
+        (["estimate", "gpt2_124m", "--gpu", "TPUv9"], "unknown GPU 'TPUv9'"),
+        (["estimate", "gpt2_12m"], "did you mean gpt2_124m"),
+        (["estimate", "tiny", "--set", "nosuchfield=1"], "unknown field"),
+        (["estimate", "tiny", "--set", "lr"], "key=value"),
+        (["estimate", "tiny", "--set", "train.lr=NaN"], "NaN is not allowed"),
+        (["estimate", "tiny", "--batch-size", "0"], "--batch-size"),
+        (["estimate", "tiny", "--headroom", "1.5"], "--headroom"),
+    ],
+)
 def test_errors_are_one_line_and_exit_2(capsys, argv, fragment):
     code, out, err = run(capsys, *argv)
     assert code == 2 and out == ""
@@ -123,8 +126,17 @@ def test_unknown_gpu_lists_the_catalog(capsys):
 def test_estimate_prints_breakdown_verdict_and_suggestion(capsys):
     code, out, _ = run(capsys, "estimate", "gpt2_124m", "--gpu", "T4")
     assert code == 0
-    for part in ("weights", "gradients", "optimizer state", "AMP copies", "activations (flash/SDPA)",
-                 "logits + cross-entropy", "allocator slack", "CUDA context", "total (analytic)"):
+    for part in (
+        "weights",
+        "gradients",
+        "optimizer state",
+        "AMP copies",
+        "activations (flash/SDPA)",
+        "logits + cross-entropy",
+        "allocator slack",
+        "CUDA context",
+        "total (analytic)",
+    ):
         assert part in out
     assert "does not fit on T4" in out and "short" in out
     assert "suggestion: --set train.batch_size=" in out
@@ -132,7 +144,18 @@ def test_estimate_prints_breakdown_verdict_and_suggestion(capsys):
 
 
 def test_estimate_json(capsys):
-    code, out, _ = run(capsys, "estimate", "small", "--gpu", "A100-80GB", "--batch-size", "8", "--set", "train.lr=3e-4", "--json")
+    code, out, _ = run(
+        capsys,
+        "estimate",
+        "small",
+        "--gpu",
+        "A100-80GB",
+        "--batch-size",
+        "8",
+        "--set",
+        "train.lr=3e-4",
+        "--json",
+    )
     assert code == 0
     data = json.loads(out)
     assert data["batch_size"] == 8 and data["gpu"] == "A100-80GB" and data["fits"] is True
@@ -197,7 +220,15 @@ def test_probe_stores_a_calibration_that_estimate_then_uses(capsys, two_gpus, mo
         seen["cmd"] = cmd
         batches = [int(b) for b in cmd[cmd.index("--batches") + 1].split(",")]
         points = [[b, 2 * GIB + b * 100 * 2**20] for b in batches]
-        out = json.dumps({"gpu_name": "NVIDIA A100-SXM4-80GB", "points": points, "allocated": points, "context_bytes": 0, "failed": {}})
+        out = json.dumps(
+            {
+                "gpu_name": "NVIDIA A100-SXM4-80GB",
+                "points": points,
+                "allocated": points,
+                "context_bytes": 0,
+                "failed": {},
+            }
+        )
         return subprocess.CompletedProcess(cmd, 0, out + "\n", "")
 
     monkeypatch.setattr(plan_cli.subprocess, "run", fake_run)
@@ -218,8 +249,15 @@ def test_probe_stores_a_calibration_that_estimate_then_uses(capsys, two_gpus, mo
 
 def test_probe_reports_a_child_that_measured_too_little(capsys, two_gpus, monkeypatch):
     def fake_run(cmd, **kwargs):  # noqa: ANN001, ANN003
-        out = json.dumps({"gpu_name": "g", "points": [[4, GIB]], "allocated": [[4, GIB]], "context_bytes": 0,
-                          "failed": {"8": "CUDA out of memory"}})
+        out = json.dumps(
+            {
+                "gpu_name": "g",
+                "points": [[4, GIB]],
+                "allocated": [[4, GIB]],
+                "context_bytes": 0,
+                "failed": {"8": "CUDA out of memory"},
+            }
+        )
         return subprocess.CompletedProcess(cmd, 0, out + "\n", "")
 
     monkeypatch.setattr(plan_cli.subprocess, "run", fake_run)

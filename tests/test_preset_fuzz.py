@@ -37,10 +37,35 @@ scalars = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(),  # NaN and the infinities included
     st.text(max_size=10),
-    st.sampled_from(["NaN", "Infinity", "-Infinity", "4", "1e3", "true", "", "gpt", "cosine", "byte", "gpt2", "0x10"]),
+    st.sampled_from(
+        [
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "4",
+            "1e3",
+            "true",
+            "",
+            "gpt",
+            "cosine",
+            "byte",
+            "gpt2",
+            "0x10",
+        ]
+    ),
 )
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=10)
-small_numbers = st.one_of(st.integers(-2, 4096), st.floats(-1.0, 2.0), st.sampled_from([0, 1, 2, 3, 6, 12, 64, 256, 50304]))
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+small_numbers = st.one_of(
+    st.integers(-2, 4096),
+    st.floats(-1.0, 2.0),
+    st.sampled_from([0, 1, 2, 3, 6, 12, 64, 256, 50304]),
+)
 
 
 @st.composite
@@ -135,7 +160,10 @@ def test_preset_shaped_dicts_over_a_builtin(raw: dict) -> None:
 
 
 @FAST
-@given(st.one_of(st.text(max_size=60), values.map(json.dumps), preset_shaped().map(json.dumps)), st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999", "", "}"]))
+@given(
+    st.one_of(st.text(max_size=60), values.map(json.dumps), preset_shaped().map(json.dumps)),
+    st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999", "", "}"]),
+)
 def test_any_json_text_including_nan_and_infinity(text: str, junk: str) -> None:
     for candidate in (text, text.replace("1", junk, 1), f'{{"train": {{"lr": {junk}}}}}'):
         raw = only_preset_errors(parse_json_text, candidate, "user.json")
@@ -144,11 +172,42 @@ def test_any_json_text_including_nan_and_infinity(text: str, junk: str) -> None:
         preset = only_preset_errors(preset_from_dict, raw, name="fuzzed")
         if preset is not None:
             check_valid(preset)
-            json.dumps(raw, allow_nan=False)  # an overflowed 1e999 parses as inf: never into a preset
+            json.dumps(
+                raw, allow_nan=False
+            )  # an overflowed 1e999 parses as inf: never into a preset
 
 
 @FAST
-@given(st.lists(st.one_of(st.text(max_size=30), st.tuples(st.sampled_from(PATHS + [p.split(".", 1)[1] for p in PATHS]), st.text(max_size=12)).map("=".join), st.tuples(st.sampled_from(PATHS), st.sampled_from(["NaN", "Infinity", "4", '"4"', "-1", "1e400", "null", "[1]", "{}", "true", "0.5", "99999999999999999999"])).map("=".join)), max_size=4))
+@given(
+    st.lists(
+        st.one_of(
+            st.text(max_size=30),
+            st.tuples(
+                st.sampled_from(PATHS + [p.split(".", 1)[1] for p in PATHS]), st.text(max_size=12)
+            ).map("=".join),
+            st.tuples(
+                st.sampled_from(PATHS),
+                st.sampled_from(
+                    [
+                        "NaN",
+                        "Infinity",
+                        "4",
+                        '"4"',
+                        "-1",
+                        "1e400",
+                        "null",
+                        "[1]",
+                        "{}",
+                        "true",
+                        "0.5",
+                        "99999999999999999999",
+                    ]
+                ),
+            ).map("=".join),
+        ),
+        max_size=4,
+    )
+)
 def test_set_overrides(overrides: list[str]) -> None:
     preset = only_preset_errors(apply_overrides, load_preset("tiny"), overrides)
     if preset is not None:
@@ -157,7 +216,10 @@ def test_set_overrides(overrides: list[str]) -> None:
 
 
 @FAST
-@given(st.sampled_from(["tiny", "tiny_char", "golf_baseline", "bdh_8gb", "gpt2_124m"]), plausible_edits())
+@given(
+    st.sampled_from(["tiny", "tiny_char", "golf_baseline", "bdh_8gb", "gpt2_124m"]),
+    plausible_edits(),
+)
 def test_plausible_edits_of_builtins(name: str, edits: dict) -> None:
     preset = only_preset_errors(apply_overrides, load_preset(name), edits)
     if preset is not None:
@@ -191,7 +253,18 @@ def test_every_builtin_preset_loads_and_validates() -> None:
         assert load_preset(preset.name) == preset
 
 
-BASE = {"name": "t", "model": {"arch": "gpt", "n_layer": 2, "n_head": 4, "n_embd": 64, "block_size": 32, "vocab_size": 256}, "data": {"tokenizer": "byte"}}
+BASE = {
+    "name": "t",
+    "model": {
+        "arch": "gpt",
+        "n_layer": 2,
+        "n_head": 4,
+        "n_embd": 64,
+        "block_size": 32,
+        "vocab_size": 256,
+    },
+    "data": {"tokenizer": "byte"},
+}
 
 
 def with_change(section: str, key: str, value: object) -> dict:
@@ -208,7 +281,13 @@ def with_change(section: str, key: str, value: object) -> dict:
         ("model", "n_kv_head", 2, "model.n_kv_head", "no grouped-query attention"),
         ("train", "min_lr", 0.5, "train.min_lr", "above train.lr"),
         ("train", "warmup_steps", 2000, "train.warmup_steps", "not below train.max_steps=2000"),
-        ("data", "tokenizer", "gpt2", "model.vocab_size", "smaller than the gpt2 tokenizer's 50257 tokens"),
+        (
+            "data",
+            "tokenizer",
+            "gpt2",
+            "model.vocab_size",
+            "smaller than the gpt2 tokenizer's 50257 tokens",
+        ),
         ("model", "n_layr", 3, "model.n_layr", "did you mean model.n_layer"),
         ("train", "learning_rate", 3e-4, "train.learning_rate", "unknown field"),
         ("model", "n_layer", "4", "model.n_layer", "not the string '4' (drop the quotes)"),
@@ -227,7 +306,9 @@ def with_change(section: str, key: str, value: object) -> dict:
         ("model", "arch", "llama", "model.arch", "choose one of gpt, golf, bdh"),
     ],
 )
-def test_validation_messages_name_the_field(section: str, key: str, value: object, path: str, words: str) -> None:
+def test_validation_messages_name_the_field(
+    section: str, key: str, value: object, path: str, words: str
+) -> None:
     with pytest.raises(PresetError) as info:
         preset_from_dict(with_change(section, key, value))
     assert info.value.path == path
@@ -254,4 +335,6 @@ def test_override_parsing() -> None:
     with pytest.raises(PresetError) as info:
         apply_overrides(load_preset("tiny"), ["n_layr=3"])
     assert info.value.path == "n_layr" and "did you mean n_layer" in str(info.value)
-    assert apply_overrides(load_preset("tiny"), ["lr=3e-4"]).train.lr == 3e-4  # a bare, unambiguous name
+    assert (
+        apply_overrides(load_preset("tiny"), ["lr=3e-4"]).train.lr == 3e-4
+    )  # a bare, unambiguous name

@@ -33,16 +33,39 @@ def errors_for(raw: object) -> PresetError:
 @pytest.mark.parametrize(
     ("raw", "path", "fragment"),
     [
-        ({"model": {"n_embd": 100, "n_head": 3}}, "model.n_embd", "not divisible by model.n_head=3"),
-        ({"model": {"n_head": 8, "n_kv_head": 3, "arch": "golf", "n_embd": 128}}, "model.n_kv_head", "must divide model.n_head=8"),
+        (
+            {"model": {"n_embd": 100, "n_head": 3}},
+            "model.n_embd",
+            "not divisible by model.n_head=3",
+        ),
+        (
+            {"model": {"n_head": 8, "n_kv_head": 3, "arch": "golf", "n_embd": 128}},
+            "model.n_kv_head",
+            "must divide model.n_head=8",
+        ),
         ({"model": {"n_kv_head": 2}}, "model.n_kv_head", "no grouped-query attention"),
         ({"model": {"n_layer": 0}}, "model.n_layer", "at least 1"),
         ({"model": {"dropout": 1.0}}, "model.dropout", "[0, 1)"),
         ({"model": {"arch": "rnn"}}, "model.arch", "unknown architecture 'rnn'"),
         ({"model": {"arch": "golf", "n_layer": 1}}, "model.n_layer", "encoder and decoder"),
         ({"train": {"lr": 1e-4, "min_lr": 1e-3}}, "train.min_lr", "above train.lr"),
-        ({"train": {"warmup_steps": 100, "max_steps": 100}}, "train.warmup_steps", "not below train.max_steps=100"),
-        ({"train": {"schedule": "warmdown", "warmup_steps": 10, "warmdown_steps": 95, "max_steps": 100}}, "train.warmdown_steps", "exceed"),
+        (
+            {"train": {"warmup_steps": 100, "max_steps": 100}},
+            "train.warmup_steps",
+            "not below train.max_steps=100",
+        ),
+        (
+            {
+                "train": {
+                    "schedule": "warmdown",
+                    "warmup_steps": 10,
+                    "warmdown_steps": 95,
+                    "max_steps": 100,
+                }
+            },
+            "train.warmdown_steps",
+            "exceed",
+        ),
         ({"train": {"lr": 0}}, "train.lr", "must be positive"),
         ({"train": {"batch_size": "12"}}, "train.batch_size", "the string '12' (drop the quotes)"),
         ({"train": {"lr": "3e-4"}}, "train.lr", "(drop the quotes)"),
@@ -52,7 +75,11 @@ def errors_for(raw: object) -> PresetError:
         ({"train": {"schedule": "linear"}}, "train.schedule", "choose one of cosine"),
         ({"train": {"on_anomaly": "panic"}}, "train.on_anomaly", "warn, halt, rollback"),
         ({"train": {"lrr": 1}}, "train.lrr", "did you mean train.lr?"),
-        ({"data": {"tokenizer": "gpt2"}, "model": {"vocab_size": 256}}, "model.vocab_size", "50304"),
+        (
+            {"data": {"tokenizer": "gpt2"}, "model": {"vocab_size": 256}},
+            "model.vocab_size",
+            "50304",
+        ),
         ({"data": {"tokenizer": "bpe"}}, "data.tokenizer", "unknown tokenizer"),
         ({"data": {"val_fraction": 0.5}}, "data.val_fraction", "(0, 0.5)"),
         ({"data": {"source": ""}}, "data.source", "must name a file"),
@@ -87,7 +114,7 @@ def test_defaults_are_nanogpt_shakespeare_char():
         ("train.lr=3e-4", "train.lr", 3e-4),
         ("train.compile=true", "train.compile", True),
         ("data.source=/tmp/x.txt", "data.source", "/tmp/x.txt"),
-        ("data.source=\"quoted\"", "data.source", "quoted"),
+        ('data.source="quoted"', "data.source", "quoted"),
         ("model.n_layer = 6", "model.n_layer", 6),
         ("description=a b=c", "description", "a b=c"),
     ],
@@ -96,7 +123,15 @@ def test_parse_override(text, key, value):
     assert parse_override(text) == (key, value)
 
 
-@pytest.mark.parametrize(("text", "fragment"), [("train.lr", "key=value"), ("=3", "field name"), ("train.lr=NaN", "finite number"), ("train.lr=Infinity", "finite")])
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("train.lr", "key=value"),
+        ("=3", "field name"),
+        ("train.lr=NaN", "finite number"),
+        ("train.lr=Infinity", "finite"),
+    ],
+)
 def test_parse_override_errors(text, fragment):
     with pytest.raises(PresetError, match=fragment):
         parse_override(text)
@@ -121,7 +156,10 @@ def test_field_paths_resolve_and_read():
     assert resolve_field_path("name") == "name"
     with pytest.raises(PresetError, match="unknown field; did you mean"):
         resolve_field_path("train.warmup")
-    assert get_field(Preset(name="x"), "train.lr") == 1e-3 and get_field(Preset(name="x"), "name") == "x"
+    assert (
+        get_field(Preset(name="x"), "train.lr") == 1e-3
+        and get_field(Preset(name="x"), "name") == "x"
+    )
 
 
 def test_arch_trainable():
@@ -163,7 +201,12 @@ def test_preset_name_comes_from_the_file(tmp_path):
     path = tmp_path / "shakespeare.json"
     path.write_text(json.dumps({"description": "d", "train": {"lr": 5e-4}}))
     p = load_preset(str(path))
-    assert p.name == "shakespeare" and p.train.lr == 5e-4 and p.source_path == str(path) and not p.builtin
+    assert (
+        p.name == "shakespeare"
+        and p.train.lr == 5e-4
+        and p.source_path == str(path)
+        and not p.builtin
+    )
 
 
 def test_unknown_preset_name_suggests_a_close_one(tmp_path):

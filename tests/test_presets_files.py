@@ -15,8 +15,24 @@ FILES = sorted(builtin_dir().glob("*.json"))
 NAMES = [p.stem for p in FILES]
 
 EXPECTED_NAMES = {
-    "tiny", "tiny_char", "small", "small_char", "150M", "200M", "250M", "150M_1024", "200M_1024", "250M_1024",
-    "350M_1024", "500M_1024", "gpt2_124m", "tiny_gpt_50m", "golf_baseline", "bdh_8gb", "bdh_14gb", "bdh_24gb",
+    "tiny",
+    "tiny_char",
+    "small",
+    "small_char",
+    "150M",
+    "200M",
+    "250M",
+    "150M_1024",
+    "200M_1024",
+    "250M_1024",
+    "350M_1024",
+    "500M_1024",
+    "gpt2_124m",
+    "tiny_gpt_50m",
+    "golf_baseline",
+    "bdh_8gb",
+    "bdh_14gb",
+    "bdh_24gb",
     "shakespeare_char",
 }
 
@@ -70,7 +86,13 @@ def test_shape_matches_the_seed(name):
     arch, layers, heads, width, block, batch, tokenizer, vocab = SHAPES[name]
     p = load_preset(name)
     m = p.model
-    assert (m.arch, m.n_layer, m.n_head, m.n_embd, m.block_size) == (arch, layers, heads, width, block)
+    assert (m.arch, m.n_layer, m.n_head, m.n_embd, m.block_size) == (
+        arch,
+        layers,
+        heads,
+        width,
+        block,
+    )
     assert (p.train.batch_size, p.data.tokenizer, m.vocab_size) == (batch, tokenizer, vocab)
 
 
@@ -85,7 +107,13 @@ def test_stated_counts_that_differ_are_explained(name):
 def test_gpt2_124m_is_seed_000s_recipe():
     p = load_preset("gpt2_124m")
     t, m = p.train, p.model
-    assert (t.lr, t.min_lr, t.warmup_steps, t.weight_decay, t.grad_clip) == (6e-4, 6e-5, 200, 0.1, 1.0)
+    assert (t.lr, t.min_lr, t.warmup_steps, t.weight_decay, t.grad_clip) == (
+        6e-4,
+        6e-5,
+        200,
+        0.1,
+        1.0,
+    )
     assert 2000 <= t.max_steps <= 4000 and t.schedule == "cosine"
     assert (m.bias, m.dropout, m.block_size) == (False, 0.0, 1024)
     assert p.tokens_per_step >= 32 * 1024
@@ -102,9 +130,21 @@ def test_tiny_gpt_50m_is_seed_002s_plan():
 def test_golf_baseline_is_seed_001s():
     p = load_preset("golf_baseline")
     m, t = p.model, p.train
-    assert (m.n_kv_head, m.mlp_ratio, m.tie_embeddings, m.rope_base, m.logit_softcap, m.qk_gain_init) == (4, 2, True, 10000.0, 30.0, 1.5)
+    assert (
+        m.n_kv_head,
+        m.mlp_ratio,
+        m.tie_embeddings,
+        m.rope_base,
+        m.logit_softcap,
+        m.qk_gain_init,
+    ) == (4, 2, True, 10000.0, 30.0, 1.5)
     assert p.tokens_per_step == 524288
-    assert (t.schedule, t.warmdown_steps, t.max_steps, t.max_time_s) == ("warmdown", 1200, 20000, 600.0)
+    assert (t.schedule, t.warmdown_steps, t.max_steps, t.max_time_s) == (
+        "warmdown",
+        1200,
+        20000,
+        600.0,
+    )
     assert (t.beta1, t.beta2, t.grad_clip) == (0.9, 0.95, 0.0)
 
 
@@ -112,14 +152,32 @@ def test_golf_baseline_is_seed_001s():
 def test_bdh_presets_are_seed_004s(name, mult):
     p = load_preset(name)
     assert p.model.mlp_internal_dim_multiplier == mult
-    assert (p.model.dropout, p.train.lr, p.train.weight_decay, p.train.max_steps) == (0.1, 1e-3, 0.1, 3000)
+    assert (p.model.dropout, p.train.lr, p.train.weight_decay, p.train.max_steps) == (
+        0.1,
+        1e-3,
+        0.1,
+        3000,
+    )
 
 
 def test_shakespeare_char_is_nanogpts_cpu_recipe():
     p = load_preset("shakespeare_char")
     t = p.train
-    assert (p.model.dropout, t.lr, t.min_lr, t.warmup_steps, t.max_steps) == (0.0, 1e-3, 1e-4, 100, 2000)
-    assert (t.beta2, t.weight_decay, t.grad_clip, t.eval_interval, t.eval_steps, t.dtype) == (0.99, 0.1, 1.0, 250, 20, "fp32")
+    assert (p.model.dropout, t.lr, t.min_lr, t.warmup_steps, t.max_steps) == (
+        0.0,
+        1e-3,
+        1e-4,
+        100,
+        2000,
+    )
+    assert (t.beta2, t.weight_decay, t.grad_clip, t.eval_interval, t.eval_steps, t.dtype) == (
+        0.99,
+        0.1,
+        1.0,
+        250,
+        20,
+        "fp32",
+    )
 
 
 def test_the_big_gpu_presets_fit_where_their_names_say():

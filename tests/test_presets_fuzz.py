@@ -20,7 +20,10 @@ from cockpit.presets import (
 )
 
 FIELDS = field_paths()
-SECTION_KEYS = {s: [p.split(".", 1)[1] for p in FIELDS if p.startswith(s + ".")] for s in ("model", "train", "data")}
+SECTION_KEYS = {
+    s: [p.split(".", 1)[1] for p in FIELDS if p.startswith(s + ".")]
+    for s in ("model", "train", "data")
+}
 
 json_scalars = st.one_of(
     st.none(),
@@ -30,13 +33,35 @@ json_scalars = st.one_of(
     st.text(max_size=12),
     st.sampled_from([10**400, -(10**400), 2**63, 2**64 + 1, 1e308, -0.0, 5e-324]),
 )
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=8)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
 
 # plausible values for each field, mixed with junk, so most examples get past the type checks
 plausible = st.one_of(
     st.integers(min_value=-3, max_value=70000),
     st.floats(min_value=-1, max_value=2, allow_nan=False),
-    st.sampled_from(["gpt", "golf", "bdh", "cosine", "warmdown", "auto", "bf16", "fp32", "char", "byte", "gpt2", "default", "warn"]),
+    st.sampled_from(
+        [
+            "gpt",
+            "golf",
+            "bdh",
+            "cosine",
+            "warmdown",
+            "auto",
+            "bf16",
+            "fp32",
+            "char",
+            "byte",
+            "gpt2",
+            "default",
+            "warn",
+        ]
+    ),
     st.booleans(),
     json_scalars,
 )
@@ -100,12 +125,32 @@ def test_any_text_file_is_parsed_or_refused_with_a_preset_error(text):
     _accepts_or_preset_error(raw)
 
 
-override_keys = st.one_of(st.sampled_from(FIELDS), st.sampled_from([p.split(".", 1)[1] for p in FIELDS]), st.text(max_size=12))
+override_keys = st.one_of(
+    st.sampled_from(FIELDS),
+    st.sampled_from([p.split(".", 1)[1] for p in FIELDS]),
+    st.text(max_size=12),
+)
 override_values = st.one_of(
     st.text(max_size=12),
     st.integers(min_value=-(10**30), max_value=10**30).map(str),
     st.floats().map(repr),
-    st.sampled_from(["NaN", "Infinity", "-Infinity", "true", "null", "[]", "{}", "1e999", "-0", "3e-4", "\"x\"", "[[[[1]]]]", "1" + "0" * 400]),
+    st.sampled_from(
+        [
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "true",
+            "null",
+            "[]",
+            "{}",
+            "1e999",
+            "-0",
+            "3e-4",
+            '"x"',
+            "[[[[1]]]]",
+            "1" + "0" * 400,
+        ]
+    ),
 )
 
 
@@ -137,7 +182,28 @@ def test_deep_nesting_is_a_preset_error_not_a_recursion_error():
 
 
 nasty_values = st.one_of(
-    st.sampled_from([10**400, -(10**400), 2**53 + 1, 2**63, 1e308, -1e308, 5e-324, -0.0, 0, -1, 1, "", " ", "1", None, [], {}, True]),
+    st.sampled_from(
+        [
+            10**400,
+            -(10**400),
+            2**53 + 1,
+            2**63,
+            1e308,
+            -1e308,
+            5e-324,
+            -0.0,
+            0,
+            -1,
+            1,
+            "",
+            " ",
+            "1",
+            None,
+            [],
+            {},
+            True,
+        ]
+    ),
     st.integers(),
     st.floats(),
     st.text(max_size=5),
@@ -149,7 +215,9 @@ nasty_values = st.one_of(
 def test_one_nasty_field_on_a_valid_preset(path, value):
     section, key = path.split(".", 1)
     _accepts_or_preset_error({"name": "fuzz", section: {key: value}})
-    text = value if isinstance(value, str) else json.dumps(value)  # NaN/Infinity come out as the bare words
+    text = (
+        value if isinstance(value, str) else json.dumps(value)
+    )  # NaN/Infinity come out as the bare words
     try:
         apply_overrides(Preset(name="base"), [f"{path}={text}"])
     except PresetError:
@@ -157,7 +225,11 @@ def test_one_nasty_field_on_a_valid_preset(path, value):
 
 
 def test_overflowing_numbers_are_preset_errors():
-    for field, value in (("train.lr", 10**400), ("model.n_embd", 10**400), ("model.n_layer", 2**60)):
+    for field, value in (
+        ("train.lr", 10**400),
+        ("model.n_embd", 10**400),
+        ("model.n_layer", 2**60),
+    ):
         section, key = field.split(".")
         try:
             preset_from_dict({section: {key: value}}, name="x")

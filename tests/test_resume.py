@@ -62,7 +62,11 @@ def test_both_checkpoints_bad_is_a_clear_error(tmp_path):
         (run_dir / "checkpoints" / name).write_bytes(b"garbage")
     proc = run_child(run_dir, resume=True)
     assert proc.returncode == 1
-    assert "last.pt" in proc.stderr and "last.prev.pt" in proc.stderr and "Traceback" not in proc.stderr
+    assert (
+        "last.pt" in proc.stderr
+        and "last.prev.pt" in proc.stderr
+        and "Traceback" not in proc.stderr
+    )
     assert events_of(run_dir, "end")[-1]["reason"] == "error"
     assert runs.read_run_info(run_dir)["status"] == "error"
 
@@ -83,7 +87,9 @@ def wait_for(predicate, timeout: float = 60.0) -> None:
 
 def test_kill_9_leaves_a_loadable_checkpoint_and_reads_as_crashed(tmp_path):
     run_dir = make_run(tmp_path, "train.max_steps=100000", "train.eval_interval=10")
-    handle = runs.launch(run_dir, device="cpu", detach=False, env={"GPT_COCKPIT_FAULT": "slow_step_ms=10"})
+    handle = runs.launch(
+        run_dir, device="cpu", detach=False, env={"GPT_COCKPIT_FAULT": "slow_step_ms=10"}
+    )
     try:
         wait_for(lambda: any(c["kind"] == "last" for c in events_of(run_dir, "checkpoint")))
         wait_for(lambda: events_of(run_dir, "step") and events_of(run_dir, "step")[-1]["step"] > 12)

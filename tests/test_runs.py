@@ -23,7 +23,12 @@ from cockpit.presets import Preset, apply_overrides
 def tiny(name: str = "tiny", max_steps: int = 20) -> Preset:
     return apply_overrides(
         Preset(name=name),
-        {"train.max_steps": max_steps, "train.warmup_steps": 2, "train.log_interval": 5, "train.eval_interval": 10},
+        {
+            "train.max_steps": max_steps,
+            "train.warmup_steps": 2,
+            "train.log_interval": 5,
+            "train.eval_interval": 10,
+        },
     )
 
 
@@ -130,7 +135,9 @@ def test_dead_pid_reads_as_crashed_and_updates_run_json(tmp_path):
 def test_reused_pid_with_another_start_time_is_not_the_run(tmp_path):
     run_dir = runs.create_run_dir(tiny(), root=tmp_path)
     me = os.getpid()
-    runs.update_run_info(run_dir, status="running", pid=me, pid_start_time=runs.process_start_time(me) - 3600)
+    runs.update_run_info(
+        run_dir, status="running", pid=me, pid_start_time=runs.process_start_time(me) - 3600
+    )
     assert runs.pid_alive(me) and not runs.pid_alive(me, runs.process_start_time(me) - 3600)
     assert runs.run_status(run_dir) == "crashed"
 
@@ -138,7 +145,9 @@ def test_reused_pid_with_another_start_time_is_not_the_run(tmp_path):
 def test_live_pid_with_matching_start_time_is_running(tmp_path):
     run_dir = runs.create_run_dir(tiny(), root=tmp_path)
     me = os.getpid()
-    runs.update_run_info(run_dir, status="running", pid=me, pid_start_time=runs.process_start_time(me))
+    runs.update_run_info(
+        run_dir, status="running", pid=me, pid_start_time=runs.process_start_time(me)
+    )
     assert runs.run_status(run_dir) == "running"
 
 
@@ -161,7 +170,11 @@ def test_starting_without_pid_is_given_a_grace_period(tmp_path):
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(None, "is not a run directory"), ("{not json", "cannot read"), ("[1, 2]", "is not a JSON object")],
+    [
+        (None, "is not a run directory"),
+        ("{not json", "cannot read"),
+        ("[1, 2]", "is not a JSON object"),
+    ],
 )
 def test_unreadable_run_json(tmp_path, content, message):
     run_dir = tmp_path / "r"
@@ -214,7 +227,9 @@ def test_summary_reads_progress_and_losses(tmp_path, monkeypatch):
     summary = runs.summarize_run(run_dir)
     assert summary.status == "finished" and summary.step == 20 and summary.max_steps == 20
     assert summary.best_val_loss is not None and summary.last_loss is not None
-    assert summary.best_val_loss == pytest.approx(min(r["val_loss"] for r in read_events(run_dir / runs.EVENTS_JSONL) if r["event"] == "eval"))
+    assert summary.best_val_loss == pytest.approx(
+        min(r["val_loss"] for r in read_events(run_dir / runs.EVENTS_JSONL) if r["event"] == "eval")
+    )
 
 
 def test_summary_of_a_run_that_died_before_setup_takes_max_steps_from_its_preset(tmp_path):
@@ -272,7 +287,9 @@ def test_attach_no_ui_prints_history_of_a_finished_run(tmp_path, monkeypatch, ca
     run_dir = finished_run(tmp_path, monkeypatch)
     assert main(["--runs-dir", str(tmp_path / "runs"), "attach", "last", "--no-ui"]) == 0
     out, err = capsys.readouterr()
-    assert out.splitlines()[0].startswith("step 1/20") and "step 20/20" in out and "eval 20/20" in out
+    assert (
+        out.splitlines()[0].startswith("step 1/20") and "step 20/20" in out and "eval 20/20" in out
+    )
     assert f"attached to {run_dir}" in err and "end: finished at step 20/20" in err
 
 
@@ -315,7 +332,9 @@ def test_ctrl_c_detaches_an_attach_and_the_run_goes_on(tmp_path, monkeypatch):
     try:
         wait_status(run_dir, ("running",))
         attach = subprocess.Popen(
-            cockpit_command("--runs-dir", str(tmp_path / "runs"), "attach", run_dir.name, "--no-ui"),
+            cockpit_command(
+                "--runs-dir", str(tmp_path / "runs"), "attach", run_dir.name, "--no-ui"
+            ),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

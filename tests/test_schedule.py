@@ -23,7 +23,9 @@ def nanogpt_get_lr(it: int, lr: float, min_lr: float, warmup: int, decay_iters: 
 
 @pytest.mark.parametrize("step", [0, 1, 50, 99, 100, 101, 500, 1000, 1999, 2000, 2500])
 def test_cosine_matches_nanogpt(step):
-    assert cosine_lr(step, 1e-3, 1e-4, 100, 2000) == pytest.approx(nanogpt_get_lr(step, 1e-3, 1e-4, 100, 2000))
+    assert cosine_lr(step, 1e-3, 1e-4, 100, 2000) == pytest.approx(
+        nanogpt_get_lr(step, 1e-3, 1e-4, 100, 2000)
+    )
 
 
 def test_cosine_shape():
@@ -63,7 +65,9 @@ def test_constant():
 
 @pytest.mark.parametrize("schedule", ["cosine", "warmdown", "constant"])
 def test_lr_at_dispatches_and_scales(schedule):
-    cfg = TrainConfig(schedule=schedule, max_steps=100, warmup_steps=10, warmdown_steps=20, lr=1e-3, min_lr=1e-4)
+    cfg = TrainConfig(
+        schedule=schedule, max_steps=100, warmup_steps=10, warmdown_steps=20, lr=1e-3, min_lr=1e-4
+    )
     for step in (0, 10, 50, 95):
         assert lr_at(step, cfg, 0.5) == pytest.approx(0.5 * lr_at(step, cfg))
     assert lr_at(50, cfg) > 0

@@ -16,8 +16,16 @@ pytestmark = pytest.mark.slow
 
 
 def launch_slow(tmp_path, step_ms: int = 20, *overrides: str):
-    run_dir = make_run(tmp_path, "train.max_steps=100000", "train.eval_interval=0", "train.log_interval=2", *overrides)
-    handle = runs.launch(run_dir, device="cpu", detach=False, env={"GPT_COCKPIT_FAULT": f"slow_step_ms={step_ms}"})
+    run_dir = make_run(
+        tmp_path,
+        "train.max_steps=100000",
+        "train.eval_interval=0",
+        "train.log_interval=2",
+        *overrides,
+    )
+    handle = runs.launch(
+        run_dir, device="cpu", detach=False, env={"GPT_COCKPIT_FAULT": f"slow_step_ms={step_ms}"}
+    )
     deadline = time.monotonic() + 60
     while not [r for r in events_of(run_dir, "step") if r["step"] >= 4]:
         assert handle.poll() is None, (run_dir / "console.log").read_text()
@@ -84,7 +92,12 @@ def test_exit_during_a_checkpoint_write_leaves_only_whole_files(tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-c", EXIT_MID_WRITE, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", EXIT_MID_WRITE, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 130, proc.stderr
     assert list(tmp_path.glob(".last.pt.*.tmp"))  # the torn write is there, under a temp name only
     loaded = ckpt.load_latest(tmp_path)

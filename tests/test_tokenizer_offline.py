@@ -51,7 +51,9 @@ def test_char_unknown_character_raises_value_error() -> None:
     tok = CharTokenizer.from_text("abc")
     with pytest.raises(ValueError, match="'d' is not in this char vocabulary"):
         tok.encode("abd")
-    assert tok.decode([0, 99, -1]) == "a\ufffd\ufffd"  # ids outside the vocabulary never crash decoding
+    assert (
+        tok.decode([0, 99, -1]) == "a\ufffd\ufffd"
+    )  # ids outside the vocabulary never crash decoding
 
 
 def test_char_needs_text_or_state_and_names_are_checked() -> None:
@@ -88,13 +90,17 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> list[object]:
 
 
 @pytest.mark.parametrize("name", ["gpt2", "cl100k_base", "o200k_base"])
-def test_tiktoken_with_an_empty_cache_fails_fast_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_network: list, name: str) -> None:
+def test_tiktoken_with_an_empty_cache_fails_fast_with_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_network: list, name: str
+) -> None:
     import tiktoken
 
     cache = tmp_path / "empty-cache"
     cache.mkdir()
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
-    monkeypatch.setattr(tiktoken, "get_encoding", lambda n: pytest.fail("tiktoken must not be asked to download"))
+    monkeypatch.setattr(
+        tiktoken, "get_encoding", lambda n: pytest.fail("tiktoken must not be asked to download")
+    )
     start = time.perf_counter()
     with pytest.raises(TokenizerUnavailable) as info:
         get_tokenizer(name)
@@ -106,7 +112,9 @@ def test_tiktoken_with_an_empty_cache_fails_fast_with_the_fix(tmp_path: Path, mo
     assert no_network == []
 
 
-def test_tiktoken_with_a_cache_holding_the_blobs_proceeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_network: list) -> None:
+def test_tiktoken_with_a_cache_holding_the_blobs_proceeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_network: list
+) -> None:
     import tiktoken
 
     cache = tmp_path / "cache"
@@ -133,11 +141,15 @@ def test_tiktoken_with_a_cache_holding_the_blobs_proceeds(tmp_path: Path, monkey
     assert isinstance(tok, TiktokenTokenizer) and asked == ["gpt2"]
     assert tok.vocab_size == 50257 and tok.eot == 50256
     assert tok.decode(tok.encode("abc")) == "abc"
-    assert tok.decode([97, 60000, -3, 98]) == "ab"  # ids beyond the encoding (padded vocab) are dropped
+    assert (
+        tok.decode([97, 60000, -3, 98]) == "ab"
+    )  # ids beyond the encoding (padded vocab) are dropped
     assert no_network == []
 
 
-def test_one_missing_blob_is_still_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_missing_blob_is_still_unavailable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cache = tmp_path / "cache"
     cache.mkdir()
     first, second = tiktoken_files("gpt2")

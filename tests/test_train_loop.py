@@ -68,7 +68,9 @@ def make_run(tmp_path: Path, *overrides: str, name: str = "run") -> Path:
     return runs.create_run_dir(preset, tmp_path / name)
 
 
-def run_child(run_dir: Path, *, fault: str = "", resume: bool = False, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def run_child(
+    run_dir: Path, *, fault: str = "", resume: bool = False, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
     """The real child process, as runs.launch starts it."""
     env = dict(os.environ, GPT_COCKPIT_FAULT=fault, PYTHONUNBUFFERED="1")
     cmd = runs.child_command(run_dir, device="cpu", resume=resume)
@@ -102,11 +104,22 @@ def test_short_run_writes_a_well_formed_log_and_learns(tmp_path):
     steps = events_of(run_dir, "step")
     assert [r["step"] for r in steps] == list(range(1, 61))
     for r in steps:
-        for key in ("loss", "lr", "grad_norm", "tokens_per_s", "step_ms", "tokens", "micro_batch", "grad_accum"):
+        for key in (
+            "loss",
+            "lr",
+            "grad_norm",
+            "tokens_per_s",
+            "step_ms",
+            "tokens",
+            "micro_batch",
+            "grad_accum",
+        ):
             assert key in r, key
         assert math.isfinite(r["loss"]) and r["grad_norm"] > 0 and r["tokens_per_s"] > 0
         assert r["tokens"] == r["step"] * 128
-        assert r["lr"] == pytest.approx(lr_at(r["step"] - 1, preset.train))  # step k used the schedule at k-1
+        assert r["lr"] == pytest.approx(
+            lr_at(r["step"] - 1, preset.train)
+        )  # step k used the schedule at k-1
     first, last = steps[:10], steps[-10:]
     assert sum(r["loss"] for r in last) / 10 < sum(r["loss"] for r in first) / 10 - 0.5
 
@@ -134,7 +147,13 @@ def test_metrics_are_read_back_once_per_interval(tmp_path, monkeypatch):
     """No host sync per step in the loop: one tolist() per log interval, item() only in evals."""
     from cockpit.train.loop import Trainer
 
-    run_dir = make_run(tmp_path, "train.max_steps=30", "train.log_interval=10", "train.eval_interval=0", "train.sample_tokens=0")
+    run_dir = make_run(
+        tmp_path,
+        "train.max_steps=30",
+        "train.log_interval=10",
+        "train.eval_interval=0",
+        "train.sample_tokens=0",
+    )
     trainer = Trainer(run_dir, device="cpu")
     trainer.setup()
     calls = {"tolist": 0, "item": 0}
@@ -143,7 +162,9 @@ def test_metrics_are_read_back_once_per_interval(tmp_path, monkeypatch):
     def counting(name, real):
         def wrapper(self, *args, **kwargs):
             if sys._getframe(1).f_code.co_filename.endswith(os.path.join("train", "loop.py")):
-                calls[name] += 1  # read-backs by the loop itself (a data sampler may use item() on CPU)
+                calls[name] += (
+                    1  # read-backs by the loop itself (a data sampler may use item() on CPU)
+                )
             return real(self, *args, **kwargs)
 
         return wrapper
@@ -161,7 +182,13 @@ def grads_after_one_step(run_dir: Path, faults: str = "") -> tuple[dict[str, tor
     from cockpit.train.faults import parse_faults
     from cockpit.train.loop import Trainer
 
-    trainer = Trainer(run_dir, device="cpu", faults=parse_faults(faults), write_run_info=False, write_checkpoints=False)
+    trainer = Trainer(
+        run_dir,
+        device="cpu",
+        faults=parse_faults(faults),
+        write_run_info=False,
+        write_checkpoints=False,
+    )
     trainer.setup()
     x, y = trainer.train_sampler.sample(trainer.n_seq)
     trainer._optimizer_step(x, y, 1.0)
@@ -169,29 +196,42 @@ def grads_after_one_step(run_dir: Path, faults: str = "") -> tuple[dict[str, tor
 
 
 def test_grad_accumulation_equals_one_big_batch(tmp_path):
-    big, _ = grads_after_one_step(make_run(tmp_path, "train.batch_size=8", "train.grad_accum=1", name="a"))
-    split, _ = grads_after_one_step(make_run(tmp_path, "train.batch_size=2", "train.grad_accum=4", name="b"))
+    big, _ = grads_after_one_step(
+        make_run(tmp_path, "train.batch_size=8", "train.grad_accum=1", name="a")
+    )
+    split, _ = grads_after_one_step(
+        make_run(tmp_path, "train.batch_size=2", "train.grad_accum=4", name="b")
+    )
     for name in big:
         torch.testing.assert_close(split[name], big[name], rtol=1e-4, atol=1e-6)
 
 
 def test_oom_retry_halves_micro_batch_and_keeps_the_step(tmp_path):
     clean, _ = grads_after_one_step(make_run(tmp_path, "train.batch_size=8", name="a"))
-    retried, trainer = grads_after_one_step(make_run(tmp_path, "train.batch_size=8", name="b"), "oom_above_batch=2")
+    retried, trainer = grads_after_one_step(
+        make_run(tmp_path, "train.batch_size=8", name="b"), "oom_above_batch=2"
+    )
     assert (trainer.micro_batch, trainer.grad_accum) == (2, 4)
     for name in clean:
         torch.testing.assert_close(retried[name], clean[name], rtol=1e-4, atol=1e-6)
 
 
 def test_oom_retry_in_a_real_run_says_so(tmp_path):
-    run_dir = make_run(tmp_path, "train.batch_size=8", "train.max_steps=10", "train.eval_interval=0")
+    run_dir = make_run(
+        tmp_path, "train.batch_size=8", "train.max_steps=10", "train.eval_interval=0"
+    )
     proc = run_child(run_dir, fault="oom_above_batch=3")
     assert proc.returncode == 0, proc.stderr
     ooms = [w for w in events_of(run_dir, "warning") if w["rule"] == "oom"]
-    assert [(w["evidence"]["new_batch_size"], w["evidence"]["new_grad_accum"]) for w in ooms] == [(4, 2), (2, 4)]
+    assert [(w["evidence"]["new_batch_size"], w["evidence"]["new_grad_accum"]) for w in ooms] == [
+        (4, 2),
+        (2, 4),
+    ]
     steps = events_of(run_dir, "step")
     assert len(steps) == 10 and all((s["micro_batch"], s["grad_accum"]) == (2, 4) for s in steps)
-    assert all(s["tokens"] == s["step"] * 8 * 32 for s in steps)  # tokens per optimizer step unchanged
+    assert all(
+        s["tokens"] == s["step"] * 8 * 32 for s in steps
+    )  # tokens per optimizer step unchanged
 
 
 def test_oom_at_micro_batch_one_is_a_clear_error(tmp_path):
@@ -209,13 +249,22 @@ def test_other_schedules_and_clipping_off(tmp_path, schedule):
     from cockpit.train.__main__ import run_child as run_in_process
 
     run_dir = make_run(
-        tmp_path, f"train.schedule={schedule}", "train.warmup_steps=5", "train.warmdown_steps=10", "train.grad_clip=0", "train.max_steps=30"
+        tmp_path,
+        f"train.schedule={schedule}",
+        "train.warmup_steps=5",
+        "train.warmdown_steps=10",
+        "train.grad_clip=0",
+        "train.max_steps=30",
     )
     assert run_in_process(run_dir, "cpu") == 0
     preset = runs.load_run_preset(run_dir)
     steps = events_of(run_dir, "step")
-    assert [r["lr"] for r in steps] == pytest.approx([lr_at(r["step"] - 1, preset.train) for r in steps])
-    assert all(r["grad_norm"] > 0 and math.isfinite(r["grad_norm"]) for r in steps)  # measured even when not clipping
+    assert [r["lr"] for r in steps] == pytest.approx(
+        [lr_at(r["step"] - 1, preset.train) for r in steps]
+    )
+    assert all(
+        r["grad_norm"] > 0 and math.isfinite(r["grad_norm"]) for r in steps
+    )  # measured even when not clipping
     if schedule == "warmdown":
         assert steps[-1]["lr"] < steps[15]["lr"] / 5
 
@@ -234,7 +283,11 @@ def test_missing_data_is_one_line_and_error(tmp_path):
 def test_bad_fault_spec_is_an_error_not_a_crash(tmp_path):
     run_dir = make_run(tmp_path)
     proc = run_child(run_dir, fault="explode=3")
-    assert proc.returncode == 1 and "GPT_COCKPIT_FAULT" in proc.stderr and "Traceback" not in proc.stderr
+    assert (
+        proc.returncode == 1
+        and "GPT_COCKPIT_FAULT" in proc.stderr
+        and "Traceback" not in proc.stderr
+    )
     assert events_of(run_dir, "end")[-1]["reason"] == "error"
 
 
@@ -260,7 +313,11 @@ def test_unexpected_exception_is_a_crash_with_traceback(tmp_path, monkeypatch):
     run_dir = make_run(tmp_path)
     assert run_in_process(run_dir, "cpu") == 1
     error = events_of(run_dir, "error")[-1]
-    assert error["kind"] == "RuntimeError" and "boom in eval" in error["message"] and "boom" in error["traceback"]
+    assert (
+        error["kind"] == "RuntimeError"
+        and "boom in eval" in error["message"]
+        and "boom" in error["traceback"]
+    )
     assert events_of(run_dir, "end")[-1]["reason"] == "crashed"
     assert runs.read_run_info(run_dir)["status"] == "crashed"
 
@@ -276,12 +333,16 @@ def test_cuda_without_gpu_is_a_clear_error(tmp_path):
 
 
 def test_max_time_ends_the_run(tmp_path):
-    run_dir = make_run(tmp_path, "train.max_steps=100000", "train.max_time_s=1.5", "train.eval_interval=0")
+    run_dir = make_run(
+        tmp_path, "train.max_steps=100000", "train.max_time_s=1.5", "train.eval_interval=0"
+    )
     proc = run_child(run_dir, fault="slow_step_ms=20")
     assert proc.returncode == 0, proc.stderr
     end = events_of(run_dir, "end")[-1]
     assert end["reason"] == "max-time"
-    assert 1 <= end["step"] < 100000  # stopped by the clock, not the step cap (a loaded machine makes few steps)
+    assert (
+        1 <= end["step"] < 100000
+    )  # stopped by the clock, not the step cap (a loaded machine makes few steps)
     start = events_of(run_dir, "start")[-1]
     assert end["time"] - start["time"] >= 1.5
     assert events_of(run_dir, "eval")[-1]["step"] == end["step"]  # a final eval and checkpoint

@@ -28,8 +28,17 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from cockpit.train.faults import FaultSpecError
     from cockpit.train.runtime import EngineError
 
-    found: list[type[BaseException]] = [EngineError, CheckpointError, FaultSpecError, PresetError, runs.RunError]
-    for module, name in (("cockpit.train.data", "DataError"), ("cockpit.tokenizers", "TokenizerUnavailable")):
+    found: list[type[BaseException]] = [
+        EngineError,
+        CheckpointError,
+        FaultSpecError,
+        PresetError,
+        runs.RunError,
+    ]
+    for module, name in (
+        ("cockpit.train.data", "DataError"),
+        ("cockpit.tokenizers", "TokenizerUnavailable"),
+    ):
         try:
             found.append(getattr(__import__(module, fromlist=[name]), name))
         except (ImportError, AttributeError):
@@ -63,7 +72,9 @@ class _StopSwitch:
             self.trainer.request_stop(self.why)  # type: ignore[attr-defined]
 
     def install(self) -> None:
-        self.previous = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        self.previous = {
+            sig: signal.signal(sig, self.handle) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
 
     def uninstall(self) -> None:
         for sig, handler in getattr(self, "previous", {}).items():
@@ -113,8 +124,12 @@ def run_child(run_dir: str | os.PathLike[str], device: str = "auto", resume: boo
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cockpit.train", description="The gpt-cockpit training child.")
-    parser.add_argument("--run-dir", required=True, help="a run directory made by runs.create_run_dir")
+    parser = argparse.ArgumentParser(
+        prog="python -m cockpit.train", description="The gpt-cockpit training child."
+    )
+    parser.add_argument(
+        "--run-dir", required=True, help="a run directory made by runs.create_run_dir"
+    )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--resume", action="store_true", help="continue from checkpoints/last.pt")
     args = parser.parse_args(argv)

@@ -78,7 +78,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"{p}: the file is empty (a write that never finished)")
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for bad files
+    except (
+        Exception
+    ) as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for bad files
         text = str(exc).strip()
         refused = [line.strip() for line in text.splitlines() if "WeightsUnpickler error" in line]
         if refused:

@@ -43,7 +43,34 @@ from cockpit.tokenizers import (
 SHARD_MAGIC = 20240520  # llm.c / modded-nanogpt .bin shard header[0]
 SHARD_VERSION = 1
 SHARD_HEADER_INTS = 256
-TEXT_SUFFIXES = {".txt", ".md", ".rst", ".py", ".json", ".jsonl", ".csv", ".tsv", ".html", ".htm", ".xml", ".tex", ".c", ".h", ".js", ".ts", ".go", ".rs", ".java", ".yaml", ".yml", ".toml", ".ini", ".cfg", ".text", ""}
+TEXT_SUFFIXES = {
+    ".txt",
+    ".md",
+    ".rst",
+    ".py",
+    ".json",
+    ".jsonl",
+    ".csv",
+    ".tsv",
+    ".html",
+    ".htm",
+    ".xml",
+    ".tex",
+    ".c",
+    ".h",
+    ".js",
+    ".ts",
+    ".go",
+    ".rs",
+    ".java",
+    ".yaml",
+    ".yml",
+    ".toml",
+    ".ini",
+    ".cfg",
+    ".text",
+    "",
+}
 
 
 class DataError(RuntimeError):
@@ -82,14 +109,20 @@ def read_shard(path: Path) -> np.ndarray:
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
     if header.size < SHARD_HEADER_INTS or int(header[0]) != SHARD_MAGIC:
-        raise DataError(f"{path} is not an llm.c token shard (magic {header[0] if header.size else 'missing'}, expected {SHARD_MAGIC})")
+        raise DataError(
+            f"{path} is not an llm.c token shard (magic {header[0] if header.size else 'missing'}, expected {SHARD_MAGIC})"
+        )
     if int(header[1]) != SHARD_VERSION:
-        raise DataError(f"{path}: unsupported shard version {int(header[1])} (expected {SHARD_VERSION})")
+        raise DataError(
+            f"{path}: unsupported shard version {int(header[1])} (expected {SHARD_VERSION})"
+        )
     count = int(header[2])
     expected = SHARD_HEADER_INTS * 4 + count * 2
     size = path.stat().st_size
     if size != expected:
-        raise DataError(f"{path} is truncated or damaged: {size} bytes, the header promises {expected}")
+        raise DataError(
+            f"{path} is truncated or damaged: {size} bytes, the header promises {expected}"
+        )
     return np.memmap(path, dtype=np.uint16, mode="r", offset=SHARD_HEADER_INTS * 4, shape=(count,))
 
 
@@ -108,7 +141,11 @@ def read_token_file(path: Path) -> np.ndarray:
         return read_shard(path)
     size = path.stat().st_size
     head = np.fromfile(path, dtype=np.int32, count=3)
-    if head.size == 3 and int(head[1]) == SHARD_VERSION and size == SHARD_HEADER_INTS * 4 + int(head[2]) * 2:
+    if (
+        head.size == 3
+        and int(head[1]) == SHARD_VERSION
+        and size == SHARD_HEADER_INTS * 4 + int(head[2]) * 2
+    ):
         # a shard's header layout and length with another magic: damaged, not raw tokens
         return read_shard(path)
     if size % 2:
@@ -189,7 +226,9 @@ def _fingerprint(paths: list[Path]) -> list[tuple[str, int, int]]:
     return out
 
 
-def _load_text_cached(key_parts: dict[str, Any], read_text: Any, tokenizer_name: str, vocab_size: int) -> tuple[np.ndarray, Tokenizer, int]:
+def _load_text_cached(
+    key_parts: dict[str, Any], read_text: Any, tokenizer_name: str, vocab_size: int
+) -> tuple[np.ndarray, Tokenizer, int]:
     """Tokens, tokenizer and UTF-8 byte count of a text source, from the cache when possible."""
     key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:32]
     folder = cache_dir()
@@ -198,7 +237,9 @@ def _load_text_cached(key_parts: dict[str, Any], read_text: Any, tokenizer_name:
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
             tokens = np.load(tokens_path, mmap_mode="r")
-            tokenizer = get_tokenizer(tokenizer_name, state=meta["tokenizer"], vocab_size=vocab_size)
+            tokenizer = get_tokenizer(
+                tokenizer_name, state=meta["tokenizer"], vocab_size=vocab_size
+            )
             return tokens, tokenizer, int(meta["bytes"])
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache entry is rebuilt below
@@ -210,7 +251,17 @@ def _load_text_cached(key_parts: dict[str, Any], read_text: Any, tokenizer_name:
     n_bytes = len(text.encode("utf-8"))
     try:
         atomic_write_with(tokens_path, lambda handle: np.save(handle, tokens))
-        atomic_write_text(meta_path, json.dumps({"tokenizer": tokenizer.state_dict(), "bytes": n_bytes, "tokens": int(tokens.size), "source": key_parts["source"]}))
+        atomic_write_text(
+            meta_path,
+            json.dumps(
+                {
+                    "tokenizer": tokenizer.state_dict(),
+                    "bytes": n_bytes,
+                    "tokens": int(tokens.size),
+                    "source": key_parts["source"],
+                }
+            ),
+        )
     except OSError:
         pass  # no cache (read-only or full disk) only costs time
     return tokens, tokenizer, n_bytes
@@ -252,8 +303,14 @@ def _resolve_sources(source: str) -> tuple[str, list[Path], list[Path]]:
             raise DataError(f"{source} holds no text files")
         return "text", files, []
     if path.suffix == ".bin":
-        val_path = path.with_name(path.name.replace("train", "val")) if "train" in path.name else None
-        return "tokens", [path], [val_path] if val_path and val_path.is_file() and val_path != path else []
+        val_path = (
+            path.with_name(path.name.replace("train", "val")) if "train" in path.name else None
+        )
+        return (
+            "tokens",
+            [path],
+            [val_path] if val_path and val_path.is_file() and val_path != path else [],
+        )
     return "text", [path], []
 
 
@@ -270,24 +327,50 @@ def load_data(cfg: DataConfig, *, block_size: int, vocab_size: int) -> TokenData
         needed = int(max(int(train.max()), int(val.max()))) + 1 if len(train) and len(val) else 0
         tokenizer: Tokenizer | None
         try:
-            tokenizer = get_tokenizer(cfg.tokenizer, vocab_size=vocab_size) if cfg.tokenizer not in ("char",) else IdTokenizer(vocab_size)
+            tokenizer = (
+                get_tokenizer(cfg.tokenizer, vocab_size=vocab_size)
+                if cfg.tokenizer not in ("char",)
+                else IdTokenizer(vocab_size)
+            )
         except TokenizerUnavailable:
             tokenizer = IdTokenizer(vocab_size)  # samples show ids; training needs no encoder
         if needed > vocab_size:
-            raise DataError(f"the token files hold id {needed - 1}, beyond model.vocab_size={vocab_size}; raise model.vocab_size to at least {needed}")
+            raise DataError(
+                f"the token files hold id {needed - 1}, beyond model.vocab_size={vocab_size}; raise model.vocab_size to at least {needed}"
+            )
         desc = f"{len(train_paths)} token file(s), {len(train):,} train + {len(val):,} val tokens"
         data = TokenData(train, val, tokenizer, needed, desc, None)
     else:
         if cfg.tokenizer == "pretokenized":
-            raise DataError("data.tokenizer=pretokenized needs .bin token files; for text use byte, char or a tiktoken encoding")
+            raise DataError(
+                "data.tokenizer=pretokenized needs .bin token files; for text use byte, char or a tiktoken encoding"
+            )
         if kind == "default":
-            key = {"source": "default", "files": corpus_fingerprint(), "tokenizer": cfg.tokenizer, "version": __version__}
-            tokens, tokenizer, n_bytes = _load_text_cached(key, read_default_corpus, cfg.tokenizer, vocab_size)
+            key = {
+                "source": "default",
+                "files": corpus_fingerprint(),
+                "tokenizer": cfg.tokenizer,
+                "version": __version__,
+            }
+            tokens, tokenizer, n_bytes = _load_text_cached(
+                key, read_default_corpus, cfg.tokenizer, vocab_size
+            )
             where = "the embedded default corpus (Python standard-library source)"
         else:
-            key = {"source": [str(p) for p in train_paths[:3]], "files": _fingerprint(train_paths), "tokenizer": cfg.tokenizer, "version": __version__}
-            tokens, tokenizer, n_bytes = _load_text_cached(key, lambda: read_text_sources(train_paths), cfg.tokenizer, vocab_size)
-            where = str(train_paths[0]) if len(train_paths) == 1 else f"{len(train_paths)} files under {cfg.source} (binary ones skipped)"
+            key = {
+                "source": [str(p) for p in train_paths[:3]],
+                "files": _fingerprint(train_paths),
+                "tokenizer": cfg.tokenizer,
+                "version": __version__,
+            }
+            tokens, tokenizer, n_bytes = _load_text_cached(
+                key, lambda: read_text_sources(train_paths), cfg.tokenizer, vocab_size
+            )
+            where = (
+                str(train_paths[0])
+                if len(train_paths) == 1
+                else f"{len(train_paths)} files under {cfg.source} (binary ones skipped)"
+            )
         train, val = _split(tokens, cfg.val_fraction)
         val_bytes = utf8_bytes_of(tokenizer, np.asarray(val)) if n_bytes else None
         desc = f"{where}: {len(tokens):,} {tokenizer.name} tokens (vocab {tokenizer.vocab_size}), {len(train):,} train / {len(val):,} val"
@@ -311,7 +394,9 @@ class BatchSampler:
     checkpoints) is the data position: a resumed run draws the same batches.
     """
 
-    def __init__(self, tokens: np.ndarray, block_size: int, seed: int, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, tokens: np.ndarray, block_size: int, seed: int, device: torch.device | str = "cpu"
+    ) -> None:
         self.tokens = tokens
         self.block_size = block_size
         self.device = torch.device(device)

@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 FAULT_ENV = "GPT_COCKPIT_FAULT"
 SPIKE_FACTOR = 50.0  # far above any rolling window of a healthy loss
 
-_INT_KEYS = ("nan_at_step", "spike_at_step", "spike_steps", "oom_above_batch", "die_at_step", "stop_at_step")
+_INT_KEYS = (
+    "nan_at_step",
+    "spike_at_step",
+    "spike_steps",
+    "oom_above_batch",
+    "die_at_step",
+    "stop_at_step",
+)
 _FLOAT_KEYS = ("slow_step_ms",)
 
 
@@ -46,10 +53,19 @@ class Faults:
     @property
     def active(self) -> bool:
         """True if any fault is set."""
-        return any(
-            v is not None
-            for v in (self.nan_at_step, self.spike_at_step, self.oom_above_batch, self.die_at_step, self.stop_at_step)
-        ) or self.slow_step_ms > 0
+        return (
+            any(
+                v is not None
+                for v in (
+                    self.nan_at_step,
+                    self.spike_at_step,
+                    self.oom_above_batch,
+                    self.die_at_step,
+                    self.stop_at_step,
+                )
+            )
+            or self.slow_step_ms > 0
+        )
 
     def loss_factor(self, step: int) -> float:
         """What to multiply step `step`'s loss by (1.0 when no fault applies); one-shot."""

@@ -81,7 +81,9 @@ class Trainer:
         self.resume = resume
         self.dist = dist or dist_from_env()
         self.master = self.dist.master
-        self.events: EventWriter = events if (events is not None and self.master) else NullEventWriter()
+        self.events: EventWriter = (
+            events if (events is not None and self.master) else NullEventWriter()
+        )
         self.faults = faults if faults is not None else faults_from_env()
         self.write_run_info = write_run_info and self.master
         self.write_checkpoints = write_checkpoints and self.master
@@ -96,7 +98,9 @@ class Trainer:
         self.tokens_seen = 0
         self.micro_batch = self.t.batch_size
         self.grad_accum = self.t.grad_accum
-        self.n_seq = self.t.batch_size * self.t.grad_accum  # sequences per optimizer step (never changes)
+        self.n_seq = (
+            self.t.batch_size * self.t.grad_accum
+        )  # sequences per optimizer step (never changes)
         self.stop_requested = False  # the stop every rank agreed on
         self.stop_local = False  # this process was asked to stop
         self.time_up = False  # max_time_s passed (agreed between ranks under torchrun)
@@ -124,7 +128,9 @@ class Trainer:
         if self.dist.world_size > 1:
             import torch.distributed as tdist
 
-            torch.cuda.set_device(self.dist.local_rank)  # before NCCL starts, so each rank binds its own GPU
+            torch.cuda.set_device(
+                self.dist.local_rank
+            )  # before NCCL starts, so each rank binds its own GPU
             tdist.init_process_group(backend="nccl")
         self.device = resolve_device(self.requested_device, self.dist)
         self.dtype = resolve_dtype(t.dtype, self.device)
@@ -136,7 +142,9 @@ class Trainer:
         torch.manual_seed(t.seed)
         amp = AMP_DTYPES.get(self.dtype)
         self.autocast = (
-            torch.autocast(device_type=self.device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
+            torch.autocast(device_type=self.device.type, dtype=amp)
+            if amp is not None
+            else contextlib.nullcontext()
         )
 
         from cockpit.train.data import BatchSampler, load_data
@@ -153,7 +161,9 @@ class Trainer:
             )
         self.tokenizer = self.data.tokenizer
         # Each rank draws its own batches (seed + rank); evals draw theirs from seeds of their own (see _evaluate).
-        self.train_sampler = BatchSampler(self.data.train, m.block_size, t.seed + self.dist.rank, self.device)
+        self.train_sampler = BatchSampler(
+            self.data.train, m.block_size, t.seed + self.dist.rank, self.device
+        )
 
         try:
             self.raw_model = build_model(m).to(self.device)
@@ -162,7 +172,12 @@ class Trainer:
         if t.activation_checkpointing:
             setter = getattr(self.raw_model, "set_activation_checkpointing", None)
             if setter is None:
-                self._warn("activation_checkpointing", "info", f"model.arch={m.arch} has no activation checkpointing; training without it", "")
+                self._warn(
+                    "activation_checkpointing",
+                    "info",
+                    f"model.arch={m.arch} has no activation checkpointing; training without it",
+                    "",
+                )
             else:
                 setter(True)
         self.params = sum(p.numel() for p in self.raw_model.parameters())
@@ -174,12 +189,19 @@ class Trainer:
         groups = self.raw_model.optimizer_groups(t.weight_decay)
         fused = self.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(
-            groups, lr=t.lr, betas=(t.beta1, t.beta2), **({"fused": True} if fused else {"foreach": True})
+            groups,
+            lr=t.lr,
+            betas=(t.beta1, t.beta2),
+            **({"fused": True} if fused else {"foreach": True}),
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == "fp16")
 
-        self.gpu_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None
-        gpu_memory = torch.cuda.get_device_properties(self.device).total_memory if self.gpu_name else None
+        self.gpu_name = (
+            torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None
+        )
+        gpu_memory = (
+            torch.cuda.get_device_properties(self.device).total_memory if self.gpu_name else None
+        )
         self.flops_per_token = self._flops_per_token()
         self.peak_flops = self._peak_flops()
         try:
@@ -199,12 +221,19 @@ class Trainer:
                 ckpt.remove_stale_temps(self.ckpt_dir)
             loaded = ckpt.load_latest(self.ckpt_dir)
             for problem in loaded.problems:
-                self._warn("checkpoint", "warning", f"{problem}; resuming from {loaded.path.name} instead", "")
+                self._warn(
+                    "checkpoint",
+                    "warning",
+                    f"{problem}; resuming from {loaded.path.name} instead",
+                    "",
+                )
             self._restore(loaded.state, counters=True)
             resumed_from = self.step
             self.last_ckpt_step = self.step
         if self.scaler.is_enabled():
-            self.last_scale = float(self.scaler.get_scale())  # so a skip at the first step is seen too
+            self.last_scale = float(
+                self.scaler.get_scale()
+            )  # so a skip at the first step is seen too
         self.events.emit(
             "start",
             self.step,
@@ -308,7 +337,9 @@ class Trainer:
                 self.train_sampler.load_state_dict(state["sampler"])
             else:  # the checkpoint holds rank 0's position only: give each rank a fresh stream of its own
                 seed = (self.t.seed + self.dist.rank) * 1_000_003 + self.step
-                self.train_sampler = self._sampler_cls(self.data.train, self.preset.model.block_size, seed, self.device)
+                self.train_sampler = self._sampler_cls(
+                    self.data.train, self.preset.model.block_size, seed, self.device
+                )
             sched = state.get("schedule", {})
             self.lr_scale = float(sched.get("lr_scale", 1.0))
             self.rollbacks = int(sched.get("rollbacks", 0))
@@ -316,11 +347,16 @@ class Trainer:
             self.micro_batch = int(state.get("micro_batch", self.micro_batch))
             self.grad_accum = int(state.get("grad_accum", self.grad_accum))
             if self.micro_batch * self.grad_accum < self.n_seq:
-                self.micro_batch, self.grad_accum = self.t.batch_size, self.t.grad_accum  # preset changed
+                self.micro_batch, self.grad_accum = (
+                    self.t.batch_size,
+                    self.t.grad_accum,
+                )  # preset changed
 
     # ----------------------------------------------------------------- one step
 
-    def _forward_backward(self, x: torch.Tensor, y: torch.Tensor, loss_factor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward_backward(
+        self, x: torch.Tensor, y: torch.Tensor, loss_factor: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Accumulate gradients over micro-batches of the step's sequences, clip, step; no host sync."""
         n = x.size(0)
         mb = self.micro_batch
@@ -335,7 +371,9 @@ class Trainer:
             sync = self.model.no_sync() if ddp and not last else contextlib.nullcontext()
             with sync:
                 with self.autocast:
-                    loss = self.model(xb, yb)[1]  # drop the logits now: holding them through backward costs 2 bytes per logit
+                    loss = self.model(xb, yb)[
+                        1
+                    ]  # drop the logits now: holding them through backward costs 2 bytes per logit
                 if loss_factor != 1.0:
                     loss = loss * loss_factor
                 weight = xb.size(0) / n  # mean over all sequences of the step, whatever the split
@@ -351,7 +389,9 @@ class Trainer:
         self.scaler.update()
         return total, norm.detach()
 
-    def _optimizer_step(self, x: torch.Tensor, y: torch.Tensor, loss_factor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def _optimizer_step(
+        self, x: torch.Tensor, y: torch.Tensor, loss_factor: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step; on out-of-memory, halve the micro-batch (same sequences) and redo it."""
         while True:
             failed: BaseException | None = None
@@ -387,15 +427,32 @@ class Trainer:
         self.micro_batch, self.grad_accum = new_mb, new_accum
         self._warn_obj(self._oom_warning(mb, accum, new_mb, new_accum))
 
-    def _oom_warning(self, mb: int, accum: int, new_mb: int | None, new_accum: int | None) -> dict[str, Any]:
+    def _oom_warning(
+        self, mb: int, accum: int, new_mb: int | None, new_accum: int | None
+    ) -> dict[str, Any]:
         try:
             from cockpit.health import oom_warning
 
-            w = oom_warning(self.step + 1, batch_size=mb, grad_accum=accum, new_batch_size=new_mb, new_grad_accum=new_accum)
+            w = oom_warning(
+                self.step + 1,
+                batch_size=mb,
+                grad_accum=accum,
+                new_batch_size=new_mb,
+                new_grad_accum=new_accum,
+            )
             return {**w.to_event_fields(), "step": w.step}
         except ImportError:
-            msg = f"out of memory at micro-batch {mb}" + (f"; retrying with {new_mb} x {new_accum}" if new_mb else "")
-            return {"rule": "oom", "severity": "warning", "message": msg, "tip": "", "evidence": {}, "step": self.step + 1}
+            msg = f"out of memory at micro-batch {mb}" + (
+                f"; retrying with {new_mb} x {new_accum}" if new_mb else ""
+            )
+            return {
+                "rule": "oom",
+                "severity": "warning",
+                "message": msg,
+                "tip": "",
+                "evidence": {},
+                "step": self.step + 1,
+            }
 
     # ----------------------------------------------------------------- the loop
 
@@ -420,14 +477,26 @@ class Trainer:
             self.tokens_seen += self.tokens_per_step
             scale = None
             if self.scaler.is_enabled() and getattr(self.scaler, "_scale", None) is not None:
-                scale = self.scaler._scale.detach().clone()  # a device copy, read back with the losses
+                scale = (
+                    self.scaler._scale.detach().clone()
+                )  # a device copy, read back with the losses
             if self.faults.active:
                 self.faults.after_step(self.step)
                 if self.faults.stop_at_step is not None and self.step == self.faults.stop_at_step:
                     self.request_stop(f"stop_at_step={self.step} fault")
             host_ms = (time.perf_counter() - t0) * 1000.0
             self.pending.append(
-                PendingStep(self.step, lr, loss, norm, scale, host_ms, time.time(), self.micro_batch, self.grad_accum)
+                PendingStep(
+                    self.step,
+                    lr,
+                    loss,
+                    norm,
+                    scale,
+                    host_ms,
+                    time.time(),
+                    self.micro_batch,
+                    self.grad_accum,
+                )
             )
             if self.step % t.log_interval == 0 or self.step >= t.max_steps or self.stop_requested:
                 if self._readback_and_respond():
@@ -455,7 +524,9 @@ class Trainer:
         return None
 
     def _past_max_time(self) -> bool:
-        return bool(self.t.max_time_s) and time.perf_counter() - self.train_start >= self.t.max_time_s
+        return (
+            bool(self.t.max_time_s) and time.perf_counter() - self.train_start >= self.t.max_time_s
+        )
 
     # ----------------------------------------------------------------- read-back
 
@@ -479,7 +550,10 @@ class Trainer:
             parts += [s.float().reshape(()) for s in scales]
         ddp = self.dist.world_size > 1
         if ddp:  # ranks agree on metrics, stop and time-up, so every rank makes the same decisions
-            parts += [torch.tensor(float(f), device=self.device) for f in (self.stop_local, self._past_max_time())]
+            parts += [
+                torch.tensor(float(f), device=self.device)
+                for f in (self.stop_local, self._past_max_time())
+            ]
         stacked = torch.stack(parts)
         if ddp:
             import torch.distributed as tdist
@@ -500,7 +574,9 @@ class Trainer:
             skipped = False
             if len(scales) == n:
                 scale = values[2 * n + i]
-                skipped = self.last_scale is not None and scale < self.last_scale  # GradScaler backed off: step skipped
+                skipped = (
+                    self.last_scale is not None and scale < self.last_scale
+                )  # GradScaler backed off: step skipped
                 self.last_scale = scale
             # CPU ops are synchronous, so host time is the step time; on CUDA only the interval average is real.
             step_ms = p.host_ms if self.device.type == "cpu" else interval_ms
@@ -528,7 +604,14 @@ class Trainer:
             records.append(record)
             if self.monitor is not None:
                 warnings += self.monitor.observe_step(
-                    p.step, loss, norm, p.lr, tokens_per_s, vram_bytes=vram, scaler_skipped=skipped, lr_scale=self.lr_scale
+                    p.step,
+                    loss,
+                    norm,
+                    p.lr,
+                    tokens_per_s,
+                    vram_bytes=vram,
+                    scaler_skipped=skipped,
+                    lr_scale=self.lr_scale,
                 )
             elif not (math.isfinite(loss) and math.isfinite(norm)):
                 warnings.append(Fallback(p.step, loss, norm))
@@ -558,13 +641,19 @@ class Trainer:
             raise HaltTraining(f"{warning.message}; cannot roll back ({exc})") from None
         bad_step, sampler_state = self.step, self.train_sampler.state_dict()
         self._restore(loaded.state, counters=False)
-        self.train_sampler.load_state_dict(sampler_state)  # keep going past the batches that caused it
+        self.train_sampler.load_state_dict(
+            sampler_state
+        )  # keep going past the batches that caused it
         if self.scaler.is_enabled():
             self.last_scale = float(self.scaler.get_scale())
         self.rollbacks += 1
         self.lr_scale *= self.t.rollback_lr_factor
         skipped = bad_step - self.step
-        lr_note = f"; lr x{self.t.rollback_lr_factor:g} (now x{self.lr_scale:g})" if self.t.rollback_lr_factor != 1.0 else ""
+        lr_note = (
+            f"; lr x{self.t.rollback_lr_factor:g} (now x{self.lr_scale:g})"
+            if self.t.rollback_lr_factor != 1.0
+            else ""
+        )
         self._warn(
             "rollback",
             "warning",
@@ -609,7 +698,9 @@ class Trainer:
         finally:
             self.model.train()
         self.last_eval_step = self.step
-        improved = math.isfinite(val_loss) and (self.best_val_loss is None or val_loss < self.best_val_loss)
+        improved = math.isfinite(val_loss) and (
+            self.best_val_loss is None or val_loss < self.best_val_loss
+        )
         if improved:
             self.best_val_loss = val_loss
         bpb = val_loss / LN2 * self.tokens_per_byte if self.tokens_per_byte else None
@@ -642,7 +733,11 @@ class Trainer:
         with torch.random.fork_rng(devices=devices), self.autocast:
             torch.manual_seed(self.t.seed + self.step)
             out = self.raw_model.generate(
-                idx, self.t.sample_tokens, temperature=0.8, top_k=200, vocab_limit=self.tokenizer.vocab_size or None
+                idx,
+                self.t.sample_tokens,
+                temperature=0.8,
+                top_k=200,
+                vocab_limit=self.tokenizer.vocab_size or None,
             )
         return self.tokenizer.decode(out[0, len(start_ids) :].tolist())
 
@@ -665,13 +760,33 @@ class Trainer:
 
     def _checkpoint_event(self, path: Path, kind: str, nbytes: int, seconds: float) -> None:
         self.events.emit(
-            "checkpoint", self.step, path=str(path.relative_to(self.run_dir)), kind=kind, bytes=nbytes, seconds=round(seconds, 4)
+            "checkpoint",
+            self.step,
+            path=str(path.relative_to(self.run_dir)),
+            kind=kind,
+            bytes=nbytes,
+            seconds=round(seconds, 4),
         )
 
     # ----------------------------------------------------------------- warnings and the end
 
-    def _warn(self, rule: str, severity: str, message: str, tip: str, evidence: dict[str, Any] | None = None) -> None:
-        self._warn_obj({"rule": rule, "severity": severity, "message": message, "tip": tip, "evidence": evidence or {}})
+    def _warn(
+        self,
+        rule: str,
+        severity: str,
+        message: str,
+        tip: str,
+        evidence: dict[str, Any] | None = None,
+    ) -> None:
+        self._warn_obj(
+            {
+                "rule": rule,
+                "severity": severity,
+                "message": message,
+                "tip": tip,
+                "evidence": evidence or {},
+            }
+        )
 
     def _warn_obj(self, fields: dict[str, Any], step: int | None = None) -> None:
         fields = dict(fields)
@@ -684,11 +799,17 @@ class Trainer:
         if self.pending and reason in ("crashed", "error"):
             with contextlib.suppress(Exception):
                 self._readback()
-        finish_run(self.run_dir, self.events, reason, message, self.step, self.best_val_loss, write_run_info=self.write_run_info)
+        finish_run(
+            self.run_dir,
+            self.events,
+            reason,
+            message,
+            self.step,
+            self.best_val_loss,
+            write_run_info=self.write_run_info,
+        )
         if self.dist.world_size > 1:
             with contextlib.suppress(Exception):
                 import torch.distributed as tdist
 
                 tdist.destroy_process_group()
-
-

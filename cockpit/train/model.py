@@ -37,13 +37,17 @@ class LanguageModel(nn.Module):
     def logits_for(self, idx: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(logits, mean cross-entropy); without targets, logits of the last position only."""
         if targets is None:
             logits = self.logits_for(idx, last_only=True)
             return logits, None
         logits = self.logits_for(idx, last_only=False)
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
+        loss = F.cross_entropy(
+            logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1
+        )
         return logits, loss
 
     def set_activation_checkpointing(self, enabled: bool) -> None:
@@ -125,7 +129,9 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        y = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+        )
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -204,9 +210,13 @@ def _gpt2_init(module: nn.Module) -> None:
 # --------------------------------------------------------------------------- rotary helpers
 
 
-def rotary_tables(seq_len: int, head_dim: int, base: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def rotary_tables(
+    seq_len: int, head_dim: int, base: float, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of shape (1, 1, T, head_dim/2) for rotary position embeddings."""
-    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim))
+    inv_freq = 1.0 / (
+        base ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim)
+    )
     t = torch.arange(seq_len, dtype=torch.float32, device=device)
     freqs = torch.outer(t, inv_freq)
     return freqs.cos()[None, None], freqs.sin()[None, None]
@@ -284,7 +294,9 @@ class GolfBlock(nn.Module):
         self.mlp = GolfMLP(cfg)
         self.attn_scale = nn.Parameter(torch.ones(cfg.n_embd))
         self.mlp_scale = nn.Parameter(torch.ones(cfg.n_embd))
-        self.resid_mix = nn.Parameter(torch.stack((torch.ones(cfg.n_embd), torch.zeros(cfg.n_embd))))
+        self.resid_mix = nn.Parameter(
+            torch.stack((torch.ones(cfg.n_embd), torch.zeros(cfg.n_embd)))
+        )
 
     def forward(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         mix = self.resid_mix.to(x.dtype)
@@ -309,7 +321,9 @@ class GolfGPT(LanguageModel):
         n_skip = min(self.num_encoder_layers, self.num_decoder_layers)
         self.skip_weights = nn.Parameter(torch.ones(n_skip, cfg.n_embd))
         self.blocks = nn.ModuleList([GolfBlock(cfg) for _ in range(cfg.n_layer)])
-        self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head = (
+            None if cfg.tie_embeddings else nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        )
         if self.lm_head is not None:
             nn.init.zeros_(self.lm_head.weight)
         self.logit_softcap = cfg.logit_softcap
@@ -388,7 +402,12 @@ class BDH(LanguageModel):
         return x @ self.lm_head
 
     def optimizer_groups(self, weight_decay: float) -> list[dict]:
-        return [{"params": [p for p in self.parameters() if p.requires_grad], "weight_decay": weight_decay}]
+        return [
+            {
+                "params": [p for p in self.parameters() if p.requires_grad],
+                "weight_decay": weight_decay,
+            }
+        ]
 
 
 ARCHITECTURES: dict[str, type[LanguageModel]] = {"gpt": GPT, "golf": GolfGPT, "bdh": BDH}

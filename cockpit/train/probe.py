@@ -44,7 +44,9 @@ def measure(preset_json: str, batches: list[int], steps: int) -> dict[str, Any]:
     if t.activation_checkpointing:
         model.set_activation_checkpointing(True)
     runner = torch.compile(model) if t.compile else model
-    optimizer = torch.optim.AdamW(model.optimizer_groups(t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2), fused=True)
+    optimizer = torch.optim.AdamW(
+        model.optimizer_groups(t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2), fused=True
+    )
     scaler = torch.amp.GradScaler("cuda", enabled=dtype is torch.float16)
     points: list[list[int]] = []
     allocated: list[list[int]] = []
@@ -57,11 +59,15 @@ def measure(preset_json: str, batches: list[int], steps: int) -> dict[str, Any]:
             for _ in range(steps):
                 optimizer.zero_grad(set_to_none=True)
                 x = torch.randint(0, m.vocab_size, (batch, m.block_size), device=device)
-                with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+                with torch.autocast(
+                    "cuda", dtype=dtype or torch.float32, enabled=dtype is not None
+                ):
                     loss = runner(x, x)[1]  # as the trainer does: logits not held through backward
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf"))
+                torch.nn.utils.clip_grad_norm_(
+                    model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf")
+                )
                 scaler.step(optimizer)
                 scaler.update()
             torch.cuda.synchronize()
@@ -85,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the probe; exit 2 without CUDA, 1 when every size ran out of memory."""
     parser = argparse.ArgumentParser(prog="python -m cockpit.train.probe")
     parser.add_argument("--preset-json", required=True)
-    parser.add_argument("--batches", required=True, help="comma-separated micro-batch sizes, smallest first")
+    parser.add_argument(
+        "--batches", required=True, help="comma-separated micro-batch sizes, smallest first"
+    )
     parser.add_argument("--steps", type=int, default=2)
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
@@ -95,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     result = measure(args.preset_json, batches, args.steps)
     print(json.dumps(result))
     if not result["points"]:
-        print(f"probe: out of memory at every size ({'; '.join(result['failed'].values())})", file=sys.stderr)
+        print(
+            f"probe: out of memory at every size ({'; '.join(result['failed'].values())})",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

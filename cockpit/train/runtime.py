@@ -61,20 +61,28 @@ def resolve_device(requested: str, dist: Dist) -> torch.device:
             f"--device cuda was asked for but torch {torch.__version__} sees no CUDA GPU; use --device cpu or auto",
             kind="device",
         )
-    return torch.device("cuda" if requested == "cuda" or (requested == "auto" and has_cuda) else "cpu")
+    return torch.device(
+        "cuda" if requested == "cuda" or (requested == "auto" and has_cuda) else "cpu"
+    )
 
 
 def resolve_dtype(requested: str, device: torch.device) -> str:
     """The compute dtype: auto is bf16 on GPUs that have it, fp16 (+GradScaler) on older ones, fp32 on CPU."""
     if device.type == "cpu":
         if requested == "fp16":
-            raise EngineError("train.dtype=fp16 needs a CUDA GPU (it trains with a GradScaler); use bf16 or fp32 on CPU", kind="dtype")
+            raise EngineError(
+                "train.dtype=fp16 needs a CUDA GPU (it trains with a GradScaler); use bf16 or fp32 on CPU",
+                kind="dtype",
+            )
         return "fp32" if requested == "auto" else requested
     bf16_ok = torch.cuda.is_bf16_supported()
     if requested == "auto":
         return "bf16" if bf16_ok else "fp16"
     if requested == "bf16" and not bf16_ok:
-        raise EngineError(f"{torch.cuda.get_device_name(device)} has no bf16; use train.dtype=fp16 or auto", kind="dtype")
+        raise EngineError(
+            f"{torch.cuda.get_device_name(device)} has no bf16; use train.dtype=fp16 or auto",
+            kind="dtype",
+        )
     return requested
 
 
@@ -109,7 +117,13 @@ class Fallback:
         return f"non-finite loss or grad norm at step {self.step} (loss {self.loss}, grad norm {self.grad_norm})"
 
     def to_event_fields(self) -> dict[str, Any]:
-        return {"rule": self.rule, "severity": "critical", "message": self.message, "tip": "", "evidence": {}}
+        return {
+            "rule": self.rule,
+            "severity": "critical",
+            "message": self.message,
+            "tip": "",
+            "evidence": {},
+        }
 
 
 def finish_run(

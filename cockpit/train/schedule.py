@@ -25,7 +25,9 @@ def cosine_lr(step: int, lr: float, min_lr: float, warmup_steps: int, max_steps:
     return min_lr + coeff * (lr - min_lr)
 
 
-def warmdown_lr(step: int, lr: float, warmup_steps: int, warmdown_steps: int, max_steps: int) -> float:
+def warmdown_lr(
+    step: int, lr: float, warmup_steps: int, warmdown_steps: int, max_steps: int
+) -> float:
     """Parameter-golf's schedule: warmup, flat at lr, then linear to 0 over the last warmdown_steps."""
     if step < warmup_steps:
         return lr * warmup_factor(step, warmup_steps)
@@ -47,7 +49,9 @@ def lr_at(step: int, train: TrainConfig, scale: float = 1.0) -> float:
     if train.schedule == "cosine":
         value = cosine_lr(step, train.lr, train.min_lr, train.warmup_steps, train.max_steps)
     elif train.schedule == "warmdown":
-        value = warmdown_lr(step, train.lr, train.warmup_steps, train.warmdown_steps, train.max_steps)
+        value = warmdown_lr(
+            step, train.lr, train.warmup_steps, train.warmdown_steps, train.max_steps
+        )
     elif train.schedule == "constant":
         value = constant_lr(step, train.lr, train.warmup_steps)
     else:

@@ -20,7 +20,9 @@ FIXED_NOW = 1795283600.0  # a little after the fixed run ended, so ages read the
 
 def fake_gpu(name: str = "NVIDIA T4", memory_gib: int = 16) -> GpuStatus:
     """A GPU that NVML would report, with fixed sensor readings."""
-    return GpuStatus(0, name, memory_gib * GIB, 3 * GIB, (memory_gib - 3) * GIB, 87.0, 64.0, 61.5, 70.0, (7, 5))
+    return GpuStatus(
+        0, name, memory_gib * GIB, 3 * GIB, (memory_gib - 3) * GIB, 87.0, 64.0, 61.5, 70.0, (7, 5)
+    )
 
 
 def no_gpu() -> list[GpuStatus]:
@@ -43,11 +45,22 @@ def tiny_preset(name: str = "tiny_test", max_steps: int = 400) -> Preset:
     from cockpit.presets import apply_overrides, load_preset
 
     base = load_preset("tiny_char")
-    preset = apply_overrides(base, {
-        "name": name, "model.n_layer": 1, "model.n_head": 2, "model.n_embd": 32, "model.block_size": 32,
-        "data.tokenizer": "byte", "model.vocab_size": 256, "train.max_steps": max_steps, "train.log_interval": 5,
-        "train.eval_interval": 50, "train.batch_size": 4,
-    })
+    preset = apply_overrides(
+        base,
+        {
+            "name": name,
+            "model.n_layer": 1,
+            "model.n_head": 2,
+            "model.n_embd": 32,
+            "model.block_size": 32,
+            "data.tokenizer": "byte",
+            "model.vocab_size": 256,
+            "train.max_steps": max_steps,
+            "train.log_interval": 5,
+            "train.eval_interval": 50,
+            "train.batch_size": 4,
+        },
+    )
     save_user_preset(preset)
     return preset
 
@@ -89,5 +102,7 @@ def write_crashed_run(tmp_path: Path) -> Path:
     info.pop("end_reason", None)
     (run_dir / "run.json").write_text(json.dumps(info))
     lines = (run_dir / "events.jsonl").read_text().splitlines()
-    (run_dir / "events.jsonl").write_text("\n".join(lines[:150]) + "\n")  # no end record: it died mid-run
+    (run_dir / "events.jsonl").write_text(
+        "\n".join(lines[:150]) + "\n"
+    )  # no end record: it died mid-run
     return run_dir

@@ -122,7 +122,9 @@ async def test_batch_suggestion_applies_with_one_key_and_keeps_tokens_per_step()
         assert after.train.batch_size < before.train.batch_size
         assert after.train.grad_accum > before.train.grad_accum
         assert after.tokens_per_step == before.tokens_per_step
-        assert editor.query_one(f"#{input_id('train.batch_size')}", Input).value == str(after.train.batch_size)
+        assert editor.query_one(f"#{input_id('train.batch_size')}", Input).value == str(
+            after.train.batch_size
+        )
         assert "fits on NVIDIA T4" in text_of(editor, "#live-panel")
 
 
@@ -186,7 +188,12 @@ async def test_launch_watch_and_stop_a_run(monkeypatch, tmp_path):
     use_fake_trainer(monkeypatch, step_s=0.01)
     tiny_preset("tiny_test", max_steps=5000)
     calls: list[Path] = []
-    app = app_for_tests(launcher=fake_launcher(calls), runs_dir=tmp_path / "runs", status_poll_s=0.2, clock=time.time)
+    app = app_for_tests(
+        launcher=fake_launcher(calls),
+        runs_dir=tmp_path / "runs",
+        status_poll_s=0.2,
+        clock=time.time,
+    )
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         select_preset(app.screen, "tiny_test")
@@ -197,11 +204,19 @@ async def test_launch_watch_and_stop_a_run(monkeypatch, tmp_path):
         await wait_for(pilot, lambda: screen.history.step >= 20)
         first = screen.history.step
         await wait_for(pilot, lambda: screen.history.step >= first + 20)
-        await wait_for(pilot, lambda: "running" in text_of(screen, "#run-status") and "/5000" in text_of(screen, "#run-status"))
+        await wait_for(
+            pilot,
+            lambda: (
+                "running" in text_of(screen, "#run-status")
+                and "/5000" in text_of(screen, "#run-status")
+            ),
+        )
         assert screen.redraws >= 2
         await pilot.press("s")
         # run.json (polled for status) and the end event (tailed) arrive separately: wait for both
-        await wait_for(pilot, lambda: screen.status == "stopped" and screen.history.end is not None, timeout=15)
+        await wait_for(
+            pilot, lambda: screen.status == "stopped" and screen.history.end is not None, timeout=15
+        )
         assert screen.history.end["reason"] == "stopped"
         await wait_for(pilot, lambda: "stopped" in text_of(screen, "#run-status"))
         assert "elapsed 0.0s" not in text_of(screen, "#run-status")
@@ -214,7 +229,9 @@ async def test_kill_asks_first(monkeypatch, tmp_path):
     use_fake_trainer(monkeypatch, step_s=0.01, ignore_term=1)
     tiny_preset("tiny_test", max_steps=100000)
     calls: list[Path] = []
-    app = app_for_tests(launcher=fake_launcher(calls), runs_dir=tmp_path / "runs", status_poll_s=0.2)
+    app = app_for_tests(
+        launcher=fake_launcher(calls), runs_dir=tmp_path / "runs", status_poll_s=0.2
+    )
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         select_preset(app.screen, "tiny_test")
@@ -231,12 +248,18 @@ async def test_kill_asks_first(monkeypatch, tmp_path):
         await pilot.press("k")
         await pilot.pause()
         await pilot.press("y")
-        await wait_for(pilot, lambda: screen.status == "crashed", timeout=10)  # SIGKILL: no end record
+        await wait_for(
+            pilot, lambda: screen.status == "crashed", timeout=10
+        )  # SIGKILL: no end record
 
 
 async def test_launch_that_does_not_fit_asks_first(monkeypatch, tmp_path):
     calls: list[Path] = []
-    app = app_for_tests(launcher=fake_launcher(calls), runs_dir=tmp_path / "runs", gpu_query=lambda: [fake_gpu("NVIDIA T4", 16)])
+    app = app_for_tests(
+        launcher=fake_launcher(calls),
+        runs_dir=tmp_path / "runs",
+        gpu_query=lambda: [fake_gpu("NVIDIA T4", 16)],
+    )
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: app.local_gpus is not None)
         select_preset(app.screen, "gpt2_124m")
@@ -276,7 +299,9 @@ async def test_attach_to_a_finished_run_rebuilds_its_history(tmp_path):
         assert h.best_val_loss == pytest.approx(3.215954303741455)
         status = text_of(screen, "#run-status")
         assert "finished" in status and "250/250" in status and "ETA -" in status
-        assert "warning(s)" in text_of(screen, "#run-health") and "tip:" in text_of(screen, "#run-health")
+        assert "warning(s)" in text_of(screen, "#run-health") and "tip:" in text_of(
+            screen, "#run-health"
+        )
         assert "return self.value" in text_of(screen, "#run-sample")
         assert "87%" in text_of(screen, "#run-gpu") and "64°C" in text_of(screen, "#run-gpu")
         assert "end: finished at step 250" in text_of(screen, "#run-log")
@@ -292,7 +317,9 @@ async def test_recorded_spike_shows_its_warning_at_the_right_step(tmp_path):
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
         await pilot.pause(0.4)
-        assert [(w.rule, w.step) for w in app.screen.history.warnings if w.rule == "loss_spike"] == [("loss_spike", 90)]
+        assert [
+            (w.rule, w.step) for w in app.screen.history.warnings if w.rule == "loss_spike"
+        ] == [("loss_spike", 90)]
         health = text_of(app.screen, "#run-health")
         assert "loss_spike @90" in health and "train.lr" in health
 
@@ -392,11 +419,11 @@ assert "torch" not in sys.modules, "torch was imported"
 assert "textual" in sys.modules
 print("ok")
 """
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("ok")
-
-
 
 
 def test_default_launcher_refuses_a_missing_data_source_before_starting(tmp_path):
@@ -404,7 +431,9 @@ def test_default_launcher_refuses_a_missing_data_source_before_starting(tmp_path
     from cockpit.runs import RunError
     from cockpit.tui.app import default_launcher
 
-    preset = apply_overrides(load_preset("tiny_char"), {"data.source": str(tmp_path / "missing.txt")})
+    preset = apply_overrides(
+        load_preset("tiny_char"), {"data.source": str(tmp_path / "missing.txt")}
+    )
     with pytest.raises(RunError, match="data.source: no such file or folder"):
         default_launcher(preset, tmp_path / "runs")
     assert not (tmp_path / "runs").exists()

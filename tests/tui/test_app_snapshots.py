@@ -48,7 +48,9 @@ def test_run_screen_from_a_fixed_events_file(snap_compare, size, tmp_path):
     run_dir = copy_run(tmp_path)
 
     async def run_before(pilot):
-        await wait_for(pilot, lambda: isinstance(pilot.app.screen, RunScreen) and pilot.app.screen.loaded)
+        await wait_for(
+            pilot, lambda: isinstance(pilot.app.screen, RunScreen) and pilot.app.screen.loaded
+        )
         await wait_for(pilot, lambda: pilot.app.screen.gpus is not None)
         await pilot.pause(0.4)
 

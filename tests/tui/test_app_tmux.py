@@ -25,7 +25,9 @@ SOCKET = f"gpt-cockpit-test-{os.getpid()}"
 
 
 def tmux(*args: str) -> str:
-    return subprocess.run(["tmux", "-L", SOCKET, "-f", os.devnull, *args], capture_output=True, text=True, timeout=10).stdout
+    return subprocess.run(
+        ["tmux", "-L", SOCKET, "-f", os.devnull, *args], capture_output=True, text=True, timeout=10
+    ).stdout
 
 
 def screen_text(session: str) -> str:
@@ -68,21 +70,36 @@ def test_launch_detach_close_and_attach_again(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("the quick brown fox jumps over the lazy dog.\n" * 4000)
     preset = {
-        "name": "tiny_tmux", "description": "1 layer, width 32, block 32, bytes", "extends": "tiny_char",
+        "name": "tiny_tmux",
+        "description": "1 layer, width 32, block 32, bytes",
+        "extends": "tiny_char",
         "model": {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "vocab_size": 256},
-        "train": {"batch_size": 4, "max_steps": 200000, "eval_interval": 1000, "eval_steps": 2, "log_interval": 5,
-                  "warmup_steps": 10, "sample_tokens": 0},
+        "train": {
+            "batch_size": 4,
+            "max_steps": 200000,
+            "eval_interval": 1000,
+            "eval_steps": 2,
+            "log_interval": 5,
+            "warmup_steps": 10,
+            "sample_tokens": 0,
+        },
         "data": {"source": str(corpus), "tokenizer": "byte"},
     }
     (config / "presets" / "tiny_tmux.json").write_text(json.dumps(preset))
-    env = {"GPT_COCKPIT_CONFIG": str(config), "GPT_COCKPIT_RUNS": str(runs_root), "TERM": "xterm-256color",
-           "CUDA_VISIBLE_DEVICES": ""}
+    env = {
+        "GPT_COCKPIT_CONFIG": str(config),
+        "GPT_COCKPIT_RUNS": str(runs_root),
+        "TERM": "xterm-256color",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
     session = f"cockpit-test-{os.getpid()}"
     run_dir: Path | None = None
     try:
         start_app(session, env)
         text = wait_screen(session, lambda t: "est. VRAM" in t)
-        assert max(len(line) for line in text.splitlines()) > 100, f"the app laid out for a narrow pane:\n{text}"
+        assert max(len(line) for line in text.splitlines()) > 100, (
+            f"the app laid out for a narrow pane:\n{text}"
+        )
         for _ in range(3):
             tmux("send-keys", "-t", session, "NPage")  # user presets list after the built-ins
         wait_screen(session, lambda t: "tiny_tmux (user preset" in t)

@@ -40,7 +40,10 @@ def test_nonfinite_values_are_kept_but_not_plotted():
 
 def test_eta_from_the_recent_step_rate_and_none_once_ended():
     history = RunHistory(max_steps=1000)
-    history.ingest([make_record("start", 0, max_steps=1000)] + [step(n, 100.0 + n * 0.5) for n in range(1, 101)])
+    history.ingest(
+        [make_record("start", 0, max_steps=1000)]
+        + [step(n, 100.0 + n * 0.5) for n in range(1, 101)]
+    )
     assert history.steps_per_s() == 2.0
     assert history.eta_s() == 450.0
     assert history.tokens_per_s == 1000.0 and history.mfu == 0.3
@@ -50,13 +53,24 @@ def test_eta_from_the_recent_step_rate_and_none_once_ended():
 
 def test_evals_warnings_samples_and_log():
     history = RunHistory(max_steps=100)
-    history.ingest([
-        make_record("eval", 50, val_loss=2.5, best_val_loss=2.5),
-        make_record("eval", 100, val_loss=2.7, best_val_loss=2.5),
-        make_record("warning", 60, rule="loss_spike", severity="warning", message="spike", tip="lower lr"),
-        make_record("warning", 61, rule="rollback", severity="info", message="rolled back", tip=""),
-        make_record("sample", 100, text="hello"),
-    ])
+    history.ingest(
+        [
+            make_record("eval", 50, val_loss=2.5, best_val_loss=2.5),
+            make_record("eval", 100, val_loss=2.7, best_val_loss=2.5),
+            make_record(
+                "warning",
+                60,
+                rule="loss_spike",
+                severity="warning",
+                message="spike",
+                tip="lower lr",
+            ),
+            make_record(
+                "warning", 61, rule="rollback", severity="info", message="rolled back", tip=""
+            ),
+            make_record("sample", 100, text="hello"),
+        ]
+    )
     assert history.best_val_loss == 2.5 and len(history.val_loss) == 2
     assert history.warning_steps() == [60]  # info notices are not marked on the plot
     assert history.sample == "hello" and history.sample_step == 100

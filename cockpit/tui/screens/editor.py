@@ -65,7 +65,9 @@ class EditorScreen(Screen):
         Binding("escape", "back", "Back"),
     ]
 
-    def __init__(self, preset: Preset, *, gpu_choice: int = -1, original: Preset | None = None) -> None:
+    def __init__(
+        self, preset: Preset, *, gpu_choice: int = -1, original: Preset | None = None
+    ) -> None:
         super().__init__()
         self.original = original or preset  # what revert goes back to
         self.start = preset
@@ -85,7 +87,9 @@ class EditorScreen(Screen):
                 for path in self.paths:
                     with Horizontal(classes="field-row"):
                         yield Label(path, classes="field-label")
-                        yield Input(field_text(get_field(self.start, path)), id=input_id(path), compact=True)
+                        yield Input(
+                            field_text(get_field(self.start, path)), id=input_id(path), compact=True
+                        )
                     yield Static("", id=input_id(path) + "-error", classes="field-error")
             with VerticalScroll(id="editor-live"):
                 yield Static(id="live-panel")
@@ -116,7 +120,9 @@ class EditorScreen(Screen):
                 apply_overrides(self.start, {path: value})
                 values[path] = value
             except PresetError as exc:
-                errors[path] = exc.message.replace(" (drop the quotes)", "")  # typed text has no quotes to drop
+                errors[path] = exc.message.replace(
+                    " (drop the quotes)", ""
+                )  # typed text has no quotes to drop
         preset = None
         if not errors:
             try:
@@ -149,11 +155,17 @@ class EditorScreen(Screen):
         est = estimate(preset, gpu)
         lines = []
         if self.errors:
-            lines.append(f"[bold red]{len(self.errors)} field(s) invalid[/]: showing the last valid preset")
+            lines.append(
+                f"[bold red]{len(self.errors)} field(s) invalid[/]: showing the last valid preset"
+            )
         where = f"{gpu.name} ({fmt_bytes(gpu.memory_bytes)})" if gpu else "no GPU"
         lines.append(f"GPU   {where}{' [what-if]' if self.gpu_choice >= 0 else ''}")
-        lines.append(f"params {fmt_count(est.params)}   FLOPs/token {fmt_count(est.flops_per_token)}")
-        lines.append(f"tokens/step {est.tokens_per_step:,}   run tokens {fmt_count(est.run_tokens)}")
+        lines.append(
+            f"params {fmt_count(est.params)}   FLOPs/token {fmt_count(est.flops_per_token)}"
+        )
+        lines.append(
+            f"tokens/step {est.tokens_per_step:,}   run tokens {fmt_count(est.run_tokens)}"
+        )
         lines.append(f"dtype {est.dtype}   peak {fmt_bytes(est.peak_bytes)}")
         bar = vram_bar(est, width=30).markup
         lines.append(bar.rstrip("\n"))
@@ -178,7 +190,9 @@ class EditorScreen(Screen):
         self._filling = True
         try:
             for path in self.paths:
-                self.query_one(f"#{input_id(path)}", Input).value = field_text(get_field(preset, path))
+                self.query_one(f"#{input_id(path)}", Input).value = field_text(
+                    get_field(preset, path)
+                )
         finally:
             self._filling = False
         self.refresh_form()
@@ -198,7 +212,9 @@ class EditorScreen(Screen):
             self.notify("no GPU to plan for: pick a what-if GPU with ctrl+g", severity="warning")
             return
         self.set_fields(suggestion.apply(self.preset))
-        self.notify(f"micro-batch {suggestion.micro_batch} x {suggestion.grad_accum} accumulation; tokens per step {suggestion.tokens_per_step:,}")
+        self.notify(
+            f"micro-batch {suggestion.micro_batch} x {suggestion.grad_accum} accumulation; tokens per step {suggestion.tokens_per_step:,}"
+        )
 
     def action_revert(self) -> None:
         self.set_fields(self.original)
@@ -208,7 +224,9 @@ class EditorScreen(Screen):
         if self.errors:
             self.notify("fix the invalid fields first", severity="warning")
             return
-        self.app.switch_screen(EditorScreen(duplicate(self.preset), gpu_choice=self.gpu_choice, original=self.original))
+        self.app.switch_screen(
+            EditorScreen(duplicate(self.preset), gpu_choice=self.gpu_choice, original=self.original)
+        )
 
     def action_next_gpu(self) -> None:
         self.gpu_choice = self.gpu_choice + 1 if self.gpu_choice + 1 < len(CATALOG) else -1
@@ -223,7 +241,11 @@ class EditorScreen(Screen):
         if self.errors:
             self.notify("fix the invalid fields first", severity="warning")
             return
-        default = self.preset.name if not self.start.builtin or self.preset.name != self.start.name else f"{self.preset.name}_custom"
+        default = (
+            self.preset.name
+            if not self.start.builtin or self.preset.name != self.start.name
+            else f"{self.preset.name}_custom"
+        )
         self.app.push_screen(PromptScreen("Save as user preset named:", default), self._save_as)
 
     def _save_as(self, name: str | None) -> None:

@@ -43,7 +43,9 @@ class PresetsScreen(Screen):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("kind", "preset", "params", "block", "batch", "tok/step", "est. VRAM", "fits")
+        table.add_columns(
+            "kind", "preset", "params", "block", "batch", "tok/step", "est. VRAM", "fits"
+        )
         self.ready = True
         self.reload()
         table.focus()
@@ -86,8 +88,14 @@ class PresetsScreen(Screen):
             kind = "built-in" if preset.builtin else "[bold cyan]user[/]"
             t = preset.train
             table.add_row(
-                kind, preset.name, human_params(est.params), str(preset.model.block_size),
-                f"{t.batch_size}x{t.grad_accum}", str(preset.tokens_per_step), fmt_bytes(est.peak_bytes), fits,
+                kind,
+                preset.name,
+                human_params(est.params),
+                str(preset.model.block_size),
+                f"{t.batch_size}x{t.grad_accum}",
+                str(preset.tokens_per_step),
+                fmt_bytes(est.peak_bytes),
+                fits,
                 key=preset.name,
             )
         if self.presets:
@@ -111,7 +119,11 @@ class PresetsScreen(Screen):
         est = estimate(preset, self.gpu)
         where = "built-in" if preset.builtin else f"user preset ({preset.source_path})"
         problems = preset_problems()
-        broken = f"\n[red]{len(problems)} preset file(s) do not load: {problems[0][1]}[/]" if problems else ""
+        broken = (
+            f"\n[red]{len(problems)} preset file(s) do not load: {problems[0][1]}[/]"
+            if problems
+            else ""
+        )
         detail.update(f"[b]{preset.name}[/] ({where})\n{preset.description}\n{est.verdict}{broken}")
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -132,7 +144,9 @@ class PresetsScreen(Screen):
 
         preset = self.selected()
         if preset is not None:
-            self.app.push_screen(EditorScreen(duplicate(preset), gpu_choice=self.gpu_choice, original=preset))
+            self.app.push_screen(
+                EditorScreen(duplicate(preset), gpu_choice=self.gpu_choice, original=preset)
+            )
 
     def action_launch(self) -> None:
         from cockpit.tui.screens.confirm import confirm_launch

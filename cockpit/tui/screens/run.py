@@ -34,8 +34,13 @@ from cockpit.tui.widgets.metric_plot import MetricPlot
 
 LIVE_POLL_BYTES = 1 << 20  # at most 1 MiB of events per tick keeps a tick well under a frame
 STATUS_STYLES = {
-    "starting": "cyan", "running": "bold green", "finished": "green", "stopped": "yellow",
-    "halted": "bold red", "crashed": "bold red", "error": "red",
+    "starting": "cyan",
+    "running": "bold green",
+    "finished": "green",
+    "stopped": "yellow",
+    "halted": "bold red",
+    "crashed": "bold red",
+    "error": "red",
 }
 
 
@@ -153,7 +158,11 @@ class RunScreen(Screen):
     def _status_polled(self, message: RunStatusPolled) -> None:
         if message.status != self.status:
             if message.status == "crashed":
-                self.notify(f"{self.run_dir.name} crashed (its process is gone); see console.log", severity="error", timeout=10)
+                self.notify(
+                    f"{self.run_dir.name} crashed (its process is gone); see console.log",
+                    severity="error",
+                    timeout=10,
+                )
             self.status = message.status
             self.dirty = True
         self._check_stalled()
@@ -192,7 +201,9 @@ class RunScreen(Screen):
         self.redraws += 1
         h = self.history
         marks = h.warning_steps()
-        self.query_one("#plot-loss", MetricPlot).show([("train", h.loss), ("val", h.val_loss)], marks)
+        self.query_one("#plot-loss", MetricPlot).show(
+            [("train", h.loss), ("val", h.val_loss)], marks
+        )
         self.query_one("#plot-lr", MetricPlot).show([("lr", h.lr)])
         self.query_one("#plot-grad", MetricPlot).show([("norm", h.grad_norm)])
         self.query_one("#run-status", Static).update(self.status_text())
@@ -213,8 +224,10 @@ class RunScreen(Screen):
         now = self.app.services.clock() if self.status in runs.LIVE_STATUSES else None  # type: ignore[attr-defined]
         mfu = f"{h.mfu * 100:.1f}%" if h.mfu is not None else "-"
         eta = human_duration(h.eta_s()) if h.eta_s() is not None else "-"
-        line2 = (f"{human_count(h.tokens_per_s)} tok/s  MFU {mfu}  norm {fmt_norm(last.get('grad_norm'))}  "
-                 f"elapsed {elapsed(h.elapsed_s(now))}  ETA {eta}")
+        line2 = (
+            f"{human_count(h.tokens_per_s)} tok/s  MFU {mfu}  norm {fmt_norm(last.get('grad_norm'))}  "
+            f"elapsed {elapsed(h.elapsed_s(now))}  ETA {eta}"
+        )
         if self.tailer.bad_lines:
             line2 += f"  [dim]{self.tailer.bad_lines} bad line(s) skipped[/]"
         return f"{line1}\n{line2}"
@@ -225,16 +238,24 @@ class RunScreen(Screen):
             return "[b]GPU[/] reading..."
         if not self.gpus:
             vram = self.history.vram_bytes
-            return "[b]GPU[/] no GPU (CPU run)" + (f"\nrun reserved {human_bytes(vram)}" if vram else "")
+            return "[b]GPU[/] no GPU (CPU run)" + (
+                f"\nrun reserved {human_bytes(vram)}" if vram else ""
+            )
         lines = []
         for gpu in self.gpus:
             util = f"{gpu.utilization:.0f}%" if gpu.utilization is not None else "-"
             temp = f"{gpu.temperature_c:.0f}°C" if gpu.temperature_c is not None else "-"
             power = f"{gpu.power_w:.0f}" if gpu.power_w is not None else "-"
             limit = f"/{gpu.power_limit_w:.0f}" if gpu.power_limit_w else ""
-            est = f" (est {human_bytes(self.estimated_peak)})" if self.estimated_peak and gpu.index == 0 else ""
-            lines.append(f"[b]GPU{gpu.index}[/] {gpu.name}\n util {util}  {temp}  {power}{limit} W\n"
-                         f" mem {human_bytes(gpu.memory_used)}/{human_bytes(gpu.memory_total)}{est}")
+            est = (
+                f" (est {human_bytes(self.estimated_peak)})"
+                if self.estimated_peak and gpu.index == 0
+                else ""
+            )
+            lines.append(
+                f"[b]GPU{gpu.index}[/] {gpu.name}\n util {util}  {temp}  {power}{limit} W\n"
+                f" mem {human_bytes(gpu.memory_used)}/{human_bytes(gpu.memory_total)}{est}"
+            )
         return "\n".join(lines)
 
     def health_text(self) -> str:
@@ -265,7 +286,9 @@ class RunScreen(Screen):
         from rich.markup import escape
 
         box = self.query_one("#run-log", Static)
-        fits = max(1, box.size.height - 1) if box.size.height else 4  # newest lines at the bottom, as many as fit
+        fits = (
+            max(1, box.size.height - 1) if box.size.height else 4
+        )  # newest lines at the bottom, as many as fit
         lines = [escape(line) for line in list(self.history.log)[-fits:]]
         return "\n".join(lines) or "[dim]no events yet[/]"
 
@@ -296,9 +319,18 @@ class RunScreen(Screen):
                 except runs.RunError as exc:
                     self.notify(str(exc), severity="error")
                     return
-                self.notify("killed; steps since the last checkpoint are lost" if killed else "it had already stopped")
+                self.notify(
+                    "killed; steps since the last checkpoint are lost"
+                    if killed
+                    else "it had already stopped"
+                )
 
-        self.app.push_screen(ConfirmScreen("Kill the trainer now (SIGKILL)?\nSteps since the last checkpoint are lost."), answered)
+        self.app.push_screen(
+            ConfirmScreen(
+                "Kill the trainer now (SIGKILL)?\nSteps since the last checkpoint are lost."
+            ),
+            answered,
+        )
 
     def action_detach(self) -> None:
         """Leave the run screen; training goes on."""
@@ -308,4 +340,3 @@ class RunScreen(Screen):
     def action_runs(self) -> None:
         self.app.pop_screen()
         self.app.open_runs()  # type: ignore[attr-defined]
-

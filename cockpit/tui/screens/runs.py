@@ -61,11 +61,23 @@ class RunsScreen(Screen):
             style = STATUS_STYLES.get(s.status, "white")
             step = f"{s.step}/{s.max_steps}" if s.max_steps else str(s.step)
             age = human_duration(max(0.0, now - (s.updated or s.created)))
-            table.add_row(f"[{style}]{s.status}[/]", s.preset_name, step, fmt_float(s.best_val_loss), age, s.run_id, key=str(s.run_dir))
+            table.add_row(
+                f"[{style}]{s.status}[/]",
+                s.preset_name,
+                step,
+                fmt_float(s.best_val_loss),
+                age,
+                s.run_id,
+                key=str(s.run_dir),
+            )
         if self.summaries:
             table.move_cursor(row=min(max(keep, 0), len(self.summaries) - 1))
         root = runs.runs_root(self.app.services.runs_dir)  # type: ignore[attr-defined]
-        count = f"{len(self.summaries)} run(s)" if self.summaries else "no runs yet (launch one from the presets screen)"
+        count = (
+            f"{len(self.summaries)} run(s)"
+            if self.summaries
+            else "no runs yet (launch one from the presets screen)"
+        )
         self.query_one("#runs-where", Static).update(f"runs in {root}: {count}")
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
