@@ -1,4 +1,5 @@
-"""Learning-rate schedules: nanoGPT's cosine, parameter-golf's warmdown, constant."""
+"""Learning-rate schedules: nanoGPT's cosine, parameter-golf's warmdown, constant (cockpit.schedule,
+the one definition the trainer and the health rules both use)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import pytest
 
 from cockpit.presets import TrainConfig
-from cockpit.train.schedule import constant_lr, cosine_lr, lr_at, warmdown_lr
+from cockpit.schedule import constant_lr, cosine_lr, lr_at, warmdown_lr
 
 
 def nanogpt_get_lr(it: int, lr: float, min_lr: float, warmup: int, decay_iters: int) -> float:
@@ -74,5 +75,41 @@ def test_lr_at_dispatches_and_scales(schedule):
 
 
 def test_lr_at_unknown_schedule():
-    with pytest.raises(ValueError, match="unknown schedule"):
-        lr_at(0, TrainConfig(schedule="linear"))
+    """presets.validate rejects an unknown schedule; one that gets past it is a bug, never flat."""
+    for step in (-1, 0, 50):
+        with pytest.raises(ValueError, match="unknown schedule"):
+            lr_at(step, TrainConfig(schedule="linear"))
+
+
+@pytest.mark.parametrize(
+    ("schedule", "step", "expected"),
+    [
+        ("cosine", 0, 1e-3 / 21),
+        ("cosine", 19, 1e-3 * 20 / 21),
+        ("cosine", 20, 1e-3),
+        ("cosine", 210, 0.55e-3),  # half-way through the decay: the mean of lr and min_lr
+        ("cosine", 400, 1e-4),
+        ("cosine", 450, 1e-4),
+        ("warmdown", 100, 1e-3),
+        ("warmdown", 350, 0.5e-3),  # half-way through a 100-step warmdown ending at 400
+        ("warmdown", 400, 0.0),
+        ("constant", 399, 1e-3),
+        ("constant", -1, 0.0),
+    ],
+)
+def test_lr_at_on_a_preset(schedule, step, expected):
+    train = TrainConfig(
+        schedule=schedule, max_steps=400, warmup_steps=20, warmdown_steps=100, lr=1e-3, min_lr=1e-4
+    )
+    assert lr_at(step, train) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "warmdown", "constant"])
+@pytest.mark.parametrize("warmup", [0, 1, 30])
+def test_a_step_before_0_has_lr_0(schedule, warmup):
+    """The health rules ask for the steps either side of a step event's, so also for -1 and below."""
+    train = TrainConfig(
+        schedule=schedule, max_steps=300, warmup_steps=warmup, warmdown_steps=70, lr=1e-3
+    )
+    assert [lr_at(step, train, 0.5) for step in (-1, -2, -100)] == [0.0, 0.0, 0.0]
+    assert lr_at(0, train) > 0

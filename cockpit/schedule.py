@@ -1,0 +1,73 @@
+"""Learning-rate schedules as pure functions of the optimizer step (0-based).
+
+The one definition of the schedules: the trainer sets each step's lr from
+`lr_at`, and the health rules (cockpit.health.rules.lr) check the lr a run
+reports against the same function. No torch, no numpy.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cockpit.presets import TrainConfig
+
+__all__ = ["constant_lr", "cosine_lr", "lr_at", "warmdown_lr", "warmup_factor"]
+
+
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """Linear warmup from ~0 to 1 over `warmup_steps` (nanoGPT's (it+1)/(warmup+1)); 1 after."""
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    return 1.0
+
+
+def cosine_lr(step: int, lr: float, min_lr: float, warmup_steps: int, max_steps: int) -> float:
+    """nanoGPT's get_lr: linear warmup, then cosine from lr down to min_lr at max_steps."""
+    if step < warmup_steps:
+        return lr * warmup_factor(step, warmup_steps)
+    if step >= max_steps:
+        return min_lr
+    decay_ratio = (step - warmup_steps) / max(1, max_steps - warmup_steps)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))  # 1 -> 0
+    return min_lr + coeff * (lr - min_lr)
+
+
+def warmdown_lr(
+    step: int, lr: float, warmup_steps: int, warmdown_steps: int, max_steps: int
+) -> float:
+    """Parameter-golf's schedule: warmup, flat at lr, then linear to 0 over the last warmdown_steps."""
+    if step < warmup_steps:
+        return lr * warmup_factor(step, warmup_steps)
+    if step >= max_steps:
+        return 0.0
+    start = max_steps - warmdown_steps
+    if warmdown_steps > 0 and step >= start:
+        return lr * (max_steps - step) / warmdown_steps
+    return lr
+
+
+def constant_lr(step: int, lr: float, warmup_steps: int) -> float:
+    """Warmup, then lr for ever."""
+    return lr * warmup_factor(step, warmup_steps)
+
+
+def lr_at(step: int, train: TrainConfig, scale: float = 1.0) -> float:
+    """The learning rate for optimizer step `step` (0-based) under the preset's schedule, times `scale`.
+
+    A step before 0 has lr 0 (the health rules look one step either side of step 0).
+    An unknown schedule raises ValueError: presets.validate rejects one before it
+    can reach the trainer or the health rules, so meeting one here is a bug.
+    """
+    if train.schedule == "cosine":
+        value = cosine_lr(step, train.lr, train.min_lr, train.warmup_steps, train.max_steps)
+    elif train.schedule == "warmdown":
+        value = warmdown_lr(
+            step, train.lr, train.warmup_steps, train.warmdown_steps, train.max_steps
+        )
+    elif train.schedule == "constant":
+        value = constant_lr(step, train.lr, train.warmup_steps)
+    else:
+        raise ValueError(f"unknown schedule {train.schedule!r}")
+    return value * scale if step >= 0 else 0.0
