@@ -16,13 +16,15 @@ from cockpit.events import decode_record, encode_record, make_record
 from cockpit.health import (
     ANOMALY_RULES,
     RULES,
+    SEVERITIES,
+    STATE_VERSION,
     HealthConfig,
     HealthMonitor,
     HealthWarning,
     oom_warning,
-    scheduled_lr,
 )
 from cockpit.presets import Preset, TrainConfig
+from cockpit.schedule import lr_at
 
 GIB = 1 << 30
 
@@ -66,7 +68,7 @@ def realistic(
                 "step": s,
                 "loss": smooth + rng.gauss(0, 0.04),
                 "grad_norm": (0.4 + 1.5 * math.exp(-s / 40)) * math.exp(rng.gauss(0, 0.15)),
-                "lr": scheduled_lr(preset.train, s),
+                "lr": lr_at(s, preset.train),
                 "tokens_per_s": 19000 * (1 + rng.gauss(0, 0.03)),
                 "vram_bytes": int(10 * GIB * (1 + rng.gauss(0, 0.002))),
             }
@@ -294,7 +296,7 @@ def test_quiet_on_a_longer_noisier_run(seed: int) -> None:
                 "step": s,
                 "loss": smooth * (1 + rng.gauss(0, 0.04)),
                 "grad_norm": 0.3 * math.exp(rng.gauss(0, 0.3)),
-                "lr": scheduled_lr(preset.train, s),
+                "lr": lr_at(s, preset.train),
                 "tokens_per_s": 50000 * math.exp(rng.gauss(0, 0.1)),
             }
         )
@@ -571,44 +573,6 @@ def test_state_stays_small_on_a_long_run() -> None:
     assert len(json.dumps(monitor.state_dict())) < 8000
 
 
-# --------------------------------------------------------------------------- the schedule
-
-
-@pytest.mark.parametrize(
-    ("schedule", "step", "expected"),
-    [
-        ("cosine", 0, 1e-3 / 21),
-        ("cosine", 19, 1e-3 * 20 / 21),
-        ("cosine", 20, 1e-3),
-        ("cosine", 210, 0.55e-3),  # half-way through the decay: the mean of lr and min_lr
-        ("cosine", 400, 1e-4),
-        ("cosine", 450, 1e-4),
-        ("warmdown", 100, 1e-3),
-        ("warmdown", 350, 0.5e-3),  # half-way through a 100-step warmdown ending at 400
-        ("warmdown", 400, 0.0),
-        ("constant", 399, 1e-3),
-        ("constant", -1, 0.0),
-    ],
-)
-def test_scheduled_lr(schedule: str, step: int, expected: float) -> None:
-    train = make_preset(schedule=schedule, warmdown_steps=100).train
-    assert scheduled_lr(train, step) == pytest.approx(expected, rel=1e-9, abs=1e-12)
-
-
-def test_scheduled_lr_matches_the_trainer() -> None:
-    """The monitor's schedule and the trainer's are the same function (when the trainer is present)."""
-    schedule = pytest.importorskip("cockpit.train.schedule")
-    for name in ("cosine", "warmdown", "constant"):
-        for warmup in (0, 1, 30):
-            train = make_preset(
-                schedule=name, warmup_steps=warmup, warmdown_steps=70, max_steps=300
-            ).train
-            for step in range(0, 320):
-                assert scheduled_lr(train, step) == pytest.approx(
-                    schedule.lr_at(step, train), rel=1e-12, abs=1e-15
-                )
-
-
 def test_after_a_rollback_the_monitor_forgets_the_discarded_steps() -> None:
     """A reader replaying a log with a rollback ends up where the trainer's restored monitor was."""
     r = realistic(200)
@@ -676,3 +640,65 @@ def test_any_input_is_survived_and_the_state_stays_strict_json(steps, evals) -> 
     resumed = HealthMonitor(make_preset(), gpu_memory_bytes=GIB)
     resumed.load_state_dict(state)
     assert json.loads(json.dumps(resumed.state_dict())) == state
+
+
+# --------------------------------------------------------------------------- the layout
+
+
+def test_each_rule_lives_in_one_family_with_its_tip() -> None:
+    from cockpit.health import FAMILIES, TIPS
+
+    names = [rule.name for family in FAMILIES for rule in family.rules]
+    assert len(names) == len(set(names)) == len(RULES)
+    assert set(names) == set(RULES) == set(TIPS)
+    for family in FAMILIES:
+        for rule in family.rules:
+            assert rule.tip and TIPS[rule.name] == rule.tip
+            assert rule.severity in SEVERITIES
+    assert ANOMALY_RULES == {"nonfinite", "loss_spike"}
+
+
+def test_threshold_names_and_state_keys_are_unique_across_families() -> None:
+    """HealthConfig overrides a threshold by its name, and the state is one flat dict."""
+    from dataclasses import fields
+
+    from cockpit.health import FAMILIES
+    from cockpit.health.monitor import Dedup
+
+    thresholds = [f.name for f in fields(Dedup)]
+    thresholds += [f.name for family in FAMILIES for f in fields(family.Thresholds)]
+    assert len(thresholds) == len(set(thresholds))
+    monitor = HealthMonitor(make_preset())
+    keys = ["version", "last_step", "fired"]
+    keys += [k for family in monitor._families for k in family.state()]
+    assert len(keys) == len(set(keys)) == len(monitor.state_dict())
+
+
+def test_health_config_overrides_a_threshold_by_name() -> None:
+    config = HealthConfig(cooldown_steps=100, stall_min_s=0.5, loss_window=30)
+    assert (config.cooldown_steps, config.stall_min_s, config.loss_window) == (100, 0.5, 30)
+    assert config.families["stall"].stall_factor == 10.0  # the others keep their defaults
+    assert config == HealthConfig(loss_window=30, stall_min_s=0.5, cooldown_steps=100)
+    assert config != HealthConfig()
+    with pytest.raises(TypeError, match="loss_windw"):
+        HealthConfig(loss_windw=30)
+    with pytest.raises(AttributeError):
+        _ = config.no_such_threshold
+
+
+# The keys of a version-2 state, as checkpoints written before the rules were split hold them:
+# such a checkpoint must still load, so a change here needs a new STATE_VERSION and a reader.
+V2_KEYS = {
+    "version", "loss", "loss_streak", "loss_episode", "grad", "grad_flags", "grad_log_ratios",
+    "last_grad", "skip_streak", "lr_zero_streak", "lr_bad_streak", "peak_lr", "last_lr", "tps",
+    "tps_streak", "skip_next_tps", "evals", "best_val", "evals_since_best", "last_step", "fired",
+    "stall_fired",
+}  # fmt: skip
+
+
+def test_the_state_keeps_the_version_2_format() -> None:
+    monitor = HealthMonitor(make_preset())
+    feed(monitor, s_loss_spike().ops()[:250])
+    state = monitor.state_dict()
+    assert state["version"] == STATE_VERSION == 2
+    assert set(state) == V2_KEYS
