@@ -175,7 +175,10 @@ class HealthMonitor:
         return out
 
     def replay(self, records: Iterable[dict[str, Any]]) -> list[HealthWarning]:
-        """Feed recorded `step` and `eval` events through the rules; returns every warning raised."""
+        """Feed recorded `step` and `eval` events through the rules; returns every warning raised.
+
+        The fields are those the trainer writes (docs/run-directory.md).
+        """
         out: list[HealthWarning] = []
         for record in records:
             kind = record.get("event")
@@ -184,12 +187,10 @@ class HealthMonitor:
                     self.observe_step(
                         int(record.get("step", 0) or 0),
                         number(record.get("loss")),
-                        number(_first(record, "grad_norm", "norm")),
+                        number(record.get("grad_norm")),
                         number(record.get("lr")),
-                        number(_first(record, "tokens_per_s", "tok_per_s", "tok_s")),
-                        vram_bytes=number(
-                            _first(record, "vram_bytes", "mem_reserved", "memory_reserved")
-                        ),  # type: ignore[arg-type]
+                        number(record.get("tokens_per_s")),
+                        vram_bytes=number(record.get("vram_bytes")),  # type: ignore[arg-type]
                         scaler_skipped=bool(record.get("scaler_skipped", False)),
                         lr_scale=number(record.get("lr_scale")) or 1.0,
                     )
@@ -234,11 +235,3 @@ class HealthMonitor:
             }
         except (AttributeError, KeyError, IndexError, TypeError, ValueError):
             self._start()
-
-
-def _first(record: dict[str, Any], *names: str) -> Any:
-    """The first of several field names present in a record (event fields have had aliases)."""
-    for name in names:
-        if name in record:
-            return record[name]
-    return None
