@@ -701,3 +701,20 @@ def test_the_state_keeps_the_version_2_format() -> None:
     state = monitor.state_dict()
     assert state["version"] == STATE_VERSION == 2
     assert set(state) == V2_KEYS
+
+
+def test_docs_list_every_rule_with_its_tip_and_every_threshold() -> None:
+    """docs/health.md has a row per rule with its tip word for word, and each threshold's default."""
+    from dataclasses import fields
+    from pathlib import Path
+
+    from cockpit.health import FAMILIES, TIPS
+    from cockpit.health.monitor import Dedup
+
+    text = (Path(__file__).parent.parent / "docs" / "health.md").read_text()
+    for rule in RULES:
+        assert f"| `{rule}` |" in text, rule
+        assert f"| {TIPS[rule]} |" in text, rule
+    for part in (Dedup, *(family.Thresholds for family in FAMILIES)):
+        for f in fields(part):
+            assert f"| `{f.name}` | {f.default} |" in text, f.name
