@@ -662,15 +662,16 @@ def test_threshold_names_and_state_keys_are_unique_across_families() -> None:
     from dataclasses import fields
 
     from cockpit.health import FAMILIES
+    from cockpit.health.base import Context
     from cockpit.health.monitor import Dedup
 
     thresholds = [f.name for f in fields(Dedup)]
     thresholds += [f.name for family in FAMILIES for f in fields(family.Thresholds)]
     assert len(thresholds) == len(set(thresholds))
-    monitor = HealthMonitor(make_preset())
-    keys = ["version", "last_step", "fired"]
-    keys += [k for family in monitor._families for k in family.state()]
-    assert len(keys) == len(set(keys)) == len(monitor.state_dict())
+    ctx = Context(make_preset().train, None, emit=lambda *args, **kwargs: True)
+    keys = ["version", "last_step", "fired"]  # the monitor's own
+    keys += [k for family in FAMILIES for k in family(family.Thresholds(), ctx).state()]
+    assert len(keys) == len(set(keys)) == len(HealthMonitor(make_preset()).state_dict())
 
 
 def test_health_config_overrides_a_threshold_by_name() -> None:
