@@ -36,8 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from cockpit.events import EventWriter, read_events  # noqa: E402
 from cockpit.presets import Preset, apply_overrides  # noqa: E402
+from cockpit.rundir import EventWriter, read_events  # noqa: E402
 
 OUT_DIR = REPO / "tests" / "data"
 EVENTS_OUT = OUT_DIR / "spike_run.events.jsonl"
