@@ -367,7 +367,7 @@ class Follower:
                 return self._finish(None, status=status)
         stalled = self.watcher.check_stalled()
         if stalled is not None:
-            self.show(WarningEvent(step=stalled.step, **stalled.to_event_fields()))
+            self.show(stalled)
         return None
 
     def _take(self, records: list[dict[str, Any]]) -> None:

@@ -8,7 +8,6 @@ the recent gaps between arrivals of new records is the run's usual rhythm, and
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import statistics
 import time
@@ -17,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cockpit.health import HealthMonitor, HealthWarning
-from cockpit.rundir.events import EventTailer
+from cockpit.health import HealthMonitor
+from cockpit.rundir.events import EventTailer, WarningEvent
 from cockpit.rundir.layout import EVENTS_JSONL
 from cockpit.rundir.process import run_status
 from cockpit.rundir.status import LIVE_STATUSES
@@ -112,11 +111,11 @@ class RunWatcher:
         """The median gap between recent arrivals (None before there are any)."""
         return statistics.median(self.gaps) if self.gaps else None
 
-    def check_stalled(self) -> HealthWarning | None:
+    def check_stalled(self) -> WarningEvent | None:
         """A `stalled` warning, once per silence, when a live run has written nothing for far too long.
 
-        Its message names the silence, the usual gap and the last step seen here (the
-        monitor itself sees no steps).
+        The rule is `HealthMonitor.check_stalled`'s; the warning's message names the
+        silence, the usual gap and the last step seen here (the monitor sees no steps).
         """
         if not self.live or self.last_arrival is None:
             return None
@@ -125,5 +124,13 @@ class RunWatcher:
             silent = warning.evidence.get("silent_s", 0.0)
             usual = f" (usually one every {typical:.1f} s)" if typical else ""
             message = f"no events for {silent:.0f} s{usual}; last step {self.last_step}"
-            return dataclasses.replace(warning, step=self.last_step, message=message)
+            return WarningEvent(
+                step=self.last_step,
+                time=self.clock(),
+                rule=warning.rule,
+                severity=warning.severity,
+                message=message,
+                tip=warning.tip,
+                evidence=dict(warning.evidence),
+            )
         return None
