@@ -22,9 +22,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cockpit import runs  # noqa: E402
-from cockpit.events import EventWriter, NullEventWriter  # noqa: E402
+from cockpit import rundir  # noqa: E402
 from cockpit.presets import apply_overrides, preset_from_dict  # noqa: E402
+from cockpit.rundir import EventWriter, NullEventWriter  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
 GOAL = 0.98
@@ -84,8 +84,10 @@ def main() -> int:
     data = args.data if args.data.is_file() else None
     total = args.block * (2 * args.pairs + 1)
     preset = make_preset(data, total, args.batch_size, args.overrides)
-    run_dir = runs.create_run_dir(preset, Path(tempfile.mkdtemp(prefix="event_overhead_")) / "run")
-    writer = EventWriter(run_dir / runs.EVENTS_JSONL)
+    run_dir = rundir.create_run_dir(
+        preset, Path(tempfile.mkdtemp(prefix="event_overhead_")) / "run"
+    )
+    writer = EventWriter(run_dir / rundir.EVENTS_JSONL)
     trainer = Trainer(run_dir, device=args.device, events=writer, write_checkpoints=False)
     trainer.setup()
     monitor = trainer.monitor

@@ -24,9 +24,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cockpit import runs  # noqa: E402
-from cockpit.events import EventTailer  # noqa: E402
+from cockpit import rundir, runs  # noqa: E402
 from cockpit.presets import apply_overrides, preset_from_dict  # noqa: E402
+from cockpit.rundir import EventTailer  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
 NANOGPT = {"ms_per_step": 40.0, "wall_s": 91.7, "val": {500: 2.314, 1000: 2.053, 2000: 1.886}}
@@ -96,11 +96,11 @@ def main() -> int:
         preset_from_dict(recipe(args.data.resolve(), args.steps)), args.overrides
     )
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="nanogpt_cpu_")) / "run"
-    run_dir = runs.create_run_dir(preset, run_dir)
+    run_dir = rundir.create_run_dir(preset, run_dir)
     load_before = os.getloadavg()[0]
     t0, t0_wall = time.perf_counter(), time.time()
     handle = runs.launch(run_dir, device="cpu", detach=False)
-    tailer = EventTailer(run_dir / runs.EVENTS_JSONL)
+    tailer = EventTailer(run_dir / rundir.EVENTS_JSONL)
     records: list[dict] = []
     while True:
         batch = tailer.poll()
@@ -118,7 +118,7 @@ def main() -> int:
     wall = time.perf_counter() - t0
     code = handle.process.returncode
     if code != 0:
-        print(f"the child exited with {code}; see {run_dir / runs.CONSOLE_LOG}", file=sys.stderr)
+        print(f"the child exited with {code}; see {run_dir / rundir.CONSOLE_LOG}", file=sys.stderr)
         return 1
 
     steps = [r for r in records if r["event"] == "step"]

@@ -36,8 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from cockpit.events import EventWriter, read_events  # noqa: E402
 from cockpit.presets import Preset, apply_overrides  # noqa: E402
+from cockpit.rundir import EventWriter, read_events  # noqa: E402
 
 OUT_DIR = REPO / "tests" / "data"
 EVENTS_OUT = OUT_DIR / "spike_run.events.jsonl"
@@ -214,7 +214,7 @@ def record_standalone(run_dir: Path, preset: Preset) -> Path:
     opt = torch.optim.AdamW(
         model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), weight_decay=t.weight_decay
     )
-    from cockpit.health import scheduled_lr
+    from cockpit.schedule import lr_at
 
     tokens_per_step = preset.tokens_per_step
     events_path = run_dir / "events.jsonl"
@@ -229,7 +229,7 @@ def record_standalone(run_dir: Path, preset: Preset) -> Path:
             1, t.max_steps + 1
         ):  # steps count completed optimizer steps from 1, as the trainer's events
             started = time.perf_counter()
-            lr = scheduled_lr(t, step - 1)
+            lr = lr_at(step - 1, t)
             for group in opt.param_groups:
                 group["lr"] = lr
             x, y = batch(train_data)

@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cockpit import runs  # noqa: E402
-from cockpit.events import encode_record, make_record  # noqa: E402
+from cockpit import rundir  # noqa: E402
 from cockpit.presets import load_preset  # noqa: E402
+from cockpit.rundir import encode_record, make_record  # noqa: E402
 
 
 def writer(path: Path, rate: float, stop: threading.Event, counter: list[int]) -> None:
@@ -97,15 +97,15 @@ async def bench(rate: float, seconds: float) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["GPT_COCKPIT_CONFIG"] = str(Path(tmp) / "config")
         preset = load_preset("tiny_char")
-        run_dir = runs.create_run_dir(preset, root=Path(tmp) / "runs")
-        runs.update_run_info(
+        run_dir = rundir.create_run_dir(preset, root=Path(tmp) / "runs")
+        rundir.update_run_info(
             run_dir,
             status="running",
             pid=os.getpid(),
-            pid_start_time=runs.process_start_time(os.getpid()),
+            pid_start_time=rundir.process_start_time(os.getpid()),
             max_steps=10**7,
         )
-        events_path = run_dir / runs.EVENTS_JSONL
+        events_path = run_dir / rundir.EVENTS_JSONL
         events_path.write_text(
             encode_record(make_record("start", 0, preset="bench", device="cuda", max_steps=10**7))
             + "\n"

@@ -11,24 +11,31 @@ import argparse
 import glob
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
-from collections import deque
 from pathlib import Path
 from typing import IO, Any
 
-from cockpit import diagnostics, runs
+from cockpit import diagnostics, rundir, runs
 from cockpit.diagnostics import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, error, info
-from cockpit.events import EventTailer
-from cockpit.format import elapsed, format_eval_line, format_step_line, human_bytes, human_params
+from cockpit.format import event_line, format_eval_line, format_step_line
 from cockpit.health import HealthMonitor
 from cockpit.presets import Preset, PresetError, apply_overrides, builtin_dir, load_preset, user_dir
+from cockpit.rundir import (
+    EndEvent,
+    EvalEvent,
+    Event,
+    RunWatcher,
+    SampleEvent,
+    StartEvent,
+    StepEvent,
+    WarningEvent,
+    parse_event,
+)
 
 DEFAULT_PRESET = "tiny_char"
 POLL_S = 0.1  # ~10 Hz: fast enough to feel live, cheap on the file system
-STATUS_EVERY_S = 1.0  # how often a follower without its own child checks the run's pid
 EXIT_WAIT_S = 10.0  # after `end`, how long the child may take to exit before we stop waiting
 CONSOLE_TAIL_LINES = 15
 
@@ -135,7 +142,7 @@ def launch_problem(preset: Preset) -> str | None:
 def console_tail(run_dir: Path, lines: int = CONSOLE_TAIL_LINES) -> list[str]:
     """The last lines of the child's console.log (empty when there is none)."""
     try:
-        with open(run_dir / runs.CONSOLE_LOG, "rb") as handle:
+        with open(run_dir / rundir.CONSOLE_LOG, "rb") as handle:
             handle.seek(0, os.SEEK_END)
             handle.seek(max(0, handle.tell() - 16384))
             text = handle.read().decode("utf-8", errors="replace")
@@ -149,6 +156,7 @@ class Follower:
 
     With `process` (our own child) the run is over when it exits; without one (attach)
     when run.json, checked against the pid each second, says it is no longer live.
+    The RunWatcher does the tailing, the status checks and the stall detection.
     """
 
     def __init__(
@@ -167,9 +175,10 @@ class Follower:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.poll_s = poll_s
-        self.tailer = EventTailer(self.run_dir / runs.EVENTS_JSONL, offset=offset)
+        self.watcher = RunWatcher(self.run_dir, offset=offset, health=health)
+        self.tailer = self.watcher.tailer
         self.max_steps, self.log_interval = self._preset_numbers()
-        self.last_end: dict[str, Any] | None = None  # the latest `end`, cleared by a new `start`
+        self.last_end: EndEvent | None = None  # the latest `end`, cleared by a new `start`
         self.first_step_pending = True  # print the first step after each start, whatever its number
         self.started_at: float | None = None
         self.stop_requests = 0
@@ -177,17 +186,12 @@ class Follower:
         self.stdout_closed = False
         self.seen_start = False  # this launch's `start` has arrived (the child handles signals)
         self.forward_pending = False  # a stop asked for before that, to pass on once it has
-        self.health = health or HealthMonitor()  # only its stalled rule: the child runs the others
-        self.live = False  # between a `start` and its `end`: silence then means a stall
-        self.last_arrival = time.time()  # wall time the latest records arrived (not their own time)
-        self.gaps: deque[float] = deque(maxlen=50)  # seconds between arrivals while live
-        self.last_step = 0
         self.unprinted_step: dict[str, Any] | None = None  # the latest step record not printed yet
 
     def _preset_numbers(self) -> tuple[int | None, int]:
         try:
-            preset = runs.load_run_preset(self.run_dir)
-        except runs.RunError:
+            preset = rundir.load_run_preset(self.run_dir)
+        except rundir.RunError:
             return None, 1
         return preset.train.max_steps, preset.train.log_interval
 
@@ -217,72 +221,48 @@ class Follower:
 
     def handle(self, record: dict[str, Any]) -> None:
         """Print one record: step/eval lines on stdout, the rest on stderr."""
-        kind = record.get("event")
-        step = record.get("step", 0)
-        if kind == "start":
-            self.seen_start = self.live = True
-            if self.forward_pending:
-                self.forward_pending = False
-                self.signal_child(signal.SIGTERM)
-            self.last_end = None
-            self.first_step_pending = True
-            self.started_at = record.get("time")
-            if record.get("max_steps"):
-                self.max_steps = int(record["max_steps"])
-            where = record.get("gpu") or record.get("device") or "?"
-            resumed = (
-                f", resumed from step {record['resumed_from']}"
-                if record.get("resumed_from") is not None
-                else ""
-            )
-            params = f"{human_params(record['params'])} params, " if record.get("params") else ""
-            tps = (
-                f"{record['tokens_per_step']} tokens/step" if record.get("tokens_per_step") else ""
-            )
-            self._diag(
-                f"start: {record.get('preset', '?')} on {where} ({record.get('dtype', '?')}), {params}{tps}{resumed}"
-            )
-            if record.get("data"):
-                self._diag(f"data: {record['data']}")
-        elif kind == "step":
-            self.last_step = int(step)
-            if self._prints_step(record):
-                self._data(format_step_line(record, self.max_steps))
-                self.unprinted_step = None
-            else:
-                self.unprinted_step = record
-        elif kind == "eval":
+        event = parse_event(record)
+        if isinstance(event, StepEvent):
+            self._on_step(event, record)
+        elif isinstance(event, EvalEvent):
             self._data(format_eval_line(record, self.max_steps))
-        elif kind == "sample":
-            text = str(record.get("text", "")).rstrip()
-            body = "\n".join("  " + line for line in text.splitlines()[:20])
-            self._diag(f"sample at step {step}:\n{body}")
-        elif kind == "checkpoint":
-            size = human_bytes(record.get("bytes"))
-            self._diag(
-                f"checkpoint {record.get('kind', '')} at step {step}: {record.get('path', '')} ({size})"
-            )
-        elif kind == "warning":
-            severity = record.get("severity", "warning")
-            self._diag(
-                f"{severity}: step {step}: [{record.get('rule', '?')}] {record.get('message', '')}"
-            )
-            if record.get("tip"):
-                print(f"  tip: {record['tip']}", file=self.err, flush=True)
-        elif kind == "error":
-            self._diag(f"error: step {step}: {record.get('message', '')}")
-        elif kind == "end":
+        elif event is not None:
+            self.show(event)
+
+    def show(self, event: Event) -> None:
+        """A start, sample, checkpoint, warning, error or end on stderr (the app's log says the same)."""
+        if isinstance(event, StartEvent):
+            self._on_start(event)
+        elif isinstance(event, EndEvent):
             self.print_last_step()
-            self.live = False
-            self.last_end = record
-            took = ""
-            if isinstance(self.started_at, (int, float)) and isinstance(
-                record.get("time"), (int, float)
-            ):
-                took = f" after {elapsed(record['time'] - self.started_at)}"
-            progress = f"{step}/{self.max_steps}" if self.max_steps else f"{step}"
-            message = f" ({record['message']})" if record.get("message") else ""
-            self._diag(f"end: {record.get('reason', '?')} at step {progress}{took}{message}")
+            self.last_end = event
+        line = event_line(event, self.max_steps, self.started_at)
+        if isinstance(event, SampleEvent):
+            body = "\n".join("  " + text for text in event.text.rstrip().splitlines()[:20])
+            line += f":\n{body}"
+        self._diag(line)
+        if isinstance(event, StartEvent) and event.data:
+            self._diag(f"data: {event.data}")
+        if isinstance(event, WarningEvent) and event.tip:
+            print(f"  tip: {event.tip}", file=self.err, flush=True)
+
+    def _on_start(self, event: StartEvent) -> None:
+        self.seen_start = True
+        if self.forward_pending:
+            self.forward_pending = False
+            self.signal_child(signal.SIGTERM)
+        self.last_end = None
+        self.first_step_pending = True
+        self.started_at = event.time
+        if event.max_steps:
+            self.max_steps = event.max_steps
+
+    def _on_step(self, event: StepEvent, record: dict[str, Any]) -> None:
+        if self._prints_step(event.step):
+            self._data(format_step_line(record, self.max_steps))
+            self.unprinted_step = None
+        else:
+            self.unprinted_step = record
 
     def print_last_step(self) -> None:
         """Print the run's latest step if its line was skipped (a stop between log intervals)."""
@@ -290,8 +270,7 @@ class Follower:
             self._data(format_step_line(self.unprinted_step, self.max_steps))
             self.unprinted_step = None
 
-    def _prints_step(self, record: dict[str, Any]) -> bool:
-        step = int(record.get("step", 0))
+    def _prints_step(self, step: int) -> bool:
         if self.first_step_pending:
             self.first_step_pending = False
             return True
@@ -301,7 +280,7 @@ class Follower:
 
     def drain(self) -> None:
         """Print everything the log holds now."""
-        records = self.tailer.read_all()
+        records = self.watcher.read_all()
         for record in records:
             self.handle(record)
         if records:
@@ -338,8 +317,8 @@ class Follower:
                     pass
         else:
             try:
-                runs.stop_run(self.run_dir, kill=signum == signal.SIGKILL)
-            except runs.RunError:
+                rundir.stop_run(self.run_dir, kill=signum == signal.SIGKILL)
+            except rundir.RunError:
                 pass
 
     def kill_child(self) -> None:
@@ -350,18 +329,17 @@ class Follower:
 
     def follow(self) -> int:
         """Print records until the run is over; the exit code says how it ended."""
-        next_status = 0.0
         while True:
             if self.killed:
                 self._reap(timeout=5.0)
                 self.drain()
                 try:
-                    runs.run_status(self.run_dir)  # the pid is gone: run.json now says crashed
-                except runs.RunError:
+                    rundir.run_status(self.run_dir)  # the pid is gone: run.json now says crashed
+                except rundir.RunError:
                     pass
                 self._diag("killed: the steps since the last checkpoint are lost")
                 return EXIT_INTERRUPTED
-            self._take(self.tailer.poll())
+            self._take(self.watcher.poll())
             if self.stdout_closed and self.process is None:
                 return EXIT_OK  # an attach piped into `head`: nothing more to say
             if self.process is not None:
@@ -371,43 +349,34 @@ class Follower:
                     # The child writes `end` and exits; give it a moment, then go by the record.
                     self._reap(timeout=EXIT_WAIT_S)
                     return self._finish(self.process.poll())
-            if time.monotonic() >= next_status:
-                next_status = time.monotonic() + STATUS_EVERY_S
-                if self.process is None:
-                    try:
-                        status = runs.run_status(self.run_dir)
-                    except runs.RunError as exc:
-                        error(str(exc))
-                        return EXIT_FAILED
-                    if status not in runs.LIVE_STATUSES:
-                        return self._finish(None, status=status)
-                self._check_stalled()
+            if self.watcher.due():
+                done = self._check_run()
+                if done is not None:
+                    return done
             time.sleep(self.poll_s)
 
+    def _check_run(self) -> int | None:
+        """Once a second: an attach checks the run's status (an exit code once it is over); then stalls."""
+        if self.process is None:
+            try:
+                status = self.watcher.refresh_status()
+            except rundir.RunError as exc:
+                error(str(exc))
+                return EXIT_FAILED
+            if status not in rundir.LIVE_STATUSES:
+                return self._finish(None, status=status)
+        stalled = self.watcher.check_stalled()
+        if stalled is not None:
+            self.show(stalled)
+        return None
+
     def _take(self, records: list[dict[str, Any]]) -> None:
-        """Print a batch of new records and note when it arrived."""
+        """Print a batch of new records (the watcher has noted their arrival)."""
         if not records:
             return
-        now = time.time()
-        if self.live:
-            self.gaps.append(now - self.last_arrival)
-        self.last_arrival = now
         for record in records:
             self.handle(record)
         self._data("", flush=True)
-
-    def _check_stalled(self) -> None:
-        """Warn (once per silence) when a live run has written nothing for far longer than usual."""
-        if not self.live:
-            return
-        typical = statistics.median(self.gaps) if self.gaps else None
-        for warning in self.health.check_stalled(time.time(), self.last_arrival, typical):
-            fields = warning.to_event_fields()
-            silent = fields.get("evidence", {}).get("silent_s", 0.0)
-            usual = f" (usually one every {typical:.1f} s)" if typical else ""
-            # The monitor here sees no steps, so the message names the step this follower saw.
-            fields["message"] = f"no events for {silent:.0f} s{usual}; last step {self.last_step}"
-            self.handle({"event": "warning", "step": self.last_step, **fields})
 
     def _reap(self, timeout: float) -> None:
         if self.process is None:
@@ -426,7 +395,7 @@ class Follower:
                 f"skipped {self.tailer.bad_lines} unreadable line(s) in {self.tailer.path}"
             )
         if self.last_end is not None:
-            return diagnostics.exit_code_for_end(str(self.last_end.get("reason", "crashed")))
+            return diagnostics.exit_code_for_end(self.last_end.reason or "crashed")
         if status is not None and status not in ("crashed", "error"):
             self._diag(f"run is {status}")
             return EXIT_OK if status in ("finished", "stopped") else EXIT_FAILED
@@ -436,17 +405,17 @@ class Follower:
         error(f"the training process {how} without an `end` event (crashed)")
         if self.process is not None:
             try:
-                runs.run_status(self.run_dir)  # marks run.json crashed
-            except runs.RunError:
+                rundir.run_status(self.run_dir)  # marks run.json crashed
+            except rundir.RunError:
                 pass
         tail = console_tail(self.run_dir)
         if tail:
-            print(f"--- last lines of {self.run_dir / runs.CONSOLE_LOG} ---", file=self.err)
+            print(f"--- last lines of {self.run_dir / rundir.CONSOLE_LOG} ---", file=self.err)
             for line in tail:
                 print(line, file=self.err)
             self.err.flush()
         else:
-            self._diag(f"{self.run_dir / runs.CONSOLE_LOG} is empty")
+            self._diag(f"{self.run_dir / rundir.CONSOLE_LOG} is empty")
         return EXIT_INTERRUPTED if returncode == EXIT_INTERRUPTED else EXIT_FAILED
 
 
@@ -487,7 +456,7 @@ def follow_run(
 def launch_and_follow(run_dir: Path, *, device: str, resume: bool = False) -> int:
     """Start the child in our process group and follow it (headless and `resume --no-ui`)."""
     try:  # a resumed run prints only what this launch writes
-        offset = (run_dir / runs.EVENTS_JSONL).stat().st_size if resume else 0
+        offset = (run_dir / rundir.EVENTS_JSONL).stat().st_size if resume else 0
     except OSError:
         offset = 0
     follower = Follower(run_dir, offset=offset)
@@ -507,10 +476,10 @@ def cmd_headless(args: argparse.Namespace) -> int:
     """`gpt-cockpit --no-ui`: resolve the preset, create the run, train and print lines."""
     try:
         preset = resolve_preset(args)
-        run_dir = runs.create_run_dir(
+        run_dir = rundir.create_run_dir(
             preset, getattr(args, "run_dir", None), root=getattr(args, "runs_dir", None)
         )
-    except (PresetError, UsageError, runs.RunError) as exc:
+    except (PresetError, UsageError, rundir.RunError) as exc:
         error(str(exc))
         return EXIT_USAGE
     return launch_and_follow(run_dir, device=getattr(args, "device", "auto") or "auto")

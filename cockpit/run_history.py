@@ -1,7 +1,9 @@
 """A run's history rebuilt from its events: bounded metric series and the latest facts.
 
 Pure bookkeeping over event records (no I/O, no clock): the app's run screen and
-the benchmark feed it what `events.EventTailer.poll()` returns. Every series is
+the benchmark feed it what `RunWatcher.poll()` returns; each record is read as its
+typed event (cockpit.rundir), and its log line is `format.event_line`'s, the words
+headless mode prints. Every series is
 bounded: when it grows past `max_points` it is thinned to every other point, so
 memory and redraw cost stay flat however long the run.
 """
@@ -13,17 +15,23 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from cockpit.format import event_line, format_eval_line, format_step_line
 from cockpit.health import HealthWarning
+from cockpit.rundir import (
+    EndEvent,
+    ErrorEvent,
+    EvalEvent,
+    Event,
+    SampleEvent,
+    StartEvent,
+    StepEvent,
+    WarningEvent,
+    parse_event,
+)
 
 MAX_POINTS = 2000  # points kept per plotted series
 LOG_LINES = 200  # one-line records kept for the log tail
 RATE_WINDOW = 50  # recent steps used for the step-rate ETA
-
-
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
 
 
 @dataclass
@@ -92,15 +100,15 @@ class RunHistory:
         self.lr = Series(max_points)
         self.grad_norm = Series(max_points)
         self.max_steps = max_steps
-        self.start: dict[str, Any] | None = None
+        self.start: StartEvent | None = None
         self.first_start_time: float | None = None
-        self.last_step: dict[str, Any] | None = None
-        self.last_eval: dict[str, Any] | None = None
+        self.last_step: StepEvent | None = None
+        self.last_eval: EvalEvent | None = None
         self.best_val_loss: float | None = None
         self.sample: str = ""
         self.sample_step: int | None = None
         self.warnings: list[HealthWarning] = []
-        self.end: dict[str, Any] | None = None
+        self.end: EndEvent | None = None
         self.error: str = ""
         self.log: deque[str] = deque(maxlen=LOG_LINES)
         self.records = 0
@@ -108,6 +116,15 @@ class RunHistory:
         self._recent: deque[tuple[float, int]] = deque(
             maxlen=RATE_WINDOW
         )  # (time, step) of recent steps
+        self._adders = {
+            StepEvent: self._add_step,
+            EvalEvent: self._add_eval,
+            StartEvent: self._add_start,
+            SampleEvent: self._add_sample,
+            WarningEvent: self._add_warning,
+            ErrorEvent: self._add_error,
+            EndEvent: self._add_end,
+        }
 
     # ---------------------------------------------------------------- ingest
 
@@ -118,104 +135,107 @@ class RunHistory:
 
     def add(self, record: dict[str, Any]) -> None:
         """Take one record."""
-        from cockpit.format import format_eval_line, format_step_line
-
         self.records += 1
-        kind = record.get("event")
-        step = int(_num(record.get("step")) or 0)
-        if kind == "step":
-            self.step = step
-            self.last_step = record
-            for series, key in (
-                (self.loss, "loss"),
-                (self.lr, "lr"),
-                (self.grad_norm, "grad_norm"),
-            ):
-                value = _num(record.get(key))
-                if value is not None:
-                    series.add(step, value)
-            t = _num(record.get("time"))
-            if t is not None:
-                if self._recent and step <= self._recent[-1][1]:
-                    self._recent.clear()
-                self._recent.append((t, step))
-            every = max(1, (self.max_steps or 1000) // 100)  # about a hundred lines per run
-            if step % every == 0 or (self.max_steps and step >= self.max_steps):
-                self.log.append(format_step_line(record, self.max_steps))
-        elif kind == "eval":
-            self.last_eval = record
-            val = _num(record.get("val_loss"))
-            if val is not None:
-                self.val_loss.add(step, val)
-                if math.isfinite(val) and (self.best_val_loss is None or val < self.best_val_loss):
-                    self.best_val_loss = val
-            best = _num(record.get("best_val_loss"))
-            if best is not None and math.isfinite(best):
-                self.best_val_loss = (
-                    best if self.best_val_loss is None else min(best, self.best_val_loss)
-                )
-            self.log.append(format_eval_line(record, self.max_steps))
-        elif kind == "start":
-            self.start = record
-            self.end = None
-            self._recent.clear()
-            if self.first_start_time is None:
-                self.first_start_time = _num(record.get("time"))
-            if _num(record.get("max_steps")):
-                self.max_steps = int(record["max_steps"])
-            resumed = record.get("resumed_from")
-            where = record.get("gpu") or record.get("device") or "?"
-            self.log.append(
-                f"start on {where} ({record.get('dtype', '?')})"
-                + (f", resumed from step {resumed}" if resumed is not None else "")
+        event = parse_event(record)
+        if event is None:
+            return
+        adder = self._adders.get(type(event))
+        if adder is not None:
+            adder(event, record)
+        else:  # a checkpoint: only its log line
+            self._log_line(event)
+
+    def _log_line(self, event: Event) -> None:
+        started_at = self.start.time if self.start is not None else None
+        self.log.append(event_line(event, self.max_steps, started_at))
+
+    def _add_step(self, event: StepEvent, record: dict[str, Any]) -> None:
+        step = event.step
+        self.step = step
+        self.last_step = event
+        for series, value in (
+            (self.loss, event.loss),
+            (self.lr, event.lr),
+            (self.grad_norm, event.grad_norm),
+        ):
+            if value is not None:
+                series.add(step, value)
+        if event.time is not None:
+            if self._recent and step <= self._recent[-1][1]:
+                self._recent.clear()
+            self._recent.append((event.time, step))
+        every = max(1, (self.max_steps or 1000) // 100)  # about a hundred lines per run
+        if step % every == 0 or (self.max_steps and step >= self.max_steps):
+            self.log.append(format_step_line(record, self.max_steps))
+
+    def _add_eval(self, event: EvalEvent, record: dict[str, Any]) -> None:
+        self.last_eval = event
+        val = event.val_loss
+        if val is not None:
+            self.val_loss.add(event.step, val)
+            if math.isfinite(val) and (self.best_val_loss is None or val < self.best_val_loss):
+                self.best_val_loss = val
+        best = event.best_val_loss
+        if best is not None and math.isfinite(best):
+            self.best_val_loss = (
+                best if self.best_val_loss is None else min(best, self.best_val_loss)
             )
-        elif kind == "sample":
-            self.sample = str(record.get("text", ""))
-            self.sample_step = step
-        elif kind == "warning":
-            warning = HealthWarning.from_event(record)
-            self.warnings.append(warning)
-            del self.warnings[:-50]
-            self.log.append(
-                f"{warning.severity}: step {warning.step}: [{warning.rule}] {warning.message}"
-            )
-        elif kind == "checkpoint":
-            self.log.append(f"checkpoint {record.get('kind', '')} at step {step}")
-        elif kind == "error":
-            self.error = str(record.get("message", ""))
-            self.log.append(f"error: step {step}: {self.error}")
-        elif kind == "end":
-            self.end = record
-            message = f" ({record['message']})" if record.get("message") else ""
-            self.log.append(f"end: {record.get('reason', '?')} at step {step}{message}")
+        self.log.append(format_eval_line(record, self.max_steps))
+
+    def _add_start(self, event: StartEvent, record: dict[str, Any]) -> None:
+        self.start = event
+        self.end = None
+        self._recent.clear()
+        if self.first_start_time is None:
+            self.first_start_time = event.time
+        if event.max_steps:
+            self.max_steps = event.max_steps
+        self._log_line(event)
+
+    def _add_sample(self, event: SampleEvent, record: dict[str, Any]) -> None:
+        self.sample = event.text
+        self.sample_step = event.step
+
+    def _add_warning(self, event: WarningEvent, record: dict[str, Any]) -> None:
+        self.warnings.append(HealthWarning.from_event(record))
+        del self.warnings[:-50]
+        self._log_line(event)
+
+    def _add_error(self, event: ErrorEvent, record: dict[str, Any]) -> None:
+        self.error = event.message
+        self._log_line(event)
+
+    def _add_end(self, event: EndEvent, record: dict[str, Any]) -> None:
+        self.end = event
+        self._log_line(event)
 
     # ---------------------------------------------------------------- derived
 
     @property
     def tokens_per_s(self) -> float | None:
         """The latest step's throughput."""
-        return _num((self.last_step or {}).get("tokens_per_s"))
+        return self.last_step.tokens_per_s if self.last_step is not None else None
 
     @property
     def mfu(self) -> float | None:
         """The latest step's MFU as a fraction (None on CPU or an unknown GPU)."""
-        return _num((self.last_step or {}).get("mfu"))
+        return self.last_step.mfu if self.last_step is not None else None
 
     @property
     def vram_bytes(self) -> float | None:
         """The latest step's reserved GPU memory."""
-        return _num((self.last_step or {}).get("vram_bytes"))
+        return self.last_step.vram_bytes if self.last_step is not None else None
 
     def elapsed_s(self, now: float | None = None) -> float | None:
         """Seconds since the first start: to the end record if there is one, else to `now` (or the last step)."""
         if self.first_start_time is None:
             return None
-        if self.end is not None and _num(self.end.get("time")) is not None:
-            last = float(self.end["time"])
+        if self.end is not None and self.end.time is not None:
+            last = self.end.time
         elif now is not None:
             last = now
         else:
-            last = _num((self.last_step or {}).get("time")) or self.first_start_time
+            last = (self.last_step.time if self.last_step else None) or self.first_start_time
         return max(0.0, last - self.first_start_time)
 
     def steps_per_s(self) -> float | None:

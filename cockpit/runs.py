@@ -1,218 +1,33 @@
-"""Run directories: create, launch (detached or attached), inspect, stop.
+"""Launch, list and find runs; the run directory itself is cockpit.rundir's.
 
-A run directory is the whole contract between the training child and every
-reader (the app, headless mode, `gpt-cockpit runs`). Layout (see
-docs/run-directory.md):
-
-    <run>/run.json          status, pid and its start time, command, preset name,
-                            device, GPU, versions, progress (RUN_SCHEMA_VERSION)
-    <run>/preset.json       the resolved preset exactly as launched
-    <run>/events.jsonl      the event log (cockpit.events)
-    <run>/console.log       the child's stdout and stderr
-    <run>/checkpoints/      last.pt, best.pt (and last.prev.pt while replacing)
-
-Nothing here imports torch: the app reaches a run only through these files and
-signals to its process.
+`launch` starts the training child on a directory that `rundir.create_run_dir`
+made; `list_runs`, `summarize_run` and `find_run` read the runs folder through
+cockpit.rundir (run.json, events.jsonl, the effective preset). Nothing here
+imports torch: the app reaches a run only through its files and signals.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import platform
-import signal
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from cockpit import __version__
-from cockpit.events import read_last_records
-from cockpit.fsutil import atomic_write_text
-from cockpit.presets import Preset, PresetError, preset_from_dict
-
-RUN_SCHEMA_VERSION = 1
-RUN_JSON = "run.json"
-PRESET_JSON = "preset.json"
-EVENTS_JSONL = "events.jsonl"
-CONSOLE_LOG = "console.log"
-CHECKPOINTS = "checkpoints"
-
-LIVE_STATUSES = ("starting", "running")
-FINAL_STATUSES = ("finished", "stopped", "halted", "crashed", "error")
-
-
-class RunError(RuntimeError):
-    """A run directory that cannot be used, with a message for a person."""
-
-
-def runs_root(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """Where runs live: the argument, else $GPT_COCKPIT_RUNS, else ./runs."""
-    if explicit:
-        return Path(explicit)
-    return Path(os.environ.get("GPT_COCKPIT_RUNS") or "runs")
-
-
-def new_run_id(preset_name: str) -> str:
-    """A sortable, readable id: 20261121-170502-tiny_char (with a suffix if taken)."""
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + preset_name
-
-
-def create_run_dir(
-    preset: Preset,
-    run_dir: str | os.PathLike[str] | None = None,
-    *,
-    root: str | os.PathLike[str] | None = None,
-) -> Path:
-    """Make a fresh run directory holding preset.json and a 'starting' run.json."""
-    if run_dir is None:
-        base = runs_root(root)
-        run_id = new_run_id(preset.name)
-        path = base / run_id
-        n = 1
-        while path.exists():
-            n += 1
-            path = base / f"{run_id}-{n}"
-    else:
-        path = Path(run_dir)
-        if (path / EVENTS_JSONL).exists() or (path / RUN_JSON).exists():
-            raise RunError(
-                f"{path} already holds a run; use `gpt-cockpit resume {path}` or pick another --run-dir"
-            )
-    (path / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path / PRESET_JSON, json.dumps(preset.to_dict(), indent=2) + "\n")
-    write_run_info(
-        path,
-        {
-            "run_id": path.name,
-            "status": "starting",
-            "preset_name": preset.name,
-            "created": time.time(),
-            "host": platform.node(),
-            "versions": {"cockpit": __version__, "python": platform.python_version()},
-        },
-    )
-    return path
-
-
-def read_run_info(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """run.json as a dict; RunError if it is missing or unreadable."""
-    path = Path(run_dir) / RUN_JSON
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RunError(f"{run_dir} is not a run directory (no {RUN_JSON})") from None
-    except (OSError, ValueError) as exc:
-        raise RunError(f"cannot read {path}: {exc}") from None
-    if not isinstance(info, dict):
-        raise RunError(f"{path} is not a JSON object")
-    return info
-
-
-def write_run_info(run_dir: str | os.PathLike[str], info: dict[str, Any]) -> None:
-    """Replace run.json atomically, stamping the schema version and update time."""
-    info = dict(info)
-    info["schema"] = RUN_SCHEMA_VERSION
-    info["updated"] = time.time()
-    atomic_write_text(Path(run_dir) / RUN_JSON, json.dumps(info, indent=2, default=str) + "\n")
-
-
-def update_run_info(run_dir: str | os.PathLike[str], **changes: Any) -> dict[str, Any]:
-    """Read, change and write run.json; returns the new contents."""
-    try:
-        info = read_run_info(run_dir)
-    except RunError:
-        info = {"run_id": Path(run_dir).name}
-    info.update(changes)
-    write_run_info(run_dir, info)
-    return info
-
-
-def load_run_preset(run_dir: str | os.PathLike[str]) -> Preset:
-    """The preset a run was launched with."""
-    path = Path(run_dir) / PRESET_JSON
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RunError(f"cannot read {path}: {exc}") from None
-    try:
-        return preset_from_dict(raw)
-    except PresetError as exc:
-        raise RunError(f"{path}: {exc}") from None
-
-
-# --------------------------------------------------------------------------- processes
-
-
-def process_start_time(pid: int) -> float | None:
-    """The start time of process `pid` (epoch seconds), or None if it is not running."""
-    import psutil
-
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return proc.create_time()
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
-        return None
-
-
-def pid_alive(pid: int | None, started: float | None = None) -> bool:
-    """True if `pid` runs and (when `started` is given) is the same process that started then."""
-    if not pid:
-        return False
-    now_started = process_start_time(int(pid))
-    if now_started is None:
-        return False
-    if started is not None and abs(now_started - float(started)) > 1.0:
-        return False  # the pid was reused by another process
-    return True
-
-
-def run_status(run_dir: str | os.PathLike[str], *, update: bool = True) -> str:
-    """The run's status, with a live status checked against its process.
-
-    A run whose run.json says starting/running but whose process is gone is
-    'crashed'; with `update`, run.json is rewritten to say so.
-    """
-    info = read_run_info(run_dir)
-    status = str(info.get("status", "unknown"))
-    if status in LIVE_STATUSES:
-        pid = info.get("pid")
-        if pid is None:
-            # A launcher writes the pid right after the spawn; a few seconds without one is a failed start.
-            if time.time() - float(info.get("created", 0) or 0) < 10:
-                return status
-        elif pid_alive(pid, info.get("pid_start_time")):
-            return status
-        if update:
-            last = read_last_records(Path(run_dir) / EVENTS_JSONL)
-            ended = [r for r in last if r["event"] == "end"]
-            if ended:  # the child wrote its end but died before updating run.json
-                status = _status_for_reason(str(ended[-1].get("reason", "finished")))
-                update_run_info(run_dir, status=status, end_reason=ended[-1].get("reason"))
-                return status
-            update_run_info(run_dir, status="crashed", end_reason="process gone", ended=time.time())
-        return "crashed"
-    return status
-
-
-def _status_for_reason(reason: str) -> str:
-    return {
-        "finished": "finished",
-        "max-time": "finished",
-        "stopped": "stopped",
-        "halted": "halted",
-        "error": "error",
-    }.get(reason, "crashed")
-
-
-def status_for_end_reason(reason: str) -> str:
-    """run.json status that goes with an `end` event's reason."""
-    return _status_for_reason(reason)
+from cockpit import rundir
+from cockpit.rundir import (  # noqa: F401
+    CHECKPOINTS,  # transitional: cockpit/train moves to cockpit.rundir
+    EVENTS_JSONL,  # transitional: cockpit/train moves to cockpit.rundir
+    PRESET_JSON,  # transitional: cockpit/train moves to cockpit.rundir
+    RunError,  # transitional: cockpit/train moves to cockpit.rundir
+    create_run_dir,  # transitional: cockpit/train moves to cockpit.rundir
+    load_run_preset,  # transitional: cockpit/train moves to cockpit.rundir
+    process_start_time,  # transitional: cockpit/train moves to cockpit.rundir
+    status_for_end_reason,  # transitional: cockpit/train moves to cockpit.rundir
+    update_run_info,  # transitional: cockpit/train moves to cockpit.rundir
+)
 
 
 @dataclass
@@ -224,7 +39,7 @@ class RunHandle:
 
     @property
     def pid(self) -> int | None:
-        return self.process.pid if self.process else read_run_info(self.run_dir).get("pid")
+        return self.process.pid if self.process else rundir.read_run_info(self.run_dir).pid
 
     def poll(self) -> int | None:
         """Reap our child if it exited (None while it runs or when it is not ours)."""
@@ -255,12 +70,13 @@ def launch(
     (headless mode: Ctrl-C reaches both) and still logs to console.log.
     """
     path = Path(run_dir)
+    rundir.read_run_info(path)  # RunError before anything starts if this is no run directory
     cmd = child_command(path, device=device, resume=resume)
     child_env = dict(os.environ)
     child_env.setdefault("PYTHONUNBUFFERED", "1")
     if env:
         child_env.update(env)
-    log = open(path / CONSOLE_LOG, "ab")
+    log = open(path / rundir.CONSOLE_LOG, "ab")
     try:
         process = subprocess.Popen(
             cmd,
@@ -277,37 +93,26 @@ def launch(
         # Reap the child when it exits so a long-lived app leaves no zombie behind; if the
         # app exits first, the child is re-parented and runs on.
         threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
-    started = process_start_time(process.pid)
-    info = read_run_info(path)
-    info.update(
-        status="starting" if info.get("status") not in LIVE_STATUSES else info["status"],
+    started = rundir.process_start_time(process.pid)
+
+    def launched(current: rundir.RunInfo) -> dict[str, object]:
+        # A fast child may already say running; a resume starts over from starting.
+        live = current.status in rundir.LIVE_STATUSES and not resume
+        changes: dict[str, object] = {"status": current.status if live else "starting"}
+        if resume:
+            changes["end_reason"] = None
+        return changes
+
+    rundir.update_run_info(
+        path,
+        launched,
         pid=process.pid,
         pid_start_time=started,
         command=cmd,
         device_requested=device,
         detached=detach,
     )
-    if resume:
-        info["status"] = "starting"
-        info.pop("end_reason", None)
-    write_run_info(path, info)
     return RunHandle(path, process)
-
-
-def stop_run(run_dir: str | os.PathLike[str], *, kill: bool = False) -> bool:
-    """Ask a run to stop (SIGTERM: finish the step, checkpoint, exit) or kill it (SIGKILL).
-
-    Returns False if its process is not running.
-    """
-    info = read_run_info(run_dir)
-    pid = info.get("pid")
-    if not pid_alive(pid, info.get("pid_start_time")):
-        return False
-    try:
-        os.kill(int(pid), signal.SIGKILL if kill else signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 # --------------------------------------------------------------------------- listing
@@ -333,59 +138,61 @@ class RunSummary:
         return max(0.0, time.time() - (self.updated or self.created))
 
 
+def _max_steps(path: Path, info: rundir.RunInfo) -> int:
+    """run.json's max_steps; before the child wrote it (or if it died early) the preset's."""
+    if info.max_steps:
+        return info.max_steps
+    try:
+        return rundir.load_run_preset(path).train.max_steps
+    except rundir.RunError:
+        return 0
+
+
 def summarize_run(run_dir: str | os.PathLike[str]) -> RunSummary:
     """Status (checked against the process), preset, progress, best val loss of one run."""
     path = Path(run_dir)
-    status = run_status(path)
-    info = read_run_info(path)
-    last = read_last_records(path / EVENTS_JSONL)
-    step = int(info.get("step", 0) or 0)
+    status = rundir.run_status(path)
+    info = rundir.read_run_info(path)
+    last = [rundir.parse_event(r) for r in rundir.read_last_records(path / rundir.EVENTS_JSONL)]
+    step = info.step
     last_loss = None
-    for rec in last:
-        step = max(step, int(rec.get("step", 0)))
-        if rec["event"] == "step":
-            last_loss = rec.get("loss")
-    max_steps = int(info.get("max_steps", 0) or 0)
-    if (
-        not max_steps
-    ):  # the child writes it once set up; before that (or if it died early) ask the preset
-        try:
-            max_steps = load_run_preset(path).train.max_steps
-        except RunError:
-            pass
-    best = info.get("best_val_loss")
-    if best is None:
-        evals = [
-            r.get("val_loss")
-            for r in last
-            if r["event"] == "eval" and isinstance(r.get("val_loss"), (int, float))
-        ]
-        best = min(evals) if evals else None
+    evals: list[float] = []
+    for event in last:
+        if event is None:
+            continue
+        step = max(step, event.step)
+        if isinstance(event, rundir.StepEvent):
+            last_loss = event.loss
+        elif isinstance(event, rundir.EvalEvent) and event.val_loss is not None:
+            evals.append(event.val_loss)
+    best = info.best_val_loss
+    if best is None and evals:
+        best = min(evals)
     return RunSummary(
         run_dir=path,
-        run_id=str(info.get("run_id", path.name)),
+        run_id=info.run_id or path.name,
         status=status,
-        preset_name=str(info.get("preset_name", "?")),
+        preset_name=info.preset_name or "?",
         step=step,
-        max_steps=max_steps,
+        max_steps=_max_steps(path, info),
         best_val_loss=best,
         last_loss=last_loss,
-        created=float(info.get("created", 0) or 0),
-        updated=float(info.get("updated", 0) or 0),
+        created=info.created,
+        updated=info.updated,
     )
 
 
 def list_runs(root: str | os.PathLike[str] | None = None) -> list[RunSummary]:
     """Every run under the runs folder, newest first; unreadable folders are skipped."""
-    base = runs_root(root)
+    base = rundir.runs_root(root)
     if not base.is_dir():
         return []
     out = []
     for child in base.iterdir():
-        if (child / RUN_JSON).is_file():
+        if (child / rundir.RUN_JSON).is_file():
             try:
                 out.append(summarize_run(child))
-            except RunError:
+            except rundir.RunError:
                 continue
     out.sort(key=lambda s: s.created, reverse=True)
     return out
@@ -394,10 +201,10 @@ def list_runs(root: str | os.PathLike[str] | None = None) -> list[RunSummary]:
 def find_run(name: str, root: str | os.PathLike[str] | None = None) -> Path:
     """A run directory by path, by id, or by a unique id prefix/suffix; 'last' is the newest."""
     candidate = Path(name)
-    if (candidate / RUN_JSON).is_file():
+    if (candidate / rundir.RUN_JSON).is_file():
         return candidate
-    base = runs_root(root)
-    if (base / name / RUN_JSON).is_file():
+    base = rundir.runs_root(root)
+    if (base / name / rundir.RUN_JSON).is_file():
         return base / name
     runs = list_runs(base)
     if name in ("last", "latest") and runs:
@@ -406,7 +213,7 @@ def find_run(name: str, root: str | os.PathLike[str] | None = None) -> Path:
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
-        raise RunError(
+        raise rundir.RunError(
             f"{name!r} matches {len(matches)} runs: " + ", ".join(m.name for m in matches[:5])
         )
-    raise RunError(f"no run {name!r} under {base} (`gpt-cockpit runs` lists them)")
+    raise rundir.RunError(f"no run {name!r} under {base} (`gpt-cockpit runs` lists them)")

@@ -8,27 +8,17 @@ import math
 import sys
 from pathlib import Path
 
-from cockpit import runs
+from cockpit import rundir, runs
 from cockpit.diagnostics import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, info
-from cockpit.format import fmt_float, human_duration
+from cockpit.format import fmt_float, human_duration, status_markup
 from cockpit.presets import PresetError, apply_overrides
-
-STATUS_STYLES = {
-    "starting": "cyan",
-    "running": "bold green",
-    "finished": "green",
-    "stopped": "yellow",
-    "halted": "bold red",
-    "crashed": "bold red",
-    "error": "red",
-}
 
 
 def _find(args: argparse.Namespace) -> Path | None:
     """The run named on the command line, or None after printing why not."""
     try:
         return runs.find_run(args.run, root=getattr(args, "runs_dir", None))
-    except runs.RunError as exc:
+    except rundir.RunError as exc:
         error(str(exc))
         return None
 
@@ -39,7 +29,7 @@ def _finite_or_none(value: object) -> float | None:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     """List every run: status, preset, step/max, best val loss, last loss, age, id."""
-    root = runs.runs_root(getattr(args, "runs_dir", None))
+    root = rundir.runs_root(getattr(args, "runs_dir", None))
     summaries = runs.list_runs(root)
     if getattr(args, "json", False):
         for s in summaries:
@@ -76,7 +66,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for s in summaries:
         step = f"{s.step}/{s.max_steps}" if s.max_steps else str(s.step)
         table.add_row(
-            f"[{STATUS_STYLES.get(s.status, 'white')}]{s.status}[/]",
+            status_markup(s.status),
             s.preset_name,
             step,
             fmt_float(s.best_val_loss),
@@ -113,39 +103,46 @@ def cmd_attach(args: argparse.Namespace) -> int:
         return EXIT_OK
 
 
+def _raise_max_steps(run_dir: Path, max_steps: int) -> None:
+    """Record `resume --max-steps N` in run.json's overrides; preset.json stays as launched."""
+    preset = rundir.load_run_preset(run_dir)
+    current = preset.train.max_steps
+    if max_steps < current:
+        raise PresetError(
+            "train.max_steps",
+            f"--max-steps {max_steps} is below the run's {current}; it can only grow",
+        )
+    if max_steps == current:
+        return
+    apply_overrides(preset, {"train.max_steps": max_steps})  # refuse before anything is written
+    rundir.update_run_info(
+        run_dir,
+        lambda info: {"overrides": {**(info.overrides or {}), "train.max_steps": max_steps}},
+        max_steps=max_steps,
+    )
+
+
 def cmd_resume(args: argparse.Namespace) -> int:
     """Continue a stopped or crashed run from its last checkpoint."""
     run_dir = _find(args)
     if run_dir is None:
         return EXIT_USAGE
     try:
-        status = runs.run_status(run_dir)
-    except runs.RunError as exc:
+        status = rundir.run_status(run_dir)
+    except rundir.RunError as exc:
         error(str(exc))
         return EXIT_USAGE
-    if status in runs.LIVE_STATUSES:
+    if status in rundir.LIVE_STATUSES:
         error(
             f"{run_dir.name} is still {status}; attach to it with `gpt-cockpit attach {run_dir.name}`"
         )
         return EXIT_USAGE
     max_steps = getattr(args, "max_steps", None)
     try:
-        preset = runs.load_run_preset(run_dir)
         if max_steps is not None:
-            if max_steps < preset.train.max_steps:
-                raise PresetError(
-                    "train.max_steps",
-                    f"--max-steps {max_steps} is below the run's {preset.train.max_steps}; it can only grow",
-                )
-            if max_steps > preset.train.max_steps:
-                preset = apply_overrides(preset, {"train.max_steps": max_steps})
-                from cockpit.fsutil import atomic_write_text
-
-                atomic_write_text(
-                    run_dir / runs.PRESET_JSON, json.dumps(preset.to_dict(), indent=2) + "\n"
-                )
-                runs.update_run_info(run_dir, max_steps=max_steps)
-    except (PresetError, runs.RunError) as exc:
+            _raise_max_steps(run_dir, max_steps)
+        preset = rundir.load_run_preset(run_dir)
+    except (PresetError, rundir.RunError) as exc:
         error(str(exc))
         return EXIT_USAGE
     if status == "finished" and max_steps is None:
@@ -173,13 +170,15 @@ def cmd_stop(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     kill = bool(getattr(args, "kill", False))
     try:
-        status = runs.run_status(run_dir)
-        sent = status in runs.LIVE_STATUSES and runs.stop_run(run_dir, kill=kill)
-    except runs.RunError as exc:
+        status = rundir.run_status(run_dir)
+        sent = status in rundir.LIVE_STATUSES and rundir.stop_run(run_dir, kill=kill)
+    except rundir.RunError as exc:
         error(str(exc))
         return EXIT_USAGE
     if not sent:
-        info(f"{run_dir.name} is not running (status {runs.run_status(run_dir)}); nothing to stop")
+        info(
+            f"{run_dir.name} is not running (status {rundir.run_status(run_dir)}); nothing to stop"
+        )
         return EXIT_FAILED
     if kill:
         info(f"killed {run_dir.name}; its last steps since the last checkpoint are lost")

@@ -45,9 +45,19 @@ REPO = HERE.parent.parent
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
-from cockpit import runs  # noqa: E402
-from cockpit.events import EventWriter, make_record  # noqa: E402
+from cockpit import rundir, runs  # noqa: E402
 from cockpit.fsutil import atomic_write_text  # noqa: E402
+from cockpit.rundir import (  # noqa: E402
+    CheckpointEvent,
+    EndEvent,
+    ErrorEvent,
+    EvalEvent,
+    EventWriter,
+    SampleEvent,
+    StartEvent,
+    StepEvent,
+    WarningEvent,
+)
 
 SAMPLE_TEXT = "def main():\n    return 0\n"
 
@@ -100,11 +110,11 @@ class FakeTrainer:
     def __init__(self, run_dir: Path, device: str, resume: bool, options: dict[str, float]) -> None:
         self.run_dir = run_dir
         self.options = options
-        self.preset = runs.load_run_preset(run_dir)
+        self.preset = rundir.load_run_preset(run_dir)
         self.device = "cpu" if device == "auto" else device
         self.resume = resume
         self.stop_requested = 0
-        self.writer = EventWriter(run_dir / runs.EVENTS_JSONL)
+        self.writer = EventWriter(run_dir / rundir.EVENTS_JSONL)
         self.best_val = math.inf
         self.step = 0
 
@@ -125,17 +135,17 @@ class FakeTrainer:
         signal.signal(signal.SIGINT, self.on_signal)
         t = self.preset.train
         time.sleep(self.options.get("start_delay", 0.0))  # like importing torch and reading data
-        ckpt = self.run_dir / runs.CHECKPOINTS / "last.json"
+        ckpt = self.run_dir / rundir.CHECKPOINTS / "last.json"
         resumed_from = None
         if self.resume and ckpt.exists():
             state = json.loads(ckpt.read_text())
             self.step, self.best_val = int(state["step"]), float(state["best_val"])
             resumed_from = self.step
-        runs.update_run_info(
+        rundir.update_run_info(
             self.run_dir,
             status="running",
             pid=os.getpid(),
-            pid_start_time=runs.process_start_time(os.getpid()),
+            pid_start_time=rundir.process_start_time(os.getpid()),
             device=self.device,
             gpu_name=None,
             dtype="fp32",
@@ -143,44 +153,46 @@ class FakeTrainer:
             params=12345,
             started=time.time(),
         )
-        self.writer.emit(
-            "start",
-            self.step,
-            preset=self.preset.name,
-            device=self.device,
-            gpu=None,
-            dtype="fp32",
-            params=12345,
-            tokens_per_step=self.preset.tokens_per_step,
-            data="fake corpus",
-            resumed_from=resumed_from,
-            max_steps=t.max_steps,
-            micro_batch=t.batch_size,
-            grad_accum=t.grad_accum,
-            world_size=1,
-            compile=False,
-            pid=os.getpid(),
+        self.writer.write(
+            StartEvent(
+                step=self.step,
+                preset=self.preset.name,
+                device=self.device,
+                gpu=None,
+                dtype="fp32",
+                params=12345,
+                tokens_per_step=self.preset.tokens_per_step,
+                data="fake corpus",
+                resumed_from=resumed_from,
+                max_steps=t.max_steps,
+                micro_batch=t.batch_size,
+                grad_accum=t.grad_accum,
+                world_size=1,
+                compile=False,
+                pid=os.getpid(),
+            )
         )
         step_s = self.options.get("step_s", 0.002)
-        pending: list[dict[str, Any]] = []
+        pending: list[StepEvent] = []
         while self.step < t.max_steps:
             time.sleep(step_s)
             self.step += 1
             step = self.step
             loss = math.nan if self.opt("nan_at") == step else fake_loss(step)
-            record: dict[str, Any] = {
-                "loss": loss,
-                "lr": cosine_lr(step, t.lr, t.min_lr, t.warmup_steps, t.max_steps),
-                "grad_norm": 0.5 + 0.1 * math.cos(step),
-                "tokens_per_s": self.preset.tokens_per_step / max(step_s, 1e-6),
-                "step_ms": step_s * 1000.0,
-                "tokens": step * self.preset.tokens_per_step,
-                "micro_batch": t.batch_size,
-                "grad_accum": t.grad_accum,
-            }
-            if "mfu" in self.options:
-                record["mfu"] = self.options["mfu"]
-            pending.append(make_record("step", step, **record))
+            pending.append(
+                StepEvent(
+                    step=step,
+                    loss=loss,
+                    lr=cosine_lr(step, t.lr, t.min_lr, t.warmup_steps, t.max_steps),
+                    grad_norm=0.5 + 0.1 * math.cos(step),
+                    tokens_per_s=self.preset.tokens_per_step / max(step_s, 1e-6),
+                    step_ms=step_s * 1000.0,
+                    tokens=step * self.preset.tokens_per_step,
+                    mfu=self.options.get("mfu"),
+                    micro_batch=t.batch_size,
+                    grad_accum=t.grad_accum,
+                )
+            )
             last = step >= t.max_steps or self.stop_requested
             if step % t.log_interval == 0 or last or self.opt("die_at") == step:
                 self.writer.write_many(pending)
@@ -193,30 +205,32 @@ class FakeTrainer:
                 self.writer.write_many(pending)  # a reader sees the step before its warning
                 pending = []
             if self.opt("bad_line_at") == step:
-                with open(self.run_dir / runs.EVENTS_JSONL, "a") as handle:
+                with open(self.run_dir / rundir.EVENTS_JSONL, "a") as handle:
                     handle.write('{"event": "step", "loss": \n')
             if self.opt("die_at") == step:
                 print(f"fake trainer: dying at step {step}", flush=True)
                 os._exit(1)
             if self.opt("error_at") == step:
-                self.writer.emit(
-                    "error",
-                    step,
-                    message="RuntimeError: injected failure",
-                    kind="RuntimeError",
-                    traceback="...",
+                self.writer.write(
+                    ErrorEvent(
+                        step=step,
+                        message="RuntimeError: injected failure",
+                        kind="RuntimeError",
+                        traceback="...",
+                    )
                 )
                 return self.finish("crashed", "RuntimeError: injected failure")
             if self.opt("warn_at") == step or self.opt("nan_at") == step:
                 rule = "nonfinite" if self.opt("nan_at") == step else "loss_spike"
-                self.writer.emit(
-                    "warning",
-                    step,
-                    rule=rule,
-                    severity="critical" if rule == "nonfinite" else "warning",
-                    message=f"loss {loss:.3g} at step {step} is far above the recent mean",
-                    tip="lower train.lr or raise train.warmup_steps",
-                    evidence={"loss": loss},
+                self.writer.write(
+                    WarningEvent(
+                        step=step,
+                        rule=rule,
+                        severity="critical" if rule == "nonfinite" else "warning",
+                        message=f"loss {loss:.3g} at step {step} is far above the recent mean",
+                        tip="lower train.lr or raise train.warmup_steps",
+                        evidence={"loss": loss},
+                    )
                 )
             if self.opt("pause_at") == step:
                 self.writer.write_many(pending)
@@ -237,34 +251,36 @@ class FakeTrainer:
         val = fake_loss(step) + 0.05
         improved = val < self.best_val
         self.best_val = min(self.best_val, val)
-        self.writer.emit(
-            "eval",
-            step,
-            val_loss=val,
-            train_loss=fake_loss(step),
-            val_bpb=val / math.log(2) / 3.5,
-            best_val_loss=self.best_val,
-            improved=improved,
+        self.writer.write(
+            EvalEvent(
+                step=step,
+                val_loss=val,
+                train_loss=fake_loss(step),
+                val_bpb=val / math.log(2) / 3.5,
+                best_val_loss=self.best_val,
+                improved=improved,
+            )
         )
         if self.preset.train.sample_tokens:
-            self.writer.emit("sample", step, text=SAMPLE_TEXT)
-        runs.update_run_info(self.run_dir, step=step, best_val_loss=self.best_val)
+            self.writer.write(SampleEvent(step=step, text=SAMPLE_TEXT))
+        rundir.update_run_info(self.run_dir, step=step, best_val_loss=self.best_val)
         self.checkpoint(step)
 
     def checkpoint(self, step: int) -> None:
-        path = self.run_dir / runs.CHECKPOINTS / "last.json"
+        path = self.run_dir / rundir.CHECKPOINTS / "last.json"
         atomic_write_text(path, json.dumps({"step": step, "best_val": self.best_val}))
         rel = str(path.relative_to(self.run_dir))
-        self.writer.emit(
-            "checkpoint", step, path=rel, kind="last", bytes=path.stat().st_size, seconds=0.001
+        size = path.stat().st_size
+        self.writer.write(
+            CheckpointEvent(step=step, path=rel, kind="last", bytes=size, seconds=0.001)
         )
 
     def finish(self, reason: str, message: str) -> int:
-        self.writer.emit("end", self.step, reason=reason, message=message)
+        self.writer.write(EndEvent(step=self.step, reason=reason, message=message))
         self.writer.close()
-        runs.update_run_info(
+        rundir.update_run_info(
             self.run_dir,
-            status=runs.status_for_end_reason(reason),
+            status=rundir.status_for_end_reason(reason),
             end_reason=reason,
             end_message=message,
             ended=time.time(),

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from cockpit.events import (
+from cockpit.rundir import (
     SCHEMA_VERSION,
     EventTailer,
     EventWriter,

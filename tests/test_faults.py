@@ -77,7 +77,7 @@ def finite_weights(path) -> bool:
 def test_halt_stops_with_the_checkpoint_from_before(tmp_path):
     from test_train_loop import events_of, make_run, run_child
 
-    from cockpit import runs
+    from cockpit import rundir
     from cockpit.train import checkpoint as ckpt
 
     run_dir = make_run(tmp_path, *ANOMALY_RUN, "train.on_anomaly=halt")
@@ -97,7 +97,7 @@ def test_halt_stops_with_the_checkpoint_from_before(tmp_path):
     assert (
         max(c["step"] for c in events_of(run_dir, "checkpoint")) == 20
     )  # the bad state was never saved
-    assert runs.read_run_info(run_dir)["status"] == "halted"
+    assert rundir.read_run_info(run_dir).status == "halted"
 
 
 @pytest.mark.slow
@@ -105,7 +105,7 @@ def test_halt_stops_with_the_checkpoint_from_before(tmp_path):
 def test_rollback_recovers_and_finishes(tmp_path):
     from test_train_loop import events_of, make_run, run_child
 
-    from cockpit import runs
+    from cockpit import rundir
 
     run_dir = make_run(
         tmp_path, *ANOMALY_RUN, "train.on_anomaly=rollback", "train.rollback_lr_factor=0.5"
@@ -127,7 +127,7 @@ def test_rollback_recovers_and_finishes(tmp_path):
     assert all(math.isfinite(r["loss"]) for r in losses.values())
     assert losses[30]["lr_scale"] == 0.5
     assert finite_weights(run_dir / "checkpoints" / "last.pt")
-    assert runs.read_run_info(run_dir)["status"] == "finished"
+    assert rundir.read_run_info(run_dir).status == "finished"
 
 
 @pytest.mark.slow

@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 from fake_trainer import cockpit_command, use_fake_trainer
 
-from cockpit import presets, runs
+from cockpit import presets, rundir, runs
 from cockpit.__main__ import main
-from cockpit.events import read_events
 from cockpit.format import (
     format_eval_line,
     format_step_line,
@@ -29,6 +28,7 @@ from cockpit.format import (
 )
 from cockpit.headless import Follower
 from cockpit.health import HealthConfig, HealthMonitor
+from cockpit.rundir import read_events
 
 TINY = [
     "--set",
@@ -161,8 +161,8 @@ def test_headless_run_prints_clean_step_lines(tmp_path, monkeypatch, capsys):
     assert "[loss_spike]" in err and "tip: lower train.lr" in err
     assert "sample at step 10" in err and "checkpoint last at step 10" in err
     assert "end: finished at step 20/20" in err
-    assert runs.read_run_info(run_dir)["status"] == "finished"
-    preset = runs.load_run_preset(run_dir)
+    assert rundir.read_run_info(run_dir).status == "finished"
+    preset = rundir.load_run_preset(run_dir)
     assert preset.train.max_steps == 20 and preset.train.log_interval == 5
 
 
@@ -178,7 +178,7 @@ def test_max_steps_shrinks_a_warmup_that_no_longer_fits(tmp_path, monkeypatch, c
     assert main(["--no-ui", "--runs-dir", str(tmp_path / "runs"), "--max-steps", "12"]) == 0
     err = capsys.readouterr().err
     assert "train.warmup_steps=1" in err
-    assert runs.load_run_preset(only_run(tmp_path)).train.warmup_steps == 1
+    assert rundir.load_run_preset(only_run(tmp_path)).train.warmup_steps == 1
 
 
 def test_data_path_is_recorded(tmp_path, monkeypatch, capsys):
@@ -187,7 +187,7 @@ def test_data_path_is_recorded(tmp_path, monkeypatch, capsys):
     text.write_text("hello world\n" * 100)
     monkeypatch.chdir(tmp_path)
     assert main(headless(tmp_path, "--data", "corpus.txt")) == 0
-    assert runs.load_run_preset(only_run(tmp_path)).data.source == str(text)  # made absolute
+    assert rundir.load_run_preset(only_run(tmp_path)).data.source == str(text)  # made absolute
 
 
 def test_user_preset_by_name(tmp_path, monkeypatch, capsys):
@@ -252,7 +252,7 @@ def test_usage_errors_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys, ext
 def test_default_preset_is_tiny_char(tmp_path, monkeypatch, capsys):
     use_fake_trainer(monkeypatch)
     assert main(["--no-ui", "--runs-dir", str(tmp_path / "runs"), "--max-steps", "10"]) == 0
-    preset = runs.load_run_preset(only_run(tmp_path))
+    preset = rundir.load_run_preset(only_run(tmp_path))
     assert preset.name == "tiny_char" and preset.train.max_steps == 10
 
 
@@ -310,7 +310,7 @@ def test_failed_end_exits_1(tmp_path, monkeypatch, capsys, option, reason):
     assert f"end: {reason} at step 6/20" in err
     if reason == "crashed":
         assert "gpt-cockpit: error: step 6: RuntimeError: injected failure" in err
-    assert runs.read_run_info(only_run(tmp_path))["status"] == reason
+    assert rundir.read_run_info(only_run(tmp_path)).status == reason
 
 
 def test_child_dying_without_end_reports_crash_with_console_tail(tmp_path, monkeypatch, capsys):
@@ -319,7 +319,7 @@ def test_child_dying_without_end_reports_crash_with_console_tail(tmp_path, monke
     err = capsys.readouterr().err
     assert "the training process exited with code 1 without an `end` event (crashed)" in err
     assert "console.log ---" in err and "fake trainer: dying at step 8" in err
-    assert runs.read_run_info(only_run(tmp_path))["status"] == "crashed"
+    assert rundir.read_run_info(only_run(tmp_path)).status == "crashed"
 
 
 def test_child_that_cannot_start_reports_console_tail(tmp_path, monkeypatch, capsys):
@@ -343,7 +343,7 @@ def test_bad_lines_are_skipped_and_counted(tmp_path, monkeypatch, capsys):
 
 def test_a_silent_live_run_is_reported_as_stalled(tmp_path, monkeypatch):
     use_fake_trainer(monkeypatch, step_s=0.01, pause_at=5, pause_s=1.5)
-    run_dir = runs.create_run_dir(
+    run_dir = rundir.create_run_dir(
         presets.apply_overrides(
             presets.Preset(name="t"),
             {"train.max_steps": 10, "train.warmup_steps": 1, "train.log_interval": 1},
@@ -387,7 +387,7 @@ def wait_for_steps(tmp_path: Path, n: int, timeout: float = 20.0) -> Path:
         if runs_dir.is_dir():
             for run_dir in runs_dir.iterdir():
                 steps = [
-                    r for r in read_events(run_dir / runs.EVENTS_JSONL) if r["event"] == "step"
+                    r for r in read_events(run_dir / rundir.EVENTS_JSONL) if r["event"] == "step"
                 ]
                 if len(steps) >= n:
                     return run_dir
@@ -403,10 +403,10 @@ def test_ctrl_c_stops_with_checkpoint_and_exits_0(tmp_path):
     assert proc.returncode == 0, err
     assert "stopping after this step (Ctrl-C again to kill)" in err
     assert "end: stopped" in err
-    events = read_events(run_dir / runs.EVENTS_JSONL)
+    events = read_events(run_dir / rundir.EVENTS_JSONL)
     assert events[-1]["event"] == "end" and events[-1]["reason"] == "stopped"
     assert any(r["event"] == "checkpoint" for r in events)
-    assert runs.read_run_info(run_dir)["status"] == "stopped"
+    assert rundir.read_run_info(run_dir).status == "stopped"
     assert all(line.startswith(("step ", "eval ")) for line in out.splitlines())
     last_step = [line for line in out.splitlines() if line.startswith("step ")][-1]
     assert last_step.startswith(
@@ -420,7 +420,7 @@ def test_sigint_to_headless_alone_still_stops_the_child(tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
-    assert runs.read_run_info(run_dir)["status"] == "stopped"
+    assert rundir.read_run_info(run_dir).status == "stopped"
 
 
 def test_sigterm_is_forwarded(tmp_path):
@@ -430,23 +430,23 @@ def test_sigterm_is_forwarded(tmp_path):
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert "end: stopped" in err
-    assert runs.read_run_info(run_dir)["status"] == "stopped"
+    assert rundir.read_run_info(run_dir).status == "stopped"
 
 
 def test_second_ctrl_c_kills_and_exits_130(tmp_path):
     proc = start_headless(tmp_path, step_s=0.2)
     run_dir = wait_for_steps(tmp_path, 1)
-    info = runs.read_run_info(run_dir)
+    info = rundir.read_run_info(run_dir)
     # Slow steps, so the second Ctrl-C lands before the first one has been acted on.
     os.killpg(proc.pid, signal.SIGINT)
     time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, err
-    assert not runs.pid_alive(info["pid"], info.get("pid_start_time"))
+    assert not rundir.pid_alive(info.pid, info.pid_start_time)
     assert "killed: the steps since the last checkpoint are lost" in err
     assert (
-        runs.read_run_info(run_dir)["status"] == "crashed"
+        rundir.read_run_info(run_dir).status == "crashed"
     )  # written by headless, not left "running"
 
 
@@ -461,7 +461,7 @@ def test_closed_stdout_stops_the_run_with_a_checkpoint(tmp_path):
     assert proc.wait(timeout=20) == 0, err
     assert "stdout was closed: stopping the run with a checkpoint" in err
     assert "Traceback" not in err and "BrokenPipeError" not in err
-    assert runs.read_run_info(only_run(tmp_path))["status"] == "stopped"
+    assert rundir.read_run_info(only_run(tmp_path)).status == "stopped"
 
 
 @pytest.mark.slow
@@ -494,8 +494,8 @@ def test_real_child_trains_a_tiny_model_headless(tmp_path):
     ]
     assert "end: finished at step 40/40" in result.stderr
     (run_dir,) = list((tmp_path / "runs").iterdir())
-    assert runs.read_run_info(run_dir)["status"] == "finished"
-    assert (run_dir / runs.CHECKPOINTS / "last.pt").is_file()
+    assert rundir.read_run_info(run_dir).status == "finished"
+    assert (run_dir / rundir.CHECKPOINTS / "last.pt").is_file()
 
 
 def test_ctrl_c_before_the_child_exists_still_stops_it(tmp_path, monkeypatch, capsys):
@@ -512,7 +512,7 @@ def test_ctrl_c_before_the_child_exists_still_stops_it(tmp_path, monkeypatch, ca
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "stopping after this step" in err and "end: stopped" in err
-    assert runs.read_run_info(only_run(tmp_path))["status"] == "stopped"
+    assert rundir.read_run_info(only_run(tmp_path)).status == "stopped"
 
 
 def test_help_lists_headless_options():
@@ -533,4 +533,4 @@ def test_step_events_reach_a_script_line_by_line(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.communicate(timeout=20)
-    assert json.loads((only_run(tmp_path) / runs.RUN_JSON).read_text())["status"] == "stopped"
+    assert json.loads((only_run(tmp_path) / rundir.RUN_JSON).read_text())["status"] == "stopped"

@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cockpit.events import decode_record, encode_record, make_record
 from cockpit.health import (
     ANOMALY_RULES,
     RULES,
@@ -24,6 +23,7 @@ from cockpit.health import (
     oom_warning,
 )
 from cockpit.presets import Preset, TrainConfig
+from cockpit.rundir import decode_record, encode_record, make_record
 from cockpit.schedule import lr_at
 
 GIB = 1 << 30

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from cockpit.events import EventTailer, read_events
 from cockpit.health import HealthMonitor, HealthWarning
 from cockpit.presets import load_preset_file
+from cockpit.rundir import EventTailer, read_events
 
 DATA = Path(__file__).parent / "data"
 EVENTS = DATA / "spike_run.events.jsonl"
@@ -118,12 +118,12 @@ def test_replay_resumed_from_a_checkpoint_matches(records: list[dict], preset, c
 
 def test_headless_attach_shows_the_spike_at_its_step(preset, tmp_path: Path, capsys) -> None:
     """`gpt-cockpit attach --no-ui` on a run holding the recording prints the spike warning at step 90."""
-    from cockpit import runs
+    from cockpit import rundir
     from cockpit.__main__ import main
 
-    run_dir = runs.create_run_dir(preset, tmp_path / "spike")
-    (run_dir / runs.EVENTS_JSONL).write_bytes(EVENTS.read_bytes())
-    runs.update_run_info(run_dir, status="finished", end_reason="finished")
+    run_dir = rundir.create_run_dir(preset, tmp_path / "spike")
+    (run_dir / rundir.EVENTS_JSONL).write_bytes(EVENTS.read_bytes())
+    rundir.update_run_info(run_dir, status="finished", end_reason="finished")
     main(["attach", str(run_dir), "--no-ui"])
     err = capsys.readouterr().err
     at = jump_step(read_events(EVENTS))

@@ -13,6 +13,11 @@ import pytest
 CORE_MODULES = [
     "cockpit.presets",
     "cockpit.events",
+    "cockpit.rundir",
+    "cockpit.rundir.events",
+    "cockpit.rundir.info",
+    "cockpit.rundir.watch",
+    "cockpit.run_history",
     "cockpit.runs",
     "cockpit.estimate",
     "cockpit.gpu",

@@ -10,7 +10,7 @@ import time
 import pytest
 from test_train_loop import events_of, make_run, run_child, step_losses
 
-from cockpit import runs
+from cockpit import rundir, runs
 from cockpit.train import checkpoint as ckpt
 
 pytestmark = pytest.mark.slow
@@ -24,7 +24,7 @@ def test_resume_equals_the_uninterrupted_run(tmp_path):
     first = run_child(parted, fault="stop_at_step=22")
     assert first.returncode == 0, first.stderr
     assert events_of(parted, "end")[-1]["reason"] == "stopped"
-    assert runs.read_run_info(parted)["status"] == "stopped"
+    assert rundir.read_run_info(parted).status == "stopped"
     second = run_child(parted, resume=True)
     assert second.returncode == 0, second.stderr
 
@@ -36,7 +36,7 @@ def test_resume_equals_the_uninterrupted_run(tmp_path):
     assert got == expected  # exactly, step for step
     val = [(e["step"], e["val_loss"]) for e in events_of(straight, "eval")]
     assert [(e["step"], e["val_loss"]) for e in events_of(parted, "eval")] == val
-    assert runs.read_run_info(parted)["status"] == "finished"
+    assert rundir.read_run_info(parted).status == "finished"
 
 
 def test_corrupt_last_falls_back_to_previous(tmp_path):
@@ -68,7 +68,7 @@ def test_both_checkpoints_bad_is_a_clear_error(tmp_path):
         and "Traceback" not in proc.stderr
     )
     assert events_of(run_dir, "end")[-1]["reason"] == "error"
-    assert runs.read_run_info(run_dir)["status"] == "error"
+    assert rundir.read_run_info(run_dir).status == "error"
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
@@ -101,8 +101,8 @@ def test_kill_9_leaves_a_loadable_checkpoint_and_reads_as_crashed(tmp_path):
     state = ckpt.load_latest(run_dir / "checkpoints").state
     assert state["step"] % 10 == 0 and state["step"] >= 10
     assert not events_of(run_dir, "end")
-    assert runs.run_status(run_dir) == "crashed"
-    assert runs.read_run_info(run_dir)["status"] == "crashed"
+    assert rundir.run_status(run_dir) == "crashed"
+    assert rundir.read_run_info(run_dir).status == "crashed"
 
     proc = run_child(run_dir, resume=True, fault="stop_at_step=" + str(state["step"] + 3))
     assert proc.returncode == 0, proc.stderr

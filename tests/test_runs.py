@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from fake_trainer import cockpit_command, use_fake_trainer
 
-from cockpit import runs
+from cockpit import rundir, runs
 from cockpit.__main__ import main
-from cockpit.events import EventWriter, read_events
 from cockpit.presets import Preset, apply_overrides
+from cockpit.rundir import EventWriter, read_events
 
 
 def tiny(name: str = "tiny", max_steps: int = 20) -> Preset:
@@ -35,7 +35,7 @@ def tiny(name: str = "tiny", max_steps: int = 20) -> Preset:
 def dead_pid() -> tuple[int, float]:
     """The pid and start time of a process that has exited (and been reaped)."""
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    started = runs.process_start_time(proc.pid)
+    started = rundir.process_start_time(proc.pid)
     proc.wait()
     return proc.pid, started or time.time()
 
@@ -44,7 +44,7 @@ def wait_status(run_dir: Path, wanted: tuple[str, ...], timeout: float = 20.0) -
     deadline = time.monotonic() + timeout
     status = ""
     while time.monotonic() < deadline:
-        status = runs.run_status(run_dir)
+        status = rundir.run_status(run_dir)
         if status in wanted:
             return status
         time.sleep(0.05)
@@ -53,7 +53,7 @@ def wait_status(run_dir: Path, wanted: tuple[str, ...], timeout: float = 20.0) -
 
 def finished_run(tmp_path: Path, monkeypatch, name: str = "tiny", **options: float) -> Path:
     use_fake_trainer(monkeypatch, **options)
-    run_dir = runs.create_run_dir(tiny(name), root=tmp_path / "runs")
+    run_dir = rundir.create_run_dir(tiny(name), root=tmp_path / "runs")
     handle = runs.launch(run_dir, device="cpu", detach=True)
     assert handle.process is not None
     handle.process.wait(timeout=20)
@@ -64,108 +64,108 @@ def finished_run(tmp_path: Path, monkeypatch, name: str = "tiny", **options: flo
 
 
 def test_create_run_dir_layout_and_unique_ids(tmp_path):
-    first = runs.create_run_dir(tiny(), root=tmp_path)
-    second = runs.create_run_dir(tiny(), root=tmp_path)
+    first = rundir.create_run_dir(tiny(), root=tmp_path)
+    second = rundir.create_run_dir(tiny(), root=tmp_path)
     assert first != second and first.parent == second.parent == tmp_path
     assert first.name.endswith("-tiny")
-    info = runs.read_run_info(first)
-    assert info["status"] == "starting" and info["preset_name"] == "tiny" and info["schema"] == 1
-    assert (first / runs.CHECKPOINTS).is_dir()
-    assert runs.load_run_preset(first) == tiny()
+    info = rundir.read_run_info(first)
+    assert info.status == "starting" and info.preset_name == "tiny" and info.schema == 1
+    assert (first / rundir.CHECKPOINTS).is_dir()
+    assert rundir.load_run_preset(first) == tiny()
 
 
 def test_create_run_dir_refuses_a_used_folder(tmp_path):
-    run_dir = runs.create_run_dir(tiny(), tmp_path / "r")
-    with pytest.raises(runs.RunError, match="already holds a run"):
-        runs.create_run_dir(tiny(), run_dir)
+    run_dir = rundir.create_run_dir(tiny(), tmp_path / "r")
+    with pytest.raises(rundir.RunError, match="already holds a run"):
+        rundir.create_run_dir(tiny(), run_dir)
 
 
 def test_runs_root_prefers_argument_then_env(tmp_path, monkeypatch):
-    assert runs.runs_root(tmp_path) == tmp_path
+    assert rundir.runs_root(tmp_path) == tmp_path
     monkeypatch.setenv("GPT_COCKPIT_RUNS", str(tmp_path / "env"))
-    assert runs.runs_root() == tmp_path / "env"
+    assert rundir.runs_root() == tmp_path / "env"
     monkeypatch.delenv("GPT_COCKPIT_RUNS")
-    assert runs.runs_root() == Path("runs")
+    assert rundir.runs_root() == Path("runs")
 
 
 def test_launch_runs_the_child_to_the_end(tmp_path, monkeypatch):
     run_dir = finished_run(tmp_path, monkeypatch)
-    info = runs.read_run_info(run_dir)
-    assert info["status"] == "finished" and info["detached"] is True
-    assert info["command"][-3:] == ["--run-dir", str(run_dir), "--device", "cpu"][-3:]
-    assert runs.run_status(run_dir) == "finished"
-    kinds = [r["event"] for r in read_events(run_dir / runs.EVENTS_JSONL)]
+    info = rundir.read_run_info(run_dir)
+    assert info.status == "finished" and info.detached is True
+    assert info.command[-3:] == ["--run-dir", str(run_dir), "--device", "cpu"][-3:]
+    assert rundir.run_status(run_dir) == "finished"
+    kinds = [r["event"] for r in read_events(run_dir / rundir.EVENTS_JSONL)]
     assert kinds[0] == "start" and kinds[-1] == "end" and kinds.count("step") == 20
 
 
 def test_detached_child_has_its_own_session(tmp_path, monkeypatch):
     use_fake_trainer(monkeypatch, step_s=0.05)
-    run_dir = runs.create_run_dir(tiny(max_steps=200), root=tmp_path)
+    run_dir = rundir.create_run_dir(tiny(max_steps=200), root=tmp_path)
     handle = runs.launch(run_dir, detach=True)
     try:
         assert wait_status(run_dir, ("running",)) == "running"
         assert os.getsid(handle.pid) == handle.pid != os.getsid(0)
     finally:
-        assert runs.stop_run(run_dir)
+        assert rundir.stop_run(run_dir)
         handle.process.wait(timeout=20)
-    assert runs.run_status(run_dir) == "stopped"
+    assert rundir.run_status(run_dir) == "stopped"
 
 
 def test_a_run_reads_starting_until_its_child_is_set_up(tmp_path, monkeypatch):
     use_fake_trainer(monkeypatch, start_delay=0.5)
-    run_dir = runs.create_run_dir(tiny(max_steps=5), root=tmp_path)
+    run_dir = rundir.create_run_dir(tiny(max_steps=5), root=tmp_path)
     handle = runs.launch(run_dir)
-    assert runs.run_status(run_dir) == "starting"
-    assert runs.read_run_info(run_dir)["pid"] == handle.pid
+    assert rundir.run_status(run_dir) == "starting"
+    assert rundir.read_run_info(run_dir).pid == handle.pid
     assert handle.process.wait(timeout=20) == 0
-    assert runs.run_status(run_dir) == "finished"
+    assert rundir.run_status(run_dir) == "finished"
 
 
 def test_dead_pid_reads_as_crashed_and_updates_run_json(tmp_path):
-    run_dir = runs.create_run_dir(tiny(), root=tmp_path)
+    run_dir = rundir.create_run_dir(tiny(), root=tmp_path)
     pid, started = dead_pid()
-    runs.update_run_info(run_dir, status="running", pid=pid, pid_start_time=started)
-    assert runs.run_status(run_dir, update=False) == "crashed"
-    assert runs.read_run_info(run_dir)["status"] == "running"  # not written without update
-    assert runs.run_status(run_dir) == "crashed"
-    info = runs.read_run_info(run_dir)
-    assert info["status"] == "crashed" and info["end_reason"] == "process gone"
+    rundir.update_run_info(run_dir, status="running", pid=pid, pid_start_time=started)
+    assert rundir.run_status(run_dir, update=False) == "crashed"
+    assert rundir.read_run_info(run_dir).status == "running"  # not written without update
+    assert rundir.run_status(run_dir) == "crashed"
+    info = rundir.read_run_info(run_dir)
+    assert info.status == "crashed" and info.end_reason == "process gone"
 
 
 def test_reused_pid_with_another_start_time_is_not_the_run(tmp_path):
-    run_dir = runs.create_run_dir(tiny(), root=tmp_path)
+    run_dir = rundir.create_run_dir(tiny(), root=tmp_path)
     me = os.getpid()
-    runs.update_run_info(
-        run_dir, status="running", pid=me, pid_start_time=runs.process_start_time(me) - 3600
+    rundir.update_run_info(
+        run_dir, status="running", pid=me, pid_start_time=rundir.process_start_time(me) - 3600
     )
-    assert runs.pid_alive(me) and not runs.pid_alive(me, runs.process_start_time(me) - 3600)
-    assert runs.run_status(run_dir) == "crashed"
+    assert rundir.pid_alive(me) and not rundir.pid_alive(me, rundir.process_start_time(me) - 3600)
+    assert rundir.run_status(run_dir) == "crashed"
 
 
 def test_live_pid_with_matching_start_time_is_running(tmp_path):
-    run_dir = runs.create_run_dir(tiny(), root=tmp_path)
+    run_dir = rundir.create_run_dir(tiny(), root=tmp_path)
     me = os.getpid()
-    runs.update_run_info(
-        run_dir, status="running", pid=me, pid_start_time=runs.process_start_time(me)
+    rundir.update_run_info(
+        run_dir, status="running", pid=me, pid_start_time=rundir.process_start_time(me)
     )
-    assert runs.run_status(run_dir) == "running"
+    assert rundir.run_status(run_dir) == "running"
 
 
 def test_end_event_written_before_death_gives_its_status(tmp_path):
-    run_dir = runs.create_run_dir(tiny(), root=tmp_path)
+    run_dir = rundir.create_run_dir(tiny(), root=tmp_path)
     pid, started = dead_pid()
-    runs.update_run_info(run_dir, status="running", pid=pid, pid_start_time=started)
-    with EventWriter(run_dir / runs.EVENTS_JSONL) as writer:
+    rundir.update_run_info(run_dir, status="running", pid=pid, pid_start_time=started)
+    with EventWriter(run_dir / rundir.EVENTS_JSONL) as writer:
         writer.emit("end", 7, reason="stopped", message="stopped on request")
-    assert runs.run_status(run_dir) == "stopped"
-    assert runs.read_run_info(run_dir)["end_reason"] == "stopped"
+    assert rundir.run_status(run_dir) == "stopped"
+    assert rundir.read_run_info(run_dir).end_reason == "stopped"
 
 
 def test_starting_without_pid_is_given_a_grace_period(tmp_path):
-    run_dir = runs.create_run_dir(tiny(), root=tmp_path)
-    assert runs.run_status(run_dir) == "starting"
-    runs.update_run_info(run_dir, created=time.time() - 60)
-    assert runs.run_status(run_dir) == "crashed"
+    run_dir = rundir.create_run_dir(tiny(), root=tmp_path)
+    assert rundir.run_status(run_dir) == "starting"
+    rundir.update_run_info(run_dir, created=time.time() - 60)
+    assert rundir.run_status(run_dir) == "crashed"
 
 
 @pytest.mark.parametrize(
@@ -180,23 +180,23 @@ def test_unreadable_run_json(tmp_path, content, message):
     run_dir = tmp_path / "r"
     run_dir.mkdir()
     if content is not None:
-        (run_dir / runs.RUN_JSON).write_text(content)
-    with pytest.raises(runs.RunError, match=message):
-        runs.read_run_info(run_dir)
+        (run_dir / rundir.RUN_JSON).write_text(content)
+    with pytest.raises(rundir.RunError, match=message):
+        rundir.read_run_info(run_dir)
 
 
 def test_stop_run_not_running_and_kill(tmp_path, monkeypatch):
     use_fake_trainer(monkeypatch, step_s=0.05, ignore_term=1)
-    run_dir = runs.create_run_dir(tiny(max_steps=500), root=tmp_path)
+    run_dir = rundir.create_run_dir(tiny(max_steps=500), root=tmp_path)
     handle = runs.launch(run_dir)
     wait_status(run_dir, ("running",))
-    assert runs.stop_run(run_dir)  # SIGTERM, ignored by this child
+    assert rundir.stop_run(run_dir)  # SIGTERM, ignored by this child
     time.sleep(0.3)
     assert handle.poll() is None
-    assert runs.stop_run(run_dir, kill=True)
+    assert rundir.stop_run(run_dir, kill=True)
     assert handle.process.wait(timeout=10) == -signal.SIGKILL
-    assert runs.run_status(run_dir) == "crashed"
-    assert not runs.stop_run(run_dir)
+    assert rundir.run_status(run_dir) == "crashed"
+    assert not rundir.stop_run(run_dir)
 
 
 # --------------------------------------------------------------------------- list / find
@@ -206,8 +206,8 @@ def make_listing(tmp_path: Path) -> list[Path]:
     root = tmp_path / "runs"
     made = []
     for i, name in enumerate(("alpha", "beta", "gamma")):
-        run_dir = runs.create_run_dir(tiny(name), root / f"2026010{i}-120000-{name}")
-        runs.update_run_info(run_dir, status="finished", created=1000.0 + i, max_steps=20)
+        run_dir = rundir.create_run_dir(tiny(name), root / f"2026010{i}-120000-{name}")
+        rundir.update_run_info(run_dir, status="finished", created=1000.0 + i, max_steps=20)
         made.append(run_dir)
     return made
 
@@ -216,7 +216,7 @@ def test_list_runs_newest_first_and_skips_junk(tmp_path):
     made = make_listing(tmp_path)
     (tmp_path / "runs" / "junk").mkdir()
     (tmp_path / "runs" / "broken").mkdir()
-    (tmp_path / "runs" / "broken" / runs.RUN_JSON).write_text("{")
+    (tmp_path / "runs" / "broken" / rundir.RUN_JSON).write_text("{")
     listed = runs.list_runs(tmp_path / "runs")
     assert [s.run_dir for s in listed] == made[::-1]
     assert runs.list_runs(tmp_path / "nothing") == []
@@ -228,14 +228,18 @@ def test_summary_reads_progress_and_losses(tmp_path, monkeypatch):
     assert summary.status == "finished" and summary.step == 20 and summary.max_steps == 20
     assert summary.best_val_loss is not None and summary.last_loss is not None
     assert summary.best_val_loss == pytest.approx(
-        min(r["val_loss"] for r in read_events(run_dir / runs.EVENTS_JSONL) if r["event"] == "eval")
+        min(
+            r["val_loss"]
+            for r in read_events(run_dir / rundir.EVENTS_JSONL)
+            if r["event"] == "eval"
+        )
     )
 
 
 def test_summary_of_a_run_that_died_before_setup_takes_max_steps_from_its_preset(tmp_path):
-    run_dir = runs.create_run_dir(tiny(max_steps=77), root=tmp_path)
+    run_dir = rundir.create_run_dir(tiny(max_steps=77), root=tmp_path)
     pid, started = dead_pid()
-    runs.update_run_info(run_dir, status="running", pid=pid, pid_start_time=started)
+    rundir.update_run_info(run_dir, status="running", pid=pid, pid_start_time=started)
     summary = runs.summarize_run(run_dir)
     assert (summary.status, summary.step, summary.max_steps) == ("crashed", 0, 77)
     assert summary.best_val_loss is None and summary.last_loss is None
@@ -253,9 +257,9 @@ def test_find_run(tmp_path, name, expected):
 def test_find_run_by_path_ambiguous_and_missing(tmp_path):
     made = make_listing(tmp_path)
     assert runs.find_run(str(made[1])) == made[1]
-    with pytest.raises(runs.RunError, match="matches 3 runs"):
+    with pytest.raises(rundir.RunError, match="matches 3 runs"):
         runs.find_run("2026", root=tmp_path / "runs")
-    with pytest.raises(runs.RunError, match="no run 'delta'"):
+    with pytest.raises(rundir.RunError, match="no run 'delta'"):
         runs.find_run("delta", root=tmp_path / "runs")
 
 
@@ -295,7 +299,7 @@ def test_attach_no_ui_prints_history_of_a_finished_run(tmp_path, monkeypatch, ca
 
 def test_attach_no_ui_follows_a_live_run_to_its_end(tmp_path, monkeypatch, capsys):
     use_fake_trainer(monkeypatch, step_s=0.01)
-    run_dir = runs.create_run_dir(tiny(max_steps=60), root=tmp_path / "runs")
+    run_dir = rundir.create_run_dir(tiny(max_steps=60), root=tmp_path / "runs")
     handle = runs.launch(run_dir)
     wait_status(run_dir, ("running",))
     assert main(["--runs-dir", str(tmp_path / "runs"), "attach", run_dir.name, "--no-ui"]) == 0
@@ -306,7 +310,7 @@ def test_attach_no_ui_follows_a_live_run_to_its_end(tmp_path, monkeypatch, capsy
 
 def test_attach_no_ui_reports_a_crash_quickly(tmp_path, monkeypatch, capsys):
     use_fake_trainer(monkeypatch, step_s=0.02, ignore_term=1)
-    run_dir = runs.create_run_dir(tiny(max_steps=5000), root=tmp_path / "runs")
+    run_dir = rundir.create_run_dir(tiny(max_steps=5000), root=tmp_path / "runs")
     handle = runs.launch(run_dir)
     wait_status(run_dir, ("running",))
 
@@ -322,12 +326,12 @@ def test_attach_no_ui_reports_a_crash_quickly(tmp_path, monkeypatch, capsys):
     assert main(["--runs-dir", str(tmp_path / "runs"), "attach", run_dir.name, "--no-ui"]) == 1
     assert time.monotonic() - started < 0.5 + 3.0
     assert "without an `end` event (crashed)" in capsys.readouterr().err
-    assert runs.read_run_info(run_dir)["status"] == "crashed"
+    assert rundir.read_run_info(run_dir).status == "crashed"
 
 
 def test_ctrl_c_detaches_an_attach_and_the_run_goes_on(tmp_path, monkeypatch):
     use_fake_trainer(monkeypatch, step_s=0.02)
-    run_dir = runs.create_run_dir(tiny(max_steps=5000), root=tmp_path / "runs")
+    run_dir = rundir.create_run_dir(tiny(max_steps=5000), root=tmp_path / "runs")
     handle = runs.launch(run_dir, detach=True)
     try:
         wait_status(run_dir, ("running",))
@@ -345,11 +349,11 @@ def test_ctrl_c_detaches_an_attach_and_the_run_goes_on(tmp_path, monkeypatch):
         assert attach.returncode == 0, err
         assert f"detached from {run_dir}" in err
         time.sleep(0.2)
-        assert handle.poll() is None and runs.run_status(run_dir) == "running"
+        assert handle.poll() is None and rundir.run_status(run_dir) == "running"
     finally:
-        runs.stop_run(run_dir)
+        rundir.stop_run(run_dir)
         handle.process.wait(timeout=20)
-    assert runs.run_status(run_dir) == "stopped"
+    assert rundir.run_status(run_dir) == "stopped"
 
 
 def test_attach_unknown_run(tmp_path, capsys):
@@ -375,14 +379,14 @@ def test_attach_without_no_ui_opens_the_app_on_the_run(tmp_path, monkeypatch):
 
 def test_resume_refuses_a_live_run(tmp_path, monkeypatch, capsys):
     use_fake_trainer(monkeypatch, step_s=0.05)
-    run_dir = runs.create_run_dir(tiny(max_steps=500), root=tmp_path / "runs")
+    run_dir = rundir.create_run_dir(tiny(max_steps=500), root=tmp_path / "runs")
     handle = runs.launch(run_dir)
     try:
         wait_status(run_dir, ("running",))
         assert main(["--runs-dir", str(tmp_path / "runs"), "resume", run_dir.name, "--no-ui"]) == 2
         assert "is still running; attach to it" in capsys.readouterr().err
     finally:
-        runs.stop_run(run_dir)
+        rundir.stop_run(run_dir)
         handle.process.wait(timeout=20)
 
 
@@ -398,9 +402,13 @@ def test_resume_no_ui_continues_past_the_old_end(tmp_path, monkeypatch, capsys):
     lines = out.splitlines()
     assert lines[0].startswith("step 21/30") and "step 30/30" in out  # only the new steps
     assert "resumed from step 20" in err
-    assert runs.load_run_preset(run_dir).train.max_steps == 30
-    assert runs.read_run_info(run_dir)["status"] == "finished"
-    starts = [r for r in read_events(run_dir / runs.EVENTS_JSONL) if r["event"] == "start"]
+    assert rundir.load_run_preset(run_dir).train.max_steps == 30
+    launched = json.loads((run_dir / rundir.PRESET_JSON).read_text())
+    assert launched["train"]["max_steps"] == 20  # preset.json stays as launched
+    info = rundir.read_run_info(run_dir)
+    assert info.overrides == {"train.max_steps": 30} and info.max_steps == 30
+    assert info.status == "finished"
+    starts = [r for r in read_events(run_dir / rundir.EVENTS_JSONL) if r["event"] == "start"]
     assert [s["resumed_from"] for s in starts] == [None, 20]
 
 
@@ -410,20 +418,20 @@ def test_resume_with_the_app_launches_detached(tmp_path, monkeypatch):
     assert main(["--runs-dir", str(tmp_path / "runs"), "resume", "last", "--max-steps", "25"]) == 0
     assert calls[0].attach == str(run_dir)
     wait_status(run_dir, ("finished",))
-    info = runs.read_run_info(run_dir)
-    assert info["detached"] is True and info["command"][-1] == "--resume"
+    info = rundir.read_run_info(run_dir)
+    assert info.detached is True and info.command[-1] == "--resume"
 
 
 def test_stop_command(tmp_path, monkeypatch, capsys):
     use_fake_trainer(monkeypatch, step_s=0.05)
-    run_dir = runs.create_run_dir(tiny(max_steps=500), root=tmp_path / "runs")
+    run_dir = rundir.create_run_dir(tiny(max_steps=500), root=tmp_path / "runs")
     handle = runs.launch(run_dir)
     wait_status(run_dir, ("running",))
     root = ["--runs-dir", str(tmp_path / "runs")]
     assert main([*root, "stop", run_dir.name]) == 0
     assert "asked" in capsys.readouterr().err
     handle.process.wait(timeout=20)
-    assert runs.run_status(run_dir) == "stopped"
+    assert rundir.run_status(run_dir) == "stopped"
     assert main([*root, "stop", run_dir.name]) == 1
     assert "is not running (status stopped)" in capsys.readouterr().err
     assert main([*root, "stop", "nope"]) == 2
@@ -431,10 +439,10 @@ def test_stop_command(tmp_path, monkeypatch, capsys):
 
 def test_stop_kill_command(tmp_path, monkeypatch, capsys):
     use_fake_trainer(monkeypatch, step_s=0.05, ignore_term=1)
-    run_dir = runs.create_run_dir(tiny(max_steps=500), root=tmp_path / "runs")
+    run_dir = rundir.create_run_dir(tiny(max_steps=500), root=tmp_path / "runs")
     handle = runs.launch(run_dir)
     wait_status(run_dir, ("running",))
     assert main(["--runs-dir", str(tmp_path / "runs"), "stop", run_dir.name, "--kill"]) == 0
     assert "killed" in capsys.readouterr().err
     assert handle.process.wait(timeout=10) == -signal.SIGKILL
-    assert runs.run_status(run_dir) == "crashed"
+    assert rundir.run_status(run_dir) == "crashed"

@@ -9,7 +9,7 @@ import time
 import pytest
 from test_train_loop import events_of, make_run
 
-from cockpit import runs
+from cockpit import rundir, runs
 from cockpit.train import checkpoint as ckpt
 
 pytestmark = pytest.mark.slow
@@ -45,13 +45,13 @@ def test_one_signal_stops_with_a_checkpoint(tmp_path, sig):
     assert state["step"] == end["step"] > 0
     assert events_of(run_dir, "step")[-1]["step"] == end["step"]  # every step trained was logged
     assert events_of(run_dir, "checkpoint")[-1]["step"] == end["step"]
-    assert runs.read_run_info(run_dir)["status"] == "stopped"
-    assert runs.run_status(run_dir) == "stopped"
+    assert rundir.read_run_info(run_dir).status == "stopped"
+    assert rundir.run_status(run_dir) == "stopped"
 
 
 def test_stop_run_uses_sigterm(tmp_path):
     run_dir, handle = launch_slow(tmp_path)
-    assert runs.stop_run(run_dir)
+    assert rundir.stop_run(run_dir)
     assert handle.process.wait(timeout=60) == 0
     assert events_of(run_dir, "end")[-1]["reason"] == "stopped"
 
@@ -67,7 +67,7 @@ def test_second_sigint_exits_at_once(tmp_path):
     folder = run_dir / "checkpoints"
     for path in folder.glob("*.pt"):  # whatever carries a real name is whole
         ckpt.load_checkpoint(path)
-    assert runs.run_status(run_dir) == "crashed"
+    assert rundir.run_status(run_dir) == "crashed"
 
 
 EXIT_MID_WRITE = """

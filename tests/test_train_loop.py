@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cockpit import presets, runs
-from cockpit.events import read_events
+from cockpit import presets, rundir, runs
 from cockpit.presets import Preset, apply_overrides
+from cockpit.rundir import read_events
 from cockpit.train import checkpoint as ckpt
 from cockpit.train.schedule import lr_at
 
@@ -65,7 +65,7 @@ def make_run(tmp_path: Path, *overrides: str, name: str = "run") -> Path:
     if not corpus.exists():
         write_corpus(tmp_path)
     preset = apply_overrides(Preset(name="tiny_test"), [*TINY, f"data.source={corpus}", *overrides])
-    return runs.create_run_dir(preset, tmp_path / name)
+    return rundir.create_run_dir(preset, tmp_path / name)
 
 
 def run_child(
@@ -78,7 +78,7 @@ def run_child(
 
 
 def events_of(run_dir: Path, kind: str | None = None) -> list[dict]:
-    records = read_events(run_dir / runs.EVENTS_JSONL)
+    records = read_events(run_dir / rundir.EVENTS_JSONL)
     return [r for r in records if kind is None or r["event"] == kind]
 
 
@@ -91,8 +91,8 @@ def test_short_run_writes_a_well_formed_log_and_learns(tmp_path):
     run_dir = make_run(tmp_path, "train.max_steps=60")
     proc = run_child(run_dir)
     assert proc.returncode == 0, proc.stderr
-    preset = runs.load_run_preset(run_dir)
-    lines = (run_dir / runs.EVENTS_JSONL).read_text().splitlines()
+    preset = rundir.load_run_preset(run_dir)
+    lines = (run_dir / rundir.EVENTS_JSONL).read_text().splitlines()
     assert all(json.loads(line)["v"] == 1 for line in lines)  # strict JSON, versioned
     records = events_of(run_dir)
     assert records[0]["event"] == "start" and records[-1]["event"] == "end"
@@ -136,11 +136,11 @@ def test_short_run_writes_a_well_formed_log_and_learns(tmp_path):
     state = ckpt.load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert state["step"] == 60 and state["best_val_loss"] == pytest.approx(evals[-1]["val_loss"])
     assert ckpt.load_checkpoint(run_dir / "checkpoints" / "best.pt")["step"] == 60
-    info = runs.read_run_info(run_dir)
-    assert info["status"] == "finished" and info["end_reason"] == "finished"
-    assert info["versions"]["torch"] == str(torch.__version__) and info["device"] == "cpu"
-    assert info["step"] == 60 and info["params"] == start["params"]
-    assert runs.run_status(run_dir) == "finished"
+    info = rundir.read_run_info(run_dir)
+    assert info.status == "finished" and info.end_reason == "finished"
+    assert info.versions["torch"] == str(torch.__version__) and info.device == "cpu"
+    assert info.step == 60 and info.params == start["params"]
+    assert rundir.run_status(run_dir) == "finished"
 
 
 def test_metrics_are_read_back_once_per_interval(tmp_path, monkeypatch):
@@ -241,7 +241,7 @@ def test_oom_at_micro_batch_one_is_a_clear_error(tmp_path):
     assert "micro-batch 1" in proc.stderr and "Traceback" not in proc.stderr
     end = events_of(run_dir, "end")[-1]
     assert end["reason"] == "error" and "micro-batch 1" in end["message"]
-    assert runs.read_run_info(run_dir)["status"] == "error"
+    assert rundir.read_run_info(run_dir).status == "error"
 
 
 @pytest.mark.parametrize("schedule", ["warmdown", "constant"])
@@ -257,7 +257,7 @@ def test_other_schedules_and_clipping_off(tmp_path, schedule):
         "train.max_steps=30",
     )
     assert run_in_process(run_dir, "cpu") == 0
-    preset = runs.load_run_preset(run_dir)
+    preset = rundir.load_run_preset(run_dir)
     steps = events_of(run_dir, "step")
     assert [r["lr"] for r in steps] == pytest.approx(
         [lr_at(r["step"] - 1, preset.train) for r in steps]
@@ -277,7 +277,7 @@ def test_missing_data_is_one_line_and_error(tmp_path):
     assert len(err) == 1 and err[0].startswith("gpt-cockpit: error:") and "nope.txt" in err[0]
     assert events_of(run_dir, "end")[-1]["reason"] == "error"
     assert events_of(run_dir, "error")[-1]["message"]
-    assert runs.read_run_info(run_dir)["status"] == "error"
+    assert rundir.read_run_info(run_dir).status == "error"
 
 
 def test_bad_fault_spec_is_an_error_not_a_crash(tmp_path):
@@ -319,7 +319,7 @@ def test_unexpected_exception_is_a_crash_with_traceback(tmp_path, monkeypatch):
         and "boom" in error["traceback"]
     )
     assert events_of(run_dir, "end")[-1]["reason"] == "crashed"
-    assert runs.read_run_info(run_dir)["status"] == "crashed"
+    assert rundir.read_run_info(run_dir).status == "crashed"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -347,7 +347,7 @@ def test_max_time_ends_the_run(tmp_path):
     assert end["time"] - start["time"] >= 1.5
     assert events_of(run_dir, "eval")[-1]["step"] == end["step"]  # a final eval and checkpoint
     assert ckpt.load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == end["step"]
-    assert runs.read_run_info(run_dir)["status"] == "finished"
+    assert rundir.read_run_info(run_dir).status == "finished"
 
 
 def test_child_refuses_a_folder_that_is_not_a_run(tmp_path):

@@ -12,7 +12,7 @@ from typing import Any
 from textual.app import App
 from textual.binding import Binding
 
-from cockpit import runs
+from cockpit import rundir, runs
 from cockpit.gpu import GpuSpec, GpuStatus
 from cockpit.presets import Preset
 
@@ -27,8 +27,8 @@ def default_launcher(preset: Preset, runs_dir: Path | None) -> Path:
 
     problem = launch_problem(preset)
     if problem:
-        raise runs.RunError(problem)
-    run_dir = runs.create_run_dir(preset, root=runs_dir)
+        raise rundir.RunError(problem)
+    run_dir = rundir.create_run_dir(preset, root=runs_dir)
     runs.launch(run_dir, detach=True)
     return run_dir
 
@@ -114,7 +114,7 @@ class CockpitApp(App):
         """Start a run of `preset` and watch it; a failure is a notification, not a crash."""
         try:
             run_dir = self.services.launcher(preset, self.services.runs_dir)
-        except (OSError, runs.RunError) as exc:
+        except (OSError, rundir.RunError) as exc:
             self.notify(f"cannot start the run: {exc}", severity="error", timeout=8)
             return
         self.open_run(run_dir)

@@ -8,7 +8,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from cockpit import runs
+from cockpit import rundir, runs
 from cockpit.gpu import GpuStatus
 from cockpit.presets import Preset, save_user_preset
 from cockpit.tui.app import CockpitApp, make_app
@@ -69,7 +69,7 @@ def fake_launcher(calls: list[Path]) -> Callable[[Preset, Path | None], Path]:
     """A launcher that starts tests/fake_trainer.py (runs.child_command patched by the test)."""
 
     def launch(preset: Preset, runs_dir: Path | None) -> Path:
-        run_dir = runs.create_run_dir(preset, root=runs_dir)
+        run_dir = rundir.create_run_dir(preset, root=runs_dir)
         runs.launch(run_dir, detach=True)
         calls.append(run_dir)
         return run_dir

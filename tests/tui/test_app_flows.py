@@ -217,7 +217,7 @@ async def test_launch_watch_and_stop_a_run(monkeypatch, tmp_path):
         await wait_for(
             pilot, lambda: screen.status == "stopped" and screen.history.end is not None, timeout=15
         )
-        assert screen.history.end["reason"] == "stopped"
+        assert screen.history.end.reason == "stopped"
         await wait_for(pilot, lambda: "stopped" in text_of(screen, "#run-status"))
         assert "elapsed 0.0s" not in text_of(screen, "#run-status")
         await pilot.press("d")  # detach: back to the presets
@@ -294,7 +294,7 @@ async def test_attach_to_a_finished_run_rebuilds_its_history(tmp_path):
         screen = app.screen
         await pilot.pause(0.4)
         h = screen.history
-        assert h.step == 250 and h.end["reason"] == "finished"
+        assert h.step == 250 and h.end.reason == "finished"
         assert len(h.loss) == 250 and len(h.val_loss) == 5
         assert h.best_val_loss == pytest.approx(3.215954303741455)
         status = text_of(screen, "#run-status")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cockpit import runs
+from cockpit import rundir, runs
 
 pytestmark = [pytest.mark.tmux, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -111,7 +111,7 @@ def test_launch_detach_close_and_attach_again(tmp_path):
         wait_screen(session, lambda t: "tiny_tmux (user preset" in t)
         tmux("kill-session", "-t", session)  # the terminal goes away (SIGHUP to the app)
         time.sleep(1.0)
-        assert runs.run_status(run_dir) == "running", "training stopped with the terminal"
+        assert rundir.run_status(run_dir) == "running", "training stopped with the terminal"
 
         start_app(session, env)
         wait_screen(session, lambda t: "est. VRAM" in t)
@@ -124,8 +124,10 @@ def test_launch_detach_close_and_attach_again(tmp_path):
         assert first < again < later
     finally:
         tmux("kill-server")
-        if run_dir is not None and runs.stop_run(run_dir):
+        if run_dir is not None and rundir.stop_run(run_dir):
             deadline = time.monotonic() + 15
-            while runs.run_status(run_dir) in runs.LIVE_STATUSES and time.monotonic() < deadline:
+            while (
+                rundir.run_status(run_dir) in rundir.LIVE_STATUSES and time.monotonic() < deadline
+            ):
                 time.sleep(0.2)
-            runs.stop_run(run_dir, kill=True)
+            rundir.stop_run(run_dir, kill=True)

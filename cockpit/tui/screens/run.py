@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +12,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
-from cockpit import runs
+from cockpit import rundir
 from cockpit.estimate import estimate
-from cockpit.events import EventTailer
 from cockpit.format import (
     elapsed,
     fmt_float,
@@ -24,24 +21,15 @@ from cockpit.format import (
     human_bytes,
     human_count,
     human_duration,
+    status_markup,
     step_progress,
 )
 from cockpit.gpu import GpuStatus, spec_for_status
-from cockpit.health import HealthMonitor
 from cockpit.run_history import RunHistory
 from cockpit.tui.messages import GpusPolled, RunRecords, RunStatusPolled
 from cockpit.tui.widgets.metric_plot import MetricPlot
 
 LIVE_POLL_BYTES = 1 << 20  # at most 1 MiB of events per tick keeps a tick well under a frame
-STATUS_STYLES = {
-    "starting": "cyan",
-    "running": "bold green",
-    "finished": "green",
-    "stopped": "yellow",
-    "halted": "bold red",
-    "crashed": "bold red",
-    "error": "red",
-}
 
 
 class RunScreen(Screen):
@@ -60,16 +48,17 @@ class RunScreen(Screen):
         self.run_dir = Path(run_dir)
         self.status = "?"
         self.history = RunHistory()
-        self.tailer = EventTailer(self.run_dir / runs.EVENTS_JSONL)
+        # The app's clock (a fixed one in tests), asked only once the screen is mounted.
+        self.watcher = rundir.RunWatcher(
+            self.run_dir,
+            clock=lambda: self.app.services.clock(),  # type: ignore[attr-defined]
+        )
         self.dirty = False
         self.loaded = False
         self.redraws = 0  # for the benchmark and tests
         self.ingested = 0
         self.gpus: list[GpuStatus] | None = None
         self.estimated_peak: int | None = None
-        self.health = HealthMonitor()  # only its stalled rule: the child runs the others
-        self.last_arrival: float | None = None
-        self.gaps: deque[float] = deque(maxlen=50)
         self.stall_note = ""
 
     def compose(self) -> ComposeResult:
@@ -94,10 +83,10 @@ class RunScreen(Screen):
         services = self.app.services  # type: ignore[attr-defined]
         self.title = f"run {self.run_dir.name}"
         try:
-            preset = runs.load_run_preset(self.run_dir)
+            preset = rundir.load_run_preset(self.run_dir)
             self.history.max_steps = preset.train.max_steps
             self.preset = preset
-        except runs.RunError:
+        except rundir.RunError:
             self.preset = None
         self.status = self._read_status()
         self.run_worker(self._rebuild, thread=True, name="rebuild")
@@ -107,19 +96,25 @@ class RunScreen(Screen):
         self._poll_gpus()
         self.redraw(force=True)
 
+    @property
+    def tailer(self) -> rundir.EventTailer:
+        """The watcher's tail of events.jsonl (its bad-line count is shown)."""
+        return self.watcher.tailer
+
     def _read_status(self) -> str:
         try:
-            return runs.run_status(self.run_dir, update=False)
-        except runs.RunError as exc:
+            return self.watcher.refresh_status(update=False)
+        except rundir.RunError as exc:
             return f"unreadable ({exc})"
 
     def _rebuild(self) -> None:
         """Read the whole history (a thread: a long run's log is megabytes)."""
-        records = self.tailer.read_all()
+        records = self.watcher.read_all()
         self.post_message(RunRecords(records, self.tailer.bad_lines))
 
     @on(RunRecords)
     def _take_history(self, message: RunRecords) -> None:
+        self.watcher.note(message.records)
         self.take(message.records)
         if not self.loaded:
             self.loaded = True
@@ -131,7 +126,7 @@ class RunScreen(Screen):
 
     def poll_events(self) -> None:
         """Read what the trainer appended since the last tick (small: one poll of the file)."""
-        records = self.tailer.poll()
+        records = self.watcher.poll()
         if records:
             self.take(records)
 
@@ -139,10 +134,6 @@ class RunScreen(Screen):
         """Add records to the history; the next redraw tick shows them."""
         if not records:
             return
-        now = self.app.services.clock()  # type: ignore[attr-defined]
-        if self.last_arrival is not None and self.loaded:
-            self.gaps.append(now - self.last_arrival)
-        self.last_arrival = now
         self.stall_note = ""
         self.history.ingest(records)
         self.ingested += len(records)
@@ -169,11 +160,8 @@ class RunScreen(Screen):
 
     def _check_stalled(self) -> None:
         """Note a live run that has written nothing for far longer than usual (the headless rule)."""
-        if self.status not in runs.LIVE_STATUSES or self.last_arrival is None:
-            return
-        typical = statistics.median(self.gaps) if self.gaps else None
-        now = self.app.services.clock()  # type: ignore[attr-defined]
-        for warning in self.health.check_stalled(now, self.last_arrival, typical):
+        warning = self.watcher.check_stalled()
+        if warning is not None:
             silent = warning.evidence.get("silent_s", 0.0)
             self.stall_note = f"no events for {silent:.0f} s: {warning.tip}"
             self.dirty = True
@@ -214,18 +202,17 @@ class RunScreen(Screen):
     def status_text(self) -> str:
         """Two lines: status, step, loss; throughput, MFU, elapsed, ETA."""
         h = self.history
-        style = STATUS_STYLES.get(self.status, "white")
-        last = h.last_step or {}
-        loss = fmt_float(last.get("loss"))
+        last = h.last_step or rundir.StepEvent(time=None)
+        loss = fmt_float(last.loss)
         val = fmt_float(h.best_val_loss)
-        line1 = f"[{style}]{self.status}[/]  step {step_progress(h.step, h.max_steps)}  loss {loss}  best val {val}"
+        line1 = f"{status_markup(self.status)}  step {step_progress(h.step, h.max_steps)}  loss {loss}  best val {val}"
         if not self.loaded:
             line1 += "  [dim](reading history...)[/]"
-        now = self.app.services.clock() if self.status in runs.LIVE_STATUSES else None  # type: ignore[attr-defined]
+        now = self.app.services.clock() if self.status in rundir.LIVE_STATUSES else None  # type: ignore[attr-defined]
         mfu = f"{h.mfu * 100:.1f}%" if h.mfu is not None else "-"
         eta = human_duration(h.eta_s()) if h.eta_s() is not None else "-"
         line2 = (
-            f"{human_count(h.tokens_per_s)} tok/s  MFU {mfu}  norm {fmt_norm(last.get('grad_norm'))}  "
+            f"{human_count(h.tokens_per_s)} tok/s  MFU {mfu}  norm {fmt_norm(last.grad_norm)}  "
             f"elapsed {elapsed(h.elapsed_s(now))}  ETA {eta}"
         )
         if self.tailer.bad_lines:
@@ -296,8 +283,8 @@ class RunScreen(Screen):
 
     def action_stop(self) -> None:
         try:
-            sent = runs.stop_run(self.run_dir)
-        except runs.RunError as exc:
+            sent = rundir.stop_run(self.run_dir)
+        except rundir.RunError as exc:
             self.notify(str(exc), severity="error")
             return
         if sent:
@@ -308,15 +295,15 @@ class RunScreen(Screen):
     def action_kill(self) -> None:
         from cockpit.tui.screens.confirm import ConfirmScreen
 
-        if self.status not in runs.LIVE_STATUSES:
+        if self.status not in rundir.LIVE_STATUSES:
             self.notify(f"not running (status {self.status}); nothing to kill", severity="warning")
             return
 
         def answered(yes: bool | None) -> None:
             if yes:
                 try:
-                    killed = runs.stop_run(self.run_dir, kill=True)
-                except runs.RunError as exc:
+                    killed = rundir.stop_run(self.run_dir, kill=True)
+                except rundir.RunError as exc:
                     self.notify(str(exc), severity="error")
                     return
                 self.notify(

@@ -8,10 +8,9 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from cockpit import runs
-from cockpit.format import fmt_float, human_duration
+from cockpit import rundir, runs
+from cockpit.format import fmt_float, human_duration, status_markup
 from cockpit.tui.messages import RunsListed
-from cockpit.tui.screens.run import STATUS_STYLES
 
 REFRESH_S = 2.0
 
@@ -38,7 +37,7 @@ class RunsScreen(Screen):
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
         table.add_columns("status", "preset", "step", "best val", "age", "run")
-        root = runs.runs_root(self.app.services.runs_dir)  # type: ignore[attr-defined]
+        root = rundir.runs_root(self.app.services.runs_dir)  # type: ignore[attr-defined]
         self.query_one("#runs-where", Static).update(f"runs in {root}  (reading...)")
         table.focus()
         self.refresh_list()
@@ -58,11 +57,10 @@ class RunsScreen(Screen):
         table.clear()
         now = self.app.services.clock()  # type: ignore[attr-defined]
         for s in self.summaries:
-            style = STATUS_STYLES.get(s.status, "white")
             step = f"{s.step}/{s.max_steps}" if s.max_steps else str(s.step)
             age = human_duration(max(0.0, now - (s.updated or s.created)))
             table.add_row(
-                f"[{style}]{s.status}[/]",
+                status_markup(s.status),
                 s.preset_name,
                 step,
                 fmt_float(s.best_val_loss),
@@ -72,7 +70,7 @@ class RunsScreen(Screen):
             )
         if self.summaries:
             table.move_cursor(row=min(max(keep, 0), len(self.summaries) - 1))
-        root = runs.runs_root(self.app.services.runs_dir)  # type: ignore[attr-defined]
+        root = rundir.runs_root(self.app.services.runs_dir)  # type: ignore[attr-defined]
         count = (
             f"{len(self.summaries)} run(s)"
             if self.summaries

@@ -1,0 +1,127 @@
+"""The run directory: the whole contract between the training child and every reader.
+
+    <run>/run.json          status, pid, device, versions, progress   (info: RunInfo)
+    <run>/preset.json       the resolved preset exactly as launched    (written once)
+    <run>/events.jsonl      the event log                              (events)
+    <run>/console.log       the child's stdout and stderr
+    <run>/checkpoints/      last.pt, best.pt (and last.prev.pt while replacing)
+
+This package owns it (docs/run-directory.md describes it field by field):
+
+- layout: the file names, runs_root, new run ids;
+- info: RunInfo (run.json typed), read_run_info, update_run_info (the one writer of
+  run.json: flock + atomic replace), create_run_dir, load_run_preset (preset.json
+  plus run.json's `overrides`);
+- status: live and final statuses, the status each `end` reason leaves;
+- events: the typed event records, EventWriter, EventTailer, read_events;
+- process: pid checks, run_status (a dead live run reads as crashed), stop_run;
+- watch: RunWatcher, the tail + liveness + stall detection both faces follow a run with.
+
+Nothing here imports torch or textual: a face reaches a run only through these
+files and signals to its process.
+"""
+
+from cockpit.rundir.events import (
+    END_REASONS,
+    EVENT_KINDS,
+    EVENT_TYPES,
+    SCHEMA_VERSION,
+    CheckpointEvent,
+    EndEvent,
+    ErrorEvent,
+    EvalEvent,
+    Event,
+    EventTailer,
+    EventWriter,
+    NullEventWriter,
+    SampleEvent,
+    StartEvent,
+    StepEvent,
+    WarningEvent,
+    decode_record,
+    encode_event,
+    encode_record,
+    make_record,
+    parse_event,
+    read_events,
+    read_last_records,
+)
+from cockpit.rundir.info import (
+    RUN_INFO_FIELDS,
+    RUN_SCHEMA_VERSION,
+    RunInfo,
+    create_run_dir,
+    load_run_preset,
+    read_run_info,
+    update_run_info,
+)
+from cockpit.rundir.layout import (
+    CHECKPOINTS,
+    CONSOLE_LOG,
+    EVENTS_JSONL,
+    PRESET_JSON,
+    RUN_JSON,
+    RUN_LOCK,
+    RunError,
+    new_run_id,
+    runs_root,
+)
+from cockpit.rundir.process import pid_alive, process_start_time, run_status, stop_run
+from cockpit.rundir.status import (
+    END_STATUS,
+    FINAL_STATUSES,
+    LIVE_STATUSES,
+    status_for_end_reason,
+)
+from cockpit.rundir.watch import RunWatcher
+
+__all__ = [
+    "CHECKPOINTS",
+    "CONSOLE_LOG",
+    "END_REASONS",
+    "END_STATUS",
+    "EVENTS_JSONL",
+    "EVENT_KINDS",
+    "EVENT_TYPES",
+    "FINAL_STATUSES",
+    "LIVE_STATUSES",
+    "PRESET_JSON",
+    "RUN_INFO_FIELDS",
+    "RUN_JSON",
+    "RUN_LOCK",
+    "RUN_SCHEMA_VERSION",
+    "SCHEMA_VERSION",
+    "CheckpointEvent",
+    "EndEvent",
+    "ErrorEvent",
+    "EvalEvent",
+    "Event",
+    "EventTailer",
+    "EventWriter",
+    "NullEventWriter",
+    "RunError",
+    "RunInfo",
+    "RunWatcher",
+    "SampleEvent",
+    "StartEvent",
+    "StepEvent",
+    "WarningEvent",
+    "create_run_dir",
+    "decode_record",
+    "encode_event",
+    "encode_record",
+    "load_run_preset",
+    "make_record",
+    "new_run_id",
+    "parse_event",
+    "pid_alive",
+    "process_start_time",
+    "read_events",
+    "read_last_records",
+    "read_run_info",
+    "run_status",
+    "runs_root",
+    "status_for_end_reason",
+    "stop_run",
+    "update_run_info",
+]

@@ -1,0 +1,63 @@
+"""Tolerant readers for values found in run.json and events.jsonl.
+
+Every function takes what a file held and a default, and returns a value of the
+field's type or the default: a reader meets files written by older or newer
+versions, by hand, or cut short, and must never fail on one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def as_int(value: Any, default: Any = None) -> Any:
+    """An int (a float with an integral value counts); bools and anything else read as `default`."""
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return default
+
+
+def as_float(value: Any, default: Any = None) -> Any:
+    """A float (ints widen; NaN and infinities are kept); bools and anything else read as `default`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return default
+    return float(value)
+
+
+def as_str(value: Any, default: Any = None) -> Any:
+    return value if isinstance(value, str) else default
+
+
+def as_bool(value: Any, default: Any = None) -> Any:
+    return value if isinstance(value, bool) else default
+
+
+def as_dict(value: Any, default: Any = None) -> Any:
+    return dict(value) if isinstance(value, dict) else default
+
+
+def as_str_list(value: Any, default: Any = None) -> Any:
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return list(value)
+    return default
+
+
+# The reader for each annotation the run.json and event dataclasses use.
+BY_ANNOTATION = {
+    "int": as_int,
+    "int | None": as_int,
+    "float": as_float,
+    "float | None": as_float,
+    "str": as_str,
+    "str | None": as_str,
+    "bool": as_bool,
+    "bool | None": as_bool,
+    "dict[str, Any]": as_dict,
+    "dict[str, Any] | None": as_dict,
+    "list[str] | None": as_str_list,
+}

@@ -1,0 +1,231 @@
+"""run.json as a typed record, the one function that changes it, and the effective preset.
+
+Every writer (the launcher, the training child, the faces marking a dead run
+crashed, `resume`) goes through `update_run_info`: it takes an exclusive flock on
+run.json.lock, reads run.json, applies the changes and replaces the file
+atomically (temp file, fsync, rename), so two writers never lose each other's
+fields and a reader never sees a torn file. Readers use `read_run_info`.
+
+preset.json is written once, by `create_run_dir`, as launched. A later change
+(`gpt-cockpit resume --max-steps N`) is recorded in run.json's `overrides`, and
+`load_run_preset` returns preset.json with those overrides applied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cockpit import __version__
+from cockpit.fsutil import atomic_write_text
+from cockpit.presets import Preset, PresetError, apply_overrides, preset_from_dict
+from cockpit.rundir._coerce import BY_ANNOTATION
+from cockpit.rundir.layout import (
+    CHECKPOINTS,
+    EVENTS_JSONL,
+    PRESET_JSON,
+    RUN_JSON,
+    RUN_LOCK,
+    RunError,
+    fresh_run_path,
+)
+
+RUN_SCHEMA_VERSION = 1
+
+
+@dataclass
+class RunInfo:
+    """run.json: one attribute per documented field (docs/run-directory.md).
+
+    A field that is None is left out of the file. Keys this version does not know
+    are kept in `extra` and written back, so a newer or older writer's fields survive.
+    """
+
+    schema: int = RUN_SCHEMA_VERSION
+    run_id: str | None = None
+    preset_name: str | None = None
+    created: float = 0.0
+    host: str | None = None
+    status: str = "unknown"
+    pid: int | None = None
+    pid_start_time: float | None = None
+    command: list[str] | None = None
+    device_requested: str | None = None
+    detached: bool | None = None
+    device: str | None = None
+    gpu_name: str | None = None
+    dtype: str | None = None
+    versions: dict[str, Any] | None = None
+    params: int | None = None
+    max_steps: int | None = None
+    overrides: dict[str, Any] | None = None
+    step: int = 0
+    best_val_loss: float | None = None
+    started: float | None = None
+    ended: float | None = None
+    end_reason: str | None = None
+    end_message: str | None = None
+    updated: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> RunInfo:
+        """run.json's object; a field of the wrong type reads as its default, unknown keys go to `extra`."""
+        values: dict[str, Any] = {}
+        for name, read, default in _READERS:
+            if name in raw:
+                values[name] = read(raw[name], default)
+        values["extra"] = {k: v for k, v in raw.items() if k not in _FIELD_NAMES}
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The object run.json holds: the known fields that are set, then the unknown ones as read."""
+        out = {name: getattr(self, name) for name in _FIELD_NAMES}
+        out = {k: v for k, v in out.items() if v is not None}
+        for key, value in self.extra.items():
+            out.setdefault(key, value)
+        return out
+
+
+_FIELDS = [f for f in dataclasses.fields(RunInfo) if f.name != "extra"]
+_FIELD_NAMES = tuple(f.name for f in _FIELDS)
+_READERS = tuple(
+    (
+        f.name,
+        BY_ANNOTATION[str(f.type)],
+        f.default if f.default is not dataclasses.MISSING else None,
+    )
+    for f in _FIELDS
+)
+RUN_INFO_FIELDS = frozenset(_FIELD_NAMES)
+
+
+def read_run_info(run_dir: str | os.PathLike[str]) -> RunInfo:
+    """run.json of `run_dir`; RunError if it is missing, unreadable or not a JSON object."""
+    path = Path(run_dir) / RUN_JSON
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(f"{run_dir} is not a run directory (no {RUN_JSON})") from None
+    except (OSError, ValueError) as exc:
+        raise RunError(f"cannot read {path}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise RunError(f"{path} is not a JSON object")
+    return RunInfo.from_dict(raw)
+
+
+def _check_names(changes: Mapping[str, Any]) -> None:
+    unknown = sorted(set(changes) - RUN_INFO_FIELDS)
+    if unknown:
+        raise TypeError(
+            f"run.json has no field {', '.join(map(repr, unknown))} (docs/run-directory.md lists them)"
+        )
+
+
+@contextlib.contextmanager
+def _locked(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive flock on the run's lock file (writers of run.json only; readers never wait)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def update_run_info(
+    run_dir: str | os.PathLike[str],
+    change: Callable[[RunInfo], Mapping[str, Any]] | None = None,
+    /,
+    **changes: Any,
+) -> RunInfo:
+    """Change run.json under its lock and return what it holds now: the one way to write it.
+
+    `changes` are field values (None removes a field). `change`, when given, is called
+    with the current contents under the lock and returns more changes, so a value that
+    depends on the current one (keep a live status, extend `overrides`) is decided
+    without a race; no changes at all leave the file as it is. A name that is not a
+    run.json field is a TypeError. A missing or unreadable run.json starts over from
+    the run id. `schema` and `updated` are stamped.
+    """
+    _check_names(changes)
+    path = Path(run_dir)
+    with _locked(path):
+        try:
+            info = read_run_info(path)
+        except RunError:
+            info = RunInfo(run_id=path.name)
+        if change is not None:
+            computed = dict(change(info))
+            _check_names(computed)
+            changes = {**computed, **changes}
+        if not changes:
+            return info  # nothing to change: the file stays as it is
+        info = dataclasses.replace(info, **changes)
+        info.schema = RUN_SCHEMA_VERSION
+        info.updated = time.time()
+        text = json.dumps(info.to_dict(), indent=2, default=str) + "\n"
+        atomic_write_text(path / RUN_JSON, text)
+    return info
+
+
+def create_run_dir(
+    preset: Preset,
+    run_dir: str | os.PathLike[str] | None = None,
+    *,
+    root: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Make a fresh run directory: checkpoints/, preset.json (once, as launched), a 'starting' run.json."""
+    if run_dir is None:
+        path = fresh_run_path(preset.name, root)
+    else:
+        path = Path(run_dir)
+        if (path / EVENTS_JSONL).exists() or (path / RUN_JSON).exists():
+            raise RunError(
+                f"{path} already holds a run; use `gpt-cockpit resume {path}` or pick another --run-dir"
+            )
+    (path / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path / PRESET_JSON, json.dumps(preset.to_dict(), indent=2) + "\n")
+    update_run_info(
+        path,
+        run_id=path.name,
+        status="starting",
+        preset_name=preset.name,
+        created=time.time(),
+        host=platform.node(),
+        versions={"cockpit": __version__, "python": platform.python_version()},
+    )
+    return path
+
+
+def load_run_preset(run_dir: str | os.PathLike[str]) -> Preset:
+    """The preset the run trains: preset.json with run.json's `overrides` applied over it."""
+    path = Path(run_dir) / PRESET_JSON
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunError(f"cannot read {path}: {exc}") from None
+    try:
+        preset = preset_from_dict(raw)
+    except PresetError as exc:
+        raise RunError(f"{path}: {exc}") from None
+    try:
+        overrides = read_run_info(run_dir).overrides
+    except RunError:
+        overrides = None  # no run.json (yet): preset.json as it is
+    if not overrides:
+        return preset
+    try:
+        return apply_overrides(preset, overrides)
+    except PresetError as exc:
+        raise RunError(f"{Path(run_dir) / RUN_JSON} overrides: {exc}") from None

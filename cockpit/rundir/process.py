@@ -1,0 +1,94 @@
+"""A run's training process: is it alive, what status does that leave the run in, stop it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from cockpit.rundir.events import read_last_records
+from cockpit.rundir.info import RunInfo, read_run_info, update_run_info
+from cockpit.rundir.layout import EVENTS_JSONL
+from cockpit.rundir.status import LIVE_STATUSES, status_for_end_reason
+
+# A launcher writes the pid right after the spawn; longer without one is a failed start.
+START_GRACE_S = 10.0
+
+
+def process_start_time(pid: int) -> float | None:
+    """The start time of process `pid` (epoch seconds), or None if it is not running."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc.create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return None
+
+
+def pid_alive(pid: int | None, started: float | None = None) -> bool:
+    """True if `pid` runs and (when `started` is given) is the same process that started then."""
+    if not pid:
+        return False
+    now_started = process_start_time(int(pid))
+    if now_started is None:
+        return False
+    if started is not None and abs(now_started - float(started)) > 1.0:
+        return False  # the pid was reused by another process
+    return True
+
+
+def _process_gone(info: RunInfo) -> bool:
+    """A live status whose process is not running (or, before any pid, a start that never came)."""
+    if info.pid is None:
+        return time.time() - float(info.created or 0.0) >= START_GRACE_S
+    return not pid_alive(info.pid, info.pid_start_time)
+
+
+def run_status(run_dir: str | os.PathLike[str], *, update: bool = True) -> str:
+    """The run's status, with a live status checked against its process.
+
+    A run whose run.json says starting/running but whose process is gone is
+    'crashed' (or what its `end` record says, when the child wrote one but died
+    before updating run.json); with `update`, run.json is changed to say so.
+    """
+    info = read_run_info(run_dir)
+    if info.status not in LIVE_STATUSES or not _process_gone(info):
+        return info.status
+    if not update:
+        return "crashed"
+    return _record_gone(Path(run_dir), info).status
+
+
+def _record_gone(run_dir: Path, seen: RunInfo) -> RunInfo:
+    """Write the final status of a run whose process is gone, unless a new launch came first."""
+    ended = [r for r in read_last_records(run_dir / EVENTS_JSONL) if r["event"] == "end"]
+    if ended:
+        reason = ended[-1].get("reason")
+        changes = {"status": status_for_end_reason(str(reason or "finished")), "end_reason": reason}
+    else:
+        changes = {"status": "crashed", "end_reason": "process gone", "ended": time.time()}
+
+    def unless_relaunched(current: RunInfo) -> dict[str, object]:
+        same = current.status in LIVE_STATUSES and current.pid == seen.pid
+        return changes if same else {}
+
+    return update_run_info(run_dir, unless_relaunched)
+
+
+def stop_run(run_dir: str | os.PathLike[str], *, kill: bool = False) -> bool:
+    """Ask a run to stop (SIGTERM: finish the step, checkpoint, exit) or kill it (SIGKILL).
+
+    Returns False if its process is not running.
+    """
+    info = read_run_info(run_dir)
+    if info.pid is None or not pid_alive(info.pid, info.pid_start_time):
+        return False
+    try:
+        os.kill(int(info.pid), signal.SIGKILL if kill else signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    return True

@@ -1,0 +1,21 @@
+"""The statuses a run can be in, and which status each `end` reason leaves."""
+
+from __future__ import annotations
+
+LIVE_STATUSES = ("starting", "running")
+FINAL_STATUSES = ("finished", "stopped", "halted", "crashed", "error")
+END_REASONS = ("finished", "stopped", "max-time", "halted", "crashed", "error")
+
+# run.json status for each `end` reason; any other reason reads as crashed.
+END_STATUS = {
+    "finished": "finished",
+    "max-time": "finished",
+    "stopped": "stopped",
+    "halted": "halted",
+    "error": "error",
+}
+
+
+def status_for_end_reason(reason: str) -> str:
+    """run.json status that goes with an `end` event's reason."""
+    return END_STATUS.get(reason, "crashed")
