@@ -30,7 +30,8 @@ from cockpit.estimate import flops_per_token
 from cockpit.events import EventWriter, NullEventWriter
 from cockpit.health import HealthMonitor
 from cockpit.presets import Preset
-from cockpit.train import evaluate, optim, readback, respond, setup, snapshot
+from cockpit.train import evaluate, optim, readback, respond, snapshot
+from cockpit.train import setup as setup_steps
 from cockpit.train.faults import Faults, faults_from_env
 from cockpit.train.readback import PendingStep
 from cockpit.train.runtime import Dist, dist_from_env, finish_run
@@ -98,15 +99,15 @@ class Trainer:
     def setup(self) -> None:
         """Device, dtype, seeds, data, model, optimizer, health; restore a checkpoint on resume."""
         t = self.t
-        setup.check_trainable(self.preset)
-        self.device, self.dtype = setup.init_device(self.requested_device, t.dtype, self.dist)
-        setup.seed_everything(t.seed)
+        setup_steps.check_trainable(self.preset)
+        self.device, self.dtype = setup_steps.init_device(self.requested_device, t.dtype, self.dist)
+        setup_steps.seed_everything(t.seed)
         self.autocast = optim.autocast_for(self.device, self.dtype)
-        self.data, self.train_sampler = setup.load_training_data(
+        self.data, self.train_sampler = setup_steps.load_training_data(
             self.preset, self.device, self.dist.rank
         )
         self.tokenizer = self.data.tokenizer
-        self.raw_model, self.model = setup.build_models(
+        self.raw_model, self.model = setup_steps.build_models(
             self.preset, self.device, self.dist, self.warn
         )
         self.params = sum(p.numel() for p in self.raw_model.parameters())
@@ -122,15 +123,15 @@ class Trainer:
             ddp=self.dist.world_size > 1,
             faults=self.faults,
         )
-        self.gpu_name, gpu_memory, self.peak_flops = setup.gpu_facts(self.device, self.dtype)
+        self.gpu_name, gpu_memory, self.peak_flops = setup_steps.gpu_facts(self.device, self.dtype)
         self.flops_per_token = float(flops_per_token(self.preset.model))
         self.monitor = HealthMonitor(self.preset, gpu_memory_bytes=gpu_memory)
         self.tokens_per_step = self.preset.tokens_per_step * self.dist.world_size
-        self.tokens_per_byte = setup.tokens_per_byte(self.data)
-        resumed_from = setup.resume(self) if self.resume else None
+        self.tokens_per_byte = setup_steps.tokens_per_byte(self.data)
+        resumed_from = setup_steps.resume(self) if self.resume else None
         if self.scaler.is_enabled():
             self.last_scale = float(self.scaler.get_scale())  # so a skip at step 1 is seen too
-        setup.announce_start(self, resumed_from)
+        setup_steps.announce_start(self, resumed_from)
         if t.on_anomaly == "rollback" and self.step == 0 and self.write_checkpoints:
             snapshot.write(self)  # something to roll back to before the first eval
 
