@@ -156,21 +156,16 @@ class Preset:
         return arch_trainable(self.model.arch)
 
 
-# Architectures the engine trains. The training child fills this in by
-# declaring its models; the planning core only needs to know the names.
-_TRAINABLE_ARCHS: dict[str, str] = {
-    "gpt": "",
-    "golf": "",
-    "bdh": "",
-}
+# Architectures the engine trains (cockpit/train/model.py's ARCHITECTURES; a test checks
+# they agree). The planning core only needs the names.
+_TRAINABLE_ARCHS = ("gpt", "golf", "bdh")
 
 
 def arch_trainable(arch: str) -> tuple[bool, str]:
     """(True, "") if the engine can train `arch`, else (False, reason)."""
-    if arch not in _TRAINABLE_ARCHS:
-        return False, f"unknown architecture {arch!r}"
-    reason = _TRAINABLE_ARCHS[arch]
-    return (not reason), reason
+    if arch in _TRAINABLE_ARCHS:
+        return True, ""
+    return False, f"unknown architecture {arch!r}"
 
 
 # --------------------------------------------------------------------------- parsing

@@ -4,8 +4,9 @@
 JSON line: {"gpu_name": ..., "points": [[batch, peak_reserved_bytes], ...],
 "allocated": [[batch, peak_allocated_bytes], ...], "context_bytes": ..., "failed": {...}}.
 The model is built (and compiled, if the preset asks) once; only the batch changes
-between probes, so there is never one compile per candidate size. A step mirrors the
-engine's (cockpit/train/loop.py): autocast forward, backward, clip, fused AdamW.
+between probes, so there is never one compile per candidate size. A step is the
+trainer's own (cockpit/train/step.py), with the model, optimizer, GradScaler and
+autocast built as the trainer builds them, so what is measured is what trains.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ from typing import Any
 
 import torch
 
-from cockpit.presets import preset_from_dict
+from cockpit.presets import Preset, preset_from_dict
+from cockpit.train import optim, setup
+from cockpit.train.faults import Faults
+from cockpit.train.runtime import Dist, EngineError, enable_tf32, resolve_dtype
+from cockpit.train.step import StepRunner
 
 
 def _context_bytes(device: torch.device) -> int:
@@ -28,26 +33,49 @@ def _context_bytes(device: torch.device) -> int:
     return int(total - free - torch.cuda.memory_reserved(device))
 
 
+def build_runner(preset: Preset, device: torch.device, faults: Faults | None = None) -> StepRunner:
+    """The preset's model, optimizer, GradScaler and autocast on `device`, as the trainer builds them."""
+    t = preset.train
+    dtype = resolve_dtype(t.dtype, device)
+    if device.type == "cuda":
+        enable_tf32()
+    raw_model, model = setup.build_models(preset, device, Dist(), warn=lambda *_: None)
+    raw_model.train()
+    return StepRunner(
+        model,
+        raw_model,
+        optim.build_optimizer(raw_model, t, device),
+        optim.make_scaler(device, dtype),
+        optim.autocast_for(device, dtype),
+        grad_clip=t.grad_clip,
+        faults=faults if faults is not None else Faults(),
+    )
+
+
+def probe_size(runner: StepRunner, batch: int, steps: int, preset: Preset) -> str | None:
+    """`steps` optimizer steps on `batch` random sequences each; None, or why memory ran out."""
+    m = preset.model
+    device = next(runner.raw_model.parameters()).device
+    try:
+        for _ in range(steps):
+            x = torch.randint(0, m.vocab_size, (batch, m.block_size), device=device)
+            runner.run(x, x, micro_batch=batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    except torch.OutOfMemoryError as exc:
+        message = str(exc).splitlines()[0][:200]
+    else:
+        return None
+    runner.optimizer.zero_grad(set_to_none=True)  # drop the step's tensors before the next size
+    return message
+
+
 def measure(preset_json: str, batches: list[int], steps: int) -> dict[str, Any]:
     """Peak reserved and allocated bytes over `steps` optimizer steps at each micro-batch size."""
-    from cockpit.train.model import build_model
-
     preset = preset_from_dict(json.loads(preset_json))
-    m, t = preset.model, preset.train
     device = torch.device("cuda")
     context = _context_bytes(device)
-    name = t.dtype if t.dtype != "auto" else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(name)
-    torch.backends.cuda.matmul.allow_tf32 = True
-    model = build_model(m).to(device)
-    model.train()
-    if t.activation_checkpointing:
-        model.set_activation_checkpointing(True)
-    runner = torch.compile(model) if t.compile else model
-    optimizer = torch.optim.AdamW(
-        model.optimizer_groups(t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2), fused=True
-    )
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype is torch.float16)
+    runner = build_runner(preset, device)
     points: list[list[int]] = []
     allocated: list[list[int]] = []
     failed: dict[int, str] = {}
@@ -55,26 +83,9 @@ def measure(preset_json: str, batches: list[int], steps: int) -> dict[str, Any]:
         gc.collect()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-        try:
-            for _ in range(steps):
-                optimizer.zero_grad(set_to_none=True)
-                x = torch.randint(0, m.vocab_size, (batch, m.block_size), device=device)
-                with torch.autocast(
-                    "cuda", dtype=dtype or torch.float32, enabled=dtype is not None
-                ):
-                    loss = runner(x, x)[1]  # as the trainer does: logits not held through backward
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(
-                    model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf")
-                )
-                scaler.step(optimizer)
-                scaler.update()
-            torch.cuda.synchronize()
-        except torch.OutOfMemoryError as exc:
-            failed[batch] = str(exc).splitlines()[0][:200]
-            loss = None  # drop the step's tensors before the next size
-            optimizer.zero_grad(set_to_none=True)
+        problem = probe_size(runner, batch, steps, preset)
+        if problem is not None:
+            failed[batch] = problem
             continue
         points.append([batch, int(torch.cuda.max_memory_reserved(device))])
         allocated.append([batch, int(torch.cuda.max_memory_allocated(device))])
@@ -100,7 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         print("probe: CUDA is not available", file=sys.stderr)
         return 2
     batches = [int(b) for b in args.batches.split(",")]
-    result = measure(args.preset_json, batches, args.steps)
+    try:
+        result = measure(args.preset_json, batches, args.steps)
+    except EngineError as exc:  # a dtype this GPU lacks: the trainer would refuse it too
+        print(f"probe: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps(result))
     if not result["points"]:
         print(

@@ -86,6 +86,12 @@ def resolve_dtype(requested: str, device: torch.device) -> str:
     return requested
 
 
+def enable_tf32() -> None:
+    """TF32 matmuls and convolutions on Ampere and newer GPUs (fp32 parts run on tensor cores)."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+
 def versions() -> dict[str, Any]:
     """cockpit, Python, torch and CUDA versions, as plain strings."""
     return {
@@ -100,30 +106,6 @@ def one_line(text: str, limit: int = 500) -> str:
     """`text` squeezed onto one line, cut at `limit` characters."""
     line = " ".join(str(text).split())
     return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-@dataclass
-class Fallback:
-    """A non-finite warning when cockpit.health is not installed."""
-
-    step: int
-    loss: float
-    grad_norm: float
-    rule: str = "nonfinite"
-    is_anomaly: bool = True
-
-    @property
-    def message(self) -> str:
-        return f"non-finite loss or grad norm at step {self.step} (loss {self.loss}, grad norm {self.grad_norm})"
-
-    def to_event_fields(self) -> dict[str, Any]:
-        return {
-            "rule": self.rule,
-            "severity": "critical",
-            "message": self.message,
-            "tip": "",
-            "evidence": {},
-        }
 
 
 def finish_run(

@@ -1,0 +1,88 @@
+"""Evaluation and sampling: val and train loss, a text sample, the best-so-far bookkeeping.
+
+Each eval draws fresh batches, as nanoGPT's estimate_loss does (one fixed set would
+bias every eval the same way), from seeds of the step: a resumed run evaluates on
+the same batches. Sampling forks the RNG, so the training streams are untouched.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from cockpit import runs
+from cockpit.train.data import BatchSampler
+
+if TYPE_CHECKING:
+    from cockpit.train.loop import Trainer
+
+LN2 = math.log(2.0)
+
+
+def run_eval(tr: Trainer) -> None:
+    """Val and train loss on eval_steps random batches each, a sample; events, health, run.json."""
+    tr.model.eval()
+    try:
+        seed = (tr.t.seed + 1_000_003) * 1_000_033 + 2 * tr.step
+        val_loss = mean_loss(tr, tr.data.val, seed)
+        train_loss = mean_loss(tr, tr.data.train, seed + 1)
+        text = sample_text(tr) if tr.t.sample_tokens > 0 and tr.master else None
+    finally:
+        tr.model.train()
+    tr.last_eval_step = tr.step
+    improved = math.isfinite(val_loss) and (tr.best_val_loss is None or val_loss < tr.best_val_loss)
+    if improved:
+        tr.best_val_loss = val_loss
+    bpb = val_loss / LN2 * tr.tokens_per_byte if tr.tokens_per_byte else None
+    tr.events.emit(
+        "eval",
+        tr.step,
+        val_loss=val_loss,
+        train_loss=train_loss,
+        val_bpb=bpb,
+        best_val_loss=tr.best_val_loss,
+        improved=improved,
+    )
+    if text is not None:
+        tr.events.emit("sample", tr.step, text=text)
+    tr.improved = improved
+    if tr.monitor is not None:
+        for w in tr.monitor.observe_eval(tr.step, val_loss, train_loss):
+            tr.emit_warning(w)
+    if tr.write_run_info:
+        runs.update_run_info(tr.run_dir, step=tr.step, best_val_loss=tr.best_val_loss)
+
+
+@torch.no_grad()
+def mean_loss(tr: Trainer, tokens: Any, seed: int) -> float:
+    """The mean loss over eval_steps micro-batches of `tokens` drawn from `seed` (one host sync)."""
+    sampler = BatchSampler(tokens, tr.preset.model.block_size, seed, tr.device)
+    losses = torch.zeros(tr.t.eval_steps, device=tr.device)
+    for k in range(tr.t.eval_steps):
+        x, y = sampler.sample(tr.micro_batch)
+        with tr.autocast:
+            loss = tr.model(x, y)[1]
+        losses[k] = loss.float()
+    return losses.mean().item()
+
+
+def sample_text(tr: Trainer) -> str:
+    """Generated text from a newline (or the first validation token); the training RNG streams are left untouched."""
+    try:
+        start_ids = list(tr.tokenizer.encode("\n")) or [int(tr.data.val[0])]
+    except ValueError:  # a char vocabulary without a newline, or ids-only data
+        start_ids = [int(tr.data.val[0])]
+    idx = torch.tensor([start_ids], dtype=torch.long, device=tr.device)
+    devices = [tr.device.index or 0] if tr.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), tr.autocast:
+        torch.manual_seed(tr.t.seed + tr.step)
+        out = tr.raw_model.generate(
+            idx,
+            tr.t.sample_tokens,
+            temperature=0.8,
+            top_k=200,
+            vocab_limit=tr.tokenizer.vocab_size or None,
+        )
+    return tr.tokenizer.decode(out[0, len(start_ids) :].tolist())

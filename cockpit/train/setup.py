@@ -1,0 +1,175 @@
+"""Setting a run up: the steps Trainer.setup takes, in the order it takes them.
+
+The order matters for reproducibility: the seeds are set before the data loads and
+the model is initialised, so a run and its resumption draw the same numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from cockpit import runs
+from cockpit.gpu import peak_flops
+from cockpit.presets import Preset
+from cockpit.train import checkpoint as ckpt
+from cockpit.train import snapshot
+from cockpit.train.data import BatchSampler, load_data
+from cockpit.train.model import build_model
+from cockpit.train.runtime import (
+    Dist,
+    EngineError,
+    enable_tf32,
+    resolve_device,
+    resolve_dtype,
+    versions,
+)
+
+if TYPE_CHECKING:
+    from cockpit.train.loop import Trainer
+
+
+def check_trainable(preset: Preset) -> None:
+    """An EngineError (kind arch) when the engine cannot train the preset's architecture."""
+    ok, why = preset.trainable
+    if not ok:
+        raise EngineError(f"model.arch={preset.model.arch}: {why}", kind="arch")
+
+
+def init_device(requested: str, train_dtype: str, dist: Dist) -> tuple[torch.device, str]:
+    """Join the torchrun job (if any); the device and the compute dtype's name."""
+    if dist.world_size > 1:
+        import torch.distributed as tdist
+
+        torch.cuda.set_device(dist.local_rank)  # before NCCL starts, so each rank binds its own GPU
+        tdist.init_process_group(backend="nccl")
+    device = resolve_device(requested, dist)
+    dtype = resolve_dtype(train_dtype, device)
+    if device.type == "cuda":
+        enable_tf32()
+    return device, dtype
+
+
+def seed_everything(seed: int) -> None:
+    """Python, NumPy and torch generators from the preset's seed."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def load_training_data(preset: Preset, device: torch.device, rank: int) -> tuple[Any, BatchSampler]:
+    """The data (train and val tokens, tokenizer) and this rank's training batch sampler."""
+    m = preset.model
+    data = load_data(preset.data, block_size=m.block_size, vocab_size=m.vocab_size)
+    needed = int(getattr(data, "vocab_size_needed", 0) or 0)
+    if needed > m.vocab_size:
+        raise EngineError(
+            f"model.vocab_size={m.vocab_size} is below the {needed} tokens this data and tokenizer need; "
+            f"set model.vocab_size to at least {needed}",
+            kind="data",
+        )
+    # Each rank draws its own batches (seed + rank); evals draw theirs from seeds of their own.
+    sampler = BatchSampler(data.train, m.block_size, preset.train.seed + rank, device)
+    return data, sampler
+
+
+def build_models(
+    preset: Preset, device: torch.device, dist: Dist, warn: Callable[..., None]
+) -> tuple[Any, Any]:
+    """(raw model, the model that runs forward: compiled and/or DDP-wrapped as the preset asks)."""
+    m, t = preset.model, preset.train
+    try:
+        raw_model = build_model(m).to(device)
+    except NotImplementedError as exc:
+        raise EngineError(f"model.arch={m.arch}: {exc}", kind="arch") from None
+    if t.activation_checkpointing:
+        setter = getattr(raw_model, "set_activation_checkpointing", None)
+        if setter is None:
+            warn(
+                "activation_checkpointing",
+                "info",
+                f"model.arch={m.arch} has no activation checkpointing; training without it",
+                "",
+            )
+        else:
+            setter(True)
+    model: Any = torch.compile(raw_model) if t.compile else raw_model
+    if dist.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(model, device_ids=[dist.local_rank])
+    return raw_model, model
+
+
+def gpu_facts(device: torch.device, dtype: str) -> tuple[str | None, int | None, float | None]:
+    """(GPU name, its memory in bytes, its peak FLOP/s for `dtype`); all None on CPU."""
+    if device.type != "cuda":
+        return None, None, None
+    name = torch.cuda.get_device_name(device)
+    peak = peak_flops(name, dtype)
+    memory = torch.cuda.get_device_properties(device).total_memory
+    return name, memory, (float(peak) if peak else None)
+
+
+def tokens_per_byte(data: Any) -> float | None:
+    """Validation tokens per byte of validation text (for bits per byte); None when unknown."""
+    val_bytes = getattr(data, "val_bytes", None)
+    n_val = len(data.val)
+    return (n_val / val_bytes) if val_bytes and n_val else None
+
+
+def resume(tr: Trainer) -> int:
+    """Restore the latest usable checkpoint (saying why an unusable one was skipped); its step."""
+    if tr.write_checkpoints:
+        ckpt.remove_stale_temps(tr.ckpt_dir)
+    loaded = ckpt.load_latest(tr.ckpt_dir)
+    for problem in loaded.problems:
+        tr.warn("checkpoint", "warning", f"{problem}; resuming from {loaded.path.name} instead", "")
+    snapshot.restore(tr, loaded.state, counters=True)
+    tr.last_ckpt_step = tr.step
+    return tr.step
+
+
+def announce_start(tr: Trainer, resumed_from: int | None) -> None:
+    """The `start` event, and run.json's running status with where and how the run trains."""
+    t = tr.t
+    tr.events.emit(
+        "start",
+        tr.step,
+        preset=tr.preset.name,
+        device=str(tr.device),
+        gpu=tr.gpu_name,
+        dtype=tr.dtype,
+        params=tr.params,
+        tokens_per_step=tr.tokens_per_step,
+        data=str(getattr(tr.data, "description", "")),
+        resumed_from=resumed_from,
+        max_steps=t.max_steps,
+        micro_batch=tr.micro_batch,
+        grad_accum=tr.grad_accum,
+        world_size=tr.dist.world_size,
+        compile=t.compile,
+        pid=os.getpid(),
+    )
+    if tr.write_run_info:
+        runs.update_run_info(
+            tr.run_dir,
+            status="running",
+            pid=os.getpid(),
+            pid_start_time=runs.process_start_time(os.getpid()),
+            device=str(tr.device),
+            gpu_name=tr.gpu_name,
+            dtype=tr.dtype,
+            versions=versions(),
+            max_steps=t.max_steps,
+            params=tr.params,
+            step=tr.step,
+            started=time.time(),
+            end_reason=None,
+        )

@@ -1,0 +1,110 @@
+"""What a checkpoint of the trainer holds: its state as a dict, restoring it, writing last/best.
+
+The file format (atomic writes, safe loading, the fallback to last.prev.pt) is
+cockpit/train/checkpoint.py's; this module decides what goes into the dict and how
+a trainer takes it back (on resume, and on a rollback).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cockpit.train import checkpoint as ckpt
+from cockpit.train.data import BatchSampler
+from cockpit.train.runtime import EngineError, one_line, versions
+
+if TYPE_CHECKING:
+    from cockpit.train.loop import Trainer
+
+
+def state_dict(tr: Trainer) -> dict[str, Any]:
+    """Everything a resume or rollback needs, as weights_only-safe values."""
+    return {
+        "format": ckpt.FORMAT_VERSION,
+        "step": tr.step,
+        "model": tr.raw_model.state_dict(),
+        "optimizer": tr.optimizer.state_dict(),
+        "scaler": tr.scaler.state_dict() if tr.scaler.is_enabled() else {},
+        "schedule": {"step": tr.step, "lr_scale": tr.lr_scale, "rollbacks": tr.rollbacks},
+        "micro_batch": tr.micro_batch,
+        "grad_accum": tr.grad_accum,
+        "rng": ckpt.rng_state(tr.device),
+        "sampler": ckpt.plain(tr.train_sampler.state_dict()),
+        "health": ckpt.plain(tr.monitor.state_dict()) if tr.monitor is not None else None,
+        "tokenizer": ckpt.plain(tr.tokenizer.state_dict()),
+        "best_val_loss": tr.best_val_loss,
+        "tokens": tr.tokens_seen,
+        "preset": tr.preset.to_dict(),
+        "versions": versions(),
+        "time": time.time(),
+    }
+
+
+def restore(tr: Trainer, state: dict[str, Any], *, counters: bool) -> None:
+    """Load model, optimizer, scaler, step, RNG, health; with `counters` also sampler and run counters."""
+    try:
+        tr.raw_model.load_state_dict(state["model"])
+        tr.optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise EngineError(
+            f"the checkpoint does not fit this preset's model ({one_line(str(exc), 200)}); "
+            "was preset.json changed after the run started?",
+            kind="checkpoint",
+        ) from None
+    if tr.scaler.is_enabled() and state.get("scaler"):
+        tr.scaler.load_state_dict(state["scaler"])
+    tr.step = int(state["step"])
+    ckpt.set_rng_state(state["rng"], tr.device)
+    if tr.monitor is not None and state.get("health") is not None:
+        tr.monitor.load_state_dict(state["health"])
+    tr.best_val_loss = state.get("best_val_loss")
+    if counters:
+        _restore_counters(tr, state)
+
+
+def _restore_counters(tr: Trainer, state: dict[str, Any]) -> None:
+    """The data position, lr scale, rollbacks, tokens and micro-batch split of a resumed run."""
+    if tr.dist.world_size == 1:
+        tr.train_sampler.load_state_dict(state["sampler"])
+    else:  # the checkpoint holds rank 0's position only: give each rank a fresh stream of its own
+        seed = (tr.t.seed + tr.dist.rank) * 1_000_003 + tr.step
+        tr.train_sampler = BatchSampler(tr.data.train, tr.preset.model.block_size, seed, tr.device)
+    sched = state.get("schedule", {})
+    tr.lr_scale = float(sched.get("lr_scale", 1.0))
+    tr.rollbacks = int(sched.get("rollbacks", 0))
+    tr.tokens_seen = int(state.get("tokens", 0))
+    tr.micro_batch = int(state.get("micro_batch", tr.micro_batch))
+    tr.grad_accum = int(state.get("grad_accum", tr.grad_accum))
+    if tr.micro_batch * tr.grad_accum < tr.n_seq:  # the preset changed
+        tr.micro_batch, tr.grad_accum = tr.t.batch_size, tr.t.grad_accum
+
+
+def write(tr: Trainer) -> None:
+    """last.pt (previous kept as last.prev.pt) and, after an improving eval, best.pt."""
+    tr.last_ckpt_step = tr.step
+    if not tr.write_checkpoints:
+        return
+    state = state_dict(tr)
+    t0 = time.perf_counter()
+    path, nbytes = ckpt.save_last(tr.ckpt_dir, state)
+    _checkpoint_event(tr, path, "last", nbytes, time.perf_counter() - t0)
+    if tr.improved:
+        tr.improved = False
+        t0 = time.perf_counter()
+        best = tr.ckpt_dir / ckpt.BEST
+        nbytes = ckpt.save_checkpoint(best, state)
+        _checkpoint_event(tr, best, "best", nbytes, time.perf_counter() - t0)
+    tr.events.sync()
+
+
+def _checkpoint_event(tr: Trainer, path: Path, kind: str, nbytes: int, seconds: float) -> None:
+    tr.events.emit(
+        "checkpoint",
+        tr.step,
+        path=str(path.relative_to(tr.run_dir)),
+        kind=kind,
+        bytes=nbytes,
+        seconds=round(seconds, 4),
+    )
