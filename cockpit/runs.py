@@ -17,17 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cockpit import rundir
-from cockpit.rundir import (  # noqa: F401
-    CHECKPOINTS,  # transitional: cockpit/train moves to cockpit.rundir
-    EVENTS_JSONL,  # transitional: cockpit/train moves to cockpit.rundir
-    PRESET_JSON,  # transitional: cockpit/train moves to cockpit.rundir
-    RunError,  # transitional: cockpit/train moves to cockpit.rundir
-    create_run_dir,  # transitional: cockpit/train moves to cockpit.rundir
-    load_run_preset,  # transitional: cockpit/train moves to cockpit.rundir
-    process_start_time,  # transitional: cockpit/train moves to cockpit.rundir
-    status_for_end_reason,  # transitional: cockpit/train moves to cockpit.rundir
-    update_run_info,  # transitional: cockpit/train moves to cockpit.rundir
-)
 
 
 @dataclass

@@ -276,7 +276,11 @@ def test_missing_default_preset_falls_back_but_a_broken_one_is_an_error(
 
 def test_untrainable_arch_is_refused(tmp_path, monkeypatch, capsys):
     use_fake_trainer(monkeypatch)
-    monkeypatch.setitem(presets._TRAINABLE_ARCHS, "bdh", "the bdh model is not built yet")
+    monkeypatch.setattr(
+        presets,
+        "arch_trainable",
+        lambda arch: (False, "the bdh model is not built yet") if arch == "bdh" else (True, ""),
+    )
     argv = headless(tmp_path, "--set", "model.arch=bdh")
     assert main(argv) == 2
     err = capsys.readouterr().err

@@ -17,8 +17,8 @@ import torch
 from cockpit import presets, rundir, runs
 from cockpit.presets import Preset, apply_overrides
 from cockpit.rundir import read_events
+from cockpit.schedule import lr_at
 from cockpit.train import checkpoint as ckpt
-from cockpit.train.schedule import lr_at
 
 # The engine needs the model and data modules; until they exist these tests skip rather than fail.
 for _module in ("cockpit.train.model", "cockpit.train.data"):

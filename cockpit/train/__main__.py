@@ -16,9 +16,9 @@ import sys
 import traceback
 from pathlib import Path
 
-from cockpit import runs
+from cockpit import rundir
 from cockpit.diagnostics import EXIT_INTERRUPTED, EXIT_USAGE, error, exit_code_for_end
-from cockpit.events import EventWriter
+from cockpit.rundir import EventWriter
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -33,7 +33,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         CheckpointError,
         FaultSpecError,
         PresetError,
-        runs.RunError,
+        rundir.RunError,
     ]
     for module, name in (
         ("cockpit.train.data", "DataError"),
@@ -90,7 +90,7 @@ def run_child(run_dir: str | os.PathLike[str], device: str = "auto", resume: boo
 
     path = Path(run_dir)
     dist: Dist = dist_from_env()
-    events = EventWriter(path / runs.EVENTS_JSONL) if dist.master else None
+    events = EventWriter(path / rundir.EVENTS_JSONL) if dist.master else None
     trainer: Trainer | None = None
     try:
         trainer = Trainer(path, device=device, resume=resume, events=events, dist=dist)
@@ -128,13 +128,13 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m cockpit.train", description="The gpt-cockpit training child."
     )
     parser.add_argument(
-        "--run-dir", required=True, help="a run directory made by runs.create_run_dir"
+        "--run-dir", required=True, help="a run directory made by rundir.create_run_dir"
     )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--resume", action="store_true", help="continue from checkpoints/last.pt")
     args = parser.parse_args(argv)
-    if not (Path(args.run_dir) / runs.PRESET_JSON).is_file():
-        error(f"{args.run_dir} is not a run directory (no {runs.PRESET_JSON})")
+    if not (Path(args.run_dir) / rundir.PRESET_JSON).is_file():
+        error(f"{args.run_dir} is not a run directory (no {rundir.PRESET_JSON})")
         return EXIT_USAGE
     return run_child(args.run_dir, args.device, args.resume)
 

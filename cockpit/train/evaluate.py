@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from cockpit import runs
+from cockpit import rundir
 from cockpit.train.data import BatchSampler
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def run_eval(tr: Trainer) -> None:
         for w in tr.monitor.observe_eval(tr.step, val_loss, train_loss):
             tr.emit_warning(w)
     if tr.write_run_info:
-        runs.update_run_info(tr.run_dir, step=tr.step, best_val_loss=tr.best_val_loss)
+        rundir.update_run_info(tr.run_dir, step=tr.step, best_val_loss=tr.best_val_loss)
 
 
 @torch.no_grad()

@@ -25,17 +25,17 @@ from typing import Any
 
 import torch
 
-from cockpit import runs
+from cockpit import rundir
 from cockpit.estimate import flops_per_token
-from cockpit.events import EventWriter, NullEventWriter
 from cockpit.health import HealthMonitor
 from cockpit.presets import Preset
+from cockpit.rundir import EventWriter, NullEventWriter
+from cockpit.schedule import lr_at
 from cockpit.train import evaluate, optim, readback, respond, snapshot
 from cockpit.train import setup as setup_steps
 from cockpit.train.faults import Faults, faults_from_env
 from cockpit.train.readback import PendingStep
 from cockpit.train.runtime import Dist, dist_from_env, finish_run
-from cockpit.train.schedule import lr_at
 from cockpit.train.step import Split, StepRunner, run_with_oom_retry
 
 
@@ -55,7 +55,7 @@ class Trainer:
         write_checkpoints: bool = True,
     ) -> None:
         self.run_dir = Path(run_dir)
-        self.ckpt_dir = self.run_dir / runs.CHECKPOINTS
+        self.ckpt_dir = self.run_dir / rundir.CHECKPOINTS
         self.requested_device = device
         self.resume = resume
         self.dist = dist or dist_from_env()
@@ -66,7 +66,7 @@ class Trainer:
         self.faults = faults if faults is not None else faults_from_env()
         self.write_run_info = write_run_info and self.master
         self.write_checkpoints = write_checkpoints and self.master
-        self.preset: Preset = runs.load_run_preset(self.run_dir)
+        self.preset: Preset = rundir.load_run_preset(self.run_dir)
         self.t = self.preset.train
         self.step = 0
         self.best_val_loss: float | None = None

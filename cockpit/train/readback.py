@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from cockpit.events import make_record
+from cockpit.rundir import make_record
 
 if TYPE_CHECKING:
     from cockpit.train.loop import Trainer

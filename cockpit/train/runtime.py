@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from cockpit import __version__, runs
-from cockpit.events import EventWriter
+from cockpit import __version__, rundir
+from cockpit.rundir import EventWriter
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -123,7 +123,7 @@ def finish_run(
     events.sync()
     if write_run_info:
         changes: dict[str, Any] = {
-            "status": runs.status_for_end_reason(reason),
+            "status": rundir.status_for_end_reason(reason),
             "end_reason": reason,
             "end_message": one_line(message),
             "ended": time.time(),
@@ -131,4 +131,4 @@ def finish_run(
         }
         if best_val_loss is not None:
             changes["best_val_loss"] = best_val_loss
-        runs.update_run_info(run_dir, **changes)
+        rundir.update_run_info(run_dir, **changes)

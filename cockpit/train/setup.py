@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from cockpit import runs
+from cockpit import rundir
 from cockpit.gpu import peak_flops
 from cockpit.presets import Preset
 from cockpit.train import checkpoint as ckpt
@@ -158,11 +158,11 @@ def announce_start(tr: Trainer, resumed_from: int | None) -> None:
         pid=os.getpid(),
     )
     if tr.write_run_info:
-        runs.update_run_info(
+        rundir.update_run_info(
             tr.run_dir,
             status="running",
             pid=os.getpid(),
-            pid_start_time=runs.process_start_time(os.getpid()),
+            pid_start_time=rundir.process_start_time(os.getpid()),
             device=str(tr.device),
             gpu_name=tr.gpu_name,
             dtype=tr.dtype,

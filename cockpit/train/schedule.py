@@ -1,1 +1,0 @@
-from cockpit.schedule import *  # noqa: F403  # transitional
