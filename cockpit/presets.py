@@ -275,20 +275,53 @@ def preset_from_dict(raw: Any, *, base: Preset | None = None, name: str = "") ->
 
 
 def validate(preset: Preset) -> None:
-    """Raise PresetError naming the first field that is wrong and how to fix it."""
-    if not _NAME_RE.match(preset.name):
+    """Raise PresetError naming the first field that is wrong and how to fix it.
+
+    The checks run in a fixed order (name, model, train, data), so a preset with several
+    problems always reports the same one first.
+    """
+    _check_name(preset.name)
+    _check_model_shape(preset.model)
+    _check_model_arch_rules(preset.model)
+    _check_train_steps(preset.train)
+    _check_train_choices(preset.train)
+    _check_train_ranges(preset.train)
+    _check_data(preset.data, preset.model)
+
+
+def _check_at_least_one(section: str, config: Any, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if getattr(config, key) < 1:
+            raise PresetError(f"{section}.{key}", f"must be at least 1, not {getattr(config, key)}")
+
+
+def _check_not_negative(section: str, config: Any, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if getattr(config, key) < 0:
+            raise PresetError(
+                f"{section}.{key}", f"must not be negative, not {getattr(config, key)}"
+            )
+
+
+def _check_choice(path: str, value: str, choices: Any, what: str) -> None:
+    if value not in choices:
+        raise PresetError(path, f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
+
+
+def _check_name(name: str) -> None:
+    if not _NAME_RE.match(name):
         raise PresetError(
             "name",
-            f"{preset.name!r} is not a usable name: use 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit",
+            f"{name!r} is not a usable name: use 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit",
         )
-    m, t, d = preset.model, preset.train, preset.data
-    if m.arch not in ARCHS:
-        raise PresetError(
-            "model.arch", f"unknown architecture {m.arch!r}; choose one of {', '.join(ARCHS)}"
-        )
-    for key in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "mlp_ratio"):
-        if getattr(m, key) < 1:
-            raise PresetError(f"model.{key}", f"must be at least 1, not {getattr(m, key)}")
+
+
+def _check_model_shape(m: ModelConfig) -> None:
+    """The architecture name, the sizes, and how width, heads and kv heads fit together."""
+    _check_choice("model.arch", m.arch, ARCHS, "architecture")
+    _check_at_least_one(
+        "model", m, ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "mlp_ratio")
+    )
     if m.n_kv_head < 0:
         raise PresetError(
             "model.n_kv_head", f"must be 0 (same as n_head) or positive, not {m.n_kv_head}"
@@ -307,6 +340,10 @@ def validate(preset: Preset) -> None:
             "model.n_kv_head",
             "the gpt architecture has no grouped-query attention; set it to 0 or use arch golf",
         )
+
+
+def _check_model_arch_rules(m: ModelConfig) -> None:
+    """What each architecture needs, then the model's ranges."""
     if m.arch in ("golf", "bdh") and (m.n_embd // m.n_head) % 2:
         raise PresetError(
             "model.n_embd",
@@ -326,19 +363,24 @@ def validate(preset: Preset) -> None:
     if m.rope_base <= 0:
         raise PresetError("model.rope_base", "must be positive")
 
-    for key in ("batch_size", "grad_accum", "max_steps", "eval_steps", "log_interval"):
-        if getattr(t, key) < 1:
-            raise PresetError(f"train.{key}", f"must be at least 1, not {getattr(t, key)}")
-    for key in (
-        "warmup_steps",
-        "warmdown_steps",
-        "eval_interval",
-        "sample_tokens",
-        "max_rollbacks",
-        "seed",
-    ):
-        if getattr(t, key) < 0:
-            raise PresetError(f"train.{key}", f"must not be negative, not {getattr(t, key)}")
+
+def _check_train_steps(t: TrainConfig) -> None:
+    """Counts, the learning rates, and warmup against the length of the run."""
+    _check_at_least_one(
+        "train", t, ("batch_size", "grad_accum", "max_steps", "eval_steps", "log_interval")
+    )
+    _check_not_negative(
+        "train",
+        t,
+        (
+            "warmup_steps",
+            "warmdown_steps",
+            "eval_interval",
+            "sample_tokens",
+            "max_rollbacks",
+            "seed",
+        ),
+    )
     if t.lr <= 0:
         raise PresetError("train.lr", f"must be positive, not {t.lr}")
     if t.min_lr < 0:
@@ -353,33 +395,23 @@ def validate(preset: Preset) -> None:
             "train.warmup_steps",
             f"{t.warmup_steps} is not below train.max_steps={t.max_steps}; warmup must end before training does",
         )
-    if t.schedule not in SCHEDULES:
-        raise PresetError(
-            "train.schedule",
-            f"unknown schedule {t.schedule!r}; choose one of {', '.join(SCHEDULES)}",
-        )
+
+
+def _check_train_choices(t: TrainConfig) -> None:
+    """The named choices: schedule (and warmdown's length), dtype, optimizer, anomaly response."""
+    _check_choice("train.schedule", t.schedule, SCHEDULES, "schedule")
     if t.schedule == "warmdown" and t.warmup_steps + t.warmdown_steps > t.max_steps:
         raise PresetError(
             "train.warmdown_steps",
             f"warmup ({t.warmup_steps}) + warmdown ({t.warmdown_steps}) exceed train.max_steps={t.max_steps}",
         )
-    if t.dtype not in DTYPES:
-        raise PresetError(
-            "train.dtype", f"unknown dtype {t.dtype!r}; choose one of {', '.join(DTYPES)}"
-        )
-    if t.optimizer not in OPTIMIZERS:
-        raise PresetError(
-            "train.optimizer",
-            f"unknown optimizer {t.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}",
-        )
-    if t.on_anomaly not in ANOMALY_RESPONSES:
-        raise PresetError(
-            "train.on_anomaly",
-            f"unknown response {t.on_anomaly!r}; choose one of {', '.join(ANOMALY_RESPONSES)}",
-        )
-    for key in ("weight_decay", "grad_clip", "max_time_s"):
-        if getattr(t, key) < 0:
-            raise PresetError(f"train.{key}", f"must not be negative, not {getattr(t, key)}")
+    _check_choice("train.dtype", t.dtype, DTYPES, "dtype")
+    _check_choice("train.optimizer", t.optimizer, OPTIMIZERS, "optimizer")
+    _check_choice("train.on_anomaly", t.on_anomaly, ANOMALY_RESPONSES, "response")
+
+
+def _check_train_ranges(t: TrainConfig) -> None:
+    _check_not_negative("train", t, ("weight_decay", "grad_clip", "max_time_s"))
     for key in ("beta1", "beta2"):
         if not 0.0 <= getattr(t, key) < 1.0:
             raise PresetError(f"train.{key}", f"must be in [0, 1), not {getattr(t, key)}")
@@ -388,11 +420,10 @@ def validate(preset: Preset) -> None:
             "train.rollback_lr_factor", f"must be in (0, 1], not {t.rollback_lr_factor}"
         )
 
-    if d.tokenizer not in TOKENIZER_VOCAB:
-        raise PresetError(
-            "data.tokenizer",
-            f"unknown tokenizer {d.tokenizer!r}; choose one of {', '.join(TOKENIZER_VOCAB)}",
-        )
+
+def _check_data(d: DataConfig, m: ModelConfig) -> None:
+    """The tokenizer (and the vocabulary it needs), the validation split and the source."""
+    _check_choice("data.tokenizer", d.tokenizer, TOKENIZER_VOCAB, "tokenizer")
     vocab = TOKENIZER_VOCAB[d.tokenizer]
     if vocab is not None and vocab > m.vocab_size:
         raise PresetError(

@@ -1,9 +1,11 @@
-"""GPU facts: catalog lookups, and NVML that reads 'no GPU' instead of raising."""
+"""GPU facts: catalog lookups by NVML and user names, and NVML queries that read 'no GPU'
+instead of raising."""
 
 from __future__ import annotations
 
 import sys
 import types
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -12,17 +14,20 @@ from cockpit import gpu as gpu_mod
 from cockpit.gpu import (
     CATALOG,
     GIB,
+    GpuStatus,
     catalog_names,
     local_gpu_spec,
     lookup_gpu,
+    nvml_problem,
     peak_flops,
     query_gpus,
     resolve_gpu,
+    spec_for_status,
 )
 
 
 @pytest.fixture(autouse=True)
-def fresh_nvml():
+def fresh_nvml() -> Iterator[None]:
     gpu_mod._reset_nvml_for_tests()
     yield
     gpu_mod._reset_nvml_for_tests()
@@ -32,60 +37,76 @@ def fresh_nvml():
 
 
 @pytest.mark.parametrize(
-    "name, expected",
+    ("name", "catalog_name", "memory_gib"),
     [
-        ("NVIDIA H100 80GB HBM3", "H100"),
-        ("NVIDIA H100 PCIe", "H100-PCIe"),
-        ("NVIDIA H100 NVL", "H100-NVL"),
-        ("NVIDIA H200", "H200"),
-        ("NVIDIA GH200 480GB", "GH200"),
-        ("NVIDIA A100-SXM4-40GB", "A100-40GB"),
-        ("NVIDIA A100-SXM4-80GB", "A100-80GB"),
-        ("NVIDIA A100 80GB PCIe", "A100-80GB"),
-        ("A100-80GB", "A100-80GB"),
-        ("a100", "A100-40GB"),
-        ("h100", "H100"),
-        ("Tesla T4", "T4"),
-        ("t4", "T4"),
-        ("NVIDIA A10G", "A10G"),
-        ("NVIDIA A10", "A10"),
-        ("NVIDIA L4", "L4"),
-        ("NVIDIA L40S", "L40S"),
-        ("NVIDIA L40", "L40"),
-        ("NVIDIA GeForce RTX 4090", "RTX-4090"),
-        ("NVIDIA GeForce RTX 3090", "RTX-3090"),
-        ("NVIDIA RTX A6000", "RTX-A6000"),
-        ("NVIDIA RTX 6000 Ada Generation", "RTX-6000-Ada"),
-        ("Tesla V100-SXM2-16GB", "V100"),
-        ("Tesla V100-SXM2-32GB", "V100-32GB"),
+        # as NVML names them
+        ("NVIDIA H100 80GB HBM3", "H100", 80),
+        ("NVIDIA H100 PCIe", "H100-PCIe", 80),
+        ("NVIDIA H100 NVL", "H100-NVL", 94),
+        ("NVIDIA H200", "H200", 141),
+        ("NVIDIA GH200 480GB", "GH200", 96),
+        ("NVIDIA A100-SXM4-40GB", "A100-40GB", 40),
+        ("NVIDIA A100-SXM4-80GB", "A100-80GB", 80),
+        ("NVIDIA A100 80GB PCIe", "A100-80GB", 80),
+        ("Tesla T4", "T4", 16),
+        ("NVIDIA A10G", "A10G", 24),
+        ("NVIDIA A10", "A10", 24),
+        ("NVIDIA L4", "L4", 24),
+        ("NVIDIA L40S", "L40S", 48),
+        ("NVIDIA L40", "L40", 48),
+        ("NVIDIA GeForce RTX 4090", "RTX-4090", 24),
+        ("NVIDIA GeForce RTX 3090", "RTX-3090", 24),
+        ("NVIDIA RTX A6000", "RTX-A6000", 48),
+        ("NVIDIA RTX 6000 Ada Generation", "RTX-6000-Ada", 48),
+        ("Tesla V100-SXM2-16GB", "V100", 16),
+        ("Tesla V100-SXM2-32GB", "V100-32GB", 32),
+        # as users type them
+        ("A100-80GB", "A100-80GB", 80),
+        ("a100", "A100-40GB", 40),
+        ("h100", "H100", 80),
+        ("a10g", "A10G", 24),
+        ("t4", "T4", 16),
+        ("rtx 4090", "RTX-4090", 24),
+        ("  H100_PCIe ", "H100-PCIe", 80),
     ],
 )
-def test_lookup_most_specific_first(name, expected):
+def test_lookup_most_specific_first(name: str, catalog_name: str, memory_gib: int) -> None:
     spec = lookup_gpu(name)
-    assert spec is not None and spec.name == expected
+    assert spec is not None, name
+    assert spec.name == catalog_name
+    assert spec.memory_bytes == memory_gib * GIB
 
 
-@pytest.mark.parametrize("name", ["", "   ", "Radeon RX 7900", "Apple M2", "nvidia"])
-def test_unknown_names(name):
+@pytest.mark.parametrize(
+    "name", ["", "   ", "nvidia", "NVIDIA", "Radeon RX 7900", "Apple M2", "banana", "A", "100"]
+)
+def test_unknown_names_are_none(name: str) -> None:
     assert lookup_gpu(name) is None
     assert peak_flops(name) is None
 
 
-def test_every_catalog_name_finds_itself():
+def test_every_catalog_name_finds_itself() -> None:
     for spec in CATALOG:
         assert lookup_gpu(spec.name) is spec
         for alias in spec.aliases:
             assert lookup_gpu(alias) is spec
 
 
-def test_peak_flops_by_dtype():
+def test_peak_flops_by_dtype() -> None:
     assert peak_flops("A100-80GB") == 312e12
     assert peak_flops("A100-80GB", "fp32") == 19.5e12
     assert peak_flops("Tesla T4", "bf16") == 65e12  # no bf16 on Turing: the fp16 rate
     assert peak_flops("H100", "fp16") == 989e12
+    assert lookup_gpu("A100").peak_flops("bf16") == 312e12
+    assert lookup_gpu("A100").peak_flops("fp32") == 19.5e12
+    assert lookup_gpu("H100 SXM").peak_flops("bf16") == 989e12
+    assert lookup_gpu("H100 PCIe").peak_flops("bf16") == 756e12
+    assert lookup_gpu("H200").peak_flops("bf16") == 989e12
+    t4 = lookup_gpu("T4")
+    assert t4.peak_flops("bf16") == t4.peak_flops("fp16") == 65e12
 
 
-def test_bf16_support_follows_the_architecture():
+def test_bf16_support_follows_the_architecture() -> None:
     assert lookup_gpu("A100").bf16 and lookup_gpu("L4").bf16
     assert not lookup_gpu("T4").bf16 and not lookup_gpu("V100").bf16
     for spec in CATALOG:
@@ -93,11 +114,11 @@ def test_bf16_support_follows_the_architecture():
         assert spec.memory_bytes >= 10 * GIB and spec.fp16_tflops > spec.fp32_tflops
 
 
-def test_resolve_gpu_names_the_catalog_for_an_unknown_name():
+def test_resolve_gpu_names_the_catalog_for_an_unknown_name() -> None:
     assert resolve_gpu("a100-80gb").name == "A100-80GB"
-    with pytest.raises(ValueError) as info:
+    assert resolve_gpu("a10g").name == "A10G"
+    with pytest.raises(ValueError, match="unknown GPU 'TPUv4'; known: .*A100-80GB") as info:
         resolve_gpu("TPUv4")
-    assert "TPUv4" in str(info.value)
     for name in catalog_names():
         assert name in str(info.value)
 
@@ -105,10 +126,10 @@ def test_resolve_gpu_names_the_catalog_for_an_unknown_name():
 # --------------------------------------------------------------------------- NVML
 
 
-def test_no_nvidia_ml_py_is_no_gpu(monkeypatch):
+def test_no_nvidia_ml_py_is_no_gpu(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml -> ImportError
     assert query_gpus() == []
-    assert "not installed" in gpu_mod.nvml_problem()
+    assert "not installed" in nvml_problem()
     assert local_gpu_spec() is None
     assert resolve_gpu(None) is None
 
@@ -127,10 +148,10 @@ def _raising_init_module() -> types.ModuleType:
     return mod
 
 
-def test_nvml_raising_at_init_is_no_gpu(monkeypatch):
+def test_nvml_raising_at_init_is_no_gpu(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", _raising_init_module())
     assert query_gpus() == []
-    assert "Driver Not Loaded" in gpu_mod.nvml_problem()
+    assert "Driver Not Loaded" in nvml_problem()
     assert local_gpu_spec() is None
 
 
@@ -193,11 +214,11 @@ def fake_nvml(gpus: list[dict], *, count_raises: bool = False) -> types.ModuleTy
 
 TWO_GPUS = [
     {
-        "name": b"NVIDIA A100-SXM4-80GB",
+        "name": b"NVIDIA A100-SXM4-80GB",  # bytes, as older pynvml versions return it
         "mem": _Mem(80 * GIB, 10 * GIB, 70 * GIB),
         "util": _Util(97, 40),
         "temp": 61,
-        "power": 312_000,
+        "power": 312_500,
         "limit": 400_000,
         "cc": (8, 0),
     },
@@ -206,46 +227,41 @@ TWO_GPUS = [
         "mem": _Mem(15 * GIB, 0, 15 * GIB),
         "util": _Util(0, 0),
         "temp": 35,
-        "power": 9_500,
+        "power": 9_000,
         "limit": 70_000,
         "cc": (7, 5),
     },
 ]
+SENSORS = ("util", "temp", "power", "limit", "cc")
 
 
-def test_fake_nvml_with_two_gpus(monkeypatch):
+def test_fake_nvml_with_two_gpus(monkeypatch) -> None:
     fake = fake_nvml(TWO_GPUS)
     monkeypatch.setitem(sys.modules, "pynvml", fake)
-    gpus = query_gpus()
-    assert [g.index for g in gpus] == [0, 1]
-    a, t = gpus
-    assert a.name == "NVIDIA A100-SXM4-80GB"  # bytes from old pynvml versions are decoded
-    assert (a.memory_total, a.memory_used, a.memory_free) == (80 * GIB, 10 * GIB, 70 * GIB)
-    assert (a.utilization, a.temperature_c, a.power_w, a.power_limit_w) == (
-        97.0,
-        61.0,
-        312.0,
-        400.0,
+    a100, t4 = query_gpus()
+    assert a100 == GpuStatus(
+        0, "NVIDIA A100-SXM4-80GB", 80 * GIB, 10 * GIB, 70 * GIB, 97.0, 61.0, 312.5, 400.0, (8, 0)
     )
-    assert a.compute_capability == (8, 0) and a.bf16
-    assert t.name == "Tesla T4" and not t.bf16
+    assert t4 == GpuStatus(1, "Tesla T4", 15 * GIB, 0, 15 * GIB, 0.0, 35.0, 9.0, 70.0, (7, 5))
+    assert a100.bf16 and not t4.bf16
     query_gpus()
     assert fake.init_calls == 1  # initialised once, then reused by a 1 Hz poller
-    assert gpu_mod.nvml_problem() == ""
+    assert nvml_problem() == ""
 
 
-def test_local_gpu_spec_keeps_the_catalog_peaks_and_the_real_memory(monkeypatch):
+def test_local_gpu_spec_keeps_the_catalog_peaks_and_the_real_memory(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", fake_nvml(TWO_GPUS))
     spec = local_gpu_spec()
     assert spec.name == "NVIDIA A100-SXM4-80GB" and spec.memory_bytes == 80 * GIB
     assert spec.bf16_tflops == 312
     t4 = local_gpu_spec(1)
+    assert t4.name == "Tesla T4"
     assert t4.memory_bytes == 15 * GIB and t4.bf16 is False and t4.fp16_tflops == 65
     assert local_gpu_spec(5) is None
     assert resolve_gpu(None).name == "NVIDIA A100-SXM4-80GB"
 
 
-def test_an_unknown_gpu_still_plans_with_its_real_memory(monkeypatch):
+def test_an_unknown_gpu_still_plans_with_its_real_memory(monkeypatch) -> None:
     monkeypatch.setitem(
         sys.modules,
         "pynvml",
@@ -254,17 +270,15 @@ def test_an_unknown_gpu_still_plans_with_its_real_memory(monkeypatch):
     spec = local_gpu_spec()
     assert spec.name == "NVIDIA Future X9" and spec.memory_bytes == 80 * GIB and spec.bf16
     assert spec.compute_capability == (12, 0)
+    status = GpuStatus(
+        0, "NVIDIA Future X9000", 200 * GIB, 0, 200 * GIB, None, None, None, None, (12, 0)
+    )
+    spec = spec_for_status(status)
+    assert spec.memory_bytes == 200 * GIB and spec.bf16 and spec.peak_flops() == 0
 
 
-def test_failing_sensors_read_as_unknown_not_as_errors(monkeypatch):
-    broken = {
-        **TWO_GPUS[0],
-        "util": RuntimeError("Not Supported"),
-        "temp": RuntimeError("x"),
-        "power": RuntimeError("x"),
-        "limit": RuntimeError("x"),
-        "cc": RuntimeError("x"),
-    }
+def test_failing_sensors_read_as_unknown_not_as_errors(monkeypatch) -> None:
+    broken = {**TWO_GPUS[0], **{key: RuntimeError("Not Supported") for key in SENSORS}}
     lost = {**TWO_GPUS[1], "handle": RuntimeError("GPU is lost")}
     monkeypatch.setitem(sys.modules, "pynvml", fake_nvml([broken, lost]))
     gpus = query_gpus()
@@ -273,15 +287,16 @@ def test_failing_sensors_read_as_unknown_not_as_errors(monkeypatch):
     assert (g.utilization, g.temperature_c, g.power_w, g.power_limit_w, g.compute_capability) == (
         None,
     ) * 5
+    assert g.memory_total == 80 * GIB
     assert g.bf16 is False
 
 
-def test_device_count_raising_is_no_gpu(monkeypatch):
+def test_device_count_raising_is_no_gpu(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", fake_nvml(TWO_GPUS, count_raises=True))
     assert query_gpus() == []
 
 
-def test_memory_info_raising_drops_that_device(monkeypatch):
+def test_memory_info_raising_drops_that_device(monkeypatch) -> None:
     monkeypatch.setitem(
         sys.modules, "pynvml", fake_nvml([{**TWO_GPUS[0], "mem": RuntimeError("x")}, TWO_GPUS[1]])
     )

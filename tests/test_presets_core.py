@@ -1,4 +1,8 @@
-"""cockpit.presets: validation messages, --set overrides, files and user presets."""
+"""cockpit.presets: validation messages, --set overrides, files and user presets.
+
+Fuzzing of the same entry points is in test_presets_fuzz.py, the shipped presets in
+test_presets_files.py.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from cockpit.presets import (
     get_field,
     load_preset,
     load_preset_file,
+    parse_json_text,
     parse_override,
     preset_from_dict,
     resolve_field_path,
@@ -45,8 +50,20 @@ def errors_for(raw: object) -> PresetError:
         ),
         ({"model": {"n_kv_head": 2}}, "model.n_kv_head", "no grouped-query attention"),
         ({"model": {"n_layer": 0}}, "model.n_layer", "at least 1"),
+        ({"model": {"block_size": 0}}, "model.block_size", "must be at least 1"),
+        ({"model": {"n_kv_head": -1}}, "model.n_kv_head", "0 (same as n_head) or positive"),
+        ({"model": {"n_layer": "4"}}, "model.n_layer", "not the string '4' (drop the quotes)"),
+        ({"model": {"n_layer": 4.0}}, "model.n_layer", "whole number"),
+        ({"model": {"n_layer": True}}, "model.n_layer", "whole number"),
+        ({"model": {"vocab_size": 2**60}}, "model.vocab_size", "at most"),
+        ({"model": {"bias": "yes"}}, "model.bias", "true or false"),
+        ({"model": {"n_layr": 3}}, "model.n_layr", "did you mean model.n_layer"),
         ({"model": {"dropout": 1.0}}, "model.dropout", "[0, 1)"),
-        ({"model": {"arch": "rnn"}}, "model.arch", "unknown architecture 'rnn'"),
+        (
+            {"model": {"arch": "rnn"}},
+            "model.arch",
+            "unknown architecture 'rnn'; choose one of gpt, golf, bdh",
+        ),
         ({"model": {"arch": "golf", "n_layer": 1}}, "model.n_layer", "encoder and decoder"),
         ({"train": {"lr": 1e-4, "min_lr": 1e-3}}, "train.min_lr", "above train.lr"),
         (
@@ -67,6 +84,9 @@ def errors_for(raw: object) -> PresetError:
             "exceed",
         ),
         ({"train": {"lr": 0}}, "train.lr", "must be positive"),
+        ({"train": {"lr": float("nan")}}, "train.lr", "must be a finite number"),
+        ({"train": {"batch_size": -8}}, "train.batch_size", "must be at least 1"),
+        ({"train": {"warmup_steps": -1}}, "train.warmup_steps", "must not be negative"),
         ({"train": {"batch_size": "12"}}, "train.batch_size", "the string '12' (drop the quotes)"),
         ({"train": {"lr": "3e-4"}}, "train.lr", "(drop the quotes)"),
         ({"train": {"compile": 1}}, "train.compile", "true or false"),
@@ -75,10 +95,11 @@ def errors_for(raw: object) -> PresetError:
         ({"train": {"schedule": "linear"}}, "train.schedule", "choose one of cosine"),
         ({"train": {"on_anomaly": "panic"}}, "train.on_anomaly", "warn, halt, rollback"),
         ({"train": {"lrr": 1}}, "train.lrr", "did you mean train.lr?"),
+        ({"train": {"learning_rate": 3e-4}}, "train.learning_rate", "unknown field"),
         (
             {"data": {"tokenizer": "gpt2"}, "model": {"vocab_size": 256}},
             "model.vocab_size",
-            "50304",
+            "256 is smaller than the gpt2 tokenizer's 50257 tokens; set it to at least 50257 (50304",
         ),
         ({"data": {"tokenizer": "bpe"}}, "data.tokenizer", "unknown tokenizer"),
         ({"data": {"val_fraction": 0.5}}, "data.val_fraction", "(0, 0.5)"),
@@ -95,9 +116,11 @@ def test_validation_names_the_field_and_the_fix(raw, path, fragment):
     assert str(exc).startswith(f"{path}: ")
 
 
-@pytest.mark.parametrize("raw", [[], "preset", 3, None])
-def test_a_preset_must_be_an_object(raw):
-    assert "must be a JSON object" in errors_for(raw).message
+@pytest.mark.parametrize(
+    ("raw", "kind"), [([], "list"), ("preset", "str"), (3, "int"), (None, "NoneType")]
+)
+def test_a_preset_must_be_an_object(raw, kind):
+    assert f"must be a JSON object, not {kind}" in errors_for(raw).message
 
 
 def test_defaults_are_nanogpt_shakespeare_char():
@@ -115,6 +138,8 @@ def test_defaults_are_nanogpt_shakespeare_char():
         ("train.compile=true", "train.compile", True),
         ("data.source=/tmp/x.txt", "data.source", "/tmp/x.txt"),
         ('data.source="quoted"', "data.source", "quoted"),
+        ("data.source = my folder ", "data.source", "my folder"),
+        ('model.n_layer="4"', "model.n_layer", "4"),  # a JSON string stays a string
         ("model.n_layer = 6", "model.n_layer", 6),
         ("description=a b=c", "description", "a b=c"),
     ],
@@ -145,8 +170,23 @@ def test_apply_overrides_validates_and_accepts_bare_names():
     assert apply_overrides(base, {"train.max_steps": 500}).train.max_steps == 500
     with pytest.raises(PresetError, match="min_lr"):
         apply_overrides(base, ["train.lr=1e-5"])
-    with pytest.raises(PresetError, match="must be a number"):
-        apply_overrides(base, ["train.lr=fast"])
+    with pytest.raises(PresetError) as info:
+        apply_overrides(base, ["n_layr=3"])  # a bare name with a typo
+    assert info.value.path == "n_layr" and "did you mean n_layer" in str(info.value)
+
+
+def test_nan_and_infinity_are_refused_with_the_field():
+    with pytest.raises(PresetError) as info:
+        parse_json_text('{"train": {"lr": NaN}}', "mine.json")
+    assert "NaN is not allowed" in str(info.value) and "mine.json" in str(info.value)
+    for text in ("train.lr=NaN", "train.lr=Infinity", "lr=-Infinity"):
+        with pytest.raises(PresetError) as info:
+            apply_overrides(load_preset("tiny"), [text])
+        assert info.value.path.endswith("lr")
+    with pytest.raises(PresetError, match="train.lr: must be a finite number"):
+        apply_overrides(load_preset("tiny"), {"train.lr": math.inf})
+    with pytest.raises(PresetError, match="train.lr: must be a number, not the string"):
+        apply_overrides(load_preset("tiny"), ["train.lr=fast"])
 
 
 def test_field_paths_resolve_and_read():

@@ -9,7 +9,15 @@ import pytest
 
 from cockpit.estimate import count_params, estimate, suggest_batch
 from cockpit.gpu import lookup_gpu
-from cockpit.presets import builtin_dir, load_preset, load_preset_file
+from cockpit.presets import (
+    builtin_dir,
+    list_presets,
+    load_preset,
+    load_preset_file,
+    preset_from_dict,
+    preset_problems,
+    validate,
+)
 
 FILES = sorted(builtin_dir().glob("*.json"))
 NAMES = [p.stem for p in FILES]
@@ -73,6 +81,17 @@ def test_file_loads_as_a_described_builtin(path):
     assert load_preset(path.stem) == preset
     assert len(preset.description) > 40 and preset.description.strip() == preset.description
     assert preset.trainable[0]
+
+
+def test_every_listed_preset_is_a_valid_builtin_that_round_trips():
+    listed = list_presets()
+    assert preset_problems() == []
+    assert len(listed) >= 15
+    for preset in listed:
+        assert preset.builtin and preset.description, preset.name
+        validate(preset)
+        assert preset_from_dict(preset.to_dict()) == preset
+        assert load_preset(preset.name) == preset
 
 
 @pytest.mark.parametrize("path", FILES, ids=NAMES)

@@ -84,6 +84,19 @@ def app_for_tests(**kwargs) -> CockpitApp:
     return make_app(**kwargs)
 
 
+def steady_cursors(app: CockpitApp) -> None:
+    """Stop every text cursor in the app under test from blinking.
+
+    A blinking cursor is drawn for half a second, then hidden for half a second, so a snapshot
+    would show it or not depending on when it is taken. With blinking off, a focused input shows
+    its cursor all the time. Only the test's app changes: the app blinks as usual for its users.
+    """
+    for screen in app.screen_stack:
+        for widget in screen.query("*"):
+            if hasattr(type(widget), "cursor_blink"):  # Input, TextArea
+                widget.cursor_blink = False
+
+
 async def wait_for(pilot, condition: Callable[[], bool], timeout: float = 10.0) -> None:
     """Let the app run until `condition()` holds; fail after `timeout` seconds."""
     loop = asyncio.get_running_loop()

@@ -1,15 +1,25 @@
-"""SVG snapshots of what a person sees: presets, the editor with an error, a run (80x24 and 120x40)."""
+"""SVG snapshots of what a person sees: presets, the editor with an error, a run (80x24 and 120x40).
+
+Each snapshot must come out the same on every run: the app gets fixed GPU facts and a fixed
+clock, and `steady` stops the text cursor blinking just before the picture is taken.
+"""
 
 from __future__ import annotations
 
 import pytest
-from helpers import app_for_tests, copy_run, fake_gpu, wait_for
+from helpers import app_for_tests, copy_run, fake_gpu, steady_cursors, wait_for
 from textual.widgets import DataTable, Input
 
 from cockpit.tui.screens.editor import input_id
 from cockpit.tui.screens.run import RunScreen
 
 SIZES = [(80, 24), (120, 40)]
+
+
+async def steady(pilot) -> None:
+    """The last step before each snapshot: nothing on screen may change with time from here."""
+    steady_cursors(pilot.app)
+    await pilot.pause()
 
 
 def t4() -> list:
@@ -21,7 +31,7 @@ def t4() -> list:
 def test_presets_screen(snap_compare, size):
     async def run_before(pilot):
         await wait_for(pilot, lambda: pilot.app.local_gpus is not None)
-        await pilot.pause()
+        await steady(pilot)
 
     assert snap_compare(app_for_tests(gpu_query=t4), terminal_size=size, run_before=run_before)
 
@@ -38,7 +48,7 @@ def test_editor_with_a_validation_error(snap_compare, size):
         box = pilot.app.screen.query_one(f"#{input_id('model.n_layer')}", Input)
         box.value = "six"
         box.focus()
-        await pilot.pause()
+        await steady(pilot)
 
     assert snap_compare(app_for_tests(gpu_query=t4), terminal_size=size, run_before=run_before)
 
@@ -53,5 +63,6 @@ def test_run_screen_from_a_fixed_events_file(snap_compare, size, tmp_path):
         )
         await wait_for(pilot, lambda: pilot.app.screen.gpus is not None)
         await pilot.pause(0.4)
+        await steady(pilot)
 
     assert snap_compare(app_for_tests(attach=run_dir), terminal_size=size, run_before=run_before)
