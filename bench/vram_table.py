@@ -26,7 +26,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cockpit.estimate import DEFAULT_HEADROOM, estimate, fmt_bytes, suggest_batch  # noqa: E402
+from cockpit.estimate import DEFAULT_HEADROOM, estimate, suggest_batch  # noqa: E402
+from cockpit.format import human_bytes  # noqa: E402
 from cockpit.gpu import local_gpu_spec  # noqa: E402
 from cockpit.presets import Preset, apply_overrides, list_presets, load_preset  # noqa: E402
 
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     specs = args.specs or [p.name for p in list_presets() if p.builtin]
     header = [
-        f"Peak training memory on {gpu.name} ({fmt_bytes(gpu.memory_bytes)}), {args.steps} steps per size; "
+        f"Peak training memory on {gpu.name} ({human_bytes(gpu.memory_bytes)}), {args.steps} steps per size; "
         "predicted = analytic estimate less the CUDA context, measured = torch.cuda.max_memory_reserved().",
         "",
         "| preset | micro-batch | predicted | measured | error | measured allocated | activations form |",
@@ -140,12 +141,12 @@ def main(argv: list[str] | None = None) -> int:
             if batch in measured:
                 err = 100 * (predicted - measured[batch]) / measured[batch]
                 row = (
-                    f"| {label(preset, spec)} | {batch} | {fmt_bytes(predicted)} | {fmt_bytes(measured[batch])} | "
-                    f"{err:+.1f}% | {fmt_bytes(allocated[batch])} | {est.memory.activation_form} |"
+                    f"| {label(preset, spec)} | {batch} | {human_bytes(predicted)} | {human_bytes(measured[batch])} | "
+                    f"{err:+.1f}% | {human_bytes(allocated[batch])} | {est.memory.activation_form} |"
                 )
             else:
                 why = result.get("failed", {}).get(str(batch)) or result.get("error", "no result")
-                row = f"| {label(preset, spec)} | {batch} | {fmt_bytes(predicted)} | failed: {why[:60]} | - | - | - |"
+                row = f"| {label(preset, spec)} | {batch} | {human_bytes(predicted)} | failed: {why[:60]} | - | - | - |"
             rows.append(row)
             print(row, flush=True)
     errors = [
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if context is not None:
         footer.append(
-            f"CUDA context outside the reserved pool: {fmt_bytes(context)} (the estimate assumes 512 MiB)."
+            f"CUDA context outside the reserved pool: {human_bytes(context)} (the estimate assumes 512 MiB)."
         )
     print("\n".join(footer))
     if args.out:

@@ -20,9 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from cockpit.format import (
-    human_bytes as fmt_bytes,  # one byte formatter for the CLI, the app and verdicts
-)
+from cockpit.format import human_bytes
 from cockpit.gpu import GpuSpec
 from cockpit.presets import ModelConfig, Preset
 
@@ -375,13 +373,13 @@ class Estimate:
     def verdict(self) -> str:
         """One line: fits or not, by how much."""
         if self.gpu is None:
-            return f"needs about {fmt_bytes(self.peak_bytes)} on a bf16 GPU (no GPU here to compare with; pick one with --gpu)"
+            return f"needs about {human_bytes(self.peak_bytes)} on a bf16 GPU (no GPU here to compare with; pick one with --gpu)"
         margin = self.margin_bytes or 0
         pct = 100 * self.peak_bytes / self.gpu.memory_bytes
         source = "measured" if self.measured else "estimated"
         if margin >= 0:
-            return f"fits on {self.gpu.name}: {fmt_bytes(self.peak_bytes)} of {fmt_bytes(self.gpu.memory_bytes)} ({pct:.0f}%, {source}), {fmt_bytes(margin)} free"
-        return f"does not fit on {self.gpu.name}: needs {fmt_bytes(self.peak_bytes)}, has {fmt_bytes(self.gpu.memory_bytes)} ({fmt_bytes(-margin)} short, {source})"
+            return f"fits on {self.gpu.name}: {human_bytes(self.peak_bytes)} of {human_bytes(self.gpu.memory_bytes)} ({pct:.0f}%, {source}), {human_bytes(margin)} free"
+        return f"does not fit on {self.gpu.name}: needs {human_bytes(self.peak_bytes)}, has {human_bytes(self.gpu.memory_bytes)} ({human_bytes(-margin)} short, {source})"
 
 
 def estimate(
@@ -478,7 +476,7 @@ def suggest_batch(
             target_seqs * preset.model.block_size,
             peak(1),
             headroom,
-            f"even a micro-batch of 1 needs {fmt_bytes(peak(1))}, over {fmt_bytes(int(budget))} ({100 * (1 - headroom):.0f}% of {gpu.name}); shrink the model or block_size, or use activation checkpointing",
+            f"even a micro-batch of 1 needs {human_bytes(peak(1))}, over {human_bytes(int(budget))} ({100 * (1 - headroom):.0f}% of {gpu.name}); shrink the model or block_size, or use activation checkpointing",
         )
     lo, hi = 1, 2
     while (
@@ -510,14 +508,6 @@ def suggest_batch(
 
 
 # --------------------------------------------------------------------------- formatting
-
-
-def fmt_count(n: float) -> str:
-    """124439808 -> '124.44M'."""
-    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{unit}"
-    return f"{n:.0f}"
 
 
 def as_dict(est: Estimate) -> dict[str, Any]:

@@ -48,12 +48,13 @@ def fmt_float(value: Any, spec: str = ".4f") -> str:
 
 
 def human_count(value: Any, digits: int = 1) -> str:
-    """18600 -> "18.6k", 1.25e6 -> "1.2M" (SI steps of 1000); small values as integers."""
+    """18600 -> "18.6k", 1.25e6 -> "1.2M", 1.5e9 -> "1.5B" (steps of 1000, B for billions as
+    parameter and token counts are said); small values as integers."""
     if not _is_number(value) or not math.isfinite(value):
         return fmt_float(value)
     sign = "-" if value < 0 else ""
     value = abs(float(value))
-    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
         if value >= scale * 0.9995:
             return f"{sign}{value / scale:.{digits}f}{unit}"
     return f"{sign}{value:.0f}"

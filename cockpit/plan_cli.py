@@ -17,11 +17,10 @@ from cockpit.estimate import (
     Estimate,
     as_dict,
     estimate,
-    fmt_bytes,
-    fmt_count,
+    human_bytes,
     suggest_batch,
 )
-from cockpit.format import human_duration
+from cockpit.format import human_count, human_duration
 from cockpit.gpu import CATALOG, GpuSpec, nvml_problem, query_gpus, resolve_gpu
 from cockpit.presets import (
     Preset,
@@ -77,7 +76,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
         return EXIT_OK
     console = _console()
     vram_header = (
-        f"peak VRAM / {gpu.name} ({fmt_bytes(gpu.memory_bytes)})" if gpu else "peak VRAM (no GPU)"
+        f"peak VRAM / {gpu.name} ({human_bytes(gpu.memory_bytes)})" if gpu else "peak VRAM (no GPU)"
     )
     table = Table(title="presets", title_justify="left", header_style="bold")
     for col, justify in (
@@ -100,7 +99,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
             vram = "no GPU"
         else:
             colour = "green" if est.fits else "red"
-            vram = f"[{colour}]{fmt_bytes(est.peak_bytes)}[/]"
+            vram = f"[{colour}]{human_bytes(est.peak_bytes)}[/]"
         label = preset.name if preset.builtin else f"{preset.name} [cyan](user)[/]"
         batch = f"{t.batch_size}" + (f"x{t.grad_accum}" if t.grad_accum > 1 else "")
         heads = f"{m.n_head}" + (
@@ -165,9 +164,9 @@ def print_estimate(
     facts.add_column()
     facts.add_row(
         "parameters",
-        f"{est.params:,} ({fmt_count(est.params)}; {fmt_count(est.params_non_embedding)} outside embeddings)",
+        f"{est.params:,} ({human_count(est.params, 2)}; {human_count(est.params_non_embedding, 2)} outside embeddings)",
     )
-    facts.add_row("FLOPs per token", f"{fmt_count(est.flops_per_token)} (6N + 12·L·H·Q·T)")
+    facts.add_row("FLOPs per token", f"{human_count(est.flops_per_token, 2)} (6N + 12·L·H·Q·T)")
     facts.add_row(
         "tokens per step",
         f"{est.tokens_per_step:,} ({preset.train.batch_size} x {preset.train.grad_accum} x {m.block_size})",
@@ -175,7 +174,7 @@ def print_estimate(
     ratio = est.run_tokens / est.chinchilla_tokens if est.chinchilla_tokens else 0
     facts.add_row(
         "tokens in the run",
-        f"{fmt_count(est.run_tokens)} over {preset.train.max_steps:,} steps ({ratio:.2f}x the ~{fmt_count(est.chinchilla_tokens)} compute-optimal)",
+        f"{human_count(est.run_tokens, 2)} over {preset.train.max_steps:,} steps ({ratio:.2f}x the ~{human_count(est.chinchilla_tokens, 2)} compute-optimal)",
     )
     facts.add_row(
         "dtype",
@@ -200,24 +199,26 @@ def print_estimate(
     table.add_column("share", justify="right")
     total = est.memory.total_bytes or 1
     for label, value in est.memory.items():
-        table.add_row(label, fmt_bytes(value), f"{100 * value / total:.0f}%")
-    table.add_row("[bold]total (analytic)[/]", f"[bold]{fmt_bytes(est.memory.total_bytes)}[/]", "")
+        table.add_row(label, human_bytes(value), f"{100 * value / total:.0f}%")
+    table.add_row(
+        "[bold]total (analytic)[/]", f"[bold]{human_bytes(est.memory.total_bytes)}[/]", ""
+    )
     if est.measured:
         table.add_row(
-            "[bold]peak (measured by probe)[/]", f"[bold]{fmt_bytes(est.peak_bytes)}[/]", ""
+            "[bold]peak (measured by probe)[/]", f"[bold]{human_bytes(est.peak_bytes)}[/]", ""
         )
     console.print(table)
     per_layer = est.memory.activations_per_layer
     plain = est.memory.activations_per_layer_plain
     console.print(
-        f"activations per layer: {fmt_bytes(per_layer)} with flash/SDPA, {fmt_bytes(plain)} with plain attention"
+        f"activations per layer: {human_bytes(per_layer)} with flash/SDPA, {human_bytes(plain)} with plain attention"
     )
     colour = "green" if est.fits else ("red" if est.fits is False else "yellow")
     console.print(f"[{colour}]{est.verdict}[/]")
     suggestion = suggest_batch(preset, gpu, headroom)
     if suggestion is not None:
         console.print(
-            f"suggestion: --set train.batch_size={suggestion.micro_batch} --set train.grad_accum={suggestion.grad_accum}  ({suggestion.reason}; peak {fmt_bytes(suggestion.peak_bytes)})"
+            f"suggestion: --set train.batch_size={suggestion.micro_batch} --set train.grad_accum={suggestion.grad_accum}  ({suggestion.reason}; peak {human_bytes(suggestion.peak_bytes)})"
         )
     else:
         console.print(
@@ -280,7 +281,7 @@ def cmd_gpus(args: argparse.Namespace) -> int:
             table.add_row(
                 str(g.index),
                 g.name,
-                f"{fmt_bytes(g.memory_used)} / {fmt_bytes(g.memory_total)}",
+                f"{human_bytes(g.memory_used)} / {human_bytes(g.memory_total)}",
                 "-" if g.utilization is None else f"{g.utilization:.0f}%",
                 "-" if g.temperature_c is None else f"{g.temperature_c:.0f} C",
                 "-"
@@ -301,7 +302,7 @@ def cmd_gpus(args: argparse.Namespace) -> int:
     for spec in CATALOG:
         table.add_row(
             spec.name,
-            fmt_bytes(spec.memory_bytes),
+            human_bytes(spec.memory_bytes),
             "-" if spec.bf16_tflops is None else f"{spec.bf16_tflops:g}",
             f"{spec.fp16_tflops:g}",
             _cc(spec.compute_capability),
@@ -374,8 +375,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
         predicted = estimate(preset, gpu, batch_size=batch).memory.reserved_bytes
         table.add_row(
             str(batch),
-            fmt_bytes(peak),
-            fmt_bytes(predicted),
+            human_bytes(peak),
+            human_bytes(predicted),
             f"{100 * (predicted - peak) / peak:+.1f}%",
         )
     console.print(table)

@@ -22,8 +22,6 @@ from cockpit.estimate import (
     eta_seconds,
     fit_calibration,
     flops_per_token,
-    fmt_bytes,
-    fmt_count,
     load_calibration,
     memory_breakdown,
     mfu,
@@ -31,6 +29,7 @@ from cockpit.estimate import (
     suggest_batch,
     training_dtype,
 )
+from cockpit.format import human_bytes, human_count
 from cockpit.gpu import CATALOG, GIB, GpuSpec, lookup_gpu
 from cockpit.presets import Preset, apply_overrides, list_presets, load_preset
 
@@ -436,9 +435,12 @@ def test_calibration_dir_defaults_to_the_platform_cache(monkeypatch) -> None:
 
 
 def test_formatting() -> None:
-    assert fmt_bytes(512) == "512 B"
-    assert fmt_bytes(1536) == "1.5 KiB"
-    assert fmt_bytes(3 * GIB) == "3.0 GiB"
-    assert fmt_bytes(-2 * GIB) == "-2.0 GiB"
-    assert fmt_count(124_439_808) == "124.44M"
-    assert fmt_count(999) == "999"
+    assert human_bytes(512) == "512 B"
+    assert human_bytes(1536) == "1.5 KiB"
+    assert human_bytes(3 * GIB) == "3.0 GiB"
+    assert human_bytes(-2 * GIB) == "-2.0 GiB"
+    # counts in the estimate's tables and the editor: two decimals, B for billions
+    assert human_count(124_439_808, 2) == "124.44M"
+    assert human_count(1_557_611_200, 2) == "1.56B"
+    assert human_count(999_999, 2) == "1.00M"  # rounding carries into the next unit
+    assert human_count(999, 2) == "999"

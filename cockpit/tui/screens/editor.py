@@ -11,7 +11,8 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Label, Static
 
-from cockpit.estimate import Estimate, estimate, fmt_bytes, fmt_count, suggest_batch
+from cockpit.estimate import Estimate, estimate, suggest_batch
+from cockpit.format import human_bytes, human_count
 from cockpit.gpu import CATALOG, GpuSpec
 from cockpit.presets import (
     Preset,
@@ -158,15 +159,15 @@ class EditorScreen(Screen):
             lines.append(
                 f"[bold red]{len(self.errors)} field(s) invalid[/]: showing the last valid preset"
             )
-        where = f"{gpu.name} ({fmt_bytes(gpu.memory_bytes)})" if gpu else "no GPU"
+        where = f"{gpu.name} ({human_bytes(gpu.memory_bytes)})" if gpu else "no GPU"
         lines.append(f"GPU   {where}{' [what-if]' if self.gpu_choice >= 0 else ''}")
         lines.append(
-            f"params {fmt_count(est.params)}   FLOPs/token {fmt_count(est.flops_per_token)}"
+            f"params {human_count(est.params, 2)}   FLOPs/token {human_count(est.flops_per_token, 2)}"
         )
         lines.append(
-            f"tokens/step {est.tokens_per_step:,}   run tokens {fmt_count(est.run_tokens)}"
+            f"tokens/step {est.tokens_per_step:,}   run tokens {human_count(est.run_tokens, 2)}"
         )
-        lines.append(f"dtype {est.dtype}   peak {fmt_bytes(est.peak_bytes)}")
+        lines.append(f"dtype {est.dtype}   peak {human_bytes(est.peak_bytes)}")
         bar = vram_bar(est, width=30).markup
         lines.append(bar.rstrip("\n"))
         color = {True: "green", False: "bold red", None: "yellow"}[est.fits]

@@ -8,8 +8,8 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from cockpit.estimate import estimate, fmt_bytes
-from cockpit.format import human_params
+from cockpit.estimate import estimate
+from cockpit.format import human_bytes, human_params
 from cockpit.gpu import CATALOG, GpuSpec
 from cockpit.presets import Preset, list_presets, preset_problems
 
@@ -70,7 +70,9 @@ class PresetsScreen(Screen):
             return f"what-if GPU: {self.gpu.name}  (g: next, G: this machine)"  # type: ignore[union-attr]
         local = self.gpu
         if local is not None:
-            return f"this machine: {local.name}, {fmt_bytes(local.memory_bytes)}  (g: what-if GPU)"
+            return (
+                f"this machine: {local.name}, {human_bytes(local.memory_bytes)}  (g: what-if GPU)"
+            )
         if self.app.local_gpus is None:  # type: ignore[attr-defined]
             return "this machine: looking for a GPU...  (g: what-if GPU)"
         return "this machine: no GPU (runs train on the CPU)  (g: what-if GPU)"
@@ -94,7 +96,7 @@ class PresetsScreen(Screen):
                 str(preset.model.block_size),
                 f"{t.batch_size}x{t.grad_accum}",
                 str(preset.tokens_per_step),
-                fmt_bytes(est.peak_bytes),
+                human_bytes(est.peak_bytes),
                 fits,
                 key=preset.name,
             )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from cockpit.estimate import Estimate, fmt_bytes
+from cockpit.estimate import Estimate
+from cockpit.format import human_bytes
 
 # One colour per memory part, in MemoryBreakdown.items() order (256-colour safe names).
 PART_COLORS = ("blue", "cyan", "magenta", "yellow", "green", "bright_red", "white", "bright_black")
@@ -32,5 +33,5 @@ def vram_bar(est: Estimate, width: int = 40) -> Text:
         if size <= 0:
             continue
         bar.append("■ ", style=color)
-        bar.append(f"{label} {fmt_bytes(size)}\n")
+        bar.append(f"{label} {human_bytes(size)}\n")
     return bar
