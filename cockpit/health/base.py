@@ -79,6 +79,20 @@ class Rule:
 Emit = Callable[..., bool]  # (out, warning, measure=1.0, *, at=None) -> appended?
 
 
+@dataclass(slots=True)
+class StepPoint:
+    """One optimizer step's metrics as the step rules see them (None or non-finite where so read)."""
+
+    step: int
+    loss: Any
+    grad_norm: Any
+    lr: Any
+    tokens_per_s: Any = None
+    vram_bytes: Any = None
+    scaler_skipped: bool = False  # the fp16 GradScaler skipped this step (inf/NaN gradients)
+    lr_scale: float = 1.0  # the trainer's extra lr factor after rollbacks
+
+
 class Context:
     """What the families share: the preset, the GPU size, the latest step and lr, and `emit`.
 
@@ -111,7 +125,7 @@ class Family:
     thresholds, each named uniquely across families: HealthConfig overrides them by
     name) and defines the hooks it needs; a hook left None is not called:
 
-    - `on_step(out, step, loss, grad_norm, lr, tokens_per_s, vram_bytes, scaler_skipped, lr_scale)`
+    - `on_step(out, point)`, `point` a StepPoint
     - `on_eval(out, step, val_loss, train_loss)`
     - `on_silence(out, now, last_event_time, typical_interval_s)`
 

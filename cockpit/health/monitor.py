@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from cockpit.health.base import Context, Family, HealthWarning, number
+from cockpit.health.base import Context, Family, HealthWarning, StepPoint, number
 from cockpit.health.rules import FAMILIES
 
 # The checkpoint format of state_dict: the monitor's own fields plus each family's,
@@ -148,11 +148,12 @@ class HealthMonitor:
         if step < ctx.last_step:
             self._went_back(step)
         ctx.last_step = step
+        point = StepPoint(
+            step, loss, grad_norm, lr, tokens_per_s, vram_bytes, scaler_skipped, lr_scale
+        )
         out: list[HealthWarning] = []
         for check in self._step_checks:
-            check(
-                out, step, loss, grad_norm, lr, tokens_per_s, vram_bytes, scaler_skipped, lr_scale
-            )
+            check(out, point)
         return out
 
     def observe_eval(

@@ -6,7 +6,16 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from cockpit.health.base import Family, HealthWarning, Rule, Series, finite, median, round_sig
+from cockpit.health.base import (
+    Family,
+    HealthWarning,
+    Rule,
+    Series,
+    StepPoint,
+    finite,
+    median,
+    round_sig,
+)
 
 GRAD_SPIKES = Rule(
     "grad_spikes",
@@ -44,18 +53,8 @@ class Grad(Family):
         self.log_ratios = Series(self.t.grad_var_window)
         self.last: float | None = None
 
-    def on_step(
-        self,
-        out: list[HealthWarning],
-        step: int,
-        loss: Any,
-        grad_norm: Any,
-        lr: Any,
-        tokens_per_s: Any,
-        vram_bytes: Any,
-        skipped: bool,
-        lr_scale: float,
-    ) -> None:
+    def on_step(self, out: list[HealthWarning], point: StepPoint) -> None:
+        step, grad_norm, skipped = point.step, point.grad_norm, point.scaler_skipped
         if skipped or not finite(grad_norm):
             return
         grad = float(grad_norm)

@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cockpit.health.base import Family, HealthWarning, Rule, Series, finite, mean_std, round_sig
+from cockpit.health.base import (
+    Family,
+    HealthWarning,
+    Rule,
+    Series,
+    StepPoint,
+    finite,
+    mean_std,
+    round_sig,
+)
 
 LOSS_SPIKE = Rule(
     "loss_spike",
@@ -42,18 +51,8 @@ class LossSpike(Family):
         self.streak: list[tuple[int, float]] = []  # spike candidates (step, loss) in a row
         self.episode = 0  # points since a reported spike began; 0 = no spike under way
 
-    def on_step(
-        self,
-        out: list[HealthWarning],
-        step: int,
-        loss: Any,
-        grad_norm: Any,
-        lr: Any,
-        tokens_per_s: Any,
-        vram_bytes: Any,
-        skipped: bool,
-        lr_scale: float,
-    ) -> None:
+    def on_step(self, out: list[HealthWarning], point: StepPoint) -> None:
+        step, loss = point.step, point.loss
         if not finite(loss):
             return
         loss = float(loss)

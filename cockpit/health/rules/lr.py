@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cockpit.health.base import Family, HealthWarning, Rule, finite, round_sig
+from cockpit.health.base import Family, HealthWarning, Rule, StepPoint, finite, round_sig
 from cockpit.schedule import lr_at
 
 LR_ZERO = Rule(
@@ -60,18 +60,8 @@ class Lr(Family):
             factor**k for k in range(int(getattr(train, "max_rollbacks", 0)) + 1)
         }
 
-    def on_step(
-        self,
-        out: list[HealthWarning],
-        step: int,
-        loss: Any,
-        grad_norm: Any,
-        lr: Any,
-        tokens_per_s: Any,
-        vram_bytes: Any,
-        skipped: bool,
-        lr_scale: float,
-    ) -> None:
+    def on_step(self, out: list[HealthWarning], point: StepPoint) -> None:
+        step, lr, lr_scale = point.step, point.lr, point.lr_scale
         if not finite(lr):
             return
         lr = float(lr)

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from cockpit.health.base import Family, HealthWarning, Rule, finite
+from cockpit.health.base import Family, HealthWarning, Rule, StepPoint, finite
 
 NONFINITE = Rule(
     "nonfinite",
@@ -41,18 +41,13 @@ class Nonfinite(Family):
     def reset(self) -> None:
         self.skip_streak = 0  # consecutive skipped optimizer steps
 
-    def on_step(
-        self,
-        out: list[HealthWarning],
-        step: int,
-        loss: Any,
-        grad_norm: Any,
-        lr: Any,
-        tokens_per_s: Any,
-        vram_bytes: Any,
-        skipped: bool,
-        lr_scale: float,
-    ) -> None:
+    def on_step(self, out: list[HealthWarning], point: StepPoint) -> None:
+        step, loss, grad_norm, skipped = (
+            point.step,
+            point.loss,
+            point.grad_norm,
+            point.scaler_skipped,
+        )
         bad_loss = isinstance(loss, float) and not math.isfinite(loss)
         bad_grad = isinstance(grad_norm, float) and not math.isfinite(grad_norm) and not skipped
         if bad_loss or bad_grad:

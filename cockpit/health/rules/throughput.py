@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cockpit.health.base import Family, HealthWarning, Rule, Series, finite, median, round_sig
+from cockpit.health.base import (
+    Family,
+    HealthWarning,
+    Rule,
+    Series,
+    StepPoint,
+    finite,
+    median,
+    round_sig,
+)
 
 THROUGHPUT_DROP = Rule(
     "throughput_drop",
@@ -35,18 +44,8 @@ class Throughput(Family):
         self.streak = 0
         self.skip_next = False
 
-    def on_step(
-        self,
-        out: list[HealthWarning],
-        step: int,
-        loss: Any,
-        grad_norm: Any,
-        lr: Any,
-        tokens_per_s: Any,
-        vram_bytes: Any,
-        skipped: bool,
-        lr_scale: float,
-    ) -> None:
+    def on_step(self, out: list[HealthWarning], point: StepPoint) -> None:
+        step, tokens_per_s = point.step, point.tokens_per_s
         if not finite(tokens_per_s) or tokens_per_s <= 0:
             return
         if self.skip_next:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from cockpit.health.base import Family, HealthWarning, Rule, finite, round_sig
+from cockpit.health.base import Family, HealthWarning, Rule, StepPoint, finite, round_sig
 
 VRAM_NEAR_LIMIT = Rule(
     "vram_near_limit",
@@ -27,18 +26,8 @@ class Vram(Family):
     Thresholds = VramThresholds
     t: VramThresholds
 
-    def on_step(
-        self,
-        out: list[HealthWarning],
-        step: int,
-        loss: Any,
-        grad_norm: Any,
-        lr: Any,
-        tokens_per_s: Any,
-        vram_bytes: Any,
-        skipped: bool,
-        lr_scale: float,
-    ) -> None:
+    def on_step(self, out: list[HealthWarning], point: StepPoint) -> None:
+        step, vram_bytes = point.step, point.vram_bytes
         total = self.ctx.gpu_memory_bytes
         if not total or not finite(vram_bytes):
             return
