@@ -428,7 +428,7 @@ print("ok")
 
 def test_default_launcher_refuses_a_missing_data_source_before_starting(tmp_path):
     from cockpit.presets import apply_overrides, load_preset
-    from cockpit.runs import RunError
+    from cockpit.rundir import RunError
     from cockpit.tui.app import default_launcher
 
     preset = apply_overrides(
