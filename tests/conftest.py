@@ -1,8 +1,14 @@
-"""Shared fixtures: every test gets its own config and runs folders."""
+"""Shared fixtures: every test gets its own config and runs folders; tiny trained runs are shared."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+# The tiny run the engine tests share: 60 steps, an eval (and a checkpoint) every 20.
+SHARED_RUN = ("train.max_steps=60",)
+SHARED_STOP_STEP = 25  # between two evals: last.pt at 25, last.prev.pt at 20
 
 
 @pytest.fixture(autouse=True)
@@ -13,3 +19,29 @@ def isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("GPT_COCKPIT_RUNS", str(home / "runs"))
     monkeypatch.setenv("GPT_COCKPIT_CACHE", str(home / "cache"))
     return home
+
+
+def _train_shared(tmp_path_factory, name: str, fault: str = "") -> Path:
+    """Train the shared tiny run once for the session, in its own home; fail loudly if it fails."""
+    from tiny_runs import make_run, train_in_process
+
+    root = tmp_path_factory.mktemp(name)
+    with pytest.MonkeyPatch.context() as env:
+        for var, sub in (("CONFIG", "config"), ("RUNS", "runs"), ("CACHE", "cache")):
+            env.setenv(f"GPT_COCKPIT_{var}", str(root / "home" / sub))
+        run_dir = make_run(root, *SHARED_RUN, name=name)
+        proc = train_in_process(run_dir, fault=fault)
+    assert proc.returncode == 0, proc.stderr
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> Path:
+    """The shared tiny run, trained to its end. Read it; copy it (tiny_runs.copy_run) to change it."""
+    return _train_shared(tmp_path_factory, "finished")
+
+
+@pytest.fixture(scope="session")
+def stopped_run(tmp_path_factory) -> Path:
+    """The same run stopped gracefully after step SHARED_STOP_STEP. Copy it to resume or damage it."""
+    return _train_shared(tmp_path_factory, "stopped", f"stop_at_step={SHARED_STOP_STEP}")
