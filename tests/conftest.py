@@ -23,12 +23,12 @@ def isolated_home(tmp_path_factory, monkeypatch):
 
 def _train_shared(tmp_path_factory, name: str, fault: str = "") -> Path:
     """Train the shared tiny run once for the session, in its own home; fail loudly if it fails."""
-    from tiny_runs import make_run, train_in_process
+    from tiny_runs import home_env, make_run, train_in_process
 
     root = tmp_path_factory.mktemp(name)
     with pytest.MonkeyPatch.context() as env:
-        for var, sub in (("CONFIG", "config"), ("RUNS", "runs"), ("CACHE", "cache")):
-            env.setenv(f"GPT_COCKPIT_{var}", str(root / "home" / sub))
+        for var, value in home_env(root).items():
+            env.setenv(var, value)
         run_dir = make_run(root, *SHARED_RUN, name=name)
         proc = train_in_process(run_dir, fault=fault)
     assert proc.returncode == 0, proc.stderr

@@ -74,6 +74,16 @@ def copy_run(run_dir: Path, dest: Path) -> Path:
     return dest
 
 
+def home_env(root: Path) -> dict[str, str]:
+    """Config, runs and cache folders under root/home, for what starts before a test's own home."""
+    home = root / "home"
+    return {
+        "GPT_COCKPIT_CONFIG": str(home / "config"),
+        "GPT_COCKPIT_RUNS": str(home / "runs"),
+        "GPT_COCKPIT_CACHE": str(home / "cache"),
+    }
+
+
 def run_child(
     run_dir: Path, *, fault: str = "", resume: bool = False, timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:
