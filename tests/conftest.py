@@ -6,10 +6,6 @@ from pathlib import Path
 
 import pytest
 
-# The tiny run the engine tests share: 60 steps, an eval (and a checkpoint) every 20.
-SHARED_RUN = ("train.max_steps=60",)
-SHARED_STOP_STEP = 25  # between two evals: last.pt at 25, last.prev.pt at 20
-
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path_factory, monkeypatch):
@@ -23,7 +19,7 @@ def isolated_home(tmp_path_factory, monkeypatch):
 
 def _train_shared(tmp_path_factory, name: str, fault: str = "") -> Path:
     """Train the shared tiny run once for the session, in its own home; fail loudly if it fails."""
-    from tiny_runs import home_env, make_run, train_in_process
+    from tiny_runs import SHARED_RUN, home_env, make_run, train_in_process
 
     root = tmp_path_factory.mktemp(name)
     with pytest.MonkeyPatch.context() as env:
@@ -44,4 +40,6 @@ def finished_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def stopped_run(tmp_path_factory) -> Path:
     """The same run stopped gracefully after step SHARED_STOP_STEP. Copy it to resume or damage it."""
+    from tiny_runs import SHARED_STOP_STEP
+
     return _train_shared(tmp_path_factory, "stopped", f"stop_at_step={SHARED_STOP_STEP}")

@@ -8,8 +8,14 @@ import subprocess
 import time
 
 import pytest
-from conftest import SHARED_STOP_STEP
-from tiny_runs import copy_run, events_of, make_run, step_losses, train_in_process
+from tiny_runs import (
+    SHARED_STOP_STEP,
+    copy_run,
+    events_of,
+    make_run,
+    step_losses,
+    train_in_process,
+)
 
 from cockpit import rundir, runs
 from cockpit.train import checkpoint as ckpt

@@ -1,4 +1,8 @@
-"""The training child end to end on CPU with a tiny model: events, run.json, checkpoints, errors."""
+"""The training child end to end on CPU with a tiny model: events, run.json, checkpoints, errors.
+
+Most runs call the child's own main() in this process (tiny_runs.train_in_process); the
+child's command line and a one-line error exit are checked in a real process.
+"""
 
 from __future__ import annotations
 

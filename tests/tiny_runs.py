@@ -43,6 +43,12 @@ TINY = [
     "data.tokenizer=char",
 ]
 
+# The tiny run the engine tests share (conftest: finished_run, stopped_run): 60 steps, an eval
+# and a checkpoint every 20; the stopped one stops between two evals, so last.pt is at step 25
+# and last.prev.pt at step 20.
+SHARED_RUN = ("train.max_steps=60",)
+SHARED_STOP_STEP = 25
+
 WORDS = "the quick brown fox jumps over lazy dog and cat sat on mat while bird sings".split()
 
 
