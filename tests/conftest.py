@@ -1,6 +1,8 @@
-"""Shared fixtures: every test gets its own config and runs folders."""
+"""Shared fixtures: every test gets its own config and runs folders; tiny trained runs are shared."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -13,3 +15,31 @@ def isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("GPT_COCKPIT_RUNS", str(home / "runs"))
     monkeypatch.setenv("GPT_COCKPIT_CACHE", str(home / "cache"))
     return home
+
+
+def _train_shared(tmp_path_factory, name: str, fault: str = "") -> Path:
+    """Train the shared tiny run once for the session, in its own home; fail loudly if it fails."""
+    from tiny_runs import SHARED_RUN, home_env, make_run, train_in_process
+
+    root = tmp_path_factory.mktemp(name)
+    with pytest.MonkeyPatch.context() as env:
+        for var, value in home_env(root).items():
+            env.setenv(var, value)
+        run_dir = make_run(root, *SHARED_RUN, name=name)
+        proc = train_in_process(run_dir, fault=fault)
+    assert proc.returncode == 0, proc.stderr
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> Path:
+    """The shared tiny run, trained to its end. Read it; copy it (tiny_runs.copy_run) to change it."""
+    return _train_shared(tmp_path_factory, "finished")
+
+
+@pytest.fixture(scope="session")
+def stopped_run(tmp_path_factory) -> Path:
+    """The same run stopped gracefully after step SHARED_STOP_STEP. Copy it to resume or damage it."""
+    from tiny_runs import SHARED_STOP_STEP
+
+    return _train_shared(tmp_path_factory, "stopped", f"stop_at_step={SHARED_STOP_STEP}")

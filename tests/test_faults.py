@@ -1,4 +1,4 @@
-"""The GPT_COCKPIT_FAULT test hook: parsing and one-shot behaviour (engine-level faults are in test_signals/test_train_loop)."""
+"""The GPT_COCKPIT_FAULT test hook: parsing and one-shot behaviour, then each anomaly response in a real run."""
 
 from __future__ import annotations
 
@@ -75,7 +75,8 @@ def finite_weights(path) -> bool:
 @pytest.mark.slow
 @needs_engine
 def test_halt_stops_with_the_checkpoint_from_before(tmp_path):
-    from test_train_loop import events_of, make_run, run_child
+    """In a real child process: a halt exits 1 with its reason on stderr."""
+    from tiny_runs import events_of, make_run, run_child
 
     from cockpit import rundir
     from cockpit.train import checkpoint as ckpt
@@ -103,14 +104,14 @@ def test_halt_stops_with_the_checkpoint_from_before(tmp_path):
 @pytest.mark.slow
 @needs_engine
 def test_rollback_recovers_and_finishes(tmp_path):
-    from test_train_loop import events_of, make_run, run_child
+    from tiny_runs import events_of, make_run, train_in_process
 
     from cockpit import rundir
 
     run_dir = make_run(
         tmp_path, *ANOMALY_RUN, "train.on_anomaly=rollback", "train.rollback_lr_factor=0.5"
     )
-    proc = run_child(run_dir, fault="nan_at_step=23")
+    proc = train_in_process(run_dir, fault="nan_at_step=23")
     assert proc.returncode == 0, proc.stderr
     rollback = [w for w in events_of(run_dir, "warning") if w["rule"] == "rollback"]
     assert len(rollback) == 1
@@ -133,10 +134,10 @@ def test_rollback_recovers_and_finishes(tmp_path):
 @pytest.mark.slow
 @needs_engine
 def test_rollbacks_used_up_halt(tmp_path):
-    from test_train_loop import events_of, make_run, run_child
+    from tiny_runs import events_of, make_run, train_in_process
 
     run_dir = make_run(tmp_path, *ANOMALY_RUN, "train.on_anomaly=rollback", "train.max_rollbacks=0")
-    proc = run_child(run_dir, fault="nan_at_step=23")
+    proc = train_in_process(run_dir, fault="nan_at_step=23")
     assert proc.returncode == 1
     end = events_of(run_dir, "end")[-1]
     assert end["reason"] == "halted" and "max_rollbacks=0" in end["message"]
@@ -145,10 +146,10 @@ def test_rollbacks_used_up_halt(tmp_path):
 @pytest.mark.slow
 @needs_engine
 def test_spike_is_reported_at_its_step_and_warn_keeps_going(tmp_path):
-    from test_train_loop import events_of, make_run, run_child
+    from tiny_runs import events_of, make_run, train_in_process
 
     run_dir = make_run(tmp_path, *ANOMALY_RUN)
-    proc = run_child(run_dir, fault="spike_at_step=35")
+    proc = train_in_process(run_dir, fault="spike_at_step=35")
     assert proc.returncode == 0, proc.stderr
     spikes = [w for w in events_of(run_dir, "warning") if w["rule"] == "loss_spike"]
     assert spikes and spikes[0]["step"] == 35

@@ -8,7 +8,14 @@ import subprocess
 import time
 
 import pytest
-from test_train_loop import events_of, make_run, run_child, step_losses
+from tiny_runs import (
+    SHARED_STOP_STEP,
+    copy_run,
+    events_of,
+    make_run,
+    step_losses,
+    train_in_process,
+)
 
 from cockpit import rundir, runs
 from cockpit.train import checkpoint as ckpt
@@ -16,38 +23,34 @@ from cockpit.train import checkpoint as ckpt
 pytestmark = pytest.mark.slow
 
 
-def test_resume_equals_the_uninterrupted_run(tmp_path):
-    straight = make_run(tmp_path, "train.max_steps=40", "train.eval_interval=15", name="straight")
-    assert run_child(straight).returncode == 0
-
-    parted = make_run(tmp_path, "train.max_steps=40", "train.eval_interval=15", name="parted")
-    first = run_child(parted, fault="stop_at_step=22")
-    assert first.returncode == 0, first.stderr
-    assert events_of(parted, "end")[-1]["reason"] == "stopped"
-    assert rundir.read_run_info(parted).status == "stopped"
-    second = run_child(parted, resume=True)
+def test_resume_equals_the_uninterrupted_run(tmp_path, finished_run, stopped_run):
+    # the same run trained straight through, and stopped gracefully after SHARED_STOP_STEP
+    assert events_of(stopped_run, "end")[-1]["reason"] == "stopped"
+    assert rundir.read_run_info(stopped_run).status == "stopped"
+    parted = copy_run(stopped_run, tmp_path / "parted")
+    second = train_in_process(parted, resume=True)
     assert second.returncode == 0, second.stderr
 
     starts = events_of(parted, "start")
-    assert [s["resumed_from"] for s in starts] == [None, 22]
+    assert [s["resumed_from"] for s in starts] == [None, SHARED_STOP_STEP]
     assert events_of(parted, "end")[-1]["reason"] == "finished"
-    expected, got = step_losses(straight), step_losses(parted)
-    assert sorted(got) == list(range(1, 41))
+    expected, got = step_losses(finished_run), step_losses(parted)
+    assert sorted(got) == list(range(1, 61))
     assert got == expected  # exactly, step for step
-    val = [(e["step"], e["val_loss"]) for e in events_of(straight, "eval")]
+    val = [(e["step"], e["val_loss"]) for e in events_of(finished_run, "eval")]
+    assert len(val) == 3  # evals before and after the stop
     assert [(e["step"], e["val_loss"]) for e in events_of(parted, "eval")] == val
     assert rundir.read_run_info(parted).status == "finished"
 
 
-def test_corrupt_last_falls_back_to_previous(tmp_path):
-    run_dir = make_run(tmp_path, "train.max_steps=30", "train.eval_interval=10")
-    assert run_child(run_dir, fault="stop_at_step=25").returncode == 0
+def test_corrupt_last_falls_back_to_previous(tmp_path, stopped_run):
+    run_dir = copy_run(stopped_run, tmp_path / "run")  # stopped at 25, the eval before at 20
     folder = run_dir / "checkpoints"
     assert ckpt.load_checkpoint(folder / "last.prev.pt")["step"] == 20
     data = (folder / "last.pt").read_bytes()
     (folder / "last.pt").write_bytes(data[: len(data) // 3])  # a torn file under the real name
 
-    proc = run_child(run_dir, resume=True)
+    proc = train_in_process(run_dir, resume=True)
     assert proc.returncode == 0, proc.stderr
     warning = [w for w in events_of(run_dir, "warning") if w["rule"] == "checkpoint"][-1]
     assert "last.pt" in warning["message"] and "last.prev.pt" in warning["message"]
@@ -55,12 +58,11 @@ def test_corrupt_last_falls_back_to_previous(tmp_path):
     assert events_of(run_dir, "end")[-1]["reason"] == "finished"
 
 
-def test_both_checkpoints_bad_is_a_clear_error(tmp_path):
-    run_dir = make_run(tmp_path, "train.max_steps=20", "train.eval_interval=10")
-    assert run_child(run_dir, fault="stop_at_step=15").returncode == 0
+def test_both_checkpoints_bad_is_a_clear_error(tmp_path, stopped_run):
+    run_dir = copy_run(stopped_run, tmp_path / "run")
     for name in ("last.pt", "last.prev.pt"):
         (run_dir / "checkpoints" / name).write_bytes(b"garbage")
-    proc = run_child(run_dir, resume=True)
+    proc = train_in_process(run_dir, resume=True)
     assert proc.returncode == 1
     assert (
         "last.pt" in proc.stderr
@@ -73,7 +75,7 @@ def test_both_checkpoints_bad_is_a_clear_error(tmp_path):
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     run_dir = make_run(tmp_path)
-    proc = run_child(run_dir, resume=True)
+    proc = train_in_process(run_dir, resume=True)
     assert proc.returncode == 1 and "no usable checkpoint" in proc.stderr
 
 
@@ -104,7 +106,7 @@ def test_kill_9_leaves_a_loadable_checkpoint_and_reads_as_crashed(tmp_path):
     assert rundir.run_status(run_dir) == "crashed"
     assert rundir.read_run_info(run_dir).status == "crashed"
 
-    proc = run_child(run_dir, resume=True, fault="stop_at_step=" + str(state["step"] + 3))
+    proc = train_in_process(run_dir, resume=True, fault="stop_at_step=" + str(state["step"] + 3))
     assert proc.returncode == 0, proc.stderr
     assert events_of(run_dir, "start")[-1]["resumed_from"] == state["step"]
 

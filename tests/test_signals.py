@@ -7,7 +7,7 @@ import signal
 import time
 
 import pytest
-from test_train_loop import events_of, make_run
+from tiny_runs import events_of, home_env, make_run
 
 from cockpit import rundir, runs
 from cockpit.train import checkpoint as ckpt
@@ -15,17 +15,43 @@ from cockpit.train import checkpoint as ckpt
 pytestmark = pytest.mark.slow
 
 
-def launch_slow(tmp_path, step_ms: int = 20, *overrides: str):
-    run_dir = make_run(
-        tmp_path,
-        "train.max_steps=100000",
-        "train.eval_interval=0",
-        "train.log_interval=2",
-        *overrides,
-    )
-    handle = runs.launch(
-        run_dir, device="cpu", detach=False, env={"GPT_COCKPIT_FAULT": f"slow_step_ms={step_ms}"}
-    )
+# The slow children this module signals: step time in ms, then preset overrides.
+SLOW_CHILDREN = {
+    "SIGTERM": (20, ()),
+    "SIGINT": (20, ()),
+    "stop_run": (20, ()),
+    # Long steps: the first SIGINT asks for a stop, the second arrives while that step still runs.
+    "second_sigint": (400, ("train.eval_interval=3",)),
+}
+
+
+@pytest.fixture(scope="module")
+def slow_children(tmp_path_factory):
+    """Every real child of this module, started together: each is a new interpreter importing
+    torch, and started at once those start-ups overlap instead of queueing one test at a time."""
+    root = tmp_path_factory.mktemp("slow_children")
+    started = {}
+    for name, (step_ms, overrides) in SLOW_CHILDREN.items():
+        run_dir = make_run(
+            root,
+            "train.max_steps=100000",
+            "train.eval_interval=0",
+            "train.log_interval=2",
+            *overrides,
+            name=name,
+        )
+        env = {**home_env(root), "GPT_COCKPIT_FAULT": f"slow_step_ms={step_ms}"}
+        started[name] = (run_dir, runs.launch(run_dir, device="cpu", detach=False, env=env))
+    yield started
+    for _, handle in started.values():
+        if handle.poll() is None:
+            handle.process.kill()
+        handle.process.wait(timeout=30)
+
+
+def launch_slow(slow_children, name: str):
+    """The child named `name`, once it has logged step 4."""
+    run_dir, handle = slow_children[name]
     deadline = time.monotonic() + 60
     while not [r for r in events_of(run_dir, "step") if r["step"] >= 4]:
         assert handle.poll() is None, (run_dir / "console.log").read_text()
@@ -35,8 +61,8 @@ def launch_slow(tmp_path, step_ms: int = 20, *overrides: str):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_one_signal_stops_with_a_checkpoint(tmp_path, sig):
-    run_dir, handle = launch_slow(tmp_path)
+def test_one_signal_stops_with_a_checkpoint(slow_children, sig):
+    run_dir, handle = launch_slow(slow_children, signal.Signals(sig).name)
     os.kill(handle.pid, sig)
     assert handle.process.wait(timeout=60) == 0
     end = events_of(run_dir, "end")[-1]
@@ -49,16 +75,15 @@ def test_one_signal_stops_with_a_checkpoint(tmp_path, sig):
     assert rundir.run_status(run_dir) == "stopped"
 
 
-def test_stop_run_uses_sigterm(tmp_path):
-    run_dir, handle = launch_slow(tmp_path)
+def test_stop_run_uses_sigterm(slow_children):
+    run_dir, handle = launch_slow(slow_children, "stop_run")
     assert rundir.stop_run(run_dir)
     assert handle.process.wait(timeout=60) == 0
     assert events_of(run_dir, "end")[-1]["reason"] == "stopped"
 
 
-def test_second_sigint_exits_at_once(tmp_path):
-    # Long steps: the first SIGINT asks for a stop, the second arrives while that step still runs.
-    run_dir, handle = launch_slow(tmp_path, 400, "train.eval_interval=3")
+def test_second_sigint_exits_at_once(slow_children):
+    run_dir, handle = launch_slow(slow_children, "second_sigint")  # 400 ms steps
     os.kill(handle.pid, signal.SIGINT)
     time.sleep(0.05)
     os.kill(handle.pid, signal.SIGINT)

@@ -1,22 +1,23 @@
-"""The training child end to end on CPU with a tiny model: events, run.json, checkpoints, errors."""
+"""The training child end to end on CPU with a tiny model: events, run.json, checkpoints, errors.
+
+Most runs call the child's own main() in this process (tiny_runs.train_in_process); the
+child's command line and a one-line error exit are checked in a real process.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import math
-import os
-import random
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from tiny_runs import events_of, make_run, run_child, train_in_process
 
-from cockpit import presets, rundir, runs
-from cockpit.presets import Preset, apply_overrides
-from cockpit.rundir import read_events
+from cockpit import presets, rundir
 from cockpit.schedule import lr_at
 from cockpit.train import checkpoint as ckpt
 
@@ -25,74 +26,11 @@ for _module in ("cockpit.train.model", "cockpit.train.data"):
     if importlib.util.find_spec(_module) is None:
         pytest.skip(f"{_module} has not landed yet", allow_module_level=True)
 
-TINY = [
-    "model.n_layer=1",
-    "model.n_head=2",
-    "model.n_embd=32",
-    "model.block_size=32",
-    "model.vocab_size=64",
-    "train.batch_size=4",
-    "train.max_steps=40",
-    "train.warmup_steps=0",
-    "train.lr=3e-3",
-    "train.min_lr=3e-4",
-    "train.eval_interval=20",
-    "train.eval_steps=2",
-    "train.log_interval=5",
-    "train.sample_tokens=16",
-    "data.tokenizer=char",
-]
-
 TRAIN_DIR = Path(ckpt.__file__).parent  # cockpit/train: the trainer's modules
 
-WORDS = "the quick brown fox jumps over lazy dog and cat sat on mat while bird sings".split()
 
-
-def write_corpus(folder: Path, n_chars: int = 30_000) -> Path:
-    """A small, learnable text: random sentences from a few words."""
-    rng = random.Random(0)
-    lines, size = [], 0
-    while size < n_chars:
-        line = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 10))) + ".\n"
-        lines.append(line)
-        size += len(line)
-    path = folder / "corpus.txt"
-    path.write_text("".join(lines), encoding="utf-8")
-    return path
-
-
-def make_run(tmp_path: Path, *overrides: str, name: str = "run") -> Path:
-    """A run directory for the tiny preset on a corpus in tmp_path."""
-    corpus = tmp_path / "corpus.txt"
-    if not corpus.exists():
-        write_corpus(tmp_path)
-    preset = apply_overrides(Preset(name="tiny_test"), [*TINY, f"data.source={corpus}", *overrides])
-    return rundir.create_run_dir(preset, tmp_path / name)
-
-
-def run_child(
-    run_dir: Path, *, fault: str = "", resume: bool = False, timeout: float = 180
-) -> subprocess.CompletedProcess[str]:
-    """The real child process, as runs.launch starts it."""
-    env = dict(os.environ, GPT_COCKPIT_FAULT=fault, PYTHONUNBUFFERED="1")
-    cmd = runs.child_command(run_dir, device="cpu", resume=resume)
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def events_of(run_dir: Path, kind: str | None = None) -> list[dict]:
-    records = read_events(run_dir / rundir.EVENTS_JSONL)
-    return [r for r in records if kind is None or r["event"] == kind]
-
-
-def step_losses(run_dir: Path) -> dict[int, float]:
-    """The latest loss recorded for each step."""
-    return {r["step"]: r["loss"] for r in events_of(run_dir, "step")}
-
-
-def test_short_run_writes_a_well_formed_log_and_learns(tmp_path):
-    run_dir = make_run(tmp_path, "train.max_steps=60")
-    proc = run_child(run_dir)
-    assert proc.returncode == 0, proc.stderr
+def test_short_run_writes_a_well_formed_log_and_learns(finished_run):
+    run_dir = finished_run  # 60 steps, trained once for the session (its exit code checked there)
     preset = rundir.load_run_preset(run_dir)
     lines = (run_dir / rundir.EVENTS_JSONL).read_text().splitlines()
     assert all(json.loads(line)["v"] == 1 for line in lines)  # strict JSON, versioned
@@ -221,7 +159,7 @@ def test_oom_retry_in_a_real_run_says_so(tmp_path):
     run_dir = make_run(
         tmp_path, "train.batch_size=8", "train.max_steps=10", "train.eval_interval=0"
     )
-    proc = run_child(run_dir, fault="oom_above_batch=3")
+    proc = train_in_process(run_dir, fault="oom_above_batch=3")
     assert proc.returncode == 0, proc.stderr
     ooms = [w for w in events_of(run_dir, "warning") if w["rule"] == "oom"]
     assert [(w["evidence"]["new_batch_size"], w["evidence"]["new_grad_accum"]) for w in ooms] == [
@@ -237,7 +175,7 @@ def test_oom_retry_in_a_real_run_says_so(tmp_path):
 
 def test_oom_at_micro_batch_one_is_a_clear_error(tmp_path):
     run_dir = make_run(tmp_path, "train.batch_size=2")
-    proc = run_child(run_dir, fault="oom_above_batch=0")
+    proc = train_in_process(run_dir, fault="oom_above_batch=0")
     assert proc.returncode == 1
     assert "micro-batch 1" in proc.stderr and "Traceback" not in proc.stderr
     end = events_of(run_dir, "end")[-1]
@@ -271,6 +209,7 @@ def test_other_schedules_and_clipping_off(tmp_path, schedule):
 
 
 def test_missing_data_is_one_line_and_error(tmp_path):
+    """In a real child process: an error ends it with exit 1 and exactly one line on stderr."""
     run_dir = make_run(tmp_path, f"data.source={tmp_path / 'nope.txt'}")
     proc = run_child(run_dir)
     assert proc.returncode == 1
@@ -283,7 +222,7 @@ def test_missing_data_is_one_line_and_error(tmp_path):
 
 def test_bad_fault_spec_is_an_error_not_a_crash(tmp_path):
     run_dir = make_run(tmp_path)
-    proc = run_child(run_dir, fault="explode=3")
+    proc = train_in_process(run_dir, fault="explode=3")
     assert (
         proc.returncode == 1
         and "GPT_COCKPIT_FAULT" in proc.stderr
@@ -341,9 +280,9 @@ def test_cuda_without_gpu_is_a_clear_error(tmp_path):
 
 def test_max_time_ends_the_run(tmp_path):
     run_dir = make_run(
-        tmp_path, "train.max_steps=100000", "train.max_time_s=1.5", "train.eval_interval=0"
+        tmp_path, "train.max_steps=100000", "train.max_time_s=0.5", "train.eval_interval=0"
     )
-    proc = run_child(run_dir, fault="slow_step_ms=20")
+    proc = train_in_process(run_dir, fault="slow_step_ms=20")
     assert proc.returncode == 0, proc.stderr
     end = events_of(run_dir, "end")[-1]
     assert end["reason"] == "max-time"
@@ -351,7 +290,7 @@ def test_max_time_ends_the_run(tmp_path):
         1 <= end["step"] < 100000
     )  # stopped by the clock, not the step cap (a loaded machine makes few steps)
     start = events_of(run_dir, "start")[-1]
-    assert end["time"] - start["time"] >= 1.5
+    assert end["time"] - start["time"] >= 0.5
     assert events_of(run_dir, "eval")[-1]["step"] == end["step"]  # a final eval and checkpoint
     assert ckpt.load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == end["step"]
     assert rundir.read_run_info(run_dir).status == "finished"

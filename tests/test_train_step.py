@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_train_loop import TINY
+from tiny_runs import TINY
 
 from cockpit.presets import Preset, apply_overrides
 from cockpit.train import probe

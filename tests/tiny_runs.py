@@ -1,0 +1,131 @@
+"""Tiny real training runs for the engine tests: a preset, a corpus, and two ways to train it.
+
+`run_child` starts the real training process (`python -m cockpit.train`), as runs.launch
+does: tests about the process itself (signals, kill -9, exit codes, the command line) use it.
+`train_in_process` calls that process's entry point, `cockpit.train.__main__.main`, with the
+argv `runs.child_command` builds, in this process: the same events, run.json, checkpoints,
+exit code and stderr lines, without paying for a new interpreter and a torch import each time.
+Tests about what a run writes use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from cockpit import rundir, runs
+from cockpit.presets import Preset, apply_overrides
+from cockpit.rundir import read_events
+
+FAULT_ENV = "GPT_COCKPIT_FAULT"
+
+TINY = [
+    "model.n_layer=1",
+    "model.n_head=2",
+    "model.n_embd=32",
+    "model.block_size=32",
+    "model.vocab_size=64",
+    "train.batch_size=4",
+    "train.max_steps=40",
+    "train.warmup_steps=0",
+    "train.lr=3e-3",
+    "train.min_lr=3e-4",
+    "train.eval_interval=20",
+    "train.eval_steps=2",
+    "train.log_interval=5",
+    "train.sample_tokens=16",
+    "data.tokenizer=char",
+]
+
+# The tiny run the engine tests share (conftest: finished_run, stopped_run): 60 steps, an eval
+# and a checkpoint every 20; the stopped one stops between two evals, so last.pt is at step 25
+# and last.prev.pt at step 20.
+SHARED_RUN = ("train.max_steps=60",)
+SHARED_STOP_STEP = 25
+
+WORDS = "the quick brown fox jumps over lazy dog and cat sat on mat while bird sings".split()
+
+
+def write_corpus(folder: Path, n_chars: int = 30_000) -> Path:
+    """A small, learnable text: random sentences from a few words."""
+    rng = random.Random(0)
+    lines, size = [], 0
+    while size < n_chars:
+        line = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 10))) + ".\n"
+        lines.append(line)
+        size += len(line)
+    path = folder / "corpus.txt"
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+def make_run(tmp_path: Path, *overrides: str, name: str = "run") -> Path:
+    """A run directory for the tiny preset on a corpus in tmp_path."""
+    corpus = tmp_path / "corpus.txt"
+    if not corpus.exists():
+        write_corpus(tmp_path)
+    preset = apply_overrides(Preset(name="tiny_test"), [*TINY, f"data.source={corpus}", *overrides])
+    return rundir.create_run_dir(preset, tmp_path / name)
+
+
+def copy_run(run_dir: Path, dest: Path) -> Path:
+    """A private copy of a shared run directory, for a test that changes or resumes it."""
+    shutil.copytree(run_dir, dest)
+    return dest
+
+
+def home_env(root: Path) -> dict[str, str]:
+    """Config, runs and cache folders under root/home, for what starts before a test's own home."""
+    home = root / "home"
+    return {
+        "GPT_COCKPIT_CONFIG": str(home / "config"),
+        "GPT_COCKPIT_RUNS": str(home / "runs"),
+        "GPT_COCKPIT_CACHE": str(home / "cache"),
+    }
+
+
+def run_child(
+    run_dir: Path, *, fault: str = "", resume: bool = False, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """The real child process, as runs.launch starts it."""
+    env = dict(os.environ, GPT_COCKPIT_FAULT=fault, PYTHONUNBUFFERED="1")
+    cmd = runs.child_command(run_dir, device="cpu", resume=resume)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def train_in_process(
+    run_dir: Path, *, fault: str = "", resume: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """The child's entry point on the child's own argv, here: its exit code and stderr."""
+    from cockpit.train.__main__ import main
+
+    cmd = runs.child_command(run_dir, device="cpu", resume=resume)
+    assert cmd[:3] == [sys.executable, "-m", "cockpit.train"], cmd
+    err = io.StringIO()
+    before = os.environ.get(FAULT_ENV)
+    os.environ[FAULT_ENV] = fault
+    try:
+        with contextlib.redirect_stderr(err):
+            code = main(cmd[3:])
+    finally:
+        if before is None:
+            del os.environ[FAULT_ENV]
+        else:
+            os.environ[FAULT_ENV] = before
+    return subprocess.CompletedProcess(cmd, code, "", err.getvalue())
+
+
+def events_of(run_dir: Path, kind: str | None = None) -> list[dict]:
+    records = read_events(run_dir / rundir.EVENTS_JSONL)
+    return [r for r in records if kind is None or r["event"] == kind]
+
+
+def step_losses(run_dir: Path) -> dict[int, float]:
+    """The latest loss recorded for each step."""
+    return {r["step"]: r["loss"] for r in events_of(run_dir, "step")}
