@@ -76,7 +76,7 @@ class EditorScreen(Screen):
         self.gpu_choice = gpu_choice
         self.errors: dict[str, str] = {}  # field path -> message next to it
         self.paths = TOP_FIELDS + field_paths()
-        self._filling = False
+        self._refresh_due = False  # a validation is queued behind a burst of field changes
 
     # ---------------------------------------------------------------- layout
 
@@ -188,21 +188,23 @@ class EditorScreen(Screen):
 
     def set_fields(self, preset: Preset) -> None:
         """Put every field of `preset` into the form."""
-        self._filling = True
-        try:
-            for path in self.paths:
-                self.query_one(f"#{input_id(path)}", Input).value = field_text(
-                    get_field(preset, path)
-                )
-        finally:
-            self._filling = False
+        for path in self.paths:
+            self.query_one(f"#{input_id(path)}", Input).value = field_text(get_field(preset, path))
         self.refresh_form()
 
     # ---------------------------------------------------------------- events
 
     def on_input_changed(self, event: Input.Changed) -> None:
-        if not self._filling and (event.input.id or "").startswith("f-"):
-            self.refresh_form()
+        # Changes arrive as a burst (the form being filled posts one per field): validate once,
+        # after the burst, rather than once per field (50 fields x 50 checks took ~1 s).
+        if not (event.input.id or "").startswith("f-") or self._refresh_due:
+            return
+        self._refresh_due = True
+        self.call_later(self._refresh_once)
+
+    def _refresh_once(self) -> None:
+        self._refresh_due = False
+        self.refresh_form()
 
     def action_apply_suggestion(self) -> None:
         if self.errors:
