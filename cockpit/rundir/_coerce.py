@@ -61,3 +61,16 @@ BY_ANNOTATION = {
     "dict[str, Any] | None": as_dict,
     "list[str] | None": as_str_list,
 }
+
+# The type a well-formed value of each annotation has, as the writer produced it: a value of
+# exactly this type is taken as it is (the readers above are for everything else).
+EXACT_TYPE = {
+    "int": int,
+    "int | None": int,
+    "float": float,
+    "float | None": float,
+    "str": str,
+    "str | None": str,
+    "bool": bool,
+    "bool | None": bool,
+}

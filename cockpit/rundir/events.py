@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
-from cockpit.rundir._coerce import BY_ANNOTATION, as_float, as_int
+from cockpit.rundir._coerce import BY_ANNOTATION, EXACT_TYPE, as_float, as_int
 from cockpit.rundir.status import END_REASONS  # noqa: F401 - the `end` reasons, beside the kinds
 
 SCHEMA_VERSION = 1
@@ -99,7 +99,7 @@ class Event:
 
     KIND: ClassVar[str] = ""
     _PAYLOAD: ClassVar[tuple[str, ...]] = ()
-    _READERS: ClassVar[tuple[tuple[str, Any, Any], ...]] = ()
+    _READERS: ClassVar[tuple[tuple[str, Any, Any, Any], ...]] = ()
 
     step: int = 0
     time: float | None = field(default_factory=time.time)  # None when a read record had none
@@ -124,9 +124,13 @@ class Event:
         event.v = as_int(get("v"), SCHEMA_VERSION)
         event.time = as_float(get("time"))
         event.step = as_int(get("step"), 0)
-        for name, read, default in cls._READERS:
-            value = read(get(name), None)
-            setattr(event, name, default() if value is None else value)
+        for name, exact, read, default in cls._READERS:
+            value = get(name)
+            if type(value) is not exact:  # the common case (the writer's own type) skips the reader
+                value = read(value, None)
+                if value is None:
+                    value = default()
+            setattr(event, name, value)
         return event
 
 
@@ -137,7 +141,10 @@ def _kind(name: str) -> Any:
         own = [f for f in dataclasses.fields(cls) if f.name not in _HEADER]
         cls.KIND = name
         cls._PAYLOAD = tuple(f.name for f in own)
-        cls._READERS = tuple((f.name, BY_ANNOTATION[str(f.type)], _default_of(f)) for f in own)
+        cls._READERS = tuple(
+            (f.name, EXACT_TYPE.get(str(f.type)), BY_ANNOTATION[str(f.type)], _default_of(f))
+            for f in own
+        )
         EVENT_TYPES[name] = cls
         return cls
 
