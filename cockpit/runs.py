@@ -85,22 +85,24 @@ def launch(
     started = rundir.process_start_time(process.pid)
 
     def launched(current: rundir.RunInfo) -> dict[str, object]:
+        holder = rundir.lock_holder(path)
+        if holder and holder != process.pid:
+            return {}  # another trainer holds the run: this child will be refused, the record is its
         # A fast child may already say running; a resume starts over from starting.
         live = current.status in rundir.LIVE_STATUSES and not resume
         changes: dict[str, object] = {"status": current.status if live else "starting"}
         if resume:
             changes["end_reason"] = None
+        changes.update(
+            pid=process.pid,
+            pid_start_time=started,
+            command=cmd,
+            device_requested=device,
+            detached=detach,
+        )
         return changes
 
-    rundir.update_run_info(
-        path,
-        launched,
-        pid=process.pid,
-        pid_start_time=started,
-        command=cmd,
-        device_requested=device,
-        detached=detach,
-    )
+    rundir.update_run_info(path, launched)
     return RunHandle(path, process)
 
 

@@ -4,6 +4,7 @@
     <run>/preset.json       the resolved preset exactly as launched    (written once)
     <run>/events.jsonl      the event log                              (events)
     <run>/console.log       the child's stdout and stderr
+    <run>/train.lock        flock'd by the training process while it lives (lock)
     <run>/checkpoints/      last.pt, best.pt (and last.prev.pt while replacing)
 
 This package owns it (docs/run-directory.md describes it field by field):
@@ -14,6 +15,8 @@ This package owns it (docs/run-directory.md describes it field by field):
   plus run.json's `overrides`);
 - status: live and final statuses, the status each `end` reason leaves;
 - events: the typed event records, EventWriter, EventTailer, read_events;
+- lock: TrainLock, the exclusive flock the training process holds on its run for its
+  whole life, and lock_holder, the read-only probe of it;
 - process: pid checks, run_status (a dead live run reads as crashed), stop_run;
 - watch: RunWatcher, the tail + liveness + stall detection both faces follow a run with.
 
@@ -62,10 +65,12 @@ from cockpit.rundir.layout import (
     PRESET_JSON,
     RUN_JSON,
     RUN_LOCK,
+    TRAIN_LOCK,
     RunError,
     new_run_id,
     runs_root,
 )
+from cockpit.rundir.lock import RunBusy, TrainLock, lock_holder
 from cockpit.rundir.process import pid_alive, process_start_time, run_status, stop_run
 from cockpit.rundir.status import (
     END_STATUS,
@@ -90,6 +95,7 @@ __all__ = [
     "RUN_JSON",
     "RUN_LOCK",
     "RUN_SCHEMA_VERSION",
+    "TRAIN_LOCK",
     "SCHEMA_VERSION",
     "CheckpointEvent",
     "EndEvent",
@@ -99,18 +105,21 @@ __all__ = [
     "EventTailer",
     "EventWriter",
     "NullEventWriter",
+    "RunBusy",
     "RunError",
     "RunInfo",
     "RunWatcher",
     "SampleEvent",
     "StartEvent",
     "StepEvent",
+    "TrainLock",
     "WarningEvent",
     "create_run_dir",
     "decode_record",
     "encode_event",
     "encode_record",
     "load_run_preset",
+    "lock_holder",
     "make_record",
     "new_run_id",
     "parse_event",

@@ -185,27 +185,46 @@ def create_run_dir(
     *,
     root: str | os.PathLike[str] | None = None,
 ) -> Path:
-    """Make a fresh run directory: checkpoints/, preset.json (once, as launched), a 'starting' run.json."""
-    if run_dir is None:
-        path = fresh_run_path(preset.name, root)
-    else:
-        path = Path(run_dir)
-        if (path / EVENTS_JSONL).exists() or (path / RUN_JSON).exists():
-            raise RunError(
-                f"{path} already holds a run; use `gpt-cockpit resume {path}` or pick another --run-dir"
-            )
-    (path / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path / PRESET_JSON, json.dumps(preset.to_dict(), indent=2) + "\n")
-    update_run_info(
-        path,
-        run_id=path.name,
+    """Make a fresh run directory: checkpoints/, preset.json (once, as launched), a 'starting' run.json.
+
+    Claiming the directory is atomic: run.json is linked into place, which fails if it
+    exists, so of two creations racing for one directory exactly one succeeds.
+    """
+    info = RunInfo(
         status="starting",
         preset_name=preset.name,
         created=time.time(),
         host=platform.node(),
         versions={"cockpit": __version__, "python": platform.python_version()},
     )
+    if run_dir is None:
+        path = fresh_run_path(preset.name, root)
+        while not _claim(path, info):
+            path = fresh_run_path(preset.name, root)  # taken between the look and the claim
+    else:
+        path = Path(run_dir)
+        if (path / EVENTS_JSONL).exists() or not _claim(path, info):
+            raise RunError(
+                f"{path} already holds a run; use `gpt-cockpit resume {path}` or pick another --run-dir"
+            )
+    (path / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path / PRESET_JSON, json.dumps(preset.to_dict(), indent=2) + "\n")
     return path
+
+
+def _claim(path: Path, info: RunInfo) -> bool:
+    """Put a first run.json into `path` unless one is there (False then): write a temp file, link it."""
+    path.mkdir(parents=True, exist_ok=True)
+    info = dataclasses.replace(info, run_id=path.name, updated=time.time())
+    tmp = path / f".{RUN_JSON}.{os.getpid()}.{time.monotonic_ns()}.new"
+    atomic_write_text(tmp, json.dumps(info.to_dict(), indent=2, default=str) + "\n")
+    try:
+        os.link(tmp, path / RUN_JSON)  # atomic, and never replaces an existing run.json
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True
 
 
 def load_run_preset(run_dir: str | os.PathLike[str]) -> Preset:

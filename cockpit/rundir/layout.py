@@ -8,6 +8,9 @@ from pathlib import Path
 
 RUN_JSON = "run.json"  # status, pid, device, versions, progress (cockpit.rundir.info)
 RUN_LOCK = "run.json.lock"  # flock'd by every update of run.json
+TRAIN_LOCK = (
+    "train.lock"  # flock'd by the training process for its whole life (cockpit.rundir.lock)
+)
 PRESET_JSON = "preset.json"  # the resolved preset exactly as launched, written once
 EVENTS_JSONL = "events.jsonl"  # the event log (cockpit.rundir.events)
 CONSOLE_LOG = "console.log"  # the child's stdout and stderr

@@ -10,7 +10,8 @@ from pathlib import Path
 from cockpit.rundir.events import read_last_records
 from cockpit.rundir.info import RunInfo, read_run_info, update_run_info
 from cockpit.rundir.layout import EVENTS_JSONL
-from cockpit.rundir.status import LIVE_STATUSES, status_for_end_reason
+from cockpit.rundir.lock import lock_holder
+from cockpit.rundir.status import FINAL_STATUSES, LIVE_STATUSES, status_for_end_reason
 
 # A launcher writes the pid right after the spawn; longer without one is a failed start.
 START_GRACE_S = 10.0
@@ -56,6 +57,9 @@ def run_status(run_dir: str | os.PathLike[str], *, update: bool = True) -> str:
     before updating run.json); with `update`, run.json is changed to say so.
     """
     info = read_run_info(run_dir)
+    if info.status not in FINAL_STATUSES and lock_holder(run_dir) is not None:
+        # A trainer holds the run: it is live whatever else run.json says (or lost).
+        return info.status if info.status in LIVE_STATUSES else "running"
     if info.status not in LIVE_STATUSES or not _process_gone(info):
         return info.status
     if not update:
@@ -82,13 +86,19 @@ def _record_gone(run_dir: Path, seen: RunInfo) -> RunInfo:
 def stop_run(run_dir: str | os.PathLike[str], *, kill: bool = False) -> bool:
     """Ask a run to stop (SIGTERM: finish the step, checkpoint, exit) or kill it (SIGKILL).
 
-    Returns False if its process is not running.
+    The process is the one holding the run's lock, else run.json's pid. Returns
+    False if no such process is running.
     """
     info = read_run_info(run_dir)
-    if info.pid is None or not pid_alive(info.pid, info.pid_start_time):
+    holder = lock_holder(run_dir)
+    if holder:
+        pid = holder
+    elif info.pid is not None and pid_alive(info.pid, info.pid_start_time):
+        pid = info.pid
+    else:
         return False
     try:
-        os.kill(int(info.pid), signal.SIGKILL if kill else signal.SIGTERM)
+        os.kill(int(pid), signal.SIGKILL if kill else signal.SIGTERM)
     except ProcessLookupError:
         return False
     return True

@@ -81,10 +81,34 @@ class _StopSwitch:
             signal.signal(sig, handler)
 
 
+def _take_run_lock(run_dir: str | os.PathLike[str]) -> rundir.TrainLock | None:
+    """The run's exclusive lock for this process's life (rank 0 only); RunBusy if another trainer has it."""
+    if os.environ.get("RANK", "0") not in ("", "0"):
+        return None  # under torchrun, rank 0 holds the run for the whole job
+    return rundir.TrainLock(run_dir)
+
+
 def run_child(run_dir: str | os.PathLike[str], device: str = "auto", resume: bool = False) -> int:
-    """Train the run in `run_dir`; every outcome ends in events, run.json and an exit code."""
+    """Train the run in `run_dir`; every outcome ends in events, run.json and an exit code.
+
+    A run that another process trains is refused with one line, touching nothing.
+    """
     switch = _StopSwitch()
     switch.install()
+    try:
+        lock = _take_run_lock(run_dir)
+    except rundir.RunBusy as exc:
+        switch.uninstall()
+        error(str(exc))
+        return EXIT_USAGE
+    try:
+        return _train(run_dir, device, resume, switch)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(run_dir: str | os.PathLike[str], device: str, resume: bool, switch: _StopSwitch) -> int:
     from cockpit.train.loop import Trainer
     from cockpit.train.runtime import Dist, HaltTraining, dist_from_env, finish_run
 

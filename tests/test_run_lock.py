@@ -1,0 +1,139 @@
+"""One trainer per run: the lifelong lock on a run directory, and atomic creation of one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from cockpit import rundir
+from cockpit.__main__ import main
+from cockpit.presets import Preset, apply_overrides
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def tiny() -> Preset:
+    return apply_overrides(Preset(name="tiny"), {"train.max_steps": 20, "train.warmup_steps": 2})
+
+
+def snapshot(run_dir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.is_file()}
+
+
+def test_a_second_lock_on_a_run_is_refused_and_names_the_holder(tmp_path):
+    run_dir = rundir.create_run_dir(tiny(), tmp_path / "r")
+    assert rundir.lock_holder(run_dir) is None
+    assert not (run_dir / rundir.TRAIN_LOCK).exists(), "a probe must not create the lock file"
+    first = rundir.TrainLock(run_dir)
+    try:
+        assert rundir.lock_holder(run_dir) == os.getpid()
+        with pytest.raises(rundir.RunBusy, match=f"already being trained by pid {os.getpid()}"):
+            rundir.TrainLock(run_dir, wait_s=0.1)
+    finally:
+        first.release()
+    assert rundir.lock_holder(run_dir) is None
+    rundir.TrainLock(run_dir).release()  # free again once released
+
+
+def test_the_child_refuses_a_run_another_process_trains(tmp_path):
+    """`python -m cockpit.train --resume` on a live run: one line, exit 2, nothing written."""
+    run_dir = rundir.create_run_dir(tiny(), tmp_path / "r")
+    holder = rundir.TrainLock(run_dir)
+    before = snapshot(run_dir)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "cockpit.train", "--run-dir", str(run_dir), "--resume"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        holder.release()
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "already being trained by pid" in lines[0], proc.stderr
+    after = snapshot(run_dir)
+    after.pop(rundir.TRAIN_LOCK, None)
+    before.pop(rundir.TRAIN_LOCK, None)
+    assert after == before
+    assert not (run_dir / rundir.EVENTS_JSONL).exists()
+
+
+HOLD = """
+import sys, time
+from cockpit import rundir
+lock = rundir.TrainLock(sys.argv[1])
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.fixture
+def held_run(tmp_path):
+    """A run whose lock another process holds, while run.json names a dead pid."""
+    run_dir = rundir.create_run_dir(tiny(), tmp_path / "runs" / "held")
+    rundir.update_run_info(run_dir, status="running", pid=2**22 + 7, pid_start_time=1.0)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(run_dir)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    yield run_dir, proc
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=10)
+
+
+def test_a_held_run_is_live_resume_is_refused_and_stop_reaches_the_holder(held_run, capsys):
+    run_dir, proc = held_run
+    assert rundir.run_status(run_dir) == "running"  # not crashed: its trainer holds it
+    code = main(["--runs-dir", str(run_dir.parent), "resume", str(run_dir), "--no-ui"])
+    assert code == 2
+    assert "still running" in capsys.readouterr().err
+    assert rundir.stop_run(run_dir)  # the holder's pid, not run.json's dead one
+    assert proc.wait(timeout=10) == -signal.SIGTERM
+
+
+def test_two_creations_of_one_run_directory_race_and_one_wins(tmp_path):
+    target = tmp_path / "r"
+    barrier = threading.Barrier(8)
+    results: list[object] = []
+
+    def create() -> None:
+        barrier.wait()
+        try:
+            results.append(rundir.create_run_dir(tiny(), target))
+        except rundir.RunError as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(isinstance(r, Path) for r in results) == 1, results
+    assert not [p for p in target.iterdir() if p.name.startswith(".")], "a temp file was left"
+
+
+def test_fresh_run_ids_never_collide_under_a_race(tmp_path, monkeypatch):
+    monkeypatch.setattr(time, "strftime", lambda _fmt: "20260101-000000")
+    barrier = threading.Barrier(6)
+    made: list[Path] = []
+
+    def create() -> None:
+        barrier.wait()
+        made.append(rundir.create_run_dir(tiny(), root=tmp_path))
+
+    threads = [threading.Thread(target=create) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(made)) == 6
