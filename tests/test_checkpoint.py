@@ -132,3 +132,39 @@ def test_rng_state_roundtrip_through_a_file(tmp_path):
     torch.manual_seed(99)
     ckpt.set_rng_state(state["rng"])
     assert (random.random(), np.random.rand(), torch.rand(1).item(), np.random.randn()) == expected
+
+
+def flip_bit(path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_checkpoints_carry_a_checksum_torch_load_still_reads(tmp_path):
+    path = tmp_path / "x.pt"
+    ckpt.save_checkpoint(path, make_state(3))
+    assert path.read_bytes()[-ckpt.FOOTER_SIZE :].startswith(ckpt.FOOTER_TAG)
+    assert ckpt.verify_checksum(path) is True
+    assert torch.load(path, weights_only=True)["step"] == 3  # plain torch still loads it
+
+
+def test_one_flipped_bit_is_caught_and_resume_falls_back_to_prev(tmp_path):
+    ckpt.save_last(tmp_path, make_state(1))
+    ckpt.save_last(tmp_path, make_state(2))
+    last = tmp_path / ckpt.LAST
+    # A bit inside the model's weights: the zip still reads, the numbers would silently change.
+    weights = torch.load(last, weights_only=True)["model"]["weight"].numpy().tobytes()
+    flip_bit(last, last.read_bytes().index(weights) + 5)
+    assert ckpt.verify_checksum(last) is False
+    with pytest.raises(ckpt.CheckpointError, match="checksum mismatch"):
+        ckpt.load_checkpoint(last)
+    loaded = ckpt.load_latest(tmp_path)
+    assert loaded.path.name == ckpt.LAST_PREV and loaded.state["step"] == 1
+    assert "last.pt: checksum mismatch" in loaded.problems[0]
+
+
+def test_a_checkpoint_without_a_footer_still_loads(tmp_path):
+    path = tmp_path / "old.pt"
+    torch.save(make_state(4), path)  # as versions before checksums wrote it
+    assert ckpt.verify_checksum(path) is None
+    assert ckpt.load_checkpoint(path)["step"] == 4

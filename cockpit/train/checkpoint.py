@@ -6,11 +6,19 @@ but tensors and containers. Writes go through a temp file, fsync and rename, so 
 kill at any moment leaves either the old file or the new one, never a torn one
 under the real name. Before last.pt is replaced, the old one is kept as
 last.prev.pt; a truncated or corrupt last.pt is reported and the previous one used.
+
+Each file ends with a checksum of everything before it (FOOTER: a newline,
+"cockpit-sha256 ", 64 hex digits, a newline), computed while the bytes are
+written and verified before the file is loaded, so a flipped bit is caught rather
+than trained on. The footer follows the zip archive torch.save writes, which zip
+readers (and so `torch.load` itself) skip. A file without one (written before
+checksums) loads unverified.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import random
 import shutil
@@ -28,6 +36,8 @@ LAST = "last.pt"
 LAST_PREV = "last.prev.pt"
 BEST = "best.pt"
 REQUIRED_KEYS = ("format", "step", "model", "optimizer", "preset")
+FOOTER_TAG = b"\ncockpit-sha256 "
+FOOTER_SIZE = len(FOOTER_TAG) + 64 + 1
 
 
 class CheckpointError(RuntimeError):
@@ -43,11 +53,55 @@ class LoadedCheckpoint:
     problems: list[str] = field(default_factory=list)
 
 
+class _HashingWriter:
+    """A binary file that hashes what passes through it (torch.save writes sequentially)."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.digest = hashlib.sha256()
+
+    def write(self, data: Any) -> int:
+        self.digest.update(data)
+        return self.handle.write(data)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def _write_with_footer(state: dict[str, Any], handle: Any) -> None:
+    hashing = _HashingWriter(handle)
+    torch.save(state, hashing)
+    handle.write(FOOTER_TAG + hashing.digest.hexdigest().encode("ascii") + b"\n")
+
+
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> int:
-    """Write `state` atomically to `path`; returns its size in bytes."""
+    """Write `state` atomically to `path`, its checksum at the end; returns its size in bytes."""
     target = Path(path)
-    atomic_write_with(target, lambda handle: torch.save(state, handle))
+    atomic_write_with(target, lambda handle: _write_with_footer(state, handle))
     return target.stat().st_size
+
+
+def verify_checksum(path: str | os.PathLike[str]) -> bool | None:
+    """True if the file's bytes match its checksum footer, False if not, None if it has no footer."""
+    p = Path(path)
+    size = p.stat().st_size
+    if size < FOOTER_SIZE:
+        return None
+    digest = hashlib.sha256()
+    with open(p, "rb") as handle:
+        handle.seek(size - FOOTER_SIZE)
+        footer = handle.read(FOOTER_SIZE)
+        if not footer.startswith(FOOTER_TAG) or not footer.endswith(b"\n"):
+            return None
+        handle.seek(0)
+        left = size - FOOTER_SIZE
+        while left:
+            chunk = handle.read(min(left, 1 << 22))
+            if not chunk:
+                return False
+            digest.update(chunk)
+            left -= len(chunk)
+    return digest.hexdigest().encode("ascii") == footer[len(FOOTER_TAG) : -1]
 
 
 def save_last(ckpt_dir: str | os.PathLike[str], state: dict[str, Any]) -> tuple[Path, int]:
@@ -76,6 +130,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"{p}: no such checkpoint")
     if p.stat().st_size == 0:
         raise CheckpointError(f"{p}: the file is empty (a write that never finished)")
+    if verify_checksum(p) is False:
+        raise CheckpointError(
+            f"{p}: checksum mismatch: the file changed after it was written (bit rot or an edit)"
+        )
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except (
