@@ -206,7 +206,7 @@ class Follower:
                 print(line, file=self.out)
             if flush:
                 self.out.flush()
-        except BrokenPipeError:
+        except OSError:  # a closed pipe, or a hung-up terminal (EIO)
             self.stdout_closed = True
             if self.out is sys.stdout:  # so the interpreter's final flush does not fail again
                 devnull = os.open(os.devnull, os.O_WRONLY)
@@ -217,7 +217,10 @@ class Follower:
                 self.signal_child(signal.SIGTERM)
 
     def _diag(self, text: str) -> None:
-        print(f"gpt-cockpit: {text}", file=self.err, flush=True)
+        try:
+            print(f"gpt-cockpit: {text}", file=self.err, flush=True)
+        except OSError:
+            pass  # a hung-up terminal (EIO): the run's own files still say everything
 
     def handle(self, record: dict[str, Any]) -> None:
         """Print one record: step/eval lines on stdout, the rest on stderr."""
@@ -420,14 +423,17 @@ class Follower:
 
 
 class _SignalScope:
-    """Route SIGINT and SIGTERM to a follower while it runs; restore the old handlers after."""
+    """Route SIGINT, SIGTERM and SIGHUP to a follower while it runs; restore the old handlers after.
+
+    SIGHUP (the terminal or SSH session gone) stops the run like SIGTERM: with a checkpoint.
+    """
 
     def __init__(self, follower: Follower) -> None:
         self.follower = follower
         self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> _SignalScope:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             self.previous[sig] = signal.signal(
                 sig, lambda signum, _frame: self.follower.request_stop(signum)
             )

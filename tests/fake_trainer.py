@@ -119,7 +119,7 @@ class FakeTrainer:
         self.step = 0
 
     def on_signal(self, signum: int, _frame: Any) -> None:
-        """First SIGINT/SIGTERM: stop after this step; a second SIGINT: exit at once."""
+        """First SIGINT/SIGTERM/SIGHUP: stop after this step; a second SIGINT: exit at once."""
         if signum == signal.SIGTERM and self.options.get("ignore_term"):
             return
         self.stop_requested += 1
@@ -133,6 +133,7 @@ class FakeTrainer:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.on_signal)
         signal.signal(signal.SIGINT, self.on_signal)
+        signal.signal(signal.SIGHUP, self.on_signal)  # a dropped session stops like SIGTERM
         t = self.preset.train
         time.sleep(self.options.get("start_delay", 0.0))  # like importing torch and reading data
         ckpt = self.run_dir / rundir.CHECKPOINTS / "last.json"

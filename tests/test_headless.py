@@ -437,6 +437,19 @@ def test_sigterm_is_forwarded(tmp_path):
     assert rundir.read_run_info(run_dir).status == "stopped"
 
 
+def test_sighup_to_the_group_stops_with_a_checkpoint(tmp_path):
+    """The SSH session dropping: SIGHUP to the whole group is a stop, not a death."""
+    proc = start_headless(tmp_path)
+    run_dir = wait_for_steps(tmp_path, 5)
+    os.killpg(proc.pid, signal.SIGHUP)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "end: stopped" in err
+    events = read_events(run_dir / rundir.EVENTS_JSONL)
+    assert events[-1]["event"] == "end" and events[-1]["reason"] == "stopped"
+    assert rundir.read_run_info(run_dir).status == "stopped"
+
+
 def test_second_ctrl_c_kills_and_exits_130(tmp_path):
     proc = start_headless(tmp_path, step_s=0.2)
     run_dir = wait_for_steps(tmp_path, 1)

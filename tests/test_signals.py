@@ -19,6 +19,7 @@ pytestmark = pytest.mark.slow
 SLOW_CHILDREN = {
     "SIGTERM": (20, ()),
     "SIGINT": (20, ()),
+    "SIGHUP": (20, ()),
     "stop_run": (20, ()),
     # Long steps: the first SIGINT asks for a stop, the second arrives while that step still runs.
     "second_sigint": (400, ("train.eval_interval=3",)),
@@ -60,7 +61,7 @@ def launch_slow(slow_children, name: str):
     return run_dir, handle
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_one_signal_stops_with_a_checkpoint(slow_children, sig):
     run_dir, handle = launch_slow(slow_children, signal.Signals(sig).name)
     os.kill(handle.pid, sig)

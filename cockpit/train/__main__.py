@@ -1,8 +1,9 @@
 """The training child: `python -m cockpit.train --run-dir DIR --device auto|cpu|cuda [--resume]`.
 
 Runs one preset in one run directory, then exits 0 (finished, stopped, max-time)
-or 1 (halted, crashed, error). SIGINT or SIGTERM asks for a graceful stop (finish
-the step, checkpoint, `end` stopped); a second SIGINT exits at once with 130.
+or 1 (halted, crashed, error). SIGINT, SIGTERM or SIGHUP (a dropped SSH session)
+asks for a graceful stop (finish the step, checkpoint, `end` stopped); a second
+SIGINT exits at once with 130.
 Every failure ends with an `error` and an `end` event, run.json's final status,
 and one line on stderr.
 """
@@ -19,6 +20,10 @@ from pathlib import Path
 from cockpit import rundir
 from cockpit.diagnostics import EXIT_INTERRUPTED, EXIT_USAGE, error, exit_code_for_end
 from cockpit.rundir import EventWriter
+
+
+# Each asks for a graceful stop; SIGHUP is a dropped terminal or SSH session.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -64,7 +69,7 @@ class _StopSwitch:
             trainer.request_stop(self.why)  # type: ignore[attr-defined]
 
     def handle(self, signum: int, _frame: object) -> None:
-        """First SIGINT/SIGTERM: graceful stop. A SIGINT after that: exit at once (atomic writes keep files whole)."""
+        """First SIGINT/SIGTERM/SIGHUP: graceful stop. A SIGINT after that: exit at once (atomic writes keep files whole)."""
         if self.why and signum == signal.SIGINT:
             os._exit(EXIT_INTERRUPTED)
         self.why = f"{signal.Signals(signum).name} received"
@@ -72,9 +77,7 @@ class _StopSwitch:
             self.trainer.request_stop(self.why)  # type: ignore[attr-defined]
 
     def install(self) -> None:
-        self.previous = {
-            sig: signal.signal(sig, self.handle) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
+        self.previous = {sig: signal.signal(sig, self.handle) for sig in STOP_SIGNALS}
 
     def uninstall(self) -> None:
         for sig, handler in getattr(self, "previous", {}).items():
