@@ -21,7 +21,6 @@ from cockpit import rundir
 from cockpit.diagnostics import EXIT_INTERRUPTED, EXIT_USAGE, error, exit_code_for_end
 from cockpit.rundir import EventWriter
 
-
 # Each asks for a graceful stop; SIGHUP is a dropped terminal or SSH session.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
