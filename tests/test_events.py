@@ -149,3 +149,27 @@ def test_read_last_records_reads_only_the_tail(tmp_path):
     assert 0 < len(last) < 100
     assert last[-1]["event"] == "end" and last[-2]["step"] == 1999
     assert read_last_records(tmp_path / "missing.jsonl") == []
+
+
+def test_a_writer_after_a_torn_last_line_starts_on_a_new_line(tmp_path):
+    """A full disk cut the last record short; the resume's `start` must not be swallowed by it."""
+    path = tmp_path / "events.jsonl"
+    with EventWriter(path) as writer:
+        writer.emit("step", 7, loss=1.0)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write('{"v":1,"event":"step","time":1.0,"st')  # torn, no newline
+    with EventWriter(path) as writer:
+        writer.emit("start", 7, preset="p")
+    tailer = EventTailer(path)
+    records = tailer.read_all()
+    assert [r["event"] for r in records] == ["step", "start"]
+    assert tailer.bad_lines == 1
+    assert [r["event"] for r in read_last_records(path)] == ["step", "start"]
+
+
+def test_a_writer_on_a_whole_log_adds_no_blank_line(tmp_path):
+    path = tmp_path / "events.jsonl"
+    for step in (1, 2):
+        with EventWriter(path) as writer:
+            writer.emit("step", step, loss=1.0)
+    assert path.read_text().count("\n") == 2 and "\n\n" not in path.read_text()

@@ -279,12 +279,20 @@ def encode_event(event: Event) -> str:
 
 
 class EventWriter:
-    """Appends records to events.jsonl, flushing each line as it is written."""
+    """Appends records to events.jsonl, flushing each line as it is written.
+
+    A log whose last line was cut short (a full disk, a kill mid-write) gets a
+    newline first, so the torn line stays one bad line and the next record (a
+    resume's `start`) is whole.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._handle: IO[str] | None = open(self.path, "a", encoding="utf-8")
+        if not _ends_a_line(self.path):
+            self._handle.write("\n")
+            self._handle.flush()
 
     def emit(self, event: str, step: int, **fields: Any) -> dict[str, Any]:
         """Write one record now and return it."""
@@ -326,6 +334,16 @@ class EventWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _ends_a_line(path: Path) -> bool:
+    """True if the file is empty or its last byte is a newline."""
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() == 0:
+            return True
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"
 
 
 class NullEventWriter(EventWriter):
