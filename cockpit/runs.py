@@ -123,6 +123,7 @@ class RunSummary:
     last_loss: float | None
     created: float
     updated: float
+    skipped: int = 0  # lines of events.jsonl's tail that were no valid record (left out, counted)
 
     @property
     def age_s(self) -> float:
@@ -144,7 +145,8 @@ def summarize_run(run_dir: str | os.PathLike[str]) -> RunSummary:
     path = Path(run_dir)
     status = rundir.run_status(path)
     info = rundir.read_run_info(path)
-    last = [rundir.parse_event(r) for r in rundir.read_last_records(path / rundir.EVENTS_JSONL)]
+    records, skipped = rundir.read_tail(path / rundir.EVENTS_JSONL)
+    last = [rundir.parse_event(r) for r in records]
     step = info.step
     last_loss = None
     evals: list[float] = []
@@ -170,6 +172,7 @@ def summarize_run(run_dir: str | os.PathLike[str]) -> RunSummary:
         last_loss=last_loss,
         created=info.created,
         updated=info.updated,
+        skipped=skipped,
     )
 
 

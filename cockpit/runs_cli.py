@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from cockpit import rundir, runs
-from cockpit.diagnostics import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, info
+from cockpit.diagnostics import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, info, warn
 from cockpit.format import fmt_float, human_duration, status_markup
 from cockpit.presets import PresetError, apply_overrides
 
@@ -43,8 +43,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 "best_val_loss": _finite_or_none(s.best_val_loss),
                 "last_loss": _finite_or_none(s.last_loss),
                 "age_s": round(s.age_s, 1),
+                "skipped_lines": s.skipped,
             }
             print(json.dumps(row))
+        _say_skipped(summaries)
         return EXIT_OK
     if not summaries:
         info(f"no runs in {root}")
@@ -75,7 +77,18 @@ def cmd_runs(args: argparse.Namespace) -> int:
             s.run_id,
         )
     Console(soft_wrap=True).print(table)
+    _say_skipped(summaries)
     return EXIT_OK
+
+
+def _say_skipped(summaries: list[runs.RunSummary]) -> None:
+    """One stderr line per run whose log held lines that are no valid record (they were left out)."""
+    for s in summaries:
+        if s.skipped:
+            warn(
+                f"{s.run_id}: skipped {s.skipped} unreadable line(s) at the end of "
+                f"{s.run_dir / rundir.EVENTS_JSONL}"
+            )
 
 
 def _open_app(args: argparse.Namespace, run_dir: Path) -> int:

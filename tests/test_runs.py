@@ -446,3 +446,43 @@ def test_stop_kill_command(tmp_path, monkeypatch, capsys):
     assert "killed" in capsys.readouterr().err
     assert handle.process.wait(timeout=10) == -signal.SIGKILL
     assert rundir.run_status(run_dir) == "crashed"
+
+
+BAD_LINES = {
+    "null step": '{"v":1,"event":"step","time":1.0,"step":null,"loss":1.0}',
+    "word step": '{"v":1,"event":"step","time":1.0,"step":"eight","loss":"eight"}',
+    "NaN": '{"v":1,"event":"step","time":NaN,"step":NaN,"loss":NaN}',
+    "1e400": '{"v":1,"event":"eval","time":1e400,"step":1e400,"val_loss":1e400}',
+    "nested 20k": '{"v":1,"event":"step","time":1.0,"step":3,"loss":'
+    + "[" * 20_000
+    + "]" * 20_000
+    + "}",
+    "nested 50k": "[" * 50_000 + "]" * 50_000,
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_LINES.values()), ids=list(BAD_LINES))
+def test_one_bad_record_breaks_no_listing_and_is_counted(tmp_path, capsys, bad):
+    root = tmp_path / "runs"
+    good = rundir.create_run_dir(tiny("good"), root=root)
+    damaged = rundir.create_run_dir(tiny("damaged"), root=root)
+    for run_dir in (good, damaged):
+        rundir.update_run_info(run_dir, status="finished", step=3)
+    start = '{"v":1,"event":"start","time":1.0,"step":0}\n'
+    end = '{"v":1,"event":"end","time":2.0,"step":3,"reason":"finished"}\n'
+    (good / rundir.EVENTS_JSONL).write_text(start + end)
+    (damaged / rundir.EVENTS_JSONL).write_text(start + bad + "\n" + end)
+
+    seen = (
+        1 if len(bad) < 60_000 else 0
+    )  # a listing reads the last 64 KiB: a longer line is cut off
+    assert {s.run_id: s.skipped for s in runs.list_runs(root)} == {good.name: 0, damaged.name: seen}
+    assert main(["--runs-dir", str(root), "runs"]) == 0
+    out, err = capsys.readouterr()
+    assert good.name in out and damaged.name in out
+    assert (f"{damaged.name}: skipped 1 unreadable line(s)" in err) == bool(seen)
+    assert main(["--runs-dir", str(root), "runs", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {r["run_id"]: r["skipped_lines"] for r in rows} == {good.name: 0, damaged.name: seen}
+    assert main(["--runs-dir", str(root), "attach", "--no-ui", damaged.name]) == 0
+    assert "skipped 1 unreadable line(s)" in capsys.readouterr().err

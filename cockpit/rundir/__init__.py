@@ -48,6 +48,7 @@ from cockpit.rundir.events import (
     parse_event,
     read_events,
     read_last_records,
+    read_tail,
 )
 from cockpit.rundir.info import (
     RUN_INFO_FIELDS,
@@ -127,6 +128,7 @@ __all__ = [
     "process_start_time",
     "read_events",
     "read_last_records",
+    "read_tail",
     "read_run_info",
     "run_status",
     "runs_root",

@@ -75,12 +75,42 @@ def encode_record(record: dict[str, Any]) -> str:
         return json.dumps(_encode_value(record), allow_nan=False, separators=(",", ":"))
 
 
+MAX_STEP = 2**53  # a step beyond this is no step a trainer wrote
+
+
 def decode_record(line: str | bytes) -> dict[str, Any]:
-    """Parse one line into a record; raises ValueError if it is not a valid record."""
-    record = json.loads(line)
+    """Parse one line into a record; raises ValueError if it is not a valid record.
+
+    A record is an object of a known kind whose `step` is an int in [0, MAX_STEP]
+    (null, "eight", NaN, 1e400 are not); anything nested too deep for the parser is
+    a ValueError too, so no line can make a reader fail.
+    """
+    try:
+        record = json.loads(line)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
     if not isinstance(record, dict) or record.get("event") not in EVENT_KINDS:
         raise ValueError("not an event record")
-    return _decode_value(record)
+    step = record.get("step")
+    if type(step) is not int or not 0 <= step <= MAX_STEP:
+        raise ValueError("no valid step")
+    try:
+        return _decode_value(record)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def decode_lines(lines: Iterable[bytes]) -> tuple[list[dict[str, Any]], int]:
+    """The records of whole lines, and how many non-blank lines were not valid records."""
+    records, bad = [], 0
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            records.append(decode_record(line))
+        except (ValueError, UnicodeDecodeError):
+            bad += 1
+    return records, bad
 
 
 def make_record(event: str, step: int, **fields: Any) -> dict[str, Any]:
@@ -398,14 +428,8 @@ class EventTailer:
         data = self._partial + chunk
         lines = data.split(b"\n")
         self._partial = lines.pop()
-        records = []
-        for line in lines:
-            if not line.strip():
-                continue
-            try:
-                records.append(decode_record(line))
-            except (ValueError, UnicodeDecodeError, RecursionError):
-                self.bad_lines += 1
+        records, bad = decode_lines(lines)
+        self.bad_lines += bad
         return records
 
     def read_all(self) -> list[dict[str, Any]]:
@@ -433,6 +457,13 @@ def read_last_records(
     path: str | os.PathLike[str], tail_bytes: int = 65536
 ) -> list[dict[str, Any]]:
     """The well-formed records in the last `tail_bytes` of the file (cheap, for listings)."""
+    return read_tail(path, tail_bytes)[0]
+
+
+def read_tail(
+    path: str | os.PathLike[str], tail_bytes: int = 65536
+) -> tuple[list[dict[str, Any]], int]:
+    """The well-formed records in the last `tail_bytes` of the file, and how many lines were skipped."""
     p = Path(path)
     try:
         with open(p, "rb") as handle:
@@ -441,15 +472,8 @@ def read_last_records(
             handle.seek(max(0, size - tail_bytes))
             data = handle.read()
     except OSError:
-        return []
+        return [], 0
     lines = data.split(b"\n")
     if size > tail_bytes:
         lines = lines[1:]  # the first line is probably cut
-    out = []
-    for line in lines:
-        if line.strip():
-            try:
-                out.append(decode_record(line))
-            except (ValueError, UnicodeDecodeError):
-                pass
-    return out
+    return decode_lines(lines)

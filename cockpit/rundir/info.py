@@ -116,7 +116,7 @@ def read_run_info(run_dir: str | os.PathLike[str]) -> RunInfo:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RunError(f"{run_dir} is not a run directory (no {RUN_JSON})") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise RunError(f"cannot read {path}: {exc}") from None
     if not isinstance(raw, dict):
         raise RunError(f"{path} is not a JSON object")
@@ -232,7 +232,7 @@ def load_run_preset(run_dir: str | os.PathLike[str]) -> Preset:
     path = Path(run_dir) / PRESET_JSON
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise RunError(f"cannot read {path}: {exc}") from None
     try:
         preset = preset_from_dict(raw)
