@@ -336,10 +336,7 @@ class Follower:
             if self.killed:
                 self._reap(timeout=5.0)
                 self.drain()
-                try:
-                    rundir.run_status(self.run_dir)  # the pid is gone: run.json now says crashed
-                except rundir.RunError:
-                    pass
+                self._record_end()
                 self._diag("killed: the steps since the last checkpoint are lost")
                 return EXIT_INTERRUPTED
             self._take(self.watcher.poll())
@@ -381,6 +378,15 @@ class Follower:
             self.handle(record)
         self._data("", flush=True)
 
+    def _record_end(self) -> None:
+        """Our own child died without its end in run.json: record it (best effort; an attach never writes)."""
+        if self.process is None:
+            return
+        try:
+            rundir.run_status(self.run_dir, update=True)
+        except (rundir.RunError, OSError):
+            pass
+
     def _reap(self, timeout: float) -> None:
         if self.process is None:
             return
@@ -406,11 +412,7 @@ class Follower:
         if returncode is not None and returncode < 0:
             how = f"was killed by {signal.Signals(-returncode).name}"
         error(f"the training process {how} without an `end` event (crashed)")
-        if self.process is not None:
-            try:
-                rundir.run_status(self.run_dir)  # marks run.json crashed
-            except rundir.RunError:
-                pass
+        self._record_end()
         tail = console_tail(self.run_dir)
         if tail:
             print(f"--- last lines of {self.run_dir / rundir.CONSOLE_LOG} ---", file=self.err)

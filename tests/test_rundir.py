@@ -434,7 +434,7 @@ def test_event_line_of_each_kind():
 
 
 def test_run_status_leaves_a_relaunched_run_alone(tmp_path, monkeypatch):
-    """A status check that found the old pid dead must not mark a run that was just relaunched."""
+    """A launcher recording a dead child must not mark a run that was just relaunched."""
     from cockpit.rundir import process
 
     run_dir = rundir.create_run_dir(tiny(), tmp_path / "r")
@@ -446,6 +446,6 @@ def test_run_status_leaves_a_relaunched_run_alone(tmp_path, monkeypatch):
         return real_update(path, change, **changes)
 
     monkeypatch.setattr(process, "update_run_info", relaunch_first)
-    assert rundir.run_status(run_dir) == "starting"
+    assert rundir.run_status(run_dir, update=True) == "starting"
     info = rundir.read_run_info(run_dir)
     assert info.status == "starting" and info.pid == 2**22 + 2 and info.end_reason is None

@@ -121,13 +121,13 @@ def test_a_run_reads_starting_until_its_child_is_set_up(tmp_path, monkeypatch):
     assert rundir.run_status(run_dir) == "finished"
 
 
-def test_dead_pid_reads_as_crashed_and_updates_run_json(tmp_path):
+def test_dead_pid_reads_as_crashed_and_only_the_launcher_records_it(tmp_path):
     run_dir = rundir.create_run_dir(tiny(), root=tmp_path)
     pid, started = dead_pid()
     rundir.update_run_info(run_dir, status="running", pid=pid, pid_start_time=started)
-    assert rundir.run_status(run_dir, update=False) == "crashed"
-    assert rundir.read_run_info(run_dir).status == "running"  # not written without update
     assert rundir.run_status(run_dir) == "crashed"
+    assert rundir.read_run_info(run_dir).status == "running"  # a reader writes nothing
+    assert rundir.run_status(run_dir, update=True) == "crashed"
     info = rundir.read_run_info(run_dir)
     assert info.status == "crashed" and info.end_reason == "process gone"
 
@@ -158,6 +158,8 @@ def test_end_event_written_before_death_gives_its_status(tmp_path):
     with EventWriter(run_dir / rundir.EVENTS_JSONL) as writer:
         writer.emit("end", 7, reason="stopped", message="stopped on request")
     assert rundir.run_status(run_dir) == "stopped"
+    assert rundir.read_run_info(run_dir).end_reason is None  # derived, not written
+    assert rundir.run_status(run_dir, update=True) == "stopped"
     assert rundir.read_run_info(run_dir).end_reason == "stopped"
 
 
@@ -326,7 +328,10 @@ def test_attach_no_ui_reports_a_crash_quickly(tmp_path, monkeypatch, capsys):
     assert main(["--runs-dir", str(tmp_path / "runs"), "attach", run_dir.name, "--no-ui"]) == 1
     assert time.monotonic() - started < 0.5 + 3.0
     assert "without an `end` event (crashed)" in capsys.readouterr().err
-    assert rundir.read_run_info(run_dir).status == "crashed"
+    assert rundir.run_status(run_dir) == "crashed"
+    assert (
+        rundir.read_run_info(run_dir).status == "running"
+    )  # attach is a reader: it writes nothing
 
 
 def test_ctrl_c_detaches_an_attach_and_the_run_goes_on(tmp_path, monkeypatch):
@@ -486,3 +491,39 @@ def test_one_bad_record_breaks_no_listing_and_is_counted(tmp_path, capsys, bad):
     assert {r["run_id"]: r["skipped_lines"] for r in rows} == {good.name: 0, damaged.name: seen}
     assert main(["--runs-dir", str(root), "attach", "--no-ui", damaged.name]) == 0
     assert "skipped 1 unreadable line(s)" in capsys.readouterr().err
+
+
+def run_files(run_dir: Path) -> dict[str, tuple[bytes, int]]:
+    return {
+        str(p.relative_to(run_dir)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(run_dir.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_readers_derive_a_dead_runs_status_without_writing(tmp_path, monkeypatch, capsys):
+    """`runs`, `attach` and `stop` on a dead run: right status, and not one byte written
+    (they work on a read-only mount, as another user, on a full disk)."""
+    root = tmp_path / "runs"
+    run_dir = rundir.create_run_dir(tiny(), root=root)
+    pid, started = dead_pid()
+    rundir.update_run_info(run_dir, status="running", pid=pid, pid_start_time=started)
+    with EventWriter(run_dir / rundir.EVENTS_JSONL) as writer:
+        writer.emit("start", 0)
+        writer.emit("step", 1, loss=2.0)
+    before = run_files(run_dir)
+
+    def no_writes(*_args, **_kwargs):
+        raise PermissionError(13, "Read-only file system")
+
+    monkeypatch.setattr(rundir.info, "atomic_write_text", no_writes)  # any write of run.json fails
+    assert rundir.run_status(run_dir) == "crashed"
+    assert [s.status for s in runs.list_runs(root)] == ["crashed"]
+    assert main(["--runs-dir", str(root), "runs"]) == 0
+    assert "crashed" in capsys.readouterr().out
+    assert main(["--runs-dir", str(root), "runs", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "crashed"
+    assert main(["--runs-dir", str(root), "attach", "--no-ui", run_dir.name]) == 1
+    assert main(["--runs-dir", str(root), "stop", run_dir.name]) == 1
+    assert "not running (status crashed)" in capsys.readouterr().err
+    assert run_files(run_dir) == before

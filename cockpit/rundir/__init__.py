@@ -17,7 +17,8 @@ This package owns it (docs/run-directory.md describes it field by field):
 - events: the typed event records, EventWriter, EventTailer, read_events;
 - lock: TrainLock, the exclusive flock the training process holds on its run for its
   whole life, and lock_holder, the read-only probe of it;
-- process: pid checks, run_status (a dead live run reads as crashed), stop_run;
+- process: pid checks, run_status (a dead live run reads as crashed,
+  derived without writing), stop_run;
 - watch: RunWatcher, the tail + liveness + stall detection both faces follow a run with.
 
 Nothing here imports torch or textual: a face reaches a run only through these

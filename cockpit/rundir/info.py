@@ -1,8 +1,7 @@
 """run.json as a typed record, the one function that changes it, and the effective preset.
 
-Every writer (the launcher, the training child, the faces marking a dead run
-crashed, `resume`) goes through `update_run_info`: it takes an exclusive flock on
-run.json.lock, reads run.json, applies the changes and replaces the file
+Every writer (the launcher, the training child, `resume`; readers never write)
+goes through `update_run_info`: it takes an exclusive flock on run.json.lock, reads run.json, applies the changes and replaces the file
 atomically (temp file, fsync, rename), so two writers never lose each other's
 fields and a reader never sees a torn file. Readers use `read_run_info`.
 

@@ -49,12 +49,15 @@ def _process_gone(info: RunInfo) -> bool:
     return not pid_alive(info.pid, info.pid_start_time)
 
 
-def run_status(run_dir: str | os.PathLike[str], *, update: bool = True) -> str:
-    """The run's status, with a live status checked against its process.
+def run_status(run_dir: str | os.PathLike[str], *, update: bool = False) -> str:
+    """The run's status, with a live status checked against its trainer's lock and process.
 
-    A run whose run.json says starting/running but whose process is gone is
+    A run whose run.json says starting/running but whose process is gone reads as
     'crashed' (or what its `end` record says, when the child wrote one but died
-    before updating run.json); with `update`, run.json is changed to say so.
+    before updating run.json). Reading writes nothing, so it works on a read-only
+    mount, as another user and on a full disk; the next launch (resume) records
+    the new status. `update=True` is for the process that launched the child and
+    saw it die: it records the final status in run.json.
     """
     info = read_run_info(run_dir)
     if info.status not in FINAL_STATUSES and lock_holder(run_dir) is not None:
@@ -62,19 +65,27 @@ def run_status(run_dir: str | os.PathLike[str], *, update: bool = True) -> str:
         return info.status if info.status in LIVE_STATUSES else "running"
     if info.status not in LIVE_STATUSES or not _process_gone(info):
         return info.status
-    if not update:
-        return "crashed"
-    return _record_gone(Path(run_dir), info).status
+    if update:
+        return _record_gone(Path(run_dir), info).status
+    return _gone_status(Path(run_dir))
+
+
+def _gone_status(run_dir: Path) -> str:
+    """The status a run whose process is gone has: its `end` record's, else crashed."""
+    return str(_gone_changes(run_dir)["status"])
+
+
+def _gone_changes(run_dir: Path) -> dict[str, object]:
+    ended = [r for r in read_last_records(run_dir / EVENTS_JSONL) if r["event"] == "end"]
+    if ended:
+        reason = ended[-1].get("reason")
+        return {"status": status_for_end_reason(str(reason or "finished")), "end_reason": reason}
+    return {"status": "crashed", "end_reason": "process gone", "ended": time.time()}
 
 
 def _record_gone(run_dir: Path, seen: RunInfo) -> RunInfo:
     """Write the final status of a run whose process is gone, unless a new launch came first."""
-    ended = [r for r in read_last_records(run_dir / EVENTS_JSONL) if r["event"] == "end"]
-    if ended:
-        reason = ended[-1].get("reason")
-        changes = {"status": status_for_end_reason(str(reason or "finished")), "end_reason": reason}
-    else:
-        changes = {"status": "crashed", "end_reason": "process gone", "ended": time.time()}
+    changes = _gone_changes(run_dir)
 
     def unless_relaunched(current: RunInfo) -> dict[str, object]:
         same = current.status in LIVE_STATUSES and current.pid == seen.pid

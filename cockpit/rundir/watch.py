@@ -95,8 +95,8 @@ class RunWatcher:
         self._next_check = now + self.status_every_s
         return True
 
-    def refresh_status(self, *, update: bool = True) -> str:
-        """The run's status checked against its pid now (RunError if run.json is unreadable)."""
+    def refresh_status(self, *, update: bool = False) -> str:
+        """The run's status checked against its pid now (RunError if run.json is unreadable); writes nothing unless `update`."""
         self.status = run_status(self.run_dir, update=update)
         return self.status
 
