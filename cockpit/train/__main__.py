@@ -20,6 +20,7 @@ from pathlib import Path
 from cockpit import rundir
 from cockpit.diagnostics import EXIT_INTERRUPTED, EXIT_USAGE, error, exit_code_for_end
 from cockpit.rundir import EventWriter
+from cockpit.train.threads import usable_cores, wait_politely
 
 # Each asks for a graceful stop; SIGHUP is a dropped terminal or SSH session.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -103,6 +104,7 @@ def run_child(run_dir: str | os.PathLike[str], device: str = "auto", resume: boo
         switch.uninstall()
         error(str(exc))
         return EXIT_USAGE
+    wait_politely()  # before torch loads OpenMP
     try:
         return _train(run_dir, device, resume, switch)
     finally:
@@ -112,7 +114,11 @@ def run_child(run_dir: str | os.PathLike[str], device: str = "auto", resume: boo
 
 def _train(run_dir: str | os.PathLike[str], device: str, resume: bool, switch: _StopSwitch) -> int:
     from cockpit.train.loop import Trainer
-    from cockpit.train.runtime import Dist, HaltTraining, dist_from_env, finish_run
+    from cockpit.train.runtime import Dist, HaltTraining, dist_from_env, finish_run, set_threads
+
+    threads = set_threads()  # one core fewer than usable: a neighbour costs a step little
+    wait = os.environ.get("OMP_WAIT_POLICY", "default")
+    print(f"cpu threads: {threads} of {usable_cores()} usable cores, OMP_WAIT_POLICY={wait}")
 
     path = Path(run_dir)
     dist: Dist = dist_from_env()

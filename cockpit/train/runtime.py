@@ -92,6 +92,16 @@ def enable_tf32() -> None:
     torch.backends.cudnn.allow_tf32 = True
 
 
+def set_threads() -> int:
+    """Apply `chosen_threads` to torch; the number of threads torch now uses."""
+    from cockpit.train.threads import chosen_threads
+
+    n = chosen_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    return torch.get_num_threads()
+
+
 def versions() -> dict[str, Any]:
     """cockpit, Python, torch and CUDA versions, as plain strings."""
     return {

@@ -1,0 +1,70 @@
+"""The child's CPU thread policy: one core fewer than usable, idle workers that sleep."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tiny_runs import make_run
+
+from cockpit.train import threads
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for name in (threads.THREADS_ENV, "OMP_NUM_THREADS", "OMP_WAIT_POLICY"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+@pytest.mark.parametrize(("cores", "expected"), [(1, 1), (2, 1), (16, 15)])
+def test_one_core_is_left_to_the_neighbours(clean_env, cores, expected):
+    clean_env.setattr(threads, "usable_cores", lambda: cores)
+    assert threads.chosen_threads() == expected
+
+
+def test_the_environment_overrides_the_count(clean_env):
+    clean_env.setenv(threads.THREADS_ENV, "3")
+    assert threads.chosen_threads() == 3
+    clean_env.setenv(threads.THREADS_ENV, "torch")
+    assert threads.chosen_threads() is None
+    threads.wait_politely()
+    assert "OMP_WAIT_POLICY" not in os.environ  # torch's defaults, untouched
+    clean_env.delenv(threads.THREADS_ENV)
+    clean_env.setenv("OMP_NUM_THREADS", "2")
+    assert threads.chosen_threads() is None  # the user's own setting stands
+
+
+def test_idle_workers_sleep_unless_told_otherwise(clean_env):
+    threads.wait_politely()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    clean_env.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    threads.wait_politely()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+@pytest.mark.slow
+def test_the_child_trains_on_one_core_fewer_with_sleeping_workers(tmp_path):
+    run_dir = make_run(tmp_path, "train.max_steps=2", "train.eval_interval=0")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in (threads.THREADS_ENV, "OMP_NUM_THREADS", "OMP_WAIT_POLICY")
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "cockpit.train", "--run-dir", str(run_dir), "--device", "cpu"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr
+    cores = threads.usable_cores()
+    line = f"cpu threads: {max(1, cores - 1)} of {cores} usable cores, OMP_WAIT_POLICY=PASSIVE"
+    assert line in proc.stdout
