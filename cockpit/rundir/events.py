@@ -21,6 +21,7 @@ order the trainer has always written them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -322,7 +323,10 @@ class EventWriter:
         self._handle: IO[str] | None = open(self.path, "a", encoding="utf-8")
         if not _ends_a_line(self.path):
             self._handle.write("\n")
-            self._handle.flush()
+            with contextlib.suppress(
+                OSError
+            ):  # a full disk: the newline goes out with the next write
+                self._handle.flush()
 
     def emit(self, event: str, step: int, **fields: Any) -> dict[str, Any]:
         """Write one record now and return it."""
@@ -351,13 +355,16 @@ class EventWriter:
             os.fsync(self._handle.fileno())
 
     def close(self) -> None:
+        """Flush, fsync and close; raises the OSError of a write that never made it (a full disk)."""
         if self._handle is not None:
+            handle, self._handle = self._handle, None
             try:
-                self.sync()
-            except OSError:
-                pass
-            self._handle.close()
-            self._handle = None
+                handle.flush()
+                with contextlib.suppress(OSError):
+                    os.fsync(handle.fileno())
+            finally:
+                with contextlib.suppress(OSError):
+                    handle.close()
 
     def __enter__(self) -> EventWriter:
         return self

@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from cockpit import rundir
@@ -132,27 +133,51 @@ def _train(run_dir: str | os.PathLike[str], device: str, resume: bool, switch: _
     except HaltTraining as exc:
         reason, message, kind, tail = "halted", str(exc), "halted", ""
     except Exception as exc:  # every failure must reach the event log and run.json
-        tail = _traceback_tail(exc)
-        if isinstance(exc, _user_errors()):
-            reason, message, kind = "error", str(exc), getattr(exc, "kind", type(exc).__name__)
-        else:
-            reason, message, kind = "crashed", f"{type(exc).__name__}: {exc}", type(exc).__name__
+        reason, message, kind, tail = _failure(exc, path)
     else:
         kind, tail = "", ""
     message = " ".join(str(message).split()) or reason
     step = trainer.step if trainer is not None else 0
     writer = trainer.events if trainer is not None else (events or EventWriter(os.devnull))
+    lost: list[str] = []  # records that could not be written (a full disk)
     if reason in ("error", "crashed"):
-        writer.emit("error", step, message=message, kind=kind, traceback=tail)
+        _best_effort(
+            lost, lambda: writer.emit("error", step, message=message, kind=kind, traceback=tail)
+        )
     if reason in ("error", "crashed", "halted"):
-        error(message)
+        _best_effort(lost, lambda: error(message))
     if trainer is not None:
-        trainer.finish(reason, message)
+        _best_effort(lost, lambda: trainer.finish(reason, message))
     else:
-        finish_run(path, writer, reason, message, step, write_run_info=dist.master)
-    writer.close()
+        _best_effort(
+            lost,
+            lambda: finish_run(path, writer, reason, message, step, write_run_info=dist.master),
+        )
+    _best_effort(lost, writer.close)
+    if lost:
+        _best_effort([], lambda: error(f"the end of the run could not be recorded: {lost[0]}"))
     switch.uninstall()
     return exit_code_for_end(reason)
+
+
+def _failure(exc: Exception, path: Path) -> tuple[str, str, str, str]:
+    """(end reason, message, error kind, traceback tail) of an exception that ended the run."""
+    from cockpit.train.checkpoint import DISK_FULL, disk_full_message
+
+    tail = _traceback_tail(exc)
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+        return "error", disk_full_message(path), "disk_full", tail
+    if isinstance(exc, _user_errors()):
+        return "error", str(exc), getattr(exc, "kind", type(exc).__name__), tail
+    return "crashed", f"{type(exc).__name__}: {exc}", type(exc).__name__, tail
+
+
+def _best_effort(lost: list[str], write: Callable[[], object]) -> None:
+    """Run one of the end's writes; an OSError (a full disk) is noted in `lost`, not raised."""
+    try:
+        write()
+    except OSError as exc:
+        lost.append(f"{type(exc).__name__}: {exc}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ checksums) loads unverified.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import random
@@ -54,15 +55,24 @@ class LoadedCheckpoint:
 
 
 class _HashingWriter:
-    """A binary file that hashes what passes through it (torch.save writes sequentially)."""
+    """A binary file that hashes what passes through it (torch.save writes sequentially).
+
+    An OSError from the file is kept in `error`: torch re-raises it as a RuntimeError
+    that no longer says what happened ("[enforce fail at inline_container.cc] ...").
+    """
 
     def __init__(self, handle: Any) -> None:
         self.handle = handle
         self.digest = hashlib.sha256()
+        self.error: OSError | None = None
 
     def write(self, data: Any) -> int:
         self.digest.update(data)
-        return self.handle.write(data)
+        try:
+            return self.handle.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
 
     def flush(self) -> None:
         self.handle.flush()
@@ -70,14 +80,45 @@ class _HashingWriter:
 
 def _write_with_footer(state: dict[str, Any], handle: Any) -> None:
     hashing = _HashingWriter(handle)
-    torch.save(state, hashing)
+    try:
+        torch.save(state, hashing)
+    except Exception:
+        if hashing.error is not None:
+            raise hashing.error from None  # the file's own error, not torch's rewording of it
+        raise
     handle.write(FOOTER_TAG + hashing.digest.hexdigest().encode("ascii") + b"\n")
 
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_message(path: str | os.PathLike[str]) -> str:
+    """'no space left on <folder> (N bytes free)', for a write that ran out of room."""
+    folder = Path(path)
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return f"no space left on {folder}"
+    return f"no space left on {folder} ({free} bytes free)"
+
+
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> int:
-    """Write `state` atomically to `path`, its checksum at the end; returns its size in bytes."""
+    """Write `state` atomically to `path`, its checksum at the end; returns its size in bytes.
+
+    A full disk is a CheckpointError saying so; the file under `path` is left as it was.
+    """
     target = Path(path)
-    atomic_write_with(target, lambda handle: _write_with_footer(state, handle))
+    try:
+        atomic_write_with(target, lambda handle: _write_with_footer(state, handle))
+    except OSError as exc:
+        if exc.errno in DISK_FULL:
+            raise CheckpointError(
+                f"cannot write {target.name}: {disk_full_message(target.parent)}; "
+                "the previous checkpoint is kept"
+            ) from None
+        raise
     return target.stat().st_size
 
 
