@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -137,3 +138,66 @@ def test_fresh_run_ids_never_collide_under_a_race(tmp_path, monkeypatch):
     for t in threads:
         t.join()
     assert len(set(made)) == 6
+
+
+def test_the_trainers_next_write_restores_an_overwritten_run_json(tmp_path):
+    run_dir = rundir.create_run_dir(tiny(), tmp_path / "r")
+    lock = rundir.TrainLock(run_dir)  # as the child holds it
+    try:
+        rundir.update_run_info(run_dir, status="running", pid=os.getpid(), device="cpu", step=0)
+        # Someone rewrites run.json while the trainer runs, keeping three fields.
+        (run_dir / rundir.RUN_JSON).write_text(
+            json.dumps({"run_id": "r", "step": 5, "best_val_loss": 2.0})
+        )
+        assert rundir.run_status(run_dir) == "running"  # the lock still says who is live
+        rundir.update_run_info(run_dir, step=10, best_val_loss=1.5)  # the trainer's next eval
+        info = rundir.read_run_info(run_dir)
+        assert (info.status, info.pid, info.device, info.preset_name) == (
+            "running",
+            os.getpid(),
+            "cpu",
+            "tiny",
+        )
+        assert (info.step, info.best_val_loss) == (10, 1.5)
+    finally:
+        lock.release()
+    # Without the lock, a writer changes only what it names, as before.
+    (run_dir / rundir.RUN_JSON).write_text(json.dumps({"run_id": "r", "step": 5}))
+    assert rundir.update_run_info(run_dir, step=6).status == "unknown"
+
+
+@pytest.mark.slow
+def test_an_overwritten_run_json_does_not_hide_a_live_trainer(tmp_path, capsys):
+    from tiny_runs import events_of, make_run
+
+    from cockpit import runs
+
+    run_dir = make_run(tmp_path, "train.max_steps=100000", "train.eval_interval=5", name="live")
+    handle = runs.launch(
+        run_dir, device="cpu", detach=False, env={"GPT_COCKPIT_FAULT": "slow_step_ms=20"}
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not events_of(run_dir, "step"):
+            assert handle.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        (run_dir / rundir.RUN_JSON).write_text(
+            json.dumps({"run_id": "live", "step": 1, "best_val_loss": 9.0})
+        )
+        assert main(["--runs-dir", str(tmp_path), "runs"]) == 0
+        assert "running" in capsys.readouterr().out
+        step = events_of(run_dir, "step")[-1]["step"]
+        while not [e for e in events_of(run_dir, "eval") if e["step"] > step]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        info = rundir.read_run_info(run_dir)
+        assert (
+            info.status == "running" and info.preset_name == "tiny_test" and info.pid == handle.pid
+        )
+        assert main(["--runs-dir", str(tmp_path), "stop", "live"]) == 0
+        assert handle.process.wait(timeout=60) == 0
+    finally:
+        if handle.poll() is None:
+            handle.process.kill()
+            handle.process.wait()
+    assert rundir.read_run_info(run_dir).status == "stopped"

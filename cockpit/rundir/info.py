@@ -142,6 +142,34 @@ def _locked(run_dir: Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
+# The record the trainer of a run keeps, for runs this process holds the train lock of
+# (rundir.lock.TrainLock): run dir (resolved) -> its known fields that are set.
+_OWNED: dict[Path, dict[str, Any]] = {}
+
+
+def own_run_info(run_dir: str | os.PathLike[str], owned: bool = True) -> None:
+    """Make this process the owner of the run's record (its trainer), or stop being it.
+
+    The owner's every update rewrites the whole record from its own state: what it
+    last wrote, over whatever the file holds now. So a run.json overwritten or cut
+    down while the trainer runs is whole again at its next write.
+    """
+    key = Path(run_dir).resolve()
+    if not owned:
+        _OWNED.pop(key, None)
+        return
+    try:
+        current = read_run_info(run_dir)
+    except RunError:
+        current = RunInfo(run_id=Path(run_dir).name)
+    _OWNED[key] = _set_fields(current)
+
+
+def _set_fields(info: RunInfo) -> dict[str, Any]:
+    owned = {name: getattr(info, name) for name in _FIELD_NAMES if name not in ("schema", "updated")}
+    return {k: v for k, v in owned.items() if v is not None}
+
+
 def update_run_info(
     run_dir: str | os.PathLike[str],
     change: Callable[[RunInfo], Mapping[str, Any]] | None = None,
@@ -164,6 +192,9 @@ def update_run_info(
             info = read_run_info(path)
         except RunError:
             info = RunInfo(run_id=path.name)
+        owned = _OWNED.get(path.resolve())
+        if owned is not None:  # the trainer: its own record over whatever the file holds now
+            info = dataclasses.replace(info, **owned)
         if change is not None:
             computed = dict(change(info))
             _check_names(computed)
@@ -175,6 +206,8 @@ def update_run_info(
         info.updated = time.time()
         text = json.dumps(info.to_dict(), indent=2, default=str) + "\n"
         atomic_write_text(path / RUN_JSON, text)
+        if owned is not None:
+            _OWNED[path.resolve()] = _set_fields(info)
     return info
 
 

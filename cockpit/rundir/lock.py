@@ -4,7 +4,8 @@ The training child takes an exclusive flock on `<run>/train.lock` before it read
 writes anything and holds it until it exits (the kernel drops it when the process
 dies, however it dies). It writes its pid into the file, so a reader can say who
 holds the run. A second trainer, or a resume of a live run, finds the lock held and
-is refused with one line.
+is refused with one line. While it holds the lock its every update of run.json
+rewrites the whole record from its own state (rundir.info.own_run_info).
 
 Readers only probe: they open the file read-only (never creating it) and try a
 shared lock without waiting. The trainer retries its own lock for a moment, so a
@@ -18,6 +19,7 @@ import os
 import time
 from pathlib import Path
 
+from cockpit.rundir.info import own_run_info
 from cockpit.rundir.layout import TRAIN_LOCK, RunError
 
 ACQUIRE_WAIT_S = 1.0  # how long a trainer retries a lock that a reader may be probing
@@ -62,11 +64,14 @@ class TrainLock:
                     ) from None
                 time.sleep(0.02)
         self.fd: int | None = fd
+        self.run_dir = Path(run_dir)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        own_run_info(self.run_dir)  # the holder's writes rewrite the whole record from its state
 
     def release(self) -> None:
         if self.fd is not None:
+            own_run_info(self.run_dir, owned=False)
             os.close(self.fd)  # closing drops the flock
             self.fd = None
 
