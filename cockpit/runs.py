@@ -8,11 +8,14 @@ imports torch: the app reaches a run only through its files and signals.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +46,22 @@ def child_command(run_dir: Path, *, device: str = "auto", resume: bool = False) 
     return cmd
 
 
+# The signals that ask a run to stop. The child inherits them blocked and unblocks them once
+# its handlers are in, so a stop sent in its first moments (before Python has even started)
+# waits for it instead of killing it without an `end` record.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """Block the stop signals in this thread while a child is spawned (it inherits the mask)."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # ours, held meanwhile, arrive now
+
+
 def launch(
     run_dir: str | os.PathLike[str],
     *,
@@ -67,15 +86,16 @@ def launch(
         child_env.update(env)
     log = open(path / rundir.CONSOLE_LOG, "ab")
     try:
-        process = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=detach,
-            env=child_env,
-            cwd=os.getcwd(),
-        )
+        with _stop_signals_held():  # the child starts with them blocked: none can kill it unhandled
+            process = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=detach,
+                env=child_env,
+                cwd=os.getcwd(),
+            )
     finally:
         log.close()
     if detach:

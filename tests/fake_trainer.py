@@ -134,6 +134,8 @@ class FakeTrainer:
         signal.signal(signal.SIGTERM, self.on_signal)
         signal.signal(signal.SIGINT, self.on_signal)
         signal.signal(signal.SIGHUP, self.on_signal)  # a dropped session stops like SIGTERM
+        # runs.launch starts a child with the stop signals blocked; handlers in, take them now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
         t = self.preset.train
         time.sleep(self.options.get("start_delay", 0.0))  # like importing torch and reading data
         ckpt = self.run_dir / rundir.CHECKPOINTS / "last.json"

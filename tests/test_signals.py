@@ -130,3 +130,13 @@ def test_exit_during_a_checkpoint_write_leaves_only_whole_files(tmp_path):
     assert loaded.path.name == "last.pt" and loaded.state["step"] == 1 and not loaded.problems
     assert ckpt.load_checkpoint(tmp_path / "last.prev.pt")["step"] == 1
     assert ckpt.remove_stale_temps(tmp_path) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_sigterm_right_after_the_spawn_is_a_stop_not_a_crash(tmp_path):
+    """Before the interpreter has even started, a stop must wait for the child's handler."""
+    run_dir = make_run(tmp_path, "train.max_steps=100000", "train.eval_interval=0", name="early")
+    handle = runs.launch(run_dir, device="cpu", detach=False, env=home_env(tmp_path))
+    os.kill(handle.pid, signal.SIGTERM)  # at once: the child is at most a fork
+    assert handle.process.wait(timeout=120) == 0, (run_dir / "console.log").read_text()
+    assert events_of(run_dir, "end")[-1]["reason"] == "stopped"
+    assert rundir.run_status(run_dir) == "stopped"

@@ -166,7 +166,9 @@ def own_run_info(run_dir: str | os.PathLike[str], owned: bool = True) -> None:
 
 
 def _set_fields(info: RunInfo) -> dict[str, Any]:
-    owned = {name: getattr(info, name) for name in _FIELD_NAMES if name not in ("schema", "updated")}
+    owned = {
+        name: getattr(info, name) for name in _FIELD_NAMES if name not in ("schema", "updated")
+    }
     return {k: v for k, v in owned.items() if v is not None}
 
 

@@ -78,7 +78,10 @@ class _StopSwitch:
             self.trainer.request_stop(self.why)  # type: ignore[attr-defined]
 
     def install(self) -> None:
+        """Handle the stop signals, then unblock them (runs.launch starts the child with them
+        blocked, so one sent before now was held for this handler rather than killing us)."""
         self.previous = {sig: signal.signal(sig, self.handle) for sig in STOP_SIGNALS}
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
     def uninstall(self) -> None:
         for sig, handler in getattr(self, "previous", {}).items():
