@@ -295,7 +295,8 @@ class Follower:
         """First Ctrl-C or SIGTERM: let the child checkpoint and stop; a second Ctrl-C kills it."""
         self.stop_requests += 1
         if signum == signal.SIGINT and self.stop_requests > 1:
-            self.kill_child()
+            if self.last_end is None:  # once the run has ended there is nothing to kill
+                self.kill_child()
             return
         if signum == signal.SIGINT:
             print(
@@ -336,6 +337,8 @@ class Follower:
             if self.killed:
                 self._reap(timeout=5.0)
                 self.drain()
+                if self.last_end is not None:  # it had stopped with its checkpoint before the kill
+                    return self._finish(self.process.poll() if self.process else None)
                 self._record_end()
                 self._diag("killed: the steps since the last checkpoint are lost")
                 return EXIT_INTERRUPTED

@@ -117,13 +117,15 @@ class FakeTrainer:
         self.writer = EventWriter(run_dir / rundir.EVENTS_JSONL)
         self.best_val = math.inf
         self.step = 0
+        self.ended = False
 
     def on_signal(self, signum: int, _frame: Any) -> None:
-        """First SIGINT/SIGTERM/SIGHUP: stop after this step; a second SIGINT: exit at once."""
+        """First SIGINT/SIGTERM/SIGHUP: stop after this step; a second SIGINT: exit at once
+        (unless training is over and only the end is being written, as the real child)."""
         if signum == signal.SIGTERM and self.options.get("ignore_term"):
             return
         self.stop_requested += 1
-        if self.stop_requested > 1 and signum == signal.SIGINT:
+        if self.stop_requested > 1 and signum == signal.SIGINT and not self.ended:
             os._exit(130)
 
     def opt(self, key: str) -> int | None:
@@ -279,6 +281,7 @@ class FakeTrainer:
         )
 
     def finish(self, reason: str, message: str) -> int:
+        self.ended = True
         self.writer.write(EndEvent(step=self.step, reason=reason, message=message))
         self.writer.close()
         rundir.update_run_info(

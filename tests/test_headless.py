@@ -450,6 +450,23 @@ def test_sighup_to_the_group_stops_with_a_checkpoint(tmp_path):
     assert rundir.read_run_info(run_dir).status == "stopped"
 
 
+def test_a_second_ctrl_c_after_the_run_stopped_kills_nothing(tmp_path):
+    """Fast steps: the first Ctrl-C has stopped the run with its checkpoint before the second lands."""
+    proc = start_headless(tmp_path, step_s=0.005)
+    run_dir = wait_for_steps(tmp_path, 10)
+    os.killpg(proc.pid, signal.SIGINT)
+    deadline = time.monotonic() + 20
+    while not [r for r in read_events(run_dir / rundir.EVENTS_JSONL) if r["event"] == "end"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "end: stopped" in err
+    assert "killed" not in err
+    assert rundir.read_run_info(run_dir).status == "stopped"
+
+
 def test_second_ctrl_c_kills_and_exits_130(tmp_path):
     proc = start_headless(tmp_path, step_s=0.2)
     run_dir = wait_for_steps(tmp_path, 1)

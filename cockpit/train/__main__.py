@@ -63,6 +63,7 @@ class _StopSwitch:
     def __init__(self) -> None:
         self.trainer: object | None = None
         self.why = ""
+        self.ended = False  # training is over (its checkpoint written): a second SIGINT waits
 
     def attach(self, trainer: object) -> None:
         self.trainer = trainer
@@ -70,8 +71,9 @@ class _StopSwitch:
             trainer.request_stop(self.why)  # type: ignore[attr-defined]
 
     def handle(self, signum: int, _frame: object) -> None:
-        """First SIGINT/SIGTERM/SIGHUP: graceful stop. A SIGINT after that: exit at once (atomic writes keep files whole)."""
-        if self.why and signum == signal.SIGINT:
+        """First SIGINT/SIGTERM/SIGHUP: graceful stop. A SIGINT after that exits at once (atomic
+        writes keep files whole), unless training is already over and only its end is being written."""
+        if self.why and signum == signal.SIGINT and not self.ended:
             os._exit(EXIT_INTERRUPTED)
         self.why = f"{signal.Signals(signum).name} received"
         if self.trainer is not None:
@@ -133,6 +135,7 @@ def _train(run_dir: str | os.PathLike[str], device: str, resume: bool, switch: _
         switch.attach(trainer)
         trainer.setup()
         reason, message = trainer.train()
+        switch.ended = True
     except HaltTraining as exc:
         reason, message, kind, tail = "halted", str(exc), "halted", ""
     except Exception as exc:  # every failure must reach the event log and run.json
