@@ -493,4 +493,12 @@ def cmd_headless(args: argparse.Namespace) -> int:
     except (PresetError, UsageError, rundir.RunError) as exc:
         error(str(exc))
         return EXIT_USAGE
+    except OSError as exc:  # a read-only --runs-dir, a name too long, no permission, a full disk
+        where = (
+            exc.filename
+            or getattr(args, "run_dir", None)
+            or rundir.runs_root(getattr(args, "runs_dir", None))
+        )
+        error(f"cannot create the run directory in {where}: {exc.strerror or exc}")
+        return EXIT_USAGE
     return launch_and_follow(run_dir, device=getattr(args, "device", "auto") or "auto")

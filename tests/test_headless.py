@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import io
 import json
@@ -568,3 +569,20 @@ def test_step_events_reach_a_script_line_by_line(tmp_path):
         os.killpg(proc.pid, signal.SIGTERM)
         proc.communicate(timeout=20)
     assert json.loads((only_run(tmp_path) / rundir.RUN_JSON).read_text())["status"] == "stopped"
+
+
+def test_a_run_directory_that_cannot_be_made_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    long_dir = tmp_path / ("r" * 300)  # one name over the file system's 255
+    assert main(["--no-ui", "--run-dir", str(long_dir), "--max-steps", "5", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "cannot create the run directory" in err and "File name too long" in err
+    assert "Traceback" not in err
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    runs_dir = tmp_path / "ro"
+    assert main(["--no-ui", "--runs-dir", str(runs_dir), "--max-steps", "5", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "cannot create the run directory in" in err and "Read-only file system" in err
