@@ -123,3 +123,32 @@ def test_die_at_step_is_a_crash_without_end(tmp_path):
     assert proc.returncode == 1
     assert not events_of(run_dir, "end")
     assert ckpt.load_latest(run_dir / "checkpoints").state["step"] == 10
+
+
+def edit_preset(run_dir, section: str, key: str, value) -> None:
+    import json
+
+    path = run_dir / rundir.PRESET_JSON
+    preset = json.loads(path.read_text())
+    preset[section][key] = value
+    path.write_text(json.dumps(preset))
+
+
+def test_resume_refuses_a_preset_whose_batch_size_changed(tmp_path, stopped_run):
+    run_dir = copy_run(stopped_run, tmp_path / "run")
+    edit_preset(run_dir, "train", "batch_size", 8)
+    before = len(events_of(run_dir, "step"))
+    proc = train_in_process(run_dir, resume=True)
+    assert proc.returncode == 1
+    assert "train.batch_size is 8 but the checkpoint was trained with 4" in proc.stderr
+    assert events_of(run_dir, "end")[-1]["reason"] == "error"
+    assert len(events_of(run_dir, "step")) == before  # not one step trained on the changed preset
+
+
+def test_resume_says_when_another_preset_field_changed(tmp_path, stopped_run):
+    run_dir = copy_run(stopped_run, tmp_path / "run")
+    edit_preset(run_dir, "train", "log_interval", 7)
+    proc = train_in_process(run_dir, resume=True, fault="stop_at_step=27")
+    assert proc.returncode == 0, proc.stderr
+    (warning,) = [w for w in events_of(run_dir, "warning") if w["rule"] == "preset_changed"]
+    assert "train.log_interval 5 -> 7" in warning["message"]

@@ -42,8 +42,56 @@ def state_dict(tr: Trainer) -> dict[str, Any]:
     }
 
 
+# Preset fields a resume must keep: each changes what a step trains on or how it is split.
+EXACT_FIELDS = ("train.batch_size", "train.grad_accum", "model.block_size")
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}{key}."))
+    return {k.rstrip("."): v for k, v in out.items()}
+
+
+def preset_changes(saved: Any, current: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(field, checkpoint's value, preset.json's value) for each field that differs, but max_steps."""
+    if not isinstance(saved, dict):
+        return []
+    old, new = _flat(saved), _flat(current)
+    keys = sorted((set(old) | set(new)) - {"train.max_steps", "name", "description"})
+    return [(k, old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k)]
+
+
+def check_same_preset(tr: Trainer, state: dict[str, Any]) -> None:
+    """Refuse a resume whose preset changed a field exact resume needs; say what else changed."""
+    changes = preset_changes(state.get("preset"), tr.preset.to_dict())
+    for key, saved, now in changes:
+        if key in EXACT_FIELDS:
+            raise EngineError(
+                f"preset.json's {key} is {now} but the checkpoint was trained with {saved}; "
+                "a resume must keep it (put it back, or start a new run with this preset)",
+                kind="checkpoint",
+            )
+    if changes:
+        listed = ", ".join(f"{k} {a!r} -> {b!r}" for k, a, b in changes[:5])
+        tr.warn(
+            "preset_changed",
+            "warning",
+            f"preset.json differs from the checkpoint's preset ({listed}); "
+            "the resumed run is not an exact continuation",
+            "",
+        )
+
+
 def restore(tr: Trainer, state: dict[str, Any], *, counters: bool) -> None:
-    """Load model, optimizer, scaler, step, RNG, health; with `counters` also sampler and run counters."""
+    """Load model, optimizer, scaler, step, RNG, health; with `counters` also sampler and run counters.
+
+    A resume (`counters`) first checks that the preset did not change under the checkpoint.
+    """
+    if counters:
+        check_same_preset(tr, state)
     try:
         tr.raw_model.load_state_dict(state["model"])
         tr.optimizer.load_state_dict(state["optimizer"])
