@@ -144,6 +144,7 @@ class RunSummary:
     created: float
     updated: float
     skipped: int = 0  # lines of events.jsonl's tail that were no valid record (left out, counted)
+    problem: str = ""  # why a damaged run (status "damaged") could not be read
 
     @property
     def age_s(self) -> float:
@@ -196,18 +197,55 @@ def summarize_run(run_dir: str | os.PathLike[str]) -> RunSummary:
     )
 
 
+def is_run_dir(path: Path) -> bool:
+    """A folder that holds a run, even a damaged one: run.json, preset.json or an event log."""
+    return any(
+        (path / name).is_file()
+        for name in (rundir.RUN_JSON, rundir.PRESET_JSON, rundir.EVENTS_JSONL)
+    )
+
+
+def damaged_summary(path: Path, problem: str) -> RunSummary:
+    """The list line of a run whose run.json is missing or unreadable: status damaged, and why."""
+    try:
+        preset = rundir.load_run_preset(path)
+        name, max_steps = preset.name, preset.train.max_steps
+    except rundir.RunError:
+        name, max_steps = "?", 0
+    records, skipped = rundir.read_tail(path / rundir.EVENTS_JSONL)
+    try:
+        created = path.stat().st_mtime
+    except OSError:
+        created = 0.0
+    return RunSummary(
+        run_dir=path,
+        run_id=path.name,
+        status="damaged",
+        preset_name=name,
+        step=max((r["step"] for r in records), default=0),
+        max_steps=max_steps,
+        best_val_loss=None,
+        last_loss=None,
+        created=created,
+        updated=created,
+        skipped=skipped,
+        problem=problem,
+    )
+
+
 def list_runs(root: str | os.PathLike[str] | None = None) -> list[RunSummary]:
-    """Every run under the runs folder, newest first; unreadable folders are skipped."""
+    """Every run under the runs folder, newest first; one whose run.json cannot be read is
+    listed as damaged, with why."""
     base = rundir.runs_root(root)
     if not base.is_dir():
         return []
     out = []
     for child in base.iterdir():
-        if (child / rundir.RUN_JSON).is_file():
+        if is_run_dir(child):
             try:
                 out.append(summarize_run(child))
-            except rundir.RunError:
-                continue
+            except rundir.RunError as exc:
+                out.append(damaged_summary(child, str(exc)))
     out.sort(key=lambda s: s.created, reverse=True)
     return out
 
@@ -215,10 +253,10 @@ def list_runs(root: str | os.PathLike[str] | None = None) -> list[RunSummary]:
 def find_run(name: str, root: str | os.PathLike[str] | None = None) -> Path:
     """A run directory by path, by id, or by a unique id prefix/suffix; 'last' is the newest."""
     candidate = Path(name)
-    if (candidate / rundir.RUN_JSON).is_file():
+    if is_run_dir(candidate):
         return candidate
     base = rundir.runs_root(root)
-    if (base / name / rundir.RUN_JSON).is_file():
+    if is_run_dir(base / name):
         return base / name
     runs = list_runs(base)
     if name in ("last", "latest") and runs:

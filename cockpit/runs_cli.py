@@ -45,6 +45,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 "age_s": round(s.age_s, 1),
                 "skipped_lines": s.skipped,
             }
+            if s.problem:
+                row["problem"] = s.problem
             print(json.dumps(row))
         _say_skipped(summaries)
         return EXIT_OK
@@ -82,8 +84,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _say_skipped(summaries: list[runs.RunSummary]) -> None:
-    """One stderr line per run whose log held lines that are no valid record (they were left out)."""
+    """One stderr line per damaged run (why), and per run whose log held lines that are no valid record."""
     for s in summaries:
+        if s.problem:
+            warn(f"{s.run_id} is damaged: {s.problem}; `gpt-cockpit resume {s.run_id}` rebuilds it")
         if s.skipped:
             warn(
                 f"{s.run_id}: skipped {s.skipped} unreadable line(s) at the end of "
@@ -135,13 +139,27 @@ def _raise_max_steps(run_dir: Path, max_steps: int) -> None:
     )
 
 
+def _status_or_rebuilt(run_dir: Path) -> str:
+    """The run's status; a missing or unreadable run.json is rebuilt first (RunError if it cannot be)."""
+    try:
+        return rundir.run_status(run_dir)
+    except rundir.RunError as exc:
+        if rundir.lock_holder(run_dir) is not None:
+            raise  # its trainer lives and rewrites it: nothing to rebuild
+        rundir.rebuild_run_info(run_dir, str(exc))
+        info(
+            f"{exc}; rebuilt run.json from preset.json (the damaged one is kept as run.json.damaged)"
+        )
+        return rundir.run_status(run_dir)
+
+
 def cmd_resume(args: argparse.Namespace) -> int:
     """Continue a stopped or crashed run from its last checkpoint."""
     run_dir = _find(args)
     if run_dir is None:
         return EXIT_USAGE
     try:
-        status = rundir.run_status(run_dir)
+        status = _status_or_rebuilt(run_dir)
     except rundir.RunError as exc:
         error(str(exc))
         return EXIT_USAGE

@@ -168,3 +168,14 @@ def test_a_checkpoint_without_a_footer_still_loads(tmp_path):
     torch.save(make_state(4), path)  # as versions before checksums wrote it
     assert ckpt.verify_checksum(path) is None
     assert ckpt.load_checkpoint(path)["step"] == 4
+
+
+def test_checkpoints_are_readable_as_the_umask_allows(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path, _ = ckpt.save_last(tmp_path, make_state(1))
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == ckpt.SHARED_FILE_MODE == 0o644

@@ -214,13 +214,15 @@ def make_listing(tmp_path: Path) -> list[Path]:
     return made
 
 
-def test_list_runs_newest_first_and_skips_junk(tmp_path):
+def test_list_runs_newest_first_skips_junk_and_shows_the_damaged(tmp_path):
     made = make_listing(tmp_path)
     (tmp_path / "runs" / "junk").mkdir()
     (tmp_path / "runs" / "broken").mkdir()
     (tmp_path / "runs" / "broken" / rundir.RUN_JSON).write_text("{")
     listed = runs.list_runs(tmp_path / "runs")
-    assert [s.run_dir for s in listed] == made[::-1]
+    assert [s.run_dir for s in listed if s.status != "damaged"] == made[::-1]
+    (broken,) = [s for s in listed if s.status == "damaged"]
+    assert broken.run_id == "broken" and "cannot read" in broken.problem
     assert runs.list_runs(tmp_path / "nothing") == []
 
 
@@ -527,3 +529,42 @@ def test_readers_derive_a_dead_runs_status_without_writing(tmp_path, monkeypatch
     assert main(["--runs-dir", str(root), "stop", run_dir.name]) == 1
     assert "not running (status crashed)" in capsys.readouterr().err
     assert run_files(run_dir) == before
+
+
+def test_run_files_are_readable_by_other_users(tmp_path):
+    old = os.umask(0o022)
+    try:
+        run_dir = rundir.create_run_dir(tiny(), root=tmp_path)
+        rundir.update_run_info(run_dir, step=3)
+        for name in (rundir.RUN_JSON, rundir.PRESET_JSON):
+            assert (run_dir / name).stat().st_mode & 0o777 == 0o644, name
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt"])
+def test_a_run_with_a_damaged_run_json_is_listed_and_resume_rebuilds_it(
+    tmp_path, monkeypatch, capsys, damage
+):
+    run_dir = finished_run(tmp_path, monkeypatch, name="hurt")
+    rundir.update_run_info(run_dir, status="stopped")
+    if damage == "missing":
+        (run_dir / rundir.RUN_JSON).unlink()
+    else:
+        (run_dir / rundir.RUN_JSON).write_text('{"run_id": "hurt", "sta')
+    root = str(run_dir.parent)
+    (summary,) = runs.list_runs(root)
+    assert summary.status == "damaged" and summary.preset_name == "hurt" and summary.step == 20
+    assert "run.json" in summary.problem
+    assert main(["--runs-dir", root, "runs"]) == 0
+    out, err = capsys.readouterr()
+    assert "damaged" in out and f"{run_dir.name} is damaged:" in err
+    assert main(["--runs-dir", root, "runs", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "damaged"
+
+    code = main(["--runs-dir", root, "resume", run_dir.name, "--no-ui", "--max-steps", "30"])
+    assert code == 0, capsys.readouterr().err
+    assert "rebuilt run.json from preset.json" in capsys.readouterr().err
+    info = rundir.read_run_info(run_dir)
+    assert info.status == "finished" and info.preset_name == "hurt"
+    assert (run_dir / "run.json.damaged").exists() == (damage == "corrupt")

@@ -58,6 +58,7 @@ from cockpit.rundir.info import (
     create_run_dir,
     load_run_preset,
     read_run_info,
+    rebuild_run_info,
     update_run_info,
 )
 from cockpit.rundir.layout import (
@@ -131,6 +132,7 @@ __all__ = [
     "read_last_records",
     "read_tail",
     "read_run_info",
+    "rebuild_run_info",
     "run_status",
     "runs_root",
     "status_for_end_reason",

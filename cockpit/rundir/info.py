@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from cockpit import __version__
-from cockpit.fsutil import atomic_write_text
+from cockpit.fsutil import atomic_writer
 from cockpit.presets import Preset, PresetError, apply_overrides, preset_from_dict
 from cockpit.rundir._coerce import BY_ANNOTATION
 from cockpit.rundir.layout import (
@@ -39,6 +39,24 @@ from cockpit.rundir.layout import (
 )
 
 RUN_SCHEMA_VERSION = 1
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Run files are readable as the umask allows (0644 usually), not 0600 as a bare temp file is:
+# another user listing the runs folder must see the run.
+SHARED_FILE_MODE = 0o666 & ~_umask()
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write `text` atomically (temp file, fsync, rename) with SHARED_FILE_MODE permissions."""
+    with atomic_writer(path, "w") as handle:
+        os.fchmod(handle.fileno(), SHARED_FILE_MODE)
+        handle.write(text)
 
 
 @dataclass
@@ -261,17 +279,53 @@ def _claim(path: Path, info: RunInfo) -> bool:
     return True
 
 
-def load_run_preset(run_dir: str | os.PathLike[str]) -> Preset:
-    """The preset the run trains: preset.json with run.json's `overrides` applied over it."""
-    path = Path(run_dir) / PRESET_JSON
+def rebuild_run_info(run_dir: str | os.PathLike[str], why: str) -> RunInfo:
+    """A new run.json for a run whose own is missing or unreadable, from preset.json and its files.
+
+    The damaged file is kept beside it as run.json.damaged. The status is `stopped`,
+    so the run can be resumed; the step is the last one its event log records (the
+    child reads the checkpoint itself). RunError if preset.json cannot be read either.
+    """
+    path = Path(run_dir)
+    preset = _read_preset_json(path)
+    from cockpit.rundir.events import read_last_records  # events imports nothing of this module
+
+    steps = [r["step"] for r in read_last_records(path / EVENTS_JSONL)]
+    damaged = path / RUN_JSON
+    if damaged.exists():
+        os.replace(damaged, path / f"{RUN_JSON}.damaged")
+    try:
+        created = (path / PRESET_JSON).stat().st_mtime
+    except OSError:
+        created = time.time()
+    return update_run_info(
+        path,
+        run_id=path.name,
+        status="stopped",
+        preset_name=preset.name,
+        created=created,
+        max_steps=preset.train.max_steps,
+        step=max(steps, default=0),
+        end_reason="stopped",
+        end_message=f"run.json rebuilt ({why})",
+    )
+
+
+def _read_preset_json(run_dir: Path) -> Preset:
+    path = run_dir / PRESET_JSON
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as exc:
         raise RunError(f"cannot read {path}: {exc}") from None
     try:
-        preset = preset_from_dict(raw)
+        return preset_from_dict(raw)
     except PresetError as exc:
         raise RunError(f"{path}: {exc}") from None
+
+
+def load_run_preset(run_dir: str | os.PathLike[str]) -> Preset:
+    """The preset the run trains: preset.json with run.json's `overrides` applied over it."""
+    preset = _read_preset_json(Path(run_dir))
     try:
         overrides = read_run_info(run_dir).overrides
     except RunError:

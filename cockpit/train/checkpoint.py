@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from cockpit.fsutil import atomic_write_with, fsync_dir
+from cockpit.rundir.info import SHARED_FILE_MODE
 
 FORMAT_VERSION = 1
 LAST = "last.pt"
@@ -79,6 +80,7 @@ class _HashingWriter:
 
 
 def _write_with_footer(state: dict[str, Any], handle: Any) -> None:
+    os.fchmod(handle.fileno(), SHARED_FILE_MODE)  # as the umask allows, like the run's other files
     hashing = _HashingWriter(handle)
     try:
         torch.save(state, hashing)
