@@ -179,3 +179,34 @@ def test_checkpoints_are_readable_as_the_umask_allows(tmp_path):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == ckpt.SHARED_FILE_MODE == 0o644
+
+
+class RunsCode:
+    def __init__(self, marker) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickle_that_runs_code_is_named_as_such_and_never_runs(tmp_path):
+    marker = tmp_path / "ran"
+    torch.save(
+        {"format": 1, "step": 0, "model": {}, "optimizer": {}, "preset": RunsCode(marker)},
+        tmp_path / "evil.pt",
+    )
+    with pytest.raises(ckpt.CheckpointError) as info:
+        ckpt.load_checkpoint(tmp_path / "evil.pt")
+    assert "refused: the file asks to run code (GLOBAL posix.system)" in str(info.value)
+    assert not marker.exists()
+
+
+def test_random_bytes_are_corrupt_not_refused(tmp_path):
+    rng = random.Random(3)
+    for i in range(5):
+        path = tmp_path / f"noise{i}.pt"
+        path.write_bytes(bytes(rng.randrange(256) for _ in range(4096)))
+        with pytest.raises(ckpt.CheckpointError, match="truncated or corrupt"):
+            ckpt.load_checkpoint(path)

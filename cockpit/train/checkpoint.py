@@ -182,14 +182,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (
         Exception
     ) as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for bad files
-        text = str(exc).strip()
-        refused = [line.strip() for line in text.splitlines() if "WeightsUnpickler error" in line]
-        if refused:
-            raise CheckpointError(
-                f"{p}: holds objects that safe loading (weights_only) refuses to build ({refused[0][:200]})"
-            ) from None
-        why = text.splitlines()[0] if text else type(exc).__name__
-        raise CheckpointError(f"{p}: truncated or corrupt, cannot be read ({why[:200]})") from None
+        raise CheckpointError(_why_unloadable(p, exc)) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{p}: not a gpt-cockpit checkpoint (holds a {type(state).__name__})")
     missing = [k for k in REQUIRED_KEYS if k not in state]
@@ -200,6 +193,59 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"{p}: checkpoint format {state['format']} is not the format this version reads ({FORMAT_VERSION})"
         )
     return state
+
+
+# Modules whose globals run code when unpickled: a file naming one asks to run code.
+CODE_MODULES = frozenset(
+    "os posix nt subprocess builtins __builtin__ sys shutil socket importlib runpy pty "
+    "commands code ctypes pickle marshal webbrowser platform".split()
+)
+
+
+def _why_unloadable(path: Path, exc: Exception) -> str:
+    """Why torch.load failed, read from the file itself (torch's wording varies between runs)."""
+    found = pickle_globals(path)
+    foreign = [g for g in found if not g.startswith(("torch.", "collections.", "_codecs."))]
+    if foreign:
+        if foreign[0].split(".")[0] in CODE_MODULES:
+            return f"{path}: refused: the file asks to run code (GLOBAL {foreign[0]})"
+        return (
+            f"{path}: holds objects that safe loading (weights_only) refuses to build "
+            f"(GLOBAL {foreign[0]})"
+        )
+    text = str(exc).strip()
+    why = text.splitlines()[0] if text else type(exc).__name__
+    return f"{path}: truncated or corrupt, cannot be read ({why[:200]})"
+
+
+def pickle_globals(path: Path) -> list[str]:
+    """The `module.name` globals the file's pickle names, in order (empty if it is no readable pickle).
+
+    Only reads opcodes (pickletools), never unpickles: torch's zip holds the pickle as
+    `<archive>/data.pkl`; a legacy file is a pickle itself.
+    """
+    import pickletools
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.endswith("data.pkl")]
+            data = archive.read(names[0]) if names else b""
+    except (OSError, zipfile.BadZipFile, KeyError, RuntimeError, ValueError):
+        data = path.read_bytes()[: 1 << 20]
+    found: list[str] = []
+    strings: list[str] = []
+    try:
+        for op, arg, _pos in pickletools.genops(data):
+            if op.name in ("GLOBAL", "INST"):
+                found.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # noqa: BLE001 - a damaged stream: what was read so far is the answer
+        pass
+    return found
 
 
 def load_latest(ckpt_dir: str | os.PathLike[str]) -> LoadedCheckpoint:
