@@ -13,10 +13,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cockpit import rundir
+from cockpit import run_index, rundir
+from cockpit.diagnostics import info
 
 
 @dataclass
@@ -83,6 +85,7 @@ def launch(
         # app exits first, the child is re-parented and runs on.
         threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
     started = rundir.process_start_time(process.pid)
+    run_index.record(path)  # found again from any directory (`runs`, `attach last`)
 
     def launched(current: rundir.RunInfo) -> dict[str, object]:
         # A fast child may already say running; a resume starts over from starting.
@@ -171,18 +174,26 @@ def summarize_run(run_dir: str | os.PathLike[str]) -> RunSummary:
     )
 
 
-def list_runs(root: str | os.PathLike[str] | None = None) -> list[RunSummary]:
-    """Every run under the runs folder, newest first; unreadable folders are skipped."""
+def _run_folders(root: str | os.PathLike[str] | None, note: Callable[[str], None]) -> list[Path]:
+    """The runs under the runs folder and, when that is the default one, every indexed run."""
     base = rundir.runs_root(root)
-    if not base.is_dir():
-        return []
+    found = [c for c in base.iterdir() if (c / rundir.RUN_JSON).is_file()] if base.is_dir() else []
+    if base.resolve() == rundir.runs_root().resolve():  # an explicit other folder lists itself only
+        seen = {c.resolve() for c in found}
+        found += [p for p in run_index.known_runs(note) if p.resolve() not in seen]
+    return found
+
+
+def list_runs(
+    root: str | os.PathLike[str] | None = None, *, note: Callable[[str], None] = info
+) -> list[RunSummary]:
+    """Every run under the runs folder (and in the run index), newest first; unreadable ones are skipped."""
     out = []
-    for child in base.iterdir():
-        if (child / rundir.RUN_JSON).is_file():
-            try:
-                out.append(summarize_run(child))
-            except rundir.RunError:
-                continue
+    for child in _run_folders(root, note):
+        try:
+            out.append(summarize_run(child))
+        except rundir.RunError:
+            continue
     out.sort(key=lambda s: s.created, reverse=True)
     return out
 
@@ -195,7 +206,7 @@ def find_run(name: str, root: str | os.PathLike[str] | None = None) -> Path:
     base = rundir.runs_root(root)
     if (base / name / rundir.RUN_JSON).is_file():
         return base / name
-    runs = list_runs(base)
+    runs = list_runs(root)
     if name in ("last", "latest") and runs:
         return runs[0].run_dir
     matches = [r.run_dir for r in runs if r.run_id.startswith(name) or r.run_id.endswith(name)]
@@ -205,4 +216,5 @@ def find_run(name: str, root: str | os.PathLike[str] | None = None) -> Path:
         raise rundir.RunError(
             f"{name!r} matches {len(matches)} runs: " + ", ".join(m.name for m in matches[:5])
         )
-    raise rundir.RunError(f"no run {name!r} under {base} (`gpt-cockpit runs` lists them)")
+    where = f"under {base}" + (" or in the run index" if root is None else "")
+    raise rundir.RunError(f"no run {name!r} {where} (`gpt-cockpit runs` lists them)")

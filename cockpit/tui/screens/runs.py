@@ -47,7 +47,10 @@ class RunsScreen(Screen):
         self.run_worker(self._list, thread=True, exclusive=True, group="runs")
 
     def _list(self) -> None:
-        self.post_message(RunsListed(runs.list_runs(self.app.services.runs_dir)))  # type: ignore[attr-defined]
+        def note(text: str) -> None:  # a run index entry whose folder is gone
+            self.app.call_from_thread(self.app.notify, text, timeout=8)
+
+        self.post_message(RunsListed(runs.list_runs(self.app.services.runs_dir, note=note)))  # type: ignore[attr-defined]
 
     @on(RunsListed)
     def _listed(self, message: RunsListed) -> None:
@@ -71,12 +74,16 @@ class RunsScreen(Screen):
         if self.summaries:
             table.move_cursor(row=min(max(keep, 0), len(self.summaries) - 1))
         root = rundir.runs_root(self.app.services.runs_dir)  # type: ignore[attr-defined]
-        count = (
-            f"{len(self.summaries)} run(s)"
-            if self.summaries
-            else "no runs yet (launch one from the presets screen)"
+        n = len(self.summaries)
+        where = f"from {root}" + (
+            " and the run index" if root.resolve() == rundir.runs_root().resolve() else ""
         )
-        self.query_one("#runs-where", Static).update(f"runs in {root}: {count}")
+        count = (
+            f"{n} run{'' if n == 1 else 's'} {where}"
+            if n
+            else f"no runs yet {where} (launch one from the presets screen)"
+        )
+        self.query_one("#runs-where", Static).update(count)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.action_attach()
