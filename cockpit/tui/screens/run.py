@@ -16,6 +16,7 @@ from cockpit import rundir
 from cockpit.estimate import estimate
 from cockpit.format import (
     elapsed,
+    fmt_eta,
     fmt_float,
     fmt_norm,
     human_bytes,
@@ -30,6 +31,14 @@ from cockpit.tui.messages import GpusPolled, RunRecords, RunStatusPolled
 from cockpit.tui.widgets.metric_plot import MetricPlot
 
 LIVE_POLL_BYTES = 1 << 20  # at most 1 MiB of events per tick keeps a tick well under a frame
+CLOCK_S = 1.0  # the status lines (elapsed, ETA, last update) tick this often while a run is live
+PHASE_STYLE = {
+    "starting": "yellow",
+    "first step": "yellow",
+    "evaluating": "cyan",
+    "checkpointing": "cyan",
+    "training": "green",
+}
 
 
 class RunScreen(Screen):
@@ -85,12 +94,18 @@ class RunScreen(Screen):
         try:
             preset = rundir.load_run_preset(self.run_dir)
             self.history.max_steps = preset.train.max_steps
+            self.history.eval_interval = preset.train.eval_interval
             self.preset = preset
         except rundir.RunError:
             self.preset = None
+        try:
+            self.created: float | None = rundir.read_run_info(self.run_dir).created
+        except rundir.RunError:
+            self.created = None
         self.status = self._read_status()
         self.run_worker(self._rebuild, thread=True, name="rebuild")
         self.set_interval(services.redraw_s, self.redraw)
+        self.set_interval(CLOCK_S, self.tick_clock)
         self.set_interval(services.status_poll_s, self._poll_status)
         self.set_interval(services.gpu_poll_s, self._poll_gpus)
         self._poll_gpus()
@@ -199,22 +214,35 @@ class RunScreen(Screen):
         self.query_one("#run-sample", Static).update(self.sample_text())
         self.query_one("#run-log", Static).update(self.log_text())
 
+    def tick_clock(self) -> None:
+        """Keep a live run's clock moving between records (only the two status lines repaint)."""
+        if self.status in rundir.LIVE_STATUSES and not self.dirty:
+            self.query_one("#run-status", Static).update(self.status_text())
+
     def status_text(self) -> str:
-        """Two lines: status, step, loss; throughput, MFU, elapsed, ETA."""
+        """Two lines: status, what it is doing, step, loss; throughput, MFU, elapsed, ETA, last update."""
         h = self.history
         last = h.last_step or rundir.StepEvent(time=None)
         loss = fmt_float(last.loss)
         val = fmt_float(h.best_val_loss)
-        line1 = f"{status_markup(self.status)}  step {step_progress(h.step, h.max_steps)}  loss {loss}  best val {val}"
+        live = self.status in rundir.LIVE_STATUSES
+        phase = h.phase() if live else ""
+        doing = f"[{PHASE_STYLE.get(phase, 'dim')}]{phase}[/]  " if phase else ""
+        line1 = f"{status_markup(self.status)}  {doing}step {step_progress(h.step, h.max_steps)}  loss {loss}  best val {val}"
         if not self.loaded:
             line1 += "  [dim](reading history...)[/]"
-        now = self.app.services.clock() if self.status in rundir.LIVE_STATUSES else None  # type: ignore[attr-defined]
+        now = self.app.services.clock() if live else None  # type: ignore[attr-defined]
         mfu = f"{h.mfu * 100:.1f}%" if h.mfu is not None else "-"
-        eta = human_duration(h.eta_s()) if h.eta_s() is not None else "-"
+        took = h.elapsed_s(now)
+        if took is None and now is not None and self.created:  # still setting up: since launch
+            took = max(0.0, now - self.created)
         line2 = (
             f"{human_count(h.tokens_per_s)} tok/s  MFU {mfu}  norm {fmt_norm(last.grad_norm)}  "
-            f"elapsed {elapsed(h.elapsed_s(now))}  ETA {eta}"
+            f"elapsed {elapsed(took)}  ETA {fmt_eta(h.eta_s(now))}"
         )
+        ago = h.since_update_s(now) if now is not None else None
+        if ago is not None:
+            line2 += f"  [dim]last update {human_duration(ago)} ago[/]"
         if self.tailer.bad_lines:
             line2 += f"  [dim]{self.tailer.bad_lines} bad line(s) skipped[/]"
         return f"{line1}\n{line2}"
