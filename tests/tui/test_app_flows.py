@@ -33,6 +33,15 @@ def text_of(screen, selector: str) -> str:
     return str(screen.query_one(selector, Static).render())
 
 
+async def launch_and_confirm(pilot) -> None:
+    """`l`, then `y` to the launch question."""
+    await pilot.press("l")
+    await pilot.pause()
+    assert isinstance(pilot.app.screen, ConfirmScreen)
+    await pilot.press("y")
+    await pilot.pause()
+
+
 def select_preset(screen: PresetsScreen, name: str) -> None:
     table = screen.query_one(DataTable)
     table.move_cursor(row=[p.name for p in screen.presets].index(name))
@@ -147,8 +156,11 @@ async def test_save_writes_a_user_preset_that_lists_as_user():
         await pilot.press("enter")
         await pilot.pause()
         path = user_dir() / "my_shakespeare.json"
-        body = json.loads(path.read_text())
-        assert body["extends"] == "shakespeare_char" and body["train"] == {"lr": 0.0005}
+        body = json.loads(
+            path.read_text()
+        )  # its own full values: a change to the base leaves it be
+        assert "extends" not in body and body["train"]["lr"] == 0.0005
+        assert body["model"] == load_preset("shakespeare_char").to_dict()["model"]
         saved = load_preset("my_shakespeare")
         assert saved.train.lr == 0.0005 and not saved.builtin
         await pilot.press("escape")
@@ -197,7 +209,7 @@ async def test_launch_watch_and_stop_a_run(monkeypatch, tmp_path):
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         select_preset(app.screen, "tiny_test")
-        await pilot.press("l")
+        await launch_and_confirm(pilot)
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))
         screen = app.screen
         assert calls and screen.run_dir == calls[0]
@@ -235,7 +247,7 @@ async def test_kill_asks_first(monkeypatch, tmp_path):
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         select_preset(app.screen, "tiny_test")
-        await pilot.press("l")
+        await launch_and_confirm(pilot)
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))
         screen = app.screen
         await wait_for(pilot, lambda: screen.status == "running")
@@ -280,8 +292,7 @@ async def test_a_failed_launch_is_a_message_not_a_crash(tmp_path):
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         select_preset(app.screen, "shakespeare_char")
-        await pilot.press("l")
-        await pilot.pause()
+        await launch_and_confirm(pilot)
         assert isinstance(app.screen, PresetsScreen)
         assert any("disk full" in str(n.message) for n in app._notifications)
 
@@ -342,7 +353,7 @@ async def test_a_live_run_whose_process_dies_turns_crashed(monkeypatch, tmp_path
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         select_preset(app.screen, "tiny_test")
-        await pilot.press("l")
+        await launch_and_confirm(pilot)
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))
         screen = app.screen
         await wait_for(pilot, lambda: screen.history.step >= 30)

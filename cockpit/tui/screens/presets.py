@@ -32,6 +32,7 @@ class PresetsScreen(Screen):
         self.presets: list[Preset] = []
         self.gpu_choice = -1  # -1: this machine's GPU; else an index into CATALOG
         self.ready = False  # the table has its columns
+        self.placed = False  # the cursor has been put on the smallest preset once
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -84,8 +85,10 @@ class PresetsScreen(Screen):
         self.presets = list_presets()
         gpu = self.gpu
         table.clear()
+        sizes = []
         for preset in self.presets:
             est = estimate(preset, gpu)
+            sizes.append(est.params)
             fits = {True: "yes", False: "[bold red]no[/]", None: "-"}[est.fits]
             kind = "built-in" if preset.builtin else "[bold cyan]user[/]"
             t = preset.train
@@ -100,6 +103,9 @@ class PresetsScreen(Screen):
                 fits,
                 key=preset.name,
             )
+        if self.presets and not self.placed:  # start on the smallest: a stray launch costs least
+            self.placed = True
+            keep = sizes.index(min(sizes))
         if self.presets:
             table.move_cursor(row=min(max(keep, 0), len(self.presets) - 1))
         self.query_one("#gpu-line", Static).update(self.gpu_label())
