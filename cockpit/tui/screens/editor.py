@@ -67,13 +67,13 @@ class EditorScreen(Screen):
     """Edit one preset; the panel on the right recomputes the estimate after each change."""
 
     BINDINGS = [
+        Binding("escape", "back", "Back"),  # first: an 80-column footer keeps it
         Binding("ctrl+s", "save", "Save", priority=True),
-        Binding("ctrl+o", "apply_suggestion", "Use batch tip", priority=True),
+        Binding("ctrl+l", "launch", "Launch", priority=True),
+        Binding("ctrl+o", "apply_suggestion", "Batch tip", priority=True),
+        Binding("ctrl+g", "next_gpu", "What-if GPU", priority=True),
         Binding("ctrl+r", "revert", "Revert", priority=True),
         Binding("ctrl+n", "duplicate", "Duplicate", priority=True),
-        Binding("ctrl+l", "launch", "Launch", priority=True),
-        Binding("ctrl+g", "next_gpu", "What-if GPU", priority=True),
-        Binding("escape", "back", "Back"),
         Binding("down", "app.focus_next", "Next field", show=False, priority=True),
         Binding("up", "app.focus_previous", "Previous field", show=False, priority=True),
     ]

@@ -18,11 +18,11 @@ class PresetsScreen(Screen):
     """Pick a preset: facts per row, the highlighted one described below."""
 
     BINDINGS = [
-        Binding("enter", "edit", "Edit"),
+        Binding("enter", "edit", "Edit", priority=True),
         Binding("l", "launch", "Launch"),
         Binding("d", "duplicate", "Duplicate"),
         Binding("g", "next_gpu", "What-if GPU"),
-        Binding("G", "local_gpu", "This GPU", show=False),
+        Binding("G", "local_gpu", "This GPU"),
         Binding("r", "runs", "Runs"),
         Binding("q", "app.quit", "Quit"),
     ]

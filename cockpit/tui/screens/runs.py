@@ -19,7 +19,7 @@ class RunsScreen(Screen):
     """The runs list, refreshed every couple of seconds in a worker thread."""
 
     BINDINGS = [
-        Binding("enter", "attach", "Attach"),
+        Binding("enter", "attach", "Attach", priority=True),
         Binding("escape,p", "back", "Presets"),
         Binding("q", "app.quit", "Quit"),
     ]
