@@ -8,7 +8,7 @@ import math
 from helpers import app_for_tests, copy_run, wait_for
 
 from cockpit.tui.screens.run import RunScreen
-from cockpit.tui.widgets.metric_plot import MetricPlot, log_ticks
+from cockpit.tui.widgets.metric_plot import MetricPlot, log_ticks, step_ticks, value_ticks
 
 
 def write_awkward_grad_norms(run_dir) -> None:
@@ -53,3 +53,12 @@ def test_log_ticks_label_values_not_their_logs():
     assert len(ticks) == 3 and labels[0] == "1.3" and labels[-1] == "3.2"
     assert log_ticks(0.0, 0.0) == ([0.0], ["1"])
     assert len(log_ticks(-12.0, 12.0)[0]) <= 5
+
+
+def test_step_ticks_are_whole_and_small_values_get_e_notation():
+    assert step_ticks(1, 250, 3) == [1, 126, 250]
+    assert all(isinstance(t, int) for t in step_ticks(1, 15, 5))
+    assert step_ticks(7, 7, 4) == [7]
+    ticks, labels = value_ticks(0.0, 0.000297)
+    assert labels[-1] == "3.0e-04" and len(ticks) == 4
+    assert value_ticks(0.5, 9.0) is None  # readable as decimals

@@ -22,6 +22,22 @@ def log_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
     return ticks, [f"{10**t:.2g}" for t in ticks]
 
 
+def step_ticks(low: int, high: int, count: int) -> list[int]:
+    """Up to `count` whole steps from `low` to `high` (plotext's own ticks are fractional)."""
+    if high <= low:
+        return [low]
+    return sorted({round(low + i * (high - low) / (count - 1)) for i in range(count)})
+
+
+def value_ticks(low: float, high: float) -> tuple[list[float], list[str]] | None:
+    """E-notation ticks for values too small or large to read as decimals (an lr of 3e-4); else None."""
+    span = max(abs(low), abs(high))
+    if span == 0 or 1e-2 <= span < 1e4:
+        return None
+    ticks = [low + i * (high - low) / 3 for i in range(4)] if high > low else [low]
+    return ticks, [f"{t:.1e}" for t in ticks]
+
+
 class MetricPlot(PlotextPlot):
     """One titled plot; `show()` replaces its data and redraws once.
 
@@ -56,18 +72,32 @@ class MetricPlot(PlotextPlot):
         plt.theme("pro")
         plt.title(self.title)
         drawn: list[float] = []
+        xs: list[int] = []
         # a braille cell holds two points across: more than that per column only costs render time
         buckets = max(16, self.size.width or 80)
         for label, data in series:
             steps, values = self._points(data, buckets)
             if not steps:
                 continue
-            plt.plot(steps, values, label=label if len(series) > 1 else None, marker="braille")
+            name = label if len(series) > 1 else None
+            if (
+                len(steps) == 1
+            ):  # a lone point (the first eval) is one braille dot: too small to see
+                plt.scatter(steps, values, label=name, marker="●")
+            else:
+                plt.plot(steps, values, label=name, marker="braille")
             drawn += values
+            xs += (steps[0], steps[-1])
         for step in marks or []:
             plt.vline(step, "red")
         if not drawn:
             plt.title(f"{self.title} (no data yet)")
-        elif self.log_y:
+            self.refresh()
+            return
+        count = max(2, min(5, (self.size.width or 80) // 14))
+        plt.xticks(step_ticks(min(xs), max(xs), count))
+        if self.log_y:
             plt.yticks(*log_ticks(min(drawn), max(drawn)))
+        elif (ticks := value_ticks(min(drawn), max(drawn))) is not None:
+            plt.yticks(*ticks)
         self.refresh()
