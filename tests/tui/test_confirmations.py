@@ -170,3 +170,12 @@ async def test_arrow_keys_move_between_fields():
         await pilot.press("up")
         assert app.focused is first
         assert editor is app.screen
+
+
+async def test_a_broken_user_preset_file_is_a_notification():
+    user_dir().mkdir(parents=True, exist_ok=True)
+    (user_dir() / "wrong.json").write_text("{not json")
+    app = app_for_tests()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert any("skipped wrong.json" in str(n.message) for n in app._notifications)

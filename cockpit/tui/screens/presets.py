@@ -50,6 +50,8 @@ class PresetsScreen(Screen):
         self.ready = True
         self.reload()
         table.focus()
+        for path, why in preset_problems():  # as the CLI says it: a broken file is not silent
+            self.notify(f"skipped {path.name}: {why}", severity="warning", timeout=10)
 
     def on_screen_resume(self) -> None:
         self.reload()  # a save in the editor adds a user preset

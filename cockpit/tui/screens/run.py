@@ -47,6 +47,7 @@ class RunScreen(Screen):
     BINDINGS = [
         Binding("s", "stop", "Stop"),
         Binding("k", "kill", "Kill"),
+        Binding("u", "resume", "Resume"),
         Binding("d,escape", "detach", "Detach"),
         Binding("r", "runs", "Runs"),
         Binding("q", "app.quit", "Quit"),
@@ -171,6 +172,7 @@ class RunScreen(Screen):
                 )
             self.status = message.status
             self.dirty = True
+            self.refresh_bindings()  # stop/kill only while it runs, resume only once it stopped
         self._check_stalled()
 
     def _check_stalled(self) -> None:
@@ -308,6 +310,29 @@ class RunScreen(Screen):
         return "\n".join(lines) or "[dim]no events yet[/]"
 
     # ---------------------------------------------------------------- keys
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Offer stop and kill only for a live run, resume only for a stopped or crashed one."""
+        live = self.status in rundir.LIVE_STATUSES
+        if action in ("stop", "kill"):
+            return live
+        if action == "resume":
+            return not live and self.status != "finished"
+        return True
+
+    def action_resume(self) -> None:
+        """Continue a stopped or crashed run from its last checkpoint, detached like a launch."""
+        from cockpit import runs
+
+        try:
+            runs.launch(self.run_dir, resume=True, detach=True)
+        except (OSError, rundir.RunError) as exc:
+            self.notify(f"cannot resume: {exc}", severity="error", timeout=8)
+            return
+        self.status = "starting"
+        self.dirty = True
+        self.refresh_bindings()
+        self.notify(f"resuming {self.run_dir.name} from its last checkpoint")
 
     def action_stop(self) -> None:
         try:

@@ -20,6 +20,7 @@ class RunsScreen(Screen):
 
     BINDINGS = [
         Binding("enter", "attach", "Attach", priority=True),
+        Binding("delete,x", "delete", "Delete"),
         Binding("escape,p", "back", "Presets"),
         Binding("q", "app.quit", "Quit"),
     ]
@@ -92,6 +93,39 @@ class RunsScreen(Screen):
         table = self.query_one(DataTable)
         if self.summaries and 0 <= table.cursor_row < len(self.summaries):
             self.app.open_run(self.summaries[table.cursor_row].run_dir)  # type: ignore[attr-defined]
+
+    def action_delete(self) -> None:
+        """Delete the highlighted run's folder (checkpoints included) after a yes; never a live one."""
+        import shutil
+
+        from cockpit.tui.screens.confirm import ConfirmScreen
+
+        table = self.query_one(DataTable)
+        if not self.summaries or not 0 <= table.cursor_row < len(self.summaries):
+            return
+        run = self.summaries[table.cursor_row]
+        if run.status in rundir.LIVE_STATUSES:
+            self.notify(f"{run.run_id} is {run.status}: stop it first", severity="warning")
+            return
+
+        def answered(yes: bool | None) -> None:
+            if not yes:
+                return
+            try:
+                shutil.rmtree(run.run_dir)
+            except OSError as exc:
+                self.notify(f"not deleted: {exc}", severity="error", timeout=8)
+                return
+            self.notify(f"deleted {run.run_dir}")
+            self.refresh_list()
+
+        self.app.push_screen(
+            ConfirmScreen(
+                f"Delete run [b]{run.run_id}[/] ({run.status}, step {run.step})?\n"
+                f"{run.run_dir} and its checkpoints go; this cannot be undone."
+            ),
+            answered,
+        )
 
     def action_back(self) -> None:
         self.app.pop_screen()
