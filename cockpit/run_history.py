@@ -118,6 +118,7 @@ class RunHistory:
         self.last_kind = ""  # the newest record's kind
         self.steps_since_start = 0
         self.last_ckpt_step: int | None = None
+        self._logged_step = 0  # the last step with a log line
         self._earlier_s = 0.0  # time trained before the latest start (a resume skips the gap)
         self._recent: deque[tuple[float, int]] = deque(
             maxlen=RATE_WINDOW
@@ -179,7 +180,9 @@ class RunHistory:
                 self._recent.clear()
             self._recent.append((event.time, step))
         every = max(1, (self.max_steps or 1000) // 100)  # about a hundred lines per run
-        if step % every == 0 or (self.max_steps and step >= self.max_steps):
+        # whichever step records arrive (every log_interval), one at least `every` steps on is logged
+        if not 0 < step - self._logged_step < every or (self.max_steps and step >= self.max_steps):
+            self._logged_step = step
             self.log.append(format_step_line(record, self.max_steps))
 
     def _add_eval(self, event: EvalEvent, record: dict[str, Any]) -> None:
@@ -207,6 +210,7 @@ class RunHistory:
         self.end = None
         self._recent.clear()
         self.steps_since_start = 0
+        self._logged_step = min(self._logged_step, event.step)
         if self.first_start_time is None:
             self.first_start_time = event.time
         if event.max_steps:

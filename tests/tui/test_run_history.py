@@ -150,3 +150,11 @@ def test_elapsed_after_a_resume_leaves_out_the_stopped_gap():
     assert history.elapsed_s() == 22.0 and history.elapsed_s(now=1020.0) == 32.0
     history.add(timed("end", 20, 1015.0, reason="finished"))
     assert history.elapsed_s(now=5000.0) == 27.0
+
+
+def test_the_log_tail_keeps_up_with_the_steps_that_arrive():
+    """max_steps 300 logs about every 3rd step; records arriving every 10 steps each get a line."""
+    history = RunHistory(max_steps=300)
+    history.ingest([step(n, float(n)) for n in range(10, 101, 10)])
+    logged = [line.split(" | ")[0] for line in history.log]
+    assert logged[-1] == "step 100/300" and len(logged) == 10
