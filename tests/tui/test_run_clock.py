@@ -57,3 +57,24 @@ async def test_a_run_still_setting_up_says_so_and_counts_from_its_launch(tmp_pat
         assert str(status.render()).count("starting") == 2  # the status, and what it is doing
         now[0] += 5.0
         await wait_for(pilot, lambda: "elapsed 17.0s" in str(status.render()), timeout=3)
+
+
+async def stall_note_after(tmp_path, keep_lines: int) -> str:
+    run_dir, last = live_run(tmp_path, keep_lines=keep_lines)
+    now = [last["time"] + 2.0]
+    app = app_for_tests(attach=run_dir, clock=lambda: now[0], status_poll_s=0.1)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
+        screen = app.screen
+        await pilot.pause(0.3)
+        now[0] += 600.0  # ten minutes of silence
+        await pilot.pause(0.5)
+        status = str(screen.query_one("#run-status", Static).render())
+        return screen.stall_note + "|" + status
+
+
+async def test_no_stall_note_while_an_eval_is_due_but_one_after_training_goes_quiet(tmp_path):
+    during_eval = await stall_note_after(tmp_path / "a", keep_lines=51)  # ends at step 50's record
+    assert during_eval.startswith("|") and "evaluating" in during_eval
+    training = await stall_note_after(tmp_path / "b", keep_lines=48)
+    assert "no events for" in training and "training" in training

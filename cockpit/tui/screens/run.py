@@ -32,6 +32,7 @@ from cockpit.tui.widgets.metric_plot import MetricPlot
 
 LIVE_POLL_BYTES = 1 << 20  # at most 1 MiB of events per tick keeps a tick well under a frame
 CLOCK_S = 1.0  # the status lines (elapsed, ETA, last update) tick this often while a run is live
+QUIET_PHASES = ("starting", "first step", "evaluating", "checkpointing")  # no stall note then
 PHASE_STYLE = {
     "starting": "yellow",
     "first step": "yellow",
@@ -178,6 +179,8 @@ class RunScreen(Screen):
     def _check_stalled(self) -> None:
         """Note a live run that has written nothing for far longer than usual (the headless rule)."""
         warning = self.watcher.check_stalled()
+        if warning is not None and self.history.phase() in QUIET_PHASES:
+            return  # setting up, a first step, an eval or a checkpoint: silence is expected
         if warning is not None:
             silent = warning.evidence.get("silent_s", 0.0)
             self.stall_note = f"no events for {silent:.0f} s: {warning.tip}"
