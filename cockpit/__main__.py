@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from pathlib import Path
 
 from cockpit import __version__
 from cockpit.diagnostics import EXIT_USAGE, error
@@ -67,6 +69,43 @@ def _add_gpu_option(parser: argparse.ArgumentParser, default: object = None) -> 
     )
 
 
+RUNS_DIR_HELP = "where runs live (default: $GPT_COCKPIT_RUNS or ./runs)"
+RUN_COMMANDS = ("runs", "attach", "resume", "stop")  # they take --runs-dir after the command too
+
+
+def _try_create(path: Path) -> None:
+    """Raise OSError if `path` cannot be made; leave nothing behind (a run makes it later)."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    for folder in missing:  # deepest first
+        folder.rmdir()
+
+
+def runs_dir_problem(args: argparse.Namespace) -> str | None:
+    """Why the runs folder named by --runs-dir or $GPT_COCKPIT_RUNS cannot be used, in one line.
+
+    Launching (the app, headless) needs a folder it can create and write; the run commands
+    only read one, and a folder that does not exist yet simply holds no runs.
+    """
+    value, name = getattr(args, "runs_dir", None), "--runs-dir"
+    if not value:
+        value, name = os.environ.get("GPT_COCKPIT_RUNS"), "$GPT_COCKPIT_RUNS"
+    if not value:
+        return None
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        return f"{name} {value}: not a directory"
+    if args.command is None:
+        try:
+            _try_create(path)
+        except OSError as exc:
+            return f"{name} {value}: cannot create it ({exc.strerror or exc})"
+    need = os.R_OK | os.X_OK | (os.W_OK if args.command is None else 0)
+    if path.is_dir() and not os.access(path, need):
+        return f"{name} {value}: permission denied"
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gpt-cockpit",
@@ -76,9 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-ui", action="store_true", help="train headless: one line per log interval on stdout"
     )
-    parser.add_argument(
-        "--runs-dir", metavar="DIR", help="where runs live (default: $GPT_COCKPIT_RUNS or ./runs)"
-    )
+    parser.add_argument("--runs-dir", metavar="DIR", help=RUNS_DIR_HELP)
     _add_train_options(parser)
     _add_gpu_option(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -158,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stop", help="stop a run gracefully (checkpoint first), or --kill it")
     p.add_argument("run", help="run id, unique prefix, path, or 'last'")
     p.add_argument("--kill", action="store_true", help="SIGKILL instead of a graceful stop")
+    for command in RUN_COMMANDS:  # `runs --runs-dir X` as well as `--runs-dir X runs`
+        sub.choices[command].add_argument(
+            "--runs-dir", metavar="DIR", default=argparse.SUPPRESS, help=RUNS_DIR_HELP
+        )
     return parser
 
 
@@ -170,6 +211,10 @@ def _dispatch(target: str, args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    problem = runs_dir_problem(args)
+    if problem:
+        error(problem)
+        return EXIT_USAGE
     try:
         if args.command:
             return _dispatch(_COMMANDS[args.command], args)

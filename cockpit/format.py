@@ -103,6 +103,20 @@ def elapsed(seconds: Any) -> str:
     return human_duration(s)
 
 
+def fmt_eta(seconds: Any) -> str:
+    """Time left, counting down visibly: <1s, 42s, 15m59s, 2h05m."""
+    if not _is_number(seconds) or not math.isfinite(seconds):
+        return _MISSING
+    if seconds < 1:
+        return "<1s"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return human_duration(s)
+
+
 def fmt_norm(value: Any) -> str:
     """A grad norm: two decimals, or 3 significant digits when large or tiny."""
     if _is_number(value) and math.isfinite(value) and (abs(value) >= 1000 or 0 < abs(value) < 0.01):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -30,6 +31,8 @@ from cockpit.presets import (
     load_preset,
     preset_problems,
 )
+
+NARROW_PRESETS = 110  # below this many columns the presets table drops heads, width and vocab
 
 
 def _console() -> Console:
@@ -75,11 +78,18 @@ def cmd_presets(args: argparse.Namespace) -> int:
         show_preset(preset, gpu)
         return EXIT_OK
     console = _console()
-    vram_header = (
-        f"peak VRAM / {gpu.name} ({human_bytes(gpu.memory_bytes)})" if gpu else "peak VRAM (no GPU)"
+    presets = list_presets()
+    gpu_label = f"{gpu.name} ({human_bytes(gpu.memory_bytes)})" if gpu else "no GPU"
+    narrow = console.width < NARROW_PRESETS  # e.g. 80 columns: fewer columns, names kept whole
+    vram_header = "peak VRAM" if narrow else f"peak VRAM / {gpu_label}"
+    title = f"presets (peak VRAM against {gpu_label})" if narrow else "presets"
+    table = Table(
+        title=title,
+        title_justify="left",
+        header_style="bold",
+        box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD,
     )
-    table = Table(title="presets", title_justify="left", header_style="bold")
-    for col, justify in (
+    columns = [
         ("name", "left"),
         ("params", "right"),
         ("layers", "right"),
@@ -90,9 +100,16 @@ def cmd_presets(args: argparse.Namespace) -> int:
         ("batch", "right"),
         (vram_header, "right"),
         ("arch", "left"),
-    ):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    for preset in list_presets():
+    ]
+    shown = [c for c in columns if not narrow or c[0] not in ("heads", "width", "vocab")]
+    # name and params stay whole however narrow the terminal: the other columns give way
+    whole = {
+        "name": max((len(p.name) + (0 if p.builtin else 7) for p in presets), default=4),
+        "params": 11,
+    }
+    for col, justify in shown:
+        table.add_column(col, justify=justify, no_wrap=True, min_width=whole.get(col))  # type: ignore[arg-type]
+    for preset in presets:
         m, t = preset.model, preset.train
         est = estimate(preset, gpu)
         if gpu is None:
@@ -105,18 +122,19 @@ def cmd_presets(args: argparse.Namespace) -> int:
         heads = f"{m.n_head}" + (
             f"/{m.n_kv_head}kv" if m.n_kv_head and m.n_kv_head != m.n_head else ""
         )
-        table.add_row(
-            label,
-            f"{est.params:,}",
-            str(m.n_layer),
-            heads,
-            str(m.n_embd),
-            str(m.block_size),
-            str(m.vocab_size),
-            batch,
-            vram,
-            m.arch,
-        )
+        cells = {
+            "name": label,
+            "params": f"{est.params:,}",
+            "layers": str(m.n_layer),
+            "heads": heads,
+            "width": str(m.n_embd),
+            "block": str(m.block_size),
+            "vocab": str(m.vocab_size),
+            "batch": batch,
+            vram_header: vram,
+            "arch": m.arch,
+        }
+        table.add_row(*(cells[col] for col, _ in shown))
     console.print(table)
     for path, why in preset_problems():
         error(f"skipped {path.name}: {why}")

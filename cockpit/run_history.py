@@ -113,6 +113,13 @@ class RunHistory:
         self.log: deque[str] = deque(maxlen=LOG_LINES)
         self.records = 0
         self.step = 0
+        self.eval_interval = 0  # the preset's, set by the viewer: tells when an eval is due
+        self.last_time: float | None = None  # the newest record's own time
+        self.last_kind = ""  # the newest record's kind
+        self.steps_since_start = 0
+        self.last_ckpt_step: int | None = None
+        self._logged_step = 0  # the last step with a log line
+        self._earlier_s = 0.0  # time trained before the latest start (a resume skips the gap)
         self._recent: deque[tuple[float, int]] = deque(
             maxlen=RATE_WINDOW
         )  # (time, step) of recent steps
@@ -139,10 +146,17 @@ class RunHistory:
         event = parse_event(record)
         if event is None:
             return
+        if isinstance(event, StartEvent) and self.start is not None:
+            self._close_segment()
+        if event.time is not None:
+            self.last_time = event.time
+        if not isinstance(event, WarningEvent):  # a warning rides on a step: not a new phase
+            self.last_kind = event.KIND
         adder = self._adders.get(type(event))
         if adder is not None:
             adder(event, record)
         else:  # a checkpoint: only its log line
+            self.last_ckpt_step = event.step
             self._log_line(event)
 
     def _log_line(self, event: Event) -> None:
@@ -153,6 +167,7 @@ class RunHistory:
         step = event.step
         self.step = step
         self.last_step = event
+        self.steps_since_start += 1
         for series, value in (
             (self.loss, event.loss),
             (self.lr, event.lr),
@@ -165,7 +180,9 @@ class RunHistory:
                 self._recent.clear()
             self._recent.append((event.time, step))
         every = max(1, (self.max_steps or 1000) // 100)  # about a hundred lines per run
-        if step % every == 0 or (self.max_steps and step >= self.max_steps):
+        # whichever step records arrive (every log_interval), one at least `every` steps on is logged
+        if not 0 < step - self._logged_step < every or (self.max_steps and step >= self.max_steps):
+            self._logged_step = step
             self.log.append(format_step_line(record, self.max_steps))
 
     def _add_eval(self, event: EvalEvent, record: dict[str, Any]) -> None:
@@ -182,10 +199,18 @@ class RunHistory:
             )
         self.log.append(format_eval_line(record, self.max_steps))
 
+    def _close_segment(self) -> None:
+        """A new start: count the time from the previous start to its last record, not the gap."""
+        began = self.start.time if self.start is not None else None
+        if began is not None and self.last_time is not None:
+            self._earlier_s += max(0.0, self.last_time - began)
+
     def _add_start(self, event: StartEvent, record: dict[str, Any]) -> None:
         self.start = event
         self.end = None
         self._recent.clear()
+        self.steps_since_start = 0
+        self._logged_step = min(self._logged_step, event.step)
         if self.first_start_time is None:
             self.first_start_time = event.time
         if event.max_steps:
@@ -227,16 +252,18 @@ class RunHistory:
         return self.last_step.vram_bytes if self.last_step is not None else None
 
     def elapsed_s(self, now: float | None = None) -> float | None:
-        """Seconds since the first start: to the end record if there is one, else to `now` (or the last step)."""
-        if self.first_start_time is None:
+        """Seconds trained: each start to its last record (a resume's stopped gap is not counted),
+        the latest one to the end record if there is one, else to `now` (or its last record)."""
+        began = self.start.time if self.start is not None else None
+        if began is None:
             return None
         if self.end is not None and self.end.time is not None:
             last = self.end.time
         elif now is not None:
             last = now
         else:
-            last = (self.last_step.time if self.last_step else None) or self.first_start_time
-        return max(0.0, last - self.first_start_time)
+            last = self.last_time or began
+        return self._earlier_s + max(0.0, last - began)
 
     def steps_per_s(self) -> float | None:
         """Recent optimizer steps per second, from the step records' own times."""
@@ -247,12 +274,44 @@ class RunHistory:
             return None
         return (s1 - s0) / (t1 - t0)
 
-    def eta_s(self) -> float | None:
-        """Seconds left at the recent step rate (None when unknown or ended)."""
+    def eta_s(self, now: float | None = None) -> float | None:
+        """Seconds left at the recent step rate (None when unknown or ended).
+
+        With `now`, the time since the last step record is taken off, so the ETA counts
+        down between records instead of standing still.
+        """
         rate = self.steps_per_s()
         if self.end is not None or not rate or not self.max_steps:
             return None
-        return max(0.0, (self.max_steps - self.step) / rate)
+        left = (self.max_steps - self.step) / rate
+        last = self.last_step.time if self.last_step is not None else None
+        if now is not None and last is not None:
+            left -= max(0.0, now - last)
+        return max(0.0, left)
+
+    def since_update_s(self, now: float) -> float | None:
+        """Seconds since the newest record was written (None before any)."""
+        return None if self.last_time is None else max(0.0, now - self.last_time)
+
+    def phase(self) -> str:
+        """What a live run is doing now, as far as its records tell: starting, first step,
+        training, evaluating or checkpointing ("" once it has ended)."""
+        if self.end is not None:
+            return ""
+        if self.start is None:
+            return "starting"
+        if self.steps_since_start == 0:
+            return "first step"
+        s = self.step
+        due = (self.eval_interval and s % self.eval_interval == 0) or (
+            self.max_steps and s >= self.max_steps
+        )
+        evaluated = self.last_eval is not None and self.last_eval.step == s
+        if self.last_kind == "step" and due and not evaluated:
+            return "evaluating"
+        if self.last_kind in ("eval", "sample") and self.last_ckpt_step != s:
+            return "checkpointing"
+        return "training"
 
     def warning_steps(self) -> list[int]:
         """Steps where warnings start (marked on the loss plot)."""

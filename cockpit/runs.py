@@ -15,11 +15,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from cockpit import rundir
+from cockpit import run_index, rundir
+from cockpit.diagnostics import info
 
 
 @dataclass
@@ -103,6 +104,7 @@ def launch(
         # app exits first, the child is re-parented and runs on.
         threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
     started = rundir.process_start_time(process.pid)
+    run_index.record(path)  # found again from any directory (`runs`, `attach last`)
 
     def launched(current: rundir.RunInfo) -> dict[str, object]:
         holder = rundir.lock_holder(path)
@@ -199,10 +201,7 @@ def summarize_run(run_dir: str | os.PathLike[str]) -> RunSummary:
 
 def is_run_dir(path: Path) -> bool:
     """A folder that holds a run, even a damaged one: run.json, preset.json or an event log."""
-    return any(
-        (path / name).is_file()
-        for name in (rundir.RUN_JSON, rundir.PRESET_JSON, rundir.EVENTS_JSONL)
-    )
+    return any((path / name).is_file() for name in run_index.RUN_FILES)
 
 
 def damaged_summary(path: Path, problem: str) -> RunSummary:
@@ -233,19 +232,27 @@ def damaged_summary(path: Path, problem: str) -> RunSummary:
     )
 
 
-def list_runs(root: str | os.PathLike[str] | None = None) -> list[RunSummary]:
-    """Every run under the runs folder, newest first; one whose run.json cannot be read is
-    listed as damaged, with why."""
+def _run_folders(root: str | os.PathLike[str] | None, note: Callable[[str], None]) -> list[Path]:
+    """The runs under the runs folder and, when that is the default one, every indexed run."""
     base = rundir.runs_root(root)
-    if not base.is_dir():
-        return []
+    found = [c for c in base.iterdir() if is_run_dir(c)] if base.is_dir() else []
+    if base.resolve() == rundir.runs_root().resolve():  # an explicit other folder lists itself only
+        seen = {c.resolve() for c in found}
+        found += [p for p in run_index.known_runs(note) if p.resolve() not in seen]
+    return found
+
+
+def list_runs(
+    root: str | os.PathLike[str] | None = None, *, note: Callable[[str], None] = info
+) -> list[RunSummary]:
+    """Every run under the runs folder (and in the run index), newest first; one whose run.json
+    cannot be read is listed as damaged, with why."""
     out = []
-    for child in base.iterdir():
-        if is_run_dir(child):
-            try:
-                out.append(summarize_run(child))
-            except rundir.RunError as exc:
-                out.append(damaged_summary(child, str(exc)))
+    for child in _run_folders(root, note):
+        try:
+            out.append(summarize_run(child))
+        except rundir.RunError as exc:
+            out.append(damaged_summary(child, str(exc)))
     out.sort(key=lambda s: s.created, reverse=True)
     return out
 
@@ -258,7 +265,7 @@ def find_run(name: str, root: str | os.PathLike[str] | None = None) -> Path:
     base = rundir.runs_root(root)
     if is_run_dir(base / name):
         return base / name
-    runs = list_runs(base)
+    runs = list_runs(root)
     if name in ("last", "latest") and runs:
         return runs[0].run_dir
     matches = [r.run_dir for r in runs if r.run_id.startswith(name) or r.run_id.endswith(name)]
@@ -268,4 +275,5 @@ def find_run(name: str, root: str | os.PathLike[str] | None = None) -> Path:
         raise rundir.RunError(
             f"{name!r} matches {len(matches)} runs: " + ", ".join(m.name for m in matches[:5])
         )
-    raise rundir.RunError(f"no run {name!r} under {base} (`gpt-cockpit runs` lists them)")
+    where = f"under {base}" + (" or in the run index" if root is None else "")
+    raise rundir.RunError(f"no run {name!r} {where} (`gpt-cockpit runs` lists them)")

@@ -9,11 +9,12 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path_factory, monkeypatch):
-    """Point user presets, runs and caches at fresh temp folders for each test."""
+    """Point user presets, runs, caches and the run index at fresh temp folders for each test."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("GPT_COCKPIT_CONFIG", str(home / "config"))
     monkeypatch.setenv("GPT_COCKPIT_RUNS", str(home / "runs"))
     monkeypatch.setenv("GPT_COCKPIT_CACHE", str(home / "cache"))
+    monkeypatch.setenv("GPT_COCKPIT_STATE", str(home / "state"))  # the run index
     return home
 
 

@@ -270,3 +270,21 @@ def test_probe_child_without_cuda_exits_2(capsys, two_gpus):
     pytest.importorskip("torch")
     code, _, err = run(capsys, "probe", "tiny_char")
     assert code == 2 and "CUDA is not available" in one_error_line(err)
+
+
+@pytest.mark.parametrize("width", [80, 60])
+def test_presets_table_in_a_narrow_terminal_keeps_names_and_counts_whole(
+    width, capsys, monkeypatch
+):
+    from rich.console import Console
+
+    monkeypatch.setattr(
+        plan_cli, "_console", lambda: Console(width=width, highlight=False, soft_wrap=False)
+    )
+    assert main(["presets", "--gpu", "T4"]) == 0
+    out = capsys.readouterr().out
+    assert "T4" in out.splitlines()[0]
+    rows = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    for preset in list_presets():
+        row = rows[preset.name]  # the whole name starts its own row
+        assert f"{estimate(preset, None).params:,}" in row

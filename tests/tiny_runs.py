@@ -87,6 +87,7 @@ def home_env(root: Path) -> dict[str, str]:
         "GPT_COCKPIT_CONFIG": str(home / "config"),
         "GPT_COCKPIT_RUNS": str(home / "runs"),
         "GPT_COCKPIT_CACHE": str(home / "cache"),
+        "GPT_COCKPIT_STATE": str(home / "state"),
     }
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.screen import Screen
 
 from cockpit import rundir, runs
 from cockpit.gpu import GpuSpec, GpuStatus
@@ -60,7 +61,10 @@ class CockpitApp(App):
 
     CSS_PATH = "app.tcss"
     TITLE = "gpt-cockpit"
-    BINDINGS = [Binding("ctrl+q", "quit", "Quit", show=False, priority=True)]
+    BINDINGS = [
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
+        Binding("f1,question_mark", "help", "Help"),
+    ]
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]
 
@@ -77,6 +81,27 @@ class CockpitApp(App):
         if self.attach_dir is not None:
             self.open_run(self.attach_dir)
         self.run_worker(self._query_gpus, thread=True, name="gpu-facts")
+
+    def action_help(self) -> None:
+        from cockpit.tui.screens.help import HelpScreen
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """The command palette (ctrl+p): this screen's own actions first, then Textual's."""
+        for binding in screen.BINDINGS:
+            if isinstance(binding, Binding) and binding.description:
+                action = binding.action
+
+                def run(action: str = action) -> None:
+                    self.call_later(screen.run_action, action)
+
+                keys = binding.key.split(",")[0]
+                yield SystemCommand(binding.description, f"{keys} on this screen", run)
+        yield SystemCommand("Help", "every screen's keys (? or F1)", self.action_help)
+        yield SystemCommand("Runs", "every run, to attach to one", self.open_runs)
+        yield from super().get_system_commands(screen)
 
     def _query_gpus(self) -> None:
         """Ask NVML once for this machine's GPUs (a thread: loading NVML can take a moment)."""

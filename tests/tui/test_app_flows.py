@@ -33,6 +33,15 @@ def text_of(screen, selector: str) -> str:
     return str(screen.query_one(selector, Static).render())
 
 
+async def launch_and_confirm(pilot) -> None:
+    """`l`, then `y` to the launch question."""
+    await pilot.press("l")
+    await pilot.pause()
+    assert isinstance(pilot.app.screen, ConfirmScreen)
+    await pilot.press("y")
+    await pilot.pause()
+
+
 def select_preset(screen: PresetsScreen, name: str) -> None:
     table = screen.query_one(DataTable)
     table.move_cursor(row=[p.name for p in screen.presets].index(name))
@@ -147,8 +156,11 @@ async def test_save_writes_a_user_preset_that_lists_as_user():
         await pilot.press("enter")
         await pilot.pause()
         path = user_dir() / "my_shakespeare.json"
-        body = json.loads(path.read_text())
-        assert body["extends"] == "shakespeare_char" and body["train"] == {"lr": 0.0005}
+        body = json.loads(
+            path.read_text()
+        )  # its own full values: a change to the base leaves it be
+        assert "extends" not in body and body["train"]["lr"] == 0.0005
+        assert body["model"] == load_preset("shakespeare_char").to_dict()["model"]
         saved = load_preset("my_shakespeare")
         assert saved.train.lr == 0.0005 and not saved.builtin
         await pilot.press("escape")
@@ -197,7 +209,7 @@ async def test_launch_watch_and_stop_a_run(monkeypatch, tmp_path):
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         select_preset(app.screen, "tiny_test")
-        await pilot.press("l")
+        await launch_and_confirm(pilot)
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))
         screen = app.screen
         assert calls and screen.run_dir == calls[0]
@@ -235,7 +247,7 @@ async def test_kill_asks_first(monkeypatch, tmp_path):
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         select_preset(app.screen, "tiny_test")
-        await pilot.press("l")
+        await launch_and_confirm(pilot)
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))
         screen = app.screen
         await wait_for(pilot, lambda: screen.status == "running")
@@ -280,8 +292,7 @@ async def test_a_failed_launch_is_a_message_not_a_crash(tmp_path):
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         select_preset(app.screen, "shakespeare_char")
-        await pilot.press("l")
-        await pilot.pause()
+        await launch_and_confirm(pilot)
         assert isinstance(app.screen, PresetsScreen)
         assert any("disk full" in str(n.message) for n in app._notifications)
 
@@ -305,9 +316,12 @@ async def test_attach_to_a_finished_run_rebuilds_its_history(tmp_path):
         assert "return self.value" in text_of(screen, "#run-sample")
         assert "87%" in text_of(screen, "#run-gpu") and "64°C" in text_of(screen, "#run-gpu")
         assert "end: finished at step 250" in text_of(screen, "#run-log")
-        await pilot.press("s")  # nothing to stop
+        # a finished run offers neither stop nor kill, nor resume (it reached its end)
+        keys = {b.binding.action for b in screen.active_bindings.values() if b.enabled}
+        assert {"stop", "kill", "resume"}.isdisjoint(keys) and "detach" in keys
+        await pilot.press("s")
         await pilot.pause()
-        assert any("nothing to stop" in str(n.message) for n in app._notifications)
+        assert screen.status == "finished" and not app._notifications
 
 
 async def test_recorded_spike_shows_its_warning_at_the_right_step(tmp_path):
@@ -342,7 +356,7 @@ async def test_a_live_run_whose_process_dies_turns_crashed(monkeypatch, tmp_path
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         select_preset(app.screen, "tiny_test")
-        await pilot.press("l")
+        await launch_and_confirm(pilot)
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))
         screen = app.screen
         await wait_for(pilot, lambda: screen.history.step >= 30)
@@ -437,3 +451,51 @@ def test_default_launcher_refuses_a_missing_data_source_before_starting(tmp_path
     with pytest.raises(RunError, match="data.source: no such file or folder"):
         default_launcher(preset, tmp_path / "runs")
     assert not (tmp_path / "runs").exists()
+
+
+async def test_resume_a_stopped_run_from_the_run_screen(monkeypatch, tmp_path):
+    use_fake_trainer(monkeypatch, step_s=0.01)
+    tiny_preset("tiny_test", max_steps=400)
+    calls: list[Path] = []
+    app = app_for_tests(
+        launcher=fake_launcher(calls),
+        runs_dir=tmp_path / "runs",
+        status_poll_s=0.2,
+        clock=time.time,
+    )
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        select_preset(app.screen, "tiny_test")
+        await launch_and_confirm(pilot)
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.history.step >= 5)
+        await pilot.press("s")
+        await wait_for(pilot, lambda: screen.status == "stopped", timeout=15)
+        stopped_at = screen.history.step
+        await pilot.press("u")
+        await wait_for(pilot, lambda: screen.status == "finished", timeout=20)
+        await wait_for(pilot, lambda: screen.history.step == 400)
+        assert stopped_at < 400 and screen.history.end.reason == "finished"
+
+
+async def test_delete_a_run_from_the_runs_screen_asks_first(tmp_path):
+    run_dir = copy_run(tmp_path)
+    app = app_for_tests(runs_dir=tmp_path / "runs")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.summaries)
+        runs_screen = app.screen
+        await pilot.press("delete")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "cannot be undone" in str(app.screen.query_one("#question", Static).render())
+        await pilot.press("n")
+        await pilot.pause()
+        assert run_dir.is_dir()
+        await pilot.press("x")
+        await pilot.pause()
+        await pilot.press("y")
+        await wait_for(pilot, lambda: not runs_screen.summaries)
+        assert not run_dir.exists() and app.screen is runs_screen

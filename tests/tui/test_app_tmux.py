@@ -89,6 +89,7 @@ def test_launch_detach_close_and_attach_again(tmp_path):
     env = {
         "GPT_COCKPIT_CONFIG": str(config),
         "GPT_COCKPIT_RUNS": str(runs_root),
+        "GPT_COCKPIT_STATE": str(tmp_path / "state"),
         "TERM": "xterm-256color",
         "CUDA_VISIBLE_DEVICES": "",
     }
@@ -100,10 +101,11 @@ def test_launch_detach_close_and_attach_again(tmp_path):
         assert max(len(line) for line in text.splitlines()) > 100, (
             f"the app laid out for a narrow pane:\n{text}"
         )
-        for _ in range(3):
-            tmux("send-keys", "-t", session, "NPage")  # user presets list after the built-ins
+        # the cursor starts on the smallest preset: this one
         wait_screen(session, lambda t: "tiny_tmux (user preset" in t)
         tmux("send-keys", "-t", session, "l")
+        wait_screen(session, lambda t: "Start training now?" in t)
+        tmux("send-keys", "-t", session, "y")
         text = wait_screen(session, lambda t: "running" in t and run_step(t) > 0, timeout=40)
         first = run_step(text)
         run_dir = runs.list_runs(runs_root)[0].run_dir

@@ -95,3 +95,66 @@ def test_envelope_leaves_short_series_alone_and_skips_non_finite_points():
     steps, values = series.envelope(10)
     assert len(steps) <= 20 and all(math.isfinite(v) for v in values)
     assert max(values) == 1000.0 and min(values) == 1.0
+
+
+def timed(event: str, n: int, t: float, **fields) -> dict:
+    record = make_record(event, n, **fields)
+    record["time"] = t
+    return record
+
+
+def test_eta_counts_down_between_records_and_last_update_ages():
+    history = RunHistory(max_steps=1000)
+    history.ingest(
+        [timed("start", 0, 100.0, max_steps=1000)]
+        + [step(n, 100.0 + n * 0.5) for n in range(1, 101)]
+    )
+    assert history.eta_s(now=150.0) == 450.0  # the last step's own time: nothing to take off
+    assert history.eta_s(now=160.0) == 440.0
+    assert history.eta_s(now=10_000.0) == 0.0  # never below zero
+    assert history.since_update_s(157.5) == 7.5
+    assert RunHistory().since_update_s(1.0) is None
+
+
+def test_phase_follows_start_first_step_eval_and_checkpoint():
+    history = RunHistory(max_steps=100)
+    history.eval_interval = 50
+    assert history.phase() == "starting"
+    history.add(timed("start", 0, 1.0, max_steps=100))
+    assert history.phase() == "first step"
+    history.add(step(10, 2.0))
+    assert history.phase() == "training"
+    history.add(step(50, 3.0))
+    assert history.phase() == "evaluating"
+    history.add(timed("warning", 50, 3.1, rule="r", severity="warning", message="m", tip=""))
+    assert history.phase() == "evaluating"  # a warning does not end the eval
+    history.add(timed("eval", 50, 4.0, val_loss=2.0))
+    assert history.phase() == "checkpointing"
+    history.add(timed("checkpoint", 50, 5.0, path="c", kind="last"))
+    assert history.phase() == "training"
+    history.add(step(100, 6.0))
+    assert history.phase() == "evaluating"  # the final eval
+    history.add(timed("end", 100, 7.0, reason="finished"))
+    assert history.phase() == ""
+    history.add(timed("start", 100, 50.0, max_steps=200))  # a resume
+    assert history.phase() == "first step"
+
+
+def test_elapsed_after_a_resume_leaves_out_the_stopped_gap():
+    history = RunHistory(max_steps=100)
+    history.ingest(
+        [timed("start", 0, 100.0), step(10, 110.0), timed("end", 10, 112.0, reason="stopped")]
+    )
+    assert history.elapsed_s() == 12.0
+    history.ingest([timed("start", 10, 1000.0), step(20, 1010.0)])
+    assert history.elapsed_s() == 22.0 and history.elapsed_s(now=1020.0) == 32.0
+    history.add(timed("end", 20, 1015.0, reason="finished"))
+    assert history.elapsed_s(now=5000.0) == 27.0
+
+
+def test_the_log_tail_keeps_up_with_the_steps_that_arrive():
+    """max_steps 300 logs about every 3rd step; records arriving every 10 steps each get a line."""
+    history = RunHistory(max_steps=300)
+    history.ingest([step(n, float(n)) for n in range(10, 101, 10)])
+    logged = [line.split(" | ")[0] for line in history.log]
+    assert logged[-1] == "step 100/300" and len(logged) == 10

@@ -56,19 +56,39 @@ class PromptScreen(ModalScreen[str | None]):
         self.dismiss(None)
 
 
+def launch_question(preset: Preset, est: Estimate) -> str:
+    """What a launch will do, for the question before it: size, device, ETA, the verdict."""
+    from cockpit.format import human_duration, human_params
+
+    device = (
+        f"this machine's {est.gpu.name}"
+        if est.gpu is not None
+        else "this machine's CPU (no GPU found)"
+    )
+    eta = f"about {human_duration(est.eta_s)}" if est.eta_s else "unknown (no GPU to estimate with)"
+    steps = f"{preset.train.max_steps:,} steps"
+    head = (
+        f"[b]{preset.name}[/] probably does not fit:"
+        if est.fits is False
+        else f"Launch [b]{preset.name}[/]?"
+    )
+    return (
+        f"{head}\n{human_params(est.params)} parameters, {steps} on {device}\n"
+        f"ETA {eta}\n{est.verdict}\n\n"
+        + ("Launch anyway?" if est.fits is False else "Start training now?")
+    )
+
+
 def confirm_launch(app: App, preset: Preset, est: Estimate) -> None:
-    """Launch `preset`, asking first when the estimate says it would not fit (or it cannot train)."""
+    """Launch `preset` after a yes to a question that names its size, device, ETA and verdict
+    (a stray key or click must not start a run)."""
     ok, why = preset.trainable
     if not ok:
         app.notify(f"{preset.name} cannot be trained: {why}", severity="error")
         return
-    if est.fits is False:
-        question = f"[b]{preset.name}[/] probably does not fit:\n{est.verdict}\n\nLaunch anyway?"
 
-        def answered(yes: bool | None) -> None:
-            if yes:
-                app.launch_preset(preset)  # type: ignore[attr-defined]
+    def answered(yes: bool | None) -> None:
+        if yes:
+            app.launch_preset(preset)  # type: ignore[attr-defined]
 
-        app.push_screen(ConfirmScreen(question), answered)
-        return
-    app.launch_preset(preset)  # type: ignore[attr-defined]
+    app.push_screen(ConfirmScreen(launch_question(preset, est)), answered)

@@ -20,8 +20,10 @@ from cockpit.presets import (
     apply_overrides,
     field_paths,
     get_field,
+    list_presets,
     parse_override,
     save_user_preset,
+    user_dir,
 )
 from cockpit.tui.widgets.vram_bar import vram_bar
 
@@ -29,10 +31,18 @@ TOP_FIELDS = ["name", "description"]
 
 
 def duplicate(preset: Preset) -> Preset:
-    """An unsaved user copy of `preset` under a new name."""
-    copy = dataclasses.replace(preset, name=f"{preset.name}_copy", builtin=False, source_path="")
-    copy.extends = preset.extends or (preset.name if preset.builtin else "")
-    return copy
+    """An unsaved user copy of `preset` under a new name, with its own full values (no `extends`:
+    a copy must not change when the preset it came from does)."""
+    return dataclasses.replace(
+        preset, name=f"{preset.name}_copy", builtin=False, source_path="", extends=""
+    )
+
+
+def values_of(preset: Preset) -> dict[str, Any]:
+    """A preset's own values (where it came from aside), to tell an edited form from a clean one."""
+    out = preset.to_dict()
+    out.pop("extends", None)
+    return out
 
 
 def field_text(value: Any) -> str:
@@ -57,13 +67,15 @@ class EditorScreen(Screen):
     """Edit one preset; the panel on the right recomputes the estimate after each change."""
 
     BINDINGS = [
+        Binding("escape", "back", "Back"),  # first: an 80-column footer keeps it
         Binding("ctrl+s", "save", "Save", priority=True),
-        Binding("ctrl+o", "apply_suggestion", "Use batch tip", priority=True),
+        Binding("ctrl+l", "launch", "Launch", priority=True),
+        Binding("ctrl+o", "apply_suggestion", "Batch tip", priority=True),
+        Binding("ctrl+g", "next_gpu", "What-if GPU", priority=True),
         Binding("ctrl+r", "revert", "Revert", priority=True),
         Binding("ctrl+n", "duplicate", "Duplicate", priority=True),
-        Binding("ctrl+l", "launch", "Launch", priority=True),
-        Binding("ctrl+g", "next_gpu", "What-if GPU", priority=True),
-        Binding("escape", "back", "Back"),
+        Binding("down", "app.focus_next", "Next field", show=False, priority=True),
+        Binding("up", "app.focus_previous", "Previous field", show=False, priority=True),
     ]
 
     def __init__(
@@ -73,6 +85,9 @@ class EditorScreen(Screen):
         self.original = original or preset  # what revert goes back to
         self.start = preset
         self.preset = preset  # the last valid state of the form
+        self.clean = (
+            preset  # what is on disk (or the unsaved copy as opened): Esc asks if it differs
+        )
         self.gpu_choice = gpu_choice
         self.errors: dict[str, str] = {}  # field path -> message next to it
         self.paths = TOP_FIELDS + field_paths()
@@ -235,8 +250,24 @@ class EditorScreen(Screen):
         self.gpu_choice = self.gpu_choice + 1 if self.gpu_choice + 1 < len(CATALOG) else -1
         self.refresh_form()
 
+    def unsaved(self) -> bool:
+        """The form differs from what it opened with (or last saved), or holds an invalid field."""
+        return bool(self.errors) or values_of(self.preset) != values_of(self.clean)
+
     def action_back(self) -> None:
-        self.app.pop_screen()
+        from cockpit.tui.screens.confirm import ConfirmScreen
+
+        if not self.unsaved():
+            self.app.pop_screen()
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.app.pop_screen()
+
+        self.app.push_screen(
+            ConfirmScreen(f"Discard the unsaved edits to [b]{self.preset.name}[/]?"), answered
+        )
 
     def action_save(self) -> None:
         from cockpit.tui.screens.confirm import PromptScreen
@@ -252,16 +283,42 @@ class EditorScreen(Screen):
         self.app.push_screen(PromptScreen("Save as user preset named:", default), self._save_as)
 
     def _save_as(self, name: str | None) -> None:
+        """Save under `name`, asking first before hiding a built-in or replacing another user preset."""
+        from cockpit.tui.screens.confirm import ConfirmScreen
+
         if not name:
             return
+        question = self._save_question(name)
+        if question is None:
+            self._write(name)
+            return
+        self.app.push_screen(
+            ConfirmScreen(question), lambda yes: self._write(name) if yes else None
+        )
+
+    def _save_question(self, name: str) -> str | None:
+        """Why saving as `name` needs a yes (None when it loses nothing)."""
+        if any(p.builtin and p.name == name for p in list_presets()):
+            return (
+                f"[b]{name}[/] is a built-in preset: a user preset of that name hides it from "
+                "the list until you delete the file.\nSave anyway?"
+            )
+        path = user_dir() / f"{name}.json"
+        if path.exists() and str(path) != str(self.start.source_path):
+            return f"A user preset [b]{name}[/] exists ({path}).\nReplace it?"
+        return None
+
+    def _write(self, name: str) -> None:
+        """Save the form as a user preset with its full values (never a diff against a base)."""
         try:
             preset = apply_overrides(self.preset, {"name": name})
-            extends = self.preset.extends or (self.start.name if self.start.builtin else None)
-            path = save_user_preset(preset, extends=extends or None)
+            preset = dataclasses.replace(preset, extends="")
+            path = save_user_preset(preset)
         except (PresetError, OSError) as exc:
             self.notify(f"not saved: {exc}", severity="error", timeout=8)
             return
         self.saved_path = path
+        self.clean = preset
         self.notify(f"saved {path}")
         self.set_fields(preset)
 

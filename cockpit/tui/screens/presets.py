@@ -18,11 +18,11 @@ class PresetsScreen(Screen):
     """Pick a preset: facts per row, the highlighted one described below."""
 
     BINDINGS = [
-        Binding("enter", "edit", "Edit"),
+        Binding("enter", "edit", "Edit", priority=True),
         Binding("l", "launch", "Launch"),
         Binding("d", "duplicate", "Duplicate"),
         Binding("g", "next_gpu", "What-if GPU"),
-        Binding("G", "local_gpu", "This GPU", show=False),
+        Binding("G", "local_gpu", "This GPU"),
         Binding("r", "runs", "Runs"),
         Binding("q", "app.quit", "Quit"),
     ]
@@ -32,6 +32,7 @@ class PresetsScreen(Screen):
         self.presets: list[Preset] = []
         self.gpu_choice = -1  # -1: this machine's GPU; else an index into CATALOG
         self.ready = False  # the table has its columns
+        self.placed = False  # the cursor has been put on the smallest preset once
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -49,6 +50,8 @@ class PresetsScreen(Screen):
         self.ready = True
         self.reload()
         table.focus()
+        for path, why in preset_problems():  # as the CLI says it: a broken file is not silent
+            self.notify(f"skipped {path.name}: {why}", severity="warning", timeout=10)
 
     def on_screen_resume(self) -> None:
         self.reload()  # a save in the editor adds a user preset
@@ -84,8 +87,10 @@ class PresetsScreen(Screen):
         self.presets = list_presets()
         gpu = self.gpu
         table.clear()
+        sizes = []
         for preset in self.presets:
             est = estimate(preset, gpu)
+            sizes.append(est.params)
             fits = {True: "yes", False: "[bold red]no[/]", None: "-"}[est.fits]
             kind = "built-in" if preset.builtin else "[bold cyan]user[/]"
             t = preset.train
@@ -100,6 +105,9 @@ class PresetsScreen(Screen):
                 fits,
                 key=preset.name,
             )
+        if self.presets and not self.placed:  # start on the smallest: a stray launch costs least
+            self.placed = True
+            keep = sizes.index(min(sizes))
         if self.presets:
             table.move_cursor(row=min(max(keep, 0), len(self.presets) - 1))
         self.query_one("#gpu-line", Static).update(self.gpu_label())

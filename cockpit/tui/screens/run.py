@@ -16,6 +16,7 @@ from cockpit import rundir
 from cockpit.estimate import estimate
 from cockpit.format import (
     elapsed,
+    fmt_eta,
     fmt_float,
     fmt_norm,
     human_bytes,
@@ -30,6 +31,15 @@ from cockpit.tui.messages import GpusPolled, RunRecords, RunStatusPolled
 from cockpit.tui.widgets.metric_plot import MetricPlot
 
 LIVE_POLL_BYTES = 1 << 20  # at most 1 MiB of events per tick keeps a tick well under a frame
+CLOCK_S = 1.0  # the status lines (elapsed, ETA, last update) tick this often while a run is live
+QUIET_PHASES = ("starting", "first step", "evaluating", "checkpointing")  # no stall note then
+PHASE_STYLE = {
+    "starting": "yellow",
+    "first step": "yellow",
+    "evaluating": "cyan",
+    "checkpointing": "cyan",
+    "training": "green",
+}
 
 
 class RunScreen(Screen):
@@ -38,6 +48,7 @@ class RunScreen(Screen):
     BINDINGS = [
         Binding("s", "stop", "Stop"),
         Binding("k", "kill", "Kill"),
+        Binding("u", "resume", "Resume"),
         Binding("d,escape", "detach", "Detach"),
         Binding("r", "runs", "Runs"),
         Binding("q", "app.quit", "Quit"),
@@ -85,12 +96,18 @@ class RunScreen(Screen):
         try:
             preset = rundir.load_run_preset(self.run_dir)
             self.history.max_steps = preset.train.max_steps
+            self.history.eval_interval = preset.train.eval_interval
             self.preset = preset
         except rundir.RunError:
             self.preset = None
+        try:
+            self.created: float | None = rundir.read_run_info(self.run_dir).created
+        except rundir.RunError:
+            self.created = None
         self.status = self._read_status()
         self.run_worker(self._rebuild, thread=True, name="rebuild")
         self.set_interval(services.redraw_s, self.redraw)
+        self.set_interval(CLOCK_S, self.tick_clock)
         self.set_interval(services.status_poll_s, self._poll_status)
         self.set_interval(services.gpu_poll_s, self._poll_gpus)
         self._poll_gpus()
@@ -156,11 +173,14 @@ class RunScreen(Screen):
                 )
             self.status = message.status
             self.dirty = True
+            self.refresh_bindings()  # stop/kill only while it runs, resume only once it stopped
         self._check_stalled()
 
     def _check_stalled(self) -> None:
         """Note a live run that has written nothing for far longer than usual (the headless rule)."""
         warning = self.watcher.check_stalled()
+        if warning is not None and self.history.phase() in QUIET_PHASES:
+            return  # setting up, a first step, an eval or a checkpoint: silence is expected
         if warning is not None:
             silent = warning.evidence.get("silent_s", 0.0)
             self.stall_note = f"no events for {silent:.0f} s: {warning.tip}"
@@ -199,22 +219,35 @@ class RunScreen(Screen):
         self.query_one("#run-sample", Static).update(self.sample_text())
         self.query_one("#run-log", Static).update(self.log_text())
 
+    def tick_clock(self) -> None:
+        """Keep a live run's clock moving between records (only the two status lines repaint)."""
+        if self.status in rundir.LIVE_STATUSES and not self.dirty:
+            self.query_one("#run-status", Static).update(self.status_text())
+
     def status_text(self) -> str:
-        """Two lines: status, step, loss; throughput, MFU, elapsed, ETA."""
+        """Two lines: status, what it is doing, step, loss; throughput, MFU, elapsed, ETA, last update."""
         h = self.history
         last = h.last_step or rundir.StepEvent(time=None)
         loss = fmt_float(last.loss)
         val = fmt_float(h.best_val_loss)
-        line1 = f"{status_markup(self.status)}  step {step_progress(h.step, h.max_steps)}  loss {loss}  best val {val}"
+        live = self.status in rundir.LIVE_STATUSES
+        phase = h.phase() if live else ""
+        doing = f"[{PHASE_STYLE.get(phase, 'dim')}]{phase}[/]  " if phase else ""
+        line1 = f"{status_markup(self.status)}  {doing}step {step_progress(h.step, h.max_steps)}  loss {loss}  best val {val}"
         if not self.loaded:
             line1 += "  [dim](reading history...)[/]"
-        now = self.app.services.clock() if self.status in rundir.LIVE_STATUSES else None  # type: ignore[attr-defined]
+        now = self.app.services.clock() if live else None  # type: ignore[attr-defined]
         mfu = f"{h.mfu * 100:.1f}%" if h.mfu is not None else "-"
-        eta = human_duration(h.eta_s()) if h.eta_s() is not None else "-"
+        took = h.elapsed_s(now)
+        if took is None and now is not None and self.created:  # still setting up: since launch
+            took = max(0.0, now - self.created)
         line2 = (
             f"{human_count(h.tokens_per_s)} tok/s  MFU {mfu}  norm {fmt_norm(last.grad_norm)}  "
-            f"elapsed {elapsed(h.elapsed_s(now))}  ETA {eta}"
+            f"elapsed {elapsed(took)}  ETA {fmt_eta(h.eta_s(now))}"
         )
+        ago = h.since_update_s(now) if now is not None else None
+        if ago is not None:
+            line2 += f"  [dim]last update {human_duration(ago)} ago[/]"
         if self.tailer.bad_lines:
             line2 += f"  [dim]{self.tailer.bad_lines} bad line(s) skipped[/]"
         return f"{line1}\n{line2}"
@@ -280,6 +313,29 @@ class RunScreen(Screen):
         return "\n".join(lines) or "[dim]no events yet[/]"
 
     # ---------------------------------------------------------------- keys
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Offer stop and kill only for a live run, resume only for a stopped or crashed one."""
+        live = self.status in rundir.LIVE_STATUSES
+        if action in ("stop", "kill"):
+            return live
+        if action == "resume":
+            return not live and self.status != "finished"
+        return True
+
+    def action_resume(self) -> None:
+        """Continue a stopped or crashed run from its last checkpoint, detached like a launch."""
+        from cockpit import runs
+
+        try:
+            runs.launch(self.run_dir, resume=True, detach=True)
+        except (OSError, rundir.RunError) as exc:
+            self.notify(f"cannot resume: {exc}", severity="error", timeout=8)
+            return
+        self.status = "starting"
+        self.dirty = True
+        self.refresh_bindings()
+        self.notify(f"resuming {self.run_dir.name} from its last checkpoint")
 
     def action_stop(self) -> None:
         try:

@@ -19,7 +19,8 @@ class RunsScreen(Screen):
     """The runs list, refreshed every couple of seconds in a worker thread."""
 
     BINDINGS = [
-        Binding("enter", "attach", "Attach"),
+        Binding("enter", "attach", "Attach", priority=True),
+        Binding("delete,x", "delete", "Delete"),
         Binding("escape,p", "back", "Presets"),
         Binding("q", "app.quit", "Quit"),
     ]
@@ -47,7 +48,10 @@ class RunsScreen(Screen):
         self.run_worker(self._list, thread=True, exclusive=True, group="runs")
 
     def _list(self) -> None:
-        self.post_message(RunsListed(runs.list_runs(self.app.services.runs_dir)))  # type: ignore[attr-defined]
+        def note(text: str) -> None:  # a run index entry whose folder is gone
+            self.app.call_from_thread(self.app.notify, text, timeout=8)
+
+        self.post_message(RunsListed(runs.list_runs(self.app.services.runs_dir, note=note)))  # type: ignore[attr-defined]
 
     @on(RunsListed)
     def _listed(self, message: RunsListed) -> None:
@@ -71,12 +75,16 @@ class RunsScreen(Screen):
         if self.summaries:
             table.move_cursor(row=min(max(keep, 0), len(self.summaries) - 1))
         root = rundir.runs_root(self.app.services.runs_dir)  # type: ignore[attr-defined]
-        count = (
-            f"{len(self.summaries)} run(s)"
-            if self.summaries
-            else "no runs yet (launch one from the presets screen)"
+        n = len(self.summaries)
+        where = f"from {root}" + (
+            " and the run index" if root.resolve() == rundir.runs_root().resolve() else ""
         )
-        self.query_one("#runs-where", Static).update(f"runs in {root}: {count}")
+        count = (
+            f"{n} run{'' if n == 1 else 's'} {where}"
+            if n
+            else f"no runs yet {where} (launch one from the presets screen)"
+        )
+        self.query_one("#runs-where", Static).update(count)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.action_attach()
@@ -85,6 +93,39 @@ class RunsScreen(Screen):
         table = self.query_one(DataTable)
         if self.summaries and 0 <= table.cursor_row < len(self.summaries):
             self.app.open_run(self.summaries[table.cursor_row].run_dir)  # type: ignore[attr-defined]
+
+    def action_delete(self) -> None:
+        """Delete the highlighted run's folder (checkpoints included) after a yes; never a live one."""
+        import shutil
+
+        from cockpit.tui.screens.confirm import ConfirmScreen
+
+        table = self.query_one(DataTable)
+        if not self.summaries or not 0 <= table.cursor_row < len(self.summaries):
+            return
+        run = self.summaries[table.cursor_row]
+        if run.status in rundir.LIVE_STATUSES:
+            self.notify(f"{run.run_id} is {run.status}: stop it first", severity="warning")
+            return
+
+        def answered(yes: bool | None) -> None:
+            if not yes:
+                return
+            try:
+                shutil.rmtree(run.run_dir)
+            except OSError as exc:
+                self.notify(f"not deleted: {exc}", severity="error", timeout=8)
+                return
+            self.notify(f"deleted {run.run_dir}")
+            self.refresh_list()
+
+        self.app.push_screen(
+            ConfirmScreen(
+                f"Delete run [b]{run.run_id}[/] ({run.status}, step {run.step})?\n"
+                f"{run.run_dir} and its checkpoints go; this cannot be undone."
+            ),
+            answered,
+        )
 
     def action_back(self) -> None:
         self.app.pop_screen()

@@ -2,13 +2,49 @@
 
 from __future__ import annotations
 
+import math
+
 from textual_plotext import PlotextPlot
 
 from cockpit.run_history import Series
 
 
+def log_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
+    """Ticks for an axis of log10 values from `low` to `high`, labelled with the values themselves."""
+    first, last = math.ceil(low), math.floor(high)
+    if last - first >= 1:  # two or more whole decades: one tick per decade (at most five)
+        step = max(1, math.ceil((last - first + 1) / 5))
+        ticks = [float(t) for t in range(first, last + 1, step)]
+    elif high > low:
+        ticks = [low, (low + high) / 2, high]
+    else:
+        ticks = [low]
+    return ticks, [f"{10**t:.2g}" for t in ticks]
+
+
+def step_ticks(low: int, high: int, count: int) -> list[int]:
+    """Up to `count` whole steps from `low` to `high` (plotext's own ticks are fractional)."""
+    if high <= low:
+        return [low]
+    return sorted({round(low + i * (high - low) / (count - 1)) for i in range(count)})
+
+
+def value_ticks(low: float, high: float) -> tuple[list[float], list[str]] | None:
+    """E-notation ticks for values too small or large to read as decimals (an lr of 3e-4); else None."""
+    span = max(abs(low), abs(high))
+    if span == 0 or 1e-2 <= span < 1e4:
+        return None
+    ticks = [low + i * (high - low) / 3 for i in range(4)] if high > low else [low]
+    return ticks, [f"{t:.1e}" for t in ticks]
+
+
 class MetricPlot(PlotextPlot):
-    """One titled plot; `show()` replaces its data and redraws once."""
+    """One titled plot; `show()` replaces its data and redraws once.
+
+    A log-scaled plot draws log10 of its values on a linear axis whose ticks are labelled
+    with the values: plotext's own log scale transforms its stored data in place on every
+    build, so each redraw (a resize is one) took the log of the log until it failed.
+    """
 
     def __init__(self, title: str, *, log_y: bool = False, id: str | None = None) -> None:  # noqa: A002
         super().__init__(id=id)
@@ -20,6 +56,14 @@ class MetricPlot(PlotextPlot):
         self.theme = "pro"  # plain colours: readable in 256-colour terminals and tmux
         self.plt.title(self.title)
 
+    def _points(self, data: Series, buckets: int) -> tuple[list[int], list[float]]:
+        """The finite points to draw (positive ones as log10 on a log plot)."""
+        steps, values = data.envelope(buckets)
+        if not self.log_y:
+            return steps, values
+        pairs = [(s, math.log10(v)) for s, v in zip(steps, values, strict=True) if v > 0]
+        return [s for s, _ in pairs], [v for _, v in pairs]
+
     def show(self, series: list[tuple[str, Series]], marks: list[int] | None = None) -> None:
         """Plot each (label, series); vertical marks at the given steps (health warnings)."""
         plt = self.plt
@@ -27,23 +71,33 @@ class MetricPlot(PlotextPlot):
         plt.clear_figure()
         plt.theme("pro")
         plt.title(self.title)
-        drawn = False
+        drawn: list[float] = []
+        xs: list[int] = []
         # a braille cell holds two points across: more than that per column only costs render time
         buckets = max(16, self.size.width or 80)
         for label, data in series:
-            steps, values = data.envelope(buckets)
+            steps, values = self._points(data, buckets)
             if not steps:
                 continue
-            if self.log_y:
-                pairs = [(s, v) for s, v in zip(steps, values, strict=True) if v > 0]
-                steps, values = [s for s, _ in pairs], [v for _, v in pairs]
-                if not steps:
-                    continue
-                plt.yscale("log")
-            plt.plot(steps, values, label=label if len(series) > 1 else None, marker="braille")
-            drawn = True
+            name = label if len(series) > 1 else None
+            if (
+                len(steps) == 1
+            ):  # a lone point (the first eval) is one braille dot: too small to see
+                plt.scatter(steps, values, label=name, marker="●")
+            else:
+                plt.plot(steps, values, label=name, marker="braille")
+            drawn += values
+            xs += (steps[0], steps[-1])
         for step in marks or []:
             plt.vline(step, "red")
         if not drawn:
             plt.title(f"{self.title} (no data yet)")
+            self.refresh()
+            return
+        count = max(2, min(5, (self.size.width or 80) // 14))
+        plt.xticks(step_ticks(min(xs), max(xs), count))
+        if self.log_y:
+            plt.yticks(*log_ticks(min(drawn), max(drawn)))
+        elif (ticks := value_ticks(min(drawn), max(drawn))) is not None:
+            plt.yticks(*ticks)
         self.refresh()

@@ -1,0 +1,181 @@
+"""Nothing is lost or started by a stray key: launch, leaving the editor, saving over a name."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from helpers import app_for_tests, fake_gpu, wait_for
+from test_app_flows import select_preset
+from textual.widgets import DataTable, Input, Static
+
+from cockpit.estimate import estimate
+from cockpit.presets import list_presets, load_preset, user_dir
+from cockpit.tui.screens.confirm import ConfirmScreen, PromptScreen
+from cockpit.tui.screens.editor import EditorScreen, input_id
+from cockpit.tui.screens.presets import PresetsScreen
+
+
+def question(app) -> str:
+    return str(app.screen.query_one("#question", Static).render())
+
+
+async def test_the_cursor_starts_on_the_smallest_preset():
+    app = app_for_tests()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        smallest = min(list_presets(), key=lambda p: estimate(p, None).params)
+        assert screen.selected().name == smallest.name
+        assert screen.query_one(DataTable).cursor_row == [p.name for p in screen.presets].index(
+            smallest.name
+        )
+
+
+async def test_a_launch_asks_with_device_eta_and_verdict_and_no_starts_nothing():
+    calls: list[Path] = []
+    app = app_for_tests(
+        launcher=lambda preset, runs_dir: calls.append(preset) or Path("/nonexistent"),
+        gpu_query=lambda: [fake_gpu("NVIDIA T4", 16)],
+    )
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.local_gpus is not None)
+        select_preset(app.screen, "shakespeare_char")
+        await pilot.press("l")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        text = question(app)
+        verdict = estimate(load_preset("shakespeare_char"), app.local_gpu_spec()).verdict
+        assert "Launch shakespeare_char?" in text and "NVIDIA T4" in text and "ETA about" in text
+        assert verdict.splitlines()[0] in text
+        await pilot.press("n")
+        await pilot.pause()
+        assert isinstance(app.screen, PresetsScreen) and calls == []
+
+
+async def test_a_launch_on_a_machine_without_a_gpu_says_cpu():
+    app = app_for_tests()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.local_gpus is not None)
+        await pilot.press("l")
+        await pilot.pause()
+        assert "CPU (no GPU found)" in question(app)
+        await pilot.press("escape")
+
+
+async def open_editor(pilot, name: str = "shakespeare_char") -> EditorScreen:
+    select_preset(pilot.app.screen, name)
+    await pilot.press("enter")
+    await pilot.pause()
+    assert isinstance(pilot.app.screen, EditorScreen)
+    return pilot.app.screen
+
+
+async def test_escape_with_unsaved_edits_asks_and_without_leaves():
+    app = app_for_tests()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await open_editor(pilot)
+        await pilot.press("escape")  # nothing edited: straight back
+        await pilot.pause()
+        assert isinstance(app.screen, PresetsScreen)
+        editor = await open_editor(pilot)
+        editor.query_one(f"#{input_id('train.lr')}", Input).value = "0.0007"
+        await pilot.pause()
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen) and "Discard" in question(app)
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.screen is editor
+        assert editor.query_one(f"#{input_id('train.lr')}", Input).value == "0.0007"
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause()
+        assert isinstance(app.screen, PresetsScreen)
+
+
+async def save_as(pilot, name: str) -> None:
+    await pilot.press("ctrl+s")
+    await pilot.pause()
+    assert isinstance(pilot.app.screen, PromptScreen)
+    pilot.app.screen.query_one(Input).value = name
+    await pilot.press("enter")
+    await pilot.pause()
+
+
+async def test_saving_under_a_built_in_name_asks_first():
+    app = app_for_tests()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        editor = await open_editor(pilot)
+        editor.query_one(f"#{input_id('train.lr')}", Input).value = "0.0007"
+        await pilot.pause()
+        await save_as(pilot, "tiny_char")
+        assert isinstance(app.screen, ConfirmScreen) and "built-in" in question(app)
+        await pilot.press("n")
+        await pilot.pause()
+        assert not (user_dir() / "tiny_char.json").exists()
+        await save_as(pilot, "tiny_char")
+        await pilot.press("y")
+        await pilot.pause()
+        assert json.loads((user_dir() / "tiny_char.json").read_text())["train"]["lr"] == 0.0007
+        await pilot.press("escape")  # saved: nothing to ask
+        await pilot.pause()
+        assert isinstance(app.screen, PresetsScreen)
+
+
+async def test_saving_over_another_user_preset_asks_first():
+    app = app_for_tests()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await open_editor(pilot)
+        await save_as(pilot, "mine")  # a new name: no question
+        assert (user_dir() / "mine.json").exists() and isinstance(app.screen, EditorScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+        editor = await open_editor(pilot, "tiny_char")
+        editor.query_one(f"#{input_id('train.lr')}", Input).value = "0.0009"
+        await pilot.pause()
+        await save_as(pilot, "mine")
+        assert isinstance(app.screen, ConfirmScreen) and "Replace" in question(app)
+        await pilot.press("n")
+        await pilot.pause()
+        assert load_preset("mine").train.lr != 0.0009
+
+
+async def test_a_saved_duplicate_keeps_its_own_full_values():
+    app = app_for_tests()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        select_preset(app.screen, "tiny_char")
+        await pilot.press("d")
+        await pilot.pause()
+        await save_as(pilot, "tiny_char_copy")
+        body = json.loads((user_dir() / "tiny_char_copy.json").read_text())
+        assert "extends" not in body
+        base = load_preset("tiny_char").to_dict()
+        assert body["train"] == base["train"] and body["model"] == base["model"]
+
+
+async def test_arrow_keys_move_between_fields():
+    app = app_for_tests()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        editor = await open_editor(pilot)
+        first = app.focused
+        await pilot.press("down")
+        assert app.focused is not first and isinstance(app.focused, Input)
+        await pilot.press("up")
+        assert app.focused is first
+        assert editor is app.screen
+
+
+async def test_a_broken_user_preset_file_is_a_notification():
+    user_dir().mkdir(parents=True, exist_ok=True)
+    (user_dir() / "wrong.json").write_text("{not json")
+    app = app_for_tests()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert any("skipped wrong.json" in str(n.message) for n in app._notifications)

@@ -1,0 +1,71 @@
+"""Help (? / F1), the cockpit's own actions in the command palette, and what the footers show."""
+
+from __future__ import annotations
+
+from helpers import app_for_tests
+from test_app_flows import select_preset
+from textual.widgets import Footer, Static
+
+from cockpit.tui.screens.editor import EditorScreen
+from cockpit.tui.screens.help import HelpScreen
+from cockpit.tui.screens.presets import PresetsScreen
+
+
+def footer_keys(app) -> str:
+    footer = app.screen.query_one(Footer)
+    return " ".join(str(item.render()) for item in footer.query("FooterKey"))
+
+
+async def test_question_mark_and_f1_open_help_with_every_screens_keys():
+    app = app_for_tests()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        for key in ("question_mark", "f1"):
+            await pilot.press(key)
+            await pilot.pause()
+            assert isinstance(app.screen, HelpScreen)
+            text = str(app.screen.query_one("#help-text", Static).render())
+            for expected in ("presets", "editor", "Launch", "Detach", "Attach", "ctrl+p"):
+                assert expected in text
+            await pilot.press("escape")
+            await pilot.pause()
+            assert isinstance(app.screen, PresetsScreen)
+
+
+async def test_f1_opens_help_from_the_editor_where_letters_are_typed():
+    app = app_for_tests()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, EditorScreen)
+        await pilot.press("f1")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+
+
+async def test_the_command_palette_offers_this_screens_actions():
+    app = app_for_tests()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        for title in ("Edit", "Launch", "Duplicate", "What-if GPU", "Runs", "Help", "Quit"):
+            assert title in titles
+        command = next(c for c in app.get_system_commands(app.screen) if c.title == "What-if GPU")
+        command.callback()
+        await pilot.pause()
+        assert app.screen.gpu_choice == 0  # it ran the screen's own action
+
+
+async def test_footers_show_enter_and_G_and_the_editor_keeps_esc_at_80_columns():
+    app = app_for_tests()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        keys = footer_keys(app)
+        assert "Edit" in keys and "This GPU" in keys
+        select_preset(app.screen, "tiny_char")
+        await pilot.press("enter")
+        await pilot.pause()
+        footer = app.screen.query_one(Footer)
+        first = footer.query("FooterKey").first()
+        assert "Back" in str(first.render()) and first.region.right <= 80
