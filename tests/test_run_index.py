@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -66,9 +67,19 @@ def test_list_and_find_use_the_index_for_the_default_runs_folder_only(tmp_path):
 def test_a_gone_run_in_the_index_is_a_note_when_listing(tmp_path, capsys):
     gone = make_run(tmp_path / "x")
     run_index.record(gone)
-    (gone / rundir.RUN_JSON).unlink()
+    shutil.rmtree(gone)
     assert runs.list_runs() == []
     assert "gpt-cockpit: dropped 1 run(s)" in capsys.readouterr().err
+    assert runs.list_runs() == [] and capsys.readouterr().err == ""  # dropped from the file too
+
+
+def test_an_indexed_run_that_lost_its_run_json_is_listed_as_damaged_not_dropped(tmp_path, capsys):
+    damaged = make_run(tmp_path / "x")
+    run_index.record(damaged)
+    (damaged / rundir.RUN_JSON).unlink()
+    (summary,) = runs.list_runs()
+    assert summary.run_dir == damaged and summary.status == "damaged"
+    assert "dropped" not in capsys.readouterr().err
 
 
 def test_attach_last_finds_a_run_made_in_another_directory(tmp_path):

@@ -11,6 +11,7 @@ and one line on stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -57,6 +58,9 @@ def _traceback_tail(exc: BaseException, lines: int = 12) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
+STOPPING = "stopping after this step with a checkpoint (a second SIGINT exits at once)"
+
+
 class _StopSwitch:
     """Signal state shared with the trainer once it exists (signals can arrive while torch imports)."""
 
@@ -75,7 +79,11 @@ class _StopSwitch:
         writes keep files whole), unless training is already over and only its end is being written."""
         if self.why and signum == signal.SIGINT and not self.ended:
             os._exit(EXIT_INTERRUPTED)
+        first = not self.why
         self.why = f"{signal.Signals(signum).name} received"
+        if first:  # in console.log: when the stop was asked for (and that it was heard)
+            with contextlib.suppress(RuntimeError, OSError, ValueError):
+                print(f"gpt-cockpit: {self.why}: {STOPPING}", file=sys.stderr, flush=True)
         if self.trainer is not None:
             self.trainer.request_stop(self.why)  # type: ignore[attr-defined]
 
