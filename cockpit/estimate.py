@@ -138,6 +138,11 @@ class MemoryBreakdown:
         return self.total_bytes - self.cuda_context
 
     @property
+    def live_bytes(self) -> int:
+        """Live tensor bytes at the peak: what the tracer (cockpit.train.trace) counts."""
+        return self.total_bytes - self.allocator_slack - self.cuda_context
+
+    @property
     def total_bytes(self) -> int:
         return (
             self.weights
@@ -333,6 +338,46 @@ def load_calibration(preset: Preset, gpu_name: str) -> Calibration | None:
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+# --------------------------------------------------------------------------- traced figures (cockpit.train.trace)
+
+
+def trace_key(preset: Preset, dtype: str) -> str:
+    """A trace depends on the model, the step's settings and the dtype; not on any GPU."""
+    return calibration_key(preset, f"trace_{dtype}_accum{preset.train.grad_accum}")
+
+
+def load_traces(preset: Preset, dtype: str) -> dict[int, dict[str, Any]]:
+    """Stored trace points of this preset shape, by micro-batch (empty when none or unreadable)."""
+    path = calibration_dir() / f"{trace_key(preset, dtype)}.json"
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return {int(p["batch"]): p for p in raw["points"] if int(p["peak_bytes"]) > 0}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def save_traces(preset: Preset, dtype: str, points: list[dict[str, Any]]) -> Path:
+    """Add trace points (one dict per micro-batch, with `batch` and `peak_bytes`) to the cache."""
+    from cockpit.fsutil import atomic_write_text
+
+    merged = load_traces(preset, dtype)
+    for p in points:
+        merged[int(p["batch"])] = dict(p)
+    path = calibration_dir() / f"{trace_key(preset, dtype)}.json"
+    body = {"dtype": dtype, "points": [merged[b] for b in sorted(merged)]}
+    atomic_write_text(path, json.dumps(body, indent=2) + "\n")
+    return path
+
+
+def traced_line(points: dict[int, dict[str, Any]]) -> tuple[float, float] | None:
+    """(fixed, per-sequence) bytes through the smallest and largest traced micro-batch."""
+    if len(points) < 2:
+        return None
+    lo, hi = min(points), max(points)
+    slope = (points[hi]["peak_bytes"] - points[lo]["peak_bytes"]) / (hi - lo)
+    return points[lo]["peak_bytes"] - slope * lo, slope
 
 
 # --------------------------------------------------------------------------- the estimate
