@@ -170,37 +170,87 @@ class MemoryBreakdown:
 
 
 def _layer_activation_bytes(m: ModelConfig, batch: int, dtype: str, *, flash: bool) -> int:
-    """Bytes one block keeps for backward (Korthikanti et al. 2022, Table 2, adapted to this engine)."""
+    """Bytes one block keeps for backward, term by term as the traced step keeps them (docs/estimator.md)."""
     s, b, h, a, r = m.block_size, batch, m.n_embd, m.n_head, m.mlp_ratio
     half = 4 if dtype == "fp32" else 2  # bytes of a matmul input under autocast
-    full = 4  # residual stream, LayerNorm inputs and softmax statistics stay fp32
+    full = 4  # residual stream and norm inputs stay fp32
     sbh = s * b * h
     drop = 1 if m.dropout > 0 else 0  # bool masks, one byte per element
     if m.arch == "bdh":
-        N = m.mlp_internal_dim_multiplier * h // a
-        latent = (
-            s * b * a * N
-        )  # (B, nh, T, N) tensors: x_latent, x_sparse, rotated q, y_latent, product
-        scores = b * a * s * s  # linear-attention scores are materialised (no flash form)
-        return int(latent * (5 * half + drop) + scores * half * 2 + sbh * (6 * full))
+        return _bdh_layer_bytes(m, batch, half, drop)
     kv = (m.n_kv_head or a) / a
-    attn = (
-        sbh * (half * (1 + 1 + 2 * kv + 1 + 1)) + sbh * drop
-    )  # LN->qkv input, q, k, v, out, proj input, mask
-    mlp = (
-        sbh * half + r * sbh * half * 2 + sbh * drop
-    )  # fc input, activation input and output, mask
-    norms = 2 * sbh * full  # the two LayerNorm inputs (fp32 residual stream)
-    total = attn + mlp + norms
+    per_token_small = 4 * a + 16  # attention logsumexp per head (fp32), two norms' mean/rstd
     if m.arch == "golf":
-        total += sbh * half * 2  # rms-normed q and k copies before RoPE
+        # measured: fp32 rms_norm / relu^2 paths under autocast, one bf16 cast of the normed input
+        # per projection, resid_mix's fp32 tensors; 48 bytes per width, 4 per KV width, 8 per MLP width
+        fp32_extra = 4 if dtype == "fp32" else 0  # most of the block is fp32 under autocast already
+        total = sbh * (48 + 4 * kv + 8 * r + fp32_extra) + s * b * per_token_small + 2 * sbh * drop
+    else:
+        attn = (
+            sbh * half * (1 + 1 + 2 * kv + 1)
+        )  # normed input cast, q, k, v, output (= c_proj input)
+        mlp = sbh * half * (1 + 2 * r)  # normed input cast, fc output, GELU output
+        norms = 2 * sbh * full  # the two LayerNorm inputs (fp32 residual stream)
+        total = attn + mlp + norms + s * b * per_token_small + 2 * sbh * drop
     if not flash:
         total += (
             5 * a * s * s * b * (half / 2)
         )  # scores, softmax, its dropout mask, attention weights (16-bit)
-    else:
-        total += b * a * s * 4  # flash attention's logsumexp per row, fp32
     return int(total)
+
+
+def _bdh_layer_bytes(m: ModelConfig, batch: int, half: int, drop: int) -> int:
+    """One BDH layer as traced: (B, nh, T, N) latents, the linear-attention scores, the residual.
+
+    `x (B,1,T,D) @ encoder (nh,D,N)` broadcasts: the weight is materialised expanded over the
+    batch and saved for backward (2 bytes per element, twice: encoder and encoder_v)."""
+    s, b, h, a = m.block_size, batch, m.n_embd, m.n_head
+    N = m.mlp_internal_dim_multiplier * h // a
+    latent = s * b * a * N * (4 * half + 0.6 + drop)  # x_latent, x_sparse, rotated q, the product
+    expanded = 2 * b * a * h * N * half  # encoder and encoder_v, expanded over the batch
+    scores = b * a * s * s * half  # the masked scores, saved for `scores @ x`
+    return int(latent + expanded + scores + s * b * (8 * h + 48))
+
+
+def _bdh_transient_bytes(m: ModelConfig, batch: int, dtype: str) -> int:
+    """The peak is at the last layer's output norm: its latent temporaries are live then (measured)."""
+    half = 4 if dtype == "fp32" else 2
+    N = m.mlp_internal_dim_multiplier * m.n_embd // m.n_head
+    return int(m.block_size * batch * m.n_head * N * (3 * half + 0.2))
+
+
+def matmul_params(m: ModelConfig) -> int:
+    """Parameters autocast casts to 16 bits for a matmul (one cached copy each, kept for backward)."""
+    C, L, V, H, r = m.n_embd, m.n_layer, m.vocab_size, m.n_head, m.mlp_ratio
+    if m.arch == "gpt":
+        return L * (4 * C * C + 2 * r * C * C) + V * C  # blocks and the output head
+    if m.arch == "golf":
+        kv_dim = (m.n_kv_head or H) * (C // H)
+        return L * (2 * C * C + 2 * C * kv_dim + 2 * r * C * C) + V * C
+    return count_params(m) - V * C  # bdh: everything but the input embedding
+
+
+def _outside_blocks_bytes(m: ModelConfig, tokens: int, dtype: str) -> int:
+    """Per-token bytes outside the blocks: the batch (inputs, targets), the last residual, the head's input."""
+    half = 4 if dtype == "fp32" else 2
+    h = m.n_embd
+    ids = 16  # int64 inputs and targets
+    if m.arch == "golf":
+        return tokens * (
+            ids + (12 + half) * h
+        )  # x0, the U-Net skips, the final norm and head input
+    if m.arch == "bdh":
+        return tokens * (ids + 12 * h) + _bdh_transient_bytes(m, tokens // m.block_size, dtype)
+    drop = h if m.dropout > 0 else 0
+    return tokens * (ids + 8 + (4 + half) * h + drop)
+
+
+def _logit_bytes(m: ModelConfig, tokens: int, dtype: str) -> int:
+    """At the peak (log-softmax backward): the saved fp32 log-softmax, its incoming and outgoing gradient."""
+    per_logit = 12
+    if m.logit_softcap > 0:
+        per_logit += 2 if dtype != "fp32" else 4  # tanh keeps its output for backward
+    return tokens * m.vocab_size * per_logit
 
 
 def memory_breakdown(
@@ -220,30 +270,37 @@ def memory_breakdown(
         use_flash = False
     params = count_params(m)
     weights = params * 4
-    gradients = params * 4
     optimizer = params * 8 if t.optimizer == "adamw" else 0
-    amp_copies = 0 if dtype == "fp32" else (params - embedding_params(m)) * 2
+    amp_copies = 0 if dtype == "fp32" else matmul_params(m) * 2
     per_layer_flash = _layer_activation_bytes(m, batch, dtype, flash=True)
     per_layer_plain = _layer_activation_bytes(m, batch, dtype, flash=False)
     per_layer = per_layer_flash if use_flash else per_layer_plain
     s, h = m.block_size, m.n_embd
+    tokens = s * batch
     if t.activation_checkpointing:
-        # each block keeps only its input; one block's activations live again during recompute
-        activations = m.n_layer * s * batch * h * 4 + per_layer
+        # each block keeps only its input; one block's activations live again during its recompute,
+        # after the logits are gone (the head's gradient exists by then): whichever is larger
+        activations = m.n_layer * tokens * h * 4
+        # the residual stream's gradient and, in golf, the U-Net skips' gradients waiting for their block
+        n_skip = min(m.n_layer // 2, m.n_layer - m.n_layer // 2) if m.arch == "golf" else 0
+        recompute = per_layer + tokens * h * 4 * (1 + n_skip) + 4 * m.vocab_size * h
+        logits_now = _logit_bytes(m, tokens, dtype)
+        activations += max(0, recompute - logits_now)
     else:
         activations = m.n_layer * per_layer
     if t.compile:
         activations = int(activations * 0.8)  # fused elementwise ops keep fewer intermediates
-    activations += s * batch * h * 4 * 3  # embeddings output, final norm input/output
-    # logits at the backward peak: the saved fp32 log-softmax, the incoming fp32 gradient, the fp32
-    # input gradient and (mixed precision) its 16-bit cast. The trainer does not hold the logits
-    # themselves through backward (autograd saves none of them), so they are not counted twice.
-    logit_elems = batch * s * m.vocab_size
-    logits = logit_elems * ((4 + 4 + 4 + 4) if dtype == "fp32" else (4 + 4 + 4 + 2))
-    if m.logit_softcap > 0:
-        logits += logit_elems * (4 if dtype == "fp32" else 2)  # tanh keeps its output for backward
+    activations += _outside_blocks_bytes(m, tokens, dtype)
+    logits = _logit_bytes(m, tokens, dtype)
     if t.compile:
         logits = int(logits * 0.6)
+    # The peak is in the last micro-batch's log-softmax backward: no gradient of this step exists yet
+    # unless earlier micro-batches made them; or at the step's end, gradients complete, if that is more.
+    gradients = params * 4 if t.grad_accum > 1 else 0
+    at_logits = weights + gradients + optimizer + amp_copies + activations + logits
+    at_end = weights + params * 4 + optimizer + _end_of_backward_extra(m)
+    if at_end > at_logits:
+        gradients, amp_copies, activations, logits = params * 4, 0, _end_of_backward_extra(m), 0
     allocated = weights + gradients + optimizer + amp_copies + activations + logits
     slack = int(allocated * ALLOCATOR_SLACK)
     return MemoryBreakdown(
@@ -259,6 +316,12 @@ def memory_breakdown(
         activations_per_layer=per_layer_flash,
         activations_per_layer_plain=per_layer_plain,
     )
+
+
+def _end_of_backward_extra(m: ModelConfig) -> int:
+    """A tied embedding's two gradients (head and lookup) and their sum, alive at once, fp32."""
+    tied = m.tie_embeddings and m.arch != "bdh"
+    return 8 * m.vocab_size * m.n_embd if tied else 0
 
 
 # --------------------------------------------------------------------------- calibration (probe)

@@ -79,10 +79,63 @@ def _small(name, *overrides):
     return apply_overrides(load_preset(name), base + list(overrides))
 
 
+# --------------------------------------------------------------------------- the analytic line holds to the trace
+
+# (label, preset, overrides, micro-batches): every architecture, and each setting that changes the terms
+HELD = [
+    ("gpt2_124m", "gpt2_124m", ["model.n_layer=2"], [16, 32]),
+    ("gpt accum 2", "tiny", ["train.grad_accum=2"], [8, 16]),
+    ("gpt dropout", "tiny", ["model.dropout=0.1"], [8, 16]),
+    ("gpt fp32", "tiny", ["train.dtype=fp32"], [8, 16]),
+    ("gpt fp16", "tiny", ["train.dtype=fp16"], [8, 16]),
+    ("gpt checkpointing", "tiny", ["train.activation_checkpointing=true"], [8, 16]),
+    ("gpt untied", "tiny", ["model.tie_embeddings=false"], [8, 16]),
+    (
+        "golf",
+        "golf_baseline",
+        ["train.grad_accum=1", "model.n_layer=4", "model.block_size=256"],
+        [32, 64],
+    ),
+    (
+        "golf fp32",
+        "golf_baseline",
+        ["train.grad_accum=1", "model.n_layer=4", "model.block_size=256", "train.dtype=fp32"],
+        [32],
+    ),
+    ("bdh", "bdh_8gb", ["model.n_layer=2"], [4, 8]),
+    ("bdh no dropout", "bdh_14gb", ["model.n_layer=2", "model.dropout=0"], [16]),
+]
+
+
+# one process traces every case of this module (torch and the extension load once)
+LINEAR = ("linear", "tiny", ["model.n_layer=2", "model.block_size=64"], [4, 8, 16])
+SHORT = (
+    "fp32 T=256",
+    "tiny",
+    ["model.n_layer=2", "model.block_size=256", "train.dtype=fp32"],
+    [1, 2],
+)
+LONG = (
+    "fp32 T=512",
+    "tiny",
+    ["model.n_layer=2", "model.block_size=512", "train.dtype=fp32"],
+    [1, 2],
+)
+
+
+@pytest.fixture(scope="module")
+def traces():
+    """Every case of this module traced in one process: label -> (preset, result)."""
+    cases = [LINEAR, SHORT, LONG, *HELD]
+    presets = [apply_overrides(load_preset(name), ov) for _, name, ov, _ in cases]
+    jobs = [(p, case[3], estimate(p).dtype) for p, case in zip(presets, cases, strict=True)]
+    results = _trace_many(jobs)
+    return {case[0]: (p, r) for case, p, r in zip(cases, presets, results, strict=True)}
+
+
 @needs_compiler
-def test_gpt_trace_counts_weights_state_and_logits_and_is_linear_in_batch():
-    preset = _small("tiny")
-    result = _trace(preset, [4, 8, 16])
+def test_gpt_trace_counts_weights_state_and_logits_and_is_linear_in_batch(traces):
+    preset, result = traces["linear"]
     p4, p8, p16 = (p["peak_bytes"] for p in result["points"])
     assert p16 - p8 == 2 * (p8 - p4) > 0  # exactly linear in the micro-batch
     assert result["per_sequence_bytes"] == (p16 - p4) // 12
@@ -96,23 +149,17 @@ def test_gpt_trace_counts_weights_state_and_logits_and_is_linear_in_batch():
             abs(cats["weights"] - 4 * n) < 512 * 64
         )  # fp32 master weights, each tensor rounded to 512
         assert abs(cats["optimizer"] - 8 * n) < 512 * 128  # AdamW's two moments
-        assert cats["logits/loss"] > 0
+        assert cats["gradients"] == 0 and cats["logits/loss"] > 0
         assert "log_softmax_backward" in point["peak_op"]  # before any gradient of the step exists
         assert point["reserved_bytes"] >= point["peak_bytes"]
 
 
 @needs_compiler
-def test_golf_and_bdh_trace_and_fp32_routes_attention_without_a_t_by_t_matrix():
-    golf, bdh, short, long = _trace_many(
-        [
-            (_small("golf_baseline", "train.grad_accum=1"), [1, 2], "bf16"),
-            (_small("bdh_8gb", "model.mlp_internal_dim_multiplier=4"), [1, 2], "bf16"),
-            (_small("tiny", "model.block_size=256"), [1, 2], "fp32"),
-            (_small("tiny", "model.block_size=512"), [1, 2], "fp32"),
-        ]
-    )
-    assert golf["per_sequence_bytes"] > 0 and bdh["per_sequence_bytes"] > 0
+def test_golf_and_bdh_trace_and_fp32_attention_has_no_t_by_t_matrix(traces):
+    for label in ("golf", "bdh"):
+        assert traces[label][1]["per_sequence_bytes"] > 0
     # memory-efficient attention in fp32: a longer context costs linearly, not quadratically
+    short, long = traces["fp32 T=256"][1], traces["fp32 T=512"][1]
     assert long["per_sequence_bytes"] < 2.2 * short["per_sequence_bytes"]
 
 
@@ -168,3 +215,13 @@ def test_no_compiler_is_a_trace_unavailable_error(monkeypatch, tmp_path):
     monkeypatch.setattr(shutil, "which", lambda _name: None)
     with pytest.raises(trace.TraceUnavailable, match="no C\\+\\+ compiler"):
         trace.enable_fake_cuda(tmp_path)
+
+
+@needs_compiler
+@pytest.mark.parametrize("label", [case[0] for case in HELD])
+def test_analytic_live_bytes_are_within_3_percent_of_the_trace(traces, label):
+    preset, result = traces[label]
+    for point in result["points"]:
+        analytic = estimate(preset, batch_size=point["batch"]).memory.live_bytes
+        error = (analytic - point["peak_bytes"]) / point["peak_bytes"]
+        assert abs(error) <= 0.03, f"{label} at micro-batch {point['batch']}: {100 * error:+.1f}%"

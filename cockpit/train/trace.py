@@ -307,9 +307,11 @@ def _logits_region(model: torch.nn.Module, counter: LiveBytes) -> None:
     model.register_forward_hook(forward_done)
 
 
-def _step(runner: Any, counter: LiveBytes, x: torch.Tensor, micro_batch: int) -> None:
+def _step(
+    runner: Any, counter: LiveBytes, xy: tuple[torch.Tensor, torch.Tensor], micro_batch: int
+) -> None:
     counter.category = "activations"
-    runner.run(x, x, micro_batch)
+    runner.run(*xy, micro_batch)
     counter.category = "activations"
 
 
@@ -337,19 +339,24 @@ def trace_batch(
     """Peak live bytes over `steps` optimizer steps at `batch`, with a replay step for the categories."""
     m, t = preset.model, preset.train
     n_seq = batch * t.grad_accum
-    x = torch.zeros((n_seq, m.block_size), dtype=torch.long, device="cuda")
+    with _category(
+        counter, "activations"
+    ):  # the batch: inputs and targets, as the trainer holds them
+        xy = tuple(
+            torch.zeros((n_seq, m.block_size), dtype=torch.long, device="cuda") for _ in range(2)
+        )
     counter.reset_peak()
     peak_in_last = (0, "", -1)
     for _ in range(steps):
         start = counter.ops
-        _step(runner, counter, x, batch)
+        _step(runner, counter, xy, batch)
         if counter.peak_index > start:
             peak_in_last = (counter.peak, counter.peak_op, counter.peak_index - start)
     peak, peak_op, peak_blocks = counter.peak, counter.peak_op, counter.peak_blocks
     # replay one more step, identical in shapes, and look at what is live at the same op
     counter.snapshot, counter.snapshot_at = None, counter.ops + peak_in_last[2]
     counter.classify = lambda tags: _categorise(runner, tags)
-    _step(runner, counter, x, batch)
+    _step(runner, counter, xy, batch)
     counter.snapshot_at = -1
     by_category = counter.snapshot or _categorise(runner, {})
     return {
