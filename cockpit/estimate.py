@@ -470,12 +470,12 @@ class Estimate:
         """True/False against the GPU's memory; None without a GPU to compare with."""
         if self.gpu is None:
             return None
-        return self.peak_bytes <= self.gpu.memory_bytes
+        return self.peak_bytes <= self.gpu.usable_bytes
 
     @property
     def margin_bytes(self) -> int | None:
         """GPU memory left over at the peak (negative: short by that much)."""
-        return None if self.gpu is None else self.gpu.memory_bytes - self.peak_bytes
+        return None if self.gpu is None else self.gpu.usable_bytes - self.peak_bytes
 
     @property
     def verdict(self) -> str:
@@ -483,11 +483,11 @@ class Estimate:
         if self.gpu is None:
             return f"needs about {human_bytes(self.peak_bytes)} on a bf16 GPU (no GPU here to compare with; pick one with --gpu)"
         margin = self.margin_bytes or 0
-        pct = 100 * self.peak_bytes / self.gpu.memory_bytes
+        pct = 100 * self.peak_bytes / self.gpu.usable_bytes
         source = "measured" if self.measured else "estimated"
         if margin >= 0:
-            return f"fits on {self.gpu.name}: {human_bytes(self.peak_bytes)} of {human_bytes(self.gpu.memory_bytes)} ({pct:.0f}%, {source}), {human_bytes(margin)} free"
-        return f"does not fit on {self.gpu.name}: needs {human_bytes(self.peak_bytes)}, has {human_bytes(self.gpu.memory_bytes)} ({human_bytes(-margin)} short, {source})"
+            return f"fits on {self.gpu.name}: {human_bytes(self.peak_bytes)} of {human_bytes(self.gpu.usable_bytes)} ({pct:.0f}%, {source}), {human_bytes(margin)} free"
+        return f"does not fit on {self.gpu.name}: needs {human_bytes(self.peak_bytes)}, has {human_bytes(self.gpu.usable_bytes)} ({human_bytes(-margin)} short, {source})"
 
 
 def estimate(
@@ -550,6 +550,7 @@ class BatchSuggestion:
     peak_bytes: int
     headroom: float
     reason: str
+    largest_fit: int = 0  # the largest micro-batch that fits, as a power of two (seed 000's table)
 
     def apply(self, preset: Preset) -> Preset:
         """The preset with this micro-batch and accumulation."""
@@ -571,7 +572,7 @@ def suggest_batch(
     """
     if gpu is None:
         return None
-    budget = gpu.memory_bytes * (1.0 - headroom)
+    budget = gpu.usable_bytes * (1.0 - headroom)
     target_seqs = preset.train.batch_size * preset.train.grad_accum
 
     def peak(b: int) -> int:
@@ -598,6 +599,7 @@ def suggest_batch(
         else:
             hi = mid
     fit = lo
+    largest_pow2 = 1 << (fit.bit_length() - 1)
     micro = min(fit, target_seqs)
     # prefer a micro-batch that divides the step's sequences exactly (tokens per step kept to the token)
     for candidate in range(micro, max(1, micro // 2) - 1, -1):
@@ -608,10 +610,17 @@ def suggest_batch(
     kept = "kept" if micro * accum == target_seqs else f"rounded up from {target_seqs}"
     reason = (
         f"micro-batch {micro} x {accum} accumulation = {micro * accum} sequences per step ({kept}); "
-        f"largest that fits is {fit} with {headroom:.0%} headroom on {gpu.name}"
+        f"largest that fits is {fit} (power of two: {largest_pow2}) with {headroom:.0%} headroom "
+        f"on {gpu.name}'s {human_bytes(gpu.usable_bytes)} usable"
     )
     return BatchSuggestion(
-        micro, accum, micro * accum * preset.model.block_size, peak(micro), headroom, reason
+        micro,
+        accum,
+        micro * accum * preset.model.block_size,
+        peak(micro),
+        headroom,
+        reason,
+        largest_pow2,
     )
 
 

@@ -265,7 +265,7 @@ def test_suggestion_fits_keeps_tokens_and_the_next_size_does_not_fit(
     preset = apply_overrides(
         load_preset("gpt2_124m"), {"train.batch_size": batch, "train.grad_accum": accum}
     )
-    budget = gpu.memory_bytes * (1 - DEFAULT_HEADROOM)
+    budget = gpu.usable_bytes * (1 - DEFAULT_HEADROOM)
     s = suggest_batch(preset, gpu)
     assert s is not None
     fit = largest_fit_in_reason(s.reason)
@@ -294,13 +294,13 @@ def test_suggestion_keeps_tokens_per_step_on_every_catalog_gpu() -> None:
         assert s.micro_batch * s.grad_accum == 64  # 64 has divisors: tokens per step kept exactly
         assert s.tokens_per_step == p.tokens_per_step
         if s.micro_batch > 1:
-            assert s.peak_bytes <= gpu.memory_bytes * (1 - s.headroom)
+            assert s.peak_bytes <= gpu.usable_bytes * (1 - s.headroom)
 
 
 def test_suggestion_is_the_largest_that_fits_when_the_step_is_big() -> None:
     p = gpt(**{"train.batch_size": 1024})
     s = suggest_batch(p, A100, headroom=0.1)
-    budget = A100.memory_bytes * 0.9
+    budget = A100.usable_bytes * 0.9
     assert peak(p, batch_size=s.micro_batch) <= budget
     # it may step down to a divisor of 1024, never below half of the largest that fits
     largest = s.micro_batch
@@ -401,7 +401,7 @@ def test_stored_calibration_replaces_the_analytic_peak(tmp_path, monkeypatch) ->
         == Calibration(A100.name, GIB, GIB / 2).predict(s.micro_batch)
         + measured.memory.cuda_context
     )
-    budget = A100.memory_bytes * (1 - DEFAULT_HEADROOM) - CUDA_CONTEXT_BYTES
+    budget = A100.usable_bytes * (1 - DEFAULT_HEADROOM) - CUDA_CONTEXT_BYTES
     assert largest_fit_in_reason(s.reason) == int((budget - 1 * GIB) // (0.5 * GIB))
 
 
@@ -452,3 +452,29 @@ def test_formatting() -> None:
     assert human_count(1_557_611_200, 2) == "1.56B"
     assert human_count(999_999, 2) == "1.00M"  # rounding carries into the next unit
     assert human_count(999, 2) == "999"
+
+
+@pytest.mark.parametrize(
+    ("gpu", "largest"), [("T4", 8), ("A10G", 16), ("A100-40GB", 32), ("A100-80GB", 64)]
+)
+def test_gpt2_124m_reproduces_seed_000s_batch_table(gpu, largest) -> None:
+    preset = load_preset("gpt2_124m")
+    suggestion = suggest_batch(preset, lookup_gpu(gpu))
+    assert suggestion.largest_fit == largest
+    # the step keeps the preset's 32 sequences: smaller GPUs accumulate, bigger ones do not exceed it
+    assert suggestion.micro_batch == min(largest, 32)
+    assert suggestion.micro_batch * suggestion.grad_accum == 32
+    assert suggestion.peak_bytes <= lookup_gpu(gpu).usable_bytes * (1 - DEFAULT_HEADROOM)
+
+
+def test_plans_fit_the_memory_the_device_reports_not_the_nominal_size() -> None:
+    t4 = lookup_gpu("T4")
+    assert t4.usable_bytes < t4.memory_bytes
+    preset = load_preset("gpt2_124m")
+    # a batch whose peak sits between the usable and the nominal memory does not fit
+    b = next(
+        b
+        for b in range(1, 64)
+        if t4.usable_bytes < estimate(preset, t4, batch_size=b).peak_bytes <= t4.memory_bytes
+    )
+    assert estimate(preset, t4, batch_size=b).fits is False
