@@ -202,14 +202,12 @@ def _layer_activation_bytes(m: ModelConfig, batch: int, dtype: str, *, flash: bo
 def _bdh_layer_bytes(m: ModelConfig, batch: int, half: int, drop: int) -> int:
     """One BDH layer as traced: (B, nh, T, N) latents, the linear-attention scores, the residual.
 
-    `x (B,1,T,D) @ encoder (nh,D,N)` broadcasts: the weight is materialised expanded over the
-    batch and saved for backward (2 bytes per element, twice: encoder and encoder_v)."""
+    The encoders are applied per head (no copy of the weights expanded over the batch)."""
     s, b, h, a = m.block_size, batch, m.n_embd, m.n_head
     N = m.mlp_internal_dim_multiplier * h // a
-    latent = s * b * a * N * (4 * half + 0.6 + drop)  # x_latent, x_sparse, rotated q, the product
-    expanded = 2 * b * a * h * N * half  # encoder and encoder_v, expanded over the batch
+    latent = s * b * a * N * (4 * half + 0.6 + drop)  # x_sparse, rotated q, relu(y_latent), product
     scores = b * a * s * s * half  # the masked scores, saved for `scores @ x`
-    return int(latent + expanded + scores + s * b * (8 * h + 48))
+    return int(latent + scores + s * b * (8 * h + 48))
 
 
 def _bdh_transient_bytes(m: ModelConfig, batch: int, dtype: str) -> int:
@@ -240,7 +238,11 @@ def _outside_blocks_bytes(m: ModelConfig, tokens: int, dtype: str) -> int:
             ids + (12 + half) * h
         )  # x0, the U-Net skips, the final norm and head input
     if m.arch == "bdh":
-        return tokens * (ids + 12 * h) + _bdh_transient_bytes(m, tokens // m.block_size, dtype)
+        # each layer keeps its own (D, nh*N) re-laid-out, 16-bit copy of the encoder for backward
+        N = m.mlp_internal_dim_multiplier * h // m.n_head
+        encoder_copies = m.n_layer * m.n_head * h * N * half
+        transient = _bdh_transient_bytes(m, tokens // m.block_size, dtype)
+        return tokens * (ids + 12 * h) + transient + encoder_copies
     drop = h if m.dropout > 0 else 0
     return tokens * (ids + 8 + (4 + half) * h + drop)
 
