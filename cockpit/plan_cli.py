@@ -260,6 +260,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
                 "tokens_per_step": suggestion.tokens_per_step,
                 "peak_bytes": suggestion.peak_bytes,
                 "headroom": suggestion.headroom,
+                "largest_fit": suggestion.largest_fit,
                 "reason": suggestion.reason,
             }
         )

@@ -478,3 +478,20 @@ def test_plans_fit_the_memory_the_device_reports_not_the_nominal_size() -> None:
         if t4.usable_bytes < estimate(preset, t4, batch_size=b).peak_bytes <= t4.memory_bytes
     )
     assert estimate(preset, t4, batch_size=b).fits is False
+
+
+@pytest.mark.parametrize(("name", "gb"), [("bdh_8gb", 8), ("bdh_14gb", 14), ("bdh_24gb", 24)])
+def test_bdh_presets_plan_onto_the_memory_seed_004_names(name, gb) -> None:
+    preset = load_preset(name)
+    card = GpuSpec(
+        f"{gb} GB", ("NONE",), gb * 10**9, 100, 100, 10, (8, 0), usable_gib=gb * 10**9 / GIB
+    )
+    est = estimate(preset, card)
+    assert est.fits and est.peak_bytes <= card.usable_bytes * (1 - DEFAULT_HEADROOM)
+    # the suggestion for that memory is the preset's own split, seed 004's sequences per step kept
+    s = suggest_batch(preset, card)
+    assert (s.micro_batch, s.grad_accum) == (preset.train.batch_size, preset.train.grad_accum)
+    assert (
+        preset.train.batch_size * preset.train.grad_accum
+        == {"bdh_8gb": 8, "bdh_14gb": 16, "bdh_24gb": 32}[name]
+    )
