@@ -466,6 +466,7 @@ class Estimate:
     measured: bool  # the peak comes from a probe's calibration, not the analytic model
     peak_bytes: int  # predicted peak GPU memory (total, including the CUDA context)
     eta_s: float | None  # at DEFAULT_MFU (or the given mfu) on this GPU
+    traced: bool = False  # the live bytes come from a cached trace's line (`estimate --exact`)
 
     @property
     def fits(self) -> bool | None:
@@ -486,7 +487,7 @@ class Estimate:
             return f"needs about {human_bytes(self.peak_bytes)} on a bf16 GPU (no GPU here to compare with; pick one with --gpu)"
         margin = self.margin_bytes or 0
         pct = 100 * self.peak_bytes / self.gpu.usable_bytes
-        source = "measured" if self.measured else "estimated"
+        source = "measured" if self.measured else ("traced" if self.traced else "estimated")
         if margin >= 0:
             return f"fits on {self.gpu.name}: {human_bytes(self.peak_bytes)} of {human_bytes(self.gpu.usable_bytes)} ({pct:.0f}%, {source}), {human_bytes(margin)} free"
         return f"does not fit on {self.gpu.name}: needs {human_bytes(self.peak_bytes)}, has {human_bytes(self.gpu.usable_bytes)} ({human_bytes(-margin)} short, {source})"
@@ -506,8 +507,15 @@ def estimate(
     fpt = flops_per_token(m)
     memory = memory_breakdown(preset, gpu, batch_size=batch)
     calibration = load_calibration(preset, gpu.name) if gpu is not None else None
+    line = (
+        None
+        if calibration is not None
+        else traced_line(load_traces(preset, planning_dtype(preset, gpu)))
+    )
     if calibration is not None:
         peak = calibration.predict(batch) + memory.cuda_context
+    elif line is not None:  # the traced step's live bytes, plus what a trace cannot see
+        peak = (line[0] + line[1] * batch) * (1 + ALLOCATOR_SLACK) + memory.cuda_context
     else:
         peak = memory.total_bytes
     run_tokens = preset.tokens_per_step * t.max_steps
@@ -528,6 +536,7 @@ def estimate(
         measured=calibration is not None,
         peak_bytes=int(peak),
         eta_s=eta_seconds(preset, gpu, mfu=mfu_assumed),
+        traced=line is not None,
     )
 
 

@@ -207,6 +207,12 @@ def print_estimate(
         table.add_row(
             "[bold]peak (measured by probe)[/]", f"[bold]{human_bytes(est.peak_bytes)}[/]", ""
         )
+    elif est.traced:
+        table.add_row(
+            "[bold]peak (traced line + slack + context)[/]",
+            f"[bold]{human_bytes(est.peak_bytes)}[/]",
+            "",
+        )
     console.print(table)
     per_layer = est.memory.activations_per_layer
     plain = est.memory.activations_per_layer_plain

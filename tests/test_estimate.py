@@ -495,3 +495,27 @@ def test_bdh_presets_plan_onto_the_memory_seed_004_names(name, gb) -> None:
         preset.train.batch_size * preset.train.grad_accum
         == {"bdh_8gb": 8, "bdh_14gb": 16, "bdh_24gb": 32}[name]
     )
+
+
+def test_a_cached_trace_line_replaces_the_analytic_live_bytes_and_feeds_the_suggestion() -> None:
+    from cockpit.estimate import save_traces
+
+    p = load_preset("gpt2_124m")
+    analytic = estimate(p, A100, batch_size=16)
+    assert analytic.traced is False
+    # a trace (as `estimate --exact` caches it) saying 2 GiB + 1 GiB per sequence
+    save_traces(
+        p, "bf16", [{"batch": 8, "peak_bytes": 10 * GIB}, {"batch": 16, "peak_bytes": 18 * GIB}]
+    )
+    traced = estimate(p, A100, batch_size=16)
+    assert traced.traced is True and "traced" in traced.verdict
+    assert traced.peak_bytes == int(18 * GIB * (1 + ALLOCATOR_SLACK) + CUDA_CONTEXT_BYTES)
+    fit = largest_fit_in_reason(suggest_batch(p, A100).reason)
+    budget = A100.usable_bytes * (1 - DEFAULT_HEADROOM)
+    assert (
+        estimate(p, A100, batch_size=fit).peak_bytes
+        <= budget
+        < estimate(p, A100, batch_size=fit + 1).peak_bytes
+    )
+    # another dtype's plan (T4: fp16) has no trace of its own: analytic there
+    assert estimate(p, T4, batch_size=4).traced is False
