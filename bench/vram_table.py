@@ -5,7 +5,8 @@ child (cockpit/train/probe.py) runs a few real training steps at the suggested
 micro-batch and two others (half of it, and double it where the estimate says that
 fits, else a quarter), and reads torch.cuda.max_memory_reserved(). The prediction is
 the analytic estimate's reserved part (total less the CUDA context), never a stored
-probe calibration. Target (ANCHORS.md): within +-10%, never more than 5% under.
+probe calibration. Beside the measured allocated peak it prints the traced peak of live
+tensors (cockpit/train/trace.py, the same step on fake CUDA tensors) at the same sizes. Target (ANCHORS.md): within +-10%, never more than 5% under.
 
     python bench/vram_table.py [SPEC ...] [--steps 3] [--out table.md] [--json raw.json]
 
@@ -43,7 +44,7 @@ def batches_for(preset: Preset, gpu) -> list[int]:  # noqa: ANN001
     """The suggested micro-batch, half of it, and double it if that fits (else a quarter)."""
     suggestion = suggest_batch(preset, gpu)
     s = suggestion.micro_batch if suggestion else preset.train.batch_size
-    budget = gpu.memory_bytes * (1 - DEFAULT_HEADROOM)
+    budget = gpu.usable_bytes * (1 - DEFAULT_HEADROOM)
     third = (
         2 * s
         if estimate(preset, gpu, batch_size=2 * s).memory.total_bytes <= budget
@@ -78,6 +79,23 @@ def run_probe(preset: Preset, batches: list[int], steps: int) -> dict:
     return result
 
 
+def run_trace(preset: Preset, batches: list[int], dtype: str) -> dict[int, int]:
+    """Traced peak live bytes by micro-batch (cockpit/train/trace.py, fake CUDA tensors); {} when it cannot run."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "cockpit.train.trace",
+        "--preset-json",
+        json.dumps(preset.to_dict()),
+    ]
+    cmd += ["--batches", ",".join(map(str, batches)), "--dtype", dtype]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        return {}
+    return {p["batch"]: p["peak_bytes"] for p in json.loads(lines[-1])["points"]}
+
+
 def label(preset: Preset, spec: str) -> str:
     return spec if ":" in spec else preset.name
 
@@ -105,10 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     specs = args.specs or [p.name for p in list_presets() if p.builtin]
     header = [
         f"Peak training memory on {gpu.name} ({human_bytes(gpu.memory_bytes)}), {args.steps} steps per size; "
-        "predicted = analytic estimate less the CUDA context, measured = torch.cuda.max_memory_reserved().",
+        "predicted = analytic estimate less the CUDA context, measured = torch.cuda.max_memory_reserved(); "
+        "traced = the step's peak of live tensors on fake CUDA tensors, to compare with measured allocated.",
         "",
-        "| preset | micro-batch | predicted | measured | error | measured allocated | activations form |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| preset | micro-batch | predicted | measured | error | measured allocated | traced live | activations form |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     rows: list[str] = []
     raw: list[dict] = []
@@ -116,12 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(header), flush=True)
     for spec in specs:
         preset = parse_spec(spec)
-        if estimate(preset, gpu, batch_size=1).memory.total_bytes > gpu.memory_bytes:
-            rows.append(f"| {label(preset, spec)} | - | does not fit | - | - | - | - |")
+        if estimate(preset, gpu, batch_size=1).memory.total_bytes > gpu.usable_bytes:
+            rows.append(f"| {label(preset, spec)} | - | does not fit | - | - | - | - | - |")
             print(rows[-1], flush=True)
             continue
         batches = batches_for(preset, gpu)
         result = run_probe(preset, batches, args.steps)
+        traced = run_trace(preset, batches, estimate(preset, gpu).dtype)
         context = result.get("context_bytes", context)
         allocated = dict((b, a) for b, a in result.get("allocated", []))
         measured = dict((b, r) for b, r in result.get("points", []))
@@ -134,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                 "predicted_reserved": predicted,
                 "measured_reserved": measured.get(batch),
                 "measured_allocated": allocated.get(batch),
+                "traced_live": traced.get(batch),
                 "breakdown": dict(est.memory.items()),
                 "seconds": result.get("seconds"),
             }
@@ -142,11 +163,12 @@ def main(argv: list[str] | None = None) -> int:
                 err = 100 * (predicted - measured[batch]) / measured[batch]
                 row = (
                     f"| {label(preset, spec)} | {batch} | {human_bytes(predicted)} | {human_bytes(measured[batch])} | "
-                    f"{err:+.1f}% | {human_bytes(allocated[batch])} | {est.memory.activation_form} |"
+                    f"{err:+.1f}% | {human_bytes(allocated[batch])} | "
+                    f"{human_bytes(traced[batch]) if batch in traced else '-'} | {est.memory.activation_form} |"
                 )
             else:
                 why = result.get("failed", {}).get(str(batch)) or result.get("error", "no result")
-                row = f"| {label(preset, spec)} | {batch} | {human_bytes(predicted)} | failed: {why[:60]} | - | - | - |"
+                row = f"| {label(preset, spec)} | {batch} | {human_bytes(predicted)} | failed: {why[:60]} | - | - | - | - |"
             rows.append(row)
             print(row, flush=True)
     errors = [

@@ -149,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="fraction of GPU memory kept free when suggesting a batch (default 0.08)",
     )
     p.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    p.add_argument(
+        "--exact",
+        action="store_true",
+        help="also trace the real training step on fake CUDA tensors (no GPU needed; cached per shape)",
+    )
     _add_gpu_option(p, argparse.SUPPRESS)
 
     p = sub.add_parser(

@@ -138,6 +138,11 @@ class MemoryBreakdown:
         return self.total_bytes - self.cuda_context
 
     @property
+    def live_bytes(self) -> int:
+        """Live tensor bytes at the peak: what the tracer (cockpit.train.trace) counts."""
+        return self.total_bytes - self.allocator_slack - self.cuda_context
+
+    @property
     def total_bytes(self) -> int:
         return (
             self.weights
@@ -165,37 +170,89 @@ class MemoryBreakdown:
 
 
 def _layer_activation_bytes(m: ModelConfig, batch: int, dtype: str, *, flash: bool) -> int:
-    """Bytes one block keeps for backward (Korthikanti et al. 2022, Table 2, adapted to this engine)."""
+    """Bytes one block keeps for backward, term by term as the traced step keeps them (docs/estimator.md)."""
     s, b, h, a, r = m.block_size, batch, m.n_embd, m.n_head, m.mlp_ratio
     half = 4 if dtype == "fp32" else 2  # bytes of a matmul input under autocast
-    full = 4  # residual stream, LayerNorm inputs and softmax statistics stay fp32
+    full = 4  # residual stream and norm inputs stay fp32
     sbh = s * b * h
     drop = 1 if m.dropout > 0 else 0  # bool masks, one byte per element
     if m.arch == "bdh":
-        N = m.mlp_internal_dim_multiplier * h // a
-        latent = (
-            s * b * a * N
-        )  # (B, nh, T, N) tensors: x_latent, x_sparse, rotated q, y_latent, product
-        scores = b * a * s * s  # linear-attention scores are materialised (no flash form)
-        return int(latent * (5 * half + drop) + scores * half * 2 + sbh * (6 * full))
+        return _bdh_layer_bytes(m, batch, half, drop)
     kv = (m.n_kv_head or a) / a
-    attn = (
-        sbh * (half * (1 + 1 + 2 * kv + 1 + 1)) + sbh * drop
-    )  # LN->qkv input, q, k, v, out, proj input, mask
-    mlp = (
-        sbh * half + r * sbh * half * 2 + sbh * drop
-    )  # fc input, activation input and output, mask
-    norms = 2 * sbh * full  # the two LayerNorm inputs (fp32 residual stream)
-    total = attn + mlp + norms
+    per_token_small = 4 * a + 16  # attention logsumexp per head (fp32), two norms' mean/rstd
     if m.arch == "golf":
-        total += sbh * half * 2  # rms-normed q and k copies before RoPE
+        # measured: fp32 rms_norm / relu^2 paths under autocast, one bf16 cast of the normed input
+        # per projection, resid_mix's fp32 tensors; 48 bytes per width, 4 per KV width, 8 per MLP width
+        fp32_extra = 4 if dtype == "fp32" else 0  # most of the block is fp32 under autocast already
+        total = sbh * (48 + 4 * kv + 8 * r + fp32_extra) + s * b * per_token_small + 2 * sbh * drop
+    else:
+        attn = (
+            sbh * half * (1 + 1 + 2 * kv + 1)
+        )  # normed input cast, q, k, v, output (= c_proj input)
+        mlp = sbh * half * (1 + 2 * r)  # normed input cast, fc output, GELU output
+        norms = 2 * sbh * full  # the two LayerNorm inputs (fp32 residual stream)
+        total = attn + mlp + norms + s * b * per_token_small + 2 * sbh * drop
     if not flash:
         total += (
             5 * a * s * s * b * (half / 2)
         )  # scores, softmax, its dropout mask, attention weights (16-bit)
-    else:
-        total += b * a * s * 4  # flash attention's logsumexp per row, fp32
     return int(total)
+
+
+def _bdh_layer_bytes(m: ModelConfig, batch: int, half: int, drop: int) -> int:
+    """One BDH layer as traced: (B, nh, T, N) latents, the linear-attention scores, the residual.
+
+    The encoders are applied per head (no copy of the weights expanded over the batch)."""
+    s, b, h, a = m.block_size, batch, m.n_embd, m.n_head
+    N = m.mlp_internal_dim_multiplier * h // a
+    latent = s * b * a * N * (4 * half + 0.6 + drop)  # x_sparse, rotated q, relu(y_latent), product
+    scores = b * a * s * s * half  # the masked scores, saved for `scores @ x`
+    return int(latent + scores + s * b * (8 * h + 48))
+
+
+def _bdh_transient_bytes(m: ModelConfig, batch: int, dtype: str) -> int:
+    """The peak is at the last layer's output norm: its latent temporaries are live then (measured)."""
+    half = 4 if dtype == "fp32" else 2
+    N = m.mlp_internal_dim_multiplier * m.n_embd // m.n_head
+    return int(m.block_size * batch * m.n_head * N * (3 * half + 0.2))
+
+
+def matmul_params(m: ModelConfig) -> int:
+    """Parameters autocast casts to 16 bits for a matmul (one cached copy each, kept for backward)."""
+    C, L, V, H, r = m.n_embd, m.n_layer, m.vocab_size, m.n_head, m.mlp_ratio
+    if m.arch == "gpt":
+        return L * (4 * C * C + 2 * r * C * C) + V * C  # blocks and the output head
+    if m.arch == "golf":
+        kv_dim = (m.n_kv_head or H) * (C // H)
+        return L * (2 * C * C + 2 * C * kv_dim + 2 * r * C * C) + V * C
+    return count_params(m) - V * C  # bdh: everything but the input embedding
+
+
+def _outside_blocks_bytes(m: ModelConfig, tokens: int, dtype: str) -> int:
+    """Per-token bytes outside the blocks: the batch (inputs, targets), the last residual, the head's input."""
+    half = 4 if dtype == "fp32" else 2
+    h = m.n_embd
+    ids = 16  # int64 inputs and targets
+    if m.arch == "golf":
+        return tokens * (
+            ids + (12 + half) * h
+        )  # x0, the U-Net skips, the final norm and head input
+    if m.arch == "bdh":
+        # each layer keeps its own (D, nh*N) re-laid-out, 16-bit copy of the encoder for backward
+        N = m.mlp_internal_dim_multiplier * h // m.n_head
+        encoder_copies = m.n_layer * m.n_head * h * N * half
+        transient = _bdh_transient_bytes(m, tokens // m.block_size, dtype)
+        return tokens * (ids + 12 * h) + transient + encoder_copies
+    drop = h if m.dropout > 0 else 0
+    return tokens * (ids + 8 + (4 + half) * h + drop)
+
+
+def _logit_bytes(m: ModelConfig, tokens: int, dtype: str) -> int:
+    """At the peak (log-softmax backward): the saved fp32 log-softmax, its incoming and outgoing gradient."""
+    per_logit = 12
+    if m.logit_softcap > 0:
+        per_logit += 2 if dtype != "fp32" else 4  # tanh keeps its output for backward
+    return tokens * m.vocab_size * per_logit
 
 
 def memory_breakdown(
@@ -215,30 +272,37 @@ def memory_breakdown(
         use_flash = False
     params = count_params(m)
     weights = params * 4
-    gradients = params * 4
     optimizer = params * 8 if t.optimizer == "adamw" else 0
-    amp_copies = 0 if dtype == "fp32" else (params - embedding_params(m)) * 2
+    amp_copies = 0 if dtype == "fp32" else matmul_params(m) * 2
     per_layer_flash = _layer_activation_bytes(m, batch, dtype, flash=True)
     per_layer_plain = _layer_activation_bytes(m, batch, dtype, flash=False)
     per_layer = per_layer_flash if use_flash else per_layer_plain
     s, h = m.block_size, m.n_embd
+    tokens = s * batch
     if t.activation_checkpointing:
-        # each block keeps only its input; one block's activations live again during recompute
-        activations = m.n_layer * s * batch * h * 4 + per_layer
+        # each block keeps only its input; one block's activations live again during its recompute,
+        # after the logits are gone (the head's gradient exists by then): whichever is larger
+        activations = m.n_layer * tokens * h * 4
+        # the residual stream's gradient and, in golf, the U-Net skips' gradients waiting for their block
+        n_skip = min(m.n_layer // 2, m.n_layer - m.n_layer // 2) if m.arch == "golf" else 0
+        recompute = per_layer + tokens * h * 4 * (1 + n_skip) + 4 * m.vocab_size * h
+        logits_now = _logit_bytes(m, tokens, dtype)
+        activations += max(0, recompute - logits_now)
     else:
         activations = m.n_layer * per_layer
     if t.compile:
         activations = int(activations * 0.8)  # fused elementwise ops keep fewer intermediates
-    activations += s * batch * h * 4 * 3  # embeddings output, final norm input/output
-    # logits at the backward peak: the saved fp32 log-softmax, the incoming fp32 gradient, the fp32
-    # input gradient and (mixed precision) its 16-bit cast. The trainer does not hold the logits
-    # themselves through backward (autograd saves none of them), so they are not counted twice.
-    logit_elems = batch * s * m.vocab_size
-    logits = logit_elems * ((4 + 4 + 4 + 4) if dtype == "fp32" else (4 + 4 + 4 + 2))
-    if m.logit_softcap > 0:
-        logits += logit_elems * (4 if dtype == "fp32" else 2)  # tanh keeps its output for backward
+    activations += _outside_blocks_bytes(m, tokens, dtype)
+    logits = _logit_bytes(m, tokens, dtype)
     if t.compile:
         logits = int(logits * 0.6)
+    # The peak is in the last micro-batch's log-softmax backward: no gradient of this step exists yet
+    # unless earlier micro-batches made them; or at the step's end, gradients complete, if that is more.
+    gradients = params * 4 if t.grad_accum > 1 else 0
+    at_logits = weights + gradients + optimizer + amp_copies + activations + logits
+    at_end = weights + params * 4 + optimizer + _end_of_backward_extra(m)
+    if at_end > at_logits:
+        gradients, amp_copies, activations, logits = params * 4, 0, _end_of_backward_extra(m), 0
     allocated = weights + gradients + optimizer + amp_copies + activations + logits
     slack = int(allocated * ALLOCATOR_SLACK)
     return MemoryBreakdown(
@@ -254,6 +318,12 @@ def memory_breakdown(
         activations_per_layer=per_layer_flash,
         activations_per_layer_plain=per_layer_plain,
     )
+
+
+def _end_of_backward_extra(m: ModelConfig) -> int:
+    """A tied embedding's two gradients (head and lookup) and their sum, alive at once, fp32."""
+    tied = m.tie_embeddings and m.arch != "bdh"
+    return 8 * m.vocab_size * m.n_embd if tied else 0
 
 
 # --------------------------------------------------------------------------- calibration (probe)
@@ -335,6 +405,46 @@ def load_calibration(preset: Preset, gpu_name: str) -> Calibration | None:
         return None
 
 
+# --------------------------------------------------------------------------- traced figures (cockpit.train.trace)
+
+
+def trace_key(preset: Preset, dtype: str) -> str:
+    """A trace depends on the model, the step's settings and the dtype; not on any GPU."""
+    return calibration_key(preset, f"trace_{dtype}_accum{preset.train.grad_accum}")
+
+
+def load_traces(preset: Preset, dtype: str) -> dict[int, dict[str, Any]]:
+    """Stored trace points of this preset shape, by micro-batch (empty when none or unreadable)."""
+    path = calibration_dir() / f"{trace_key(preset, dtype)}.json"
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return {int(p["batch"]): p for p in raw["points"] if int(p["peak_bytes"]) > 0}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def save_traces(preset: Preset, dtype: str, points: list[dict[str, Any]]) -> Path:
+    """Add trace points (one dict per micro-batch, with `batch` and `peak_bytes`) to the cache."""
+    from cockpit.fsutil import atomic_write_text
+
+    merged = load_traces(preset, dtype)
+    for p in points:
+        merged[int(p["batch"])] = dict(p)
+    path = calibration_dir() / f"{trace_key(preset, dtype)}.json"
+    body = {"dtype": dtype, "points": [merged[b] for b in sorted(merged)]}
+    atomic_write_text(path, json.dumps(body, indent=2) + "\n")
+    return path
+
+
+def traced_line(points: dict[int, dict[str, Any]]) -> tuple[float, float] | None:
+    """(fixed, per-sequence) bytes through the smallest and largest traced micro-batch."""
+    if len(points) < 2:
+        return None
+    lo, hi = min(points), max(points)
+    slope = (points[hi]["peak_bytes"] - points[lo]["peak_bytes"]) / (hi - lo)
+    return points[lo]["peak_bytes"] - slope * lo, slope
+
+
 # --------------------------------------------------------------------------- the estimate
 
 
@@ -356,18 +466,19 @@ class Estimate:
     measured: bool  # the peak comes from a probe's calibration, not the analytic model
     peak_bytes: int  # predicted peak GPU memory (total, including the CUDA context)
     eta_s: float | None  # at DEFAULT_MFU (or the given mfu) on this GPU
+    traced: bool = False  # the live bytes come from a cached trace's line (`estimate --exact`)
 
     @property
     def fits(self) -> bool | None:
         """True/False against the GPU's memory; None without a GPU to compare with."""
         if self.gpu is None:
             return None
-        return self.peak_bytes <= self.gpu.memory_bytes
+        return self.peak_bytes <= self.gpu.usable_bytes
 
     @property
     def margin_bytes(self) -> int | None:
         """GPU memory left over at the peak (negative: short by that much)."""
-        return None if self.gpu is None else self.gpu.memory_bytes - self.peak_bytes
+        return None if self.gpu is None else self.gpu.usable_bytes - self.peak_bytes
 
     @property
     def verdict(self) -> str:
@@ -375,11 +486,11 @@ class Estimate:
         if self.gpu is None:
             return f"needs about {human_bytes(self.peak_bytes)} on a bf16 GPU (no GPU here to compare with; pick one with --gpu)"
         margin = self.margin_bytes or 0
-        pct = 100 * self.peak_bytes / self.gpu.memory_bytes
-        source = "measured" if self.measured else "estimated"
+        pct = 100 * self.peak_bytes / self.gpu.usable_bytes
+        source = "measured" if self.measured else ("traced" if self.traced else "estimated")
         if margin >= 0:
-            return f"fits on {self.gpu.name}: {human_bytes(self.peak_bytes)} of {human_bytes(self.gpu.memory_bytes)} ({pct:.0f}%, {source}), {human_bytes(margin)} free"
-        return f"does not fit on {self.gpu.name}: needs {human_bytes(self.peak_bytes)}, has {human_bytes(self.gpu.memory_bytes)} ({human_bytes(-margin)} short, {source})"
+            return f"fits on {self.gpu.name}: {human_bytes(self.peak_bytes)} of {human_bytes(self.gpu.usable_bytes)} ({pct:.0f}%, {source}), {human_bytes(margin)} free"
+        return f"does not fit on {self.gpu.name}: needs {human_bytes(self.peak_bytes)}, has {human_bytes(self.gpu.usable_bytes)} ({human_bytes(-margin)} short, {source})"
 
 
 def estimate(
@@ -396,8 +507,15 @@ def estimate(
     fpt = flops_per_token(m)
     memory = memory_breakdown(preset, gpu, batch_size=batch)
     calibration = load_calibration(preset, gpu.name) if gpu is not None else None
+    line = (
+        None
+        if calibration is not None
+        else traced_line(load_traces(preset, planning_dtype(preset, gpu)))
+    )
     if calibration is not None:
         peak = calibration.predict(batch) + memory.cuda_context
+    elif line is not None:  # the traced step's live bytes, plus what a trace cannot see
+        peak = (line[0] + line[1] * batch) * (1 + ALLOCATOR_SLACK) + memory.cuda_context
     else:
         peak = memory.total_bytes
     run_tokens = preset.tokens_per_step * t.max_steps
@@ -418,6 +536,7 @@ def estimate(
         measured=calibration is not None,
         peak_bytes=int(peak),
         eta_s=eta_seconds(preset, gpu, mfu=mfu_assumed),
+        traced=line is not None,
     )
 
 
@@ -442,6 +561,7 @@ class BatchSuggestion:
     peak_bytes: int
     headroom: float
     reason: str
+    largest_fit: int = 0  # the largest micro-batch that fits, as a power of two (seed 000's table)
 
     def apply(self, preset: Preset) -> Preset:
         """The preset with this micro-batch and accumulation."""
@@ -463,7 +583,7 @@ def suggest_batch(
     """
     if gpu is None:
         return None
-    budget = gpu.memory_bytes * (1.0 - headroom)
+    budget = gpu.usable_bytes * (1.0 - headroom)
     target_seqs = preset.train.batch_size * preset.train.grad_accum
 
     def peak(b: int) -> int:
@@ -490,6 +610,7 @@ def suggest_batch(
         else:
             hi = mid
     fit = lo
+    largest_pow2 = 1 << (fit.bit_length() - 1)
     micro = min(fit, target_seqs)
     # prefer a micro-batch that divides the step's sequences exactly (tokens per step kept to the token)
     for candidate in range(micro, max(1, micro // 2) - 1, -1):
@@ -500,10 +621,17 @@ def suggest_batch(
     kept = "kept" if micro * accum == target_seqs else f"rounded up from {target_seqs}"
     reason = (
         f"micro-batch {micro} x {accum} accumulation = {micro * accum} sequences per step ({kept}); "
-        f"largest that fits is {fit} with {headroom:.0%} headroom on {gpu.name}"
+        f"largest that fits is {fit} (power of two: {largest_pow2}) with {headroom:.0%} headroom "
+        f"on {gpu.name}'s {human_bytes(gpu.usable_bytes)} usable"
     )
     return BatchSuggestion(
-        micro, accum, micro * accum * preset.model.block_size, peak(micro), headroom, reason
+        micro,
+        accum,
+        micro * accum * preset.model.block_size,
+        peak(micro),
+        headroom,
+        reason,
+        largest_pow2,
     )
 
 

@@ -28,6 +28,16 @@ class GpuSpec:
     fp32_tflops: float
     compute_capability: tuple[int, int]
     aliases: tuple[str, ...] = ()
+    usable_gib: float | None = (
+        None  # what the device reports (torch total_memory), below the nominal size
+    )
+
+    @property
+    def usable_bytes(self) -> int:
+        """Memory the device reports (ECC and the driver's reserve taken): what a plan must fit in."""
+        if self.usable_gib is not None:
+            return int(self.usable_gib * GIB)
+        return int(self.memory_bytes * 0.97)  # typical shortfall where no report is recorded
 
     @property
     def bf16(self) -> bool:
@@ -47,30 +57,42 @@ class GpuSpec:
 # normalised name wins ("A100 80GB" before "A100", "L40S" before "L40" before "L4").
 # Dense peaks from the vendors' datasheets; GeForce fp16/bf16 with fp32 accumulate.
 CATALOG: tuple[GpuSpec, ...] = (
-    GpuSpec("B200", ("B200",), 180 * GIB, 2250, 2250, 80, (10, 0)),
+    GpuSpec("B200", ("B200",), 180 * GIB, 2250, 2250, 80, (10, 0), usable_gib=178.4),
     GpuSpec(
-        "GH200", ("GH200",), 96 * GIB, 989, 989, 67, (9, 0)
+        "GH200", ("GH200",), 96 * GIB, 989, 989, 67, (9, 0), usable_gib=94.5
     ),  # before H200, whose name it contains
-    GpuSpec("H200", ("H200",), 141 * GIB, 989, 989, 67, (9, 0), ("H200-141GB",)),
-    GpuSpec("H100-NVL", ("H100", "NVL"), 94 * GIB, 835, 835, 60, (9, 0)),
-    GpuSpec("H100-PCIe", ("H100", "PCIE"), 80 * GIB, 756, 756, 51, (9, 0)),
-    GpuSpec("H100", ("H100",), 80 * GIB, 989, 989, 67, (9, 0), ("H100-SXM", "H100-80GB")),
-    GpuSpec("A100-80GB", ("A100", "80G"), 80 * GIB, 312, 312, 19.5, (8, 0)),
-    GpuSpec("A100-40GB", ("A100",), 40 * GIB, 312, 312, 19.5, (8, 0), ("A100",)),
-    GpuSpec("L40S", ("L40S",), 48 * GIB, 362, 362, 91.6, (8, 9)),
-    GpuSpec("L40", ("L40",), 48 * GIB, 181, 181, 90.5, (8, 9)),
-    GpuSpec("L4", ("L4",), 24 * GIB, 121, 121, 30.3, (8, 9)),
-    GpuSpec("A10G", ("A10G",), 24 * GIB, 70, 70, 31.2, (8, 6)),
-    GpuSpec("A10", ("A10",), 24 * GIB, 125, 125, 31.2, (8, 6)),
-    GpuSpec("RTX-6000-Ada", ("RTX", "6000", "ADA"), 48 * GIB, 182, 182, 91.1, (8, 9)),
-    GpuSpec("RTX-A6000", ("A6000",), 48 * GIB, 155, 155, 38.7, (8, 6)),
-    GpuSpec("RTX-4090", ("4090",), 24 * GIB, 165, 165, 82.6, (8, 9)),
-    GpuSpec("RTX-4080", ("4080",), 16 * GIB, 97, 97, 48.7, (8, 9)),
-    GpuSpec("RTX-3090", ("3090",), 24 * GIB, 71, 71, 35.6, (8, 6)),
-    GpuSpec("RTX-3080", ("3080",), 10 * GIB, 59.5, 59.5, 29.8, (8, 6)),
-    GpuSpec("V100-32GB", ("V100", "32G"), 32 * GIB, None, 125, 15.7, (7, 0)),
-    GpuSpec("V100", ("V100",), 16 * GIB, None, 125, 15.7, (7, 0), ("V100-16GB",)),
-    GpuSpec("T4", ("T4",), 16 * GIB, None, 65, 8.1, (7, 5)),
+    GpuSpec("H200", ("H200",), 141 * GIB, 989, 989, 67, (9, 0), ("H200-141GB",), usable_gib=139.8),
+    GpuSpec("H100-NVL", ("H100", "NVL"), 94 * GIB, 835, 835, 60, (9, 0), usable_gib=93.0),
+    GpuSpec("H100-PCIe", ("H100", "PCIE"), 80 * GIB, 756, 756, 51, (9, 0), usable_gib=79.1),
+    GpuSpec(
+        "H100",
+        ("H100",),
+        80 * GIB,
+        989,
+        989,
+        67,
+        (9, 0),
+        ("H100-SXM", "H100-80GB"),
+        usable_gib=79.11,
+    ),
+    GpuSpec("A100-80GB", ("A100", "80G"), 80 * GIB, 312, 312, 19.5, (8, 0), usable_gib=79.15),
+    GpuSpec("A100-40GB", ("A100",), 40 * GIB, 312, 312, 19.5, (8, 0), ("A100",), usable_gib=39.39),
+    GpuSpec("L40S", ("L40S",), 48 * GIB, 362, 362, 91.6, (8, 9), usable_gib=44.4),
+    GpuSpec("L40", ("L40",), 48 * GIB, 181, 181, 90.5, (8, 9), usable_gib=44.4),
+    GpuSpec("L4", ("L4",), 24 * GIB, 121, 121, 30.3, (8, 9), usable_gib=22.17),
+    GpuSpec("A10G", ("A10G",), 24 * GIB, 70, 70, 31.2, (8, 6), usable_gib=22.2),
+    GpuSpec("A10", ("A10",), 24 * GIB, 125, 125, 31.2, (8, 6), usable_gib=22.2),
+    GpuSpec(
+        "RTX-6000-Ada", ("RTX", "6000", "ADA"), 48 * GIB, 182, 182, 91.1, (8, 9), usable_gib=47.5
+    ),
+    GpuSpec("RTX-A6000", ("A6000",), 48 * GIB, 155, 155, 38.7, (8, 6), usable_gib=47.54),
+    GpuSpec("RTX-4090", ("4090",), 24 * GIB, 165, 165, 82.6, (8, 9), usable_gib=23.65),
+    GpuSpec("RTX-4080", ("4080",), 16 * GIB, 97, 97, 48.7, (8, 9), usable_gib=15.7),
+    GpuSpec("RTX-3090", ("3090",), 24 * GIB, 71, 71, 35.6, (8, 6), usable_gib=23.69),
+    GpuSpec("RTX-3080", ("3080",), 10 * GIB, 59.5, 59.5, 29.8, (8, 6), usable_gib=9.77),
+    GpuSpec("V100-32GB", ("V100", "32G"), 32 * GIB, None, 125, 15.7, (7, 0), usable_gib=31.75),
+    GpuSpec("V100", ("V100",), 16 * GIB, None, 125, 15.7, (7, 0), ("V100-16GB",), usable_gib=15.78),
+    GpuSpec("T4", ("T4",), 16 * GIB, None, 65, 8.1, (7, 5), usable_gib=14.75),
 )
 
 

@@ -225,6 +225,12 @@ def print_estimate(
         table.add_row(
             "[bold]peak (measured by probe)[/]", f"[bold]{human_bytes(est.peak_bytes)}[/]", ""
         )
+    elif est.traced:
+        table.add_row(
+            "[bold]peak (traced line + slack + context)[/]",
+            f"[bold]{human_bytes(est.peak_bytes)}[/]",
+            "",
+        )
     console.print(table)
     per_layer = est.memory.activations_per_layer
     plain = est.memory.activations_per_layer_plain
@@ -261,8 +267,13 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         error("--headroom is a fraction in [0, 1), e.g. 0.08")
         return EXIT_USAGE
     est = estimate(preset, gpu, batch_size=batch)
+    exact: dict[str, Any] | None = None
+    if getattr(args, "exact", False):
+        exact = exact_trace(preset, est.dtype, est.batch_size)
     if getattr(args, "json", False):
         out: dict[str, Any] = as_dict(est)
+        if getattr(args, "exact", False):
+            out["exact"] = exact
         suggestion = suggest_batch(preset, gpu, headroom)
         out["suggestion"] = (
             None
@@ -273,6 +284,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
                 "tokens_per_step": suggestion.tokens_per_step,
                 "peak_bytes": suggestion.peak_bytes,
                 "headroom": suggestion.headroom,
+                "largest_fit": suggestion.largest_fit,
                 "reason": suggestion.reason,
             }
         )
@@ -281,7 +293,78 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     console = _console()
     console.print(f"[bold]{preset.name}[/] on {gpu.name if gpu else 'no GPU'}")
     print_estimate(est, preset, gpu, console=console, headroom=headroom)
+    if exact is not None:
+        print_exact(exact, est, console)
     return EXIT_OK
+
+
+# --------------------------------------------------------------------------- estimate --exact
+
+
+def _trace_batches(batch: int) -> list[int]:
+    """The micro-batch asked for and a second one, for the fixed + per-sequence line."""
+    return sorted({batch, batch * 2 if batch < 2 else batch // 2})
+
+
+def exact_trace(preset: Preset, dtype: str, batch: int) -> dict[str, Any] | None:
+    """The traced step at `batch` (from the cache, or the tracer child); None, said in one line, when it cannot run."""
+    from cockpit.estimate import load_traces, save_traces, traced_line
+
+    batches = _trace_batches(batch)
+    cached = load_traces(preset, dtype)
+    missing = [b for b in batches if b not in cached]
+    if missing:
+        info(
+            f"tracing {preset.name} ({dtype}) at micro-batch {', '.join(map(str, missing))} on fake CUDA tensors"
+        )
+        cmd = [
+            sys.executable,
+            "-m",
+            "cockpit.train.trace",
+            "--preset-json",
+            json.dumps(preset.to_dict()),
+        ]
+        cmd += ["--batches", ",".join(map(str, missing)), "--dtype", dtype]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            why = (proc.stderr.strip().splitlines() or ["no output"])[-1].removeprefix("trace: ")
+            info(f"exact figure unavailable ({why}); the analytic figure stands")
+            return None
+        save_traces(preset, dtype, json.loads(proc.stdout.strip().splitlines()[-1])["points"])
+        cached = load_traces(preset, dtype)
+    point = dict(cached[batch])
+    line = traced_line({b: cached[b] for b in batches if b in cached})
+    if line is not None:
+        point["fixed_bytes"], point["per_sequence_bytes"] = int(line[0]), int(line[1])
+    return point
+
+
+def print_exact(exact: dict[str, Any], est: Estimate, console: Console) -> None:
+    """The traced peak by category, the op at the peak, and how far the analytic figure is from it."""
+    table = Table(
+        title=f"traced peak of live tensors at micro-batch {exact['batch']} (the real step on fake CUDA tensors)",
+        title_justify="left",
+        header_style="bold",
+    )
+    table.add_column("part")
+    table.add_column("bytes", justify="right")
+    peak = exact["peak_bytes"] or 1
+    for label, value in exact["by_category"].items():
+        table.add_row(label, human_bytes(value))
+    table.add_row("[bold]peak live (traced)[/]", f"[bold]{human_bytes(exact['peak_bytes'])}[/]")
+    table.add_row("reserved (allocator model)", human_bytes(exact["reserved_bytes"]))
+    console.print(table)
+    live = est.memory.live_bytes
+    console.print(
+        f"peak at {exact['peak_op']}; analytic live bytes {human_bytes(live)} ({100 * (live - peak) / peak:+.1f}% vs traced)"
+    )
+    if "per_sequence_bytes" in exact:
+        console.print(
+            f"traced line: {human_bytes(exact['fixed_bytes'])} + {human_bytes(exact['per_sequence_bytes'])} per sequence"
+        )
+    console.print(
+        "not traced: CUDA context, cuBLAS workspaces, allocator fragmentation, torch.compile, DDP buckets"
+    )
 
 
 # --------------------------------------------------------------------------- gpus

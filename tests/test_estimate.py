@@ -96,13 +96,21 @@ def test_peak_grows_with_each_size(field: str, low: int, high: int) -> None:
 
 
 def test_activations_and_logits_are_linear_in_the_batch_the_rest_is_fixed() -> None:
-    b1, b2, b4 = (memory_breakdown(gpt(), A100, batch_size=b) for b in (1, 2, 4))
+    b1, b2, b4 = (memory_breakdown(gpt(), A100, batch_size=b) for b in (4, 8, 16))
+    assert b1.gradients == 0  # the peak is in log-softmax backward: no gradient of the step yet
     for part in ("weights", "gradients", "optimizer", "amp_copies"):
         assert getattr(b1, part) == getattr(b4, part), part
     for part in ("activations", "logits"):
         step = getattr(b2, part) - getattr(b1, part)
         assert step > 0 and getattr(b4, part) - getattr(b2, part) == pytest.approx(2 * step), part
     assert b4.logits == 4 * b1.logits  # no fixed part
+
+
+def test_the_peak_moves_to_the_step_end_when_gradients_outweigh_the_logits() -> None:
+    tiny_batch = memory_breakdown(gpt(**{"model.block_size": 16}), A100, batch_size=1)
+    assert tiny_batch.gradients == tiny_batch.weights and tiny_batch.logits == 0
+    accum = memory_breakdown(gpt(**{"train.grad_accum": 4}), A100, batch_size=8)
+    assert accum.gradients == accum.weights  # earlier micro-batches left their gradients
 
 
 def test_logits_dominate_a_small_model_with_a_50k_vocabulary() -> None:
@@ -181,9 +189,9 @@ def test_breakdown_parts_add_up_and_context_is_outside_reserved() -> None:
     assert sum(b for _, b in mem.items()) == mem.total_bytes
     assert mem.cuda_context == CUDA_CONTEXT_BYTES
     assert mem.reserved_bytes == mem.total_bytes - CUDA_CONTEXT_BYTES
-    # fp32 weights and gradients, two fp32 Adam moments
+    # fp32 weights, two fp32 Adam moments; at the log-softmax backward peak no gradient exists yet
     n = count_params(p.model)
-    assert (mem.weights, mem.gradients, mem.optimizer) == (4 * n, 4 * n, 8 * n)
+    assert (mem.weights, mem.gradients, mem.optimizer) == (4 * n, 0, 8 * n)
     assert mem.allocator_slack == pytest.approx(
         ALLOCATOR_SLACK * (mem.reserved_bytes - mem.allocator_slack), rel=1e-6
     )
@@ -257,7 +265,7 @@ def test_suggestion_fits_keeps_tokens_and_the_next_size_does_not_fit(
     preset = apply_overrides(
         load_preset("gpt2_124m"), {"train.batch_size": batch, "train.grad_accum": accum}
     )
-    budget = gpu.memory_bytes * (1 - DEFAULT_HEADROOM)
+    budget = gpu.usable_bytes * (1 - DEFAULT_HEADROOM)
     s = suggest_batch(preset, gpu)
     assert s is not None
     fit = largest_fit_in_reason(s.reason)
@@ -286,13 +294,13 @@ def test_suggestion_keeps_tokens_per_step_on_every_catalog_gpu() -> None:
         assert s.micro_batch * s.grad_accum == 64  # 64 has divisors: tokens per step kept exactly
         assert s.tokens_per_step == p.tokens_per_step
         if s.micro_batch > 1:
-            assert s.peak_bytes <= gpu.memory_bytes * (1 - s.headroom)
+            assert s.peak_bytes <= gpu.usable_bytes * (1 - s.headroom)
 
 
 def test_suggestion_is_the_largest_that_fits_when_the_step_is_big() -> None:
     p = gpt(**{"train.batch_size": 1024})
     s = suggest_batch(p, A100, headroom=0.1)
-    budget = A100.memory_bytes * 0.9
+    budget = A100.usable_bytes * 0.9
     assert peak(p, batch_size=s.micro_batch) <= budget
     # it may step down to a divisor of 1024, never below half of the largest that fits
     largest = s.micro_batch
@@ -393,7 +401,7 @@ def test_stored_calibration_replaces_the_analytic_peak(tmp_path, monkeypatch) ->
         == Calibration(A100.name, GIB, GIB / 2).predict(s.micro_batch)
         + measured.memory.cuda_context
     )
-    budget = A100.memory_bytes * (1 - DEFAULT_HEADROOM) - CUDA_CONTEXT_BYTES
+    budget = A100.usable_bytes * (1 - DEFAULT_HEADROOM) - CUDA_CONTEXT_BYTES
     assert largest_fit_in_reason(s.reason) == int((budget - 1 * GIB) // (0.5 * GIB))
 
 
@@ -444,3 +452,70 @@ def test_formatting() -> None:
     assert human_count(1_557_611_200, 2) == "1.56B"
     assert human_count(999_999, 2) == "1.00M"  # rounding carries into the next unit
     assert human_count(999, 2) == "999"
+
+
+@pytest.mark.parametrize(
+    ("gpu", "largest"), [("T4", 8), ("A10G", 16), ("A100-40GB", 32), ("A100-80GB", 64)]
+)
+def test_gpt2_124m_reproduces_seed_000s_batch_table(gpu, largest) -> None:
+    preset = load_preset("gpt2_124m")
+    suggestion = suggest_batch(preset, lookup_gpu(gpu))
+    assert suggestion.largest_fit == largest
+    # the step keeps the preset's 32 sequences: smaller GPUs accumulate, bigger ones do not exceed it
+    assert suggestion.micro_batch == min(largest, 32)
+    assert suggestion.micro_batch * suggestion.grad_accum == 32
+    assert suggestion.peak_bytes <= lookup_gpu(gpu).usable_bytes * (1 - DEFAULT_HEADROOM)
+
+
+def test_plans_fit_the_memory_the_device_reports_not_the_nominal_size() -> None:
+    t4 = lookup_gpu("T4")
+    assert t4.usable_bytes < t4.memory_bytes
+    preset = load_preset("gpt2_124m")
+    # a batch whose peak sits between the usable and the nominal memory does not fit
+    b = next(
+        b
+        for b in range(1, 64)
+        if t4.usable_bytes < estimate(preset, t4, batch_size=b).peak_bytes <= t4.memory_bytes
+    )
+    assert estimate(preset, t4, batch_size=b).fits is False
+
+
+@pytest.mark.parametrize(("name", "gb"), [("bdh_8gb", 8), ("bdh_14gb", 14), ("bdh_24gb", 24)])
+def test_bdh_presets_plan_onto_the_memory_seed_004_names(name, gb) -> None:
+    preset = load_preset(name)
+    card = GpuSpec(
+        f"{gb} GB", ("NONE",), gb * 10**9, 100, 100, 10, (8, 0), usable_gib=gb * 10**9 / GIB
+    )
+    est = estimate(preset, card)
+    assert est.fits and est.peak_bytes <= card.usable_bytes * (1 - DEFAULT_HEADROOM)
+    # the suggestion for that memory is the preset's own split, seed 004's sequences per step kept
+    s = suggest_batch(preset, card)
+    assert (s.micro_batch, s.grad_accum) == (preset.train.batch_size, preset.train.grad_accum)
+    assert (
+        preset.train.batch_size * preset.train.grad_accum
+        == {"bdh_8gb": 8, "bdh_14gb": 16, "bdh_24gb": 32}[name]
+    )
+
+
+def test_a_cached_trace_line_replaces_the_analytic_live_bytes_and_feeds_the_suggestion() -> None:
+    from cockpit.estimate import save_traces
+
+    p = load_preset("gpt2_124m")
+    analytic = estimate(p, A100, batch_size=16)
+    assert analytic.traced is False
+    # a trace (as `estimate --exact` caches it) saying 2 GiB + 1 GiB per sequence
+    save_traces(
+        p, "bf16", [{"batch": 8, "peak_bytes": 10 * GIB}, {"batch": 16, "peak_bytes": 18 * GIB}]
+    )
+    traced = estimate(p, A100, batch_size=16)
+    assert traced.traced is True and "traced" in traced.verdict
+    assert traced.peak_bytes == int(18 * GIB * (1 + ALLOCATOR_SLACK) + CUDA_CONTEXT_BYTES)
+    fit = largest_fit_in_reason(suggest_batch(p, A100).reason)
+    budget = A100.usable_bytes * (1 - DEFAULT_HEADROOM)
+    assert (
+        estimate(p, A100, batch_size=fit).peak_bytes
+        <= budget
+        < estimate(p, A100, batch_size=fit + 1).peak_bytes
+    )
+    # another dtype's plan (T4: fp16) has no trace of its own: analytic there
+    assert estimate(p, T4, batch_size=4).traced is False

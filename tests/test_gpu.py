@@ -301,3 +301,10 @@ def test_memory_info_raising_drops_that_device(monkeypatch) -> None:
         sys.modules, "pynvml", fake_nvml([{**TWO_GPUS[0], "mem": RuntimeError("x")}, TWO_GPUS[1]])
     )
     assert [g.name for g in query_gpus()] == ["Tesla T4"]
+
+
+def test_every_catalog_gpu_reports_less_than_its_nominal_memory():
+    from cockpit.gpu import CATALOG
+
+    for spec in CATALOG:
+        assert 0.85 * spec.memory_bytes < spec.usable_bytes < spec.memory_bytes, spec.name

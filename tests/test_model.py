@@ -4,6 +4,7 @@ sampling, tying, param groups, activation checkpointing, dropout."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -279,7 +280,7 @@ def test_bdh_rotary_is_relative() -> None:
     # scores between rotated copies of one vector depend only on the distance between positions
     model = build("bdh", rope_base=65536.0)
     v = torch.randn(1, 1, 1, model.N).expand(1, 1, 12, model.N).contiguous()
-    r = model._rope(v)
+    r = model._rope(v, *model._rope_tables(12, v.device))
     scores = r[0, 0] @ r[0, 0].T
     torch.testing.assert_close(
         torch.diagonal(scores, 3), torch.full((9,), float(scores[0, 3])), rtol=1e-4, atol=1e-4
@@ -410,3 +411,42 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients(arch: str) -
     for name in grads_a:
         torch.testing.assert_close(grads_a[name], grads_b[name], msg=name)
         assert torch.allclose(grads_a[name], grads_b[name], atol=1e-6, rtol=1e-4), name
+
+
+def _bdh_reference_logits(model: BDH, idx: torch.Tensor) -> torch.Tensor:
+    """The BDH forward as written before: `x @ encoder` broadcast over the batch, RoPE rebuilt per layer."""
+    import torch.nn.functional as F
+
+    def rope(v):
+        T, N = v.size(-2), v.size(-1)
+        j = torch.arange(N, dtype=torch.float32)
+        freqs = 1.0 / (model.rope_base ** ((j / 2).floor() * 2 / N)) / (2 * math.pi)
+        phases = ((torch.arange(T, dtype=torch.float32)[:, None] * freqs) % 1) * (2 * math.pi)
+        v_rot = torch.stack((-v[..., 1::2], v[..., ::2]), dim=-1).view(*v.size())
+        return v * phases.cos() + v_rot * phases.sin()
+
+    x = F.layer_norm(model.embed(idx).unsqueeze(1), (model.embed.embedding_dim,))
+    for _ in range(model.n_layer):
+        B, _, T, D = x.shape
+        x_sparse = F.relu(x @ model.encoder)
+        qr = rope(x_sparse)
+        yKV = F.layer_norm((qr @ qr.transpose(-1, -2)).tril(diagonal=-1) @ x, (D,))
+        xy = x_sparse * F.relu(yKV @ model.encoder_v)
+        yMLP = xy.transpose(1, 2).reshape(B, 1, T, model.N * model.n_head) @ model.decoder
+        x = F.layer_norm(x + F.layer_norm(yMLP, (D,)), (D,))
+    return x.squeeze(1) @ model.lm_head
+
+
+def test_bdh_without_the_batch_expanded_weights_computes_what_it_computed_before() -> None:
+    torch.manual_seed(0)
+    cfg = replace(TINY["bdh"], dropout=0.0)
+    model = BDH(cfg).eval()
+    idx = torch.randint(0, cfg.vocab_size, (3, 16))
+    logits, _ = model(idx, idx)
+    reference = _bdh_reference_logits(model, idx)
+    assert torch.allclose(logits, reference, rtol=1e-4, atol=1e-5)
+    # and the gradients of every weight agree
+    grads = torch.autograd.grad(logits.square().sum(), list(model.parameters()))
+    ref_grads = torch.autograd.grad(reference.square().sum(), list(model.parameters()))
+    for g, r in zip(grads, ref_grads, strict=True):
+        assert torch.allclose(g, r, rtol=1e-3, atol=1e-5)

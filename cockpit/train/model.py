@@ -370,32 +370,42 @@ class BDH(LanguageModel):
         self.drop = nn.Dropout(cfg.dropout)
         self.rope_base = cfg.rope_base
 
-    def _rope(self, v: torch.Tensor) -> torch.Tensor:
-        """bdh.py's rotary: adjacent pairs share a frequency 1/base^(2*floor(j/2)/N), phases in turns."""
-        T, N = v.size(-2), v.size(-1)
-        j = torch.arange(N, dtype=torch.float32, device=v.device)
-        freqs = 1.0 / (self.rope_base ** ((j / 2).floor() * 2 / N)) / (2 * math.pi)
-        turns = torch.arange(T, dtype=torch.float32, device=v.device)[:, None] * freqs  # (T, N)
-        phases = (turns % 1) * (2 * math.pi)
-        v_rot = torch.stack((-v[..., 1::2], v[..., ::2]), dim=-1).view(*v.size())
-        return v * phases.cos().to(v.dtype) + v_rot * phases.sin().to(v.dtype)
+    def _rope_tables(self, T: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """bdh.py's rotary: adjacent pairs share a frequency 1/base^(2*floor(j/2)/N), phases in turns.
 
-    def _layer(self, x: torch.Tensor) -> torch.Tensor:
+        Built once per forward, shared by every layer: (cos, sin), each (T, N) fp32."""
+        N = self.N
+        j = torch.arange(N, dtype=torch.float32, device=device)
+        freqs = 1.0 / (self.rope_base ** ((j / 2).floor() * 2 / N)) / (2 * math.pi)
+        turns = torch.arange(T, dtype=torch.float32, device=device)[:, None] * freqs  # (T, N)
+        phases = (turns % 1) * (2 * math.pi)
+        return phases.cos(), phases.sin()
+
+    @staticmethod
+    def _rope(v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        v_rot = torch.stack((-v[..., 1::2], v[..., ::2]), dim=-1).view(*v.size())
+        return v * cos.to(v.dtype) + v_rot * sin.to(v.dtype)
+
+    def _layer(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         B, _, T, D = x.shape
-        x_latent = x @ self.encoder  # (B, nh, T, N)
+        # per-head products as one batched matmul over the heads: `x @ encoder` would broadcast
+        # the (nh, D, N) weight over the batch and keep that expanded copy for backward
+        # (contiguous: the rotated copy feeds a batched matmul that would otherwise copy and keep it)
+        x_latent = torch.einsum("btd,hdn->bhtn", x.squeeze(1), self.encoder).contiguous()
         x_sparse = F.relu(x_latent)
-        qr = self._rope(x_sparse)
+        qr = self._rope(x_sparse, cos, sin)
         scores = (qr @ qr.transpose(-1, -2)).tril(diagonal=-1)  # linear attention, strictly causal
         yKV = F.layer_norm(scores @ x, (D,))
-        y_latent = yKV @ self.encoder_v
+        y_latent = torch.einsum("bhtd,hdn->bhtn", yKV, self.encoder_v)
         xy_sparse = self.drop(x_sparse * F.relu(y_latent))
         yMLP = xy_sparse.transpose(1, 2).reshape(B, 1, T, self.N * self.n_head) @ self.decoder
         return F.layer_norm(x + F.layer_norm(yMLP, (D,)), (D,))
 
     def logits_for(self, idx: torch.Tensor, last_only: bool) -> torch.Tensor:
         x = F.layer_norm(self.embed(idx).unsqueeze(1), (self.embed.embedding_dim,))  # (B, 1, T, D)
+        cos, sin = self._rope_tables(idx.size(1), idx.device)
         for _ in range(self.n_layer):
-            x = self._run_block(self._layer, x)
+            x = self._run_block(self._layer, x, cos, sin)
         x = x.squeeze(1)
         if last_only:
             x = x[:, [-1], :]

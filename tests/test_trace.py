@@ -1,0 +1,227 @@
+"""The memory tracer: the trainer's step on fake CUDA tensors, counted without a GPU.
+
+The tracer needs a C++ compiler on a CPU-only torch (it builds a small extension once,
+into the repository's .cache/ folder, ignored by git); without one these tests skip and
+say so. Each trace runs in its own process, as `gpt-cockpit estimate --exact` runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cockpit.estimate import count_params, estimate, load_traces
+from cockpit.presets import apply_overrides, load_preset
+
+ROOT = Path(__file__).resolve().parent.parent
+EXT_DIR = ROOT / ".cache" / "fake_cuda"
+
+needs_compiler = pytest.mark.skipif(
+    shutil.which(os.environ.get("CXX", "c++")) is None and shutil.which("g++") is None,
+    reason="no C++ compiler: the tracer cannot build its fake-CUDA extension on a CPU-only torch",
+)
+
+
+@pytest.fixture(autouse=True)
+def shared_extension(monkeypatch):
+    """Build the extension once for every test (and every run of the suite)."""
+    monkeypatch.setenv("GPT_COCKPIT_EXT_DIR", str(EXT_DIR))
+
+
+def _trace(preset, batches, dtype="bf16"):
+    """One trace through the tracer's command line, as `estimate --exact` runs it."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "cockpit.train.trace",
+        "--preset-json",
+        json.dumps(preset.to_dict()),
+    ]
+    cmd += ["--batches", ",".join(map(str, batches)), "--dtype", dtype]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+TRACE_MANY = """
+import json, sys
+from cockpit.presets import preset_from_dict
+from cockpit.train import trace
+trace.enable_fake_cuda()
+for preset, batches, dtype in json.loads(sys.stdin.read()):
+    print(json.dumps(trace.trace(preset_from_dict(preset), batches, dtype)))
+"""
+
+
+def _trace_many(jobs):
+    """Several traces in one process (torch is imported once): [(preset, batches, dtype)] -> results."""
+    payload = json.dumps([(p.to_dict(), b, d) for p, b, d in jobs])
+    proc = subprocess.run(
+        [sys.executable, "-c", TRACE_MANY],
+        input=payload,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.strip().splitlines()[-len(jobs) :]]
+
+
+def _small(name, *overrides):
+    base = ["model.n_layer=2", "model.block_size=64"]
+    return apply_overrides(load_preset(name), base + list(overrides))
+
+
+# --------------------------------------------------------------------------- the analytic line holds to the trace
+
+# (label, preset, overrides, micro-batches): every architecture, and each setting that changes the terms
+HELD = [
+    ("gpt2_124m", "gpt2_124m", ["model.n_layer=2"], [16, 32]),
+    ("gpt accum 2", "tiny", ["train.grad_accum=2"], [8, 16]),
+    ("gpt dropout", "tiny", ["model.dropout=0.1"], [8, 16]),
+    ("gpt fp32", "tiny", ["train.dtype=fp32"], [8, 16]),
+    ("gpt fp16", "tiny", ["train.dtype=fp16"], [8, 16]),
+    ("gpt checkpointing", "tiny", ["train.activation_checkpointing=true"], [8, 16]),
+    ("gpt untied", "tiny", ["model.tie_embeddings=false"], [8, 16]),
+    (
+        "golf",
+        "golf_baseline",
+        ["train.grad_accum=1", "model.n_layer=4", "model.block_size=256"],
+        [32, 64],
+    ),
+    (
+        "golf fp32",
+        "golf_baseline",
+        ["train.grad_accum=1", "model.n_layer=4", "model.block_size=256", "train.dtype=fp32"],
+        [32],
+    ),
+    ("bdh", "bdh_8gb", ["model.n_layer=2"], [4, 8]),
+    ("bdh no dropout", "bdh_14gb", ["model.n_layer=2", "model.dropout=0"], [16]),
+]
+
+
+# one process traces every case of this module (torch and the extension load once)
+LINEAR = ("linear", "tiny", ["model.n_layer=2", "model.block_size=64"], [4, 8, 16])
+SHORT = (
+    "fp32 T=256",
+    "tiny",
+    ["model.n_layer=2", "model.block_size=256", "train.dtype=fp32"],
+    [1, 2],
+)
+LONG = (
+    "fp32 T=512",
+    "tiny",
+    ["model.n_layer=2", "model.block_size=512", "train.dtype=fp32"],
+    [1, 2],
+)
+
+
+@pytest.fixture(scope="module")
+def traces():
+    """Every case of this module traced in one process: label -> (preset, result)."""
+    cases = [LINEAR, SHORT, LONG, *HELD]
+    presets = [apply_overrides(load_preset(name), ov) for _, name, ov, _ in cases]
+    jobs = [(p, case[3], estimate(p).dtype) for p, case in zip(presets, cases, strict=True)]
+    results = _trace_many(jobs)
+    return {case[0]: (p, r) for case, p, r in zip(cases, presets, results, strict=True)}
+
+
+@needs_compiler
+def test_gpt_trace_counts_weights_state_and_logits_and_is_linear_in_batch(traces):
+    preset, result = traces["linear"]
+    p4, p8, p16 = (p["peak_bytes"] for p in result["points"])
+    assert p16 - p8 == 2 * (p8 - p4) > 0  # exactly linear in the micro-batch
+    assert result["per_sequence_bytes"] == (p16 - p4) // 12
+    n = count_params(preset.model)
+    for point in result["points"]:
+        cats = point["by_category"]
+        assert (
+            sum(cats.values()) == point["peak_bytes"]
+        )  # the categories are the live bytes at the peak
+        assert (
+            abs(cats["weights"] - 4 * n) < 512 * 64
+        )  # fp32 master weights, each tensor rounded to 512
+        assert abs(cats["optimizer"] - 8 * n) < 512 * 128  # AdamW's two moments
+        assert cats["gradients"] == 0 and cats["logits/loss"] > 0
+        assert "log_softmax_backward" in point["peak_op"]  # before any gradient of the step exists
+        assert point["reserved_bytes"] >= point["peak_bytes"]
+
+
+@needs_compiler
+def test_golf_and_bdh_trace_and_fp32_attention_has_no_t_by_t_matrix(traces):
+    for label in ("golf", "bdh"):
+        assert traces[label][1]["per_sequence_bytes"] > 0
+    # memory-efficient attention in fp32: a longer context costs linearly, not quadratically
+    short, long = traces["fp32 T=256"][1], traces["fp32 T=512"][1]
+    assert long["per_sequence_bytes"] < 2.2 * short["per_sequence_bytes"]
+
+
+@needs_compiler
+def test_estimate_exact_traces_once_then_reads_the_cache(capsys):
+    from cockpit.__main__ import main
+
+    args = [
+        "estimate",
+        "tiny",
+        "--set",
+        "model.n_layer=2",
+        "--set",
+        "model.block_size=64",
+        "--exact",
+        "-b",
+        "4",
+    ]
+    assert main(args) == 0
+    first = capsys.readouterr()
+    assert "tracing tiny" in first.err
+    assert "peak live (traced)" in first.out and "log_softmax_backward" in first.out
+    preset = _small("tiny")
+    traces = load_traces(preset, estimate(preset).dtype)
+    assert sorted(traces) == [2, 4]
+    assert main(args) == 0
+    second = capsys.readouterr()
+    assert "tracing" not in second.err and "peak live (traced)" in second.out
+
+
+def test_exact_without_a_tracer_says_so_in_one_line_and_keeps_the_analytic_figure(
+    capsys, monkeypatch
+):
+    from cockpit import plan_cli
+    from cockpit.__main__ import main
+
+    def fake_run(cmd, **_kw):
+        return subprocess.CompletedProcess(
+            cmd, 3, "", "trace: no C++ compiler to build the fake-CUDA extension\n"
+        )
+
+    monkeypatch.setattr(plan_cli.subprocess, "run", fake_run)
+    assert main(["estimate", "tiny", "--exact"]) == 0
+    captured = capsys.readouterr()
+    assert "exact figure unavailable (no C++ compiler" in captured.err
+    assert "the analytic figure stands" in captured.err
+    assert "total (analytic)" in captured.out and "traced" not in captured.out
+
+
+def test_no_compiler_is_a_trace_unavailable_error(monkeypatch, tmp_path):
+    from cockpit.train import trace
+
+    monkeypatch.setattr(shutil, "which", lambda _name: None)
+    with pytest.raises(trace.TraceUnavailable, match="no C\\+\\+ compiler"):
+        trace.enable_fake_cuda(tmp_path)
+
+
+@needs_compiler
+@pytest.mark.parametrize("label", [case[0] for case in HELD])
+def test_analytic_live_bytes_are_within_3_percent_of_the_trace(traces, label):
+    preset, result = traces[label]
+    for point in result["points"]:
+        analytic = estimate(preset, batch_size=point["batch"]).memory.live_bytes
+        error = (analytic - point["peak_bytes"]) / point["peak_bytes"]
+        assert abs(error) <= 0.03, f"{label} at micro-batch {point['batch']}: {100 * error:+.1f}%"
