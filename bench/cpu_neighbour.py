@@ -28,7 +28,11 @@ from cockpit import rundir, runs  # noqa: E402
 from cockpit.presets import Preset, apply_overrides  # noqa: E402
 
 BUSY = "while True: pass"
-POLICIES = {"before (torch defaults)": "torch", "after (the child's policy)": ""}
+POLICIES = {
+    "torch defaults": "torch",
+    "all cores, idle workers sleep": str(len(os.sched_getaffinity(0))),
+    "the child's policy": "",
+}
 
 
 def corpus(folder: Path) -> Path:

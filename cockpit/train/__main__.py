@@ -130,7 +130,7 @@ def _train(run_dir: str | os.PathLike[str], device: str, resume: bool, switch: _
     from cockpit.train.loop import Trainer
     from cockpit.train.runtime import Dist, HaltTraining, dist_from_env, finish_run, set_threads
 
-    threads = set_threads()  # one core fewer than usable: a neighbour costs a step little
+    threads = set_threads()  # one core fewer where there are cores to spare (train/threads.py)
     wait = os.environ.get("OMP_WAIT_POLICY", "default")
     print(f"cpu threads: {threads} of {usable_cores()} usable cores, OMP_WAIT_POLICY={wait}")
 

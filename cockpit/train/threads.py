@@ -2,9 +2,13 @@
 
 A CPU run on torch's defaults uses a thread per core whose idle workers spin;
 a step waits for its slowest thread, so any neighbour on one core (the app, a
-`runs` loop, a busy loop) stalled every step: 5 ms steps became 488 ms. The
-child therefore uses one core fewer than it may run on and lets idle workers
-sleep (OMP_WAIT_POLICY=PASSIVE). $GPT_COCKPIT_CPU_THREADS overrides the count;
+`runs` loop, a busy loop) stalls every step: 5 ms steps became 488 ms on a busy
+machine. Where there are cores to spare (SPARE_FROM or more) the child therefore
+uses one core fewer than it may run on and lets idle workers sleep
+(OMP_WAIT_POLICY=PASSIVE). On fewer cores a core left idle costs more than a
+neighbour does (nanoGPT's CPU recipe on 2 cores: 50 ms a step on one thread,
+31 ms on torch's two), so torch's defaults stand there.
+$GPT_COCKPIT_CPU_THREADS overrides the count (1 on a small shared machine);
 "torch" keeps torch's own defaults (for comparison: bench/cpu_neighbour.py).
 """
 
@@ -13,6 +17,7 @@ from __future__ import annotations
 import os
 
 THREADS_ENV = "GPT_COCKPIT_CPU_THREADS"
+SPARE_FROM = 4  # usable cores from which one is left to the neighbours
 
 
 def usable_cores() -> int:
@@ -25,16 +30,19 @@ def usable_cores() -> int:
 
 def chosen_threads() -> int | None:
     """Intra-op threads for the child: $GPT_COCKPIT_CPU_THREADS, else one core fewer than it may
-    use; None leaves torch's default (the variable says "torch", or the user set OMP_NUM_THREADS)."""
+    use when it may use SPARE_FROM or more; None leaves torch's default (the variable says
+    "torch", the user set OMP_NUM_THREADS, or there is no core to spare)."""
     raw = os.environ.get(THREADS_ENV, "").strip()
     if raw == "torch" or (not raw and os.environ.get("OMP_NUM_THREADS")):
         return None
     if raw.isdigit() and int(raw) > 0:
         return int(raw)
-    return max(1, usable_cores() - 1)
+    cores = usable_cores()
+    return cores - 1 if cores >= SPARE_FROM else None
 
 
 def wait_politely() -> None:
-    """Idle OpenMP workers sleep instead of spinning; must run before torch is imported."""
-    if os.environ.get(THREADS_ENV, "").strip() != "torch":
+    """Idle OpenMP workers sleep instead of spinning when the child picks the thread count;
+    must run before torch is imported."""
+    if chosen_threads() is not None:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
