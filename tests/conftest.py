@@ -6,6 +6,20 @@ from pathlib import Path
 
 import pytest
 
+HOME_VARS = ("GPT_COCKPIT_CONFIG", "GPT_COCKPIT_RUNS", "GPT_COCKPIT_CACHE", "GPT_COCKPIT_STATE")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_session(tmp_path_factory):
+    """The whole session away from the user's own folders, before any fixture runs: module and
+    session fixtures (which start before each test's own home) never write the real run index,
+    presets or caches."""
+    home = tmp_path_factory.mktemp("session-home")
+    with pytest.MonkeyPatch.context() as env:
+        for var, sub in zip(HOME_VARS, ("config", "runs", "cache", "state"), strict=True):
+            env.setenv(var, str(home / sub))
+        yield home
+
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path_factory, monkeypatch):
