@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 from cockpit.estimate import DEFAULT_HEADROOM, estimate, suggest_batch  # noqa: E402
 from cockpit.format import human_bytes  # noqa: E402
 from cockpit.gpu import local_gpu_spec  # noqa: E402
+from cockpit.plan_cli import probe_command, trace_command  # noqa: E402
 from cockpit.presets import Preset, apply_overrides, list_presets, load_preset  # noqa: E402
 
 
@@ -55,19 +56,10 @@ def batches_for(preset: Preset, gpu) -> list[int]:  # noqa: ANN001
 
 def run_probe(preset: Preset, batches: list[int], steps: int) -> dict:
     """One probe child for one preset (a fresh process: a clean allocator and context)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "cockpit.train.probe",
-        "--preset-json",
-        json.dumps(preset.to_dict()),
-        "--batches",
-        ",".join(map(str, batches)),
-        "--steps",
-        str(steps),
-    ]
     started = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(
+        probe_command(preset, batches, steps), capture_output=True, text=True, cwd=REPO
+    )
     lines = proc.stdout.strip().splitlines()
     if not lines:
         return {
@@ -81,15 +73,9 @@ def run_probe(preset: Preset, batches: list[int], steps: int) -> dict:
 
 def run_trace(preset: Preset, batches: list[int], dtype: str) -> dict[int, int]:
     """Traced peak live bytes by micro-batch (cockpit/train/trace.py, fake CUDA tensors); {} when it cannot run."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "cockpit.train.trace",
-        "--preset-json",
-        json.dumps(preset.to_dict()),
-    ]
-    cmd += ["--batches", ",".join(map(str, batches)), "--dtype", dtype]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(
+        trace_command(preset, batches, dtype), capture_output=True, text=True, cwd=REPO
+    )
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         return {}

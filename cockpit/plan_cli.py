@@ -35,6 +35,36 @@ from cockpit.presets import (
 NARROW_PRESETS = 110  # below this many columns the presets table drops heads, width and vocab
 
 
+def probe_command(preset: Preset, batches: list[int], steps: int) -> list[str]:
+    """The argv of the memory probe child for `preset` at `batches` (cockpit/train/probe.py)."""
+    return [
+        sys.executable,
+        "-m",
+        "cockpit.train.probe",
+        "--preset-json",
+        json.dumps(preset.to_dict()),
+        "--batches",
+        ",".join(map(str, batches)),
+        "--steps",
+        str(steps),
+    ]
+
+
+def trace_command(preset: Preset, batches: list[int], dtype: str) -> list[str]:
+    """The argv of the memory tracer child for `preset` at `batches` (cockpit/train/trace.py)."""
+    return [
+        sys.executable,
+        "-m",
+        "cockpit.train.trace",
+        "--preset-json",
+        json.dumps(preset.to_dict()),
+        "--batches",
+        ",".join(map(str, batches)),
+        "--dtype",
+        dtype,
+    ]
+
+
 def _console() -> Console:
     console = Console(highlight=False, soft_wrap=False)
     if not console.is_terminal:  # piped or captured: do not squeeze tables into 80 columns
@@ -317,15 +347,7 @@ def exact_trace(preset: Preset, dtype: str, batch: int) -> dict[str, Any] | None
         info(
             f"tracing {preset.name} ({dtype}) at micro-batch {', '.join(map(str, missing))} on fake CUDA tensors"
         )
-        cmd = [
-            sys.executable,
-            "-m",
-            "cockpit.train.trace",
-            "--preset-json",
-            json.dumps(preset.to_dict()),
-        ]
-        cmd += ["--batches", ",".join(map(str, missing)), "--dtype", dtype]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(trace_command(preset, missing, dtype), capture_output=True, text=True)
         if proc.returncode != 0:
             why = (proc.stderr.strip().splitlines() or ["no output"])[-1].removeprefix("trace: ")
             info(f"exact figure unavailable ({why}); the analytic figure stands")
@@ -433,18 +455,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
     info(
         f"probing {preset.name} on {gpu.name} at micro-batches {low} and {high} ({args.steps} steps each)"
     )
-    cmd = [
-        sys.executable,
-        "-m",
-        "cockpit.train.probe",
-        "--preset-json",
-        json.dumps(preset.to_dict()),
-        "--batches",
-        f"{low},{high}",
-        "--steps",
-        str(args.steps),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(
+        probe_command(preset, [low, high], args.steps), capture_output=True, text=True
+    )
     if (
         proc.returncode == EXIT_USAGE
     ):  # the child found no CUDA (a CPU-only torch with a GPU present)

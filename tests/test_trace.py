@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from cockpit.estimate import count_params, estimate, load_traces
+from cockpit.plan_cli import trace_command
 from cockpit.presets import apply_overrides, load_preset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,14 +37,7 @@ def shared_extension(monkeypatch):
 
 def _trace(preset, batches, dtype="bf16"):
     """One trace through the tracer's command line, as `estimate --exact` runs it."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "cockpit.train.trace",
-        "--preset-json",
-        json.dumps(preset.to_dict()),
-    ]
-    cmd += ["--batches", ",".join(map(str, batches)), "--dtype", dtype]
+    cmd = trace_command(preset, batches, dtype)
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
