@@ -36,7 +36,7 @@ from cockpit.train import setup as setup_steps
 from cockpit.train.faults import Faults, faults_from_env
 from cockpit.train.readback import PendingStep
 from cockpit.train.runtime import Dist, dist_from_env, finish_run
-from cockpit.train.step import Split, StepRunner, run_with_oom_retry
+from cockpit.train.step import Split, run_with_oom_retry
 
 
 class Trainer:
@@ -102,7 +102,6 @@ class Trainer:
         setup_steps.check_trainable(self.preset)
         self.device, self.dtype = setup_steps.init_device(self.requested_device, t.dtype, self.dist)
         setup_steps.seed_everything(t.seed)
-        self.autocast = optim.autocast_for(self.device, self.dtype)
         self.data, self.train_sampler = setup_steps.load_training_data(
             self.preset, self.device, self.dist.rank
         )
@@ -111,17 +110,20 @@ class Trainer:
             self.preset, self.device, self.dist, self.warn
         )
         self.params = sum(p.numel() for p in self.raw_model.parameters())
-        self.optimizer = optim.build_optimizer(self.raw_model, t, self.device)
-        self.scaler = optim.make_scaler(self.device, self.dtype)
-        self.runner = StepRunner(
+        self.runner = optim.build_runner(
             self.model,
             self.raw_model,
-            self.optimizer,
-            self.scaler,
-            self.autocast,
-            grad_clip=t.grad_clip,
+            t,
+            self.device,
+            self.dtype,
             ddp=self.dist.world_size > 1,
             faults=self.faults,
+        )
+        runner = self.runner  # the trainer's optimizer, scaler and autocast are its runner's
+        self.optimizer, self.scaler, self.autocast = (
+            runner.optimizer,
+            runner.scaler,
+            runner.autocast,
         )
         self.gpu_name, gpu_memory, self.peak_flops = setup_steps.gpu_facts(self.device, self.dtype)
         self.flops_per_token = float(flops_per_token(self.preset.model))

@@ -18,6 +18,7 @@ import torch
 
 from cockpit.presets import TrainConfig
 from cockpit.train.runtime import AMP_DTYPES, EngineError
+from cockpit.train.step import StepRunner
 
 OptimizerBuilder = Callable[[Any, TrainConfig, torch.device], torch.optim.Optimizer]
 
@@ -62,3 +63,27 @@ def autocast_for(device: torch.device, dtype: str) -> AbstractContextManager[Any
     if amp is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=amp)
+
+
+def build_runner(
+    model: Any,
+    raw_model: torch.nn.Module,
+    train: TrainConfig,
+    device: torch.device,
+    dtype: str,
+    **options: Any,
+) -> StepRunner:
+    """The run's StepRunner: the optimizer, GradScaler and autocast built here, around `model`.
+
+    The trainer, the memory probe and the tracer all take their step from this one place;
+    `options` are StepRunner's own (ddp, faults).
+    """
+    return StepRunner(
+        model,
+        raw_model,
+        build_optimizer(raw_model, train, device),
+        make_scaler(device, dtype),
+        autocast_for(device, dtype),
+        grad_clip=train.grad_clip,
+        **options,
+    )

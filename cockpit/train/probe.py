@@ -41,14 +41,8 @@ def build_runner(preset: Preset, device: torch.device, faults: Faults | None = N
         enable_tf32()
     raw_model, model = setup.build_models(preset, device, Dist(), warn=lambda *_: None)
     raw_model.train()
-    return StepRunner(
-        model,
-        raw_model,
-        optim.build_optimizer(raw_model, t, device),
-        optim.make_scaler(device, dtype),
-        optim.autocast_for(device, dtype),
-        grad_clip=t.grad_clip,
-        faults=faults if faults is not None else Faults(),
+    return optim.build_runner(
+        model, raw_model, t, device, dtype, faults=faults if faults is not None else Faults()
     )
 
 

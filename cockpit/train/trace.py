@@ -265,7 +265,6 @@ def _build(preset: Preset, dtype: str, counter: LiveBytes) -> Any:
     """The trainer's model, optimizer, GradScaler and autocast, on fake CUDA."""
     from cockpit.train import optim
     from cockpit.train.model import build_model
-    from cockpit.train.step import StepRunner
 
     device = torch.device("cuda", 0)
     with torch.device("meta"):
@@ -275,15 +274,7 @@ def _build(preset: Preset, dtype: str, counter: LiveBytes) -> Any:
     if preset.train.activation_checkpointing and hasattr(raw_model, "set_activation_checkpointing"):
         raw_model.set_activation_checkpointing(True)
     raw_model.train()
-    t = preset.train
-    return StepRunner(
-        raw_model,
-        raw_model,
-        optim.build_optimizer(raw_model, t, device),
-        optim.make_scaler(device, dtype),
-        optim.autocast_for(device, dtype),
-        grad_clip=t.grad_clip,
-    )
+    return optim.build_runner(raw_model, raw_model, preset.train, device, dtype)
 
 
 def _logits_region(model: torch.nn.Module, counter: LiveBytes) -> None:
