@@ -28,6 +28,7 @@ STATUS_STYLES = {
     "stopped": "yellow",
     "halted": "bold red",
     "crashed": "bold red",
+    "killed": "bold red",
     "error": "red",
 }
 
@@ -89,6 +90,13 @@ def human_duration(seconds: Any) -> str:
     if s < 86400:
         return f"{s // 3600}h{(s % 3600) // 60:02d}m"
     return f"{s // 86400}d{(s % 86400) // 3600}h"
+
+
+def rough_eta(seconds: Any) -> str:
+    """An estimated duration: as human_duration, but "<1s" rather than "0s" for a blink."""
+    if _is_number(seconds) and 0 <= seconds < 1:
+        return "<1s"
+    return human_duration(seconds)
 
 
 def elapsed(seconds: Any) -> str:
@@ -160,6 +168,24 @@ def format_eval_line(record: dict[str, Any], max_steps: int | None = None) -> st
     if _is_number(record.get("val_bpb")):
         parts.append(f"bpb {fmt_float(record['val_bpb'], '.3f')}")
     return " | ".join(parts)
+
+
+def progress_line(
+    step: int,
+    max_steps: int | None,
+    elapsed_s: float | None,
+    eta_s: float | None,
+    tokens_per_s: float | None,
+) -> str:
+    """`progress: step 120/2000, elapsed 1m31s, ETA 15m59s, 18.6k tok/s` (unknowns left out)."""
+    parts = [f"progress: step {step_progress(step, max_steps)}"]
+    if elapsed_s is not None:
+        parts.append(f"elapsed {elapsed(elapsed_s)}")
+    if eta_s is not None:
+        parts.append(f"ETA {fmt_eta(eta_s)}")
+    if _is_number(tokens_per_s):
+        parts.append(f"{human_count(tokens_per_s)} tok/s")
+    return ", ".join(parts)
 
 
 def status_markup(status: str) -> str:

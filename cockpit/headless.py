@@ -14,14 +14,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 from cockpit import diagnostics, rundir, runs
 from cockpit.diagnostics import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, error, info
-from cockpit.format import event_line, format_eval_line, format_step_line
+from cockpit.format import event_line, format_eval_line, format_step_line, progress_line
 from cockpit.health import HealthMonitor
 from cockpit.presets import Preset, PresetError, apply_overrides, builtin_dir, load_preset, user_dir
+from cockpit.run_history import QUIET_PHASES, RunHistory
 from cockpit.rundir import (
     EndEvent,
     EvalEvent,
@@ -38,6 +40,7 @@ DEFAULT_PRESET = "tiny_char"
 POLL_S = 0.1  # ~10 Hz: fast enough to feel live, cheap on the file system
 EXIT_WAIT_S = 10.0  # after `end`, how long the child may take to exit before we stop waiting
 CONSOLE_TAIL_LINES = 15
+PROGRESS_EVERY_S = 30.0  # a progress line (elapsed, ETA, tokens/s) on stderr this often
 
 
 class UsageError(Exception):
@@ -59,7 +62,7 @@ def with_max_steps(preset: Preset, max_steps: int) -> Preset:
     result = apply_overrides(preset, changes)
     if len(changes) > 1:
         shrunk = ", ".join(f"{k}={v}" for k, v in changes.items() if k != "train.max_steps")
-        info(f"{shrunk} so the schedule fits in {max_steps} steps")
+        info(f"{shrunk} so the schedule fits in {max_steps} step{'' if max_steps == 1 else 's'}")
     return result
 
 
@@ -169,30 +172,41 @@ class Follower:
         err: IO[str] | None = None,
         poll_s: float = POLL_S,
         health: HealthMonitor | None = None,
+        clock: Callable[[], float] = time.time,
+        progress_every_s: float = PROGRESS_EVERY_S,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.process = process
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.poll_s = poll_s
-        self.watcher = RunWatcher(self.run_dir, offset=offset, health=health)
+        self.clock = clock
+        self.watcher = RunWatcher(self.run_dir, offset=offset, health=health, clock=clock)
         self.tailer = self.watcher.tailer
         self.max_steps, self.log_interval = self._preset_numbers()
+        # What the run is doing (no stall note during an eval) and its ETA, as the app reckons them.
+        self.history = RunHistory(max_points=64, max_steps=self.max_steps)
+        self.history.eval_interval = self._eval_interval
+        self.progress_every_s = progress_every_s
+        self.next_progress: float | None = None  # clock time of the next progress line
         self.last_end: EndEvent | None = None  # the latest `end`, cleared by a new `start`
         self.first_step_pending = True  # print the first step after each start, whatever its number
         self.started_at: float | None = None
         self.stop_requests = 0
         self.killed = False
+        self.kill_requested = False  # a second Ctrl-C: kill, unless the log holds the run's end
         self.stdout_closed = False
         self.seen_start = False  # this launch's `start` has arrived (the child handles signals)
         self.forward_pending = False  # a stop asked for before that, to pass on once it has
         self.unprinted_step: dict[str, Any] | None = None  # the latest step record not printed yet
 
     def _preset_numbers(self) -> tuple[int | None, int]:
+        self._eval_interval = 0
         try:
             preset = rundir.load_run_preset(self.run_dir)
         except rundir.RunError:
             return None, 1
+        self._eval_interval = preset.train.eval_interval
         return preset.train.max_steps, preset.train.log_interval
 
     # ------------------------------------------------------------------ printing
@@ -224,6 +238,7 @@ class Follower:
 
     def handle(self, record: dict[str, Any]) -> None:
         """Print one record: step/eval lines on stdout, the rest on stderr."""
+        self.history.add(record)
         event = parse_event(record)
         if isinstance(event, StepEvent):
             self._on_step(event, record)
@@ -241,13 +256,15 @@ class Follower:
             self.last_end = event
         line = event_line(event, self.max_steps, self.started_at)
         if isinstance(event, SampleEvent):
-            body = "\n".join("  " + text for text in event.text.rstrip().splitlines()[:20])
+            body = "\n".join(
+                "gpt-cockpit:   " + text for text in event.text.rstrip().splitlines()[:20]
+            )
             line += f":\n{body}"
         self._diag(line)
         if isinstance(event, StartEvent) and event.data:
             self._diag(f"data: {event.data}")
         if isinstance(event, WarningEvent) and event.tip:
-            print(f"  tip: {event.tip}", file=self.err, flush=True)
+            self._diag(f"  tip: {event.tip}")
 
     def _on_start(self, event: StartEvent) -> None:
         self.seen_start = True
@@ -261,6 +278,8 @@ class Follower:
             self.max_steps = event.max_steps
 
     def _on_step(self, event: StepEvent, record: dict[str, Any]) -> None:
+        if self.next_progress is None:  # the first line comes one interval after the first step
+            self.next_progress = self.clock() + self.progress_every_s
         if self._prints_step(event.step):
             self._data(format_step_line(record, self.max_steps))
             self.unprinted_step = None
@@ -295,8 +314,8 @@ class Follower:
         """First Ctrl-C or SIGTERM: let the child checkpoint and stop; a second Ctrl-C kills it."""
         self.stop_requests += 1
         if signum == signal.SIGINT and self.stop_requests > 1:
-            if self.last_end is None:  # once the run has ended there is nothing to kill
-                self.kill_child()
+            # The loop kills, after reading the log: an `end` already written means nothing to kill.
+            self.kill_requested = True
             return
         if signum == signal.SIGINT:
             print(
@@ -334,12 +353,17 @@ class Follower:
     def follow(self) -> int:
         """Print records until the run is over; the exit code says how it ended."""
         while True:
+            if self.kill_requested and not self.killed:
+                self._take(self.watcher.poll())
+                if self.last_end is None:  # once the run has ended there is nothing to kill
+                    self.kill_child()
             if self.killed:
                 self._reap(timeout=5.0)
                 self.drain()
                 if self.last_end is not None:  # it had stopped with its checkpoint before the kill
+                    self._record_end()  # the end record's status, should run.json not have it yet
                     return self._finish(self.process.poll() if self.process else None)
-                self._record_end()
+                self._record_end(killed="killed by a second Ctrl-C")
                 self._diag("killed: the steps since the last checkpoint are lost")
                 return EXIT_INTERRUPTED
             self._take(self.watcher.poll())
@@ -369,9 +393,21 @@ class Follower:
             if status not in rundir.LIVE_STATUSES:
                 return self._finish(None, status=status)
         stalled = self.watcher.check_stalled()
-        if stalled is not None:
-            self.show(stalled)
+        if stalled is not None and self.history.phase() not in QUIET_PHASES:
+            self.show(stalled)  # silence while setting up, evaluating or checkpointing is expected
+        self.show_progress()
         return None
+
+    def show_progress(self) -> None:
+        """Every `progress_every_s` while steps arrive: elapsed, step/total, ETA and tokens/s on stderr."""
+        now = self.clock()
+        if self.next_progress is None or now < self.next_progress or self.history.end is not None:
+            return
+        self.next_progress = now + self.progress_every_s
+        h = self.history
+        self._diag(
+            progress_line(h.step, h.max_steps, h.elapsed_s(now), h.eta_s(now), h.tokens_per_s)
+        )
 
     def _take(self, records: list[dict[str, Any]]) -> None:
         """Print a batch of new records (the watcher has noted their arrival)."""
@@ -381,12 +417,18 @@ class Follower:
             self.handle(record)
         self._data("", flush=True)
 
-    def _record_end(self) -> None:
-        """Our own child died without its end in run.json: record it (best effort; an attach never writes)."""
+    def _record_end(self, killed: str = "") -> None:
+        """Our own child died without its end in run.json: record it (best effort; an attach never writes).
+
+        `killed` says why we killed it: the run is then `killed`, not `crashed`.
+        """
         if self.process is None:
             return
         try:
-            rundir.run_status(self.run_dir, update=True)
+            if killed:
+                rundir.record_killed(self.run_dir, killed)
+            else:
+                rundir.run_status(self.run_dir, update=True)
         except (rundir.RunError, OSError):
             pass
 

@@ -21,7 +21,7 @@ from cockpit.estimate import (
     human_bytes,
     suggest_batch,
 )
-from cockpit.format import human_count, human_duration
+from cockpit.format import human_count, rough_eta
 from cockpit.gpu import CATALOG, GpuSpec, nvml_problem, query_gpus, resolve_gpu
 from cockpit.presets import (
     Preset,
@@ -229,9 +229,7 @@ def print_estimate(
         est.dtype + (" (autocast, fp32 master weights)" if est.dtype in ("bf16", "fp16") else ""),
     )
     if est.eta_s is not None:
-        facts.add_row(
-            "ETA", f"{human_duration(est.eta_s)} at 35% MFU on {gpu.name if gpu else '?'}"
-        )
+        facts.add_row("ETA", f"{rough_eta(est.eta_s)} at 35% MFU on {gpu.name if gpu else '?'}")
     ok, why = preset.trainable
     if not ok:
         facts.add_row("trainable", f"[red]no[/]: {why}")

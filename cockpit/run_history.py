@@ -32,6 +32,8 @@ from cockpit.rundir import (
 MAX_POINTS = 2000  # points kept per plotted series
 LOG_LINES = 200  # one-line records kept for the log tail
 RATE_WINDOW = 50  # recent steps used for the step-rate ETA
+# What a run may do in silence: no stall note while its records say it is in one of these.
+QUIET_PHASES = ("starting", "first step", "evaluating", "checkpointing")
 
 
 @dataclass

@@ -182,6 +182,13 @@ def test_max_steps_shrinks_a_warmup_that_no_longer_fits(tmp_path, monkeypatch, c
     assert rundir.load_run_preset(only_run(tmp_path)).train.warmup_steps == 1
 
 
+def test_max_steps_of_one_says_one_step(tmp_path, monkeypatch, capsys):
+    use_fake_trainer(monkeypatch)
+    assert main(["--no-ui", "--runs-dir", str(tmp_path / "runs"), "--max-steps", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "so the schedule fits in 1 step\n" in err and "1 steps" not in err
+
+
 def test_data_path_is_recorded(tmp_path, monkeypatch, capsys):
     use_fake_trainer(monkeypatch)
     text = tmp_path / "corpus.txt"
@@ -480,9 +487,8 @@ def test_second_ctrl_c_kills_and_exits_130(tmp_path):
     assert proc.returncode == 130, err
     assert not rundir.pid_alive(info.pid, info.pid_start_time)
     assert "killed: the steps since the last checkpoint are lost" in err
-    assert (
-        rundir.read_run_info(run_dir).status == "crashed"
-    )  # written by headless, not left "running"
+    info = rundir.read_run_info(run_dir)  # written by headless, not left "running" or "crashed"
+    assert (info.status, info.end_message) == ("killed", "killed by a second Ctrl-C")
 
 
 def test_closed_stdout_stops_the_run_with_a_checkpoint(tmp_path):

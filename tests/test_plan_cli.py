@@ -288,3 +288,10 @@ def test_presets_table_in_a_narrow_terminal_keeps_names_and_counts_whole(
     for preset in list_presets():
         row = rows[preset.name]  # the whole name starts its own row
         assert f"{estimate(preset, None).params:,}" in row
+
+
+def test_an_eta_under_a_second_is_not_written_0s(capsys):
+    code, out, _ = run(capsys, "estimate", "tiny_char", "--gpu", "H100")
+    assert code == 0
+    eta = next(line for line in out.splitlines() if line.startswith("ETA"))
+    assert "<1s at 35% MFU" in eta and " 0s " not in eta

@@ -400,7 +400,8 @@ def test_headless_and_the_app_log_say_the_same_words(tmp_path):
     printed = [
         line.removeprefix("gpt-cockpit: ")
         for line in err.getvalue().splitlines()
-        if line.startswith("gpt-cockpit: ") and not line.startswith("gpt-cockpit: data:")
+        if line.startswith("gpt-cockpit: ")
+        and not line.startswith(("gpt-cockpit: data:", "gpt-cockpit:   "))  # headless's extra lines
     ]
     history = RunHistory()
     history.ingest(records)
@@ -412,7 +413,7 @@ def test_headless_and_the_app_log_say_the_same_words(tmp_path):
         "error: step 12: RuntimeError: boom",
         "end: crashed at step 12/12 after 1m01s (RuntimeError: boom)",
     ]
-    assert "  tip: lower train.lr" in err.getvalue()  # headless keeps its extra lines
+    assert "gpt-cockpit:   tip: lower train.lr" in err.getvalue()  # headless keeps its extra lines
 
 
 def test_event_line_of_each_kind():

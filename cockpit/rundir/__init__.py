@@ -18,7 +18,7 @@ This package owns it (docs/run-directory.md describes it field by field):
 - lock: TrainLock, the exclusive flock the training process holds on its run for its
   whole life, and lock_holder, the read-only probe of it;
 - process: pid checks, run_status (a dead live run reads as crashed,
-  derived without writing), stop_run;
+  derived without writing), stop_run, record_killed (the launcher's own kill);
 - watch: RunWatcher, the tail + liveness + stall detection both faces follow a run with.
 
 Nothing here imports torch or textual: a face reaches a run only through these
@@ -74,7 +74,13 @@ from cockpit.rundir.layout import (
     runs_root,
 )
 from cockpit.rundir.lock import RunBusy, TrainLock, lock_holder
-from cockpit.rundir.process import pid_alive, process_start_time, run_status, stop_run
+from cockpit.rundir.process import (
+    pid_alive,
+    process_start_time,
+    record_killed,
+    run_status,
+    stop_run,
+)
 from cockpit.rundir.status import (
     END_STATUS,
     FINAL_STATUSES,
@@ -133,6 +139,7 @@ __all__ = [
     "read_tail",
     "read_run_info",
     "rebuild_run_info",
+    "record_killed",
     "run_status",
     "runs_root",
     "status_for_end_reason",

@@ -83,6 +83,29 @@ def _gone_changes(run_dir: Path) -> dict[str, object]:
     return {"status": "crashed", "end_reason": "process gone", "ended": time.time()}
 
 
+def record_killed(run_dir: str | os.PathLike[str], how: str) -> str:
+    """The launcher killed its own child: record status `killed` (and `how`) unless the child
+    wrote its `end` first or a new launch took the run; returns the status run.json then holds."""
+    path = Path(run_dir)
+    seen = read_run_info(path)
+    if seen.status not in LIVE_STATUSES:
+        return seen.status
+    changes = _gone_changes(path)
+    if changes["status"] == "crashed":  # no `end` record: it did not get to write one
+        changes = {
+            "status": "killed",
+            "end_reason": "killed",
+            "end_message": how,
+            "ended": time.time(),
+        }
+
+    def unless_relaunched(current: RunInfo) -> dict[str, object]:
+        same = current.status in LIVE_STATUSES and current.pid == seen.pid
+        return changes if same else {}
+
+    return update_run_info(path, unless_relaunched).status
+
+
 def _record_gone(run_dir: Path, seen: RunInfo) -> RunInfo:
     """Write the final status of a run whose process is gone, unless a new launch came first."""
     changes = _gone_changes(run_dir)

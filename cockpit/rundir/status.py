@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 LIVE_STATUSES = ("starting", "running")
-FINAL_STATUSES = ("finished", "stopped", "halted", "crashed", "error")
+# `killed`: the launcher killed its own child (a second Ctrl-C) and recorded so.
+FINAL_STATUSES = ("finished", "stopped", "halted", "crashed", "error", "killed")
 END_REASONS = ("finished", "stopped", "max-time", "halted", "crashed", "error")
 
 # run.json status for each `end` reason; any other reason reads as crashed.

@@ -80,7 +80,8 @@ class _StopSwitch:
         if self.why and signum == signal.SIGINT and not self.ended:
             os._exit(EXIT_INTERRUPTED)
         first = not self.why
-        self.why = f"{signal.Signals(signum).name} received"
+        if first:  # the end says what was received first (a Ctrl-C, then headless's SIGTERM)
+            self.why = f"{signal.Signals(signum).name} received"
         if first:  # in console.log: when the stop was asked for (and that it was heard)
             with contextlib.suppress(RuntimeError, OSError, ValueError):
                 print(f"gpt-cockpit: {self.why}: {STOPPING}", file=sys.stderr, flush=True)

@@ -58,14 +58,14 @@ class PromptScreen(ModalScreen[str | None]):
 
 def launch_question(preset: Preset, est: Estimate) -> str:
     """What a launch will do, for the question before it: size, device, ETA, the verdict."""
-    from cockpit.format import human_duration, human_params
+    from cockpit.format import human_params, rough_eta
 
     device = (
         f"this machine's {est.gpu.name}"
         if est.gpu is not None
         else "this machine's CPU (no GPU found)"
     )
-    eta = f"about {human_duration(est.eta_s)}" if est.eta_s else "unknown (no GPU to estimate with)"
+    eta = f"about {rough_eta(est.eta_s)}" if est.eta_s else "unknown (no GPU to estimate with)"
     steps = f"{preset.train.max_steps:,} steps"
     head = (
         f"[b]{preset.name}[/] probably does not fit:"

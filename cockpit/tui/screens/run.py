@@ -26,13 +26,12 @@ from cockpit.format import (
     step_progress,
 )
 from cockpit.gpu import GpuStatus, spec_for_status
-from cockpit.run_history import RunHistory
+from cockpit.run_history import QUIET_PHASES, RunHistory
 from cockpit.tui.messages import GpusPolled, RunRecords, RunStatusPolled
 from cockpit.tui.widgets.metric_plot import MetricPlot
 
 LIVE_POLL_BYTES = 1 << 20  # at most 1 MiB of events per tick keeps a tick well under a frame
 CLOCK_S = 1.0  # the status lines (elapsed, ETA, last update) tick this often while a run is live
-QUIET_PHASES = ("starting", "first step", "evaluating", "checkpointing")  # no stall note then
 PHASE_STYLE = {
     "starting": "yellow",
     "first step": "yellow",
