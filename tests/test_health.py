@@ -415,6 +415,18 @@ def test_throughput_ignores_the_point_after_an_eval() -> None:
     assert run(r) == []
 
 
+@pytest.mark.parametrize("device", ["cpu", "cuda:0", None])
+def test_the_throughput_tip_fits_the_device(device) -> None:
+    monitor = HealthMonitor(make_preset(), device=device)
+    warnings = [w for w in feed(monitor, s_throughput_drop().ops()) if w.rule == "throughput_drop"]
+    assert warnings
+    tip = warnings[0].tip
+    if device == "cpu":
+        assert "GPU" not in tip and "gpus" not in tip and "CPU cores" in tip
+    else:
+        assert "another process on the GPU" in tip
+
+
 def test_vram_below_the_margin_is_quiet() -> None:
     r = realistic(200)
     for s in range(100, 200):

@@ -94,7 +94,7 @@ class StepPoint:
 
 
 class Context:
-    """What the families share: the preset, the GPU size, the latest step and lr, and `emit`.
+    """What the families share: the preset, the GPU size, the device, the latest step and lr, and `emit`.
 
     `emit(out, warning, measure=1.0, at=None)` is the monitor's de-duplication: it
     appends the warning to `out` unless the same rule fired recently and is not
@@ -102,11 +102,14 @@ class Context:
     `last_step`; the lr family keeps `last_lr` (the latest finite lr) and `peak_lr`.
     """
 
-    __slots__ = ("emit", "gpu_memory_bytes", "last_lr", "last_step", "peak_lr", "train")
+    __slots__ = ("device", "emit", "gpu_memory_bytes", "last_lr", "last_step", "peak_lr", "train")
 
-    def __init__(self, train: Any, gpu_memory_bytes: int | None, emit: Emit) -> None:
+    def __init__(
+        self, train: Any, gpu_memory_bytes: int | None, emit: Emit, device: str | None = None
+    ) -> None:
         self.train = train  # a TrainConfig, or None: then the rules that need the preset stay quiet
         self.gpu_memory_bytes = gpu_memory_bytes
+        self.device = device  # "cpu", "cuda", "cuda:N", or None (unknown): tips fit the device
         self.emit = emit
         self.last_step = -1
         self.last_lr: float | None = None

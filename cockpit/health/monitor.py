@@ -72,16 +72,18 @@ class HealthMonitor:
         *,
         gpu_memory_bytes: int | None = None,
         config: HealthConfig | None = None,
+        device: str | None = None,
     ) -> None:
         self.config = config or HealthConfig()
         # A Preset or a bare TrainConfig; without one, the lr rules that need the preset stay quiet.
         self.train = getattr(preset, "train", preset)
         self.gpu_memory_bytes = gpu_memory_bytes
+        self.device = device  # the run's device ("cpu", "cuda:0"): a tip names what fits it
         self._start()
 
     def _start(self) -> None:
         """Fresh families and a fresh memory."""
-        self._ctx = Context(self.train, self.gpu_memory_bytes, self._emit)
+        self._ctx = Context(self.train, self.gpu_memory_bytes, self._emit, self.device)
         self._fired: dict[str, list] = {}  # rule -> [step, measure] of its last warning
         self._families: list[Family] = [
             family(self.config.families[family.name], self._ctx) for family in FAMILIES

@@ -127,7 +127,9 @@ class Trainer:
         )
         self.gpu_name, gpu_memory, self.peak_flops = setup_steps.gpu_facts(self.device, self.dtype)
         self.flops_per_token = float(flops_per_token(self.preset.model))
-        self.monitor = HealthMonitor(self.preset, gpu_memory_bytes=gpu_memory)
+        self.monitor = HealthMonitor(
+            self.preset, gpu_memory_bytes=gpu_memory, device=str(self.device)
+        )
         self.tokens_per_step = self.preset.tokens_per_step * self.dist.world_size
         self.tokens_per_byte = setup_steps.tokens_per_byte(self.data)
         resumed_from = setup_steps.resume(self) if self.resume else None

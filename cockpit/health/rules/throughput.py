@@ -22,6 +22,12 @@ THROUGHPUT_DROP = Rule(
     "thermal or power throttling, a slow data source, or swapping; check `gpt-cockpit gpus`.",
 )
 
+# The same finding on a CPU run: there is no GPU to share or throttle.
+CPU_TIP = (
+    "Tokens/s fell well below this run's own median: another busy process on this machine's "
+    "CPU cores, a slow data source, or swapping; check `top` and the load average (`uptime`)."
+)
+
 
 @dataclass(frozen=True)
 class ThroughputThresholds:
@@ -74,7 +80,10 @@ class Throughput(Family):
             "fraction": round_sig(tps / mid, 4),
             "points": n,
         }
-        self.ctx.emit(out, THROUGHPUT_DROP.warning(step, message, evidence))
+        warning = THROUGHPUT_DROP.warning(step, message, evidence)
+        if self.ctx.device == "cpu":
+            warning.tip = CPU_TIP
+        self.ctx.emit(out, warning)
 
     def on_eval(self, out: list[HealthWarning], step: int, val_loss: Any, train_loss: Any) -> None:
         self.skip_next = True
