@@ -180,6 +180,15 @@ def _field_types(cls: type) -> dict[str, type]:
     return {f.name: hints[f.type] for f in dataclasses.fields(cls)}  # type: ignore[index]
 
 
+def _unquote(text: str, kind: type) -> str:
+    """ " (drop the quotes)" where the string is a number in quotes ("3e-4"), else nothing."""
+    try:
+        number = kind(text.strip())
+    except ValueError:
+        return ""
+    return " (drop the quotes)" if math.isfinite(number) else ""
+
+
 def _coerce(path: str, value: Any, kind: type) -> Any:
     """Check one JSON value against the field's type; ints are accepted for floats."""
     if kind is bool:
@@ -190,7 +199,7 @@ def _coerce(path: str, value: Any, kind: type) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, str):
                 raise PresetError(
-                    path, f"must be a whole number, not the string {value!r} (drop the quotes)"
+                    path, f"must be a whole number, not the string {value!r}{_unquote(value, int)}"
                 )
             raise PresetError(path, f"must be a whole number, not {value!r}")
         if abs(value) > MAX_INT:  # beyond this, sizes overflow float arithmetic in the estimator
@@ -203,7 +212,7 @@ def _coerce(path: str, value: Any, kind: type) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             if isinstance(value, str):
                 raise PresetError(
-                    path, f"must be a number, not the string {value!r} (drop the quotes)"
+                    path, f"must be a number, not the string {value!r}{_unquote(value, float)}"
                 )
             raise PresetError(path, f"must be a number, not {value!r}")
         try:

@@ -123,6 +123,21 @@ def test_a_preset_must_be_an_object(raw, kind):
     assert f"must be a JSON object, not {kind}" in errors_for(raw).message
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.lr=abc", "must be a number, not the string 'abc'"),
+        ("train.batch_size=twelve", "must be a whole number, not the string 'twelve'"),
+        ("train.lr=nan", "must be a number, not the string 'nan'"),
+        ('train.lr="3e-4"', "must be a number, not the string '3e-4' (drop the quotes)"),
+    ],
+)
+def test_drop_the_quotes_only_where_a_number_was_quoted(override, message):
+    with pytest.raises(PresetError) as info:
+        apply_overrides(Preset(name="x"), [override])
+    assert info.value.message == message
+
+
 def test_defaults_are_nanogpt_shakespeare_char():
     p = Preset(name="x")
     assert (p.model.n_layer, p.model.n_head, p.model.n_embd, p.model.block_size) == (4, 4, 128, 64)
