@@ -562,6 +562,7 @@ class BatchSuggestion:
     headroom: float
     reason: str
     largest_fit: int = 0  # the largest micro-batch that fits, as a power of two (seed 000's table)
+    fits_up_to: int = 0  # the largest micro-batch that fits, exactly (0: not even 1 fits)
 
     def apply(self, preset: Preset) -> Preset:
         """The preset with this micro-batch and accumulation."""
@@ -632,7 +633,28 @@ def suggest_batch(
         headroom,
         reason,
         largest_pow2,
+        fit,
     )
+
+
+def batch_tip(preset: Preset, suggestion: BatchSuggestion, gpu_name: str) -> str | None:
+    """What to say when the preset's split already is the suggestion (None when it is not).
+
+    A preset whose whole step is one micro-batch far below what fits is capped by its
+    tokens per step, not by memory: say how much more fits rather than "already".
+    """
+    t = preset.train
+    if (suggestion.micro_batch, suggestion.grad_accum) != (t.batch_size, t.grad_accum):
+        return None
+    seqs = t.batch_size * t.grad_accum
+    fit = suggestion.fits_up_to
+    if t.grad_accum == 1 and fit >= 2 * seqs:
+        return (
+            f"{t.batch_size} x 1 is the whole step, yet {fit:,} fit on {gpu_name} "
+            f"({fit // seqs}x more): tokens per step cap it, not memory; for bigger steps "
+            f"raise train.batch_size (e.g. {1 << (fit.bit_length() - 1)}) and retune train.lr"
+        )
+    return f"{t.batch_size} x {t.grad_accum} is already the suggestion (up to {fit:,} fit)"
 
 
 # --------------------------------------------------------------------------- formatting

@@ -519,3 +519,19 @@ def test_a_cached_trace_line_replaces_the_analytic_live_bytes_and_feeds_the_sugg
     )
     # another dtype's plan (T4: fp16) has no trace of its own: analytic there
     assert estimate(p, T4, batch_size=4).traced is False
+
+
+def test_batch_tip_says_how_much_more_fits_when_tokens_per_step_cap_the_batch():
+    from cockpit.estimate import batch_tip
+
+    preset = load_preset("tiny_char")  # 16 x 1: a whole step is 16 sequences
+    gpu = lookup_gpu("B200")
+    suggestion = suggest_batch(preset, gpu)
+    assert (suggestion.micro_batch, suggestion.grad_accum) == (16, 1)  # keeps tokens per step
+    tip = batch_tip(preset, suggestion, gpu.name)
+    assert tip is not None and "already" not in tip
+    assert f"{suggestion.fits_up_to:,} fit on B200" in tip and suggestion.fits_up_to > 1000
+    assert "tokens per step cap it" in tip and "raise train.batch_size (e.g. " in tip
+    # a preset that is not at the suggestion gets the suggestion's own reason instead
+    big = load_preset("gpt2_124m")
+    assert batch_tip(big, suggest_batch(big, lookup_gpu("T4")), "T4") is None

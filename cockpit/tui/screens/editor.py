@@ -11,7 +11,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Label, Static
 
-from cockpit.estimate import Estimate, estimate, suggest_batch
+from cockpit.estimate import Estimate, batch_tip, estimate, suggest_batch
 from cockpit.format import human_bytes, human_count
 from cockpit.gpu import CATALOG, GpuSpec
 from cockpit.presets import (
@@ -196,9 +196,9 @@ class EditorScreen(Screen):
         suggestion = suggest_batch(self.preset, self.gpu)
         if suggestion is None:
             return "batch tip: pick a GPU (ctrl+g) to get a batch suggestion"
-        t = self.preset.train
-        if (suggestion.micro_batch, suggestion.grad_accum) == (t.batch_size, t.grad_accum):
-            return f"batch tip: {t.batch_size} x {t.grad_accum} is already the suggestion"
+        same = batch_tip(self.preset, suggestion, self.gpu.name if self.gpu else "?")
+        if same is not None:
+            return f"batch tip: {same}"
         return f"batch tip [b](ctrl+o)[/]: {suggestion.reason}"
 
     def set_fields(self, preset: Preset) -> None:
