@@ -158,6 +158,9 @@ _nvml_ready: bool | None = None
 _nvml_error = ""
 
 
+NVML_NOT_INSTALLED = "nvidia-ml-py is not installed"  # nvml_problem() when it cannot tell
+
+
 def _nvml() -> Any | None:
     """The initialised pynvml module, or None (remembering why) when there is no usable NVML."""
     global _nvml_ready, _nvml_error
@@ -165,7 +168,7 @@ def _nvml() -> Any | None:
         try:
             import pynvml
         except ImportError:
-            _nvml_ready, _nvml_error = False, "nvidia-ml-py is not installed"
+            _nvml_ready, _nvml_error = False, NVML_NOT_INSTALLED
             return None
         if _nvml_ready:
             return pynvml

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from cockpit import diagnostics, rundir, runs
+from cockpit import diagnostics, prelaunch, rundir, runs
 from cockpit.diagnostics import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, error, info
 from cockpit.format import event_line, format_eval_line, format_step_line, progress_line
 from cockpit.health import HealthMonitor
@@ -113,7 +113,8 @@ def resolve_preset(args: argparse.Namespace) -> Preset:
     problem = launch_problem(preset)
     if problem:
         raise UsageError(
-            problem + (" (pass --data PATH)" if problem.startswith("data.source") else "")
+            problem
+            + (" (pass --data PATH)" if problem.startswith("data.source") and not data else "")
         )
     source = (
         preset.data.source
@@ -136,6 +137,12 @@ def launch_problem(preset: Preset) -> str | None:
     ok, why = preset.trainable
     if not ok:
         return f"model.arch: {preset.model.arch!r} cannot be trained yet: {why}"
+    problem = prelaunch.data_problem(preset)  # an empty, binary or mis-sized file, ids past vocab
+    if problem:
+        return f"data.source: {problem}"
+    problem = prelaunch.tokenizer_problem(preset)  # a BPE whose files are not cached here
+    if problem:
+        return f"data.tokenizer: {problem}"
     return None
 
 
@@ -529,6 +536,9 @@ def cmd_headless(args: argparse.Namespace) -> int:
     """`gpt-cockpit --no-ui`: resolve the preset, create the run, train and print lines."""
     try:
         preset = resolve_preset(args)
+        problem = prelaunch.device_problem(getattr(args, "device", "auto") or "auto")
+        if problem:
+            raise UsageError(problem)
         run_dir = rundir.create_run_dir(
             preset, getattr(args, "run_dir", None), root=getattr(args, "runs_dir", None)
         )

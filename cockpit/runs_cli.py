@@ -182,6 +182,12 @@ def cmd_resume(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     device = getattr(args, "device", None) or "auto"
+    from cockpit.prelaunch import device_problem
+
+    problem = device_problem(device)
+    if problem:
+        error(problem)
+        return EXIT_USAGE
     if getattr(args, "no_ui", False):
         from cockpit.headless import launch_and_follow
 

@@ -1,0 +1,165 @@
+"""What can be found wrong with a launch before anything is created: data, tokenizer, device.
+
+Headless mode and the app both ask `headless.launch_problem`, which asks these. Each
+returns one line that says what is wrong and how to fix it, or None. They read little
+(the first MiB of at most a few token files, 8 KiB of a text file), so they only catch
+what shows at once: an empty or binary text file, a token file of the wrong length or
+with ids beyond the vocabulary, a tiktoken encoding whose files are not cached, a CUDA
+device on a machine without one. Anything else the training child still finds and
+reports; these only spare a person the error run folder of a run that failed at step 0.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+from array import array
+from pathlib import Path
+
+from cockpit.presets import Preset
+
+# The llm.c shard header, as cockpit/train/data.py reads it (a test checks they agree).
+SHARD_MAGIC = 20240520
+SHARD_VERSION = 1
+SHARD_HEADER_INTS = 256
+HEAD_BYTES = 1 << 20  # the start of a token file scanned for ids beyond the vocabulary
+TOKEN_FILES_SCANNED = 4  # token files whose start is scanned (each is stat'ed)
+TEXT_FILES_SCANNED = 200  # files of a folder looked at for one that holds text
+BINARY_PROBE = 8192  # a NUL in this many leading bytes makes a file binary (as the child)
+
+
+def _source_files(source: str) -> tuple[str, list[Path]]:
+    """("tokens" | "text" | "", files) as the child will read them ("" when that is unclear)."""
+    source = os.path.expanduser(source)
+    if glob.has_magic(source):
+        files = [Path(p) for p in sorted(glob.glob(source)) if Path(p).is_file()]
+        kind = "tokens" if files and all(p.suffix == ".bin" for p in files) else "text"
+        return kind, files
+    path = Path(source)
+    if path.is_dir():
+        bins = sorted(path.glob("*.bin"))
+        if bins:
+            return "tokens", bins
+        files = []
+        for p in sorted(path.rglob("*")):
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts):
+                files.append(p)
+            if len(files) >= TEXT_FILES_SCANNED:
+                return "", []  # a large folder: leave it to the child
+        return "text", files
+    if path.is_file():
+        return ("tokens" if path.suffix == ".bin" else "text"), [path]
+    return "", []
+
+
+def _head(path: Path, size: int, offset: int = 0) -> bytes:
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        return handle.read(size)
+
+
+def _text_problem(source: str, files: list[Path]) -> str | None:
+    """An empty or binary text file (or a folder with no file that holds text)."""
+    for path in files:
+        try:
+            if path.stat().st_size and b"\0" not in _head(path, BINARY_PROBE):
+                return None  # one file with text is enough
+        except OSError as exc:
+            return f"cannot read {path}: {exc.strerror or exc}"
+    if len(files) == 1:
+        path = files[0]
+        if path.stat().st_size == 0:
+            return f"{path} is empty"
+        return f"{path} is binary (it holds NUL bytes), not text; token files must be named *.bin"
+    if files:
+        return f"{source} holds no text: every file is empty or binary"
+    return None  # no files at all: the existing checks say so
+
+
+def _token_file_problem(path: Path, vocab_size: int, scan: bool) -> str | None:
+    """A token file's length against its header, and the ids at its start against the vocabulary."""
+    size = path.stat().st_size
+    if size == 0:
+        return f"{path} is empty"
+    offset = 0
+    header = array("i", _head(path, SHARD_HEADER_INTS * 4)[: (min(size, 12) // 4) * 4])
+    if len(header) == 3 and header[0] == SHARD_MAGIC:
+        if header[1] != SHARD_VERSION:
+            return f"{path}: unsupported llm.c shard version {header[1]} (expected {SHARD_VERSION})"
+        expected = SHARD_HEADER_INTS * 4 + header[2] * 2
+        if size != expected:
+            return f"{path} is truncated or damaged: {size} bytes, the header promises {expected}"
+        offset = SHARD_HEADER_INTS * 4
+    elif size % 2:
+        return f"{path} has an odd number of bytes: not a file of uint16 tokens"
+    if not scan:
+        return None
+    data = _head(path, HEAD_BYTES, offset)
+    ids = array("H", data[: len(data) // 2 * 2])
+    top = max(ids, default=0)
+    if top >= vocab_size:
+        return (
+            f"{path} holds token id {top}, beyond model.vocab_size={vocab_size}: raise "
+            f"model.vocab_size to at least {top + 1}, or check that it is a token file at all"
+        )
+    return None
+
+
+def data_problem(preset: Preset) -> str | None:
+    """Why `preset.data.source` would fail at step 0, as far as its first bytes tell (None: looks usable)."""
+    source = preset.data.source
+    if source == "default":
+        return None
+    kind, files = _source_files(source)
+    try:
+        if kind == "text":
+            return _text_problem(source, files)
+        if kind == "tokens":
+            for i, path in enumerate(files):
+                problem = _token_file_problem(
+                    path, preset.model.vocab_size, i < TOKEN_FILES_SCANNED
+                )
+                if problem:
+                    return problem
+    except OSError as exc:
+        return f"cannot read {exc.filename or source}: {exc.strerror or exc}"
+    return None
+
+
+def tokenizer_problem(preset: Preset) -> str | None:
+    """A tiktoken encoding for text whose package or cached BPE files are missing (no network)."""
+    from cockpit.tokenizers import (
+        TIKTOKEN_ENCODINGS,
+        _unavailable_message,
+        missing_tiktoken_files,
+    )
+
+    name = preset.data.tokenizer
+    if name not in TIKTOKEN_ENCODINGS:
+        return None
+    if preset.data.source != "default" and _source_files(preset.data.source)[0] == "tokens":
+        return None  # token files need no encoder to train (samples show ids)
+    if importlib.util.find_spec("tiktoken") is None:
+        return f"the {name} tokenizer needs the tiktoken package: pip install tiktoken"
+    missing = missing_tiktoken_files(name)
+    return _unavailable_message(name, missing) if missing else None
+
+
+def device_problem(device: str) -> str | None:
+    """`--device cuda` (or cuda:N) where NVML finds no such GPU; None when it cannot tell."""
+    if not device.startswith("cuda"):
+        return None
+    from cockpit.gpu import NVML_NOT_INSTALLED, nvml_problem, query_gpus
+
+    gpus = query_gpus()
+    why = nvml_problem()
+    index = device.partition(":")[2]
+    if gpus:
+        if index.isdigit() and int(index) >= len(gpus):
+            return f"--device {device}: this machine has {len(gpus)} GPU(s), cuda:0 to cuda:{len(gpus) - 1}"
+        return None
+    if why == NVML_NOT_INSTALLED:
+        return None  # no NVML to ask: the child finds out
+    found = why or "NVML sees no GPU"
+    return f"--device {device}: no GPU found on this machine ({found}); use --device cpu or auto"
