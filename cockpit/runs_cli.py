@@ -7,6 +7,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 from cockpit import rundir, runs
 from cockpit.diagnostics import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, info, warn
@@ -53,34 +54,59 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not summaries:
         info(f"no runs in {root}")
         return EXIT_OK
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for name, justify in (
-        ("status", "left"),
-        ("preset", "left"),
-        ("step", "right"),
-        ("best val", "right"),
-        ("last loss", "right"),
-        ("age", "right"),
-        ("run", "left"),
-    ):
-        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-    for s in summaries:
-        step = f"{s.step}/{s.max_steps}" if s.max_steps else str(s.step)
-        table.add_row(
-            status_markup(s.status),
-            s.preset_name,
-            step,
-            fmt_float(s.best_val_loss),
-            fmt_float(s.last_loss),
-            human_duration(s.age_s),
-            s.run_id,
-        )
-    Console(soft_wrap=True).print(table)
+    _print_runs_table(summaries)
     _say_skipped(summaries)
     return EXIT_OK
+
+
+RUNS_COLUMNS = (
+    ("status", "left"),
+    ("preset", "left"),
+    ("step", "right"),
+    ("best val", "right"),
+    ("last loss", "right"),
+    ("age", "right"),
+    ("run", "left"),
+)
+GIVE_WAY = ("last loss", "best val", "age", "step")  # left out in this order where space is short
+
+
+def _runs_console() -> Any:
+    """The terminal's width; a pipe gets whole lines (a script reads every column)."""
+    from rich.console import Console
+
+    console = Console(soft_wrap=True, highlight=False)
+    return console if console.is_terminal else Console(width=1000, highlight=False)
+
+
+def _print_runs_table(summaries: list[runs.RunSummary]) -> None:
+    """status, preset and run id stay whole; the other columns are left out where they do not fit."""
+    from rich.table import Table
+    from rich.text import Text
+
+    rows = []
+    for s in summaries:
+        step = f"{s.step}/{s.max_steps}" if s.max_steps else str(s.step)
+        age = human_duration(s.age_s)
+        best, last = fmt_float(s.best_val_loss), fmt_float(s.last_loss)
+        rows.append([status_markup(s.status), s.preset_name, step, best, last, age, s.run_id])
+    widths = [
+        max(len(name), *(Text.from_markup(row[i]).cell_len for row in rows))
+        for i, (name, _) in enumerate(RUNS_COLUMNS)
+    ]
+    console = _runs_console()
+    shown = list(range(len(RUNS_COLUMNS)))
+    for name in GIVE_WAY:
+        if sum(widths[i] for i in shown) + 2 * (len(shown) - 1) <= console.width:
+            break
+        shown.remove([n for n, _ in RUNS_COLUMNS].index(name))
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for i in shown:
+        name, justify = RUNS_COLUMNS[i]
+        table.add_column(name, justify=justify, no_wrap=True, min_width=widths[i])  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(*(row[i] for i in shown))
+    console.print(table)
 
 
 def _say_skipped(summaries: list[runs.RunSummary]) -> None:

@@ -568,3 +568,55 @@ def test_a_run_with_a_damaged_run_json_is_listed_and_resume_rebuilds_it(
     info = rundir.read_run_info(run_dir)
     assert info.status == "finished" and info.preset_name == "hurt"
     assert (run_dir / "run.json.damaged").exists() == (damage == "corrupt")
+
+
+def listed_runs(tmp_path: Path) -> list[Path]:
+    """Three stopped runs with long preset names and large step counts (no child needed)."""
+    made = []
+    for name in ("a_rather_long_preset_name", "tiny", "shakespeare_char"):
+        run_dir = rundir.create_run_dir(tiny(name), root=tmp_path / "runs")
+        rundir.update_run_info(
+            run_dir, status="stopped", step=12000, max_steps=200000, best_val_loss=1.25
+        )
+        made.append(run_dir)
+    return made
+
+
+@pytest.mark.parametrize("width", [80, 60])
+def test_runs_table_in_a_narrow_terminal_keeps_names_whole(tmp_path, monkeypatch, capsys, width):
+    from rich.console import Console
+
+    from cockpit import runs_cli
+
+    made = listed_runs(tmp_path)
+    monkeypatch.setattr(
+        runs_cli, "_runs_console", lambda: Console(width=width, soft_wrap=True, highlight=False)
+    )
+    assert main(["--runs-dir", str(tmp_path / "runs"), "runs"]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert "last loss" not in header and "status" in header and "run" in header
+    for run_dir in made:
+        row = next(r for r in rows if run_dir.name in r)  # the run id whole
+        assert rundir.read_run_info(run_dir).preset_name in row.split()  # the preset whole
+    if width == 80:  # what fits beside the names is kept, in order
+        assert max(len(line.rstrip()) for line in rows) <= width
+    else:  # the names alone are wider than the terminal: only they are left
+        assert header.split() == ["status", "preset", "run"]
+
+
+def test_runs_table_into_a_pipe_keeps_every_column(tmp_path, monkeypatch, capsys):
+    listed_runs(tmp_path)
+    monkeypatch.setenv("COLUMNS", "40")
+    assert main(["--runs-dir", str(tmp_path / "runs"), "runs"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header.split() == [
+        "status",
+        "preset",
+        "step",
+        "best",
+        "val",
+        "last",
+        "loss",
+        "age",
+        "run",
+    ]
