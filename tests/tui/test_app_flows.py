@@ -390,6 +390,7 @@ async def test_runs_screen_lists_runs_and_attaches(tmp_path):
         row = table.get_row_at(0)
         assert "finished" in str(row[0]) and row[1] == "spike_run" and row[2] == "250/250"
         assert row[3] == "3.2160" and row[4] == "1m"  # fixed clock: 88 s after the last update
+        assert text_of(app.screen, "#runs-where") == f"1 run from {tmp_path / 'runs'}"
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
         assert app.screen.run_dir.name == "finished_run"
