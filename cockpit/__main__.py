@@ -25,6 +25,7 @@ _COMMANDS = {
     "attach": "cockpit.runs_cli:cmd_attach",
     "resume": "cockpit.runs_cli:cmd_resume",
     "stop": "cockpit.runs_cli:cmd_stop",
+    "sample": "cockpit.tools_cli:cmd_sample",
 }
 
 
@@ -70,7 +71,10 @@ def _add_gpu_option(parser: argparse.ArgumentParser, default: object = None) -> 
 
 
 RUNS_DIR_HELP = "where runs live (default: $GPT_COCKPIT_RUNS or ./runs)"
-RUN_COMMANDS = ("runs", "attach", "resume", "stop")  # they take --runs-dir after the command too
+RUN_COMMANDS = ("runs", "attach", "resume", "stop")
+TOOL_COMMANDS = (
+    "sample",
+)  # read finished runs; they take --runs-dir after the command too  # they take --runs-dir after the command too
 
 
 def _try_create(path: Path) -> None:
@@ -200,11 +204,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stop", help="stop a run gracefully (checkpoint first), or --kill it")
     p.add_argument("run", help="run id, unique prefix, path, or 'last'")
     p.add_argument("--kill", action="store_true", help="SIGKILL instead of a graceful stop")
-    for command in RUN_COMMANDS:  # `runs --runs-dir X` as well as `--runs-dir X runs`
+    _add_tool_commands(sub)
+    for command in (
+        RUN_COMMANDS + TOOL_COMMANDS
+    ):  # `runs --runs-dir X` as well as `--runs-dir X runs`
         sub.choices[command].add_argument(
             "--runs-dir", metavar="DIR", default=argparse.SUPPRESS, help=RUNS_DIR_HELP
         )
     return parser
+
+
+def _add_tool_commands(sub: argparse._SubParsersAction) -> None:
+    """sample, compare, export, plot, serve: what to do with runs afterwards (cockpit.tools_cli)."""
+    p = sub.add_parser("sample", help="generate text from a run's checkpoint, with its tokenizer")
+    p.add_argument("run", help="run id, unique prefix, path, or 'last'")
+    p.add_argument(
+        "--prompt", default="", metavar="TEXT", help="text to continue (default: a newline)"
+    )
+    p.add_argument("--tokens", type=int, default=200, metavar="N", help="tokens to generate (200)")
+    p.add_argument("--temperature", type=float, default=0.8, metavar="T", help="(default 0.8)")
+    p.add_argument("--top-k", type=int, default=200, metavar="K", help="(default 200; 0: off)")
+    p.add_argument(
+        "--checkpoint",
+        choices=("best", "last"),
+        default="auto",
+        help="which checkpoint (default: best.pt when there is one, else last.pt)",
+    )
+    p.add_argument("--seed", type=int, default=None, metavar="S", help="for a repeatable sample")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
 
 def _dispatch(target: str, args: argparse.Namespace) -> int:
