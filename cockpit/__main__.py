@@ -26,6 +26,7 @@ _COMMANDS = {
     "resume": "cockpit.runs_cli:cmd_resume",
     "stop": "cockpit.runs_cli:cmd_stop",
     "sample": "cockpit.tools_cli:cmd_sample",
+    "compare": "cockpit.tools_cli:cmd_compare",
 }
 
 
@@ -232,6 +233,20 @@ def _add_tool_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=None, metavar="S", help="for a repeatable sample")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+    p = sub.add_parser(
+        "compare", help="runs side by side: best val, final loss, tokens, preset differences"
+    )
+    p.add_argument(
+        "runs", nargs="+", metavar="RUN", help="two or more runs (id, prefix, path, 'last')"
+    )
+    p.add_argument(
+        "--align",
+        choices=("step", "tokens"),
+        default="step",
+        help="say where best val was by step or by tokens",
+    )
+    p.add_argument("--json", action="store_true", help="print the comparison as one JSON object")
 
 
 def _dispatch(target: str, args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ importing this module (and `gpt-cockpit --help`) loads none of them.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from cockpit import rundir, runs
@@ -43,4 +44,68 @@ def cmd_sample(args: argparse.Namespace) -> int:
         error(str(exc))
         return EXIT_USAGE
     print(args.prompt + text, flush=True)
+    return EXIT_OK
+
+
+def _find_all(names: list[str], args: argparse.Namespace) -> list[Path] | None:
+    found = []
+    for name in names:
+        run_dir = _find(name, args)
+        if run_dir is None:
+            return None
+        found.append(run_dir)
+    return found
+
+
+def _read_all(run_dirs: list[Path]) -> list | None:
+    from cockpit.compare import read_curves
+
+    out = []
+    for run_dir in run_dirs:
+        try:
+            out.append(read_curves(run_dir))
+        except (rundir.RunError, ValueError) as exc:
+            error(f"{run_dir.name}: cannot be read ({exc})")
+            return None
+    return out
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Runs side by side: best val (and where), final loss, tokens; the presets' differences."""
+    from cockpit import compare
+
+    run_dirs = _find_all(args.runs, args)
+    curves = _read_all(run_dirs) if run_dirs is not None else None
+    if curves is None:
+        return EXIT_USAGE
+    rows = compare.summary_rows(curves, args.align)
+    diffs = compare.preset_differences(curves)
+    if args.json:
+        import json
+
+        print(json.dumps({"align": args.align, "runs": rows, "differences": dict(diffs)}))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    # a pipe or a file gets whole columns (rich would squeeze them to 80)
+    console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 240)
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for name in compare.SUMMARY_COLUMNS:
+        left = name in ("run", "status", "preset")
+        table.add_column(name, justify="left" if left else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(*compare.summary_text(row, args.align))
+    console.print(table)
+    console.print()
+    if not diffs:
+        console.print("the presets are the same in every field")
+        return EXIT_OK
+    table = Table(box=None, header_style="bold", pad_edge=False, title_justify="left")
+    table.add_column("preset field", no_wrap=True)
+    for c in curves:
+        table.add_column(c.run_id, no_wrap=True)
+    for key, values in diffs:
+        table.add_row(key, *(compare.fmt_value(v) for v in values))
+    console.print(table)
     return EXIT_OK
