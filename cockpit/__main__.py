@@ -27,6 +27,7 @@ _COMMANDS = {
     "stop": "cockpit.runs_cli:cmd_stop",
     "sample": "cockpit.tools_cli:cmd_sample",
     "compare": "cockpit.tools_cli:cmd_compare",
+    "export": "cockpit.tools_cli:cmd_export",
 }
 
 
@@ -247,6 +248,18 @@ def _add_tool_commands(sub: argparse._SubParsersAction) -> None:
         help="say where best val was by step or by tokens",
     )
     p.add_argument("--json", action="store_true", help="print the comparison as one JSON object")
+
+    p = sub.add_parser(
+        "export", help="safetensors weights + config (gpt: a Hugging Face GPT-2 folder)"
+    )
+    p.add_argument("run", help="run id, unique prefix, path, or 'last'")
+    p.add_argument("--to", required=True, metavar="DIR", help="folder to write (made if missing)")
+    p.add_argument(
+        "--checkpoint",
+        choices=("best", "last"),
+        default="auto",
+        help="which checkpoint (default: best.pt when there is one, else last.pt)",
+    )
 
 
 def _dispatch(target: str, args: argparse.Namespace) -> int:

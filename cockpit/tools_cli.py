@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from cockpit import rundir, runs
-from cockpit.diagnostics import EXIT_OK, EXIT_USAGE, error, info
+from cockpit.diagnostics import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, info
 
 
 def _find(name: str, args: argparse.Namespace) -> Path | None:
@@ -108,4 +108,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for key, values in diffs:
         table.add_row(key, *(compare.fmt_value(v) for v in values))
     console.print(table)
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """safetensors weights and a config (Hugging Face's GPT-2 layout for gpt) in --to DIR."""
+    run_dir = _find(args.run, args)
+    if run_dir is None:
+        return EXIT_USAGE
+    from cockpit.train.export import export_run
+    from cockpit.train.sample import SampleError, load_run_model
+
+    try:
+        rm = load_run_model(run_dir, args.checkpoint, "cpu", tokenizer=False)
+        written = export_run(rm, args.to, run_dir.name)
+    except SampleError as exc:
+        error(str(exc))
+        return EXIT_USAGE
+    except OSError as exc:
+        error(f"cannot write {args.to}: {exc.strerror or exc}")
+        return EXIT_FAILED
+    kind = "Hugging Face GPT-2 layout" if rm.preset.model.arch == "gpt" else "safetensors"
+    info(f"exported {run_dir.name} ({rm.path.name}, step {rm.step}) to {args.to} ({kind})")
+    for path in written:
+        print(path)
     return EXIT_OK

@@ -37,6 +37,7 @@ class RunModel:
     path: Path
     step: int
     device: torch.device
+    tokenizer_state: dict[str, Any]  # as saved in the checkpoint (name, a char vocabulary)
 
 
 def checkpoint_path(run_dir: Path, which: str = "auto") -> Path:
@@ -105,7 +106,8 @@ def load_run_model(
     tok: Any = None
     if tokenizer:
         tok = run_tokenizer(state, path)
-    return RunModel(model, tok, preset, path, int(state["step"]), dev)
+    saved_tok = dict(state.get("tokenizer") or {})
+    return RunModel(model, tok, preset, path, int(state["step"]), dev, saved_tok)
 
 
 def run_tokenizer(state: dict[str, Any], path: Path) -> Tokenizer:
