@@ -28,6 +28,8 @@ _COMMANDS = {
     "sample": "cockpit.tools_cli:cmd_sample",
     "compare": "cockpit.tools_cli:cmd_compare",
     "export": "cockpit.tools_cli:cmd_export",
+    "plot": "cockpit.tools_cli:cmd_plot",
+    "serve": "cockpit.tools_cli:cmd_serve",
 }
 
 
@@ -248,6 +250,19 @@ def _add_tool_commands(sub: argparse._SubParsersAction) -> None:
         help="say where best val was by step or by tokens",
     )
     p.add_argument("--json", action="store_true", help="print the comparison as one JSON object")
+
+    p = sub.add_parser("plot", help="loss, val, LR and grad norm as a PNG, warnings marked")
+    p.add_argument(
+        "runs", nargs="+", metavar="RUN", help="one or more runs (id, prefix, path, 'last')"
+    )
+    p.add_argument("--out", "-o", required=True, metavar="FILE.png", help="the picture to write")
+    p.add_argument(
+        "--align", choices=("step", "tokens"), default="step", help="x axis (default: step)"
+    )
+
+    p = sub.add_parser("serve", help="the app in a web browser (textual-serve)")
+    p.add_argument("--host", default="localhost", help="address to listen on (default localhost)")
+    p.add_argument("--port", type=int, default=8000, help="(default 8000)")
 
     p = sub.add_parser(
         "export", help="safetensors weights + config (gpt: a Hugging Face GPT-2 folder)"

@@ -133,3 +133,52 @@ def cmd_export(args: argparse.Namespace) -> int:
     for path in written:
         print(path)
     return EXIT_OK
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """Loss, val, LR and grad norm of one or more runs, warnings marked, as a PNG."""
+    from cockpit.plot import PlotUnavailable, draw
+
+    if not str(args.out).lower().endswith(".png"):
+        error(f"--out {args.out}: the picture is a PNG; name it FILE.png")
+        return EXIT_USAGE
+    run_dirs = _find_all(args.runs, args)
+    curves = _read_all(run_dirs) if run_dirs is not None else None
+    if curves is None:
+        return EXIT_USAGE
+    try:
+        path = draw(curves, args.out, align=args.align)
+    except PlotUnavailable as exc:
+        error(str(exc))
+        return EXIT_USAGE
+    except OSError as exc:
+        error(f"cannot write {args.out}: {exc.strerror or exc}")
+        return EXIT_FAILED
+    print(path)
+    return EXIT_OK
+
+
+def serve_command(args: argparse.Namespace) -> str:
+    """The command textual-serve runs for each browser session: this app, same runs folder."""
+    import shlex
+
+    parts = [sys.executable, "-m", "cockpit"]
+    if getattr(args, "runs_dir", None):
+        parts += ["--runs-dir", str(Path(args.runs_dir).resolve())]
+    return shlex.join(parts)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The app in a browser through textual-serve (each page load starts its own app process)."""
+    try:
+        from textual_serve.server import Server
+    except ImportError:
+        error(
+            "serve needs textual-serve: pip install textual-serve (or pip install 'gpt-cockpit[serve]')"
+        )
+        return EXIT_USAGE
+    url = f"http://{args.host}:{args.port}"
+    info(f"serving the cockpit at {url} (Ctrl-C stops serving; runs keep training)")
+    server = Server(serve_command(args), host=args.host, port=args.port, title="gpt-cockpit")
+    server.serve()
+    return EXIT_OK
