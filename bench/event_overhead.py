@@ -6,7 +6,12 @@ and no health monitor) and "on" (the real events.jsonl writer and HealthMonitor)
 Neighbouring blocks share the machine's load of the moment, so the figure is the
 median over pairs of tokens/s(on) / tokens/s(off). Goal >= 0.98.
 
+With --loggers tensorboard[,wandb] both blocks keep events and health on, and "on"
+adds the train.loggers (cockpit.train.loggers, fed from the same read-back): the
+figure is then the loggers' own overhead.
+
     python bench/event_overhead.py [--data PATH] [--block 50] [--pairs 10] [--device cpu|cuda]
+                                   [--loggers tensorboard]
 """
 
 from __future__ import annotations
@@ -56,16 +61,40 @@ def make_preset(data: Path | None, steps: int, batch: int, extra: list[str]):
     return apply_overrides(preset_from_dict(raw), extra)
 
 
-def run_block(trainer, steps: int, on: bool, writer: EventWriter, monitor) -> float:
-    """Train `steps` more steps with monitoring on or off; returns tokens/s."""
-    trainer.events = writer if on else NullEventWriter()
-    trainer.monitor = monitor if on else None
+def run_block(trainer, steps: int, on: bool, writer: EventWriter, monitor, loggers=None) -> float:
+    """Train `steps` more steps with monitoring (or, given `loggers`, the loggers) on or off; tokens/s."""
+    if loggers is None:
+        trainer.events = writer if on else NullEventWriter()
+        trainer.monitor = monitor if on else None
+    else:  # events and health on in both: only the loggers differ
+        trainer.loggers = loggers if on else None
     trainer.t.max_steps = trainer.step + steps
     first = trainer.step
     t0 = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - t0
     return (trainer.step - first) * trainer.tokens_per_step / seconds
+
+
+def direct_cost(loggers, step_s: float, records: int = 2000) -> None:
+    """The loggers' own time per step, timed alone (robust on a loaded machine), against a step."""
+    batch = [
+        {"step": 10**6 + i, "loss": 2.0, "lr": 1e-3, "grad_norm": 0.5, "tokens_per_s": 1e4}
+        for i in range(records)
+    ]
+    times = []
+    for _ in range(5):
+        for r in batch:
+            r["step"] += records
+        t0 = time.perf_counter()
+        for i in range(0, records, 10):  # as the trainer calls it: one log interval at a time
+            loggers.log_steps(batch[i : i + 10])
+        times.append((time.perf_counter() - t0) / records)
+    per_step = statistics.median(times)
+    print(
+        f"loggers alone        {per_step * 1e6:.1f} us per step against a {step_s * 1e3:.1f} ms step: "
+        f"implied ratio {step_s / (step_s + per_step):.4f}"
+    )
 
 
 def main() -> int:
@@ -77,6 +106,9 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=10, help="off/on pairs of blocks")
     parser.add_argument("--batch-size", type=int, default=12)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    parser.add_argument(
+        "--loggers", default="", metavar="NAMES", help="compare train.loggers on/off instead"
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     from cockpit.train.loop import Trainer
@@ -91,16 +123,27 @@ def main() -> int:
     trainer = Trainer(run_dir, device=args.device, events=writer, write_checkpoints=False)
     trainer.setup()
     monitor = trainer.monitor
+    loggers = None
+    if args.loggers:
+        from cockpit.train.loggers import open_loggers
+
+        trainer.preset.train.loggers = args.loggers
+        loggers = open_loggers(trainer.preset, run_dir, trainer.warn)
+        if loggers is None or not loggers.active:
+            print(f"no logger could start: see {run_dir / rundir.EVENTS_JSONL}")
+            return 1
+    what = f"loggers {args.loggers}" if loggers else "events and health"
     print(
-        f"blocks of {args.block} steps, {args.pairs} off/on pairs, device {trainer.device}, data {data or 'default corpus'}"
+        f"{what} off/on: blocks of {args.block} steps, {args.pairs} pairs, device {trainer.device}, "
+        f"data {data or 'default corpus'}"
     )
     run_block(
-        trainer, args.block, True, writer, monitor
+        trainer, args.block, True, writer, monitor, loggers
     )  # warm-up: allocator, caches, lazy imports
     ratios, offs, ons = [], [], []
     for n in range(args.pairs):
         order = (False, True) if n % 2 == 0 else (True, False)  # alternate which goes first
-        result = {on: run_block(trainer, args.block, on, writer, monitor) for on in order}
+        result = {on: run_block(trainer, args.block, on, writer, monitor, loggers) for on in order}
         offs.append(result[False])
         ons.append(result[True])
         ratios.append(result[True] / result[False])
@@ -108,6 +151,11 @@ def main() -> int:
             f"  pair {n + 1:2d}: off {result[False]:9,.0f} tok/s   on {result[True]:9,.0f} tok/s   ratio {ratios[-1]:.4f}",
             flush=True,
         )
+    if loggers is not None:
+        direct_cost(
+            loggers, statistics.median(offs) and trainer.tokens_per_step / statistics.median(offs)
+        )
+        loggers.close()
     writer.close()
     ratio = statistics.median(ratios)
     print(

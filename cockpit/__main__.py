@@ -25,6 +25,11 @@ _COMMANDS = {
     "attach": "cockpit.runs_cli:cmd_attach",
     "resume": "cockpit.runs_cli:cmd_resume",
     "stop": "cockpit.runs_cli:cmd_stop",
+    "sample": "cockpit.tools_cli:cmd_sample",
+    "compare": "cockpit.tools_cli:cmd_compare",
+    "export": "cockpit.tools_cli:cmd_export",
+    "plot": "cockpit.tools_cli:cmd_plot",
+    "serve": "cockpit.tools_cli:cmd_serve",
 }
 
 
@@ -70,7 +75,10 @@ def _add_gpu_option(parser: argparse.ArgumentParser, default: object = None) -> 
 
 
 RUNS_DIR_HELP = "where runs live (default: $GPT_COCKPIT_RUNS or ./runs)"
-RUN_COMMANDS = ("runs", "attach", "resume", "stop")  # they take --runs-dir after the command too
+RUN_COMMANDS = ("runs", "attach", "resume", "stop")
+TOOL_COMMANDS = (
+    "sample",
+)  # read finished runs; they take --runs-dir after the command too  # they take --runs-dir after the command too
 
 
 def _try_create(path: Path) -> None:
@@ -200,11 +208,73 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stop", help="stop a run gracefully (checkpoint first), or --kill it")
     p.add_argument("run", help="run id, unique prefix, path, or 'last'")
     p.add_argument("--kill", action="store_true", help="SIGKILL instead of a graceful stop")
-    for command in RUN_COMMANDS:  # `runs --runs-dir X` as well as `--runs-dir X runs`
+    _add_tool_commands(sub)
+    for command in (
+        RUN_COMMANDS + TOOL_COMMANDS
+    ):  # `runs --runs-dir X` as well as `--runs-dir X runs`
         sub.choices[command].add_argument(
             "--runs-dir", metavar="DIR", default=argparse.SUPPRESS, help=RUNS_DIR_HELP
         )
     return parser
+
+
+def _add_tool_commands(sub: argparse._SubParsersAction) -> None:
+    """sample, compare, export, plot, serve: what to do with runs afterwards (cockpit.tools_cli)."""
+    p = sub.add_parser("sample", help="generate text from a run's checkpoint, with its tokenizer")
+    p.add_argument("run", help="run id, unique prefix, path, or 'last'")
+    p.add_argument(
+        "--prompt", default="", metavar="TEXT", help="text to continue (default: a newline)"
+    )
+    p.add_argument("--tokens", type=int, default=200, metavar="N", help="tokens to generate (200)")
+    p.add_argument("--temperature", type=float, default=0.8, metavar="T", help="(default 0.8)")
+    p.add_argument("--top-k", type=int, default=200, metavar="K", help="(default 200; 0: off)")
+    p.add_argument(
+        "--checkpoint",
+        choices=("best", "last"),
+        default="auto",
+        help="which checkpoint (default: best.pt when there is one, else last.pt)",
+    )
+    p.add_argument("--seed", type=int, default=None, metavar="S", help="for a repeatable sample")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+    p = sub.add_parser(
+        "compare", help="runs side by side: best val, final loss, tokens, preset differences"
+    )
+    p.add_argument(
+        "runs", nargs="+", metavar="RUN", help="two or more runs (id, prefix, path, 'last')"
+    )
+    p.add_argument(
+        "--align",
+        choices=("step", "tokens"),
+        default="step",
+        help="say where best val was by step or by tokens",
+    )
+    p.add_argument("--json", action="store_true", help="print the comparison as one JSON object")
+
+    p = sub.add_parser("plot", help="loss, val, LR and grad norm as a PNG, warnings marked")
+    p.add_argument(
+        "runs", nargs="+", metavar="RUN", help="one or more runs (id, prefix, path, 'last')"
+    )
+    p.add_argument("--out", "-o", required=True, metavar="FILE.png", help="the picture to write")
+    p.add_argument(
+        "--align", choices=("step", "tokens"), default="step", help="x axis (default: step)"
+    )
+
+    p = sub.add_parser("serve", help="the app in a web browser (textual-serve)")
+    p.add_argument("--host", default="localhost", help="address to listen on (default localhost)")
+    p.add_argument("--port", type=int, default=8000, help="(default 8000)")
+
+    p = sub.add_parser(
+        "export", help="safetensors weights + config (gpt: a Hugging Face GPT-2 folder)"
+    )
+    p.add_argument("run", help="run id, unique prefix, path, or 'last'")
+    p.add_argument("--to", required=True, metavar="DIR", help="folder to write (made if missing)")
+    p.add_argument(
+        "--checkpoint",
+        choices=("best", "last"),
+        default="auto",
+        help="which checkpoint (default: best.pt when there is one, else last.pt)",
+    )
 
 
 def _dispatch(target: str, args: argparse.Namespace) -> int:

@@ -143,6 +143,21 @@ def launch_problem(preset: Preset) -> str | None:
     problem = prelaunch.tokenizer_problem(preset)  # a BPE whose files are not cached here
     if problem:
         return f"data.tokenizer: {problem}"
+    return logger_problem(preset)
+
+
+def logger_problem(preset: Preset) -> str | None:
+    """train.loggers names a logger whose package is not installed here (found without importing it)."""
+    import importlib.util
+
+    from cockpit.presets import logger_names
+
+    for name in logger_names(preset.train.loggers):
+        if importlib.util.find_spec(name) is None:
+            return (
+                f"train.loggers: {name} needs the {name} package: pip install {name} "
+                "(or pip install 'gpt-cockpit[loggers]'), or leave it out of train.loggers"
+            )
     return None
 
 

@@ -109,6 +109,7 @@ class TrainConfig:
     max_rollbacks: int = 3  # give up (halt) after this many rollbacks
     rollback_lr_factor: float = 1.0  # multiply lr by this after each rollback
     oom_retry: bool = True  # on CUDA OOM halve the micro-batch and double accumulation
+    loggers: str = ""  # also log metrics to: tensorboard, wandb (comma-separated; a JSON list too)
 
 
 @dataclass
@@ -244,6 +245,8 @@ def _section_from_dict(section: str, raw: Any, base: Any) -> Any:
                 else f"; known fields: {', '.join(types)}"
             )
             raise PresetError(path, f"unknown field{hint}")
+        if path in LIST_FIELDS and isinstance(value, list):  # ["tensorboard", "wandb"]
+            value = ",".join(_coerce(path, v, str) for v in value)
         values[key] = _coerce(path, value, types[key])
     return cls(**values)
 
@@ -296,6 +299,21 @@ def validate(preset: Preset) -> None:
     _check_train_choices(preset.train)
     _check_train_ranges(preset.train)
     _check_data(preset.data, preset.model)
+    _check_loggers(preset.train)
+
+
+LOGGERS = ("tensorboard", "wandb")  # train.loggers: where metrics also go (cockpit.train.loggers)
+LIST_FIELDS = ("train.loggers",)  # string fields a JSON preset may also give as a list of strings
+
+
+def logger_names(value: str) -> list[str]:
+    """train.loggers as names: "tensorboard, wandb" -> ["tensorboard", "wandb"]."""
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _check_loggers(t: TrainConfig) -> None:
+    for name in logger_names(t.loggers):
+        _check_choice("train.loggers", name, LOGGERS, "logger")
 
 
 def _check_at_least_one(section: str, config: Any, keys: tuple[str, ...]) -> None:

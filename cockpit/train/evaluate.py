@@ -47,6 +47,10 @@ def run_eval(tr: Trainer) -> None:
     )
     if text is not None:
         tr.events.emit("sample", tr.step, text=text)
+    if getattr(tr, "loggers", None) is not None:
+        tr.loggers.log_eval(
+            tr.step, {"val_loss": val_loss, "train_loss": train_loss, "val_bpb": bpb}
+        )
     tr.improved = improved
     if tr.monitor is not None:
         for w in tr.monitor.observe_eval(tr.step, val_loss, train_loss):

@@ -86,6 +86,7 @@ class Trainer:
         self.last_scale: float | None = None
         self.monitor: HealthMonitor | None = None
         self.improved = False  # the last eval set a new best (best.pt is due)
+        self.loggers: Any = None  # train.loggers (cockpit.train.loggers), rank 0 only
 
     def request_stop(self, why: str = "stop requested") -> None:
         """Finish the current step, checkpoint, and end with reason `stopped` (signal-safe)."""
@@ -136,6 +137,10 @@ class Trainer:
         if self.scaler.is_enabled():
             self.last_scale = float(self.scaler.get_scale())  # so a skip at step 1 is seen too
         setup_steps.announce_start(self, resumed_from)
+        if self.master and t.loggers:
+            from cockpit.train.loggers import open_loggers
+
+            self.loggers = open_loggers(self.preset, self.run_dir, self.warn)
         if t.on_anomaly == "rollback" and self.step == 0 and self.write_checkpoints:
             snapshot.write(self)  # something to roll back to before the first eval
 
@@ -269,6 +274,8 @@ class Trainer:
         if self.pending and reason in ("crashed", "error"):
             with contextlib.suppress(Exception):
                 readback.read_back(self)
+        if self.loggers is not None:
+            self.loggers.close()
         finish_run(
             self.run_dir,
             self.events,

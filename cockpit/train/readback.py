@@ -100,6 +100,8 @@ def read_back(tr: Trainer) -> list[Any]:
                 lr_scale=tr.lr_scale,
             )
     tr.events.write_many(records)
+    if getattr(tr, "loggers", None) is not None:  # train.loggers: the same host values, rank 0
+        tr.loggers.log_steps(records)
     for w in warnings:
         tr.emit_warning(w)
     return [w for w in warnings if w.is_anomaly]

@@ -48,6 +48,7 @@ class RunScreen(Screen):
         Binding("s", "stop", "Stop"),
         Binding("k", "kill", "Kill"),
         Binding("u", "resume", "Resume"),
+        Binding("g", "sample", "Sample", show=False),
         Binding("d,escape", "detach", "Detach"),
         Binding("r", "runs", "Runs"),
         Binding("q", "app.quit", "Quit"),
@@ -320,7 +321,15 @@ class RunScreen(Screen):
             return live
         if action == "resume":
             return not live and self.status != "finished"
+        if action == "sample":
+            return not live
         return True
+
+    def action_sample(self) -> None:
+        """A prompt box: text from this run's checkpoint (not while it trains)."""
+        from cockpit.tui.screens.sample_prompt import ask_and_sample
+
+        ask_and_sample(self, self.run_dir)
 
     def action_resume(self) -> None:
         """Continue a stopped or crashed run from its last checkpoint, detached like a launch."""

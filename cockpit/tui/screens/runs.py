@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -20,6 +22,8 @@ class RunsScreen(Screen):
 
     BINDINGS = [
         Binding("enter", "attach", "Attach", priority=True),
+        Binding("space", "mark", "Mark"),
+        Binding("c", "compare", "Compare marked"),
         Binding("delete,x", "delete", "Delete"),
         Binding("escape,p", "back", "Presets"),
         Binding("q", "app.quit", "Quit"),
@@ -28,6 +32,7 @@ class RunsScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self.summaries: list[runs.RunSummary] = []
+        self.marked: list[Path] = []  # runs marked for the compare view, in the order marked
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -69,7 +74,7 @@ class RunsScreen(Screen):
                 step,
                 fmt_float(s.best_val_loss),
                 age,
-                s.run_id,
+                f"* {s.run_id}" if s.run_dir in self.marked else s.run_id,
                 key=str(s.run_dir),
             )
         if self.summaries:
@@ -93,6 +98,33 @@ class RunsScreen(Screen):
         table = self.query_one(DataTable)
         if self.summaries and 0 <= table.cursor_row < len(self.summaries):
             self.app.open_run(self.summaries[table.cursor_row].run_dir)  # type: ignore[attr-defined]
+
+    def action_mark(self) -> None:
+        """Mark the highlighted run for the compare view (or unmark it); the cursor moves on."""
+        table = self.query_one(DataTable)
+        if not self.summaries or not 0 <= table.cursor_row < len(self.summaries):
+            return
+        run = self.summaries[table.cursor_row]
+        if run.run_dir in self.marked:
+            self.marked.remove(run.run_dir)
+        else:
+            self.marked.append(run.run_dir)
+        row_key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+        column_key = list(table.columns)[-1]
+        mark = "* " if run.run_dir in self.marked else ""
+        table.update_cell(row_key, column_key, f"{mark}{run.run_id}")
+        table.move_cursor(row=min(table.cursor_row + 1, len(self.summaries) - 1))
+
+    def action_compare(self) -> None:
+        """Open the compare view on the marked runs (two or more)."""
+        from cockpit.tui.screens.compare import CompareScreen
+
+        present = {s.run_dir for s in self.summaries}
+        chosen = [d for d in self.marked if d in present]
+        if len(chosen) < 2:
+            self.notify("mark two or more runs with space, then press c", severity="warning")
+            return
+        self.app.push_screen(CompareScreen(chosen))
 
     def action_delete(self) -> None:
         """Delete the highlighted run's folder (checkpoints included) after a yes; never a live one."""
