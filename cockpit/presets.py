@@ -92,6 +92,7 @@ class TrainConfig:
     )
     warmup_steps: int = 100  # linear warmup from 0 to lr
     warmdown_steps: int = 0  # steps of the final linear decay to 0 (schedule=warmdown)
+    min_lr_hold_steps: int = 0  # last steps held at min_lr; the cosine ends before them (cosine)
     weight_decay: float = 0.1  # AdamW decay on matrices (not on biases, norms, gains)
     beta1: float = 0.9  # AdamW first-moment decay
     beta2: float = 0.99  # AdamW second-moment decay
@@ -375,6 +376,7 @@ def _check_train_steps(t: TrainConfig) -> None:
         (
             "warmup_steps",
             "warmdown_steps",
+            "min_lr_hold_steps",
             "eval_interval",
             "sample_tokens",
             "max_rollbacks",
@@ -405,9 +407,27 @@ def _check_train_choices(t: TrainConfig) -> None:
             "train.warmdown_steps",
             f"warmup ({t.warmup_steps}) + warmdown ({t.warmdown_steps}) exceed train.max_steps={t.max_steps}",
         )
+    _check_min_lr_hold(t)
     _check_choice("train.dtype", t.dtype, DTYPES, "dtype")
     _check_choice("train.optimizer", t.optimizer, OPTIMIZERS, "optimizer")
     _check_choice("train.on_anomaly", t.on_anomaly, ANOMALY_RESPONSES, "response")
+
+
+def _check_min_lr_hold(t: TrainConfig) -> None:
+    """The min_lr hold belongs to the cosine schedule, and warmup plus hold must fit in the run."""
+    if not t.min_lr_hold_steps:
+        return
+    if t.schedule != "cosine":
+        raise PresetError(
+            "train.min_lr_hold_steps",
+            f"only the cosine schedule holds min_lr, not {t.schedule}; set it to 0",
+        )
+    if t.warmup_steps + t.min_lr_hold_steps > t.max_steps:
+        raise PresetError(
+            "train.min_lr_hold_steps",
+            f"warmup ({t.warmup_steps}) + hold ({t.min_lr_hold_steps}) exceed train.max_steps={t.max_steps}; "
+            f"the cosine needs steps between them (try {max(0, (t.max_steps - t.warmup_steps) // 10)})",
+        )
 
 
 def _check_train_ranges(t: TrainConfig) -> None:
