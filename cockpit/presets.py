@@ -75,6 +75,9 @@ class ModelConfig:
     logit_softcap: float = 0.0  # softcap * tanh(logits / softcap) before the loss; 0 = off (golf)
     qk_gain_init: float = 1.5  # initial per-head query gain (golf)
     mlp_internal_dim_multiplier: int = 128  # N = mult * n_embd // n_head (bdh)
+    num_streams: int = 1  # parallel residual streams mixed by learned weights (gpt); 1 = off
+    mixing_iters: int = 10  # Sinkhorn iterations normalising the streams' mix (num_streams > 1)
+    mixing_temperature: float = 1.0  # softness of the mixing weights; lower is closer to plain
 
 
 @dataclass
@@ -284,6 +287,7 @@ def validate(preset: Preset) -> None:
     _check_name(preset.name)
     _check_model_shape(preset.model)
     _check_model_arch_rules(preset.model)
+    _check_model_streams(preset.model)
     _check_train_steps(preset.train)
     _check_train_choices(preset.train)
     _check_train_ranges(preset.train)
@@ -363,6 +367,20 @@ def _check_model_arch_rules(m: ModelConfig) -> None:
         raise PresetError("model.logit_softcap", "must be 0 (off) or positive")
     if m.rope_base <= 0:
         raise PresetError("model.rope_base", "must be positive")
+
+
+def _check_model_streams(m: ModelConfig) -> None:
+    """Seed 000's residual-stream variant: how many streams, and how their mix is normalised."""
+    _check_at_least_one("model", m, ("num_streams", "mixing_iters"))
+    if m.num_streams > 1 and m.arch != "gpt":
+        raise PresetError(
+            "model.num_streams",
+            f"parallel residual streams are built for arch gpt only, not {m.arch}; set it to 1",
+        )
+    if m.mixing_temperature <= 0:
+        raise PresetError(
+            "model.mixing_temperature", f"must be positive, not {m.mixing_temperature} (try 1.0)"
+        )
 
 
 def _check_train_steps(t: TrainConfig) -> None:

@@ -76,12 +76,14 @@ class HealthMonitor:
         self.config = config or HealthConfig()
         # A Preset or a bare TrainConfig; without one, the lr rules that need the preset stay quiet.
         self.train = getattr(preset, "train", preset)
+        self.model = getattr(preset, "model", None)  # a bare TrainConfig has none
         self.gpu_memory_bytes = gpu_memory_bytes
         self._start()
 
     def _start(self) -> None:
         """Fresh families and a fresh memory."""
         self._ctx = Context(self.train, self.gpu_memory_bytes, self._emit)
+        self._ctx.model = self.model
         self._fired: dict[str, list] = {}  # rule -> [step, measure] of its last warning
         self._families: list[Family] = [
             family(self.config.families[family.name], self._ctx) for family in FAMILIES
