@@ -52,7 +52,7 @@ def count_params(m: ModelConfig) -> int:
             + (C * r * C + r * C * b)
             + (r * C * C + C * b)
         )
-        total = V * C + T * C + L * per_block + C * (1 + b)
+        total = V * C + T * C + L * (per_block + stream_mix_params(m)) + C * (1 + b)
         return total + (0 if m.tie_embeddings else V * C)
     if m.arch == "golf":
         kv_dim = (m.n_kv_head or H) * (C // H)
@@ -63,6 +63,13 @@ def count_params(m: ModelConfig) -> int:
         N = m.mlp_internal_dim_multiplier * C // H
         return 3 * H * C * N + 2 * V * C
     raise ValueError(f"unknown architecture {m.arch!r}")
+
+
+def stream_mix_params(m: ModelConfig) -> int:
+    """Per block, the residual streams' mixing weights (cockpit/train/streams.py): two sublayers,
+    each an n x n mix, n read weights and n write weights; 0 for the plain residual."""
+    n = m.num_streams
+    return 2 * (n * n + 2 * n) if n > 1 else 0
 
 
 def embedding_params(m: ModelConfig) -> int:
@@ -82,7 +89,11 @@ def flops_per_token(m: ModelConfig) -> float:
             6 * (m.n_layer * per_layer + m.vocab_size * m.n_embd)
             + 12 * m.n_layer * m.n_head * N * m.block_size
         )
-    return 6 * n + 12 * m.n_layer * m.n_head * head_dim * m.block_size
+    # residual streams: each mix reads n streams and writes n x n + n products per width (x6 for
+    # forward and backward), beyond the 6 FLOPs per mixing weight the N term counts
+    mix = 6 * 2 * m.n_layer * (m.num_streams**2 + 2 * m.num_streams) * m.n_embd
+    mix = mix if m.num_streams > 1 else 0
+    return 6 * n + 12 * m.n_layer * m.n_head * head_dim * m.block_size + mix
 
 
 def mfu(tokens_per_s: float, flops_per_tok: float, peak: float | None) -> float | None:
@@ -192,11 +203,35 @@ def _layer_activation_bytes(m: ModelConfig, batch: int, dtype: str, *, flash: bo
         mlp = sbh * half * (1 + 2 * r)  # normed input cast, fc output, GELU output
         norms = 2 * sbh * full  # the two LayerNorm inputs (fp32 residual stream)
         total = attn + mlp + norms + s * b * per_token_small + 2 * sbh * drop
+        total += _stream_mix_bytes(m, sbh, half)
     if not flash:
         total += (
             5 * a * s * s * b * (half / 2)
         )  # scores, softmax, its dropout mask, attention weights (16-bit)
     return int(total)
+
+
+def _stream_mix_bytes(m: ModelConfig, sbh: int, half: int) -> int:
+    """Residual streams (num_streams n > 1), per block: each of the two mixes keeps the n fp32
+    streams it reads (for its weights' gradients) and the sublayer output it scales (16-bit)."""
+    n = m.num_streams
+    return 2 * sbh * (4 * n + half) if n > 1 else 0
+
+
+def _stream_grad_bytes(m: ModelConfig, tokens: int) -> int:
+    """In a block's backward with num_streams n > 1: three n-stream fp32 tensors at once (the
+    streams' incoming gradient, the one being built, and the product post's gradient sums)."""
+    return 12 * m.num_streams * tokens * m.n_embd if m.num_streams > 1 else 0
+
+
+def _stream_backward_extra(m: ModelConfig, tokens: int, dtype: str) -> int:
+    """With residual streams the peak can move from the log-softmax into the last block's
+    backward: the stream gradients are live there, the logits and the head's inputs are not."""
+    if m.num_streams <= 1:
+        return 0
+    half = 4 if dtype == "fp32" else 2
+    in_block = _stream_grad_bytes(m, tokens) - (4 + half) * m.n_embd * tokens
+    return max(0, in_block - _logit_bytes(m, tokens, dtype))
 
 
 def _bdh_layer_bytes(m: ModelConfig, batch: int, half: int, drop: int) -> int:
@@ -282,14 +317,19 @@ def memory_breakdown(
     if t.activation_checkpointing:
         # each block keeps only its input; one block's activations live again during its recompute,
         # after the logits are gone (the head's gradient exists by then): whichever is larger
-        activations = m.n_layer * tokens * h * 4
+        activations = m.n_layer * tokens * h * 4 * m.num_streams  # n fp32 residual streams
         # the residual stream's gradient and, in golf, the U-Net skips' gradients waiting for their block
         n_skip = min(m.n_layer // 2, m.n_layer - m.n_layer // 2) if m.arch == "golf" else 0
         recompute = per_layer + tokens * h * 4 * (1 + n_skip) + 4 * m.vocab_size * h
+        if (
+            m.num_streams > 1
+        ):  # two n-stream fp32 gradients, less what the plain block keeps (traced)
+            recompute += (8 * m.num_streams - 10) * tokens * h
         logits_now = _logit_bytes(m, tokens, dtype)
         activations += max(0, recompute - logits_now)
     else:
         activations = m.n_layer * per_layer
+        activations += _stream_backward_extra(m, tokens, dtype)
     if t.compile:
         activations = int(activations * 0.8)  # fused elementwise ops keep fewer intermediates
     activations += _outside_blocks_bytes(m, tokens, dtype)

@@ -51,7 +51,7 @@ class UsageError(Exception):
 
 
 def with_max_steps(preset: Preset, max_steps: int) -> Preset:
-    """The preset with train.max_steps set; warmup/warmdown shrink with it if they no longer fit."""
+    """The preset with train.max_steps set; warmup/warmdown/min-lr hold shrink with it if they no longer fit."""
     t = preset.train
     changes: dict[str, Any] = {"train.max_steps": max_steps}
     if max_steps >= 1 and t.warmup_steps >= max_steps:
@@ -59,6 +59,8 @@ def with_max_steps(preset: Preset, max_steps: int) -> Preset:
     warmup = changes.get("train.warmup_steps", t.warmup_steps)
     if max_steps >= 1 and t.schedule == "warmdown" and warmup + t.warmdown_steps > max_steps:
         changes["train.warmdown_steps"] = max(0, min(t.warmdown_steps, max_steps - warmup))
+    if max_steps >= 1 and warmup + t.min_lr_hold_steps > max_steps:
+        changes["train.min_lr_hold_steps"] = max(0, min(t.min_lr_hold_steps, max_steps - warmup))
     result = apply_overrides(preset, changes)
     if len(changes) > 1:
         shrunk = ", ".join(f"{k}={v}" for k, v in changes.items() if k != "train.max_steps")

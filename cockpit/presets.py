@@ -75,6 +75,9 @@ class ModelConfig:
     logit_softcap: float = 0.0  # softcap * tanh(logits / softcap) before the loss; 0 = off (golf)
     qk_gain_init: float = 1.5  # initial per-head query gain (golf)
     mlp_internal_dim_multiplier: int = 128  # N = mult * n_embd // n_head (bdh)
+    num_streams: int = 1  # parallel residual streams mixed by learned weights (gpt); 1 = off
+    mixing_iters: int = 10  # Sinkhorn iterations normalising the streams' mix (num_streams > 1)
+    mixing_temperature: float = 1.0  # softness of the mixing weights; lower is closer to plain
 
 
 @dataclass
@@ -92,6 +95,7 @@ class TrainConfig:
     )
     warmup_steps: int = 100  # linear warmup from 0 to lr
     warmdown_steps: int = 0  # steps of the final linear decay to 0 (schedule=warmdown)
+    min_lr_hold_steps: int = 0  # last steps held at min_lr; the cosine ends before them (cosine)
     weight_decay: float = 0.1  # AdamW decay on matrices (not on biases, norms, gains)
     beta1: float = 0.9  # AdamW first-moment decay
     beta2: float = 0.99  # AdamW second-moment decay
@@ -295,6 +299,7 @@ def validate(preset: Preset) -> None:
     _check_name(preset.name)
     _check_model_shape(preset.model)
     _check_model_arch_rules(preset.model)
+    _check_model_streams(preset.model)
     _check_train_steps(preset.train)
     _check_train_choices(preset.train)
     _check_train_ranges(preset.train)
@@ -391,6 +396,20 @@ def _check_model_arch_rules(m: ModelConfig) -> None:
         raise PresetError("model.rope_base", "must be positive")
 
 
+def _check_model_streams(m: ModelConfig) -> None:
+    """Seed 000's residual-stream variant: how many streams, and how their mix is normalised."""
+    _check_at_least_one("model", m, ("num_streams", "mixing_iters"))
+    if m.num_streams > 1 and m.arch != "gpt":
+        raise PresetError(
+            "model.num_streams",
+            f"parallel residual streams are built for arch gpt only, not {m.arch}; set it to 1",
+        )
+    if m.mixing_temperature <= 0:
+        raise PresetError(
+            "model.mixing_temperature", f"must be positive, not {m.mixing_temperature} (try 1.0)"
+        )
+
+
 def _check_train_steps(t: TrainConfig) -> None:
     """Counts, the learning rates, and warmup against the length of the run."""
     _check_at_least_one(
@@ -402,6 +421,7 @@ def _check_train_steps(t: TrainConfig) -> None:
         (
             "warmup_steps",
             "warmdown_steps",
+            "min_lr_hold_steps",
             "eval_interval",
             "sample_tokens",
             "max_rollbacks",
@@ -432,9 +452,27 @@ def _check_train_choices(t: TrainConfig) -> None:
             "train.warmdown_steps",
             f"warmup ({t.warmup_steps}) + warmdown ({t.warmdown_steps}) exceed train.max_steps={t.max_steps}",
         )
+    _check_min_lr_hold(t)
     _check_choice("train.dtype", t.dtype, DTYPES, "dtype")
     _check_choice("train.optimizer", t.optimizer, OPTIMIZERS, "optimizer")
     _check_choice("train.on_anomaly", t.on_anomaly, ANOMALY_RESPONSES, "response")
+
+
+def _check_min_lr_hold(t: TrainConfig) -> None:
+    """The min_lr hold belongs to the cosine schedule, and warmup plus hold must fit in the run."""
+    if not t.min_lr_hold_steps:
+        return
+    if t.schedule != "cosine":
+        raise PresetError(
+            "train.min_lr_hold_steps",
+            f"only the cosine schedule holds min_lr, not {t.schedule}; set it to 0",
+        )
+    if t.warmup_steps + t.min_lr_hold_steps > t.max_steps:
+        raise PresetError(
+            "train.min_lr_hold_steps",
+            f"warmup ({t.warmup_steps}) + hold ({t.min_lr_hold_steps}) exceed train.max_steps={t.max_steps}; "
+            f"the cosine needs steps between them (try {max(0, (t.max_steps - t.warmup_steps) // 10)})",
+        )
 
 
 def _check_train_ranges(t: TrainConfig) -> None:

@@ -23,13 +23,26 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
     return 1.0
 
 
-def cosine_lr(step: int, lr: float, min_lr: float, warmup_steps: int, max_steps: int) -> float:
-    """nanoGPT's get_lr: linear warmup, then cosine from lr down to min_lr at max_steps."""
+def cosine_lr(
+    step: int,
+    lr: float,
+    min_lr: float,
+    warmup_steps: int,
+    max_steps: int,
+    hold_steps: int = 0,
+) -> float:
+    """nanoGPT's get_lr: linear warmup, then cosine from lr down to min_lr at max_steps.
+
+    With `hold_steps` > 0 the cosine reaches min_lr at max_steps - hold_steps instead,
+    and min_lr is held for the last `hold_steps` steps (seed 002's plan: cosine over
+    steps 1000-54000, then min_lr for the last 6000 of 60000).
+    """
     if step < warmup_steps:
         return lr * warmup_factor(step, warmup_steps)
-    if step >= max_steps:
+    decay_end = max(warmup_steps, max_steps - max(0, hold_steps))
+    if step >= decay_end:
         return min_lr
-    decay_ratio = (step - warmup_steps) / max(1, max_steps - warmup_steps)
+    decay_ratio = (step - warmup_steps) / max(1, decay_end - warmup_steps)
     coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))  # 1 -> 0
     return min_lr + coeff * (lr - min_lr)
 
@@ -61,7 +74,14 @@ def lr_at(step: int, train: TrainConfig, scale: float = 1.0) -> float:
     can reach the trainer or the health rules, so meeting one here is a bug.
     """
     if train.schedule == "cosine":
-        value = cosine_lr(step, train.lr, train.min_lr, train.warmup_steps, train.max_steps)
+        value = cosine_lr(
+            step,
+            train.lr,
+            train.min_lr,
+            train.warmup_steps,
+            train.max_steps,
+            getattr(train, "min_lr_hold_steps", 0),
+        )
     elif train.schedule == "warmdown":
         value = warmdown_lr(
             step, train.lr, train.warmup_steps, train.warmdown_steps, train.max_steps

@@ -41,6 +41,7 @@ EXPECTED_NAMES = {
     "bdh_8gb",
     "bdh_14gb",
     "bdh_24gb",
+    "bdh_reference",
     "shakespeare_char",
 }
 
@@ -64,6 +65,7 @@ SHAPES = {
     "bdh_8gb": ("bdh", 4, 4, 192, 256, 8, "byte", 256),
     "bdh_14gb": ("bdh", 6, 4, 256, 384, 16, "byte", 256),
     "bdh_24gb": ("bdh", 8, 8, 512, 1024, 32, "byte", 256),
+    "bdh_reference": ("bdh", 6, 4, 256, 512, 32, "byte", 256),  # pathwaycom/bdh's defaults
     "shakespeare_char": ("gpt", 4, 4, 128, 64, 12, "char", 256),
 }
 

@@ -96,6 +96,31 @@ HELD = [
         ["train.grad_accum=1", "model.n_layer=4", "model.block_size=256", "train.dtype=fp32"],
         [32],
     ),
+    (
+        "gpt streams",  # a byte vocabulary: the peak moves from the logits into the blocks
+        "tiny",
+        [
+            "model.n_layer=2",
+            "model.num_streams=4",
+            "model.vocab_size=256",
+            "model.block_size=256",
+            "data.tokenizer=byte",
+        ],
+        [8, 16],
+    ),
+    (
+        "gpt streams checkpointing",
+        "tiny",
+        [
+            "model.n_layer=2",
+            "model.num_streams=4",
+            "model.vocab_size=256",
+            "model.block_size=256",
+            "data.tokenizer=byte",
+            "train.activation_checkpointing=true",
+        ],
+        [8],
+    ),
     ("bdh", "bdh_8gb", ["model.n_layer=2"], [4, 8]),
     ("bdh no dropout", "bdh_14gb", ["model.n_layer=2", "model.dropout=0"], [16]),
 ]

@@ -102,7 +102,9 @@ class Context:
     `last_step`; the lr family keeps `last_lr` (the latest finite lr) and `peak_lr`.
     """
 
-    __slots__ = ("device", "emit", "gpu_memory_bytes", "last_lr", "last_step", "peak_lr", "train")
+    __slots__ = (
+        "device", "emit", "gpu_memory_bytes", "last_lr", "last_step", "model", "peak_lr", "train"
+    )
 
     def __init__(
         self, train: Any, gpu_memory_bytes: int | None, emit: Emit, device: str | None = None
@@ -114,6 +116,7 @@ class Context:
         self.last_step = -1
         self.last_lr: float | None = None
         self.peak_lr = 0.0
+        self.model: Any = None  # the preset's ModelConfig where known (the variant rules read it)
 
 
 @dataclass(frozen=True)

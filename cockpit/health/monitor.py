@@ -77,6 +77,7 @@ class HealthMonitor:
         self.config = config or HealthConfig()
         # A Preset or a bare TrainConfig; without one, the lr rules that need the preset stay quiet.
         self.train = getattr(preset, "train", preset)
+        self.model = getattr(preset, "model", None)  # a bare TrainConfig has none
         self.gpu_memory_bytes = gpu_memory_bytes
         self.device = device  # the run's device ("cpu", "cuda:0"): a tip names what fits it
         self._start()
@@ -84,6 +85,7 @@ class HealthMonitor:
     def _start(self) -> None:
         """Fresh families and a fresh memory."""
         self._ctx = Context(self.train, self.gpu_memory_bytes, self._emit, self.device)
+        self._ctx.model = self.model
         self._fired: dict[str, list] = {}  # rule -> [step, measure] of its last warning
         self._families: list[Family] = [
             family(self.config.families[family.name], self._ctx) for family in FAMILIES

@@ -7,6 +7,7 @@ gpt   wte V*C + wpe T*C
       + L * [ (2 LayerNorms) 2*C*(1+b) + c_attn C*3C + 3C*b + c_proj C*C + C*b
               + c_fc C*rC + rC*b + c_proj rC*C + C*b ]
       + ln_f C*(1+b) + (untied head: V*C)
+      + (num_streams n > 1: L * 2 * (n*n + 2n) stream-mixing weights, cockpit/train/streams.py)
 golf  tok_emb V*C + skip_weights min(L//2, L-L//2)*C
       + L * [ c_q C*C + c_k C*K + c_v C*K + proj C*C + q_gain H
               + fc C*rC + proj rC*C + attn_scale C + mlp_scale C + resid_mix 2C ]
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from cockpit.presets import ModelConfig
+from cockpit.train.streams import StreamMix
 
 
 class LanguageModel(nn.Module):
@@ -160,18 +162,38 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+class StreamBlock(Block):
+    """A Block over model.num_streams residual streams (cockpit.train.streams), shape (n, B, T, C)."""
+
+    def __init__(self, cfg: ModelConfig, index: int) -> None:
+        super().__init__(cfg)
+        n, iters, temp = cfg.num_streams, cfg.mixing_iters, cfg.mixing_temperature
+        self.mix_attn = StreamMix(n, iters, temp, 2 * index)
+        self.mix_mlp = StreamMix(n, iters, temp, 2 * index + 1)
+
+    def forward(self, streams: torch.Tensor) -> torch.Tensor:
+        streams = self.mix_attn(streams, self.ln_1, self.attn)
+        return self.mix_mlp(streams, self.ln_2, self.mlp)
+
+
+def _gpt_block(cfg: ModelConfig, index: int) -> Block:
+    """The plain Block, or a StreamBlock when the preset asks for parallel residual streams."""
+    return Block(cfg) if cfg.num_streams <= 1 else StreamBlock(cfg, index)
+
+
 class GPT(LanguageModel):
     """nanoGPT's GPT: learned positions, pre-LayerNorm, GELU MLP, tied embeddings, GPT-2 init."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.block_size = cfg.block_size
+        self.num_streams = cfg.num_streams
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
                 wpe=nn.Embedding(cfg.block_size, cfg.n_embd),
                 drop=nn.Dropout(cfg.dropout),
-                h=nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)]),
+                h=nn.ModuleList([_gpt_block(cfg, i) for i in range(cfg.n_layer)]),
                 ln_f=LayerNorm(cfg.n_embd, cfg.bias),
             )
         )
@@ -190,8 +212,12 @@ class GPT(LanguageModel):
             raise ValueError(f"sequence of {t} tokens is longer than block_size {self.block_size}")
         pos = torch.arange(0, t, dtype=torch.long, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        if self.num_streams > 1:  # every stream starts as the embedding; the mean is read out
+            x = x.unsqueeze(0).repeat(self.num_streams, 1, 1, 1)
         for block in self.transformer.h:
             x = self._run_block(block, x)
+        if self.num_streams > 1:
+            x = x.mean(0)
         x = self.transformer.ln_f(x)
         if last_only:
             x = x[:, [-1], :]

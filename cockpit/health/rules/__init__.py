@@ -17,6 +17,7 @@ from cockpit.health.rules.oom import Oom
 from cockpit.health.rules.stall import Stall
 from cockpit.health.rules.throughput import Throughput
 from cockpit.health.rules.val import Val
+from cockpit.health.rules.variant import Variant
 from cockpit.health.rules.vram import Vram
 
 FAMILIES: tuple[type[Family], ...] = (
@@ -29,6 +30,7 @@ FAMILIES: tuple[type[Family], ...] = (
     Vram,
     Stall,
     Oom,
+    Variant,
 )
 
 RULES = tuple(rule.name for family in FAMILIES for rule in family.rules)
