@@ -75,6 +75,7 @@ class ModelConfig:
     logit_softcap: float = 0.0  # softcap * tanh(logits / softcap) before the loss; 0 = off (golf)
     qk_gain_init: float = 1.5  # initial per-head query gain (golf)
     mlp_internal_dim_multiplier: int = 128  # N = mult * n_embd // n_head (bdh)
+    loss_chunk: int = 0  # fused head + cross-entropy over chunks of this many tokens, never all logits at once; 0 = off (gpt, golf)
 
 
 @dataclass
@@ -362,6 +363,10 @@ def _check_model_arch_rules(m: ModelConfig) -> None:
         raise PresetError("model.logit_softcap", "must be 0 (off) or positive")
     if m.rope_base <= 0:
         raise PresetError("model.rope_base", "must be positive")
+    if m.loss_chunk < 0:
+        raise PresetError("model.loss_chunk", "must be 0 (off) or a number of tokens per chunk")
+    if m.loss_chunk and m.arch == "bdh":
+        raise PresetError("model.loss_chunk", "the chunked loss is for gpt and golf; set it to 0")
 
 
 def _check_train_steps(t: TrainConfig) -> None:

@@ -96,6 +96,13 @@ HELD = [
         ["train.grad_accum=1", "model.n_layer=4", "model.block_size=256", "train.dtype=fp32"],
         [32],
     ),
+    ("gpt chunked loss", "tiny", ["model.loss_chunk=512"], [8, 16]),
+    (
+        "golf chunked loss",
+        "golf_baseline",
+        ["train.grad_accum=1", "model.n_layer=4", "model.block_size=256", "model.loss_chunk=1024"],
+        [32],
+    ),
     ("bdh", "bdh_8gb", ["model.n_layer=2"], [4, 8]),
     ("bdh no dropout", "bdh_14gb", ["model.n_layer=2", "model.dropout=0"], [16]),
 ]
