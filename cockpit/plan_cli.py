@@ -317,6 +317,12 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- estimate --exact
 
 
+COMPILE_NOT_TRACED = (
+    "train.compile=true: the trace is of the eager step (torch.compile's graphs are not traced); "
+    "the compiled step usually holds less"
+)
+
+
 def exact_trace(preset: Preset, dtype: str, batch: int) -> dict[str, Any] | None:
     """The traced step at `batch` (from the cache, or the tracer child); None, said in one line, when it cannot run."""
     from cockpit.estimate import load_traces, save_traces, traced_line
@@ -339,6 +345,9 @@ def exact_trace(preset: Preset, dtype: str, batch: int) -> dict[str, Any] | None
     line = traced_line({b: cached[b] for b in batches if b in cached})
     if line is not None:
         point["fixed_bytes"], point["per_sequence_bytes"] = int(line[0]), int(line[1])
+    if preset.train.compile:
+        point["eager"] = True
+        info(COMPILE_NOT_TRACED)
     return point
 
 

@@ -240,6 +240,37 @@ def test_exact_without_a_tracer_says_so_in_one_line_and_keeps_the_analytic_figur
     assert "total (analytic)" in captured.out and "traced" not in captured.out
 
 
+def test_exact_on_a_compiled_preset_says_the_trace_is_of_the_eager_step(capsys, monkeypatch):
+    from cockpit import plan_cli
+    from cockpit.__main__ import main
+
+    def tracer_child(cmd, **_kw):
+        batches = [int(b) for b in cmd[cmd.index("--batches") + 1].split(",")]
+        points = [
+            {
+                "batch": b,
+                "peak_bytes": 10**6 * b,
+                "reserved_bytes": 0,
+                "peak_op": "x",
+                "by_category": {},
+            }
+            for b in batches
+        ]
+        return subprocess.CompletedProcess(cmd, 0, json.dumps({"points": points}) + "\n", "")
+
+    monkeypatch.setattr(plan_cli.subprocess, "run", tracer_child)
+    args = ["estimate", "tiny", "--exact", "-b", "4", "--set", "train.compile=true"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert err.count("the trace is of the eager step") == 1
+    assert main([*args, "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["exact"]["eager"] is True
+    assert "eager step" in captured.err
+    assert main(["estimate", "tiny", "--exact", "-b", "4"]) == 0  # not compiled: no such line
+    assert "eager" not in capsys.readouterr().err
+
+
 def test_no_compiler_is_a_trace_unavailable_error(monkeypatch, tmp_path):
     from cockpit.train import trace
 
