@@ -290,6 +290,22 @@ def _logit_bytes(m: ModelConfig, tokens: int, dtype: str) -> int:
     return tokens * m.vocab_size * per_logit
 
 
+def _chunked_logit_bytes(m: ModelConfig, tokens: int, dtype: str) -> int:
+    """model.loss_chunk, as traced: the peak is in one chunk's backward, either at its log-softmax
+    (that chunk's logits, plus the head weight's 16-bit copy the chunk casts) or, for small chunks,
+    at the head weight's gradient (the copy and the gradient); plus the gradient pieces of the
+    head's input, all tokens. Golf's peak moves into the blocks' backward once its small logits
+    are chunked (25, in fp32 17, bytes per token per width, measured)."""
+    half = 4 if dtype == "fp32" else 2
+    h, v, c = m.n_embd, m.vocab_size, min(tokens, m.loss_chunk)
+    at_softmax = _logit_bytes(m, c, dtype) + half * v * h
+    at_weight_grad = 2 * half * v * h + half * c * v
+    total = max(at_softmax, at_weight_grad) + (8 - half) * tokens * h
+    if m.arch == "golf":
+        total = max(total, (17 if dtype == "fp32" else 25) * tokens * h)
+    return total
+
+
 def memory_breakdown(
     preset: Preset,
     gpu: GpuSpec | None = None,
@@ -334,6 +350,8 @@ def memory_breakdown(
         activations = int(activations * 0.8)  # fused elementwise ops keep fewer intermediates
     activations += _outside_blocks_bytes(m, tokens, dtype)
     logits = _logit_bytes(m, tokens, dtype)
+    if m.loss_chunk > 0:
+        logits = _chunked_logit_bytes(m, tokens, dtype)
     if t.compile:
         logits = int(logits * 0.6)
     # The peak is in the last micro-batch's log-softmax backward: no gradient of this step exists yet

@@ -31,6 +31,7 @@ from cockpit.presets import (
     load_preset,
     preset_problems,
 )
+from cockpit.trace_child import failure_reason, trace_batches, trace_command
 
 NARROW_PRESETS = 110  # below this many columns the presets table drops heads, width and vocab
 
@@ -47,21 +48,6 @@ def probe_command(preset: Preset, batches: list[int], steps: int) -> list[str]:
         ",".join(map(str, batches)),
         "--steps",
         str(steps),
-    ]
-
-
-def trace_command(preset: Preset, batches: list[int], dtype: str) -> list[str]:
-    """The argv of the memory tracer child for `preset` at `batches` (cockpit/train/trace.py)."""
-    return [
-        sys.executable,
-        "-m",
-        "cockpit.train.trace",
-        "--preset-json",
-        json.dumps(preset.to_dict()),
-        "--batches",
-        ",".join(map(str, batches)),
-        "--dtype",
-        dtype,
     ]
 
 
@@ -329,16 +315,17 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- estimate --exact
 
 
-def _trace_batches(batch: int) -> list[int]:
-    """The micro-batch asked for and a second one, for the fixed + per-sequence line."""
-    return sorted({batch, batch * 2 if batch < 2 else batch // 2})
+COMPILE_NOT_TRACED = (
+    "train.compile=true: the trace is of the eager step (torch.compile's graphs are not traced); "
+    "the compiled step usually holds less"
+)
 
 
 def exact_trace(preset: Preset, dtype: str, batch: int) -> dict[str, Any] | None:
     """The traced step at `batch` (from the cache, or the tracer child); None, said in one line, when it cannot run."""
     from cockpit.estimate import load_traces, save_traces, traced_line
 
-    batches = _trace_batches(batch)
+    batches = trace_batches(batch)
     cached = load_traces(preset, dtype)
     missing = [b for b in batches if b not in cached]
     if missing:
@@ -347,7 +334,7 @@ def exact_trace(preset: Preset, dtype: str, batch: int) -> dict[str, Any] | None
         )
         proc = subprocess.run(trace_command(preset, missing, dtype), capture_output=True, text=True)
         if proc.returncode != 0:
-            why = (proc.stderr.strip().splitlines() or ["no output"])[-1].removeprefix("trace: ")
+            why = failure_reason(proc.stderr)
             info(f"exact figure unavailable ({why}); the analytic figure stands")
             return None
         save_traces(preset, dtype, json.loads(proc.stdout.strip().splitlines()[-1])["points"])
@@ -356,6 +343,9 @@ def exact_trace(preset: Preset, dtype: str, batch: int) -> dict[str, Any] | None
     line = traced_line({b: cached[b] for b in batches if b in cached})
     if line is not None:
         point["fixed_bytes"], point["per_sequence_bytes"] = int(line[0]), int(line[1])
+    if preset.train.compile:
+        point["eager"] = True
+        info(COMPILE_NOT_TRACED)
     return point
 
 

@@ -78,6 +78,7 @@ class ModelConfig:
     num_streams: int = 1  # parallel residual streams mixed by learned weights (gpt); 1 = off
     mixing_iters: int = 10  # Sinkhorn iterations normalising the streams' mix (num_streams > 1)
     mixing_temperature: float = 1.0  # softness of the mixing weights; lower is closer to plain
+    loss_chunk: int = 0  # fused head + cross-entropy over chunks of this many tokens, never all logits at once; 0 = off (gpt, golf)
 
 
 @dataclass
@@ -394,6 +395,10 @@ def _check_model_arch_rules(m: ModelConfig) -> None:
         raise PresetError("model.logit_softcap", "must be 0 (off) or positive")
     if m.rope_base <= 0:
         raise PresetError("model.rope_base", "must be positive")
+    if m.loss_chunk < 0:
+        raise PresetError("model.loss_chunk", "must be 0 (off) or a number of tokens per chunk")
+    if m.loss_chunk and m.arch == "bdh":
+        raise PresetError("model.loss_chunk", "the chunked loss is for gpt and golf; set it to 0")
 
 
 def _check_model_streams(m: ModelConfig) -> None:

@@ -2,7 +2,9 @@
 
 The tracer needs a C++ compiler on a CPU-only torch (it builds a small extension once,
 into the repository's .cache/ folder, ignored by git); without one these tests skip and
-say so. Each trace runs in its own process, as `gpt-cockpit estimate --exact` runs it.
+say so. Every trace of the module runs in one child process (torch and the extension
+load once), the tracer's own command line as `gpt-cockpit estimate --exact` starts it
+included.
 """
 
 from __future__ import annotations
@@ -35,27 +37,30 @@ def shared_extension(monkeypatch):
     monkeypatch.setenv("GPT_COCKPIT_EXT_DIR", str(EXT_DIR))
 
 
-def _trace(preset, batches, dtype="bf16"):
-    """One trace through the tracer's command line, as `estimate --exact` runs it."""
-    cmd = trace_command(preset, batches, dtype)
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 TRACE_MANY = """
-import json, sys
+import contextlib, io, json, sys
 from cockpit.presets import preset_from_dict
 from cockpit.train import trace
+jobs = json.loads(sys.stdin.read())
 trace.enable_fake_cuda()
-for preset, batches, dtype in json.loads(sys.stdin.read()):
-    print(json.dumps(trace.trace(preset_from_dict(preset), batches, dtype)))
+for job in jobs:
+    if job[0] == "argv":  # the tracer's own command line (trace_command), in this process
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = trace.main(job[1])
+        print(json.dumps({"code": code, "stdout": out.getvalue()}))
+    else:
+        preset, batches, dtype = job
+        print(json.dumps(trace.trace(preset_from_dict(preset), batches, dtype)))
 """
 
 
 def _trace_many(jobs):
-    """Several traces in one process (torch is imported once): [(preset, batches, dtype)] -> results."""
-    payload = json.dumps([(p.to_dict(), b, d) for p, b, d in jobs])
+    """Every trace of this module in one process (torch and the extension load once).
+
+    A job is (preset, batches, dtype) for trace.trace, or ("argv", ARGS) for the tracer's
+    command line as `estimate --exact` starts it (its exit code and stdout come back)."""
+    payload = json.dumps([j if j[0] == "argv" else (j[0].to_dict(), j[1], j[2]) for j in jobs])
     proc = subprocess.run(
         [sys.executable, "-c", TRACE_MANY],
         input=payload,
@@ -63,6 +68,9 @@ def _trace_many(jobs):
         text=True,
         cwd=ROOT,
         timeout=600,
+        # the extension built once for every run of the suite (a module fixture starts before
+        # the autouse `shared_extension` sets this for each test)
+        env={**os.environ, "GPT_COCKPIT_EXT_DIR": str(EXT_DIR)},
     )
     assert proc.returncode == 0, proc.stderr
     return [json.loads(line) for line in proc.stdout.strip().splitlines()[-len(jobs) :]]
@@ -73,17 +81,24 @@ def _small(name, *overrides):
     return apply_overrides(load_preset(name), base + list(overrides))
 
 
+def _exact_command():
+    """What `estimate tiny --exact -b 4` (with two layers, block 64) starts: the tracer's argv."""
+    preset = _small("tiny")
+    return trace_command(preset, [2, 4], estimate(preset).dtype)
+
+
 # --------------------------------------------------------------------------- the analytic line holds to the trace
 
 # (label, preset, overrides, micro-batches): every architecture, and each setting that changes the terms
 HELD = [
     ("gpt2_124m", "gpt2_124m", ["model.n_layer=2"], [16, 32]),
-    ("gpt accum 2", "tiny", ["train.grad_accum=2"], [8, 16]),
-    ("gpt dropout", "tiny", ["model.dropout=0.1"], [8, 16]),
-    ("gpt fp32", "tiny", ["train.dtype=fp32"], [8, 16]),
-    ("gpt fp16", "tiny", ["train.dtype=fp16"], [8, 16]),
-    ("gpt checkpointing", "tiny", ["train.activation_checkpointing=true"], [8, 16]),
-    ("gpt untied", "tiny", ["model.tie_embeddings=false"], [8, 16]),
+    # each setting that changes a term, at one micro-batch (the line is held by the cases with two)
+    ("gpt accum 2", "tiny", ["model.n_layer=2", "train.grad_accum=2"], [16]),
+    ("gpt dropout", "tiny", ["model.n_layer=2", "model.dropout=0.1"], [16]),
+    ("gpt fp32", "tiny", ["model.n_layer=2", "train.dtype=fp32"], [16]),
+    ("gpt fp16", "tiny", ["model.n_layer=2", "train.dtype=fp16"], [16]),
+    ("gpt checkpointing", "tiny", ["model.n_layer=2", "train.activation_checkpointing=true"], [16]),
+    ("gpt untied", "tiny", ["model.n_layer=2", "model.tie_embeddings=false"], [16]),
     (
         "golf",
         "golf_baseline",
@@ -121,6 +136,13 @@ HELD = [
         ],
         [8],
     ),
+    ("gpt chunked loss", "tiny", ["model.n_layer=2", "model.loss_chunk=512"], [8, 16]),
+    (
+        "golf chunked loss",
+        "golf_baseline",
+        ["train.grad_accum=1", "model.n_layer=4", "model.block_size=256", "model.loss_chunk=1024"],
+        [32],
+    ),
     ("bdh", "bdh_8gb", ["model.n_layer=2"], [4, 8]),
     ("bdh no dropout", "bdh_14gb", ["model.n_layer=2", "model.dropout=0"], [16]),
 ]
@@ -148,8 +170,10 @@ def traces():
     cases = [LINEAR, SHORT, LONG, *HELD]
     presets = [apply_overrides(load_preset(name), ov) for _, name, ov, _ in cases]
     jobs = [(p, case[3], estimate(p).dtype) for p, case in zip(presets, cases, strict=True)]
-    results = _trace_many(jobs)
-    return {case[0]: (p, r) for case, p, r in zip(cases, presets, results, strict=True)}
+    *results, exact = _trace_many([*jobs, ("argv", _exact_command()[3:])])
+    out = {case[0]: (p, r) for case, p, r in zip(cases, presets, results, strict=True)}
+    out["exact"] = (None, exact)
+    return out
 
 
 @needs_compiler
@@ -183,8 +207,20 @@ def test_golf_and_bdh_trace_and_fp32_attention_has_no_t_by_t_matrix(traces):
 
 
 @needs_compiler
-def test_estimate_exact_traces_once_then_reads_the_cache(capsys):
+def test_estimate_exact_traces_once_then_reads_the_cache(capsys, monkeypatch, traces):
+    from cockpit import plan_cli
     from cockpit.__main__ import main
+
+    answer = traces["exact"][1]  # the tracer's command line, run in the module's trace process
+    assert answer["code"] == 0
+    started = []
+
+    def tracer_child(cmd, **_kw):
+        assert cmd == _exact_command(), cmd
+        started.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, answer["stdout"], "")
+
+    monkeypatch.setattr(plan_cli.subprocess, "run", tracer_child)
 
     args = [
         "estimate",
@@ -207,6 +243,7 @@ def test_estimate_exact_traces_once_then_reads_the_cache(capsys):
     assert main(args) == 0
     second = capsys.readouterr()
     assert "tracing" not in second.err and "peak live (traced)" in second.out
+    assert len(started) == 1
 
 
 def test_exact_without_a_tracer_says_so_in_one_line_and_keeps_the_analytic_figure(
@@ -226,6 +263,37 @@ def test_exact_without_a_tracer_says_so_in_one_line_and_keeps_the_analytic_figur
     assert "exact figure unavailable (no C++ compiler" in captured.err
     assert "the analytic figure stands" in captured.err
     assert "total (analytic)" in captured.out and "traced" not in captured.out
+
+
+def test_exact_on_a_compiled_preset_says_the_trace_is_of_the_eager_step(capsys, monkeypatch):
+    from cockpit import plan_cli
+    from cockpit.__main__ import main
+
+    def tracer_child(cmd, **_kw):
+        batches = [int(b) for b in cmd[cmd.index("--batches") + 1].split(",")]
+        points = [
+            {
+                "batch": b,
+                "peak_bytes": 10**6 * b,
+                "reserved_bytes": 0,
+                "peak_op": "x",
+                "by_category": {},
+            }
+            for b in batches
+        ]
+        return subprocess.CompletedProcess(cmd, 0, json.dumps({"points": points}) + "\n", "")
+
+    monkeypatch.setattr(plan_cli.subprocess, "run", tracer_child)
+    args = ["estimate", "tiny", "--exact", "-b", "4", "--set", "train.compile=true"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert err.count("the trace is of the eager step") == 1
+    assert main([*args, "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["exact"]["eager"] is True
+    assert "eager step" in captured.err
+    assert main(["estimate", "tiny", "--exact", "-b", "4"]) == 0  # not compiled: no such line
+    assert "eager" not in capsys.readouterr().err
 
 
 def test_no_compiler_is_a_trace_unavailable_error(monkeypatch, tmp_path):

@@ -35,6 +35,16 @@ class LanguageModel(nn.Module):
 
     block_size: int
     activation_checkpointing: bool = False
+    loss_chunk: int = 0  # tokens per chunk of the fused output head + cross-entropy; 0: off
+    logit_softcap: float = 0.0
+
+    def features(self, idx: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """The final hidden states (B, T, C) that the output head turns into logits."""
+        raise NotImplementedError
+
+    def head_weight(self) -> torch.Tensor:  # pragma: no cover - abstract
+        """The output head's (vocab, C) weight (the token embedding where tied)."""
+        raise NotImplementedError
 
     def logits_for(self, idx: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -42,10 +52,18 @@ class LanguageModel(nn.Module):
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(logits, mean cross-entropy); without targets, logits of the last position only."""
+        """(logits, mean cross-entropy); without targets, logits of the last position only.
+
+        With model.loss_chunk set (gpt, golf) the logits are never made whole: the loss comes
+        from chunked_cross_entropy and the logits returned are None."""
         if targets is None:
             logits = self.logits_for(idx, last_only=True)
             return logits, None
+        if self.loss_chunk > 0:
+            loss = chunked_cross_entropy(
+                self.features(idx), self.head_weight(), targets, self.loss_chunk, self.logit_softcap
+            )
+            return None, loss  # type: ignore[return-value]
         logits = self.logits_for(idx, last_only=False)
         loss = F.cross_entropy(
             logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1
@@ -206,7 +224,7 @@ class GPT(LanguageModel):
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
 
-    def logits_for(self, idx: torch.Tensor, last_only: bool) -> torch.Tensor:
+    def features(self, idx: torch.Tensor) -> torch.Tensor:
         b, t = idx.size()
         if t > self.block_size:
             raise ValueError(f"sequence of {t} tokens is longer than block_size {self.block_size}")
@@ -218,7 +236,13 @@ class GPT(LanguageModel):
             x = self._run_block(block, x)
         if self.num_streams > 1:
             x = x.mean(0)
-        x = self.transformer.ln_f(x)
+        return self.transformer.ln_f(x)
+
+    def head_weight(self) -> torch.Tensor:
+        return self.lm_head.weight
+
+    def logits_for(self, idx: torch.Tensor, last_only: bool) -> torch.Tensor:
+        x = self.features(idx)
         if last_only:
             x = x[:, [-1], :]
         return self.lm_head(x)
@@ -354,7 +378,7 @@ class GolfGPT(LanguageModel):
             nn.init.zeros_(self.lm_head.weight)
         self.logit_softcap = cfg.logit_softcap
 
-    def logits_for(self, idx: torch.Tensor, last_only: bool) -> torch.Tensor:
+    def features(self, idx: torch.Tensor) -> torch.Tensor:
         x = rms_norm(self.tok_emb(idx))
         x0 = x
         skips = []
@@ -365,14 +389,16 @@ class GolfGPT(LanguageModel):
             if skips and i < self.skip_weights.size(0):
                 x = x + self.skip_weights[i].to(x.dtype) * skips.pop()
             x = self._run_block(self.blocks[self.num_encoder_layers + i], x, x0)
-        x = rms_norm(x)
+        return rms_norm(x)
+
+    def head_weight(self) -> torch.Tensor:
+        return self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
+
+    def logits_for(self, idx: torch.Tensor, last_only: bool) -> torch.Tensor:
+        x = self.features(idx)
         if last_only:
             x = x[:, [-1], :]
-        weight = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
-        logits = F.linear(x, weight)
-        if self.logit_softcap > 0:
-            logits = self.logit_softcap * torch.tanh(logits / self.logit_softcap)
-        return logits
+        return softcapped(F.linear(x, self.head_weight()), self.logit_softcap)
 
 
 # --------------------------------------------------------------------------- bdh
@@ -455,4 +481,39 @@ def build_model(cfg: ModelConfig) -> LanguageModel:
         cls = ARCHITECTURES[cfg.arch]
     except KeyError:
         raise NotImplementedError(f"no model for architecture {cfg.arch!r}") from None
-    return cls(cfg)
+    model = cls(cfg)
+    model.loss_chunk = cfg.loss_chunk
+    return model
+
+
+# --------------------------------------------------------------------------- chunked loss
+
+
+def softcapped(logits: torch.Tensor, softcap: float) -> torch.Tensor:
+    """softcap * tanh(logits / softcap) (golf's logit softcap); the logits as they are at 0."""
+    if softcap > 0:
+        return softcap * torch.tanh(logits / softcap)
+    return logits
+
+
+def _chunk_loss(
+    x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, softcap: float
+) -> torch.Tensor:
+    logits = softcapped(F.linear(x, weight), softcap)
+    return F.cross_entropy(logits.float(), targets, ignore_index=-1, reduction="sum")
+
+
+def chunked_cross_entropy(
+    x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int, softcap: float = 0.0
+) -> torch.Tensor:
+    """Mean cross-entropy of softcapped(x @ weight.T) against `targets` (-1 ignored), `chunk` tokens
+    at a time, never holding more than one chunk's logits: each chunk runs under a checkpoint, so
+    forward keeps only its input and backward recomputes its logits, uses them and lets them go.
+    Equal to the plain path (F.cross_entropy over all logits) up to float rounding."""
+    flat = x.reshape(-1, x.size(-1))
+    labels = targets.reshape(-1)
+    parts = [
+        checkpoint(_chunk_loss, xs, weight, ts, softcap, use_reentrant=False)
+        for xs, ts in zip(flat.split(chunk), labels.split(chunk), strict=True)
+    ]
+    return torch.stack(parts).sum() / (labels != -1).sum()

@@ -16,6 +16,7 @@ from textual.screen import Screen
 from cockpit import rundir, runs
 from cockpit.gpu import GpuSpec, GpuStatus
 from cockpit.presets import Preset
+from cockpit.trace_child import TraceRunner, run_trace_child
 
 
 def default_launcher(preset: Preset, runs_dir: Path | None) -> Path:
@@ -53,6 +54,8 @@ class Services:
     gpu_poll_s: float = 1.0  # NVML
     tail_poll_s: float = 0.1  # events.jsonl
     redraw_s: float = 0.25  # coalesced redraws of the run screen
+    trace_runner: TraceRunner = run_trace_child  # the editor's exact figure (the tracer child)
+    trace_debounce_s: float = 0.6  # typing settles this long before a trace starts
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -73,6 +76,7 @@ class CockpitApp(App):
         self.services = services or Services()
         self.attach_dir = Path(attach) if attach else None
         self.local_gpus: list[GpuStatus] | None = None  # None until the first NVML query returns
+        self.trace_problem = ""  # why this machine cannot trace (then every plan stays analytic)
 
     def on_mount(self) -> None:
         from cockpit.tui.screens.presets import PresetsScreen
@@ -152,6 +156,7 @@ def make_app(
     launcher: Callable[[Preset, Path | None], Path] | None = None,
     gpu_query: Callable[[], list[GpuStatus]] | None = None,
     clock: Callable[[], float] | None = None,
+    trace_runner: TraceRunner | None = None,
     **timing: float,
 ) -> CockpitApp:
     """The app with its services; tests pass a fake launcher, fixed GPU facts and a fixed clock."""
@@ -162,6 +167,8 @@ def make_app(
         services.gpu_query = gpu_query
     if clock is not None:
         services.clock = clock
+    if trace_runner is not None:
+        services.trace_runner = trace_runner
     return CockpitApp(services, attach=attach)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from cockpit import rundir, runs
 from cockpit.gpu import GpuStatus
 from cockpit.presets import Preset, save_user_preset
+from cockpit.trace_child import TraceOutcome
 from cockpit.tui.app import CockpitApp, make_app
 
 DATA = Path(__file__).parent / "data"
@@ -77,10 +78,16 @@ def fake_launcher(calls: list[Path]) -> Callable[[Preset, Path | None], Path]:
     return launch
 
 
+def no_tracer(_preset, _batches, _dtype, _cancelled) -> TraceOutcome:
+    """The tracer as on a machine without a compiler: the app tests never start the real child."""
+    return TraceOutcome(reason="no tracer in the app tests", unavailable=True)
+
+
 def app_for_tests(**kwargs) -> CockpitApp:
-    """The app with no GPU, a fixed clock and fast polls unless a test says otherwise."""
+    """The app with no GPU, a fixed clock, no tracer and fast polls unless a test says otherwise."""
     kwargs.setdefault("gpu_query", no_gpu)
     kwargs.setdefault("clock", fixed_clock)
+    kwargs.setdefault("trace_runner", no_tracer)
     return make_app(**kwargs)
 
 

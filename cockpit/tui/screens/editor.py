@@ -25,6 +25,7 @@ from cockpit.presets import (
     save_user_preset,
     user_dir,
 )
+from cockpit.tui.exact import ExactFigure, source_label
 from cockpit.tui.widgets.vram_bar import vram_bar
 
 TOP_FIELDS = ["name", "description"]
@@ -92,6 +93,7 @@ class EditorScreen(Screen):
         self.errors: dict[str, str] = {}  # field path -> message next to it
         self.paths = TOP_FIELDS + field_paths()
         self._refresh_due = False  # a validation is queued behind a burst of field changes
+        self.exact = ExactFigure(self, self.refresh_live)  # the traced figure, in the background
 
     # ---------------------------------------------------------------- layout
 
@@ -114,6 +116,9 @@ class EditorScreen(Screen):
     def on_mount(self) -> None:
         self.query_one(f"#{input_id('model.n_layer')}", Input).focus()
         self.refresh_form()
+
+    def on_unmount(self) -> None:
+        self.exact.cancel()
 
     # ---------------------------------------------------------------- state
 
@@ -163,6 +168,11 @@ class EditorScreen(Screen):
         dirty = " (edited)" if self.preset != self.original or self.errors else ""
         kind = "built-in" if self.start.builtin else "user preset"
         self.query_one("#editor-title", Static).update(f"[b]{self.preset.name}[/] · {kind}{dirty}")
+        self.refresh_live()
+
+    def refresh_live(self) -> None:
+        """Redraw the live panel, and ask for the exact figure of a valid form (a trace in the background)."""
+        self.exact.want(None if self.errors else self.preset, estimate(self.preset, self.gpu))
         self.query_one("#live-panel", Static).update(self.live_text())
 
     def live_text(self) -> str:
@@ -182,7 +192,12 @@ class EditorScreen(Screen):
         lines.append(
             f"tokens/step {est.tokens_per_step:,}   run tokens {human_count(est.run_tokens, 2)}"
         )
-        lines.append(f"dtype {est.dtype}   peak {human_bytes(est.peak_bytes)}")
+        lines.append(
+            f"dtype {est.dtype}   peak {human_bytes(est.peak_bytes)} ({source_label(est)})"
+        )
+        note = self.exact.note(est)
+        if note:
+            lines.append(f"[dim]{note}[/]")
         bar = vram_bar(est, width=30).markup
         lines.append(bar.rstrip("\n"))
         color = {True: "green", False: "bold red", None: "yellow"}[est.fits]
