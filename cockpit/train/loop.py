@@ -168,7 +168,7 @@ class Trainer:
         """One optimizer step at the schedule's lr; its metrics wait on the device for the read-back."""
         t0 = time.perf_counter()
         lr = lr_at(self.step, self.t, self.lr_scale)
-        optim.set_lr(self.optimizer, lr)
+        optim.apply_schedule(self.optimizer, self.step, lr, self.t)
         x, y = self.train_sampler.sample(self.n_seq)
         loss, norm = self._optimizer_step(x, y, self.faults.loss_factor(self.step + 1))
         self.step += 1
