@@ -75,6 +75,7 @@ class ModelConfig:
     logit_softcap: float = 0.0  # softcap * tanh(logits / softcap) before the loss; 0 = off (golf)
     qk_gain_init: float = 1.5  # initial per-head query gain (golf)
     mlp_internal_dim_multiplier: int = 128  # N = mult * n_embd // n_head (bdh)
+    tied_embed_init_std: float = 0.005  # std of the token embedding's normal init (golf)
 
 
 @dataclass
@@ -121,6 +122,7 @@ class TrainConfig:
     muon_momentum_warmup_start: float = 0.85  # Muon momentum at step 0 (MUON_MOMENTUM_WARMUP_START)
     muon_momentum_warmup_steps: int = 500  # steps of the linear momentum warmup; 0 = none
     muon_backend_steps: int = 5  # Newton-Schulz iterations per Muon update (MUON_BACKEND_STEPS)
+    priming_steps: int = 0  # steps run, then undone (weights, optimizer, data, RNG) before training: primes kernels (golf WARMUP_STEPS)
 
 
 @dataclass
@@ -375,6 +377,8 @@ def _check_model_arch_rules(m: ModelConfig) -> None:
         raise PresetError("model.logit_softcap", "must be 0 (off) or positive")
     if m.rope_base <= 0:
         raise PresetError("model.rope_base", "must be positive")
+    if m.tied_embed_init_std <= 0:
+        raise PresetError("model.tied_embed_init_std", "must be positive")
 
 
 def _check_train_steps(t: TrainConfig) -> None:
@@ -442,7 +446,7 @@ def _check_optimizer_groups(t: TrainConfig) -> None:
     for key in ("muon_momentum", "muon_momentum_warmup_start"):
         if not 0.0 <= getattr(t, key) < 1.0:
             raise PresetError(f"train.{key}", f"must be in [0, 1), not {getattr(t, key)}")
-    _check_not_negative("train", t, ("muon_momentum_warmup_steps",))
+    _check_not_negative("train", t, ("muon_momentum_warmup_steps", "priming_steps"))
     if t.muon_backend_steps < 1:
         raise PresetError(
             "train.muon_backend_steps", f"must be at least 1, not {t.muon_backend_steps}"

@@ -31,7 +31,7 @@ from cockpit.health import HealthMonitor
 from cockpit.presets import Preset
 from cockpit.rundir import EventWriter, NullEventWriter
 from cockpit.schedule import lr_at
-from cockpit.train import evaluate, optim, readback, respond, snapshot
+from cockpit.train import evaluate, optim, priming, readback, respond, snapshot
 from cockpit.train import setup as setup_steps
 from cockpit.train.faults import Faults, faults_from_env
 from cockpit.train.readback import PendingStep
@@ -131,6 +131,7 @@ class Trainer:
         self.tokens_per_step = self.preset.tokens_per_step * self.dist.world_size
         self.tokens_per_byte = setup_steps.tokens_per_byte(self.data)
         resumed_from = setup_steps.resume(self) if self.resume else None
+        priming.prime(self)  # train.priming_steps, undone: a fresh run only
         if self.scaler.is_enabled():
             self.last_scale = float(self.scaler.get_scale())  # so a skip at step 1 is seen too
         setup_steps.announce_start(self, resumed_from)
