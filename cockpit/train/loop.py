@@ -30,9 +30,10 @@ from cockpit.estimate import flops_per_token
 from cockpit.health import HealthMonitor
 from cockpit.presets import Preset
 from cockpit.rundir import EventWriter, NullEventWriter
-from cockpit.schedule import lr_at
+from cockpit.schedule import lr_at_time
 from cockpit.train import evaluate, optim, priming, readback, respond, snapshot
 from cockpit.train import setup as setup_steps
+from cockpit.train.clock import TrainClock
 from cockpit.train.faults import Faults, faults_from_env
 from cockpit.train.readback import PendingStep
 from cockpit.train.runtime import Dist, dist_from_env, finish_run
@@ -86,6 +87,8 @@ class Trainer:
         self.last_scale: float | None = None
         self.monitor: HealthMonitor | None = None
         self.improved = False  # the last eval set a new best (best.pt is due)
+        self.clock = TrainClock()  # training time: evals, checkpoints and samples left out
+        self.start_step = 0  # the step this process's training began at
 
     def request_stop(self, why: str = "stop requested") -> None:
         """Finish the current step, checkpoint, and end with reason `stopped` (signal-safe)."""
@@ -144,6 +147,8 @@ class Trainer:
         """Train until max_steps, max_time_s, a stop request or a halt; returns (end reason, message)."""
         t = self.t
         self.train_start = self.interval_start = time.perf_counter()
+        self.clock.start()
+        self.start_step = self.step
         while True:
             ending = self._end_condition()
             if ending is not None:
@@ -155,8 +160,9 @@ class Trainer:
                 if self._read_back_and_respond():
                     continue
             if t.eval_interval and self.step % t.eval_interval == 0 and self.step < t.max_steps:
-                evaluate.run_eval(self)
-                snapshot.write(self)
+                with self.clock.paused():  # not training time: max_time_s does not count it
+                    evaluate.run_eval(self)
+                    snapshot.write(self)
                 self.interval_start = time.perf_counter()  # eval time is not step time
         reason, message = ending
         if reason in ("finished", "max-time") and self.last_eval_step != self.step:
@@ -168,7 +174,9 @@ class Trainer:
     def _train_step(self) -> None:
         """One optimizer step at the schedule's lr; its metrics wait on the device for the read-back."""
         t0 = time.perf_counter()
-        lr = lr_at(self.step, self.t, self.lr_scale)
+        lr = lr_at_time(
+            self.step, self.t, self.clock.elapsed(), self.step - self.start_step, self.lr_scale
+        )
         optim.apply_schedule(self.optimizer, self.step, lr, self.t)
         x, y = self.train_sampler.sample(self.n_seq)
         loss, norm = self._optimizer_step(x, y, self.faults.loss_factor(self.step + 1))
@@ -232,9 +240,7 @@ class Trainer:
 
     def past_max_time(self) -> bool:
         """True once train.max_time_s (if set) has passed since training started."""
-        return (
-            bool(self.t.max_time_s) and time.perf_counter() - self.train_start >= self.t.max_time_s
-        )
+        return bool(self.t.max_time_s) and self.clock.elapsed() >= self.t.max_time_s
 
     # ----------------------------------------------------------------- warnings and the end
 
