@@ -59,6 +59,9 @@ ENV_FIELDS: dict[str, EnvField] = {
     "DATA_PATH": EnvField(
         "data.source", str, "DIR -> DIR/fineweb_train_*.bin (val: fineweb_val_*)"
     ),
+    "TOKENIZER_PATH": EnvField(
+        "data.tokenizer_model", str, "the SentencePiece .model, for val_bpb"
+    ),
     "SEED": EnvField("train.seed", _int),
     "RUN_ID": EnvField("", str, "runs are named by their directory"),
     # validation
@@ -177,6 +180,8 @@ def _to_fields(preset: Preset, values: dict[str, Any], notes: list[str]) -> dict
         path = ENV_FIELDS[name].path
         if name == "DATA_PATH":
             value = os.path.join(os.path.abspath(os.path.expanduser(value)), "fineweb_train_*.bin")
+        elif name == "TOKENIZER_PATH":
+            value = os.path.abspath(os.path.expanduser(value)) if value else ""
         elif name == "TRAIN_LOG_EVERY":
             value = max(1, value)
         elif name in ("TRAIN_BATCH_TOKENS", "TRAIN_SEQ_LEN"):

@@ -120,6 +120,11 @@ def resolve_preset(args: argparse.Namespace) -> Preset:
         preset = apply_overrides(
             preset, {"data.source": os.path.abspath(os.path.expanduser(source))}
         )
+    model_file = preset.data.tokenizer_model  # absolute too, for the same reason
+    if model_file and not os.path.isabs(model_file):
+        preset = apply_overrides(
+            preset, {"data.tokenizer_model": os.path.abspath(os.path.expanduser(model_file))}
+        )
     return preset
 
 
@@ -157,6 +162,12 @@ def launch_problem(preset: Preset) -> str | None:
     problem = data_problem(preset.data.source)
     if problem:
         return f"data.source: {problem}"
+    model_file = os.path.expanduser(preset.data.tokenizer_model)
+    if model_file and not Path(model_file).is_file():
+        return (
+            f"data.tokenizer_model: no such file: {model_file} (the SentencePiece .model of the "
+            "shards, for bits per byte: set TOKENIZER_PATH, or --set data.tokenizer_model= for none)"
+        )
     ok, why = preset.trainable
     if not ok:
         return f"model.arch: {preset.model.arch!r} cannot be trained yet: {why}"

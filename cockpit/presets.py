@@ -122,6 +122,9 @@ class TrainConfig:
     muon_momentum_warmup_start: float = 0.85  # Muon momentum at step 0 (MUON_MOMENTUM_WARMUP_START)
     muon_momentum_warmup_steps: int = 500  # steps of the linear momentum warmup; 0 = none
     muon_backend_steps: int = 5  # Newton-Schulz iterations per Muon update (MUON_BACKEND_STEPS)
+    eval_full_val: bool = (
+        False  # evaluate on the whole val split in order (golf), not eval_steps random batches
+    )
     priming_steps: int = 0  # steps run, then undone (weights, optimizer, data, RNG) before training: primes kernels (golf WARMUP_STEPS)
 
 
@@ -134,6 +137,9 @@ class DataConfig:
     )
     tokenizer: str = "char"  # byte | char | gpt2 | r50k_base | p50k_base | cl100k_base | o200k_base | pretokenized
     val_fraction: float = 0.1  # the last fraction of the tokens is the validation split
+    tokenizer_model: str = (
+        ""  # a SentencePiece .model for bits per byte on token shards (golf TOKENIZER_PATH)
+    )
 
 
 @dataclass

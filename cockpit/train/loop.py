@@ -31,7 +31,7 @@ from cockpit.health import HealthMonitor
 from cockpit.presets import Preset
 from cockpit.rundir import EventWriter, NullEventWriter
 from cockpit.schedule import lr_at_time
-from cockpit.train import evaluate, optim, priming, readback, respond, snapshot
+from cockpit.train import bpb, evaluate, optim, priming, readback, respond, snapshot
 from cockpit.train import setup as setup_steps
 from cockpit.train.clock import TrainClock
 from cockpit.train.faults import Faults, faults_from_env
@@ -89,6 +89,7 @@ class Trainer:
         self.improved = False  # the last eval set a new best (best.pt is due)
         self.clock = TrainClock()  # training time: evals, checkpoints and samples left out
         self.start_step = 0  # the step this process's training began at
+        self.device_byte_table: Any = None  # per-token bytes for bits per byte on shards (bpb.py)
 
     def request_stop(self, why: str = "stop requested") -> None:
         """Finish the current step, checkpoint, and end with reason `stopped` (signal-safe)."""
@@ -133,6 +134,12 @@ class Trainer:
         self.monitor = HealthMonitor(self.preset, gpu_memory_bytes=gpu_memory)
         self.tokens_per_step = self.preset.tokens_per_step * self.dist.world_size
         self.tokens_per_byte = setup_steps.tokens_per_byte(self.data)
+        if self.preset.data.tokenizer_model:  # token shards: bytes from the SentencePiece model
+            table = bpb.load_byte_table(
+                self.preset.data.tokenizer_model, self.preset.model.vocab_size
+            )
+            self.device_byte_table = table.to(self.device)
+            self.tokens_per_byte = bpb.tokens_per_byte(table, self.data.val)
         resumed_from = setup_steps.resume(self) if self.resume else None
         priming.prime(self)  # train.priming_steps, undone: a fresh run only
         if self.scaler.is_enabled():
