@@ -72,6 +72,34 @@ def stream_mix_params(m: ModelConfig) -> int:
     return 2 * (n * n + 2 * n) if n > 1 else 0
 
 
+def matrix_params(m: ModelConfig) -> int:
+    """Parameters the muon optimizer trains with Muon (cockpit.train.optim.param_roles' "matrix").
+
+    The blocks' weight matrices: not embeddings, the head, norms, gains, scales or mixes.
+    """
+    C, L, H, r = m.n_embd, m.n_layer, m.n_head, m.mlp_ratio
+    if m.arch == "gpt":
+        return L * (3 * C * C + C * C + 2 * r * C * C)
+    if m.arch == "golf":
+        kv_dim = (m.n_kv_head or H) * (C // H)
+        return L * (2 * C * C + 2 * C * kv_dim + 2 * r * C * C)
+    if m.arch == "bdh":
+        return 3 * H * C * (m.mlp_internal_dim_multiplier * C // H)
+    raise ValueError(f"unknown architecture {m.arch!r}")
+
+
+def optimizer_state_bytes(m: ModelConfig, optimizer: str) -> int:
+    """fp32 optimizer state: AdamW keeps two moments per parameter; muon one momentum
+    buffer per matrix parameter and Adam's two moments for the rest."""
+    params = count_params(m)
+    if optimizer == "adamw":
+        return params * 8
+    if optimizer == "muon":
+        matrices = matrix_params(m)
+        return matrices * 4 + (params - matrices) * 8
+    return 0
+
+
 def embedding_params(m: ModelConfig) -> int:
     """Parameters in position embeddings (left out of FLOPs, as nanoGPT's estimate_mfu does)."""
     return m.block_size * m.n_embd if m.arch == "gpt" else 0
@@ -133,7 +161,7 @@ class MemoryBreakdown:
 
     weights: int  # fp32 master weights
     gradients: int  # fp32 gradients
-    optimizer: int  # AdamW exp_avg + exp_avg_sq, fp32
+    optimizer: int  # AdamW exp_avg + exp_avg_sq, fp32 (muon: one buffer per matrix parameter)
     amp_copies: int  # autocast's 16-bit copies of the matmul weights, kept for backward
     activations: int  # what backward keeps, all layers
     logits: int  # logits, their fp32 copy, log-softmax and its gradient
@@ -323,7 +351,7 @@ def memory_breakdown(
         use_flash = False
     params = count_params(m)
     weights = params * 4
-    optimizer = params * 8 if t.optimizer == "adamw" else 0
+    optimizer = optimizer_state_bytes(m, t.optimizer)
     amp_copies = 0 if dtype == "fp32" else matmul_params(m) * 2
     per_layer_flash = _layer_activation_bytes(m, batch, dtype, flash=True)
     per_layer_plain = _layer_activation_bytes(m, batch, dtype, flash=False)

@@ -99,6 +99,7 @@ def resolve_preset(args: argparse.Namespace) -> Preset:
     overrides = list(getattr(args, "overrides", None) or [])
     if overrides:
         preset = apply_overrides(preset, overrides)
+    preset = apply_golf_env(preset, args, overrides)
     max_steps = getattr(args, "max_steps", None)
     if max_steps is not None:
         if max_steps < 1:
@@ -125,7 +126,38 @@ def resolve_preset(args: argparse.Namespace) -> Preset:
         preset = apply_overrides(
             preset, {"data.source": os.path.abspath(os.path.expanduser(source))}
         )
+    model_file = preset.data.tokenizer_model  # absolute too, for the same reason
+    if model_file and not os.path.isabs(model_file):
+        preset = apply_overrides(
+            preset, {"data.tokenizer_model": os.path.abspath(os.path.expanduser(model_file))}
+        )
     return preset
+
+
+def apply_golf_env(preset: Preset, args: argparse.Namespace, overrides: list[str]) -> Preset:
+    """Seed 001's environment variables over a golf preset (cockpit.golf_env), said in lines.
+
+    --set, --max-steps and --data win over the environment. What applied is kept on
+    `args.golf_env_overrides`, for the launch to record in run.json's overrides.
+    """
+    from cockpit.golf_env import env_overrides
+    from cockpit.presets import parse_override, resolve_field_path
+
+    keep = {resolve_field_path(parse_override(o)[0]) for o in overrides}
+    if getattr(args, "max_steps", None) is not None:
+        keep.add("train.max_steps")
+    if getattr(args, "data", None):
+        keep.add("data.source")
+    found = env_overrides(preset, os.environ, keep=keep)
+    for line in found.warnings:
+        diagnostics.warn(line)
+    for line in found.notes:
+        info(line)
+    args.golf_env_overrides = found.overrides
+    if not found.overrides:
+        return preset
+    info("from the environment: " + ", ".join(f"{k}={v}" for k, v in found.overrides.items()))
+    return apply_overrides(preset, found.overrides)
 
 
 def launch_problem(preset: Preset) -> str | None:
@@ -136,6 +168,12 @@ def launch_problem(preset: Preset) -> str | None:
     problem = data_problem(preset.data.source)
     if problem:
         return f"data.source: {problem}"
+    model_file = os.path.expanduser(preset.data.tokenizer_model)
+    if model_file and not Path(model_file).is_file():
+        return (
+            f"data.tokenizer_model: no such file: {model_file} (the SentencePiece .model of the "
+            "shards, for bits per byte: set TOKENIZER_PATH, or --set data.tokenizer_model= for none)"
+        )
     ok, why = preset.trainable
     if not ok:
         return f"model.arch: {preset.model.arch!r} cannot be trained yet: {why}"
@@ -559,6 +597,9 @@ def cmd_headless(args: argparse.Namespace) -> int:
         run_dir = rundir.create_run_dir(
             preset, getattr(args, "run_dir", None), root=getattr(args, "runs_dir", None)
         )
+        env_overrides = getattr(args, "golf_env_overrides", None)
+        if env_overrides:  # recorded where they came from; preset.json already holds them
+            rundir.update_run_info(run_dir, overrides=dict(env_overrides))
     except (PresetError, UsageError, rundir.RunError) as exc:
         error(str(exc))
         return EXIT_USAGE

@@ -40,7 +40,7 @@ TOKENIZER_VOCAB: dict[str, int | None] = {
 ARCHS = ("gpt", "golf", "bdh")
 SCHEDULES = ("cosine", "warmdown", "constant")
 DTYPES = ("auto", "bf16", "fp16", "fp32")
-OPTIMIZERS = ("adamw",)
+OPTIMIZERS = ("adamw", "muon")
 ANOMALY_RESPONSES = ("warn", "halt", "rollback")
 MAX_INT = (
     2**53
@@ -79,6 +79,7 @@ class ModelConfig:
     mixing_iters: int = 10  # Sinkhorn iterations normalising the streams' mix (num_streams > 1)
     mixing_temperature: float = 1.0  # softness of the mixing weights; lower is closer to plain
     loss_chunk: int = 0  # fused head + cross-entropy over chunks of this many tokens, never all logits at once; 0 = off (gpt, golf)
+    tied_embed_init_std: float = 0.005  # std of the token embedding's normal init (golf)
 
 
 @dataclass
@@ -115,6 +116,22 @@ class TrainConfig:
     rollback_lr_factor: float = 1.0  # multiply lr by this after each rollback
     oom_retry: bool = True  # on CUDA OOM halve the micro-batch and double accumulation
     loggers: str = ""  # also log metrics to: tensorboard, wandb (comma-separated; a JSON list too)
+    # optimizer=muon (the parameter-golf baseline, seed 001): Muon for the blocks' matrices, Adam
+    # for the rest, each role at its own rate; every rate follows the schedule's lr / train.lr
+    matrix_lr: float = 0.04  # Muon rate of the 2-D matrices (MATRIX_LR)
+    embed_lr: float = 0.6  # Adam rate of an untied token embedding (EMBED_LR)
+    tied_embed_lr: float = 0.05  # Adam rate of a tied token embedding (TIED_EMBED_LR)
+    head_lr: float = 0.008  # Adam rate of an untied output head (HEAD_LR)
+    scalar_lr: float = 0.04  # Adam rate of scalars, vectors, gains and mixes (SCALAR_LR)
+    adam_eps: float = 1e-8  # Adam epsilon of the muon optimizer's Adam groups (ADAM_EPS)
+    muon_momentum: float = 0.95  # Muon momentum after its warmup (MUON_MOMENTUM)
+    muon_momentum_warmup_start: float = 0.85  # Muon momentum at step 0 (MUON_MOMENTUM_WARMUP_START)
+    muon_momentum_warmup_steps: int = 500  # steps of the linear momentum warmup; 0 = none
+    muon_backend_steps: int = 5  # Newton-Schulz iterations per Muon update (MUON_BACKEND_STEPS)
+    eval_full_val: bool = (
+        False  # evaluate on the whole val split in order (golf), not eval_steps random batches
+    )
+    priming_steps: int = 0  # steps run, then undone (weights, optimizer, data, RNG) before training: primes kernels (golf WARMUP_STEPS)
 
 
 @dataclass
@@ -126,6 +143,9 @@ class DataConfig:
     )
     tokenizer: str = "char"  # byte | char | gpt2 | r50k_base | p50k_base | cl100k_base | o200k_base | pretokenized
     val_fraction: float = 0.1  # the last fraction of the tokens is the validation split
+    tokenizer_model: str = (
+        ""  # a SentencePiece .model for bits per byte on token shards (golf TOKENIZER_PATH)
+    )
 
 
 @dataclass
@@ -304,6 +324,7 @@ def validate(preset: Preset) -> None:
     _check_train_steps(preset.train)
     _check_train_choices(preset.train)
     _check_train_ranges(preset.train)
+    _check_optimizer_groups(preset.train)
     _check_data(preset.data, preset.model)
     _check_loggers(preset.train)
 
@@ -400,6 +421,9 @@ def _check_model_arch_rules(m: ModelConfig) -> None:
     if m.loss_chunk and m.arch == "bdh":
         raise PresetError("model.loss_chunk", "the chunked loss is for gpt and golf; set it to 0")
 
+    if m.tied_embed_init_std <= 0:
+        raise PresetError("model.tied_embed_init_std", "must be positive")
+
 
 def _check_model_streams(m: ModelConfig) -> None:
     """Seed 000's residual-stream variant: how many streams, and how their mix is normalised."""
@@ -488,6 +512,21 @@ def _check_train_ranges(t: TrainConfig) -> None:
     if not 0.0 < t.rollback_lr_factor <= 1.0:
         raise PresetError(
             "train.rollback_lr_factor", f"must be in (0, 1], not {t.rollback_lr_factor}"
+        )
+
+
+def _check_optimizer_groups(t: TrainConfig) -> None:
+    """The muon optimizer's per-role rates, momenta and Newton-Schulz steps."""
+    for key in ("matrix_lr", "embed_lr", "tied_embed_lr", "head_lr", "scalar_lr", "adam_eps"):
+        if getattr(t, key) <= 0:
+            raise PresetError(f"train.{key}", f"must be positive, not {getattr(t, key)}")
+    for key in ("muon_momentum", "muon_momentum_warmup_start"):
+        if not 0.0 <= getattr(t, key) < 1.0:
+            raise PresetError(f"train.{key}", f"must be in [0, 1), not {getattr(t, key)}")
+    _check_not_negative("train", t, ("muon_momentum_warmup_steps", "priming_steps"))
+    if t.muon_backend_steps < 1:
+        raise PresetError(
+            "train.muon_backend_steps", f"must be at least 1, not {t.muon_backend_steps}"
         )
 
 

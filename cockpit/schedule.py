@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from cockpit.presets import TrainConfig
 
-__all__ = ["constant_lr", "cosine_lr", "lr_at", "warmdown_lr", "warmup_factor"]
+__all__ = [
+    "constant_lr",
+    "cosine_lr",
+    "lr_at",
+    "lr_at_time",
+    "time_warmdown",
+    "wallclock_warmdown_factor",
+    "warmdown_lr",
+    "warmup_factor",
+]
 
 
 def warmup_factor(step: int, warmup_steps: int) -> float:
@@ -91,3 +100,43 @@ def lr_at(step: int, train: TrainConfig, scale: float = 1.0) -> float:
     else:
         raise ValueError(f"unknown schedule {train.schedule!r}")
     return value * scale if step >= 0 else 0.0
+
+
+def wallclock_warmdown_factor(
+    elapsed_s: float, steps_done: int, max_time_s: float, warmdown_steps: int
+) -> float:
+    """Parameter-golf's lr_mul under a wall-clock cap: 1, then linear to 0 at the cap.
+
+    The decay starts when the training time left is warmdown_steps times the mean step
+    time so far (elapsed_s / steps_done), so a run the cap ends still warms down.
+    1.0 without a cap, without a warmdown, or before the first step has a time.
+    """
+    if max_time_s <= 0 or warmdown_steps <= 0 or steps_done <= 0:
+        return 1.0
+    warmdown_s = warmdown_steps * (elapsed_s / steps_done)
+    remaining_s = max(max_time_s - elapsed_s, 0.0)
+    if remaining_s > warmdown_s:
+        return 1.0
+    return remaining_s / max(warmdown_s, 1e-9)
+
+
+def time_warmdown(train: TrainConfig) -> bool:
+    """True when the schedule also warms down by wall clock (warmdown with train.max_time_s)."""
+    return train.schedule == "warmdown" and train.max_time_s > 0 and train.warmdown_steps > 0
+
+
+def lr_at_time(
+    step: int, train: TrainConfig, elapsed_s: float, steps_done: int, scale: float = 1.0
+) -> float:
+    """`lr_at`, and under a wall-clock cap (warmdown schedule) no more than the time warmdown allows.
+
+    `elapsed_s` is training time (evals, checkpoints and samples excluded) over `steps_done`
+    steps of this process. Whichever warmdown comes first, by steps or by time, decides.
+    """
+    value = lr_at(step, train, scale)
+    if not time_warmdown(train) or step < 0:
+        return value
+    factor = wallclock_warmdown_factor(
+        elapsed_s, steps_done, train.max_time_s, train.warmdown_steps
+    )
+    return min(value, train.lr * scale * factor)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from cockpit import rundir
@@ -26,7 +27,11 @@ def run_eval(tr: Trainer) -> None:
     tr.model.eval()
     try:
         seed = (tr.t.seed + 1_000_003) * 1_000_033 + 2 * tr.step
-        val_loss = mean_loss(tr, tr.data.val, seed)
+        full_tpb = None
+        if tr.t.eval_full_val:
+            val_loss, full_tpb = full_val_loss(tr)
+        else:
+            val_loss = mean_loss(tr, tr.data.val, seed)
         train_loss = mean_loss(tr, tr.data.train, seed + 1)
         text = sample_text(tr) if tr.t.sample_tokens > 0 and tr.master else None
     finally:
@@ -35,7 +40,8 @@ def run_eval(tr: Trainer) -> None:
     improved = math.isfinite(val_loss) and (tr.best_val_loss is None or val_loss < tr.best_val_loss)
     if improved:
         tr.best_val_loss = val_loss
-    bpb = val_loss / LN2 * tr.tokens_per_byte if tr.tokens_per_byte else None
+    tpb = full_tpb or tr.tokens_per_byte
+    bpb = val_loss / LN2 * tpb if tpb else None
     tr.events.emit(
         "eval",
         tr.step,
@@ -70,6 +76,32 @@ def mean_loss(tr: Trainer, tokens: Any, seed: int) -> float:
             loss = tr.model(x, y)[1]
         losses[k] = loss.float()
     return losses.mean().item()
+
+
+@torch.no_grad()
+def full_val_loss(tr: Trainer) -> tuple[float, float | None]:
+    """The mean loss over the whole validation split in consecutive block_size windows, as the
+    golf reference evaluates, and its target tokens per byte (with a byte table); one host sync."""
+    T = tr.preset.model.block_size
+    val = tr.data.val
+    n_windows = (len(val) - 1) // T
+    table = getattr(tr, "device_byte_table", None)
+    loss_sum = torch.zeros((), device=tr.device, dtype=torch.float64)
+    byte_sum = torch.zeros((), device=tr.device, dtype=torch.float64)
+    batch = max(1, tr.micro_batch)
+    for first in range(0, n_windows, batch):
+        last = min(first + batch, n_windows)
+        chunk = torch.from_numpy(np.asarray(val[first * T : last * T + 1]).astype(np.int64))
+        chunk = chunk.to(tr.device)
+        x, y = chunk[:-1].view(-1, T), chunk[1:].view(-1, T)
+        with tr.autocast:
+            loss = tr.model(x, y)[1]
+        loss_sum += loss.double() * y.numel()
+        if table is not None:
+            byte_sum += table.bytes_of(x.reshape(-1), y.reshape(-1)).double()
+    n_tokens = n_windows * T
+    loss_value, n_bytes = (loss_sum / max(n_tokens, 1)).item(), byte_sum.item()
+    return loss_value, (n_tokens / n_bytes if n_bytes else None)
 
 
 def sample_text(tr: Trainer) -> str:

@@ -30,9 +30,10 @@ from cockpit.estimate import flops_per_token
 from cockpit.health import HealthMonitor
 from cockpit.presets import Preset
 from cockpit.rundir import EventWriter, NullEventWriter
-from cockpit.schedule import lr_at
-from cockpit.train import evaluate, optim, readback, respond, snapshot
+from cockpit.schedule import lr_at_time
+from cockpit.train import bpb, evaluate, optim, priming, readback, respond, snapshot
 from cockpit.train import setup as setup_steps
+from cockpit.train.clock import TrainClock
 from cockpit.train.faults import Faults, faults_from_env
 from cockpit.train.readback import PendingStep
 from cockpit.train.runtime import Dist, dist_from_env, finish_run
@@ -87,6 +88,9 @@ class Trainer:
         self.monitor: HealthMonitor | None = None
         self.improved = False  # the last eval set a new best (best.pt is due)
         self.loggers: Any = None  # train.loggers (cockpit.train.loggers), rank 0 only
+        self.clock = TrainClock()  # training time: evals, checkpoints and samples left out
+        self.start_step = 0  # the step this process's training began at
+        self.device_byte_table: Any = None  # per-token bytes for bits per byte on shards (bpb.py)
 
     def request_stop(self, why: str = "stop requested") -> None:
         """Finish the current step, checkpoint, and end with reason `stopped` (signal-safe)."""
@@ -133,7 +137,14 @@ class Trainer:
         )
         self.tokens_per_step = self.preset.tokens_per_step * self.dist.world_size
         self.tokens_per_byte = setup_steps.tokens_per_byte(self.data)
+        if self.preset.data.tokenizer_model:  # token shards: bytes from the SentencePiece model
+            table = bpb.load_byte_table(
+                self.preset.data.tokenizer_model, self.preset.model.vocab_size
+            )
+            self.device_byte_table = table.to(self.device)
+            self.tokens_per_byte = bpb.tokens_per_byte(table, self.data.val)
         resumed_from = setup_steps.resume(self) if self.resume else None
+        priming.prime(self)  # train.priming_steps, undone: a fresh run only
         if self.scaler.is_enabled():
             self.last_scale = float(self.scaler.get_scale())  # so a skip at step 1 is seen too
         setup_steps.announce_start(self, resumed_from)
@@ -150,6 +161,8 @@ class Trainer:
         """Train until max_steps, max_time_s, a stop request or a halt; returns (end reason, message)."""
         t = self.t
         self.train_start = self.interval_start = time.perf_counter()
+        self.clock.start()
+        self.start_step = self.step
         while True:
             ending = self._end_condition()
             if ending is not None:
@@ -161,8 +174,9 @@ class Trainer:
                 if self._read_back_and_respond():
                     continue
             if t.eval_interval and self.step % t.eval_interval == 0 and self.step < t.max_steps:
-                evaluate.run_eval(self)
-                snapshot.write(self)
+                with self.clock.paused():  # not training time: max_time_s does not count it
+                    evaluate.run_eval(self)
+                    snapshot.write(self)
                 self.interval_start = time.perf_counter()  # eval time is not step time
         reason, message = ending
         if reason in ("finished", "max-time") and self.last_eval_step != self.step:
@@ -174,8 +188,10 @@ class Trainer:
     def _train_step(self) -> None:
         """One optimizer step at the schedule's lr; its metrics wait on the device for the read-back."""
         t0 = time.perf_counter()
-        lr = lr_at(self.step, self.t, self.lr_scale)
-        optim.set_lr(self.optimizer, lr)
+        lr = lr_at_time(
+            self.step, self.t, self.clock.elapsed(), self.step - self.start_step, self.lr_scale
+        )
+        optim.apply_schedule(self.optimizer, self.step, lr, self.t)
         x, y = self.train_sampler.sample(self.n_seq)
         loss, norm = self._optimizer_step(x, y, self.faults.loss_factor(self.step + 1))
         self.step += 1
@@ -238,9 +254,7 @@ class Trainer:
 
     def past_max_time(self) -> bool:
         """True once train.max_time_s (if set) has passed since training started."""
-        return (
-            bool(self.t.max_time_s) and time.perf_counter() - self.train_start >= self.t.max_time_s
-        )
+        return bool(self.t.max_time_s) and self.clock.elapsed() >= self.t.max_time_s
 
     # ----------------------------------------------------------------- warnings and the end
 

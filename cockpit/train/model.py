@@ -365,7 +365,7 @@ class GolfGPT(LanguageModel):
         super().__init__()
         self.block_size = cfg.block_size
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        nn.init.normal_(self.tok_emb.weight, mean=0.0, std=0.005)  # tied_embed_init_std
+        nn.init.normal_(self.tok_emb.weight, mean=0.0, std=cfg.tied_embed_init_std)
         self.num_encoder_layers = cfg.n_layer // 2
         self.num_decoder_layers = cfg.n_layer - self.num_encoder_layers
         n_skip = min(self.num_encoder_layers, self.num_decoder_layers)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cockpit.health.base import Family, HealthWarning, Rule, StepPoint, finite, round_sig
-from cockpit.schedule import lr_at
+from cockpit.schedule import lr_at, time_warmdown
 
 LR_ZERO = Rule(
     "lr_zero",
@@ -97,6 +97,8 @@ class Lr(Family):
         if band is None:
             return True
         lo, hi = band
+        if time_warmdown(self.ctx.train):
+            lo = 0.0  # a wall-clock warmdown may lower the lr below the step schedule at any step
         tol = self.t.lr_rel_tol
         for scale in self.rollback_scales | {float(lr_scale)}:
             if lo * scale * (1 - tol) - abs_tol <= lr <= hi * scale * (1 + tol) + abs_tol:
