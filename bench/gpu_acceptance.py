@@ -3,7 +3,7 @@
     python bench/gpu_acceptance.py [--only 1,3] [--out FILE] [--budget 570]
     python bench/gpu_acceptance.py --device cpu --quick     # a dry run of the harness on CPU
 
-On a CUDA machine it runs the eight checks below, each under its own time budget
+On a CUDA machine it runs the nine checks below, each under its own time budget
 (a check that fails, errs or runs out of time does not stop the others), and
 writes bench/results/<gpu>-<date>.md with every check, its figures and its
 criteria. Without CUDA (and without --device cpu) it says so in one line and
@@ -30,6 +30,8 @@ the monitoring overhead is bench/event_overhead.py.
 7. NVML panel values (cockpit.gpu.query_gpus) against nvidia-smi's at the same moment.
 8. A run launched detached (runs.launch, as the app does), `attach --no-ui`, `stop`
    (checkpoint), `resume --no-ui`: the losses continue where they stopped.
+9. The next batch prefetched on a side stream (GPT_COCKPIT_PREFETCH=1) against not:
+   tiny_char, two runs each, alternating; tokens/s of both, the same losses.
 
 In --quick mode (meant for --device cpu) every preset is shrunk to a few thousand
 parameters and runs a few dozen steps, so the harness runs end to end in about a
@@ -43,6 +45,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.metadata
+import math
 import os
 import platform
 import random
@@ -179,11 +182,17 @@ class Trained:
 
 
 def train(
-    ctx: Context, budget: Budget, preset: Preset, *, fault: str = "", label: str = ""
+    ctx: Context,
+    budget: Budget,
+    preset: Preset,
+    *,
+    fault: str = "",
+    label: str = "",
+    env: dict[str, str] | None = None,
 ) -> Trained:
     """Launch the training child on a fresh run directory and wait for it within the budget."""
     run_dir = rundir.create_run_dir(preset, ctx.work / "runs" / (label or preset.name))
-    env = {"GPT_COCKPIT_FAULT": fault} if fault else None
+    env = {**(env or {}), **({"GPT_COCKPIT_FAULT": fault} if fault else {})} or None
     handle = runs.launch(run_dir, device=ctx.device, detach=False, env=env)
     assert handle.process is not None
     try:
@@ -718,17 +727,57 @@ def check_lifecycle(ctx: Context) -> Callable[[Check, Budget], None]:
     return body
 
 
+# --------------------------------------------------------------------------- 9. prefetch
+
+
+def check_prefetch(ctx: Context) -> Callable[[Check, Budget], None]:
+    """The trainer with the next batch copied on a side stream (GPT_COCKPIT_PREFETCH=1) against
+    without, alternating: tokens/s of each and the same losses (the same batches)."""
+
+    def body(check: Check, budget: Budget) -> None:
+        extra = (
+            ["train.max_steps=30", "train.log_interval=5"]
+            if ctx.quick
+            else [
+                "train.max_steps=300",
+                "train.log_interval=10",
+                "train.dtype=bf16",
+            ]
+        )
+        preset = preset_for(ctx, "tiny_char", "train.compile=false", *extra)
+        speeds: dict[str, list[float]] = {"0": [], "1": []}
+        last: dict[str, float] = {}
+        for n, flag in enumerate(("0", "1", "1", "0")):
+            run = train(
+                ctx, budget, preset, label=f"prefetch-{n}", env={"GPT_COCKPIT_PREFETCH": flag}
+            )
+            check.expect(run.code == 0, f"run {n + 1} (prefetch {flag}) finished (exit {run.code})")
+            tok = acc.median_or_none(s.get("tokens_per_s") for s in acc.steady(run.steps))
+            speeds[flag].append(tok or 0.0)
+            last[flag] = run.steps[-1]["loss"] if run.steps else math.nan
+        off, on = (acc.median_or_none(speeds[f]) for f in ("0", "1"))
+        check.fig("tokens/s off / on (median of 2 each)", [off, on])
+        check.fig("ratio on / off", on / off if off else None)
+        check.fig("last loss off / on", [last["0"], last["1"]])
+        check.expect(
+            acc.close(last["0"], last["1"], 0.01), "the same batches: last losses within 1%"
+        )
+
+    return body
+
+
 # --------------------------------------------------------------------------- the run
 
 CHECKS: list[tuple[str, str, float, Callable[[Context], Callable[[Check, Budget], None]]]] = [
-    ("1", "bf16 + compile: tokens/s, MFU, loss falling", 170, check_throughput),
-    ("2", "fp16: GradScaler skips an injected NaN and recovers", 45, check_fp16),
-    ("3", "Memory: analytic, traced, measured, NVML; probe calibration", 150, check_memory),
-    ("4", "Batch suggestion: 200 steps, no OOM", 80, check_suggestion),
-    ("5", "OOM retry from a real out-of-memory", 40, check_oom),
+    ("1", "bf16 + compile: tokens/s, MFU, loss falling", 160, check_throughput),
+    ("2", "fp16: GradScaler skips an injected NaN and recovers", 40, check_fp16),
+    ("3", "Memory: analytic, traced, measured, NVML; probe calibration", 130, check_memory),
+    ("4", "Batch suggestion: 200 steps, no OOM", 70, check_suggestion),
+    ("5", "OOM retry from a real out-of-memory", 35, check_oom),
     ("6", "Events and health on vs off: tokens/s ratio >= 0.98", 45, check_overhead),
     ("7", "NVML panel values vs nvidia-smi", 10, check_nvml),
-    ("8", "Detached launch, attach, stop, resume", 60, check_lifecycle),
+    ("8", "Detached launch, attach, stop, resume", 50, check_lifecycle),
+    ("9", "Next batch prefetched on a side stream vs not: tokens/s", 30, check_prefetch),
 ]
 
 

@@ -276,9 +276,12 @@ def test_a_failing_check_does_not_stop_the_others_and_all_reach_the_report(monke
 
 
 def test_quick_mode_runs_a_real_check_end_to_end_on_cpu(tmp_path):
-    """Check 5 in --quick mode: a real training child with an injected OOM, read back from its events."""
+    """Check 5 in --quick mode: a real training child with an injected OOM, read back from its
+    events (a generous --slack: the budget is not what this test is about)."""
     out = tmp_path / "quick.md"
-    code = ga.main(["--device", "cpu", "--quick", "--only", "5", "--out", str(out), "--slack", "4"])
+    code = ga.main(
+        ["--device", "cpu", "--quick", "--only", "5", "--out", str(out), "--slack", "50"]
+    )
     text = out.read_text()
     assert code == 0, text
     assert "| 5. OOM retry from a real out-of-memory | PASS |" in text
