@@ -22,6 +22,7 @@ from cockpit.train import checkpoint as ckpt
 from cockpit.train import snapshot
 from cockpit.train.data import BatchSampler, load_data
 from cockpit.train.model import build_model
+from cockpit.train.prefetch import PrefetchSampler, prefetch_wanted
 from cockpit.train.runtime import (
     Dist,
     EngineError,
@@ -76,6 +77,8 @@ def load_training_data(preset: Preset, device: torch.device, rank: int) -> tuple
         )
     # Each rank draws its own batches (seed + rank); evals draw theirs from seeds of their own.
     sampler = BatchSampler(data.train, m.block_size, preset.train.seed + rank, device)
+    if prefetch_wanted():  # the next batch copied on a side stream (measured on a GPU first)
+        sampler = PrefetchSampler(data.train, m.block_size, preset.train.seed + rank, device)
     return data, sampler
 
 

@@ -1,0 +1,915 @@
+"""The GPU acceptance run: every number the cockpit shows on a CUDA GPU, checked in one command.
+
+    python bench/gpu_acceptance.py [--only 1,3] [--out FILE] [--budget 570]
+    python bench/gpu_acceptance.py --device cpu --quick     # a dry run of the harness on CPU
+
+On a CUDA machine it runs the nine checks below, each under its own time budget
+(a check that fails, errs or runs out of time does not stop the others), and
+writes bench/results/<gpu>-<date>.md with every check, its figures and its
+criteria. Without CUDA (and without --device cpu) it says so in one line and
+exits 0. The checks go through the project's own code paths: training runs are
+`runs.launch` children on run directories, memory is the probe and tracer children
+(`plan_cli.probe_command` / `trace_command`, the sizes of bench/vram_table.py), the
+calibration is `gpt-cockpit probe`, attach / stop / resume are the CLI commands,
+the monitoring overhead is bench/event_overhead.py.
+
+1. bf16 + torch.compile: tiny_char, small and gpt2_124m (at the suggested micro-batch)
+   train briefly; tokens/s and MFU as the cockpit reports them, each recomputed from the
+   step records' timestamps and the GPU's catalog peak; the loss falls.
+2. fp16 forced: a NaN injected at one step; the GradScaler skips that step and the run
+   recovers (finite losses, no further skips, the loss back below where it was).
+3. Memory: for every built-in preset at three micro-batches, the analytic estimate
+   against torch.cuda.max_memory_reserved (error and sign), NVML's used memory against
+   the estimate's total, the tracer's live peak against max_memory_allocated; then the
+   probe's calibration for gpt2_124m against a size it did not probe.
+4. Batch suggestion: 200 steps at the suggested micro-batch for gpt2_124m (from check 1),
+   golf_baseline and bdh_8gb: no out-of-memory, peak memory against the GPU's.
+5. Out-of-memory retry from a real OOM: gpt2_124m at a micro-batch the estimate puts at
+   1.25x the GPU's memory; the run halves and finishes with the same tokens per step.
+6. Events and health on versus off (bench/event_overhead.py on the GPU): ratio >= 0.98.
+7. NVML panel values (cockpit.gpu.query_gpus) against nvidia-smi's at the same moment.
+8. A run launched detached (runs.launch, as the app does), `attach --no-ui`, `stop`
+   (checkpoint), `resume --no-ui`: the losses continue where they stopped.
+9. The next batch prefetched on a side stream (GPT_COCKPIT_PREFETCH=1) against not:
+   tiny_char, two runs each, alternating; tokens/s of both, the same losses.
+
+In --quick mode (meant for --device cpu) every preset is shrunk to a few thousand
+parameters and runs a few dozen steps, so the harness runs end to end in about a
+minute; figures are reported but the speed and memory goals are not judged, and the
+checks that need a GPU (2, 4, 7, the measured half of 3) say so and skip. Check 5
+injects the out-of-memory error there (GPT_COCKPIT_FAULT=oom_above_batch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.metadata
+import math
+import os
+import platform
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import acceptance as acc  # noqa: E402
+from acceptance import Budget, Check, Skip  # noqa: E402
+from vram_table import batches_for  # noqa: E402
+
+from cockpit import rundir, runs  # noqa: E402
+from cockpit.estimate import (  # noqa: E402
+    estimate,
+    flops_per_token,
+    load_calibration,
+    suggest_batch,
+)
+from cockpit.gpu import GpuSpec, local_gpu_spec, peak_flops, query_gpus  # noqa: E402
+from cockpit.plan_cli import probe_command, trace_command  # noqa: E402
+from cockpit.presets import Preset, apply_overrides, list_presets, load_preset  # noqa: E402
+
+RESULTS = REPO / "bench" / "results"
+TOTAL_BUDGET_S = 570.0  # the whole run stays inside one 10-minute command
+HOME_VARS = ("GPT_COCKPIT_CONFIG", "GPT_COCKPIT_RUNS", "GPT_COCKPIT_CACHE", "GPT_COCKPIT_STATE")
+
+# Every preset shrunk to a few thousand parameters for --quick (any architecture accepts these).
+QUICK_SHRINK = [
+    "model.n_layer=2",
+    "model.n_head=2",
+    "model.n_kv_head=2",
+    "model.n_embd=32",
+    "model.block_size=32",
+    "model.vocab_size=256",
+    "model.mlp_internal_dim_multiplier=4",
+    "train.batch_size=4",
+    "train.grad_accum=1",
+    "train.compile=false",
+    "train.dtype=fp32",
+]
+
+
+@dataclass
+class Context:
+    """What the checks share: the device, the mode, a work folder, the corpus, the GPU."""
+
+    device: str  # cuda | cpu
+    quick: bool
+    work: Path
+    corpus: Path
+    gpu: GpuSpec | None
+    shared: dict[str, Any] = field(default_factory=dict)  # results one check leaves for another
+
+    @property
+    def cuda(self) -> bool:
+        return self.device == "cuda"
+
+    def need_gpu(self, what: str) -> None:
+        if not self.cuda or self.gpu is None:
+            raise Skip(f"{what} needs a CUDA GPU (device {self.device})")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def cuda_device_name() -> str | None:
+    """The name of CUDA device 0 as torch sees it, or None (no torch CUDA, no GPU)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_name(0)
+
+
+def make_corpus(folder: Path, n_bytes: int) -> Path:
+    """A learnable generated text (sentences from a few words): the runs need no download."""
+    rng = random.Random(0)
+    words = "the quick brown fox jumps over lazy dog and cat sat on mat while bird sings".split()
+    lines, size = [], 0
+    while size < n_bytes:
+        line = " ".join(rng.choice(words) for _ in range(rng.randint(4, 12))) + ".\n"
+        lines.append(line)
+        size += len(line)
+    path = folder / "corpus.txt"
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+def preset_for(ctx: Context, name: str, *overrides: str) -> Preset:
+    """A built-in preset on the generated corpus (byte tokenizer), no evals or samples, shrunk
+    in quick mode, with the check's overrides last."""
+    common = [
+        f"data.source={ctx.corpus}",
+        "data.tokenizer=byte",
+        "train.eval_interval=0",
+        "train.sample_tokens=0",
+        "train.warmup_steps=10",
+    ]
+    preset = load_preset(name)
+    shrink = QUICK_SHRINK if ctx.quick else []
+    return apply_overrides(preset, [*common, *shrink, *overrides])
+
+
+@dataclass
+class Trained:
+    run_dir: Path
+    code: int
+    records: list[dict[str, Any]]
+
+    @property
+    def steps(self) -> list[dict[str, Any]]:
+        return acc.steps_of(self.records)
+
+    def console_tail(self) -> str:
+        try:
+            text = (self.run_dir / rundir.CONSOLE_LOG).read_text(errors="replace")
+        except OSError:
+            return ""
+        return " / ".join(text.strip().splitlines()[-3:])
+
+
+def train(
+    ctx: Context,
+    budget: Budget,
+    preset: Preset,
+    *,
+    fault: str = "",
+    label: str = "",
+    env: dict[str, str] | None = None,
+) -> Trained:
+    """Launch the training child on a fresh run directory and wait for it within the budget."""
+    run_dir = rundir.create_run_dir(preset, ctx.work / "runs" / (label or preset.name))
+    env = {**(env or {}), **({"GPT_COCKPIT_FAULT": fault} if fault else {})} or None
+    handle = runs.launch(run_dir, device=ctx.device, detach=False, env=env)
+    assert handle.process is not None
+    try:
+        code = handle.process.wait(timeout=budget.timeout())
+    except subprocess.TimeoutExpired:
+        rundir.stop_run(run_dir, kill=True)
+        handle.process.wait()
+        raise
+    return Trained(run_dir, code, rundir.read_events(run_dir / rundir.EVENTS_JSONL))
+
+
+def run_child(cmd: list[str], budget: Budget, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cmd, capture_output=True, text=True, cwd=REPO, timeout=budget.timeout(), **kw
+    )
+
+
+def last_json_line(proc: subprocess.CompletedProcess[str]) -> dict[str, Any] | None:
+    import json
+
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        return None
+    return json.loads(lines[-1])
+
+
+class NvmlPeak:
+    """The highest memory NVML reports used on GPU 0 while the block runs (sampled every 50 ms)."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.baseline: int | None = None
+        self.peak: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _used(self) -> int | None:
+        gpus = query_gpus()
+        return gpus[0].memory_used if gpus else None
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            used = self._used()
+            if used is not None:
+                self.peak = used if self.peak is None else max(self.peak, used)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> NvmlPeak:
+        self.baseline = self._used()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def delta(self) -> int | None:
+        if self.peak is None or self.baseline is None:
+            return None
+        return self.peak - self.baseline
+
+
+def nvml_delta(ctx: Context) -> contextlib.AbstractContextManager[NvmlPeak | None]:
+    return NvmlPeak() if ctx.cuda else contextlib.nullcontext()
+
+
+def tokens_per_s_from_times(steps: list[dict[str, Any]]) -> float | None:
+    """Tokens/s from the step records' own timestamps over the steady part (after a fifth)."""
+    kept = acc.steady(steps)
+    if len(kept) < 2:
+        return None
+    seconds = kept[-1]["time"] - kept[0]["time"]
+    tokens = (kept[-1].get("tokens") or 0) - (kept[0].get("tokens") or 0)  # cumulative counts
+    return tokens / seconds if seconds > 0 and tokens > 0 else None
+
+
+# --------------------------------------------------------------------------- 1. throughput
+
+
+def _throughput_one(ctx: Context, check: Check, budget: Budget, name: str) -> None:
+    steps = 30 if ctx.quick else (200 if name == "gpt2_124m" else 100)
+    extra = [
+        f"train.max_steps={steps}",
+        "train.log_interval=5" if ctx.quick else "train.log_interval=10",
+    ]
+    if not ctx.quick:
+        extra += ["train.dtype=bf16", "train.compile=true"]
+    preset = preset_for(ctx, name, *extra)
+    if name == "gpt2_124m" and ctx.gpu is not None:
+        suggestion = suggest_batch(preset, ctx.gpu)
+        if suggestion:
+            preset = apply_overrides(
+                preset, [f"train.batch_size={suggestion.micro_batch}", "train.grad_accum=1"]
+            )
+    with nvml_delta(ctx) as nvml:
+        run = train(ctx, budget, preset, label=f"throughput-{name}")
+    if name == "gpt2_124m":
+        ctx.shared["gpt2_124m"] = (preset, run, nvml.peak if nvml else None)
+    steps_ = run.steps
+    tok = acc.median_or_none(s.get("tokens_per_s") for s in acc.steady(steps_))
+    timed = tokens_per_s_from_times(steps_)
+    first, last, falling = acc.loss_falling([s["loss"] for s in steps_])
+    check.fig(f"{name} micro-batch", preset.train.batch_size)
+    check.fig(f"{name} tokens/s (cockpit, median)", tok)
+    check.fig(f"{name} tokens/s (step timestamps)", timed)
+    check.fig(f"{name} loss first -> last", f"{first:.3f} -> {last:.3f}")
+    check.expect(
+        run.code == 0,
+        f"{name}: the run finished (exit {run.code})"
+        + (f": {run.console_tail()[:120]}" if run.code else ""),
+    )
+    check.expect(falling, f"{name}: loss falls ({first:.3f} -> {last:.3f})")
+    if tok and timed and ctx.cuda:  # on CPU the cockpit times the step alone, not the logging
+        check.expect(
+            acc.close(tok, timed, 0.10),
+            f"{name}: the cockpit's tokens/s {tok:,.0f} within 10% of the timestamps' {timed:,.0f}",
+        )
+    if ctx.cuda:
+        _mfu_figures(ctx, check, name, preset, steps_, tok)
+
+
+def _mfu_figures(ctx: Context, check: Check, name: str, preset: Preset, steps, tok) -> None:  # noqa: ANN001
+    mfu = acc.median_or_none(s.get("mfu") for s in acc.steady(steps))
+    gpu_name = ctx.gpu.name if ctx.gpu else ""
+    peak = peak_flops(gpu_name, "bf16")
+    check.fig(f"{name} MFU (cockpit)", mfu)
+    if peak and tok:
+        recomputed = tok * flops_per_token(preset.model) / peak
+        check.fig(f"{name} MFU (recomputed, peak {peak / 1e12:g} TFLOP/s)", recomputed)
+        check.expect(
+            mfu is not None and acc.close(mfu, recomputed, 0.05),
+            f"{name}: the cockpit's MFU {mfu} agrees with tokens/s x FLOPs/token / peak ({recomputed:.4f})",
+        )
+    else:
+        check.note(f"{gpu_name} is not in the catalog: no peak FLOP/s, no MFU")
+    if name == "gpt2_124m" and mfu is not None:
+        check.fig("gpt2_124m MFU goal (>= 50%) met", mfu >= acc.MFU_GOAL)
+
+
+def check_throughput(ctx: Context) -> Callable[[Check, Budget], None]:
+    def body(check: Check, budget: Budget) -> None:
+        for name in ("tiny_char", "small", "gpt2_124m"):
+            _throughput_one(ctx, check, budget, name)
+
+    return body
+
+
+# --------------------------------------------------------------------------- 2. fp16 scaler
+
+
+def check_fp16(ctx: Context) -> Callable[[Check, Budget], None]:
+    def body(check: Check, budget: Budget) -> None:
+        ctx.need_gpu("fp16 with a GradScaler")
+        bad = 40
+        preset = preset_for(
+            ctx,
+            "tiny_char",
+            "train.dtype=fp16",
+            "train.compile=false",
+            "train.max_steps=120",
+            "train.log_interval=1",
+            "train.on_anomaly=warn",
+        )
+        run = train(ctx, budget, preset, fault=f"nan_at_step={bad}", label="fp16")
+        r = acc.scaler_recovery(run.steps, bad)
+        for k, v in r.items():
+            check.fig(k, v)
+        check.fig(
+            "scaler skips before the fault",
+            [s["step"] for s in run.steps if s.get("scaler_skipped") and s["step"] < bad],
+        )
+        check.expect(run.code == 0, f"the run finished (exit {run.code})")
+        check.expect(
+            acc.scaler_recovered(r), f"step {bad} skipped by the GradScaler and the run recovered"
+        )
+
+    return body
+
+
+# --------------------------------------------------------------------------- 3. memory
+
+
+def _measure_preset(ctx: Context, check: Check, budget: Budget, preset: Preset) -> list[float]:
+    """Probe (GPU) and trace one preset at three sizes; the reserved errors in percent."""
+    gpu = ctx.gpu
+    dtype = estimate(preset, gpu).dtype
+    batches = batches_for(preset, gpu) if gpu else [1, 2, 4]
+    traced = last_json_line(run_child(trace_command(preset, batches, dtype), budget)) or {}
+    traced_peak = {p["batch"]: p["peak_bytes"] for p in traced.get("points", [])}
+    measured: dict[int, int] = {}
+    allocated: dict[int, int] = {}
+    nvml_peak = None
+    if ctx.cuda:
+        with NvmlPeak() as nvml:
+            result = last_json_line(run_child(probe_command(preset, batches, 3), budget)) or {}
+        nvml_peak = nvml.delta
+        measured = {b: r for b, r in result.get("points", [])}
+        allocated = {b: a for b, a in result.get("allocated", [])}
+        ctx.shared.setdefault("measured", {})[preset.name] = measured
+    errors = []
+    for b in batches:
+        est = estimate(preset, gpu, batch_size=b).memory
+        parts = [f"analytic reserved {acc.format_value(est.reserved_bytes / acc.MIB)} MiB"]
+        if b in traced_peak:
+            parts.append(f"traced live {traced_peak[b] / acc.MIB:,.0f} MiB")
+        if b in measured:
+            err = acc.pct_error(est.reserved_bytes, measured[b])
+            errors.append(err)
+            parts.append(f"measured reserved {measured[b] / acc.MIB:,.0f} MiB, error {err:+.1f}%")
+            if b in traced_peak:
+                parts.append(
+                    f"traced vs allocated {acc.pct_error(traced_peak[b], allocated[b]):+.1f}%"
+                )
+        check.fig(f"{preset.name} @ {b}", "; ".join(parts))
+    if nvml_peak is not None and measured:
+        top = max(measured)
+        total = estimate(preset, gpu, batch_size=top).memory.total_bytes
+        check.fig(
+            f"{preset.name} NVML used (peak) vs estimated total @ {top}",
+            f"{nvml_peak / acc.MIB:,.0f} MiB vs {total / acc.MIB:,.0f} MiB ({acc.pct_error(total, nvml_peak):+.1f}%)",
+        )
+    if not ctx.cuda:
+        check.expect(len(traced_peak) == len(batches), f"{preset.name}: traced at {batches}")
+    return errors
+
+
+def _calibration(ctx: Context, check: Check, budget: Budget) -> None:
+    """`gpt-cockpit probe gpt2_124m`, then its line against the third size check 3 measured."""
+    proc = run_child([sys.executable, "-m", "cockpit", "probe", "gpt2_124m"], budget)
+    check.expect(proc.returncode == 0, f"`gpt-cockpit probe gpt2_124m` exit {proc.returncode}")
+    preset = load_preset("gpt2_124m")
+    cal = load_calibration(preset, ctx.gpu.name) if ctx.gpu else None
+    measured = ctx.shared.get("measured", {}).get("gpt2_124m", {})
+    if cal is None or not measured:
+        check.note("no calibration or no measurement of gpt2_124m to compare it with")
+        return
+    for b, peak in sorted(measured.items()):
+        err = acc.pct_error(cal.predict(b), peak)
+        check.fig(
+            f"calibration @ {b}",
+            f"{cal.predict(b) / acc.MIB:,.0f} MiB vs measured {peak / acc.MIB:,.0f} MiB ({err:+.1f}%)",
+        )
+        check.expect(
+            acc.memory_error_ok(err), f"calibrated prediction @ {b} within -5..+10% ({err:+.1f}%)"
+        )
+
+
+def check_memory(ctx: Context) -> Callable[[Check, Budget], None]:
+    def body(check: Check, budget: Budget) -> None:
+        if ctx.quick:
+            presets = [preset_for(ctx, n) for n in ("tiny_char", "golf_baseline", "bdh_8gb")]
+        else:
+            presets = [p for p in list_presets() if p.builtin]
+            presets.sort(key=lambda p: estimate(p, ctx.gpu, batch_size=1).memory.total_bytes)
+        for preset in presets:
+            if (
+                ctx.gpu
+                and estimate(preset, ctx.gpu, batch_size=1).memory.total_bytes
+                > ctx.gpu.usable_bytes
+            ):
+                check.fig(f"{preset.name}", "does not fit at micro-batch 1 (not measured)")
+                continue
+            errors = _measure_preset(ctx, check, budget, preset)
+            if errors:
+                check.expect(
+                    all(acc.memory_error_ok(e) for e in errors),
+                    f"{preset.name}: analytic vs measured reserved within -5..+10% ({', '.join(f'{e:+.1f}%' for e in errors)})",
+                )
+        if ctx.cuda:
+            _calibration(ctx, check, budget)
+        else:
+            check.note("no CUDA: analytic and traced only; measured and calibration need a GPU")
+
+    return body
+
+
+# --------------------------------------------------------------------------- 4. batch suggestion
+
+
+def _suggested_run(ctx: Context, check: Check, budget: Budget, name: str) -> None:
+    shared = ctx.shared.get(name)
+    if shared is not None:
+        preset, run, nvml_peak = shared
+        check.note(f"{name}: the run of check 1 (its micro-batch is the suggestion)")
+    else:
+        preset = preset_for(ctx, name, "train.max_steps=200", "train.log_interval=10")
+        suggestion = suggest_batch(preset, ctx.gpu)
+        if suggestion is None:
+            check.expect(False, f"{name}: no micro-batch suggested")
+            return
+        preset = apply_overrides(
+            preset, [f"train.batch_size={suggestion.micro_batch}", "train.grad_accum=1"]
+        )
+        with NvmlPeak() as nvml:
+            run = train(ctx, budget, preset, label=f"suggested-{name}")
+        nvml_peak = nvml.peak
+    total = ctx.gpu.memory_bytes
+    reserved = max((s.get("vram_bytes") or 0 for s in run.steps), default=0)
+    predicted = estimate(preset, ctx.gpu).memory.total_bytes
+    ooms = len(acc.warnings_of(run.records, "oom"))
+    check.fig(f"{name} micro-batch", preset.train.batch_size)
+    check.fig(
+        f"{name} predicted total / reserved seen / NVML peak / GPU (MiB)",
+        [predicted // acc.MIB, reserved // acc.MIB, (nvml_peak or 0) // acc.MIB, total // acc.MIB],
+    )
+    check.expect(
+        run.code == 0 and ooms == 0,
+        f"{name}: {len(run.steps)} steps logged, exit {run.code}, {ooms} out-of-memory warnings",
+    )
+    check.expect(
+        nvml_peak is None or nvml_peak <= total,
+        f"{name}: peak used memory under the GPU's {total // acc.MIB} MiB",
+    )
+
+
+def check_suggestion(ctx: Context) -> Callable[[Check, Budget], None]:
+    def body(check: Check, budget: Budget) -> None:
+        ctx.need_gpu("the batch suggestion")
+        for name in ("gpt2_124m", "golf_baseline", "bdh_8gb"):
+            _suggested_run(ctx, check, budget, name)
+
+    return body
+
+
+# --------------------------------------------------------------------------- 5. OOM retry
+
+
+def too_big_batch(preset: Preset, gpu: GpuSpec, factor: float = 1.25) -> int:
+    """The smallest power of two whose estimate exceeds `factor` x the GPU's memory."""
+    batch = 1
+    while estimate(preset, gpu, batch_size=batch).memory.total_bytes <= factor * gpu.memory_bytes:
+        batch *= 2
+        if batch > 4096:
+            break
+    return batch
+
+
+def check_oom(ctx: Context) -> Callable[[Check, Budget], None]:
+    def body(check: Check, budget: Budget) -> None:
+        if ctx.cuda and ctx.gpu is not None:
+            preset = preset_for(
+                ctx, "gpt2_124m", "train.compile=false", "train.max_steps=6", "train.log_interval=1"
+            )
+            batch = too_big_batch(preset, ctx.gpu)
+            fault = ""
+        else:
+            preset = preset_for(ctx, "tiny_char", "train.max_steps=12", "train.log_interval=1")
+            batch, fault = 8, "oom_above_batch=2"
+            check.note(
+                "no CUDA: the out-of-memory error is injected (GPT_COCKPIT_FAULT=oom_above_batch=2)"
+            )
+        preset = apply_overrides(
+            preset, [f"train.batch_size={batch}", "train.grad_accum=1", "train.oom_retry=true"]
+        )
+        run = train(ctx, budget, preset, fault=fault, label="oom")
+        r = acc.oom_retry_result(run.records, batch)
+        for k, v in r.items():
+            check.fig(k, v)
+        check.expect(
+            acc.oom_retried(r), f"halved from micro-batch {batch}, same tokens per step, finished"
+        )
+
+    return body
+
+
+# --------------------------------------------------------------------------- 6. monitoring overhead
+
+
+def check_overhead(ctx: Context) -> Callable[[Check, Budget], None]:
+    def body(check: Check, budget: Budget) -> None:
+        cmd = [
+            sys.executable,
+            str(REPO / "bench" / "event_overhead.py"),
+            "--device",
+            ctx.device,
+            "--data",
+            str(ctx.corpus),
+        ]
+        if ctx.quick:
+            cmd += ["--block", "5", "--pairs", "2", "--batch-size", "4"]
+            cmd += [
+                f"--set={o}"
+                for o in (
+                    "model.n_layer=1",
+                    "model.n_embd=32",
+                    "model.n_head=2",
+                    "model.block_size=32",
+                )
+            ]
+        else:
+            cmd += ["--block", "50", "--pairs", "6"]
+        proc = run_child(cmd, budget)
+        match = re.search(r"median ratio on/off\s+([0-9.]+)", proc.stdout)
+        offs = re.search(r"median tokens/s\s+off ([0-9,]+)\s+on ([0-9,]+)", proc.stdout)
+        if offs:
+            check.fig("median tokens/s off / on", f"{offs.group(1)} / {offs.group(2)}")
+        ratio = check.fig("median ratio on/off", float(match.group(1)) if match else None)
+        check.expect(
+            proc.returncode == 0 and ratio is not None,
+            f"event_overhead.py ran (exit {proc.returncode})",
+        )
+        if ctx.quick:
+            check.note(
+                "quick mode: blocks of 5 steps are noise; the 0.98 goal is judged on the full run only"
+            )
+        else:
+            check.expect(
+                acc.at_least(ratio, acc.OVERHEAD_GOAL), f"ratio {ratio} >= {acc.OVERHEAD_GOAL}"
+            )
+
+    return body
+
+
+# --------------------------------------------------------------------------- 7. NVML vs nvidia-smi
+
+
+def _ours() -> dict[str, Any]:
+    gpus = query_gpus()
+    if not gpus:
+        return {}
+    g = gpus[0]
+    return {
+        "memory_used_mib": g.memory_used / acc.MIB,
+        "memory_total_mib": g.memory_total / acc.MIB,
+        "utilization": g.utilization,
+        "temperature_c": g.temperature_c,
+        "power_w": g.power_w,
+    }
+
+
+def check_nvml(ctx: Context) -> Callable[[Check, Budget], None]:
+    def body(check: Check, budget: Budget) -> None:
+        ctx.need_gpu("NVML")
+        query = "--query-gpu=" + ",".join(acc.SMI_FIELDS)
+        before = _ours()
+        try:
+            proc = run_child(
+                ["nvidia-smi", "-i", "0", query, "--format=csv,noheader,nounits"], budget
+            )
+        except FileNotFoundError:
+            raise Skip("nvidia-smi is not on PATH") from None
+        after = _ours()
+        smi = acc.parse_smi_line(proc.stdout.strip().splitlines()[0])
+        rows_before = acc.nvml_comparison(before, smi)
+        rows_after = dict((n, ok) for n, _, _, ok in acc.nvml_comparison(after, smi))
+        for name, mine, theirs, ok in rows_before:
+            check.fig(
+                name,
+                f"cockpit {acc.format_value(mine)} / {acc.format_value(after.get(name))} (before / after), nvidia-smi {acc.format_value(theirs)}",
+            )
+            check.expect(ok or rows_after.get(name, False), f"{name} agrees with nvidia-smi")
+
+    return body
+
+
+# --------------------------------------------------------------------------- 8. detach, attach, stop, resume
+
+
+def _wait_for_step(run_dir: Path, step: int, budget: Budget) -> int:
+    path = run_dir / rundir.EVENTS_JSONL
+    while True:
+        budget.timeout()
+        if path.exists():
+            seen = [r["step"] for r in acc.steps_of(rundir.read_events(path))]
+            if seen and seen[-1] >= step:
+                return seen[-1]
+        time.sleep(0.05)
+
+
+def check_lifecycle(ctx: Context) -> Callable[[Check, Budget], None]:
+    def body(check: Check, budget: Budget) -> None:
+        total, stop_after = (150, 40) if ctx.quick else (2000, 200)
+        preset = preset_for(
+            ctx,
+            "tiny_char",
+            f"train.max_steps={total}",
+            "train.log_interval=5",
+            "train.compile=false",
+        )
+        run_dir = rundir.create_run_dir(preset, ctx.work / "runs" / "lifecycle")
+        cli = [sys.executable, "-m", "cockpit"]
+        runs.launch(run_dir, device=ctx.device, detach=True)
+        attach = subprocess.Popen(
+            [*cli, "attach", str(run_dir), "--no-ui"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=REPO,
+        )
+        try:
+            check.fig("step seen before stop", _wait_for_step(run_dir, stop_after, budget))
+            stop = run_child([*cli, "stop", str(run_dir)], budget)
+            attached_out, _ = attach.communicate(timeout=budget.timeout())
+        finally:
+            if attach.poll() is None:
+                attach.kill()
+                attach.wait()
+        first = rundir.read_events(run_dir / rundir.EVENTS_JSONL)
+        end = acc.end_of(first)
+        check.fig("stopped at step / reason", f"{end.get('step')} / {end.get('reason')}")
+        check.expect(
+            stop.returncode == 0 and end.get("reason") == "stopped",
+            f"`stop` exit {stop.returncode}, end reason {end.get('reason')}",
+        )
+        check.expect(
+            (run_dir / rundir.CHECKPOINTS / "last.pt").exists(),
+            "a checkpoint was written at the stop",
+        )
+        step_lines = sum(1 for line in attached_out.splitlines() if "step" in line)
+        check.expect(
+            attach.returncode == 0 and step_lines > 0,
+            f"`attach --no-ui` followed it ({step_lines} step lines, exit {attach.returncode})",
+        )
+        resumed = run_child(
+            [*cli, "resume", str(run_dir), "--no-ui", "--device", ctx.device], budget
+        )
+        records = rundir.read_events(run_dir / rundir.EVENTS_JSONL)
+        after = acc.steps_of(records[len(first) :])
+        r = acc.resume_continuity(acc.steps_of(first), after)
+        for k, v in r.items():
+            check.fig(k, v)
+        final = acc.end_of(records)
+        check.expect(
+            resumed.returncode == 0
+            and final.get("reason") == "finished"
+            and final.get("step") == total,
+            f"`resume --no-ui` exit {resumed.returncode}, finished at step {final.get('step')} of {total}",
+        )
+        check.expect(acc.losses_continue(r), "losses continue after the resume")
+
+    return body
+
+
+# --------------------------------------------------------------------------- 9. prefetch
+
+
+def check_prefetch(ctx: Context) -> Callable[[Check, Budget], None]:
+    """The trainer with the next batch copied on a side stream (GPT_COCKPIT_PREFETCH=1) against
+    without, alternating: tokens/s of each and the same losses (the same batches)."""
+
+    def body(check: Check, budget: Budget) -> None:
+        extra = (
+            ["train.max_steps=30", "train.log_interval=5"]
+            if ctx.quick
+            else [
+                "train.max_steps=300",
+                "train.log_interval=10",
+                "train.dtype=bf16",
+            ]
+        )
+        preset = preset_for(ctx, "tiny_char", "train.compile=false", *extra)
+        speeds: dict[str, list[float]] = {"0": [], "1": []}
+        last: dict[str, float] = {}
+        for n, flag in enumerate(("0", "1", "1", "0")):
+            run = train(
+                ctx, budget, preset, label=f"prefetch-{n}", env={"GPT_COCKPIT_PREFETCH": flag}
+            )
+            check.expect(run.code == 0, f"run {n + 1} (prefetch {flag}) finished (exit {run.code})")
+            tok = acc.median_or_none(s.get("tokens_per_s") for s in acc.steady(run.steps))
+            speeds[flag].append(tok or 0.0)
+            last[flag] = run.steps[-1]["loss"] if run.steps else math.nan
+        off, on = (acc.median_or_none(speeds[f]) for f in ("0", "1"))
+        check.fig("tokens/s off / on (median of 2 each)", [off, on])
+        check.fig("ratio on / off", on / off if off else None)
+        check.fig("last loss off / on", [last["0"], last["1"]])
+        check.expect(
+            acc.close(last["0"], last["1"], 0.01), "the same batches: last losses within 1%"
+        )
+
+    return body
+
+
+# --------------------------------------------------------------------------- the run
+
+CHECKS: list[tuple[str, str, float, Callable[[Context], Callable[[Check, Budget], None]]]] = [
+    ("1", "bf16 + compile: tokens/s, MFU, loss falling", 160, check_throughput),
+    ("2", "fp16: GradScaler skips an injected NaN and recovers", 40, check_fp16),
+    ("3", "Memory: analytic, traced, measured, NVML; probe calibration", 130, check_memory),
+    ("4", "Batch suggestion: 200 steps, no OOM", 70, check_suggestion),
+    ("5", "OOM retry from a real out-of-memory", 35, check_oom),
+    ("6", "Events and health on vs off: tokens/s ratio >= 0.98", 45, check_overhead),
+    ("7", "NVML panel values vs nvidia-smi", 10, check_nvml),
+    ("8", "Detached launch, attach, stop, resume", 50, check_lifecycle),
+    ("9", "Next batch prefetched on a side stream vs not: tokens/s", 30, check_prefetch),
+]
+
+
+def stop_leftovers(ctx: Context) -> None:
+    """Kill any run a check left alive (a timeout can orphan a resumed or detached child)."""
+    for run_dir in sorted((ctx.work / "runs").glob("*")):
+        with contextlib.suppress(Exception):
+            if rundir.run_status(run_dir) in rundir.LIVE_STATUSES:
+                rundir.stop_run(run_dir, kill=True)
+
+
+def run_all(
+    ctx: Context,
+    only: set[str] | None,
+    total_s: float,
+    say: Callable[[str], None] = print,
+    slack: float = 1.0,
+) -> list[Check]:
+    """Every check in order, each under its budget and what is left of `total_s`."""
+    overall = Budget(total_s)
+    done = []
+    for key, title, budget_s, make in CHECKS:
+        check = Check(key, title, budget_s * slack)
+        if only and key not in only:
+            check.status = "skip"
+            check.note("not selected (--only)")
+        else:
+            say(f"check {key}: {title} (budget {check.budget_s:g} s)")
+            acc.run_check(check, make(ctx), overall=overall)
+            stop_leftovers(ctx)
+            say(
+                f"  {acc.STATUS_WORD[check.status]} in {check.seconds:.0f} s"
+                + "".join(f"; {n}" for n in check.notes)
+            )
+        done.append(check)
+    return done
+
+
+def machine_facts(device_name: str, mode: str, total: float) -> dict[str, Any]:
+    def version(pkg: str) -> str:
+        try:
+            return importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            return "absent"
+
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+    ).stdout.strip()
+    return {
+        "device": device_name,
+        "date": date.today().isoformat(),
+        "mode": mode,
+        "torch": version("torch"),
+        "commit": commit or "unknown",
+        "python": platform.python_version(),
+        "CPUs": os.cpu_count(),
+        "load average (1 min) at the end": round(os.getloadavg()[0], 2),
+        "total seconds": round(total, 1),
+    }
+
+
+@contextlib.contextmanager
+def private_home(folder: Path) -> Iterator[None]:
+    """Runs, caches, presets and the run index of this run in `folder`, not the user's."""
+    saved = {v: os.environ.get(v) for v in HOME_VARS}
+    for var in HOME_VARS:
+        os.environ[var] = str(folder / var.rsplit("_", 1)[-1].lower())
+    try:
+        yield
+    finally:
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny presets, few steps: a dry run of the harness"
+    )
+    parser.add_argument("--only", help="comma-separated check numbers (default: all)")
+    parser.add_argument(
+        "--out", type=Path, help="the report (default bench/results/<gpu>-<date>.md)"
+    )
+    parser.add_argument(
+        "--budget", type=float, default=TOTAL_BUDGET_S, help="seconds for all checks together"
+    )
+    parser.add_argument(
+        "--slack",
+        type=float,
+        default=1.0,
+        help="multiply every check's budget (a loaded machine; the report shows the budgets used)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.device == "cuda":
+        device_name = cuda_device_name()
+        if device_name is None:
+            print(
+                "gpu_acceptance: no CUDA GPU here (torch sees none); nothing to check. `--device cpu --quick` dry-runs the harness."
+            )
+            return 0
+    else:
+        device_name = f"cpu-{os.cpu_count()}core" + ("-quick" if args.quick else "")
+    started = time.monotonic()
+    with (
+        tempfile.TemporaryDirectory(prefix="gpu-acceptance-") as tmp,
+        private_home(Path(tmp) / "home"),
+    ):
+        work = Path(tmp)
+        corpus = make_corpus(work, 100_000 if args.quick else 3_000_000)
+        gpu = local_gpu_spec() if args.device == "cuda" else None
+        ctx = Context(args.device, args.quick, work, corpus, gpu)
+        only = {k.strip() for k in args.only.split(",")} if args.only else None
+        checks = run_all(ctx, only, args.budget * args.slack, slack=args.slack)
+    total = time.monotonic() - started
+    meta = machine_facts(device_name, "quick" if args.quick else "full", total)
+    out = args.out or acc.report_path(RESULTS, device_name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(acc.render_report(checks, meta), encoding="utf-8")
+    passed = sum(c.passed for c in checks)
+    print(f"{passed} of {len(checks)} checks passed in {total:.0f} s; report: {out}")
+    return acc.exit_code(checks)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
