@@ -57,15 +57,35 @@ def run_eval(tr: Trainer) -> None:
 
 @torch.no_grad()
 def mean_loss(tr: Trainer, tokens: Any, seed: int) -> float:
-    """The mean loss over eval_steps micro-batches of `tokens` drawn from `seed` (one host sync)."""
+    """The mean loss over eval_steps micro-batches of `tokens` drawn from `seed` (one host sync).
+
+    Under torchrun the ranks share the batches out (rank r evaluates batches r, r+W, ...)
+    and sum their losses, so the mean is over the same eval_steps batches as on one process.
+    """
     sampler = BatchSampler(tokens, tr.preset.model.block_size, seed, tr.device)
     losses = torch.zeros(tr.t.eval_steps, device=tr.device)
+    rank, world = tr.dist.rank, tr.dist.world_size
+    net = _unwrapped(tr.model)
     for k in range(tr.t.eval_steps):
+        if k % world != rank:
+            sampler.skip(tr.micro_batch)  # another rank's batch
+            continue
         x, y = sampler.sample(tr.micro_batch)
         with tr.autocast:
-            loss = tr.model(x, y)[1]
+            loss = net(x, y)[1]
         losses[k] = loss.float()
+    if world > 1:
+        from cockpit.train.dist import reduce_sum
+
+        reduce_sum(losses, tr.dist)
     return losses.mean().item()
+
+
+def _unwrapped(model: Any) -> Any:
+    """The model without its DistributedDataParallel wrapper: an eval forward needs no collective."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 def sample_text(tr: Trainer) -> str:

@@ -33,6 +33,7 @@ from cockpit.rundir import EventWriter, NullEventWriter
 from cockpit.schedule import lr_at
 from cockpit.train import evaluate, optim, readback, respond, snapshot
 from cockpit.train import setup as setup_steps
+from cockpit.train.dist import accum_per_rank, destroy_group, from_master, seed_rank
 from cockpit.train.faults import Faults, faults_from_env
 from cockpit.train.readback import PendingStep
 from cockpit.train.runtime import Dist, dist_from_env, finish_run
@@ -76,8 +77,12 @@ class Trainer:
         self.rollbacks = 0
         self.tokens_seen = 0
         self.micro_batch = self.t.batch_size
-        self.grad_accum = self.t.grad_accum
-        self.n_seq = self.t.batch_size * self.t.grad_accum  # sequences per optimizer step (fixed)
+        # Golf's hook: a train.keep_global_batch=true preset divides accumulation by the world size.
+        self.keep_global_batch = bool(getattr(self.t, "keep_global_batch", False))
+        self.grad_accum = accum_per_rank(
+            self.t.grad_accum, self.dist.world_size, self.keep_global_batch
+        )
+        self.n_seq = self.t.batch_size * self.grad_accum  # this rank's sequences per step (fixed)
         self.stop_requested = False  # the stop every rank agreed on
         self.stop_local = False  # this process was asked to stop
         self.time_up = False  # max_time_s passed (agreed between ranks under torchrun)
@@ -86,6 +91,11 @@ class Trainer:
         self.last_scale: float | None = None
         self.monitor: HealthMonitor | None = None
         self.improved = False  # the last eval set a new best (best.pt is due)
+
+    @property
+    def takes_checkpoints(self) -> bool:
+        """This rank takes part in writing checkpoints (under torchrun every rank gives its state)."""
+        return self.write_checkpoints or self.dist.world_size > 1
 
     def request_stop(self, why: str = "stop requested") -> None:
         """Finish the current step, checkpoint, and end with reason `stopped` (signal-safe)."""
@@ -103,12 +113,15 @@ class Trainer:
         self.device, self.dtype = setup_steps.init_device(self.requested_device, t.dtype, self.dist)
         setup_steps.seed_everything(t.seed)
         self.data, self.train_sampler = setup_steps.load_training_data(
-            self.preset, self.device, self.dist.rank
+            self.preset, self.device, self.dist.rank, self.dist.world_size
         )
         self.tokenizer = self.data.tokenizer
         self.raw_model, self.model = setup_steps.build_models(
             self.preset, self.device, self.dist, self.warn
         )
+        seed_rank(
+            t.seed, self.dist
+        )  # dropout differs between ranks; rank 0 keeps the seed's stream
         self.params = sum(p.numel() for p in self.raw_model.parameters())
         self.runner = optim.build_runner(
             self.model,
@@ -128,13 +141,14 @@ class Trainer:
         self.gpu_name, gpu_memory, self.peak_flops = setup_steps.gpu_facts(self.device, self.dtype)
         self.flops_per_token = float(flops_per_token(self.preset.model))
         self.monitor = HealthMonitor(self.preset, gpu_memory_bytes=gpu_memory)
-        self.tokens_per_step = self.preset.tokens_per_step * self.dist.world_size
+        # the global batch: every rank's sequences of a step
+        self.tokens_per_step = self.n_seq * self.preset.model.block_size * self.dist.world_size
         self.tokens_per_byte = setup_steps.tokens_per_byte(self.data)
         resumed_from = setup_steps.resume(self) if self.resume else None
         if self.scaler.is_enabled():
             self.last_scale = float(self.scaler.get_scale())  # so a skip at step 1 is seen too
         setup_steps.announce_start(self, resumed_from)
-        if t.on_anomaly == "rollback" and self.step == 0 and self.write_checkpoints:
+        if t.on_anomaly == "rollback" and self.step == 0 and self.takes_checkpoints:
             snapshot.write(self)  # something to roll back to before the first eval
 
     # ----------------------------------------------------------------- the loop
@@ -213,6 +227,8 @@ class Trainer:
     def _read_back_and_respond(self) -> bool:
         """Read the pending steps back and apply train.on_anomaly; True if the run rolled back."""
         anomalies = readback.read_back(self)
+        if self.t.on_anomaly != "warn" and self.dist.world_size > 1:
+            anomalies = from_master(anomalies, self.dist)  # every rank responds as rank 0 does
         if anomalies and self.t.on_anomaly != "warn":
             respond.respond(self, anomalies[0])
             return True
@@ -277,7 +293,4 @@ class Trainer:
             write_run_info=self.write_run_info,
         )
         if self.dist.world_size > 1:
-            with contextlib.suppress(Exception):
-                import torch.distributed as tdist
-
-                tdist.destroy_process_group()
+            destroy_group()
