@@ -231,3 +231,35 @@ def test_rank_sampler_slices_the_global_batch():
     assert (np.concatenate([p.numpy() for p in parts]) == whole.numpy()).all()
     assert accum_per_rank(8, 4, keep_global_batch=True) == 2
     assert accum_per_rank(8, 4, keep_global_batch=False) == 8
+
+
+class _FakeStore:
+    """torchrun's key-value store, as train/dist.py uses it."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def set(self, key: str, value: str) -> None:
+        self.data[key] = value.encode()
+
+    def check(self, keys: list[str]) -> bool:
+        return all(k in self.data for k in keys)
+
+    def get(self, key: str) -> bytes:
+        return self.data[key]
+
+
+def test_a_rank_that_raises_is_named_with_its_cause(monkeypatch):
+    """Rank 1 raised: it left its cause in the store; rank 0, whose collective then failed, names it."""
+    from cockpit.train import dist as tdist
+    from cockpit.train.runtime import Dist
+
+    store = _FakeStore()
+    monkeypatch.setattr(tdist, "_store", lambda: store)
+    tdist.publish("pid/1", f"{os.uname().nodename}:{os.getpid()}")  # alive: not a death
+    tdist.publish_failure(Dist(1, 1, 2), "error", "data", "DataError: shard 3 is truncated")
+    found = tdist.peer_failure(Dist(0, 0, 2), wait_s=0.0)
+    assert found == ("error", "data", "rank 1 failed: DataError: shard 3 is truncated")
+    assert tdist.peer_failure(Dist(0, 0, 2), wait_s=0.0) is not None
+    store.data.clear()
+    assert tdist.peer_failure(Dist(0, 0, 2), wait_s=0.0) is None  # nobody says: rank 0's own error
