@@ -42,6 +42,7 @@ SCHEDULES = ("cosine", "warmdown", "constant")
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 OPTIMIZERS = ("adamw",)
 ANOMALY_RESPONSES = ("warn", "halt", "rollback")
+PARALLEL_MODES = ("ddp", "fsdp")  # under torchrun: replicate (DDP) or shard (FSDP2) the model
 MAX_INT = (
     2**53
 )  # integer fields beyond this are typos, and would overflow float arithmetic downstream
@@ -109,6 +110,9 @@ class TrainConfig:
     max_rollbacks: int = 3  # give up (halt) after this many rollbacks
     rollback_lr_factor: float = 1.0  # multiply lr by this after each rollback
     oom_retry: bool = True  # on CUDA OOM halve the micro-batch and double accumulation
+    parallel: str = (
+        "ddp"  # several ranks: ddp (replicated) | fsdp (FSDP2: weights, grads, optimizer sharded)
+    )
 
 
 @dataclass
@@ -408,6 +412,7 @@ def _check_train_choices(t: TrainConfig) -> None:
     _check_choice("train.dtype", t.dtype, DTYPES, "dtype")
     _check_choice("train.optimizer", t.optimizer, OPTIMIZERS, "optimizer")
     _check_choice("train.on_anomaly", t.on_anomaly, ANOMALY_RESPONSES, "response")
+    _check_choice("train.parallel", t.parallel, PARALLEL_MODES, "mode")
 
 
 def _check_train_ranges(t: TrainConfig) -> None:

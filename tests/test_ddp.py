@@ -31,6 +31,8 @@ from tiny_runs import (
 from cockpit import rundir, runs
 from cockpit.presets import Preset, apply_overrides
 
+pytestmark = pytest.mark.slow  # 2-process torchrun runs on CPU
+
 STEPS = 12
 RUN = (f"train.max_steps={STEPS}", "train.eval_interval=6", "train.log_interval=2")
 SINGLE_BATCH = "train.batch_size=8"  # one process with the global batch of two ranks of 4
@@ -263,3 +265,31 @@ def test_a_rank_that_raises_is_named_with_its_cause(monkeypatch):
     assert tdist.peer_failure(Dist(0, 0, 2), wait_s=0.0) is not None
     store.data.clear()
     assert tdist.peer_failure(Dist(0, 0, 2), wait_s=0.0) is None  # nobody says: rank 0's own error
+
+
+def test_fsdp_on_two_ranks_trains_as_one_process_and_resumes_exactly(ddp, tmp_path):
+    """FSDP2 on gloo: the same curve as one process; a graceful stop writes sharded checkpoints
+    (torch.distributed.checkpoint) that a resume on the same world size loads exactly."""
+    run = make_run(tmp_path, *RUN, "train.parallel=fsdp", name="fsdp")
+    env = dict(os.environ, GPT_COCKPIT_FAULT="stop_at_step=3")
+    first = runs.launch(run, device="cpu", env=env, ranks=runs.Ranks(nproc=2))
+    assert first.process.wait(timeout=240) == 0, (run / rundir.CONSOLE_LOG).read_text()
+    stop = events_of(run, "end")[-1]
+    assert stop["reason"] == "stopped" and stop["step"] < STEPS
+    env["GPT_COCKPIT_FAULT"] = ""
+    again = runs.launch(run, device="cpu", env=env, resume=True, ranks=runs.ranks_of_run(run))
+    assert again.process.wait(timeout=240) == 0, (run / rundir.CONSOLE_LOG).read_text()
+    assert events_of(run, "end")[-1]["reason"] == "finished"
+    two, one = step_losses(run), step_losses(ddp["single"])
+    assert sorted(two) == list(range(1, STEPS + 1))
+    assert [two[s] for s in sorted(two)] == pytest.approx([one[s] for s in sorted(two)], rel=1e-5)
+    from cockpit.train import checkpoint as ckpt
+
+    state = ckpt.load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["model"] is None and state["shards"] == f"shards-{STEPS:08d}"
+    folders = sorted(p.name for p in (run / "checkpoints").glob("shards-*"))
+    named = {
+        ckpt.load_checkpoint(run / "checkpoints" / f).get("shards")
+        for f in ("last.pt", "last.prev.pt", "best.pt")
+    }
+    assert set(folders) == named  # the folders no checkpoint names were removed

@@ -28,7 +28,8 @@ def run_eval(tr: Trainer) -> None:
         seed = (tr.t.seed + 1_000_003) * 1_000_033 + 2 * tr.step
         val_loss = mean_loss(tr, tr.data.val, seed)
         train_loss = mean_loss(tr, tr.data.train, seed + 1)
-        text = sample_text(tr) if tr.t.sample_tokens > 0 and tr.master else None
+        # FSDP: every rank takes part in each forward, so all generate (the same text); rank 0 writes it
+        text = sample_text(tr) if tr.t.sample_tokens > 0 and (tr.master or tr.fsdp) else None
     finally:
         tr.model.train()
     tr.last_eval_step = tr.step
@@ -66,14 +67,17 @@ def mean_loss(tr: Trainer, tokens: Any, seed: int) -> float:
     losses = torch.zeros(tr.t.eval_steps, device=tr.device)
     rank, world = tr.dist.rank, tr.dist.world_size
     net = _unwrapped(tr.model)
-    for k in range(tr.t.eval_steps):
+    # FSDP: every rank runs as many forwards (each gathers weights from all): pad the last round
+    rounds = -(-tr.t.eval_steps // world) * world if tr.fsdp else tr.t.eval_steps
+    for k in range(rounds):
         if k % world != rank:
             sampler.skip(tr.micro_batch)  # another rank's batch
             continue
         x, y = sampler.sample(tr.micro_batch)
         with tr.autocast:
             loss = net(x, y)[1]
-        losses[k] = loss.float()
+        if k < tr.t.eval_steps:
+            losses[k] = loss.float()
     if world > 1:
         from cockpit.train.dist import reduce_sum
 

@@ -77,6 +77,7 @@ class Trainer:
         self.rollbacks = 0
         self.tokens_seen = 0
         self.micro_batch = self.t.batch_size
+        self.fsdp = self.dist.world_size > 1 and self.t.parallel == "fsdp"  # train/sharded.py
         # Golf's hook: a train.keep_global_batch=true preset divides accumulation by the world size.
         self.keep_global_batch = bool(getattr(self.t, "keep_global_batch", False))
         self.grad_accum = accum_per_rank(
@@ -129,7 +130,8 @@ class Trainer:
             t,
             self.device,
             self.dtype,
-            ddp=self.dist.world_size > 1,
+            ddp=self.dist.world_size > 1 and not self.fsdp,
+            fsdp=self.fsdp,
             faults=self.faults,
         )
         runner = self.runner  # the trainer's optimizer, scaler and autocast are its runner's

@@ -109,8 +109,12 @@ def build_models(
             )
         else:
             setter(True)
+    if dist.world_size > 1 and t.parallel == "fsdp":  # sharded in place, no DDP wrapper
+        from cockpit.train.sharded import shard_model
+
+        shard_model(raw_model)
     model: Any = torch.compile(raw_model) if t.compile else raw_model
-    if dist.world_size > 1:
+    if dist.world_size > 1 and t.parallel != "fsdp":
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [dist.local_rank] if device.type == "cuda" else None  # gloo on CPU: no device ids

@@ -26,18 +26,23 @@ def rank_state(tr: Trainer) -> dict[str, Any]:
     }
 
 
-def state_dict(tr: Trainer, ranks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def state_dict(
+    tr: Trainer, ranks: list[dict[str, Any]] | None = None, shards: str | None = None
+) -> dict[str, Any]:
     """Everything a resume or rollback needs, as weights_only-safe values.
 
-    `ranks` (under torchrun) holds every rank's `rank_state`, gathered to rank 0.
+    `ranks` (under torchrun) holds every rank's `rank_state`, gathered to rank 0;
+    `shards` (FSDP) names the folder of the model and optimizer shards, which then
+    are not in the file.
     """
     return {
         "world_size": tr.dist.world_size,
         "ranks": ranks,
+        "shards": shards,
         "format": ckpt.FORMAT_VERSION,
         "step": tr.step,
-        "model": tr.raw_model.state_dict(),
-        "optimizer": tr.optimizer.state_dict(),
+        "model": None if shards else tr.raw_model.state_dict(),
+        "optimizer": None if shards else tr.optimizer.state_dict(),
         "scaler": tr.scaler.state_dict() if tr.scaler.is_enabled() else {},
         "schedule": {"step": tr.step, "lr_scale": tr.lr_scale, "rollbacks": tr.rollbacks},
         "micro_batch": tr.micro_batch,
@@ -55,7 +60,7 @@ def state_dict(tr: Trainer, ranks: list[dict[str, Any]] | None = None) -> dict[s
 
 
 # Preset fields a resume must keep: each changes what a step trains on or how it is split.
-EXACT_FIELDS = ("train.batch_size", "train.grad_accum", "model.block_size")
+EXACT_FIELDS = ("train.batch_size", "train.grad_accum", "model.block_size", "train.parallel")
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -107,8 +112,13 @@ def restore(tr: Trainer, state: dict[str, Any], *, counters: bool) -> None:
         check_same_world(tr, state)
     mine = _own_rank_state(tr, state)
     try:
-        tr.raw_model.load_state_dict(state["model"])
-        tr.optimizer.load_state_dict(state["optimizer"])
+        if state.get("shards"):  # FSDP: each rank loads its shards (train/sharded.py)
+            from cockpit.train.sharded import load_shards
+
+            load_shards(tr, state["shards"])
+        else:
+            tr.raw_model.load_state_dict(state["model"])
+            tr.optimizer.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError) as exc:
         raise EngineError(
             f"the checkpoint does not fit this preset's model ({one_line(str(exc), 200)}); "
@@ -164,14 +174,18 @@ def write(tr: Trainer) -> None:
     Under torchrun every rank calls it: each gives its own state, rank 0 writes the file.
     """
     tr.last_ckpt_step = tr.step
-    ranks = None
+    ranks, shards = None, None
     if tr.dist.world_size > 1:
         from cockpit.train.dist import all_gather
 
         ranks = all_gather(rank_state(tr), tr.dist)
+    if tr.fsdp:
+        from cockpit.train.sharded import save_shards
+
+        shards = save_shards(tr)
     if not tr.write_checkpoints:
         return
-    state = state_dict(tr, ranks)
+    state = state_dict(tr, ranks, shards)
     t0 = time.perf_counter()
     path, nbytes = ckpt.save_last(tr.ckpt_dir, state)
     _checkpoint_event(tr, path, "last", nbytes, time.perf_counter() - t0)
@@ -181,6 +195,10 @@ def write(tr: Trainer) -> None:
         best = tr.ckpt_dir / ckpt.BEST
         nbytes = ckpt.save_checkpoint(best, state)
         _checkpoint_event(tr, best, "best", nbytes, time.perf_counter() - t0)
+    if shards:
+        from cockpit.train.sharded import prune
+
+        prune(tr.ckpt_dir)
     tr.events.sync()
 
 
