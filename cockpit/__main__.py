@@ -177,6 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print the estimate as JSON")
     p.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        metavar="N",
+        help="plan for N GPUs training together (memory per GPU: DDP buckets, or FSDP shards with train.parallel=fsdp)",
+    )
+    p.add_argument(
         "--exact",
         action="store_true",
         help="also trace the real training step on fake CUDA tensors (no GPU needed; cached per shape)",
