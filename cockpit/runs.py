@@ -211,16 +211,17 @@ def launch(
 
     def launched(current: rundir.RunInfo) -> dict[str, object]:
         holder = rundir.lock_holder(path)
-        if holder and holder != process.pid and not _descends_from(holder, process.pid):
+        ours = bool(holder) and holder != process.pid and _descends_from(holder, process.pid)
+        if holder and holder != process.pid and not ours:
             return {}  # another trainer holds the run: this child will be refused, the record is its
         # A fast child may already say running; a resume starts over from starting.
         live = current.status in rundir.LIVE_STATUSES and not resume
         changes: dict[str, object] = {"status": current.status if live else "starting"}
         if resume:
             changes["end_reason"] = None
+        if not ours:  # torchrun's rank 0 may already have written its own pid: keep it
+            changes.update(pid=process.pid, pid_start_time=started)
         changes.update(
-            pid=process.pid,
-            pid_start_time=started,
             command=cmd,
             device_requested=device,
             detached=detach,
