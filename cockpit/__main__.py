@@ -65,6 +65,32 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_rank_options(parser: argparse.ArgumentParser) -> None:
+    """--nproc and the options for several machines (torchrun; docs/multi-gpu.md)."""
+    parser.add_argument(
+        "--nproc",
+        metavar="N",
+        default=None,
+        help="training processes on this machine, one per GPU (torchrun DDP); auto = every GPU (default: 1)",
+    )
+    parser.add_argument(
+        "--nnodes", type=int, default=1, metavar="N", help="machines in the job (default: 1)"
+    )
+    parser.add_argument(
+        "--node-rank",
+        type=int,
+        default=0,
+        metavar="R",
+        help="this machine's number; the cockpit runs node 0 and prints the others' commands",
+    )
+    parser.add_argument(
+        "--rdzv-endpoint",
+        metavar="HOST:PORT",
+        default="",
+        help="node 0's address that every machine reaches (several machines)",
+    )
+
+
 def _add_gpu_option(parser: argparse.ArgumentParser, default: object = None) -> None:
     parser.add_argument(
         "--gpu",
@@ -125,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--runs-dir", metavar="DIR", help=RUNS_DIR_HELP)
     _add_train_options(parser)
+    _add_rank_options(parser)
     _add_gpu_option(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -157,6 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="fraction of GPU memory kept free when suggesting a batch (default 0.08)",
     )
     p.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        metavar="N",
+        help="plan for N GPUs training together (memory per GPU: DDP buckets, or FSDP shards with train.parallel=fsdp)",
+    )
     p.add_argument(
         "--exact",
         action="store_true",
@@ -203,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         metavar="N",
         help="raise train.max_steps to continue past the end",
+    )
+    p.add_argument(
+        "--nproc",
+        default=argparse.SUPPRESS,
+        metavar="N",
+        help="ranks on this machine (default: as the run was launched; a resume keeps the world size)",
     )
 
     p = sub.add_parser("stop", help="stop a run gracefully (checkpoint first), or --kill it")

@@ -170,6 +170,10 @@ class MemoryBreakdown:
     activation_form: str  # "flash/SDPA" or "plain attention (s^2 term)"
     activations_per_layer: int
     activations_per_layer_plain: int  # the same layer with materialised attention scores
+    comm_buffers: int = (
+        0  # several GPUs: DDP's gradient buckets, or FSDP's gathered units (memory_per_gpu)
+    )
+    comm_form: str = ""  # "DDP gradient buckets" | "FSDP gathered blocks"
 
     @property
     def reserved_bytes(self) -> int:
@@ -192,6 +196,7 @@ class MemoryBreakdown:
             + self.logits
             + self.allocator_slack
             + self.cuda_context
+            + self.comm_buffers
         )
 
     def items(self) -> list[tuple[str, int]]:
@@ -205,7 +210,7 @@ class MemoryBreakdown:
             ("logits + cross-entropy", self.logits),
             ("allocator slack", self.allocator_slack),
             ("CUDA context", self.cuda_context),
-        ]
+        ] + ([(self.comm_form, self.comm_buffers)] if self.comm_buffers else [])
 
 
 def _layer_activation_bytes(m: ModelConfig, batch: int, dtype: str, *, flash: bool) -> int:
@@ -406,6 +411,54 @@ def memory_breakdown(
     )
 
 
+def fsdp_unit_params(m: ModelConfig) -> int:
+    """Parameters of FSDP2's largest unit: one block, or the root (embeddings, head, final norm)."""
+    params = count_params(m)
+    per_block = (
+        params - embedding_params(m) - (m.vocab_size * m.n_embd if m.arch != "bdh" else 0)
+    ) // max(1, m.n_layer)
+    return max(per_block, params - per_block * m.n_layer)
+
+
+def memory_per_gpu(
+    preset: Preset,
+    gpu: GpuSpec | None = None,
+    *,
+    world_size: int = 1,
+    parallel: str | None = None,
+    batch_size: int | None = None,
+) -> MemoryBreakdown:
+    """Peak memory of ONE GPU of a run on `world_size` GPUs (train.parallel, or `parallel`).
+
+    Each rank runs the preset's micro-batch, so activations and logits are one GPU's. DDP
+    replicates the model and adds its gradient buckets (a flat fp32 copy of every gradient,
+    all-reduced bucket by bucket). FSDP2 shards fp32 weights, gradients and AdamW state
+    1/world_size each, and adds the full weights of the unit being run plus the one
+    prefetched (2 x the largest unit) and that unit's unsharded gradients before their
+    reduce-scatter (1 x). One GPU is memory_breakdown's.
+    """
+    mem = memory_breakdown(preset, gpu, batch_size=batch_size)
+    if world_size <= 1:
+        return mem
+    mode = parallel or preset.train.parallel
+    params = count_params(preset.model)
+    if mode == "fsdp":
+        unit = fsdp_unit_params(preset.model) * 4
+        shard = -(-params * 4 // world_size)
+        mem = replace(
+            mem,
+            weights=shard,
+            gradients=shard if mem.gradients else 0,
+            optimizer=mem.optimizer // world_size,
+            comm_buffers=3 * unit,
+            comm_form="FSDP gathered blocks",
+        )
+    else:
+        mem = replace(mem, comm_buffers=params * 4, comm_form="DDP gradient buckets")
+    allocated = mem.total_bytes - mem.allocator_slack - mem.cuda_context
+    return replace(mem, allocator_slack=int(allocated * ALLOCATOR_SLACK))
+
+
 def _end_of_backward_extra(m: ModelConfig) -> int:
     """A tied embedding's two gradients (head and lookup) and their sum, alive at once, fp32."""
     tied = m.tie_embeddings and m.arch != "bdh"
@@ -553,6 +606,9 @@ class Estimate:
     peak_bytes: int  # predicted peak GPU memory (total, including the CUDA context)
     eta_s: float | None  # at DEFAULT_MFU (or the given mfu) on this GPU
     traced: bool = False  # the live bytes come from a cached trace's line (`estimate --exact`)
+    world_size: int = (
+        1  # GPUs training together: memory and peak are per GPU, tokens per step global
+    )
 
     @property
     def fits(self) -> bool | None:
@@ -585,8 +641,12 @@ def estimate(
     *,
     batch_size: int | None = None,
     mfu_assumed: float = DEFAULT_MFU,
+    world_size: int = 1,
 ) -> Estimate:
-    """Parameters, FLOPs, tokens, peak memory and ETA of `preset` at `batch_size` on `gpu`."""
+    """Parameters, FLOPs, tokens, peak memory and ETA of `preset` at `batch_size` on `gpu`
+    (on each of `world_size` GPUs: memory per GPU, tokens per step global, ETA at ideal scaling)."""
+    if world_size > 1:
+        return _estimate_ranks(preset, gpu, batch_size, mfu_assumed, world_size)
     m, t = preset.model, preset.train
     batch = batch_size or t.batch_size
     params = count_params(m)
@@ -626,6 +686,32 @@ def estimate(
     )
 
 
+def _estimate_ranks(
+    preset: Preset, gpu: GpuSpec | None, batch_size: int | None, mfu: float, world_size: int
+) -> Estimate:
+    """estimate() for several GPUs: the 1-GPU estimate with one GPU's memory of the run (DDP adds
+    its buckets to a measured or traced peak; FSDP is analytic) and the global tokens per step."""
+    one = estimate(preset, gpu, batch_size=batch_size, mfu_assumed=mfu)
+    memory = memory_per_gpu(preset, gpu, world_size=world_size, batch_size=one.batch_size)
+    if preset.train.parallel == "fsdp" or not (one.measured or one.traced):
+        peak, measured, traced = memory.total_bytes, False, False
+    else:
+        extra = memory.comm_buffers * (1 + ALLOCATOR_SLACK)
+        peak, measured, traced = int(one.peak_bytes + extra), one.measured, one.traced
+    eta = one.eta_s / world_size if one.eta_s is not None else None
+    return replace(
+        one,
+        memory=memory,
+        peak_bytes=int(peak),
+        measured=measured,
+        traced=traced,
+        tokens_per_step=one.tokens_per_step * world_size,
+        run_tokens=one.run_tokens * world_size,
+        eta_s=eta,
+        world_size=world_size,
+    )
+
+
 def eta_seconds(preset: Preset, gpu: GpuSpec | None, mfu: float = DEFAULT_MFU) -> float | None:
     """Seconds for the whole run at `mfu` (a fraction) of the GPU's peak (None without a known peak)."""
     if gpu is None:
@@ -660,7 +746,7 @@ class BatchSuggestion:
 
 
 def suggest_batch(
-    preset: Preset, gpu: GpuSpec | None, headroom: float = DEFAULT_HEADROOM
+    preset: Preset, gpu: GpuSpec | None, headroom: float = DEFAULT_HEADROOM, world_size: int = 1
 ) -> BatchSuggestion | None:
     """The largest micro-batch whose peak fits in (1 - headroom) of the GPU, keeping tokens per step.
 
@@ -673,8 +759,8 @@ def suggest_batch(
     budget = gpu.usable_bytes * (1.0 - headroom)
     target_seqs = preset.train.batch_size * preset.train.grad_accum
 
-    def peak(b: int) -> int:
-        return estimate(preset, gpu, batch_size=b).peak_bytes
+    def peak(b: int) -> int:  # on each GPU of the run: the micro-batch is per GPU
+        return estimate(preset, gpu, batch_size=b, world_size=world_size).peak_bytes
 
     if peak(1) > budget:
         return BatchSuggestion(
@@ -711,10 +797,14 @@ def suggest_batch(
         f"largest that fits is {fit} (power of two: {largest_pow2}) with {headroom:.0%} headroom "
         f"on {gpu.name}'s {human_bytes(gpu.usable_bytes)} usable"
     )
+    if world_size > 1:
+        reason += (
+            f"; per GPU of {world_size}, {micro * accum * world_size} sequences per step in all"
+        )
     return BatchSuggestion(
         micro,
         accum,
-        micro * accum * preset.model.block_size,
+        micro * accum * preset.model.block_size * world_size,
         peak(micro),
         headroom,
         reason,

@@ -201,7 +201,8 @@ def _start_line(e: StartEvent, max_steps: int | None, started_at: float | None) 
     params = f"{human_params(e.params)} params, " if e.params else ""
     tps = f"{e.tokens_per_step} tokens/step" if e.tokens_per_step else ""
     resumed = f", resumed from step {e.resumed_from}" if e.resumed_from is not None else ""
-    return f"start: {e.preset or '?'} on {where} ({e.dtype or '?'}), {params}{tps}{resumed}"
+    ranks = f" x {e.world_size} ranks" if e.world_size and e.world_size > 1 else ""
+    return f"start: {e.preset or '?'} on {where}{ranks} ({e.dtype or '?'}), {params}{tps}{resumed}"
 
 
 def _step_line(e: StepEvent, max_steps: int | None, started_at: float | None) -> str:

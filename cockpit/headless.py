@@ -160,6 +160,40 @@ def apply_golf_env(preset: Preset, args: argparse.Namespace, overrides: list[str
     return apply_overrides(preset, found.overrides)
 
 
+def ranks_from_args(args: argparse.Namespace) -> runs.Ranks:
+    """--nproc, --nnodes, --node-rank, --rdzv-endpoint as runs.Ranks; UsageError when they cannot be."""
+    try:
+        nproc = runs.resolve_nproc(getattr(args, "nproc", None))
+    except ValueError:
+        raise UsageError(
+            f"--nproc must be a number of processes or auto, not {args.nproc!r}"
+        ) from None
+    ranks = runs.Ranks(
+        nproc=nproc,
+        nnodes=int(getattr(args, "nnodes", 1) or 1),
+        node_rank=int(getattr(args, "node_rank", 0) or 0),
+        endpoint=str(getattr(args, "rdzv_endpoint", "") or ""),
+    )
+    problem = ranks.problem()
+    if problem:
+        raise UsageError(problem)
+    if ranks.node_rank != 0:
+        raise UsageError(
+            "the cockpit launches node 0 (rank 0 writes the run directory); on the other nodes run "
+            "the command it prints"
+        )
+    return ranks
+
+
+def print_other_nodes(run_dir: Path, ranks: runs.Ranks, *, device: str, resume: bool) -> None:
+    """For a run on several machines: the exact command to start on each other node."""
+    lines = runs.other_node_commands(run_dir, ranks, device=device, resume=resume)
+    if lines:
+        info(f"run on each other node (the run directory {run_dir} must be on a path they share):")
+        for line in lines:
+            print(f"  {line}", file=sys.stderr, flush=True)
+
+
 def launch_problem(preset: Preset) -> str | None:
     """Why a preset cannot be launched here (missing data, untrainable architecture), or None.
 
@@ -261,6 +295,7 @@ class Follower:
         self.seen_start = False  # this launch's `start` has arrived (the child handles signals)
         self.forward_pending = False  # a stop asked for before that, to pass on once it has
         self.unprinted_step: dict[str, Any] | None = None  # the latest step record not printed yet
+        self.ranks = False  # `process` is torchrun: stop through rank 0, kill its whole group
 
     def _preset_numbers(self) -> tuple[int | None, int]:
         self._eval_interval = 0
@@ -394,7 +429,18 @@ class Follower:
             self.forward_pending = True
 
     def signal_child(self, signum: int) -> None:
-        if self.process is not None:
+        if self.process is not None and self.ranks:  # torchrun: rank 0 stops them all
+            if signum == signal.SIGKILL:
+                try:
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                return
+            try:
+                rundir.stop_run(self.run_dir)
+            except rundir.RunError:
+                pass
+        elif self.process is not None:
             if self.process.poll() is None:
                 try:
                     self.process.send_signal(signum)
@@ -568,8 +614,12 @@ def follow_run(
         return follower.follow()
 
 
-def launch_and_follow(run_dir: Path, *, device: str, resume: bool = False) -> int:
-    """Start the child in our process group and follow it (headless and `resume --no-ui`)."""
+def launch_and_follow(
+    run_dir: Path, *, device: str, resume: bool = False, ranks: runs.Ranks | None = None
+) -> int:
+    """Start the child in our process group and follow it (headless and `resume --no-ui`).
+
+    Several ranks run under torchrun in a session of its own; a stop goes to rank 0."""
     try:  # a resumed run prints only what this launch writes
         offset = (run_dir / rundir.EVENTS_JSONL).stat().st_size if resume else 0
     except OSError:
@@ -578,18 +628,23 @@ def launch_and_follow(run_dir: Path, *, device: str, resume: bool = False) -> in
     # Our handlers go in before the spawn, so a Ctrl-C at any moment is a stop request, never a traceback.
     with _SignalScope(follower):
         try:
-            handle = runs.launch(run_dir, device=device, resume=resume, detach=False)
+            handle = runs.launch(run_dir, device=device, resume=resume, detach=False, ranks=ranks)
         except OSError as exc:
             error(f"cannot start the training process: {exc}")
             return EXIT_FAILED
         follower.process = handle.process
-        info(f"run {run_dir} (pid {handle.pid}); Ctrl-C stops with a checkpoint")
+        follower.ranks = bool(ranks and ranks.torchrun)
+        on = f" on {ranks.world_size} ranks (torchrun)" if follower.ranks and ranks else ""
+        info(f"run {run_dir} (pid {handle.pid}){on}; Ctrl-C stops with a checkpoint")
+        if ranks is not None and ranks.nnodes > 1:
+            print_other_nodes(run_dir, ranks, device=device, resume=resume)
         return follower.follow()
 
 
 def cmd_headless(args: argparse.Namespace) -> int:
     """`gpt-cockpit --no-ui`: resolve the preset, create the run, train and print lines."""
     try:
+        ranks = ranks_from_args(args)
         preset = resolve_preset(args)
         problem = prelaunch.device_problem(getattr(args, "device", "auto") or "auto")
         if problem:
@@ -611,4 +666,4 @@ def cmd_headless(args: argparse.Namespace) -> int:
         )
         error(f"cannot create the run directory in {where}: {exc.strerror or exc}")
         return EXIT_USAGE
-    return launch_and_follow(run_dir, device=getattr(args, "device", "auto") or "auto")
+    return launch_and_follow(run_dir, device=getattr(args, "device", "auto") or "auto", ranks=ranks)

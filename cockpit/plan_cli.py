@@ -221,8 +221,11 @@ def print_estimate(
         facts.add_row("trainable", f"[red]no[/]: {why}")
     console.print(facts)
 
+    on = (
+        f" on each of {est.world_size} GPUs ({preset.train.parallel})" if est.world_size > 1 else ""
+    )
     table = Table(
-        title=f"peak training memory at micro-batch {est.batch_size}",
+        title=f"peak training memory at micro-batch {est.batch_size}{on}",
         title_justify="left",
         header_style="bold",
     )
@@ -253,7 +256,7 @@ def print_estimate(
     )
     colour = "green" if est.fits else ("red" if est.fits is False else "yellow")
     console.print(f"[{colour}]{est.verdict}[/]")
-    suggestion = suggest_batch(preset, gpu, headroom)
+    suggestion = suggest_batch(preset, gpu, headroom, world_size=est.world_size)
     if suggestion is not None:
         console.print(
             f"suggestion: --set train.batch_size={suggestion.micro_batch} --set train.grad_accum={suggestion.grad_accum}  ({suggestion.reason}; peak {human_bytes(suggestion.peak_bytes)})"
@@ -280,7 +283,11 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     if not 0.0 <= headroom < 1.0:
         error("--headroom is a fraction in [0, 1), e.g. 0.08")
         return EXIT_USAGE
-    est = estimate(preset, gpu, batch_size=batch)
+    world = getattr(args, "nproc", None) or 1
+    if world < 1:
+        error("--nproc must be at least 1")
+        return EXIT_USAGE
+    est = estimate(preset, gpu, batch_size=batch, world_size=world)
     exact: dict[str, Any] | None = None
     if getattr(args, "exact", False):
         exact = exact_trace(preset, est.dtype, est.batch_size)
@@ -288,7 +295,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         out: dict[str, Any] = as_dict(est)
         if getattr(args, "exact", False):
             out["exact"] = exact
-        suggestion = suggest_batch(preset, gpu, headroom)
+        suggestion = suggest_batch(preset, gpu, headroom, world_size=world)
         out["suggestion"] = (
             None
             if suggestion is None

@@ -42,6 +42,7 @@ SCHEDULES = ("cosine", "warmdown", "constant")
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 OPTIMIZERS = ("adamw", "muon")
 ANOMALY_RESPONSES = ("warn", "halt", "rollback")
+PARALLEL_MODES = ("ddp", "fsdp")  # under torchrun: replicate (DDP) or shard (FSDP2) the model
 MAX_INT = (
     2**53
 )  # integer fields beyond this are typos, and would overflow float arithmetic downstream
@@ -132,6 +133,9 @@ class TrainConfig:
         False  # evaluate on the whole val split in order (golf), not eval_steps random batches
     )
     priming_steps: int = 0  # steps run, then undone (weights, optimizer, data, RNG) before training: primes kernels (golf WARMUP_STEPS)
+    parallel: str = (
+        "ddp"  # several ranks: ddp (replicated) | fsdp (FSDP2: weights, grads, optimizer sharded)
+    )
 
 
 @dataclass
@@ -485,6 +489,7 @@ def _check_train_choices(t: TrainConfig) -> None:
     _check_choice("train.dtype", t.dtype, DTYPES, "dtype")
     _check_choice("train.optimizer", t.optimizer, OPTIMIZERS, "optimizer")
     _check_choice("train.on_anomaly", t.on_anomaly, ANOMALY_RESPONSES, "response")
+    _check_choice("train.parallel", t.parallel, PARALLEL_MODES, "mode")
 
 
 def _check_min_lr_hold(t: TrainConfig) -> None:

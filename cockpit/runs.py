@@ -39,12 +39,106 @@ class RunHandle:
         return self.process.poll() if self.process else None
 
 
-def child_command(run_dir: Path, *, device: str = "auto", resume: bool = False) -> list[str]:
-    """The argv that starts the training child for `run_dir`."""
+@dataclass(frozen=True)
+class Ranks:
+    """How many training processes: `nproc` on this node, `nnodes` machines (torchrun's terms).
+
+    One process on one node is a plain child (no torchrun). Several machines meet at
+    `endpoint` (host:port of node 0, which the others must reach); node 0 (node_rank 0)
+    holds rank 0, the one that writes the run directory.
+    """
+
+    nproc: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    endpoint: str = ""
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc * self.nnodes
+
+    @property
+    def torchrun(self) -> bool:
+        return self.world_size > 1
+
+    def problem(self) -> str | None:
+        """Why these numbers cannot start a run, or None."""
+        if self.nproc < 1 or self.nnodes < 1:
+            return "--nproc and --nnodes must be at least 1"
+        if not 0 <= self.node_rank < self.nnodes:
+            return f"--node-rank must be between 0 and {self.nnodes - 1}"
+        if self.nnodes > 1 and not _host_port(self.endpoint):
+            return "several nodes need --rdzv-endpoint HOST:PORT (node 0's address, reachable from every node)"
+        return None
+
+    def torchrun_args(self, node_rank: int | None = None) -> list[str]:
+        """torchrun's options for this node (or for node `node_rank`)."""
+        if self.nnodes == 1:
+            return ["--standalone", "--nproc-per-node", str(self.nproc)]
+        host, port = _host_port(self.endpoint) or ("", "")
+        rank = self.node_rank if node_rank is None else node_rank
+        return [
+            "--nnodes",
+            str(self.nnodes),
+            "--node-rank",
+            str(rank),
+            "--nproc-per-node",
+            str(self.nproc),
+            "--master-addr",
+            host,
+            "--master-port",
+            port,
+        ]
+
+
+def _host_port(endpoint: str) -> tuple[str, str] | None:
+    host, _, port = (endpoint or "").rpartition(":")
+    return (host, port) if host and port.isdigit() else None
+
+
+def resolve_nproc(value: str | int | None) -> int:
+    """--nproc: a number, or `auto` (every GPU NVML sees; 1 without one). ValueError otherwise."""
+    if value is None or value == "":
+        return 1
+    if str(value).strip().lower() == "auto":
+        from cockpit.gpu import query_gpus
+
+        return max(1, len(query_gpus()))
+    n = int(value)
+    if n < 1:
+        raise ValueError(f"--nproc must be at least 1 or auto, not {value}")
+    return n
+
+
+def child_command(
+    run_dir: Path,
+    *,
+    device: str = "auto",
+    resume: bool = False,
+    ranks: Ranks | None = None,
+    node_rank: int | None = None,
+) -> list[str]:
+    """The argv that starts the training child for `run_dir` (under torchrun for several ranks)."""
     cmd = [sys.executable, "-m", "cockpit.train", "--run-dir", str(run_dir), "--device", device]
     if resume:
         cmd.append("--resume")
+    if ranks is not None and ranks.torchrun:
+        # torchrun is `python -m torch.distributed.run`: the same interpreter, found without PATH
+        launcher = [sys.executable, "-m", "torch.distributed.run", *ranks.torchrun_args(node_rank)]
+        return [*launcher, *cmd[1:]]
     return cmd
+
+
+def other_node_commands(run_dir: Path, ranks: Ranks, *, device: str, resume: bool) -> list[str]:
+    """The exact command to run on each other node (the run directory on a shared path)."""
+    import shlex
+
+    out = []
+    for node in range(ranks.nnodes):
+        if node != ranks.node_rank:
+            argv = child_command(run_dir, device=device, resume=resume, ranks=ranks, node_rank=node)
+            out.append(f"node {node}: cd {shlex.quote(os.getcwd())} && {shlex.join(argv)}")
+    return out
 
 
 # The signals that ask a run to stop. The child inherits them blocked and unblocks them once
@@ -70,6 +164,7 @@ def launch(
     resume: bool = False,
     detach: bool = True,
     env: dict[str, str] | None = None,
+    ranks: Ranks | None = None,
 ) -> RunHandle:
     """Start the training child on a prepared run directory.
 
@@ -77,10 +172,18 @@ def launch(
     closing the app, a dropped SSH connection or SIGHUP do not stop it; its
     output goes to console.log. `detach=False` keeps it in our process group
     (headless mode: Ctrl-C reaches both) and still logs to console.log.
+
+    With `ranks` of more than one process, the command is torchrun's; it always gets a
+    session of its own (a terminal's Ctrl-C must not reach torchrun, which would pass it
+    on to every rank as a second one): the caller stops it through rank 0 (`stop_run`).
     """
     path = Path(run_dir)
     rundir.read_run_info(path)  # RunError before anything starts if this is no run directory
-    cmd = child_command(path, device=device, resume=resume)
+    ranks = ranks or Ranks()
+    if ranks.torchrun:
+        cmd = child_command(path, device=device, resume=resume, ranks=ranks)
+    else:
+        cmd = child_command(path, device=device, resume=resume)
     child_env = dict(os.environ)
     child_env.setdefault("PYTHONUNBUFFERED", "1")
     if env:
@@ -93,7 +196,7 @@ def launch(
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=detach,
+                start_new_session=detach or ranks.torchrun,
                 env=child_env,
                 cwd=os.getcwd(),
             )
@@ -108,24 +211,51 @@ def launch(
 
     def launched(current: rundir.RunInfo) -> dict[str, object]:
         holder = rundir.lock_holder(path)
-        if holder and holder != process.pid:
+        ours = bool(holder) and holder != process.pid and _descends_from(holder, process.pid)
+        if holder and holder != process.pid and not ours:
             return {}  # another trainer holds the run: this child will be refused, the record is its
         # A fast child may already say running; a resume starts over from starting.
         live = current.status in rundir.LIVE_STATUSES and not resume
         changes: dict[str, object] = {"status": current.status if live else "starting"}
         if resume:
             changes["end_reason"] = None
+        if not ours:  # torchrun's rank 0 may already have written its own pid: keep it
+            changes.update(pid=process.pid, pid_start_time=started)
         changes.update(
-            pid=process.pid,
-            pid_start_time=started,
             command=cmd,
             device_requested=device,
             detached=detach,
+            world_size=ranks.world_size,
+            nnodes=ranks.nnodes,
         )
         return changes
 
     rundir.update_run_info(path, launched)
     return RunHandle(path, process)
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    """`pid` is a child (or grandchild...) of `ancestor`: torchrun's rank 0 holds the lock."""
+    import psutil
+
+    try:
+        return any(p.pid == ancestor for p in psutil.Process(pid).parents())
+    except (psutil.Error, ValueError):
+        return False
+
+
+def ranks_of_run(run_dir: str | os.PathLike[str]) -> Ranks:
+    """The ranks a run was launched with (run.json), for a resume on the same world size.
+
+    A run of several nodes resumes this node's share, as node 0, at the same endpoint.
+    """
+    info = rundir.read_run_info(run_dir)
+    world, nnodes = info.world_size or 1, info.nnodes or 1
+    endpoint = ""
+    cmd = info.command or []
+    if "--master-addr" in cmd and "--master-port" in cmd:
+        endpoint = f"{cmd[cmd.index('--master-addr') + 1]}:{cmd[cmd.index('--master-port') + 1]}"
+    return Ranks(nproc=max(1, world // max(1, nnodes)), nnodes=nnodes, endpoint=endpoint)
 
 
 # --------------------------------------------------------------------------- listing

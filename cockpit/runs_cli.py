@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -214,12 +215,19 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if problem:
         error(problem)
         return EXIT_USAGE
+    ranks = runs.ranks_of_run(run_dir)  # the same world size: the checkpoint's ranks resume
+    if getattr(args, "nproc", None) is not None:
+        try:
+            ranks = dataclasses.replace(ranks, nproc=runs.resolve_nproc(args.nproc))
+        except ValueError as exc:
+            error(str(exc))
+            return EXIT_USAGE
     if getattr(args, "no_ui", False):
         from cockpit.headless import launch_and_follow
 
-        return launch_and_follow(run_dir, device=device, resume=True)
+        return launch_and_follow(run_dir, device=device, resume=True, ranks=ranks)
     try:
-        runs.launch(run_dir, device=device, resume=True, detach=True)
+        runs.launch(run_dir, device=device, resume=True, detach=True, ranks=ranks)
     except OSError as exc:
         error(f"cannot start the training process: {exc}")
         return EXIT_FAILED

@@ -68,7 +68,7 @@ def test_unknown_keys_survive_an_update(tmp_path):
     on_disk = json.loads((run_dir / rundir.RUN_JSON).read_text())
     assert on_disk["from_a_newer_version"] == {"x": [1, 2]}
     assert on_disk["status"] == "running" and on_disk["step"] == 5
-    assert on_disk["preset_name"] == "tiny" and on_disk["schema"] == 1
+    assert on_disk["preset_name"] == "tiny" and on_disk["schema"] == rundir.RUN_SCHEMA_VERSION
 
 
 def test_wrong_typed_fields_read_as_defaults(tmp_path):

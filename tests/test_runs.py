@@ -69,7 +69,11 @@ def test_create_run_dir_layout_and_unique_ids(tmp_path):
     assert first != second and first.parent == second.parent == tmp_path
     assert first.name.endswith("-tiny")
     info = rundir.read_run_info(first)
-    assert info.status == "starting" and info.preset_name == "tiny" and info.schema == 1
+    assert (
+        info.status == "starting"
+        and info.preset_name == "tiny"
+        and info.schema == rundir.RUN_SCHEMA_VERSION
+    )
     assert (first / rundir.CHECKPOINTS).is_dir()
     assert rundir.load_run_preset(first) == tiny()
 

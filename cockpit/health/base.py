@@ -103,7 +103,14 @@ class Context:
     """
 
     __slots__ = (
-        "device", "emit", "gpu_memory_bytes", "last_lr", "last_step", "model", "peak_lr", "train"
+        "device",
+        "emit",
+        "gpu_memory_bytes",
+        "last_lr",
+        "last_step",
+        "model",
+        "peak_lr",
+        "train",
     )
 
     def __init__(

@@ -38,7 +38,7 @@ from cockpit.rundir.layout import (
     fresh_run_path,
 )
 
-RUN_SCHEMA_VERSION = 1
+RUN_SCHEMA_VERSION = 2  # 2: world_size, nnodes (torchrun runs)
 
 
 def _umask() -> int:
@@ -78,6 +78,8 @@ class RunInfo:
     command: list[str] | None = None
     device_requested: str | None = None
     detached: bool | None = None
+    world_size: int | None = None
+    nnodes: int | None = None
     device: str | None = None
     gpu_name: str | None = None
     dtype: str | None = None

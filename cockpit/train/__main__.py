@@ -18,11 +18,15 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cockpit import rundir
 from cockpit.diagnostics import EXIT_INTERRUPTED, EXIT_USAGE, error, exit_code_for_end
 from cockpit.rundir import EventWriter
 from cockpit.train.threads import usable_cores, wait_politely
+
+if TYPE_CHECKING:
+    from cockpit.train.runtime import Dist
 
 # Each asks for a graceful stop; SIGHUP is a dropped terminal or SSH session.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -129,7 +133,7 @@ def run_child(run_dir: str | os.PathLike[str], device: str = "auto", resume: boo
 
 def _train(run_dir: str | os.PathLike[str], device: str, resume: bool, switch: _StopSwitch) -> int:
     from cockpit.train.loop import Trainer
-    from cockpit.train.runtime import Dist, HaltTraining, dist_from_env, finish_run, set_threads
+    from cockpit.train.runtime import HaltTraining, dist_from_env, finish_run, set_threads
 
     threads = set_threads()  # one core fewer where there are cores to spare (train/threads.py)
     wait = os.environ.get("OMP_WAIT_POLICY", "default")
@@ -149,6 +153,8 @@ def _train(run_dir: str | os.PathLike[str], device: str, resume: bool, switch: _
         reason, message, kind, tail = "halted", str(exc), "halted", ""
     except Exception as exc:  # every failure must reach the event log and run.json
         reason, message, kind, tail = _failure(exc, path)
+        if dist.world_size > 1:
+            reason, message, kind = _rank_failure(dist, reason, message, kind)
     else:
         kind, tail = "", ""
     message = " ".join(str(message).split()) or reason
@@ -185,6 +191,22 @@ def _failure(exc: Exception, path: Path) -> tuple[str, str, str, str]:
     if isinstance(exc, _user_errors()):
         return "error", str(exc), getattr(exc, "kind", type(exc).__name__), tail
     return "crashed", f"{type(exc).__name__}: {exc}", type(exc).__name__, tail
+
+
+def _rank_failure(dist: Dist, reason: str, message: str, kind: str) -> tuple[str, str, str]:
+    """Under torchrun: another rank publishes its cause; rank 0, whose collective failed
+    because a peer went, names the rank that failed and why (train/dist.py)."""
+    from cockpit.train.dist import peer_failure, publish_failure
+    from cockpit.train.runtime import one_line
+
+    if not dist.master:
+        publish_failure(dist, reason, kind, message)
+        return reason, message, kind
+    peer = peer_failure(dist) if reason == "crashed" else None
+    if peer is None:
+        return reason, message, kind
+    peer_reason, peer_kind, peer_message = peer
+    return peer_reason, f"{peer_message} (rank 0: {one_line(message, 160)})", peer_kind
 
 
 def _best_effort(lost: list[str], write: Callable[[], object]) -> None:

@@ -33,7 +33,8 @@ def run_eval(tr: Trainer) -> None:
         else:
             val_loss = mean_loss(tr, tr.data.val, seed)
         train_loss = mean_loss(tr, tr.data.train, seed + 1)
-        text = sample_text(tr) if tr.t.sample_tokens > 0 and tr.master else None
+        # FSDP: every rank takes part in each forward, so all generate (the same text); rank 0 writes it
+        text = sample_text(tr) if tr.t.sample_tokens > 0 and (tr.master or tr.fsdp) else None
     finally:
         tr.model.train()
     tr.last_eval_step = tr.step
@@ -67,14 +68,30 @@ def run_eval(tr: Trainer) -> None:
 
 @torch.no_grad()
 def mean_loss(tr: Trainer, tokens: Any, seed: int) -> float:
-    """The mean loss over eval_steps micro-batches of `tokens` drawn from `seed` (one host sync)."""
+    """The mean loss over eval_steps micro-batches of `tokens` drawn from `seed` (one host sync).
+
+    Under torchrun the ranks share the batches out (rank r evaluates batches r, r+W, ...)
+    and sum their losses, so the mean is over the same eval_steps batches as on one process.
+    """
     sampler = BatchSampler(tokens, tr.preset.model.block_size, seed, tr.device)
     losses = torch.zeros(tr.t.eval_steps, device=tr.device)
-    for k in range(tr.t.eval_steps):
+    rank, world = tr.dist.rank, tr.dist.world_size
+    net = _unwrapped(tr.model)
+    # FSDP: every rank runs as many forwards (each gathers weights from all): pad the last round
+    rounds = -(-tr.t.eval_steps // world) * world if tr.fsdp else tr.t.eval_steps
+    for k in range(rounds):
+        if k % world != rank:
+            sampler.skip(tr.micro_batch)  # another rank's batch
+            continue
         x, y = sampler.sample(tr.micro_batch)
         with tr.autocast:
-            loss = tr.model(x, y)[1]
-        losses[k] = loss.float()
+            loss = net(x, y)[1]
+        if k < tr.t.eval_steps:
+            losses[k] = loss.float()
+    if world > 1:
+        from cockpit.train.dist import reduce_sum
+
+        reduce_sum(losses, tr.dist)
     return losses.mean().item()
 
 
@@ -102,6 +119,13 @@ def full_val_loss(tr: Trainer) -> tuple[float, float | None]:
     n_tokens = n_windows * T
     loss_value, n_bytes = (loss_sum / max(n_tokens, 1)).item(), byte_sum.item()
     return loss_value, (n_tokens / n_bytes if n_bytes else None)
+
+
+def _unwrapped(model: Any) -> Any:
+    """The model without its DistributedDataParallel wrapper: an eval forward needs no collective."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 def sample_text(tr: Trainer) -> str:

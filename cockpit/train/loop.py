@@ -34,6 +34,7 @@ from cockpit.schedule import lr_at_time
 from cockpit.train import bpb, evaluate, optim, priming, readback, respond, snapshot
 from cockpit.train import setup as setup_steps
 from cockpit.train.clock import TrainClock
+from cockpit.train.dist import accum_per_rank, destroy_group, from_master, seed_rank
 from cockpit.train.faults import Faults, faults_from_env
 from cockpit.train.readback import PendingStep
 from cockpit.train.runtime import Dist, dist_from_env, finish_run
@@ -77,8 +78,13 @@ class Trainer:
         self.rollbacks = 0
         self.tokens_seen = 0
         self.micro_batch = self.t.batch_size
-        self.grad_accum = self.t.grad_accum
-        self.n_seq = self.t.batch_size * self.t.grad_accum  # sequences per optimizer step (fixed)
+        self.fsdp = self.dist.world_size > 1 and self.t.parallel == "fsdp"  # train/sharded.py
+        # Golf's hook: a train.keep_global_batch=true preset divides accumulation by the world size.
+        self.keep_global_batch = bool(getattr(self.t, "keep_global_batch", False))
+        self.grad_accum = accum_per_rank(
+            self.t.grad_accum, self.dist.world_size, self.keep_global_batch
+        )
+        self.n_seq = self.t.batch_size * self.grad_accum  # this rank's sequences per step (fixed)
         self.stop_requested = False  # the stop every rank agreed on
         self.stop_local = False  # this process was asked to stop
         self.time_up = False  # max_time_s passed (agreed between ranks under torchrun)
@@ -91,6 +97,11 @@ class Trainer:
         self.clock = TrainClock()  # training time: evals, checkpoints and samples left out
         self.start_step = 0  # the step this process's training began at
         self.device_byte_table: Any = None  # per-token bytes for bits per byte on shards (bpb.py)
+
+    @property
+    def takes_checkpoints(self) -> bool:
+        """This rank takes part in writing checkpoints (under torchrun every rank gives its state)."""
+        return self.write_checkpoints or self.dist.world_size > 1
 
     def request_stop(self, why: str = "stop requested") -> None:
         """Finish the current step, checkpoint, and end with reason `stopped` (signal-safe)."""
@@ -108,12 +119,15 @@ class Trainer:
         self.device, self.dtype = setup_steps.init_device(self.requested_device, t.dtype, self.dist)
         setup_steps.seed_everything(t.seed)
         self.data, self.train_sampler = setup_steps.load_training_data(
-            self.preset, self.device, self.dist.rank
+            self.preset, self.device, self.dist.rank, self.dist.world_size
         )
         self.tokenizer = self.data.tokenizer
         self.raw_model, self.model = setup_steps.build_models(
             self.preset, self.device, self.dist, self.warn
         )
+        seed_rank(
+            t.seed, self.dist
+        )  # dropout differs between ranks; rank 0 keeps the seed's stream
         self.params = sum(p.numel() for p in self.raw_model.parameters())
         self.runner = optim.build_runner(
             self.model,
@@ -121,7 +135,8 @@ class Trainer:
             t,
             self.device,
             self.dtype,
-            ddp=self.dist.world_size > 1,
+            ddp=self.dist.world_size > 1 and not self.fsdp,
+            fsdp=self.fsdp,
             faults=self.faults,
         )
         runner = self.runner  # the trainer's optimizer, scaler and autocast are its runner's
@@ -135,7 +150,8 @@ class Trainer:
         self.monitor = HealthMonitor(
             self.preset, gpu_memory_bytes=gpu_memory, device=str(self.device)
         )
-        self.tokens_per_step = self.preset.tokens_per_step * self.dist.world_size
+        # the global batch: every rank's sequences of a step
+        self.tokens_per_step = self.n_seq * self.preset.model.block_size * self.dist.world_size
         self.tokens_per_byte = setup_steps.tokens_per_byte(self.data)
         if self.preset.data.tokenizer_model:  # token shards: bytes from the SentencePiece model
             table = bpb.load_byte_table(
@@ -152,7 +168,7 @@ class Trainer:
             from cockpit.train.loggers import open_loggers
 
             self.loggers = open_loggers(self.preset, self.run_dir, self.warn)
-        if t.on_anomaly == "rollback" and self.step == 0 and self.write_checkpoints:
+        if t.on_anomaly == "rollback" and self.step == 0 and self.takes_checkpoints:
             snapshot.write(self)  # something to roll back to before the first eval
 
     # ----------------------------------------------------------------- the loop
@@ -236,6 +252,8 @@ class Trainer:
     def _read_back_and_respond(self) -> bool:
         """Read the pending steps back and apply train.on_anomaly; True if the run rolled back."""
         anomalies = readback.read_back(self)
+        if self.t.on_anomaly != "warn" and self.dist.world_size > 1:
+            anomalies = from_master(anomalies, self.dist)  # every rank responds as rank 0 does
         if anomalies and self.t.on_anomaly != "warn":
             respond.respond(self, anomalies[0])
             return True
@@ -300,7 +318,4 @@ class Trainer:
             write_run_info=self.write_run_info,
         )
         if self.dist.world_size > 1:
-            with contextlib.suppress(Exception):
-                import torch.distributed as tdist
-
-                tdist.destroy_process_group()
+            destroy_group()

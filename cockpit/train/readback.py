@@ -58,6 +58,10 @@ def read_back(tr: Trainer) -> list[Any]:
     interval_ms = (now - tr.interval_start) * 1000.0 / len(pending)
     tr.interval_start = now
     vram = torch.cuda.memory_reserved(tr.device) if tr.device.type == "cuda" else None
+    if vram is not None and tr.dist.world_size > 1:  # the fullest GPU, the same on every rank
+        from cockpit.train.dist import reduce_max
+
+        vram = int(reduce_max(torch.tensor(float(vram), device=tr.device), tr.dist).item())
     records, warnings = [], []
     for i, p in enumerate(pending):
         loss, norm = metrics.losses[i], metrics.norms[i]

@@ -6,6 +6,7 @@ the model is initialised, so a run and its resumption draw the same numbers.
 
 from __future__ import annotations
 
+import inspect
 import os
 import random
 import time
@@ -45,12 +46,12 @@ def check_trainable(preset: Preset) -> None:
 
 def init_device(requested: str, train_dtype: str, dist: Dist) -> tuple[torch.device, str]:
     """Join the torchrun job (if any); the device and the compute dtype's name."""
-    if dist.world_size > 1:
-        import torch.distributed as tdist
+    if dist.world_size > 1:  # nccl on CUDA, gloo on CPU (train/dist.py)
+        from cockpit.train.dist import init_group
 
-        torch.cuda.set_device(dist.local_rank)  # before NCCL starts, so each rank binds its own GPU
-        tdist.init_process_group(backend="nccl")
-    device = resolve_device(requested, dist)
+        device = init_group(requested, dist)
+    else:
+        device = resolve_device(requested, dist)
     dtype = resolve_dtype(train_dtype, device)
     if device.type == "cuda":
         enable_tf32()
@@ -64,7 +65,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_training_data(preset: Preset, device: torch.device, rank: int) -> tuple[Any, BatchSampler]:
+def load_training_data(
+    preset: Preset, device: torch.device, rank: int, world_size: int = 1
+) -> tuple[Any, BatchSampler]:
     """The data (train and val tokens, tokenizer) and this rank's training batch sampler."""
     m = preset.model
     data = load_data(preset.data, block_size=m.block_size, vocab_size=m.vocab_size)
@@ -75,10 +78,17 @@ def load_training_data(preset: Preset, device: torch.device, rank: int) -> tuple
             f"set model.vocab_size to at least {needed}",
             kind="data",
         )
-    # Each rank draws its own batches (seed + rank); evals draw theirs from seeds of their own.
-    sampler = BatchSampler(data.train, m.block_size, preset.train.seed + rank, device)
-    if prefetch_wanted():  # the next batch copied on a side stream (measured on a GPU first)
+    # Evals draw their batches from seeds of their own.
+    if world_size > 1:  # each rank reads its slice of the global batch (train/dist.py)
+        from cockpit.train.dist import RankSampler
+
+        sampler: BatchSampler = RankSampler(
+            data.train, m.block_size, preset.train.seed, device, rank, world_size
+        )
+    elif prefetch_wanted():  # the next batch copied on a side stream (measured on a GPU first)
         sampler = PrefetchSampler(data.train, m.block_size, preset.train.seed + rank, device)
+    else:
+        sampler = BatchSampler(data.train, m.block_size, preset.train.seed + rank, device)
     return data, sampler
 
 
@@ -102,11 +112,22 @@ def build_models(
             )
         else:
             setter(True)
+    if dist.world_size > 1 and t.parallel == "fsdp":  # sharded in place, no DDP wrapper
+        from cockpit.train.sharded import shard_model
+
+        shard_model(raw_model)
     model: Any = torch.compile(raw_model) if t.compile else raw_model
-    if dist.world_size > 1:
+    if dist.world_size > 1 and t.parallel != "fsdp":
         from torch.nn.parallel import DistributedDataParallel
 
-        model = DistributedDataParallel(model, device_ids=[dist.local_rank])
+        ids = [dist.local_rank] if device.type == "cuda" else None  # gloo on CPU: no device ids
+        # No buffer sync per forward: a GPT's buffers are fixed, and evals run on the ranks unevenly.
+        no_sync = (
+            {"forward_sync_buffers": False}
+            if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+            else {"broadcast_buffers": False}
+        )
+        model = DistributedDataParallel(model, device_ids=ids, **no_sync)
     return raw_model, model
 
 
@@ -169,6 +190,7 @@ def announce_start(tr: Trainer, resumed_from: int | None) -> None:
             device=str(tr.device),
             gpu_name=tr.gpu_name,
             dtype=tr.dtype,
+            world_size=tr.dist.world_size,
             versions=versions(),
             max_steps=t.max_steps,
             params=tr.params,

@@ -57,6 +57,9 @@ class StepRunner:
     autocast: AbstractContextManager[Any] = field(default_factory=contextlib.nullcontext)
     grad_clip: float = 0.0  # the global grad-norm clip; 0 = off (the norm is still measured)
     ddp: bool = False  # `model` is DistributedDataParallel: sync gradients on the last micro-batch
+    fsdp: bool = (
+        False  # `raw_model` is FSDP2-sharded: reduce-scatter gradients on the last micro-batch
+    )
     faults: Faults = field(default_factory=Faults)  # test hook: injected out-of-memory errors
 
     def run(
@@ -72,6 +75,8 @@ class StepRunner:
             self.faults.check_oom(xb.size(0))
             last = i == len(starts) - 1
             sync = self.model.no_sync() if self.ddp and not last else contextlib.nullcontext()
+            if self.fsdp:
+                self.raw_model.set_requires_gradient_sync(last)  # type: ignore[operator]
             with sync:
                 with self.autocast:
                     # drop the logits now: holding them through backward costs 2 bytes per logit
@@ -87,6 +92,10 @@ class StepRunner:
         # The clip call already computes the global norm; with clipping off, max_norm=inf only measures.
         max_norm = self.grad_clip if self.grad_clip > 0 else math.inf
         norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), max_norm)
+        if self.fsdp:  # a DTensor over the shards: the global norm as a plain tensor
+            from cockpit.train.sharded import full_norm
+
+            norm = full_norm(norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return total, norm.detach()

@@ -19,8 +19,9 @@ from cockpit.presets import Preset
 from cockpit.trace_child import TraceRunner, run_trace_child
 
 
-def default_launcher(preset: Preset, runs_dir: Path | None) -> Path:
-    """Create a run directory for `preset` and start the trainer detached from the app.
+def default_launcher(preset: Preset, runs_dir: Path | None, nproc: int = 1) -> Path:
+    """Create a run directory for `preset` and start the trainer detached from the app
+    (under torchrun, `nproc` ranks, when more than one).
 
     The same pre-launch checks as headless mode: a missing data source or an architecture
     the engine cannot train is a RunError (shown as a message), and nothing is started.
@@ -31,7 +32,7 @@ def default_launcher(preset: Preset, runs_dir: Path | None) -> Path:
     if problem:
         raise rundir.RunError(problem)
     run_dir = rundir.create_run_dir(preset, root=runs_dir)
-    runs.launch(run_dir, detach=True)
+    runs.launch(run_dir, detach=True, ranks=runs.Ranks(nproc=nproc))
     return run_dir
 
 
@@ -139,10 +140,13 @@ class CockpitApp(App):
 
         self.push_screen(RunsScreen())
 
-    def launch_preset(self, preset: Preset) -> None:
-        """Start a run of `preset` and watch it; a failure is a notification, not a crash."""
+    def launch_preset(self, preset: Preset, nproc: int = 1) -> None:
+        """Start a run of `preset` (on `nproc` ranks) and watch it; a failure is a notification, not a crash."""
         try:
-            run_dir = self.services.launcher(preset, self.services.runs_dir)
+            if nproc > 1:  # a launcher that takes one process only keeps its two arguments
+                run_dir = self.services.launcher(preset, self.services.runs_dir, nproc=nproc)  # type: ignore[call-arg]
+            else:
+                run_dir = self.services.launcher(preset, self.services.runs_dir)
         except (OSError, rundir.RunError) as exc:
             self.notify(f"cannot start the run: {exc}", severity="error", timeout=8)
             return

@@ -33,6 +33,44 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(yes)
 
 
+class LaunchScreen(ConfirmScreen):
+    """The launch question, with `p` to choose the training processes (torchrun ranks, one per GPU).
+
+    Dismissed with the number of processes on yes (1: a plain child), 0 on no.
+    """
+
+    BINDINGS = [Binding("p", "next_nproc", "Processes")]
+
+    def __init__(self, question: str, choices: list[int]) -> None:
+        super().__init__(question)
+        self.choices = choices or [1]
+        self.nproc = self.choices[0]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(self.question, id="question")
+            yield Static(self._nproc_line(), id="nproc")
+            yield Static("[b]y[/] yes    [b]n[/] no    [b]p[/] processes", classes="dialog-keys")
+
+    def _nproc_line(self) -> str:
+        if self.nproc == 1:
+            return "processes: [b]1[/] (p: more, one per GPU with torchrun DDP)"
+        return f"processes: [b]{self.nproc}[/] (torchrun DDP, the global batch x{self.nproc})"
+
+    def action_next_nproc(self) -> None:
+        i = self.choices.index(self.nproc) if self.nproc in self.choices else -1
+        self.nproc = self.choices[(i + 1) % len(self.choices)]
+        self.query_one("#nproc", Static).update(self._nproc_line())
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(self.nproc if yes else 0)  # type: ignore[arg-type]
+
+
+def nproc_choices(gpus: int) -> list[int]:
+    """1 up to every GPU of this machine; without a GPU, 1 or 2 CPU processes (gloo)."""
+    return list(range(1, max(gpus, 2) + 1)) if gpus != 1 else [1]
+
+
 class PromptScreen(ModalScreen[str | None]):
     """Ask for one line of text; Enter accepts, Escape cancels."""
 
@@ -87,8 +125,9 @@ def confirm_launch(app: App, preset: Preset, est: Estimate) -> None:
         app.notify(f"{preset.name} cannot be trained: {why}", severity="error")
         return
 
-    def answered(yes: bool | None) -> None:
-        if yes:
-            app.launch_preset(preset)  # type: ignore[attr-defined]
+    def answered(nproc: int | None) -> None:
+        if nproc:
+            app.launch_preset(preset, nproc=int(nproc))  # type: ignore[attr-defined]
 
-    app.push_screen(ConfirmScreen(launch_question(preset, est)), answered)
+    gpus = len(getattr(app, "local_gpus", None) or [])
+    app.push_screen(LaunchScreen(launch_question(preset, est), nproc_choices(gpus)), answered)

@@ -336,7 +336,10 @@ class RunScreen(Screen):
         from cockpit import runs
 
         try:
-            runs.launch(self.run_dir, resume=True, detach=True)
+            # the same world size as the run's (a multi-rank checkpoint refuses another)
+            runs.launch(
+                self.run_dir, resume=True, detach=True, ranks=runs.ranks_of_run(self.run_dir)
+            )
         except (OSError, rundir.RunError) as exc:
             self.notify(f"cannot resume: {exc}", severity="error", timeout=8)
             return

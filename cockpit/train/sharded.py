@@ -1,0 +1,114 @@
+"""FSDP2 (`train.parallel=fsdp`): the model sharded over the ranks, and its sharded checkpoints.
+
+`shard_model` applies `torch.distributed.fsdp.fully_shard` to each block of the
+model's block list, then to the root (embeddings, head, final norm, and tied
+weights with them): each rank holds 1/W of the weights, gradients and AdamW
+state, and gathers one block's weights at a time for its forward and backward.
+
+A checkpoint of a sharded run is two parts: every rank writes its shards of the
+model and optimizer state with torch.distributed.checkpoint into
+`checkpoints/shards-<step>/` (written to `.tmp`, renamed by rank 0 once all have
+written), and rank 0 writes `last.pt` as always, with `model` and `optimizer`
+empty and `shards` naming that folder. Shard folders that no checkpoint file
+names any more are removed. The world size is checked before loading (a resume
+must keep it: the data positions are per rank).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from cockpit.train import checkpoint as ckpt
+
+if TYPE_CHECKING:
+    from cockpit.train.loop import Trainer
+
+SHARDS_PREFIX = "shards-"
+
+
+def shard_model(model: torch.nn.Module) -> int:
+    """fully_shard each block of the model's outermost block lists, then the root; the units made."""
+    from torch.distributed.fsdp import fully_shard
+
+    units = 0
+    taken: list[str] = []
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.ModuleList):
+            continue
+        if any(name.startswith(prefix + ".") for prefix in taken):
+            continue  # inside a block already chosen
+        taken.append(name)
+        for block in module:
+            if any(p.requires_grad for p in block.parameters()):
+                fully_shard(block)
+                units += 1
+    fully_shard(model)
+    return units + 1
+
+
+def full_norm(norm: torch.Tensor) -> torch.Tensor:
+    """A grad norm as a plain tensor (FSDP2's clip returns a DTensor)."""
+    full = getattr(norm, "full_tensor", None)
+    return full() if callable(full) else norm
+
+
+def save_shards(tr: Trainer) -> str:
+    """Every rank writes its shards for this step; the folder's name (a collective)."""
+    import torch.distributed as tdist
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    name = f"{SHARDS_PREFIX}{tr.step:08d}"
+    final = tr.ckpt_dir / name
+    tmp = tr.ckpt_dir / (name + ".tmp")
+    if tr.dist.master:
+        tr.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    tdist.barrier()
+    model_state, optim_state = get_state_dict(tr.raw_model, tr.optimizer)
+    dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=str(tmp))
+    tdist.barrier()  # every rank's shards are on disk
+    if tr.dist.master:
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+    return name
+
+
+def load_shards(tr: Trainer, name: str) -> None:
+    """Load the model and optimizer shards of folder `name` into this rank (a collective)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    folder = tr.ckpt_dir / name
+    if not folder.is_dir():
+        raise ckpt.CheckpointError(f"{folder} is missing: the checkpoint's shards are gone")
+    model_state, optim_state = get_state_dict(tr.raw_model, tr.optimizer)
+    state = {"model": model_state, "optimizer": optim_state}
+    dcp.load(state, checkpoint_id=str(folder))
+    set_state_dict(
+        tr.raw_model,
+        tr.optimizer,
+        model_state_dict=state["model"],
+        optim_state_dict=state["optimizer"],
+    )
+
+
+def prune(ckpt_dir: Path) -> list[str]:
+    """Remove the shard folders no checkpoint file names (rank 0, after a write); their names."""
+    keep = set()
+    for file in (ckpt.LAST, ckpt.LAST_PREV, ckpt.BEST):
+        with contextlib.suppress(Exception):
+            state = ckpt.load_checkpoint(ckpt_dir / file)
+            if state.get("shards"):
+                keep.add(state["shards"])
+    removed = []
+    for folder in ckpt_dir.glob(SHARDS_PREFIX + "*"):
+        if folder.is_dir() and folder.name not in keep:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed

@@ -1,0 +1,295 @@
+"""Runs on two ranks under torchrun (gloo on CPU): the same losses as one process, only rank 0
+writing, a SIGTERM that stops both with one checkpoint and a resume that continues exactly,
+a killed rank named in the run's error, and the launch commands for one and several machines.
+
+The 2-process runs are expensive on a 2-core machine: one module fixture trains them once
+(an uninterrupted run launched by `--no-ui --nproc 2`, and a run stopped by SIGTERM then
+resumed by `resume --no-ui`) and the tests read them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+from tiny_runs import (
+    TINY,
+    events_of,
+    home_env,
+    make_run,
+    step_losses,
+    train_in_process,
+    write_corpus,
+)
+
+from cockpit import rundir, runs
+from cockpit.presets import Preset, apply_overrides
+
+pytestmark = pytest.mark.slow  # 2-process torchrun runs on CPU
+
+STEPS = 12
+RUN = (f"train.max_steps={STEPS}", "train.eval_interval=6", "train.log_interval=2")
+SINGLE_BATCH = "train.batch_size=8"  # one process with the global batch of two ranks of 4
+
+
+def _wait(predicate, timeout: float = 120.0, every: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(every)
+
+
+def _cli(*args: str, env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "cockpit", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def ddp(tmp_path_factory):
+    """A 2-rank run launched by `--no-ui --nproc 2`, stopped by Ctrl-C (SIGINT to the cockpit,
+    which stops rank 0, which stops the others), then resumed by `resume --no-ui`; and its
+    1-process twin with the same global batch and seed, trained in process."""
+    root = tmp_path_factory.mktemp("ddp")
+    env = dict(os.environ, **home_env(root), PYTHONUNBUFFERED="1")
+    corpus = write_corpus(root)
+    preset = apply_overrides(Preset(name="tiny_ddp"), [*TINY, *RUN, f"data.source={corpus}"])
+    preset_file = root / "tiny_ddp.json"
+    preset_file.write_text(json.dumps(preset.to_dict()), encoding="utf-8")
+    run = root / "two"
+    cmd = [sys.executable, "-m", "cockpit", "--no-ui", "--preset", str(preset_file)]
+    cmd += ["--nproc", "2", "--device", "cpu", "--run-dir", str(run)]
+    slow = dict(env, GPT_COCKPIT_FAULT="slow_step_ms=150")  # a sleep: the losses do not change
+    cli = subprocess.Popen(cmd, env=slow, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait(lambda: (run / rundir.EVENTS_JSONL).is_file() and events_of(run, "step"))
+        cli.send_signal(signal.SIGINT)
+        out, err = cli.communicate(timeout=120)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    first = {
+        "code": cli.returncode,
+        "stdout": out,
+        "stderr": err,
+        "end": events_of(run, "end")[-1],
+        "checkpoints": events_of(run, "checkpoint"),
+        "files": sorted(p.name for p in run.iterdir()),
+        "kinds": [r["event"] for r in events_of(run)],
+    }
+    resume = _cli("resume", str(run), "--no-ui", "--device", "cpu", env=env)
+    assert resume.returncode == 0, resume.stderr
+
+    single = make_run(root, *RUN, SINGLE_BATCH, name="single")
+    assert train_in_process(single).returncode == 0
+    return {"run": run, "single": single, "first": first, "resume": resume}
+
+
+def test_two_ranks_train_as_one_process_with_the_same_global_batch(ddp):
+    """Every step, before the stop and after the resume, as the 1-process run's (allclose): the
+    same global batch and seed give the same curve, and the resume continues it exactly."""
+    two, one = step_losses(ddp["run"]), step_losses(ddp["single"])
+    assert sorted(two) == sorted(one) == list(range(1, STEPS + 1))
+    assert [two[s] for s in sorted(two)] == pytest.approx([one[s] for s in sorted(two)], rel=1e-5)
+    start = events_of(ddp["run"], "start")[0]
+    assert start["world_size"] == 2
+    assert start["tokens_per_step"] == events_of(ddp["single"], "start")[0]["tokens_per_step"]
+    info = rundir.read_run_info(ddp["run"])
+    assert info.world_size == 2 and info.nnodes == 1 and info.status == "finished"
+    assert info.command[1:3] == ["-m", "torch.distributed.run"] and "--standalone" in info.command
+
+
+def test_only_rank_0_writes_the_run_directory(ddp):
+    first = ddp["first"]
+    assert first["files"] == sorted(
+        ["run.json", "run.json.lock", "preset.json", "events.jsonl", "console.log", "train.lock"]
+        + ["checkpoints"]
+    )
+    kinds = first["kinds"]
+    assert kinds.count("start") == 1 and kinds.count("end") == 1
+    steps = [r["step"] for r in events_of(ddp["run"], "step")]
+    assert steps == sorted(set(steps))  # each step once: rank 1 wrote none
+    import torch
+
+    state = torch.load(ddp["run"] / "checkpoints" / "last.pt", weights_only=True)
+    assert state["world_size"] == 2 and len(state["ranks"]) == 2  # every rank's data position
+
+
+def test_headless_nproc_2_shows_the_run_like_any_run(ddp):
+    first, resume = ddp["first"], ddp["resume"]
+    assert first["code"] == 0 and "step 1/12" in first["stdout"]
+    assert "on 2 ranks (torchrun)" in first["stderr"] and "end: stopped" in first["stderr"]
+    assert f"step {STEPS}/{STEPS}" in resume.stdout and "end: finished" in resume.stderr
+
+
+def test_ctrl_c_stops_both_ranks_with_one_checkpoint_and_resume_keeps_the_world_size(ddp):
+    first = ddp["first"]
+    stop_step = first["end"]["step"]
+    assert first["end"]["reason"] == "stopped" and 1 <= stop_step < STEPS
+    at_stop = [c for c in first["checkpoints"] if c["step"] == stop_step]
+    assert [c["kind"] for c in at_stop] == ["last"]  # one checkpoint, by rank 0
+    starts = events_of(ddp["run"], "start")
+    assert starts[-1]["resumed_from"] == stop_step and starts[-1]["world_size"] == 2
+    assert events_of(ddp["run"], "end")[-1]["reason"] == "finished"
+
+
+def test_a_resume_on_another_world_size_is_refused_in_one_line(ddp, tmp_path):
+    from tiny_runs import copy_run
+
+    run = copy_run(ddp["run"], tmp_path / "copy")
+    rundir.update_run_info(run, overrides={"train.max_steps": STEPS + 2})
+    proc = train_in_process(run, resume=True)  # one process
+    assert proc.returncode != 0
+    error = events_of(run, "error")[-1]
+    assert "written by 2 rank(s)" in error["message"] and "--nproc 2" in error["message"]
+
+
+def _rank_pid(torchrun: subprocess.Popen, rank: int) -> int | None:
+    for child in psutil.Process(torchrun.pid).children(recursive=True):
+        try:
+            if child.environ().get("RANK") == str(rank):
+                return child.pid
+        except psutil.Error:
+            continue
+    return None
+
+
+def test_killing_one_rank_ends_the_run_with_an_error_naming_it(tmp_path):
+    run = make_run(tmp_path, "train.max_steps=400", "train.eval_interval=0", "train.log_interval=1")
+    env = dict(os.environ, GPT_COCKPIT_FAULT="slow_step_ms=50")
+    handle = runs.launch(run, device="cpu", env=env, ranks=runs.Ranks(nproc=2))
+    try:
+        _wait(lambda: len(events_of(run, "step")) >= 1)
+        pid = _rank_pid(handle.process, 1)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        _wait(lambda: events_of(run, "end"), timeout=30)
+        took = time.monotonic() - killed_at
+        handle.process.wait(timeout=60)
+    finally:
+        if handle.process.poll() is None:
+            os.killpg(handle.process.pid, signal.SIGKILL)
+    error = events_of(run, "error")[-1]
+    assert f"rank 1 (pid {pid}) died" in error["message"], error["message"]
+    assert events_of(run, "end")[-1]["reason"] == "crashed"
+    assert took < 15, took  # seconds, not a collective's timeout
+    assert rundir.run_status(run) == "crashed"
+
+
+# --------------------------------------------------------------------------- launch commands
+
+
+def test_one_process_stays_a_plain_child(tmp_path):
+    cmd = runs.child_command(tmp_path, device="cpu", ranks=runs.Ranks(nproc=1))
+    assert cmd[1:3] == ["-m", "cockpit.train"]
+
+
+def test_several_nodes_get_static_rendezvous_and_each_others_commands(tmp_path):
+    ranks = runs.Ranks(nproc=4, nnodes=2, endpoint="10.0.0.1:29500")
+    assert ranks.problem() is None and ranks.world_size == 8
+    cmd = runs.child_command(tmp_path, device="cuda", ranks=ranks)
+    assert cmd[1:3] == ["-m", "torch.distributed.run"]
+    joined = " ".join(cmd)
+    assert "--nnodes 2 --node-rank 0 --nproc-per-node 4" in joined
+    assert "--master-addr 10.0.0.1 --master-port 29500" in joined
+    others = runs.other_node_commands(tmp_path, ranks, device="cuda", resume=False)
+    assert len(others) == 1 and "--node-rank 1" in others[0] and str(tmp_path) in others[0]
+    assert runs.Ranks(nproc=2, nnodes=2).problem().startswith("several nodes need --rdzv-endpoint")
+
+
+def test_nproc_auto_is_every_gpu_and_one_without(monkeypatch):
+    import cockpit.gpu
+
+    monkeypatch.setattr(cockpit.gpu, "query_gpus", lambda: [])
+    assert runs.resolve_nproc("auto") == 1
+    monkeypatch.setattr(cockpit.gpu, "query_gpus", lambda: [object()] * 4)
+    assert runs.resolve_nproc("auto") == 4 and runs.resolve_nproc("3") == 3
+    with pytest.raises(ValueError):
+        runs.resolve_nproc("0")
+
+
+def test_bad_rank_options_are_refused_before_anything_starts(tmp_path):
+    env = dict(os.environ, **home_env(tmp_path))
+    proc = _cli("--no-ui", "--nproc", "two", env=env, timeout=60)
+    assert proc.returncode == 2 and "--nproc must be a number" in proc.stderr
+    assert not (tmp_path / "home" / "runs").exists()
+
+
+def test_rank_sampler_slices_the_global_batch():
+    import numpy as np
+
+    from cockpit.train.data import BatchSampler
+    from cockpit.train.dist import RankSampler, accum_per_rank
+
+    tokens = np.arange(1000, dtype=np.int64)
+    whole = BatchSampler(tokens, 8, 5).sample(6)[0]
+    parts = [RankSampler(tokens, 8, 5, "cpu", r, 2).sample(3)[0] for r in range(2)]
+    assert (np.concatenate([p.numpy() for p in parts]) == whole.numpy()).all()
+    assert accum_per_rank(8, 4, keep_global_batch=True) == 2
+    assert accum_per_rank(8, 4, keep_global_batch=False) == 8
+
+
+class _FakeStore:
+    """torchrun's key-value store, as train/dist.py uses it."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def set(self, key: str, value: str) -> None:
+        self.data[key] = value.encode()
+
+    def check(self, keys: list[str]) -> bool:
+        return all(k in self.data for k in keys)
+
+    def get(self, key: str) -> bytes:
+        return self.data[key]
+
+
+def test_a_rank_that_raises_is_named_with_its_cause(monkeypatch):
+    """Rank 1 raised: it left its cause in the store; rank 0, whose collective then failed, names it."""
+    from cockpit.train import dist as tdist
+    from cockpit.train.runtime import Dist
+
+    store = _FakeStore()
+    monkeypatch.setattr(tdist, "_store", lambda: store)
+    tdist.publish("pid/1", f"{os.uname().nodename}:{os.getpid()}")  # alive: not a death
+    tdist.publish_failure(Dist(1, 1, 2), "error", "data", "DataError: shard 3 is truncated")
+    found = tdist.peer_failure(Dist(0, 0, 2), wait_s=0.0)
+    assert found == ("error", "data", "rank 1 failed: DataError: shard 3 is truncated")
+    assert tdist.peer_failure(Dist(0, 0, 2), wait_s=0.0) is not None
+    store.data.clear()
+    assert tdist.peer_failure(Dist(0, 0, 2), wait_s=0.0) is None  # nobody says: rank 0's own error
+
+
+def test_fsdp_on_two_ranks_trains_as_one_process_and_resumes_exactly(ddp, tmp_path):
+    """FSDP2 on gloo: the same curve as one process; a graceful stop writes sharded checkpoints
+    (torch.distributed.checkpoint) that a resume on the same world size loads exactly."""
+    run = make_run(tmp_path, *RUN, "train.parallel=fsdp", name="fsdp")
+    env = dict(os.environ, GPT_COCKPIT_FAULT="stop_at_step=3")
+    first = runs.launch(run, device="cpu", env=env, ranks=runs.Ranks(nproc=2))
+    assert first.process.wait(timeout=240) == 0, (run / rundir.CONSOLE_LOG).read_text()
+    stop = events_of(run, "end")[-1]
+    assert stop["reason"] == "stopped" and stop["step"] < STEPS
+    env["GPT_COCKPIT_FAULT"] = ""
+    again = runs.launch(run, device="cpu", env=env, resume=True, ranks=runs.ranks_of_run(run))
+    assert again.process.wait(timeout=240) == 0, (run / rundir.CONSOLE_LOG).read_text()
+    assert events_of(run, "end")[-1]["reason"] == "finished"
+    two, one = step_losses(run), step_losses(ddp["single"])
+    assert sorted(two) == list(range(1, STEPS + 1))
+    assert [two[s] for s in sorted(two)] == pytest.approx([one[s] for s in sorted(two)], rel=1e-5)
+    from cockpit.train import checkpoint as ckpt
+
+    state = ckpt.load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["model"] is None and state["shards"] == f"shards-{STEPS:08d}"
+    folders = sorted(p.name for p in (run / "checkpoints").glob("shards-*"))
+    named = {
+        ckpt.load_checkpoint(run / "checkpoints" / f).get("shards")
+        for f in ("last.pt", "last.prev.pt", "best.pt")
+    }
+    assert set(folders) == named  # the folders no checkpoint names were removed

@@ -1,0 +1,56 @@
+"""The launch question offers the number of training processes (torchrun ranks): `p` cycles it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from helpers import app_for_tests, tiny_preset
+
+from cockpit.tui.screens.confirm import LaunchScreen, nproc_choices
+from cockpit.tui.screens.presets import PresetsScreen
+
+
+def _launcher(calls: list[tuple[str, int]]):
+    def launch(preset, runs_dir: Path | None, nproc: int = 1) -> Path:
+        calls.append((preset.name, nproc))
+        return Path("/nonexistent")
+
+    return launch
+
+
+async def _launch(app, keys: str) -> None:
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, PresetsScreen)
+        table = screen.query_one("DataTable")
+        table.move_cursor(row=[p.name for p in screen.presets].index("tiny_nproc"))
+        await pilot.press("l")
+        await pilot.pause()
+        assert isinstance(app.screen, LaunchScreen)
+        assert "processes: " in str(app.screen.query_one("#nproc").render())
+        for key in keys:
+            await pilot.press(key)
+        await pilot.pause()
+
+
+async def test_p_then_yes_launches_two_ranks():
+    tiny_preset("tiny_nproc")
+    calls: list[tuple[str, int]] = []
+    await _launch(app_for_tests(launcher=_launcher(calls)), "py")
+    assert calls == [("tiny_nproc", 2)]
+
+
+async def test_yes_alone_launches_one_process_and_no_launches_nothing():
+    tiny_preset("tiny_nproc")
+    calls: list[tuple[str, int]] = []
+    await _launch(app_for_tests(launcher=_launcher(calls)), "y")
+    assert calls == [("tiny_nproc", 1)]
+    calls.clear()
+    await _launch(app_for_tests(launcher=_launcher(calls)), "ppn")
+    assert calls == []
+
+
+def test_the_choices_go_up_to_every_gpu():
+    assert nproc_choices(0) == [1, 2] and nproc_choices(1) == [1]
+    assert nproc_choices(4) == [1, 2, 3, 4]
