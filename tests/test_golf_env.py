@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from test_golf_bpb import write_shard
 from tiny_runs import make_run, step_losses, train_in_process
 
 from cockpit import headless
@@ -143,7 +144,7 @@ def test_only_golf_runs_read_the_environment():
 def test_explicit_flags_win_and_the_launch_records_the_environment(golf, tmp_path, monkeypatch):
     shard_dir = tmp_path / "data"
     shard_dir.mkdir()
-    (shard_dir / "fineweb_train_000000.bin").write_bytes(b"")
+    write_shard(shard_dir / "fineweb_train_000000.bin", list(range(64)))  # a real, tiny shard
     for key in list(ENV_FIELDS):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("ITERATIONS", "50")
