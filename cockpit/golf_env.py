@@ -19,19 +19,6 @@ from typing import Any
 
 from cockpit.presets import Preset, PresetError
 
-# The reference keeps 8 micro-batches a step on one GPU and 8 // world_size on each of
-# world_size GPUs, so the tokens per step do not change with the number of ranks.
-REFERENCE_ACCUMULATION = 8
-
-
-def grad_accum_for_ranks(world_size: int, accumulation: int = REFERENCE_ACCUMULATION) -> int:
-    """The reference's accumulation under `world_size` ranks (8 // world_size); ValueError if it does not divide."""
-    if world_size < 1 or accumulation % world_size:
-        raise ValueError(
-            f"WORLD_SIZE={world_size} must divide {accumulation} so the accumulation stays whole"
-        )
-    return accumulation // world_size
-
 
 def _int(text: str) -> int:
     return int(text)

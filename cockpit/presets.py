@@ -136,6 +136,9 @@ class TrainConfig:
     parallel: str = (
         "ddp"  # several ranks: ddp (replicated) | fsdp (FSDP2: weights, grads, optimizer sharded)
     )
+    # several ranks keep the preset's tokens per step: accumulation divided by the world size
+    # (golf's reference: 8 micro-batches on one GPU, 8 // world_size on each of several)
+    keep_global_batch: bool = False
 
 
 @dataclass

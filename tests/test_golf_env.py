@@ -11,7 +11,7 @@ from test_golf_bpb import write_shard
 from tiny_runs import make_run, step_losses, train_in_process
 
 from cockpit import headless
-from cockpit.golf_env import ENV_FIELDS, env_overrides, grad_accum_for_ranks
+from cockpit.golf_env import ENV_FIELDS, env_overrides
 from cockpit.presets import PresetError, apply_overrides, field_paths, load_preset
 
 # Every environment variable seed 001 documents.
@@ -162,10 +162,11 @@ def test_explicit_flags_win_and_the_launch_records_the_environment(golf, tmp_pat
     assert preset.data.source == str(shard_dir / "fineweb_train_*.bin")
 
 
-def test_grad_accum_hook_for_ranks():
-    assert [grad_accum_for_ranks(w) for w in (1, 2, 4, 8)] == [8, 4, 2, 1]
-    with pytest.raises(ValueError, match="must divide 8"):
-        grad_accum_for_ranks(3)
+def test_golf_keeps_its_global_batch_on_several_ranks(golf):
+    assert (
+        golf.train.keep_global_batch
+    )  # 8 micro-batches on one GPU, 8 // world_size on each of several
+    assert not load_preset("tiny_char").train.keep_global_batch
 
 
 @pytest.mark.slow

@@ -79,8 +79,8 @@ class Trainer:
         self.tokens_seen = 0
         self.micro_batch = self.t.batch_size
         self.fsdp = self.dist.world_size > 1 and self.t.parallel == "fsdp"  # train/sharded.py
-        # Golf's hook: a train.keep_global_batch=true preset divides accumulation by the world size.
-        self.keep_global_batch = bool(getattr(self.t, "keep_global_batch", False))
+        # train.keep_global_batch (golf): accumulation divided by the world size
+        self.keep_global_batch = self.t.keep_global_batch
         self.grad_accum = accum_per_rank(
             self.t.grad_accum, self.dist.world_size, self.keep_global_batch
         )
