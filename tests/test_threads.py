@@ -1,5 +1,5 @@
 """The child's CPU thread policy: one core fewer than usable where there are cores to spare,
-idle workers that sleep; torch's defaults on a small machine."""
+idle workers that sleep; torch's thread count on a small machine, its workers asleep too."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ def clean_env(monkeypatch):
 def test_one_core_is_left_to_the_neighbours_where_there_is_one_to_spare(clean_env, cores, expected):
     clean_env.setattr(threads, "usable_cores", lambda: cores)
     assert threads.chosen_threads() == expected
-    threads.wait_politely()  # workers sleep only where the child picked the count
-    assert os.environ.get("OMP_WAIT_POLICY") == (None if expected is None else "PASSIVE")
+    threads.wait_politely()  # idle workers sleep whatever the count
+    assert os.environ.get("OMP_WAIT_POLICY") == "PASSIVE"
 
 
 def test_the_environment_overrides_the_count(clean_env):
@@ -41,6 +41,8 @@ def test_the_environment_overrides_the_count(clean_env):
     clean_env.delenv(threads.THREADS_ENV)
     clean_env.setenv("OMP_NUM_THREADS", "2")
     assert threads.chosen_threads() is None  # the user's own setting stands
+    threads.wait_politely()
+    assert "OMP_WAIT_POLICY" not in os.environ  # and so does their wait policy
 
 
 def test_idle_workers_sleep_unless_told_otherwise(clean_env):
@@ -72,6 +74,6 @@ def test_the_child_says_which_thread_policy_it_chose(tmp_path):
     cores = threads.usable_cores()
     if cores >= threads.SPARE_FROM:
         line = f"cpu threads: {cores - 1} of {cores} usable cores, OMP_WAIT_POLICY=PASSIVE"
-    else:  # nothing to spare: torch's own count (one a core) and wait policy
-        line = f"cpu threads: {cores} of {cores} usable cores, OMP_WAIT_POLICY=default"
+    else:  # nothing to spare: torch's own count (one a core), idle workers asleep
+        line = f"cpu threads: {cores} of {cores} usable cores, OMP_WAIT_POLICY=PASSIVE"
     assert line in proc.stdout

@@ -7,7 +7,10 @@ machine. Where there are cores to spare (SPARE_FROM or more) the child therefore
 uses one core fewer than it may run on and lets idle workers sleep
 (OMP_WAIT_POLICY=PASSIVE). On fewer cores a core left idle costs more than a
 neighbour does (nanoGPT's CPU recipe on 2 cores: 50 ms a step on one thread,
-31 ms on torch's two), so torch's defaults stand there.
+31 ms on torch's two), so torch's thread count stands there, but its idle workers
+sleep too: on a shared 2-core machine a step took 1548 ms with spinning workers and
+20 ms with sleeping ones, and beside the app 2484 ms against 49 ms
+(bench/results/cpu-neighbour-2026-11-22-kinds.md).
 $GPT_COCKPIT_CPU_THREADS overrides the count (1 on a small shared machine);
 "torch" keeps torch's own defaults (for comparison: bench/cpu_neighbour.py).
 """
@@ -42,7 +45,10 @@ def chosen_threads() -> int | None:
 
 
 def wait_politely() -> None:
-    """Idle OpenMP workers sleep instead of spinning when the child picks the thread count;
-    must run before torch is imported."""
-    if chosen_threads() is not None:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    """Idle OpenMP workers sleep instead of spinning, whatever the thread count, unless
+    $GPT_COCKPIT_CPU_THREADS says "torch" or the user set OMP_NUM_THREADS (their own
+    OMP_WAIT_POLICY always stands); must run before torch is imported."""
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if raw == "torch" or (not raw and os.environ.get("OMP_NUM_THREADS")):
+        return
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
