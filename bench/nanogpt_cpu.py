@@ -8,6 +8,14 @@ compile. nanoGPT's own figures on a 2-core machine: ~40 ms/iter in steady state,
 91.7 s wall for 2000 iters, val loss 2.314 / 2.053 / 1.886 at 500 / 1000 / 2000.
 
     python bench/nanogpt_cpu.py [--data PATH] [--steps 2000] [--json OUT]
+
+Side by side with nanoGPT's own train.py (a checkout whose data/shakespeare_char was
+prepared with its prepare.py), alternating which goes first, same machine, same minutes:
+
+    python bench/nanogpt_cpu.py --beside /path/to/nanoGPT --steps 300 --rounds 3
+
+prints each round's median step time of both, the ratio ours / nanoGPT's, and the load
+average; nanoGPT runs the README's CPU command with --max_iters set to --steps.
 """
 
 from __future__ import annotations
@@ -15,7 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -73,6 +83,122 @@ def recipe(data: Path, steps: int) -> dict:
     }
 
 
+# nanoGPT README's CPU command for shakespeare_char (max_iters and lr_decay_iters set per run).
+NANOGPT_CPU_ARGS = [
+    "config/train_shakespeare_char.py",
+    "--device=cpu",
+    "--compile=False",
+    "--eval_iters=20",
+    "--log_interval=1",
+    "--block_size=64",
+    "--batch_size=12",
+    "--n_layer=4",
+    "--n_head=4",
+    "--n_embd=128",
+    "--dropout=0.0",
+]
+SKIP_STEPS = 10  # warm-up steps left out of the medians on both sides
+
+
+def nanogpt_run(checkout: Path, steps: int, env: dict[str, str] | None = None) -> dict:
+    """nanoGPT's train.py on its CPU recipe for `steps` iterations: median iteration ms, val losses."""
+    out_dir = Path(tempfile.mkdtemp(prefix="nanogpt_out_"))
+    cmd = [
+        sys.executable,
+        "train.py",
+        *NANOGPT_CPU_ARGS,
+        f"--max_iters={steps}",
+        f"--lr_decay_iters={max(steps, 2000)}",
+        f"--out_dir={out_dir}",
+    ]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=checkout, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"nanoGPT failed: {proc.stderr.strip().splitlines()[-1:]}")
+    iters = {
+        int(m[1]): float(m[2])
+        for m in re.finditer(r"^iter (\d+): loss [0-9.]+, time ([0-9.]+)ms", proc.stdout, re.M)
+    }
+    evals = {
+        int(m[1]): float(m[2])
+        for m in re.finditer(
+            r"^step (\d+): train loss [0-9.]+, val loss ([0-9.]+)", proc.stdout, re.M
+        )
+    }
+    # an eval's time lands in its iteration's dt: leave those iterations out
+    kept = [ms for i, ms in iters.items() if i > SKIP_STEPS and i not in evals]
+    return {"ms": statistics.median(kept), "val": evals, "wall_s": wall}
+
+
+def our_run(
+    data: Path, steps: int, overrides: list[str], env: dict[str, str] | None = None
+) -> dict:
+    """Our training child on the same recipe for `steps` steps: median step ms, val losses."""
+    preset = apply_overrides(preset_from_dict(recipe(data, steps)), overrides)
+    run_dir = rundir.create_run_dir(preset, Path(tempfile.mkdtemp(prefix="nanogpt_cpu_")) / "run")
+    t0 = time.perf_counter()
+    handle = runs.launch(run_dir, device="cpu", detach=False, env=env)
+    code = handle.process.wait()
+    wall = time.perf_counter() - t0
+    if code != 0:
+        raise SystemExit(f"our child exited {code}; see {run_dir / rundir.CONSOLE_LOG}")
+    records = rundir.read_events(run_dir / rundir.EVENTS_JSONL)
+    ms = [r["step_ms"] for r in records if r["event"] == "step" and r["step"] > SKIP_STEPS]
+    evals = {r["step"]: r["val_loss"] for r in records if r["event"] == "eval"}
+    return {"ms": statistics.median(ms), "val": evals, "wall_s": wall}
+
+
+def nanogpt_env(pairs: list[str]) -> dict[str, str] | None:
+    """nanoGPT's environment: ours plus --nanogpt-env KEY=VALUE items (e.g. OMP_WAIT_POLICY=PASSIVE)."""
+    if not pairs:
+        return None
+    return {**os.environ, **dict(p.split("=", 1) for p in pairs)}
+
+
+def side_by_side(args: argparse.Namespace) -> int:
+    """Alternate nanoGPT's train.py and ours, round by round; medians, ratios, load average."""
+    checkout = args.beside.resolve()
+    if not (checkout / "data" / "shakespeare_char" / "train.bin").is_file():
+        print(
+            f"{checkout}: no data/shakespeare_char/train.bin; run its prepare.py first",
+            file=sys.stderr,
+        )
+        return 2
+    print(
+        f"{args.rounds} rounds of {args.steps} steps; ours with {args.overrides or 'the recipe as is'}; "
+        f"nanoGPT with {args.nanogpt_env or 'its defaults'}"
+    )
+    print(
+        f"uptime before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} ({os.cpu_count()} CPUs)"
+    )
+    print(f"{'round':>5s} {'ours ms':>8s} {'nanoGPT ms':>11s} {'ratio':>6s} {'load':>5s}")
+    ours, theirs, ratios = [], [], []
+    for n in range(args.rounds):
+        order = ("ours", "nanogpt") if n % 2 == 0 else ("nanogpt", "ours")
+        got = {}
+        for who in order:
+            if who == "ours":
+                got[who] = our_run(args.data.resolve(), args.steps, args.overrides)
+            else:
+                got[who] = nanogpt_run(checkout, args.steps, env=nanogpt_env(args.nanogpt_env))
+        ours.append(got["ours"]["ms"])
+        theirs.append(got["nanogpt"]["ms"])
+        ratios.append(ours[-1] / theirs[-1])
+        print(
+            f"{n + 1:5d} {ours[-1]:8.2f} {theirs[-1]:11.2f} {ratios[-1]:6.3f} {os.getloadavg()[0]:5.2f}",
+            flush=True,
+        )
+        if args.steps >= 500:
+            print(f"      val ours {got['ours']['val']}  nanoGPT {got['nanogpt']['val']}")
+    print(
+        f"median {statistics.median(ours):8.2f} {statistics.median(theirs):11.2f} "
+        f"{statistics.median(ratios):6.3f}  (median of the per-round ratios)"
+    )
+    print(f"uptime after: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -87,10 +213,23 @@ def main() -> int:
     parser.add_argument("--run-dir", type=Path, help="where the run goes (default: a temp folder)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--beside", type=Path, metavar="NANOGPT", help="a nanoGPT checkout to run beside ours"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds with --beside")
+    parser.add_argument(
+        "--nanogpt-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --beside: set this in nanoGPT's environment (e.g. OMP_WAIT_POLICY=PASSIVE)",
+    )
     args = parser.parse_args()
     if not args.data.is_file():
         print(f"no data at {args.data}; pass --data PATH to tiny Shakespeare", file=sys.stderr)
         return 2
+    if args.beside:
+        return side_by_side(args)
 
     preset = apply_overrides(
         preset_from_dict(recipe(args.data.resolve(), args.steps)), args.overrides

@@ -1,5 +1,5 @@
 """The child's CPU thread policy: one core fewer than usable where there are cores to spare,
-idle workers that sleep; torch's defaults on a small machine."""
+idle workers that sleep; torch's thread count on a small machine, its workers spinning briefly."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    for name in (threads.THREADS_ENV, "OMP_NUM_THREADS", "OMP_WAIT_POLICY"):
+    for name in (threads.THREADS_ENV, "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
@@ -27,8 +27,9 @@ def clean_env(monkeypatch):
 def test_one_core_is_left_to_the_neighbours_where_there_is_one_to_spare(clean_env, cores, expected):
     clean_env.setattr(threads, "usable_cores", lambda: cores)
     assert threads.chosen_threads() == expected
-    threads.wait_politely()  # workers sleep only where the child picked the count
+    threads.wait_politely()  # sleep where a core is spared, else a short spin before sleeping
     assert os.environ.get("OMP_WAIT_POLICY") == (None if expected is None else "PASSIVE")
+    assert os.environ.get("GOMP_SPINCOUNT") == (threads.SHORT_SPIN if expected is None else None)
 
 
 def test_the_environment_overrides_the_count(clean_env):
@@ -38,9 +39,12 @@ def test_the_environment_overrides_the_count(clean_env):
     assert threads.chosen_threads() is None
     threads.wait_politely()
     assert "OMP_WAIT_POLICY" not in os.environ  # torch's defaults, untouched
+    assert "GOMP_SPINCOUNT" not in os.environ
     clean_env.delenv(threads.THREADS_ENV)
     clean_env.setenv("OMP_NUM_THREADS", "2")
     assert threads.chosen_threads() is None  # the user's own setting stands
+    threads.wait_politely()
+    assert "GOMP_SPINCOUNT" not in os.environ  # and so does their OpenMP
 
 
 def test_idle_workers_sleep_unless_told_otherwise(clean_env):
@@ -72,6 +76,6 @@ def test_the_child_says_which_thread_policy_it_chose(tmp_path):
     cores = threads.usable_cores()
     if cores >= threads.SPARE_FROM:
         line = f"cpu threads: {cores - 1} of {cores} usable cores, OMP_WAIT_POLICY=PASSIVE"
-    else:  # nothing to spare: torch's own count (one a core) and wait policy
+    else:  # nothing to spare: torch's own count (one a core), a short spin (GOMP_SPINCOUNT)
         line = f"cpu threads: {cores} of {cores} usable cores, OMP_WAIT_POLICY=default"
     assert line in proc.stdout
