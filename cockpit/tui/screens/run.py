@@ -100,10 +100,16 @@ class RunScreen(Screen):
             self.preset = preset
         except rundir.RunError:
             self.preset = None
+        self.created: float | None = None
+        self.world_size = 1  # ranks of the run (torchrun), for the per-GPU estimate
+        self.local_ranks = 1  # of which on this node: GPU0..GPU(n-1) carry the estimate
         try:
-            self.created: float | None = rundir.read_run_info(self.run_dir).created
+            info = rundir.read_run_info(self.run_dir)
+            self.created = info.created
+            self.world_size = max(1, info.world_size or 1)
+            self.local_ranks = max(1, self.world_size // max(1, info.nnodes or 1))
         except rundir.RunError:
-            self.created = None
+            pass
         self.status = self._read_status()
         self.run_worker(self._rebuild, thread=True, name="rebuild")
         self.set_interval(services.redraw_s, self.redraw)
@@ -196,7 +202,8 @@ class RunScreen(Screen):
     def _gpus_polled(self, message: GpusPolled) -> None:
         self.gpus = list(message.gpus)
         if self.gpus and self.estimated_peak is None and self.preset is not None:
-            self.estimated_peak = estimate(self.preset, spec_for_status(self.gpus[0])).peak_bytes
+            spec = spec_for_status(self.gpus[0])
+            self.estimated_peak = estimate(self.preset, spec, world_size=self.world_size).peak_bytes
         self.query_one("#run-gpu", Static).update(self.gpu_text())
 
     # ---------------------------------------------------------------- drawing
@@ -269,7 +276,7 @@ class RunScreen(Screen):
             limit = f"/{gpu.power_limit_w:.0f}" if gpu.power_limit_w else ""
             est = (
                 f" (est {human_bytes(self.estimated_peak)})"
-                if self.estimated_peak and gpu.index == 0
+                if self.estimated_peak and gpu.index < self.local_ranks
                 else ""
             )
             lines.append(
