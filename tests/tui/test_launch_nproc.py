@@ -54,3 +54,19 @@ async def test_yes_alone_launches_one_process_and_no_launches_nothing():
 def test_the_choices_go_up_to_every_gpu():
     assert nproc_choices(0) == [1, 2] and nproc_choices(1) == [1]
     assert nproc_choices(4) == [1, 2, 3, 4]
+
+
+def test_the_question_gives_the_plans_memory_on_each_gpu():
+    from cockpit.estimate import estimate
+    from cockpit.gpu import lookup_gpu
+    from cockpit.presets import apply_overrides, load_preset
+    from cockpit.tui.screens.confirm import per_gpu_memory
+
+    gpu = lookup_gpu("A100-40GB")
+    ddp = load_preset("gpt2_124m")
+    fsdp = apply_overrides(ddp, {"train.parallel": "fsdp"})
+    assert per_gpu_memory(ddp, estimate(ddp, None)) is None  # a CPU plan has no GPU memory
+    words = per_gpu_memory(ddp, estimate(ddp, gpu))
+    one, two = words(1), words(2)
+    assert one.startswith("peak ") and "on each GPU of" in one and one != two  # DDP's buckets
+    assert words(2) != per_gpu_memory(fsdp, estimate(fsdp, gpu))(2)  # FSDP shards instead

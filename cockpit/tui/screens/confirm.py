@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -41,10 +43,13 @@ class LaunchScreen(ConfirmScreen):
 
     BINDINGS = [Binding("p", "next_nproc", "Processes")]
 
-    def __init__(self, question: str, choices: list[int]) -> None:
+    def __init__(
+        self, question: str, choices: list[int], per_gpu: Callable[[int], str] | None = None
+    ) -> None:
         super().__init__(question)
         self.choices = choices or [1]
         self.nproc = self.choices[0]
+        self.per_gpu = per_gpu  # nproc -> the plan's memory on each GPU, as words ("" on a CPU)
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
@@ -53,9 +58,13 @@ class LaunchScreen(ConfirmScreen):
             yield Static("[b]y[/] yes    [b]n[/] no    [b]p[/] processes", classes="dialog-keys")
 
     def _nproc_line(self) -> str:
+        memory = self.per_gpu(self.nproc) if self.per_gpu is not None else ""
+        memory = f"\n{memory}" if memory else ""
         if self.nproc == 1:
-            return "processes: [b]1[/] (p: more, one per GPU with torchrun DDP)"
-        return f"processes: [b]{self.nproc}[/] (torchrun DDP, the global batch x{self.nproc})"
+            return f"processes: [b]1[/] (p: more, one per GPU with torchrun DDP){memory}"
+        return (
+            f"processes: [b]{self.nproc}[/] (torchrun DDP, the global batch x{self.nproc}){memory}"
+        )
 
     def action_next_nproc(self) -> None:
         i = self.choices.index(self.nproc) if self.nproc in self.choices else -1
@@ -130,4 +139,24 @@ def confirm_launch(app: App, preset: Preset, est: Estimate) -> None:
             app.launch_preset(preset, nproc=int(nproc))  # type: ignore[attr-defined]
 
     gpus = len(getattr(app, "local_gpus", None) or [])
-    app.push_screen(LaunchScreen(launch_question(preset, est), nproc_choices(gpus)), answered)
+    question = launch_question(preset, est)
+    app.push_screen(
+        LaunchScreen(question, nproc_choices(gpus), per_gpu_memory(preset, est)), answered
+    )
+
+
+def per_gpu_memory(preset: Preset, est: Estimate) -> Callable[[int], str] | None:
+    """The plan's peak on each GPU for a number of ranks (train.parallel: DDP buckets or FSDP
+    shards), or None on a CPU, where there is no GPU memory to plan."""
+    if est.gpu is None:
+        return None
+    gpu = est.gpu
+
+    def words(nproc: int) -> str:
+        from cockpit.estimate import estimate
+        from cockpit.format import human_bytes
+
+        peak = estimate(preset, gpu, world_size=nproc).peak_bytes
+        return f"peak {human_bytes(peak)} on each GPU of {human_bytes(gpu.memory_bytes)}"
+
+    return words
