@@ -109,6 +109,14 @@ WAIT_POLICIES = {
         "GPT_COCKPIT_CPU_THREADS": "torch",
         "GOMP_SPINCOUNT": "10000",
     },
+    "all cores, shorter spin (GOMP_SPINCOUNT=1000)": {
+        "GPT_COCKPIT_CPU_THREADS": "torch",
+        "GOMP_SPINCOUNT": "1000",
+    },
+    "all cores, shortest spin (GOMP_SPINCOUNT=100)": {
+        "GPT_COCKPIT_CPU_THREADS": "torch",
+        "GOMP_SPINCOUNT": "100",
+    },
     "one core fewer, workers sleep": {
         "GPT_COCKPIT_CPU_THREADS": str(max(1, len(os.sched_getaffinity(0)) - 1))
     },
