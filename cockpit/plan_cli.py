@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 from typing import Any
 
 from rich import box
@@ -31,24 +30,14 @@ from cockpit.presets import (
     load_preset,
     preset_problems,
 )
-from cockpit.trace_child import failure_reason, trace_batches, trace_command
+from cockpit.trace_child import child_command, failure_reason, trace_batches, trace_command
 
 NARROW_PRESETS = 110  # below this many columns the presets table drops heads, width and vocab
 
 
 def probe_command(preset: Preset, batches: list[int], steps: int) -> list[str]:
     """The argv of the memory probe child for `preset` at `batches` (cockpit/train/probe.py)."""
-    return [
-        sys.executable,
-        "-m",
-        "cockpit.train.probe",
-        "--preset-json",
-        json.dumps(preset.to_dict()),
-        "--batches",
-        ",".join(map(str, batches)),
-        "--steps",
-        str(steps),
-    ]
+    return child_command("cockpit.train.probe", preset, batches, "--steps", str(steps))
 
 
 def _console() -> Console:

@@ -40,19 +40,23 @@ class TraceOutcome:
 TraceRunner = Callable[[Preset, list[int], str, Callable[[], bool]], TraceOutcome]
 
 
-def trace_command(preset: Preset, batches: list[int], dtype: str) -> list[str]:
-    """The argv of the memory tracer child for `preset` at `batches` (cockpit/train/trace.py)."""
+def child_command(module: str, preset: Preset, batches: list[int], *extra: str) -> list[str]:
+    """The argv of a planning child (the tracer, the probe) for `preset` at `batches`."""
     return [
         sys.executable,
         "-m",
-        "cockpit.train.trace",
+        module,
         "--preset-json",
         json.dumps(preset.to_dict()),
         "--batches",
         ",".join(map(str, batches)),
-        "--dtype",
-        dtype,
+        *extra,
     ]
+
+
+def trace_command(preset: Preset, batches: list[int], dtype: str) -> list[str]:
+    """The argv of the memory tracer child for `preset` at `batches` (cockpit/train/trace.py)."""
+    return child_command("cockpit.train.trace", preset, batches, "--dtype", dtype)
 
 
 def trace_batches(batch: int) -> list[int]:
