@@ -202,12 +202,9 @@ def launch_problem(preset: Preset) -> str | None:
     problem = data_problem(preset.data.source)
     if problem:
         return f"data.source: {problem}"
-    model_file = os.path.expanduser(preset.data.tokenizer_model)
-    if model_file and not Path(model_file).is_file():
-        return (
-            f"data.tokenizer_model: no such file: {model_file} (the SentencePiece .model of the "
-            "shards, for bits per byte: set TOKENIZER_PATH, or --set data.tokenizer_model= for none)"
-        )
+    problem = prelaunch.tokenizer_model_problem(preset)  # bits per byte's SentencePiece file
+    if problem:
+        return f"data.tokenizer_model: {problem}"
     ok, why = preset.trainable
     if not ok:
         return f"model.arch: {preset.model.arch!r} cannot be trained yet: {why}"
@@ -217,21 +214,9 @@ def launch_problem(preset: Preset) -> str | None:
     problem = prelaunch.tokenizer_problem(preset)  # a BPE whose files are not cached here
     if problem:
         return f"data.tokenizer: {problem}"
-    return logger_problem(preset)
-
-
-def logger_problem(preset: Preset) -> str | None:
-    """train.loggers names a logger whose package is not installed here (found without importing it)."""
-    import importlib.util
-
-    from cockpit.presets import logger_names
-
-    for name in logger_names(preset.train.loggers):
-        if importlib.util.find_spec(name) is None:
-            return (
-                f"train.loggers: {name} needs the {name} package: pip install {name} "
-                "(or pip install 'gpt-cockpit[loggers]'), or leave it out of train.loggers"
-            )
+    problem = prelaunch.logger_problem(preset)  # a logger whose package is not installed
+    if problem:
+        return f"train.loggers: {problem}"
     return None
 
 

@@ -1,4 +1,4 @@
-"""What can be found wrong with a launch before anything is created: data, tokenizer, device.
+"""What can be found wrong with a launch before anything is created: data, tokenizer, device, loggers.
 
 Headless mode and the app both ask `headless.launch_problem`, which asks these. Each
 returns one line that says what is wrong and how to fix it, or None. They read little
@@ -17,7 +17,7 @@ import os
 from array import array
 from pathlib import Path
 
-from cockpit.presets import Preset
+from cockpit.presets import Preset, logger_names
 
 # The llm.c shard header, as cockpit/train/data.py reads it (a test checks they agree).
 SHARD_MAGIC = 20240520
@@ -163,3 +163,25 @@ def device_problem(device: str) -> str | None:
         return None  # no NVML to ask: the child finds out
     found = why or "NVML sees no GPU"
     return f"--device {device}: no GPU found on this machine ({found}); use --device cpu or auto"
+
+
+def tokenizer_model_problem(preset: Preset) -> str | None:
+    """data.tokenizer_model names a SentencePiece file that is not there."""
+    model_file = os.path.expanduser(preset.data.tokenizer_model)
+    if model_file and not Path(model_file).is_file():
+        return (
+            f"no such file: {model_file} (the SentencePiece .model of the shards, for bits per "
+            "byte: set TOKENIZER_PATH, or --set data.tokenizer_model= for none)"
+        )
+    return None
+
+
+def logger_problem(preset: Preset) -> str | None:
+    """train.loggers names a logger whose package is not installed here (found without importing it)."""
+    for name in logger_names(preset.train.loggers):
+        if importlib.util.find_spec(name) is None:
+            return (
+                f"{name} needs the {name} package: pip install {name} "
+                "(or pip install 'gpt-cockpit[loggers]'), or leave it out of train.loggers"
+            )
+    return None

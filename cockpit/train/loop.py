@@ -80,9 +80,8 @@ class Trainer:
         self.micro_batch = self.t.batch_size
         self.fsdp = self.dist.world_size > 1 and self.t.parallel == "fsdp"  # train/sharded.py
         # train.keep_global_batch (golf): accumulation divided by the world size
-        self.keep_global_batch = self.t.keep_global_batch
         self.grad_accum = accum_per_rank(
-            self.t.grad_accum, self.dist.world_size, self.keep_global_batch
+            self.t.grad_accum, self.dist.world_size, self.t.keep_global_batch
         )
         self.n_seq = self.t.batch_size * self.grad_accum  # this rank's sequences per step (fixed)
         self.stop_requested = False  # the stop every rank agreed on
