@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from test_schedule import nanogpt_get_lr
 from tiny_runs import events_of, make_run, train_in_process
 
 from cockpit import rundir
@@ -20,17 +21,6 @@ from cockpit.presets import (
     preset_from_dict,
 )
 from cockpit.schedule import cosine_lr, lr_at
-
-
-def nanogpt_get_lr(it: int, lr: float, min_lr: float, warmup: int, decay_iters: int) -> float:
-    """nanoGPT train.py get_lr (lr_decay_iters below max_iters is its way to hold min_lr)."""
-    if it < warmup:
-        return lr * (it + 1) / (warmup + 1)
-    if it > decay_iters:
-        return min_lr
-    decay_ratio = (it - warmup) / (decay_iters - warmup)
-    coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))
-    return min_lr + coeff * (lr - min_lr)
 
 
 @pytest.mark.parametrize("step", [0, 99, 100, 101, 500, 899, 900, 901, 950, 999, 1000, 1500])
