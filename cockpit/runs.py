@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cockpit import run_index, rundir
-from cockpit.diagnostics import info
+from cockpit.diagnostics import error, info
 
 
 @dataclass
@@ -407,3 +407,12 @@ def find_run(name: str, root: str | os.PathLike[str] | None = None) -> Path:
         )
     where = f"under {base}" + (" or in the run index" if root is None else "")
     raise rundir.RunError(f"no run {name!r} {where} (`gpt-cockpit runs` lists them)")
+
+
+def find_run_or_say(name: str, root: str | os.PathLike[str] | None = None) -> Path | None:
+    """find_run for a command: the run, or None after printing why not (one line)."""
+    try:
+        return find_run(name, root)
+    except rundir.RunError as exc:
+        error(str(exc))
+        return None

@@ -18,11 +18,7 @@ from cockpit.presets import PresetError, apply_overrides
 
 def _find(args: argparse.Namespace) -> Path | None:
     """The run named on the command line, or None after printing why not."""
-    try:
-        return runs.find_run(args.run, root=getattr(args, "runs_dir", None))
-    except rundir.RunError as exc:
-        error(str(exc))
-        return None
+    return runs.find_run_or_say(args.run, getattr(args, "runs_dir", None))
 
 
 def _finite_or_none(value: object) -> float | None:

@@ -15,11 +15,8 @@ from cockpit.diagnostics import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, info
 
 
 def _find(name: str, args: argparse.Namespace) -> Path | None:
-    try:
-        return runs.find_run(name, root=getattr(args, "runs_dir", None))
-    except rundir.RunError as exc:
-        error(str(exc))
-        return None
+    """The run called `name`, or None after printing why not."""
+    return runs.find_run_or_say(name, getattr(args, "runs_dir", None))
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
