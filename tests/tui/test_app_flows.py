@@ -42,6 +42,14 @@ async def launch_and_confirm(pilot) -> None:
     await pilot.pause()
 
 
+async def launch_from_presets(pilot, name: str) -> RunScreen:
+    """From the presets screen: `name`, `l`, `y`, and the run screen it opens."""
+    select_preset(pilot.app.screen, name)
+    await launch_and_confirm(pilot)
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, RunScreen))
+    return pilot.app.screen
+
+
 def select_preset(screen: PresetsScreen, name: str) -> None:
     table = screen.query_one(DataTable)
     table.move_cursor(row=[p.name for p in screen.presets].index(name))
@@ -208,10 +216,7 @@ async def test_launch_watch_and_stop_a_run(monkeypatch, tmp_path):
     )
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
-        select_preset(app.screen, "tiny_test")
-        await launch_and_confirm(pilot)
-        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))
-        screen = app.screen
+        screen = await launch_from_presets(pilot, "tiny_test")
         assert calls and screen.run_dir == calls[0]
         await wait_for(pilot, lambda: screen.history.step >= 20)
         first = screen.history.step
@@ -246,10 +251,7 @@ async def test_kill_asks_first(monkeypatch, tmp_path):
     )
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
-        select_preset(app.screen, "tiny_test")
-        await launch_and_confirm(pilot)
-        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))
-        screen = app.screen
+        screen = await launch_from_presets(pilot, "tiny_test")
         await wait_for(pilot, lambda: screen.status == "running")
         await pilot.press("k")
         await pilot.pause()
@@ -355,10 +357,7 @@ async def test_a_live_run_whose_process_dies_turns_crashed(monkeypatch, tmp_path
     app = app_for_tests(launcher=fake_launcher([]), runs_dir=tmp_path / "runs")
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
-        select_preset(app.screen, "tiny_test")
-        await launch_and_confirm(pilot)
-        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))
-        screen = app.screen
+        screen = await launch_from_presets(pilot, "tiny_test")
         await wait_for(pilot, lambda: screen.history.step >= 30)
         await wait_for(pilot, lambda: "crashed" in text_of(screen, "#run-status"), timeout=4.0)
 
@@ -466,10 +465,7 @@ async def test_resume_a_stopped_run_from_the_run_screen(monkeypatch, tmp_path):
     )
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
-        select_preset(app.screen, "tiny_test")
-        await launch_and_confirm(pilot)
-        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))
-        screen = app.screen
+        screen = await launch_from_presets(pilot, "tiny_test")
         await wait_for(pilot, lambda: screen.history.step >= 5)
         await pilot.press("s")
         await wait_for(pilot, lambda: screen.status == "stopped", timeout=15)
