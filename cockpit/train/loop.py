@@ -163,6 +163,8 @@ class Trainer:
         if self.scaler.is_enabled():
             self.last_scale = float(self.scaler.get_scale())  # so a skip at step 1 is seen too
         setup_steps.announce_start(self, resumed_from)
+        if self.master and resumed_from is None:
+            setup_steps.cpu_dtype_tip(self)
         if self.master and t.loggers:
             from cockpit.train.loggers import open_loggers
 

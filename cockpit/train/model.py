@@ -117,6 +117,29 @@ class LanguageModel(nn.Module):
         return idx
 
 
+# --------------------------------------------------------------------------- attention
+
+
+def causal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0
+) -> torch.Tensor:
+    """Causal scaled_dot_product_attention; under CPU bf16 autocast it runs in float32.
+
+    On CPU, torch's flash kernel is fast in float32 but 5-7x slower in bfloat16 (its
+    backward above all), while the matmuls around it gain 2-4x from bfloat16 on AMX. So a
+    bf16 run on CPU keeps autocast's bf16 for the linears and computes attention in float32
+    (the accuracy of fp32 there, the speed of bf16 elsewhere); GPUs take bf16 flash as is.
+    """
+    if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        low = torch.get_autocast_dtype("cpu")
+        with torch.autocast("cpu", enabled=False):
+            y = F.scaled_dot_product_attention(
+                q.float(), k.float(), v.float(), dropout_p=dropout_p, is_causal=True
+            )
+        return y.to(low)
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+
+
 # --------------------------------------------------------------------------- gpt (nanoGPT)
 
 
@@ -149,9 +172,7 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
-        )
+        y = causal_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -318,7 +339,7 @@ class GolfAttention(nn.Module):
             repeat = self.n_head // self.n_kv_head
             k = k.repeat_interleave(repeat, dim=1)
             v = v.repeat_interleave(repeat, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        y = causal_attention(q, k, v)
         return self.proj(y.transpose(1, 2).contiguous().view(B, T, C))
 
 

@@ -86,6 +86,14 @@ def resolve_dtype(requested: str, device: torch.device) -> str:
     return requested
 
 
+def cpu_has_amx() -> bool:
+    """True when this CPU multiplies bf16 on AMX tiles (Xeon Sapphire Rapids and newer)."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # an older torch, or a non-x86 build
+        return False
+
+
 def enable_tf32() -> None:
     """TF32 matmuls and convolutions on Ampere and newer GPUs (fp32 parts run on tensor cores)."""
     torch.backends.cuda.matmul.allow_tf32 = True

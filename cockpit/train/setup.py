@@ -20,7 +20,7 @@ from cockpit import rundir
 from cockpit.gpu import peak_flops
 from cockpit.presets import Preset
 from cockpit.train import checkpoint as ckpt
-from cockpit.train import snapshot
+from cockpit.train import runtime, snapshot
 from cockpit.train.data import BatchSampler, load_data
 from cockpit.train.model import build_model
 from cockpit.train.prefetch import PrefetchSampler, prefetch_wanted
@@ -158,6 +158,24 @@ def resume(tr: Trainer) -> int:
     snapshot.restore(tr, loaded.state, counters=True)
     tr.last_ckpt_step = tr.step
     return tr.step
+
+
+def cpu_dtype_tip(tr: Trainer) -> None:
+    """An `info` warning (rule cpu_dtype) on a float32 CPU run where bf16 would run on AMX.
+
+    On such a CPU the nanoGPT CPU recipe's step is ~1.5x faster in bf16 (linears in bf16,
+    attention kept in float32: model.causal_attention) with the same val loss to ~0.01;
+    bench/results/cpu-bf16-*.md has the figures. fp32 stays the default: it is exact.
+    """
+    if tr.device.type != "cpu" or tr.dtype != "fp32" or not runtime.cpu_has_amx():
+        return
+    tr.warn(
+        "cpu_dtype",
+        "info",
+        "this CPU has AMX bf16 units and the run trains in float32",
+        "train.dtype=bf16 runs the linears on AMX, ~1.5x faster a step here, with the same loss to ~0.01",
+        {"dtype": tr.dtype},
+    )
 
 
 def announce_start(tr: Trainer, resumed_from: int | None) -> None:
