@@ -16,6 +16,8 @@ prepared with its prepare.py), alternating which goes first, same machine, same 
 
 prints each round's median step time of both, the ratio ours / nanoGPT's, and the load
 average; nanoGPT runs the README's CPU command with --max_iters set to --steps.
+`--also-set train.dtype=bf16` adds a third runner each round, ours with that override
+(each of the three goes first in turn).
 """
 
 from __future__ import annotations
@@ -157,7 +159,8 @@ def nanogpt_env(pairs: list[str]) -> dict[str, str] | None:
 
 
 def side_by_side(args: argparse.Namespace) -> int:
-    """Alternate nanoGPT's train.py and ours, round by round; medians, ratios, load average."""
+    """Rotate nanoGPT's train.py and ours (and ours with --also-set), round by round; medians,
+    ratios to nanoGPT, load average."""
     checkout = args.beside.resolve()
     if not (checkout / "data" / "shakespeare_char" / "train.bin").is_file():
         print(
@@ -165,35 +168,55 @@ def side_by_side(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    runners = {"ours": args.overrides}
+    if args.also:
+        runners["ours+"] = [*args.overrides, *args.also]
     print(
-        f"{args.rounds} rounds of {args.steps} steps; ours with {args.overrides or 'the recipe as is'}; "
-        f"nanoGPT with {args.nanogpt_env or 'its defaults'}"
+        f"{args.rounds} rounds of {args.steps} steps; ours with {args.overrides or 'the recipe as is'}"
+        + (f"; ours+ with {runners['ours+']}" if args.also else "")
+        + f"; nanoGPT with {args.nanogpt_env or 'its defaults'}"
     )
     print(
         f"uptime before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} ({os.cpu_count()} CPUs)"
     )
-    print(f"{'round':>5s} {'ours ms':>8s} {'nanoGPT ms':>11s} {'ratio':>6s} {'load':>5s}")
-    ours, theirs, ratios = [], [], []
-    for n in range(args.rounds):
-        order = ("ours", "nanogpt") if n % 2 == 0 else ("nanogpt", "ours")
+    names = [*runners, "nanogpt"]
+    print(
+        f"{'round':>5s} "
+        + " ".join(f"{n + ' ms':>11s}" for n in names)
+        + " "
+        + " ".join(f"{n + '/ngpt':>11s}" for n in runners)
+        + f" {'load':>5s}"
+    )
+    ms: dict[str, list[float]] = {n: [] for n in names}
+    ratios: dict[str, list[float]] = {n: [] for n in runners}
+    for r in range(args.rounds):
+        shift = r % len(names)
         got = {}
-        for who in order:
-            if who == "ours":
-                got[who] = our_run(args.data.resolve(), args.steps, args.overrides)
-            else:
+        for who in names[shift:] + names[:shift]:  # each goes first in turn
+            if who == "nanogpt":
                 got[who] = nanogpt_run(checkout, args.steps, env=nanogpt_env(args.nanogpt_env))
-        ours.append(got["ours"]["ms"])
-        theirs.append(got["nanogpt"]["ms"])
-        ratios.append(ours[-1] / theirs[-1])
+            else:
+                got[who] = our_run(args.data.resolve(), args.steps, runners[who])
+        for n in names:
+            ms[n].append(got[n]["ms"])
+        for n in runners:
+            ratios[n].append(ms[n][-1] / ms["nanogpt"][-1])
         print(
-            f"{n + 1:5d} {ours[-1]:8.2f} {theirs[-1]:11.2f} {ratios[-1]:6.3f} {os.getloadavg()[0]:5.2f}",
+            f"{r + 1:5d} "
+            + " ".join(f"{ms[n][-1]:11.2f}" for n in names)
+            + " "
+            + " ".join(f"{ratios[n][-1]:11.3f}" for n in runners)
+            + f" {os.getloadavg()[0]:5.2f}",
             flush=True,
         )
         if args.steps >= 500:
-            print(f"      val ours {got['ours']['val']}  nanoGPT {got['nanogpt']['val']}")
+            print("      val " + "  ".join(f"{n} {got[n]['val']}" for n in names))
     print(
-        f"median {statistics.median(ours):8.2f} {statistics.median(theirs):11.2f} "
-        f"{statistics.median(ratios):6.3f}  (median of the per-round ratios)"
+        "median "
+        + " ".join(f"{statistics.median(ms[n]):11.2f}" for n in names)
+        + " "
+        + " ".join(f"{statistics.median(ratios[n]):11.3f}" for n in runners)
+        + "  (ratios: median of the per-round ratios)"
     )
     print(f"uptime after: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")
     return 0
@@ -217,6 +240,14 @@ def main() -> int:
         "--beside", type=Path, metavar="NANOGPT", help="a nanoGPT checkout to run beside ours"
     )
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds with --beside")
+    parser.add_argument(
+        "--also-set",
+        dest="also",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --beside: also run ours with these overrides each round (e.g. train.dtype=bf16)",
+    )
     parser.add_argument(
         "--nanogpt-env",
         action="append",
