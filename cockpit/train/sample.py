@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from cockpit import rundir
+from cockpit.diagnostics import first_line
 from cockpit.presets import Preset, PresetError, preset_from_dict
 from cockpit.tokenizers import (
     Tokenizer,
@@ -103,9 +104,8 @@ def load_run_model(
         model = build_model(preset.model)
         model.load_state_dict(state["model"])
     except (NotImplementedError, RuntimeError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise SampleError(
-            f"{path}: the weights do not fit the saved preset's model ({first})"
+            f"{path}: the weights do not fit the saved preset's model ({first_line(exc)})"
         ) from None
     dev = pick_device(device)
     model.to(dev).eval()
