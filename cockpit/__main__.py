@@ -96,6 +96,18 @@ def _add_rank_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_set_option(parser: argparse.ArgumentParser) -> None:
+    """--set for the planning commands (the top level's is in _add_train_options)."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=argparse.SUPPRESS,
+        metavar="KEY=VALUE",
+        help=SET_HELP,
+    )
+
+
 def _add_gpu_option(parser: argparse.ArgumentParser, default: object = None) -> None:
     parser.add_argument(
         "--gpu",
@@ -162,14 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("presets", help="list presets, or show one in full")
     p.add_argument("name", nargs="?", help="preset to show")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=argparse.SUPPRESS,
-        metavar="KEY=VALUE",
-        help=SET_HELP,
-    )
+    _add_set_option(p)
     _add_gpu_option(p, argparse.SUPPRESS)
 
     p = sub.add_parser(
@@ -184,14 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="B",
         help="micro-batch to estimate (default: the preset's)",
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=argparse.SUPPRESS,
-        metavar="KEY=VALUE",
-        help=SET_HELP,
-    )
+    _add_set_option(p)
     p.add_argument(
         "--headroom",
         type=float,
@@ -219,14 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure peak memory on this GPU at two batch sizes and calibrate the estimate",
     )
     p.add_argument("name", help="preset name or path")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=argparse.SUPPRESS,
-        metavar="KEY=VALUE",
-        help=SET_HELP,
-    )
+    _add_set_option(p)
     p.add_argument(
         "--steps",
         type=int,
