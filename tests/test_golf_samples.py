@@ -19,6 +19,7 @@ from cockpit.tokenizers import (
 )
 from cockpit.train import checkpoint as ckpt
 from cockpit.train.data import load_data
+from cockpit.train.export import tokenizer_note
 
 spm = pytest.importorskip("sentencepiece")
 
@@ -49,6 +50,8 @@ def test_sentencepiece_tokenizer_decodes_what_it_encodes_and_travels_by_state(sh
     again = tokenizer_from_state(tok.state_dict())
     assert again.state_dict() == tok.state_dict() and again.decode(ids) == tok.decode(ids)
     assert tok.state_dict()["model_file"] == str(shards["model"].resolve())
+    note = tokenizer_note(tok.state_dict(), tok.vocab_size)  # what an export says the ids are
+    assert note.startswith("sentencepiece: ") and str(shards["model"].resolve()) in note
 
 
 def test_without_the_package_or_the_file_the_ids_stay_with_one_line(shards, monkeypatch, tmp_path):
