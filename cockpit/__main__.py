@@ -45,7 +45,12 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="text file, folder of text, .bin tokens or a shard glob (default: the embedded corpus)",
     )
-    parser.add_argument("--max-steps", type=int, metavar="N", help="override train.max_steps")
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        metavar="N",
+        help="override train.max_steps (default: the preset's)",
+    )
     parser.add_argument(
         "--device",
         default="auto",
@@ -61,7 +66,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a preset field by dotted path, e.g. --set train.lr=3e-4 (repeatable)",
+        help=SET_HELP,
     )
 
 
@@ -91,6 +96,18 @@ def _add_rank_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_set_option(parser: argparse.ArgumentParser) -> None:
+    """--set for the planning commands (the top level's is in _add_train_options)."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=argparse.SUPPRESS,
+        metavar="KEY=VALUE",
+        help=SET_HELP,
+    )
+
+
 def _add_gpu_option(parser: argparse.ArgumentParser, default: object = None) -> None:
     parser.add_argument(
         "--gpu",
@@ -101,10 +118,10 @@ def _add_gpu_option(parser: argparse.ArgumentParser, default: object = None) -> 
 
 
 RUNS_DIR_HELP = "where runs live (default: $GPT_COCKPIT_RUNS or ./runs)"
+RUN_HELP = "a run id, a unique prefix or suffix of one, a path, or 'last'"
+SET_HELP = "override a preset field by dotted path, e.g. --set train.lr=3e-4 (repeatable)"
 RUN_COMMANDS = ("runs", "attach", "resume", "stop")
-TOOL_COMMANDS = (
-    "sample",
-)  # read finished runs; they take --runs-dir after the command too  # they take --runs-dir after the command too
+TOOL_COMMANDS = ("sample", "compare", "export", "plot")  # they read runs: --runs-dir after them too
 
 
 def _try_create(path: Path) -> None:
@@ -157,13 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("presets", help="list presets, or show one in full")
     p.add_argument("name", nargs="?", help="preset to show")
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=argparse.SUPPRESS, metavar="KEY=VALUE"
-    )
+    _add_set_option(p)
     _add_gpu_option(p, argparse.SUPPRESS)
 
     p = sub.add_parser(
-        "estimate", help="parameters, FLOPs, VRAM breakdown, verdict and batch suggestion"
+        "estimate",
+        help="estimate parameters, FLOPs, a VRAM breakdown, a verdict and a batch suggestion",
     )
     p.add_argument("name", help="preset name or path")
     p.add_argument(
@@ -173,15 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="B",
         help="micro-batch to estimate (default: the preset's)",
     )
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=argparse.SUPPRESS, metavar="KEY=VALUE"
-    )
+    _add_set_option(p)
     p.add_argument(
         "--headroom",
         type=float,
         default=None,
         metavar="FRAC",
-        help="fraction of GPU memory kept free when suggesting a batch (default 0.08)",
+        help="fraction of GPU memory kept free when suggesting a batch (default: 0.08)",
     )
     p.add_argument("--json", action="store_true", help="print the estimate as JSON")
     p.add_argument(
@@ -203,18 +217,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure peak memory on this GPU at two batch sizes and calibrate the estimate",
     )
     p.add_argument("name", help="preset name or path")
+    _add_set_option(p)
     p.add_argument(
-        "--set", dest="overrides", action="append", default=argparse.SUPPRESS, metavar="KEY=VALUE"
+        "--steps",
+        type=int,
+        default=2,
+        metavar="N",
+        help="training steps per probed batch size (default: 2)",
     )
-    p.add_argument("--steps", type=int, default=2, help="training steps per probed batch size")
 
-    sub.add_parser("gpus", help="the GPUs NVML sees here, and the catalog for planning")
+    sub.add_parser("gpus", help="list the GPUs NVML sees here, and the catalog for planning")
 
-    p = sub.add_parser("runs", help="list runs with status, preset, step, best val loss, age")
+    p = sub.add_parser(
+        "runs", help="list runs with status, preset, step, best val loss, last loss, age"
+    )
     p.add_argument("--json", action="store_true", help="print the list as JSON lines")
 
     p = sub.add_parser("attach", help="watch a run (in the app, or headless with --no-ui)")
-    p.add_argument("run", help="run id, unique prefix, path, or 'last'")
+    p.add_argument("run", metavar="RUN", help=RUN_HELP)
     p.add_argument(
         "--no-ui",
         action="store_true",
@@ -223,20 +243,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("resume", help="continue a stopped or crashed run from its last checkpoint")
-    p.add_argument("run", help="run id, unique prefix, path, or 'last'")
+    p.add_argument("run", metavar="RUN", help=RUN_HELP)
     p.add_argument(
         "--no-ui",
         action="store_true",
         default=argparse.SUPPRESS,
         help="train headless in this terminal",
     )
-    p.add_argument("--device", default=argparse.SUPPRESS, choices=("auto", "cpu", "cuda"))
+    p.add_argument(
+        "--device",
+        default=argparse.SUPPRESS,
+        choices=("auto", "cpu", "cuda"),
+        help="where to train (default: as the run was launched)",
+    )
     p.add_argument(
         "--max-steps",
         type=int,
         default=argparse.SUPPRESS,
         metavar="N",
-        help="raise train.max_steps to continue past the end",
+        help="raise train.max_steps to train past the old end",
     )
     p.add_argument(
         "--nproc",
@@ -246,8 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("stop", help="stop a run gracefully (checkpoint first), or --kill it")
-    p.add_argument("run", help="run id, unique prefix, path, or 'last'")
-    p.add_argument("--kill", action="store_true", help="SIGKILL instead of a graceful stop")
+    p.add_argument("run", metavar="RUN", help=RUN_HELP)
+    p.add_argument("--kill", action="store_true", help="SIGKILL at once instead of a graceful stop")
     _add_tool_commands(sub)
     for command in (
         RUN_COMMANDS + TOOL_COMMANDS
@@ -255,59 +280,95 @@ def build_parser() -> argparse.ArgumentParser:
         sub.choices[command].add_argument(
             "--runs-dir", metavar="DIR", default=argparse.SUPPRESS, help=RUNS_DIR_HELP
         )
+    _add_examples(parser, sub)
     return parser
 
 
 def _add_tool_commands(sub: argparse._SubParsersAction) -> None:
     """sample, compare, export, plot, serve: what to do with runs afterwards (cockpit.tools_cli)."""
     p = sub.add_parser("sample", help="generate text from a run's checkpoint, with its tokenizer")
-    p.add_argument("run", help="run id, unique prefix, path, or 'last'")
+    p.add_argument("run", metavar="RUN", help=RUN_HELP)
     p.add_argument(
         "--prompt", default="", metavar="TEXT", help="text to continue (default: a newline)"
     )
-    p.add_argument("--tokens", type=int, default=200, metavar="N", help="tokens to generate (200)")
-    p.add_argument("--temperature", type=float, default=0.8, metavar="T", help="(default 0.8)")
-    p.add_argument("--top-k", type=int, default=200, metavar="K", help="(default 200; 0: off)")
+    p.add_argument(
+        "--tokens", type=int, default=200, metavar="N", help="tokens to generate (default: 200)"
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=0.8,
+        metavar="T",
+        help="sampling temperature: lower is safer, higher is wilder (default: 0.8)",
+    )
+    p.add_argument(
+        "--top-k",
+        type=int,
+        default=200,
+        metavar="K",
+        help="sample from the K likeliest tokens; 0: from all (default: 200)",
+    )
     p.add_argument(
         "--checkpoint",
         choices=("best", "last"),
         default="auto",
         help="which checkpoint (default: best.pt when there is one, else last.pt)",
     )
-    p.add_argument("--seed", type=int, default=None, metavar="S", help="for a repeatable sample")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-
-    p = sub.add_parser(
-        "compare", help="runs side by side: best val, final loss, tokens, preset differences"
+    p.add_argument(
+        "--seed", type=int, default=None, metavar="S", help="random seed, for a repeatable sample"
     )
     p.add_argument(
-        "runs", nargs="+", metavar="RUN", help="two or more runs (id, prefix, path, 'last')"
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda"),
+        help="where to run the model (default: cuda if present)",
+    )
+
+    p = sub.add_parser(
+        "compare",
+        help="show runs side by side: best val, final loss, tokens, preset differences",
+    )
+    p.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN",
+        help=f"two or more runs, each {RUN_HELP}",
     )
     p.add_argument(
         "--align",
         choices=("step", "tokens"),
         default="step",
-        help="say where best val was by step or by tokens",
+        help="say where best val was by step or by tokens (default: step)",
     )
     p.add_argument("--json", action="store_true", help="print the comparison as one JSON object")
 
-    p = sub.add_parser("plot", help="loss, val, LR and grad norm as a PNG, warnings marked")
+    p = sub.add_parser(
+        "plot", help="draw loss, val, LR and grad norm as a PNG, health warnings marked"
+    )
     p.add_argument(
-        "runs", nargs="+", metavar="RUN", help="one or more runs (id, prefix, path, 'last')"
+        "runs",
+        nargs="+",
+        metavar="RUN",
+        help=f"one or more runs, each {RUN_HELP}",
     )
     p.add_argument("--out", "-o", required=True, metavar="FILE.png", help="the picture to write")
     p.add_argument(
         "--align", choices=("step", "tokens"), default="step", help="x axis (default: step)"
     )
 
-    p = sub.add_parser("serve", help="the app in a web browser (textual-serve)")
-    p.add_argument("--host", default="localhost", help="address to listen on (default localhost)")
-    p.add_argument("--port", type=int, default=8000, help="(default 8000)")
+    p = sub.add_parser("serve", help="serve the app to a web browser (textual-serve)")
+    p.add_argument(
+        "--host", default="localhost", metavar="H", help="address to listen on (default: localhost)"
+    )
+    p.add_argument(
+        "--port", type=int, default=8000, metavar="P", help="port to listen on (default: 8000)"
+    )
 
     p = sub.add_parser(
-        "export", help="safetensors weights + config (gpt: a Hugging Face GPT-2 folder)"
+        "export",
+        help="write safetensors weights and a config (gpt: a Hugging Face GPT-2 folder)",
     )
-    p.add_argument("run", help="run id, unique prefix, path, or 'last'")
+    p.add_argument("run", metavar="RUN", help=RUN_HELP)
     p.add_argument("--to", required=True, metavar="DIR", help="folder to write (made if missing)")
     p.add_argument(
         "--checkpoint",
@@ -315,6 +376,50 @@ def _add_tool_commands(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="which checkpoint (default: best.pt when there is one, else last.pt)",
     )
+
+
+# What `--help` shows under each command's options: a line or two that work as typed.
+MAIN_EXAMPLES = """examples:
+  gpt-cockpit                                        the app
+  gpt-cockpit --no-ui --preset tiny_char --max-steps 500
+  gpt-cockpit --no-ui --preset small --data input.txt --set train.lr=3e-4
+  gpt-cockpit estimate gpt2_124m --gpu A100-80GB
+
+Each command has its own help, e.g. gpt-cockpit sample --help. RUN, in the
+commands on runs, is a run id, a unique prefix or suffix of one, a path, or 'last'."""
+EXAMPLES = {
+    "presets": ["gpt-cockpit presets", "gpt-cockpit presets small --set model.n_layer=8"],
+    "estimate": [
+        "gpt-cockpit estimate gpt2_124m --gpu A100-80GB",
+        "gpt-cockpit estimate small --batch-size 32 --exact --json",
+    ],
+    "probe": ["gpt-cockpit probe small --steps 3"],
+    "gpus": ["gpt-cockpit gpus"],
+    "runs": ["gpt-cockpit runs", "gpt-cockpit runs --json"],
+    "attach": ["gpt-cockpit attach last", "gpt-cockpit attach last --no-ui"],
+    "resume": ["gpt-cockpit resume last --no-ui --max-steps 4000"],
+    "stop": ["gpt-cockpit stop last", "gpt-cockpit stop last --kill"],
+    "sample": ["gpt-cockpit sample last --prompt 'ROMEO:' --tokens 300 --seed 1"],
+    "compare": ["gpt-cockpit compare 20261121-170502-small last --align tokens"],
+    "plot": ["gpt-cockpit plot last --out loss.png"],
+    "serve": ["gpt-cockpit serve --host 0.0.0.0 --port 8000"],
+    "export": ["gpt-cockpit export last --to exported/ --checkpoint best"],
+}
+
+
+def _add_examples(parser: argparse.ArgumentParser, sub: argparse._SubParsersAction) -> None:
+    """Each command's help line as its description, and examples below every option list."""
+    parser.epilog = MAIN_EXAMPLES
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    helps = {action.dest: action.help or "" for action in sub._choices_actions}
+    for name, command in sub.choices.items():
+        line = helps.get(name, "")
+        command.description = line[:1].upper() + line[1:] + "." if line else None
+        examples = EXAMPLES.get(name, [])
+        if examples:
+            heading = "examples:" if len(examples) > 1 else "example:"
+            command.epilog = "\n  ".join([heading, *examples])
+        command.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
 def _dispatch(target: str, args: argparse.Namespace) -> int:

@@ -31,3 +31,9 @@ def warn(message: str) -> None:
 def info(message: str) -> None:
     """One informational line on stderr (not data, so not on stdout)."""
     print(f"gpt-cockpit: {message}", file=sys.stderr, flush=True)
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message in one line: its first line cut at `limit`, or its type's name."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

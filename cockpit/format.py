@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from cockpit.numbers import finite, is_number
 from cockpit.rundir import (
     CheckpointEvent,
     EndEvent,
@@ -33,13 +34,9 @@ STATUS_STYLES = {
 }
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def fmt_float(value: Any, spec: str = ".4f") -> str:
     """A number with `spec`; None or a non-number is "-", NaN/inf read as nan/inf/-inf."""
-    if not _is_number(value):
+    if not is_number(value):
         return _MISSING
     if math.isnan(value):
         return "nan"
@@ -51,7 +48,7 @@ def fmt_float(value: Any, spec: str = ".4f") -> str:
 def human_count(value: Any, digits: int = 1) -> str:
     """18600 -> "18.6k", 1.25e6 -> "1.2M", 1.5e9 -> "1.5B" (steps of 1000, B for billions as
     parameter and token counts are said); small values as integers."""
-    if not _is_number(value) or not math.isfinite(value):
+    if not finite(value):
         return fmt_float(value)
     sign = "-" if value < 0 else ""
     value = abs(float(value))
@@ -68,7 +65,7 @@ def human_params(value: Any) -> str:
 
 def human_bytes(value: Any) -> str:
     """Bytes in binary units: 512 B, 1.5 KiB, 3.2 GiB."""
-    if not _is_number(value) or not math.isfinite(value):
+    if not finite(value):
         return _MISSING
     size = float(value)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -80,7 +77,7 @@ def human_bytes(value: Any) -> str:
 
 def human_duration(seconds: Any) -> str:
     """A short age or duration: 45s, 3m, 2h05m, 3d4h."""
-    if not _is_number(seconds) or not math.isfinite(seconds):
+    if not finite(seconds):
         return _MISSING
     s = max(0, int(seconds))
     if s < 60:
@@ -94,14 +91,14 @@ def human_duration(seconds: Any) -> str:
 
 def rough_eta(seconds: Any) -> str:
     """An estimated duration: as human_duration, but "<1s" rather than "0s" for a blink."""
-    if _is_number(seconds) and 0 <= seconds < 1:
+    if is_number(seconds) and 0 <= seconds < 1:
         return "<1s"
     return human_duration(seconds)
 
 
 def elapsed(seconds: Any) -> str:
     """Wall time with seconds kept: 41.3s, 1m31s, 2h05m."""
-    if not _is_number(seconds) or not math.isfinite(seconds):
+    if not finite(seconds):
         return _MISSING
     if seconds < 60:
         return f"{seconds:.1f}s"
@@ -113,7 +110,7 @@ def elapsed(seconds: Any) -> str:
 
 def fmt_eta(seconds: Any) -> str:
     """Time left, counting down visibly: <1s, 42s, 15m59s, 2h05m."""
-    if not _is_number(seconds) or not math.isfinite(seconds):
+    if not finite(seconds):
         return _MISSING
     if seconds < 1:
         return "<1s"
@@ -127,7 +124,7 @@ def fmt_eta(seconds: Any) -> str:
 
 def fmt_norm(value: Any) -> str:
     """A grad norm: two decimals, or 3 significant digits when large or tiny."""
-    if _is_number(value) and math.isfinite(value) and (abs(value) >= 1000 or 0 < abs(value) < 0.01):
+    if finite(value) and (abs(value) >= 1000 or 0 < abs(value) < 0.01):
         return fmt_float(value, ".2e")
     return fmt_float(value, ".2f")
 
@@ -144,15 +141,15 @@ def format_step_line(record: dict[str, Any], max_steps: int | None = None) -> st
     """
     parts = [f"step {step_progress(record.get('step', 0), max_steps)}"]
     parts.append(f"loss {fmt_float(record.get('loss'))}")
-    if _is_number(record.get("lr")):
+    if is_number(record.get("lr")):
         parts.append(f"lr {fmt_float(record['lr'], '.1e')}")
-    if _is_number(record.get("grad_norm")):
+    if is_number(record.get("grad_norm")):
         parts.append(f"norm {fmt_norm(record['grad_norm'])}")
-    if _is_number(record.get("step_ms")):
+    if is_number(record.get("step_ms")):
         parts.append(f"{fmt_float(record['step_ms'], '.1f')} ms")
-    if _is_number(record.get("tokens_per_s")):
+    if is_number(record.get("tokens_per_s")):
         parts.append(f"{human_count(record['tokens_per_s'])} tok/s")
-    if _is_number(record.get("mfu")):
+    if is_number(record.get("mfu")):
         parts.append(f"mfu {fmt_float(record['mfu'] * 100.0, '.1f')}%")  # mfu is a fraction
     return " | ".join(parts)
 
@@ -163,9 +160,9 @@ def format_eval_line(record: dict[str, Any], max_steps: int | None = None) -> st
         f"eval {step_progress(record.get('step', 0), max_steps)}",
         f"val {fmt_float(record.get('val_loss'))}",
     ]
-    if _is_number(record.get("train_loss")):
+    if is_number(record.get("train_loss")):
         parts.append(f"train {fmt_float(record['train_loss'])}")
-    if _is_number(record.get("val_bpb")):
+    if is_number(record.get("val_bpb")):
         parts.append(f"bpb {fmt_float(record['val_bpb'], '.3f')}")
     return " | ".join(parts)
 
@@ -183,7 +180,7 @@ def progress_line(
         parts.append(f"elapsed {elapsed(elapsed_s)}")
     if eta_s is not None:
         parts.append(f"ETA {fmt_eta(eta_s)}")
-    if _is_number(tokens_per_s):
+    if is_number(tokens_per_s):
         parts.append(f"{human_count(tokens_per_s)} tok/s")
     return ", ".join(parts)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,16 +12,13 @@ from typing import Any
 from cockpit import rundir, runs
 from cockpit.diagnostics import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, info, warn
 from cockpit.format import fmt_float, human_duration, status_markup
+from cockpit.numbers import as_finite
 from cockpit.presets import PresetError, apply_overrides
 
 
 def _find(args: argparse.Namespace) -> Path | None:
     """The run named on the command line, or None after printing why not."""
     return runs.find_run_or_say(args.run, getattr(args, "runs_dir", None))
-
-
-def _finite_or_none(value: object) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -38,8 +34,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 "preset": s.preset_name,
                 "step": s.step,
                 "max_steps": s.max_steps,
-                "best_val_loss": _finite_or_none(s.best_val_loss),
-                "last_loss": _finite_or_none(s.last_loss),
+                "best_val_loss": as_finite(s.best_val_loss),
+                "last_loss": as_finite(s.last_loss),
                 "age_s": round(s.age_s, 1),
                 "skipped_lines": s.skipped,
             }

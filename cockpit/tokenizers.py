@@ -1,4 +1,4 @@
-"""Tokenizers: bytes, characters of the corpus, and tiktoken's BPE encodings.
+"""Tokenizers: bytes, characters of the corpus, tiktoken's BPE encodings, SentencePiece models.
 
 No torch here. Each tokenizer has `name`, `vocab_size`, `encode`, `decode` and a
 JSON-safe `state_dict()`, so a run's samples can be decoded later from its
@@ -127,6 +127,63 @@ class IdTokenizer:
         return {"name": self.name, "vocab_size": self.vocab_size}
 
 
+SENTENCEPIECE_INSTALL = "pip install 'gpt-cockpit[golf]' (or: pip install sentencepiece)"
+
+
+class SentencePieceTokenizer:
+    """A SentencePiece .model (data.tokenizer_model): the text behind token shards' ids.
+
+    decode keeps the space a leading '\u2581' stands for, so a continuation reads on
+    from its prompt as with the other tokenizers; ids outside the model's pieces are dropped.
+    """
+
+    name = "sentencepiece"
+    eot: int | None = None
+
+    def __init__(self, model_file: str | os.PathLike[str]) -> None:
+        try:
+            import sentencepiece as spm
+        except ImportError:
+            raise TokenizerUnavailable(
+                f"decoding token ids to text needs the sentencepiece package: {SENTENCEPIECE_INSTALL}"
+            ) from None
+        self.model_file = os.path.abspath(model_file)
+        if not os.path.isfile(self.model_file):
+            raise TokenizerUnavailable(f"the SentencePiece model {self.model_file} is not there")
+        try:
+            self._sp = spm.SentencePieceProcessor(model_file=self.model_file)
+        except (OSError, RuntimeError) as exc:
+            raise TokenizerUnavailable(
+                f"{self.model_file} is not a SentencePiece model ({str(exc).strip()[:160]})"
+            ) from None
+        self.vocab_size = int(self._sp.vocab_size())
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._sp.encode(text))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        n = self.vocab_size
+        kept = [int(i) for i in ids if 0 <= int(i) < n]
+        text = self._sp.decode(kept)
+        if kept and self._sp.id_to_piece(kept[0]).startswith("\u2581") and not text.startswith(" "):
+            text = " " + text  # SentencePiece drops the first piece's space
+        return text
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "model_file": self.model_file, "vocab_size": self.vocab_size}
+
+
+def shard_tokenizer(model_file: str, vocab_size: int) -> tuple[Tokenizer, str | None]:
+    """The tokenizer of token shards: `model_file`'s SentencePiece pieces when it loads here,
+    else the ids themselves and one line saying why (None when there is nothing to say)."""
+    if not model_file:
+        return IdTokenizer(vocab_size), None
+    try:
+        return SentencePieceTokenizer(model_file), None
+    except TokenizerUnavailable as exc:
+        return IdTokenizer(vocab_size), f"samples show token ids: {exc}"
+
+
 TIKTOKEN_ENCODINGS = ("gpt2", "r50k_base", "p50k_base", "cl100k_base", "o200k_base")
 
 
@@ -192,6 +249,13 @@ def get_tokenizer(
         return CharTokenizer.from_text(corpus_text)
     if name == "pretokenized":
         return IdTokenizer(int((state or {}).get("vocab_size", vocab_size)))
+    if name == "sentencepiece":  # token shards' model (data.tokenizer_model), from a saved state
+        model_file = (state or {}).get("model_file")
+        if not model_file:
+            raise ValueError(
+                "the sentencepiece tokenizer is rebuilt from a saved state's model_file"
+            )
+        return SentencePieceTokenizer(str(model_file))
     if name in TIKTOKEN_ENCODINGS:
         try:
             import tiktoken  # noqa: F401

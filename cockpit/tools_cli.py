@@ -29,6 +29,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     try:
         rm = load_run_model(run_dir, args.checkpoint, args.device)
         info(f"sampling {run_dir.name} from {rm.path.name} (step {rm.step}) on {rm.device}")
+        if rm.note:
+            info(rm.note)
         text = generate(
             rm,
             args.prompt,

@@ -28,6 +28,8 @@ def afile(tmp_path):
         ["--runs-dir", "/proc/nope/runs"],  # the app: it could not create its runs folder
         ["runs", "--runs-dir", "{afile}"],
         ["attach", "last", "--no-ui", "--runs-dir", "{afile}"],
+        ["compare", "a", "b", "--runs-dir", "{afile}"],  # the commands on finished runs too
+        ["export", "last", "--to", "out", "--runs-dir", "{afile}"],
     ],
 )
 def test_an_unusable_runs_dir_is_one_line_and_exit_2(argv, afile, capsys):

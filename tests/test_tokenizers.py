@@ -89,8 +89,10 @@ def test_char_unknown_character_raises_value_error() -> None:
 def test_char_needs_text_or_state_and_names_are_checked() -> None:
     with pytest.raises(ValueError, match="corpus text or a saved state"):
         get_tokenizer("char")
-    with pytest.raises(ValueError, match="unknown tokenizer 'sentencepiece'"):
-        get_tokenizer("sentencepiece")
+    with pytest.raises(ValueError, match="unknown tokenizer 'wordpiece'"):
+        get_tokenizer("wordpiece")
+    with pytest.raises(ValueError, match="saved state's model_file"):
+        get_tokenizer("sentencepiece")  # only token shards' model names one (data.tokenizer_model)
 
 
 def test_pretokenized_decodes_ids_and_state_keeps_its_vocab() -> None:

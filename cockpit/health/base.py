@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from cockpit.numbers import finite  # the rule families import it from here
+
 SEVERITIES = ("info", "warning", "critical")
 
 
@@ -174,18 +176,6 @@ class Family:
 
 
 # --------------------------------------------------------------------------- small statistics
-
-
-def finite(value: Any) -> bool:
-    """A finite int or float (booleans are not numbers here)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def number(value: Any) -> float | None:
-    """A float from an event field, or None (non-numbers and booleans read as missing)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
 
 
 def mean_std(values: Any) -> tuple[float, float]:

@@ -11,8 +11,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from cockpit.health.base import Context, Family, HealthWarning, StepPoint, number
+from cockpit.health.base import Context, Family, HealthWarning, StepPoint
 from cockpit.health.rules import FAMILIES
+from cockpit.numbers import as_float
 
 # The checkpoint format of state_dict: the monitor's own fields plus each family's,
 # side by side in one flat dict (version 2 since the rules had their first state).
@@ -191,21 +192,21 @@ class HealthMonitor:
                 out.extend(
                     self.observe_step(
                         int(record.get("step", 0) or 0),
-                        number(record.get("loss")),
-                        number(record.get("grad_norm")),
-                        number(record.get("lr")),
-                        number(record.get("tokens_per_s")),
-                        vram_bytes=number(record.get("vram_bytes")),  # type: ignore[arg-type]
+                        as_float(record.get("loss")),
+                        as_float(record.get("grad_norm")),
+                        as_float(record.get("lr")),
+                        as_float(record.get("tokens_per_s")),
+                        vram_bytes=as_float(record.get("vram_bytes")),  # type: ignore[arg-type]
                         scaler_skipped=bool(record.get("scaler_skipped", False)),
-                        lr_scale=number(record.get("lr_scale")) or 1.0,
+                        lr_scale=as_float(record.get("lr_scale")) or 1.0,
                     )
                 )
             elif kind == "eval":
                 out.extend(
                     self.observe_eval(
                         int(record.get("step", 0) or 0),
-                        number(record.get("val_loss")),
-                        number(record.get("train_loss")),
+                        as_float(record.get("val_loss")),
+                        as_float(record.get("train_loss")),
                     )
                 )
         return out

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from cockpit.numbers import as_float
+
 
 def as_int(value: Any, default: Any = None) -> Any:
     """An int (a float with an integral value counts); bools and anything else read as `default`."""
@@ -20,13 +22,6 @@ def as_int(value: Any, default: Any = None) -> Any:
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return int(value)
     return default
-
-
-def as_float(value: Any, default: Any = None) -> Any:
-    """A float (ints widen; NaN and infinities are kept); bools and anything else read as `default`."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return default
-    return float(value)
 
 
 def as_str(value: Any, default: Any = None) -> Any:

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cockpit.diagnostics import first_line
 from cockpit.fsutil import atomic_write_with, fsync_dir
 from cockpit.rundir.info import SHARED_FILE_MODE
 
@@ -213,9 +214,7 @@ def _why_unloadable(path: Path, exc: Exception) -> str:
             f"{path}: holds objects that safe loading (weights_only) refuses to build "
             f"(GLOBAL {foreign[0]})"
         )
-    text = str(exc).strip()
-    why = text.splitlines()[0] if text else type(exc).__name__
-    return f"{path}: truncated or corrupt, cannot be read ({why[:200]})"
+    return f"{path}: truncated or corrupt, cannot be read ({first_line(exc)})"
 
 
 def pickle_globals(path: Path) -> list[str]:

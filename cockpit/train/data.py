@@ -38,6 +38,7 @@ from cockpit.tokenizers import (
     Tokenizer,
     TokenizerUnavailable,
     get_tokenizer,
+    shard_tokenizer,
 )
 
 SHARD_MAGIC = 20240520  # llm.c / modded-nanogpt .bin shard header[0]
@@ -334,6 +335,9 @@ def load_data(cfg: DataConfig, *, block_size: int, vocab_size: int) -> TokenData
             )
         except TokenizerUnavailable:
             tokenizer = IdTokenizer(vocab_size)  # samples show ids; training needs no encoder
+        if cfg.tokenizer_model:  # shards of a SentencePiece model: samples decode through it
+            # without the package or the file the ids stay; the byte table's check says why
+            tokenizer, _ = shard_tokenizer(cfg.tokenizer_model, vocab_size)
         if needed > vocab_size:
             raise DataError(
                 f"the token files hold id {needed - 1}, beyond model.vocab_size={vocab_size}; raise model.vocab_size to at least {needed}"

@@ -118,6 +118,13 @@ def tokenizer_note(state: dict[str, Any], vocab_size: int) -> str:
         return (
             "gpt2: tiktoken's GPT-2 BPE, the same ids as transformers' GPT2TokenizerFast('gpt2')."
         )
+    if name == "sentencepiece":
+        return (
+            f"sentencepiece: the pieces of the SentencePiece model {state.get('model_file')} "
+            "(sentencepiece.SentencePieceProcessor(model_file=...) encodes and decodes them)."
+        )
+    if name == "pretokenized":
+        return "pretokenized: the ids of the run's token files; no tokenizer was saved with it."
     return f"{name}: tiktoken's {name} encoding (tiktoken.get_encoding('{name}'))."
 
 

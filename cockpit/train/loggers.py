@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cockpit.diagnostics import first_line
+from cockpit.numbers import is_number
 from cockpit.presets import Preset, logger_names
 
 TENSORBOARD_DIR = "tensorboard"
@@ -103,7 +105,7 @@ class MetricLoggers:
                     name, f"the {name} package is missing ({exc.name or exc}): {INSTALL[name]}"
                 )
             except Exception as exc:  # noqa: BLE001 - a logger never fails the run
-                self._fail(name, f"could not start: {_one_line(exc)}")
+                self._fail(name, f"could not start: {first_line(exc)}")
         return self
 
     def _fail(self, name: str, why: str) -> None:
@@ -120,7 +122,7 @@ class MetricLoggers:
                 call(logger)
             except Exception as exc:  # noqa: BLE001 - a logger never fails the run
                 self.active.remove(logger)
-                self._fail(logger.name, f"failed: {_one_line(exc)}")
+                self._fail(logger.name, f"failed: {first_line(exc)}")
 
     def log_steps(self, records: list[dict[str, Any]]) -> None:
         """The step records of one read-back (host values already)."""
@@ -147,14 +149,9 @@ def _scalars(record: dict[str, Any], tags: dict[str, str]) -> dict[str, float]:
     out = {}
     for key, tag in tags.items():
         value = record.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if is_number(value):
             out[tag] = float(value)
     return out
-
-
-def _one_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0][:200] if text else "") or type(exc).__name__
 
 
 def open_loggers(preset: Preset, run_dir: Path, warn: Callable[..., None]) -> MetricLoggers | None:

@@ -15,8 +15,14 @@ from typing import Any
 import torch
 
 from cockpit import rundir
+from cockpit.diagnostics import first_line
 from cockpit.presets import Preset, PresetError, preset_from_dict
-from cockpit.tokenizers import Tokenizer, TokenizerUnavailable, tokenizer_from_state
+from cockpit.tokenizers import (
+    Tokenizer,
+    TokenizerUnavailable,
+    shard_tokenizer,
+    tokenizer_from_state,
+)
 from cockpit.train import checkpoint as ckpt
 from cockpit.train.model import LanguageModel, build_model
 
@@ -38,6 +44,7 @@ class RunModel:
     step: int
     device: torch.device
     tokenizer_state: dict[str, Any]  # as saved in the checkpoint (name, a char vocabulary)
+    note: str | None = None  # one line about the tokenizer (token shards decoded as ids, and why)
 
 
 def checkpoint_path(run_dir: Path, which: str = "auto") -> Path:
@@ -97,17 +104,17 @@ def load_run_model(
         model = build_model(preset.model)
         model.load_state_dict(state["model"])
     except (NotImplementedError, RuntimeError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise SampleError(
-            f"{path}: the weights do not fit the saved preset's model ({first})"
+            f"{path}: the weights do not fit the saved preset's model ({first_line(exc)})"
         ) from None
     dev = pick_device(device)
     model.to(dev).eval()
     tok: Any = None
+    note = None
     if tokenizer:
-        tok = run_tokenizer(state, path)
+        tok, note = decoding_tokenizer(state, path, preset)
     saved_tok = dict(state.get("tokenizer") or {})
-    return RunModel(model, tok, preset, path, int(state["step"]), dev, saved_tok)
+    return RunModel(model, tok, preset, path, int(state["step"]), dev, saved_tok, note)
 
 
 def run_tokenizer(state: dict[str, Any], path: Path) -> Tokenizer:
@@ -119,6 +126,26 @@ def run_tokenizer(state: dict[str, Any], path: Path) -> Tokenizer:
         raise SampleError(str(exc)) from None
     except ValueError as exc:
         raise SampleError(f"{path}: its tokenizer cannot be rebuilt ({exc})") from None
+
+
+def decoding_tokenizer(
+    state: dict[str, Any], path: Path, preset: Preset
+) -> tuple[Tokenizer, str | None]:
+    """run_tokenizer, except for token shards: their SentencePiece model decodes the ids to
+    text when it loads here, else the ids stay and the note (one line) says why.
+
+    A run saved before samples were decoded has the "pretokenized" state: its preset's
+    data.tokenizer_model names the model.
+    """
+    saved = state.get("tokenizer") or {}
+    name = saved.get("name")
+    if name == "sentencepiece":
+        model_file = str(saved.get("model_file", ""))
+    elif name == "pretokenized" and preset.data.tokenizer_model:
+        model_file = preset.data.tokenizer_model
+    else:
+        return run_tokenizer(state, path), None
+    return shard_tokenizer(model_file, int(saved.get("vocab_size", preset.model.vocab_size)))
 
 
 def prompt_ids(tok: Tokenizer, prompt: str) -> list[int]:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cockpit.compare import flatten
 from cockpit.train import checkpoint as ckpt
 from cockpit.train.runtime import EngineError, one_line, versions
 
@@ -63,20 +64,11 @@ def state_dict(
 EXACT_FIELDS = ("train.batch_size", "train.grad_accum", "model.block_size", "train.parallel")
 
 
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        out.update(_flat(value, f"{prefix}{key}."))
-    return {k.rstrip("."): v for k, v in out.items()}
-
-
 def preset_changes(saved: Any, current: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """(field, checkpoint's value, preset.json's value) for each field that differs, but max_steps."""
     if not isinstance(saved, dict):
         return []
-    old, new = _flat(saved), _flat(current)
+    old, new = flatten(saved), flatten(current)  # "train.lr" -> value
     keys = sorted((set(old) | set(new)) - {"train.max_steps", "name", "description"})
     return [(k, old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k)]
 

@@ -20,6 +20,7 @@ from cockpit.health.base import (
     median,
     round_sig,
 )
+from cockpit.numbers import as_finite
 
 VARIANT_INSTABILITY = Rule(
     "variant_instability",
@@ -129,7 +130,7 @@ class Variant(Family):
         return {
             "variant_loss": self.losses.state(),
             "variant_grad": self.grads.state(),
-            "variant_streak": [[s, _num(v), _num(g)] for s, v, g in self.streak],
+            "variant_streak": [[s, as_finite(v), as_finite(g)] for s, v, g in self.streak],
             "variant_episode": self.episode,
         }
 
@@ -138,7 +139,9 @@ class Variant(Family):
             return
         self.losses = Series(self.t.variant_window, state.get("variant_loss"))
         self.grads = Series(self.t.variant_window, state.get("variant_grad"))
-        self.streak = [[int(s), _num(v), _num(g)] for s, v, g in state.get("variant_streak", [])]
+        self.streak = [
+            [int(s), as_finite(v), as_finite(g)] for s, v, g in state.get("variant_streak", [])
+        ]
         self.episode = bool(state.get("variant_episode", False))
 
 
@@ -147,8 +150,3 @@ def _against(what: str, value: Any, med: float) -> str:
     if finite(value) and med > 0:
         return f"{what} {value:.4g} vs a median of {med:.4g} ({value / med:.2f}x)"
     return f"{what} {value}" if value is not None and not finite(value) else ""
-
-
-def _num(value: Any) -> float | None:
-    """A streak value as the state keeps it: finite floats; missing or non-finite as None."""
-    return float(value) if finite(value) else None
