@@ -10,11 +10,14 @@ resumed by `resume --no-ui`) and the tests read them.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -23,6 +26,7 @@ from tiny_runs import (
     events_of,
     home_env,
     make_run,
+    make_sp_shards,
     step_losses,
     train_in_process,
     write_corpus,
@@ -293,3 +297,53 @@ def test_fsdp_on_two_ranks_trains_as_one_process_and_resumes_exactly(ddp, tmp_pa
         for f in ("last.pt", "last.prev.pt", "best.pt")
     }
     assert set(folders) == named  # the folders no checkpoint names were removed
+
+
+def test_the_full_val_eval_is_shared_out_and_gives_the_one_process_figures(tmp_path):
+    """train.eval_full_val on 2 ranks, DDP and FSDP2 (whose rank with fewer micro-batches runs
+    uncounted padding forwards): each rank evaluates its share of the windows and every rank
+    ends with one process's val loss and bits per byte, on the whole split, an uneven split,
+    an even one and a single window (rank 0 has none)."""
+    pytest.importorskip("sentencepiece")
+    import full_val_ranks
+
+    shards = make_sp_shards(tmp_path)
+    run = make_run(
+        tmp_path,
+        "train.eval_full_val=true",
+        f"data.source={shards['data']}",
+        f"data.tokenizer_model={shards['model']}",
+        f"model.vocab_size={int(shards['sp'].vocab_size())}",
+        name="full_val",
+    )
+    out = tmp_path / "figures"
+    with socket.socket() as sock:  # the ranks' rendezvous port, as torchrun would pick one
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    cmd = [sys.executable, full_val_ranks.__file__, str(run), str(out)]
+    env = dict(os.environ, WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+    env["COCKPIT_DIST_TIMEOUT_S"] = "60"  # a missing forward fails, not hangs
+    ranks = [
+        subprocess.Popen(
+            cmd, env=dict(env, RANK=r, LOCAL_RANK=r), stderr=subprocess.PIPE, text=True
+        )
+        for r in ("0", "1")
+    ]
+    try:
+        one = full_val_ranks.figures(full_val_ranks.trainer(str(run)))  # meanwhile, one process
+        for proc in ranks:
+            _, err = proc.communicate(timeout=240)
+            assert proc.returncode == 0, err[-3000:]
+    finally:
+        for proc in ranks:
+            if proc.poll() is None:
+                proc.kill()
+    assert len({loss for loss, _ in one}) == len(one)  # the cases are different evals
+    one_bpb = [loss / math.log(2) * tpb for loss, tpb in one]
+    for rank in (0, 1):
+        figures = json.loads(Path(f"{out}.{rank}.json").read_text(encoding="utf-8"))
+        for parallel in ("ddp", "fsdp"):
+            losses = [loss for loss, _ in figures[parallel]]
+            bpb = [loss / math.log(2) * tpb for loss, tpb in figures[parallel]]
+            assert losses == pytest.approx([loss for loss, _ in one], rel=1e-5), parallel
+            assert bpb == pytest.approx(one_bpb, rel=1e-5), parallel

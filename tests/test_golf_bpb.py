@@ -6,59 +6,21 @@ import json
 import math
 import sys
 
-import numpy as np
 import pytest
-from tiny_runs import WORDS, events_of, train_in_process
+from tiny_runs import events_of, make_sp_shards, train_in_process
 
 from cockpit import rundir
 from cockpit.golf_env import ENV_FIELDS
 from cockpit.train.bpb import byte_table, load_byte_table, tokens_per_byte
-from cockpit.train.data import SHARD_HEADER_INTS, SHARD_MAGIC, SHARD_VERSION
 from cockpit.train.runtime import EngineError
 
 spm = pytest.importorskip("sentencepiece")
 
 
-def sentences(n: int, seed: int) -> list[str]:
-    rng = np.random.default_rng(seed)
-    return [
-        " ".join(rng.choice(WORDS, size=rng.integers(4, 10))).capitalize() + "." for _ in range(n)
-    ]
-
-
-def write_shard(path, tokens) -> None:
-    """The reference's shard format: 256 int32 header (magic, version, count), then uint16 tokens."""
-    header = np.zeros(SHARD_HEADER_INTS, dtype=np.int32)
-    header[:3] = (SHARD_MAGIC, SHARD_VERSION, len(tokens))
-    with open(path, "wb") as f:
-        f.write(header.tobytes())
-        f.write(np.asarray(tokens, dtype=np.uint16).tobytes())
-
-
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     """A tiny SentencePiece BPE model trained here, two train shards and one val shard made with it."""
-    root = tmp_path_factory.mktemp("golf_shards")
-    model = root / "tiny_sp.model"
-    with open(model, "wb") as f:
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(sentences(400, 0)),
-            model_writer=f,
-            vocab_size=60,
-            model_type="bpe",
-            character_coverage=1.0,
-            hard_vocab_limit=False,
-            minloglevel=2,
-        )
-    sp = spm.SentencePieceProcessor(model_file=str(model))
-    data = root / "data"
-    data.mkdir()
-    for i, seed in enumerate((1, 2)):
-        ids = [t for s in sentences(300, seed) for t in sp.encode(s)]
-        write_shard(data / f"fineweb_train_00000{i}.bin", ids)
-    val_ids = [t for s in sentences(40, 3) for t in sp.encode(s)]
-    write_shard(data / "fineweb_val_000000.bin", val_ids)
-    return {"model": model, "data": data, "sp": sp, "val": np.array(val_ids)}
+    return make_sp_shards(tmp_path_factory.mktemp("golf_shards"))
 
 
 def test_byte_table_counts_the_bytes_the_tokens_decode_to(shards):

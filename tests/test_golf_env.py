@@ -7,8 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from test_golf_bpb import write_shard
-from tiny_runs import make_run, step_losses, train_in_process
+from tiny_runs import make_run, step_losses, train_in_process, write_shard
 
 from cockpit import headless
 from cockpit.golf_env import ENV_FIELDS, env_overrides

@@ -18,10 +18,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from cockpit import rundir, runs
 from cockpit.presets import Preset, apply_overrides
 from cockpit.rundir import read_events
+from cockpit.train.data import SHARD_HEADER_INTS, SHARD_MAGIC, SHARD_VERSION
 
 FAULT_ENV = "GPT_COCKPIT_FAULT"
 
@@ -130,3 +134,49 @@ def events_of(run_dir: Path, kind: str | None = None) -> list[dict]:
 def step_losses(run_dir: Path) -> dict[int, float]:
     """The latest loss recorded for each step."""
     return {r["step"]: r["loss"] for r in events_of(run_dir, "step")}
+
+
+# --------------------------------------------------------------------------- token shards
+
+
+def sentences(n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [
+        " ".join(rng.choice(WORDS, size=rng.integers(4, 10))).capitalize() + "." for _ in range(n)
+    ]
+
+
+def write_shard(path: Path, tokens: Any) -> None:
+    """The reference's shard format: 256 int32 header (magic, version, count), then uint16 tokens."""
+    header = np.zeros(SHARD_HEADER_INTS, dtype=np.int32)
+    header[:3] = (SHARD_MAGIC, SHARD_VERSION, len(tokens))
+    with open(path, "wb") as f:
+        f.write(header.tobytes())
+        f.write(np.asarray(tokens, dtype=np.uint16).tobytes())
+
+
+def make_sp_shards(root: Path) -> dict[str, Any]:
+    """A tiny SentencePiece BPE model trained here, two train shards and one val shard made
+    with it, under root: {"model": its .model, "data": the shard folder, "sp", "val" ids}."""
+    import sentencepiece as spm
+
+    model = root / "tiny_sp.model"
+    with open(model, "wb") as f:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(sentences(400, 0)),
+            model_writer=f,
+            vocab_size=60,
+            model_type="bpe",
+            character_coverage=1.0,
+            hard_vocab_limit=False,
+            minloglevel=2,
+        )
+    sp = spm.SentencePieceProcessor(model_file=str(model))
+    data = root / "data"
+    data.mkdir()
+    for i, seed in enumerate((1, 2)):
+        ids = [t for s in sentences(300, seed) for t in sp.encode(s)]
+        write_shard(data / f"fineweb_train_00000{i}.bin", ids)
+    val_ids = [t for s in sentences(40, 3) for t in sp.encode(s)]
+    write_shard(data / "fineweb_val_000000.bin", val_ids)
+    return {"model": model, "data": data, "sp": sp, "val": np.array(val_ids)}

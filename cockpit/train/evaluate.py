@@ -98,27 +98,60 @@ def mean_loss(tr: Trainer, tokens: Any, seed: int) -> float:
 @torch.no_grad()
 def full_val_loss(tr: Trainer) -> tuple[float, float | None]:
     """The mean loss over the whole validation split in consecutive block_size windows, as the
-    golf reference evaluates, and its target tokens per byte (with a byte table); one host sync."""
+    golf reference evaluates, and its target tokens per byte (with a byte table); one host sync.
+
+    Under torchrun the ranks share the windows out (rank r evaluates windows
+    [n*r//W, n*(r+1)//W) in micro-batches) and the token-weighted loss sums and the byte
+    sums are added over the ranks: every rank ends with the figures of one process."""
     T = tr.preset.model.block_size
     val = tr.data.val
     n_windows = (len(val) - 1) // T
+    rank, world = tr.dist.rank, tr.dist.world_size
     table = getattr(tr, "device_byte_table", None)
     loss_sum = torch.zeros((), device=tr.device, dtype=torch.float64)
     byte_sum = torch.zeros((), device=tr.device, dtype=torch.float64)
     batch = max(1, tr.micro_batch)
-    for first in range(0, n_windows, batch):
-        last = min(first + batch, n_windows)
-        chunk = torch.from_numpy(np.asarray(val[first * T : last * T + 1]).astype(np.int64))
-        chunk = chunk.to(tr.device)
-        x, y = chunk[:-1].view(-1, T), chunk[1:].view(-1, T)
+    net = _unwrapped(tr.model)
+    lo, hi = n_windows * rank // world, n_windows * (rank + 1) // world
+    for first in range(lo, hi, batch):
+        x, y = _windows(tr, first, min(first + batch, hi))
         with tr.autocast:
-            loss = tr.model(x, y)[1]
+            loss = net(x, y)[1]
         loss_sum += loss.double() * y.numel()
         if table is not None:
             byte_sum += table.bytes_of(x.reshape(-1), y.reshape(-1)).double()
+    if world > 1:
+        if tr.fsdp:
+            _pad_forwards(tr, net, n_windows, hi - lo, batch)
+        from cockpit.train.dist import reduce_sum
+
+        sums = reduce_sum(torch.stack([loss_sum, byte_sum]), tr.dist)
+        loss_sum, byte_sum = sums[0], sums[1]
     n_tokens = n_windows * T
     loss_value, n_bytes = (loss_sum / max(n_tokens, 1)).item(), byte_sum.item()
     return loss_value, (n_tokens / n_bytes if n_bytes else None)
+
+
+def _windows(tr: Trainer, first: int, last: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and targets of validation windows [first, last), on the eval's device."""
+    T = tr.preset.model.block_size
+    chunk = torch.from_numpy(np.asarray(tr.data.val[first * T : last * T + 1]).astype(np.int64))
+    chunk = chunk.to(tr.device)
+    return chunk[:-1].view(-1, T), chunk[1:].view(-1, T)
+
+
+def _pad_forwards(tr: Trainer, net: Any, n_windows: int, own: int, batch: int) -> None:
+    """FSDP: each forward gathers weights from every rank, so every rank runs as many as the
+    rank with the most windows (ceil(n/W) of them); a rank with fewer runs forwards on the
+    first windows again, not counted."""
+    most = -(-n_windows // tr.dist.world_size)
+    spare = -(-most // batch) - -(-own // batch)
+    if spare <= 0:
+        return
+    x, y = _windows(tr, 0, min(batch, n_windows))  # the shape of a full micro-batch
+    for _ in range(spare):
+        with tr.autocast:
+            net(x, y)
 
 
 def _unwrapped(model: Any) -> Any:
