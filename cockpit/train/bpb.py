@@ -21,9 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from cockpit.tokenizers import SENTENCEPIECE_INSTALL as INSTALL
 from cockpit.train.runtime import EngineError
-
-INSTALL = "pip install 'gpt-cockpit[golf]' (or: pip install sentencepiece)"
 
 
 def load_sentencepiece(path: str) -> Any:
