@@ -644,3 +644,71 @@ def test_a_training_child_past_the_budget_is_killed(monkeypatch, tmp_path):
     with pytest.raises(subprocess.TimeoutExpired):
         ga.train(ctx, acc.Budget(0.3), ga.preset_for(ctx, "tiny_char"), label="slow")
     assert children[0].poll() is not None  # killed, not left running
+
+
+def test_check_3_on_a_faked_h100_measures_in_order_and_compares_the_calibration(
+    monkeypatch, tmp_path
+):
+    """Probe, tracer and `gpt-cockpit probe` children answered as on a GPU (the probe 3% under
+    the analytic estimate); NVML's used memory rising 1 GiB a reading."""
+    from cockpit.estimate import estimate, fit_calibration
+    from cockpit.presets import preset_from_dict
+
+    ctx = cuda_ctx(tmp_path)
+    calls = []
+
+    def sizes(cmd):
+        preset = preset_from_dict(json.loads(cmd[cmd.index("--preset-json") + 1]))
+        return preset, [int(b) for b in cmd[cmd.index("--batches") + 1].split(",")]
+
+    def run_child(cmd, budget, **kw):
+        calls.append(cmd[2])
+        if cmd[2] == "cockpit":  # `gpt-cockpit probe gpt2_124m`
+            return subprocess.CompletedProcess(cmd, 0, "calibration saved\n", "")
+        preset, batches = sizes(cmd)
+        reserved = [
+            [b, int(estimate(preset, ctx.gpu, batch_size=b).memory.reserved_bytes / 1.03)]
+            for b in batches
+        ]
+        if preset.name == "bdh_8gb":
+            return subprocess.CompletedProcess(cmd, 1, "", "probe: CUDA error: unspecified\n")
+        out = {"points": reserved, "allocated": [[b, r * 0.9] for b, r in reserved]}
+        return subprocess.CompletedProcess(cmd, 0, json.dumps(out) + "\n", "")
+
+    def finish(proc, budget):
+        preset, batches = sizes(proc.args)
+        points = [{"batch": b, "peak_bytes": GIB * b} for b in batches]
+        return subprocess.CompletedProcess(proc.args, 0, json.dumps({"points": points}), "")
+
+    used = iter(range(1, 10**6))
+    monkeypatch.setattr(ga, "run_child", run_child)
+    monkeypatch.setattr(ga, "_start_trace", lambda p, b, d: FakeTracer(ga.trace_command(p, b, d)))
+    monkeypatch.setattr(ga, "_finish", finish)
+    monkeypatch.setattr(
+        ga, "query_gpus", lambda: [types.SimpleNamespace(memory_used=next(used) * GIB)]
+    )
+    monkeypatch.setattr(
+        ga,
+        "load_calibration",
+        lambda preset, name: fit_calibration(
+            name, sorted(ctx.shared["measured"]["gpt2_124m"].items())
+        ),
+    )
+    check = acc.run_check(acc.Check("3", "t", 600), ga.check_memory(ctx))
+    assert calls[:3] == ["cockpit.train.probe", "cockpit", "cockpit.train.probe"], check.notes
+    assert check.figures["gpt2_124m @ 32"].endswith("error +3.0%; traced vs allocated +12.8%")
+    assert "calibration @ 64" in check.figures
+    assert "MiB vs" in check.figures["gpt2_124m NVML used (peak) vs estimated total @ 64"]
+    failed = [what for what, ok in check.criteria if not ok]
+    assert failed == ["bdh_8gb: the probe child measured (exit 1): probe: CUDA error: unspecified"]
+    assert check.status == "fail"
+    # every built-in that fits was measured, gpt2_124m first; none left for lack of time
+    assert "not measured (the check's time was spent)" not in check.figures
+
+
+class FakeTracer:
+    def __init__(self, args):
+        self.args = args
+
+    def poll(self):
+        return 0
