@@ -321,9 +321,16 @@ def nvml_delta(ctx: Context) -> contextlib.AbstractContextManager[NvmlPeak | Non
     return NvmlPeak() if ctx.cuda else contextlib.nullcontext()
 
 
-def tokens_per_s_from_times(steps: list[dict[str, Any]]) -> float | None:
-    """Tokens/s from the step records' own timestamps over the steady part (after a fifth)."""
+def tokens_per_s_from_times(steps: list[dict[str, Any]], every: int = 1) -> float | None:
+    """Tokens/s from the step records' own timestamps over the steady part (after a fifth).
+
+    On CUDA a record's time is when the host finished queuing the step, and the host runs
+    ahead within a read-back interval of `every` steps: only records at the same place in
+    their intervals are compared, so the span is whole intervals, each ending in a sync."""
     kept = acc.steady(steps)
+    if every > 1 and kept:
+        place = kept[0]["step"] % every
+        kept = [s for s in kept if s["step"] % every == place]
     if len(kept) < 2:
         return None
     seconds = kept[-1]["time"] - kept[0]["time"]
@@ -365,7 +372,7 @@ def _throughput_one(ctx: Context, check: Check, budget: Budget, name: str) -> No
         ctx.shared["gpt2_124m"] = (preset, run, nvml.peak if nvml else None)
     steps_ = run.steps
     tok = acc.median_or_none(s.get("tokens_per_s") for s in acc.steady(steps_))
-    timed = tokens_per_s_from_times(steps_)
+    timed = tokens_per_s_from_times(steps_, preset.train.log_interval)
     first, last, falling = acc.loss_falling([s["loss"] for s in steps_])
     check.fig(f"{name} micro-batch", preset.train.batch_size)
     check.fig(f"{name} tokens/s (cockpit, median)", tok)

@@ -607,6 +607,14 @@ def test_the_step_timestamps_and_the_start_give_speed_and_compile_time():
     steps = [{"time": 100.0 + i, "tokens": 1000 * i} for i in range(1, 11)]
     assert ga.tokens_per_s_from_times(steps) == pytest.approx(1000.0)
     assert ga.tokens_per_s_from_times(steps[:1]) is None
+    # CUDA: the host queues an interval's 10 steps at once (1 ms each) and waits at the read-back,
+    # every step taking 0.1 s on the GPU: whole intervals give the GPU's rate exactly
+    queued = [
+        {"step": n, "time": 1.0 * ((n - 1) // 10) + 0.001 * ((n - 1) % 10), "tokens": 100 * n}
+        for n in range(1, 201)
+    ]
+    assert ga.tokens_per_s_from_times(queued, every=10) == pytest.approx(1000.0)
+    assert ga.tokens_per_s_from_times(queued) > 1050  # all records: over by ~6%
     records = [{"event": "start", "time": 40.0}] + [dict(s, event="step") for s in steps]
     assert ga.start_to_first_log(records) == pytest.approx(61.0)
     assert ga.start_to_first_log(records[:1]) is None
