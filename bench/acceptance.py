@@ -50,9 +50,8 @@ class Interrupted(KeyboardInterrupt):
     """SIGTERM (or Ctrl-C) reached the run: the check in progress ends, the report is written."""
 
 
-MIN_START_S = (
-    15.0  # a check starts only with this much of the run's time left (or its whole budget)
-)
+# A check starts only with this much of the run's overall time left (or its whole budget).
+MIN_START_S = 15.0
 
 
 class Budget:
