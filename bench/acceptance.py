@@ -7,7 +7,8 @@ skipped (it needs something this machine lacks), one that runs past its budget
 (`BudgetExceeded`, or a child's `subprocess.TimeoutExpired`) times out, one that
 raises anything else is an error; otherwise it passes when it tested at least one
 criterion and every criterion held, and it fails past its budget even if they held.
-The figures gathered before a timeout or an error stay in the report.
+A check that finds too little of the run's overall time left is skipped for time
+without starting. The figures gathered before a timeout or an error stay in the report.
 
 The number checks below are the criteria's arithmetic, kept here so they are tested
 on a machine without a GPU.
@@ -45,6 +46,14 @@ class BudgetExceeded(Exception):
     """The check's time budget ran out."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM (or Ctrl-C) reached the run: the check in progress ends, the report is written."""
+
+
+# A check starts only with this much of the run's overall time left (or its whole budget).
+MIN_START_S = 15.0
+
+
 class Budget:
     """A deadline: `timeout()` is the time a child may still take, BudgetExceeded once none is left."""
 
@@ -71,11 +80,12 @@ class Check:
     key: str
     title: str
     budget_s: float
-    status: str = "pending"  # pass | fail | skip | timeout | error
+    status: str = "pending"  # pass | fail | skip | timeout | error | interrupted | running
     seconds: float = 0.0
     figures: dict[str, Any] = field(default_factory=dict)
     criteria: list[tuple[str, bool]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    for_time: bool = False  # skipped because the run's overall time was spent
 
     def fig(self, name: str, value: Any) -> Any:
         self.figures[name] = value
@@ -93,12 +103,36 @@ class Check:
     def passed(self) -> bool:
         return self.status == "pass"
 
+    @property
+    def word(self) -> str:
+        """The result as the report's table shows it: PASS, FAILED (timeout), SKIPPED (time), ..."""
+        word = STATUS_WORD.get(self.status, self.status)
+        return f"{word} (time)" if self.status == "skip" and self.for_time else word
+
+    @property
+    def reason(self) -> str:
+        """Why it did not pass, in one line: the first failed criterion, else the first note."""
+        if self.status in ("pass", "pending"):
+            return ""
+        failed = [what for what, ok in self.criteria if not ok]
+        text = failed[0] if failed and self.status == "fail" else (self.notes or failed or [""])[0]
+        return text if len(text) <= 140 else text[:139] + "…"
+
 
 def _status_from_criteria(check: Check) -> str:
     if not check.criteria:
         check.note("no criterion was tested")
         return "fail"
     return "pass" if all(ok for _, ok in check.criteria) else "fail"
+
+
+def _timeout_text(exc: Exception) -> str:
+    """What ran out of time, in one short line (a child's argv can hold a whole preset)."""
+    if isinstance(exc, subprocess.TimeoutExpired):
+        argv = [exc.cmd] if isinstance(exc.cmd, str) else [str(a) for a in exc.cmd]
+        shown = " ".join(a for a in argv[1:4] if len(a) < 60) or argv[0][:60]
+        return f"the child `{shown} ...` was killed after {exc.timeout:.0f} s"
+    return str(exc)
 
 
 def run_check(
@@ -109,13 +143,17 @@ def run_check(
     clock: Callable[[], float] = time.monotonic,
 ) -> Check:
     """Run `body(check, budget)` under the smaller of the check's budget and what `overall` has
-    left; set the status and the time taken. Never raises (but KeyboardInterrupt)."""
-    seconds = check.budget_s if overall is None else min(check.budget_s, overall.remaining())
+    left; set the status and the time taken. Never raises (but KeyboardInterrupt: `Interrupted`
+    marks the check interrupted and is raised on, so the caller writes the report and stops)."""
+    left = math.inf if overall is None else overall.remaining()
+    if left < min(check.budget_s, MIN_START_S):
+        check.status, check.for_time = "skip", True
+        check.note(f"not started: {left:.0f} s of the run's overall time left")
+        return check
+    seconds = min(check.budget_s, left)
     budget = Budget(seconds, clock)
     start = clock()
     try:
-        if seconds <= 0:
-            raise BudgetExceeded("no time left in the run's overall budget")
         body(check, budget)
         check.status = _status_from_criteria(check)
     except Skip as exc:
@@ -123,7 +161,13 @@ def run_check(
         check.note(str(exc))
     except (BudgetExceeded, subprocess.TimeoutExpired) as exc:
         check.status = "timeout"
-        check.note(f"stopped after {clock() - start:.0f} s: {exc}")
+        cut = " (cut short by the run's overall deadline)" if seconds < check.budget_s else ""
+        check.note(f"stopped after {clock() - start:.0f} s{cut}: {_timeout_text(exc)}")
+    except KeyboardInterrupt as exc:
+        check.status = "interrupted"
+        check.note(f"interrupted after {clock() - start:.0f} s ({exc or 'SIGINT'})")
+        check.seconds = clock() - start
+        raise
     except Exception as exc:  # a failing check must not stop the others
         check.status = "error"
         where = traceback.extract_tb(exc.__traceback__)[-1]
@@ -358,10 +402,12 @@ def nvml_comparison(ours: dict[str, Any], smi: dict[str, Any]) -> list[tuple[str
 
 STATUS_WORD = {
     "pass": "PASS",
-    "fail": "FAIL",
-    "skip": "skipped",
-    "timeout": "TIMEOUT",
-    "error": "ERROR",
+    "fail": "FAILED",
+    "skip": "SKIPPED",
+    "timeout": "FAILED (timeout)",
+    "error": "FAILED (error)",
+    "interrupted": "FAILED (interrupted)",
+    "running": "NOT FINISHED (the run stopped during it)",
     "pending": "not run",
 }
 
@@ -391,7 +437,7 @@ def format_value(value: Any) -> str:
 
 def check_section(check: Check) -> list[str]:
     lines = [
-        f"## {check.key}. {check.title}: {STATUS_WORD.get(check.status, check.status)}",
+        f"## {check.key}. {check.title}: {check.word}",
         "",
         f"{check.seconds:.0f} s of a {check.budget_s:g} s budget.",
         "",
@@ -418,17 +464,30 @@ def render_report(checks: Sequence[Check], meta: dict[str, Any]) -> str:
     ]
     lines.append("")
     lines += [f"- {k}: {format_value(v)}" for k, v in meta.items() if k not in ("device", "date")]
-    lines += ["", "| check | result | seconds | budget |", "| --- | --- | ---: | ---: |"]
+    lines += [
+        "",
+        "| check | result | seconds | budget | reason |",
+        "| --- | --- | ---: | ---: | --- |",
+    ]
     for c in checks:
         lines.append(
-            f"| {c.key}. {c.title} | {STATUS_WORD.get(c.status, c.status)} | {c.seconds:.0f} | {c.budget_s:g} |"
+            f"| {c.key}. {c.title} | {c.word} | {c.seconds:.0f} | {c.budget_s:g} | {c.reason.replace('|', '/')} |"
         )
     passed = sum(c.status == "pass" for c in checks)
     skipped = sum(c.status == "skip" for c in checks)
-    lines += ["", f"{passed} of {len(checks)} passed, {skipped} skipped.", ""]
+    failed = len(checks) - passed - skipped
+    lines += ["", f"{passed} of {len(checks)} passed, {failed} failed, {skipped} skipped.", ""]
     for c in checks:
         lines += check_section(c)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def write_report(path: Path, checks: Sequence[Check], meta: dict[str, Any]) -> None:
+    """Write the report whole or not at all (a run killed mid-write keeps the last one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(render_report(checks, meta), encoding="utf-8")
+    tmp.replace(path)
 
 
 def exit_code(checks: Sequence[Check]) -> int:

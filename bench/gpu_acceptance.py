@@ -1,13 +1,16 @@
 """The GPU acceptance run: every number the cockpit shows on a CUDA GPU, checked in one command.
 
-    python bench/gpu_acceptance.py [--only 1,3] [--out FILE] [--budget 570]
+    python bench/gpu_acceptance.py [--only 1,3] [--results DIR | --out FILE] [--budget 540]
     python bench/gpu_acceptance.py --device cpu --quick     # a dry run of the harness on CPU
 
-On a CUDA machine it runs the nine checks below, each under its own time budget
-(a check that fails, errs or runs out of time does not stop the others), and
-writes bench/results/<gpu>-<date>.md with every check, its figures and its
-criteria. Without CUDA (and without --device cpu) it says so in one line and
-exits 0. The checks go through the project's own code paths: training runs are
+On a CUDA machine it runs the nine checks below, most valuable first (1, 3, 5, 2, 7,
+4, 8, 6, 9), each under its own time budget and all of them inside one overall
+deadline (--budget, counted from the start): a check that fails, errs, runs out of
+time or whose child crashes does not stop the others, and one that finds too little
+of the overall time left is skipped for time. The report,
+bench/results/<gpu>-<date>.md, is rewritten after every check, so it survives a kill;
+SIGTERM or Ctrl-C ends the check in progress, stops its children and writes it.
+Without CUDA (and without --device cpu) it says so in one line and exits 0. The checks go through the project's own code paths: training runs are
 `runs.launch` children on run directories, memory is the probe and tracer children
 (`plan_cli.probe_command` / `trace_command`, the sizes of bench/vram_table.py), the
 calibration is `gpt-cockpit probe`, attach / stop / resume are the CLI commands,
@@ -34,22 +37,26 @@ the monitoring overhead is bench/event_overhead.py.
    tiny_char, two runs each, alternating; tokens/s of both, the same losses.
 
 In --quick mode (meant for --device cpu) every preset is shrunk to a few thousand
-parameters and runs a few dozen steps, so the harness runs end to end in about a
-minute; figures are reported but the speed and memory goals are not judged, and the
-checks that need a GPU (2, 4, 7, the measured half of 3) say so and skip. Check 5
-injects the out-of-memory error there (GPT_COCKPIT_FAULT=oom_above_batch).
+parameters and runs a few dozen steps, so the harness runs end to end in a few
+minutes; figures are reported but the speed and memory goals are not judged, and the
+checks that need a GPU (2, 7, the measured half of 3) say so and skip. Check 4 trains
+its three presets at a fixed micro-batch there, and check 5 injects the out-of-memory
+error (GPT_COCKPIT_FAULT=oom_above_batch).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import importlib.metadata
+import json
 import math
 import os
 import platform
 import random
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -76,13 +83,24 @@ from cockpit.estimate import (  # noqa: E402
     load_calibration,
     suggest_batch,
 )
-from cockpit.gpu import GpuSpec, local_gpu_spec, peak_flops, query_gpus  # noqa: E402
+from cockpit.gpu import (  # noqa: E402
+    GpuSpec,
+    GpuStatus,
+    local_gpu_spec,
+    nvml_problem,
+    peak_flops,
+    query_gpus,
+    spec_for_status,
+)
 from cockpit.plan_cli import probe_command, trace_command  # noqa: E402
 from cockpit.presets import Preset, apply_overrides, list_presets, load_preset  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
-TOTAL_BUDGET_S = 570.0  # the whole run stays inside one 10-minute command
+# The whole run, Python's start and the report included, stays inside one 10-minute command:
+# the checks get this many seconds from the start, the rest is margin for the last child's kill.
+TOTAL_BUDGET_S = 540.0
 HOME_VARS = ("GPT_COCKPIT_CONFIG", "GPT_COCKPIT_RUNS", "GPT_COCKPIT_CACHE", "GPT_COCKPIT_STATE")
+EXT_VAR = "GPT_COCKPIT_EXT_DIR"
 
 # Every preset shrunk to a few thousand parameters for --quick (any architecture accepts these).
 QUICK_SHRINK = [
@@ -123,15 +141,49 @@ class Context:
 # --------------------------------------------------------------------------- helpers
 
 
-def cuda_device_name() -> str | None:
-    """The name of CUDA device 0 as torch sees it, or None (no torch CUDA, no GPU)."""
+# Asked in a child so this process never imports torch nor holds a CUDA context (some 500 MiB
+# of the GPU that would skew every NVML reading and the out-of-memory check).
+_CUDA_FACTS = """
+import json
+try:
+    import torch
+except ImportError as exc:
+    print(json.dumps({"problem": f"torch does not import: {exc}"}))
+    raise SystemExit(0)
+if not torch.cuda.is_available():
+    print(json.dumps({"problem": f"torch {torch.__version__} sees no CUDA GPU"}))
+    raise SystemExit(0)
+p = torch.cuda.get_device_properties(0)
+print(json.dumps({"name": p.name, "total_memory": p.total_memory, "cc": [p.major, p.minor],
+                  "torch": torch.__version__, "cuda": torch.version.cuda, "count": torch.cuda.device_count()}))
+"""
+
+
+def cuda_facts() -> dict[str, Any]:
+    """CUDA device 0 as torch sees it ({"name", "total_memory", "cc", "torch", "cuda"}), or
+    {"problem": why} when there is none (no torch, a CPU-only torch, no GPU, a broken driver)."""
     try:
-        import torch
-    except ImportError:
-        return None
-    if not torch.cuda.is_available():
-        return None
-    return torch.cuda.get_device_name(0)
+        proc = subprocess.run(
+            [sys.executable, "-c", _CUDA_FACTS], capture_output=True, text=True, timeout=120
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"problem": f"the CUDA query did not answer: {exc}"}
+    try:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"problem": f"the CUDA query failed (exit {proc.returncode}): {tail}"}
+
+
+def gpu_spec(facts: dict[str, Any]) -> GpuSpec:
+    """This GPU's planning spec: NVML's (its memory, the catalog's peaks), else torch's facts."""
+    spec = local_gpu_spec()
+    if spec is not None:
+        return spec
+    total = int(facts["total_memory"])
+    cc = tuple(facts.get("cc") or (0, 0))
+    status = GpuStatus(0, facts["name"], total, 0, total, None, None, None, None, cc)  # type: ignore[arg-type]
+    return spec_for_status(status)
 
 
 def make_corpus(folder: Path, n_bytes: int) -> Path:
@@ -150,15 +202,21 @@ def make_corpus(folder: Path, n_bytes: int) -> Path:
 
 def preset_for(ctx: Context, name: str, *overrides: str) -> Preset:
     """A built-in preset on the generated corpus (byte tokenizer), no evals or samples, shrunk
-    in quick mode, with the check's overrides last."""
+    in quick mode, with the check's overrides last. Warmup (10 steps) and a warmdown schedule's
+    decay (a quarter of the run) are cut to fit the check's short train.max_steps."""
+    preset = load_preset(name)
+    steps = [int(o.split("=", 1)[1]) for o in overrides if o.startswith("train.max_steps=")]
+    n = steps[-1] if steps else preset.train.max_steps
     common = [
         f"data.source={ctx.corpus}",
         "data.tokenizer=byte",
+        "data.tokenizer_model=",  # golf's SentencePiece model belongs to its FineWeb shards
         "train.eval_interval=0",
         "train.sample_tokens=0",
-        "train.warmup_steps=10",
+        f"train.warmup_steps={min(10, n // 4)}",
     ]
-    preset = load_preset(name)
+    if preset.train.schedule == "warmdown":
+        common.append(f"train.warmdown_steps={n // 4}")
     shrink = QUICK_SHRINK if ctx.quick else []
     return apply_overrides(preset, [*common, *shrink, *overrides])
 
@@ -197,9 +255,12 @@ def train(
     assert handle.process is not None
     try:
         code = handle.process.wait(timeout=budget.timeout())
-    except subprocess.TimeoutExpired:
-        rundir.stop_run(run_dir, kill=True)
-        handle.process.wait()
+    except BaseException:  # past the budget, or interrupted: the child goes too
+        with contextlib.suppress(Exception):
+            rundir.stop_run(run_dir, kill=True)  # the lock's holder, should it differ
+        handle.process.kill()  # a child not yet holding its lock is not found by stop_run
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            handle.process.wait(timeout=30)
         raise
     return Trained(run_dir, code, rundir.read_events(run_dir / rundir.EVENTS_JSONL))
 
@@ -260,9 +321,16 @@ def nvml_delta(ctx: Context) -> contextlib.AbstractContextManager[NvmlPeak | Non
     return NvmlPeak() if ctx.cuda else contextlib.nullcontext()
 
 
-def tokens_per_s_from_times(steps: list[dict[str, Any]]) -> float | None:
-    """Tokens/s from the step records' own timestamps over the steady part (after a fifth)."""
+def tokens_per_s_from_times(steps: list[dict[str, Any]], every: int = 1) -> float | None:
+    """Tokens/s from the step records' own timestamps over the steady part (after a fifth).
+
+    On CUDA a record's time is when the host finished queuing the step, and the host runs
+    ahead within a read-back interval of `every` steps: only records at the same place in
+    their intervals are compared, so the span is whole intervals, each ending in a sync."""
     kept = acc.steady(steps)
+    if every > 1 and kept:
+        place = kept[0]["step"] % every
+        kept = [s for s in kept if s["step"] % every == place]
     if len(kept) < 2:
         return None
     seconds = kept[-1]["time"] - kept[0]["time"]
@@ -271,6 +339,16 @@ def tokens_per_s_from_times(steps: list[dict[str, Any]]) -> float | None:
 
 
 # --------------------------------------------------------------------------- 1. throughput
+
+
+def start_to_first_log(records: list[dict[str, Any]]) -> float | None:
+    """Seconds from the `start` record to the first step record: the first steps and, with
+    torch.compile, the compilation (the cost a run pays before its first figure)."""
+    start = next((r for r in records if r.get("event") == "start"), None)
+    steps = acc.steps_of(records)
+    if start is None or not steps or "time" not in start:
+        return None
+    return steps[0]["time"] - start["time"]
 
 
 def _throughput_one(ctx: Context, check: Check, budget: Budget, name: str) -> None:
@@ -294,24 +372,33 @@ def _throughput_one(ctx: Context, check: Check, budget: Budget, name: str) -> No
         ctx.shared["gpt2_124m"] = (preset, run, nvml.peak if nvml else None)
     steps_ = run.steps
     tok = acc.median_or_none(s.get("tokens_per_s") for s in acc.steady(steps_))
-    timed = tokens_per_s_from_times(steps_)
+    timed = tokens_per_s_from_times(steps_, preset.train.log_interval)
     first, last, falling = acc.loss_falling([s["loss"] for s in steps_])
     check.fig(f"{name} micro-batch", preset.train.batch_size)
     check.fig(f"{name} tokens/s (cockpit, median)", tok)
     check.fig(f"{name} tokens/s (step timestamps)", timed)
     check.fig(f"{name} loss first -> last", f"{first:.3f} -> {last:.3f}")
+    check.fig(
+        f"{name} start -> first logged step (s, compile included)", start_to_first_log(run.records)
+    )
     check.expect(
         run.code == 0,
         f"{name}: the run finished (exit {run.code})"
-        + (f": {run.console_tail()[:120]}" if run.code else ""),
+        + (f": {run.console_tail()[:160]}" if run.code else ""),
     )
+    if ctx.cuda and not ctx.quick:
+        start = next((r for r in run.records if r.get("event") == "start"), {})
+        check.expect(
+            start.get("dtype") == "bf16" and start.get("compile") is True,
+            f"{name}: trained in bf16 with torch.compile (start record: dtype {start.get('dtype')}, compile {start.get('compile')})",
+        )
     check.expect(falling, f"{name}: loss falls ({first:.3f} -> {last:.3f})")
     if tok and timed and ctx.cuda:  # on CPU the cockpit times the step alone, not the logging
         check.expect(
             acc.close(tok, timed, 0.10),
             f"{name}: the cockpit's tokens/s {tok:,.0f} within 10% of the timestamps' {timed:,.0f}",
         )
-    if ctx.cuda:
+    if ctx.cuda and not ctx.quick:  # quick mode trains in fp32: the bf16 peak does not apply
         _mfu_figures(ctx, check, name, preset, steps_, tok)
 
 
@@ -320,7 +407,9 @@ def _mfu_figures(ctx: Context, check: Check, name: str, preset: Preset, steps, t
     gpu_name = ctx.gpu.name if ctx.gpu else ""
     peak = peak_flops(gpu_name, "bf16")
     check.fig(f"{name} MFU (cockpit)", mfu)
-    if peak and tok:
+    if not tok:
+        check.note(f"{name}: no tokens/s logged, so no MFU")
+    elif peak:
         recomputed = tok * flops_per_token(preset.model) / peak
         check.fig(f"{name} MFU (recomputed, peak {peak / 1e12:g} TFLOP/s)", recomputed)
         check.expect(
@@ -335,7 +424,7 @@ def _mfu_figures(ctx: Context, check: Check, name: str, preset: Preset, steps, t
 
 def check_throughput(ctx: Context) -> Callable[[Check, Budget], None]:
     def body(check: Check, budget: Budget) -> None:
-        for name in ("tiny_char", "small", "gpt2_124m"):
+        for name in ("gpt2_124m", "small", "tiny_char"):  # the headline figure first
             _throughput_one(ctx, check, budget, name)
 
     return body
@@ -376,23 +465,103 @@ def check_fp16(ctx: Context) -> Callable[[Check, Budget], None]:
 # --------------------------------------------------------------------------- 3. memory
 
 
+# Check 3 measures presets in this order (gpt2_124m first: the calibration compares with it), then
+# the other built-ins by size, until its budget is nearly spent: each preset is the probe child
+# (the GPU) and the tracer child (CPU, fake CUDA tensors) side by side, some 10-20 s on an H100.
+MEMORY_ORDER = (
+    "gpt2_124m",
+    "golf_baseline",
+    "bdh_8gb",
+    "small",
+    "350M_1024",
+    "500M_1024",
+    "tiny_gpt_50m",
+    "tiny_char",
+    "150M_1024",
+    "bdh_14gb",
+)
+PRESET_RESERVE_S = 20.0  # a preset is started only with this much of the check's budget left
+
+
+def memory_presets(ctx: Context) -> list[Preset]:
+    """The presets check 3 measures, most valuable first."""
+    if ctx.quick:
+        return [preset_for(ctx, n) for n in ("tiny_char", "golf_baseline", "bdh_8gb")]
+    builtin = {p.name: p for p in list_presets() if p.builtin}
+    first = [builtin.pop(n) for n in MEMORY_ORDER if n in builtin]
+    rest = sorted(
+        builtin.values(), key=lambda p: estimate(p, ctx.gpu, batch_size=1).memory.total_bytes
+    )
+    return first + rest
+
+
+def child_tail(proc: subprocess.CompletedProcess[str]) -> str:
+    """A failed child's last line of stderr (or stdout), for the report."""
+    lines = (proc.stderr or "").strip().splitlines() or (proc.stdout or "").strip().splitlines()
+    return lines[-1][:200] if lines else "no output"
+
+
+def _start_trace(preset: Preset, batches: list[int], dtype: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        trace_command(preset, batches, dtype),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+
+
+def _finish(proc: subprocess.Popen[str], budget: Budget) -> subprocess.CompletedProcess[str]:
+    """Wait for a child within the budget; killed (and TimeoutExpired raised on) past it."""
+    try:
+        out, err = proc.communicate(timeout=budget.timeout())
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _probe(
+    ctx: Context, check: Check, budget: Budget, preset: Preset, batches: list[int]
+) -> tuple[dict[int, int], dict[int, int], int | None]:
+    """The probe child at `batches` with NVML sampled meanwhile: (reserved, allocated, NVML delta)."""
+    with NvmlPeak() as nvml:
+        proc = run_child(probe_command(preset, batches, 3), budget)
+    result = last_json_line(proc) or {}
+    measured = {int(b): int(r) for b, r in result.get("points", [])}
+    allocated = {int(b): int(a) for b, a in result.get("allocated", [])}
+    if result.get("failed"):
+        check.fig(f"{preset.name} out of memory in the probe", result["failed"])
+    check.expect(
+        bool(measured),
+        f"{preset.name}: the probe child measured (exit {proc.returncode})"
+        + ("" if measured else f": {child_tail(proc)}"),
+    )
+    ctx.shared.setdefault("measured", {})[preset.name] = measured
+    return measured, allocated, nvml.delta
+
+
 def _measure_preset(ctx: Context, check: Check, budget: Budget, preset: Preset) -> list[float]:
-    """Probe (GPU) and trace one preset at three sizes; the reserved errors in percent."""
+    """Probe (GPU) and trace (CPU) one preset at three sizes, side by side; the reserved errors
+    in percent."""
     gpu = ctx.gpu
     dtype = estimate(preset, gpu).dtype
     batches = batches_for(preset, gpu) if gpu else [1, 2, 4]
-    traced = last_json_line(run_child(trace_command(preset, batches, dtype), budget)) or {}
+    tracer = _start_trace(preset, batches, dtype)
+    try:
+        measured, allocated, nvml_peak = (
+            _probe(ctx, check, budget, preset, batches) if ctx.cuda else ({}, {}, None)
+        )
+        traced_proc = _finish(tracer, budget)
+    finally:
+        if tracer.poll() is None:
+            tracer.kill()
+            tracer.communicate()
+    traced = last_json_line(traced_proc) or {}
     traced_peak = {p["batch"]: p["peak_bytes"] for p in traced.get("points", [])}
-    measured: dict[int, int] = {}
-    allocated: dict[int, int] = {}
-    nvml_peak = None
-    if ctx.cuda:
-        with NvmlPeak() as nvml:
-            result = last_json_line(run_child(probe_command(preset, batches, 3), budget)) or {}
-        nvml_peak = nvml.delta
-        measured = {b: r for b, r in result.get("points", [])}
-        allocated = {b: a for b, a in result.get("allocated", [])}
-        ctx.shared.setdefault("measured", {})[preset.name] = measured
+    if not traced_peak:
+        check.note(f"{preset.name}: the tracer child gave no points ({child_tail(traced_proc)})")
     errors = []
     for b in batches:
         est = estimate(preset, gpu, batch_size=b).memory
@@ -403,7 +572,7 @@ def _measure_preset(ctx: Context, check: Check, budget: Budget, preset: Preset) 
             err = acc.pct_error(est.reserved_bytes, measured[b])
             errors.append(err)
             parts.append(f"measured reserved {measured[b] / acc.MIB:,.0f} MiB, error {err:+.1f}%")
-            if b in traced_peak:
+            if b in traced_peak and b in allocated:
                 parts.append(
                     f"traced vs allocated {acc.pct_error(traced_peak[b], allocated[b]):+.1f}%"
                 )
@@ -413,7 +582,9 @@ def _measure_preset(ctx: Context, check: Check, budget: Budget, preset: Preset) 
         total = estimate(preset, gpu, batch_size=top).memory.total_bytes
         check.fig(
             f"{preset.name} NVML used (peak) vs estimated total @ {top}",
-            f"{nvml_peak / acc.MIB:,.0f} MiB vs {total / acc.MIB:,.0f} MiB ({acc.pct_error(total, nvml_peak):+.1f}%)",
+            f"{nvml_peak / acc.MIB:,.0f} MiB vs {total / acc.MIB:,.0f} MiB ({acc.pct_error(total, nvml_peak):+.1f}%)"
+            if nvml_peak > 0
+            else f"no NVML reading ({nvml_problem() or 'no rise seen'})",
         )
     if not ctx.cuda:
         check.expect(len(traced_peak) == len(batches), f"{preset.name}: traced at {batches}")
@@ -421,9 +592,14 @@ def _measure_preset(ctx: Context, check: Check, budget: Budget, preset: Preset) 
 
 
 def _calibration(ctx: Context, check: Check, budget: Budget) -> None:
-    """`gpt-cockpit probe gpt2_124m`, then its line against the third size check 3 measured."""
+    """`gpt-cockpit probe gpt2_124m`, then its line against the sizes check 3 measured (one of
+    them, double or a quarter of the suggestion, it did not probe)."""
     proc = run_child([sys.executable, "-m", "cockpit", "probe", "gpt2_124m"], budget)
-    check.expect(proc.returncode == 0, f"`gpt-cockpit probe gpt2_124m` exit {proc.returncode}")
+    check.expect(
+        proc.returncode == 0,
+        f"`gpt-cockpit probe gpt2_124m` exit {proc.returncode}"
+        + ("" if proc.returncode == 0 else f": {child_tail(proc)}"),
+    )
     preset = load_preset("gpt2_124m")
     cal = load_calibration(preset, ctx.gpu.name) if ctx.gpu else None
     measured = ctx.shared.get("measured", {}).get("gpt2_124m", {})
@@ -443,12 +619,12 @@ def _calibration(ctx: Context, check: Check, budget: Budget) -> None:
 
 def check_memory(ctx: Context) -> Callable[[Check, Budget], None]:
     def body(check: Check, budget: Budget) -> None:
-        if ctx.quick:
-            presets = [preset_for(ctx, n) for n in ("tiny_char", "golf_baseline", "bdh_8gb")]
-        else:
-            presets = [p for p in list_presets() if p.builtin]
-            presets.sort(key=lambda p: estimate(p, ctx.gpu, batch_size=1).memory.total_bytes)
+        presets = memory_presets(ctx)
+        left_out = []
         for preset in presets:
+            if left_out or budget.remaining() < PRESET_RESERVE_S:
+                left_out.append(preset.name)
+                continue
             if (
                 ctx.gpu
                 and estimate(preset, ctx.gpu, batch_size=1).memory.total_bytes
@@ -462,9 +638,11 @@ def check_memory(ctx: Context) -> Callable[[Check, Budget], None]:
                     all(acc.memory_error_ok(e) for e in errors),
                     f"{preset.name}: analytic vs measured reserved within -5..+10% ({', '.join(f'{e:+.1f}%' for e in errors)})",
                 )
-        if ctx.cuda:
-            _calibration(ctx, check, budget)
-        else:
+            if ctx.cuda and preset.name == "gpt2_124m":
+                _calibration(ctx, check, budget)
+        if left_out:
+            check.fig("not measured (the check's time was spent)", left_out)
+        if not ctx.cuda:
             check.note("no CUDA: analytic and traced only; measured and calibration need a GPU")
 
     return body
@@ -473,35 +651,52 @@ def check_memory(ctx: Context) -> Callable[[Check, Budget], None]:
 # --------------------------------------------------------------------------- 4. batch suggestion
 
 
+def _suggested_preset(ctx: Context, check: Check, name: str) -> Preset | None:
+    """The preset at the suggested micro-batch (accumulation 1); on CPU (quick) at its own."""
+    preset = preset_for(
+        ctx, name, f"train.max_steps={20 if ctx.quick else 200}", "train.log_interval=10"
+    )
+    if ctx.gpu is None:
+        return apply_overrides(preset, ["train.grad_accum=1"])
+    suggestion = suggest_batch(preset, ctx.gpu)
+    if suggestion is None:
+        check.expect(False, f"{name}: no micro-batch suggested")
+        return None
+    return apply_overrides(
+        preset, [f"train.batch_size={suggestion.micro_batch}", "train.grad_accum=1"]
+    )
+
+
 def _suggested_run(ctx: Context, check: Check, budget: Budget, name: str) -> None:
     shared = ctx.shared.get(name)
     if shared is not None:
         preset, run, nvml_peak = shared
-        check.note(f"{name}: the run of check 1 (its micro-batch is the suggestion)")
-    else:
-        preset = preset_for(ctx, name, "train.max_steps=200", "train.log_interval=10")
-        suggestion = suggest_batch(preset, ctx.gpu)
-        if suggestion is None:
-            check.expect(False, f"{name}: no micro-batch suggested")
-            return
-        preset = apply_overrides(
-            preset, [f"train.batch_size={suggestion.micro_batch}", "train.grad_accum=1"]
+        check.note(
+            f"{name}: the run of check 1"
+            + (" (its micro-batch is the suggestion)" if ctx.gpu else "")
         )
-        with NvmlPeak() as nvml:
+    else:
+        preset = _suggested_preset(ctx, check, name)
+        if preset is None:
+            return
+        with nvml_delta(ctx) as nvml:
             run = train(ctx, budget, preset, label=f"suggested-{name}")
-        nvml_peak = nvml.peak
-    total = ctx.gpu.memory_bytes
+        nvml_peak = nvml.peak if nvml else None
     reserved = max((s.get("vram_bytes") or 0 for s in run.steps), default=0)
-    predicted = estimate(preset, ctx.gpu).memory.total_bytes
     ooms = len(acc.warnings_of(run.records, "oom"))
     check.fig(f"{name} micro-batch", preset.train.batch_size)
+    check.expect(
+        run.code == 0 and ooms == 0,
+        f"{name}: {len(run.steps)} steps logged, exit {run.code}, {ooms} out-of-memory warnings"
+        + (f": {run.console_tail()[:160]}" if run.code else ""),
+    )
+    if ctx.gpu is None:
+        return
+    total = ctx.gpu.memory_bytes
+    predicted = estimate(preset, ctx.gpu).memory.total_bytes
     check.fig(
         f"{name} predicted total / reserved seen / NVML peak / GPU (MiB)",
         [predicted // acc.MIB, reserved // acc.MIB, (nvml_peak or 0) // acc.MIB, total // acc.MIB],
-    )
-    check.expect(
-        run.code == 0 and ooms == 0,
-        f"{name}: {len(run.steps)} steps logged, exit {run.code}, {ooms} out-of-memory warnings",
     )
     check.expect(
         nvml_peak is None or nvml_peak <= total,
@@ -511,7 +706,10 @@ def _suggested_run(ctx: Context, check: Check, budget: Budget, name: str) -> Non
 
 def check_suggestion(ctx: Context) -> Callable[[Check, Budget], None]:
     def body(check: Check, budget: Budget) -> None:
-        ctx.need_gpu("the batch suggestion")
+        if not ctx.cuda:
+            check.note(
+                "no CUDA: each preset trains 20 steps at its own micro-batch (no suggestion)"
+            )
         for name in ("gpt2_124m", "golf_baseline", "bdh_8gb"):
             _suggested_run(ctx, check, budget, name)
 
@@ -535,10 +733,21 @@ def check_oom(ctx: Context) -> Callable[[Check, Budget], None]:
     def body(check: Check, budget: Budget) -> None:
         if ctx.cuda and ctx.gpu is not None:
             preset = preset_for(
-                ctx, "gpt2_124m", "train.compile=false", "train.max_steps=6", "train.log_interval=1"
+                ctx,
+                "gpt2_124m",
+                "train.compile=false",
+                "train.max_steps=6",
+                "train.log_interval=1",
             )
             batch = too_big_batch(preset, ctx.gpu)
             fault = ""
+            check.fig(
+                f"estimate at micro-batch {batch} / GPU memory (MiB)",
+                [
+                    estimate(preset, ctx.gpu, batch_size=batch).memory.total_bytes // acc.MIB,
+                    ctx.gpu.memory_bytes // acc.MIB,
+                ],
+            )
         else:
             preset = preset_for(ctx, "tiny_char", "train.max_steps=12", "train.log_interval=1")
             batch, fault = 8, "oom_above_batch=2"
@@ -553,7 +762,9 @@ def check_oom(ctx: Context) -> Callable[[Check, Budget], None]:
         for k, v in r.items():
             check.fig(k, v)
         check.expect(
-            acc.oom_retried(r), f"halved from micro-batch {batch}, same tokens per step, finished"
+            acc.oom_retried(r),
+            f"halved from micro-batch {batch}, same tokens per step, finished (exit {run.code})"
+            + (f": {run.console_tail()[:160]}" if run.code else ""),
         )
 
     return body
@@ -624,9 +835,13 @@ def _ours() -> dict[str, Any]:
     }
 
 
+NVML_SETTLE_S = 1.0
+
+
 def check_nvml(ctx: Context) -> Callable[[Check, Budget], None]:
     def body(check: Check, budget: Budget) -> None:
         ctx.need_gpu("NVML")
+        time.sleep(NVML_SETTLE_S)  # the last check's load fades from utilization and power
         query = "--query-gpu=" + ",".join(acc.SMI_FIELDS)
         before = _ours()
         try:
@@ -636,6 +851,12 @@ def check_nvml(ctx: Context) -> Callable[[Check, Budget], None]:
         except FileNotFoundError:
             raise Skip("nvidia-smi is not on PATH") from None
         after = _ours()
+        if proc.returncode != 0 or not proc.stdout.strip():
+            check.expect(False, f"nvidia-smi answered (exit {proc.returncode}): {child_tail(proc)}")
+            return
+        if not before:
+            check.expect(False, f"NVML read GPU 0 ({nvml_problem() or 'no device'})")
+            return
         smi = acc.parse_smi_line(proc.stdout.strip().splitlines()[0])
         rows_before = acc.nvml_comparison(before, smi)
         rows_after = dict((n, ok) for n, _, _, ok in acc.nvml_comparison(after, smi))
@@ -652,7 +873,12 @@ def check_nvml(ctx: Context) -> Callable[[Check, Budget], None]:
 # --------------------------------------------------------------------------- 8. detach, attach, stop, resume
 
 
+class ChildDied(RuntimeError):
+    """A detached training child ended before the check could do what it waits for."""
+
+
 def _wait_for_step(run_dir: Path, step: int, budget: Budget) -> int:
+    """The last logged step once it reaches `step`; ChildDied if the run ends first."""
     path = run_dir / rundir.EVENTS_JSONL
     while True:
         budget.timeout()
@@ -660,12 +886,16 @@ def _wait_for_step(run_dir: Path, step: int, budget: Budget) -> int:
             seen = [r["step"] for r in acc.steps_of(rundir.read_events(path))]
             if seen and seen[-1] >= step:
                 return seen[-1]
+        status = rundir.run_status(run_dir)
+        if status not in rundir.LIVE_STATUSES:
+            tail = Trained(run_dir, -1, []).console_tail()[:160]
+            raise ChildDied(f"the run ended ({status}) before step {step}: {tail}")
         time.sleep(0.05)
 
 
 def check_lifecycle(ctx: Context) -> Callable[[Check, Budget], None]:
     def body(check: Check, budget: Budget) -> None:
-        total, stop_after = (150, 40) if ctx.quick else (2000, 200)
+        total, stop_after = (150, 40) if ctx.quick else (600, 200)
         preset = preset_for(
             ctx,
             "tiny_char",
@@ -739,7 +969,7 @@ def check_prefetch(ctx: Context) -> Callable[[Check, Budget], None]:
             ["train.max_steps=30", "train.log_interval=5"]
             if ctx.quick
             else [
-                "train.max_steps=300",
+                "train.max_steps=200",
                 "train.log_interval=10",
                 "train.dtype=bf16",
             ]
@@ -751,10 +981,14 @@ def check_prefetch(ctx: Context) -> Callable[[Check, Budget], None]:
             run = train(
                 ctx, budget, preset, label=f"prefetch-{n}", env={"GPT_COCKPIT_PREFETCH": flag}
             )
-            check.expect(run.code == 0, f"run {n + 1} (prefetch {flag}) finished (exit {run.code})")
+            check.expect(
+                run.code == 0,
+                f"run {n + 1} (prefetch {flag}) finished (exit {run.code})"
+                + (f": {run.console_tail()[:160]}" if run.code else ""),
+            )
             tok = acc.median_or_none(s.get("tokens_per_s") for s in acc.steady(run.steps))
             speeds[flag].append(tok or 0.0)
-            last[flag] = run.steps[-1]["loss"] if run.steps else math.nan
+            last.setdefault(flag, run.steps[-1]["loss"] if run.steps else math.nan)
         off, on = (acc.median_or_none(speeds[f]) for f in ("0", "1"))
         check.fig("tokens/s off / on (median of 2 each)", [off, on])
         check.fig("ratio on / off", on / off if off else None)
@@ -768,16 +1002,19 @@ def check_prefetch(ctx: Context) -> Callable[[Check, Budget], None]:
 
 # --------------------------------------------------------------------------- the run
 
+# (number, title, budget in seconds, the check), in the order they run: most valuable first.
+# Budgets for an H100 (python and torch start ~5 s a child; torch.compile of gpt2_124m 40-90 s,
+# of small and tiny_char 20-40 s each); the overall deadline cuts the last ones short first.
 CHECKS: list[tuple[str, str, float, Callable[[Context], Callable[[Check, Budget], None]]]] = [
-    ("1", "bf16 + compile: tokens/s, MFU, loss falling", 160, check_throughput),
-    ("2", "fp16: GradScaler skips an injected NaN and recovers", 40, check_fp16),
-    ("3", "Memory: analytic, traced, measured, NVML; probe calibration", 130, check_memory),
-    ("4", "Batch suggestion: 200 steps, no OOM", 70, check_suggestion),
-    ("5", "OOM retry from a real out-of-memory", 35, check_oom),
-    ("6", "Events and health on vs off: tokens/s ratio >= 0.98", 45, check_overhead),
+    ("1", "bf16 + compile: tokens/s, MFU, loss falling", 210, check_throughput),
+    ("3", "Memory: analytic, traced, measured, NVML; probe calibration", 110, check_memory),
+    ("5", "OOM retry from a real out-of-memory", 45, check_oom),
+    ("2", "fp16: GradScaler skips an injected NaN and recovers", 35, check_fp16),
     ("7", "NVML panel values vs nvidia-smi", 10, check_nvml),
-    ("8", "Detached launch, attach, stop, resume", 50, check_lifecycle),
-    ("9", "Next batch prefetched on a side stream vs not: tokens/s", 30, check_prefetch),
+    ("4", "Batch suggestion: 200 steps, no OOM", 60, check_suggestion),
+    ("8", "Detached launch, attach, stop, resume", 45, check_lifecycle),
+    ("6", "Events and health on vs off: tokens/s ratio >= 0.98", 35, check_overhead),
+    ("9", "Next batch prefetched on a side stream vs not: tokens/s", 50, check_prefetch),
 ]
 
 
@@ -792,28 +1029,64 @@ def stop_leftovers(ctx: Context) -> None:
 def run_all(
     ctx: Context,
     only: set[str] | None,
-    total_s: float,
+    overall: Budget,
     say: Callable[[str], None] = print,
     slack: float = 1.0,
+    written: Callable[[list[Check]], None] = lambda checks: None,
 ) -> list[Check]:
-    """Every check in order, each under its budget and what is left of `total_s`."""
-    overall = Budget(total_s)
-    done = []
-    for key, title, budget_s, make in CHECKS:
-        check = Check(key, title, budget_s * slack)
-        if only and key not in only:
+    """Every check in order, each under its budget and what is left of `overall`. `written` gets
+    the whole list after each change (the report is rewritten then); SIGTERM or Ctrl-C ends the
+    check in progress as interrupted and the others as not run."""
+    checks = [Check(key, title, budget_s * slack) for key, title, budget_s, _ in CHECKS]
+    for check in checks:
+        if only and check.key not in only:
             check.status = "skip"
             check.note("not selected (--only)")
-        else:
-            say(f"check {key}: {title} (budget {check.budget_s:g} s)")
-            acc.run_check(check, make(ctx), overall=overall)
-            stop_leftovers(ctx)
-            say(
-                f"  {acc.STATUS_WORD[check.status]} in {check.seconds:.0f} s"
-                + "".join(f"; {n}" for n in check.notes)
-            )
-        done.append(check)
-    return done
+    written(checks)
+    try:
+        for check, (_, _, _, make) in zip(checks, CHECKS, strict=True):
+            if check.status == "skip":
+                continue
+            say(f"check {check.key}: {check.title} (budget {check.budget_s:g} s)")
+            check.status = "running"
+            written(checks)
+            try:
+                acc.run_check(check, make(ctx), overall=overall)
+            finally:
+                stop_leftovers(ctx)
+            say(f"  {check.word} in {check.seconds:.0f} s" + "".join(f"; {n}" for n in check.notes))
+            written(checks)
+    except KeyboardInterrupt as exc:
+        for check in checks:
+            if check.status in ("pending", "running"):
+                check.status = "skip" if check.status == "pending" else "interrupted"
+                check.note(f"not run: the run was interrupted ({exc or 'SIGINT'})")
+        say(f"interrupted ({exc or 'SIGINT'}): the report keeps what was done")
+        written(checks)
+    return checks
+
+
+def tree_digest() -> str:
+    """A digest of the code that ran (cockpit/, bench/, presets/), to pin a report where no git is."""
+    h = hashlib.sha256()
+    for folder, pattern in (("cockpit", "*.py"), ("bench", "*.py"), ("presets", "*.json")):
+        for path in sorted((REPO / folder).rglob(pattern)):
+            h.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def git_commit() -> str:
+    try:
+        proc = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown (no git here)"
+    return proc.stdout.strip() or "unknown (not a git checkout)"
 
 
 def machine_facts(device_name: str, mode: str, total: float) -> dict[str, Any]:
@@ -823,28 +1096,36 @@ def machine_facts(device_name: str, mode: str, total: float) -> dict[str, Any]:
         except importlib.metadata.PackageNotFoundError:
             return "absent"
 
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
-    ).stdout.strip()
+    try:
+        load = round(os.getloadavg()[0], 2)
+    except OSError:
+        load = None
     return {
         "device": device_name,
         "date": date.today().isoformat(),
         "mode": mode,
         "torch": version("torch"),
-        "commit": commit or "unknown",
+        "nvidia-ml-py": version("nvidia-ml-py"),
+        "commit": git_commit(),
+        "code digest (cockpit, bench, presets)": tree_digest(),
         "python": platform.python_version(),
         "CPUs": os.cpu_count(),
-        "load average (1 min) at the end": round(os.getloadavg()[0], 2),
-        "total seconds": round(total, 1),
+        "load average (1 min)": load,
+        "seconds so far": round(total, 1),
     }
 
 
 @contextlib.contextmanager
 def private_home(folder: Path) -> Iterator[None]:
-    """Runs, caches, presets and the run index of this run in `folder`, not the user's."""
-    saved = {v: os.environ.get(v) for v in HOME_VARS}
+    """Runs, caches, presets and the run index of this run in `folder`, not the user's; the
+    children import this tree (PYTHONPATH), installed or not, from any working directory."""
+    saved = {v: os.environ.get(v) for v in (*HOME_VARS, "PYTHONPATH", EXT_VAR)}
     for var in HOME_VARS:
         os.environ[var] = str(folder / var.rsplit("_", 1)[-1].lower())
+    # The tracer's fake-CUDA extension (a CPU-only torch: a C++ build of a minute or two) is kept
+    # where the test suite keeps it, not rebuilt in every run's fresh cache.
+    os.environ.setdefault(EXT_VAR, str(REPO / ".cache" / "fake_cuda"))
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), saved["PYTHONPATH"]) if p)
     try:
         yield
     finally:
@@ -853,6 +1134,30 @@ def private_home(folder: Path) -> Iterator[None]:
                 os.environ.pop(var, None)
             else:
                 os.environ[var] = value
+
+
+@contextlib.contextmanager
+def stop_signals_interrupt() -> Iterator[None]:
+    """SIGTERM (and SIGHUP) raise `Interrupted` in the main thread, once: the check in progress
+    ends, its children are killed and the report is written; a second signal is ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stops = (signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.getsignal(sig) for sig in stops}
+
+    def handler(signum: int, frame: object) -> None:
+        for sig in stops:
+            signal.signal(sig, signal.SIG_IGN)
+        raise acc.Interrupted(signal.Signals(signum).name)
+
+    for sig in stops:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -865,10 +1170,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--only", help="comma-separated check numbers (default: all)")
     parser.add_argument(
-        "--out", type=Path, help="the report (default bench/results/<gpu>-<date>.md)"
+        "--results",
+        type=Path,
+        default=RESULTS,
+        help="the folder of the report, named <gpu>-<date>.md (default bench/results)",
     )
+    parser.add_argument("--out", type=Path, help="the report's file (instead of --results)")
     parser.add_argument(
-        "--budget", type=float, default=TOTAL_BUDGET_S, help="seconds for all checks together"
+        "--budget",
+        type=float,
+        default=TOTAL_BUDGET_S,
+        help="seconds from the start for all checks together; later checks are skipped for time",
     )
     parser.add_argument(
         "--slack",
@@ -879,33 +1191,56 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def device_and_gpu(args: argparse.Namespace) -> tuple[str, GpuSpec | None, list[str]] | None:
+    """(the device's name, its spec, notes), or None when --device cuda finds no CUDA GPU."""
+    if args.device != "cuda":
+        return f"cpu-{os.cpu_count()}core" + ("-quick" if args.quick else ""), None, []
+    facts = cuda_facts()
+    if "problem" in facts:
+        print(
+            f"gpu_acceptance: no CUDA GPU here ({facts['problem']}); nothing to check. "
+            "`--device cpu --quick` dry-runs the harness."
+        )
+        return None
+    gpu = gpu_spec(facts)
+    notes = [f"torch {facts.get('torch')}, CUDA {facts.get('cuda')}, {facts.get('count')} GPU(s)"]
+    if not query_gpus():
+        notes.append(f"NVML: {nvml_problem() or 'sees no GPU'}; the spec comes from torch")
+    return facts["name"], gpu, notes
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.device == "cuda":
-        device_name = cuda_device_name()
-        if device_name is None:
-            print(
-                "gpu_acceptance: no CUDA GPU here (torch sees none); nothing to check. `--device cpu --quick` dry-runs the harness."
-            )
-            return 0
-    else:
-        device_name = f"cpu-{os.cpu_count()}core" + ("-quick" if args.quick else "")
     started = time.monotonic()
+    args = parse_args(argv)
+    overall = Budget(args.budget * args.slack)  # the deadline counts from the start
+    found = device_and_gpu(args)
+    if found is None:
+        return 0
+    device_name, gpu, notes = found
+    out = args.out or acc.report_path(args.results, device_name)
+    mode = "quick" if args.quick else "full"
+
+    facts = machine_facts(device_name, mode, 0.0)  # git and the digest once, not per write
+    facts["notes"] = "; ".join(notes) or "-"
+
+    def write(checks: list[Check]) -> None:
+        with contextlib.suppress(OSError):
+            facts["load average (1 min)"] = round(os.getloadavg()[0], 2)
+        facts["seconds so far"] = round(time.monotonic() - started, 1)
+        acc.write_report(out, checks, facts)
+
+    print(f"gpu_acceptance: {device_name} ({mode}); report: {out}")
     with (
+        stop_signals_interrupt(),
         tempfile.TemporaryDirectory(prefix="gpu-acceptance-") as tmp,
         private_home(Path(tmp) / "home"),
     ):
         work = Path(tmp)
         corpus = make_corpus(work, 100_000 if args.quick else 3_000_000)
-        gpu = local_gpu_spec() if args.device == "cuda" else None
         ctx = Context(args.device, args.quick, work, corpus, gpu)
         only = {k.strip() for k in args.only.split(",")} if args.only else None
-        checks = run_all(ctx, only, args.budget * args.slack, slack=args.slack)
+        checks = run_all(ctx, only, overall, slack=args.slack, written=write)
     total = time.monotonic() - started
-    meta = machine_facts(device_name, "quick" if args.quick else "full", total)
-    out = args.out or acc.report_path(RESULTS, device_name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(acc.render_report(checks, meta), encoding="utf-8")
     passed = sum(c.passed for c in checks)
     print(f"{passed} of {len(checks)} checks passed in {total:.0f} s; report: {out}")
     return acc.exit_code(checks)

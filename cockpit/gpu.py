@@ -61,6 +61,8 @@ CATALOG: tuple[GpuSpec, ...] = (
     GpuSpec(
         "GH200", ("GH200",), 96 * GIB, 989, 989, 67, (9, 0), usable_gib=94.5
     ),  # before H200, whose name it contains
+    # H200 NVL (PCIe, 600 W) before H200 SXM: the same 141 GB, a lower clock (datasheet: 1,671 sparse)
+    GpuSpec("H200-NVL", ("H200", "NVL"), 141 * GIB, 835, 835, 60, (9, 0), usable_gib=139.8),
     GpuSpec("H200", ("H200",), 141 * GIB, 989, 989, 67, (9, 0), ("H200-141GB",), usable_gib=139.8),
     GpuSpec("H100-NVL", ("H100", "NVL"), 94 * GIB, 835, 835, 60, (9, 0), usable_gib=93.0),
     GpuSpec("H100-PCIe", ("H100", "PCIE"), 80 * GIB, 756, 756, 51, (9, 0), usable_gib=79.1),
@@ -202,6 +204,18 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _memory_info(nvml: Any, handle: Any) -> Any:
+    """Memory as nvidia-smi shows it: NVML's v2 query, whose `used` leaves out the driver's
+    reserve (v1's used = total - free counts it, some 0.5-1 GiB on an idle H100), else v1."""
+    v2 = getattr(nvml, "nvmlMemory_v2", None)
+    if v2 is not None:
+        try:
+            return nvml.nvmlDeviceGetMemoryInfo(handle, version=v2)
+        except Exception:  # an older driver or binding without nvmlDeviceGetMemoryInfo_v2
+            pass
+    return nvml.nvmlDeviceGetMemoryInfo(handle)
+
+
 def query_gpus() -> list[GpuStatus]:
     """Every GPU NVML sees, with memory, utilization, temperature and power; [] when none."""
     nvml = _nvml()
@@ -216,7 +230,7 @@ def query_gpus() -> list[GpuStatus]:
         try:
             handle = nvml.nvmlDeviceGetHandleByIndex(index)
             name = _text(nvml.nvmlDeviceGetName(handle))
-            mem = nvml.nvmlDeviceGetMemoryInfo(handle)
+            mem = _memory_info(nvml, handle)
         except Exception:
             continue
         util = _safe(nvml.nvmlDeviceGetUtilizationRates, handle)

@@ -308,3 +308,65 @@ def test_every_catalog_gpu_reports_less_than_its_nominal_memory():
 
     for spec in CATALOG:
         assert 0.85 * spec.memory_bytes < spec.usable_bytes < spec.memory_bytes, spec.name
+
+
+# --------------------------------------------------------------------------- Hopper, as NVML names it
+
+
+@pytest.mark.parametrize(
+    ("nvml_name", "catalog_name", "bf16_tflops"),
+    [
+        ("NVIDIA H100 80GB HBM3", "H100", 989),  # SXM5
+        ("NVIDIA H100 PCIe", "H100-PCIe", 756),
+        ("NVIDIA H100 NVL", "H100-NVL", 835),
+        ("NVIDIA H200", "H200", 989),  # SXM
+        ("NVIDIA H200 NVL", "H200-NVL", 835),
+        ("NVIDIA GH200 480GB", "GH200", 989),
+    ],
+)
+def test_hopper_nvml_names_give_the_datasheet_peak_for_mfu(
+    monkeypatch, nvml_name: str, catalog_name: str, bf16_tflops: int
+) -> None:
+    """The MFU the trainer reports divides by this peak: a wrong entry is a wrong MFU."""
+    assert lookup_gpu(nvml_name).name == catalog_name
+    assert peak_flops(nvml_name, "bf16") == bf16_tflops * 1e12
+    monkeypatch.setitem(
+        sys.modules, "pynvml", fake_nvml([{**TWO_GPUS[0], "name": nvml_name, "cc": (9, 0)}])
+    )
+    spec = local_gpu_spec()
+    assert spec.name == nvml_name and spec.peak_flops("bf16") == bf16_tflops * 1e12
+    # 124M-class arithmetic: 0.75 GFLOP/token at 400k tokens/s
+    mfu = 0.75e9 * 400_000 / spec.peak_flops("bf16")
+    assert mfu == pytest.approx(300 / bf16_tflops)
+
+
+class _MemV2:
+    def __init__(self, total: int, reserved: int, used: int) -> None:
+        self.total, self.reserved, self.used = total, reserved, used
+        self.free = total - reserved - used
+
+
+def test_memory_used_leaves_out_the_drivers_reserve_as_nvidia_smi_does(monkeypatch) -> None:
+    """NVML v1's used (total - free) counts the driver's reserve; v2's, like nvidia-smi's, does not."""
+    fake = fake_nvml([{**TWO_GPUS[0], "name": "NVIDIA H100 80GB HBM3"}])
+    v1 = _Mem(81559 * 2**20, 573 * 2**20, (81559 - 573) * 2**20)
+    v2 = _MemV2(81559 * 2**20, 573 * 2**20, 2 * 2**20)
+    fake.nvmlMemory_v2 = 0x2000028
+
+    def memory_info(handle: int, version: int | None = None) -> object:
+        return v2 if version == fake.nvmlMemory_v2 else v1
+
+    fake.nvmlDeviceGetMemoryInfo = memory_info
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    (g,) = query_gpus()
+    assert g.memory_used == 2 * 2**20 and g.memory_total == 81559 * 2**20
+    assert g.memory_free == (81559 - 575) * 2**20
+
+    def v1_only(handle: int, version: int | None = None) -> object:
+        if version is not None:
+            raise RuntimeError("Function Not Found")  # an older driver
+        return v1
+
+    fake.nvmlDeviceGetMemoryInfo = v1_only
+    (g,) = query_gpus()
+    assert g.memory_used == 573 * 2**20  # falls back to v1, still a reading
