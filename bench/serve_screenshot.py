@@ -21,8 +21,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+POLL_S = 0.5  # between screenshots while waiting for the app to draw (browser_capture's `ready`)
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
@@ -50,10 +52,15 @@ def wait_for_port(port: int, timeout: float) -> bool:
     return False
 
 
-def browser_capture(browser: str, url: str, wait_s: float) -> bytes:
+def browser_capture(
+    browser: str, url: str, wait_s: float, ready: Callable[[bytes], bool] | None = None
+) -> bytes:
     """PNG bytes of `url` in headless Chromium after `wait_s` real seconds (the app starts in its
     own process and then draws over a websocket, which a virtual-time budget would not wait for).
-    Driven through the DevTools protocol with aiohttp (a dependency of textual-serve)."""
+    With `ready`, sooner: the first of a screenshot every POLL_S that `ready` accepts and that
+    is the same as the one before it (the app has drawn and stopped drawing); `wait_s` is then
+    the most it waits. Driven through the DevTools protocol with aiohttp (a dependency of
+    textual-serve)."""
     import asyncio
     import base64
     import json
@@ -105,10 +112,21 @@ def browser_capture(browser: str, url: str, wait_s: float) -> bytes:
                             return data.get("result", {})
                     raise RuntimeError(f"chromium closed the connection during {method}")
 
+                async def shot() -> bytes:
+                    data = await call("Page.captureScreenshot", format="png")
+                    return base64.b64decode(data["data"])
+
                 await call("Page.navigate", url=url)
-                await asyncio.sleep(wait_s)
-                shot = await call("Page.captureScreenshot", format="png")
-                return base64.b64decode(shot["data"])
+                if ready is None:
+                    await asyncio.sleep(wait_s)
+                    return await shot()
+                deadline, previous = time.monotonic() + wait_s, b""
+                while True:
+                    await asyncio.sleep(POLL_S)
+                    png = await shot()
+                    if (png == previous and ready(png)) or time.monotonic() > deadline:
+                        return png
+                    previous = png
 
     try:
         return asyncio.run(capture())
@@ -122,9 +140,16 @@ def browser_capture(browser: str, url: str, wait_s: float) -> bytes:
 
 
 def screenshot(
-    out: Path, port: int | None = None, runs_dir: str | None = None, wait_ms: int = 15000
+    out: Path,
+    port: int | None = None,
+    runs_dir: str | None = None,
+    wait_ms: int = 15000,
+    ready: Callable[[bytes], bool] | None = None,
 ) -> Path:
-    """Serve the app, load it in headless Chromium, save the page as `out` (RuntimeError if not)."""
+    """Serve the app, load it in headless Chromium, save the page as `out` (RuntimeError if not).
+
+    `ready` (PNG bytes -> bool) ends the wait as soon as the drawn page passes it and holds
+    still; `wait_ms` is then the most it waits (browser_capture)."""
     browser = find_browser()
     if browser is None:
         raise RuntimeError("no Chromium on PATH (apt-get install -y chromium)")
@@ -140,7 +165,8 @@ def screenshot(
             log.seek(0)
             raise RuntimeError(f"the server did not listen on {port}: {log.read()[-500:]!r}")
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(browser_capture(browser, f"http://localhost:{port}", wait_ms / 1000))
+        url = f"http://localhost:{port}"
+        out.write_bytes(browser_capture(browser, url, wait_ms / 1000, ready))
         return out
     finally:
         os.killpg(server.pid, 15)  # the server and the app processes it started

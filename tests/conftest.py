@@ -6,6 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from cockpit.train.threads import wait_politely
+
+# The training child's OpenMP wait policy (cockpit/train/threads.py) for this process too, set
+# before any test module imports torch: the tests that train here would otherwise run torch's
+# workers spinning, and beside a neighbour (a second xdist worker, a child, another job) a
+# spinning worker stalls every step. Children inherit the same values they would choose.
+wait_politely()
+
 HOME_VARS = ("GPT_COCKPIT_CONFIG", "GPT_COCKPIT_RUNS", "GPT_COCKPIT_CACHE", "GPT_COCKPIT_STATE")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import io
 import shlex
 import sys
 from pathlib import Path
@@ -47,10 +48,19 @@ def test_a_browser_draws_the_served_app(tmp_path):
     if importlib.util.find_spec("textual_serve") is None:
         pytest.skip("textual-serve is not installed (pip install -e '.[test]')")
     image = pytest.importorskip("matplotlib.image", reason="matplotlib reads the PNG back")
+
+    def light(png) -> float:
+        """The share of light pixels: the app's text on its dark screen."""
+        return float((image.imread(png)[..., :3].mean(axis=2) > 0.6).mean())
+
+    # the screenshot once the app has drawn and holds still (about 2 s), 20 s at most
     out = serve_screenshot.screenshot(
-        tmp_path / "serve.png", runs_dir=str(tmp_path / "runs"), wait_ms=8000
+        tmp_path / "serve.png",
+        runs_dir=str(tmp_path / "runs"),
+        wait_ms=20000,
+        ready=lambda png: light(io.BytesIO(png)) > 0.01,
     )
     pixels = image.imread(str(out))[..., :3]
     assert pixels.shape[1] == 1280 and pixels.shape[0] > 400
-    text = (pixels.mean(axis=2) > 0.6).mean()  # light pixels: the app's text on its dark screen
+    text = light(str(out))
     assert text > 0.01, f"{text:.4f}: a blank page or textual-serve's start page, not the app"

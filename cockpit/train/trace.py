@@ -16,7 +16,7 @@ scaled_dot_product_attention is routed to the kernel a GPU picks (flash for bf16
 memory-efficient for fp32), never the math path with its T x T matrix.
 
 A CPU-only build of torch lacks the CUDA device guard and CUDA hooks autograd needs
-for CUDA tensors: a small C++ extension (`load_inline`, built once into the cache
+for CUDA tensors: a small C++ extension (built once into the cache
 folder) registers a fake guard and hooks that report CUDA as built. It must load
 before anything asks torch for its CUDA hooks, so the tracer runs in its own process.
 
@@ -44,14 +44,16 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from cockpit.fsutil import atomic_write_text
 from cockpit.presets import Preset, preset_from_dict
 
 CATEGORIES = ("weights", "gradients", "optimizer", "activations", "logits/loss", "temporaries")
 ROUND = 512
 MiB = 1 << 20
 
+# Only the two c10/ATen headers it needs and a C entry point called through ctypes: with
+# <torch/extension.h> and pybind11 bindings the one-off build took 20 s of CPU instead of 1 s.
 _EXTENSION = r"""
-#include <torch/extension.h>
 #include <c10/core/impl/FakeGuardImpl.h>
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <new>
@@ -68,7 +70,7 @@ struct TraceCUDAHooks final : at::CUDAHooksInterface {
 }
 C10_REGISTER_GUARD_IMPL(CUDA, c10::impl::FakeGuardImpl<c10::DeviceType::CUDA>);
 // torch created its CUDA hooks at import (the stub without CUDA); give that object our behaviour
-int ready() {
+extern "C" int cockpit_fake_cuda_ready() {
   auto* hooks = const_cast<at::CUDAHooksInterface*>(&at::detail::getCUDAHooks());
   if (!hooks->hasCUDA()) new (hooks) TraceCUDAHooks(at::CUDAHooksArgs{});
   return at::detail::getCUDAHooks().hasCUDA() ? 1 : 0;
@@ -110,20 +112,26 @@ def enable_fake_cuda(cache: Path | None = None) -> None:
         )
     build = extension_dir(cache)
     build.mkdir(parents=True, exist_ok=True)
-    from torch.utils.cpp_extension import load_inline
+    import ctypes
 
+    from torch.utils.cpp_extension import load
+
+    source = build / "fake_cuda.cpp"
+    if not source.is_file() or source.read_text() != _EXTENSION:
+        atomic_write_text(source, _EXTENSION)  # a tracer beside this one reads old or new, whole
     try:
-        module = load_inline(
+        library = load(
             "cockpit_fake_cuda",
-            cpp_sources=[_EXTENSION],
-            functions=["ready"],
+            sources=[str(source)],
             build_directory=str(build),
             extra_cflags=["-O0"],
+            is_python_module=False,  # a plain library, loaded into the process
         )
-    except (RuntimeError, OSError, ImportError) as exc:
+        ready = ctypes.CDLL(library).cockpit_fake_cuda_ready
+    except (RuntimeError, OSError, ImportError, AttributeError) as exc:
         last = (str(exc).strip().splitlines() or ["no message"])[-1]
         raise TraceUnavailable(f"building the fake-CUDA extension failed: {last[:200]}") from None
-    if module.ready() != 1:
+    if ready() != 1:
         raise TraceUnavailable(
             "this torch build ignores the fake-CUDA hooks; the tracer cannot run"
         )
