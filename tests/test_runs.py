@@ -353,6 +353,9 @@ def test_ctrl_c_detaches_an_attach_and_the_run_goes_on(tmp_path, monkeypatch):
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # a shell without job control starts pytest with SIGINT ignored, and a child
+            # inherits that: give attach the terminal's default, as a person's shell does
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         assert attach.stdout is not None and attach.stdout.readline().startswith("step 1/5000")
         attach.send_signal(signal.SIGINT)
