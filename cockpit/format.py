@@ -185,6 +185,23 @@ def progress_line(
     return ", ".join(parts)
 
 
+def counted(n: int, noun: str) -> str:
+    """'1 warning', '2 warnings'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def health_count(warnings: list[Any]) -> str:
+    """The health panel's count: warnings (and critical ones) apart from info notes, e.g.
+    '2 warnings, 1 note'; a run with only notes reads '1 note'."""
+    notes = sum(1 for w in warnings if getattr(w, "severity", "") == "info")
+    parts = []
+    if len(warnings) > notes:
+        parts.append(counted(len(warnings) - notes, "warning"))
+    if notes:
+        parts.append(counted(notes, "note"))
+    return ", ".join(parts) or "no warnings"
+
+
 def status_markup(status: str) -> str:
     """A status in its colour, as Rich markup: "[bold green]running[/]"."""
     return f"[{STATUS_STYLES.get(status, 'white')}]{status}[/]"

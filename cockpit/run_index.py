@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from cockpit.format import counted
 from cockpit.rundir.layout import EVENTS_JSONL, PRESET_JSON, RUN_JSON
 
 INDEX_NAME = "runs.index"
@@ -81,7 +82,7 @@ def known_runs(note: Callable[[str], None] | None = None) -> list[Path]:
         if note:
             shown = ", ".join(str(p) for p in gone[:3]) + (" ..." if len(gone) > 3 else "")
             note(
-                f"dropped {len(gone)} run(s) moved or deleted since launch from the index: {shown}"
+                f"dropped {counted(len(gone), 'run')} moved or deleted since launch from the index: {shown}"
             )
     return alive
 

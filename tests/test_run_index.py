@@ -44,7 +44,7 @@ def test_a_moved_or_deleted_run_is_dropped_with_a_note(tmp_path):
     moved.rename(tmp_path / "moved-away")
     notes: list[str] = []
     assert run_index.known_runs(notes.append) == [kept]
-    assert len(notes) == 1 and "dropped 1 run(s)" in notes[0] and str(moved) in notes[0]
+    assert len(notes) == 1 and "dropped 1 run" in notes[0] and str(moved) in notes[0]
     assert run_index.index_path().read_text().splitlines() == [str(kept)]  # dropped for good
     assert run_index.known_runs(notes.append) == [kept] and len(notes) == 1
 
@@ -69,7 +69,7 @@ def test_a_gone_run_in_the_index_is_a_note_when_listing(tmp_path, capsys):
     run_index.record(gone)
     shutil.rmtree(gone)
     assert runs.list_runs() == []
-    assert "gpt-cockpit: dropped 1 run(s)" in capsys.readouterr().err
+    assert "gpt-cockpit: dropped 1 run" in capsys.readouterr().err
     assert runs.list_runs() == [] and capsys.readouterr().err == ""  # dropped from the file too
 
 

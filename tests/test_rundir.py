@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cockpit import rundir
-from cockpit.format import event_line
+from cockpit.format import counted, event_line, health_count
 from cockpit.headless import Follower
 from cockpit.health import HealthConfig, HealthMonitor
 from cockpit.presets import Preset, apply_overrides
@@ -450,3 +450,14 @@ def test_run_status_leaves_a_relaunched_run_alone(tmp_path, monkeypatch):
     assert rundir.run_status(run_dir, update=True) == "starting"
     info = rundir.read_run_info(run_dir)
     assert info.status == "starting" and info.pid == 2**22 + 2 and info.end_reason is None
+
+
+def test_health_count_keeps_notes_apart_from_warnings() -> None:
+    from types import SimpleNamespace as W
+
+    assert health_count([]) == "no warnings"
+    assert health_count([W(severity="info")]) == "1 note"
+    assert health_count([W(severity="warning")]) == "1 warning"
+    mixed = [W(severity="critical"), W(severity="warning"), W(severity="info")]
+    assert health_count(mixed) == "2 warnings, 1 note"
+    assert counted(0, "run") == "0 runs" and counted(1, "run") == "1 run"

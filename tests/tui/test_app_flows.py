@@ -21,6 +21,7 @@ from helpers import (
 )
 from textual.widgets import DataTable, Input, Static
 
+from cockpit.format import health_count
 from cockpit.presets import load_preset, user_dir
 from cockpit.tui.screens.confirm import ConfirmScreen, PromptScreen
 from cockpit.tui.screens.editor import EditorScreen, input_id
@@ -312,9 +313,8 @@ async def test_attach_to_a_finished_run_rebuilds_its_history(tmp_path):
         assert h.best_val_loss == pytest.approx(3.215954303741455)
         status = text_of(screen, "#run-status")
         assert "finished" in status and "250/250" in status and "ETA -" in status
-        assert "warning(s)" in text_of(screen, "#run-health") and "tip:" in text_of(
-            screen, "#run-health"
-        )
+        assert f"health {health_count(h.warnings)}" in text_of(screen, "#run-health")
+        assert "warning" in health_count(h.warnings) and "tip:" in text_of(screen, "#run-health")
         assert "return self.value" in text_of(screen, "#run-sample")
         assert "87%" in text_of(screen, "#run-gpu") and "64°C" in text_of(screen, "#run-gpu")
         assert "end: finished at step 250" in text_of(screen, "#run-log")

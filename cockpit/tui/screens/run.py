@@ -19,6 +19,7 @@ from cockpit.format import (
     fmt_eta,
     fmt_float,
     fmt_norm,
+    health_count,
     human_bytes,
     human_count,
     human_duration,
@@ -290,7 +291,7 @@ class RunScreen(Screen):
         warnings = self.history.warnings[-3:]
         if not warnings and not self.stall_note:
             return "[b]health[/] [green]no warnings[/]"
-        lines = [f"[b]health[/] {len(self.history.warnings)} warning(s)"]
+        lines = [f"[b]health[/] {health_count(self.history.warnings)}"]
         if self.stall_note:
             lines.append(f"[yellow]stalled[/] {self.stall_note}")
         for w in reversed(warnings):
