@@ -193,7 +193,7 @@ def counted(n: int, noun: str) -> str:
 def health_count(warnings: list[Any]) -> str:
     """The health panel's count: warnings (and critical ones) apart from info notes, e.g.
     '2 warnings, 1 note'; a run with only notes reads '1 note'."""
-    notes = sum(1 for w in warnings if getattr(w, "severity", "") == "info")
+    notes = sum(1 for w in warnings if w.severity == "info")
     parts = []
     if len(warnings) > notes:
         parts.append(counted(len(warnings) - notes, "warning"))

@@ -20,7 +20,13 @@ from typing import IO, Any
 
 from cockpit import diagnostics, prelaunch, rundir, runs
 from cockpit.diagnostics import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, error, info
-from cockpit.format import event_line, format_eval_line, format_step_line, progress_line
+from cockpit.format import (
+    counted,
+    event_line,
+    format_eval_line,
+    format_step_line,
+    progress_line,
+)
 from cockpit.health import HealthMonitor
 from cockpit.presets import Preset, PresetError, apply_overrides, builtin_dir, load_preset, user_dir
 from cockpit.run_history import QUIET_PHASES, RunHistory
@@ -64,7 +70,7 @@ def with_max_steps(preset: Preset, max_steps: int) -> Preset:
     result = apply_overrides(preset, changes)
     if len(changes) > 1:
         shrunk = ", ".join(f"{k}={v}" for k, v in changes.items() if k != "train.max_steps")
-        info(f"{shrunk} so the schedule fits in {max_steps} step{'' if max_steps == 1 else 's'}")
+        info(f"{shrunk} so the schedule fits in {counted(max_steps, 'step')}")
     return result
 
 

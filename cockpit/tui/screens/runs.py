@@ -11,7 +11,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from cockpit import rundir, runs
-from cockpit.format import fmt_float, human_duration, status_markup
+from cockpit.format import counted, fmt_float, human_duration, status_markup
 from cockpit.tui.messages import RunsListed
 
 REFRESH_S = 2.0
@@ -85,7 +85,7 @@ class RunsScreen(Screen):
             " and the run index" if root.resolve() == rundir.runs_root().resolve() else ""
         )
         count = (
-            f"{n} run{'' if n == 1 else 's'} {where}"
+            f"{counted(n, 'run')} {where}"
             if n
             else f"no runs yet {where} (launch one from the presets screen)"
         )
