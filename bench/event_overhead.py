@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from cockpit import rundir  # noqa: E402
-from cockpit.presets import apply_overrides, preset_from_dict  # noqa: E402
+from cockpit.plan.presets import apply_overrides, preset_from_dict  # noqa: E402
 from cockpit.rundir import EventWriter, NullEventWriter  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"

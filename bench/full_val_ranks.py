@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from cockpit import rundir  # noqa: E402
-from cockpit.presets import Preset, apply_overrides  # noqa: E402
+from cockpit.plan.presets import Preset, apply_overrides  # noqa: E402
 
 DATA = "/work/shared/data/tinyshakespeare.txt"
 SHAPE = [

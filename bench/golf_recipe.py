@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from cockpit import rundir, runs  # noqa: E402
-from cockpit.presets import preset_from_dict  # noqa: E402
+from cockpit.plan.presets import preset_from_dict  # noqa: E402
 from cockpit.rundir import read_events  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"

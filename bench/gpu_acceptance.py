@@ -30,7 +30,7 @@ the monitoring overhead is bench/event_overhead.py.
 5. Out-of-memory retry from a real OOM: gpt2_124m at a micro-batch the estimate puts at
    1.25x the GPU's memory; the run halves and finishes with the same tokens per step.
 6. Events and health on versus off (bench/event_overhead.py on the GPU): ratio >= 0.98.
-7. NVML panel values (cockpit.gpu.query_gpus) against nvidia-smi's at the same moment.
+7. NVML panel values (cockpit.plan.gpu.query_gpus) against nvidia-smi's at the same moment.
 8. A run launched detached (runs.launch, as the app does), `attach --no-ui`, `stop`
    (checkpoint), `resume --no-ui`: the losses continue where they stopped.
 9. The next batch prefetched on a side stream (GPT_COCKPIT_PREFETCH=1) against not:
@@ -77,13 +77,14 @@ from acceptance import Budget, Check, Skip  # noqa: E402
 from vram_table import batches_for  # noqa: E402
 
 from cockpit import rundir, runs  # noqa: E402
-from cockpit.estimate import (  # noqa: E402
+from cockpit.cli.plan import probe_command, trace_command  # noqa: E402
+from cockpit.plan.estimate import (  # noqa: E402
     estimate,
     flops_per_token,
     load_calibration,
     suggest_batch,
 )
-from cockpit.gpu import (  # noqa: E402
+from cockpit.plan.gpu import (  # noqa: E402
     GpuSpec,
     GpuStatus,
     local_gpu_spec,
@@ -92,8 +93,7 @@ from cockpit.gpu import (  # noqa: E402
     query_gpus,
     spec_for_status,
 )
-from cockpit.plan_cli import probe_command, trace_command  # noqa: E402
-from cockpit.presets import Preset, apply_overrides, list_presets, load_preset  # noqa: E402
+from cockpit.plan.presets import Preset, apply_overrides, list_presets, load_preset  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 # The whole run, Python's start and the report included, stays inside one 10-minute command:

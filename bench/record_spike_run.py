@@ -36,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from cockpit.presets import Preset, apply_overrides  # noqa: E402
+from cockpit.plan.presets import Preset, apply_overrides  # noqa: E402
 from cockpit.rundir import EventWriter, read_events  # noqa: E402
 
 OUT_DIR = REPO / "tests" / "data"
@@ -214,7 +214,7 @@ def record_standalone(run_dir: Path, preset: Preset) -> Path:
     opt = torch.optim.AdamW(
         model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), weight_decay=t.weight_decay
     )
-    from cockpit.schedule import lr_at
+    from cockpit.plan.schedule import lr_at
 
     tokens_per_step = preset.tokens_per_step
     events_path = run_dir / "events.jsonl"

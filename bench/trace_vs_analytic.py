@@ -25,9 +25,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cockpit.estimate import estimate, planning_dtype  # noqa: E402
-from cockpit.format import human_bytes  # noqa: E402
-from cockpit.presets import apply_overrides, list_presets, load_preset  # noqa: E402
+from cockpit.common.format import human_bytes  # noqa: E402
+from cockpit.plan.estimate import estimate, planning_dtype  # noqa: E402
+from cockpit.plan.presets import apply_overrides, list_presets, load_preset  # noqa: E402
 
 
 def _spec(spec: str):

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cockpit import rundir  # noqa: E402
-from cockpit.presets import load_preset  # noqa: E402
+from cockpit.plan.presets import load_preset  # noqa: E402
 from cockpit.rundir import encode_record, make_record  # noqa: E402
 
 

@@ -27,11 +27,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cockpit.estimate import DEFAULT_HEADROOM, estimate, suggest_batch  # noqa: E402
-from cockpit.format import human_bytes  # noqa: E402
-from cockpit.gpu import local_gpu_spec  # noqa: E402
-from cockpit.plan_cli import probe_command, trace_command  # noqa: E402
-from cockpit.presets import Preset, apply_overrides, list_presets, load_preset  # noqa: E402
+from cockpit.cli.plan import probe_command, trace_command  # noqa: E402
+from cockpit.common.format import human_bytes  # noqa: E402
+from cockpit.plan.estimate import DEFAULT_HEADROOM, estimate, suggest_batch  # noqa: E402
+from cockpit.plan.gpu import local_gpu_spec  # noqa: E402
+from cockpit.plan.presets import Preset, apply_overrides, list_presets, load_preset  # noqa: E402
 
 
 def parse_spec(spec: str) -> Preset:

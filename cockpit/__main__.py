@@ -13,23 +13,23 @@ import sys
 from pathlib import Path
 
 from cockpit import __version__
-from cockpit.diagnostics import EXIT_USAGE, error
+from cockpit.common.diagnostics import EXIT_USAGE, error
 
 # subcommand -> "module:function"; each function takes the parsed args and returns an exit code.
 _COMMANDS = {
-    "presets": "cockpit.plan_cli:cmd_presets",
-    "estimate": "cockpit.plan_cli:cmd_estimate",
-    "probe": "cockpit.plan_cli:cmd_probe",
-    "gpus": "cockpit.plan_cli:cmd_gpus",
-    "runs": "cockpit.runs_cli:cmd_runs",
-    "attach": "cockpit.runs_cli:cmd_attach",
-    "resume": "cockpit.runs_cli:cmd_resume",
-    "stop": "cockpit.runs_cli:cmd_stop",
-    "sample": "cockpit.tools_cli:cmd_sample",
-    "compare": "cockpit.tools_cli:cmd_compare",
-    "export": "cockpit.tools_cli:cmd_export",
-    "plot": "cockpit.tools_cli:cmd_plot",
-    "serve": "cockpit.tools_cli:cmd_serve",
+    "presets": "cockpit.cli.plan:cmd_presets",
+    "estimate": "cockpit.cli.plan:cmd_estimate",
+    "probe": "cockpit.cli.plan:cmd_probe",
+    "gpus": "cockpit.cli.plan:cmd_gpus",
+    "runs": "cockpit.cli.runs:cmd_runs",
+    "attach": "cockpit.cli.runs:cmd_attach",
+    "resume": "cockpit.cli.runs:cmd_resume",
+    "stop": "cockpit.cli.runs:cmd_stop",
+    "sample": "cockpit.cli.tools:cmd_sample",
+    "compare": "cockpit.cli.tools:cmd_compare",
+    "export": "cockpit.cli.tools:cmd_export",
+    "plot": "cockpit.cli.tools:cmd_plot",
+    "serve": "cockpit.cli.tools:cmd_serve",
 }
 
 
@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_tool_commands(sub: argparse._SubParsersAction) -> None:
-    """sample, compare, export, plot, serve: what to do with runs afterwards (cockpit.tools_cli)."""
+    """sample, compare, export, plot, serve: what to do with runs afterwards (cockpit.cli.tools)."""
     p = sub.add_parser("sample", help="generate text from a run's checkpoint, with its tokenizer")
     p.add_argument("run", metavar="RUN", help=RUN_HELP)
     p.add_argument(

@@ -46,7 +46,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
 from cockpit import rundir, runs  # noqa: E402
-from cockpit.fsutil import atomic_write_text  # noqa: E402
+from cockpit.common.fsutil import atomic_write_text  # noqa: E402
 from cockpit.rundir import (  # noqa: E402
     CheckpointEvent,
     EndEvent,

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cockpit.estimate import count_params
-from cockpit.presets import ModelConfig, load_preset, validate
+from cockpit.plan.estimate import count_params
+from cockpit.plan.presets import ModelConfig, load_preset, validate
 from cockpit.train.model import build_model
 from cockpit.train.optim import build_optimizer
 

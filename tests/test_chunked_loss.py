@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cockpit.presets import PresetError, apply_overrides, load_preset
+from cockpit.plan.presets import PresetError, apply_overrides, load_preset
 from cockpit.train.model import build_model
 
 TINY = {

@@ -1,4 +1,4 @@
-"""`gpt-cockpit compare` and cockpit.compare: best val, final loss, tokens, preset differences."""
+"""`gpt-cockpit compare` and cockpit.runs.compare: best val, final loss, tokens, preset differences."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
-from cockpit import compare
 from cockpit.__main__ import main
+from cockpit.runs import compare
 
 SPIKE_RUN = Path(__file__).parent / "tui" / "data" / "finished_run"  # 250 steps, warnings
 

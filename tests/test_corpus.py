@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cockpit import corpus
+from cockpit.text import corpus
 
 
 def test_files_are_sorted_stdlib_sources_without_tests() -> None:

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import cockpit.train.data as datamod
-from cockpit.corpus import read_default_corpus
-from cockpit.presets import DataConfig
-from cockpit.tokenizers import CharTokenizer
+from cockpit.plan.presets import DataConfig
+from cockpit.text.corpus import read_default_corpus
+from cockpit.text.tokenizers import CharTokenizer
 from cockpit.train.data import SHARD_MAGIC, BatchSampler, DataError, cache_dir, load_data
 
 TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog\n" for i in range(200))

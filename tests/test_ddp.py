@@ -33,7 +33,7 @@ from tiny_runs import (
 )
 
 from cockpit import rundir, runs
-from cockpit.presets import Preset, apply_overrides
+from cockpit.plan.presets import Preset, apply_overrides
 
 pytestmark = pytest.mark.slow  # 2-process torchrun runs on CPU
 
@@ -208,11 +208,11 @@ def test_several_nodes_get_static_rendezvous_and_each_others_commands(tmp_path):
 
 
 def test_nproc_auto_is_every_gpu_and_one_without(monkeypatch):
-    import cockpit.gpu
+    import cockpit.plan.gpu
 
-    monkeypatch.setattr(cockpit.gpu, "query_gpus", lambda: [])
+    monkeypatch.setattr(cockpit.plan.gpu, "query_gpus", lambda: [])
     assert runs.resolve_nproc("auto") == 1
-    monkeypatch.setattr(cockpit.gpu, "query_gpus", lambda: [object()] * 4)
+    monkeypatch.setattr(cockpit.plan.gpu, "query_gpus", lambda: [object()] * 4)
     assert runs.resolve_nproc("auto") == 4 and runs.resolve_nproc("3") == 3
     with pytest.raises(ValueError):
         runs.resolve_nproc("0")

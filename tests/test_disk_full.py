@@ -11,7 +11,8 @@ import pytest
 import torch
 from tiny_runs import events_of, make_run, train_in_process
 
-from cockpit import fsutil, rundir
+from cockpit import rundir
+from cockpit.common import fsutil
 from cockpit.rundir import events as events_module
 from cockpit.train import checkpoint as ckpt
 

@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from cockpit import estimate as est_mod
-from cockpit.estimate import (
+from cockpit.common.format import human_bytes, human_count
+from cockpit.plan import estimate as est_mod
+from cockpit.plan.estimate import (
     ALLOCATOR_SLACK,
     CUDA_CONTEXT_BYTES,
     DEFAULT_HEADROOM,
@@ -29,9 +30,8 @@ from cockpit.estimate import (
     suggest_batch,
     training_dtype,
 )
-from cockpit.format import human_bytes, human_count
-from cockpit.gpu import CATALOG, GIB, GpuSpec, lookup_gpu
-from cockpit.presets import Preset, apply_overrides, list_presets, load_preset
+from cockpit.plan.gpu import CATALOG, GIB, GpuSpec, lookup_gpu
+from cockpit.plan.presets import Preset, apply_overrides, list_presets, load_preset
 
 A100 = lookup_gpu("A100-80GB")
 T4 = lookup_gpu("T4")
@@ -498,7 +498,7 @@ def test_bdh_presets_plan_onto_the_memory_seed_004_names(name, gb) -> None:
 
 
 def test_a_cached_trace_line_replaces_the_analytic_live_bytes_and_feeds_the_suggestion() -> None:
-    from cockpit.estimate import save_traces
+    from cockpit.plan.estimate import save_traces
 
     p = load_preset("gpt2_124m")
     analytic = estimate(p, A100, batch_size=16)
@@ -522,7 +522,7 @@ def test_a_cached_trace_line_replaces_the_analytic_live_bytes_and_feeds_the_sugg
 
 
 def test_batch_tip_says_how_much_more_fits_when_tokens_per_step_cap_the_batch():
-    from cockpit.estimate import batch_tip
+    from cockpit.plan.estimate import batch_tip
 
     preset = load_preset("tiny_char")  # 16 x 1: a whole step is 16 sequences
     gpu = lookup_gpu("B200")

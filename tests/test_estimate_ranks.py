@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from cockpit.__main__ import main
-from cockpit.estimate import (
+from cockpit.plan.estimate import (
     ALLOCATOR_SLACK,
     count_params,
     estimate,
@@ -14,8 +14,8 @@ from cockpit.estimate import (
     memory_per_gpu,
     suggest_batch,
 )
-from cockpit.gpu import lookup_gpu
-from cockpit.presets import apply_overrides, load_preset
+from cockpit.plan.gpu import lookup_gpu
+from cockpit.plan.presets import apply_overrides, load_preset
 
 
 def test_one_gpu_is_the_plain_breakdown():

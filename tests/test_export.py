@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cockpit.__main__ import main
-from cockpit.presets import ModelConfig, Preset
+from cockpit.plan.presets import ModelConfig, Preset
 from cockpit.train.export import export_run, load_exported
 from cockpit.train.model import build_model
 from cockpit.train.sample import RunModel, load_run_model

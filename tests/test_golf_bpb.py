@@ -10,7 +10,7 @@ import pytest
 from tiny_runs import events_of, make_sp_shards, train_in_process
 
 from cockpit import rundir
-from cockpit.golf_env import ENV_FIELDS
+from cockpit.plan.golf_env import ENV_FIELDS
 from cockpit.train.bpb import byte_table, load_byte_table, tokens_per_byte
 from cockpit.train.runtime import EngineError
 

@@ -10,8 +10,8 @@ import pytest
 from tiny_runs import make_run, step_losses, train_in_process, write_shard
 
 from cockpit import headless
-from cockpit.golf_env import ENV_FIELDS, env_overrides
-from cockpit.presets import PresetError, apply_overrides, field_paths, load_preset
+from cockpit.plan.golf_env import ENV_FIELDS, env_overrides
+from cockpit.plan.presets import PresetError, apply_overrides, field_paths, load_preset
 
 # Every environment variable seed 001 documents.
 SEED_001_NAMES = (
@@ -67,7 +67,7 @@ def golf():
 
 
 def test_golf_preset_holds_the_seed_defaults(golf):
-    from cockpit.presets import get_field
+    from cockpit.plan.presets import get_field
 
     for path, value in SEED_DEFAULTS.items():
         assert get_field(golf, path) == value, path

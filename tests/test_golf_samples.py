@@ -10,8 +10,8 @@ from tiny_runs import TINY, copy_run, events_of, train_in_process
 
 from cockpit import rundir
 from cockpit.__main__ import main
-from cockpit.presets import DataConfig, Preset, apply_overrides
-from cockpit.tokenizers import (
+from cockpit.plan.presets import DataConfig, Preset, apply_overrides
+from cockpit.text.tokenizers import (
     IdTokenizer,
     SentencePieceTokenizer,
     shard_tokenizer,

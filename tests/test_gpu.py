@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from cockpit import gpu as gpu_mod
-from cockpit.gpu import (
+from cockpit.plan import gpu as gpu_mod
+from cockpit.plan.gpu import (
     CATALOG,
     GIB,
     GpuStatus,
@@ -304,7 +304,7 @@ def test_memory_info_raising_drops_that_device(monkeypatch) -> None:
 
 
 def test_every_catalog_gpu_reports_less_than_its_nominal_memory():
-    from cockpit.gpu import CATALOG
+    from cockpit.plan.gpu import CATALOG
 
     for spec in CATALOG:
         assert 0.85 * spec.memory_bytes < spec.usable_bytes < spec.memory_bytes, spec.name

@@ -18,7 +18,7 @@ sys.path.insert(0, str(BENCH))
 import acceptance as acc  # noqa: E402
 import gpu_acceptance as ga  # noqa: E402
 
-from cockpit.gpu import GIB, GpuStatus  # noqa: E402
+from cockpit.plan.gpu import GIB, GpuStatus  # noqa: E402
 
 
 class FakeClock:
@@ -441,7 +441,7 @@ def test_without_nvml_the_spec_comes_from_torch_with_the_catalog_peak(monkeypatc
 
 
 def cuda_ctx(tmp_path, gpu=H100):
-    from cockpit.gpu import lookup_gpu, spec_for_status
+    from cockpit.plan.gpu import lookup_gpu, spec_for_status
 
     status = GpuStatus(0, gpu, 80 * GIB, 0, 80 * GIB, 0.0, 30.0, 70.0, 700.0, (9, 0))
     spec = spec_for_status(status) if lookup_gpu(gpu) else None
@@ -452,7 +452,7 @@ def cuda_ctx(tmp_path, gpu=H100):
 
 def gpu_records(preset, *, steps=20, tok_s=400_000.0, mfu=None, dtype="bf16", loss0=4.0):
     """What a bf16 + compile run on an H100 logs: a start record, then step records every 10."""
-    from cockpit.estimate import flops_per_token
+    from cockpit.plan.estimate import flops_per_token
 
     fpt = flops_per_token(preset.model)
     mfu = fpt * tok_s / 989e12 if mfu is None else mfu
@@ -553,7 +553,7 @@ def test_checks_2_4_5_build_their_full_size_runs_for_an_h100(monkeypatch, tmp_pa
     assert oom.status == "pass", (oom.criteria, oom.notes)
     (_, preset, fault) = launched[-1]
     assert fault == "" and preset.train.compile is False  # a real out-of-memory, eager
-    from cockpit.estimate import estimate
+    from cockpit.plan.estimate import estimate
 
     too_big = estimate(preset, ctx.gpu, batch_size=preset.train.batch_size).memory.total_bytes
     assert too_big > 1.25 * ctx.gpu.memory_bytes
@@ -659,8 +659,8 @@ def test_check_3_on_a_faked_h100_measures_in_order_and_compares_the_calibration(
 ):
     """Probe, tracer and `gpt-cockpit probe` children answered as on a GPU (the probe 3% under
     the analytic estimate); NVML's used memory rising 1 GiB a reading."""
-    from cockpit.estimate import estimate, fit_calibration
-    from cockpit.presets import preset_from_dict
+    from cockpit.plan.estimate import estimate, fit_calibration
+    from cockpit.plan.presets import preset_from_dict
 
     ctx = cuda_ctx(tmp_path)
     calls = []

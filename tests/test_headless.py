@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from fake_trainer import cockpit_command, use_fake_trainer
 
-from cockpit import presets, rundir, runs
+from cockpit import rundir, runs
 from cockpit.__main__ import main
-from cockpit.format import (
+from cockpit.common.format import (
     format_eval_line,
     format_step_line,
     human_bytes,
@@ -29,6 +29,7 @@ from cockpit.format import (
 )
 from cockpit.headless import Follower
 from cockpit.health import HealthConfig, HealthMonitor
+from cockpit.plan import presets
 from cockpit.rundir import read_events
 
 TINY = [
@@ -269,7 +270,7 @@ def test_missing_default_preset_falls_back_but_a_broken_one_is_an_error(
 ):
     use_fake_trainer(monkeypatch)
     monkeypatch.setattr("cockpit.headless.builtin_dir", lambda: tmp_path / "none")
-    monkeypatch.setattr("cockpit.presets.builtin_dir", lambda: tmp_path / "none")
+    monkeypatch.setattr("cockpit.plan.presets.builtin_dir", lambda: tmp_path / "none")
     assert main(["--no-ui", "--runs-dir", str(tmp_path / "runs"), "--max-steps", "10"]) == 0
     assert (
         "preset 'tiny_char' is not installed; using the built-in defaults"
@@ -509,7 +510,7 @@ def test_closed_stdout_stops_the_run_with_a_checkpoint(tmp_path):
 def test_real_child_trains_a_tiny_model_headless(tmp_path):
     """End to end with the torch child: clean step lines, a falling loss, exit 0."""
     pytest.importorskip("torch")
-    for module in ("cockpit.train.model", "cockpit.train.data", "cockpit.tokenizers"):
+    for module in ("cockpit.train.model", "cockpit.train.data", "cockpit.text.tokenizers"):
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"{module} has not landed yet")
     corpus = tmp_path / "corpus.txt"

@@ -10,9 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cockpit import presets, rundir
+from cockpit import rundir
 from cockpit.headless import Follower
 from cockpit.health import HealthConfig, HealthMonitor
+from cockpit.plan import presets
 
 
 class _Alive:

@@ -22,9 +22,9 @@ from cockpit.health import (
     HealthWarning,
     oom_warning,
 )
-from cockpit.presets import Preset, TrainConfig
+from cockpit.plan.presets import Preset, TrainConfig
+from cockpit.plan.schedule import lr_at
 from cockpit.rundir import decode_record, encode_record, make_record
-from cockpit.schedule import lr_at
 
 GIB = 1 << 30
 

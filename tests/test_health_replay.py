@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cockpit.health import HealthMonitor, HealthWarning
-from cockpit.presets import load_preset_file
+from cockpit.plan.presets import load_preset_file
 from cockpit.rundir import EventTailer, read_events
 
 DATA = Path(__file__).parent / "data"

@@ -45,9 +45,12 @@ def loaded_after(code: str, *args: str) -> list[str]:
 
 
 def test_the_core_is_found() -> None:
-    assert {"cockpit.presets", "cockpit.estimate", "cockpit.__main__", "cockpit.train"} <= set(
-        CORE_MODULES
-    )
+    assert {
+        "cockpit.plan.presets",
+        "cockpit.plan.estimate",
+        "cockpit.__main__",
+        "cockpit.train",
+    } <= set(CORE_MODULES)
     assert not [m for m in CORE_MODULES if m.startswith(("cockpit.train.", "cockpit.tui"))]
 
 

@@ -8,8 +8,8 @@ import types
 import pytest
 from tiny_runs import events_of, make_run, train_in_process
 
-from cockpit.headless import launch_problem
-from cockpit.presets import Preset, PresetError, apply_overrides, preset_from_dict
+from cockpit.plan.presets import Preset, PresetError, apply_overrides, preset_from_dict
+from cockpit.runs.prelaunch import launch_problem
 from cockpit.train import loggers
 
 LOGGED = ("train.max_steps=10", "train.log_interval=5", "train.eval_interval=10")

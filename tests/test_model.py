@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from cockpit.presets import ModelConfig
+from cockpit.plan.presets import ModelConfig
 from cockpit.train.model import BDH, GPT, GolfGPT, build_model
 
 VOCAB = 64

@@ -1,10 +1,10 @@
-"""cockpit.numbers: the one test of "a number" that the run-directory readers, health and format share."""
+"""cockpit.common.numbers: the one test of "a number" that the run-directory readers, health and format share."""
 
 from __future__ import annotations
 
 import math
 
-from cockpit.numbers import as_finite, as_float, finite, is_number
+from cockpit.common.numbers import as_finite, as_float, finite, is_number
 
 
 def test_booleans_and_text_are_not_numbers_nan_is():

@@ -64,7 +64,7 @@ def test_wheel_ships_the_builtin_presets(wheel):
             if n.startswith("cockpit/_builtin_presets/") and n.endswith(".json")
         }
     assert shipped == source
-    assert "cockpit/__main__.py" in names and "cockpit/headless.py" in names
+    assert "cockpit/__main__.py" in names and "cockpit/headless/__init__.py" in names
     assert not [n for n in names if n.startswith(("tests/", "bench/"))]
 
 
@@ -98,7 +98,7 @@ def test_installed_copy_finds_its_presets(wheel, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     code = (
-        "import json; from cockpit import presets; "
+        "import json; from cockpit.plan import presets; "
         "print(json.dumps([str(presets.builtin_dir()), sorted(p.name for p in presets.list_presets())]))"
     )
     # Run outside the repository so the source tree cannot be imported instead of the installed copy.

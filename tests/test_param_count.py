@@ -9,8 +9,8 @@ import itertools
 import pytest
 import torch
 
-from cockpit.estimate import count_params, embedding_params, flops_per_token
-from cockpit.presets import ModelConfig, Preset, list_presets, validate
+from cockpit.plan.estimate import count_params, embedding_params, flops_per_token
+from cockpit.plan.presets import ModelConfig, Preset, list_presets, validate
 from cockpit.train.model import build_model
 
 BUILTINS = list_presets()

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from test_gpu import TWO_GPUS, fake_nvml
 
-from cockpit import gpu as gpu_mod
-from cockpit import plan_cli
 from cockpit.__main__ import main
-from cockpit.estimate import count_params, estimate, load_calibration
-from cockpit.gpu import GIB, catalog_names, lookup_gpu
-from cockpit.presets import list_presets, load_preset
+from cockpit.cli import plan as plan_cli
+from cockpit.plan import gpu as gpu_mod
+from cockpit.plan.estimate import count_params, estimate, load_calibration
+from cockpit.plan.gpu import GIB, catalog_names, lookup_gpu
+from cockpit.plan.presets import list_presets, load_preset
 
 
 @pytest.fixture(autouse=True)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cockpit import compare
 from cockpit.__main__ import main
+from cockpit.runs import compare
 
 SPIKE_RUN = Path(__file__).parent / "tui" / "data" / "finished_run"  # 250 steps, 4 warnings
 pytest.importorskip("matplotlib", reason="matplotlib is not installed (pip install -e '.[test]')")
@@ -42,7 +42,7 @@ def test_plot_a_run_with_its_warnings_marked(tmp_path, capsys):
 
     quiet = compare.read_curves(SPIKE_RUN)
     quiet.warnings = []
-    from cockpit.plot import draw
+    from cockpit.runs.plot import draw
 
     draw([quiet], tmp_path / "quiet.png")
     assert orange_pixels(tmp_path / "quiet.png") < 20  # the same curves without warnings

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from tiny_runs import TINY
 
-from cockpit.presets import Preset, apply_overrides
+from cockpit.plan.presets import Preset, apply_overrides
 from cockpit.train import setup
 from cockpit.train.data import BatchSampler
 from cockpit.train.prefetch import PREFETCH_ENV, PrefetchSampler, prefetch_wanted

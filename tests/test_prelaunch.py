@@ -12,10 +12,11 @@ import pytest
 from fake_trainer import use_fake_trainer
 from test_gpu import TWO_GPUS, fake_nvml
 
-from cockpit import gpu as gpu_mod
-from cockpit import prelaunch, rundir
+from cockpit import rundir
 from cockpit.__main__ import main
-from cockpit.presets import Preset, apply_overrides
+from cockpit.plan import gpu as gpu_mod
+from cockpit.plan.presets import Preset, apply_overrides
+from cockpit.runs import prelaunch
 
 
 def shard(path: Path, ids: list[int], *, count: int | None = None) -> Path:

@@ -1,4 +1,4 @@
-"""cockpit.presets: validation messages, --set overrides, files and user presets.
+"""cockpit.plan.presets: validation messages, --set overrides, files and user presets.
 
 Fuzzing of the same entry points is in test_presets_fuzz.py, the shipped presets in
 test_presets_files.py.
@@ -12,8 +12,8 @@ import os
 
 import pytest
 
-from cockpit import presets
-from cockpit.presets import (
+from cockpit.plan import presets
+from cockpit.plan.presets import (
     Preset,
     PresetError,
     apply_overrides,

@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from cockpit.estimate import count_params, estimate, suggest_batch
-from cockpit.gpu import lookup_gpu
-from cockpit.presets import (
+from cockpit.plan.estimate import count_params, estimate, suggest_batch
+from cockpit.plan.gpu import lookup_gpu
+from cockpit.plan.presets import (
     builtin_dir,
     list_presets,
     load_preset,

@@ -9,15 +9,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cockpit.estimate import (
+from cockpit.plan.estimate import (
     count_params,
     estimate,
     flops_per_token,
     memory_breakdown,
     suggest_batch,
 )
-from cockpit.gpu import lookup_gpu
-from cockpit.presets import (
+from cockpit.plan.gpu import lookup_gpu
+from cockpit.plan.presets import (
     Preset,
     PresetError,
     apply_overrides,

@@ -11,8 +11,9 @@ from pathlib import Path
 from fake_trainer import cockpit_command
 from test_headless import TINY
 
-from cockpit import run_index, rundir, runs
-from cockpit.presets import apply_overrides, load_preset
+from cockpit import rundir, runs
+from cockpit.plan.presets import apply_overrides, load_preset
+from cockpit.runs import index as run_index
 
 
 def make_run(root: Path, name: str = "tiny_char") -> Path:

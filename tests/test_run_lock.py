@@ -15,7 +15,7 @@ import pytest
 
 from cockpit import rundir
 from cockpit.__main__ import main
-from cockpit.presets import Preset, apply_overrides
+from cockpit.plan.presets import Preset, apply_overrides
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -17,11 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cockpit import rundir
-from cockpit.format import counted, event_line, health_count
+from cockpit.common.format import counted, health_count
 from cockpit.headless import Follower
 from cockpit.health import HealthConfig, HealthMonitor
-from cockpit.presets import Preset, apply_overrides
-from cockpit.run_history import RunHistory
+from cockpit.plan.presets import Preset, apply_overrides
 from cockpit.rundir import (
     EVENT_TYPES,
     CheckpointEvent,
@@ -39,6 +38,8 @@ from cockpit.rundir import (
     make_record,
     parse_event,
 )
+from cockpit.rundir.lines import event_line
+from cockpit.runs.history import RunHistory
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "run-directory.md"

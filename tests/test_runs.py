@@ -16,7 +16,7 @@ from fake_trainer import cockpit_command, use_fake_trainer
 
 from cockpit import rundir, runs
 from cockpit.__main__ import main
-from cockpit.presets import Preset, apply_overrides
+from cockpit.plan.presets import Preset, apply_overrides
 from cockpit.rundir import EventWriter, read_events
 
 
@@ -593,7 +593,7 @@ def listed_runs(tmp_path: Path) -> list[Path]:
 def test_runs_table_in_a_narrow_terminal_keeps_names_whole(tmp_path, monkeypatch, capsys, width):
     from rich.console import Console
 
-    from cockpit import runs_cli
+    from cockpit.cli import runs as runs_cli
 
     made = listed_runs(tmp_path)
     monkeypatch.setattr(

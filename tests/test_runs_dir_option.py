@@ -9,8 +9,8 @@ import pytest
 
 from cockpit import rundir
 from cockpit.__main__ import main
-from cockpit.diagnostics import EXIT_USAGE
-from cockpit.presets import load_preset
+from cockpit.common.diagnostics import EXIT_USAGE
+from cockpit.plan.presets import load_preset
 
 
 @pytest.fixture

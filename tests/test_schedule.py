@@ -1,4 +1,4 @@
-"""Learning-rate schedules: nanoGPT's cosine, parameter-golf's warmdown, constant (cockpit.schedule,
+"""Learning-rate schedules: nanoGPT's cosine, parameter-golf's warmdown, constant (cockpit.plan.schedule,
 the one definition the trainer and the health rules both use)."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from cockpit.presets import TrainConfig
-from cockpit.schedule import constant_lr, cosine_lr, lr_at, warmdown_lr
+from cockpit.plan.presets import TrainConfig
+from cockpit.plan.schedule import constant_lr, cosine_lr, lr_at, warmdown_lr
 
 
 def nanogpt_get_lr(it: int, lr: float, min_lr: float, warmup: int, decay_iters: int) -> float:

@@ -12,7 +12,7 @@ from tiny_runs import events_of, make_run, train_in_process
 from cockpit import rundir
 from cockpit.headless import with_max_steps
 from cockpit.health import HealthMonitor
-from cockpit.presets import (
+from cockpit.plan.presets import (
     Preset,
     PresetError,
     TrainConfig,
@@ -20,7 +20,7 @@ from cockpit.presets import (
     load_preset,
     preset_from_dict,
 )
-from cockpit.schedule import cosine_lr, lr_at
+from cockpit.plan.schedule import cosine_lr, lr_at
 
 
 @pytest.mark.parametrize("step", [0, 99, 100, 101, 500, 899, 900, 901, 950, 999, 1000, 1500])

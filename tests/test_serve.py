@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cockpit.__main__ import main
-from cockpit.tools_cli import serve_command
+from cockpit.cli.tools import serve_command
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 

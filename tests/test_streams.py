@@ -12,9 +12,9 @@ import pytest
 import torch
 from tiny_runs import copy_run, events_of, make_run, step_losses, train_in_process
 
-from cockpit.estimate import count_params, estimate, flops_per_token
 from cockpit.health import HealthConfig, HealthMonitor
-from cockpit.presets import ModelConfig, Preset, PresetError, TrainConfig, preset_from_dict
+from cockpit.plan.estimate import count_params, estimate, flops_per_token
+from cockpit.plan.presets import ModelConfig, Preset, PresetError, TrainConfig, preset_from_dict
 from cockpit.train.model import build_model
 from cockpit.train.streams import StreamMix, sinkhorn
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cockpit.tokenizers import (
+from cockpit.text.tokenizers import (
     ByteTokenizer,
     CharTokenizer,
     IdTokenizer,

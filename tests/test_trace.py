@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from cockpit.estimate import count_params, estimate, load_traces
-from cockpit.plan_cli import trace_command
-from cockpit.presets import apply_overrides, load_preset
+from cockpit.cli.plan import trace_command
+from cockpit.plan.estimate import count_params, estimate, load_traces
+from cockpit.plan.presets import apply_overrides, load_preset
 
 ROOT = Path(__file__).resolve().parent.parent
 EXT_DIR = ROOT / ".cache" / "fake_cuda"
@@ -39,7 +39,7 @@ def shared_extension(monkeypatch):
 
 TRACE_MANY = """
 import contextlib, io, json, sys
-from cockpit.presets import preset_from_dict
+from cockpit.plan.presets import preset_from_dict
 from cockpit.train import trace
 jobs = json.loads(sys.stdin.read())
 trace.enable_fake_cuda()
@@ -208,8 +208,8 @@ def test_golf_and_bdh_trace_and_fp32_attention_has_no_t_by_t_matrix(traces):
 
 @needs_compiler
 def test_estimate_exact_traces_once_then_reads_the_cache(capsys, monkeypatch, traces):
-    from cockpit import plan_cli
     from cockpit.__main__ import main
+    from cockpit.cli import plan as plan_cli
 
     answer = traces["exact"][1]  # the tracer's command line, run in the module's trace process
     assert answer["code"] == 0
@@ -249,8 +249,8 @@ def test_estimate_exact_traces_once_then_reads_the_cache(capsys, monkeypatch, tr
 def test_exact_without_a_tracer_says_so_in_one_line_and_keeps_the_analytic_figure(
     capsys, monkeypatch
 ):
-    from cockpit import plan_cli
     from cockpit.__main__ import main
+    from cockpit.cli import plan as plan_cli
 
     def fake_run(cmd, **_kw):
         return subprocess.CompletedProcess(
@@ -266,8 +266,8 @@ def test_exact_without_a_tracer_says_so_in_one_line_and_keeps_the_analytic_figur
 
 
 def test_exact_on_a_compiled_preset_says_the_trace_is_of_the_eager_step(capsys, monkeypatch):
-    from cockpit import plan_cli
     from cockpit.__main__ import main
+    from cockpit.cli import plan as plan_cli
 
     def tracer_child(cmd, **_kw):
         batches = [int(b) for b in cmd[cmd.index("--batches") + 1].split(",")]

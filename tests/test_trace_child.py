@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from cockpit import trace_child
-from cockpit.estimate import load_traces
-from cockpit.presets import load_preset
-from cockpit.trace_child import NO_TORCH, TraceOutcome, ensure_traced, run_trace_child
+from cockpit.plan import trace_child
+from cockpit.plan.estimate import load_traces
+from cockpit.plan.presets import load_preset
+from cockpit.plan.trace_child import NO_TORCH, TraceOutcome, ensure_traced, run_trace_child
 
 
 def child(monkeypatch, code: str) -> None:

@@ -17,8 +17,9 @@ import pytest
 import torch
 from tiny_runs import events_of, make_run, run_child, train_in_process
 
-from cockpit import presets, rundir
-from cockpit.schedule import lr_at
+from cockpit import rundir
+from cockpit.plan import presets
+from cockpit.plan.schedule import lr_at
 from cockpit.train import checkpoint as ckpt
 
 # The engine needs the model and data modules; until they exist these tests skip rather than fail.

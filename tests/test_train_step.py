@@ -6,7 +6,7 @@ import pytest
 import torch
 from tiny_runs import TINY
 
-from cockpit.presets import Preset, apply_overrides
+from cockpit.plan.presets import Preset, apply_overrides
 from cockpit.train import probe
 from cockpit.train.faults import parse_faults
 from cockpit.train.runtime import EngineError

@@ -6,8 +6,8 @@ import pytest
 from tiny_runs import events_of, make_run, train_in_process
 
 from cockpit.health import HealthMonitor
-from cockpit.presets import Preset, apply_overrides
-from cockpit.schedule import lr_at, lr_at_time, time_warmdown, wallclock_warmdown_factor
+from cockpit.plan.presets import Preset, apply_overrides
+from cockpit.plan.schedule import lr_at, lr_at_time, time_warmdown, wallclock_warmdown_factor
 
 
 def test_factor_edges():

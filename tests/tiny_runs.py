@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from cockpit import rundir, runs
-from cockpit.presets import Preset, apply_overrides
+from cockpit.plan.presets import Preset, apply_overrides
 from cockpit.rundir import read_events
 from cockpit.train.data import SHARD_HEADER_INTS, SHARD_MAGIC, SHARD_VERSION
 

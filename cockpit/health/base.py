@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from cockpit.numbers import finite  # the rule families import it from here
+from cockpit.common.numbers import finite  # the rule families import it from here
 
 SEVERITIES = ("info", "warning", "critical")
 

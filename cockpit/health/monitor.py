@@ -11,9 +11,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
+from cockpit.common.numbers import as_float
 from cockpit.health.base import Context, Family, HealthWarning, StepPoint
 from cockpit.health.rules import FAMILIES
-from cockpit.numbers import as_float
 
 # The checkpoint format of state_dict: the monitor's own fields plus each family's,
 # side by side in one flat dict (version 2 since the rules had their first state).

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from cockpit.numbers import as_float
+from cockpit.common.numbers import as_float
 
 
 def as_int(value: Any, default: Any = None) -> Any:

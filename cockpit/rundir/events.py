@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
-from cockpit.numbers import as_float
+from cockpit.common.numbers import as_float
 from cockpit.rundir._coerce import BY_ANNOTATION, EXACT_TYPE, as_int
 from cockpit.rundir.status import END_REASONS  # noqa: F401 - the `end` reasons, beside the kinds
 

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from cockpit import __version__
-from cockpit.fsutil import atomic_writer
-from cockpit.presets import Preset, PresetError, apply_overrides, preset_from_dict
+from cockpit.common.fsutil import atomic_writer
+from cockpit.plan.presets import Preset, PresetError, apply_overrides, preset_from_dict
 from cockpit.rundir._coerce import BY_ANNOTATION
 from cockpit.rundir.layout import (
     CHECKPOINTS,

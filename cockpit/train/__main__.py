@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cockpit import rundir
-from cockpit.diagnostics import EXIT_INTERRUPTED, EXIT_USAGE, error, exit_code_for_end
+from cockpit.common.diagnostics import EXIT_INTERRUPTED, EXIT_USAGE, error, exit_code_for_end
 from cockpit.rundir import EventWriter
 from cockpit.train.threads import usable_cores, wait_politely
 
@@ -34,7 +34,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean 'this run cannot go on as configured' (end reason error), not a crash."""
-    from cockpit.presets import PresetError
+    from cockpit.plan.presets import PresetError
     from cockpit.train.checkpoint import CheckpointError
     from cockpit.train.faults import FaultSpecError
     from cockpit.train.runtime import EngineError
@@ -48,7 +48,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     ]
     for module, name in (
         ("cockpit.train.data", "DataError"),
-        ("cockpit.tokenizers", "TokenizerUnavailable"),
+        ("cockpit.text.tokenizers", "TokenizerUnavailable"),
     ):
         try:
             found.append(getattr(__import__(module, fromlist=[name]), name))

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cockpit.tokenizers import SENTENCEPIECE_INSTALL as INSTALL
+from cockpit.text.tokenizers import SENTENCEPIECE_INSTALL as INSTALL
 from cockpit.train.runtime import EngineError
 
 

@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from cockpit.diagnostics import first_line
-from cockpit.fsutil import atomic_write_with, fsync_dir
+from cockpit.common.diagnostics import first_line
+from cockpit.common.fsutil import atomic_write_with, fsync_dir
 from cockpit.rundir.info import SHARED_FILE_MODE
 
 FORMAT_VERSION = 1

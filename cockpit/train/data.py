@@ -1,7 +1,7 @@
 """Training data: sources, tokenization with a cache, a fixed split, and a resumable sampler.
 
 Sources (data.source):
-- "default": the embedded corpus (cockpit.corpus)
+- "default": the embedded corpus (cockpit.text.corpus)
 - a text file, or a folder of text files (recursive, sorted, binary files skipped)
 - nanoGPT-style uint16 token files: `train.bin` (with `val.bin` beside it as the
   validation split), or any single `.bin` (split by val_fraction)
@@ -28,10 +28,10 @@ import numpy as np
 import torch
 
 from cockpit import __version__
-from cockpit.corpus import corpus_fingerprint, read_default_corpus
-from cockpit.fsutil import atomic_write_text, atomic_write_with
-from cockpit.presets import DataConfig
-from cockpit.tokenizers import (
+from cockpit.common.fsutil import atomic_write_text, atomic_write_with
+from cockpit.plan.presets import DataConfig
+from cockpit.text.corpus import corpus_fingerprint, read_default_corpus
+from cockpit.text.tokenizers import (
     ByteTokenizer,
     CharTokenizer,
     IdTokenizer,

@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from cockpit.fsutil import atomic_write_text
-from cockpit.presets import ModelConfig
+from cockpit.common.fsutil import atomic_write_text
+from cockpit.plan.presets import ModelConfig
 from cockpit.train.model import LanguageModel, build_model
 from cockpit.train.sample import RunModel, SampleError
 

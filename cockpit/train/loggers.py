@@ -17,9 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cockpit.diagnostics import first_line
-from cockpit.numbers import is_number
-from cockpit.presets import Preset, logger_names
+from cockpit.common.diagnostics import first_line
+from cockpit.common.numbers import is_number
+from cockpit.plan.presets import Preset, logger_names
 
 TENSORBOARD_DIR = "tensorboard"
 INSTALL = {

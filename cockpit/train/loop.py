@@ -26,11 +26,11 @@ from typing import Any
 import torch
 
 from cockpit import rundir
-from cockpit.estimate import flops_per_token
 from cockpit.health import HealthMonitor
-from cockpit.presets import Preset
+from cockpit.plan.estimate import flops_per_token
+from cockpit.plan.presets import Preset
+from cockpit.plan.schedule import lr_at_time
 from cockpit.rundir import EventWriter, NullEventWriter
-from cockpit.schedule import lr_at_time
 from cockpit.train import bpb, evaluate, optim, priming, readback, respond, snapshot
 from cockpit.train import setup as setup_steps
 from cockpit.train.clock import TrainClock

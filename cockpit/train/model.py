@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from cockpit.presets import ModelConfig
+from cockpit.plan.presets import ModelConfig
 from cockpit.train.streams import StreamMix
 
 

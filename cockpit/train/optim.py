@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from cockpit.presets import TrainConfig
+from cockpit.plan.presets import TrainConfig
 from cockpit.train.muon import MuonAdam, momentum_at
 from cockpit.train.runtime import AMP_DTYPES, EngineError
 from cockpit.train.step import StepRunner

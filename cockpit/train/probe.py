@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from cockpit.presets import Preset, preset_from_dict
+from cockpit.plan.presets import Preset, preset_from_dict
 from cockpit.train import optim, setup
 from cockpit.train.faults import Faults
 from cockpit.train.runtime import Dist, EngineError, enable_tf32, resolve_dtype

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 
 from cockpit import rundir
-from cockpit.diagnostics import first_line
-from cockpit.presets import Preset, PresetError, preset_from_dict
-from cockpit.tokenizers import (
+from cockpit.common.diagnostics import first_line
+from cockpit.plan.presets import Preset, PresetError, preset_from_dict
+from cockpit.text.tokenizers import (
     Tokenizer,
     TokenizerUnavailable,
     shard_tokenizer,

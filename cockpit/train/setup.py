@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from cockpit import rundir
-from cockpit.gpu import peak_flops
-from cockpit.presets import Preset
+from cockpit.plan.gpu import peak_flops
+from cockpit.plan.presets import Preset
 from cockpit.train import checkpoint as ckpt
 from cockpit.train import runtime, snapshot
 from cockpit.train.data import BatchSampler, load_data

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cockpit.compare import flatten
+from cockpit.runs.compare import flatten
 from cockpit.train import checkpoint as ckpt
 from cockpit.train.runtime import EngineError, one_line, versions
 

@@ -44,8 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from cockpit.fsutil import atomic_write_text
-from cockpit.presets import Preset, preset_from_dict
+from cockpit.common.fsutil import atomic_write_text
+from cockpit.plan.presets import Preset, preset_from_dict
 
 CATEGORIES = ("weights", "gradients", "optimizer", "activations", "logits/loss", "temporaries")
 ROUND = 512

@@ -14,9 +14,9 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from cockpit import rundir, runs
-from cockpit.gpu import GpuSpec, GpuStatus
-from cockpit.presets import Preset
-from cockpit.trace_child import TraceRunner, run_trace_child
+from cockpit.plan.gpu import GpuSpec, GpuStatus
+from cockpit.plan.presets import Preset
+from cockpit.plan.trace_child import TraceRunner, run_trace_child
 
 
 def default_launcher(preset: Preset, runs_dir: Path | None, nproc: int = 1) -> Path:
@@ -26,7 +26,7 @@ def default_launcher(preset: Preset, runs_dir: Path | None, nproc: int = 1) -> P
     The same pre-launch checks as headless mode: a missing data source or an architecture
     the engine cannot train is a RunError (shown as a message), and nothing is started.
     """
-    from cockpit.headless import launch_problem
+    from cockpit.runs.prelaunch import launch_problem
 
     problem = launch_problem(preset)
     if problem:
@@ -38,7 +38,7 @@ def default_launcher(preset: Preset, runs_dir: Path | None, nproc: int = 1) -> P
 
 def default_gpu_query() -> list[GpuStatus]:
     """This machine's GPUs from NVML (empty without a GPU)."""
-    from cockpit.gpu import query_gpus
+    from cockpit.plan.gpu import query_gpus
 
     return query_gpus()
 
@@ -122,7 +122,7 @@ class CockpitApp(App):
 
     def local_gpu_spec(self) -> GpuSpec | None:
         """Planning facts of this machine's first GPU (None without one, or before NVML answered)."""
-        from cockpit.gpu import spec_for_status
+        from cockpit.plan.gpu import spec_for_status
 
         if not self.local_gpus:
             return None

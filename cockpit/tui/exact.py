@@ -16,9 +16,9 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import Worker, get_current_worker
 
-from cockpit.estimate import Estimate, trace_key
-from cockpit.presets import Preset
-from cockpit.trace_child import TraceOutcome, ensure_traced
+from cockpit.plan.estimate import Estimate, trace_key
+from cockpit.plan.presets import Preset
+from cockpit.plan.trace_child import TraceOutcome, ensure_traced
 
 GROUP = "exact-trace"
 

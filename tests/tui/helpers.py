@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cockpit import rundir, runs
-from cockpit.gpu import GpuStatus
-from cockpit.presets import Preset, save_user_preset
-from cockpit.trace_child import TraceOutcome
+from cockpit.plan.gpu import GpuStatus
+from cockpit.plan.presets import Preset, save_user_preset
+from cockpit.plan.trace_child import TraceOutcome
 from cockpit.tui.app import CockpitApp, make_app
 
 DATA = Path(__file__).parent / "data"
@@ -43,7 +43,7 @@ def copy_run(tmp_path: Path, name: str = "finished_run") -> Path:
 
 def tiny_preset(name: str = "tiny_test", max_steps: int = 400) -> Preset:
     """A small user preset (1 layer, width 32, block 32, bytes)."""
-    from cockpit.presets import apply_overrides, load_preset
+    from cockpit.plan.presets import apply_overrides, load_preset
 
     base = load_preset("tiny_char")
     preset = apply_overrides(

@@ -21,8 +21,8 @@ from helpers import (
 )
 from textual.widgets import DataTable, Input, Static
 
-from cockpit.format import health_count
-from cockpit.presets import load_preset, user_dir
+from cockpit.common.format import health_count
+from cockpit.plan.presets import load_preset, user_dir
 from cockpit.tui.screens.confirm import ConfirmScreen, PromptScreen
 from cockpit.tui.screens.editor import EditorScreen, input_id
 from cockpit.tui.screens.presets import PresetsScreen
@@ -441,7 +441,7 @@ print("ok")
 
 
 def test_default_launcher_refuses_a_missing_data_source_before_starting(tmp_path):
-    from cockpit.presets import apply_overrides, load_preset
+    from cockpit.plan.presets import apply_overrides, load_preset
     from cockpit.rundir import RunError
     from cockpit.tui.app import default_launcher
 

@@ -9,8 +9,8 @@ from helpers import app_for_tests, fake_gpu, wait_for
 from test_app_flows import select_preset
 from textual.widgets import DataTable, Input, Static
 
-from cockpit.estimate import estimate
-from cockpit.presets import list_presets, load_preset, user_dir
+from cockpit.plan.estimate import estimate
+from cockpit.plan.presets import list_presets, load_preset, user_dir
 from cockpit.tui.screens.confirm import ConfirmScreen, PromptScreen
 from cockpit.tui.screens.editor import EditorScreen, input_id
 from cockpit.tui.screens.presets import PresetsScreen

@@ -10,10 +10,10 @@ import threading
 from helpers import app_for_tests, fake_gpu, wait_for
 from textual.widgets import DataTable, Input, Static
 
-from cockpit.estimate import estimate, load_traces
-from cockpit.format import human_bytes
-from cockpit.presets import load_preset
-from cockpit.trace_child import TraceOutcome
+from cockpit.common.format import human_bytes
+from cockpit.plan.estimate import estimate, load_traces
+from cockpit.plan.presets import load_preset
+from cockpit.plan.trace_child import TraceOutcome
 from cockpit.tui.screens.editor import EditorScreen, input_id
 
 

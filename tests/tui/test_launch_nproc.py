@@ -57,9 +57,9 @@ def test_the_choices_go_up_to_every_gpu():
 
 
 def test_the_question_gives_the_plans_memory_on_each_gpu():
-    from cockpit.estimate import estimate
-    from cockpit.gpu import lookup_gpu
-    from cockpit.presets import apply_overrides, load_preset
+    from cockpit.plan.estimate import estimate
+    from cockpit.plan.gpu import lookup_gpu
+    from cockpit.plan.presets import apply_overrides, load_preset
     from cockpit.tui.screens.confirm import per_gpu_memory
 
     gpu = lookup_gpu("A100-40GB")

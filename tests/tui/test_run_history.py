@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from cockpit.run_history import RunHistory, Series, envelope
 from cockpit.rundir import make_record
+from cockpit.runs.history import RunHistory, Series, envelope
 
 
 def step(n: int, t: float, loss: float = 2.0) -> dict:

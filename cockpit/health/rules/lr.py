@@ -1,5 +1,5 @@
 """The learning rate: stuck at 0 (lr_zero), above the preset's max (lr_above_max), off the
-preset's schedule (lr_schedule). The expected lr is cockpit.schedule.lr_at, the trainer's own."""
+preset's schedule (lr_schedule). The expected lr is cockpit.plan.schedule.lr_at, the trainer's own."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cockpit.health.base import Family, HealthWarning, Rule, StepPoint, finite, round_sig
-from cockpit.schedule import lr_at, time_warmdown
+from cockpit.plan.schedule import lr_at, time_warmdown
 
 LR_ZERO = Rule(
     "lr_zero",

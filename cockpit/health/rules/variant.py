@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from cockpit.common.numbers import as_finite
 from cockpit.health.base import (
     Family,
     HealthWarning,
@@ -20,7 +21,6 @@ from cockpit.health.base import (
     median,
     round_sig,
 )
-from cockpit.numbers import as_finite
 
 VARIANT_INSTABILITY = Rule(
     "variant_instability",

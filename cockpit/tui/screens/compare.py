@@ -12,7 +12,8 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from cockpit import compare, rundir
+from cockpit import rundir
+from cockpit.runs import compare
 from cockpit.tui.widgets.metric_plot import MetricPlot
 
 

@@ -10,8 +10,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
-from cockpit.estimate import Estimate
-from cockpit.presets import Preset
+from cockpit.plan.estimate import Estimate
+from cockpit.plan.presets import Preset
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -105,7 +105,7 @@ class PromptScreen(ModalScreen[str | None]):
 
 def launch_question(preset: Preset, est: Estimate) -> str:
     """What a launch will do, for the question before it: size, device, ETA, the verdict."""
-    from cockpit.format import human_params, rough_eta
+    from cockpit.common.format import human_params, rough_eta
 
     device = (
         f"this machine's {est.gpu.name}"
@@ -153,8 +153,8 @@ def per_gpu_memory(preset: Preset, est: Estimate) -> Callable[[int], str] | None
     gpu = est.gpu
 
     def words(nproc: int) -> str:
-        from cockpit.estimate import estimate
-        from cockpit.format import human_bytes
+        from cockpit.common.format import human_bytes
+        from cockpit.plan.estimate import estimate
 
         peak = estimate(preset, gpu, world_size=nproc).peak_bytes
         return f"peak {human_bytes(peak)} on each GPU of {human_bytes(gpu.memory_bytes)}"

@@ -11,10 +11,10 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Label, Static
 
-from cockpit.estimate import Estimate, batch_tip, estimate, suggest_batch
-from cockpit.format import human_bytes, human_count
-from cockpit.gpu import CATALOG, GpuSpec
-from cockpit.presets import (
+from cockpit.common.format import human_bytes, human_count
+from cockpit.plan.estimate import Estimate, batch_tip, estimate, suggest_batch
+from cockpit.plan.gpu import CATALOG, GpuSpec
+from cockpit.plan.presets import (
     Preset,
     PresetError,
     apply_overrides,

@@ -8,10 +8,10 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from cockpit.estimate import estimate
-from cockpit.format import human_bytes, human_params
-from cockpit.gpu import CATALOG, GpuSpec
-from cockpit.presets import Preset, list_presets, preset_problems
+from cockpit.common.format import human_bytes, human_params
+from cockpit.plan.estimate import estimate
+from cockpit.plan.gpu import CATALOG, GpuSpec
+from cockpit.plan.presets import Preset, list_presets, preset_problems
 
 
 class PresetsScreen(Screen):

@@ -13,8 +13,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
 from cockpit import rundir
-from cockpit.estimate import estimate
-from cockpit.format import (
+from cockpit.common.format import (
     elapsed,
     fmt_eta,
     fmt_float,
@@ -26,8 +25,9 @@ from cockpit.format import (
     status_markup,
     step_progress,
 )
-from cockpit.gpu import GpuStatus, spec_for_status
-from cockpit.run_history import QUIET_PHASES, RunHistory
+from cockpit.plan.estimate import estimate
+from cockpit.plan.gpu import GpuStatus, spec_for_status
+from cockpit.runs.history import QUIET_PHASES, RunHistory
 from cockpit.tui.messages import GpusPolled, RunRecords, RunStatusPolled
 from cockpit.tui.widgets.metric_plot import MetricPlot
 

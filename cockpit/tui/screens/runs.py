@@ -11,7 +11,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from cockpit import rundir, runs
-from cockpit.format import counted, fmt_float, human_duration, status_markup
+from cockpit.common.format import counted, fmt_float, human_duration, status_markup
 from cockpit.tui.messages import RunsListed
 
 REFRESH_S = 2.0

@@ -6,7 +6,7 @@ import math
 
 from textual_plotext import PlotextPlot
 
-from cockpit.run_history import Series
+from cockpit.runs.history import Series
 
 
 def log_ticks(low: float, high: float) -> tuple[list[float], list[str]]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from cockpit.estimate import Estimate
-from cockpit.format import human_bytes
+from cockpit.common.format import human_bytes
+from cockpit.plan.estimate import Estimate
 
 # One colour per memory part, in MemoryBreakdown.items() order (256-colour safe names).
 PART_COLORS = ("blue", "cyan", "magenta", "yellow", "green", "bright_red", "white", "bright_black")

@@ -20,9 +20,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from cockpit.format import human_bytes
-from cockpit.gpu import GpuSpec
-from cockpit.presets import ModelConfig, Preset
+from cockpit.common.format import human_bytes
+from cockpit.plan.gpu import GpuSpec
+from cockpit.plan.presets import ModelConfig, Preset
 
 MIB = 1024**2
 GIB = 1024**3
@@ -522,7 +522,7 @@ def fit_calibration(gpu_name: str, points: list[tuple[int, int]]) -> Calibration
 
 def save_calibration(preset: Preset, calibration: Calibration) -> Path:
     """Remember a probe's result for this GPU and preset shape (atomic write)."""
-    from cockpit.fsutil import atomic_write_text
+    from cockpit.common.fsutil import atomic_write_text
 
     path = calibration_dir() / f"{calibration_key(preset, calibration.gpu_name)}.json"
     atomic_write_text(path, json.dumps(asdict(calibration), indent=2) + "\n")
@@ -564,7 +564,7 @@ def load_traces(preset: Preset, dtype: str) -> dict[int, dict[str, Any]]:
 
 def save_traces(preset: Preset, dtype: str, points: list[dict[str, Any]]) -> Path:
     """Add trace points (one dict per micro-batch, with `batch` and `peak_bytes`) to the cache."""
-    from cockpit.fsutil import atomic_write_text
+    from cockpit.common.fsutil import atomic_write_text
 
     merged = load_traces(preset, dtype)
     for p in points:
@@ -738,7 +738,7 @@ class BatchSuggestion:
 
     def apply(self, preset: Preset) -> Preset:
         """The preset with this micro-batch and accumulation."""
-        from cockpit.presets import apply_overrides
+        from cockpit.plan.presets import apply_overrides
 
         return apply_overrides(
             preset, {"train.batch_size": self.micro_batch, "train.grad_accum": self.grad_accum}

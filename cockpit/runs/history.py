@@ -15,7 +15,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from cockpit.format import event_line, format_eval_line, format_step_line
+from cockpit.common.format import format_eval_line, format_step_line
+from cockpit.rundir.lines import event_line
 from cockpit.health import HealthWarning
 from cockpit.rundir import (
     EndEvent,

@@ -11,7 +11,7 @@ import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from cockpit.presets import TrainConfig
+    from cockpit.plan.presets import TrainConfig
 
 __all__ = [
     "constant_lr",

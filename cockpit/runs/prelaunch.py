@@ -1,6 +1,6 @@
 """What can be found wrong with a launch before anything is created: data, tokenizer, device, loggers.
 
-Headless mode and the app both ask `headless.launch_problem`, which asks these. Each
+Headless mode, the app and the queue ask `launch_problem`, which asks the others. Each
 returns one line that says what is wrong and how to fix it, or None. They read little
 (the first MiB of at most a few token files, 8 KiB of a text file), so they only catch
 what shows at once: an empty or binary text file, a token file of the wrong length or
@@ -17,7 +17,7 @@ import os
 from array import array
 from pathlib import Path
 
-from cockpit.presets import Preset, logger_names
+from cockpit.plan.presets import Preset, logger_names
 
 # The llm.c shard header, as cockpit/train/data.py reads it (a test checks they agree).
 SHARD_MAGIC = 20240520
@@ -129,7 +129,7 @@ def data_problem(preset: Preset) -> str | None:
 
 def tokenizer_problem(preset: Preset) -> str | None:
     """A tiktoken encoding for text whose package or cached BPE files are missing (no network)."""
-    from cockpit.tokenizers import (
+    from cockpit.text.tokenizers import (
         TIKTOKEN_ENCODINGS,
         _unavailable_message,
         missing_tiktoken_files,
@@ -150,7 +150,7 @@ def device_problem(device: str) -> str | None:
     """`--device cuda` (or cuda:N) where NVML finds no such GPU; None when it cannot tell."""
     if not device.startswith("cuda"):
         return None
-    from cockpit.gpu import NVML_NOT_INSTALLED, nvml_problem, query_gpus
+    from cockpit.plan.gpu import NVML_NOT_INSTALLED, nvml_problem, query_gpus
 
     gpus = query_gpus()
     why = nvml_problem()
@@ -184,4 +184,42 @@ def logger_problem(preset: Preset) -> str | None:
                 f"{name} needs the {name} package: pip install {name} "
                 "(or pip install 'gpt-cockpit[loggers]'), or leave it out of train.loggers"
             )
+    return None
+
+
+def source_problem(source: str) -> str | None:
+    """Why a data source cannot be used before launching (None when it looks usable)."""
+    if source == "default":
+        return None
+    source = os.path.expanduser(source)
+    if glob.has_magic(source):
+        return None if glob.glob(source) else f"no files match {source}"
+    if not Path(source).exists():
+        return f"no such file or folder: {source}"
+    return None
+
+
+def launch_problem(preset: Preset) -> str | None:
+    """Why a preset cannot be launched here (missing data, untrainable architecture), or None.
+
+    Headless mode and the app both check this before starting anything.
+    """
+    problem = source_problem(preset.data.source)
+    if problem:
+        return f"data.source: {problem}"
+    problem = tokenizer_model_problem(preset)  # bits per byte's SentencePiece file
+    if problem:
+        return f"data.tokenizer_model: {problem}"
+    ok, why = preset.trainable
+    if not ok:
+        return f"model.arch: {preset.model.arch!r} cannot be trained yet: {why}"
+    problem = data_problem(preset)  # an empty, binary or mis-sized file, ids past vocab
+    if problem:
+        return f"data.source: {problem}"
+    problem = tokenizer_problem(preset)  # a BPE whose files are not cached here
+    if problem:
+        return f"data.tokenizer: {problem}"
+    problem = logger_problem(preset)  # a logger whose package is not installed
+    if problem:
+        return f"train.loggers: {problem}"
     return None

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cockpit.presets import Preset, PresetError
+from cockpit.plan.presets import Preset, PresetError
 
 
 def _int(text: str) -> int:

@@ -2,7 +2,7 @@
 
 No torch here: the CLI (`estimate --exact`) and the app (the editor's exact figure) start the
 tracer as a child, so torch loads in that process only. The child's points are kept per preset
-shape (cockpit.estimate.save_traces), and `estimate()` reads them from there: once a shape is
+shape (cockpit.plan.estimate.save_traces), and `estimate()` reads them from there: once a shape is
 traced at two micro-batches, every later estimate of that shape is the traced line at once.
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cockpit.estimate import load_traces, save_traces
-from cockpit.presets import Preset
+from cockpit.plan.estimate import load_traces, save_traces
+from cockpit.plan.presets import Preset
 
 NO_TORCH = "torch is not installed here (pip install torch)"
 

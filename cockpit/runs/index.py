@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from cockpit.format import counted
+from cockpit.common.format import counted
 from cockpit.rundir.layout import EVENTS_JSONL, PRESET_JSON, RUN_JSON
 
 INDEX_NAME = "runs.index"
@@ -94,7 +94,7 @@ def _holds_a_run(path: Path) -> bool:
 
 def _rewrite(index: Path, entries: list[Path]) -> None:
     """Replace the index with `entries` (atomically); a failure leaves it as it was."""
-    from cockpit.fsutil import atomic_write_text
+    from cockpit.common.fsutil import atomic_write_text
 
     try:
         atomic_write_text(index, "".join(f"{p}\n" for p in entries))

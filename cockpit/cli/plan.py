@@ -11,8 +11,9 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from cockpit.diagnostics import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, info
-from cockpit.estimate import (
+from cockpit.common.diagnostics import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, info
+from cockpit.common.format import human_count, rough_eta
+from cockpit.plan.estimate import (
     DEFAULT_HEADROOM,
     Estimate,
     as_dict,
@@ -20,9 +21,8 @@ from cockpit.estimate import (
     human_bytes,
     suggest_batch,
 )
-from cockpit.format import human_count, rough_eta
-from cockpit.gpu import CATALOG, GpuSpec, nvml_problem, query_gpus, resolve_gpu
-from cockpit.presets import (
+from cockpit.plan.gpu import CATALOG, GpuSpec, nvml_problem, query_gpus, resolve_gpu
+from cockpit.plan.presets import (
     Preset,
     PresetError,
     apply_overrides,
@@ -30,7 +30,7 @@ from cockpit.presets import (
     load_preset,
     preset_problems,
 )
-from cockpit.trace_child import child_command, failure_reason, trace_batches, trace_command
+from cockpit.plan.trace_child import child_command, failure_reason, trace_batches, trace_command
 
 NARROW_PRESETS = 110  # below this many columns the presets table drops heads, width and vocab
 
@@ -319,7 +319,7 @@ COMPILE_NOT_TRACED = (
 
 def exact_trace(preset: Preset, dtype: str, batch: int) -> dict[str, Any] | None:
     """The traced step at `batch` (from the cache, or the tracer child); None, said in one line, when it cannot run."""
-    from cockpit.estimate import load_traces, save_traces, traced_line
+    from cockpit.plan.estimate import load_traces, save_traces, traced_line
 
     batches = trace_batches(batch)
     cached = load_traces(preset, dtype)
@@ -453,7 +453,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         error(f"probe failed: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
         return EXIT_FAILED
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    from cockpit.estimate import fit_calibration, save_calibration
+    from cockpit.plan.estimate import fit_calibration, save_calibration
 
     points = [(int(b), int(peak)) for b, peak in result["points"]]
     try:

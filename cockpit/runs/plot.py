@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cockpit.compare import RunCurves
+from cockpit.runs.compare import RunCurves
 
 INSTALL = "pip install matplotlib (or pip install 'gpt-cockpit[plot]')"
 SEVERITY_COLOURS = {"warning": "#e69f00", "critical": "#d62728"}

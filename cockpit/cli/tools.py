@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from cockpit import rundir, runs
-from cockpit.diagnostics import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, info
+from cockpit.common.diagnostics import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, info
 
 
 def _find(name: str, args: argparse.Namespace) -> Path | None:
@@ -57,7 +57,7 @@ def _find_all(names: list[str], args: argparse.Namespace) -> list[Path] | None:
 
 
 def _read_all(run_dirs: list[Path]) -> list | None:
-    from cockpit.compare import read_curves
+    from cockpit.runs.compare import read_curves
 
     out = []
     for run_dir in run_dirs:
@@ -71,7 +71,7 @@ def _read_all(run_dirs: list[Path]) -> list | None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Runs side by side: best val (and where), final loss, tokens; the presets' differences."""
-    from cockpit import compare
+    from cockpit.runs import compare
 
     run_dirs = _find_all(args.runs, args)
     curves = _read_all(run_dirs) if run_dirs is not None else None
@@ -136,7 +136,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     """Loss, val, LR and grad norm of one or more runs, warnings marked, as a PNG."""
-    from cockpit.plot import PlotUnavailable, draw
+    from cockpit.runs.plot import PlotUnavailable, draw
 
     if not str(args.out).lower().endswith(".png"):
         error(f"--out {args.out}: the picture is a PNG; name it FILE.png")

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cockpit.fsutil import atomic_write_text
+from cockpit.common.fsutil import atomic_write_text
 
 # Tokenizers a preset may name, with their vocabulary sizes where fixed.
 # "char" takes its vocabulary from the corpus (known only once data is read);
@@ -641,11 +641,11 @@ def get_field(preset: Preset, path: str) -> Any:
 
 def builtin_dir() -> Path:
     """The folder of built-in presets: inside the installed wheel, else the repo's presets/."""
-    here = Path(__file__).resolve().parent
-    packaged = here / "_builtin_presets"
+    package = Path(__file__).resolve().parent.parent  # cockpit/
+    packaged = package / "_builtin_presets"
     if packaged.is_dir():
         return packaged
-    return here.parent / "presets"
+    return package.parent / "presets"
 
 
 def user_dir() -> Path:

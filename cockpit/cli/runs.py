@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from cockpit import rundir, runs
-from cockpit.diagnostics import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, info, warn
-from cockpit.format import fmt_float, human_duration, status_markup
-from cockpit.numbers import as_finite
-from cockpit.presets import PresetError, apply_overrides
+from cockpit.common.diagnostics import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, info, warn
+from cockpit.common.format import fmt_float, human_duration, status_markup
+from cockpit.common.numbers import as_finite
+from cockpit.plan.presets import PresetError, apply_overrides
 
 
 def _find(args: argparse.Namespace) -> Path | None:
@@ -201,7 +201,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     device = getattr(args, "device", None) or "auto"
-    from cockpit.prelaunch import device_problem
+    from cockpit.runs.prelaunch import device_problem
 
     problem = device_problem(device)
     if problem:

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from cockpit import rundir
-from cockpit.format import fmt_float, human_count
-from cockpit.run_history import Series
+from cockpit.common.format import fmt_float, human_count
+from cockpit.runs.history import Series
 
 ALIGNS = ("step", "tokens")
 MAX_POINTS = 100_000  # far more than any plot draws: the curves are thinned by the drawer

@@ -19,8 +19,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from cockpit import run_index, rundir
-from cockpit.diagnostics import error, info
+from cockpit import rundir
+
+from cockpit.runs import index as run_index
+from cockpit.common.diagnostics import error, info
 
 
 @dataclass
@@ -101,7 +103,7 @@ def resolve_nproc(value: str | int | None) -> int:
     if value is None or value == "":
         return 1
     if str(value).strip().lower() == "auto":
-        from cockpit.gpu import query_gpus
+        from cockpit.plan.gpu import query_gpus
 
         return max(1, len(query_gpus()))
     n = int(value)
