@@ -245,7 +245,7 @@ class RunScreen(Screen):
         if not self.loaded:
             line1 += "  [dim](reading history...)[/]"
         now = self.app.services.clock() if live else None  # type: ignore[attr-defined]
-        mfu = f"{h.mfu * 100:.1f}%" if h.mfu is not None else "-"
+        mfu = f"{fmt_float(h.mfu * 100, '.1f')}%" if h.mfu is not None else "-"
         took = h.elapsed_s(now)
         if took is None and now is not None and self.created:  # still setting up: since launch
             took = max(0.0, now - self.created)

@@ -8,6 +8,11 @@ from textual_plotext import PlotextPlot
 
 from cockpit.runs.history import Series
 
+# plotext rounds each point's screen position as value * 1e8 and spans the axis as max - min:
+# a value near float's limit (1.8e308) overflows to inf there and its tick code raises. No loss,
+# lr or grad norm a person reads is this large, so a point beyond it is left out like an inf.
+PLOT_LIMIT = 1e100
+
 
 def log_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
     """Ticks for an axis of log10 values from `low` to `high`, labelled with the values themselves."""
@@ -60,7 +65,8 @@ class MetricPlot(PlotextPlot):
         """The finite points to draw (positive ones as log10 on a log plot)."""
         steps, values = data.envelope(buckets)
         if not self.log_y:
-            return steps, values
+            pairs = [(s, v) for s, v in zip(steps, values, strict=True) if abs(v) <= PLOT_LIMIT]
+            return [s for s, _ in pairs], [v for _, v in pairs]
         pairs = [(s, math.log10(v)) for s, v in zip(steps, values, strict=True) if v > 0]
         return [s for s, _ in pairs], [v for _, v in pairs]
 
