@@ -105,7 +105,9 @@ def _print_runs_table(summaries: list[runs.RunSummary]) -> None:
 def _say_skipped(summaries: list[runs.RunSummary]) -> None:
     """One stderr line per damaged run (why), and per run whose log held lines that are no valid record."""
     for s in summaries:
-        if s.problem:
+        if s.status == "unreadable":
+            warn(f"{s.run_dir} is unreadable: {s.problem}")
+        elif s.problem:
             warn(f"{s.run_id} is damaged: {s.problem}; `gpt-cockpit resume {s.run_id}` rebuilds it")
         if s.skipped:
             warn(
@@ -127,6 +129,13 @@ def cmd_attach(args: argparse.Namespace) -> int:
     run_dir = _find(args)
     if run_dir is None:
         return EXIT_USAGE
+    try:
+        rundir.read_run_info(run_dir)
+    except rundir.RunUnreadable as exc:
+        error(str(exc))
+        return EXIT_USAGE
+    except rundir.RunError:
+        pass  # a damaged run (no or a corrupt run.json) is still followed from its event log
     if not getattr(args, "no_ui", False):
         return _open_app(args, run_dir)
     from cockpit.headless import follow_run
@@ -162,6 +171,8 @@ def _status_or_rebuilt(run_dir: Path) -> str:
     """The run's status; a missing or unreadable run.json is rebuilt first (RunError if it cannot be)."""
     try:
         return rundir.run_status(run_dir)
+    except rundir.RunUnreadable:
+        raise  # a permission problem: a new run.json would not make the run ours to read
     except rundir.RunError as exc:
         if rundir.lock_holder(run_dir) is not None:
             raise  # its trainer lives and rewrites it: nothing to rebuild

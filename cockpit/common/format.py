@@ -22,6 +22,7 @@ STATUS_STYLES = {
     "crashed": "bold red",
     "killed": "bold red",
     "error": "red",
+    "unreadable": "dim red",  # another user's private run: listed, not ours to read
 }
 
 

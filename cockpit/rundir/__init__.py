@@ -70,6 +70,7 @@ from cockpit.rundir.layout import (
     RUN_LOCK,
     TRAIN_LOCK,
     RunError,
+    RunUnreadable,
     new_run_id,
     runs_root,
 )
@@ -116,6 +117,7 @@ __all__ = [
     "NullEventWriter",
     "RunBusy",
     "RunError",
+    "RunUnreadable",
     "RunInfo",
     "RunWatcher",
     "SampleEvent",

@@ -36,6 +36,7 @@ from cockpit.rundir.layout import (
     RUN_LOCK,
     RunError,
     fresh_run_path,
+    unreadable,
 )
 
 RUN_SCHEMA_VERSION = 2  # 2: world_size, nnodes (torchrun runs)
@@ -135,6 +136,8 @@ def read_run_info(run_dir: str | os.PathLike[str]) -> RunInfo:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RunError(f"{run_dir} is not a run directory (no {RUN_JSON})") from None
+    except PermissionError:
+        raise unreadable(run_dir, path) from None
     except (OSError, ValueError, RecursionError) as exc:
         raise RunError(f"cannot read {path}: {exc}") from None
     if not isinstance(raw, dict):

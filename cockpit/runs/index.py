@@ -89,7 +89,16 @@ def known_runs(note: Callable[[str], None] | None = None) -> list[Path]:
 
 def _holds_a_run(path: Path) -> bool:
     """The folder still holds a run, even a damaged one (listed as such, not dropped)."""
-    return any((path / name).is_file() for name in RUN_FILES)
+    return holds_a_run(path)
+
+
+def holds_a_run(path: Path) -> bool:
+    """One of a run's files is in the folder; a folder we may not look into (another user's
+    private run) counts too: it is listed as unreadable, never dropped or passed over."""
+    try:
+        return any((path / name).is_file() for name in RUN_FILES)
+    except PermissionError:
+        return True
 
 
 def _rewrite(index: Path, entries: list[Path]) -> None:

@@ -97,7 +97,11 @@ class RunsScreen(Screen):
     def action_attach(self) -> None:
         table = self.query_one(DataTable)
         if self.summaries and 0 <= table.cursor_row < len(self.summaries):
-            self.app.open_run(self.summaries[table.cursor_row].run_dir)  # type: ignore[attr-defined]
+            run = self.summaries[table.cursor_row]
+            if run.status == "unreadable":  # another user's private run: say why, open nothing
+                self.notify(f"{run.run_id}: {run.problem}", severity="warning", timeout=8)
+                return
+            self.app.open_run(run.run_dir)  # type: ignore[attr-defined]
 
     def action_mark(self) -> None:
         """Mark the highlighted run for the compare view (or unmark it); the cursor moves on."""
