@@ -14,6 +14,7 @@ from __future__ import annotations
 import glob
 import importlib.util
 import os
+import stat
 from array import array
 from pathlib import Path
 
@@ -187,15 +188,53 @@ def logger_problem(preset: Preset) -> str | None:
     return None
 
 
+DATA_KINDS = "data must be a regular file, a folder of them, or a glob of them"
+
+
+def _not_a_file(path: str) -> str | None:
+    """What `path` is when it is neither a regular file nor a folder (a device, a pipe...)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # gone meanwhile, or a dangling link: the other checks say so
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kinds = (
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
 def source_problem(source: str) -> str | None:
-    """Why a data source cannot be used before launching (None when it looks usable)."""
+    """Why a data source cannot be used before launching (None when it looks usable).
+
+    Only regular files are data: /dev/zero or /dev/urandom would be read without end (the
+    child died of MemoryError after seconds), and a named pipe would block it; the mode is
+    read with stat, so nothing here opens one.
+    """
     if source == "default":
         return None
     source = os.path.expanduser(source)
     if glob.has_magic(source):
-        return None if glob.glob(source) else f"no files match {source}"
+        matches = sorted(glob.glob(source))
+        if not matches:
+            return f"no files match {source}"
+        odd = [(m, what) for m in matches if (what := _not_a_file(m))]
+        if odd:
+            return f"{source} matches {odd[0][0]}, {odd[0][1]}: {DATA_KINDS}"
+        return None
     if not Path(source).exists():
         return f"no such file or folder: {source}"
+    what = _not_a_file(source)
+    if what:
+        return f"{source} is {what}, not a file: {DATA_KINDS}"
+    if Path(source).is_dir():
+        odd = [(p, w) for p in sorted(Path(source).glob("*.bin")) if (w := _not_a_file(str(p)))]
+        if odd:
+            return f"{source} holds {odd[0][0].name}, {odd[0][1]}: {DATA_KINDS}"
     return None
 
 
