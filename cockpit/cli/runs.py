@@ -198,6 +198,16 @@ def cmd_resume(args: argparse.Namespace) -> int:
             f"{run_dir.name} is still {status}; attach to it with `gpt-cockpit attach {run_dir.name}`"
         )
         return EXIT_USAGE
+    from cockpit.runs.prelaunch import device_problem, resume_problem
+
+    # before --max-steps writes anything: a refused resume changes nothing
+    problem = resume_problem(run_dir)
+    if problem:
+        error(
+            f"{problem}; start it again from step 0 with "
+            f"`gpt-cockpit --preset {run_dir / rundir.PRESET_JSON}`"
+        )
+        return EXIT_USAGE
     max_steps = getattr(args, "max_steps", None)
     try:
         if max_steps is not None:
@@ -212,8 +222,6 @@ def cmd_resume(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     device = getattr(args, "device", None) or "auto"
-    from cockpit.runs.prelaunch import device_problem
-
     problem = device_problem(device)
     if problem:
         error(problem)
