@@ -15,6 +15,16 @@ from typing import Any
 
 GIB = 1024**3
 
+# bf16 tensor cores arrived with Ampere (sm_80). torch.cuda.is_bf16_supported() also says
+# True on 7.x (T4, V100), where it is emulated without tensor cores or flash attention:
+# the engine and the planner both decide by this capability, so they agree on fp16 there.
+BF16_MIN_CAPABILITY = (8, 0)
+
+
+def has_bf16(capability: tuple[int, int] | None) -> bool:
+    """True if a GPU of this compute capability multiplies bf16 on tensor cores."""
+    return capability is not None and tuple(capability) >= BF16_MIN_CAPABILITY
+
 
 @dataclass(frozen=True)
 class GpuSpec:
@@ -151,8 +161,7 @@ class GpuStatus:
 
     @property
     def bf16(self) -> bool:
-        cc = self.compute_capability
-        return bool(cc and cc >= (8, 0))
+        return has_bf16(self.compute_capability)
 
 
 _nvml_lock = threading.Lock()
