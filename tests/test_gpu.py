@@ -94,11 +94,11 @@ def test_every_catalog_name_finds_itself() -> None:
 
 def test_peak_flops_by_dtype() -> None:
     assert peak_flops("A100-80GB") == 312e12
-    assert peak_flops("A100-80GB", "fp32") == 19.5e12
+    assert peak_flops("A100-80GB", "fp32", tf32=False) == 19.5e12
     assert peak_flops("Tesla T4", "bf16") == 65e12  # no bf16 on Turing: the fp16 rate
     assert peak_flops("H100", "fp16") == 989e12
     assert lookup_gpu("A100").peak_flops("bf16") == 312e12
-    assert lookup_gpu("A100").peak_flops("fp32") == 19.5e12
+    assert lookup_gpu("A100").peak_flops("fp32", tf32=False) == 19.5e12
     assert lookup_gpu("H100 SXM").peak_flops("bf16") == 989e12
     assert lookup_gpu("H100 PCIe").peak_flops("bf16") == 756e12
     assert lookup_gpu("H200").peak_flops("bf16") == 989e12

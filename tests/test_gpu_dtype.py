@@ -13,9 +13,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from cockpit.plan.estimate import training_dtype
-from cockpit.plan.gpu import CATALOG, GIB
+from cockpit.plan.estimate import eta_seconds, training_dtype
+from cockpit.plan.gpu import CATALOG, GIB, lookup_gpu
 from cockpit.plan.presets import apply_overrides, load_preset
+from cockpit.train import setup
 from cockpit.train.runtime import EngineError, resolve_dtype
 
 CUDA = torch.device("cuda", 0)
@@ -64,3 +65,36 @@ def test_the_engine_and_the_planner_pick_the_same_dtype(monkeypatch, spec) -> No
     fake_card(monkeypatch, spec.name, spec.compute_capability)
     auto = apply_overrides(load_preset("small"), {"train.dtype": "auto"})
     assert resolve_dtype("auto", CUDA) == training_dtype(auto, spec)
+
+
+@pytest.mark.parametrize(
+    ("name", "tf32_tflops"),
+    [("H100", 494.5), ("A100-80GB", 156), ("L4", 60.5), ("RTX-4090", 82.5), ("B200", 1125)],
+)
+def test_fp32_peak_is_the_tf32_peak_on_ampere_and_newer(name: str, tf32_tflops: float) -> None:
+    spec = lookup_gpu(name)
+    assert spec.peak_flops("fp32") == pytest.approx(tf32_tflops * 1e12)
+    assert spec.peak_flops("fp32", tf32=False) == spec.fp32_tflops * 1e12
+
+
+def test_cards_without_tf32_keep_the_plain_fp32_peak() -> None:
+    for name in ("T4", "V100"):
+        spec = lookup_gpu(name)
+        assert spec.tf32_tflops is None
+        assert spec.peak_flops("fp32") == spec.fp32_tflops * 1e12
+
+
+def test_the_engine_divides_fp32_mfu_by_the_tf32_peak(monkeypatch) -> None:
+    fake_card(monkeypatch, "NVIDIA H100 80GB HBM3", (9, 0))
+    name, memory, peak = setup.gpu_facts(CUDA, "fp32")
+    assert name == "NVIDIA H100 80GB HBM3" and memory == 16 * GIB
+    # 67 TFLOP/s would make a 100 TFLOP/s fp32 run read 150% MFU
+    assert peak == pytest.approx(494.5e12)
+
+
+def test_an_fp32_eta_on_an_h100_uses_the_tf32_peak() -> None:
+    h100 = lookup_gpu("H100")
+    fp32 = apply_overrides(load_preset("small"), {"train.dtype": "fp32"})
+    bf16 = apply_overrides(load_preset("small"), {"train.dtype": "bf16"})
+    # TF32 runs at half the bf16 rate: the fp32 ETA is twice the bf16 one, not 989/67 = 15x
+    assert eta_seconds(fp32, h100) == pytest.approx(2 * eta_seconds(bf16, h100))

@@ -54,10 +54,25 @@ class GpuSpec:
         """True if the GPU has bf16 tensor cores (compute capability 8.0 or newer)."""
         return self.bf16_tflops is not None
 
-    def peak_flops(self, dtype: str = "bf16") -> float:
-        """Peak FLOP/s for the training dtype (bf16 falls back to fp16 where bf16 is missing)."""
+    @property
+    def tf32_tflops(self) -> float | None:
+        """Dense TF32 tensor-core peak; None before Ampere (T4, V100), which have no TF32.
+
+        Half the 16-bit tensor rate on every Ampere, Ada, Hopper and Blackwell part the
+        datasheets list (H100 SXM 989 -> 494.7, A100 312 -> 156, L4 121 -> 60).
+        """
+        return self.fp16_tflops / 2 if has_bf16(self.compute_capability) else None
+
+    def peak_flops(self, dtype: str = "bf16", *, tf32: bool = True) -> float:
+        """Peak FLOP/s for the training dtype (bf16 falls back to fp16 where bf16 is missing).
+
+        fp32 is the TF32 peak where the GPU has one: the engine turns TF32 on for every
+        CUDA run (train/runtime.py enable_tf32), so its fp32 matmuls run on tensor cores
+        (an H100's 495 TFLOP/s, not the 67 of plain fp32). `tf32=False`: plain fp32.
+        """
         if dtype == "fp32":
-            return self.fp32_tflops * 1e12
+            tf32_peak = self.tf32_tflops if tf32 else None
+            return (tf32_peak or self.fp32_tflops) * 1e12
         if dtype == "bf16" and self.bf16_tflops is not None:
             return self.bf16_tflops * 1e12
         return self.fp16_tflops * 1e12
@@ -130,10 +145,11 @@ def lookup_gpu(name: str) -> GpuSpec | None:
     return None
 
 
-def peak_flops(name: str, dtype: str = "bf16") -> float | None:
-    """Peak dense FLOP/s of a GPU by name for the training dtype; None when the GPU is unknown."""
+def peak_flops(name: str, dtype: str = "bf16", *, tf32: bool = True) -> float | None:
+    """Peak dense FLOP/s of a GPU by name for the training dtype (fp32 as TF32 where the GPU
+    has it); None when the GPU is unknown."""
     spec = lookup_gpu(name)
-    return spec.peak_flops(dtype) if spec else None
+    return spec.peak_flops(dtype, tf32=tf32) if spec else None
 
 
 def catalog_names() -> list[str]:
