@@ -98,3 +98,14 @@ def test_an_fp32_eta_on_an_h100_uses_the_tf32_peak() -> None:
     bf16 = apply_overrides(load_preset("small"), {"train.dtype": "bf16"})
     # TF32 runs at half the bf16 rate: the fp32 ETA is twice the bf16 one, not 989/67 = 15x
     assert eta_seconds(fp32, h100) == pytest.approx(2 * eta_seconds(bf16, h100))
+
+
+def test_the_run_records_its_gpus_uuid_as_nvml_writes_it(monkeypatch) -> None:
+    import uuid
+
+    card = uuid.UUID("2aaaa111-1222-2333-3444-455556666222")
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda device=None: SimpleNamespace(uuid=card)
+    )
+    assert setup.gpu_uuid(CUDA) == "GPU-2aaaa111-1222-2333-3444-455556666222"
+    assert setup.gpu_uuid(torch.device("cpu")) is None
