@@ -379,14 +379,26 @@ def print_exact(exact: dict[str, Any], est: Estimate, console: Console) -> None:
 def cmd_gpus(args: argparse.Namespace) -> int:
     """This machine's GPUs (NVML) and the planning catalog."""
     console = _console()
-    gpus = query_gpus()
+    gpus = query_gpus(every=True)  # every GPU, and which cuda:N a run started here sees it as
     if gpus:
         table = Table(title="GPUs on this machine", title_justify="left", header_style="bold")
-        for col in ("#", "name", "memory used / total", "util", "temp", "power", "cc", "bf16"):
+        columns = (
+            "#",
+            "cuda",
+            "name",
+            "memory used / total",
+            "util",
+            "temp",
+            "power",
+            "cc",
+            "bf16",
+        )
+        for col in columns:
             table.add_column(col)
         for g in gpus:
             table.add_row(
                 str(g.index),
+                "hidden" if g.cuda_index is None else f"cuda:{g.cuda_index}",
                 g.name,
                 f"{human_bytes(g.memory_used)} / {human_bytes(g.memory_total)}",
                 "-" if g.utilization is None else f"{g.utilization:.0f}%",

@@ -202,6 +202,7 @@ class StartEvent(Event):
     preset: str | None = None
     device: str | None = None
     gpu: str | None = None
+    gpu_uuid: str | None = None
     dtype: str | None = None
     params: int | None = None
     tokens_per_step: int | None = None

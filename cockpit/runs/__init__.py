@@ -99,7 +99,8 @@ def _host_port(endpoint: str) -> tuple[str, str] | None:
 
 
 def resolve_nproc(value: str | int | None) -> int:
-    """--nproc: a number, or `auto` (every GPU NVML sees; 1 without one). ValueError otherwise."""
+    """--nproc: a number, or `auto` (every GPU CUDA will see, CUDA_VISIBLE_DEVICES applied; 1
+    without one). ValueError otherwise."""
     if value is None or value == "":
         return 1
     if str(value).strip().lower() == "auto":

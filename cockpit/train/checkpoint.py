@@ -288,8 +288,28 @@ def rng_state(device: torch.device | None = None) -> dict[str, Any]:
         "cuda": [],
     }
     if device is not None and device.type == "cuda":
-        state["cuda"] = list(torch.cuda.get_rng_state_all())
+        # This run's own GPU only: a list of every visible GPU's state cannot be put back
+        # when the resume sees fewer of them (8 GPUs rented, then one card).
+        state["cuda"] = [torch.cuda.get_rng_state(_cuda_index(device))]
     return state
+
+
+def _cuda_index(device: torch.device) -> int:
+    """The CUDA index `device` names ("cuda" alone is the current device)."""
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def own_cuda_state(states: list[Any], device: torch.device) -> Any | None:
+    """This device's generator state from a checkpoint's "cuda" list, None if it holds none.
+
+    A list of one is this run's own device (what rng_state writes). A longer list is an
+    older checkpoint's every visible GPU, read at this device's index; an index past its
+    end (fewer GPUs then than now) takes the first, which is a seeded stream like any other.
+    """
+    if not states:
+        return None
+    index = _cuda_index(device)
+    return states[index] if len(states) > 1 and index < len(states) else states[0]
 
 
 def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
@@ -305,8 +325,10 @@ def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> 
         }
     )
     torch.set_rng_state(state["torch"])
-    if device is not None and device.type == "cuda" and state.get("cuda"):
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if device is not None and device.type == "cuda":
+        own = own_cuda_state(state.get("cuda") or [], device)
+        if own is not None:
+            torch.cuda.set_rng_state(own, _cuda_index(device))
 
 
 def _to_lists(value: Any) -> Any:

@@ -141,6 +141,21 @@ def gpu_facts(device: torch.device, dtype: str) -> tuple[str | None, int | None,
     return name, memory, (float(peak) if peak else None)
 
 
+def gpu_uuid(device: torch.device) -> str | None:
+    """The UUID of the GPU this rank trains on, as NVML writes it ("GPU-..."); None on CPU.
+
+    What matches it to NVML's telemetry (plan/gpu.py gpu_by_uuid): CUDA's numbering
+    follows CUDA_VISIBLE_DEVICES and CUDA_DEVICE_ORDER, NVML's does not.
+    """
+    if device.type != "cuda":
+        return None
+    uuid = getattr(torch.cuda.get_device_properties(device), "uuid", None)
+    if uuid is None:
+        return None
+    text = str(uuid)
+    return text if text.startswith("GPU-") else f"GPU-{text}"
+
+
 def tokens_per_byte(data: Any) -> float | None:
     """Validation tokens per byte of validation text (for bits per byte); None when unknown."""
     val_bytes = getattr(data, "val_bytes", None)
@@ -188,6 +203,7 @@ def announce_start(tr: Trainer, resumed_from: int | None) -> None:
         preset=tr.preset.name,
         device=str(tr.device),
         gpu=tr.gpu_name,
+        gpu_uuid=gpu_uuid(tr.device),
         dtype=tr.dtype,
         params=tr.params,
         tokens_per_step=tr.tokens_per_step,

@@ -11,18 +11,21 @@ model and optimizer state with torch.distributed.checkpoint into
 written), and rank 0 writes `last.pt` as always, with `model` and `optimizer`
 empty and `shards` naming that folder. Shard folders that no checkpoint file
 names any more are removed. The world size is checked before loading (a resume
-must keep it: the data positions are per rank).
+must keep it: the data positions are per rank). `sample` and `export` read the model's
+shards back whole, in one process (`load_whole_model`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import shutil
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
+from cockpit.common.diagnostics import first_line
 from cockpit.train import checkpoint as ckpt
 
 if TYPE_CHECKING:
@@ -96,6 +99,31 @@ def load_shards(tr: Trainer, name: str) -> None:
         model_state_dict=state["model"],
         optim_state_dict=state["optimizer"],
     )
+
+
+def load_whole_model(model: torch.nn.Module, folder: Path) -> None:
+    """Load the model part of shard folder `folder` into an unsharded `model`, in this process.
+
+    What sampling and export need from a sharded run: no process group, no optimizer.
+    DCP reads each full tensor from every rank's shards (resharding to one "rank"), into
+    the model's own tensors; a checkpoint that lacks one of the model's weights raises.
+    """
+    import torch.distributed.checkpoint as dcp
+
+    if not folder.is_dir():
+        raise ckpt.CheckpointError(f"{folder} is missing: the checkpoint's shards are gone")
+    state = {"model": model.state_dict()}
+    try:
+        with (
+            warnings.catch_warnings()
+        ):  # "torch.distributed is disabled...": one process, on purpose
+            warnings.simplefilter("ignore", UserWarning)
+            dcp.load(state, checkpoint_id=str(folder), no_dist=True)
+    except Exception as exc:  # noqa: BLE001 - DCP wraps each reader's error in its own type
+        raise ckpt.CheckpointError(
+            f"{folder}: the shards do not load into the saved preset's model ({first_line(exc)})"
+        ) from None
+    model.load_state_dict(state["model"])
 
 
 def prune(ckpt_dir: Path) -> list[str]:

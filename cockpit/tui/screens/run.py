@@ -285,7 +285,7 @@ class RunScreen(Screen):
             limit = f"/{gpu.power_limit_w:.0f}" if gpu.power_limit_w else ""
             est = (
                 f" (est {human_bytes(self.estimated_peak)})"
-                if self.estimated_peak and gpu.index < self.local_ranks
+                if self.estimated_peak and _cuda_index(gpu) < self.local_ranks
                 else ""
             )
             lines.append(
@@ -448,3 +448,8 @@ class RunScreen(Screen):
     def action_runs(self) -> None:
         self.app.pop_screen()
         self.app.open_runs()  # type: ignore[attr-defined]
+
+
+def _cuda_index(gpu: GpuStatus) -> int:
+    """The cuda:N a run started here calls this GPU (local rank N trains on it)."""
+    return gpu.cuda_index if gpu.cuda_index is not None else gpu.index
