@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cockpit import arch as archs
 from cockpit.common.fsutil import atomic_write_text
 
 # Tokenizers a preset may name, with their vocabulary sizes where fixed.
@@ -37,7 +38,7 @@ TOKENIZER_VOCAB: dict[str, int | None] = {
     "o200k_base": 200019,
 }
 
-ARCHS = ("gpt", "golf", "bdh")
+ARCHS = archs.names()  # the built-in architectures (cockpit/arch/); or PATH.py:ClassName
 SCHEDULES = ("cosine", "warmdown", "constant")
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 OPTIMIZERS = ("adamw", "muon")
@@ -61,7 +62,7 @@ class PresetError(ValueError):
 class ModelConfig:
     """The network: shape and architecture."""
 
-    arch: str = "gpt"  # gpt (nanoGPT), golf (parameter-golf baseline), bdh (BDH)
+    arch: str = "gpt"  # gpt (nanoGPT), golf (parameter-golf baseline), bdh (BDH), or PATH.py:ClassName (your own)
     n_layer: int = 4  # transformer blocks (bdh: layers share one set of weights)
     n_head: int = 4  # attention (query) heads
     n_kv_head: int = 0  # key/value heads for grouped-query attention; 0 = same as n_head
@@ -189,14 +190,17 @@ class Preset:
         return arch_trainable(self.model.arch)
 
 
-# Architectures the engine trains (cockpit/train/model.py's ARCHITECTURES; a test checks
-# they agree). The planning core only needs the names.
-_TRAINABLE_ARCHS = ("gpt", "golf", "bdh")
+# Architectures the engine trains (cockpit/train/models' registry; a test checks they agree
+# with cockpit/arch's). The planning core only needs the names.
+_TRAINABLE_ARCHS = archs.names()
 
 
 def arch_trainable(arch: str) -> tuple[bool, str]:
-    """(True, "") if the engine can train `arch`, else (False, reason)."""
-    if arch in _TRAINABLE_ARCHS:
+    """(True, "") if the engine can train `arch`, else (False, reason).
+
+    A model file of your own (PATH.py:ClassName) counts as trainable here: whether it imports,
+    builds and returns the right shapes is measured before launch (cockpit.runs.prelaunch)."""
+    if arch in _TRAINABLE_ARCHS or archs.is_own_model(arch):
         return True, ""
     return False, f"unknown architecture {arch!r}"
 
@@ -326,7 +330,7 @@ def validate(preset: Preset) -> None:
     """
     _check_name(preset.name)
     _check_model_shape(preset.model)
-    _check_model_arch_rules(preset.model)
+    _check_model_ranges(preset.model)
     _check_model_streams(preset.model)
     _check_train_steps(preset.train)
     _check_train_choices(preset.train)
@@ -379,7 +383,8 @@ def _check_name(name: str) -> None:
 
 def _check_model_shape(m: ModelConfig) -> None:
     """The architecture name, the sizes, and how width, heads and kv heads fit together."""
-    _check_choice("model.arch", m.arch, ARCHS, "architecture")
+    if not archs.is_own_model(m.arch):
+        _check_choice("model.arch", m.arch, ARCHS, "architecture")
     _check_at_least_one(
         "model", m, ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "mlp_ratio")
     )
@@ -396,27 +401,14 @@ def _check_model_shape(m: ModelConfig) -> None:
     kv = m.n_kv_head or m.n_head
     if m.n_head % kv:
         raise PresetError("model.n_kv_head", f"{kv} must divide model.n_head={m.n_head}")
-    if m.arch == "gpt" and m.n_kv_head not in (0, m.n_head):
-        raise PresetError(
-            "model.n_kv_head",
-            "the gpt architecture has no grouped-query attention; set it to 0 or use arch golf",
-        )
+    if m.arch in archs.SPECS:
+        problem = archs.get_spec(m.arch).check(m)  # what the architecture itself needs
+        if problem:
+            raise PresetError(*problem)
 
 
-def _check_model_arch_rules(m: ModelConfig) -> None:
-    """What each architecture needs, then the model's ranges."""
-    if m.arch in ("golf", "bdh") and (m.n_embd // m.n_head) % 2:
-        raise PresetError(
-            "model.n_embd",
-            f"rotary embeddings need an even head size; n_embd/n_head is {m.n_embd // m.n_head}",
-        )
-    if m.arch == "golf" and m.n_layer < 2:
-        raise PresetError(
-            "model.n_layer",
-            "the golf architecture splits layers into encoder and decoder halves; use at least 2",
-        )
-    if m.arch == "bdh" and m.mlp_internal_dim_multiplier < 1:
-        raise PresetError("model.mlp_internal_dim_multiplier", "must be at least 1")
+def _check_model_ranges(m: ModelConfig) -> None:
+    """The model's ranges, then the features its architecture must support."""
     if not 0.0 <= m.dropout < 1.0:
         raise PresetError("model.dropout", f"must be in [0, 1), not {m.dropout}")
     if m.logit_softcap < 0:
@@ -425,20 +417,29 @@ def _check_model_arch_rules(m: ModelConfig) -> None:
         raise PresetError("model.rope_base", "must be positive")
     if m.loss_chunk < 0:
         raise PresetError("model.loss_chunk", "must be 0 (off) or a number of tokens per chunk")
-    if m.loss_chunk and m.arch == "bdh":
-        raise PresetError("model.loss_chunk", "the chunked loss is for gpt and golf; set it to 0")
+    if m.loss_chunk and not _supports(m.arch, "chunked_loss"):
+        raise PresetError(
+            "model.loss_chunk",
+            f"the chunked loss is for {' and '.join(archs.supporting('chunked_loss'))}; set it to 0",
+        )
 
     if m.tied_embed_init_std <= 0:
         raise PresetError("model.tied_embed_init_std", "must be positive")
 
 
+def _supports(arch: str, feature: str) -> bool:
+    """The architecture has `feature` (an ArchSpec flag); a model file of your own has none."""
+    return arch in archs.SPECS and bool(getattr(archs.get_spec(arch), feature))
+
+
 def _check_model_streams(m: ModelConfig) -> None:
     """Seed 000's residual-stream variant: how many streams, and how their mix is normalised."""
     _check_at_least_one("model", m, ("num_streams", "mixing_iters"))
-    if m.num_streams > 1 and m.arch != "gpt":
+    if m.num_streams > 1 and not _supports(m.arch, "streams"):
+        built = " and ".join(archs.supporting("streams"))
         raise PresetError(
             "model.num_streams",
-            f"parallel residual streams are built for arch gpt only, not {m.arch}; set it to 1",
+            f"parallel residual streams are built for arch {built} only, not {m.arch}; set it to 1",
         )
     if m.mixing_temperature <= 0:
         raise PresetError(
