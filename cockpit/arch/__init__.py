@@ -25,6 +25,7 @@ __all__ = [
     "resolve_model_file",
     "split_own_model",
     "supporting",
+    "supports",
 ]
 
 
@@ -39,6 +40,13 @@ def get_spec(arch: str) -> ArchSpec:
         return SPECS[arch]
     except KeyError:
         raise KeyError(f"unknown architecture {arch!r}; choose one of {', '.join(SPECS)}") from None
+
+
+def supports(arch: str, feature: str) -> bool:
+    """`arch` has `feature` (an ArchSpec flag: chunked_loss, streams, hf_export, ...); a model
+    file of your own has none of them."""
+    spec = SPECS.get(arch)
+    return spec is not None and bool(getattr(spec, feature))
 
 
 def supporting(feature: str) -> tuple[str, ...]:

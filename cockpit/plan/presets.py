@@ -417,7 +417,7 @@ def _check_model_ranges(m: ModelConfig) -> None:
         raise PresetError("model.rope_base", "must be positive")
     if m.loss_chunk < 0:
         raise PresetError("model.loss_chunk", "must be 0 (off) or a number of tokens per chunk")
-    if m.loss_chunk and not _supports(m.arch, "chunked_loss"):
+    if m.loss_chunk and not archs.supports(m.arch, "chunked_loss"):
         raise PresetError(
             "model.loss_chunk",
             f"the chunked loss is for {' and '.join(archs.supporting('chunked_loss'))}; set it to 0",
@@ -427,15 +427,10 @@ def _check_model_ranges(m: ModelConfig) -> None:
         raise PresetError("model.tied_embed_init_std", "must be positive")
 
 
-def _supports(arch: str, feature: str) -> bool:
-    """The architecture has `feature` (an ArchSpec flag); a model file of your own has none."""
-    return arch in archs.SPECS and bool(getattr(archs.get_spec(arch), feature))
-
-
 def _check_model_streams(m: ModelConfig) -> None:
     """Seed 000's residual-stream variant: how many streams, and how their mix is normalised."""
     _check_at_least_one("model", m, ("num_streams", "mixing_iters"))
-    if m.num_streams > 1 and not _supports(m.arch, "streams"):
+    if m.num_streams > 1 and not archs.supports(m.arch, "streams"):
         built = " and ".join(archs.supporting("streams"))
         raise PresetError(
             "model.num_streams",

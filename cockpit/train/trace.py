@@ -272,7 +272,7 @@ def _materialise(model: torch.nn.Module) -> None:
 def _build(preset: Preset, dtype: str, counter: LiveBytes) -> Any:
     """The trainer's model, optimizer, GradScaler and autocast, on fake CUDA."""
     from cockpit.train import optim
-    from cockpit.train.model import build_model
+    from cockpit.train.models import build_model
 
     device = torch.device("cuda", 0)
     with torch.device("meta"):
