@@ -56,6 +56,7 @@ class OwnModelSpec(ArchSpec):
 
     activation_checkpointing = False
     measured = True
+    pending = False  # not measured yet: every figure is 0 until the measuring child has run
 
     def __init__(self, arch: str, figures: dict[str, Any]) -> None:
         self.name = arch

@@ -245,6 +245,8 @@ def memory_breakdown(
     m, t = preset.model, preset.train
     batch = batch_size or t.batch_size
     dtype = planning_dtype(preset, gpu)
+    if spec_of(m).measured:  # your own model: no formula for its activations, its trace instead
+        return _traced_breakdown(preset, gpu, batch, dtype)
     # SDPA picks flash (sm80+) or memory-efficient attention (sm50+): neither keeps the s^2 scores
     use_flash = (gpu is None or gpu.compute_capability >= (5, 0)) if flash is None else flash
     if not spec_of(m).flash_attention:  # bdh's linear attention keeps its scores
@@ -303,6 +305,46 @@ def memory_breakdown(
         activation_form="flash/SDPA" if use_flash else "plain attention",
         activations_per_layer=per_layer_flash,
         activations_per_layer_plain=per_layer_plain,
+    )
+
+
+def _traced_breakdown(
+    preset: Preset, gpu: GpuSpec | None, batch: int, dtype: str
+) -> MemoryBreakdown:
+    """Your own model's memory: the traced step's bytes by category, on the line through its two
+    traced micro-batches; before it is traced, the weights, gradients and optimizer state alone."""
+    m, t = preset.model, preset.train
+    points = load_traces(preset, dtype)
+    params = count_params(m)
+    parts = {
+        "weights": params * 4,
+        "gradients": params * 4 if t.grad_accum > 1 else 0,
+        "optimizer": optimizer_state_bytes(m, t.optimizer),
+        "activations": 0,
+        "temporaries": 0,
+        "logits/loss": 0,
+    }
+    form = "not traced yet"
+    if len(points) >= 2:
+        lo, hi = min(points), max(points)
+        low, high = points[lo].get("by_category", {}), points[hi].get("by_category", {})
+        for name in parts:
+            a, b = low.get(name, 0), high.get(name, 0)
+            parts[name] = max(0, int(a + (b - a) * (batch - lo) / (hi - lo)))
+        form = "traced"
+    allocated = sum(parts.values())
+    return MemoryBreakdown(
+        weights=parts["weights"],
+        gradients=parts["gradients"],
+        optimizer=parts["optimizer"],
+        amp_copies=0,  # in the traced activations and temporaries
+        activations=parts["activations"] + parts["temporaries"],
+        logits=parts["logits/loss"],
+        allocator_slack=int(allocated * ALLOCATOR_SLACK),
+        cuda_context=CUDA_CONTEXT_BYTES if gpu is not None else 0,
+        activation_form=form,
+        activations_per_layer=0,
+        activations_per_layer_plain=0,
     )
 
 
@@ -374,6 +416,12 @@ def calibration_dir() -> Path:
 def calibration_key(preset: Preset, gpu_name: str) -> str:
     """Measurements depend on the GPU and on everything but the batch size."""
     shape = asdict(preset.model)
+    if not shape["extra"]:
+        del shape["extra"]  # keys made before ModelConfig had it stay valid
+    if archs.is_own_model(preset.model.arch):  # your own model: its file's content, not its name
+        from cockpit.plan.measure import model_file_hash
+
+        shape["arch"] = model_file_hash(preset)
     t = preset.train
     shape.update(
         dtype=t.dtype, compile=t.compile, ckpt=t.activation_checkpointing, optimizer=t.optimizer
@@ -499,6 +547,9 @@ class Estimate:
     peak_bytes: int  # predicted peak GPU memory (total, including the CUDA context)
     eta_s: float | None  # at DEFAULT_MFU (or the given mfu) on this GPU
     traced: bool = False  # the live bytes come from a cached trace's line (`estimate --exact`)
+    # your own model (model.arch = PATH.py:ClassName): "measured" when its parameters and FLOPs
+    # were counted from the module (meta device, FlopCounterMode), "not measured yet" before
+    figures: str = ""
     world_size: int = (
         1  # GPUs training together: memory and peak are per GPU, tokens per step global
     )
@@ -574,7 +625,16 @@ def estimate(
         peak_bytes=int(peak),
         eta_s=eta_seconds(preset, gpu, mfu=mfu_assumed),
         traced=line is not None,
+        figures=_figures_source(m),
     )
+
+
+def _figures_source(m: ModelConfig) -> str:
+    """ "" for a built-in architecture's formulas; your own model's: measured or not yet."""
+    spec = spec_of(m)
+    if not spec.measured:
+        return ""
+    return "not measured yet" if getattr(spec, "pending", False) else "measured"
 
 
 def _estimate_ranks(

@@ -82,6 +82,9 @@ class ModelConfig:
     mixing_temperature: float = 1.0  # softness of the mixing weights; lower is closer to plain
     loss_chunk: int = 0  # fused head + cross-entropy over chunks of this many tokens, never all logits at once; 0 = off (gpt, golf)
     tied_embed_init_std: float = 0.005  # std of the token embedding's normal init (golf)
+    # your own model's extra keys (model.arch = PATH.py:ClassName): kept as given, written back
+    # into the model section, and passed to its class as attributes of its config
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -172,6 +175,7 @@ class Preset:
     def to_dict(self) -> dict[str, Any]:
         """The preset as it is saved (all fields, no load-time bookkeeping)."""
         out = asdict(self)
+        out["model"].update(out["model"].pop("extra"))  # your own model's keys, in the section
         out.pop("source_path")
         out.pop("builtin")
         if not out["extends"]:
@@ -213,8 +217,9 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def _field_types(cls: type) -> dict[str, type]:
+    """The typed fields of a section (not ModelConfig.extra, which holds the keys it lacks)."""
     hints = {"int": int, "float": float, "str": str, "bool": bool}
-    return {f.name: hints[f.type] for f in dataclasses.fields(cls)}  # type: ignore[index]
+    return {f.name: hints[f.type] for f in dataclasses.fields(cls) if f.type in hints}  # type: ignore[index]
 
 
 def _unquote(text: str, kind: type) -> str:
@@ -271,8 +276,15 @@ def _section_from_dict(section: str, raw: Any, base: Any) -> Any:
         raise PresetError(section, f"must be an object of fields, not {type(raw).__name__}")
     types = _field_types(cls)
     values = asdict(base)
+    # your own model's section keeps the keys we do not know: they are its config's
+    own = section == "model" and archs.is_own_model(str(raw.get("arch", values["arch"])))
+    if section == "model":
+        values["extra"] = dict(values["extra"]) if own else {}
     for key, value in raw.items():
         path = f"{section}.{key}"
+        if own and key not in types:
+            values["extra"][key] = _extra_value(path, value)
+            continue
         if key not in types:
             close = _closest(str(key), types)
             hint = (
@@ -285,6 +297,17 @@ def _section_from_dict(section: str, raw: Any, base: Any) -> Any:
             value = ",".join(_coerce(path, v, str) for v in value)
         values[key] = _coerce(path, value, types[key])
     return cls(**values)
+
+
+def _extra_value(path: str, value: Any) -> Any:
+    """An extra key of your own model's section: any JSON value whose numbers are finite."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PresetError(path, f"must be a finite number, not {value}")
+    if isinstance(value, dict):
+        return {k: _extra_value(f"{path}.{k}", v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_extra_value(path, v) for v in value]
+    return value
 
 
 def _closest(word: str, choices: Any) -> str:
@@ -586,7 +609,15 @@ def apply_overrides(preset: Preset, overrides: list[str] | dict[str, Any]) -> Pr
         else [parse_override(o) for o in overrides]
     )
     raw = preset.to_dict()
+    own = archs.is_own_model(str(dict(pairs).get("model.arch", preset.model.arch)))
     for key, value in pairs:
+        if (
+            own
+            and key.startswith("model.")
+            and key.split(".", 1)[1] not in _field_types(ModelConfig)
+        ):
+            raw["model"][key.split(".", 1)[1]] = value  # an extra key of your own model
+            continue
         path = resolve_field_path(key)
         if path in ("name", "description", "extends"):
             raw[path] = value
@@ -603,7 +634,7 @@ def field_paths() -> list[str]:
     """Every dotted field path a preset has, in declaration order."""
     out = []
     for section, cls in _SECTIONS.items():
-        out.extend(f"{section}.{f.name}" for f in dataclasses.fields(cls))
+        out.extend(f"{section}.{name}" for name in _field_types(cls))
     return out
 
 
@@ -691,6 +722,18 @@ def load_preset_file(path: str | os.PathLike[str], *, builtin: bool = False) -> 
         raise PresetError(exc.path, f"{exc.message} (in {p})") from None
     preset.source_path = str(p)
     preset.builtin = builtin
+    return _own_model_beside(preset, p)
+
+
+def _own_model_beside(preset: Preset, preset_file: Path) -> Preset:
+    """model.arch = PATH.py:ClassName is relative to the preset file where the file is there
+    (made absolute here, so every later reader finds it), else to the working directory."""
+    arch = preset.model.arch
+    if not archs.is_own_model(arch) or Path(archs.split_own_model(arch)[0]).is_absolute():
+        return preset
+    path = archs.resolve_model_file(arch, str(preset_file))
+    if path.is_file() and path != Path.cwd() / archs.split_own_model(arch)[0]:
+        preset.model.arch = f"{path}:{archs.split_own_model(arch)[1]}"
     return preset
 
 

@@ -62,7 +62,9 @@ def param_roles(model: Any) -> dict[str, list[torch.nn.Parameter]]:
             continue
         if id(p) in embed_ids:
             role = "embed"
-        elif name.split(".")[0] == "lm_head":
+        elif (
+            "lm_head" in name.split(".")[:-1] or name == "lm_head"
+        ):  # your own model's: net.lm_head
             role = "head"
         elif p.dim() >= 2 and not any(pattern in name for pattern in patterns):
             role = "matrix"
