@@ -19,6 +19,8 @@ from array import array
 from pathlib import Path
 
 from cockpit import rundir
+from cockpit.arch import is_own_model
+from cockpit.plan.measure import ensure_measured
 from cockpit.plan.presets import Preset, logger_names
 
 # The llm.c shard header, as cockpit/train/data.py reads it (a test checks they agree).
@@ -253,6 +255,10 @@ def launch_problem(preset: Preset) -> str | None:
     ok, why = preset.trainable
     if not ok:
         return f"model.arch: {preset.model.arch!r} cannot be trained yet: {why}"
+    if is_own_model(preset.model.arch):  # imported, built and run in a measuring child, never here
+        problem = ensure_measured(preset)
+        if problem:
+            return f"model.arch: {problem}"
     problem = data_problem(preset)  # an empty, binary or mis-sized file, ids past vocab
     if problem:
         return f"data.source: {problem}"

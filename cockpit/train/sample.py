@@ -24,7 +24,7 @@ from cockpit.text.tokenizers import (
     tokenizer_from_state,
 )
 from cockpit.train import checkpoint as ckpt
-from cockpit.train.model import LanguageModel, build_model
+from cockpit.train.models import LanguageModel, build_model
 
 CHECKPOINT_CHOICES = ("auto", "best", "last")
 

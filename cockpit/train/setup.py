@@ -22,7 +22,7 @@ from cockpit.plan.presets import Preset
 from cockpit.train import checkpoint as ckpt
 from cockpit.train import runtime, snapshot
 from cockpit.train.data import BatchSampler, load_data
-from cockpit.train.model import build_model
+from cockpit.train.models import build_model
 from cockpit.train.prefetch import PrefetchSampler, prefetch_wanted
 from cockpit.train.runtime import (
     Dist,
@@ -102,8 +102,7 @@ def build_models(
     except NotImplementedError as exc:
         raise EngineError(f"model.arch={m.arch}: {exc}", kind="arch") from None
     if t.activation_checkpointing:
-        setter = getattr(raw_model, "set_activation_checkpointing", None)
-        if setter is None:
+        if not getattr(raw_model, "checkpointing_supported", False):
             warn(
                 "activation_checkpointing",
                 "info",
@@ -111,7 +110,7 @@ def build_models(
                 "",
             )
         else:
-            setter(True)
+            raw_model.set_activation_checkpointing(True)
     if dist.world_size > 1 and t.parallel == "fsdp":  # sharded in place, no DDP wrapper
         from cockpit.train.sharded import shard_model
 
