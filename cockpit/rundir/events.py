@@ -329,11 +329,10 @@ class EventWriter:
             ):  # a full disk: the newline goes out with the next write
                 self._handle.flush()
 
-    def emit(self, event: str, step: int, **fields: Any) -> dict[str, Any]:
-        """Write one record now and return it."""
-        record = make_record(event, step, **fields)
-        self.write(record)
-        return record
+    def emit(self, event: Event) -> Event:
+        """Write one typed event now and return it (its fields are checked by its dataclass)."""
+        self.write_many((event,))
+        return event
 
     def write(self, record: dict[str, Any] | Event) -> None:
         self.write_many((record,))
@@ -391,8 +390,8 @@ class NullEventWriter(EventWriter):
         self.path = Path(os.devnull)
         self._handle = None
 
-    def emit(self, event: str, step: int, **fields: Any) -> dict[str, Any]:
-        return make_record(event, step, **fields)
+    def emit(self, event: Event) -> Event:
+        return event
 
 
 # --------------------------------------------------------------------------- reading

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from cockpit import rundir
 from cockpit.common.diagnostics import EXIT_INTERRUPTED, EXIT_USAGE, error, exit_code_for_end
-from cockpit.rundir import EventWriter
+from cockpit.rundir import ErrorEvent, EventWriter
 from cockpit.train.threads import usable_cores, wait_politely
 
 if TYPE_CHECKING:
@@ -163,7 +163,8 @@ def _train(run_dir: str | os.PathLike[str], device: str, resume: bool, switch: _
     lost: list[str] = []  # records that could not be written (a full disk)
     if reason in ("error", "crashed"):
         _best_effort(
-            lost, lambda: writer.emit("error", step, message=message, kind=kind, traceback=tail)
+            lost,
+            lambda: writer.emit(ErrorEvent(step=step, message=message, kind=kind, traceback=tail)),
         )
     if reason in ("error", "crashed", "halted"):
         _best_effort(lost, lambda: error(message))
