@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from textual.app import App, ComposeResult
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
@@ -12,6 +13,9 @@ from textual.widgets import Input, Static
 
 from cockpit.plan.estimate import Estimate
 from cockpit.plan.presets import Preset
+
+if TYPE_CHECKING:
+    from cockpit.tui.app import CockpitApp
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -126,7 +130,7 @@ def launch_question(preset: Preset, est: Estimate) -> str:
     )
 
 
-def confirm_launch(app: App, preset: Preset, est: Estimate) -> None:
+def confirm_launch(app: CockpitApp, preset: Preset, est: Estimate) -> None:
     """Launch `preset` after a yes to a question that names its size, device, ETA and verdict
     (a stray key or click must not start a run)."""
     ok, why = preset.trainable
@@ -136,9 +140,9 @@ def confirm_launch(app: App, preset: Preset, est: Estimate) -> None:
 
     def answered(nproc: int | None) -> None:
         if nproc:
-            app.launch_preset(preset, nproc=int(nproc))  # type: ignore[attr-defined]
+            app.launch_preset(preset, nproc=int(nproc))
 
-    gpus = len(getattr(app, "local_gpus", None) or [])
+    gpus = len(app.local_gpus or [])
     question = launch_question(preset, est)
     app.push_screen(
         LaunchScreen(question, nproc_choices(gpus), per_gpu_memory(preset, est)), answered

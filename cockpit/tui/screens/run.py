@@ -28,6 +28,7 @@ from cockpit.common.format import (
 from cockpit.plan.estimate import estimate
 from cockpit.plan.gpu import GpuStatus, spec_for_status
 from cockpit.runs.history import QUIET_PHASES, RunHistory
+from cockpit.tui.access import app_of, services_of
 from cockpit.tui.messages import GpusPolled, RunRecords, RunStatusPolled
 from cockpit.tui.widgets.metric_plot import MetricPlot
 
@@ -63,7 +64,7 @@ class RunScreen(Screen):
         # The app's clock (a fixed one in tests), asked only once the screen is mounted.
         self.watcher = rundir.RunWatcher(
             self.run_dir,
-            clock=lambda: self.app.services.clock(),  # type: ignore[attr-defined]
+            clock=lambda: services_of(self).clock(),
         )
         self.dirty = False
         self.loaded = False
@@ -92,7 +93,7 @@ class RunScreen(Screen):
     # ---------------------------------------------------------------- start
 
     def on_mount(self) -> None:
-        services = self.app.services  # type: ignore[attr-defined]
+        services = services_of(self)
         self.title = f"run {self.run_dir.name}"
         try:
             preset = rundir.load_run_preset(self.run_dir)
@@ -143,7 +144,7 @@ class RunScreen(Screen):
         if not self.loaded:
             self.loaded = True
             self.tailer.max_bytes_per_poll = LIVE_POLL_BYTES
-            self.set_interval(self.app.services.tail_poll_s, self.poll_events)  # type: ignore[attr-defined]
+            self.set_interval(services_of(self).tail_poll_s, self.poll_events)
             self.redraw(force=True)
 
     # ---------------------------------------------------------------- live
@@ -197,7 +198,7 @@ class RunScreen(Screen):
         self.run_worker(self._gpu_worker, thread=True, exclusive=True, group="gpu")
 
     def _gpu_worker(self) -> None:
-        self.post_message(GpusPolled(self.app.services.gpu_query()))  # type: ignore[attr-defined]
+        self.post_message(GpusPolled(services_of(self).gpu_query()))
 
     @on(GpusPolled)
     def _gpus_polled(self, message: GpusPolled) -> None:
@@ -244,7 +245,7 @@ class RunScreen(Screen):
         line1 = f"{status_markup(self.status)}  {doing}step {step_progress(h.step, h.max_steps)}  loss {loss}  best val {val}"
         if not self.loaded:
             line1 += "  [dim](reading history...)[/]"
-        now = self.app.services.clock() if live else None  # type: ignore[attr-defined]
+        now = services_of(self).clock() if live else None
         mfu = f"{h.mfu * 100:.1f}%" if h.mfu is not None else "-"
         took = h.elapsed_s(now)
         if took is None and now is not None and self.created:  # still setting up: since launch
@@ -401,4 +402,4 @@ class RunScreen(Screen):
 
     def action_runs(self) -> None:
         self.app.pop_screen()
-        self.app.open_runs()  # type: ignore[attr-defined]
+        app_of(self).open_runs()
