@@ -251,7 +251,7 @@ def query_gpus() -> list[GpuStatus]:
                 temperature_c=float(temp) if temp is not None else None,
                 power_w=power_mw / 1000.0 if power_mw is not None else None,
                 power_limit_w=limit_mw / 1000.0 if limit_mw is not None else None,
-                compute_capability=tuple(cc) if cc is not None else None,  # type: ignore[arg-type]
+                compute_capability=tuple(cc) if cc is not None else None,
             )
         )
     return gpus

@@ -210,7 +210,8 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 def _field_types(cls: type) -> dict[str, type]:
     hints = {"int": int, "float": float, "str": str, "bool": bool}
-    return {f.name: hints[f.type] for f in dataclasses.fields(cls)}  # type: ignore[index]
+    # the annotations are strings (from __future__ import annotations): "int", "float", ...
+    return {f.name: hints[str(f.type)] for f in dataclasses.fields(cls)}
 
 
 def _unquote(text: str, kind: type) -> str:
@@ -605,7 +606,7 @@ def apply_overrides(preset: Preset, overrides: list[str] | dict[str, Any]) -> Pr
 
 def field_paths() -> list[str]:
     """Every dotted field path a preset has, in declaration order."""
-    out = []
+    out: list[str] = []
     for section, cls in _SECTIONS.items():
         out.extend(f"{section}.{f.name}" for f in dataclasses.fields(cls))
     return out

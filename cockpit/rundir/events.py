@@ -30,7 +30,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import IO, Any, ClassVar, TypeVar
 
 from cockpit.common.numbers import as_float
 from cockpit.rundir._coerce import BY_ANNOTATION, EXACT_TYPE, as_int
@@ -38,6 +38,8 @@ from cockpit.rundir.status import END_REASONS  # noqa: F401 - the `end` reasons,
 
 SCHEMA_VERSION = 1
 EVENT_KINDS = ("start", "step", "eval", "sample", "checkpoint", "warning", "end", "error")
+
+E = TypeVar("E", bound="Event")
 
 _NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
@@ -97,7 +99,8 @@ def decode_record(line: str | bytes) -> dict[str, Any]:
     if type(step) is not int or not 0 <= step <= MAX_STEP:
         raise ValueError("no valid step")
     try:
-        return _decode_value(record)
+        decoded: dict[str, Any] = _decode_value(record)
+        return decoded
     except RecursionError:
         raise ValueError("nested too deeply") from None
 
@@ -149,7 +152,7 @@ class Event:
         return record
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> Any:
+    def from_record(cls: type[E], record: dict[str, Any]) -> E:
         """The typed event of `record`; a missing or wrong-typed field reads as its default."""
         get = record.get
         event = cls.__new__(cls)
@@ -298,7 +301,8 @@ class EndEvent(Event):
 
 def parse_event(record: dict[str, Any]) -> Event | None:
     """The typed event of a record, or None for a kind this version does not know."""
-    cls = EVENT_TYPES.get(record.get("event"))  # type: ignore[arg-type]
+    kind = record.get("event")
+    cls = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
     return None if cls is None else cls.from_record(record)
 
 

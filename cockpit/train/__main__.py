@@ -18,7 +18,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from cockpit import rundir
 from cockpit.common.diagnostics import EXIT_INTERRUPTED, EXIT_USAGE, error, exit_code_for_end
@@ -65,18 +65,24 @@ def _traceback_tail(exc: BaseException, lines: int = 12) -> str:
 STOPPING = "stopping after this step with a checkpoint (a second SIGINT exits at once)"
 
 
+class Stoppable(Protocol):
+    """What the stop switch asks of a trainer: finish the step, checkpoint, end `stopped`."""
+
+    def request_stop(self, why: str = ...) -> None: ...
+
+
 class _StopSwitch:
     """Signal state shared with the trainer once it exists (signals can arrive while torch imports)."""
 
     def __init__(self) -> None:
-        self.trainer: object | None = None
+        self.trainer: Stoppable | None = None
         self.why = ""
         self.ended = False  # training is over (its checkpoint written): a second SIGINT waits
 
-    def attach(self, trainer: object) -> None:
+    def attach(self, trainer: Stoppable) -> None:
         self.trainer = trainer
         if self.why:
-            trainer.request_stop(self.why)  # type: ignore[attr-defined]
+            trainer.request_stop(self.why)
 
     def handle(self, signum: int, _frame: object) -> None:
         """First SIGINT/SIGTERM/SIGHUP: graceful stop. A SIGINT after that exits at once (atomic
@@ -90,7 +96,7 @@ class _StopSwitch:
             with contextlib.suppress(RuntimeError, OSError, ValueError):
                 print(f"gpt-cockpit: {self.why}: {STOPPING}", file=sys.stderr, flush=True)
         if self.trainer is not None:
-            self.trainer.request_stop(self.why)  # type: ignore[attr-defined]
+            self.trainer.request_stop(self.why)
 
     def install(self) -> None:
         """Handle the stop signals, then unblock them (runs.launch starts the child with them

@@ -20,6 +20,8 @@ bdh   encoder H*C*N + encoder_v H*C*N + decoder H*N*C + embed V*C + lm_head C*V
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -46,12 +48,13 @@ class LanguageModel(nn.Module):
         """The output head's (vocab, C) weight (the token embedding where tied)."""
         raise NotImplementedError
 
-    def logits_for(self, idx: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    def logits_for(self, idx: torch.Tensor, last_only: bool) -> torch.Tensor:  # pragma: no cover
+        """Logits (B, T, vocab), or (B, 1, vocab) of the last position with `last_only`."""
         raise NotImplementedError
 
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(logits, mean cross-entropy); without targets, logits of the last position only.
 
         With model.loss_chunk set (gpt, golf) the logits are never made whole: the loss comes
@@ -63,7 +66,7 @@ class LanguageModel(nn.Module):
             loss = chunked_cross_entropy(
                 self.features(idx), self.head_weight(), targets, self.loss_chunk, self.logit_softcap
             )
-            return None, loss  # type: ignore[return-value]
+            return None, loss
         logits = self.logits_for(idx, last_only=False)
         loss = F.cross_entropy(
             logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1
@@ -74,7 +77,9 @@ class LanguageModel(nn.Module):
         """Recompute each block's activations in backward instead of storing them."""
         self.activation_checkpointing = enabled
 
-    def _run_block(self, block: nn.Module, x: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
+    def _run_block(
+        self, block: Callable[..., torch.Tensor], x: torch.Tensor, *args: torch.Tensor
+    ) -> torch.Tensor:
         if self.activation_checkpointing and self.training:
             return checkpoint(block, x, *args, use_reentrant=False)
         return block(x, *args)
@@ -227,9 +232,10 @@ class GPT(LanguageModel):
         super().__init__()
         self.block_size = cfg.block_size
         self.num_streams = cfg.num_streams
+        wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.transformer = nn.ModuleDict(
             dict(
-                wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
+                wte=wte,
                 wpe=nn.Embedding(cfg.block_size, cfg.n_embd),
                 drop=nn.Dropout(cfg.dropout),
                 h=nn.ModuleList([_gpt_block(cfg, i) for i in range(cfg.n_layer)]),
@@ -238,7 +244,7 @@ class GPT(LanguageModel):
         )
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
-            self.lm_head.weight = self.transformer.wte.weight  # weight tying (one tensor, two uses)
+            self.lm_head.weight = wte.weight  # weight tying (one tensor, two uses)
         self.apply(_gpt2_init)
         # GPT-2: residual projections scaled by 1/sqrt(2 * n_layer)
         for name, p in self.named_parameters():
@@ -250,14 +256,15 @@ class GPT(LanguageModel):
         if t > self.block_size:
             raise ValueError(f"sequence of {t} tokens is longer than block_size {self.block_size}")
         pos = torch.arange(0, t, dtype=torch.long, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        parts = self.transformer
+        x = parts["drop"](parts["wte"](idx) + parts["wpe"](pos))
         if self.num_streams > 1:  # every stream starts as the embedding; the mean is read out
             x = x.unsqueeze(0).repeat(self.num_streams, 1, 1, 1)
-        for block in self.transformer.h:
+        for block in cast(nn.ModuleList, parts["h"]):
             x = self._run_block(block, x)
         if self.num_streams > 1:
             x = x.mean(0)
-        return self.transformer.ln_f(x)
+        return parts["ln_f"](x)
 
     def head_weight(self) -> torch.Tensor:
         return self.lm_head.weight

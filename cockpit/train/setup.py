@@ -120,7 +120,7 @@ def build_models(
 
         ids = [dist.local_rank] if device.type == "cuda" else None  # gloo on CPU: no device ids
         # No buffer sync per forward: a GPT's buffers are fixed, and evals run on the ranks unevenly.
-        no_sync = (
+        no_sync: dict[str, Any] = (
             {"forward_sync_buffers": False}
             if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
             else {"broadcast_buffers": False}

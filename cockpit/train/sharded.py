@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -93,7 +94,7 @@ def load_shards(
     if not folder.is_dir():
         raise ckpt.CheckpointError(f"{folder} is missing: the checkpoint's shards are gone")
     model_state, optim_state = get_state_dict(model, optimizer)
-    state = {"model": model_state, "optimizer": optim_state}
+    state: dict[str, Any] = {"model": model_state, "optimizer": optim_state}
     dcp.load(state, checkpoint_id=str(folder))
     set_state_dict(
         model,

@@ -71,7 +71,8 @@ class PresetsScreen(Screen):
 
     def gpu_label(self) -> str:
         if self.gpu_choice >= 0:
-            return f"what-if GPU: {self.gpu.name}  (g: next, G: this machine)"  # type: ignore[union-attr]
+            what_if = CATALOG[self.gpu_choice]
+            return f"what-if GPU: {what_if.name}  (g: next, G: this machine)"
         local = self.gpu
         if local is not None:
             return (

@@ -27,6 +27,7 @@ from cockpit.common.format import (
 )
 from cockpit.plan.estimate import estimate
 from cockpit.plan.gpu import GpuStatus, spec_for_status
+from cockpit.plan.presets import Preset
 from cockpit.runs.history import QUIET_PHASES, RunHistory
 from cockpit.tui.access import app_of, services_of
 from cockpit.tui.messages import GpusPolled, RunRecords, RunStatusPolled
@@ -59,6 +60,7 @@ class RunScreen(Screen):
     def __init__(self, run_dir: Path) -> None:
         super().__init__()
         self.run_dir = Path(run_dir)
+        self.sampled: tuple[bool, str] | None = None  # the last sample asked for: (ok, text)
         self.status = "?"
         self.history = RunHistory()
         # The app's clock (a fixed one in tests), asked only once the screen is mounted.
@@ -95,13 +97,14 @@ class RunScreen(Screen):
     def on_mount(self) -> None:
         services = services_of(self)
         self.title = f"run {self.run_dir.name}"
+        self.preset: Preset | None = None  # None when preset.json cannot be read
         try:
             preset = rundir.load_run_preset(self.run_dir)
             self.history.max_steps = preset.train.max_steps
             self.history.eval_interval = preset.train.eval_interval
             self.preset = preset
         except rundir.RunError:
-            self.preset = None
+            pass
         self.created: float | None = None
         self.world_size = 1  # ranks of the run (torchrun), for the per-GPU estimate
         self.local_ranks = 1  # of which on this node: GPU0..GPU(n-1) carry the estimate
