@@ -17,7 +17,7 @@ from fake_trainer import cockpit_command, use_fake_trainer
 from cockpit import rundir, runs
 from cockpit.__main__ import main
 from cockpit.plan.presets import Preset, apply_overrides
-from cockpit.rundir import EventWriter, read_events
+from cockpit.rundir import EndEvent, EventWriter, StartEvent, StepEvent, read_events
 
 
 def tiny(name: str = "tiny", max_steps: int = 20) -> Preset:
@@ -160,7 +160,7 @@ def test_end_event_written_before_death_gives_its_status(tmp_path):
     pid, started = dead_pid()
     rundir.update_run_info(run_dir, status="running", pid=pid, pid_start_time=started)
     with EventWriter(run_dir / rundir.EVENTS_JSONL) as writer:
-        writer.emit("end", 7, reason="stopped", message="stopped on request")
+        writer.emit(EndEvent(step=7, reason="stopped", message="stopped on request"))
     assert rundir.run_status(run_dir) == "stopped"
     assert rundir.read_run_info(run_dir).end_reason is None  # derived, not written
     assert rundir.run_status(run_dir, update=True) == "stopped"
@@ -542,8 +542,8 @@ def test_readers_derive_a_dead_runs_status_without_writing(tmp_path, monkeypatch
     pid, started = dead_pid()
     rundir.update_run_info(run_dir, status="running", pid=pid, pid_start_time=started)
     with EventWriter(run_dir / rundir.EVENTS_JSONL) as writer:
-        writer.emit("start", 0)
-        writer.emit("step", 1, loss=2.0)
+        writer.emit(StartEvent(step=0))
+        writer.emit(StepEvent(step=1, loss=2.0))
     before = run_files(run_dir)
 
     def no_writes(*_args, **_kwargs):

@@ -151,7 +151,7 @@ def test_oom_retry_halves_micro_batch_and_keeps_the_step(tmp_path):
     retried, trainer = grads_after_one_step(
         make_run(tmp_path, "train.batch_size=8", name="b"), "oom_above_batch=2"
     )
-    assert (trainer.micro_batch, trainer.grad_accum) == (2, 4)
+    assert (trainer.state.micro_batch, trainer.state.grad_accum) == (2, 4)
     for name in clean:
         torch.testing.assert_close(retried[name], clean[name], rtol=1e-4, atol=1e-6)
 
@@ -253,10 +253,10 @@ def test_unexpected_exception_is_a_crash_with_traceback(tmp_path, monkeypatch):
     from cockpit.train import evaluate
     from cockpit.train.__main__ import run_child as run_in_process
 
-    def boom(trainer):
+    def boom(evaluator, state):
         raise RuntimeError("boom in eval")
 
-    monkeypatch.setattr(evaluate, "run_eval", boom)
+    monkeypatch.setattr(evaluate.Evaluator, "run", boom)
     run_dir = make_run(tmp_path)
     assert run_in_process(run_dir, "cpu") == 1
     error = events_of(run_dir, "error")[-1]

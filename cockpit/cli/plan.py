@@ -8,18 +8,17 @@ import subprocess
 from typing import Any
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 
 from cockpit.arch import is_own_model
 from cockpit.common.diagnostics import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, info
-from cockpit.common.format import human_count, rough_eta
+from cockpit.common.format import human_bytes, human_count, rough_eta
 from cockpit.plan.estimate import (
     DEFAULT_HEADROOM,
     Estimate,
     as_dict,
     estimate,
-    human_bytes,
     suggest_batch,
 )
 from cockpit.plan.gpu import CATALOG, GpuSpec, nvml_problem, query_gpus, resolve_gpu
@@ -96,7 +95,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
         header_style="bold",
         box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD,
     )
-    columns = [
+    columns: list[tuple[str, JustifyMethod]] = [
         ("name", "left"),
         ("params", "right"),
         ("layers", "right"),
@@ -115,7 +114,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
         "params": 11,
     }
     for col, justify in shown:
-        table.add_column(col, justify=justify, no_wrap=True, min_width=whole.get(col))  # type: ignore[arg-type]
+        table.add_column(col, justify=justify, no_wrap=True, min_width=whole.get(col))
     for preset in presets:
         m, t = preset.model, preset.train
         est = estimate(preset, gpu)

@@ -9,10 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cockpit import arch as archs
 from cockpit import rundir, runs
 from cockpit.common.diagnostics import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, info
+
+if TYPE_CHECKING:
+    from cockpit.runs.compare import RunCurves
 
 
 def _find(name: str, args: argparse.Namespace) -> Path | None:
@@ -57,10 +61,10 @@ def _find_all(names: list[str], args: argparse.Namespace) -> list[Path] | None:
     return found
 
 
-def _read_all(run_dirs: list[Path]) -> list | None:
+def _read_all(run_dirs: list[Path]) -> list[RunCurves] | None:
     from cockpit.runs.compare import read_curves
 
-    out = []
+    out: list[RunCurves] = []
     for run_dir in run_dirs:
         try:
             out.append(read_curves(run_dir))

@@ -602,6 +602,7 @@ def estimate(
         if calibration is not None
         else traced_line(load_traces(preset, planning_dtype(preset, gpu)))
     )
+    peak: float  # bytes
     if calibration is not None:
         peak = calibration.predict(batch) + memory.cuda_context
     elif line is not None:  # the traced step's live bytes, plus what a trace cannot see

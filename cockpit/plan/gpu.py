@@ -302,7 +302,7 @@ def _nvml_gpus() -> list[GpuStatus]:
                 temperature_c=float(temp) if temp is not None else None,
                 power_w=power_mw / 1000.0 if power_mw is not None else None,
                 power_limit_w=limit_mw / 1000.0 if limit_mw is not None else None,
-                compute_capability=tuple(cc) if cc is not None else None,  # type: ignore[arg-type]
+                compute_capability=tuple(cc) if cc is not None else None,
                 uuid=_text(uuid) if uuid is not None else None,
                 pci_bus_id=_text(bus_id) if bus_id is not None else None,
             )

@@ -214,7 +214,7 @@ def launch(
 
     def launched(current: rundir.RunInfo) -> dict[str, object]:
         holder = rundir.lock_holder(path)
-        ours = bool(holder) and holder != process.pid and _descends_from(holder, process.pid)
+        ours = bool(holder and holder != process.pid and _descends_from(holder, process.pid))
         if holder and holder != process.pid and not ours:
             return {}  # another trainer holds the run: this child will be refused, the record is its
         # A fast child may already say running; a resume starts over from starting.

@@ -25,7 +25,7 @@ import random
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import numpy as np
 import torch
@@ -84,7 +84,7 @@ def _write_with_footer(state: dict[str, Any], handle: Any) -> None:
     os.fchmod(handle.fileno(), SHARED_FILE_MODE)  # as the umask allows, like the run's other files
     hashing = _HashingWriter(handle)
     try:
-        torch.save(state, hashing)
+        torch.save(state, cast(IO[bytes], hashing))  # a file as torch.save uses one
     except Exception:
         if hashing.error is not None:
             raise hashing.error from None  # the file's own error, not torch's rewording of it

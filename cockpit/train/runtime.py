@@ -11,8 +11,9 @@ from typing import Any
 import torch
 
 from cockpit import __version__, rundir
+from cockpit.health import HealthWarning
 from cockpit.plan.gpu import has_bf16
-from cockpit.rundir import EventWriter
+from cockpit.rundir import EndEvent, EventWriter, WarningEvent
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -132,6 +133,11 @@ def one_line(text: str, limit: int = 500) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+def warning_event(warning: HealthWarning) -> WarningEvent:
+    """A health warning as the `warning` event of its step."""
+    return WarningEvent(step=int(warning.step), **warning.to_event_fields())
+
+
 def finish_run(
     run_dir: str | os.PathLike[str],
     events: EventWriter,
@@ -143,7 +149,7 @@ def finish_run(
     write_run_info: bool = True,
 ) -> None:
     """The `end` event and run.json's final status, end_reason and end time."""
-    events.emit("end", step, reason=reason, message=one_line(message))
+    events.emit(EndEvent(step=step, reason=reason, message=one_line(message)))
     events.sync()
     if write_run_info:
         changes: dict[str, Any] = {

@@ -140,7 +140,7 @@ def enable_fake_cuda(cache: Path | None = None) -> None:
 
 def _allow_amp() -> None:
     """Autocast and GradScaler on 'cuda' switch themselves off when CUDA is unavailable: not here."""
-    torch.cuda.amp.common.amp_definitely_not_available = lambda: False  # type: ignore[attr-defined]
+    torch.cuda.amp.common.amp_definitely_not_available = lambda: False
     torch.cuda.is_bf16_supported = lambda *_a, **_k: True  # planning for a GPU that has bf16
 
 
@@ -257,7 +257,8 @@ def _materialise(model: torch.nn.Module) -> None:
     made: dict[int, torch.Tensor] = {}
     device = torch.device("cuda", 0)
     for module in model.modules():
-        for table in (module._parameters, module._buffers):
+        tables: tuple[dict[str, Any], ...] = (module._parameters, module._buffers)
+        for table in tables:  # parameters, then buffers: both are name -> tensor (or None)
             for name, t in table.items():
                 if t is None:
                     continue
@@ -341,8 +342,10 @@ def trace_batch(
     with _category(
         counter, "activations"
     ):  # the batch: inputs and targets, as the trainer holds them
-        xy = tuple(
-            torch.zeros((n_seq, m.block_size), dtype=torch.long, device="cuda") for _ in range(2)
+        shape = (n_seq, m.block_size)
+        xy = (
+            torch.zeros(shape, dtype=torch.long, device="cuda"),
+            torch.zeros(shape, dtype=torch.long, device="cuda"),
         )
     counter.reset_peak()
     peak_in_last = (0, "", -1)

@@ -60,6 +60,10 @@ class Services:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# Services' poll and redraw periods, in seconds: what make_app's keyword arguments may set
+TIMINGS = ("status_poll_s", "gpu_poll_s", "tail_poll_s", "redraw_s", "trace_debounce_s")
+
+
 class CockpitApp(App):
     """Plan presets, launch runs, watch them."""
 
@@ -170,7 +174,8 @@ class CockpitApp(App):
         """Start a run of `preset` (on `nproc` ranks) and watch it; a failure is a notification, not a crash."""
         try:
             if nproc > 1:  # a launcher that takes one process only keeps its two arguments
-                run_dir = self.services.launcher(preset, self.services.runs_dir, nproc=nproc)  # type: ignore[call-arg]
+                launch: Callable[..., Path] = self.services.launcher  # this one takes nproc too
+                run_dir = launch(preset, self.services.runs_dir, nproc=nproc)
             else:
                 run_dir = self.services.launcher(preset, self.services.runs_dir)
         except (OSError, rundir.RunError) as exc:
@@ -251,7 +256,11 @@ def make_app(
     **timing: float,
 ) -> CockpitApp:
     """The app with its services; tests pass a fake launcher, fixed GPU facts and a fixed clock."""
-    services = Services(runs_dir=Path(runs_dir) if runs_dir else None, **timing)
+    services = Services(runs_dir=Path(runs_dir) if runs_dir else None)
+    for name, seconds in timing.items():  # status_poll_s, tail_poll_s, ...: the pollers' periods
+        if name not in TIMINGS:
+            raise TypeError(f"make_app() got an unexpected keyword argument {name!r}")
+        setattr(services, name, float(seconds))
     if launcher is not None:
         services.launcher = launcher
     if gpu_query is not None:

@@ -29,6 +29,7 @@ from cockpit.plan.estimate import estimate
 from cockpit.plan.gpu import GpuStatus, spec_for_status
 from cockpit.plan.presets import Preset
 from cockpit.runs.history import QUIET_PHASES, RunHistory
+from cockpit.tui.access import app_of, services_of
 from cockpit.tui.messages import GpusPolled, RunRecords, RunStatusPolled
 from cockpit.tui.widgets.metric_plot import MetricPlot
 
@@ -60,12 +61,13 @@ class RunScreen(Screen):
     def __init__(self, run_dir: Path) -> None:
         super().__init__()
         self.run_dir = Path(run_dir)
+        self.sampled: tuple[bool, str] | None = None  # the last sample asked for: (ok, text)
         self.status = "?"
         self.history = RunHistory()
         # The app's clock (a fixed one in tests), asked only once the screen is mounted.
         self.watcher = rundir.RunWatcher(
             self.run_dir,
-            clock=lambda: self.app.services.clock(),  # type: ignore[attr-defined]
+            clock=lambda: services_of(self).clock(),
         )
         self.dirty = False
         self.loaded = False
@@ -96,15 +98,16 @@ class RunScreen(Screen):
     # ---------------------------------------------------------------- start
 
     def on_mount(self) -> None:
-        services = self.app.services  # type: ignore[attr-defined]
+        services = services_of(self)
         self.title = f"run {self.run_dir.name}"
+        self.preset: Preset | None = None  # None when preset.json cannot be read
         try:
             preset = rundir.load_run_preset(self.run_dir)
             self.history.max_steps = preset.train.max_steps
             self.history.eval_interval = preset.train.eval_interval
             self.preset = preset
         except rundir.RunError:
-            self.preset = None
+            pass
         self.created: float | None = None
         self.world_size = 1  # ranks of the run (torchrun), for the per-GPU estimate
         self.local_ranks = 1  # of which on this node: GPU0..GPU(n-1) carry the estimate
@@ -148,7 +151,7 @@ class RunScreen(Screen):
         if not self.loaded:
             self.loaded = True
             self.tailer.max_bytes_per_poll = LIVE_POLL_BYTES
-            self.set_interval(self.app.services.tail_poll_s, self.poll_events)  # type: ignore[attr-defined]
+            self.set_interval(services_of(self).tail_poll_s, self.poll_events)
             self.redraw(force=True)
 
     # ---------------------------------------------------------------- live
@@ -203,7 +206,7 @@ class RunScreen(Screen):
         self.run_worker(self._gpu_worker, thread=True, exclusive=True, group="gpu")
 
     def _gpu_worker(self) -> None:
-        self.post_message(GpusPolled(self.app.services.gpu_query()))  # type: ignore[attr-defined]
+        self.post_message(GpusPolled(services_of(self).gpu_query()))
 
     @on(GpusPolled)
     def _gpus_polled(self, message: GpusPolled) -> None:
@@ -252,7 +255,7 @@ class RunScreen(Screen):
             line1 += "  [dim](reading history...)[/]"
         if self.resume_block:
             line1 += "  [yellow]no checkpoint to resume (n: start again)[/]"
-        now = self.app.services.clock() if live else None  # type: ignore[attr-defined]
+        now = services_of(self).clock() if live else None
         mfu = f"{fmt_float(h.mfu * 100, '.1f')}%" if h.mfu is not None else "-"
         took = h.elapsed_s(now)
         if took is None and now is not None and self.created:  # still setting up: since launch
@@ -447,7 +450,7 @@ class RunScreen(Screen):
 
     def action_runs(self) -> None:
         self.app.pop_screen()
-        self.app.open_runs()  # type: ignore[attr-defined]
+        app_of(self).open_runs()
 
 
 def _cuda_index(gpu: GpuStatus) -> int:
