@@ -177,6 +177,12 @@ def test_it_trains_headless_with_falling_loss_and_samples(tmp_path, capsys):
     assert main(["sample", str(run_dir), "--tokens", "24", "--seed", "1", "--device", "cpu"]) == 0
     text = capsys.readouterr().out
     assert len(text.strip()) > 0 and set(text) <= set(write_corpus(tmp_path).read_text()) | {"\n"}
+    # exported under the module's own parameter names, loadable by the file's own class
+    assert main(["export", str(run_dir), "--to", str(tmp_path / "out")]) == 0
+    from safetensors.torch import load_file
+
+    weights = load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert "h.0.c_attn.weight" in weights and not any(k.startswith("net.") for k in weights)
 
 
 @pytest.mark.slow
