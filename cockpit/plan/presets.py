@@ -219,7 +219,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 def _field_types(cls: type) -> dict[str, type]:
     """The typed fields of a section (not ModelConfig.extra, which holds the keys it lacks)."""
     hints = {"int": int, "float": float, "str": str, "bool": bool}
-    return {f.name: hints[f.type] for f in dataclasses.fields(cls) if f.type in hints}  # type: ignore[index]
+    return {f.name: hints[f.type] for f in dataclasses.fields(cls) if f.type in hints}
 
 
 def _unquote(text: str, kind: type) -> str:
@@ -632,7 +632,7 @@ def apply_overrides(preset: Preset, overrides: list[str] | dict[str, Any]) -> Pr
 
 def field_paths() -> list[str]:
     """Every dotted field path a preset has, in declaration order."""
-    out = []
+    out: list[str] = []
     for section, cls in _SECTIONS.items():
         out.extend(f"{section}.{name}" for name in _field_types(cls))
     return out
