@@ -119,8 +119,11 @@ def cmd_presets(args: argparse.Namespace) -> int:
     for preset in presets:
         m, t = preset.model, preset.train
         est = estimate(preset, gpu)
+        pending = est.figures == "not measured yet"  # your own model, before `estimate` measures it
         if gpu is None:
             vram = "no GPU"
+        elif pending:
+            vram = "[dim]not traced yet[/]"
         else:
             colour = "green" if est.fits else "red"
             vram = f"[{colour}]{human_bytes(est.peak_bytes)}[/]"
@@ -131,7 +134,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
         )
         cells = {
             "name": label,
-            "params": f"{est.params:,}",
+            "params": "[dim]measured[/]" if pending else f"{est.params:,}",
             "layers": str(m.n_layer),
             "heads": heads,
             "width": str(m.n_embd),
