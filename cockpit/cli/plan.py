@@ -134,7 +134,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
         )
         cells = {
             "name": label,
-            "params": "[dim]measured[/]" if pending else f"{est.params:,}",
+            "params": "[dim]not measured[/]" if pending else f"{est.params:,}",
             "layers": str(m.n_layer),
             "heads": heads,
             "width": str(m.n_embd),
