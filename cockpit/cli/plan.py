@@ -118,8 +118,11 @@ def cmd_presets(args: argparse.Namespace) -> int:
     for preset in presets:
         m, t = preset.model, preset.train
         est = estimate(preset, gpu)
+        pending = est.figures == "not measured yet"  # your own model, before `estimate` measures it
         if gpu is None:
             vram = "no GPU"
+        elif pending:
+            vram = "[dim]not traced yet[/]"
         else:
             colour = "green" if est.fits else "red"
             vram = f"[{colour}]{human_bytes(est.peak_bytes)}[/]"
@@ -130,7 +133,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
         )
         cells = {
             "name": label,
-            "params": f"{est.params:,}",
+            "params": "[dim]not measured[/]" if pending else f"{est.params:,}",
             "layers": str(m.n_layer),
             "heads": heads,
             "width": str(m.n_embd),
@@ -285,17 +288,18 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         error("--nproc must be at least 1")
         return EXIT_USAGE
     # your own model: its parameters and FLOPs are measured, its memory always traced
+    # (the tracer child measures it too: one child, unless the trace cannot run here)
     own = is_own_model(preset.model.arch)
-    if own:
-        problem = ensure_measured(preset)
-        if problem:
-            error(f"model.arch: {problem}")
-            return EXIT_USAGE
     est = estimate(preset, gpu, batch_size=batch, world_size=world)
     exact: dict[str, Any] | None = None
     if getattr(args, "exact", False) or own:
-        exact = exact_trace(preset, est.dtype, est.batch_size)
-        est = estimate(preset, gpu, batch_size=batch, world_size=world)  # with the traced line
+        exact = exact_trace(preset, est.dtype, est.batch_size, quiet=own)
+    if own:
+        problem = ensure_measured(preset)  # cached by the trace, else the measuring child
+        if problem:
+            error(f"model.arch: {problem}")
+            return EXIT_USAGE
+        est = estimate(preset, gpu, batch_size=batch, world_size=world)  # measured and traced
     if getattr(args, "json", False):
         out: dict[str, Any] = as_dict(est)
         if getattr(args, "exact", False) or own:
@@ -333,9 +337,15 @@ COMPILE_NOT_TRACED = (
 )
 
 
-def exact_trace(preset: Preset, dtype: str, batch: int) -> dict[str, Any] | None:
-    """The traced step at `batch` (from the cache, or the tracer child); None, said in one line, when it cannot run."""
+def exact_trace(
+    preset: Preset, dtype: str, batch: int, *, quiet: bool = False
+) -> dict[str, Any] | None:
+    """The traced step at `batch` (from the cache, or the tracer child); None, said in one line, when it cannot run.
+
+    Your own model's tracer child measures its parameters and FLOPs too (kept as the measuring
+    child's would be); `quiet` leaves a broken model file for the measuring child to say."""
     from cockpit.plan.estimate import load_traces, save_traces, traced_line
+    from cockpit.plan.measure import save_measured
 
     batches = trace_batches(batch)
     cached = load_traces(preset, dtype)
@@ -346,11 +356,15 @@ def exact_trace(preset: Preset, dtype: str, batch: int) -> dict[str, Any] | None
         )
         proc = subprocess.run(trace_command(preset, missing, dtype), capture_output=True, text=True)
         if proc.returncode != 0:
-            why = failure_reason(proc.stderr)
-            stands = "no memory figure" if est_own(preset) else "the analytic figure stands"
-            info(f"exact figure unavailable ({why}); {stands}")
+            if not (quiet and proc.returncode == 2):  # 2: a model file the measuring child names
+                why = failure_reason(proc.stderr)
+                stands = "no memory figure" if est_own(preset) else "the analytic figure stands"
+                info(f"exact figure unavailable ({why}); {stands}")
             return None
-        save_traces(preset, dtype, json.loads(proc.stdout.strip().splitlines()[-1])["points"])
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        save_traces(preset, dtype, result["points"])
+        if result.get("figures"):
+            save_measured(preset.model, result["figures"])
         cached = load_traces(preset, dtype)
     point = dict(cached[batch])
     line = traced_line({b: cached[b] for b in batches if b in cached})

@@ -63,7 +63,9 @@ class ExactFigure:
     def want(self, preset: Preset | None, est: Estimate) -> None:
         """The form now shows `preset` (None: invalid fields): trace it unless that is known or moot."""
         self.active = preset is not None
-        if preset is None or est.measured or est.traced or self.app_problem:
+        # your own model's parameters and FLOPs come with its trace (the tracer child measures them)
+        known = (est.measured or est.traced) and est.figures != "not measured yet"
+        if preset is None or known or self.app_problem:
             self.cancel()
             self.key = None
             return

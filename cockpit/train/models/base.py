@@ -18,7 +18,8 @@ class LanguageModel(nn.Module):
     logit_softcap: float = 0.0
     # parameter-name fragments of 2-D tensors the muon optimizer trains as scalars (the spec's)
     control_patterns: tuple[str, ...] = ()
-    checkpointing_supported: bool = True  # set_activation_checkpointing recomputes its blocks
+    # set_activation_checkpointing recomputes its blocks (the spec's activation_checkpointing)
+    checkpointing_supported: bool = True
 
     def features(self, idx: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         """The final hidden states (B, T, C) that the output head turns into logits."""

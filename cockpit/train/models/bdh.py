@@ -8,12 +8,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cockpit.arch.bdh import SPEC
 from cockpit.plan.presets import ModelConfig
 from cockpit.train.models.base import LanguageModel
 
 
 class BDH(LanguageModel):
     """BDH: one shared set of sparse encoder/decoder weights applied n_layer times."""
+
+    checkpointing_supported = SPEC.activation_checkpointing
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()

@@ -110,6 +110,7 @@ class GolfGPT(LanguageModel):
     """
 
     control_patterns = SPEC.control_patterns
+    checkpointing_supported = SPEC.activation_checkpointing
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cockpit.arch.gpt import SPEC
 from cockpit.plan.presets import ModelConfig
 from cockpit.train.models.base import LanguageModel, causal_attention
 from cockpit.train.streams import StreamMix
@@ -92,6 +93,8 @@ def _gpt_block(cfg: ModelConfig, index: int) -> Block:
 
 class GPT(LanguageModel):
     """nanoGPT's GPT: learned positions, pre-LayerNorm, GELU MLP, tied embeddings, GPT-2 init."""
+
+    checkpointing_supported = SPEC.activation_checkpointing
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()

@@ -117,6 +117,8 @@ class OwnModel(LanguageModel):
             self.net = cls(model_config(cfg))
         except Exception as exc:
             raise OwnModelError(f"{path}: {cls.__name__}(config) failed ({_short(exc)})") from None
+        # checkpointing is the module's own, where it has set_activation_checkpointing
+        self.checkpointing_supported = hasattr(self.net, "set_activation_checkpointing")
 
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
@@ -131,10 +133,6 @@ class OwnModel(LanguageModel):
         setter = getattr(self.net, "set_activation_checkpointing", None)
         if setter is not None:
             setter(enabled)
-
-    @property
-    def checkpointing_supported(self) -> bool:
-        return hasattr(self.net, "set_activation_checkpointing")
 
     @torch.no_grad()
     def generate(

@@ -190,6 +190,11 @@ class EditorScreen(Screen):
         lines.append(
             f"params {human_count(est.params, 2)}   FLOPs/token {human_count(est.flops_per_token, 2)}"
         )
+        if est.figures:  # your own model: no formula, the module itself is measured and traced
+            lines.append(
+                f"[dim]your own model: params and FLOPs {est.figures} (counted on the meta "
+                "device, FlopCounterMode); memory traced[/]"
+            )
         lines.append(
             f"tokens/step {est.tokens_per_step:,}   run tokens {human_count(est.run_tokens, 2)}"
         )
