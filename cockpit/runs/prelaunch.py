@@ -225,9 +225,9 @@ def source_problem(source: str) -> str | None:
         matches = sorted(glob.glob(source))
         if not matches:
             return f"no files match {source}"
-        odd = [(m, what) for m in matches if (what := _not_a_file(m))]
-        if odd:
-            return f"{source} matches {odd[0][0]}, {odd[0][1]}: {DATA_KINDS}"
+        bad = [(m, what) for m in matches if (what := _not_a_file(m))]
+        if bad:
+            return f"{source} matches {bad[0][0]}, {bad[0][1]}: {DATA_KINDS}"
         return None
     if not Path(source).exists():
         return f"no such file or folder: {source}"

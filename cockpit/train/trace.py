@@ -300,7 +300,9 @@ def _logits_region(model: torch.nn.Module, counter: LiveBytes) -> None:
     def forward_starts(*_: Any) -> None:
         counter.category = "activations"
 
-    head = getattr(model.export_module(), "lm_head", None)  # your own model's: its module's
+    export_module = getattr(model, "export_module", None)
+    owner = export_module() if callable(export_module) else model
+    head = getattr(owner, "lm_head", None)  # your own model's: its module's
     if isinstance(head, torch.nn.Module):
         head.register_forward_pre_hook(enter)
     model.register_forward_pre_hook(forward_starts)

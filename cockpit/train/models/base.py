@@ -3,6 +3,8 @@ groups, activation checkpointing, and causal attention that stays fast under CPU
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -29,12 +31,13 @@ class LanguageModel(nn.Module):
         """The output head's (vocab, C) weight (the token embedding where tied)."""
         raise NotImplementedError
 
-    def logits_for(self, idx: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    def logits_for(self, idx: torch.Tensor, last_only: bool) -> torch.Tensor:  # pragma: no cover
+        """Logits (B, T, vocab), or (B, 1, vocab) of the last position with `last_only`."""
         raise NotImplementedError
 
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(logits, mean cross-entropy); without targets, logits of the last position only.
 
         With model.loss_chunk set (gpt, golf) the logits are never made whole: the loss comes
@@ -46,7 +49,7 @@ class LanguageModel(nn.Module):
             loss = chunked_cross_entropy(
                 self.features(idx), self.head_weight(), targets, self.loss_chunk, self.logit_softcap
             )
-            return None, loss  # type: ignore[return-value]
+            return None, loss
         logits = self.logits_for(idx, last_only=False)
         loss = F.cross_entropy(
             logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1
@@ -61,7 +64,9 @@ class LanguageModel(nn.Module):
         """Recompute each block's activations in backward instead of storing them."""
         self.activation_checkpointing = enabled
 
-    def _run_block(self, block: nn.Module, x: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
+    def _run_block(
+        self, block: Callable[..., torch.Tensor], x: torch.Tensor, *args: torch.Tensor
+    ) -> torch.Tensor:
         if self.activation_checkpointing and self.training:
             return checkpoint(block, x, *args, use_reentrant=False)
         return block(x, *args)

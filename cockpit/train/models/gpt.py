@@ -100,9 +100,10 @@ class GPT(LanguageModel):
         super().__init__()
         self.block_size = cfg.block_size
         self.num_streams = cfg.num_streams
+        wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.transformer = nn.ModuleDict(
             dict(
-                wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
+                wte=wte,
                 wpe=nn.Embedding(cfg.block_size, cfg.n_embd),
                 drop=nn.Dropout(cfg.dropout),
                 h=nn.ModuleList([_gpt_block(cfg, i) for i in range(cfg.n_layer)]),
@@ -111,7 +112,7 @@ class GPT(LanguageModel):
         )
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
-            self.lm_head.weight = self.transformer.wte.weight  # weight tying (one tensor, two uses)
+            self.lm_head.weight = wte.weight  # weight tying (one tensor, two uses)
         self.apply(_gpt2_init)
         # GPT-2: residual projections scaled by 1/sqrt(2 * n_layer)
         for name, p in self.named_parameters():
@@ -123,14 +124,16 @@ class GPT(LanguageModel):
         if t > self.block_size:
             raise ValueError(f"sequence of {t} tokens is longer than block_size {self.block_size}")
         pos = torch.arange(0, t, dtype=torch.long, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        parts = self.transformer
+        x = parts["drop"](parts["wte"](idx) + parts["wpe"](pos))
         if self.num_streams > 1:  # every stream starts as the embedding; the mean is read out
             x = x.unsqueeze(0).repeat(self.num_streams, 1, 1, 1)
-        for block in self.transformer.h:
+        blocks: nn.ModuleList = parts["h"]  # type: ignore[assignment]
+        for block in blocks:
             x = self._run_block(block, x)
         if self.num_streams > 1:
             x = x.mean(0)
-        return self.transformer.ln_f(x)
+        return parts["ln_f"](x)
 
     def head_weight(self) -> torch.Tensor:
         return self.lm_head.weight

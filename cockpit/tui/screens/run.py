@@ -100,7 +100,7 @@ class RunScreen(Screen):
     def on_mount(self) -> None:
         services = services_of(self)
         self.title = f"run {self.run_dir.name}"
-        self.preset: Preset | None = None  # None when preset.json cannot be read
+        self.preset = None  # None when preset.json cannot be read
         try:
             preset = rundir.load_run_preset(self.run_dir)
             self.history.max_steps = preset.train.max_steps
@@ -374,8 +374,8 @@ class RunScreen(Screen):
 
         if self.preset is None:
             return
-        gpu = self.app.local_gpu_spec()  # type: ignore[attr-defined]
-        confirm_launch(self.app, self.preset, estimate(self.preset, gpu))
+        gpu = app_of(self).local_gpu_spec()
+        confirm_launch(app_of(self), self.preset, estimate(self.preset, gpu))
 
     def action_sample(self) -> None:
         """A prompt box: text from this run's checkpoint (not while it trains)."""
