@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 from typing import Any
 
@@ -13,7 +14,9 @@ from rich.table import Table
 
 from cockpit.common.diagnostics import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, info
 from cockpit.common.format import human_count, rough_eta
+from cockpit.plan.allocator import child_alloc_env
 from cockpit.plan.estimate import (
+    COMPILE_NOTE,
     DEFAULT_HEADROOM,
     Estimate,
     as_dict,
@@ -243,6 +246,8 @@ def print_estimate(
     console.print(
         f"activations per layer: {human_bytes(per_layer)} with flash/SDPA, {human_bytes(plain)} with plain attention"
     )
+    if preset.train.compile and not est.measured:
+        console.print(COMPILE_NOTE)
     colour = "green" if est.fits else ("red" if est.fits is False else "yellow")
     console.print(f"[{colour}]{est.verdict}[/]")
     suggestion = suggest_batch(preset, gpu, headroom, world_size=est.world_size)
@@ -440,7 +445,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
         f"probing {preset.name} on {gpu.name} at micro-batches {low} and {high} ({args.steps} steps each)"
     )
     proc = subprocess.run(
-        probe_command(preset, [low, high], args.steps), capture_output=True, text=True
+        probe_command(preset, [low, high], args.steps),
+        capture_output=True,
+        text=True,
+        env=child_alloc_env(dict(os.environ)),  # measured in the allocator mode that trains
     )
     if (
         proc.returncode == EXIT_USAGE

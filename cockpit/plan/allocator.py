@@ -125,6 +125,7 @@ class AllocatorStats:
     requested: int = 0  # bytes asked for, unrounded
     requested_peak: int = 0
     segments: int = 0  # cudaMalloc calls (expandable: page mappings)
+    reserved_small: int = 0  # of `reserved`, the small pool's (requests of 1 MiB or less)
 
     @property
     def slack_bytes(self) -> int:
@@ -191,6 +192,7 @@ class CachingAllocator:
                 if block.prev is None and block.next is None and not self.expandable:
                     pool.remove(block)
                     self.stats.reserved -= block.size
+                    self.stats.reserved_small -= block.size if pool.small else 0
 
     # ------------------------------------------------------------------ the C++ rules
 
@@ -251,7 +253,7 @@ class CachingAllocator:
                 other.next.prev = block
         block.size += other.size
 
-    def _reserve(self, nbytes: int) -> None:
+    def _reserve(self, nbytes: int, small: bool) -> None:
         s = self.stats
         if self.limit is not None and s.reserved + nbytes > self.limit:
             raise OutOfMemory(
@@ -259,6 +261,7 @@ class CachingAllocator:
                 f"({s.reserved} reserved, {s.allocated} allocated)"
             )
         s.reserved += nbytes
+        s.reserved_small += nbytes if small else 0
         s.reserved_peak = max(s.reserved_peak, s.reserved)
         s.segments += 1
 
@@ -266,7 +269,7 @@ class CachingAllocator:
         if self.expandable:
             return self._expand(pool, size)
         nbytes = allocation_size(size)  # alloc_block: one cudaMalloc
-        self._reserve(nbytes)
+        self._reserve(nbytes, pool.small)
         block = _Block(self._next_address, nbytes, pool.small)
         self._next_address += nbytes + ROUND_LARGE
         return block
@@ -284,7 +287,7 @@ class CachingAllocator:
         if candidate is not None:
             pool.remove(candidate)
         mapped = -(-(size - have) // page) * page  # map_block rounds up to whole pages
-        self._reserve(mapped)
+        self._reserve(mapped, pool.small)
         fresh = _Block(tail.address, mapped, pool.small)
         fresh.prev, fresh.next = tail.prev, tail
         if tail.prev is not None:
@@ -319,3 +322,90 @@ def replay(
             if handle is not None:
                 alloc.free(handle)
     return alloc.stats
+
+
+# --------------------------------------------------------------------------- the training child's mode
+
+ALLOC_CONF_ENV = "PYTORCH_CUDA_ALLOC_CONF"
+# What the training child sets when the user has not: see docs/estimator.md ("Expandable
+# segments") for the figures behind the choice.
+CHILD_ALLOC_CONF = "expandable_segments:True"
+
+
+@dataclass(frozen=True)
+class AllocatorMode:
+    """The caching allocator's settings a process runs with, from PYTORCH_CUDA_ALLOC_CONF."""
+
+    expandable: bool
+    max_split_size: int | None = None  # bytes; None: not set (blocks of any size split)
+    conf: str = ""  # the setting as it reads
+    ours: bool = True  # set by the cockpit (the user set none)
+
+
+def parse_alloc_conf(conf: str) -> AllocatorMode:
+    """expandable_segments and max_split_size_mb from a PYTORCH_CUDA_ALLOC_CONF value
+    ("key:value,key:value"); other keys do not change the model."""
+    expandable, max_split = False, None
+    for item in conf.split(","):
+        key, _, value = item.partition(":")
+        key, value = key.strip(), value.strip()
+        if key == "expandable_segments":
+            expandable = value.lower() == "true"
+        elif key == "max_split_size_mb":
+            try:
+                max_split = int(float(value) * MIB)
+            except ValueError:
+                max_split = None
+    return AllocatorMode(expandable, max_split, conf, ours=False)
+
+
+def child_alloc_env(env: dict[str, str]) -> dict[str, str]:
+    """The training child's environment: CHILD_ALLOC_CONF unless the user set their own."""
+    if env.get(ALLOC_CONF_ENV, "").strip():
+        return env
+    return {**env, ALLOC_CONF_ENV: CHILD_ALLOC_CONF}
+
+
+def child_allocator_mode(env: dict[str, str] | None = None) -> AllocatorMode:
+    """The allocator mode a training child started from this environment runs with."""
+    import os
+
+    source = os.environ if env is None else env
+    conf = child_alloc_env(dict(source))[ALLOC_CONF_ENV]
+    mode = parse_alloc_conf(conf)
+    ours = not source.get(ALLOC_CONF_ENV, "").strip()
+    return AllocatorMode(mode.expandable, mode.max_split_size, conf, ours=ours)
+
+
+# --------------------------------------------------------------------------- the analytic slack
+
+# Fitted to this model's replay of the traced step, every built-in preset at half, its own and
+# double micro-batch (bench/trace_vs_analytic.py; docs/estimator.md "Allocator slack"): with
+# expandable segments the reserved peak is the live peak plus
+FRAGMENTATION = 0.006  # of the live bytes: slivers left between blocks of a grown segment
+PAGE_ALLOWANCE = 16 * MIB  # the last 20 MiB large page and 2 MiB small pages, partly used...
+PAGE_ALLOWANCE_SHARE = 0.10  # ...but never more than this share of a small model's live bytes
+# Without expandable segments the same centre holds, but the slack swings with how block sizes
+# happen to fit (-8.7%..+7.2% around the expandable figure over the same cases): this much more
+# keeps a plan for that mode no more than 3% under.
+PLAIN_MARGIN = 0.06
+COMM_SLACK = FRAGMENTATION  # buffers of a steady size (DDP buckets) pack like the weights
+
+
+def planned_slack(
+    live_bytes: int, freed_logits_bytes: int, mode: AllocatorMode | None = None
+) -> int:
+    """Reserved beyond the live peak, as the allocator model finds it for a training step.
+
+    `freed_logits_bytes` is the 16-bit logits' block (2 bytes a logit; 4 in fp32), freed in the
+    forward: the fp32 tensors of the loss are larger and never fit in it, so it stays reserved
+    beside them at the log-softmax peak."""
+    mode = mode or child_allocator_mode()
+    slack = (
+        freed_logits_bytes
+        + FRAGMENTATION * live_bytes
+        + min(PAGE_ALLOWANCE, PAGE_ALLOWANCE_SHARE * live_bytes)
+    )
+    if not mode.expandable:
+        slack += PLAIN_MARGIN * live_bytes
+    return int(slack)
