@@ -354,3 +354,23 @@ def as_dict(plan: HostPlan, speed: CpuSpeed | None, preset: Preset) -> dict[str,
         out["cpu_flops_per_s"] = speed.flops_per_s if speed else None
         out["cpu_speed_source"] = speed.source if speed else None
     return out
+
+
+def host_batch_fit(preset: Preset, budget_bytes: int) -> tuple[int, int] | None:
+    """(micro-batch, grad_accum) of the largest CPU micro-batch whose host plan stays within
+    `budget_bytes`, keeping the preset's sequences per step; None when not even 1 fits."""
+
+    def need(b: int) -> int:
+        return host_memory(preset, "cpu", batch_size=b).total_bytes
+
+    if need(1) > budget_bytes:
+        return None
+    lo, hi = 1, 2
+    while hi <= 1 << 20 and need(hi) <= budget_bytes:  # linear in the batch: double, then bisect
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if need(mid) <= budget_bytes else (lo, mid)
+    target = preset.train.batch_size * preset.train.grad_accum
+    micro = min(lo, target)
+    return micro, -(-target // micro)
