@@ -692,7 +692,7 @@ def estimate(
     if calibration is not None:
         peak = calibration.predict(batch) + memory.cuda_context
     elif line is not None:  # the traced step's reserved bytes (allocator model), plus the context
-        peak = line[0] + line[1] * batch + memory.cuda_context
+        peak = int(line[0] + line[1] * batch) + memory.cuda_context
     else:
         peak = memory.total_bytes
     run_tokens = preset.tokens_per_step * t.max_steps

@@ -111,7 +111,7 @@ def launch_question(preset: Preset, est: Estimate, problem: str | None = None) -
     from cockpit.plan.host import cpu_eta_line, host_memory, load_cpu_speed
 
     on_cpu = est.gpu is None
-    device = "this machine's CPU (no GPU found)" if on_cpu else f"this machine's {est.gpu.name}"
+    device = f"this machine's {est.gpu.name}" if est.gpu else "this machine's CPU (no GPU found)"
     host = host_memory(preset, "cpu" if on_cpu else "cuda")
     if on_cpu:
         eta_line = cpu_eta_line(preset, load_cpu_speed())
