@@ -125,14 +125,17 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     if args.markdown:
-        Path(args.markdown).write_text(_markdown(rows, load, mode.conf, live, reserved, modes))
+        table = _markdown(rows, load, mode.conf, live, reserved, modes, args.markdown)
+        Path(args.markdown).write_text(table)
     return 0
 
 
-def _markdown(rows: list[dict], load: str, conf: str, live: str, reserved: str, modes: str) -> str:
+def _markdown(
+    rows: list[dict], load: str, conf: str, live: str, reserved: str, modes: str, out: str
+) -> str:
     """The table as committed under bench/results (GiB, errors in percent)."""
     gib = 1024**3
-    command = "python bench/trace_vs_analytic.py --markdown " + "bench/results/<this file>"
+    command = f"python bench/trace_vs_analytic.py --markdown {out}"
     lines = [
         "# Analytic reserved bytes vs the caching allocator model's replay of the traced step",
         "",
