@@ -23,8 +23,10 @@ the monitoring overhead is bench/event_overhead.py.
    recovers (finite losses, no further skips, the loss back below where it was).
 3. Memory: for every built-in preset at three micro-batches, the analytic estimate
    against torch.cuda.max_memory_reserved (error and sign), NVML's used memory against
-   the estimate's total, the tracer's live peak against max_memory_allocated; then the
-   probe's calibration for gpt2_124m against a size it did not probe.
+   the estimate's total, the tracer's live peak against max_memory_allocated, the caching
+   allocator model's replay of the traced step (cockpit/plan/allocator.py) against
+   max_memory_reserved (probe and tracer both in the training child's allocator mode); then
+   the probe's calibration for gpt2_124m against a size it did not probe.
 4. Batch suggestion: 200 steps at the suggested micro-batch for gpt2_124m (from check 1),
    golf_baseline and bdh_8gb: no out-of-memory, peak memory against the GPU's.
 5. Out-of-memory retry from a real OOM: gpt2_124m at a micro-batch the estimate puts at
@@ -78,6 +80,7 @@ from vram_table import batches_for  # noqa: E402
 
 from cockpit import rundir, runs  # noqa: E402
 from cockpit.cli.plan import probe_command, trace_command  # noqa: E402
+from cockpit.plan.allocator import child_alloc_env  # noqa: E402
 from cockpit.plan.estimate import (  # noqa: E402
     estimate,
     flops_per_token,
@@ -508,6 +511,7 @@ def _start_trace(preset: Preset, batches: list[int], dtype: str) -> subprocess.P
         stderr=subprocess.PIPE,
         text=True,
         cwd=REPO,
+        env=child_alloc_env(dict(os.environ)),  # the allocator model in the mode the probe runs
     )
 
 
@@ -527,7 +531,10 @@ def _probe(
 ) -> tuple[dict[int, int], dict[int, int], int | None]:
     """The probe child at `batches` with NVML sampled meanwhile: (reserved, allocated, NVML delta)."""
     with NvmlPeak() as nvml:
-        proc = run_child(probe_command(preset, batches, 3), budget)
+        # in the allocator mode a training child runs with (expandable segments unless set)
+        proc = run_child(
+            probe_command(preset, batches, 3), budget, env=child_alloc_env(dict(os.environ))
+        )
     result = last_json_line(proc) or {}
     measured = {int(b): int(r) for b, r in result.get("points", [])}
     allocated = {int(b): int(a) for b, a in result.get("allocated", [])}
@@ -560,6 +567,8 @@ def _measure_preset(ctx: Context, check: Check, budget: Budget, preset: Preset) 
             tracer.communicate()
     traced = last_json_line(traced_proc) or {}
     traced_peak = {p["batch"]: p["peak_bytes"] for p in traced.get("points", [])}
+    # the caching allocator model's replay of the traced step: what max_memory_reserved() reads
+    modelled = {p["batch"]: p["reserved_bytes"] for p in traced.get("points", [])}
     if not traced_peak:
         check.note(f"{preset.name}: the tracer child gave no points ({child_tail(traced_proc)})")
     errors = []
@@ -576,6 +585,19 @@ def _measure_preset(ctx: Context, check: Check, budget: Budget, preset: Preset) 
                 parts.append(
                     f"traced vs allocated {acc.pct_error(traced_peak[b], allocated[b]):+.1f}%"
                 )
+            if b in modelled:
+                model_err = acc.pct_error(modelled[b], measured[b])
+                parts.append(
+                    f"allocator model {modelled[b] / acc.MIB:,.0f} MiB ({model_err:+.1f}%)"
+                )
+                if b == batches[0]:  # the probe's first size starts from a fresh allocator
+                    check.expect(
+                        acc.memory_error_ok(model_err),
+                        f"{preset.name} @ {b}: allocator model vs max_memory_reserved() "
+                        f"within -5..+10% ({model_err:+.1f}%)",
+                    )
+        elif b in modelled:
+            parts.append(f"allocator model reserved {modelled[b] / acc.MIB:,.0f} MiB")
         check.fig(f"{preset.name} @ {b}", "; ".join(parts))
     if nvml_peak is not None and measured:
         top = max(measured)

@@ -685,7 +685,17 @@ def test_check_3_on_a_faked_h100_measures_in_order_and_compares_the_calibration(
 
     def finish(proc, budget):
         preset, batches = sizes(proc.args)
-        points = [{"batch": b, "peak_bytes": GIB * b} for b in batches]
+        # the allocator model's replay 2% over what the probe measures
+        points = [
+            {
+                "batch": b,
+                "peak_bytes": GIB * b,
+                "reserved_bytes": int(
+                    estimate(preset, ctx.gpu, batch_size=b).memory.reserved_bytes / 1.03 * 1.02
+                ),
+            }
+            for b in batches
+        ]
         return subprocess.CompletedProcess(proc.args, 0, json.dumps({"points": points}), "")
 
     used = iter(range(1, 10**6))
@@ -704,7 +714,13 @@ def test_check_3_on_a_faked_h100_measures_in_order_and_compares_the_calibration(
     )
     check = acc.run_check(acc.Check("3", "t", 600), ga.check_memory(ctx))
     assert calls[:3] == ["cockpit.train.probe", "cockpit", "cockpit.train.probe"], check.notes
-    assert check.figures["gpt2_124m @ 32"].endswith("error +3.0%; traced vs allocated +12.8%")
+    figure = check.figures["gpt2_124m @ 32"]
+    assert "error +3.0%; traced vs allocated " in figure and "; allocator model " in figure
+    assert figure.endswith("MiB (+2.0%)")
+    first = [
+        what for what, ok in check.criteria if "allocator model vs max_memory_reserved" in what
+    ]
+    assert first and all(ok for what, ok in check.criteria if what in first)
     assert "calibration @ 64" in check.figures
     assert "MiB vs" in check.figures["gpt2_124m NVML used (peak) vs estimated total @ 64"]
     failed = [what for what, ok in check.criteria if not ok]

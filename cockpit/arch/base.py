@@ -49,6 +49,7 @@ class ArchSpec:
     flash_attention: bool = True  # SDPA keeps no s^2 scores (bdh's linear attention does)
     # parameter-name fragments of 2-D tensors trained as scalars (Adam) by the muon optimizer
     control_patterns: tuple[str, ...] = ()
+    logits_hole: bool = True  # the 16-bit logits, freed in the forward, leave a reserved hole
     measured: bool = False  # figures measured from the module (your own model), not formulas
 
     def check(self, m: ModelConfig) -> Problem | None:

@@ -30,6 +30,7 @@ class BdhSpec(ArchSpec):
         "BDH: shared sparse encoder/decoder weights applied n_layer times, linear attention"
     )
     flash_attention = False  # its linear attention keeps the (T, T) scores
+    logits_hole = False  # its small vocabulary's logits leave no reserved hole (traced)
 
     def check(self, m: ModelConfig) -> Problem | None:
         problem = rotary_problem(m)

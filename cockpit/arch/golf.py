@@ -67,10 +67,12 @@ class GolfSpec(ArchSpec):
         drop = 1 if m.dropout > 0 else 0  # bool masks, one byte per element
         kv = (m.n_kv_head or a) / a
         per_token_small = 4 * a + 16  # attention logsumexp per head (fp32), two norms' mean/rstd
-        # measured: fp32 rms_norm / relu^2 paths under autocast, one bf16 cast of the normed input
-        # per projection, resid_mix's fp32 tensors; 48 bytes per width, 4 per KV width, 8 per MLP width
-        fp32_extra = 4 if dtype == "fp32" else 0  # most of the block is fp32 under autocast already
-        total = sbh * (48 + 4 * kv + 8 * r + fp32_extra) + s * b * per_token_small + 2 * sbh * drop
+        # traced: fp32 rms_norm / relu^2 paths under autocast, one bf16 cast of the normed input
+        # per projection, resid_mix's fp32 tensors; 4 bytes per KV width, 8 per MLP width, and per
+        # width 42 under autocast (q and k cast to bf16 for flash attention, as a GPU runs it) or 52
+        # in fp32
+        base = 52 if dtype == "fp32" else 42
+        total = sbh * (base + 4 * kv + 8 * r) + s * b * per_token_small + 2 * sbh * drop
         if not flash:
             total += plain_attention_bytes(m, batch, dtype)
         return int(total)

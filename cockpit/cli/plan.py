@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 from typing import Any
 
@@ -14,14 +15,27 @@ from rich.table import Table
 from cockpit.arch import is_own_model
 from cockpit.common.diagnostics import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, info
 from cockpit.common.format import human_bytes, human_count, rough_eta
+from cockpit.plan.allocator import child_alloc_env
 from cockpit.plan.estimate import (
+    COMPILE_NOTE,
     DEFAULT_HEADROOM,
     Estimate,
     as_dict,
+    count_params,
     estimate,
+    flops_per_token,
     suggest_batch,
 )
 from cockpit.plan.gpu import CATALOG, GpuSpec, nvml_problem, query_gpus, resolve_gpu
+from cockpit.plan.host import (
+    CpuSpeed,
+    cpu_eta_line,
+    host_batch_fit,
+    host_memory,
+    load_cpu_speed,
+    measure_cpu_speed,
+)
+from cockpit.plan.host import as_dict as host_dict
 from cockpit.plan.measure import ensure_measured
 from cockpit.plan.presets import (
     Preset,
@@ -105,8 +119,13 @@ def cmd_presets(args: argparse.Namespace) -> int:
         ("vocab", "right"),
         ("batch", "right"),
         (vram_header, "right"),
+        ("CPU RAM", "right"),  # a CPU run's host RAM (cockpit.plan.host)
+        ("CPU ETA", "right"),  # at this machine's measured speed
         ("arch", "left"),
     ]
+    speed = load_cpu_speed()
+    if gpu is not None:  # planning for a GPU: the CPU columns would only crowd the table
+        columns = [c for c in columns if not c[0].startswith("CPU")]
     shown = [c for c in columns if not narrow or c[0] not in ("heads", "width", "vocab")]
     # name and params stay whole however narrow the terminal: the other columns give way
     whole = {
@@ -143,8 +162,23 @@ def cmd_presets(args: argparse.Namespace) -> int:
             vram_header: vram,
             "arch": m.arch,
         }
+        if gpu is None:
+            host = host_memory(preset, "cpu")
+            colour = {True: "green", False: "red", None: "yellow"}[host.fits]
+            cells["CPU RAM"] = f"[{colour}]{human_bytes(host.total_bytes)}[/]"
+            eta = speed.eta_seconds(preset) if speed else None
+            cells["CPU ETA"] = rough_eta(eta) if eta is not None else "-"
         table.add_row(*(cells[col] for col, _ in shown))
     console.print(table)
+    if gpu is None:
+        available = host_memory(presets[0], "cpu").available_bytes if presets else None
+        ram = f"{human_bytes(available)} of RAM available" if available else "RAM available unknown"
+        rate = (
+            f"ETAs at {speed.flops_per_s / 1e9:.1f} GFLOP/s ({speed.source})"
+            if speed
+            else "no CPU speed measured yet (`gpt-cockpit estimate NAME --device cpu` measures it)"
+        )
+        console.print(f"CPU columns: a CPU run on this machine, {ram}; {rate}")
     for path, why in preset_problems():
         error(f"skipped {path.name}: {why}")
     return EXIT_OK
@@ -254,6 +288,8 @@ def print_estimate(
         console.print(
             f"activations per layer: {human_bytes(per_layer)} with flash/SDPA, {human_bytes(plain)} with plain attention"
         )
+    if preset.train.compile and not est.measured:
+        console.print(COMPILE_NOTE)
     colour = "green" if est.fits else ("red" if est.fits is False else "yellow")
     console.print(f"[{colour}]{est.verdict}[/]")
     suggestion = suggest_batch(preset, gpu, headroom, world_size=est.world_size)
@@ -287,6 +323,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     if world < 1:
         error("--nproc must be at least 1")
         return EXIT_USAGE
+    if getattr(args, "device", "auto") == "cpu":
+        return estimate_cpu(preset, batch, json_out=bool(getattr(args, "json", False)), args=args)
     # your own model: its parameters and FLOPs are measured, its memory always traced
     # (the tracer child measures it too: one child, unless the trace cannot run here)
     own = is_own_model(preset.model.arch)
@@ -318,13 +356,91 @@ def cmd_estimate(args: argparse.Namespace) -> int:
                 "reason": suggestion.reason,
             }
         )
+        out["host"] = host_dict(host_memory(preset, "cuda", nproc=world), None, preset)
         print(json.dumps(out, indent=2, default=str))
         return EXIT_OK
     console = _console()
     console.print(f"[bold]{preset.name}[/] on {gpu.name if gpu else 'no GPU'}")
     print_estimate(est, preset, gpu, console=console, headroom=headroom)
+    console.print(
+        host_memory(preset, "cuda", batch_size=batch, nproc=world).verdict + " for a GPU run"
+    )
     if exact is not None:
         print_exact(exact, est, console)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- estimate --device cpu
+
+
+def cpu_speed_or_measure(runs_dir: str | None = None) -> CpuSpeed | None:
+    """This machine's CPU speed: finished CPU runs', else the cached calibration, else measured
+    now (a few seconds, said on stderr); None, said in one line, when it cannot be measured."""
+    from cockpit.runs.speed import refresh_cpu_speed
+
+    speed = refresh_cpu_speed(runs_dir)
+    if speed is not None:
+        return speed
+    info("measuring this machine's CPU speed: a few training steps (once per machine and torch)")
+    got = measure_cpu_speed()
+    if isinstance(got, str):
+        info(f"no CPU ETA: {got}")
+        return None
+    return got
+
+
+def estimate_cpu(
+    preset: Preset, batch: int | None, *, json_out: bool, args: argparse.Namespace
+) -> int:
+    """A CPU run's plan: host RAM by part against the RAM available, and the ETA on this CPU."""
+    plan = host_memory(preset, "cpu", batch_size=batch)
+    speed = cpu_speed_or_measure(getattr(args, "runs_dir", None))
+    t = preset.train
+    micro = batch or t.batch_size
+    fit = None if plan.fits else host_batch_fit(preset, int((plan.available_bytes or 0) * 0.92))
+    if json_out:
+        out = host_dict(plan, speed, preset)
+        out.update(
+            preset=preset.name,
+            batch_size=micro,
+            params=count_params(preset.model),
+            tokens_per_step=preset.tokens_per_step,
+            flops_per_token=flops_per_token(preset.model),
+            suggestion=None if fit is None else {"micro_batch": fit[0], "grad_accum": fit[1]},
+        )
+        print(json.dumps(out, indent=2, default=str))
+        return EXIT_OK
+    console = _console()
+    console.print(f"[bold]{preset.name}[/] on this machine's CPU ({plan.dtype})")
+    params = count_params(preset.model)
+    console.print(
+        f"parameters {params:,} ({human_count(params, 2)}); {human_count(flops_per_token(preset.model), 2)} "
+        f"FLOPs per token; {preset.tokens_per_step:,} tokens per step ({t.batch_size} x "
+        f"{t.grad_accum} x {preset.model.block_size}), {t.max_steps:,} steps"
+    )
+    table = Table(
+        title=f"host RAM of a CPU run at micro-batch {micro}",
+        title_justify="left",
+        header_style="bold",
+    )
+    table.add_column("part")
+    table.add_column("bytes", justify="right")
+    for label, value in plan.parts:
+        table.add_row(label, human_bytes(value))
+    table.add_row("[bold]total[/]", f"[bold]{human_bytes(plan.total_bytes)}[/]")
+    if plan.available_bytes is not None:
+        table.add_row("available (psutil)", human_bytes(plan.available_bytes))
+    console.print(table)
+    colour = "green" if plan.fits else ("red" if plan.fits is False else "yellow")
+    console.print(f"[{colour}]{plan.verdict}[/]")
+    if fit is not None:
+        console.print(
+            f"suggestion: --set train.batch_size={fit[0]} --set train.grad_accum={fit[1]} "
+            "(the largest micro-batch that fits in 92% of the available RAM, the same sequences per step)"
+        )
+    elif plan.fits is False:
+        console.print("suggestion: even micro-batch 1 does not fit; shrink the model or block_size")
+    console.print(cpu_eta_line(preset, speed))
     return EXIT_OK
 
 
@@ -491,7 +607,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
         f"probing {preset.name} on {gpu.name} at micro-batches {low} and {high} ({args.steps} steps each)"
     )
     proc = subprocess.run(
-        probe_command(preset, [low, high], args.steps), capture_output=True, text=True
+        probe_command(preset, [low, high], args.steps),
+        capture_output=True,
+        text=True,
+        env=child_alloc_env(dict(os.environ)),  # measured in the allocator mode that trains
     )
     if (
         proc.returncode == EXIT_USAGE

@@ -236,9 +236,14 @@ def cmd_resume(args: argparse.Namespace) -> int:
         except ValueError as exc:
             error(str(exc))
             return EXIT_USAGE
-    if getattr(args, "no_ui", False):
-        from cockpit.headless import launch_and_follow
+    from cockpit.headless import UsageError, launch_and_follow, memory_check
 
+    try:  # the plan against this machine's memory, before anything starts
+        memory_check(preset, device, ranks.nproc, force=bool(getattr(args, "force", False)))
+    except UsageError as exc:
+        error(str(exc))
+        return EXIT_USAGE
+    if getattr(args, "no_ui", False):
         return launch_and_follow(run_dir, device=device, resume=True, ranks=ranks)
     try:
         runs.launch(run_dir, device=device, resume=True, detach=True, ranks=ranks)

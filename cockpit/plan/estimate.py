@@ -23,6 +23,7 @@ from typing import Any
 from cockpit import arch as archs
 from cockpit.arch import ArchSpec
 from cockpit.common.format import human_bytes
+from cockpit.plan.allocator import COMM_SLACK, child_allocator_mode, planned_slack
 from cockpit.plan.gpu import GpuSpec
 from cockpit.plan.presets import ModelConfig, Preset
 
@@ -34,8 +35,9 @@ DEFAULT_HEADROOM = (
 )
 DEFAULT_MFU = 0.35  # assumed model FLOPs utilisation for ETAs before a run measures its own
 CUDA_CONTEXT_BYTES = 512 * MIB  # CUDA context + cuBLAS/cuDNN workspaces: 0.3-2 GiB, ~0.5 typical
-ALLOCATOR_SLACK = (
-    0.07  # caching-allocator fragmentation: reserved exceeds allocated by a few percent
+COMPILE_NOTE = (
+    "train.compile=true: planned as the eager step (torch.compile's memory is not measured; "
+    "it usually holds less, so the plan errs on the safe side)"
 )
 
 
@@ -240,11 +242,13 @@ def memory_breakdown(
     *,
     batch_size: int | None = None,
     flash: bool | None = None,
+    dtype: str | None = None,
 ) -> MemoryBreakdown:
-    """Peak training memory of one micro-batch step for `preset` (optionally at another batch)."""
+    """Peak training memory of one micro-batch step for `preset` (optionally at another batch, or
+    in another dtype than the one planned for `gpu`: a CPU run's, cockpit.plan.host)."""
     m, t = preset.model, preset.train
     batch = batch_size or t.batch_size
-    dtype = planning_dtype(preset, gpu)
+    dtype = dtype or planning_dtype(preset, gpu)
     if spec_of(m).measured:  # your own model: no formula for its activations, its trace instead
         return _traced_breakdown(preset, gpu, batch, dtype)
     # SDPA picks flash (sm80+) or memory-efficient attention (sm50+): neither keeps the s^2 scores
@@ -276,14 +280,12 @@ def memory_breakdown(
     else:
         activations = m.n_layer * per_layer
         activations += _stream_backward_extra(m, tokens, dtype)
-    if t.compile:
-        activations = int(activations * 0.8)  # fused elementwise ops keep fewer intermediates
+    # train.compile: planned as the eager step (compile_note): inductor's savings are not measured,
+    # and a plan must never be under what eager needs without a measurement
     activations += _outside_blocks_bytes(m, tokens, dtype)
     logits = _logit_bytes(m, tokens, dtype)
     if m.loss_chunk > 0:
         logits = _chunked_logit_bytes(m, tokens, dtype)
-    if t.compile:
-        logits = int(logits * 0.6)
     # The peak is in the last micro-batch's log-softmax backward: no gradient of this step exists yet
     # unless earlier micro-batches made them; or at the step's end, gradients complete, if that is more.
     gradients = params * 4 if t.grad_accum > 1 else 0
@@ -292,7 +294,7 @@ def memory_breakdown(
     if at_end > at_logits:
         gradients, amp_copies, activations, logits = params * 4, 0, _end_of_backward_extra(m), 0
     allocated = weights + gradients + optimizer + amp_copies + activations + logits
-    slack = int(allocated * ALLOCATOR_SLACK)
+    slack = planned_slack(int(allocated), _freed_logits_bytes(m, tokens, dtype))
     return MemoryBreakdown(
         weights=weights,
         gradients=gradients,
@@ -340,7 +342,7 @@ def _traced_breakdown(
         amp_copies=0,  # in the traced activations and temporaries
         activations=parts["activations"] + parts["temporaries"],
         logits=parts["logits/loss"],
-        allocator_slack=int(allocated * ALLOCATOR_SLACK),
+        allocator_slack=planned_slack(allocated, 0),  # no formula knows its logits' hole
         cuda_context=CUDA_CONTEXT_BYTES if gpu is not None else 0,
         activation_form=form,
         activations_per_layer=0,
@@ -391,7 +393,18 @@ def memory_per_gpu(
     else:
         mem = replace(mem, comm_buffers=params * 4, comm_form="DDP gradient buckets")
     allocated = mem.total_bytes - mem.allocator_slack - mem.cuda_context
-    return replace(mem, allocator_slack=int(allocated * ALLOCATOR_SLACK))
+    tokens = preset.model.block_size * (batch_size or preset.train.batch_size)
+    hole = _freed_logits_bytes(preset.model, tokens, planning_dtype(preset, gpu))
+    return replace(mem, allocator_slack=planned_slack(allocated, hole))
+
+
+def _freed_logits_bytes(m: ModelConfig, tokens: int, dtype: str) -> int:
+    """The 16-bit logits (fp32: the logits), freed in the forward once the loss has its fp32 copy;
+    their block stays reserved at the log-softmax peak (cockpit.plan.allocator.planned_slack)."""
+    if not spec_of(m).logits_hole:
+        return 0
+    half = 4 if dtype == "fp32" else 2
+    return half * min(tokens, m.loss_chunk or tokens) * m.vocab_size
 
 
 def _end_of_backward_extra(m: ModelConfig) -> int:
@@ -498,7 +511,12 @@ def load_traces(preset: Preset, dtype: str) -> dict[int, dict[str, Any]]:
     path = calibration_dir() / f"{trace_key(preset, dtype)}.json"
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-        return {int(p["batch"]): p for p in raw["points"] if int(p["peak_bytes"]) > 0}
+        # points traced before the allocator model have no reserved figures: traced again
+        return {
+            int(p["batch"]): p
+            for p in raw["points"]
+            if int(p["peak_bytes"]) > 0 and RESERVED_KEYS[0] in p and RESERVED_KEYS[1] in p
+        }
     except (OSError, ValueError, KeyError, TypeError):
         return {}
 
@@ -516,13 +534,24 @@ def save_traces(preset: Preset, dtype: str, points: list[dict[str, Any]]) -> Pat
     return path
 
 
-def traced_line(points: dict[int, dict[str, Any]]) -> tuple[float, float] | None:
-    """(fixed, per-sequence) bytes through the smallest and largest traced micro-batch."""
+RESERVED_KEYS = ("reserved_plain_bytes", "reserved_expandable_bytes")  # a trace point's, by mode
+
+
+def reserved_key() -> str:
+    """The trace point's reserved figure for the allocator mode the training child runs with."""
+    return RESERVED_KEYS[1] if child_allocator_mode().expandable else RESERVED_KEYS[0]
+
+
+def traced_line(
+    points: dict[int, dict[str, Any]], key: str = "peak_bytes"
+) -> tuple[float, float] | None:
+    """(fixed, per-sequence) bytes through the smallest and largest traced micro-batch: of the live
+    peak, or of another figure of the points (`key`, e.g. reserved_key())."""
     if len(points) < 2:
         return None
     lo, hi = min(points), max(points)
-    slope = (points[hi]["peak_bytes"] - points[lo]["peak_bytes"]) / (hi - lo)
-    return points[lo]["peak_bytes"] - slope * lo, slope
+    slope = (points[hi][key] - points[lo][key]) / (hi - lo)
+    return points[lo][key] - slope * lo, slope
 
 
 # --------------------------------------------------------------------------- the estimate
@@ -600,13 +629,13 @@ def estimate(
     line = (
         None
         if calibration is not None
-        else traced_line(load_traces(preset, planning_dtype(preset, gpu)))
+        else traced_line(load_traces(preset, planning_dtype(preset, gpu)), reserved_key())
     )
     peak: float  # bytes
     if calibration is not None:
         peak = calibration.predict(batch) + memory.cuda_context
-    elif line is not None:  # the traced step's live bytes, plus what a trace cannot see
-        peak = (line[0] + line[1] * batch) * (1 + ALLOCATOR_SLACK) + memory.cuda_context
+    elif line is not None:  # the traced step's reserved bytes (allocator model), plus the context
+        peak = int(line[0] + line[1] * batch) + memory.cuda_context
     else:
         peak = memory.total_bytes
     run_tokens = preset.tokens_per_step * t.max_steps
@@ -648,7 +677,7 @@ def _estimate_ranks(
     if preset.train.parallel == "fsdp" or not (one.measured or one.traced):
         peak, measured, traced = memory.total_bytes, False, False
     else:
-        extra = memory.comm_buffers * (1 + ALLOCATOR_SLACK)
+        extra = memory.comm_buffers * (1 + COMM_SLACK)
         peak, measured, traced = int(one.peak_bytes + extra), one.measured, one.traced
     eta = one.eta_s / world_size if one.eta_s is not None else None
     return replace(

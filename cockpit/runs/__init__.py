@@ -21,6 +21,7 @@ from pathlib import Path
 
 from cockpit import rundir
 
+from cockpit.plan.allocator import child_alloc_env
 from cockpit.runs import index as run_index
 from cockpit.common.diagnostics import error, info
 
@@ -187,7 +188,8 @@ def launch(
         cmd = child_command(path, device=device, resume=resume, ranks=ranks)
     else:
         cmd = child_command(path, device=device, resume=resume)
-    child_env = dict(os.environ)
+    # expandable segments unless the user set their own allocator settings (docs/estimator.md)
+    child_env = child_alloc_env(dict(os.environ))
     child_env.setdefault("PYTHONUNBUFFERED", "1")
     if env:
         child_env.update(env)

@@ -19,16 +19,20 @@ from cockpit.plan.presets import Preset
 from cockpit.plan.trace_child import TraceRunner, run_trace_child
 
 
-def default_launcher(preset: Preset, runs_dir: Path | None, nproc: int = 1) -> Path:
+def default_launcher(
+    preset: Preset, runs_dir: Path | None, nproc: int = 1, force: bool = False
+) -> Path:
     """Create a run directory for `preset` and start the trainer detached from the app
     (under torchrun, `nproc` ranks, when more than one).
 
-    The same pre-launch checks as headless mode: a missing data source or an architecture
-    the engine cannot train is a RunError (shown as a message), and nothing is started.
+    The same pre-launch checks as headless mode: a missing data source, an architecture
+    the engine cannot train or a plan over this machine's memory (unless `force`: the launch
+    dialog said so and the user said yes) is a RunError (shown as a message), and nothing is
+    started.
     """
-    from cockpit.runs.prelaunch import launch_problem
+    from cockpit.runs.prelaunch import launch_problem, plan_problem
 
-    problem = launch_problem(preset)
+    problem = launch_problem(preset) or (None if force else plan_problem(preset, "auto", nproc))
     if problem:
         raise rundir.RunError(problem)
     run_dir = rundir.create_run_dir(preset, root=runs_dir)
@@ -170,11 +174,14 @@ class CockpitApp(App):
 
         self.push_screen(RunsScreen())
 
-    def launch_preset(self, preset: Preset, nproc: int = 1) -> None:
-        """Start a run of `preset` (on `nproc` ranks) and watch it; a failure is a notification, not a crash."""
+    def launch_preset(self, preset: Preset, nproc: int = 1, force: bool = False) -> None:
+        """Start a run of `preset` (on `nproc` ranks; `force`: past the memory check, as the
+        launch dialog was answered) and watch it; a failure is a notification, not a crash."""
         try:
-            if nproc > 1:  # a launcher that takes one process only keeps its two arguments
-                launch: Callable[..., Path] = self.services.launcher  # this one takes nproc too
+            launch: Callable[..., Path] = self.services.launcher  # the default takes all three
+            if force:
+                run_dir = launch(preset, self.services.runs_dir, nproc=nproc, force=True)
+            elif nproc > 1:  # a launcher that takes one process only keeps its two arguments
                 run_dir = launch(preset, self.services.runs_dir, nproc=nproc)
             else:
                 run_dir = self.services.launcher(preset, self.services.runs_dir)

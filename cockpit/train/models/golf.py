@@ -106,7 +106,8 @@ class GolfBlock(nn.Module):
 class GolfGPT(LanguageModel):
     """The parameter-golf baseline shape: GQA, RoPE, relu^2, U-Net skips, logit softcap.
 
-    Trained here with AdamW; the baseline's Muon optimizer for matrices is not implemented.
+    golf_baseline trains it as the baseline does (train.optimizer=muon: Muon for the blocks'
+    matrices, Adam for the rest; cockpit/train/muon.py); any preset may pick AdamW instead.
     """
 
     control_patterns = SPEC.control_patterns

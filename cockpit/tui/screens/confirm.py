@@ -105,26 +105,34 @@ class PromptScreen(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-def launch_question(preset: Preset, est: Estimate) -> str:
-    """What a launch will do, for the question before it: size, device, ETA, the verdict."""
+def launch_question(preset: Preset, est: Estimate, problem: str | None = None) -> str:
+    """What a launch will do, for the question before it: size, device, ETA, the verdict, the
+    host RAM (on a CPU: the run's tensors; on a GPU: the host side) and, when the plan does not
+    fit this machine (`problem`, from prelaunch.plan_problem), why and what would."""
     from cockpit.common.format import human_params, rough_eta
+    from cockpit.plan.host import cpu_eta_line, host_memory, load_cpu_speed
 
-    device = (
-        f"this machine's {est.gpu.name}"
-        if est.gpu is not None
-        else "this machine's CPU (no GPU found)"
-    )
-    eta = f"about {rough_eta(est.eta_s)}" if est.eta_s else "unknown (no GPU to estimate with)"
+    on_cpu = est.gpu is None
+    device = f"this machine's {est.gpu.name}" if est.gpu else "this machine's CPU (no GPU found)"
+    host = host_memory(preset, "cpu" if on_cpu else "cuda")
+    if on_cpu:
+        eta_line = cpu_eta_line(preset, load_cpu_speed())
+        verdict = host.verdict
+    else:
+        eta = (
+            f"about {rough_eta(est.eta_s)}"
+            if est.eta_s
+            else "unknown (GPU peak not in the catalog)"
+        )
+        eta_line, verdict = f"ETA {eta}", f"{est.verdict}\n{host.verdict}"
     steps = f"{preset.train.max_steps:,} steps"
-    head = (
-        f"[b]{preset.name}[/] probably does not fit:"
-        if est.fits is False
-        else f"Launch [b]{preset.name}[/]?"
-    )
+    misfit = problem is not None or est.fits is False
+    head = f"[b]{preset.name}[/] does not fit:" if misfit else f"Launch [b]{preset.name}[/]?"
+    why = f"\n[b]{problem}[/]" if problem else ""
     return (
         f"{head}\n{human_params(est.params)} parameters, {steps} on {device}\n"
-        f"ETA {eta}\n{est.verdict}\n\n"
-        + ("Launch anyway?" if est.fits is False else "Start training now?")
+        f"{eta_line}\n{verdict}{why}\n\n"
+        + ("Launch anyway (y forces it)?" if misfit else "Start training now?")
     )
 
 
@@ -136,13 +144,18 @@ def confirm_launch(app: CockpitApp, preset: Preset, est: Estimate) -> None:
         app.notify(f"{preset.name} cannot be trained: {why}", severity="error")
         return
 
+    from cockpit.runs.prelaunch import plan_problem
+
+    problem = plan_problem(preset, "auto", 1)
     gpus = len(app.local_gpus or [])
-    question = launch_question(preset, est)
+    question = launch_question(preset, est, problem)
     screen = LaunchScreen(question, nproc_choices(gpus), per_gpu_memory(preset, est))
 
     def answered(yes: bool | None) -> None:
         if yes:
-            app.launch_preset(preset, nproc=screen.nproc)
+            nproc = screen.nproc
+            forced = problem is not None or plan_problem(preset, "auto", nproc) is not None
+            app.launch_preset(preset, nproc=nproc, force=forced)
 
     app.push_screen(screen, answered)
 
