@@ -149,15 +149,39 @@ def tokens_per_byte(data: Any) -> float | None:
 
 
 def resume(tr: Trainer) -> int:
-    """Restore the latest usable checkpoint (saying why an unusable one was skipped); its step."""
+    """Restore the latest usable checkpoint (saying why an unusable one was skipped); its step.
+
+    A file that loads but does not fit this run (another model's shape) is skipped like a
+    corrupt one: the previous checkpoint is tried. When none fits, the first refusal is the
+    error (it says what changed).
+    """
     if tr.write_checkpoints:
         ckpt.remove_stale_temps(tr.ckpt_dir)
-    loaded = ckpt.load_latest(tr.ckpt_dir)
-    for problem in loaded.problems:
-        tr.warn("checkpoint", "warning", f"{problem}; resuming from {loaded.path.name} instead", "")
-    snapshot.restore(tr, loaded.state, counters=True)
-    tr.last_ckpt_step = tr.step
-    return tr.step
+    refused: EngineError | None = None
+    try:
+        for loaded in ckpt.loadable(tr.ckpt_dir):
+            try:
+                snapshot.restore(tr, loaded.state, counters=True)
+            except EngineError as exc:
+                if exc.kind != "checkpoint":
+                    raise
+                refused = refused or exc
+                loaded.problems.append(f"{loaded.path}: {exc}")
+                continue
+            for problem in loaded.problems:
+                tr.warn(
+                    "checkpoint",
+                    "warning",
+                    f"{problem}; resuming from {loaded.path.name} instead",
+                    "",
+                )
+            tr.last_ckpt_step = tr.step
+            return tr.step
+    except ckpt.CheckpointError:
+        if refused is not None:
+            raise refused from None
+        raise
+    raise AssertionError("unreachable: loadable() ends in CheckpointError")  # pragma: no cover
 
 
 def cpu_dtype_tip(tr: Trainer) -> None:
