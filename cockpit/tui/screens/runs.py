@@ -99,7 +99,7 @@ class RunsScreen(Screen):
         if self.summaries and 0 <= table.cursor_row < len(self.summaries):
             run = self.summaries[table.cursor_row]
             if run.status == "unreadable":  # another user's private run: say why, open nothing
-                self.notify(f"{run.run_id}: {run.problem}", severity="warning", timeout=8)
+                self.notify(f"{run.run_dir}: {run.problem}", severity="warning", timeout=8)
                 return
             self.app.open_run(run.run_dir)  # type: ignore[attr-defined]
 
