@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import IO, Any, ClassVar
 
 from cockpit.common.numbers import as_float
-from cockpit.rundir._coerce import BY_ANNOTATION, EXACT_TYPE, as_int
+from cockpit.rundir._coerce import BY_ANNOTATION, EXACT_TYPE, MAX_COUNT, as_int
 from cockpit.rundir.status import END_REASONS  # noqa: F401 - the `end` reasons, beside the kinds
 
 SCHEMA_VERSION = 1
@@ -158,7 +158,8 @@ class Event:
         event.step = as_int(get("step"), 0)
         for name, exact, read, default in cls._READERS:
             value = get(name)
-            if type(value) is not exact:  # the common case (the writer's own type) skips the reader
+            # the common case (the writer's own type) skips the reader; an int past 2^53 is no count
+            if type(value) is not exact or (exact is int and not -MAX_COUNT <= value <= MAX_COUNT):
                 value = read(value, None)
                 if value is None:
                     value = default()

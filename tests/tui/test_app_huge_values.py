@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from helpers import app_for_tests, copy_run, wait_for
 from textual.widgets import DataTable, Static
 
@@ -23,25 +24,28 @@ def flood(record: dict, value: float) -> dict:
     return out
 
 
-def write_huge_run(tmp_path):
-    """The recorded run with two records in three flooded (1e308, -1e308, inf, -inf, 1e307)."""
+def write_huge_run(tmp_path, every: bool = False):
+    """The recorded run with two records in three flooded (1e308, -1e308, inf, -inf, 1e307);
+    `every`: all of them, the start record and run.json's numbers too."""
     run_dir = copy_run(tmp_path)
     events = run_dir / "events.jsonl"
     lines = []
     for i, line in enumerate(events.read_text().splitlines()):
         record = decode_record(line)
-        if record["event"] != "start" and i % 3:
+        if every or (record["event"] != "start" and i % 3):
             record = flood(record, HUGE[i % len(HUGE)])
         lines.append(encode_record(record))
     events.write_text("\n".join(lines) + "\n")
     info = json.loads((run_dir / "run.json").read_text())
+    info = flood(info, 1e308) if every else info
     info["best_val_loss"] = 1e308
     (run_dir / "run.json").write_text(json.dumps(info))
     return run_dir
 
 
-async def test_huge_and_infinite_values_leave_the_app_up_and_drawing(tmp_path):
-    run_dir = write_huge_run(tmp_path)
+@pytest.mark.parametrize("every", [False, True], ids=["two in three", "every record"])
+async def test_huge_and_infinite_values_leave_the_app_up_and_drawing(tmp_path, every):
+    run_dir = write_huge_run(tmp_path, every)
     app = app_for_tests(attach=run_dir)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
