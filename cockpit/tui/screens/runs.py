@@ -143,6 +143,9 @@ class RunsScreen(Screen):
         if run.status in rundir.LIVE_STATUSES:
             self.notify(f"{run.run_id} is {run.status}: stop it first", severity="warning")
             return
+        if run.status == "unreadable":  # whether it is live cannot even be read: not ours to delete
+            self.notify(f"{run.run_dir}: {run.problem}", severity="warning", timeout=8)
+            return
 
         def answered(yes: bool | None) -> None:
             if not yes:
