@@ -159,7 +159,8 @@ class Event:
         for name, exact, read, default in cls._READERS:
             value = get(name)
             # the common case (the writer's own type) skips the reader; an int past 2^53 is no count
-            if type(value) is not exact or (exact is int and not -MAX_COUNT <= value <= MAX_COUNT):
+            huge = exact is int and isinstance(value, int) and not -MAX_COUNT <= value <= MAX_COUNT
+            if type(value) is not exact or huge:
                 value = read(value, None)
                 if value is None:
                     value = default()
