@@ -284,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_tool_commands(sub: argparse._SubParsersAction) -> None:
+def _add_tool_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """sample, compare, export, plot, serve: what to do with runs afterwards (cockpit.cli.tools)."""
     p = sub.add_parser("sample", help="generate text from a run's checkpoint, with its tokenizer")
     p.add_argument("run", metavar="RUN", help=RUN_HELP)
@@ -407,7 +407,9 @@ EXAMPLES = {
 }
 
 
-def _add_examples(parser: argparse.ArgumentParser, sub: argparse._SubParsersAction) -> None:
+def _add_examples(
+    parser: argparse.ArgumentParser, sub: argparse._SubParsersAction[argparse.ArgumentParser]
+) -> None:
     """Each command's help line as its description, and examples below every option list."""
     parser.epilog = MAIN_EXAMPLES
     parser.formatter_class = argparse.RawDescriptionHelpFormatter

@@ -142,7 +142,7 @@ class FakeTrainer:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
         t = self.preset.train
         time.sleep(self.options.get("start_delay", 0.0))  # like importing torch and reading data
-        ckpt = self.run_dir / rundir.CHECKPOINTS / "last.json"
+        ckpt = self.run_dir / rundir.CHECKPOINTS / "last.pt"  # JSON inside: only the name matters
         resumed_from = None
         if self.resume and ckpt.exists():
             state = json.loads(ckpt.read_text())
@@ -274,7 +274,7 @@ class FakeTrainer:
         self.checkpoint(step)
 
     def checkpoint(self, step: int) -> None:
-        path = self.run_dir / rundir.CHECKPOINTS / "last.json"
+        path = self.run_dir / rundir.CHECKPOINTS / "last.pt"  # JSON inside: only the name matters
         atomic_write_text(path, json.dumps({"step": step, "best_val": self.best_val}))
         rel = str(path.relative_to(self.run_dir))
         size = path.stat().st_size

@@ -57,7 +57,7 @@ def test_oom_above_batch_raises_torch_oom():
 # --------------------------------------------------------------------------- faults in a real run
 
 ENGINE_READY = all(
-    importlib.util.find_spec(m) is not None for m in ("cockpit.train.model", "cockpit.train.data")
+    importlib.util.find_spec(m) is not None for m in ("cockpit.train.models", "cockpit.train.data")
 )
 needs_engine = pytest.mark.skipif(
     not ENGINE_READY, reason="the model and data modules have not landed yet"

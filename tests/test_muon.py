@@ -10,7 +10,7 @@ from tiny_runs import events_of, make_run, step_losses, train_in_process
 from cockpit.plan import estimate
 from cockpit.plan.presets import Preset, PresetError, apply_overrides
 from cockpit.train import optim
-from cockpit.train.model import build_model
+from cockpit.train.models import build_model
 from cockpit.train.muon import MuonAdam, momentum_at, newton_schulz
 
 GOLF = [

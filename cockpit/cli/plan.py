@@ -8,20 +8,21 @@ import subprocess
 from typing import Any
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 
+from cockpit.arch import is_own_model
 from cockpit.common.diagnostics import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, info
-from cockpit.common.format import human_count, rough_eta
+from cockpit.common.format import human_bytes, human_count, rough_eta
 from cockpit.plan.estimate import (
     DEFAULT_HEADROOM,
     Estimate,
     as_dict,
     estimate,
-    human_bytes,
     suggest_batch,
 )
 from cockpit.plan.gpu import CATALOG, GpuSpec, nvml_problem, query_gpus, resolve_gpu
+from cockpit.plan.measure import ensure_measured
 from cockpit.plan.presets import (
     Preset,
     PresetError,
@@ -94,7 +95,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
         header_style="bold",
         box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD,
     )
-    columns = [
+    columns: list[tuple[str, JustifyMethod]] = [
         ("name", "left"),
         ("params", "right"),
         ("layers", "right"),
@@ -113,7 +114,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
         "params": 11,
     }
     for col, justify in shown:
-        table.add_column(col, justify=justify, no_wrap=True, min_width=whole.get(col))  # type: ignore[arg-type]
+        table.add_column(col, justify=justify, no_wrap=True, min_width=whole.get(col))
     for preset in presets:
         m, t = preset.model, preset.train
         est = estimate(preset, gpu)
@@ -185,11 +186,16 @@ def print_estimate(
     facts = Table(show_header=False, box=None, pad_edge=False)
     facts.add_column(style="dim")
     facts.add_column()
+    own = bool(est.figures)  # your own model: measured from the module, not a formula
+    counted = f"; {est.figures}: counted on the meta device" if own else ""
     facts.add_row(
         "parameters",
-        f"{est.params:,} ({human_count(est.params, 2)}; {human_count(est.params_non_embedding, 2)} outside embeddings)",
+        f"{est.params:,} ({human_count(est.params, 2)}; {human_count(est.params_non_embedding, 2)} outside embeddings{counted})",
     )
-    facts.add_row("FLOPs per token", f"{human_count(est.flops_per_token, 2)} (6N + 12·L·H·Q·T)")
+    flops_note = (
+        f"{est.figures}: FlopCounterMode over a training step" if own else "6N + 12·L·H·Q·T"
+    )
+    facts.add_row("FLOPs per token", f"{human_count(est.flops_per_token, 2)} ({flops_note})")
     facts.add_row(
         "tokens per step",
         f"{est.tokens_per_step:,} ({preset.train.batch_size} x {preset.train.grad_accum} x {m.block_size})",
@@ -224,8 +230,9 @@ def print_estimate(
     total = est.memory.total_bytes or 1
     for label, value in est.memory.items():
         table.add_row(label, human_bytes(value), f"{100 * value / total:.0f}%")
+    source = f"your own model, {est.memory.activation_form}" if own else "analytic"
     table.add_row(
-        "[bold]total (analytic)[/]", f"[bold]{human_bytes(est.memory.total_bytes)}[/]", ""
+        f"[bold]total ({source})[/]", f"[bold]{human_bytes(est.memory.total_bytes)}[/]", ""
     )
     if est.measured:
         table.add_row(
@@ -240,9 +247,10 @@ def print_estimate(
     console.print(table)
     per_layer = est.memory.activations_per_layer
     plain = est.memory.activations_per_layer_plain
-    console.print(
-        f"activations per layer: {human_bytes(per_layer)} with flash/SDPA, {human_bytes(plain)} with plain attention"
-    )
+    if not own:  # your own model's layers have no formula: its memory is the traced step's
+        console.print(
+            f"activations per layer: {human_bytes(per_layer)} with flash/SDPA, {human_bytes(plain)} with plain attention"
+        )
     colour = "green" if est.fits else ("red" if est.fits is False else "yellow")
     console.print(f"[{colour}]{est.verdict}[/]")
     suggestion = suggest_batch(preset, gpu, headroom, world_size=est.world_size)
@@ -276,13 +284,21 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     if world < 1:
         error("--nproc must be at least 1")
         return EXIT_USAGE
+    # your own model: its parameters and FLOPs are measured, its memory always traced
+    own = is_own_model(preset.model.arch)
+    if own:
+        problem = ensure_measured(preset)
+        if problem:
+            error(f"model.arch: {problem}")
+            return EXIT_USAGE
     est = estimate(preset, gpu, batch_size=batch, world_size=world)
     exact: dict[str, Any] | None = None
-    if getattr(args, "exact", False):
+    if getattr(args, "exact", False) or own:
         exact = exact_trace(preset, est.dtype, est.batch_size)
+        est = estimate(preset, gpu, batch_size=batch, world_size=world)  # with the traced line
     if getattr(args, "json", False):
         out: dict[str, Any] = as_dict(est)
-        if getattr(args, "exact", False):
+        if getattr(args, "exact", False) or own:
             out["exact"] = exact
         suggestion = suggest_batch(preset, gpu, headroom, world_size=world)
         out["suggestion"] = (
@@ -331,7 +347,8 @@ def exact_trace(preset: Preset, dtype: str, batch: int) -> dict[str, Any] | None
         proc = subprocess.run(trace_command(preset, missing, dtype), capture_output=True, text=True)
         if proc.returncode != 0:
             why = failure_reason(proc.stderr)
-            info(f"exact figure unavailable ({why}); the analytic figure stands")
+            stands = "no memory figure" if est_own(preset) else "the analytic figure stands"
+            info(f"exact figure unavailable ({why}); {stands}")
             return None
         save_traces(preset, dtype, json.loads(proc.stdout.strip().splitlines()[-1])["points"])
         cached = load_traces(preset, dtype)
@@ -343,6 +360,11 @@ def exact_trace(preset: Preset, dtype: str, batch: int) -> dict[str, Any] | None
         point["eager"] = True
         info(COMPILE_NOT_TRACED)
     return point
+
+
+def est_own(preset: Preset) -> bool:
+    """Your own model (PATH.py:ClassName): no analytic memory figure, only the traced one."""
+    return is_own_model(preset.model.arch)
 
 
 def print_exact(exact: dict[str, Any], est: Estimate, console: Console) -> None:
@@ -361,9 +383,12 @@ def print_exact(exact: dict[str, Any], est: Estimate, console: Console) -> None:
     table.add_row("reserved (allocator model)", human_bytes(exact["reserved_bytes"]))
     console.print(table)
     live = est.memory.live_bytes
-    console.print(
-        f"peak at {exact['peak_op']}; analytic live bytes {human_bytes(live)} ({100 * (live - peak) / peak:+.1f}% vs traced)"
-    )
+    if est.figures:  # your own model: the memory above is this trace's, there is nothing to compare
+        console.print(f"peak at {exact['peak_op']}; your own model's memory is its traced step's")
+    else:
+        console.print(
+            f"peak at {exact['peak_op']}; analytic live bytes {human_bytes(live)} ({100 * (live - peak) / peak:+.1f}% vs traced)"
+        )
     if "per_sequence_bytes" in exact:
         console.print(
             f"traced line: {human_bytes(exact['fixed_bytes'])} + {human_bytes(exact['per_sequence_bytes'])} per sequence"
@@ -379,14 +404,26 @@ def print_exact(exact: dict[str, Any], est: Estimate, console: Console) -> None:
 def cmd_gpus(args: argparse.Namespace) -> int:
     """This machine's GPUs (NVML) and the planning catalog."""
     console = _console()
-    gpus = query_gpus()
+    gpus = query_gpus(every=True)  # every GPU, and which cuda:N a run started here sees it as
     if gpus:
         table = Table(title="GPUs on this machine", title_justify="left", header_style="bold")
-        for col in ("#", "name", "memory used / total", "util", "temp", "power", "cc", "bf16"):
+        columns = (
+            "#",
+            "cuda",
+            "name",
+            "memory used / total",
+            "util",
+            "temp",
+            "power",
+            "cc",
+            "bf16",
+        )
+        for col in columns:
             table.add_column(col)
         for g in gpus:
             table.add_row(
                 str(g.index),
+                "hidden" if g.cuda_index is None else f"cuda:{g.cuda_index}",
                 g.name,
                 f"{human_bytes(g.memory_used)} / {human_bytes(g.memory_total)}",
                 "-" if g.utilization is None else f"{g.utilization:.0f}%",

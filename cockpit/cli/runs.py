@@ -7,13 +7,16 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cockpit import rundir, runs
 from cockpit.common.diagnostics import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, info, warn
 from cockpit.common.format import fmt_float, human_duration, status_markup
 from cockpit.common.numbers import as_finite
 from cockpit.plan.presets import PresetError, apply_overrides
+
+if TYPE_CHECKING:
+    from rich.console import JustifyMethod
 
 
 def _find(args: argparse.Namespace) -> Path | None:
@@ -52,7 +55,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-RUNS_COLUMNS = (
+RUNS_COLUMNS: tuple[tuple[str, JustifyMethod], ...] = (
     ("status", "left"),
     ("preset", "left"),
     ("step", "right"),
@@ -96,7 +99,7 @@ def _print_runs_table(summaries: list[runs.RunSummary]) -> None:
     table = Table(box=None, header_style="bold", pad_edge=False)
     for i in shown:
         name, justify = RUNS_COLUMNS[i]
-        table.add_column(name, justify=justify, no_wrap=True, min_width=widths[i])  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, no_wrap=True, min_width=widths[i])
     for row in rows:
         table.add_row(*(row[i] for i in shown))
     console.print(table)
@@ -201,6 +204,16 @@ def cmd_resume(args: argparse.Namespace) -> int:
             else f"{run_dir.name} is still {status}; attach to it with `gpt-cockpit attach {run_dir.name}`"
         )
         return EXIT_USAGE
+    from cockpit.runs.prelaunch import device_problem, resume_problem
+
+    # before --max-steps writes anything: a refused resume changes nothing
+    problem = resume_problem(run_dir)
+    if problem:
+        error(
+            f"{problem}; start it again from step 0 with "
+            f"`gpt-cockpit --preset {run_dir / rundir.PRESET_JSON}`"
+        )
+        return EXIT_USAGE
     max_steps = getattr(args, "max_steps", None)
     try:
         if max_steps is not None:
@@ -215,8 +228,6 @@ def cmd_resume(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     device = getattr(args, "device", None) or "auto"
-    from cockpit.runs.prelaunch import device_problem
-
     problem = device_problem(device)
     if problem:
         error(problem)

@@ -26,7 +26,6 @@ files and signals to its process.
 """
 
 from cockpit.rundir.events import (
-    END_REASONS,
     EVENT_KINDS,
     EVENT_TYPES,
     SCHEMA_VERSION,
@@ -83,6 +82,7 @@ from cockpit.rundir.process import (
     stop_run,
 )
 from cockpit.rundir.status import (
+    END_REASONS,
     END_STATUS,
     FINAL_STATUSES,
     LIVE_STATUSES,

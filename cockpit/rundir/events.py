@@ -30,7 +30,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import IO, Any, ClassVar, TypeVar
 
 from cockpit.common.numbers import as_float
 from cockpit.rundir._coerce import BY_ANNOTATION, EXACT_TYPE, MAX_COUNT, as_int
@@ -38,6 +38,8 @@ from cockpit.rundir.status import END_REASONS  # noqa: F401 - the `end` reasons,
 
 SCHEMA_VERSION = 1
 EVENT_KINDS = ("start", "step", "eval", "sample", "checkpoint", "warning", "end", "error")
+
+E = TypeVar("E", bound="Event")
 
 _NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
@@ -97,7 +99,8 @@ def decode_record(line: str | bytes) -> dict[str, Any]:
     if type(step) is not int or not 0 <= step <= MAX_STEP:
         raise ValueError("no valid step")
     try:
-        return _decode_value(record)
+        decoded: dict[str, Any] = _decode_value(record)
+        return decoded
     except RecursionError:
         raise ValueError("nested too deeply") from None
 
@@ -149,7 +152,7 @@ class Event:
         return record
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> Any:
+    def from_record(cls: type[E], record: dict[str, Any]) -> E:
         """The typed event of `record`; a missing or wrong-typed field reads as its default."""
         get = record.get
         event = cls.__new__(cls)
@@ -204,6 +207,7 @@ class StartEvent(Event):
     preset: str | None = None
     device: str | None = None
     gpu: str | None = None
+    gpu_uuid: str | None = None
     dtype: str | None = None
     params: int | None = None
     tokens_per_step: int | None = None
@@ -300,7 +304,8 @@ class EndEvent(Event):
 
 def parse_event(record: dict[str, Any]) -> Event | None:
     """The typed event of a record, or None for a kind this version does not know."""
-    cls = EVENT_TYPES.get(record.get("event"))  # type: ignore[arg-type]
+    kind = record.get("event")
+    cls = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
     return None if cls is None else cls.from_record(record)
 
 
@@ -331,11 +336,10 @@ class EventWriter:
             ):  # a full disk: the newline goes out with the next write
                 self._handle.flush()
 
-    def emit(self, event: str, step: int, **fields: Any) -> dict[str, Any]:
-        """Write one record now and return it."""
-        record = make_record(event, step, **fields)
-        self.write(record)
-        return record
+    def emit(self, event: Event) -> Event:
+        """Write one typed event now and return it (its fields are checked by its dataclass)."""
+        self.write_many((event,))
+        return event
 
     def write(self, record: dict[str, Any] | Event) -> None:
         self.write_many((record,))
@@ -393,8 +397,8 @@ class NullEventWriter(EventWriter):
         self.path = Path(os.devnull)
         self._handle = None
 
-    def emit(self, event: str, step: int, **fields: Any) -> dict[str, Any]:
-        return make_record(event, step, **fields)
+    def emit(self, event: Event) -> Event:
+        return event
 
 
 # --------------------------------------------------------------------------- reading
@@ -505,7 +509,7 @@ def read_tail(
 LONG_LINE_SCAN = 64 << 20  # bytes from the end read back looking for a record before long lines
 
 
-def _start_of_line(handle: Any, pos: int, low: int) -> int | None:
+def _start_of_line(handle: IO[bytes], pos: int, low: int) -> int | None:
     """Where the line holding byte `pos` starts, read backwards in 1 MiB pieces down to `low`
     (None when it starts before `low`: a line that long is given up on)."""
     while pos > low:

@@ -26,6 +26,7 @@ from typing import Any
 
 from cockpit import __version__
 from cockpit.common.fsutil import atomic_writer
+from cockpit.plan.measure import absolute
 from cockpit.plan.presets import Preset, PresetError, apply_overrides, preset_from_dict
 from cockpit.rundir._coerce import BY_ANNOTATION
 from cockpit.rundir.layout import (
@@ -265,7 +266,9 @@ def create_run_dir(
         if not _claim(path, info):  # another creation took it between the look and the claim
             raise RunError(_holds_a_run(path))
     (path / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path / PRESET_JSON, json.dumps(preset.to_dict(), indent=2) + "\n")
+    # your own model's file as an absolute path: the child and a later resume find it from anywhere
+    launched = absolute(preset).to_dict()
+    atomic_write_text(path / PRESET_JSON, json.dumps(launched, indent=2) + "\n")
     return path
 
 

@@ -99,7 +99,8 @@ def _host_port(endpoint: str) -> tuple[str, str] | None:
 
 
 def resolve_nproc(value: str | int | None) -> int:
-    """--nproc: a number, or `auto` (every GPU NVML sees; 1 without one). ValueError otherwise."""
+    """--nproc: a number, or `auto` (every GPU CUDA will see, CUDA_VISIBLE_DEVICES applied; 1
+    without one). ValueError otherwise."""
     if value is None or value == "":
         return 1
     if str(value).strip().lower() == "auto":
@@ -213,7 +214,7 @@ def launch(
 
     def launched(current: rundir.RunInfo) -> dict[str, object]:
         holder = rundir.lock_holder(path)
-        ours = bool(holder) and holder != process.pid and _descends_from(holder, process.pid)
+        ours = bool(holder and holder != process.pid and _descends_from(holder, process.pid))
         if holder and holder != process.pid and not ours:
             return {}  # another trainer holds the run: this child will be refused, the record is its
         # A fast child may already say running; a resume starts over from starting.

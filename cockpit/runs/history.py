@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,7 +127,7 @@ class RunHistory:
         self._recent: deque[tuple[float, int]] = deque(
             maxlen=RATE_WINDOW
         )  # (time, step) of recent steps
-        self._adders = {
+        self._adders: dict[type[Event], Callable[[Any, dict[str, Any]], None]] = {
             StepEvent: self._add_step,
             EvalEvent: self._add_eval,
             StartEvent: self._add_start,

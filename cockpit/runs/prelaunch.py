@@ -18,6 +18,9 @@ import stat
 from array import array
 from pathlib import Path
 
+from cockpit import rundir
+from cockpit.arch import is_own_model
+from cockpit.plan.measure import ensure_measured
 from cockpit.plan.presets import Preset, logger_names
 
 # The llm.c shard header, as cockpit/train/data.py reads it (a test checks they agree).
@@ -254,6 +257,10 @@ def launch_problem(preset: Preset) -> str | None:
     ok, why = preset.trainable
     if not ok:
         return f"model.arch: {preset.model.arch!r} cannot be trained yet: {why}"
+    if is_own_model(preset.model.arch):  # imported, built and run in a measuring child, never here
+        problem = ensure_measured(preset)
+        if problem:
+            return f"model.arch: {problem}"
     problem = data_problem(preset)  # an empty, binary or mis-sized file, ids past vocab
     if problem:
         return f"data.source: {problem}"
@@ -264,3 +271,29 @@ def launch_problem(preset: Preset) -> str | None:
     if problem:
         return f"train.loggers: {problem}"
     return None
+
+
+# The checkpoints a resume loads, newest first (cockpit.train.checkpoint LAST, LAST_PREV; a
+# test checks they agree). This module must not import torch, so the names are repeated.
+RESUME_CHECKPOINTS = ("last.pt", "last.prev.pt")
+
+
+def resume_problem(run_dir: str | os.PathLike[str]) -> str | None:
+    """Why a run cannot be resumed: it has no checkpoint to continue from (an empty file is none).
+
+    Checked before anything is started or written, so a refused resume leaves the run as it was
+    (its status and step stay what they were, instead of an error at step 0).
+    """
+    folder = Path(run_dir) / rundir.CHECKPOINTS
+    for name in RESUME_CHECKPOINTS:
+        try:
+            if (folder / name).stat().st_size > 0:
+                return None
+        except OSError:
+            continue
+    try:
+        status, step = rundir.run_status(run_dir), rundir.read_run_info(run_dir).step or 0
+        where = f" ({status} at step {step}, before its first checkpoint)"
+    except rundir.RunError:
+        where = ""
+    return f"{Path(run_dir).name} has no checkpoint to resume from{where}"

@@ -26,7 +26,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import numpy as np
 import torch
@@ -85,7 +85,7 @@ def _write_with_footer(state: dict[str, Any], handle: Any) -> None:
     os.fchmod(handle.fileno(), SHARED_FILE_MODE)  # as the umask allows, like the run's other files
     hashing = _HashingWriter(handle)
     try:
-        torch.save(state, hashing)
+        torch.save(state, cast(IO[bytes], hashing))  # a file as torch.save uses one
     except Exception:
         if hashing.error is not None:
             raise hashing.error from None  # the file's own error, not torch's rewording of it
@@ -320,8 +320,28 @@ def rng_state(device: torch.device | None = None) -> dict[str, Any]:
         "cuda": [],
     }
     if device is not None and device.type == "cuda":
-        state["cuda"] = list(torch.cuda.get_rng_state_all())
+        # This run's own GPU only: a list of every visible GPU's state cannot be put back
+        # when the resume sees fewer of them (8 GPUs rented, then one card).
+        state["cuda"] = [torch.cuda.get_rng_state(_cuda_index(device))]
     return state
+
+
+def _cuda_index(device: torch.device) -> int:
+    """The CUDA index `device` names ("cuda" alone is the current device)."""
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def own_cuda_state(states: list[Any], device: torch.device) -> Any | None:
+    """This device's generator state from a checkpoint's "cuda" list, None if it holds none.
+
+    A list of one is this run's own device (what rng_state writes). A longer list is an
+    older checkpoint's every visible GPU, read at this device's index; an index past its
+    end (fewer GPUs then than now) takes the first, which is a seeded stream like any other.
+    """
+    if not states:
+        return None
+    index = _cuda_index(device)
+    return states[index] if len(states) > 1 and index < len(states) else states[0]
 
 
 def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
@@ -337,8 +357,10 @@ def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> 
         }
     )
     torch.set_rng_state(state["torch"])
-    if device is not None and device.type == "cuda" and state.get("cuda"):
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if device is not None and device.type == "cuda":
+        own = own_cuda_state(state.get("cuda") or [], device)
+        if own is not None:
+            torch.cuda.set_rng_state(own, _cuda_index(device))
 
 
 def _to_lists(value: Any) -> Any:

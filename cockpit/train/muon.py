@@ -87,7 +87,7 @@ class MuonAdam(torch.optim.Optimizer):
         return torch.bfloat16 if p.device.type == "cuda" else torch.float32
 
     @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Any = None) -> Any:
         loss = None
         if closure is not None:
             with torch.enable_grad():

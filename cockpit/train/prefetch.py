@@ -98,9 +98,9 @@ class PrefetchSampler(BatchSampler):
         super().skip(n_sequences)
 
     def state_dict(self) -> dict[str, Any]:
-        state = (
-            self._state_before_pending if self._pending is not None else self.generator.get_state()
-        )
+        state = self._state_before_pending  # a batch drawn ahead is not drawn yet
+        if self._pending is None or state is None:
+            state = self.generator.get_state()
         return {"generator": state.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

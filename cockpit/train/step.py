@@ -24,13 +24,16 @@ import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
 from cockpit.health import oom_warning
 from cockpit.train.faults import Faults
 from cockpit.train.runtime import EngineError, one_line
+
+if TYPE_CHECKING:
+    from torch.distributed.fsdp import FSDPModule
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ class StepRunner:
             last = i == len(starts) - 1
             sync = self.model.no_sync() if self.ddp and not last else contextlib.nullcontext()
             if self.fsdp:
-                self.raw_model.set_requires_gradient_sync(last)  # type: ignore[operator]
+                cast("FSDPModule", self.raw_model).set_requires_gradient_sync(last)
             with sync:
                 with self.autocast:
                     # drop the logits now: holding them through backward costs 2 bytes per logit
@@ -102,8 +105,9 @@ class StepRunner:
 
     def scale(self) -> torch.Tensor | None:
         """A device copy of the GradScaler's scale after the step (fp16 only), read back later."""
-        if self.scaler.is_enabled() and getattr(self.scaler, "_scale", None) is not None:
-            return self.scaler._scale.detach().clone()
+        scale: torch.Tensor | None = getattr(self.scaler, "_scale", None)
+        if self.scaler.is_enabled() and scale is not None:
+            return scale.detach().clone()
         return None
 
 

@@ -140,7 +140,7 @@ def enable_fake_cuda(cache: Path | None = None) -> None:
 
 def _allow_amp() -> None:
     """Autocast and GradScaler on 'cuda' switch themselves off when CUDA is unavailable: not here."""
-    torch.cuda.amp.common.amp_definitely_not_available = lambda: False  # type: ignore[attr-defined]
+    torch.cuda.amp.common.amp_definitely_not_available = lambda: False
     torch.cuda.is_bf16_supported = lambda *_a, **_k: True  # planning for a GPU that has bf16
 
 
@@ -257,7 +257,8 @@ def _materialise(model: torch.nn.Module) -> None:
     made: dict[int, torch.Tensor] = {}
     device = torch.device("cuda", 0)
     for module in model.modules():
-        for table in (module._parameters, module._buffers):
+        tables: tuple[dict[str, Any], ...] = (module._parameters, module._buffers)
+        for table in tables:  # parameters, then buffers: both are name -> tensor (or None)
             for name, t in table.items():
                 if t is None:
                     continue
@@ -272,7 +273,7 @@ def _materialise(model: torch.nn.Module) -> None:
 def _build(preset: Preset, dtype: str, counter: LiveBytes) -> Any:
     """The trainer's model, optimizer, GradScaler and autocast, on fake CUDA."""
     from cockpit.train import optim
-    from cockpit.train.model import build_model
+    from cockpit.train.models import build_model
 
     device = torch.device("cuda", 0)
     with torch.device("meta"):
@@ -299,7 +300,7 @@ def _logits_region(model: torch.nn.Module, counter: LiveBytes) -> None:
     def forward_starts(*_: Any) -> None:
         counter.category = "activations"
 
-    head = getattr(model, "lm_head", None)
+    head = getattr(model.export_module(), "lm_head", None)  # your own model's: its module's
     if isinstance(head, torch.nn.Module):
         head.register_forward_pre_hook(enter)
     model.register_forward_pre_hook(forward_starts)
@@ -341,8 +342,10 @@ def trace_batch(
     with _category(
         counter, "activations"
     ):  # the batch: inputs and targets, as the trainer holds them
-        xy = tuple(
-            torch.zeros((n_seq, m.block_size), dtype=torch.long, device="cuda") for _ in range(2)
+        shape = (n_seq, m.block_size)
+        xy = (
+            torch.zeros(shape, dtype=torch.long, device="cuda"),
+            torch.zeros(shape, dtype=torch.long, device="cuda"),
         )
     counter.reset_peak()
     peak_in_last = (0, "", -1)
@@ -402,11 +405,26 @@ def main(argv: list[str] | None = None) -> int:
     preset = preset_from_dict(json.loads(args.preset_json))
     batches = [int(b) for b in args.batches.split(",")]
     try:
-        enable_fake_cuda()
+        enable_fake_cuda()  # before any backward: autograd sizes its device queues once
     except TraceUnavailable as exc:
         print(f"trace: {exc}", file=sys.stderr)
         return 3
-    print(json.dumps(trace(preset, batches, args.dtype, args.steps)))
+    figures = None
+    from cockpit.arch import is_own_model
+
+    if is_own_model(preset.model.arch):  # your own model: its figures too, and its checks first
+        from cockpit.train.measure import measure
+        from cockpit.train.models.own import OwnModelError
+
+        try:
+            figures = measure(preset)
+        except OwnModelError as exc:
+            print(f"trace: {exc}", file=sys.stderr)
+            return 2
+    result = trace(preset, batches, args.dtype, args.steps)
+    if figures is not None:
+        result["figures"] = figures
+    print(json.dumps(result))
     return 0
 
 

@@ -19,6 +19,7 @@ from textual.worker import Worker, get_current_worker
 from cockpit.plan.estimate import Estimate, trace_key
 from cockpit.plan.presets import Preset
 from cockpit.plan.trace_child import TraceOutcome, ensure_traced
+from cockpit.tui.access import app_of, services_of
 
 GROUP = "exact-trace"
 
@@ -71,7 +72,7 @@ class ExactFigure:
             return  # already waiting, tracing, or failed for this very shape
         self.cancel()
         self.key, self.problem, self.tracing = key, "", True
-        delay = self.screen.app.services.trace_debounce_s  # type: ignore[attr-defined]
+        delay = services_of(self.screen).trace_debounce_s
         self._timer = self.screen.set_timer(
             delay, lambda: self._start(preset, est.dtype, est.batch_size, key)
         )
@@ -91,7 +92,7 @@ class ExactFigure:
         if key != self.key:
             return
         self.traces_started += 1
-        runner = self.screen.app.services.trace_runner  # type: ignore[attr-defined]
+        runner = services_of(self.screen).trace_runner
 
         def work() -> None:
             worker = get_current_worker()
@@ -111,5 +112,5 @@ class ExactFigure:
         if outcome.reason:
             self.problem = outcome.reason
             if outcome.unavailable:
-                self.screen.app.trace_problem = outcome.reason  # type: ignore[attr-defined]
+                app_of(self.screen).trace_problem = outcome.reason
         self.on_done()

@@ -57,7 +57,7 @@ class Variant(Family):
         self.active = self.streams > 1
         self.losses = Series(self.t.variant_window)
         self.grads = Series(self.t.variant_window)
-        self.streak: list[list] = []  # unstable points in a row: [step, loss, grad_norm]
+        self.streak: list[list[Any]] = []  # unstable points in a row: [step, loss, grad_norm]
         self.episode = False  # reported; quiet until a stable point
 
     def on_step(self, out: list[HealthWarning], point: StepPoint) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from textual.app import App, ComposeResult
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
@@ -12,6 +13,9 @@ from textual.widgets import Input, Static
 
 from cockpit.plan.estimate import Estimate
 from cockpit.plan.presets import Preset
+
+if TYPE_CHECKING:
+    from cockpit.tui.app import CockpitApp
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -38,7 +42,8 @@ class ConfirmScreen(ModalScreen[bool]):
 class LaunchScreen(ConfirmScreen):
     """The launch question, with `p` to choose the training processes (torchrun ranks, one per GPU).
 
-    Dismissed with the number of processes on yes (1: a plain child), 0 on no.
+    Dismissed with yes or no, as every ConfirmScreen; `nproc` is the number of processes
+    chosen (1: a plain child).
     """
 
     BINDINGS = [Binding("p", "next_nproc", "Processes")]
@@ -70,9 +75,6 @@ class LaunchScreen(ConfirmScreen):
         i = self.choices.index(self.nproc) if self.nproc in self.choices else -1
         self.nproc = self.choices[(i + 1) % len(self.choices)]
         self.query_one("#nproc", Static).update(self._nproc_line())
-
-    def action_answer(self, yes: bool) -> None:
-        self.dismiss(self.nproc if yes else 0)  # type: ignore[arg-type]
 
 
 def nproc_choices(gpus: int) -> list[int]:
@@ -126,7 +128,7 @@ def launch_question(preset: Preset, est: Estimate) -> str:
     )
 
 
-def confirm_launch(app: App, preset: Preset, est: Estimate) -> None:
+def confirm_launch(app: CockpitApp, preset: Preset, est: Estimate) -> None:
     """Launch `preset` after a yes to a question that names its size, device, ETA and verdict
     (a stray key or click must not start a run)."""
     ok, why = preset.trainable
@@ -134,15 +136,15 @@ def confirm_launch(app: App, preset: Preset, est: Estimate) -> None:
         app.notify(f"{preset.name} cannot be trained: {why}", severity="error")
         return
 
-    def answered(nproc: int | None) -> None:
-        if nproc:
-            app.launch_preset(preset, nproc=int(nproc))  # type: ignore[attr-defined]
-
-    gpus = len(getattr(app, "local_gpus", None) or [])
+    gpus = len(app.local_gpus or [])
     question = launch_question(preset, est)
-    app.push_screen(
-        LaunchScreen(question, nproc_choices(gpus), per_gpu_memory(preset, est)), answered
-    )
+    screen = LaunchScreen(question, nproc_choices(gpus), per_gpu_memory(preset, est))
+
+    def answered(yes: bool | None) -> None:
+        if yes:
+            app.launch_preset(preset, nproc=screen.nproc)
+
+    app.push_screen(screen, answered)
 
 
 def per_gpu_memory(preset: Preset, est: Estimate) -> Callable[[int], str] | None:

@@ -101,7 +101,8 @@ class MetricPlot(PlotextPlot):
             self.refresh()
             return
         count = max(2, min(5, (self.size.width or 80) // 14))
-        plt.xticks(step_ticks(min(xs), max(xs), count))
+        x_ticks: list[float] = [*step_ticks(min(xs), max(xs), count)]  # whole steps
+        plt.xticks(x_ticks)
         if self.log_y:
             plt.yticks(*log_ticks(min(drawn), max(drawn)))
         elif (ticks := value_ticks(min(drawn), max(drawn))) is not None:
