@@ -109,3 +109,25 @@ def test_health_messages_about_a_huge_value_stay_short(value):
     assert warnings
     for w in warnings:
         assert len(w.message) < 250, w.message[:200]
+
+
+@pytest.mark.parametrize("value", [1e308, 10**308, -1e308])
+def test_huge_numbers_in_run_json_and_the_start_record_stay_short(tmp_path, capsys, value):
+    root = tmp_path / "runs"
+    run_dir = flooded_run(root, 1e308)
+    info = json.loads((run_dir / rundir.RUN_JSON).read_text())
+    for key in ("max_steps", "step", "created", "updated", "started", "params", "pid"):
+        info[key] = value
+    (run_dir / rundir.RUN_JSON).write_text(json.dumps(info))
+    events = run_dir / rundir.EVENTS_JSONL
+    lines = events.read_text().splitlines()
+    start = json.loads(lines[0]) | {"max_steps": value, "params": value, "time": 1e308}
+    events.write_text("\n".join([json.dumps(start), *lines[1:]]) + "\n")
+    for argv in (["runs"], ["attach", "--no-ui", run_dir.name]):
+        assert main(["--runs-dir", str(root), *argv]) == 0
+        out, err = capsys.readouterr()
+        longest = max((out + err).splitlines(), key=len)
+        assert len(longest) < 250, longest[:120]
+    assert main(["--runs-dir", str(root), "runs", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["max_steps"] == 2000  # a count past 2^53 is no count: the preset's is shown

@@ -44,6 +44,9 @@ def test_attach_goes_on_past_a_private_run_and_refuses_it_in_one_line(tmp_path, 
         assert main(["--runs-dir", str(root), "attach", "--no-ui", readable[0].name]) == 0
         out, err = capsys.readouterr()
         assert "step 3" in out and f"attached to {readable[0]}" in err
+        assert main(["--runs-dir", str(root), "attach", "--no-ui", "last"]) == 0
+        err = capsys.readouterr().err  # the newest run this user can read, not a private one
+        assert f"attached to {readable[1]}" in err and "Traceback" not in err
         refused = main(["--runs-dir", str(root), "attach", "--no-ui", str(private)])
         err = capsys.readouterr().err
     assert refused == 2

@@ -197,8 +197,11 @@ def cmd_resume(args: argparse.Namespace) -> int:
         error(str(exc))
         return EXIT_USAGE
     if status in rundir.LIVE_STATUSES:
+        holder = rundir.lock_holder(run_dir)  # a trainer holds it: say whose, as the child would
         error(
-            f"{run_dir.name} is still {status}; attach to it with `gpt-cockpit attach {run_dir.name}`"
+            rundir.busy_message(run_dir, holder)
+            if holder
+            else f"{run_dir.name} is still {status}; attach to it with `gpt-cockpit attach {run_dir.name}`"
         )
         return EXIT_USAGE
     from cockpit.runs.prelaunch import device_problem, resume_problem

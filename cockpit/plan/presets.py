@@ -362,6 +362,7 @@ def validate(preset: Preset) -> None:
     _check_optimizer_groups(preset.train)
     _check_data(preset.data, preset.model)
     _check_loggers(preset.train)
+    _check_bounds(preset)
 
 
 LOGGERS = ("tensorboard", "wandb")  # train.loggers: where metrics also go (cockpit.train.loggers)
@@ -572,6 +573,47 @@ def _check_data(d: DataConfig, m: ModelConfig) -> None:
         raise PresetError("data.val_fraction", f"must be in (0, 0.5), not {d.val_fraction}")
     if not d.source:
         raise PresetError("data.source", 'must name a file, folder or glob, or be "default"')
+
+
+# The sane range of each numeric field that is not a shape, and why: a value outside it makes
+# training meaningless (train.lr=1e308 trained on NaN losses and "finished") or never ends a
+# step. Shape fields (layers, widths, heads, context, batch, vocabulary) have no upper bound
+# here: how large a model fits is the memory plan's to say, with the memory it needs.
+BOUNDS: dict[str, tuple[float, float, str]] = {
+    "model.rope_base": (10.0, 1e9, "rotary bases in use run from 1e4 to 1e7"),
+    "model.logit_softcap": (0.0, 1e4, "a softcap above 1e4 never caps a logit (0 is off)"),
+    "model.qk_gain_init": (0.0, 100.0, "it multiplies attention logits at init (usual 1.5)"),
+    "model.mixing_iters": (1, 1000, "Sinkhorn runs them at every forward and converges in tens"),
+    "model.mixing_temperature": (1e-3, 1e3, "outside it the mix is one-hot or uniform (usual 1)"),
+    "model.tied_embed_init_std": (1e-6, 10.0, "the embedding's init std (usual 0.005 to 0.02)"),
+    "train.lr": (0.0, 10.0, "a learning rate above 10 diverges at once (usual 1e-4 to 1e-2)"),
+    "train.max_time_s": (0.0, 1e8, "a cap over 1e8 s (3 years) is no cap (0 is none)"),
+    "train.weight_decay": (0.0, 10.0, "each step shrinks weights by lr x weight_decay (usual 0.1)"),
+    "train.grad_clip": (0.0, 1e6, "a clip above 1e6 never clips (0 is off)"),
+    "train.eval_steps": (1, 10**6, "batches per evaluation (train.eval_full_val reads all)"),
+    "train.sample_tokens": (0, 10**5, "generated one at a time at every evaluation"),
+    "train.seed": (0, 2**32 - 1, "NumPy's generator takes a 32-bit seed"),
+    "train.max_rollbacks": (0, 1000, "each one reloads a checkpoint (usual 3)"),
+    "train.matrix_lr": (0.0, 10.0, "a rate above 10 diverges at once (usual 0.02 to 0.05)"),
+    "train.embed_lr": (0.0, 10.0, "a rate above 10 diverges at once (usual 0.6)"),
+    "train.tied_embed_lr": (0.0, 10.0, "a rate above 10 diverges at once (usual 0.05)"),
+    "train.head_lr": (0.0, 10.0, "a rate above 10 diverges at once (usual 0.008)"),
+    "train.scalar_lr": (0.0, 10.0, "a rate above 10 diverges at once (usual 0.04)"),
+    "train.adam_eps": (1e-30, 1.0, "above 1 it drowns the gradient; below 1e-30 it is 0 in fp32"),
+    "train.muon_backend_steps": (1, 100, "Newton-Schulz runs them at every update (usual 5)"),
+    "train.priming_steps": (0, 10**4, "priming only warms kernels up (golf: 20)"),
+}
+
+
+def _check_bounds(preset: Preset) -> None:
+    """Each bounded field within its range, the reason in the message."""
+    for path, (low, high, why) in BOUNDS.items():
+        value = get_field(preset, path)
+        if not low <= value <= high:
+            shown = [f"{v:,}" if isinstance(v, int) else f"{v:g}" for v in (low, high, value)]
+            raise PresetError(
+                path, f"must be between {shown[0]} and {shown[1]}, not {shown[2]}: {why}"
+            )
 
 
 # --------------------------------------------------------------------------- overrides

@@ -73,7 +73,7 @@ from cockpit.rundir.layout import (
     new_run_id,
     runs_root,
 )
-from cockpit.rundir.lock import RunBusy, TrainLock, lock_holder
+from cockpit.rundir.lock import RunBusy, TrainLock, busy_message, lock_holder
 from cockpit.rundir.process import (
     pid_alive,
     process_start_time,
@@ -116,6 +116,7 @@ __all__ = [
     "EventWriter",
     "NullEventWriter",
     "RunBusy",
+    "busy_message",
     "RunError",
     "RunUnreadable",
     "RunInfo",

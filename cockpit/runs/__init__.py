@@ -430,8 +430,9 @@ def find_run(name: str, root: str | os.PathLike[str] | None = None) -> Path:
     if is_run_dir(base / name):
         return base / name
     runs = list_runs(root)
-    if name in ("last", "latest") and runs:
-        return runs[0].run_dir
+    readable = [r for r in runs if r.status != "unreadable"]  # another user's is nobody's last
+    if name in ("last", "latest") and readable:
+        return readable[0].run_dir
     matches = [r.run_dir for r in runs if r.run_id.startswith(name) or r.run_id.endswith(name)]
     if len(matches) == 1:
         return matches[0]

@@ -238,9 +238,11 @@ def source_problem(source: str) -> str | None:
     if what:
         return f"{source} is {what}, not a file: {DATA_KINDS}"
     if Path(source).is_dir():
-        odd = [(p, w) for p in sorted(Path(source).glob("*.bin")) if (w := _not_a_file(str(p)))]
-        if odd:
-            return f"{source} holds {odd[0][0].name}, {odd[0][1]}: {DATA_KINDS}"
+        inside = [
+            (p.name, w) for p in sorted(Path(source).glob("*.bin")) if (w := _not_a_file(str(p)))
+        ]
+        if inside:
+            return f"{source} holds {inside[0][0]}, {inside[0][1]}: {DATA_KINDS}"
     return None
 
 

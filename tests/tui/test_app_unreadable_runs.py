@@ -33,4 +33,7 @@ async def test_runs_screen_lists_a_private_run_as_unreadable_and_refuses_to_open
             await pilot.pause(0.2)
             assert app.screen is screen  # not opened: a notice says why
             notes = [str(n.message) for n in app._notifications]
-            assert any("permission denied" in n and private.name in n for n in notes), notes
+            assert any(f"{private}: permission denied" in n for n in notes), notes
+            await pilot.press("x")  # delete: refused without asking, the folder stays
+            await pilot.pause(0.2)
+            assert app.screen is screen and private.is_dir()

@@ -100,7 +100,7 @@ class RunsScreen(Screen):
         if self.summaries and 0 <= table.cursor_row < len(self.summaries):
             run = self.summaries[table.cursor_row]
             if run.status == "unreadable":  # another user's private run: say why, open nothing
-                self.notify(f"{run.run_id}: {run.problem}", severity="warning", timeout=8)
+                self.notify(f"{run.run_dir}: {run.problem}", severity="warning", timeout=8)
                 return
             app_of(self).open_run(run.run_dir)
 
@@ -143,6 +143,9 @@ class RunsScreen(Screen):
         run = self.summaries[table.cursor_row]
         if run.status in rundir.LIVE_STATUSES:
             self.notify(f"{run.run_id} is {run.status}: stop it first", severity="warning")
+            return
+        if run.status == "unreadable":  # whether it is live cannot even be read: not ours to delete
+            self.notify(f"{run.run_dir}: {run.problem}", severity="warning", timeout=8)
             return
 
         def answered(yes: bool | None) -> None:

@@ -6,7 +6,7 @@ import math
 
 from textual_plotext import PlotextPlot
 
-from cockpit.runs.history import Series
+from cockpit.runs.history import Series, envelope
 
 # plotext rounds each point's screen position as value * 1e8 and spans the axis as max - min:
 # a value near float's limit (1.8e308) overflows to inf there and its tick code raises. No loss,
@@ -63,10 +63,10 @@ class MetricPlot(PlotextPlot):
 
     def _points(self, data: Series, buckets: int) -> tuple[list[int], list[float]]:
         """The finite points to draw (positive ones as log10 on a log plot)."""
+        if not self.log_y:  # off-scale points go before the envelope, or they would be its picks
+            pairs = [(s, v) for s, v in zip(*data.finite(), strict=True) if abs(v) <= PLOT_LIMIT]
+            return envelope([s for s, _ in pairs], [v for _, v in pairs], buckets)
         steps, values = data.envelope(buckets)
-        if not self.log_y:
-            pairs = [(s, v) for s, v in zip(steps, values, strict=True) if abs(v) <= PLOT_LIMIT]
-            return [s for s, _ in pairs], [v for _, v in pairs]
         pairs = [(s, math.log10(v)) for s, v in zip(steps, values, strict=True) if v > 0]
         return [s for s, _ in pairs], [v for _, v in pairs]
 
