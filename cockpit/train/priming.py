@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from cockpit.train import checkpoint as ckpt
+from cockpit.train.step import Split, run_with_oom_retry
 
 if TYPE_CHECKING:
     from cockpit.train.loop import Trainer
@@ -32,7 +33,7 @@ def prime(tr: Trainer) -> int:
     rng = ckpt.rng_state(tr.device)
     for _ in range(n):
         x, y = tr.train_sampler.sample(tr.n_seq)
-        tr.runner.run(x, y, tr.micro_batch)
+        prime_step(tr, x, y)
     if tr.device.type == "cuda":
         torch.cuda.synchronize(tr.device)
     tr.raw_model.load_state_dict(model_state)
@@ -43,3 +44,19 @@ def prime(tr: Trainer) -> int:
     ckpt.set_rng_state(rng, tr.device)
     tr.optimizer.zero_grad(set_to_none=True)
     return n
+
+
+def prime_step(tr: Trainer, x: torch.Tensor, y: torch.Tensor) -> None:
+    """One priming step through the out-of-memory retry, as a training step: a micro-batch
+    that does not fit is halved (an `oom` warning, the split kept for training), not a crash."""
+    _, _, split = run_with_oom_retry(
+        tr.runner,
+        x,
+        y,
+        Split(tr.micro_batch, tr.grad_accum),
+        1.0,
+        oom_retry=tr.t.oom_retry,
+        step=tr.step,
+        warn=tr.emit_warning,
+    )
+    tr.micro_batch, tr.grad_accum = split.micro_batch, split.grad_accum
