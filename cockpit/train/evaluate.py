@@ -136,7 +136,12 @@ def _windows(tr: Trainer, first: int, last: int) -> tuple[torch.Tensor, torch.Te
     """Inputs and targets of validation windows [first, last), on the eval's device."""
     T = tr.preset.model.block_size
     chunk = torch.from_numpy(np.asarray(tr.data.val[first * T : last * T + 1]).astype(np.int64))
-    chunk = chunk.to(tr.device)
+    if tr.device.type == "cuda":
+        # pinned and non-blocking: a pageable copy waits for the GPU, a host sync per batch
+        # over golf's whole validation split; torch keeps the pinned buffer until the copy ran
+        chunk = chunk.pin_memory().to(tr.device, non_blocking=True)
+    else:
+        chunk = chunk.to(tr.device)
     return chunk[:-1].view(-1, T), chunk[1:].view(-1, T)
 
 
