@@ -119,7 +119,7 @@ class MuonAdam(torch.optim.Optimizer):
         torch._foreach_mul_(bufs, momentum)
         torch._foreach_add_(bufs, grads)
         if group["nesterov"]:
-            grads = torch._foreach_add(grads, bufs, alpha=momentum)
+            grads = list(torch._foreach_add(grads, bufs, alpha=momentum))
         by_shape: dict[tuple[Any, ...], list[int]] = {}
         for i, p in enumerate(params):
             # FSDP's sharded DTensors one by one: their matmuls gather, a stack would not
