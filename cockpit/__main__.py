@@ -76,7 +76,7 @@ def _add_rank_options(parser: argparse.ArgumentParser) -> None:
         "--nproc",
         metavar="N",
         default=None,
-        help="training processes on this machine, one per GPU (torchrun DDP); auto = every GPU (default: 1)",
+        help="training processes on this machine, one per GPU (torchrun DDP); auto = every GPU CUDA sees (default: 1)",
     )
     parser.add_argument(
         "--nnodes", type=int, default=1, metavar="N", help="machines in the job (default: 1)"

@@ -286,9 +286,8 @@ def _finished_cpu_run(root: Path, tokens_per_s: float, torch: str) -> Path:
 
 
 def test_finished_cpu_runs_replace_the_calibration(tmp_path):
-    from cockpit.runs.speed import refresh_cpu_speed, run_speed_samples
-
     from cockpit.plan.estimate import flops_per_token
+    from cockpit.runs.speed import refresh_cpu_speed, run_speed_samples
 
     root = tmp_path / "runs"
     host.save_cpu_speed(host.CpuSpeed(1e9, "calibration", 0.0, "m", host.torch_version()))

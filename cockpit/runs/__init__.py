@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cockpit import rundir
-
+from cockpit.common.diagnostics import error, info
 from cockpit.plan.allocator import child_alloc_env
 from cockpit.runs import index as run_index
-from cockpit.common.diagnostics import error, info
 
 
 @dataclass

@@ -109,11 +109,17 @@ def build_models(
             )
         else:
             raw_model.set_activation_checkpointing(True)
-    if dist.world_size > 1 and t.parallel == "fsdp":  # sharded in place, no DDP wrapper
-        from cockpit.train.sharded import shard_model
+    model: Any = raw_model
+    if dist.world_size > 1:  # per block, then wrapped or sharded: see compile_blocks
+        from cockpit.train.sharded import compile_blocks, shard_model
 
-        shard_model(raw_model)
-    model: Any = torch.compile(raw_model) if t.compile else raw_model
+        compiled = compile_blocks(raw_model) if t.compile else 0
+        if t.parallel == "fsdp":  # sharded in place, no DDP wrapper
+            shard_model(raw_model)
+        if t.compile and not compiled:  # no block list to compile one by one: the whole model
+            model = torch.compile(raw_model)
+    elif t.compile:
+        model = torch.compile(raw_model)
     if dist.world_size > 1 and t.parallel != "fsdp":
         from torch.nn.parallel import DistributedDataParallel
 

@@ -32,11 +32,9 @@ from cockpit.train.runtime import Dist
 SHARDS_PREFIX = "shards-"
 
 
-def shard_model(model: torch.nn.Module) -> int:
-    """fully_shard each block of the model's outermost block lists, then the root; the units made."""
-    from torch.distributed.fsdp import fully_shard
-
-    units = 0
+def trained_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The blocks of the model's outermost block lists (ModuleLists) that have trained weights."""
+    blocks: list[torch.nn.Module] = []
     taken: list[str] = []
     for name, module in model.named_modules():
         if not isinstance(module, torch.nn.ModuleList):
@@ -44,12 +42,34 @@ def shard_model(model: torch.nn.Module) -> int:
         if any(name.startswith(prefix + ".") for prefix in taken):
             continue  # inside a block already chosen
         taken.append(name)
-        for block in module:
-            if any(p.requires_grad for p in block.parameters()):
-                fully_shard(block)
-                units += 1
+        blocks += [b for b in module if any(p.requires_grad for p in b.parameters())]
+    return blocks
+
+
+def compile_blocks(model: torch.nn.Module) -> int:
+    """torch.compile each block in place (its state_dict keys unchanged); the blocks compiled.
+
+    Under DDP and FSDP, instead of one graph for the whole model: each block's backward
+    is then its own graph, so the gradients of a block are ready, and DDP's all-reduce
+    of its bucket (FSDP's reduce-scatter) starts, while the blocks before it still run
+    backward. One whole-model graph hands every gradient over at its end: no overlap.
+    torchtitan's order: compile per block, then fully_shard.
+    """
+    blocks = trained_blocks(model)
+    for block in blocks:
+        block.compile()
+    return len(blocks)
+
+
+def shard_model(model: torch.nn.Module) -> int:
+    """fully_shard each block of the model's outermost block lists, then the root; the units made."""
+    from torch.distributed.fsdp import fully_shard
+
+    blocks = trained_blocks(model)
+    for block in blocks:
+        fully_shard(block)
     fully_shard(model)
-    return units + 1
+    return len(blocks) + 1
 
 
 def full_norm(norm: torch.Tensor) -> torch.Tensor:
