@@ -11,8 +11,8 @@ from cockpit.rundir import EventWriter
 
 
 def test_pending_steps_are_read_back_before_an_eval(tmp_path, monkeypatch):
-    from cockpit.train import readback
     from cockpit.train.loop import Trainer
+    from cockpit.train.readback import MetricsReader
 
     run_dir = make_run(
         tmp_path,
@@ -24,13 +24,13 @@ def test_pending_steps_are_read_back_before_an_eval(tmp_path, monkeypatch):
     trainer = Trainer(run_dir, device="cpu", events=EventWriter(run_dir / rundir.EVENTS_JSONL))
     trainer.setup()
     batches: list[list[int]] = []  # the steps of each read-back
-    real = readback.read_back
+    real = MetricsReader.read_back
 
-    def recording(tr):
-        batches.append([p.step for p in tr.pending])
-        return real(tr)
+    def recording(reader, *args, **kwargs):
+        batches.append([p.step for p in reader.pending])
+        return real(reader, *args, **kwargs)
 
-    monkeypatch.setattr(readback, "read_back", recording)
+    monkeypatch.setattr(MetricsReader, "read_back", recording)
     reason, _ = trainer.train()
     assert reason == "finished"
     assert [b for b in batches if b] == [[1, 2, 3, 4], [5, 6], [7, 8], [9, 10, 11, 12]]
