@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import pytest
 from helpers import app_for_tests, copy_run, fake_gpu, steady_cursors, wait_for
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable
 
-from cockpit.tui.screens.editor import input_id
 from cockpit.tui.screens.run import RunScreen
 
 SIZES = [(80, 24), (120, 40)]
@@ -45,7 +44,7 @@ def test_editor_with_a_validation_error(snap_compare, size):
         table.move_cursor(row=[p.name for p in screen.presets].index("shakespeare_char"))
         await pilot.press("enter")
         await pilot.pause()
-        box = pilot.app.screen.query_one(f"#{input_id('model.n_layer')}", Input)
+        box = pilot.app.screen.select_field("model.n_layer")
         box.value = "six"
         box.focus()
         await steady(pilot)

@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Input, Static
 from cockpit.plan.estimate import estimate
 from cockpit.plan.presets import list_presets, load_preset, user_dir
 from cockpit.tui.screens.confirm import ConfirmScreen, PromptScreen
-from cockpit.tui.screens.editor import EditorScreen, input_id
+from cockpit.tui.screens.editor import EditorScreen
 from cockpit.tui.screens.presets import PresetsScreen
 
 
@@ -80,7 +80,7 @@ async def test_escape_with_unsaved_edits_asks_and_without_leaves():
         await pilot.pause()
         assert isinstance(app.screen, PresetsScreen)
         editor = await open_editor(pilot)
-        editor.query_one(f"#{input_id('train.lr')}", Input).value = "0.0007"
+        editor.set_field("train.lr", "0.0007")
         await pilot.pause()
         await pilot.press("escape")
         await pilot.pause()
@@ -88,7 +88,7 @@ async def test_escape_with_unsaved_edits_asks_and_without_leaves():
         await pilot.press("n")
         await pilot.pause()
         assert app.screen is editor
-        assert editor.query_one(f"#{input_id('train.lr')}", Input).value == "0.0007"
+        assert editor.field_texts["train.lr"] == "0.0007"
         await pilot.press("escape")
         await pilot.pause()
         await pilot.press("y")
@@ -110,7 +110,7 @@ async def test_saving_under_a_built_in_name_asks_first():
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         editor = await open_editor(pilot)
-        editor.query_one(f"#{input_id('train.lr')}", Input).value = "0.0007"
+        editor.set_field("train.lr", "0.0007")
         await pilot.pause()
         await save_as(pilot, "tiny_char")
         assert isinstance(app.screen, ConfirmScreen) and "built-in" in question(app)
@@ -136,7 +136,7 @@ async def test_saving_over_another_user_preset_asks_first():
         await pilot.press("escape")
         await pilot.pause()
         editor = await open_editor(pilot, "tiny_char")
-        editor.query_one(f"#{input_id('train.lr')}", Input).value = "0.0009"
+        editor.set_field("train.lr", "0.0009")
         await pilot.pause()
         await save_as(pilot, "mine")
         assert isinstance(app.screen, ConfirmScreen) and "Replace" in question(app)
@@ -164,11 +164,16 @@ async def test_arrow_keys_move_between_fields():
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         editor = await open_editor(pilot)
-        first = app.focused
+        first, box = editor.current, app.focused
         await pilot.press("down")
-        assert app.focused is not first and isinstance(app.focused, Input)
-        await pilot.press("up")
-        assert app.focused is first
+        assert editor.current == editor.paths[editor.paths.index(first) + 1]
+        assert app.focused is box and box.value == editor.field_texts[editor.current]
+        await pilot.press("pagedown")
+        assert editor.current == editor.paths[editor.paths.index(first) + 11]
+        await pilot.press("pageup", "up")
+        assert editor.current == first and app.focused is box
+        await pilot.press("enter")  # Enter takes the value and goes to the next field
+        assert editor.current == editor.paths[editor.paths.index(first) + 1]
         assert editor is app.screen
 
 

@@ -20,7 +20,7 @@ class PresetsScreen(Screen):
     BINDINGS = [
         Binding("enter", "edit", "Edit", priority=True),
         Binding("l", "launch", "Launch"),
-        Binding("d", "duplicate", "Duplicate"),
+        Binding("d", "duplicate", "Copy"),  # short: the 80-column footer reaches f1 Help
         Binding("g", "next_gpu", "What-if GPU"),
         Binding("G", "local_gpu", "This GPU"),
         Binding("r", "runs", "Runs"),
