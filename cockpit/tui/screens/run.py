@@ -29,11 +29,12 @@ from cockpit.plan.estimate import estimate
 from cockpit.plan.gpu import GpuStatus, spec_for_status
 from cockpit.plan.presets import Preset
 from cockpit.runs.history import QUIET_PHASES, RunHistory
-from cockpit.tui.messages import GpusPolled, RunRecords, RunStatusPolled
+from cockpit.tui.messages import GpusPolled, RunRecords, RunStatusPolled, RunTailed
 from cockpit.tui.widgets.metric_plot import MetricPlot
 
 LIVE_POLL_BYTES = 1 << 20  # at most 1 MiB of events per tick keeps a tick well under a frame
 CLOCK_S = 1.0  # the status lines (elapsed, ETA, last update) tick this often while a run is live
+PLOTS = ("plot-loss", "plot-lr", "plot-grad")  # drawn in this order, one per redraw tick
 PHASE_STYLE = {
     "starting": "yellow",
     "first step": "yellow",
@@ -76,6 +77,9 @@ class RunScreen(Screen):
         self.stall_note = ""
         self.preset: Preset | None = None  # read from preset.json on mount
         self.resume_block: str | None = None  # why `u` is greyed: no checkpoint to resume from
+        self._tailing = False  # a read of events.jsonl is under way in a thread
+        self._stale_plots: set[str] = set()  # plots whose data changed since they were drawn
+        self._next_plot = 0  # index into PLOTS of the plot whose turn it is
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -154,10 +158,26 @@ class RunScreen(Screen):
     # ---------------------------------------------------------------- live
 
     def poll_events(self) -> None:
-        """Read what the trainer appended since the last tick (small: one poll of the file)."""
-        records = self.watcher.poll()
-        if records:
-            self.take(records)
+        """Read what the trainer appended since the last tick, in a thread: decoding 1000 records
+        a second took ~15% of the app's thread, and a key waited behind each batch."""
+        if self._tailing:
+            return  # one read at a time: the tail's offset is not shared between threads
+        self._tailing = True
+        self.run_worker(self._tail_worker, thread=True, group="tail")
+
+    def _tail_worker(self) -> None:
+        records: list[dict[str, Any]] = []
+        try:
+            records = self.tailer.poll()
+        finally:
+            self.post_message(RunTailed(records))
+
+    @on(RunTailed)
+    def _tailed(self, message: RunTailed) -> None:
+        self._tailing = False
+        if message.records:
+            self.watcher.note(message.records)
+            self.take(message.records)
 
     def take(self, records: list[dict[str, Any]]) -> None:
         """Add records to the history; the next redraw tick shows them."""
@@ -166,6 +186,7 @@ class RunScreen(Screen):
         self.stall_note = ""
         self.history.ingest(records)
         self.ingested += len(records)
+        self._stale_plots.update(PLOTS)
         self.dirty = True
 
     def _poll_status(self) -> None:
@@ -219,23 +240,40 @@ class RunScreen(Screen):
         """Repaint from the history, at most once per tick and only when something changed."""
         if not (self.dirty or force):
             return
+        if not force and self.app.screen is not self:
+            # under a dialog: a repaint here re-tints the whole screen behind it (tens of ms) and
+            # delays the dialog's keys; the history keeps growing and shows when it closes
+            return
         self.dirty = False
         self.redraws += 1
-        h = self.history
-        marks = h.warning_steps()
-        self.query_one("#plot-loss", MetricPlot).show(
-            [("train", h.loss), ("val", h.val_loss)], marks
-        )
-        self.query_one("#plot-lr", MetricPlot).show([("lr", h.lr)])
-        self.query_one("#plot-grad", MetricPlot).show([("norm", h.grad_norm)])
+        # One plot per tick, in turn (all three on a forced redraw): a plotext build takes
+        # tens of ms, and a key that arrives during a tick waits for one build, not three.
+        if force:
+            self._stale_plots.update(PLOTS)
+        turn = PLOTS[self._next_plot :] + PLOTS[: self._next_plot]  # in turn: none starves
+        for plot_id in [p for p in turn if p in self._stale_plots][: len(PLOTS) if force else 1]:
+            self._stale_plots.discard(plot_id)
+            self._next_plot = (PLOTS.index(plot_id) + 1) % len(PLOTS)
+            self._show_plot(plot_id)
+        self.dirty = bool(self._stale_plots)  # the others on the next ticks
         self.query_one("#run-status", Static).update(self.status_text())
         self.query_one("#run-health", Static).update(self.health_text())
         self.query_one("#run-sample", Static).update(self.sample_text())
         self.query_one("#run-log", Static).update(self.log_text())
 
+    def _show_plot(self, plot_id: str) -> None:
+        h = self.history
+        plot = self.query_one(f"#{plot_id}", MetricPlot)
+        if plot_id == "plot-loss":
+            plot.show([("train", h.loss), ("val", h.val_loss)], h.warning_steps())
+        elif plot_id == "plot-lr":
+            plot.show([("lr", h.lr)])
+        else:
+            plot.show([("norm", h.grad_norm)])
+
     def tick_clock(self) -> None:
         """Keep a live run's clock moving between records (only the two status lines repaint)."""
-        if self.status in rundir.LIVE_STATUSES and not self.dirty:
+        if self.status in rundir.LIVE_STATUSES and not self.dirty and self.app.screen is self:
             self.query_one("#run-status", Static).update(self.status_text())
 
     def status_text(self) -> str:
