@@ -79,8 +79,17 @@ class MetricPlot(PlotextPlot):
         pairs = [(s, math.log10(v)) for s, v in zip(steps, values, strict=True) if v > 0]
         return [s for s, _ in pairs], [v for _, v in pairs]
 
-    def show(self, series: list[tuple[str, Series]], marks: list[int] | None = None) -> None:
-        """Plot each (label, series); vertical marks at the given steps (health warnings)."""
+    def show(
+        self,
+        series: list[tuple[str, Series]],
+        marks: list[int] | None = None,
+        colors: list[str] | None = None,
+    ) -> None:
+        """Plot each (label, series); vertical marks at the given steps (health warnings).
+
+        `colors` (plotext names, one per series) pin each line's colour, so a table beside the
+        plot can name the same colour when the plot is too small for its legend.
+        """
         plt = self.plt
         self.version += 1
         plt.clear_data()
@@ -91,17 +100,18 @@ class MetricPlot(PlotextPlot):
         xs: list[int] = []
         # a braille cell holds two points across: more than that per column only costs render time
         buckets = max(16, self.size.width or 80)
-        for label, data in series:
+        for i, (label, data) in enumerate(series):
             steps, values = self._points(data, buckets)
             if not steps:
                 continue
             name = label if len(series) > 1 else None
+            color = {"color": colors[i % len(colors)]} if colors else {}
             if (
                 len(steps) == 1
             ):  # a lone point (the first eval) is one braille dot: too small to see
-                plt.scatter(steps, values, label=name, marker="●")
+                plt.scatter(steps, values, label=name, marker="●", **color)
             else:
-                plt.plot(steps, values, label=name, marker="braille")
+                plt.plot(steps, values, label=name, marker="braille", **color)
             drawn += values
             xs += (steps[0], steps[-1])
         for step in marks or []:
