@@ -284,6 +284,8 @@ class RunScreen(Screen):
         val = fmt_float(h.best_val_loss)
         live = self.status in rundir.LIVE_STATUSES
         phase = h.phase() if live else ""
+        if phase == self.status:
+            phase = ""  # "starting" once, not "starting starting"
         doing = f"[{PHASE_STYLE.get(phase, 'dim')}]{phase}[/]  " if phase else ""
         line1 = f"{status_markup(self.status)}  {doing}step {step_progress(h.step, h.max_steps)}  loss {loss}  best val {val}"
         if not self.loaded:
@@ -392,8 +394,16 @@ class RunScreen(Screen):
         return True
 
     def on_key(self, event: events.Key) -> None:
-        """A greyed `u` says why instead of doing nothing."""
-        if event.key == "u" and self.resume_block:
+        """A greyed or hidden `u` says why instead of doing nothing."""
+        if event.key == "u" and self.status == "finished":
+            event.stop()
+            steps = self.preset.train.max_steps if self.preset is not None else "its"
+            self.notify(
+                f"{self.run_dir.name} finished: it reached its {steps} steps. To train on, "
+                f"raise them: gpt-cockpit resume {self.run_dir.name} --max-steps N",
+                timeout=10,
+            )
+        elif event.key == "u" and self.resume_block:
             event.stop()
             self.notify(
                 f"cannot resume: {self.resume_block}. Press n to start it again from step 0 "
@@ -479,7 +489,11 @@ class RunScreen(Screen):
         )
 
     def action_detach(self) -> None:
-        """Leave the run screen; training goes on."""
+        """Leave the run screen; training goes on. Opened by `attach` (or `resume`), the app
+        closes: back to the shell it was typed in, not to a presets screen never asked for."""
+        if self.app.attach_dir == self.run_dir and len(self.app.screen_stack) <= 3:  # type: ignore[attr-defined]
+            self.app.exit(message=f"detached from {self.run_dir.name}; it keeps training")
+            return
         self.app.pop_screen()
         self.app.notify(f"detached from {self.run_dir.name}; it keeps training", timeout=3)
 
