@@ -184,3 +184,43 @@ async def test_a_broken_user_preset_file_is_a_notification():
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         assert any("skipped wrong.json" in str(n.message) for n in app._notifications)
+
+
+async def test_the_launch_dialog_sets_a_short_try_and_a_time_limit():
+    launched = []
+
+    def launcher(preset, runs_dir):
+        launched.append(preset)
+        raise OSError("not in this test")
+
+    app = app_for_tests(launcher=launcher)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        select_preset(app.screen, "shakespeare_char")  # 2000 steps, warmup 100
+        await pilot.press("l")
+        await pilot.pause()
+        limits = app.screen.query_one("#limits", Static)
+        assert "steps: 2,000" in str(limits.render()) and "time limit: none" in str(limits.render())
+        await pilot.press("s", "s", "s", "t")  # 2000 -> 1000 -> 200 -> 50; none -> 5m
+        await pilot.pause()
+        assert "steps: 50 (a try)" in str(limits.render()) and "5m" in str(limits.render())
+        await pilot.press("y")
+        await pilot.pause()
+    (preset,) = launched
+    assert preset.train.max_steps == 50 and preset.train.max_time_s == 300.0
+    assert preset.train.warmup_steps < 50  # the schedule shrank to fit, as --max-steps does
+
+
+async def test_G_goes_back_through_the_catalog():
+    from cockpit.plan.gpu import CATALOG
+
+    app = app_for_tests()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        await pilot.press("G")
+        assert screen.gpu_choice == len(CATALOG) - 1 and "T4" in screen.gpu.name
+        await pilot.press("g")
+        assert screen.gpu_choice == -1  # past the end: this machine again
+        await pilot.press("g", "G")
+        assert screen.gpu_choice == -1

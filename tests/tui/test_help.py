@@ -62,7 +62,7 @@ async def test_footers_show_enter_and_G_and_the_editor_keeps_esc_at_80_columns()
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         keys = footer_keys(app)
-        assert "Edit" in keys and "This GPU" in keys
+        assert "Edit" in keys and "Back a GPU" in keys
         select_preset(app.screen, "tiny_char")
         await pilot.press("enter")
         await pilot.pause()

@@ -22,7 +22,7 @@ class PresetsScreen(Screen):
         Binding("l", "launch", "Launch"),
         Binding("d", "duplicate", "Copy"),  # short: the 80-column footer reaches f1 Help
         Binding("g", "next_gpu", "What-if GPU"),
-        Binding("G", "local_gpu", "This GPU"),
+        Binding("G", "previous_gpu", "Back a GPU"),
         Binding("r", "runs", "Runs"),
         Binding("q", "app.quit", "Quit"),
     ]
@@ -70,15 +70,18 @@ class PresetsScreen(Screen):
 
     def gpu_label(self) -> str:
         if self.gpu_choice >= 0:
-            return f"what-if GPU: {self.gpu.name}  (g: next, G: this machine)"  # type: ignore[union-attr]
+            n = f"{self.gpu_choice + 1}/{len(CATALOG)}"
+            return (
+                f"what-if GPU {n}: {self.gpu.name}  (g/G: next/back; past the ends, this machine)"  # type: ignore[union-attr]
+            )
         local = self.gpu
         if local is not None:
             return (
-                f"this machine: {local.name}, {human_bytes(local.memory_bytes)}  (g: what-if GPU)"
+                f"this machine: {local.name}, {human_bytes(local.memory_bytes)}  (g/G: what-if GPU)"
             )
         if self.app.local_gpus is None:  # type: ignore[attr-defined]
-            return "this machine: looking for a GPU...  (g: what-if GPU)"
-        return "this machine: no GPU (runs train on the CPU)  (g: what-if GPU)"
+            return "this machine: looking for a GPU...  (g/G: what-if GPU)"
+        return "this machine: no GPU (runs train on the CPU)  (g/G: what-if GPU)"
 
     def reload(self) -> None:
         """Re-read the presets and re-estimate every row."""
@@ -167,11 +170,13 @@ class PresetsScreen(Screen):
             confirm_launch(self.app, preset, estimate(preset, self.app.local_gpu_spec()))  # type: ignore[attr-defined]
 
     def action_next_gpu(self) -> None:
-        self.gpu_choice = (self.gpu_choice + 1) % len(CATALOG)
+        """The next catalog GPU; after the last, this machine's again."""
+        self.gpu_choice = self.gpu_choice + 1 if self.gpu_choice + 1 < len(CATALOG) else -1
         self.reload()
 
-    def action_local_gpu(self) -> None:
-        self.gpu_choice = -1
+    def action_previous_gpu(self) -> None:
+        """The catalog the other way (T4 is one key from this machine, not 23)."""
+        self.gpu_choice = self.gpu_choice - 1 if self.gpu_choice >= 0 else len(CATALOG) - 1
         self.reload()
 
     def action_runs(self) -> None:
