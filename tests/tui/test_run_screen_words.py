@@ -96,3 +96,23 @@ def test_runs_of_the_same_id_in_two_folders_name_their_folder(tmp_path):
     assert RunsScreen.run_label(one, names) != RunsScreen.run_label(two, names)
     assert str(tmp_path / "x") in RunsScreen.run_label(one, names)
     assert RunsScreen.run_label(one, Counter([one.run_id])) == one.run_id
+
+
+async def test_in_app_words_name_keys_not_cli_flags():
+    from textual.widgets import Static
+
+    from cockpit.tui.screens.editor import EditorScreen
+
+    app = app_for_tests()  # no GPU here: the verdict asks for a what-if one
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        detail = str(app.screen.query_one("#preset-detail", Static).render())
+        assert "g picks a what-if GPU" in detail and "--gpu" not in detail
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen))
+        panel = str(app.screen.query_one("#live-panel", Static).render())
+        assert "ctrl+g picks a what-if GPU" in panel and "--gpu" not in panel
+        await pilot.press("ctrl+g")
+        await pilot.pause()
+        panel = str(app.screen.query_one("#live-panel", Static).render())
+        assert "[what-if]" in panel  # shown, not swallowed as markup

@@ -153,6 +153,7 @@ class PromptScreen(ModalScreen[str | None]):
 def launch_question(preset: Preset, est: Estimate) -> str:
     """What a launch will do, for the question before it: size, device, ETA, the verdict."""
     from cockpit.common.format import human_params, rough_eta
+    from cockpit.tui.exact import verdict_words
 
     device = (
         f"this machine's {est.gpu.name}"
@@ -168,7 +169,7 @@ def launch_question(preset: Preset, est: Estimate) -> str:
     )
     return (
         f"{head}\n{human_params(est.params)} parameters, {steps} on {device}\n"
-        f"ETA {eta}\n{est.verdict}\n\n"
+        f"ETA {eta}\n{verdict_words(est)}\n\n"
         + ("Launch anyway?" if est.fits is False else "Start training now?")
     )
 

@@ -27,7 +27,7 @@ from cockpit.plan.presets import (
     save_user_preset,
     user_dir,
 )
-from cockpit.tui.exact import ExactFigure, source_label
+from cockpit.tui.exact import ExactFigure, source_label, verdict_words
 from cockpit.tui.widgets.vram_bar import vram_bar
 
 TOP_FIELDS = ["name", "description"]
@@ -296,7 +296,7 @@ class EditorScreen(Screen):
         bar = vram_bar(est, width=30).markup
         lines.append(bar.rstrip("\n"))
         color = {True: "green", False: "bold red", None: "yellow"}[est.fits]
-        lines.append(f"[{color}]{est.verdict}[/]")
+        lines.append(f"[{color}]{verdict_words(est, 'ctrl+g')}[/]")
         tip = self.suggestion(est)
         if tip:
             lines.append(tip)

@@ -12,6 +12,7 @@ from cockpit.common.format import human_bytes, human_params
 from cockpit.plan.estimate import estimate
 from cockpit.plan.gpu import CATALOG, GpuSpec
 from cockpit.plan.presets import Preset, list_presets, preset_problems
+from cockpit.tui.exact import verdict_words
 
 
 class PresetsScreen(Screen):
@@ -137,7 +138,8 @@ class PresetsScreen(Screen):
             if problems
             else ""
         )
-        detail.update(f"[b]{preset.name}[/] ({where})\n{preset.description}\n{est.verdict}{broken}")
+        verdict = verdict_words(est, "g")
+        detail.update(f"[b]{preset.name}[/] ({where})\n{preset.description}\n{verdict}{broken}")
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self.show_detail()
