@@ -8,7 +8,7 @@ from helpers import app_for_tests, wait_for
 
 from cockpit.__main__ import main
 from cockpit.tui import app as app_module
-from cockpit.tui.app import flags_for_app
+from cockpit.tui.flags import flags_for_app
 from cockpit.tui.screens.editor import EditorScreen
 
 
