@@ -134,6 +134,18 @@ def test_golf_and_bdh_round_trip_into_our_model(tmp_path, cfg):
     assert note.startswith("char:") and "3 characters" in note and "ids 3..39 are padding" in note
 
 
+def test_exported_files_are_readable_as_the_umask_allows(tmp_path):
+    """Not 0600 (a temp file's mode): the export is for other programs and other people."""
+    import stat
+
+    from cockpit.rundir.info import SHARED_FILE_MODE
+
+    cfg = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=40)
+    written = export_run(run_model(cfg, {"name": "char", "chars": "abc"}), tmp_path / "o", "r")
+    assert {stat.S_IMODE(p.stat().st_mode) for p in written} == {SHARED_FILE_MODE}
+    assert SHARED_FILE_MODE & 0o044  # group and others may read, as the umask allows here
+
+
 def test_export_errors_are_one_line(tmp_path, finished_run, capsys, monkeypatch):
     (tmp_path / "file").write_text("x")
     assert main(["export", str(finished_run), "--to", str(tmp_path / "file")]) == 2

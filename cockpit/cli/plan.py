@@ -266,7 +266,9 @@ def print_estimate(
     table.add_column("share", justify="right")
     total = est.memory.total_bytes or 1
     for label, value in est.memory.items():
-        table.add_row(label, human_bytes(value), f"{100 * value / total:.0f}%")
+        why = ZERO_PARTS.get(label, "") if value == 0 else ""
+        share = f"{100 * value / total:.0f}%"
+        table.add_row(label + (f" [dim]({why})[/]" if why else ""), human_bytes(value), share)
     source = f"your own model, {est.memory.activation_form}" if own else "analytic"
     table.add_row(
         f"[bold]total ({source})[/]", f"[bold]{human_bytes(est.memory.total_bytes)}[/]", ""
@@ -360,7 +362,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2, default=str))
         return EXIT_OK
     console = _console()
-    console.print(f"[bold]{preset.name}[/] on {gpu.name if gpu else 'no GPU'}")
+    where = f"on {gpu.name}" if gpu else "for a bf16 GPU (none here; --gpu picks one)"
+    console.print(f"[bold]{preset.name}[/] {where}")
     print_estimate(est, preset, gpu, console=console, headroom=headroom)
     console.print(
         host_memory(preset, "cuda", batch_size=batch, nproc=world).verdict + " for a GPU run"
@@ -442,6 +445,15 @@ def estimate_cpu(
         console.print("suggestion: even micro-batch 1 does not fit; shrink the model or block_size")
     console.print(cpu_eta_line(preset, speed))
     return EXIT_OK
+
+
+# Why a part of the peak can be 0 B, said beside it (a bare "0 B" reads like a mistake).
+ZERO_PARTS = {
+    # the peak is in the backward, before this step's first gradient; the last step's were freed
+    "gradients": "freed before the peak",
+    "AMP copies": "fp32: no 16-bit copies",
+    "CUDA context": "no GPU",
+}
 
 
 # --------------------------------------------------------------------------- estimate --exact

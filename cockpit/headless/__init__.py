@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +61,11 @@ class UsageError(Exception):
 # --------------------------------------------------------------------------- preset
 
 
-def with_max_steps(preset: Preset, max_steps: int) -> Preset:
-    """The preset with train.max_steps set; warmup/warmdown/min-lr hold shrink with it if they no longer fit."""
+def with_max_steps(
+    preset: Preset, max_steps: int, say: Callable[[str], None] | None = None
+) -> Preset:
+    """The preset with train.max_steps set; warmup/warmdown/min-lr hold shrink with it if they
+    no longer fit, said through `say` (default: a line on stderr; the app passes its own)."""
     t = preset.train
     changes: dict[str, Any] = {"train.max_steps": max_steps}
     if max_steps >= 1 and t.warmup_steps >= max_steps:
@@ -74,7 +78,7 @@ def with_max_steps(preset: Preset, max_steps: int) -> Preset:
     result = apply_overrides(preset, changes)
     if len(changes) > 1:
         shrunk = ", ".join(f"{k}={v}" for k, v in changes.items() if k != "train.max_steps")
-        info(f"{shrunk} so the schedule fits in {counted(max_steps, 'step')}")
+        (say or info)(f"{shrunk} so the schedule fits in {counted(max_steps, 'step')}")
     return result
 
 

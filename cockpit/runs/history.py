@@ -165,6 +165,8 @@ class RunHistory:
 
     def _log_line(self, event: Event) -> None:
         started_at = self.start.time if self.start is not None else None
+        if started_at is not None:  # "after" counts the time trained before a resume too,
+            started_at -= self._earlier_s  # as the status line's elapsed does
         self.log.append(event_line(event, self.max_steps, started_at))
 
     def _add_step(self, event: StepEvent, record: dict[str, Any]) -> None:

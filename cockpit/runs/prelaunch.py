@@ -81,6 +81,8 @@ def _text_problem(source: str, files: list[Path]) -> str | None:
         return f"{path} is binary (it holds NUL bytes), not text; token files must be named *.bin"
     if files:
         return f"{source} holds no text: every file is empty or binary"
+    if Path(os.path.expanduser(source)).is_dir():
+        return f"{source} is an empty folder (hidden files aside): put text files in it"
     return None  # no files at all: the existing checks say so
 
 

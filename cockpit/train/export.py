@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ import torch
 from cockpit import arch as archs
 from cockpit.common.fsutil import atomic_write_text
 from cockpit.plan.presets import ModelConfig
+from cockpit.rundir.info import SHARED_FILE_MODE
 from cockpit.train.models import LanguageModel, build_model
 from cockpit.train.sample import RunModel, SampleError
 
@@ -160,6 +162,8 @@ def export_run(rm: RunModel, out_dir: str | Path, run_id: str) -> list[Path]:
     atomic_write_text(out / TOKENIZER, json.dumps(rm.tokenizer_state, indent=2) + "\n")
     atomic_write_text(out / README, readme(rm, run_id))
     written += [out / name, out / TOKENIZER, out / README]
+    for path in written:  # shared as the umask allows (0644 usually), not a temp file's 0600
+        os.chmod(path, SHARED_FILE_MODE)
     return written
 
 

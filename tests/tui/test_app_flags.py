@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import pytest
 from helpers import app_for_tests, wait_for
-from textual.widgets import Input
 
 from cockpit.__main__ import main
 from cockpit.tui import app as app_module
-from cockpit.tui.app import flags_for_app
-from cockpit.tui.screens.editor import EditorScreen, input_id
+from cockpit.tui.flags import flags_for_app
+from cockpit.tui.screens.editor import EditorScreen
 
 
 @pytest.fixture
@@ -69,11 +68,11 @@ async def test_the_app_opens_the_editor_with_the_flags_applied(monkeypatch):
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen))
         editor = app.screen
-        assert editor.query_one(f"#{input_id('train.max_steps')}", Input).value == "5"
-        assert editor.query_one(f"#{input_id('train.lr')}", Input).value == "0.0003"
+        assert editor.field_texts["train.max_steps"] == "5"
+        assert editor.field_texts["train.lr"] == "0.0003"
         assert editor.gpu_choice == start.gpu_choice
         said = [str(n.message) for n in app._notifications]
         assert any("--max-steps 5" in m and "ctrl+l launches it" in m for m in said)
         await pilot.press("ctrl+r")  # revert: the preset as named, before the flags
         await pilot.pause()
-        assert editor.query_one(f"#{input_id('train.max_steps')}", Input).value != "5"
+        assert editor.select_field("train.max_steps").value != "5"

@@ -30,11 +30,12 @@ from cockpit.plan.gpu import GpuStatus, spec_for_status
 from cockpit.plan.presets import Preset
 from cockpit.runs.history import QUIET_PHASES, RunHistory
 from cockpit.tui.access import app_of, services_of
-from cockpit.tui.messages import GpusPolled, RunRecords, RunStatusPolled
+from cockpit.tui.messages import GpusPolled, RunRecords, RunStatusPolled, RunTailed
 from cockpit.tui.widgets.metric_plot import MetricPlot
 
 LIVE_POLL_BYTES = 1 << 20  # at most 1 MiB of events per tick keeps a tick well under a frame
 CLOCK_S = 1.0  # the status lines (elapsed, ETA, last update) tick this often while a run is live
+PLOTS = ("plot-loss", "plot-lr", "plot-grad")  # drawn in this order, one per redraw tick
 PHASE_STYLE = {
     "starting": "yellow",
     "first step": "yellow",
@@ -78,6 +79,9 @@ class RunScreen(Screen):
         self.stall_note = ""
         self.preset: Preset | None = None  # read from preset.json on mount
         self.resume_block: str | None = None  # why `u` is greyed: no checkpoint to resume from
+        self._tailing = False  # a read of events.jsonl is under way in a thread
+        self._stale_plots: set[str] = set()  # plots whose data changed since they were drawn
+        self._next_plot = 0  # index into PLOTS of the plot whose turn it is
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -157,10 +161,26 @@ class RunScreen(Screen):
     # ---------------------------------------------------------------- live
 
     def poll_events(self) -> None:
-        """Read what the trainer appended since the last tick (small: one poll of the file)."""
-        records = self.watcher.poll()
-        if records:
-            self.take(records)
+        """Read what the trainer appended since the last tick, in a thread: decoding 1000 records
+        a second took ~15% of the app's thread, and a key waited behind each batch."""
+        if self._tailing:
+            return  # one read at a time: the tail's offset is not shared between threads
+        self._tailing = True
+        self.run_worker(self._tail_worker, thread=True, group="tail")
+
+    def _tail_worker(self) -> None:
+        records: list[dict[str, Any]] = []
+        try:
+            records = self.tailer.poll()
+        finally:
+            self.post_message(RunTailed(records))
+
+    @on(RunTailed)
+    def _tailed(self, message: RunTailed) -> None:
+        self._tailing = False
+        if message.records:
+            self.watcher.note(message.records)
+            self.take(message.records)
 
     def take(self, records: list[dict[str, Any]]) -> None:
         """Add records to the history; the next redraw tick shows them."""
@@ -169,6 +189,7 @@ class RunScreen(Screen):
         self.stall_note = ""
         self.history.ingest(records)
         self.ingested += len(records)
+        self._stale_plots.update(PLOTS)
         self.dirty = True
 
     def _poll_status(self) -> None:
@@ -222,23 +243,40 @@ class RunScreen(Screen):
         """Repaint from the history, at most once per tick and only when something changed."""
         if not (self.dirty or force):
             return
+        if not force and self.app.screen is not self:
+            # under a dialog: a repaint here re-tints the whole screen behind it (tens of ms) and
+            # delays the dialog's keys; the history keeps growing and shows when it closes
+            return
         self.dirty = False
         self.redraws += 1
-        h = self.history
-        marks = h.warning_steps()
-        self.query_one("#plot-loss", MetricPlot).show(
-            [("train", h.loss), ("val", h.val_loss)], marks
-        )
-        self.query_one("#plot-lr", MetricPlot).show([("lr", h.lr)])
-        self.query_one("#plot-grad", MetricPlot).show([("norm", h.grad_norm)])
+        # One plot per tick, in turn (all three on a forced redraw): a plotext build takes
+        # tens of ms, and a key that arrives during a tick waits for one build, not three.
+        if force:
+            self._stale_plots.update(PLOTS)
+        turn = PLOTS[self._next_plot :] + PLOTS[: self._next_plot]  # in turn: none starves
+        for plot_id in [p for p in turn if p in self._stale_plots][: len(PLOTS) if force else 1]:
+            self._stale_plots.discard(plot_id)
+            self._next_plot = (PLOTS.index(plot_id) + 1) % len(PLOTS)
+            self._show_plot(plot_id)
+        self.dirty = bool(self._stale_plots)  # the others on the next ticks
         self.query_one("#run-status", Static).update(self.status_text())
         self.query_one("#run-health", Static).update(self.health_text())
         self.query_one("#run-sample", Static).update(self.sample_text())
         self.query_one("#run-log", Static).update(self.log_text())
 
+    def _show_plot(self, plot_id: str) -> None:
+        h = self.history
+        plot = self.query_one(f"#{plot_id}", MetricPlot)
+        if plot_id == "plot-loss":
+            plot.show([("train", h.loss), ("val", h.val_loss)], h.warning_steps())
+        elif plot_id == "plot-lr":
+            plot.show([("lr", h.lr)])
+        else:
+            plot.show([("norm", h.grad_norm)])
+
     def tick_clock(self) -> None:
         """Keep a live run's clock moving between records (only the two status lines repaint)."""
-        if self.status in rundir.LIVE_STATUSES and not self.dirty:
+        if self.status in rundir.LIVE_STATUSES and not self.dirty and self.app.screen is self:
             self.query_one("#run-status", Static).update(self.status_text())
 
     def status_text(self) -> str:
@@ -249,6 +287,8 @@ class RunScreen(Screen):
         val = fmt_float(h.best_val_loss)
         live = self.status in rundir.LIVE_STATUSES
         phase = h.phase() if live else ""
+        if phase == self.status:
+            phase = ""  # "starting" once, not "starting starting"
         doing = f"[{PHASE_STYLE.get(phase, 'dim')}]{phase}[/]  " if phase else ""
         line1 = f"{status_markup(self.status)}  {doing}step {step_progress(h.step, h.max_steps)}  loss {loss}  best val {val}"
         if not self.loaded:
@@ -357,8 +397,16 @@ class RunScreen(Screen):
         return True
 
     def on_key(self, event: events.Key) -> None:
-        """A greyed `u` says why instead of doing nothing."""
-        if event.key == "u" and self.resume_block:
+        """A greyed or hidden `u` says why instead of doing nothing."""
+        if event.key == "u" and self.status == "finished":
+            event.stop()
+            steps = self.preset.train.max_steps if self.preset is not None else "its"
+            self.notify(
+                f"{self.run_dir.name} finished: it reached its {steps} steps. To train on, "
+                f"raise them: gpt-cockpit resume {self.run_dir.name} --max-steps N",
+                timeout=10,
+            )
+        elif event.key == "u" and self.resume_block:
             event.stop()
             self.notify(
                 f"cannot resume: {self.resume_block}. Press n to start it again from step 0 "
@@ -444,7 +492,11 @@ class RunScreen(Screen):
         )
 
     def action_detach(self) -> None:
-        """Leave the run screen; training goes on."""
+        """Leave the run screen; training goes on. Opened by `attach` (or `resume`), the app
+        closes: back to the shell it was typed in, not to a presets screen never asked for."""
+        if self.app.attach_dir == self.run_dir and len(self.app.screen_stack) <= 3:  # type: ignore[attr-defined]
+            self.app.exit(message=f"detached from {self.run_dir.name}; it keeps training")
+            return
         self.app.pop_screen()
         self.app.notify(f"detached from {self.run_dir.name}; it keeps training", timeout=3)
 
