@@ -41,7 +41,7 @@ REQUESTS = ("cancel", "stop", "prune")  # what a face may ask the scheduler to d
 
 # Which state may follow which (finish and requeue check it in the same transaction).
 TRANSITIONS: dict[str, tuple[str, ...]] = {
-    "queued": ("starting", "cancelled"),
+    "queued": ("starting", "cancelled", "failed"),  # failed: it can never start here
     "starting": ("running", "queued", "failed", "stopped", "cancelled", "done"),
     "running": ("done", "failed", "stopped", "cancelled", "queued"),
     "done": (),
@@ -77,6 +77,7 @@ CREATE TABLE entries (
     threads INTEGER,
     planned_seconds REAL,
     run_seconds REAL NOT NULL DEFAULT 0,
+    gpu_seconds REAL NOT NULL DEFAULT 0,
     attempt_started REAL,
     created REAL NOT NULL,
     started REAL,
@@ -145,6 +146,7 @@ class Entry:
     threads: int | None  # CPU threads granted (CPU entries)
     planned_seconds: float | None  # the estimate of its training time, whole run
     run_seconds: float  # device time of attempts that ended (wall seconds, not GPU-seconds)
+    gpu_seconds: float  # GPU-seconds charged to it (a GPU shared by k runs charges each 1/k)
     attempt_started: float | None  # when the current attempt started (None when none runs)
     created: float
     started: float | None  # the first start
@@ -442,13 +444,15 @@ class Queue:
                 )
         return self.get(entry_id)
 
-    def request(self, entry_id: int, what: str) -> Entry:
-        """Ask the scheduler to cancel, stop or prune a live entry at its next tick."""
+    def request(self, entry_id: int, what: str, reason: str | None = None) -> Entry:
+        """Ask the scheduler to cancel, stop or prune a live entry at its next tick (with why)."""
         if what not in REQUESTS:
             raise QueueError(f"request must be one of {', '.join(REQUESTS)}, not {what!r}")
         with self._write() as conn:
             conn.execute(
-                "UPDATE entries SET request=?, updated=? WHERE id=?", (what, time.time(), entry_id)
+                "UPDATE entries SET request=?, reason=coalesce(?, reason), updated=? "
+                "WHERE id=? AND state IN ('starting', 'running')",
+                (what, reason, time.time(), entry_id),
             )
         return self.get(entry_id)
 
@@ -554,6 +558,17 @@ class Queue:
             raise QueueError(f"{state!r} is not an end state ({', '.join(ENDED_STATES)})")
         return self._move(entry_id, state, "reason=?, request=NULL, ended=?", (reason, time.time()))
 
+    def finish_unstarted(self, entry_id: int, reason: str) -> Entry:
+        """queued -> failed: it can never start on this machine (too big, a bad preset), with why."""
+        now = time.time()
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE entries SET state='failed', reason=?, ended=?, updated=? "
+                "WHERE id=? AND state='queued'",
+                (reason, now, now, entry_id),
+            )
+        return self.get(entry_id)
+
     def requeue(self, entry_id: int, reason: str, *, retry: bool = True) -> Entry:
         """Back to queued: a retry (counted in `retries`, with why) or a person's re-run."""
         entry = self.get(entry_id)
@@ -566,6 +581,15 @@ class Queue:
             "reason=?, request=NULL, retries=?, ended=NULL",
             (reason, json.dumps(retries)),
         )
+
+    def charge(self, gpu_seconds: dict[int, float]) -> None:
+        """Add GPU-seconds to entries (the scheduler's tick: what each run used since the last)."""
+        with self._write() as conn:
+            for entry_id, seconds in gpu_seconds.items():
+                conn.execute(
+                    "UPDATE entries SET gpu_seconds = gpu_seconds + ? WHERE id=?",
+                    (max(0.0, seconds), entry_id),
+                )
 
     # ------------------------------------------------------------------ meta and log
 
