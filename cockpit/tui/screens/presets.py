@@ -23,6 +23,8 @@ class PresetsScreen(Screen):
         Binding("d", "duplicate", "Duplicate"),
         Binding("g", "next_gpu", "What-if GPU"),
         Binding("G", "local_gpu", "This GPU"),
+        Binding("a", "queue_add", "Queue it"),
+        Binding("Q", "queue", "Queue"),
         Binding("r", "runs", "Runs"),
         Binding("q", "app.quit", "Quit"),
     ]
@@ -173,6 +175,14 @@ class PresetsScreen(Screen):
     def action_local_gpu(self) -> None:
         self.gpu_choice = -1
         self.reload()
+
+    def action_queue_add(self) -> None:
+        preset = self.selected()
+        if preset is not None:
+            self.app.add_to_queue(preset.name)  # type: ignore[attr-defined]
+
+    def action_queue(self) -> None:
+        self.app.open_queue()  # type: ignore[attr-defined]
 
     def action_runs(self) -> None:
         self.app.open_runs()  # type: ignore[attr-defined]
