@@ -388,7 +388,11 @@ def _add_queue_command(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", action="store_true", help="the list as JSON lines")
     p.add_argument("--runs-dir", metavar="DIR", default=argparse.SUPPRESS, help=RUNS_DIR_HELP)
-    qs = p.add_subparsers(dest="queue_command", metavar="SUBCOMMAND")
+    qs = p.add_subparsers(
+        dest="queue_command",
+        metavar="SUBCOMMAND",
+        help="add, rm, run, stop or plan (none: list the queue)",
+    )
     a = qs.add_parser("add", help="add a preset (or a sweep's grid) to the queue")
     a.add_argument("preset", metavar="PRESET", help="a preset name or a preset .json file")
     a.add_argument(
