@@ -388,8 +388,15 @@ def _print_totals(
 
 
 def _cmd_rm(args: argparse.Namespace) -> int:
+    from cockpit.campaign.local import LocalBackend
+    from cockpit.campaign.scheduler import holder_pid
+
     with Queue() as queue:
         targets = queue.cancel(args.ref)
+    if holder_pid(scheduler_lock_path()) is None:  # no scheduler to pass the request on: stop here
+        for e in targets:
+            if e.state in LIVE_STATES and e.backend in (None, "local"):
+                LocalBackend().stop(e, checkpoint=True)
     for e in targets:
         if e.state == "queued":
             print(f"#{e.id} {e.label}: cancelled")
