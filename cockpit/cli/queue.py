@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cockpit import rundir
-from cockpit.campaign import planning
+from cockpit.campaign import hooks, planning
 from cockpit.campaign.forecast import Forecast, forecast, remaining_seconds
 from cockpit.campaign.locations import queue_db_path, scheduler_lock_path, scheduler_log_path
 from cockpit.campaign.money import (
@@ -466,7 +466,14 @@ def _run_foreground(limits: Limits) -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, leave)
     with Queue() as queue:
-        scheduler = Scheduler(queue, LocalBackend(), limits=limits, say=say)
+        scheduler = Scheduler(
+            queue,
+            LocalBackend(),
+            limits=limits,
+            notifiers=hooks.configured_notifiers(),
+            pruning=hooks.configured_pruning(),
+            say=say,
+        )
         try:
             return scheduler.run()
         except KeyboardInterrupt:
