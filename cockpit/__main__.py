@@ -467,7 +467,9 @@ def _add_queue_command(sub: argparse._SubParsersAction) -> None:
         "--price-per-gpu-hour", metavar="DOLLARS", help="dollars per GPU-hour for the plan's cost"
     )
     pl.add_argument("--json", action="store_true", help="the plan as one JSON object")
+    helps = {action.dest: action.help or "" for action in qs._choices_actions}
     for name, q in qs.choices.items():
+        q.description = helps[name][:1].upper() + helps[name][1:] + "."
         q.formatter_class = argparse.RawDescriptionHelpFormatter
         q.epilog = "\n  ".join(["examples:", *QUEUE_EXAMPLES[name]])
 

@@ -441,8 +441,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from cockpit.campaign.scheduler import SchedulerBusy, holder_pid
 
     limits = _limits(args)
-    with Queue():
-        pass  # a database that cannot be opened says so here, before anything starts
+    with Queue() as queue:  # a database that cannot be opened says so here, before anything starts
+        todo = queue.entries(states=("queued", *LIVE_STATES))
+    if not todo:
+        info("nothing queued to run; `gpt-cockpit queue add PRESET` adds a run")
+        return EXIT_OK
     holder = holder_pid(scheduler_lock_path())
     if holder is not None:
         raise SchedulerBusy(
