@@ -96,7 +96,9 @@ def test_rm_cancels_an_entry_or_a_group(capsys):
 
 def test_plan_packs_small_builtin_presets_onto_one_h100(capsys):
     for name in ("tiny_char", "small_char", "shakespeare_char", "tiny", "small"):
-        byte = [] if name.endswith("char") else ["--set", "data.tokenizer=byte"]  # no BPE files here
+        byte = (
+            [] if name.endswith("char") else ["--set", "data.tokenizer=byte"]
+        )  # no BPE files here
         code, _, err = run(capsys, "add", name, *byte)
         assert code == 0, err
     code, out, err = run(capsys, "plan", "--gpu", "H100", "--price-per-gpu-hour", "2.49")
@@ -220,3 +222,20 @@ def test_stop_asks_the_running_scheduler(capsys):
     assert code == 0 and "stop its runs with a checkpoint" in err
     with Queue() as q:
         assert q.get_meta("stop") == "now"
+
+
+def test_a_read_only_database_is_one_line_and_unchanged(capsys):
+    from test_queue_store import _read_only
+
+    run(capsys, "add", "tiny_char", *TINY)
+    before = snapshot()
+    folder = queue_db_path().parent
+    files = [*folder.iterdir(), folder]
+    _read_only(files, True)
+    try:
+        for argv in ([], ["add", "tiny_char"], ["rm", "1"], ["run"]):
+            code, _, err = run(capsys, *argv)
+            assert code == 2 and "cannot be written" in err and len(err.strip().splitlines()) == 1
+    finally:
+        _read_only(files, False)
+    assert snapshot() == before
