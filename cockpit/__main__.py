@@ -391,7 +391,7 @@ def _add_queue_command(sub: argparse._SubParsersAction) -> None:
     qs = p.add_subparsers(
         dest="queue_command",
         metavar="SUBCOMMAND",
-        help="add, rm, run, stop or plan (none: list the queue)",
+        help="add, rm, retry, run, stop or plan (none: list the queue)",
     )
     a = qs.add_parser("add", help="add a preset (or a sweep's grid) to the queue")
     a.add_argument("preset", metavar="PRESET", help="a preset name or a preset .json file")
@@ -428,6 +428,10 @@ def _add_queue_command(sub: argparse._SubParsersAction) -> None:
         "rm", help="cancel an entry or a whole group (a running one stops with a checkpoint)"
     )
     r.add_argument("ref", metavar="ID|GROUP", help="an entry ID or a group name")
+    retry = qs.add_parser(
+        "retry", help="queue stopped, failed or cancelled entries again (they resume)"
+    )
+    retry.add_argument("ref", metavar="ID|GROUP", help="an entry ID or a group name")
     run = qs.add_parser(
         "run", help="start the scheduler, detached: it outlives the shell and the app"
     )
@@ -513,6 +517,7 @@ QUEUE_EXAMPLES = {
         "gpt-cockpit queue add gpt2_124m --gpus 2 --priority 5 --after 3",
     ],
     "rm": ["gpt-cockpit queue rm 4", "gpt-cockpit queue rm small-sweep1"],
+    "retry": ["gpt-cockpit queue retry 4", "gpt-cockpit queue retry small-sweep1"],
     "run": [
         "gpt-cockpit queue run --budget 25 --until 07:00 --price-per-gpu-hour 2.49",
         "gpt-cockpit queue run --foreground",

@@ -12,6 +12,7 @@ import pytest
 from fake_trainer import fake_command
 
 from cockpit import rundir, runs
+from cockpit.__main__ import main
 from cockpit.campaign import planning
 from cockpit.campaign.hooks import Notice
 from cockpit.campaign.local import LocalBackend
@@ -225,6 +226,20 @@ def test_stop_now_stops_the_runs_and_launches_nothing_more(queue, monkeypatch):
     states = [queue.get(e.id).state for e in entries]
     assert states == ["stopped"] * 4 + ["queued"] * 2
     assert all(queue.get(e.id).reason == "queue stop --now" for e in entries[:4])
+
+    # the next night: `queue retry` puts the stopped ones back, in their own run directories
+    monkeypatch.setenv("GPT_COCKPIT_QUEUE_DB", str(queue.path))
+    assert main(["queue", "retry", str(entries[0].id)]) == 0
+    assert main(["queue", "retry", str(entries[5].id)]) == 2  # a queued one cannot
+    for e in entries[1:4]:
+        queue.requeue(e.id, "again", retry=False)
+    dirs = {e.id: queue.get(e.id).run_dir for e in entries[:4]}
+    again = scheduler(queue)
+    again.acquire()  # a new scheduler forgets the old one's stop
+    drive(again)
+    again.release()
+    assert [queue.get(e.id).state for e in entries] == ["done"] * 6
+    assert all(queue.get(i).run_dir == d and queue.get(i).attempts == 2 for i, d in dirs.items())
 
 
 def test_the_deadline_stops_runs_and_refuses_what_would_not_finish(queue, monkeypatch):

@@ -54,6 +54,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
         "rm": _cmd_rm,
         "run": _cmd_run,
         "stop": _cmd_stop,
+        "retry": _cmd_retry,
         "plan": _cmd_plan,
     }[sub]
     try:
@@ -404,6 +405,24 @@ def _cmd_rm(args: argparse.Namespace) -> int:
             print(f"#{e.id} {e.label}: stopping with a checkpoint, then cancelled")
         else:
             print(f"#{e.id} {e.label}: removed from the list (its run directory stays)")
+    return EXIT_OK
+
+
+def _cmd_retry(args: argparse.Namespace) -> int:
+    """Put stopped, failed or cancelled entries back in the queue: they resume from their checkpoint."""
+    with Queue() as queue:
+        targets = queue.resolve(args.ref)
+        again = [e for e in targets if e.state in ("failed", "stopped", "cancelled")]
+        if not again:
+            states = ", ".join(sorted({e.state for e in targets}))
+            raise QueueError(
+                f"{args.ref} is {states}: only stopped, failed or cancelled entries go back"
+            )
+        for e in again:
+            queue.requeue(e.id, f"queued again after it was {e.state}", retry=False)
+    for e in again:
+        how = "resumes from its checkpoint" if e.run_dir else "starts afresh"
+        print(f"#{e.id} {e.label}: queued again ({how})")
     return EXIT_OK
 
 
