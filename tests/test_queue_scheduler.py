@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -371,3 +372,22 @@ def test_an_entry_that_cannot_fit_anywhere_never_starts_and_says_why(queue, monk
     e = queue.get(e.id)
     assert e.state == "failed" and e.reason == "never starts here: needs 2 GPUs; H100 has 1"
     assert not calls and e.run_dir is None
+
+
+def test_the_list_shows_a_running_entry_where_it_runs_and_when_it_ends(queue, monkeypatch, capsys):
+    fake(monkeypatch, step_s=0.1)
+    monkeypatch.setenv("GPT_COCKPIT_QUEUE_DB", str(queue.path))
+    (e,) = add(queue)
+    s = scheduler(queue)
+    drive(s, until=lambda: queue.get(e.id).run_dir and read_step(queue.get(e.id)) >= 3)
+    capsys.readouterr()
+    assert main(["queue", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["state"] == "running" and row["device"] == "cpu" and row["threads"] == 1
+    assert row["step"] >= 3 and row["max_steps"] == 30 and row["eta"] > time.time()
+    assert row["run_dir"] == queue.get(e.id).run_dir
+    drive(s)
+
+
+def read_step(entry) -> int:
+    return rundir.read_run_info(entry.run_dir).step
