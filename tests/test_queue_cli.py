@@ -239,3 +239,15 @@ def test_a_read_only_database_is_one_line_and_unchanged(capsys):
     finally:
         _read_only(files, False)
     assert snapshot() == before
+
+
+def test_compare_takes_a_group_for_its_runs(capsys, tmp_path, finished_run):
+    from tiny_runs import copy_run
+
+    run(capsys, "add", "tiny_char", *TINY, "--sweep", "lr=1e-3,3e-4", "--name", "lrs")
+    with Queue() as q:
+        for i, e in enumerate(q.entries()):
+            q.set_run_dir(e.id, str(copy_run(finished_run, tmp_path / f"run{i}")))
+    assert main(["compare", "lrs", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert len(shown["runs"]) == 2
