@@ -370,7 +370,7 @@ def test_an_entry_that_cannot_fit_anywhere_never_starts_and_says_why(queue, monk
     (e,) = queue.add([NewEntry("tiny_char", overrides=dict(TINY), device="gpu", gpus=2)])
     drive(scheduler(queue, machine=h100))
     e = queue.get(e.id)
-    assert e.state == "failed" and e.reason == "never starts here: needs 2 GPUs; H100 has 1"
+    assert e.state == "failed" and e.reason == "never starts here: needs 2 GPUs; H100 has 1 GPU"
     assert not calls and e.run_dir is None
 
 
