@@ -391,3 +391,17 @@ def test_the_list_shows_a_running_entry_where_it_runs_and_when_it_ends(queue, mo
 
 def read_step(entry) -> int:
     return rundir.read_run_info(entry.run_dir).step
+
+
+def test_a_paused_queue_starts_nothing_and_goes_on_when_resumed(queue, monkeypatch):
+    calls = fake(monkeypatch)
+    add(queue, 2)
+    queue.set_paused(True)
+    s = scheduler(queue)
+    for _ in range(5):
+        assert s.tick()  # waits, does not exit
+    assert not calls and [e.state for e in queue.entries()] == ["queued", "queued"]
+    queue.set_paused(False)
+    drive(s)
+    assert [e.state for e in queue.entries()] == ["done", "done"]
+    assert {"paused", "resumed"} <= set(kinds(queue))
