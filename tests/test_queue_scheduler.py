@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -12,6 +13,7 @@ import pytest
 from fake_trainer import fake_command
 
 from cockpit import rundir, runs
+from cockpit.__main__ import main
 from cockpit.campaign import planning
 from cockpit.campaign.hooks import Notice
 from cockpit.campaign.local import LocalBackend
@@ -226,6 +228,20 @@ def test_stop_now_stops_the_runs_and_launches_nothing_more(queue, monkeypatch):
     assert states == ["stopped"] * 4 + ["queued"] * 2
     assert all(queue.get(e.id).reason == "queue stop --now" for e in entries[:4])
 
+    # the next night: `queue retry` puts the stopped ones back, in their own run directories
+    monkeypatch.setenv("GPT_COCKPIT_QUEUE_DB", str(queue.path))
+    assert main(["queue", "retry", str(entries[0].id)]) == 0
+    assert main(["queue", "retry", str(entries[5].id)]) == 2  # a queued one cannot
+    for e in entries[1:4]:
+        queue.requeue(e.id, "again", retry=False)
+    dirs = {e.id: queue.get(e.id).run_dir for e in entries[:4]}
+    again = scheduler(queue)
+    again.acquire()  # a new scheduler forgets the old one's stop
+    drive(again)
+    again.release()
+    assert [queue.get(e.id).state for e in entries] == ["done"] * 6
+    assert all(queue.get(i).run_dir == d and queue.get(i).attempts == 2 for i, d in dirs.items())
+
 
 def test_the_deadline_stops_runs_and_refuses_what_would_not_finish(queue, monkeypatch):
     fake(monkeypatch, step_s=0.05)
@@ -354,5 +370,38 @@ def test_an_entry_that_cannot_fit_anywhere_never_starts_and_says_why(queue, monk
     (e,) = queue.add([NewEntry("tiny_char", overrides=dict(TINY), device="gpu", gpus=2)])
     drive(scheduler(queue, machine=h100))
     e = queue.get(e.id)
-    assert e.state == "failed" and e.reason == "never starts here: needs 2 GPUs; H100 has 1"
+    assert e.state == "failed" and e.reason == "never starts here: needs 2 GPUs; H100 has 1 GPU"
     assert not calls and e.run_dir is None
+
+
+def test_the_list_shows_a_running_entry_where_it_runs_and_when_it_ends(queue, monkeypatch, capsys):
+    fake(monkeypatch, step_s=0.1)
+    monkeypatch.setenv("GPT_COCKPIT_QUEUE_DB", str(queue.path))
+    (e,) = add(queue)
+    s = scheduler(queue)
+    drive(s, until=lambda: queue.get(e.id).run_dir and read_step(queue.get(e.id)) >= 3)
+    capsys.readouterr()
+    assert main(["queue", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["state"] == "running" and row["device"] == "cpu" and row["threads"] == 1
+    assert row["step"] >= 3 and row["max_steps"] == 30 and row["eta"] > time.time()
+    assert row["run_dir"] == queue.get(e.id).run_dir
+    drive(s)
+
+
+def read_step(entry) -> int:
+    return rundir.read_run_info(entry.run_dir).step
+
+
+def test_a_paused_queue_starts_nothing_and_goes_on_when_resumed(queue, monkeypatch):
+    calls = fake(monkeypatch)
+    add(queue, 2)
+    queue.set_paused(True)
+    s = scheduler(queue)
+    for _ in range(5):
+        assert s.tick()  # waits, does not exit
+    assert not calls and [e.state for e in queue.entries()] == ["queued", "queued"]
+    queue.set_paused(False)
+    drive(s)
+    assert [e.state for e in queue.entries()] == ["done", "done"]
+    assert {"paused", "resumed"} <= set(kinds(queue))

@@ -184,10 +184,11 @@ class Scheduler:
         self._check_requests()
         self._check_stalls()
         self._prune()
-        launched = 0 if self._halt else self._launch()
+        paused = self.queue.paused()
+        launched = 0 if self._halt or paused else self._launch()
         live = self.queue.entries(states=LIVE_STATES)
-        if live or launched:
-            return True
+        if live or launched or (paused and not self._halt):
+            return True  # a paused queue waits to be resumed
         if not self._halt:
             queued = [
                 e for e in self.queue.entries(states=["queued"]) if not self._blocked_forever(e)

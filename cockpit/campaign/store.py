@@ -610,6 +610,15 @@ class Queue:
                     (key, json.dumps(value)),
                 )
 
+    def set_paused(self, paused: bool) -> None:
+        """Pause the queue (the scheduler starts nothing new, keeps its runs, and waits) or go on."""
+        self.set_meta("paused", True if paused else None)
+        self.log("paused" if paused else "resumed", "queue paused" if paused else "queue resumed")
+
+    def paused(self) -> bool:
+        """The queue is paused."""
+        return bool(self.get_meta("paused", False))
+
     @staticmethod
     def _log(conn: sqlite3.Connection, entry_id: int | None, kind: str, message: str) -> None:
         conn.execute(
