@@ -391,7 +391,7 @@ def _add_queue_command(sub: argparse._SubParsersAction) -> None:
     qs = p.add_subparsers(
         dest="queue_command",
         metavar="SUBCOMMAND",
-        help="add, rm, retry, run, stop or plan (none: list the queue)",
+        help="add, rm, retry, run, stop, plan or notify (none: list the queue)",
     )
     a = qs.add_parser("add", help="add a preset (or a sweep's grid) to the queue")
     a.add_argument("preset", metavar="PRESET", help="a preset name or a preset .json file")
@@ -420,6 +420,11 @@ def _add_queue_command(sub: argparse._SubParsersAction) -> None:
         "--priority", type=int, default=0, metavar="P", help="higher starts first (default: 0)"
     )
     a.add_argument("--after", type=int, metavar="ID", help="start only once entry ID is done")
+    a.add_argument(
+        "--prune",
+        choices=("median", "halving"),
+        help="stop a sweep's losers early: median stopping or successive halving (docs/queue.md)",
+    )
     a.add_argument(
         "--name", metavar="NAME", help="a label for the entry, or the sweep's group name"
     )
@@ -461,6 +466,10 @@ def _add_queue_command(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also stop the running entries (each writes a checkpoint)",
     )
+    n = qs.add_parser(
+        "notify", help="where notices are pushed (Apprise URLs); --test sends a test message"
+    )
+    n.add_argument("--test", action="store_true", help="send a test message to each destination")
     pl = qs.add_parser("plan", help="what would run where and when, without running anything")
     pl.add_argument(
         "--gpu",
@@ -514,6 +523,7 @@ EXAMPLES = {
 QUEUE_EXAMPLES = {
     "add": [
         "gpt-cockpit queue add small --sweep train.lr=1e-3,3e-4,1e-4",
+        "gpt-cockpit queue add small --sweep train.lr=1e-3,3e-4,1e-4,3e-5 --prune median",
         "gpt-cockpit queue add gpt2_124m --gpus 2 --priority 5 --after 3",
     ],
     "rm": ["gpt-cockpit queue rm 4", "gpt-cockpit queue rm small-sweep1"],
@@ -524,6 +534,10 @@ QUEUE_EXAMPLES = {
     ],
     "stop": ["gpt-cockpit queue stop", "gpt-cockpit queue stop --now"],
     "plan": ["gpt-cockpit queue plan --gpu H100", "gpt-cockpit queue plan --gpu 4xA100-80GB"],
+    "notify": [
+        "GPT_COCKPIT_NOTIFY=ntfy://my-night-runs gpt-cockpit queue notify --test",
+        "gpt-cockpit queue notify",
+    ],
 }
 
 

@@ -141,3 +141,27 @@ def test_unknown_urls_are_refused_before_the_scheduler_starts():
 
 def test_no_urls_means_the_null_notifier():
     assert isinstance(notifier_from_config(config=NotifyConfig()), NullNotifier)
+
+
+def test_queue_notify_test_sends_through_the_configured_url(recorder, capsys, monkeypatch):
+    from cockpit.__main__ import main
+
+    monkeypatch.setenv(NOTIFY_ENV, recorder.url)
+    assert main(["queue", "notify", "--test"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == f"json://127.0.0.1:{recorder.server_address[1]}/…"
+    assert [b["title"] for _, b in recorder.received] == ["gpt-cockpit: test"]
+    monkeypatch.setenv(NOTIFY_ENV, closed_port_url())
+    assert main(["queue", "notify", "--test"]) == 1
+    assert "not sent to json://127.0.0.1:" in capsys.readouterr().err
+
+
+def test_queue_run_refuses_a_url_apprise_does_not_know(capsys, monkeypatch):
+    from cockpit.__main__ import main
+
+    assert main(["queue", "add", "tiny_char", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv(NOTIFY_ENV, "nonsense://secret")
+    assert main(["queue", "run", "--foreground"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a URL Apprise knows" in err[0] and "secret" not in err[0]

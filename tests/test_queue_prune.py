@@ -25,7 +25,7 @@ def entry(entry_id: int, state: str = "running") -> Entry:
         position=entry_id, after=None, group="lr", name="", workdir="/", runs_root="/",
         state=state, reason="", request=None, attempts=1, retries=[], run_dir=None,
         backend="local", backend_job=None, planned_bytes=None, planned_device=None,
-        threads=None, planned_seconds=None, run_seconds=0.0, attempt_started=None,
+        threads=None, planned_seconds=None, run_seconds=0.0, attempt_started=None, gpu_seconds=0.0,
         created=0.0, started=None, ended=None, updated=0.0,
     )  # fmt: skip
 
@@ -123,3 +123,26 @@ def test_policies_by_name_and_per_group():
     policies = GroupPolicies({"lr": "median"})
     assert list(policies.prune("lr", runs)) == [3]
     assert policies.prune("other", runs) == {}
+
+
+def test_queue_add_prune_records_the_groups_policy(capsys):
+    from cockpit.__main__ import main
+    from cockpit.campaign.adding import prune_policies
+    from cockpit.campaign.store import Queue
+
+    argv = ["queue", "add", "tiny_char", "--device", "cpu", "--set", "train.max_steps=200"]
+    assert main([*argv, "--sweep", "lr=1e-3,3e-4", "--prune", "median"]) == 0
+    assert main([*argv, "--prune", "halving"]) == 2  # pruning needs a sweep
+    assert "--prune stops the losers of a sweep" in capsys.readouterr().err
+    with Queue() as queue:
+        (group,) = queue.groups()
+        assert prune_policies(queue) == {group: "median"}
+        assert len(queue.entries()) == 2  # the refused add added nothing
+        lookup = GroupPolicies(lambda: prune_policies(queue))
+        runs = [
+            run(1, [3.0, 2.5, 2.2], 30),
+            run(2, [3.0, 2.4, 2.1], 30),
+            run(3, [3.2, 2.9, 2.8], 30),
+        ]
+        assert list(lookup.prune(group, runs)) == [3]
+        assert lookup.prune("another", runs) == {}

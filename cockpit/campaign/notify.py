@@ -16,6 +16,7 @@ the queue.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue as queue_module
 import threading
@@ -118,6 +119,11 @@ def _apprise_for(urls: Iterable[str]) -> Any:
         import apprise
     except ImportError:
         raise NotifyConfigError(f"notifications need Apprise: {INSTALL_HINT}") from None
+    # Apprise logs a URL it cannot parse, secrets and all, through Python's last-resort
+    # handler; the one line we say instead names the URL without them.
+    quiet = logging.getLogger("apprise")
+    quiet.addHandler(logging.NullHandler())
+    quiet.propagate = False
     sender = apprise.Apprise()
     for url in urls:
         with_timeouts = (
@@ -127,13 +133,13 @@ def _apprise_for(urls: Iterable[str]) -> Any:
         )
         if not sender.add(with_timeouts):
             raise NotifyConfigError(
-                f"notify: {_redacted(url)!r} is not a URL Apprise knows "
+                f"notify: {redacted(url)!r} is not a URL Apprise knows "
                 "(see https://github.com/caronc/apprise/wiki for each service's form)"
             )
     return sender
 
 
-def _redacted(url: str) -> str:
+def redacted(url: str) -> str:
     """The URL without its secrets, to name it in a line: "json://127.0.0.1:8080/…", "slack://…".
 
     Most services carry tokens right after the scheme, so only a host that looks like an
@@ -168,7 +174,7 @@ def send_now(urls: Iterable[str], title: str, body: str, kind: str = "info") -> 
         except Exception:  # noqa: BLE001 - a plugin's own bug must not escape either
             ok = False
         if not ok:
-            failed.append(_redacted(url))
+            failed.append(redacted(url))
     return failed
 
 

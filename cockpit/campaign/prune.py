@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
+from collections.abc import Callable
 from dataclasses import dataclass
 from statistics import median
 
@@ -150,12 +151,21 @@ def policy_named(name: str | None) -> PruningPolicy:
 
 
 class GroupPolicies:
-    """Each sweep group pruned by the policy it was added with (`queue add --prune`)."""
+    """Each sweep group pruned by the policy it was added with (`queue add --prune`).
 
-    def __init__(self, policy_of_group: dict[str, str]) -> None:
-        self.policies = {group: policy_named(name) for group, name in policy_of_group.items()}
+    `lookup` gives {group: policy name}; it is asked at every decision, so a sweep added
+    while the scheduler runs is pruned too.
+    """
+
+    def __init__(self, lookup: Callable[[], dict[str, str]] | dict[str, str]) -> None:
+        self.lookup = lookup if callable(lookup) else (lambda: dict(lookup))
+        self._policies: dict[str, PruningPolicy] = {}
 
     def prune(self, group: str, runs: list[GroupRun]) -> dict[int, str]:
         """Ask the group's own policy; a group without one is never pruned."""
-        policy = self.policies.get(group)
-        return policy.prune(group, runs) if policy is not None else {}
+        name = self.lookup().get(group)
+        if not name:
+            return {}
+        if group not in self._policies:
+            self._policies[group] = policy_named(name)
+        return self._policies[group].prune(group, runs)

@@ -8,19 +8,19 @@ limits) before the one transaction that changes the queue.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from cockpit import rundir
-from cockpit.campaign import hooks, planning
-from cockpit.campaign.forecast import Forecast, forecast, remaining_seconds
+from cockpit.campaign import adding, planning, view
+from cockpit.campaign.forecast import Forecast, forecast
 from cockpit.campaign.locations import queue_db_path, scheduler_lock_path, scheduler_log_path
 from cockpit.campaign.money import (
     LimitError,
@@ -30,16 +30,13 @@ from cockpit.campaign.money import (
     parse_money,
     resolve_price,
 )
-from cockpit.campaign.progress import read_progress
-from cockpit.campaign.store import ENDED_STATES, LIVE_STATES, Entry, NewEntry, Queue, QueueError
+from cockpit.campaign.notify import NotifyConfigError, notifier_from_config
+from cockpit.campaign.prune import GroupPolicies
+from cockpit.campaign.store import ENDED_STATES, LIVE_STATES, Entry, Queue, QueueError
 from cockpit.common.diagnostics import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, info
 from cockpit.common.format import human_bytes, human_duration
 from cockpit.plan.presets import (
     PresetError,
-    apply_overrides,
-    load_preset,
-    parse_override,
-    resolve_field_path,
 )
 
 DETACH_WAIT_S = 15.0  # how long `queue run` waits to see its detached scheduler take the lock
@@ -56,42 +53,16 @@ def cmd_queue(args: argparse.Namespace) -> int:
         "stop": _cmd_stop,
         "retry": _cmd_retry,
         "plan": _cmd_plan,
+        "notify": _cmd_notify,
     }[sub]
     try:
         return handler(args)
-    except (QueueError, LimitError, planning.PlanError) as exc:
+    except (QueueError, LimitError, planning.PlanError, NotifyConfigError) as exc:
         error(str(exc))
         return EXIT_USAGE
 
 
 # --------------------------------------------------------------------------- add
-
-
-def _parse_sets(texts: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for text in texts:
-        key, value = parse_override(text)
-        out[resolve_field_path(key)] = value
-    return out
-
-
-def _parse_sweeps(texts: list[str]) -> list[tuple[str, list[Any]]]:
-    """--sweep K=V1,V2,...: the field and its values (each read as --set reads one)."""
-    out = []
-    for text in texts:
-        if "=" not in text:
-            raise PresetError(text, "a sweep is written key=v1,v2,..., e.g. train.lr=1e-3,3e-4")
-        key, _, values = text.partition("=")
-        path = resolve_field_path(key.strip())
-        items = [v.strip() for v in values.split(",")]
-        if not items or any(not v for v in items):
-            raise PresetError(path, f"--sweep {text}: an empty value in the list")
-        out.append((path, [parse_override(f"{path}={v}")[1] for v in items]))
-        if len({json.dumps(v) for v in out[-1][1]}) != len(items):
-            raise PresetError(path, f"--sweep {text}: a value is listed twice")
-    if len({k for k, _ in out}) != len(out):
-        raise PresetError(out[0][0], "a field is swept twice; give all its values in one --sweep")
-    return out
 
 
 def _device_request(args: argparse.Namespace) -> tuple[str, int]:
@@ -111,176 +82,54 @@ def _device_request(args: argparse.Namespace) -> tuple[str, int]:
     return device, 0 if device == "cpu" else 1
 
 
-def _preset_ref(name: str) -> str:
-    """How an entry names its preset: a file by its absolute path, a name as typed."""
-    path = Path(name)
-    if name.endswith(".json") or path.is_file():
-        return str(path.resolve())
-    return name
-
-
-def _label(name: str, combo: dict[str, Any], base: str) -> str:
-    sets = ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in combo.items())
-    return f"{name or base}[{sets}]" if sets else (name or "")
-
-
 def _cmd_add(args: argparse.Namespace) -> int:
-    from cockpit.runs.prelaunch import launch_problem
-
     try:
-        preset = load_preset(args.preset)
-        sets = _parse_sets(getattr(args, "overrides", None) or [])
-        sweeps = _parse_sweeps(args.sweep or [])
-        base = apply_overrides(preset, sets) if sets else preset
+        request = adding.Request(
+            preset=args.preset,
+            sets=adding.parse_sets(getattr(args, "overrides", None) or []),
+            sweeps=adding.parse_sweeps(args.sweep or []),
+            priority=args.priority,
+            after=args.after,
+            name=args.name or "",
+            workdir=os.getcwd(),
+            runs_root=str(rundir.runs_root(getattr(args, "runs_dir", None)).resolve()),
+            prune=args.prune or "",
+        )
+        if request.prune and not request.sweeps:
+            raise QueueError("--prune stops the losers of a sweep: give --sweep too")
+        request.device, request.gpus = _device_request(args)
+        with Queue() as queue:
+            added = adding.add(queue, request)
     except PresetError as exc:
         error(str(exc))
         return EXIT_USAGE
-    device, gpus = _device_request(args)
-    combos = [
-        dict(zip([k for k, _ in sweeps], values, strict=True))
-        for values in itertools.product(*[v for _, v in sweeps])
-    ]
-    if not combos:
-        combos = [{}]
-    for combo in combos:  # every combination validates before any is added
-        try:
-            resolved = apply_overrides(base, combo) if combo else base
-        except PresetError as exc:
-            shown = " ".join(f"{k}={v}" for k, v in combo.items())
-            error(f"{shown}: {exc}" if shown else str(exc))
-            return EXIT_USAGE
-        problem = launch_problem(resolved)
-        if problem:
-            error(problem)
-            return EXIT_USAGE
-    runs_root = str(rundir.runs_root(getattr(args, "runs_dir", None)).resolve())
-    with Queue() as queue:
-        group = None
-        if sweeps:
-            group = args.name or _sweep_name(queue, preset.name)
-            if group in queue.groups():
-                raise QueueError(f"--name {group}: a group of that name exists; pick another")
-        new = [
-            NewEntry(
-                preset=_preset_ref(args.preset),
-                overrides={**sets, **combo},
-                device=device,
-                gpus=gpus,
-                priority=args.priority,
-                after=args.after,
-                group=group,
-                name=_label(group or "", combo, preset.name) if group else (args.name or ""),
-                workdir=os.getcwd(),
-                runs_root=runs_root,
-            )
-            for combo in combos
-        ]
-        added = queue.add(new)
     for entry in added:
         print(f"#{entry.id} {entry.label}")
+    group = added[0].group
     what = f"{len(added)} entries in group {group}" if group else f"entry #{added[0].id}"
+    if request.prune:
+        what += f", pruned by {request.prune} stopping"
     info(f"queued {what}; `gpt-cockpit queue run` starts the scheduler")
     return EXIT_OK
-
-
-def _sweep_name(queue: Queue, preset_name: str) -> str:
-    taken = set(queue.groups())
-    for n in range(1, 10_000):
-        name = f"{preset_name}-sweep{n}"
-        if name not in taken:
-            return name
-    return f"{preset_name}-sweep-{int(time.time())}"
 
 
 # --------------------------------------------------------------------------- list
 
 
-def _limits_of(record: dict[str, Any] | None, option: str | None = None) -> Limits:
-    price = record.get("price_per_gpu_hour") if record else None
-    if price is None:
-        try:
-            price, _ = resolve_price(option)
-        except LimitError:
-            price = None
-    return Limits(price_per_gpu_hour=price)
-
-
-def _entry_row(e: Entry, fc: Forecast | None, limits: Limits, now: float) -> dict[str, Any]:
-    progress = read_progress(e.run_dir) if e.run_dir and Path(e.run_dir).is_dir() else None
-    slot = fc.slots.get(e.id) if fc else None
-    need = fc.needs.get(e.id) if fc else None
-    left = remaining_seconds(e, now) if e.state in LIVE_STATES else None
-    eta = None
-    if e.state in LIVE_STATES and left is not None:
-        eta = now + left
-    elif slot is not None and slot.end_s is not None:
-        eta = now + slot.end_s
-    planned = e.planned_bytes or (need.gpu_bytes or need.ram_bytes if need else None)
-    device = e.planned_device if e.state != "queued" else None
-    if device is None and slot is not None and slot.placement is not None:
-        device = slot.placement.device
-    to_finish_s = None
-    if e.state in LIVE_STATES and left is not None:
-        to_finish_s = left * e.device_count
-    elif e.state == "queued" and need is not None and need.seconds is not None and need.gpu_bytes:
-        to_finish_s = need.seconds * max(1, need.gpus)
-    return {
-        "id": e.id,
-        "state": e.state,
-        "name": e.label,
-        "group": e.group,
-        "preset": e.preset,
-        "overrides": e.overrides,
-        "priority": e.priority,
-        "after": e.after,
-        "device_request": e.device if e.device != "gpu" else f"{e.gpus} GPU",
-        "device": device,
-        "planned_bytes": planned,
-        "threads": e.threads,
-        "step": progress.step if progress else None,
-        "max_steps": progress.max_steps if progress else None,
-        "eta": eta,
-        "gpu_hours": e.gpu_seconds / 3600.0,
-        "spent": limits.dollars(e.gpu_seconds),
-        "to_finish": limits.dollars(to_finish_s) if to_finish_s is not None else None,
-        "attempts": e.attempts,
-        "retries": e.retries,
-        "run_dir": e.run_dir,
-        "reason": e.reason or (slot.reason if slot else ""),
-        "request": e.request,
-    }
-
-
-def _clock(epoch: float | None, now: float) -> str:
-    if epoch is None:
-        return "-"
-    text = time.strftime("%H:%M", time.localtime(epoch))
-    return text if epoch - now < 20 * 3600 else time.strftime("%a %H:%M", time.localtime(epoch))
-
-
-def _state_text(row: dict[str, Any]) -> str:
-    state = row["state"]
-    if row["retries"]:
-        state += f" (retry {len(row['retries'])})"
-    if row["request"] and row["state"] in LIVE_STATES:
-        state += f" ({row['request']}ing)" if row["request"] != "stop" else " (stopping)"
-    return state
-
-
 def _cmd_list(args: argparse.Namespace) -> int:
     with Queue() as queue:
         entries = queue.entries()
-        record = _live_record(queue)
+        record = view.scheduler_record(queue)
     now = time.time()
-    limits = _limits_of(record)
+    limits = view.limits_of(record)
     fc = None
     if any(e.state in ("queued", *LIVE_STATES) for e in entries):
         try:
-            machine, specs = planning.local_machine(*_ours(entries))
+            machine, specs = planning.local_machine(*view.ours(entries))
             fc = forecast(entries, machine, specs, now=now)
         except Exception as exc:  # the list must show even when a plan cannot be made
             info(f"no forecast: {exc}")
-    rows = [_entry_row(e, fc, limits, now) for e in entries]
+    rows = [view.entry_row(e, fc, limits, now) for e in entries]
     if getattr(args, "json", False):
         for row in rows:
             print(json.dumps(row))
@@ -291,31 +140,6 @@ def _cmd_list(args: argparse.Namespace) -> int:
     _print_table(rows, now)
     _print_totals(rows, record, limits)
     return EXIT_OK
-
-
-def _live_record(queue: Queue) -> dict[str, Any] | None:
-    """The scheduler's record when a scheduler holds the lock (a killed one leaves a stale one)."""
-    from cockpit.campaign.scheduler import holder_pid
-
-    record = queue.get_meta("scheduler")
-    return record if record and holder_pid(scheduler_lock_path(queue.path)) else None
-
-
-def _ours(entries: list[Entry]) -> tuple[dict[int, int], int]:
-    """Planned bytes per GPU and RAM of the live entries (other processes' share is the rest)."""
-    from cockpit.campaign.backend import Placement
-
-    ours: dict[int, int] = {}
-    ram = 0
-    for e in entries:
-        if e.state not in LIVE_STATES:
-            continue
-        p = Placement.parse(e.planned_device)
-        for g in p.gpus:
-            ours[g] = ours.get(g, 0) + (e.planned_bytes or 0)
-        if not p.gpus:
-            ram += e.planned_bytes or 0
-    return ours, ram
 
 
 LIST_COLUMNS = ("id", "state", "name", "device", "memory", "step", "eta", "cost", "run / why")
@@ -348,8 +172,8 @@ def _print_table(rows: list[dict[str, Any]], now: float) -> None:
         where = Path(r["run_dir"]).name if r["run_dir"] else ""
         why = r["reason"] if r["reason"] and r["state"] != "done" else ""
         last = " - ".join(x for x in (where, why) if x) or "-"
-        eta = _clock(r["eta"], now) if r["state"] not in ENDED_STATES else "-"
-        cells = (str(r["id"]), _state_text(r), r["name"], device, memory, step, eta, cost, last)
+        eta = view.clock(r["eta"], now) if r["state"] not in ENDED_STATES else "-"
+        cells = (str(r["id"]), view.state_text(r), r["name"], device, memory, step, eta, cost, last)
         table.add_row(*(escape(c) for c in cells))
     console.print(table)
 
@@ -460,6 +284,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from cockpit.campaign.scheduler import SchedulerBusy, holder_pid
 
     limits = _limits(args)
+    _check_notify()  # a bad URL is said now, not found at 3 a.m. by a detached scheduler
     with Queue() as queue:  # a database that cannot be opened says so here, before anything starts
         todo = queue.entries(states=("queued", *LIVE_STATES))
     if not todo:
@@ -487,13 +312,14 @@ def _run_foreground(limits: Limits) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, leave)
+    notifier = notifier_from_config(on_error=_log_to_queue(queue_db_path()))
     with Queue() as queue:
         scheduler = Scheduler(
             queue,
             LocalBackend(),
             limits=limits,
-            notifiers=hooks.configured_notifiers(),
-            pruning=hooks.configured_pruning(),
+            notifiers=[notifier],
+            pruning=GroupPolicies(lambda: adding.prune_policies(queue)),
             say=say,
         )
         try:
@@ -503,6 +329,58 @@ def _run_foreground(limits: Limits) -> int:
                 "scheduler stopped; the runs it started train on (`gpt-cockpit queue run` adopts them)"
             )
             return EXIT_OK
+
+
+def _check_notify() -> None:
+    """NotifyConfigError (one line) when the configured notifications cannot be sent."""
+    from cockpit.campaign.notify import check_urls, load_config
+
+    config = load_config()
+    if config.enabled:
+        problem = check_urls(config.urls)
+        if problem:
+            raise NotifyConfigError(problem)
+
+
+def _cmd_notify(args: argparse.Namespace) -> int:
+    """Where notices are pushed, and with --test a test message to each destination."""
+    from cockpit.campaign.locations import queue_config_path
+    from cockpit.campaign.notify import NOTIFY_ENV, load_config, redacted, send_now
+
+    config = load_config()
+    if not config.enabled:
+        info(
+            f"no notifications configured: put Apprise URLs in ${NOTIFY_ENV} or in "
+            f'{queue_config_path()} as {{"notify": {{"urls": ["ntfy://my-topic"]}}}}'
+        )
+        return EXIT_FAILED if args.test else EXIT_OK
+    _check_notify()
+    for url in config.urls:
+        print(redacted(url))
+    info(f"pushed on: {', '.join(config.kinds)}")
+    if not args.test:
+        return EXIT_OK
+    failed = send_now(
+        config.urls, "gpt-cockpit: test", "a test notification from gpt-cockpit queue notify"
+    )
+    if failed:
+        error(f"not sent to {', '.join(failed)}")
+        return EXIT_FAILED
+    info(f"sent a test message to {len(config.urls)} destination(s)")
+    return EXIT_OK
+
+
+def _log_to_queue(path: Path) -> Callable[[str], None]:
+    """A line for the queue's log from the notifier's thread (its own connection)."""
+
+    def log(line: str) -> None:
+        try:
+            with Queue(path) as queue:
+                queue.log("notify", line)
+        except QueueError:
+            pass  # the scheduler's own log line is all there is then
+
+    return log
 
 
 def _run_detached(args: argparse.Namespace, limits: Limits) -> int:
@@ -568,11 +446,11 @@ def _last_line(path: Path) -> str:
 def _cmd_plan(args: argparse.Namespace) -> int:
     with Queue() as queue:
         entries = queue.entries()
-        record = _live_record(queue)
+        record = view.scheduler_record(queue)
     if args.gpu:
         machine, specs = planning.whatif_machine(args.gpu)
     else:
-        machine, specs = planning.local_machine(*_ours(entries))
+        machine, specs = planning.local_machine(*view.ours(entries))
     todo = [e for e in entries if e.state == "queued" or e.state in LIVE_STATES]
     if not todo:
         info("nothing queued to plan; `gpt-cockpit queue add PRESET` adds a run")
@@ -580,7 +458,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     now = time.time()
     fc = forecast(entries, machine, specs, whatif=bool(args.gpu), check_launch=True, now=now)
     try:
-        limits = _limits_of(record, args.price_per_gpu_hour)
+        limits = view.limits_of(record, args.price_per_gpu_hour)
     except LimitError as exc:
         error(str(exc))
         return EXIT_USAGE
@@ -644,7 +522,7 @@ def _print_plan(fc: Forecast, entries: list[Entry], limits: Limits, now: float) 
             print(f"  #{e.id:<4} {e.label:<{width}}  never starts: {slot.reason}")
             continue
         end = (
-            f"{_rel(slot.end_s)} ({_clock(now + slot.end_s, now)})"
+            f"{_rel(slot.end_s)} ({view.clock(now + slot.end_s, now)})"
             if slot.end_s is not None
             else "-"
         )
