@@ -319,38 +319,60 @@ def _ours(entries: list[Entry]) -> tuple[dict[int, int], int]:
 
 
 LIST_COLUMNS = ("id", "state", "name", "device", "memory", "step", "eta", "cost", "run / why")
+GIVE_WAY = (
+    "memory",
+    "step",
+    "cost",
+    "eta",
+    "device",
+)  # left out in this order where space is short
+WHY_MIN = 24  # the last column wraps, but keeps at least this many characters
+
+
+def _cells(r: dict[str, Any], now: float) -> tuple[str, ...]:
+    """One row of the list as text, in LIST_COLUMNS order."""
+    step = f"{r['step']}/{r['max_steps']}" if r["step"] is not None and r["max_steps"] else "-"
+    memory = human_bytes(r["planned_bytes"]) if r["planned_bytes"] else "-"
+    device = r["device"] or r["device_request"]
+    if r["threads"] and device == "cpu":
+        device = f"cpu x{r['threads']}"
+    cost = fmt_dollars(r["spent"]) if r["spent"] is not None else f"{r['gpu_hours']:.2f} GPU-h"
+    if r["to_finish"] is not None and r["state"] not in ENDED_STATES:
+        cost += f" +{fmt_dollars(r['to_finish'])}"
+    where = Path(r["run_dir"]).name if r["run_dir"] else ""
+    why = r["reason"] if r["reason"] and r["state"] != "done" else ""
+    last = " - ".join(x for x in (where, why) if x) or "-"
+    eta = _clock(r["eta"], now) if r["state"] not in ENDED_STATES else "-"
+    return (str(r["id"]), _state_text(r), r["name"], device, memory, step, eta, cost, last)
 
 
 def _print_table(rows: list[dict[str, Any]], now: float) -> None:
+    """id, state, name and the last column stay; the others give way in a narrow terminal."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
     console = Console(soft_wrap=True, highlight=False)
     if not console.is_terminal:
-        console = Console(width=1000, highlight=False)
+        console = Console(width=1000, highlight=False)  # a pipe gets every column whole
+    cells = [_cells(r, now) for r in rows]
+    widths = [max(len(name), *(len(c[i]) for c in cells)) for i, name in enumerate(LIST_COLUMNS)]
+    shown = list(range(len(LIST_COLUMNS)))
+    for name in GIVE_WAY:
+        fixed = sum(widths[i] for i in shown[:-1]) + 2 * (len(shown) - 1)
+        if fixed + min(widths[-1], WHY_MIN) <= console.width:
+            break
+        shown.remove(LIST_COLUMNS.index(name))
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for name in LIST_COLUMNS:
+    for i in shown:
+        name = LIST_COLUMNS[i]
+        last = i == len(LIST_COLUMNS) - 1
+        justify = "right" if name in ("id", "memory", "step") else "left"
         table.add_column(
-            name,
-            justify="right" if name in ("id", "memory", "step") else "left",
-            no_wrap=name != "run / why",
-        )
-    for r in rows:
-        step = f"{r['step']}/{r['max_steps']}" if r["step"] is not None and r["max_steps"] else "-"
-        memory = human_bytes(r["planned_bytes"]) if r["planned_bytes"] else "-"
-        device = r["device"] or r["device_request"]
-        if r["threads"] and device == "cpu":
-            device = f"cpu x{r['threads']}"
-        cost = fmt_dollars(r["spent"]) if r["spent"] is not None else f"{r['gpu_hours']:.2f} GPU-h"
-        if r["to_finish"] is not None and r["state"] not in ENDED_STATES:
-            cost += f" +{fmt_dollars(r['to_finish'])}"
-        where = Path(r["run_dir"]).name if r["run_dir"] else ""
-        why = r["reason"] if r["reason"] and r["state"] != "done" else ""
-        last = " - ".join(x for x in (where, why) if x) or "-"
-        eta = _clock(r["eta"], now) if r["state"] not in ENDED_STATES else "-"
-        cells = (str(r["id"]), _state_text(r), r["name"], device, memory, step, eta, cost, last)
-        table.add_row(*(escape(c) for c in cells))
+            name, justify=justify, no_wrap=not last, min_width=None if last else widths[i]
+        )  # type: ignore[arg-type]
+    for c in cells:
+        table.add_row(*(escape(c[i]) for i in shown))
     console.print(table)
 
 
