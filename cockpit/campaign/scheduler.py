@@ -138,6 +138,10 @@ class Scheduler:
     def acquire(self) -> None:
         """Take the machine's scheduler lock (SchedulerBusy when another holds it)."""
         self._lock = SchedulerLock(scheduler_lock_path(self.queue.path))
+        gone = self.queue.get_meta("scheduler") or {}  # a killed scheduler's record, if any
+        if gone.get("heartbeat") and self.queue.entries(states=LIVE_STATES):
+            # its runs trained on meanwhile: charge them from its last tick, not from now
+            self._last_charge = min(self._last_charge, float(gone["heartbeat"]))
         self.queue.set_meta(
             "scheduler",
             {
