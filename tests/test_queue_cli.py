@@ -146,6 +146,10 @@ BAD = [
     (["add", "tiny_char", "--sweep", "model.n_head=3,7"], "model.n_head=7"),
     (["add", "tiny_char", "--sweep", "train.lr=1e-3,,2e-3"], "an empty value"),
     (["add", "tiny_char", "--sweep", "train.lr"], "a sweep is written key=v1,v2"),
+    (
+        ["add", "tiny_char", "--sweep", "lr=1e-3,2e-3", "--name", "taken"],
+        "a group of that name exists",
+    ),
     (["add", "tiny_char", "--gpus", "3"], "--gpus 3: this machine has 2 GPUs"),
     (["add", "tiny_char", "--after", "99"], "--after 99: no such queue entry"),
     (["add", "tiny_char", "--set", "data.source=/no/such/file.txt"], "no such file or folder"),
@@ -167,7 +171,7 @@ BAD = [
 def test_bad_input_is_one_line_exit_2_and_the_queue_unchanged(capsys, monkeypatch, argv, words):
     monkeypatch.setattr(gpu_module, "query_gpus", two_gpus)
     monkeypatch.setattr(gpu_module, "nvml_problem", lambda: "")
-    run(capsys, "add", "tiny_char", *TINY)
+    run(capsys, "add", "tiny_char", *TINY, "--sweep", "lr=1e-3", "--name", "taken")
     before = snapshot()
     code, out, err = run(capsys, *argv)
     assert code == 2

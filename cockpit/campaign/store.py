@@ -19,6 +19,7 @@ not a database, read-only, locked) and changes nothing.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sqlite3
@@ -112,7 +113,9 @@ class NewEntry:
     priority: int = 0  # higher starts first
     after: int | None = None  # start only once this entry is done
     group: str | None = None  # the sweep this entry belongs to
-    name: str = ""  # a label for lists (default: the preset and its sweep values)
+    name: str = (
+        ""  # a label for lists (default: the preset and its overrides); "{group}": the group's
+    )
     workdir: str = ""  # the folder it was added from: the child starts there (relative data paths)
     runs_root: str = ""  # the runs folder its run directory is made in (absolute)
 
@@ -352,12 +355,32 @@ class Queue:
 
     # ------------------------------------------------------------------ adding and removing
 
-    def add(self, new: Iterable[NewEntry]) -> list[Entry]:
-        """Add entries (a sweep's whole grid) in one transaction; all are added or none."""
+    def add(
+        self, new: Iterable[NewEntry], *, group: str | None = None, group_base: str | None = None
+    ) -> list[Entry]:
+        """Add entries (a sweep's whole grid) in one transaction; all are added or none.
+
+        A sweep names its group `group` (refused when that group exists) or, with
+        `group_base`, the first free `BASE-sweepN`, chosen in the same transaction so two
+        shells adding at once never share one; "{group}" in an entry's name becomes it.
+        """
         new = list(new)
         now = time.time()
         ids = []
         with self._write() as conn:
+            taken = {r[0] for r in conn.execute("SELECT DISTINCT group_name FROM entries")}
+            if group is not None and group in taken:
+                raise QueueError(f"--name {group}: a group of that name exists; pick another")
+            if group is None and group_base is not None:
+                n = 1
+                while f"{group_base}-sweep{n}" in taken:
+                    n += 1
+                group = f"{group_base}-sweep{n}"
+            if group is not None:
+                new = [
+                    dataclasses.replace(i, group=group, name=i.name.replace("{group}", group))
+                    for i in new
+                ]
             for item in new:
                 if item.device not in DEVICES:
                     raise QueueError(
@@ -389,8 +412,8 @@ class Queue:
                         now,
                     ),
                 )
-                ids.append(cur.lastrowid)
-                conn.execute("UPDATE entries SET position = id WHERE id = ?", (cur.lastrowid,))
+                ids.append(int(cur.lastrowid or 0))
+                conn.execute("UPDATE entries SET position = id WHERE id = ?", (ids[-1],))
         return [self.get(i) for i in ids]
 
     def cancel(self, ref: str) -> list[Entry]:

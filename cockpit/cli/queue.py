@@ -155,11 +155,6 @@ def _cmd_add(args: argparse.Namespace) -> int:
             return EXIT_USAGE
     runs_root = str(rundir.runs_root(getattr(args, "runs_dir", None)).resolve())
     with Queue() as queue:
-        group = None
-        if sweeps:
-            group = args.name or _sweep_name(queue, preset.name)
-            if group in queue.groups():
-                raise QueueError(f"--name {group}: a group of that name exists; pick another")
         new = [
             NewEntry(
                 preset=_preset_ref(args.preset),
@@ -168,28 +163,22 @@ def _cmd_add(args: argparse.Namespace) -> int:
                 gpus=gpus,
                 priority=args.priority,
                 after=args.after,
-                group=group,
-                name=_label(group or "", combo, preset.name) if group else (args.name or ""),
+                name=_label("{group}", combo, preset.name) if sweeps else (args.name or ""),
                 workdir=os.getcwd(),
                 runs_root=runs_root,
             )
             for combo in combos
         ]
-        added = queue.add(new)
+        if sweeps:
+            added = queue.add(new, group=args.name or None, group_base=preset.name)
+        else:
+            added = queue.add(new)
+    group = added[0].group
     for entry in added:
         print(f"#{entry.id} {entry.label}")
     what = f"{len(added)} entries in group {group}" if group else f"entry #{added[0].id}"
     info(f"queued {what}; `gpt-cockpit queue run` starts the scheduler")
     return EXIT_OK
-
-
-def _sweep_name(queue: Queue, preset_name: str) -> str:
-    taken = set(queue.groups())
-    for n in range(1, 10_000):
-        name = f"{preset_name}-sweep{n}"
-        if name not in taken:
-            return name
-    return f"{preset_name}-sweep-{int(time.time())}"
 
 
 # --------------------------------------------------------------------------- list
