@@ -434,7 +434,8 @@ class Scheduler:
     # ------------------------------------------------------------------ launching
 
     def _ledger(self) -> tuple[Ledger, dict[int, int], int]:
-        ledger, ours, ram = Ledger(), {}, 0
+        ledger, ram = Ledger(), 0
+        ours: dict[int, int] = {}  # planned bytes per GPU of this queue's live runs
         for entry_id, watch in self._watch.items():
             ledger.take(entry_id, watch.placement, watch.ram_bytes)
             for g in watch.placement.gpus:
