@@ -10,7 +10,7 @@ import pytest
 
 from cockpit.__main__ import main
 from cockpit.campaign.locations import queue_db_path, scheduler_lock_path
-from cockpit.campaign.scheduler import SchedulerLock
+from cockpit.campaign.lock import SchedulerLock
 from cockpit.campaign.store import Queue
 from cockpit.plan import gpu as gpu_module
 from cockpit.plan.gpu import GpuStatus

@@ -17,9 +17,10 @@ from cockpit.__main__ import main
 from cockpit.campaign import planning
 from cockpit.campaign.hooks import Notice
 from cockpit.campaign.local import LocalBackend
+from cockpit.campaign.lock import SchedulerBusy
 from cockpit.campaign.money import Limits
 from cockpit.campaign.packing import Machine
-from cockpit.campaign.scheduler import Scheduler, SchedulerBusy
+from cockpit.campaign.scheduler import Scheduler
 from cockpit.campaign.store import NewEntry, Queue
 
 GIB = 1024**3

@@ -220,7 +220,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _live_record(queue: Queue) -> dict[str, Any] | None:
     """The scheduler's record when a scheduler holds the lock (a killed one leaves a stale one)."""
-    from cockpit.campaign.scheduler import holder_pid
+    from cockpit.campaign.lock import holder_pid
 
     record = queue.get_meta("scheduler")
     return record if record and holder_pid(scheduler_lock_path(queue.path)) else None
@@ -248,7 +248,7 @@ def _ours(entries: list[Entry]) -> tuple[dict[int, int], int]:
 
 def _cmd_rm(args: argparse.Namespace) -> int:
     from cockpit.campaign.local import LocalBackend
-    from cockpit.campaign.scheduler import holder_pid
+    from cockpit.campaign.lock import holder_pid
 
     with Queue() as queue:
         targets = queue.cancel(args.ref)
@@ -285,7 +285,7 @@ def _cmd_retry(args: argparse.Namespace) -> int:
 
 
 def _cmd_stop(args: argparse.Namespace) -> int:
-    from cockpit.campaign.scheduler import holder_pid
+    from cockpit.campaign.lock import holder_pid
 
     holder = holder_pid(scheduler_lock_path())
     if holder is None:
@@ -315,7 +315,7 @@ def _limits(args: argparse.Namespace) -> Limits:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from cockpit.campaign.scheduler import SchedulerBusy, holder_pid
+    from cockpit.campaign.lock import SchedulerBusy, holder_pid
 
     limits = _limits(args)
     with Queue() as queue:  # a database that cannot be opened says so here, before anything starts
@@ -365,7 +365,7 @@ def _run_foreground(limits: Limits) -> int:
 
 def _run_detached(args: argparse.Namespace, limits: Limits) -> int:
     """Start `queue run --foreground` in its own session (it outlives this shell and the app)."""
-    from cockpit.campaign.scheduler import holder_pid
+    from cockpit.campaign.lock import holder_pid
 
     argv = [sys.executable, "-m", "cockpit", "queue", "run", "--foreground"]
     if limits.price_per_gpu_hour is not None:
