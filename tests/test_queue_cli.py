@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 
 import pytest
 
 from cockpit.__main__ import main
 from cockpit.campaign.locations import queue_db_path, scheduler_lock_path
-from cockpit.campaign.scheduler import SchedulerLock
+from cockpit.campaign.lock import SchedulerLock
 from cockpit.campaign.store import Queue
 from cockpit.plan import gpu as gpu_module
 from cockpit.plan.gpu import GpuStatus
@@ -146,6 +147,10 @@ BAD = [
     (["add", "tiny_char", "--sweep", "model.n_head=3,7"], "model.n_head=7"),
     (["add", "tiny_char", "--sweep", "train.lr=1e-3,,2e-3"], "an empty value"),
     (["add", "tiny_char", "--sweep", "train.lr"], "a sweep is written key=v1,v2"),
+    (
+        ["add", "tiny_char", "--sweep", "lr=1e-3,2e-3", "--name", "taken"],
+        "a group of that name exists",
+    ),
     (["add", "tiny_char", "--gpus", "3"], "--gpus 3: this machine has 2 GPUs"),
     (["add", "tiny_char", "--after", "99"], "--after 99: no such queue entry"),
     (["add", "tiny_char", "--set", "data.source=/no/such/file.txt"], "no such file or folder"),
@@ -167,7 +172,7 @@ BAD = [
 def test_bad_input_is_one_line_exit_2_and_the_queue_unchanged(capsys, monkeypatch, argv, words):
     monkeypatch.setattr(gpu_module, "query_gpus", two_gpus)
     monkeypatch.setattr(gpu_module, "nvml_problem", lambda: "")
-    run(capsys, "add", "tiny_char", *TINY)
+    run(capsys, "add", "tiny_char", *TINY, "--sweep", "lr=1e-3", "--name", "taken")
     before = snapshot()
     code, out, err = run(capsys, *argv)
     assert code == 2
@@ -251,3 +256,18 @@ def test_compare_takes_a_group_for_its_runs(capsys, tmp_path, finished_run):
     assert main(["compare", "lrs", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert len(shown["runs"]) == 2
+
+
+def test_a_narrow_terminal_keeps_the_name_and_why(capsys, monkeypatch):
+    import rich.console
+
+    run(capsys, "add", "tiny_char", *TINY, "--sweep", "lr=1e-3,3e-4")
+    monkeypatch.setattr(rich.console.Console, "is_terminal", property(lambda self: True))
+    monkeypatch.setenv("COLUMNS", "60")
+    code, out, _ = run(capsys)
+    assert code == 0
+    out = re.sub(r"\x1b\[[0-9;]*m", "", out)  # a terminal gets colours
+    head = out.splitlines()[0]
+    assert "name" in head and "run / why" in head and "memory" not in head
+    assert "tiny_char-sweep1[lr=0.001]" in out
+    assert all(len(line) <= 60 for line in out.splitlines()[:-1])

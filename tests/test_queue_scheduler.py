@@ -17,9 +17,10 @@ from cockpit.__main__ import main
 from cockpit.campaign import planning
 from cockpit.campaign.hooks import Notice
 from cockpit.campaign.local import LocalBackend
+from cockpit.campaign.lock import SchedulerBusy
 from cockpit.campaign.money import Limits
 from cockpit.campaign.packing import Machine
-from cockpit.campaign.scheduler import Scheduler, SchedulerBusy
+from cockpit.campaign.scheduler import Scheduler
 from cockpit.campaign.store import NewEntry, Queue
 
 GIB = 1024**3
@@ -405,3 +406,21 @@ def test_a_paused_queue_starts_nothing_and_goes_on_when_resumed(queue, monkeypat
     drive(s)
     assert [e.state for e in queue.entries()] == ["done", "done"]
     assert {"paused", "resumed"} <= set(kinds(queue))
+
+
+def test_time_a_killed_scheduler_missed_is_charged_to_the_runs_it_left(queue, monkeypatch):
+    fake(monkeypatch, step_s=0.3)
+    now = [time.time()]
+    a, b = queue.add([NewEntry("tiny_char", overrides=dict(TINY)) for _ in range(2)])
+    first = scheduler(queue, machine=h100, clock=lambda: now[0])
+    first.acquire()
+    first.tick()  # both start on GPU 0; its heartbeat is now
+    first._lock.release()  # killed
+    now[0] += 100  # nobody watched for 100 s
+    second = scheduler(queue, machine=h100, clock=lambda: now[0])
+    second.acquire()
+    second.tick()
+    assert queue.get(a.id).gpu_seconds == pytest.approx(50, abs=1)
+    assert queue.get(b.id).gpu_seconds == pytest.approx(50, abs=1)
+    drive(second)
+    second.release()

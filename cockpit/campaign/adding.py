@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cockpit.campaign.store import NewEntry, Queue, QueueError
+from cockpit.campaign.store import Entry, NewEntry, Queue, QueueError
 from cockpit.plan.presets import (
     Preset,
     PresetError,
@@ -77,16 +76,6 @@ def label(name: str, combo: dict[str, Any], base: str) -> str:
     return f"{name or base}[{sets}]" if sets else (name or "")
 
 
-def sweep_name(queue: Queue, preset_name: str) -> str:
-    """A group name not yet taken: "small-sweep1", "small-sweep2", ..."""
-    taken = set(queue.groups())
-    for n in range(1, 10_000):
-        name = f"{preset_name}-sweep{n}"
-        if name not in taken:
-            return name
-    return f"{preset_name}-sweep-{int(time.time())}"
-
-
 @dataclass
 class Request:
     """One `queue add`: a preset, overrides, sweeps, where and in which order to run."""
@@ -126,14 +115,13 @@ def checked(request: Request) -> tuple[Preset, list[dict[str, Any]]]:
     return preset, combos
 
 
-def add(queue: Queue, request: Request) -> list[Any]:
-    """Check `request` whole, then add its entries in one transaction; the entries added."""
+def add(queue: Queue, request: Request) -> list[Entry]:
+    """Check `request` whole, then add its entries in one transaction; the entries added.
+
+    A sweep's group is `request.name`, or the first free PRESET-sweepN, chosen inside the
+    transaction that adds it, so two shells adding sweeps at once never share a group."""
     preset, combos = checked(request)
-    group = None
-    if request.sweeps:
-        group = request.name or sweep_name(queue, preset.name)
-        if group in queue.groups():
-            raise QueueError(f"--name {group}: a group of that name exists; pick another")
+    sweep = bool(request.sweeps)
     new = [
         NewEntry(
             preset=preset_ref(request.preset),
@@ -142,14 +130,17 @@ def add(queue: Queue, request: Request) -> list[Any]:
             gpus=request.gpus,
             priority=request.priority,
             after=request.after,
-            group=group,
-            name=label(group or "", combo, preset.name) if group else request.name,
+            name=label("{group}", combo, preset.name) if sweep else request.name,
             workdir=request.workdir,
             runs_root=request.runs_root,
         )
         for combo in combos
     ]
-    added = queue.add(new)
+    if sweep:
+        added = queue.add(new, group=request.name or None, group_base=preset.name)
+    else:
+        added = queue.add(new)
+    group = added[0].group
     if group and request.prune:
         queue.set_meta(prune_key(group), request.prune)
     return added

@@ -16,6 +16,7 @@ from cockpit.campaign import planning
 from cockpit.campaign.backend import Placement
 from cockpit.campaign.forecast import Forecast, forecast, remaining_seconds
 from cockpit.campaign.locations import queue_config_path, scheduler_lock_path
+from cockpit.campaign.lock import holder_pid
 from cockpit.campaign.money import LimitError, Limits, fmt_dollars, resolve_price
 from cockpit.campaign.progress import read_progress
 from cockpit.campaign.store import ENDED_STATES, LIVE_STATES, Entry, Queue
@@ -23,8 +24,6 @@ from cockpit.campaign.store import ENDED_STATES, LIVE_STATES, Entry, Queue
 
 def scheduler_record(queue: Queue) -> dict[str, Any] | None:
     """The scheduler's record when a scheduler holds the lock (a killed one leaves a stale one)."""
-    from cockpit.campaign.scheduler import holder_pid
-
     record = queue.get_meta("scheduler")
     return record if record and holder_pid(scheduler_lock_path(queue.path)) else None
 
@@ -104,7 +103,7 @@ def entry_row(e: Entry, fc: Forecast | None, limits: Limits, now: float) -> dict
 
 def state_text(row: dict[str, Any]) -> str:
     """The state with its retries and a pending request: "running (retry 1) (stopping)"."""
-    state = row["state"]
+    state = str(row["state"])
     if row["retries"]:
         state += f" (retry {len(row['retries'])})"
     if row["request"] and row["state"] in LIVE_STATES:
