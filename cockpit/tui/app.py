@@ -322,6 +322,9 @@ def make_app(
     gpu_query: Callable[[], list[GpuStatus]] | None = None,
     clock: Callable[[], float] | None = None,
     trace_runner: TraceRunner | None = None,
+    queue_path: str | Path | None = None,
+    start_scheduler: Callable[[Path | None], str] | None = None,
+    read_queue: Callable[[Path | None, list[tuple[int, str, int]]], QueueView] | None = None,
     **timing: float,
 ) -> CockpitApp:
     """The app with its services; tests pass a fake launcher, fixed GPU facts and a fixed clock."""
@@ -338,6 +341,12 @@ def make_app(
         services.clock = clock
     if trace_runner is not None:
         services.trace_runner = trace_runner
+    if queue_path is not None:
+        services.queue_path = Path(queue_path)
+    if start_scheduler is not None:
+        services.start_scheduler = start_scheduler
+    if read_queue is not None:
+        services.read_queue = read_queue
     return CockpitApp(services, attach=attach, start=start)
 
 
