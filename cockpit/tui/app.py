@@ -14,6 +14,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from cockpit import rundir, runs
+from cockpit.campaign.view import QueueView
 from cockpit.plan.gpu import GpuSpec, GpuStatus
 from cockpit.plan.presets import Preset
 from cockpit.plan.trace_child import TraceRunner, run_trace_child
@@ -41,6 +42,36 @@ def default_launcher(
     return run_dir
 
 
+def default_start_scheduler(queue_path: Path | None) -> str:
+    """Start the queue's scheduler detached (`gpt-cockpit queue run`); its one line of news."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    if queue_path is not None:
+        env["GPT_COCKPIT_QUEUE_DB"] = str(queue_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "cockpit", "queue", "run"],
+        capture_output=True,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+    lines = (done.stderr or done.stdout).strip().splitlines()
+    return lines[-1].removeprefix("gpt-cockpit: ") if lines else "scheduler started"
+
+
+def default_read_queue(queue_path: Path | None, gpus: list[tuple[int, str, int]]) -> QueueView:
+    """The queue as the queue screen shows it (read in a worker thread)."""
+    from cockpit.campaign.store import Queue
+    from cockpit.campaign.view import build_view
+
+    with Queue(queue_path) as queue:
+        return build_view(queue, gpus=gpus)
+
+
 def default_gpu_query() -> list[GpuStatus]:
     """This machine's GPUs from NVML (empty without a GPU)."""
     from cockpit.plan.gpu import query_gpus
@@ -62,6 +93,9 @@ class Services:
     redraw_s: float = 0.25  # coalesced redraws of the run screen
     trace_runner: TraceRunner = run_trace_child  # the editor's exact figure (the tracer child)
     trace_debounce_s: float = 0.6  # typing settles this long before a trace starts
+    queue_path: Path | None = None  # the queue database (None: the user's, in the state folder)
+    start_scheduler: Callable[[Path | None], str] = default_start_scheduler  # `queue run`
+    read_queue: Callable[[Path | None, list[tuple[int, str, int]]], QueueView] = default_read_queue
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -141,6 +175,7 @@ class CockpitApp(App):
                 yield SystemCommand(binding.description, f"{keys} on this screen", run)
         yield SystemCommand("Help", "every screen's keys (? or F1)", self.action_help)
         yield SystemCommand("Runs", "every run, to attach to one", self.open_runs)
+        yield SystemCommand("Queue", "the queue of runs and sweeps", self.open_queue)
         yield from super().get_system_commands(screen)
 
     def _query_gpus(self) -> None:
@@ -175,6 +210,33 @@ class CockpitApp(App):
 
         self.push_screen(RunsScreen())
 
+    def open_queue(self) -> None:
+        """Show the queue."""
+        from cockpit.tui.screens.queue import QueueScreen
+
+        if not isinstance(self.screen, QueueScreen):
+            self.push_screen(QueueScreen(self.services.queue_path))
+
+    def add_to_queue(self, preset_ref: str, sets: dict[str, Any] | None = None) -> None:
+        """Ask how to queue a preset (once, or a sweep); then say what was added."""
+        from cockpit.tui.screens.queue_add import AddToQueueScreen
+
+        def added(ids: list[int] | None) -> None:
+            if ids:
+                shown = ", ".join(f"#{i}" for i in ids)
+                self.notify(f"queued {shown}; Q shows the queue", timeout=8)
+
+        self.push_screen(
+            AddToQueueScreen(
+                preset_ref,
+                sets,
+                queue_path=self.services.queue_path,
+                runs_root=self.services.runs_dir,
+                gpus_here=len(self.local_gpus or []),
+            ),
+            added,
+        )
+
     def launch_preset(self, preset: Preset, nproc: int = 1, force: bool = False) -> None:
         """Start a run of `preset` (on `nproc` ranks; `force`: past the memory check, as the
         launch dialog was answered) and watch it; a failure is a notification, not a crash."""
@@ -201,6 +263,9 @@ def make_app(
     gpu_query: Callable[[], list[GpuStatus]] | None = None,
     clock: Callable[[], float] | None = None,
     trace_runner: TraceRunner | None = None,
+    queue_path: str | Path | None = None,
+    start_scheduler: Callable[[Path | None], str] | None = None,
+    read_queue: Callable[[Path | None, list[tuple[int, str, int]]], QueueView] | None = None,
     **timing: float,
 ) -> CockpitApp:
     """The app with its services; tests pass a fake launcher, fixed GPU facts and a fixed clock."""
@@ -217,6 +282,12 @@ def make_app(
         services.clock = clock
     if trace_runner is not None:
         services.trace_runner = trace_runner
+    if queue_path is not None:
+        services.queue_path = Path(queue_path)
+    if start_scheduler is not None:
+        services.start_scheduler = start_scheduler
+    if read_queue is not None:
+        services.read_queue = read_queue
     return CockpitApp(services, attach=attach, start=start)
 
 

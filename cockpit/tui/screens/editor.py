@@ -92,6 +92,7 @@ class EditorScreen(Screen):
         Binding("escape", "back", "Back"),  # first: an 80-column footer keeps it
         Binding("ctrl+s", "save", "Save", priority=True),
         Binding("ctrl+l", "launch", "Launch", priority=True),
+        Binding("ctrl+t", "queue_add", "Queue it", priority=True),
         Binding("ctrl+o", "apply_suggestion", "Batch tip", priority=True),
         Binding("ctrl+g", "next_gpu", "What-if GPU", priority=True),
         Binding("ctrl+r", "revert", "Revert", priority=True),
@@ -471,6 +472,15 @@ class EditorScreen(Screen):
         self._start_texts = {p: field_text(get_field(preset, p)) for p in self.paths}
         self.notify(f"saved {path}")
         self.set_fields(preset)
+
+    def action_queue_add(self) -> None:
+        """Queue the named preset with this form's edits as overrides (once, or a sweep)."""
+        from cockpit.tui.screens.queue_add import edits_of
+
+        if self.errors:
+            self.notify("fix the invalid fields first", severity="warning")
+            return
+        self.app.add_to_queue(self.original.name, edits_of(self.preset, self.original))  # type: ignore[attr-defined]
 
     def action_launch(self) -> None:
         from cockpit.tui.screens.confirm import confirm_launch

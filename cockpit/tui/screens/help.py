@@ -24,6 +24,11 @@ def key_name(key: str) -> str:
         "f1": "F1",
         "space": "space",
         "delete": "Del",
+        "plus": "+",
+        "equals_sign": "=",
+        "minus": "-",
+        "shift+up": "shift+↑",
+        "shift+down": "shift+↓",
     }
     return "/".join(names.get(k, k) for k in key.split(","))
 
@@ -33,6 +38,7 @@ def screen_keys() -> list[tuple[str, list[tuple[str, str]]]]:
     from cockpit.tui.screens.compare import CompareScreen
     from cockpit.tui.screens.editor import EditorScreen
     from cockpit.tui.screens.presets import PresetsScreen
+    from cockpit.tui.screens.queue import QueueScreen
     from cockpit.tui.screens.run import RunScreen
     from cockpit.tui.screens.runs import RunsScreen
 
@@ -43,6 +49,7 @@ def screen_keys() -> list[tuple[str, list[tuple[str, str]]]]:
         ("run", RunScreen),
         ("runs", RunsScreen),
         ("compare (c on the runs screen)", CompareScreen),
+        ("queue (Q on the presets screen)", QueueScreen),
     ):
         keys = [
             (key_name(b.key), b.description)

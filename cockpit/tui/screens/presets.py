@@ -24,7 +24,9 @@ class PresetsScreen(Screen):
         Binding("l", "launch", "Launch"),
         Binding("d", "duplicate", "Copy"),  # short: the 80-column footer reaches f1 Help
         Binding("g", "next_gpu", "What-if GPU"),
-        Binding("G", "previous_gpu", "Back a GPU"),
+        Binding("G", "previous_gpu", "Back a GPU", show=False),
+        Binding("a", "queue_add", "Queue it"),
+        Binding("Q", "queue", "Queue"),
         Binding("r", "runs", "Runs"),
         Binding("q", "app.quit", "Quit"),
     ]
@@ -181,6 +183,14 @@ class PresetsScreen(Screen):
         """The catalog the other way (T4 is one key from this machine, not 23)."""
         self.gpu_choice = self.gpu_choice - 1 if self.gpu_choice >= 0 else len(CATALOG) - 1
         self.reload()
+
+    def action_queue_add(self) -> None:
+        preset = self.selected()
+        if preset is not None:
+            self.app.add_to_queue(preset.name)  # type: ignore[attr-defined]
+
+    def action_queue(self) -> None:
+        self.app.open_queue()  # type: ignore[attr-defined]
 
     def action_runs(self) -> None:
         app_of(self).open_runs()
