@@ -4,7 +4,9 @@ A writer thread appends step records to a run's events.jsonl at --rate events/s
 (with an eval every 250 steps and a warning now and then) while the app, headless,
 shows that run. Meanwhile a key that opens and closes a dialog (k, then n) is
 sent through the driver as a terminal keypress would be; the time from sending
-it until the first repaint that shows the new screen is the keypress latency. Goal: 1000 events/s ingested with p95 < 100 ms.
+it until the first repaint that shows the new screen is the keypress latency; the app
+thread's CPU time over the same span (key_cpu_*) is the part a busy machine stretches.
+Goal: 1000 events/s ingested with p95 < 50 ms.
 
     python bench/tui_events.py [--rate 2000] [--seconds 10]
 """
@@ -113,6 +115,7 @@ async def bench(rate: float, seconds: float) -> dict[str, float]:
         stop, counter = threading.Event(), [0]
         app = make_app(attach=run_dir, gpu_query=lambda: [])
         latencies: list[float] = []
+        cpu_ms: list[float] = []  # the app thread's CPU time in the same span: what load stretches
         async with app.run_test(size=(120, 40), headless=True) as pilot:
             while not (isinstance(app.screen, RunScreen) and app.screen.loaded):
                 await pilot.pause(0.05)
@@ -128,7 +131,7 @@ async def bench(rate: float, seconds: float) -> dict[str, float]:
             while time.perf_counter() - t0 < seconds:
                 for key, want in (("k", ConfirmScreen), ("n", RunScreen)):
                     painted.clear()
-                    sent = time.perf_counter()
+                    sent, sent_cpu = time.perf_counter(), time.thread_time()
                     app._driver.send_message(events.Key(key, key))  # as a terminal keypress arrives
                     while not any(kind is want for _, kind in painted):
                         if time.perf_counter() - sent > 5:
@@ -136,6 +139,7 @@ async def bench(rate: float, seconds: float) -> dict[str, float]:
                         await asyncio.sleep(0.001)
                     shown = next(t for t, kind in painted if kind is want)
                     latencies.append((shown - sent) * 1000.0)
+                    cpu_ms.append((time.thread_time() - sent_cpu) * 1000.0)
                     await asyncio.sleep(0.05)
             took = time.perf_counter() - t0
             stop.set()
@@ -148,6 +152,8 @@ async def bench(rate: float, seconds: float) -> dict[str, float]:
                 "redraws_per_s": (screen.redraws - redraws0) / took,
                 "key_p50_ms": statistics.median(latencies),
                 "key_p95_ms": percentile(latencies, 0.95),
+                "key_cpu_p50_ms": statistics.median(cpu_ms),
+                "key_cpu_p95_ms": percentile(cpu_ms, 0.95),
                 "keys": float(len(latencies)),
                 "final_lag_steps": float(lag),
                 "bad_lines": float(screen.tailer.bad_lines),
@@ -164,11 +170,13 @@ def main() -> int:
         "--seconds", type=float, default=10.0, help="how long to measure (default 10)"
     )
     args = parser.parse_args()
+    load = os.getloadavg()
     result = asyncio.run(bench(args.rate, args.seconds))
+    print(f"load average before      {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     for key, value in result.items():
         print(f"{key:24s} {value:10.1f}")
-    ok = result["events_ingested_per_s"] >= 1000 and result["key_p95_ms"] < 100
-    print("goal (>= 1000 events/s ingested, key p95 < 100 ms):", "met" if ok else "NOT met")
+    ok = result["events_ingested_per_s"] >= 1000 and result["key_p95_ms"] < 50
+    print("goal (>= 1000 events/s ingested, key p95 < 50 ms):", "met" if ok else "NOT met")
     return 0 if ok else 1
 
 

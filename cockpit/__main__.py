@@ -76,7 +76,7 @@ def _add_rank_options(parser: argparse.ArgumentParser) -> None:
         "--nproc",
         metavar="N",
         default=None,
-        help="training processes on this machine, one per GPU (torchrun DDP); auto = every GPU (default: 1)",
+        help="training processes on this machine, one per GPU (torchrun DDP); auto = every GPU CUDA sees (default: 1)",
     )
     parser.add_argument(
         "--nnodes", type=int, default=1, metavar="N", help="machines in the job (default: 1)"
@@ -167,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-ui", action="store_true", help="train headless: one line per log interval on stdout"
     )
     parser.add_argument("--runs-dir", metavar="DIR", help=RUNS_DIR_HELP)
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="launch even when the plan says the run does not fit this machine's memory",
+    )
     _add_train_options(parser)
     _add_rank_options(parser)
     _add_gpu_option(parser)
@@ -198,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fraction of GPU memory kept free when suggesting a batch (default: 0.08)",
     )
     p.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default=argparse.SUPPRESS,
+        help="cpu: plan a CPU run (host RAM, and an ETA from this machine's measured speed)",
+    )
     p.add_argument(
         "--nproc",
         type=int,
@@ -268,6 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         metavar="N",
         help="ranks on this machine (default: as the run was launched; a resume keeps the world size)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="resume even when the plan says the run does not fit this machine's memory",
     )
 
     p = sub.add_parser("stop", help="stop a run gracefully (checkpoint first), or --kill it")

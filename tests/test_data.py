@@ -74,6 +74,21 @@ def test_text_file_bytes_and_the_tail_split(tmp_path: Path) -> None:
     assert data.val_bytes == len(data.val)
 
 
+def test_a_latin1_file_says_how_many_bytes_were_replaced(tmp_path: Path) -> None:
+    """Latin-1 accents are not UTF-8: each byte becomes U+FFFD, and the data line says how many
+    (the same from the token cache on the second load); a clean UTF-8 file says nothing."""
+    path = tmp_path / "latin1.txt"
+    path.write_bytes(("café naïve ½ \ufffd\n" * 100).encode("latin-1", errors="ignore"))
+    for _ in range(2):  # the second load comes from the cache
+        data = load_data(cfg(path, "char"), block_size=16, vocab_size=256)
+        assert "300 bytes were not UTF-8 and read as U+FFFD" in data.description
+    clean = load_data(cfg(write_text(tmp_path), "char"), block_size=16, vocab_size=256)
+    assert "UTF-8" not in clean.description
+    mixed = tmp_path / "mixed.txt"  # a U+FFFD written in the file is not a replaced byte
+    mixed.write_text("a real \ufffd sign\n" * 100, encoding="utf-8")
+    assert "U+FFFD" not in load_data(cfg(mixed, "char"), block_size=16, vocab_size=256).description
+
+
 def test_split_is_fixed(tmp_path: Path) -> None:
     path = write_text(tmp_path)
     a = load_data(cfg(path, "byte", 0.2), block_size=16, vocab_size=256)

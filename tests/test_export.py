@@ -12,7 +12,7 @@ import torch
 from cockpit.__main__ import main
 from cockpit.plan.presets import ModelConfig, Preset
 from cockpit.train.export import export_run, load_exported
-from cockpit.train.model import build_model
+from cockpit.train.models import build_model
 from cockpit.train.sample import RunModel, load_run_model
 
 pytestmark = pytest.mark.slow
@@ -132,6 +132,18 @@ def test_golf_and_bdh_round_trip_into_our_model(tmp_path, cfg):
     assert torch.equal(our_logits(back, ids), our_logits(rm.model, ids))
     note = json.loads((tmp_path / "out" / "cockpit_config.json").read_text())["tokenizer"]
     assert note.startswith("char:") and "3 characters" in note and "ids 3..39 are padding" in note
+
+
+def test_exported_files_are_readable_as_the_umask_allows(tmp_path):
+    """Not 0600 (a temp file's mode): the export is for other programs and other people."""
+    import stat
+
+    from cockpit.rundir.info import SHARED_FILE_MODE
+
+    cfg = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=40)
+    written = export_run(run_model(cfg, {"name": "char", "chars": "abc"}), tmp_path / "o", "r")
+    assert {stat.S_IMODE(p.stat().st_mode) for p in written} == {SHARED_FILE_MODE}
+    assert SHARED_FILE_MODE & 0o044  # group and others may read, as the umask allows here
 
 
 def test_export_errors_are_one_line(tmp_path, finished_run, capsys, monkeypatch):

@@ -143,6 +143,14 @@ def test_estimate_prints_breakdown_verdict_and_suggestion(capsys):
     assert "dtype" in out and "fp16" in out  # T4: no bf16
 
 
+def test_estimate_without_a_gpu_says_why_a_part_is_0_bytes(capsys):
+    code, out, _ = run(capsys, "estimate", "tiny_char")
+    assert code == 0
+    assert out.splitlines()[0] == "tiny_char for a bf16 GPU (none here; --gpu picks one)"
+    assert "gradients (freed before the peak)" in out and "CUDA context (no GPU)" in out
+    assert "on no GPU" not in out
+
+
 def test_estimate_json(capsys):
     code, out, _ = run(
         capsys,

@@ -39,6 +39,8 @@ def bad_sources(tmp: Path) -> dict[str, tuple[str, str]]:
     folder.mkdir()
     (folder / "a.txt").write_bytes(b"")
     (folder / "b.txt").write_bytes(b"\0\1\2")
+    (tmp / "nothing").mkdir()
+    (tmp / "nothing" / ".hidden").write_text("not read: hidden")
     return {
         "empty": ("empty.txt", "empty.txt is empty"),
         "binary": ("image.txt", "image.txt is binary (it holds NUL bytes), not text"),
@@ -49,6 +51,7 @@ def bad_sources(tmp: Path) -> dict[str, tuple[str, str]]:
         "odd .bin": ("odd.bin", "odd.bin has an odd number of bytes"),
         "cut shard": ("cut.bin", "cut.bin is truncated or damaged"),
         "folder": ("blobs", "blobs holds no text: every file is empty or binary"),
+        "empty folder": ("nothing", "nothing is an empty folder"),
     }
 
 
@@ -67,7 +70,7 @@ def one_error(capsys) -> str:
 
 
 @pytest.mark.parametrize(
-    "case", ["empty", "binary", "random .bin", "odd .bin", "cut shard", "folder"]
+    "case", ["empty", "binary", "random .bin", "odd .bin", "cut shard", "folder", "empty folder"]
 )
 def test_bad_data_is_refused_before_anything_is_created(tmp_path, monkeypatch, capsys, case):
     use_fake_trainer(monkeypatch)
@@ -175,3 +178,11 @@ def test_the_app_refuses_with_the_same_line(tmp_path):
     with pytest.raises(rundir.RunError, match="data.source: .*" + says.replace(".", r"\.")):
         default_launcher(preset, tmp_path / "runs")
     assert not (tmp_path / "runs").exists()
+
+
+def test_resume_checkpoint_names_match_the_trainers():
+    """prelaunch repeats the checkpoint names (it must not import torch): they must agree."""
+    from cockpit.runs.prelaunch import RESUME_CHECKPOINTS
+    from cockpit.train import checkpoint
+
+    assert RESUME_CHECKPOINTS == (checkpoint.LAST, checkpoint.LAST_PREV)

@@ -23,7 +23,7 @@ from cockpit.plan.schedule import lr_at
 from cockpit.train import checkpoint as ckpt
 
 # The engine needs the model and data modules; until they exist these tests skip rather than fail.
-for _module in ("cockpit.train.model", "cockpit.train.data"):
+for _module in ("cockpit.train.models", "cockpit.train.data"):
     if importlib.util.find_spec(_module) is None:
         pytest.skip(f"{_module} has not landed yet", allow_module_level=True)
 
@@ -254,7 +254,7 @@ def test_untrainable_arch_is_an_error(tmp_path, monkeypatch):
 
 
 def test_trainable_archs_are_the_engines_models():
-    from cockpit.train.model import ARCHITECTURES
+    from cockpit.train.models import ARCHITECTURES
 
     assert set(presets._TRAINABLE_ARCHS) == set(ARCHITECTURES) == set(presets.ARCHS)
 

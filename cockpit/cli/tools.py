@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cockpit import arch as archs
 from cockpit import rundir, runs
 from cockpit.common.diagnostics import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, info
 
@@ -131,7 +132,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     except OSError as exc:
         error(f"cannot write {args.to}: {exc.strerror or exc}")
         return EXIT_FAILED
-    kind = "Hugging Face GPT-2 layout" if rm.preset.model.arch == "gpt" else "safetensors"
+    hf = archs.supports(rm.preset.model.arch, "hf_export")
+    kind = "Hugging Face GPT-2 layout" if hf else "safetensors"
     info(f"exported {run_dir.name} ({rm.path.name}, step {rm.step}) to {args.to} ({kind})")
     for path in written:
         print(path)

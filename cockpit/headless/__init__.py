@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ __all__ = [
     "cmd_headless",
     "follow_run",
     "launch_and_follow",
+    "memory_check",
     "print_other_nodes",
     "ranks_from_args",
     "resolve_preset",
@@ -59,8 +61,11 @@ class UsageError(Exception):
 # --------------------------------------------------------------------------- preset
 
 
-def with_max_steps(preset: Preset, max_steps: int) -> Preset:
-    """The preset with train.max_steps set; warmup/warmdown/min-lr hold shrink with it if they no longer fit."""
+def with_max_steps(
+    preset: Preset, max_steps: int, say: Callable[[str], None] | None = None
+) -> Preset:
+    """The preset with train.max_steps set; warmup/warmdown/min-lr hold shrink with it if they
+    no longer fit, said through `say` (default: a line on stderr; the app passes its own)."""
     t = preset.train
     changes: dict[str, Any] = {"train.max_steps": max_steps}
     if max_steps >= 1 and t.warmup_steps >= max_steps:
@@ -73,7 +78,7 @@ def with_max_steps(preset: Preset, max_steps: int) -> Preset:
     result = apply_overrides(preset, changes)
     if len(changes) > 1:
         shrunk = ", ".join(f"{k}={v}" for k, v in changes.items() if k != "train.max_steps")
-        info(f"{shrunk} so the schedule fits in {counted(max_steps, 'step')}")
+        (say or info)(f"{shrunk} so the schedule fits in {counted(max_steps, 'step')}")
     return result
 
 
@@ -191,6 +196,17 @@ def print_other_nodes(run_dir: Path, ranks: runs.Ranks, *, device: str, resume: 
             print(f"  {line}", file=sys.stderr, flush=True)
 
 
+def memory_check(preset: Preset, device: str, nproc: int, *, force: bool) -> None:
+    """UsageError when the plan does not fit this machine's memory (prelaunch.plan_problem),
+    unless --force; with --force the problem is said and the launch goes on."""
+    problem = prelaunch.plan_problem(preset, device, nproc)
+    if problem is None:
+        return
+    if not force:
+        raise UsageError(problem)
+    diagnostics.warn(f"{problem.split('; ')[0]}; launching anyway (--force)")
+
+
 def launch_and_follow(
     run_dir: Path, *, device: str, resume: bool = False, ranks: runs.Ranks | None = None
 ) -> int:
@@ -223,9 +239,11 @@ def cmd_headless(args: argparse.Namespace) -> int:
     try:
         ranks = ranks_from_args(args)
         preset = resolve_preset(args)
-        problem = prelaunch.device_problem(getattr(args, "device", "auto") or "auto")
+        device = getattr(args, "device", "auto") or "auto"
+        problem = prelaunch.device_problem(device)
         if problem:
             raise UsageError(problem)
+        memory_check(preset, device, ranks.nproc, force=bool(getattr(args, "force", False)))
         run_dir = rundir.create_run_dir(
             preset, getattr(args, "run_dir", None), root=getattr(args, "runs_dir", None)
         )

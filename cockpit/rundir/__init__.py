@@ -69,10 +69,11 @@ from cockpit.rundir.layout import (
     RUN_LOCK,
     TRAIN_LOCK,
     RunError,
+    RunUnreadable,
     new_run_id,
     runs_root,
 )
-from cockpit.rundir.lock import RunBusy, TrainLock, lock_holder
+from cockpit.rundir.lock import RunBusy, TrainLock, busy_message, lock_holder
 from cockpit.rundir.process import (
     pid_alive,
     process_start_time,
@@ -115,7 +116,9 @@ __all__ = [
     "EventWriter",
     "NullEventWriter",
     "RunBusy",
+    "busy_message",
     "RunError",
+    "RunUnreadable",
     "RunInfo",
     "RunWatcher",
     "SampleEvent",

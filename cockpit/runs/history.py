@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cockpit.common.format import format_eval_line, format_step_line
-from cockpit.rundir.lines import event_line
 from cockpit.health import HealthWarning
 from cockpit.rundir import (
     EndEvent,
@@ -30,6 +29,7 @@ from cockpit.rundir import (
     WarningEvent,
     parse_event,
 )
+from cockpit.rundir.lines import event_line
 
 MAX_POINTS = 2000  # points kept per plotted series
 LOG_LINES = 200  # one-line records kept for the log tail
@@ -165,6 +165,8 @@ class RunHistory:
 
     def _log_line(self, event: Event) -> None:
         started_at = self.start.time if self.start is not None else None
+        if started_at is not None:  # "after" counts the time trained before a resume too,
+            started_at -= self._earlier_s  # as the status line's elapsed does
         self.log.append(event_line(event, self.max_steps, started_at))
 
     def _add_step(self, event: StepEvent, record: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from cockpit import rundir
 from cockpit.common.diagnostics import EXIT_INTERRUPTED, EXIT_USAGE, error, exit_code_for_end
+from cockpit.plan.allocator import child_alloc_env
 from cockpit.rundir import ErrorEvent, EventWriter
 from cockpit.train.threads import usable_cores, wait_politely
 
@@ -130,6 +131,7 @@ def run_child(run_dir: str | os.PathLike[str], device: str = "auto", resume: boo
         error(str(exc))
         return EXIT_USAGE
     wait_politely()  # before torch loads OpenMP
+    os.environ.update(child_alloc_env(dict(os.environ)))  # before torch loads its CUDA allocator
     try:
         return _train(run_dir, device, resume, switch)
     finally:

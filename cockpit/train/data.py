@@ -179,8 +179,12 @@ def text_files(folder: Path) -> list[Path]:
     return out
 
 
-def read_text_sources(paths: list[Path]) -> str:
-    """Concatenate text files (UTF-8, undecodable bytes replaced), skipping binary ones."""
+def read_text_sources(paths: list[Path], replaced: list[int] | None = None) -> str:
+    """Concatenate text files (UTF-8, undecodable bytes replaced), skipping binary ones.
+
+    `replaced[0]` gets how many bytes were not UTF-8 (a Latin-1 file's accents): each became
+    U+FFFD, which the run's data line says rather than training on them without a word.
+    """
     parts = []
     for path in paths:
         try:
@@ -189,7 +193,11 @@ def read_text_sources(paths: list[Path]) -> str:
             raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
         if _looks_binary(data):
             continue
-        parts.append(data.decode("utf-8", errors="replace"))
+        text = data.decode("utf-8", errors="replace")
+        if replaced is not None and "\ufffd" in text:
+            # one U+FFFD per undecodable byte; a U+FFFD the file itself holds is not counted
+            replaced[0] += text.count("\ufffd") - data.count("\ufffd".encode())
+        parts.append(text)
     return "\n\n".join(parts)
 
 
@@ -228,9 +236,15 @@ def _fingerprint(paths: list[Path]) -> list[tuple[str, int, int]]:
 
 
 def _load_text_cached(
-    key_parts: dict[str, Any], read_text: Any, tokenizer_name: str, vocab_size: int
+    key_parts: dict[str, Any],
+    read_text: Any,
+    tokenizer_name: str,
+    vocab_size: int,
+    replaced: list[int] | None = None,
 ) -> tuple[np.ndarray, Tokenizer, int]:
-    """Tokens, tokenizer and UTF-8 byte count of a text source, from the cache when possible."""
+    """Tokens, tokenizer and UTF-8 byte count of a text source, from the cache when possible
+    (`replaced[0]`: the bytes read_text replaced, kept in the cache's note too)."""
+    replaced = replaced if replaced is not None else [0]
     key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:32]
     folder = cache_dir()
     tokens_path, meta_path = folder / f"{key}.npy", folder / f"{key}.json"
@@ -241,6 +255,7 @@ def _load_text_cached(
             tokenizer = get_tokenizer(
                 tokenizer_name, state=meta["tokenizer"], vocab_size=vocab_size
             )
+            replaced[0] = int(meta.get("replaced", 0))
             return tokens, tokenizer, int(meta["bytes"])
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache entry is rebuilt below
@@ -260,6 +275,7 @@ def _load_text_cached(
                     "bytes": n_bytes,
                     "tokens": int(tokens.size),
                     "source": key_parts["source"],
+                    "replaced": replaced[0],
                 }
             ),
         )
@@ -367,14 +383,24 @@ def load_data(cfg: DataConfig, *, block_size: int, vocab_size: int) -> TokenData
                 "tokenizer": cfg.tokenizer,
                 "version": __version__,
             }
+            replaced = [0]
             tokens, tokenizer, n_bytes = _load_text_cached(
-                key, lambda: read_text_sources(train_paths), cfg.tokenizer, vocab_size
+                key,
+                lambda: read_text_sources(train_paths, replaced),
+                cfg.tokenizer,
+                vocab_size,
+                replaced,
             )
             where = (
                 str(train_paths[0])
                 if len(train_paths) == 1
                 else f"{len(train_paths)} files under {cfg.source} (binary ones skipped)"
             )
+            if replaced[0]:
+                where += (
+                    f" ({replaced[0]:,} bytes were not UTF-8 and read as U+FFFD: "
+                    "save it as UTF-8 to keep them)"
+                )
         train, val = _split(tokens, cfg.val_fraction)
         val_bytes = utf8_bytes_of(tokenizer, np.asarray(val)) if n_bytes else None
         desc = f"{where}: {len(tokens):,} {tokenizer.name} tokens (vocab {tokenizer.vocab_size}), {len(train):,} train / {len(val):,} val"

@@ -166,7 +166,13 @@ class Evaluator:
         """Inputs and targets of validation windows [first, last), on the eval's device."""
         T = self.preset.model.block_size
         tokens = np.asarray(self.data.val[first * T : last * T + 1]).astype(np.int64)
-        chunk = torch.from_numpy(tokens).to(self.device)
+        chunk = torch.from_numpy(tokens)
+        if self.device.type == "cuda":
+            # pinned and non-blocking: a pageable copy waits for the GPU, a host sync per batch
+            # over golf's whole validation split; torch keeps the pinned buffer until the copy ran
+            chunk = chunk.pin_memory().to(self.device, non_blocking=True)
+        else:
+            chunk = chunk.to(self.device)
         return chunk[:-1].view(-1, T), chunk[1:].view(-1, T)
 
     def _pad_forwards(self, net: Any, n_windows: int, own: int, batch: int) -> None:

@@ -134,8 +134,12 @@ class Trainer:
         self._build_parts(monitor, peak_flops)
         resumed_from = self.checkpointer.resume(self.state) if self.resume else None
         if self.step == 0:  # train.priming_steps, undone: a fresh run only
-            primer = Primer(self.runner, self.train_sampler, self.device)
-            primer.prime(t.priming_steps, self.n_seq, self.state.micro_batch)
+            primer = Primer(
+                self.runner, self.train_sampler, self.device, t.oom_retry, self._health_warning
+            )
+            split = Split(self.state.micro_batch, self.state.grad_accum)
+            split = primer.prime(t.priming_steps, self.n_seq, split)
+            self.state.micro_batch, self.state.grad_accum = split.micro_batch, split.grad_accum
         self.metrics.restart(self.runner.scaler)  # so a skip at step 1 is seen too
         setup_steps.announce_start(
             self.events,
@@ -145,6 +149,7 @@ class Trainer:
                 preset=preset.name,
                 device=str(self.device),
                 gpu=gpu_name,
+                gpu_uuid=setup_steps.gpu_uuid(self.device),
                 dtype=self.dtype,
                 params=sum(p.numel() for p in self.raw_model.parameters()),
                 tokens_per_step=self.tokens_per_step,
@@ -242,6 +247,10 @@ class Trainer:
                 if self._read_back_and_respond():
                     continue
             if t.eval_interval and state.step % t.eval_interval == 0 and state.step < t.max_steps:
+                # steps queued before the eval are read back now: their interval ends here, so
+                # the next read-back divides its own time by its own steps (tokens/s, MFU)
+                if self.metrics.pending and self._read_back_and_respond():
+                    continue
                 with self.clock.paused():  # not training time: max_time_s does not count it
                     improved = self.evaluator.run(state)
                     self.checkpointer.save(state, best=improved)

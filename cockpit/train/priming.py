@@ -10,13 +10,14 @@ exactly as an unprimed one (a test checks it), and the wall-clock cap starts aft
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from cockpit.train import checkpoint as ckpt
-from cockpit.train.step import StepRunner
+from cockpit.train.step import Split, StepRunner, run_with_oom_retry
 
 
 @dataclass
@@ -26,11 +27,15 @@ class Primer:
     runner: StepRunner  # the model, optimizer and scaler the steps change
     sampler: Any  # the training BatchSampler (its position is restored)
     device: torch.device
+    oom_retry: bool = True  # train.oom_retry: a micro-batch that does not fit is halved
+    warn: Callable[[Any], None] = lambda warning: None  # the `oom` warning (a HealthWarning)
 
-    def prime(self, steps: int, n_seq: int, micro_batch: int) -> int:
-        """Run `steps` optimizer steps of `n_seq` sequences and restore everything they changed; the count run."""
+    def prime(self, steps: int, n_seq: int, split: Split) -> Split:
+        """Run `steps` optimizer steps of `n_seq` sequences and restore everything they changed;
+        the micro-batch split that fits (a priming step runs through the out-of-memory retry,
+        as a training step does: a micro-batch too large is halved, not a crash)."""
         if steps <= 0:
-            return 0
+            return split
         model, optimizer, scaler = self.runner.raw_model, self.runner.optimizer, self.runner.scaler
         model_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         optimizer_state = copy.deepcopy(optimizer.state_dict())
@@ -39,7 +44,9 @@ class Primer:
         rng = ckpt.rng_state(self.device)
         for _ in range(steps):
             x, y = self.sampler.sample(n_seq)
-            self.runner.run(x, y, micro_batch)
+            _, _, split = run_with_oom_retry(
+                self.runner, x, y, split, 1.0, oom_retry=self.oom_retry, step=0, warn=self.warn
+            )
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         model.load_state_dict(model_state)
@@ -49,4 +56,4 @@ class Primer:
         self.sampler.load_state_dict(sampler_state)
         ckpt.set_rng_state(rng, self.device)
         optimizer.zero_grad(set_to_none=True)
-        return steps
+        return split

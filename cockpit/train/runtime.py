@@ -12,6 +12,7 @@ import torch
 
 from cockpit import __version__, rundir
 from cockpit.health import HealthWarning
+from cockpit.plan.gpu import has_bf16
 from cockpit.rundir import EndEvent, EventWriter, WarningEvent
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -76,12 +77,17 @@ def resolve_dtype(requested: str, device: torch.device) -> str:
                 kind="dtype",
             )
         return "fp32" if requested == "auto" else requested
-    bf16_ok = torch.cuda.is_bf16_supported()
+    # By compute capability, as the planner decides (plan/gpu.py has_bf16), not by
+    # torch.cuda.is_bf16_supported(), which counts 7.x's emulated bf16 as support.
+    capability = tuple(torch.cuda.get_device_capability(device))
+    bf16_ok = has_bf16(capability)  # type: ignore[arg-type]
     if requested == "auto":
         return "bf16" if bf16_ok else "fp16"
     if requested == "bf16" and not bf16_ok:
+        major, minor = capability
         raise EngineError(
-            f"{torch.cuda.get_device_name(device)} has no bf16; use train.dtype=fp16 or auto",
+            f"{torch.cuda.get_device_name(device)} (compute capability {major}.{minor}) has no "
+            "bf16 tensor cores, it would train emulated bf16; use train.dtype=fp16 or auto",
             kind="dtype",
         )
     return requested

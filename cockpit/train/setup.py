@@ -23,7 +23,7 @@ from cockpit.plan.presets import Preset
 from cockpit.rundir import EventWriter, StartEvent, WarningEvent
 from cockpit.train import runtime
 from cockpit.train.data import BatchSampler, load_data
-from cockpit.train.model import build_model
+from cockpit.train.models import build_model
 from cockpit.train.prefetch import PrefetchSampler, prefetch_wanted
 from cockpit.train.runtime import (
     Dist,
@@ -100,8 +100,7 @@ def build_models(
     except NotImplementedError as exc:
         raise EngineError(f"model.arch={m.arch}: {exc}", kind="arch") from None
     if t.activation_checkpointing:
-        setter = getattr(raw_model, "set_activation_checkpointing", None)
-        if setter is None:
+        if not getattr(raw_model, "checkpointing_supported", False):
             warn(
                 "activation_checkpointing",
                 "info",
@@ -109,12 +108,18 @@ def build_models(
                 "",
             )
         else:
-            setter(True)
-    if dist.world_size > 1 and t.parallel == "fsdp":  # sharded in place, no DDP wrapper
-        from cockpit.train.sharded import shard_model
+            raw_model.set_activation_checkpointing(True)
+    model: Any = raw_model
+    if dist.world_size > 1:  # per block, then wrapped or sharded: see compile_blocks
+        from cockpit.train.sharded import compile_blocks, shard_model
 
-        shard_model(raw_model)
-    model: Any = torch.compile(raw_model) if t.compile else raw_model
+        compiled = compile_blocks(raw_model) if t.compile else 0
+        if t.parallel == "fsdp":  # sharded in place, no DDP wrapper
+            shard_model(raw_model)
+        if t.compile and not compiled:  # no block list to compile one by one: the whole model
+            model = torch.compile(raw_model)
+    elif t.compile:
+        model = torch.compile(raw_model)
     if dist.world_size > 1 and t.parallel != "fsdp":
         from torch.nn.parallel import DistributedDataParallel
 
@@ -137,6 +142,21 @@ def gpu_facts(device: torch.device, dtype: str) -> tuple[str | None, int | None,
     peak = peak_flops(name, dtype)
     memory = torch.cuda.get_device_properties(device).total_memory
     return name, memory, (float(peak) if peak else None)
+
+
+def gpu_uuid(device: torch.device) -> str | None:
+    """The UUID of the GPU this rank trains on, as NVML writes it ("GPU-..."); None on CPU.
+
+    What matches it to NVML's telemetry (plan/gpu.py gpu_by_uuid): CUDA's numbering
+    follows CUDA_VISIBLE_DEVICES and CUDA_DEVICE_ORDER, NVML's does not.
+    """
+    if device.type != "cuda":
+        return None
+    uuid = getattr(torch.cuda.get_device_properties(device), "uuid", None)
+    if uuid is None:
+        return None
+    text = str(uuid)
+    return text if text.startswith("GPU-") else f"GPU-{text}"
 
 
 def tokens_per_byte(data: Any) -> float | None:

@@ -11,29 +11,30 @@ model and optimizer state with torch.distributed.checkpoint into
 written), and rank 0 writes `last.pt` as always, with `model` and `optimizer`
 empty and `shards` naming that folder. Shard folders that no checkpoint file
 names any more are removed. The world size is checked before loading (a resume
-must keep it: the data positions are per rank).
+must keep it: the data positions are per rank). `sample` and `export` read the model's
+shards back whole, in one process (`load_whole_model`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from cockpit.common.diagnostics import first_line
 from cockpit.train import checkpoint as ckpt
 from cockpit.train.runtime import Dist
 
 SHARDS_PREFIX = "shards-"
 
 
-def shard_model(model: torch.nn.Module) -> int:
-    """fully_shard each block of the model's outermost block lists, then the root; the units made."""
-    from torch.distributed.fsdp import fully_shard
-
-    units = 0
+def trained_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The blocks of the model's outermost block lists (ModuleLists) that have trained weights."""
+    blocks: list[torch.nn.Module] = []
     taken: list[str] = []
     for name, module in model.named_modules():
         if not isinstance(module, torch.nn.ModuleList):
@@ -41,12 +42,34 @@ def shard_model(model: torch.nn.Module) -> int:
         if any(name.startswith(prefix + ".") for prefix in taken):
             continue  # inside a block already chosen
         taken.append(name)
-        for block in module:
-            if any(p.requires_grad for p in block.parameters()):
-                fully_shard(block)
-                units += 1
+        blocks += [b for b in module if any(p.requires_grad for p in b.parameters())]
+    return blocks
+
+
+def compile_blocks(model: torch.nn.Module) -> int:
+    """torch.compile each block in place (its state_dict keys unchanged); the blocks compiled.
+
+    Under DDP and FSDP, instead of one graph for the whole model: each block's backward
+    is then its own graph, so the gradients of a block are ready, and DDP's all-reduce
+    of its bucket (FSDP's reduce-scatter) starts, while the blocks before it still run
+    backward. One whole-model graph hands every gradient over at its end: no overlap.
+    torchtitan's order: compile per block, then fully_shard.
+    """
+    blocks = trained_blocks(model)
+    for block in blocks:
+        block.compile()
+    return len(blocks)
+
+
+def shard_model(model: torch.nn.Module) -> int:
+    """fully_shard each block of the model's outermost block lists, then the root; the units made."""
+    from torch.distributed.fsdp import fully_shard
+
+    blocks = trained_blocks(model)
+    for block in blocks:
+        fully_shard(block)
     fully_shard(model)
-    return units + 1
+    return len(blocks) + 1
 
 
 def full_norm(norm: torch.Tensor) -> torch.Tensor:
@@ -102,6 +125,31 @@ def load_shards(
         model_state_dict=state["model"],
         optim_state_dict=state["optimizer"],
     )
+
+
+def load_whole_model(model: torch.nn.Module, folder: Path) -> None:
+    """Load the model part of shard folder `folder` into an unsharded `model`, in this process.
+
+    What sampling and export need from a sharded run: no process group, no optimizer.
+    DCP reads each full tensor from every rank's shards (resharding to one "rank"), into
+    the model's own tensors; a checkpoint that lacks one of the model's weights raises.
+    """
+    import torch.distributed.checkpoint as dcp
+
+    if not folder.is_dir():
+        raise ckpt.CheckpointError(f"{folder} is missing: the checkpoint's shards are gone")
+    state = {"model": model.state_dict()}
+    try:
+        with (
+            warnings.catch_warnings()
+        ):  # "torch.distributed is disabled...": one process, on purpose
+            warnings.simplefilter("ignore", UserWarning)
+            dcp.load(state, checkpoint_id=str(folder), no_dist=True)
+    except Exception as exc:  # noqa: BLE001 - DCP wraps each reader's error in its own type
+        raise ckpt.CheckpointError(
+            f"{folder}: the shards do not load into the saved preset's model ({first_line(exc)})"
+        ) from None
+    model.load_state_dict(state["model"])
 
 
 def prune(ckpt_dir: Path) -> list[str]:

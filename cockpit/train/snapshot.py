@@ -129,21 +129,42 @@ class Checkpointer:
         self.events.sync()
 
     def resume(self, state: TrainState) -> int:
-        """Restore the latest usable checkpoint (saying why an unusable one was skipped); its step."""
+        """Restore the latest usable checkpoint (saying why an unusable one was skipped); its step.
+
+        A file that loads but does not fit this run (another model's shape) is skipped like a
+        corrupt one: the previous checkpoint is tried. When none fits, the first refusal is the
+        error (it says what changed).
+        """
         if self.write_files:
             ckpt.remove_stale_temps(self.ckpt_dir)
-        loaded = ckpt.load_latest(self.ckpt_dir)
-        for problem in loaded.problems:
-            self._warn(
-                state.step, "checkpoint", f"{problem}; resuming from {loaded.path.name} instead"
-            )
-        self._check_same_preset(state.step, loaded.state)
-        self._check_same_world(loaded.state)
-        mine = self._restore(state, loaded.state)
-        state.load_state_dict(loaded.state)
-        self.sampler.load_state_dict(mine["sampler"])  # each rank its own position
-        self.last_step = state.step
-        return state.step
+        refused: EngineError | None = None
+        try:
+            for loaded in ckpt.loadable(self.ckpt_dir):
+                try:
+                    self._check_same_preset(state.step, loaded.state)
+                    self._check_same_world(loaded.state)
+                    mine = self._restore(state, loaded.state)
+                except EngineError as exc:
+                    if exc.kind != "checkpoint":
+                        raise
+                    refused = refused or exc
+                    loaded.problems.append(f"{loaded.path}: {exc}")
+                    continue
+                for problem in loaded.problems:
+                    self._warn(
+                        state.step,
+                        "checkpoint",
+                        f"{problem}; resuming from {loaded.path.name} instead",
+                    )
+                state.load_state_dict(loaded.state)
+                self.sampler.load_state_dict(mine["sampler"])  # each rank its own position
+                self.last_step = state.step
+                return state.step
+        except ckpt.CheckpointError:
+            if refused is not None:
+                raise refused from None
+            raise
+        raise AssertionError("unreachable: loadable() ends in CheckpointError")  # pragma: no cover
 
     def roll_back(self, state: TrainState) -> Path:
         """Restore the latest checkpoint but keep the data position and counters; the file restored.

@@ -17,18 +17,23 @@ from cockpit import rundir, runs
 from cockpit.plan.gpu import GpuSpec, GpuStatus
 from cockpit.plan.presets import Preset
 from cockpit.plan.trace_child import TraceRunner, run_trace_child
+from cockpit.tui.flags import StartFlags, flags_for_app, unused_line
 
 
-def default_launcher(preset: Preset, runs_dir: Path | None, nproc: int = 1) -> Path:
+def default_launcher(
+    preset: Preset, runs_dir: Path | None, nproc: int = 1, force: bool = False
+) -> Path:
     """Create a run directory for `preset` and start the trainer detached from the app
     (under torchrun, `nproc` ranks, when more than one).
 
-    The same pre-launch checks as headless mode: a missing data source or an architecture
-    the engine cannot train is a RunError (shown as a message), and nothing is started.
+    The same pre-launch checks as headless mode: a missing data source, an architecture
+    the engine cannot train or a plan over this machine's memory (unless `force`: the launch
+    dialog said so and the user said yes) is a RunError (shown as a message), and nothing is
+    started.
     """
-    from cockpit.runs.prelaunch import launch_problem
+    from cockpit.runs.prelaunch import launch_problem, plan_problem
 
-    problem = launch_problem(preset)
+    problem = launch_problem(preset) or (None if force else plan_problem(preset, "auto", nproc))
     if problem:
         raise rundir.RunError(problem)
     run_dir = rundir.create_run_dir(preset, root=runs_dir)
@@ -76,20 +81,46 @@ class CockpitApp(App):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]
 
-    def __init__(self, services: Services | None = None, attach: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        services: Services | None = None,
+        attach: str | Path | None = None,
+        start: StartFlags | None = None,
+    ) -> None:
         super().__init__()
         self.services = services or Services()
         self.attach_dir = Path(attach) if attach else None
+        self.start = start or StartFlags()  # what the command line's flags asked for
         self.local_gpus: list[GpuStatus] | None = None  # None until the first NVML query returns
         self.trace_problem = ""  # why this machine cannot trace (then every plan stays analytic)
 
     def on_mount(self) -> None:
         from cockpit.tui.screens.presets import PresetsScreen
 
-        self.push_screen(PresetsScreen())
+        presets = PresetsScreen()
+        presets.gpu_choice = self.start.gpu_choice
+        self.push_screen(presets)
+        if self.start.preset is not None:
+            self._open_flags_preset()
         if self.attach_dir is not None:
             self.open_run(self.attach_dir)
         self.run_worker(self._query_gpus, thread=True, name="gpu-facts")
+
+    def _open_flags_preset(self) -> None:
+        """The editor on the preset the flags named, their overrides applied (ctrl+l launches it)."""
+        from cockpit.tui.screens.editor import EditorScreen
+
+        start = self.start
+        assert start.preset is not None
+        self.push_screen(
+            EditorScreen(start.preset, gpu_choice=start.gpu_choice, original=start.base)
+        )
+        said = f"opened {start.preset.name}"
+        if start.applied:
+            said += " with " + ", ".join(start.applied)
+        self.notify(said + "; ctrl+l launches it", timeout=8)
+        if start.unused:
+            self.notify(unused_line(start.unused), severity="warning", timeout=12)
 
     def action_help(self) -> None:
         from cockpit.tui.screens.help import HelpScreen
@@ -144,11 +175,14 @@ class CockpitApp(App):
 
         self.push_screen(RunsScreen())
 
-    def launch_preset(self, preset: Preset, nproc: int = 1) -> None:
-        """Start a run of `preset` (on `nproc` ranks) and watch it; a failure is a notification, not a crash."""
+    def launch_preset(self, preset: Preset, nproc: int = 1, force: bool = False) -> None:
+        """Start a run of `preset` (on `nproc` ranks; `force`: past the memory check, as the
+        launch dialog was answered) and watch it; a failure is a notification, not a crash."""
         try:
-            if nproc > 1:  # a launcher that takes one process only keeps its two arguments
-                launch: Callable[..., Path] = self.services.launcher  # this one takes nproc too
+            launch: Callable[..., Path] = self.services.launcher  # the default takes all three
+            if force:
+                run_dir = launch(preset, self.services.runs_dir, nproc=nproc, force=True)
+            elif nproc > 1:  # a launcher that takes one process only keeps its two arguments
                 run_dir = launch(preset, self.services.runs_dir, nproc=nproc)
             else:
                 run_dir = self.services.launcher(preset, self.services.runs_dir)
@@ -162,6 +196,7 @@ def make_app(
     *,
     runs_dir: str | Path | None = None,
     attach: str | Path | None = None,
+    start: StartFlags | None = None,
     launcher: Callable[[Preset, Path | None], Path] | None = None,
     gpu_query: Callable[[], list[GpuStatus]] | None = None,
     clock: Callable[[], float] | None = None,
@@ -182,11 +217,30 @@ def make_app(
         services.clock = clock
     if trace_runner is not None:
         services.trace_runner = trace_runner
-    return CockpitApp(services, attach=attach)
+    return CockpitApp(services, attach=attach, start=start)
 
 
 def cmd_app(args: argparse.Namespace) -> int:
-    """Run the app (`gpt-cockpit`, or `attach RUN` with args.attach set to the run dir)."""
-    app = make_app(runs_dir=getattr(args, "runs_dir", None), attach=getattr(args, "attach", None))
+    """Run the app (`gpt-cockpit`, or `attach RUN` with args.attach set to the run dir).
+
+    Plain `gpt-cockpit` with --preset, --set, --max-steps, --data or --gpu opens the editor on
+    that preset with them applied; a bad value is exit 2 before the app opens.
+    """
+    from cockpit.common.diagnostics import EXIT_USAGE, error, warn
+    from cockpit.headless import UsageError
+    from cockpit.plan.presets import PresetError
+
+    start = None
+    if getattr(args, "command", None) is None:
+        try:
+            start = flags_for_app(args)
+        except (PresetError, UsageError, ValueError) as exc:
+            error(str(exc))
+            return EXIT_USAGE
+    app = make_app(
+        runs_dir=getattr(args, "runs_dir", None), attach=getattr(args, "attach", None), start=start
+    )
     app.run()
+    if start is not None and start.unused:
+        warn(unused_line(start.unused))  # said in the app too; this stays in the terminal
     return 0

@@ -31,6 +31,17 @@ def source_label(est: Estimate) -> str:
     return "traced" if est.traced else "estimate"
 
 
+def verdict_words(est: Estimate, gpu_key: str = "") -> str:
+    """The estimate's verdict as every app screen says it (one function for the presets, the
+    editor and the launch question): the key that picks a what-if GPU instead of the CLI's
+    --gpu, or no such hint where no key picks one."""
+    words = est.verdict
+    hint = "; pick one with --gpu"
+    if hint in words:
+        words = words.replace(hint, f"; {gpu_key} picks a what-if GPU" if gpu_key else "")
+    return words
+
+
 class ExactFigure:
     """Keeps one screen's exact figure coming: `want()` after each change, `note` for the panel."""
 
@@ -63,7 +74,9 @@ class ExactFigure:
     def want(self, preset: Preset | None, est: Estimate) -> None:
         """The form now shows `preset` (None: invalid fields): trace it unless that is known or moot."""
         self.active = preset is not None
-        if preset is None or est.measured or est.traced or self.app_problem:
+        # your own model's parameters and FLOPs come with its trace (the tracer child measures them)
+        known = (est.measured or est.traced) and est.figures != "not measured yet"
+        if preset is None or known or self.app_problem:
             self.cancel()
             self.key = None
             return

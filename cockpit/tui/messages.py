@@ -16,6 +16,14 @@ class RunRecords(Message):
         super().__init__()
 
 
+class RunTailed(Message):
+    """The records appended to events.jsonl since the last read (read in a worker thread)."""
+
+    def __init__(self, records: list[dict[str, Any]]) -> None:
+        self.records = records
+        super().__init__()
+
+
 class RunStatusPolled(Message):
     """The run's status checked against its process (run.json + pid)."""
 

@@ -24,7 +24,7 @@ from textual.widgets import DataTable, Input, Static
 from cockpit.common.format import health_count
 from cockpit.plan.presets import load_preset, user_dir
 from cockpit.tui.screens.confirm import ConfirmScreen, PromptScreen
-from cockpit.tui.screens.editor import EditorScreen, input_id
+from cockpit.tui.screens.editor import EditorScreen
 from cockpit.tui.screens.presets import PresetsScreen
 from cockpit.tui.screens.run import RunScreen
 from cockpit.tui.screens.runs import RunsScreen
@@ -49,6 +49,11 @@ async def launch_from_presets(pilot, name: str) -> RunScreen:
     await launch_and_confirm(pilot)
     await wait_for(pilot, lambda: isinstance(pilot.app.screen, RunScreen))
     return pilot.app.screen
+
+
+def value_cell(editor: EditorScreen, path: str) -> object:
+    """What the editor's list shows beside a field: its text, and its message when invalid."""
+    return editor.query_one(DataTable).get_cell(path, "value")
 
 
 def select_preset(screen: PresetsScreen, name: str) -> None:
@@ -99,28 +104,37 @@ async def test_editor_shows_a_bad_value_next_to_its_field_and_clears_it():
         await pilot.pause()
         editor = app.screen
         assert isinstance(editor, EditorScreen)
-        box = editor.query_one(f"#{input_id('model.n_layer')}", Input)
-        box.focus()
+        box = editor.select_field("model.n_layer")
+        assert box.has_focus
         await pilot.press("end", "backspace", "x")
         await pilot.pause()
-        error = editor.query_one(f"#{input_id('model.n_layer')}-error", Static)
+        error = editor.query_one("#editor-error", Static)
         assert error.display and "whole number" in str(error.render())
+        assert "whole number" in str(value_cell(editor, "model.n_layer"))  # beside it in the list
         assert "1 field(s) invalid" in text_of(editor, "#live-panel")
+        await pilot.press("down")  # the next field: its own text in the input, no message
+        await pilot.pause()
+        assert editor.current == "model.n_head" and box.value == "4" and not error.display
+        await pilot.press("up")
+        await pilot.pause()
+        assert editor.current == "model.n_layer" and box.value.endswith("x") and error.display
         # a cross-field rule lands next to the field it names
         box.value = "6"
-        editor.query_one(f"#{input_id('model.n_head')}", Input).value = "3"  # 384 / 3: fine alone
-        editor.query_one(f"#{input_id('model.n_embd')}", Input).value = "100"  # 100 / 4: fine alone
+        editor.set_field("model.n_head", "3")  # 384 / 3: fine alone
+        editor.set_field("model.n_embd", "100")  # 100 / 4: fine alone
         await pilot.pause()
-        assert not editor.query_one(f"#{input_id('model.n_layer')}-error", Static).display
+        assert "model.n_layer" not in editor.errors
+        assert "←" not in str(value_cell(editor, "model.n_layer"))
         assert set(editor.errors) & {"model.n_embd", "model.n_head"}, editor.errors
-        editor.query_one(f"#{input_id('model.n_head')}", Input).value = "4"
-        editor.query_one(f"#{input_id('model.n_embd')}", Input).value = "384"
+        editor.set_field("model.n_head", "4")
+        editor.set_field("model.n_embd", "384")
         await pilot.pause()
         assert editor.errors == {}
         assert editor.preset.model.n_layer == 6
         await pilot.press("ctrl+r")  # revert
         await pilot.pause()
         assert editor.preset == load_preset("shakespeare_char")
+        editor.select_field("model.n_layer")
         assert box.value == str(load_preset("shakespeare_char").model.n_layer)
 
 
@@ -140,9 +154,7 @@ async def test_batch_suggestion_applies_with_one_key_and_keeps_tokens_per_step()
         assert after.train.batch_size < before.train.batch_size
         assert after.train.grad_accum > before.train.grad_accum
         assert after.tokens_per_step == before.tokens_per_step
-        assert editor.query_one(f"#{input_id('train.batch_size')}", Input).value == str(
-            after.train.batch_size
-        )
+        assert editor.field_texts["train.batch_size"] == str(after.train.batch_size)
         assert "fits on NVIDIA T4" in text_of(editor, "#live-panel")
 
 
@@ -154,7 +166,7 @@ async def test_save_writes_a_user_preset_that_lists_as_user():
         await pilot.press("enter")
         await pilot.pause()
         editor = app.screen
-        editor.query_one(f"#{input_id('train.lr')}", Input).value = "0.0005"
+        editor.set_field("train.lr", "0.0005")
         await pilot.pause()
         await pilot.press("ctrl+s")
         await pilot.pause()
@@ -172,6 +184,10 @@ async def test_save_writes_a_user_preset_that_lists_as_user():
         assert body["model"] == load_preset("shakespeare_char").to_dict()["model"]
         saved = load_preset("my_shakespeare")
         assert saved.train.lr == 0.0005 and not saved.builtin
+        # its description says what changed, the title names the saved user preset, not edited
+        assert saved.description.endswith("(edited: train.lr=0.0005)")
+        title = text_of(editor, "#editor-title")
+        assert "my_shakespeare · user preset" in title and "edited" not in title
         await pilot.press("escape")
         await pilot.pause()
         table = app.screen.query_one(DataTable)
@@ -184,7 +200,7 @@ async def test_saving_with_a_bad_field_refuses(tmp_path):
         await pilot.pause()
         await pilot.press("enter")
         await pilot.pause()
-        app.screen.query_one(f"#{input_id('train.lr')}", Input).value = "fast"
+        app.screen.set_field("train.lr", "fast")
         await pilot.pause()
         await pilot.press("ctrl+s")
         await pilot.pause()
@@ -263,9 +279,10 @@ async def test_kill_asks_first(monkeypatch, tmp_path):
         await pilot.press("k")
         await pilot.pause()
         await pilot.press("y")
-        await wait_for(
-            pilot, lambda: screen.status == "crashed", timeout=10
-        )  # SIGKILL: no end record
+        # SIGKILL leaves no end record, yet a kill asked for is listed as killed, not crashed
+        await wait_for(pilot, lambda: screen.status == "killed", timeout=10)
+        await wait_for(pilot, lambda: "killed" in text_of(screen, "#run-status"))
+        assert not any("crashed" in str(n.message) for n in app._notifications)
 
 
 async def test_launch_that_does_not_fit_asks_first(monkeypatch, tmp_path):

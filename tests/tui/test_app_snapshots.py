@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import pytest
 from helpers import app_for_tests, copy_run, fake_gpu, steady_cursors, wait_for
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable
 
-from cockpit.tui.screens.editor import input_id
 from cockpit.tui.screens.run import RunScreen
 
 SIZES = [(80, 24), (120, 40)]
@@ -45,7 +44,7 @@ def test_editor_with_a_validation_error(snap_compare, size):
         table.move_cursor(row=[p.name for p in screen.presets].index("shakespeare_char"))
         await pilot.press("enter")
         await pilot.pause()
-        box = pilot.app.screen.query_one(f"#{input_id('model.n_layer')}", Input)
+        box = pilot.app.screen.select_field("model.n_layer")
         box.value = "six"
         box.focus()
         await steady(pilot)
@@ -66,3 +65,49 @@ def test_run_screen_from_a_fixed_events_file(snap_compare, size, tmp_path):
         await steady(pilot)
 
     assert snap_compare(app_for_tests(attach=run_dir), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_help_screen(snap_compare, size):
+    async def run_before(pilot):
+        await pilot.press("f1")
+        await steady(pilot)
+
+    assert snap_compare(app_for_tests(), terminal_size=size, run_before=run_before)
+
+
+def dated_runs(tmp_path) -> None:
+    """Two runs with ids as a launch names them (date-time-preset), one with another lr."""
+    import json
+    import shutil
+
+    from helpers import DATA
+
+    root = tmp_path / "runs"
+    shutil.copytree(DATA / "finished_run", root / "20261206-155754-tiny_char")
+    b = shutil.copytree(DATA / "finished_run", root / "20261206-161020-tiny_char")
+    preset = json.loads((b / "preset.json").read_text())
+    preset["train"]["lr"] = 0.5
+    (b / "preset.json").write_text(json.dumps(preset))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_compare_screen(snap_compare, size, tmp_path):
+    from cockpit.tui.screens.compare import CompareScreen
+    from cockpit.tui.screens.runs import RunsScreen
+
+    dated_runs(tmp_path)
+
+    async def run_before(pilot):
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, RunsScreen))
+        await wait_for(pilot, lambda: pilot.app.screen.summaries)
+        await pilot.press("space", "space", "c")
+        await wait_for(
+            pilot, lambda: isinstance(pilot.app.screen, CompareScreen) and pilot.app.screen.loaded
+        )
+        await pilot.pause(0.3)
+        await steady(pilot)
+
+    app = app_for_tests(runs_dir=tmp_path / "runs")
+    assert snap_compare(app, terminal_size=size, run_before=run_before)

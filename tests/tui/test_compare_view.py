@@ -40,7 +40,9 @@ async def test_mark_two_runs_and_compare_them(tmp_path):
         screen = app.screen
         assert [c.run_id for c in screen.curves] == [d.name for d in screen.run_dirs]
         runs = screen.query_one("#compare-runs", DataTable)
-        assert runs.row_count == 2 and str(runs.get_row_at(0)[4]) == "3.2160"
+        assert runs.row_count == 2 and str(runs.get_row_at(0)[6]) == "3.2160"
+        labels = [str(c.label) for c in runs.columns.values()]
+        assert labels[-2:] == ["best at", "warnings"]  # every column, none cut
         diffs = screen.query_one("#compare-diffs", DataTable)
         assert [str(c) for c in diffs.get_row_at(0)][0] == "train.lr"
         assert sorted(str(c) for c in diffs.get_row_at(0)[1:]) == ["0.5", "1.5"]
@@ -52,7 +54,7 @@ async def test_mark_two_runs_and_compare_them(tmp_path):
         assert screen.align == "tokens" and "x axis: tokens" in str(
             screen.query_one("#compare-status").render()
         )
-        best_at = str(screen.query_one("#compare-runs", DataTable).get_row_at(0)[5])
+        best_at = str(screen.query_one("#compare-runs", DataTable).get_row_at(0)[7])
         assert best_at.endswith("k") and "step" not in best_at  # where best val was, in tokens
         await pilot.press("escape")
         await pilot.pause()
@@ -77,3 +79,30 @@ def test_compare_view_snapshot(snap_compare, tmp_path):
 
     app = app_for_tests(runs_dir=tmp_path / "runs")
     assert snap_compare(app, terminal_size=(120, 40), run_before=open_runs)
+
+
+async def test_at_80x24_every_column_shows_and_each_run_is_keyed_by_its_line_colour(tmp_path):
+    from textual.widgets import Footer
+
+    from cockpit.tui.screens.compare import line_color
+
+    two_runs(tmp_path)
+    for name, when in (("run-a", "155754"), ("run-b", "161020")):  # ids as a launch names them
+        (tmp_path / "runs" / name).rename(tmp_path / "runs" / f"20261206-{when}-tiny")
+    app = app_for_tests(runs_dir=tmp_path / "runs")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.summaries)
+        await pilot.press("space", "space", "c")
+        await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen.loaded)
+        await pilot.pause()
+        runs = app.screen.query_one("#compare-runs", DataTable)
+        assert runs.virtual_size.width <= runs.size.width  # nothing cut off to the right
+        assert [str(c.label) for c in runs.columns.values()][-1] == "warnings"
+        key = runs.get_row_at(0)[0]
+        assert str(key) == "■ #1" and line_color(0) in str(key.style)
+        first = str(runs.get_row_at(0)[1])
+        assert first in ("155754-tiny", "161020-tiny")  # whole, less the shared date
+        legend = app.screen.query_one("#compare-loss", MetricPlot).plt.build()
+        assert f"#1 {first}" in legend  # no first character lost
+        assert app.screen.query_one(Footer).region.bottom == 24

@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Input, Static
 from cockpit.plan.estimate import estimate
 from cockpit.plan.presets import list_presets, load_preset, user_dir
 from cockpit.tui.screens.confirm import ConfirmScreen, PromptScreen
-from cockpit.tui.screens.editor import EditorScreen, input_id
+from cockpit.tui.screens.editor import EditorScreen
 from cockpit.tui.screens.presets import PresetsScreen
 
 
@@ -80,7 +80,7 @@ async def test_escape_with_unsaved_edits_asks_and_without_leaves():
         await pilot.pause()
         assert isinstance(app.screen, PresetsScreen)
         editor = await open_editor(pilot)
-        editor.query_one(f"#{input_id('train.lr')}", Input).value = "0.0007"
+        editor.set_field("train.lr", "0.0007")
         await pilot.pause()
         await pilot.press("escape")
         await pilot.pause()
@@ -88,7 +88,7 @@ async def test_escape_with_unsaved_edits_asks_and_without_leaves():
         await pilot.press("n")
         await pilot.pause()
         assert app.screen is editor
-        assert editor.query_one(f"#{input_id('train.lr')}", Input).value == "0.0007"
+        assert editor.field_texts["train.lr"] == "0.0007"
         await pilot.press("escape")
         await pilot.pause()
         await pilot.press("y")
@@ -110,7 +110,7 @@ async def test_saving_under_a_built_in_name_asks_first():
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         editor = await open_editor(pilot)
-        editor.query_one(f"#{input_id('train.lr')}", Input).value = "0.0007"
+        editor.set_field("train.lr", "0.0007")
         await pilot.pause()
         await save_as(pilot, "tiny_char")
         assert isinstance(app.screen, ConfirmScreen) and "built-in" in question(app)
@@ -136,7 +136,7 @@ async def test_saving_over_another_user_preset_asks_first():
         await pilot.press("escape")
         await pilot.pause()
         editor = await open_editor(pilot, "tiny_char")
-        editor.query_one(f"#{input_id('train.lr')}", Input).value = "0.0009"
+        editor.set_field("train.lr", "0.0009")
         await pilot.pause()
         await save_as(pilot, "mine")
         assert isinstance(app.screen, ConfirmScreen) and "Replace" in question(app)
@@ -164,11 +164,16 @@ async def test_arrow_keys_move_between_fields():
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         editor = await open_editor(pilot)
-        first = app.focused
+        first, box = editor.current, app.focused
         await pilot.press("down")
-        assert app.focused is not first and isinstance(app.focused, Input)
-        await pilot.press("up")
-        assert app.focused is first
+        assert editor.current == editor.paths[editor.paths.index(first) + 1]
+        assert app.focused is box and box.value == editor.field_texts[editor.current]
+        await pilot.press("pagedown")
+        assert editor.current == editor.paths[editor.paths.index(first) + 11]
+        await pilot.press("pageup", "up")
+        assert editor.current == first and app.focused is box
+        await pilot.press("enter")  # Enter takes the value and goes to the next field
+        assert editor.current == editor.paths[editor.paths.index(first) + 1]
         assert editor is app.screen
 
 
@@ -179,3 +184,43 @@ async def test_a_broken_user_preset_file_is_a_notification():
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         assert any("skipped wrong.json" in str(n.message) for n in app._notifications)
+
+
+async def test_the_launch_dialog_sets_a_short_try_and_a_time_limit():
+    launched = []
+
+    def launcher(preset, runs_dir):
+        launched.append(preset)
+        raise OSError("not in this test")
+
+    app = app_for_tests(launcher=launcher)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        select_preset(app.screen, "shakespeare_char")  # 2000 steps, warmup 100
+        await pilot.press("l")
+        await pilot.pause()
+        limits = app.screen.query_one("#limits", Static)
+        assert "steps: 2,000" in str(limits.render()) and "time limit: none" in str(limits.render())
+        await pilot.press("s", "s", "s", "t")  # 2000 -> 1000 -> 200 -> 50; none -> 5m
+        await pilot.pause()
+        assert "steps: 50 (a try)" in str(limits.render()) and "5m" in str(limits.render())
+        await pilot.press("y")
+        await pilot.pause()
+    (preset,) = launched
+    assert preset.train.max_steps == 50 and preset.train.max_time_s == 300.0
+    assert preset.train.warmup_steps < 50  # the schedule shrank to fit, as --max-steps does
+
+
+async def test_G_goes_back_through_the_catalog():
+    from cockpit.plan.gpu import CATALOG
+
+    app = app_for_tests()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        await pilot.press("G")
+        assert screen.gpu_choice == len(CATALOG) - 1 and "T4" in screen.gpu.name
+        await pilot.press("g")
+        assert screen.gpu_choice == -1  # past the end: this machine again
+        await pilot.press("g", "G")
+        assert screen.gpu_choice == -1

@@ -8,13 +8,13 @@ from __future__ import annotations
 import threading
 
 from helpers import app_for_tests, fake_gpu, wait_for
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import DataTable, Static
 
 from cockpit.common.format import human_bytes
 from cockpit.plan.estimate import estimate, load_traces
 from cockpit.plan.presets import load_preset
 from cockpit.plan.trace_child import TraceOutcome
-from cockpit.tui.screens.editor import EditorScreen, input_id
+from cockpit.tui.screens.editor import EditorScreen
 
 
 def t4() -> list:
@@ -27,11 +27,14 @@ def panel(screen) -> str:
 
 def points_at_half(preset, batches) -> list[dict]:
     """Trace points half the analytic live bytes: a figure no estimate would show."""
+    half = {b: estimate(preset, batch_size=b).memory.live_bytes // 2 for b in batches}
     return [
         {
             "batch": b,
-            "peak_bytes": estimate(preset, batch_size=b).memory.live_bytes // 2,
-            "reserved_bytes": 0,
+            "peak_bytes": half[b],
+            "reserved_bytes": half[b],
+            "reserved_plain_bytes": half[b],
+            "reserved_expandable_bytes": half[b],
             "peak_op": "fake",
             "by_category": {},
         }
@@ -103,7 +106,7 @@ async def test_typing_waits_for_the_form_to_settle_and_a_new_shape_cancels_a_run
         editor = await open_editor(pilot, "shakespeare_char")
         assert "tracing the real step" in panel(editor)
         await wait_for(pilot, lambda: len(runner.calls) == 1)  # the opened shape is being traced
-        box = editor.query_one(f"#{input_id('model.n_layer')}", Input)
+        box = editor.select_field("model.n_layer")
         for text in ("1", "10", "1", "3"):  # typed faster than the debounce: one trace, of 3 layers
             box.value = text
             await pilot.pause(0.05)
@@ -133,7 +136,7 @@ async def test_without_a_tracer_the_panel_says_why_in_one_line_and_keeps_the_est
         assert "the estimate stands" in text
         assert f"{human_bytes(estimate(editor.preset, editor.gpu).peak_bytes)} (estimate)" in text
         # the machine cannot trace: another shape does not try again
-        editor.query_one(f"#{input_id('model.n_layer')}", Input).value = "2"
+        editor.set_field("model.n_layer", "2")
         await pilot.pause(0.2)
         assert calls == ["shakespeare_char"]
         assert "exact figure unavailable" in panel(editor)

@@ -49,7 +49,7 @@ async def test_the_command_palette_offers_this_screens_actions():
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         titles = [c.title for c in app.get_system_commands(app.screen)]
-        for title in ("Edit", "Launch", "Duplicate", "What-if GPU", "Runs", "Help", "Quit"):
+        for title in ("Edit", "Launch", "Copy", "What-if GPU", "Runs", "Help", "Quit"):
             assert title in titles
         command = next(c for c in app.get_system_commands(app.screen) if c.title == "What-if GPU")
         command.callback()
@@ -62,10 +62,73 @@ async def test_footers_show_enter_and_G_and_the_editor_keeps_esc_at_80_columns()
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         keys = footer_keys(app)
-        assert "Edit" in keys and "This GPU" in keys
+        assert "Edit" in keys and "Back a GPU" in keys
         select_preset(app.screen, "tiny_char")
         await pilot.press("enter")
         await pilot.pause()
         footer = app.screen.query_one(Footer)
         first = footer.query("FooterKey").first()
         assert "Back" in str(first.render()) and first.region.right <= 80
+
+
+async def test_help_scrolls_from_the_keyboard_and_its_closing_line_always_shows():
+    app = app_for_tests()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("f1")
+        await pilot.pause()
+        help_screen = app.screen
+        box = help_screen.query_one("#help-scroll")
+        assert box.max_scroll_y > 0  # at 80x24 the help is longer than its box
+        for key in ("down", "j"):
+            before = box.scroll_y
+            await pilot.press(key)
+            await pilot.pause()
+            assert box.scroll_y == before + 1, key
+        for key in ("k", "up"):
+            before = box.scroll_y
+            await pilot.press(key)
+            await pilot.pause()
+            assert box.scroll_y == before - 1, key
+        for key in ("pagedown", "space", "tab"):
+            before = box.scroll_y
+            await pilot.press(key)
+            await pilot.pause()
+            assert box.scroll_y > before + 3 or box.scroll_y == box.max_scroll_y, key
+        await pilot.press("end")
+        await pilot.pause()
+        assert box.scroll_y == box.max_scroll_y
+        await pilot.press("home")
+        await pilot.pause()
+        assert box.scroll_y == 0
+        keys = help_screen.query_one("#help-keys", Static)
+        assert "close" in str(keys.render()) and keys.region.bottom <= 24 and keys.region.height
+
+
+async def test_help_lists_the_compare_screens_keys_and_fits_at_120x36():
+    app = app_for_tests()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        await pilot.press("question_mark")
+        await pilot.pause()
+        text = str(app.screen.query_one("#help-text", Static).render())
+        assert "compare" in text and "Align steps/tokens" in text
+        box = app.screen.query_one("#help-scroll")
+        await pilot.press("end")
+        await pilot.pause()
+        assert box.scroll_y == box.max_scroll_y
+        keys = app.screen.query_one("#help-keys", Static)
+        assert keys.region.bottom <= 36 and keys.region.height == 1
+
+
+async def test_at_80_columns_the_presets_and_editor_footers_reach_f1_help():
+    app = app_for_tests()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        for _ in ("presets", "editor"):
+            keys = list(app.screen.query_one(Footer).query("FooterKey"))
+            last = [k for k in keys if "Help" in str(k.render())]
+            assert last and last[0].region.right <= 80, [str(k.render()) for k in keys]
+            await pilot.press("enter")
+            await pilot.pause()
+        assert isinstance(app.screen, EditorScreen)

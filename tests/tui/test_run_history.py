@@ -150,6 +150,8 @@ def test_elapsed_after_a_resume_leaves_out_the_stopped_gap():
     assert history.elapsed_s() == 22.0 and history.elapsed_s(now=1020.0) == 32.0
     history.add(timed("end", 20, 1015.0, reason="finished"))
     assert history.elapsed_s(now=5000.0) == 27.0
+    # the end line's "after" is the same time trained as the status line's elapsed
+    assert history.log[-1].endswith("after 27.0s"), history.log[-1]
 
 
 def test_the_log_tail_keeps_up_with_the_steps_that_arrive():

@@ -7,6 +7,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from cockpit.common.format import fmt_float
 from cockpit.health.base import Family, HealthWarning, Rule, finite, round_sig, window
 
 VAL_PLATEAU = Rule(
@@ -83,7 +84,7 @@ class Val(Family):
             return  # late in the decay a flat val loss is expected
         message = (
             f"validation loss {val:.4g} has not improved on its best {best:.4g} for {n} evals "
-            f"while lr is still {last_lr / peak:.0%} of its peak"
+            f"while lr is still {fmt_float(last_lr / peak, '.0%')} of its peak"
         )
         evidence = {
             "val_loss": round_sig(val),

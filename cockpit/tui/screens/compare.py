@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
@@ -26,6 +27,21 @@ class CurvesRead(Message):
         super().__init__()
 
 
+# Line colours in plot order, named alike in plotext and Rich (the table's key column).
+LINE_COLORS = ("cyan", "magenta", "green", "yellow", "blue", "red")
+
+
+def line_color(index: int) -> str:
+    return LINE_COLORS[index % len(LINE_COLORS)]
+
+
+def short_id(run_id: str, all_ids: list[str]) -> str:
+    """A run id without the date all the compared runs share ("155754-tiny_char"), whole else."""
+    date = run_id.split("-", 1)[0]
+    shared = len(date) == 8 and date.isdigit() and all(i.startswith(date + "-") for i in all_ids)
+    return run_id[len(date) + 1 :] if shared else run_id
+
+
 class CompareScreen(Screen):
     """The runs marked on the runs screen, side by side."""
 
@@ -41,18 +57,19 @@ class CompareScreen(Screen):
         self.align = align
         self.curves: list[compare.RunCurves] = []
         self.loaded = False
+        self._filled_wide = False  # the runs table was last filled for 120 columns or more
 
     def compose(self) -> ComposeResult:
+        # The plots side by side on top, the tables the full width below: in a side panel the
+        # runs table was cut even at 200 columns.
         yield Header()
         yield Static(id="compare-status")
-        with Horizontal(id="compare-body"):
-            with Vertical(id="compare-plots"):
-                yield MetricPlot("train loss", id="compare-loss")
-                yield MetricPlot("val loss", id="compare-val")
-            with VerticalScroll(id="compare-side"):
-                yield DataTable(id="compare-runs", cursor_type="row", zebra_stripes=True)
-                yield Static("preset differences", classes="compare-title")
-                yield DataTable(id="compare-diffs", cursor_type="row", zebra_stripes=True)
+        with Horizontal(id="compare-plots"):
+            yield MetricPlot("train loss", id="compare-loss")
+            yield MetricPlot("val loss", id="compare-val")
+        yield DataTable(id="compare-runs", cursor_type="none", zebra_stripes=True)
+        yield Static("preset differences", classes="compare-title")
+        yield DataTable(id="compare-diffs", cursor_type="none", zebra_stripes=True)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -78,27 +95,36 @@ class CompareScreen(Screen):
         self.loaded = True
 
     def _fill_tables(self) -> None:
+        wide = self.size.width >= 120
+        self._filled_wide = wide
+        ids = [short_id(c.run_id, [r.run_id for r in self.curves]) for c in self.curves]
         runs = self.query_one("#compare-runs", DataTable)
         runs.clear(columns=True)
-        runs.add_columns("run", "steps", "tokens", "final", "best val", "best at")
-        for row in compare.summary_rows(self.curves, self.align):
+        names = ["", "run", "status", "steps", "tokens", "final", "best val", "best at"]
+        runs.add_columns(*(names if wide else [n for n in names if n != "status"]), "warnings")
+        for i, row in enumerate(compare.summary_rows(self.curves, self.align)):
             cells = compare.summary_text(row, self.align)
-            runs.add_row(cells[0], cells[3], cells[4], cells[5], cells[6], cells[7])
+            # the line's own colour: the plots' legend is gone when they are small
+            key = Text(f"■ #{i + 1}", style=f"bold {line_color(i)}")
+            status = [cells[1]] if wide else []
+            runs.add_row(key, ids[i], *status, *cells[3:8], cells[8])
         diffs = self.query_one("#compare-diffs", DataTable)
         diffs.clear(columns=True)
         diffs.add_columns("field", *(f"#{i + 1}" for i in range(len(self.curves))))
         found = compare.preset_differences(self.curves)
-        for key, values in found:
-            diffs.add_row(key, *(compare.fmt_value(v) for v in values))
+        for key_name, values in found:
+            diffs.add_row(key_name, *(compare.fmt_value(v) for v in values))
         if not found and self.curves:
             diffs.add_row("(none: the same preset)", *([""] * len(self.curves)))
 
     def _draw(self) -> None:
-        names = [f"#{i + 1} {c.run_id[-24:]}" for i, c in enumerate(self.curves)]
+        ids = [short_id(c.run_id, [r.run_id for r in self.curves]) for c in self.curves]
+        names = [f"#{i + 1} {run_id}" for i, run_id in enumerate(ids)]
+        colors = [line_color(i) for i in range(len(self.curves))]
         loss = [(n, c.aligned(c.loss, self.align)) for n, c in zip(names, self.curves, strict=True)]
         val = [(n, c.aligned(c.val, self.align)) for n, c in zip(names, self.curves, strict=True)]
-        self.query_one("#compare-loss", MetricPlot).show(loss)
-        self.query_one("#compare-val", MetricPlot).show(val)
+        self.query_one("#compare-loss", MetricPlot).show(loss, colors=colors)
+        self.query_one("#compare-val", MetricPlot).show(val, colors=colors)
         by = "tokens" if self.align == "tokens" else "step"
         self.query_one("#compare-status", Static).update(
             f"{len(self.curves)} runs, x axis: {by}  (a: align by "
@@ -113,6 +139,8 @@ class CompareScreen(Screen):
 
     def on_resize(self) -> None:
         if self.curves:
+            if (self.size.width >= 120) != self._filled_wide:
+                self._fill_tables()  # the status column comes and goes at 120 columns
             self._draw()
 
     def action_back(self) -> None:

@@ -13,6 +13,7 @@ from cockpit.plan.estimate import estimate
 from cockpit.plan.gpu import CATALOG, GpuSpec
 from cockpit.plan.presets import Preset, list_presets, preset_problems
 from cockpit.tui.access import app_of
+from cockpit.tui.exact import verdict_words
 
 
 class PresetsScreen(Screen):
@@ -21,9 +22,9 @@ class PresetsScreen(Screen):
     BINDINGS = [
         Binding("enter", "edit", "Edit", priority=True),
         Binding("l", "launch", "Launch"),
-        Binding("d", "duplicate", "Duplicate"),
+        Binding("d", "duplicate", "Copy"),  # short: the 80-column footer reaches f1 Help
         Binding("g", "next_gpu", "What-if GPU"),
-        Binding("G", "local_gpu", "This GPU"),
+        Binding("G", "previous_gpu", "Back a GPU"),
         Binding("r", "runs", "Runs"),
         Binding("q", "app.quit", "Quit"),
     ]
@@ -72,15 +73,16 @@ class PresetsScreen(Screen):
     def gpu_label(self) -> str:
         if self.gpu_choice >= 0:
             what_if = CATALOG[self.gpu_choice]
-            return f"what-if GPU: {what_if.name}  (g: next, G: this machine)"
+            n = f"{self.gpu_choice + 1}/{len(CATALOG)}"
+            return f"what-if GPU {n}: {what_if.name}  (g/G: next/back; past the ends, this machine)"
         local = self.gpu
         if local is not None:
             return (
-                f"this machine: {local.name}, {human_bytes(local.memory_bytes)}  (g: what-if GPU)"
+                f"this machine: {local.name}, {human_bytes(local.memory_bytes)}  (g/G: what-if GPU)"
             )
         if app_of(self).local_gpus is None:
-            return "this machine: looking for a GPU...  (g: what-if GPU)"
-        return "this machine: no GPU (runs train on the CPU)  (g: what-if GPU)"
+            return "this machine: looking for a GPU...  (g/G: what-if GPU)"
+        return "this machine: no GPU (runs train on the CPU)  (g/G: what-if GPU)"
 
     def reload(self) -> None:
         """Re-read the presets and re-estimate every row."""
@@ -136,7 +138,8 @@ class PresetsScreen(Screen):
             if problems
             else ""
         )
-        detail.update(f"[b]{preset.name}[/] ({where})\n{preset.description}\n{est.verdict}{broken}")
+        verdict = verdict_words(est, "g")
+        detail.update(f"[b]{preset.name}[/] ({where})\n{preset.description}\n{verdict}{broken}")
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self.show_detail()
@@ -170,11 +173,13 @@ class PresetsScreen(Screen):
             confirm_launch(app, preset, estimate(preset, app.local_gpu_spec()))
 
     def action_next_gpu(self) -> None:
-        self.gpu_choice = (self.gpu_choice + 1) % len(CATALOG)
+        """The next catalog GPU; after the last, this machine's again."""
+        self.gpu_choice = self.gpu_choice + 1 if self.gpu_choice + 1 < len(CATALOG) else -1
         self.reload()
 
-    def action_local_gpu(self) -> None:
-        self.gpu_choice = -1
+    def action_previous_gpu(self) -> None:
+        """The catalog the other way (T4 is one key from this machine, not 23)."""
+        self.gpu_choice = self.gpu_choice - 1 if self.gpu_choice >= 0 else len(CATALOG) - 1
         self.reload()
 
     def action_runs(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -30,11 +30,12 @@ from cockpit.plan.gpu import GpuStatus, spec_for_status
 from cockpit.plan.presets import Preset
 from cockpit.runs.history import QUIET_PHASES, RunHistory
 from cockpit.tui.access import app_of, services_of
-from cockpit.tui.messages import GpusPolled, RunRecords, RunStatusPolled
+from cockpit.tui.messages import GpusPolled, RunRecords, RunStatusPolled, RunTailed
 from cockpit.tui.widgets.metric_plot import MetricPlot
 
 LIVE_POLL_BYTES = 1 << 20  # at most 1 MiB of events per tick keeps a tick well under a frame
 CLOCK_S = 1.0  # the status lines (elapsed, ETA, last update) tick this often while a run is live
+PLOTS = ("plot-loss", "plot-lr", "plot-grad")  # drawn in this order, one per redraw tick
 PHASE_STYLE = {
     "starting": "yellow",
     "first step": "yellow",
@@ -51,7 +52,8 @@ class RunScreen(Screen):
         Binding("s", "stop", "Stop"),
         Binding("k", "kill", "Kill"),
         Binding("u", "resume", "Resume"),
-        Binding("g", "sample", "Sample", show=False),
+        Binding("n", "restart", "Start again"),
+        Binding("g", "sample", "Sample"),
         Binding("d,escape", "detach", "Detach"),
         Binding("r", "runs", "Runs"),
         Binding("q", "app.quit", "Quit"),
@@ -75,6 +77,11 @@ class RunScreen(Screen):
         self.gpus: list[GpuStatus] | None = None
         self.estimated_peak: int | None = None
         self.stall_note = ""
+        self.preset: Preset | None = None  # read from preset.json on mount
+        self.resume_block: str | None = None  # why `u` is greyed: no checkpoint to resume from
+        self._tailing = False  # a read of events.jsonl is under way in a thread
+        self._stale_plots: set[str] = set()  # plots whose data changed since they were drawn
+        self._next_plot = 0  # index into PLOTS of the plot whose turn it is
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -97,7 +104,7 @@ class RunScreen(Screen):
     def on_mount(self) -> None:
         services = services_of(self)
         self.title = f"run {self.run_dir.name}"
-        self.preset: Preset | None = None  # None when preset.json cannot be read
+        self.preset = None  # None when preset.json cannot be read
         try:
             preset = rundir.load_run_preset(self.run_dir)
             self.history.max_steps = preset.train.max_steps
@@ -116,6 +123,7 @@ class RunScreen(Screen):
         except rundir.RunError:
             pass
         self.status = self._read_status()
+        self._check_resumable()
         self.run_worker(self._rebuild, thread=True, name="rebuild")
         self.set_interval(services.redraw_s, self.redraw)
         self.set_interval(CLOCK_S, self.tick_clock)
@@ -153,10 +161,26 @@ class RunScreen(Screen):
     # ---------------------------------------------------------------- live
 
     def poll_events(self) -> None:
-        """Read what the trainer appended since the last tick (small: one poll of the file)."""
-        records = self.watcher.poll()
-        if records:
-            self.take(records)
+        """Read what the trainer appended since the last tick, in a thread: decoding 1000 records
+        a second took ~15% of the app's thread, and a key waited behind each batch."""
+        if self._tailing:
+            return  # one read at a time: the tail's offset is not shared between threads
+        self._tailing = True
+        self.run_worker(self._tail_worker, thread=True, group="tail")
+
+    def _tail_worker(self) -> None:
+        records: list[dict[str, Any]] = []
+        try:
+            records = self.tailer.poll()
+        finally:
+            self.post_message(RunTailed(records))
+
+    @on(RunTailed)
+    def _tailed(self, message: RunTailed) -> None:
+        self._tailing = False
+        if message.records:
+            self.watcher.note(message.records)
+            self.take(message.records)
 
     def take(self, records: list[dict[str, Any]]) -> None:
         """Add records to the history; the next redraw tick shows them."""
@@ -165,6 +189,7 @@ class RunScreen(Screen):
         self.stall_note = ""
         self.history.ingest(records)
         self.ingested += len(records)
+        self._stale_plots.update(PLOTS)
         self.dirty = True
 
     def _poll_status(self) -> None:
@@ -183,6 +208,7 @@ class RunScreen(Screen):
                     timeout=10,
                 )
             self.status = message.status
+            self._check_resumable()
             self.dirty = True
             self.refresh_bindings()  # stop/kill only while it runs, resume only once it stopped
         self._check_stalled()
@@ -217,23 +243,40 @@ class RunScreen(Screen):
         """Repaint from the history, at most once per tick and only when something changed."""
         if not (self.dirty or force):
             return
+        if not force and self.app.screen is not self:
+            # under a dialog: a repaint here re-tints the whole screen behind it (tens of ms) and
+            # delays the dialog's keys; the history keeps growing and shows when it closes
+            return
         self.dirty = False
         self.redraws += 1
-        h = self.history
-        marks = h.warning_steps()
-        self.query_one("#plot-loss", MetricPlot).show(
-            [("train", h.loss), ("val", h.val_loss)], marks
-        )
-        self.query_one("#plot-lr", MetricPlot).show([("lr", h.lr)])
-        self.query_one("#plot-grad", MetricPlot).show([("norm", h.grad_norm)])
+        # One plot per tick, in turn (all three on a forced redraw): a plotext build takes
+        # tens of ms, and a key that arrives during a tick waits for one build, not three.
+        if force:
+            self._stale_plots.update(PLOTS)
+        turn = PLOTS[self._next_plot :] + PLOTS[: self._next_plot]  # in turn: none starves
+        for plot_id in [p for p in turn if p in self._stale_plots][: len(PLOTS) if force else 1]:
+            self._stale_plots.discard(plot_id)
+            self._next_plot = (PLOTS.index(plot_id) + 1) % len(PLOTS)
+            self._show_plot(plot_id)
+        self.dirty = bool(self._stale_plots)  # the others on the next ticks
         self.query_one("#run-status", Static).update(self.status_text())
         self.query_one("#run-health", Static).update(self.health_text())
         self.query_one("#run-sample", Static).update(self.sample_text())
         self.query_one("#run-log", Static).update(self.log_text())
 
+    def _show_plot(self, plot_id: str) -> None:
+        h = self.history
+        plot = self.query_one(f"#{plot_id}", MetricPlot)
+        if plot_id == "plot-loss":
+            plot.show([("train", h.loss), ("val", h.val_loss)], h.warning_steps())
+        elif plot_id == "plot-lr":
+            plot.show([("lr", h.lr)])
+        else:
+            plot.show([("norm", h.grad_norm)])
+
     def tick_clock(self) -> None:
         """Keep a live run's clock moving between records (only the two status lines repaint)."""
-        if self.status in rundir.LIVE_STATUSES and not self.dirty:
+        if self.status in rundir.LIVE_STATUSES and not self.dirty and self.app.screen is self:
             self.query_one("#run-status", Static).update(self.status_text())
 
     def status_text(self) -> str:
@@ -244,12 +287,16 @@ class RunScreen(Screen):
         val = fmt_float(h.best_val_loss)
         live = self.status in rundir.LIVE_STATUSES
         phase = h.phase() if live else ""
+        if phase == self.status:
+            phase = ""  # "starting" once, not "starting starting"
         doing = f"[{PHASE_STYLE.get(phase, 'dim')}]{phase}[/]  " if phase else ""
         line1 = f"{status_markup(self.status)}  {doing}step {step_progress(h.step, h.max_steps)}  loss {loss}  best val {val}"
         if not self.loaded:
             line1 += "  [dim](reading history...)[/]"
+        if self.resume_block:
+            line1 += "  [yellow]no checkpoint to resume (n: start again)[/]"
         now = services_of(self).clock() if live else None
-        mfu = f"{h.mfu * 100:.1f}%" if h.mfu is not None else "-"
+        mfu = f"{fmt_float(h.mfu * 100, '.1f')}%" if h.mfu is not None else "-"
         took = h.elapsed_s(now)
         if took is None and now is not None and self.created:  # still setting up: since launch
             took = max(0.0, now - self.created)
@@ -281,7 +328,7 @@ class RunScreen(Screen):
             limit = f"/{gpu.power_limit_w:.0f}" if gpu.power_limit_w else ""
             est = (
                 f" (est {human_bytes(self.estimated_peak)})"
-                if self.estimated_peak and gpu.index < self.local_ranks
+                if self.estimated_peak and _cuda_index(gpu) < self.local_ranks
                 else ""
             )
             lines.append(
@@ -326,16 +373,57 @@ class RunScreen(Screen):
 
     # ---------------------------------------------------------------- keys
 
+    def _check_resumable(self) -> None:
+        """Note why an ended run cannot be resumed (no checkpoint yet), so `u` is greyed at once."""
+        from cockpit.runs.prelaunch import resume_problem
+
+        ended = self.status not in rundir.LIVE_STATUSES and self.status != "finished"
+        self.resume_block = resume_problem(self.run_dir) if ended else None
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Offer stop and kill only for a live run, resume only for a stopped or crashed one."""
+        """Offer stop and kill only for a live run, resume only for a stopped or crashed one
+        (greyed without a checkpoint, when `n` starts it again from step 0 instead)."""
         live = self.status in rundir.LIVE_STATUSES
         if action in ("stop", "kill"):
             return live
         if action == "resume":
-            return not live and self.status != "finished"
+            if live or self.status == "finished":
+                return False
+            return None if self.resume_block else True
+        if action == "restart":
+            return bool(self.resume_block) and self.preset is not None
         if action == "sample":
             return not live
         return True
+
+    def on_key(self, event: events.Key) -> None:
+        """A greyed or hidden `u` says why instead of doing nothing."""
+        if event.key == "u" and self.status == "finished":
+            event.stop()
+            steps = self.preset.train.max_steps if self.preset is not None else "its"
+            self.notify(
+                f"{self.run_dir.name} finished: it reached its {steps} steps. To train on, "
+                f"raise them: gpt-cockpit resume {self.run_dir.name} --max-steps N",
+                timeout=10,
+            )
+        elif event.key == "u" and self.resume_block:
+            event.stop()
+            self.notify(
+                f"cannot resume: {self.resume_block}. Press n to start it again from step 0 "
+                "with the same preset.",
+                severity="warning",
+                timeout=8,
+            )
+
+    def action_restart(self) -> None:
+        """Launch the run's own preset again as a new run from step 0 (after the launch question)."""
+        from cockpit.plan.estimate import estimate
+        from cockpit.tui.screens.confirm import confirm_launch
+
+        if self.preset is None:
+            return
+        gpu = app_of(self).local_gpu_spec()
+        confirm_launch(app_of(self), self.preset, estimate(self.preset, gpu))
 
     def action_sample(self) -> None:
         """A prompt box: text from this run's checkpoint (not while it trains)."""
@@ -347,6 +435,11 @@ class RunScreen(Screen):
         """Continue a stopped or crashed run from its last checkpoint, detached like a launch."""
         from cockpit import runs
 
+        self._check_resumable()
+        if self.resume_block:  # the checkpoint went since the footer was drawn
+            self.refresh_bindings()
+            self.notify(f"cannot resume: {self.resume_block}", severity="warning", timeout=8)
+            return
         try:
             # the same world size as the run's (a multi-rank checkpoint refuses another)
             runs.launch(
@@ -399,10 +492,19 @@ class RunScreen(Screen):
         )
 
     def action_detach(self) -> None:
-        """Leave the run screen; training goes on."""
+        """Leave the run screen; training goes on. Opened by `attach` (or `resume`), the app
+        closes: back to the shell it was typed in, not to a presets screen never asked for."""
+        if self.app.attach_dir == self.run_dir and len(self.app.screen_stack) <= 3:  # type: ignore[attr-defined]
+            self.app.exit(message=f"detached from {self.run_dir.name}; it keeps training")
+            return
         self.app.pop_screen()
         self.app.notify(f"detached from {self.run_dir.name}; it keeps training", timeout=3)
 
     def action_runs(self) -> None:
         self.app.pop_screen()
         app_of(self).open_runs()
+
+
+def _cuda_index(gpu: GpuStatus) -> int:
+    """The cuda:N a run started here calls this GPU (local rank N trains on it)."""
+    return gpu.cuda_index if gpu.cuda_index is not None else gpu.index

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from textual import on
@@ -18,6 +19,15 @@ from cockpit.tui.messages import RunsListed
 REFRESH_S = 2.0
 
 
+def short_path(path: Path) -> str:
+    """`path` with the home folder as ~ (a folder name for a person, not for a script)."""
+    home = Path.home()
+    try:
+        return "~/" + str(path.relative_to(home)) if path != home else "~"
+    except ValueError:
+        return str(path)
+
+
 class RunsScreen(Screen):
     """The runs list, refreshed every couple of seconds in a worker thread."""
 
@@ -28,6 +38,8 @@ class RunsScreen(Screen):
         Binding("delete,x", "delete", "Delete"),
         Binding("escape,p", "back", "Presets"),
         Binding("q", "app.quit", "Quit"),
+        Binding("home", "edge(0)", "First run", show=False, priority=True),
+        Binding("end", "edge(1)", "Last run", show=False, priority=True),
     ]
 
     def __init__(self) -> None:
@@ -66,6 +78,7 @@ class RunsScreen(Screen):
         self.summaries = message.summaries
         table.clear()
         now = services_of(self).clock()
+        names = Counter(s.run_id for s in self.summaries)
         for s in self.summaries:
             step = f"{s.step}/{s.max_steps}" if s.max_steps else str(s.step)
             age = human_duration(max(0.0, now - (s.updated or s.created)))
@@ -75,7 +88,7 @@ class RunsScreen(Screen):
                 step,
                 fmt_float(s.best_val_loss),
                 age,
-                f"* {s.run_id}" if s.run_dir in self.marked else s.run_id,
+                ("* " if s.run_dir in self.marked else "") + self.run_label(s, names),
                 key=str(s.run_dir),
             )
         if self.summaries:
@@ -92,13 +105,30 @@ class RunsScreen(Screen):
         )
         self.query_one("#runs-where", Static).update(count)
 
+    @staticmethod
+    def run_label(run: runs.RunSummary, names: Counter[str]) -> str:
+        """The run id, with its folder when another folder holds a run of the same id."""
+        if names[run.run_id] < 2:
+            return run.run_id
+        return f"{run.run_id} (in {short_path(run.run_dir.parent)})"
+
+    def action_edge(self, last: int) -> None:
+        """Home and End: the first or the last run."""
+        table = self.query_one(DataTable)
+        if self.summaries:
+            table.move_cursor(row=len(self.summaries) - 1 if last else 0)
+
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.action_attach()
 
     def action_attach(self) -> None:
         table = self.query_one(DataTable)
         if self.summaries and 0 <= table.cursor_row < len(self.summaries):
-            app_of(self).open_run(self.summaries[table.cursor_row].run_dir)
+            run = self.summaries[table.cursor_row]
+            if run.status == "unreadable":  # another user's private run: say why, open nothing
+                self.notify(f"{run.run_dir}: {run.problem}", severity="warning", timeout=8)
+                return
+            app_of(self).open_run(run.run_dir)
 
     def action_mark(self) -> None:
         """Mark the highlighted run for the compare view (or unmark it); the cursor moves on."""
@@ -113,7 +143,8 @@ class RunsScreen(Screen):
         row_key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
         column_key = list(table.columns)[-1]
         mark = "* " if run.run_dir in self.marked else ""
-        table.update_cell(row_key, column_key, f"{mark}{run.run_id}")
+        names = Counter(s.run_id for s in self.summaries)
+        table.update_cell(row_key, column_key, f"{mark}{self.run_label(run, names)}")
         table.move_cursor(row=min(table.cursor_row + 1, len(self.summaries) - 1))
 
     def action_compare(self) -> None:
@@ -139,6 +170,9 @@ class RunsScreen(Screen):
         run = self.summaries[table.cursor_row]
         if run.status in rundir.LIVE_STATUSES:
             self.notify(f"{run.run_id} is {run.status}: stop it first", severity="warning")
+            return
+        if run.status == "unreadable":  # whether it is live cannot even be read: not ours to delete
+            self.notify(f"{run.run_dir}: {run.problem}", severity="warning", timeout=8)
             return
 
         def answered(yes: bool | None) -> None:

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import math
 
+from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
-from cockpit.runs.history import Series
+from cockpit.runs.history import Series, envelope
+
+# plotext rounds each point's screen position as value * 1e8 and spans the axis as max - min:
+# a value near float's limit (1.8e308) overflows to inf there and its tick code raises. No loss,
+# lr or grad norm a person reads is this large, so a point beyond it is left out like an inf.
+PLOT_LIMIT = 1e100
 
 
 def log_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
@@ -50,6 +56,20 @@ class MetricPlot(PlotextPlot):
         super().__init__(id=id)
         self.title = title
         self.log_y = log_y
+        self.version = 0  # bumped by show(): the drawing below is of this data
+        self._drawn: tuple[tuple[int, int, int, str], RenderResult] | None = None
+
+    def render(self) -> RenderResult:
+        """The plot as last built, while its data, size and theme are unchanged.
+
+        plotext builds the whole figure in Python (tens of ms); a repaint that is not a new
+        drawing (a dialog opening or closing over the run screen) reuses the last one, so a
+        key is not kept waiting behind three plot builds.
+        """
+        key = (self.version, self.size.width, self.size.height, self.app.theme)
+        if self._drawn is None or self._drawn[0] != key:
+            self._drawn = (key, super().render())
+        return self._drawn[1]
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -58,15 +78,26 @@ class MetricPlot(PlotextPlot):
 
     def _points(self, data: Series, buckets: int) -> tuple[list[int], list[float]]:
         """The finite points to draw (positive ones as log10 on a log plot)."""
+        if not self.log_y:  # off-scale points go before the envelope, or they would be its picks
+            pairs = [(s, v) for s, v in zip(*data.finite(), strict=True) if abs(v) <= PLOT_LIMIT]
+            return envelope([s for s, _ in pairs], [v for _, v in pairs], buckets)
         steps, values = data.envelope(buckets)
-        if not self.log_y:
-            return steps, values
         pairs = [(s, math.log10(v)) for s, v in zip(steps, values, strict=True) if v > 0]
         return [s for s, _ in pairs], [v for _, v in pairs]
 
-    def show(self, series: list[tuple[str, Series]], marks: list[int] | None = None) -> None:
-        """Plot each (label, series); vertical marks at the given steps (health warnings)."""
+    def show(
+        self,
+        series: list[tuple[str, Series]],
+        marks: list[int] | None = None,
+        colors: list[str] | None = None,
+    ) -> None:
+        """Plot each (label, series); vertical marks at the given steps (health warnings).
+
+        `colors` (plotext names, one per series) pin each line's colour, so a table beside the
+        plot can name the same colour when the plot is too small for its legend.
+        """
         plt = self.plt
+        self.version += 1
         plt.clear_data()
         plt.clear_figure()
         plt.theme("pro")
@@ -75,17 +106,18 @@ class MetricPlot(PlotextPlot):
         xs: list[int] = []
         # a braille cell holds two points across: more than that per column only costs render time
         buckets = max(16, self.size.width or 80)
-        for label, data in series:
+        for i, (label, data) in enumerate(series):
             steps, values = self._points(data, buckets)
             if not steps:
                 continue
             name = label if len(series) > 1 else None
+            color = {"color": colors[i % len(colors)]} if colors else {}
             if (
                 len(steps) == 1
             ):  # a lone point (the first eval) is one braille dot: too small to see
-                plt.scatter(steps, values, label=name, marker="●")
+                plt.scatter(steps, values, label=name, marker="●", **color)
             else:
-                plt.plot(steps, values, label=name, marker="braille")
+                plt.plot(steps, values, label=name, marker="braille", **color)
             drawn += values
             xs += (steps[0], steps[-1])
         for step in marks or []:

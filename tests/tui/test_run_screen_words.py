@@ -1,0 +1,118 @@
+"""What the run and runs screens say and do for a person: one word per state, keys that answer."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from helpers import app_for_tests, copy_run, wait_for
+from rich.text import Text
+from textual.widgets import DataTable
+
+from cockpit import runs
+from cockpit.tui.screens.presets import PresetsScreen
+from cockpit.tui.screens.run import RunScreen
+from cockpit.tui.screens.runs import RunsScreen
+
+
+async def attached(pilot, app) -> RunScreen:
+    await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
+    await pilot.pause()
+    return app.screen
+
+
+async def test_a_starting_run_says_starting_once(tmp_path):
+    run_dir = copy_run(tmp_path)
+    app = app_for_tests(attach=run_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await attached(pilot, app)
+        screen.status = "starting"
+        screen.history.end = None
+        screen.history.start = None  # nothing from the child yet: its phase is starting too
+        line1 = Text.from_markup(screen.status_text()).plain.splitlines()[0]
+        assert screen.history.phase() == "starting" and line1.count("starting") == 1, line1
+
+
+async def test_u_on_a_finished_run_says_how_to_train_on_and_g_sample_shows(tmp_path):
+    run_dir = copy_run(tmp_path)
+    app = app_for_tests(attach=run_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await attached(pilot, app)
+        assert screen.active_bindings["g"].binding.show  # Sample is in the footer
+        await pilot.press("u")
+        await pilot.pause()
+        said = [str(n.message) for n in app._notifications]
+        assert any("finished" in m and "--max-steps" in m for m in said), said
+
+
+async def test_detach_after_attach_goes_back_to_the_shell(tmp_path, monkeypatch):
+    run_dir = copy_run(tmp_path)
+    app = app_for_tests(attach=run_dir)
+    exits = []
+    monkeypatch.setattr(app, "exit", lambda *a, **k: exits.append(k.get("message", "")))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await attached(pilot, app)
+        await pilot.press("d")
+        await pilot.pause()
+        assert exits and "keeps training" in exits[0]
+
+
+async def test_detach_from_a_run_opened_in_the_app_goes_back_to_the_presets(tmp_path):
+    run_dir = copy_run(tmp_path)
+    app = app_for_tests(runs_dir=run_dir.parent)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        app.open_run(run_dir)
+        await attached(pilot, app)
+        await pilot.press("d")
+        await pilot.pause()
+        assert isinstance(app.screen, PresetsScreen)
+
+
+async def test_home_and_end_move_the_runs_cursor(tmp_path):
+    for name in ("a", "b", "c"):
+        copy_run(tmp_path, "finished_run")
+        (tmp_path / "runs" / "finished_run").rename(tmp_path / "runs" / f"2026010{name}-run")
+    app = app_for_tests(runs_dir=tmp_path / "runs")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.summaries)
+        table = app.screen.query_one(DataTable)
+        await pilot.press("end")
+        assert table.cursor_row == 2
+        await pilot.press("home")
+        assert table.cursor_row == 0
+
+
+def test_runs_of_the_same_id_in_two_folders_name_their_folder(tmp_path):
+    def summary(folder: Path) -> runs.RunSummary:
+        run_dir = copy_run(folder)
+        info = json.loads((run_dir / "run.json").read_text())
+        return next(s for s in runs.list_runs(run_dir.parent) if s.run_id == info["run_id"])
+
+    one, two = summary(tmp_path / "x"), summary(tmp_path / "y")
+    names = Counter([one.run_id, two.run_id])
+    assert RunsScreen.run_label(one, names) != RunsScreen.run_label(two, names)
+    assert str(tmp_path / "x") in RunsScreen.run_label(one, names)
+    assert RunsScreen.run_label(one, Counter([one.run_id])) == one.run_id
+
+
+async def test_in_app_words_name_keys_not_cli_flags():
+    from textual.widgets import Static
+
+    from cockpit.tui.screens.editor import EditorScreen
+
+    app = app_for_tests()  # no GPU here: the verdict asks for a what-if one
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        detail = str(app.screen.query_one("#preset-detail", Static).render())
+        assert "g picks a what-if GPU" in detail and "--gpu" not in detail
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen))
+        panel = str(app.screen.query_one("#live-panel", Static).render())
+        assert "ctrl+g picks a what-if GPU" in panel and "--gpu" not in panel
+        await pilot.press("ctrl+g")
+        await pilot.pause()
+        panel = str(app.screen.query_one("#live-panel", Static).render())
+        assert "[what-if]" in panel  # shown, not swallowed as markup
