@@ -84,6 +84,16 @@ def test_short_run_writes_a_well_formed_log_and_learns(finished_run):
     assert rundir.run_status(run_dir) == "finished"
 
 
+def test_every_line_is_a_typed_event_written_back_byte_for_byte(finished_run):
+    """The trainer writes only typed events: each line reads into its dataclass (no field
+    the dataclass lacks) and encodes back to the very same bytes."""
+    for line in (finished_run / rundir.EVENTS_JSONL).read_text().splitlines():
+        record = rundir.decode_record(line)
+        event = rundir.parse_event(record)
+        assert event is not None and set(record) == {"v", "event", "time", "step", *event._PAYLOAD}
+        assert rundir.encode_event(event) == line
+
+
 def test_metrics_are_read_back_once_per_interval(tmp_path, monkeypatch):
     """No host sync per step in the loop: one tolist() per log interval, item() only in evals."""
     from cockpit.train.loop import Trainer

@@ -7,7 +7,7 @@ import signal
 import time
 from pathlib import Path
 
-from cockpit.rundir.events import read_last_records
+from cockpit.rundir.events import EndEvent, parse_event, read_last_records
 from cockpit.rundir.info import RunInfo, read_run_info, update_run_info
 from cockpit.rundir.layout import EVENTS_JSONL
 from cockpit.rundir.lock import lock_holder
@@ -76,10 +76,11 @@ def _gone_status(run_dir: Path) -> str:
 
 
 def _gone_changes(run_dir: Path) -> dict[str, object]:
-    ended = [r for r in read_last_records(run_dir / EVENTS_JSONL) if r["event"] == "end"]
+    records = read_last_records(run_dir / EVENTS_JSONL)
+    ended = [e for e in map(parse_event, records) if isinstance(e, EndEvent)]
     if ended:
-        reason = ended[-1].get("reason")
-        return {"status": status_for_end_reason(str(reason or "finished")), "end_reason": reason}
+        reason = ended[-1].reason
+        return {"status": status_for_end_reason(reason or "finished"), "end_reason": reason}
     return {"status": "crashed", "end_reason": "process gone", "ended": time.time()}
 
 

@@ -79,8 +79,9 @@ def resolve_dtype(requested: str, device: torch.device) -> str:
         return "fp32" if requested == "auto" else requested
     # By compute capability, as the planner decides (plan/gpu.py has_bf16), not by
     # torch.cuda.is_bf16_supported(), which counts 7.x's emulated bf16 as support.
-    capability = tuple(torch.cuda.get_device_capability(device))
-    bf16_ok = has_bf16(capability)  # type: ignore[arg-type]
+    major, minor = torch.cuda.get_device_capability(device)
+    capability = (major, minor)
+    bf16_ok = has_bf16(capability)
     if requested == "auto":
         return "bf16" if bf16_ok else "fp16"
     if requested == "bf16" and not bf16_ok:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -128,8 +129,7 @@ class GPT(LanguageModel):
         x = parts["drop"](parts["wte"](idx) + parts["wpe"](pos))
         if self.num_streams > 1:  # every stream starts as the embedding; the mean is read out
             x = x.unsqueeze(0).repeat(self.num_streams, 1, 1, 1)
-        blocks: nn.ModuleList = parts["h"]  # type: ignore[assignment]
-        for block in blocks:
+        for block in cast(nn.ModuleList, parts["h"]):  # a ModuleDict entry is typed Module
             x = self._run_block(block, x)
         if self.num_streams > 1:
             x = x.mean(0)

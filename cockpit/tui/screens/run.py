@@ -494,8 +494,9 @@ class RunScreen(Screen):
     def action_detach(self) -> None:
         """Leave the run screen; training goes on. Opened by `attach` (or `resume`), the app
         closes: back to the shell it was typed in, not to a presets screen never asked for."""
-        if self.app.attach_dir == self.run_dir and len(self.app.screen_stack) <= 3:  # type: ignore[attr-defined]
-            self.app.exit(message=f"detached from {self.run_dir.name}; it keeps training")
+        app = app_of(self)
+        if app.attach_dir == self.run_dir and len(app.screen_stack) <= 3:
+            app.exit(message=f"detached from {self.run_dir.name}; it keeps training")
             return
         self.app.pop_screen()
         self.app.notify(f"detached from {self.run_dir.name}; it keeps training", timeout=3)
