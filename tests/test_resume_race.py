@@ -21,6 +21,8 @@ def stopped_run(root: Path, name: str) -> Path:
     preset = apply_overrides(Preset(name=name), {"train.max_steps": 5000, "train.warmup_steps": 2})
     run_dir = rundir.create_run_dir(preset, root=root)
     rundir.update_run_info(run_dir, status="stopped", end_reason="stopped", step=0)
+    # the fake trainer's checkpoint (JSON under the real name): a run with one can be resumed
+    (run_dir / rundir.CHECKPOINTS / "last.pt").write_text('{"step": 0, "best_val": 9.0}')
     return run_dir
 
 
