@@ -130,7 +130,9 @@ class HostPlan:
     def verdict(self) -> str:
         """One line: the RAM needed against the RAM available."""
         need = human_bytes(self.total_bytes)
-        where = "a CPU run's tensors and runtime" if self.device == "cpu" else "the host side"
+        where = (
+            "a CPU run's tensors and runtime" if self.device == "cpu" else "a GPU run's host side"
+        )
         if self.available_bytes is None:
             return f"host RAM: needs about {need} ({where}); available RAM unknown"
         have = human_bytes(self.available_bytes)
