@@ -345,9 +345,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     console = _console()
     console.print(f"[bold]{preset.name}[/] on {gpu.name if gpu else 'no GPU'}")
     print_estimate(est, preset, gpu, console=console, headroom=headroom)
-    console.print(
-        host_memory(preset, "cuda", batch_size=batch, nproc=world).verdict + " for a GPU run"
-    )
+    console.print(host_memory(preset, "cuda", batch_size=batch, nproc=world).verdict)
     if exact is not None:
         print_exact(exact, est, console)
     return EXIT_OK
