@@ -32,7 +32,6 @@ from cockpit.plan.host import (
     cpu_eta_line,
     host_batch_fit,
     host_memory,
-    load_cpu_speed,
     measure_cpu_speed,
 )
 from cockpit.plan.host import as_dict as host_dict
@@ -123,9 +122,13 @@ def cmd_presets(args: argparse.Namespace) -> int:
         ("CPU ETA", "right"),  # at this machine's measured speed
         ("arch", "left"),
     ]
-    speed = load_cpu_speed()
+    speed = None
     if gpu is not None:  # planning for a GPU: the CPU columns would only crowd the table
         columns = [c for c in columns if not c[0].startswith("CPU")]
+    else:  # finished CPU runs' speed where there are any, else the cached calibration
+        from cockpit.runs.speed import refresh_cpu_speed
+
+        speed = refresh_cpu_speed(getattr(args, "runs_dir", None))
     shown = [c for c in columns if not narrow or c[0] not in ("heads", "width", "vocab")]
     # name and params stay whole however narrow the terminal: the other columns give way
     whole = {
@@ -365,9 +368,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     where = f"on {gpu.name}" if gpu else "for a bf16 GPU (none here; --gpu picks one)"
     console.print(f"[bold]{preset.name}[/] {where}")
     print_estimate(est, preset, gpu, console=console, headroom=headroom)
-    console.print(
-        host_memory(preset, "cuda", batch_size=batch, nproc=world).verdict + " for a GPU run"
-    )
+    console.print(host_memory(preset, "cuda", batch_size=batch, nproc=world).verdict)
     if exact is not None:
         print_exact(exact, est, console)
     return EXIT_OK

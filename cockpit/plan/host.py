@@ -38,9 +38,10 @@ from cockpit.plan.estimate import (
 from cockpit.plan.presets import Preset
 
 # A CPU training process before its tensors: Python, torch and its kernels, the tokenizer and the
-# event writer (torch loaded: 244-256 MiB resident here; `python -m cockpit.train.speed` measures
-# it on each machine, and a measured figure replaces this one).
-CPU_RUNTIME_BYTES = 512 * MIB
+# event writer (torch loaded: 244-256 MiB resident here; a tiny_char run at micro-batch 16 peaked
+# at 610 MiB, 130 MiB of it the step's tensors and about 120 MiB the corpus being tokenized;
+# `python -m cockpit.train.speed` measures the torch-loaded figure on each machine).
+CPU_RUNTIME_BYTES = 384 * MIB
 # A CUDA process's host memory: the CUDA runtime, cuBLAS/cuDNN and the context's host side
 # (2-3.5 GiB resident is usual for a CUDA build of torch; not measured by this project yet).
 CUDA_RUNTIME_BYTES = 3 * GIB
@@ -50,6 +51,7 @@ CPU_ALLOCATOR_SLACK = 0.10
 # Tokenizing a text source holds the text, its UTF-32 code points (4 bytes a character) and the
 # ids (8, then 2) at once on the first run: about this many bytes per byte of text.
 TEXT_BYTES_PER_BYTE = 16
+CPU_SCORE_TENSORS = 6  # s^2 tensors of a CPU math-path attention's backward (see below)
 DEFAULT_CORPUS_BYTES = 8 * MIB  # cockpit.text.corpus reads at most this much of the default corpus
 # How far a host plan may be off (no real run has checked it yet): a launch is refused only when
 # the plan, less this share, is still over the RAM available.
@@ -130,7 +132,9 @@ class HostPlan:
     def verdict(self) -> str:
         """One line: the RAM needed against the RAM available."""
         need = human_bytes(self.total_bytes)
-        where = "a CPU run's tensors and runtime" if self.device == "cpu" else "the host side"
+        where = (
+            "a CPU run's tensors and runtime" if self.device == "cpu" else "a GPU run's host side"
+        )
         if self.available_bytes is None:
             return f"host RAM: needs about {need} ({where}); available RAM unknown"
         have = human_bytes(self.available_bytes)
@@ -153,6 +157,9 @@ def host_memory(
             for label, b in mem.items()
             if b and label not in ("allocator slack", "CUDA context")
         ]
+        scores = cpu_attention_scores_bytes(preset, batch_size or preset.train.batch_size, dtype)
+        if scores:
+            step.append(("attention scores (CPU math path: dropout)", scores))
         live = sum(b for _, b in step)
         speed = load_cpu_speed()
         runtime = speed.runtime_rss_bytes if speed and speed.runtime_rss_bytes else 0
@@ -172,6 +179,23 @@ def host_memory(
         ("pinned batch buffers", pinned * nproc),
     ]
     return HostPlan("cuda", parts, available, total, nproc=nproc)
+
+
+def cpu_attention_scores_bytes(preset: Preset, batch: int, dtype: str) -> int:
+    """The s^2 attention tensors of a CPU step with dropout (0 without dropout, or for BDH, whose
+    scores the breakdown already counts).
+
+    torch's CPU flash attention takes no dropout, so a CPU step with attention dropout runs the
+    math path: at its backward the scores' softmax, the dropout mask, the dropped weights and
+    their gradients are live, about six s^2 tensors and a byte mask per layer (measured on
+    tiny_char, fp32: peak RSS 2.0 GiB at micro-batch 128 and 3.8 GiB at 256, 25 bytes per
+    score element beyond the flash plan)."""
+    m = preset.model
+    if m.dropout == 0 or m.arch == "bdh":
+        return 0
+    element = 4 if dtype == "fp32" else 2
+    per_element = CPU_SCORE_TENSORS * element + 1
+    return m.n_layer * m.n_head * m.block_size * m.block_size * batch * per_element
 
 
 def _next_pow2(n: int) -> int:
