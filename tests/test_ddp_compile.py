@@ -1,6 +1,6 @@
-"""DDP with torch.compile on two gloo ranks: the blocks compiled one by one before the wrap
-(so on a GPU each block's all-reduce overlaps the backward of the blocks before it) train as
-one compiled process with the same global batch does."""
+"""DDP and FSDP2 with torch.compile on two gloo ranks: the blocks compiled one by one before
+the wrap or fully_shard (so on a GPU each block's all-reduce or reduce-scatter overlaps the
+backward of the blocks before it) train as one compiled process with the same global batch."""
 
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ RUN = (
 )
 
 
-def test_ddp_compiled_per_block_trains_as_one_compiled_process(tmp_path):
-    run = make_run(tmp_path, *RUN, name="ddp")
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_compiled_per_block_trains_as_one_compiled_process(tmp_path, parallel):
+    run = make_run(tmp_path, *RUN, f"train.parallel={parallel}", name=parallel)
     env = dict(os.environ, GPT_COCKPIT_FAULT="")
     handle = runs.launch(run, device="cpu", env=env, ranks=runs.Ranks(nproc=2))
     assert handle.process.wait(timeout=900) == 0, (run / rundir.CONSOLE_LOG).read_text()
