@@ -1071,6 +1071,10 @@ def check_newton_schulz(ctx: Context) -> Callable[[Check, Budget], None]:
         check.fig("Newton-Schulz + momentum per step, batched (ms)", result["batched_ms"])
         check.fig("... one matrix at a time (ms)", result["per_matrix_ms"])
         check.fig("speedup", result["speedup"])
+        check.expect(
+            result["batched_ms"] > 0 and result["per_matrix_ms"] > 0,
+            f"both ways timed over {result['matrices']} matrices",
+        )
         if ctx.cuda and not ctx.quick:
             check.expect(
                 result["batched_ms"] <= result["per_matrix_ms"],

@@ -208,6 +208,8 @@ def test_gpus_with_two(capsys, two_gpus):
     assert code == 0
     assert "NVIDIA A100-SXM4-80GB" in out and "Tesla T4" in out
     assert "97%" in out and "61 C" in out and "312 W / 400" in out
+    assert "cuda:0" in out and "cuda:1" in out  # as a run here numbers them
+    assert "19.5 (156)" in out  # the A100's fp32 peak, and TF32's, which fp32 runs at
 
 
 # --------------------------------------------------------------------------- probe

@@ -584,14 +584,16 @@ def cmd_gpus(args: argparse.Namespace) -> int:
     table = Table(
         title="catalog for planning (--gpu NAME)", title_justify="left", header_style="bold"
     )
-    for col in ("name", "memory", "bf16 TFLOP/s", "fp16 TFLOP/s", "cc"):
+    for col in ("name", "memory", "bf16 TFLOP/s", "fp16 TFLOP/s", "fp32 (TF32) TFLOP/s", "cc"):
         table.add_column(col)
     for spec in CATALOG:
+        tf32 = f" ({spec.tf32_tflops:g})" if spec.tf32_tflops is not None else ""
         table.add_row(
             spec.name,
             human_bytes(spec.memory_bytes),
             "-" if spec.bf16_tflops is None else f"{spec.bf16_tflops:g}",
             f"{spec.fp16_tflops:g}",
+            f"{spec.fp32_tflops:g}{tf32}",
             _cc(spec.compute_capability),
         )
     console.print(table)

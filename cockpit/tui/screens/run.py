@@ -26,7 +26,7 @@ from cockpit.common.format import (
     step_progress,
 )
 from cockpit.plan.estimate import estimate
-from cockpit.plan.gpu import GpuStatus, spec_for_status
+from cockpit.plan.gpu import GpuStatus, gpu_by_uuid, spec_for_status
 from cockpit.plan.presets import Preset
 from cockpit.runs.history import QUIET_PHASES, RunHistory
 from cockpit.tui.access import app_of, services_of
@@ -115,6 +115,7 @@ class RunScreen(Screen):
         self.created: float | None = None
         self.world_size = 1  # ranks of the run (torchrun), for the per-GPU estimate
         self.local_ranks = 1  # of which on this node: GPU0..GPU(n-1) carry the estimate
+        self.gpu_uuid: str | None = None  # the start event's: the run's GPU whatever its mask
         try:
             info = rundir.read_run_info(self.run_dir)
             self.created = info.created
@@ -187,6 +188,11 @@ class RunScreen(Screen):
         if not records:
             return
         self.stall_note = ""
+        for record in records:  # the GPU rank 0 trains on, by UUID: CUDA's numbers are the run's
+            if record.get("event") == "start" and record.get("gpu_uuid"):
+                if self.gpu_uuid != record["gpu_uuid"]:
+                    self.estimated_peak = None  # the next poll estimates for that GPU
+                self.gpu_uuid = str(record["gpu_uuid"])
         self.history.ingest(records)
         self.ingested += len(records)
         self._stale_plots.update(PLOTS)
@@ -233,7 +239,7 @@ class RunScreen(Screen):
     def _gpus_polled(self, message: GpusPolled) -> None:
         self.gpus = list(message.gpus)
         if self.gpus and self.estimated_peak is None and self.preset is not None:
-            spec = spec_for_status(self.gpus[0])
+            spec = spec_for_status(self._run_gpu() or self.gpus[0])
             self.estimated_peak = estimate(self.preset, spec, world_size=self.world_size).peak_bytes
         self.query_one("#run-gpu", Static).update(self.gpu_text())
 
@@ -328,7 +334,7 @@ class RunScreen(Screen):
             limit = f"/{gpu.power_limit_w:.0f}" if gpu.power_limit_w else ""
             est = (
                 f" (est {human_bytes(self.estimated_peak)})"
-                if self.estimated_peak and _cuda_index(gpu) < self.local_ranks
+                if self.estimated_peak and self._trains_on(gpu)
                 else ""
             )
             lines.append(
@@ -336,6 +342,21 @@ class RunScreen(Screen):
                 f" mem {human_bytes(gpu.memory_used)}/{human_bytes(gpu.memory_total)}{est}"
             )
         return "\n".join(lines)
+
+    def _run_gpu(self) -> GpuStatus | None:
+        """The polled GPU the run's start event names by UUID (None before it, or not here)."""
+        return gpu_by_uuid(self.gpu_uuid, self.gpus or []) if self.gpu_uuid else None
+
+    def _trains_on(self, gpu: GpuStatus) -> bool:
+        """True for a GPU one of the run's ranks on this machine trains on.
+
+        One rank: the GPU its start event names by UUID, which holds wherever the run was
+        pinned (a queue's CUDA_VISIBLE_DEVICES need not be the app's). Several, or before
+        the start event: cuda:0 .. cuda:(local ranks - 1) as this process's mask numbers them.
+        """
+        if self.local_ranks == 1 and self.gpu_uuid and self._run_gpu() is not None:
+            return gpu.uuid == self._run_gpu().uuid  # type: ignore[union-attr]
+        return _cuda_index(gpu) < self.local_ranks
 
     def health_text(self) -> str:
         """The latest warnings with their tips."""
