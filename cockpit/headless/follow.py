@@ -356,6 +356,14 @@ class Follower:
         except subprocess.TimeoutExpired:
             pass
 
+    def _killed_elsewhere(self) -> str:
+        """How the run was killed, when another command recorded a kill (else "")."""
+        try:
+            info = rundir.read_run_info(self.run_dir)
+        except rundir.RunError:
+            return ""
+        return (info.end_message or "killed") if info.status == "killed" else ""
+
     def _finish(self, returncode: int | None, status: str | None = None) -> int:
         """Drain the log and choose the exit code from the `end` record, else the exit status."""
         self.drain()
@@ -369,6 +377,10 @@ class Follower:
         if status is not None and status not in ("crashed", "error"):
             self._diag(f"run is {status}")
             return EXIT_OK if status in ("finished", "stopped") else EXIT_FAILED
+        killed = self._killed_elsewhere()
+        if killed:  # `stop --kill` or `k` in the app: asked for, not a crash
+            self._diag(f"{killed}: the steps since the last checkpoint are lost")
+            return EXIT_INTERRUPTED
         how = f"exited with code {returncode}" if returncode is not None else "is gone"
         if returncode is not None and returncode < 0:
             how = f"was killed by {signal.Signals(-returncode).name}"
