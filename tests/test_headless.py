@@ -492,6 +492,18 @@ def test_second_ctrl_c_kills_and_exits_130(tmp_path):
     assert (info.status, info.end_message) == ("killed", "killed by a second Ctrl-C")
 
 
+def test_a_kill_from_another_terminal_is_a_kill_not_a_crash(tmp_path):
+    """`gpt-cockpit stop RUN --kill` elsewhere: the following terminal says killed, exits 130."""
+    proc = start_headless(tmp_path, step_s=0.05)
+    run_dir = wait_for_steps(tmp_path, 3)
+    assert rundir.stop_run(run_dir, kill=True)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    assert "killed at once (SIGKILL): the steps since the last checkpoint are lost" in err
+    assert "crashed" not in err
+    assert rundir.read_run_info(run_dir).status == "killed"
+
+
 def test_closed_stdout_stops_the_run_with_a_checkpoint(tmp_path):
     """`gpt-cockpit --no-ui ... | head -1`: the run stops cleanly instead of training unseen."""
     proc = start_headless(tmp_path, step_s=0.01)

@@ -436,7 +436,9 @@ def test_resume_without_a_checkpoint_is_refused_and_leaves_the_run_as_it_was(
     calls = fake_app(monkeypatch)
     monkeypatch.setattr(runs, "launch", lambda *a, **k: pytest.fail("nothing may start"))
     run_dir = rundir.create_run_dir(tiny(max_steps=500), root=tmp_path / "runs")
-    rundir.update_run_info(run_dir, status="killed", step=20)
+    rundir.update_run_info(run_dir, status="killed", step=0)  # run.json's step: the last eval's
+    with open(run_dir / rundir.EVENTS_JSONL, "a") as log:  # the log has the step it reached
+        log.write(rundir.encode_record(rundir.make_record("step", 20, loss=3.0)) + "\n")
     before = (run_dir / rundir.RUN_JSON).read_bytes()
     root = ["--runs-dir", str(tmp_path / "runs")]
     assert main([*root, "resume", run_dir.name, *ui, "--max-steps", "900"]) == 2

@@ -370,6 +370,14 @@ class Follower:
         lines = [line for line in console_tail(self.run_dir) if marker in line]
         return lines[-1].split("error: ", 1)[-1] if lines else None
 
+    def _killed_elsewhere(self) -> str:
+        """How the run was killed, when another command recorded a kill (else "")."""
+        try:
+            info = rundir.read_run_info(self.run_dir)
+        except rundir.RunError:
+            return ""
+        return (info.end_message or "killed") if info.status == "killed" else ""
+
     def _finish(self, returncode: int | None, status: str | None = None) -> int:
         """Drain the log and choose the exit code from the `end` record, else the exit status."""
         self.drain()
@@ -387,6 +395,10 @@ class Follower:
         if refused:  # two launches of one run: ours lost the lock, nothing of the run is ours
             error(refused)
             return EXIT_USAGE
+        killed = self._killed_elsewhere()
+        if killed:  # `stop --kill` or `k` in the app: asked for, not a crash
+            self._diag(f"{killed}: the steps since the last checkpoint are lost")
+            return EXIT_INTERRUPTED
         how = f"exited with code {returncode}" if returncode is not None else "is gone"
         if returncode is not None and returncode < 0:
             how = f"was killed by {signal.Signals(-returncode).name}"

@@ -297,7 +297,9 @@ def resume_problem(run_dir: str | os.PathLike[str]) -> str | None:
         except OSError:
             continue
     try:
-        status, step = rundir.run_status(run_dir), rundir.read_run_info(run_dir).step or 0
+        steps = [r["step"] for r in rundir.read_last_records(Path(run_dir) / rundir.EVENTS_JSONL)]
+        status = rundir.run_status(run_dir)  # run.json's step is only the last eval's: the log's
+        step = max(steps, default=rundir.read_run_info(run_dir).step or 0)
         where = f" ({status} at step {step}, before its first checkpoint)"
     except rundir.RunError:
         where = ""

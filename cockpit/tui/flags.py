@@ -4,6 +4,7 @@ opens the editor on that preset with them applied, checked first as --no-ui chec
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from dataclasses import dataclass, field
 
 from cockpit.plan.presets import Preset
@@ -51,6 +52,10 @@ def flags_for_app(args: argparse.Namespace) -> StartFlags:
             start.base = load_preset(named or DEFAULT_PRESET)
         except PresetError:
             start.base = start.preset
+        if start.base.name == start.preset.name:  # still that preset, edited: built-in or user
+            start.preset = dataclasses.replace(
+                start.preset, builtin=start.base.builtin, source_path=start.base.source_path
+            )
         start.applied = [f"--set {o}" for o in overrides]
         if max_steps is not None:
             start.applied.append(f"--max-steps {max_steps}")

@@ -71,6 +71,8 @@ async def test_the_app_opens_the_editor_with_the_flags_applied(monkeypatch):
         assert editor.field_texts["train.max_steps"] == "5"
         assert editor.field_texts["train.lr"] == "0.0003"
         assert editor.gpu_choice == start.gpu_choice
+        title = str(editor.query_one("#editor-title").render())
+        assert "tiny_char · built-in (edited)" in title  # still the built-in, with edits
         said = [str(n.message) for n in app._notifications]
         assert any("--max-steps 5" in m and "ctrl+l launches it" in m for m in said)
         await pilot.press("ctrl+r")  # revert: the preset as named, before the flags

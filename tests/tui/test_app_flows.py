@@ -80,7 +80,7 @@ async def test_presets_screen_lists_builtin_and_user_presets():
         assert str(table.get_row("gpt2_124m")[7]) == "-"  # no GPU: no fit verdict
         await pilot.press("g")  # what-if: the first catalog GPU
         await pilot.pause()
-        assert "what-if GPU: B200" in text_of(screen, "#gpu-line")
+        assert "what-if GPU 1/23: B200" in text_of(screen, "#gpu-line")
         assert str(table.get_row("gpt2_124m")[7]) == "yes"
 
 
