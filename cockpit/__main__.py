@@ -397,7 +397,7 @@ def _add_tool_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     )
 
 
-def _add_queue_command(sub: argparse._SubParsersAction) -> None:
+def _add_queue_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`queue` and its subcommands on the main parser (cockpit/__main__.py)."""
     p = sub.add_parser(
         "queue",
