@@ -88,7 +88,7 @@ def slurm_cluster(tmp_path_factory):
 
 
 @pytest.fixture
-def slurm(slurm_cluster):
+def cluster(slurm_cluster):
     """The session's Slurm cluster, with every job cancelled when the test ends."""
     yield slurm_cluster
     slurm_cluster.cancel_all()

@@ -25,20 +25,24 @@ def _sbatch(cluster, tmp_path: Path, *args: str) -> str:
     return out.stdout.strip().split(";")[0]
 
 
-def test_a_job_runs_and_gets_a_fake_gpu(slurm, tmp_path):
-    job = _sbatch(slurm, tmp_path, "--gres=gpu:1", "--wrap", 'echo "gpus=$CUDA_VISIBLE_DEVICES"')
-    assert _wait_done(slurm, job) == "COMPLETED"
+def test_a_job_runs_and_gets_a_fake_gpu(cluster, tmp_path):
+    job = _sbatch(cluster, tmp_path, "--gres=gpu:1", "--wrap", 'echo "gpus=$CUDA_VISIBLE_DEVICES"')
+    assert _wait_done(cluster, job) == "COMPLETED"
     text = (tmp_path / f"job-{job}.out").read_text()
-    expected = "gpus=0" if slurm.gpus else "gpus="
+    expected = "gpus=0" if cluster.gpus else "gpus="
     assert text.strip() == expected
 
 
-def test_impossible_requests_are_refused_at_submission(slurm, tmp_path):
-    too_much = slurm.run("sbatch", f"--mem={slurm.memory_mb + 1}", "--wrap", "true", check=False)
+def test_impossible_requests_are_refused_at_submission(cluster, tmp_path):
+    too_much = cluster.run(
+        "sbatch", f"--mem={cluster.memory_mb + 1}", "--wrap", "true", check=False
+    )
     assert too_much.returncode != 0
     assert "Requested node configuration is not available" in too_much.stderr
-    unknown = slurm.run("sbatch", "-p", "nowhere", "--wrap", "true", check=False)
+    unknown = cluster.run("sbatch", "-p", "nowhere", "--wrap", "true", check=False)
     assert unknown.returncode != 0 and "invalid partition" in unknown.stderr.lower()
-    if slurm.gpus:
-        gpus = slurm.run("sbatch", f"--gres=gpu:{slurm.gpus + 1}", "--wrap", "true", check=False)
+    if cluster.gpus:
+        gpus = cluster.run(
+            "sbatch", f"--gres=gpu:{cluster.gpus + 1}", "--wrap", "true", check=False
+        )
         assert gpus.returncode != 0
