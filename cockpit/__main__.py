@@ -30,6 +30,7 @@ _COMMANDS = {
     "export": "cockpit.cli.tools:cmd_export",
     "plot": "cockpit.cli.tools:cmd_plot",
     "serve": "cockpit.cli.tools:cmd_serve",
+    "queue": "cockpit.cli.queue:cmd_queue",
 }
 
 
@@ -274,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN", help=RUN_HELP)
     p.add_argument("--kill", action="store_true", help="SIGKILL at once instead of a graceful stop")
     _add_tool_commands(sub)
+    _add_queue_command(sub)
     for command in (
         RUN_COMMANDS + TOOL_COMMANDS
     ):  # `runs --runs-dir X` as well as `--runs-dir X runs`
@@ -378,6 +380,94 @@ def _add_tool_commands(sub: argparse._SubParsersAction) -> None:
     )
 
 
+def _add_queue_command(sub: argparse._SubParsersAction) -> None:
+    """`queue` and its subcommands on the main parser (cockpit/__main__.py)."""
+    p = sub.add_parser(
+        "queue",
+        help="a lasting queue of runs and sweeps, packed onto the GPUs by their memory plans",
+    )
+    p.add_argument("--json", action="store_true", help="the list as JSON lines")
+    p.add_argument("--runs-dir", metavar="DIR", default=argparse.SUPPRESS, help=RUNS_DIR_HELP)
+    qs = p.add_subparsers(dest="queue_command", metavar="SUBCOMMAND")
+    a = qs.add_parser("add", help="add a preset (or a sweep's grid) to the queue")
+    a.add_argument("preset", metavar="PRESET", help="a preset name or a preset .json file")
+    a.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP
+    )
+    a.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="add one entry per value (several --sweep: every combination), as one group",
+    )
+    dev = a.add_mutually_exclusive_group()
+    dev.add_argument(
+        "--gpus", type=int, metavar="N", help="train on N GPUs of this machine (torchrun for N > 1)"
+    )
+    dev.add_argument(
+        "--device",
+        dest="queue_device",
+        choices=("any", "cpu"),
+        default="any",
+        help="any: a GPU where there is one, else the CPU (default); cpu: the CPU only",
+    )
+    a.add_argument(
+        "--priority", type=int, default=0, metavar="P", help="higher starts first (default: 0)"
+    )
+    a.add_argument("--after", type=int, metavar="ID", help="start only once entry ID is done")
+    a.add_argument(
+        "--name", metavar="NAME", help="a label for the entry, or the sweep's group name"
+    )
+    a.add_argument("--runs-dir", metavar="DIR", default=argparse.SUPPRESS, help=RUNS_DIR_HELP)
+    r = qs.add_parser(
+        "rm", help="cancel an entry or a whole group (a running one stops with a checkpoint)"
+    )
+    r.add_argument("ref", metavar="ID|GROUP", help="an entry ID or a group name")
+    run = qs.add_parser(
+        "run", help="start the scheduler, detached: it outlives the shell and the app"
+    )
+    run.add_argument(
+        "--foreground", action="store_true", help="run the scheduler in this terminal (for scripts)"
+    )
+    run.add_argument(
+        "--budget",
+        metavar="DOLLARS",
+        help="start nothing that would not finish inside it; stop runs with a checkpoint when it is spent",
+    )
+    run.add_argument(
+        "--until",
+        metavar="HH:MM",
+        help="a deadline: start nothing that would not finish by then; stop runs with a checkpoint when it comes",
+    )
+    run.add_argument(
+        "--price-per-gpu-hour",
+        metavar="DOLLARS",
+        help="dollars per GPU-hour (else $GPT_COCKPIT_PRICE_PER_GPU_HOUR or queue.json)",
+    )
+    s = qs.add_parser(
+        "stop", help="stop launching; --now also stops running entries with a checkpoint"
+    )
+    s.add_argument(
+        "--now",
+        action="store_true",
+        help="also stop the running entries (each writes a checkpoint)",
+    )
+    pl = qs.add_parser("plan", help="what would run where and when, without running anything")
+    pl.add_argument(
+        "--gpu",
+        metavar="G",
+        help="plan for catalog GPUs instead of this machine's, e.g. H100 or 4xA100-80GB",
+    )
+    pl.add_argument(
+        "--price-per-gpu-hour", metavar="DOLLARS", help="dollars per GPU-hour for the plan's cost"
+    )
+    pl.add_argument("--json", action="store_true", help="the plan as one JSON object")
+    for name, q in qs.choices.items():
+        q.formatter_class = argparse.RawDescriptionHelpFormatter
+        q.epilog = "\n  ".join(["examples:", *QUEUE_EXAMPLES[name]])
+
+
 # What `--help` shows under each command's options: a line or two that work as typed.
 MAIN_EXAMPLES = """examples:
   gpt-cockpit                                        the app
@@ -404,6 +494,25 @@ EXAMPLES = {
     "plot": ["gpt-cockpit plot last --out loss.png"],
     "serve": ["gpt-cockpit serve --host 0.0.0.0 --port 8000"],
     "export": ["gpt-cockpit export last --to exported/ --checkpoint best"],
+    "queue": [
+        "gpt-cockpit queue",
+        "gpt-cockpit queue add small --sweep train.lr=1e-3,3e-4,1e-4",
+        "gpt-cockpit queue run --budget 25 --until 07:00 --price-per-gpu-hour 2.49",
+        "gpt-cockpit queue plan --gpu H100",
+    ],
+}
+QUEUE_EXAMPLES = {
+    "add": [
+        "gpt-cockpit queue add small --sweep train.lr=1e-3,3e-4,1e-4",
+        "gpt-cockpit queue add gpt2_124m --gpus 2 --priority 5 --after 3",
+    ],
+    "rm": ["gpt-cockpit queue rm 4", "gpt-cockpit queue rm small-sweep1"],
+    "run": [
+        "gpt-cockpit queue run --budget 25 --until 07:00 --price-per-gpu-hour 2.49",
+        "gpt-cockpit queue run --foreground",
+    ],
+    "stop": ["gpt-cockpit queue stop", "gpt-cockpit queue stop --now"],
+    "plan": ["gpt-cockpit queue plan --gpu H100", "gpt-cockpit queue plan --gpu 4xA100-80GB"],
 }
 
 

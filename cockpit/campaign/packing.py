@@ -1,0 +1,306 @@
+"""Where entries fit: GPUs by their memory plans, the CPU by cores and RAM; and a night simulated.
+
+Pure arithmetic on numbers the planner (cockpit.campaign.planning) gives: nothing here reads
+a preset, NVML or the queue, so the packing is tested on what-if machines as it runs on real
+ones. A GPU entry fits a GPU when its planned bytes (reserved + headroom, per GPU) and those of
+every run already placed there sum to no more than what the GPU offers this queue (usable
+memory less what other processes hold). Among the GPUs where it fits, the fullest wins (best
+fit), which leaves whole GPUs free for the big entries behind it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from cockpit.campaign.backend import Placement
+from cockpit.common.format import human_bytes
+
+MIN_THREADS = 1  # a CPU run is granted at least this many threads (cores)
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """One GPU as the packer sees it."""
+
+    index: int
+    name: str
+    capacity_bytes: int  # what this queue may fill now: usable memory less other processes' share
+    usable_bytes: int = 0  # the device's usable memory (0: the same as capacity_bytes)
+
+    @property
+    def whole_bytes(self) -> int:
+        """What an empty GPU offers (decides whether an entry can ever fit)."""
+        return self.usable_bytes or self.capacity_bytes
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What the queue may use: GPUs, CPU cores and RAM."""
+
+    gpus: tuple[Gpu, ...]
+    cores: int
+    ram_bytes: int  # RAM runs may use (available memory when the scheduler looked)
+    label: str = "this machine"
+
+
+@dataclass(frozen=True)
+class Need:
+    """What one entry asks for, as planned for one machine."""
+
+    entry_id: int
+    device: str  # "any" | "cpu" | "gpu" (as queued)
+    gpus: int  # GPUs it trains on when it gets GPUs
+    gpu_bytes: int | None = None  # planned bytes per GPU (None: no plan, see problem)
+    ram_bytes: int = 0  # planned RAM for a CPU run
+    seconds: float | None = None  # planned training time alone on its device (None: unknown)
+    share: float = 1.0  # the fraction of a GPU's compute it keeps busy alone (0..1]
+    problem: str = ""  # why it cannot be planned at all (a bad preset, no such GPU)
+
+    def on_gpu(self, machine: Machine) -> bool:
+        """It trains on GPUs here: a gpu entry, or an any entry on a machine with GPUs."""
+        return self.device == "gpu" or (self.device == "any" and bool(machine.gpus))
+
+
+@dataclass
+class Ledger:
+    """What is placed now: planned bytes and runs per GPU, cores and RAM in use."""
+
+    gpu_bytes: dict[int, int] = field(default_factory=dict)
+    gpu_runs: dict[int, list[int]] = field(default_factory=dict)
+    cores: int = 0
+    ram_bytes: int = 0
+
+    def take(self, entry_id: int, placement: Placement, ram_bytes: int = 0) -> None:
+        """Count a placed entry in."""
+        for g in placement.gpus:
+            self.gpu_bytes[g] = self.gpu_bytes.get(g, 0) + (placement.planned_bytes or 0)
+            self.gpu_runs.setdefault(g, []).append(entry_id)
+        if not placement.gpus:
+            self.cores += placement.threads or MIN_THREADS
+            self.ram_bytes += ram_bytes
+
+    def give_back(self, entry_id: int, placement: Placement, ram_bytes: int = 0) -> None:
+        """Count an ended entry out."""
+        for g in placement.gpus:
+            self.gpu_bytes[g] = max(0, self.gpu_bytes.get(g, 0) - (placement.planned_bytes or 0))
+            runs = self.gpu_runs.get(g, [])
+            if entry_id in runs:
+                runs.remove(entry_id)
+        if not placement.gpus:
+            self.cores = max(0, self.cores - (placement.threads or MIN_THREADS))
+            self.ram_bytes = max(0, self.ram_bytes - ram_bytes)
+
+    def free_bytes(self, gpu: Gpu) -> int:
+        return gpu.capacity_bytes - self.gpu_bytes.get(gpu.index, 0)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why an entry is not placed: `never` when no amount of waiting helps on this machine."""
+
+    reason: str
+    never: bool = False
+
+
+def never_fits(need: Need, machine: Machine) -> str | None:
+    """Why `need` cannot run on `machine` even when it is empty (None: it can, some day)."""
+    if need.problem:
+        return need.problem
+    if need.on_gpu(machine):
+        if need.gpus > len(machine.gpus):
+            have = len(machine.gpus)
+            return f"needs {need.gpus} GPUs; {machine.label} has {have}"
+        if need.gpu_bytes is None:
+            return "no memory plan"
+        biggest = sorted((g.whole_bytes for g in machine.gpus), reverse=True)[need.gpus - 1]
+        if need.gpu_bytes > biggest:
+            return (
+                f"needs {human_bytes(need.gpu_bytes)} per GPU with headroom; the largest "
+                f"GPU here offers {human_bytes(biggest)}"
+            )
+        return None
+    if need.ram_bytes > machine.ram_bytes:
+        return (
+            f"needs {human_bytes(need.ram_bytes)} of RAM; {machine.label} has "
+            f"{human_bytes(machine.ram_bytes)} available"
+        )
+    return None
+
+
+def cpu_threads(free_cores: int, waiting_cpu: int) -> int:
+    """Threads for the next CPU run: the free cores shared among the CPU entries that wait."""
+    return max(MIN_THREADS, free_cores // max(1, waiting_cpu))
+
+
+def place(
+    need: Need, machine: Machine, ledger: Ledger, *, waiting_cpu: int = 1
+) -> Placement | Refusal:
+    """Where `need` goes now (best fit), or why not (`never` when it cannot ever run here)."""
+    why = never_fits(need, machine)
+    if why:
+        return Refusal(why, never=True)
+    if need.on_gpu(machine):
+        assert need.gpu_bytes is not None
+        fitting = [g for g in machine.gpus if ledger.free_bytes(g) >= need.gpu_bytes]
+        if len(fitting) < need.gpus:
+            best = max((ledger.free_bytes(g) for g in machine.gpus), default=0)
+            return Refusal(
+                f"waits for GPU memory: needs {human_bytes(need.gpu_bytes)}"
+                + (f" on each of {need.gpus} GPUs" if need.gpus > 1 else "")
+                + f", the freest GPU has {human_bytes(max(0, best))}"
+            )
+        fitting.sort(key=lambda g: (ledger.free_bytes(g), g.index))  # fullest first: best fit
+        chosen = tuple(sorted(g.index for g in fitting[: need.gpus]))
+        return Placement(gpus=chosen, planned_bytes=need.gpu_bytes)
+    free_cores = machine.cores - ledger.cores
+    if free_cores < MIN_THREADS:
+        return Refusal(f"waits for a CPU core: {ledger.cores} of {machine.cores} in use")
+    if ledger.ram_bytes + need.ram_bytes > machine.ram_bytes:
+        return Refusal(
+            f"waits for RAM: needs {human_bytes(need.ram_bytes)}, "
+            f"{human_bytes(max(0, machine.ram_bytes - ledger.ram_bytes))} free"
+        )
+    threads = min(free_cores, cpu_threads(free_cores, waiting_cpu))
+    return Placement(threads=threads, planned_bytes=need.ram_bytes)
+
+
+# --------------------------------------------------------------------------- a night simulated
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One entry in a simulated night: where and when it would run."""
+
+    entry_id: int
+    placement: Placement | None
+    start_s: float | None  # seconds from now (None: never starts)
+    end_s: float | None
+    reason: str = ""  # why it never starts, or "" when it does
+
+
+@dataclass
+class _Live:
+    need: Need
+    placement: Placement
+    left_s: float  # alone-seconds of training left
+
+
+def _rates(live: dict[int, _Live]) -> dict[int, float]:
+    """Each run's speed (1 = as fast as alone): a GPU whose runs together ask for more than all
+    of its compute shares it out (processor sharing); a CPU run has its own cores."""
+    demand: dict[int, float] = {}
+    for run in live.values():
+        for g in run.placement.gpus:
+            demand[g] = demand.get(g, 0.0) + run.need.share
+    out = {}
+    for entry_id, run in live.items():
+        slow = max((demand[g] for g in run.placement.gpus), default=1.0)
+        out[entry_id] = 1.0 / max(1.0, slow)
+    return out
+
+
+def simulate(
+    needs: Iterable[Need],
+    machine: Machine,
+    *,
+    after: dict[int, int] | None = None,
+    one_at_a_time: bool = False,
+    running: Iterable[tuple[Need, Placement, float]] = (),
+    ledger: Ledger | None = None,
+) -> list[Slot]:
+    """When and where each need would run, in order, if every plan holds.
+
+    `after` maps an entry to the entry it waits for; `running` are runs already placed with
+    the alone-seconds they have left; `one_at_a_time` gives each run the machine alone (the
+    bash loop this queue replaces), for comparison. An entry with no time plan counts one hour.
+    """
+    after = dict(after or {})
+    ledger = ledger or Ledger()
+    waiting = list(needs)
+    live: dict[int, _Live] = {}
+    slots: dict[int, Slot] = {}
+    for need, placement, left in running:
+        live[need.entry_id] = _Live(need, placement, left)
+        slots[need.entry_id] = Slot(need.entry_id, placement, 0.0, None)
+    done: set[int] = set()
+    never: set[int] = set()
+    clock = 0.0
+    while True:
+        for need in list(waiting):  # start what fits, in queue order
+            wait_for = after.get(need.entry_id)
+            if wait_for in never:
+                waiting.remove(need)
+                never.add(need.entry_id)
+                why = f"waits for #{wait_for}, which never starts"
+                slots[need.entry_id] = Slot(need.entry_id, None, None, None, why)
+                continue
+            if wait_for is not None and wait_for not in done:
+                continue
+            if one_at_a_time and live:
+                break
+            cpu_left = sum(1 for n in waiting if not n.on_gpu(machine))
+            got = place(need, machine, ledger, waiting_cpu=cpu_left)
+            if isinstance(got, Refusal):
+                if got.never:
+                    waiting.remove(need)
+                    slots[need.entry_id] = Slot(need.entry_id, None, None, None, got.reason)
+                    never.add(need.entry_id)
+                continue
+            waiting.remove(need)
+            ledger.take(need.entry_id, got, need.ram_bytes)
+            live[need.entry_id] = _Live(need, got, need.seconds if need.seconds else 3600.0)
+            slots[need.entry_id] = Slot(need.entry_id, got, clock, None)
+        if not live:
+            if any(after.get(n.entry_id) in never for n in waiting):
+                continue  # one more pass says which wait for an entry that never starts
+            break
+        rates = _rates(live)
+        finish_in = {i: run.left_s / rates[i] for i, run in live.items()}
+        step = min(finish_in.values())
+        clock += step
+        for i, run in list(live.items()):
+            run.left_s -= step * rates[i]
+            if finish_in[i] <= step + 1e-9:
+                ledger.give_back(i, run.placement, run.need.ram_bytes)
+                del live[i]
+                done.add(i)
+                if i in slots:
+                    slots[i] = Slot(i, run.placement, slots[i].start_s, clock)
+    for need in waiting:  # waits for an entry that is not in this plan
+        why = f"waits for #{after.get(need.entry_id)}"
+        slots[need.entry_id] = Slot(need.entry_id, None, None, None, why)
+    return list(slots.values())
+
+
+def gpu_hours(slots: Iterable[Slot], machine: Machine) -> float:
+    """GPU-hours the GPUs are held from the first start to each GPU's last end."""
+    last: dict[int, float] = {}
+    for s in slots:
+        if s.placement is None or s.end_s is None:
+            continue
+        for g in s.placement.gpus:
+            last[g] = max(last.get(g, 0.0), s.end_s)
+    return sum(last.values()) / 3600.0
+
+
+def busy_gpu_hours(slots: Iterable[Slot]) -> float:
+    """GPU-hours during which each GPU holds at least one run (idle gaps not counted)."""
+    spans: dict[int, list[tuple[float, float]]] = {}
+    for s in slots:
+        if s.placement is None or s.start_s is None or s.end_s is None:
+            continue
+        for g in s.placement.gpus:
+            spans.setdefault(g, []).append((s.start_s, s.end_s))
+    total = 0.0
+    for pieces in spans.values():
+        heap = sorted(pieces)
+        end = -1.0
+        for a, b in heap:
+            if a > end:
+                total += b - a
+                end = b
+            elif b > end:
+                total += b - end
+                end = b
+    return total / 3600.0

@@ -1,0 +1,170 @@
+"""An entry's plan: its preset, its memory per GPU (or RAM), its time; and the machine it packs on.
+
+The memory an entry is planned at is the estimate's reserved bytes (cockpit.plan.estimate:
+the exact trace or a probe's calibration where cached, else the analytic model) plus the batch
+suggestion's headroom on them, plus the CUDA context every process pays once: several runs on
+one GPU each pay their own context, and each estimate's error scales with its own size. The
+machine is this one (NVML's GPUs less what other processes hold, the cores this process may
+use, available RAM) or a what-if one from the catalog (`--gpu H100`, `--gpu 4xA100-80GB`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import replace
+
+from cockpit.campaign.packing import Gpu, Machine, Need
+from cockpit.campaign.store import Entry
+from cockpit.plan import estimate as est
+from cockpit.plan.gpu import GpuSpec, catalog_names, lookup_gpu, query_gpus, spec_for_status
+from cockpit.plan.presets import Preset, PresetError, apply_overrides, load_preset
+
+HEADROOM = est.DEFAULT_HEADROOM  # the batch suggestion's margin, on each run's reserved bytes
+CPU_PROCESS_BYTES = 512 * est.MIB  # a training child's own RSS on CPU: Python, torch, the data
+# Sustained fp32 training FLOP/s per core: nanoGPT's CPU recipe (docs: ANCHORS) runs about
+# 3.9 GFLOP (6N x 768 tokens + attention) in 42 ms on 2 cores, ~45 GFLOP/s per core.
+CPU_FLOPS_PER_CORE = 40e9
+# A small run on a big GPU is bound by launching kernels, not by math: eager PyTorch spends
+# about 10 us of host time per op, a GPT block runs ~30 ops forward and backward, and the
+# embedding, head, loss and optimizer ~30 more per step. Its share of the GPU is the time its
+# kernels compute over that floor, which is what packing several runs onto one card recovers.
+KERNEL_LAUNCH_S = 10e-6
+OPS_PER_LAYER = 30
+OPS_OUTSIDE_LAYERS = 30
+START_S = 30.0  # a child's start before its first step: Python, torch, CUDA, the data (no GPU math)
+
+
+class PlanError(ValueError):
+    """A what-if GPU that the catalog does not know, or a count that does not parse."""
+
+
+def entry_preset(entry: Entry) -> Preset:
+    """The preset an entry trains: its preset with its overrides (PresetError when invalid)."""
+    return apply_overrides(load_preset(entry.preset), dict(entry.overrides))
+
+
+def parse_gpu_request(text: str) -> tuple[int, GpuSpec]:
+    """`H100` -> (1, spec), `4xA100-80GB` -> (4, spec); PlanError names the known GPUs."""
+    m = re.fullmatch(r"\s*(?:(\d+)\s*[xX*]\s*)?(.+?)\s*", text or "")
+    count = int(m.group(1)) if m and m.group(1) else 1
+    name = m.group(2) if m else text
+    spec = lookup_gpu(name or "")
+    if spec is None:
+        raise PlanError(f"unknown GPU {name!r}; known: {', '.join(catalog_names())}")
+    if not 1 <= count <= 64:
+        raise PlanError(f"--gpu {text}: between 1 and 64 GPUs")
+    return count, spec
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def available_ram() -> int:
+    """RAM available to new processes now, bytes."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def whatif_machine(text: str) -> tuple[Machine, dict[int, GpuSpec]]:
+    """A machine of `--gpu` catalog GPUs (each empty, all of its usable memory for the queue)."""
+    count, spec = parse_gpu_request(text)
+    gpus = tuple(Gpu(i, spec.name, spec.usable_bytes) for i in range(count))
+    label = f"{count}x{spec.name}" if count > 1 else spec.name
+    return Machine(gpus, usable_cores(), available_ram(), label), {i: spec for i in range(count)}
+
+
+def local_machine(
+    ours_gpu_bytes: dict[int, int] | None = None, ours_ram_bytes: int = 0
+) -> tuple[Machine, dict[int, GpuSpec]]:
+    """This machine now. Memory other processes hold is NVML's used memory less what this
+    queue's own runs are planned at (`ours_gpu_bytes`), never less than zero."""
+    ours = ours_gpu_bytes or {}
+    gpus, specs = [], {}
+    for status in query_gpus():
+        spec = spec_for_status(status)
+        usable = min(status.memory_total, spec.usable_bytes)
+        others = max(0, status.memory_used - ours.get(status.index, 0))
+        gpus.append(Gpu(status.index, status.name, max(0, usable - others), usable))
+        specs[status.index] = spec
+    ram = available_ram() + ours_ram_bytes
+    return Machine(tuple(gpus), usable_cores(), ram, "this machine"), specs
+
+
+def gpu_run_seconds(preset: Preset, spec: GpuSpec, world_size: int) -> tuple[float | None, float]:
+    """(seconds alone, share of the GPU's compute it keeps busy) for a run on `spec`."""
+    compute = est.eta_seconds(preset, spec)
+    if compute is None:
+        return None, 1.0
+    t = preset.train
+    # evals run forward only (about a third of a training step) on eval_steps batches each
+    n_evals = t.max_steps // t.eval_interval if t.eval_interval else 1
+    evals = n_evals * t.eval_steps / max(1, t.max_steps) / 3
+    compute = compute / world_size * (1 + evals)
+    ops = OPS_PER_LAYER * preset.model.n_layer + OPS_OUTSIDE_LAYERS
+    floor = KERNEL_LAUNCH_S * ops * t.grad_accum * t.max_steps * (1 + evals)
+    alone = max(compute, floor) + START_S
+    return alone, compute / alone
+
+
+def cpu_run_seconds(preset: Preset, threads: int) -> float:
+    """Seconds a CPU run takes on `threads` cores (fp32, CPU_FLOPS_PER_CORE each)."""
+    flops = est.flops_per_token(preset.model) * preset.tokens_per_step * preset.train.max_steps
+    return flops / (CPU_FLOPS_PER_CORE * max(1, threads))
+
+
+def cpu_ram_bytes(preset: Preset) -> int:
+    """Planned RAM of a CPU run: the fp32 estimate with headroom, plus the process itself."""
+    memory = est.memory_breakdown(preset, None)
+    return int(memory.reserved_bytes * (1 + HEADROOM)) + CPU_PROCESS_BYTES
+
+
+def gpu_bytes(preset: Preset, spec: GpuSpec, world_size: int) -> int:
+    """Planned bytes on each GPU: reserved with headroom, plus this process's CUDA context."""
+    e = est.estimate(preset, spec, world_size=world_size)
+    context = e.memory.cuda_context or est.CUDA_CONTEXT_BYTES
+    reserved = max(0, e.peak_bytes - context)
+    return int(reserved * (1 + HEADROOM)) + context
+
+
+def need_for(
+    entry: Entry,
+    machine: Machine,
+    specs: dict[int, GpuSpec],
+    *,
+    check_launch: bool = True,
+    cpu_threads: int = 1,
+) -> Need:
+    """What `entry` needs on `machine`; a preset that does not load or cannot launch here is a
+    `problem` (the entry never starts, and says why)."""
+    base = Need(entry.id, entry.device, entry.device_count or 1)
+    try:
+        preset = entry_preset(entry)
+    except (PresetError, OSError, ValueError) as exc:
+        return replace(base, problem=f"preset: {exc}")
+    if check_launch:
+        from cockpit.runs.prelaunch import launch_problem
+
+        problem = launch_problem(preset)
+        if problem:
+            return replace(base, problem=problem)
+    if base.on_gpu(machine) and specs:
+        spec = specs.get(machine.gpus[0].index) or next(iter(specs.values()))
+        seconds, share = gpu_run_seconds(preset, spec, base.gpus)
+        return replace(
+            base, gpu_bytes=gpu_bytes(preset, spec, base.gpus), seconds=seconds, share=share
+        )
+    if base.on_gpu(machine):
+        return replace(base, gpu_bytes=0)  # no GPU at all: never_fits says so
+    return replace(
+        base,
+        gpus=0,
+        ram_bytes=cpu_ram_bytes(preset),
+        seconds=cpu_run_seconds(preset, cpu_threads),
+    )
