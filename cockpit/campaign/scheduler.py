@@ -105,6 +105,7 @@ class _Watch:
     stop_sent: float | None = None  # when we asked it to stop
     killed: bool = False
     watcher: rundir.RunWatcher | None = None
+    polled: str = ""  # the last poll's state (a cluster's job is charged only while running)
 
 
 @dataclass
@@ -205,6 +206,7 @@ class Scheduler:
                 if watch is None:
                     continue
             state = self.backend.poll(entry)
+            watch.polled = state.state
             if state.state in ("starting", "running", "unknown"):
                 if entry.state == "starting" and entry.backend_job and state.state == "running":
                     self.queue.mark_running(entry.id)
@@ -313,6 +315,15 @@ class Scheduler:
         elapsed = max(0.0, now - self._last_charge)
         self._last_charge = now
         per_gpu: dict[int, list[int]] = {}
+        if self.backend.packs_itself:  # each job has GPUs of its own, charged while it runs
+            own = {
+                entry_id: elapsed * len(w.placement.gpus)
+                for entry_id, w in self._watch.items()
+                if w.polled == "running" and w.placement.gpus
+            }
+            if own and elapsed:
+                self.queue.charge(own)
+            return
         for entry_id, watch in self._watch.items():
             for g in watch.placement.gpus:
                 per_gpu.setdefault(g, []).append(entry_id)
@@ -452,7 +463,10 @@ class Scheduler:
             if wait:
                 self._say_why(entry, need, wait)
                 continue
-            got = place(need, machine, ledger, waiting_cpu=cpu_waiting)
+            if self.backend.packs_itself:
+                got = self.backend.place(need, machine)
+            else:
+                got = place(need, machine, ledger, waiting_cpu=cpu_waiting)
             if isinstance(got, Refusal):
                 if got.never:
                     self.queue.finish_unstarted(entry.id, f"never starts here: {got.reason}")
@@ -545,7 +559,10 @@ class Scheduler:
             self.queue.finish(claimed.id, "failed", why)
             self._notify("failed", f"#{claimed.id} {claimed.label} {why}", claimed)
             return False
-        self.queue.mark_running(claimed.id, run_dir=str(run_dir), backend_job=job)
+        if self.backend.packs_itself:  # it waits in the cluster's queue until its job runs
+            self.queue.record_job(claimed.id, run_dir=str(run_dir), backend_job=job)
+        else:
+            self.queue.mark_running(claimed.id, run_dir=str(run_dir), backend_job=job)
         ram = need.ram_bytes if not placement.gpus else 0
         self._watch[claimed.id] = _Watch(placement, ram_bytes=ram)
         where = placement.device + (f", {placement.threads} threads" if placement.threads else "")

@@ -53,9 +53,11 @@ CALL_TIMEOUT_S = 60.0  # a Slurm client that hangs this long means slurmctld doe
 # Slurm job states by what they mean for the run (squeue's %T).
 WAITING = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "RESV_DEL_HOLD")
 ACTIVE = ("RUNNING", "COMPLETING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "RESIZING", "STOPPED")
+# Ends that Slurm imposed on a run that was not done (it checkpoints on the way out): resume it.
+RESUMABLE_ENDS = ("TIMEOUT", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL", "DEADLINE")
 
 
-class SlurmError(Exception):
+class SlurmError(RuntimeError):
     """A Slurm command failed; the message is one line that says why."""
 
 
@@ -113,6 +115,7 @@ class JobRequest:
     time_limit_s: int | None = None  # None leaves the partition's default time limit
     eta_s: float | None = None  # the estimate the time limit came from, for the script's comment
     preset_name: str = ""
+    workdir: Path | None = None  # where the child starts (relative data paths); None: run_dir
 
     @property
     def ranks(self) -> Ranks:
@@ -177,12 +180,14 @@ def job_request(
     nodes: int = 1,
     cpus: int | None = None,
     eta_s: float | None = None,
+    workdir: str | os.PathLike[str] | None = None,
 ) -> JobRequest:
     """The job for `preset` in `run_dir`: `gpus` per node on `nodes` nodes (0: a CPU run)."""
     if gpus < 0 or nodes < 1:
         raise ValueError("a job needs at least one node and no negative GPU count")
-    if any(c.isspace() for c in str(run_dir)):
-        raise ValueError(f"{run_dir}: a run directory for Slurm needs a path without spaces")
+    for path in (run_dir, workdir or ""):
+        if any(c.isspace() for c in str(path)):
+            raise ValueError(f"{path}: Slurm's job options need a path without spaces")
     if nodes > 1 and gpus < 1:
         raise ValueError("a run on several nodes trains on GPUs (--gpus N per node)")
     cpus_per_task = cpus if cpus and cpus > 0 else (CPUS_PER_GPU * gpus if gpus else 1)
@@ -195,6 +200,7 @@ def job_request(
         time_limit_s=time_limit_s(preset, eta_s),
         eta_s=eta_s,
         preset_name=preset.name,
+        workdir=Path(workdir).resolve() if workdir else None,
     )
 
 
@@ -299,6 +305,9 @@ def job_script(req: JobRequest, opts: SlurmOptions | None = None) -> str:
     python = opts.python
     command, torchrun = _train_command(req, python)
     q_run, q_python = shlex.quote(str(req.run_dir)), shlex.quote(python)
+    cd = 'cd "$RUN_DIR" || exit 1'
+    if req.workdir and req.workdir != req.run_dir:
+        cd = f"cd {shlex.quote(str(req.workdir))} || exit 1  # relative data paths, as when added"
     if torchrun:  # rank 0 (the run's lock holder) stops first; the other ranks follow it
         stop = (
             '    "$PYTHON" -m cockpit stop "$RUN_DIR" >/dev/null 2>&1 \\\n'
@@ -319,12 +328,12 @@ def job_script(req: JobRequest, opts: SlurmOptions | None = None) -> str:
 set -u
 RUN_DIR={q_run}
 PYTHON={q_python}
-cd "$RUN_DIR" || exit 1
+{cd}
 export PYTHONUNBUFFERED=1
 export GPT_COCKPIT_CPU_THREADS="${{GPT_COCKPIT_CPU_THREADS:-${{SLURM_CPUS_PER_TASK:-1}}}}"
 {"" if req.gpus_per_node else "unset CUDA_VISIBLE_DEVICES  # a CPU run: no GPU of the submitting shell"}
 resume=()
-if [ -e checkpoints/last.pt ] || [ -e checkpoints/last.prev.pt ]; then
+if [ -e "$RUN_DIR/checkpoints/last.pt" ] || [ -e "$RUN_DIR/checkpoints/last.prev.pt" ]; then
     resume=(--resume)
 fi
 {rendezvous}child=""
@@ -348,7 +357,7 @@ trap 'on_stop SIGHUP' HUP
 
 echo "gpt-cockpit: job $SLURM_JOB_ID on $(hostname) (restart ${{SLURM_RESTART_COUNT:-0}}):" \\
     "${{resume[*]:-fresh start}}"
-{command} ${{resume[@]+"${{resume[@]}}"}} >> console.log 2>&1 &
+{command} ${{resume[@]+"${{resume[@]}}"}} >> "$RUN_DIR/console.log" 2>&1 &
 child=$!
 while :; do  # a trapped signal ends `wait` early: wait again until the child is gone
     wait "$child"
@@ -357,7 +366,8 @@ while :; do  # a trapped signal ends `wait` early: wait again until the child is
 done
 echo "gpt-cockpit: the training child exited with $status"
 if [ "$requeue" = 1 ] && [ "$status" = 0 ] && "$PYTHON" -c \\
-    'import json, sys; sys.exit(json.load(open("run.json")).get("status") != "stopped")'; then
+    'import json, sys; sys.exit(json.load(open(sys.argv[1])).get("status") != "stopped")' \\
+    "$RUN_DIR/run.json"; then
     echo "gpt-cockpit: requeueing job $SLURM_JOB_ID: it resumes from the checkpoint"
     scontrol requeue "$SLURM_JOB_ID"
 fi

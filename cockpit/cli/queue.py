@@ -32,6 +32,7 @@ from cockpit.campaign.money import (
 )
 from cockpit.campaign.progress import read_progress
 from cockpit.campaign.store import ENDED_STATES, LIVE_STATES, Entry, NewEntry, Queue, QueueError
+from cockpit.cli.queue_slurm import backend_for, job_states, on_slurm, print_job_scripts
 from cockpit.common.diagnostics import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, info
 from cockpit.common.format import human_bytes, human_duration
 from cockpit.plan.presets import (
@@ -280,6 +281,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
         except Exception as exc:  # the list must show even when a plan cannot be made
             info(f"no forecast: {exc}")
     rows = [_entry_row(e, fc, limits, now) for e in entries]
+    jobs = job_states(entries)  # a Slurm entry's job id and state, from one squeue call
+    for e, row in zip(entries, rows, strict=True):
+        row["backend"], row["backend_job"], row["job"] = e.backend, e.backend_job, jobs.get(e.id)
     if getattr(args, "json", False):
         for row in rows:
             print(json.dumps(row))
@@ -346,7 +350,7 @@ def _print_table(rows: list[dict[str, Any]], now: float) -> None:
             cost += f" +{fmt_dollars(r['to_finish'])}"
         where = Path(r["run_dir"]).name if r["run_dir"] else ""
         why = r["reason"] if r["reason"] and r["state"] != "done" else ""
-        last = " - ".join(x for x in (where, why) if x) or "-"
+        last = " - ".join(x for x in (where, r.get("job"), why) if x) or "-"
         eta = _clock(r["eta"], now) if r["state"] not in ENDED_STATES else "-"
         cells = (str(r["id"]), _state_text(r), r["name"], device, memory, step, eta, cost, last)
         table.add_row(*(escape(c) for c in cells))
@@ -434,6 +438,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from cockpit.campaign.scheduler import SchedulerBusy, holder_pid
 
     limits = _limits(args)
+    backend_for(args)  # `--on slurm` without Slurm here: one line, before anything starts
     with Queue():
         pass  # a database that cannot be opened says so here, before anything starts
     holder = holder_pid(scheduler_lock_path())
@@ -442,13 +447,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
             f"another scheduler (pid {holder}) is running this queue; `gpt-cockpit queue stop` stops it"
         )
     if args.foreground:
-        return _run_foreground(limits)
+        return _run_foreground(limits, args)
     return _run_detached(args, limits)
 
 
-def _run_foreground(limits: Limits) -> int:
-    from cockpit.campaign.local import LocalBackend
+def _run_foreground(limits: Limits, args: argparse.Namespace) -> int:
     from cockpit.campaign.scheduler import Scheduler
+
+    backend, machine, _ = backend_for(args)
 
     def say(line: str) -> None:
         print(line, flush=True)
@@ -459,7 +465,9 @@ def _run_foreground(limits: Limits) -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, leave)
     with Queue() as queue:
-        scheduler = Scheduler(queue, LocalBackend(), limits=limits, say=say)
+        scheduler = Scheduler(queue, backend, limits=limits, say=say)
+        if machine is not None:  # a cluster: its own scheduler places the jobs
+            scheduler.machine = machine
         try:
             return scheduler.run()
         except KeyboardInterrupt:
@@ -474,6 +482,7 @@ def _run_detached(args: argparse.Namespace, limits: Limits) -> int:
     from cockpit.campaign.scheduler import holder_pid
 
     argv = [sys.executable, "-m", "cockpit", "queue", "run", "--foreground"]
+    argv += backend_for(args)[2]  # --on slurm and its options
     if limits.price_per_gpu_hour is not None:
         argv += ["--price-per-gpu-hour", repr(limits.price_per_gpu_hour)]
     if limits.budget is not None:
@@ -533,6 +542,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     with Queue() as queue:
         entries = queue.entries()
         record = _live_record(queue)
+    if on_slurm(args):
+        return print_job_scripts(entries, args)
     if args.gpu:
         machine, specs = planning.whatif_machine(args.gpu)
     else:
