@@ -446,6 +446,12 @@ def _add_queue_command(sub: argparse._SubParsersAction) -> None:
         "--name", metavar="NAME", help="a label for the entry, or the sweep's group name"
     )
     a.add_argument("--runs-dir", metavar="DIR", default=argparse.SUPPRESS, help=RUNS_DIR_HELP)
+    a.add_argument(
+        "--on",
+        choices=("local", "slurm"),
+        default="local",
+        help="slurm: the entry is for `queue run --on slurm` (--gpus counts the cluster's GPUs)",
+    )
     r = qs.add_parser(
         "rm", help="cancel an entry or a whole group (a running one stops with a checkpoint)"
     )

@@ -105,7 +105,8 @@ class _Watch:
     stop_sent: float | None = None  # when we asked it to stop
     killed: bool = False
     watcher: rundir.RunWatcher | None = None
-    polled: str = ""  # the last poll's state (a cluster's job is charged only while running)
+    polled: str = ""  # the last poll's state
+    was_running: bool = False  # the poll before it said running: a cluster's job is charged then
 
 
 @dataclass
@@ -206,7 +207,7 @@ class Scheduler:
                 if watch is None:
                     continue
             state = self.backend.poll(entry)
-            watch.polled = state.state
+            watch.was_running, watch.polled = watch.polled == "running", state.state
             if state.state in ("starting", "running", "unknown"):
                 if entry.state == "starting" and entry.backend_job and state.state == "running":
                     self.queue.mark_running(entry.id)
@@ -315,11 +316,11 @@ class Scheduler:
         elapsed = max(0.0, now - self._last_charge)
         self._last_charge = now
         per_gpu: dict[int, list[int]] = {}
-        if self.backend.packs_itself:  # each job has GPUs of its own, charged while it runs
+        if self.backend.packs_itself:  # each job has GPUs of its own, charged once it runs
             own = {
                 entry_id: elapsed * len(w.placement.gpus)
                 for entry_id, w in self._watch.items()
-                if w.polled == "running" and w.placement.gpus
+                if w.was_running and w.placement.gpus
             }
             if own and elapsed:
                 self.queue.charge(own)

@@ -274,10 +274,11 @@ def _train_command(req: JobRequest, python: str) -> tuple[str, bool]:
 
 def _about(req: JobRequest) -> list[str]:
     """The script's comment: what it trains and where its numbers come from."""
-    from cockpit.common.format import human_bytes, human_duration
+    from cockpit.common.format import counted, human_bytes, human_duration
 
-    gpus = f"{req.gpus_per_node} GPU(s) on each of {req.nodes} node(s)"
-    what = gpus if req.gpus_per_node else "the CPU"
+    what = counted(req.gpus_per_node, "GPU") if req.gpus_per_node else "the CPU"
+    if req.nodes > 1:
+        what += f" on each of {req.nodes} nodes"
     mem = (
         f"{human_bytes(req.mem_bytes)} planned host memory (per node, with a margin)"
         if req.mem_bytes

@@ -104,7 +104,8 @@ def _device_request(args: argparse.Namespace) -> tuple[str, int]:
         from cockpit.plan.gpu import NVML_NOT_INSTALLED, nvml_problem, query_gpus
 
         have = len(query_gpus())
-        if have < gpus and nvml_problem() != NVML_NOT_INSTALLED:
+        cluster = getattr(args, "on", "local") == "slurm"  # the cluster's GPUs, not this machine's
+        if have < gpus and nvml_problem() != NVML_NOT_INSTALLED and not cluster:
             where = f"{have} GPU" + ("s" if have != 1 else "") if have else "no GPU"
             raise QueueError(f"--gpus {gpus}: this machine has {where}")
         return "gpu", gpus
