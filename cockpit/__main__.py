@@ -414,7 +414,11 @@ def _add_queue_command(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", action="store_true", help="the list as JSON lines")
     p.add_argument("--runs-dir", metavar="DIR", default=argparse.SUPPRESS, help=RUNS_DIR_HELP)
-    qs = p.add_subparsers(dest="queue_command", metavar="SUBCOMMAND")
+    qs = p.add_subparsers(
+        dest="queue_command",
+        metavar="SUBCOMMAND",
+        help="add, rm, retry, run, stop or plan (none: list the queue)",
+    )
     a = qs.add_parser("add", help="add a preset (or a sweep's grid) to the queue")
     a.add_argument("preset", metavar="PRESET", help="a preset name or a preset .json file")
     a.add_argument(
@@ -456,6 +460,10 @@ def _add_queue_command(sub: argparse._SubParsersAction) -> None:
         "rm", help="cancel an entry or a whole group (a running one stops with a checkpoint)"
     )
     r.add_argument("ref", metavar="ID|GROUP", help="an entry ID or a group name")
+    retry = qs.add_parser(
+        "retry", help="queue stopped, failed or cancelled entries again (they resume)"
+    )
+    retry.add_argument("ref", metavar="ID|GROUP", help="an entry ID or a group name")
     run = qs.add_parser(
         "run", help="start the scheduler, detached: it outlives the shell and the app"
     )
@@ -497,7 +505,9 @@ def _add_queue_command(sub: argparse._SubParsersAction) -> None:
     )
     pl.add_argument("--json", action="store_true", help="the plan as one JSON object")
     _add_slurm_options(pl, gpu=False)  # --on slurm: the job script of each queued entry
+    helps = {action.dest: action.help or "" for action in qs._choices_actions}
     for name, q in qs.choices.items():
+        q.description = helps[name][:1].upper() + helps[name][1:] + "."
         q.formatter_class = argparse.RawDescriptionHelpFormatter
         q.epilog = "\n  ".join(["examples:", *QUEUE_EXAMPLES[name]])
 
@@ -541,6 +551,7 @@ QUEUE_EXAMPLES = {
         "gpt-cockpit queue add gpt2_124m --gpus 2 --priority 5 --after 3",
     ],
     "rm": ["gpt-cockpit queue rm 4", "gpt-cockpit queue rm small-sweep1"],
+    "retry": ["gpt-cockpit queue retry 4", "gpt-cockpit queue retry small-sweep1"],
     "run": [
         "gpt-cockpit queue run --budget 25 --until 07:00 --price-per-gpu-hour 2.49",
         "gpt-cockpit queue run --foreground",

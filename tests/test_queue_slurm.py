@@ -14,7 +14,6 @@ from tiny_runs import TINY, events_of, step_losses, write_corpus
 
 from cockpit import rundir
 from cockpit.campaign import slurm
-from cockpit.campaign.store import Queue
 from cockpit.plan.presets import Preset, apply_overrides, load_preset
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -144,8 +143,8 @@ def test_stop_now_checkpoints_a_slurm_run_and_requeued_it_resumes_exactly(cluste
     assert info.status == "stopped" and 12 <= info.step < 60
     assert (run_dir / rundir.CHECKPOINTS / "last.pt").is_file()
 
-    with Queue() as queue:
-        queue.requeue(row["id"], "resumed by hand", retry=False)
+    retried = cockpit("queue", "retry", str(row["id"]))
+    assert retried.returncode == 0, retried.stderr
     ran = cockpit("queue", "run", "--on", "slurm", "--foreground", ONE_CPU, timeout=RUN_TIMEOUT_S)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     (row,) = queue_rows()

@@ -166,25 +166,35 @@ def test_a_foreign_database_is_not_taken_over(tmp_path):
         Queue(path)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes read-only files")
+def _read_only(paths: list, on: bool) -> None:
+    """chmod for a user; for root (who writes through modes) the immutable flag, where allowed."""
+    if os.geteuid() != 0:
+        for p in paths:
+            p.chmod((0o555 if p.is_dir() else 0o444) if on else (0o755 if p.is_dir() else 0o644))
+        return
+    import subprocess
+
+    flag = "+i" if on else "-i"
+    done = subprocess.run(["chattr", flag, *map(str, paths)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot make files read-only as root here: {done.stderr.decode().strip()}")
+
+
 def test_a_read_only_database_is_one_line_and_unchanged(tmp_path):
     folder = tmp_path / "ro"
     folder.mkdir()
     path = folder / "q.sqlite3"
     with Queue(path) as q:
         q.add([NewEntry("t")])
-    for p in folder.iterdir():
-        p.chmod(0o444)
-    folder.chmod(0o555)
+    files = [*folder.iterdir(), folder]
+    _read_only(files, True)
     try:
         with pytest.raises(QueueError, match="cannot be written|damaged") as err:
             q = Queue(path)
             q.add([NewEntry("t")])
         assert "\n" not in str(err.value)
     finally:
-        folder.chmod(0o755)
-        for p in folder.iterdir():
-            p.chmod(0o644)
+        _read_only(files, False)
     with Queue(path) as q:
         assert len(q.entries()) == 1
 

@@ -88,3 +88,13 @@ class NoPruning:
     def prune(self, group: str, runs: list[GroupRun]) -> dict[int, str]:
         """Prune nothing."""
         return {}
+
+
+def configured_notifiers() -> list[Notifier]:
+    """The notifiers `queue run` passes to its scheduler (configured once, per user): none yet."""
+    return [NullNotifier()]
+
+
+def configured_pruning() -> PruningPolicy:
+    """The pruning policy `queue run` passes to its scheduler: none yet (every entry runs on)."""
+    return NoPruning()

@@ -18,9 +18,8 @@ from pathlib import Path
 
 from cockpit import rundir, runs
 from cockpit.campaign.backend import Backend, Placement, RunState
+from cockpit.campaign.planning import CPU_THREADS_ENV
 from cockpit.campaign.store import Entry
-
-CPU_THREADS_ENV = "GPT_COCKPIT_CPU_THREADS"  # cockpit.train.threads.THREADS_ENV (a test checks)
 
 # Words in a failed run's error that mean the GPU itself went away (an Xid, a fallen-off-the-bus
 # device, an uncorrectable ECC error): the run is retried from its checkpoint, not failed.
@@ -81,12 +80,15 @@ class LocalBackend(Backend):
         code = handle.poll() if handle is not None else None
         reason = info.end_reason or status
         message = info.end_message or ""
+        wrote_end = info.end_reason in ("crashed", "error")  # the child caught its failure
         if status == "finished":
             reason = "finished"
+        elif wrote_end and _lost_gpu(path, message):
+            reason, message = "lost-gpu", message or _last_error(path)
+        elif status == "crashed" and wrote_end:
+            reason, message = "exception", message or _last_error(path)  # it would raise again
         elif status == "crashed":
-            reason, message = _crash_reason(path, code)
-        elif status == "error" and _lost_gpu(path):
-            reason, message = "lost-gpu", _last_error(path)
+            reason, message = _crash_reason(code)
         elif status == "error":
             message = message or _last_error(path)
         return RunState("ended", step=step, max_steps=max_steps, end_reason=reason, message=message)
@@ -119,12 +121,12 @@ def _last_error(run_dir: Path) -> str:
     return str(errors[-1].get("message", "")) if errors else ""
 
 
-def _lost_gpu(run_dir: Path) -> bool:
-    text = _last_error(run_dir).lower()
+def _lost_gpu(run_dir: Path, message: str) -> bool:
+    text = f"{message} {_last_error(run_dir)}".lower()
     return any(word in text for word in LOST_GPU_WORDS)
 
 
-def _crash_reason(run_dir: Path, code: int | None) -> tuple[str, str]:
+def _crash_reason(code: int | None) -> tuple[str, str]:
     """How a child that wrote no `end` died: a signal (SIGKILL: the OOM killer or kill -9)."""
     if code is not None and code < 0:
         name = signal.Signals(-code).name

@@ -42,6 +42,7 @@ class Machine:
     cores: int
     ram_bytes: int  # RAM runs may use (available memory when the scheduler looked)
     label: str = "this machine"
+    max_threads: int = 0  # threads one CPU run is granted at most (0: no cap)
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,8 @@ def place(
             f"{human_bytes(max(0, machine.ram_bytes - ledger.ram_bytes))} free"
         )
     threads = min(free_cores, cpu_threads(free_cores, waiting_cpu))
+    if machine.max_threads:
+        threads = min(threads, machine.max_threads)
     return Placement(threads=threads, planned_bytes=need.ram_bytes)
 
 

@@ -20,6 +20,7 @@ from cockpit.plan import estimate as est
 from cockpit.plan.gpu import GpuSpec, catalog_names, lookup_gpu, query_gpus, spec_for_status
 from cockpit.plan.presets import Preset, PresetError, apply_overrides, load_preset
 
+CPU_THREADS_ENV = "GPT_COCKPIT_CPU_THREADS"  # cockpit.train.threads.THREADS_ENV (a test checks)
 HEADROOM = est.DEFAULT_HEADROOM  # the batch suggestion's margin, on each run's reserved bytes
 CPU_PROCESS_BYTES = 512 * est.MIB  # a training child's own RSS on CPU: Python, torch, the data
 # Sustained fp32 training FLOP/s per core: nanoGPT's CPU recipe (docs: ANCHORS) runs about
@@ -94,7 +95,13 @@ def local_machine(
         gpus.append(Gpu(status.index, status.name, max(0, usable - others), usable))
         specs[status.index] = spec
     ram = available_ram() + ours_ram_bytes
-    return Machine(tuple(gpus), usable_cores(), ram, "this machine"), specs
+    return Machine(tuple(gpus), usable_cores(), ram, "this machine", thread_cap()), specs
+
+
+def thread_cap() -> int:
+    """$GPT_COCKPIT_CPU_THREADS as a number caps the threads each CPU run is granted (0: none)."""
+    raw = os.environ.get(CPU_THREADS_ENV, "").strip()
+    return int(raw) if raw.isdigit() else 0
 
 
 def gpu_run_seconds(preset: Preset, spec: GpuSpec, world_size: int) -> tuple[float | None, float]:

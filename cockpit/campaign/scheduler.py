@@ -131,6 +131,7 @@ class Scheduler:
         self._needs: dict[tuple[int, str], Need] = {}
         self._last_charge = self.clock()
         self._spent_at_start = self._gpu_seconds_total()
+        self._outside: set[int] = set()  # queued entries the last launch left for the limits
         self._halt: str = ""  # "budget" | "deadline" | "stop" | "now": no more launches
         self._lock: SchedulerLock | None = None
 
@@ -190,10 +191,18 @@ class Scheduler:
         if live or launched:
             return True
         if not self._halt:
-            queued = self.queue.entries(states=["queued"])
-            if any(not self._blocked_forever(e) for e in queued):
-                return True
-            self._notify("queue-empty", "the queue is empty: every entry has ended")
+            queued = [
+                e for e in self.queue.entries(states=["queued"]) if not self._blocked_forever(e)
+            ]
+            if any(e.id not in self._outside for e in queued):
+                return True  # waits for memory other processes hold, or a launch to come
+            if queued:
+                kind = "deadline" if any("--until" in e.reason for e in queued) else "budget"
+                self._notify(
+                    kind, f"nothing more can finish inside the limits; {len(queued)} left queued"
+                )
+            else:
+                self._notify("queue-empty", "the queue is empty: every entry has ended")
         return False
 
     # ------------------------------------------------------------------ settling live entries
@@ -271,7 +280,8 @@ class Scheduler:
             self._notify("halted", f"{label} {why}", entry)
             return
         resumable = bool(entry.run_dir) and has_checkpoint(entry.run_dir or "")
-        if reason in RETRYABLE and (state.step > 0 or resumable):
+        step = max(state.step, read_progress(entry.run_dir).step if entry.run_dir else 0)
+        if reason in RETRYABLE and (step > 0 or resumable):
             retries = len(entry.retries)
             why = message or reason
             if retries < MAX_RETRIES:
@@ -454,8 +464,8 @@ class Scheduler:
             return 0
         ledger, ours, ram = self._ledger()
         machine, specs = self.machine(ours, ram)
-        cpu_waiting = 0
         launched = 0
+        self._outside = set()
         needs = {e.id: self._need(e, machine, specs) for e in queued}
         cpu_waiting = sum(1 for n in needs.values() if not n.on_gpu(machine))
         for entry in queued:
@@ -479,6 +489,7 @@ class Scheduler:
                 continue
             late = self._outside_limits(need, got)
             if late:
+                self._outside.add(entry.id)
                 self._say_why(entry, need, late)
                 continue
             if not need.on_gpu(machine):

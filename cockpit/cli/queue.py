@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cockpit import rundir
-from cockpit.campaign import planning
+from cockpit.campaign import hooks, planning
 from cockpit.campaign.forecast import Forecast, forecast, remaining_seconds
 from cockpit.campaign.locations import queue_db_path, scheduler_lock_path, scheduler_log_path
 from cockpit.campaign.money import (
@@ -55,6 +55,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
         "rm": _cmd_rm,
         "run": _cmd_run,
         "stop": _cmd_stop,
+        "retry": _cmd_retry,
         "plan": _cmd_plan,
     }[sub]
     try:
@@ -393,8 +394,19 @@ def _print_totals(
 
 
 def _cmd_rm(args: argparse.Namespace) -> int:
+    from cockpit.campaign.local import LocalBackend
+    from cockpit.campaign.scheduler import holder_pid
+
     with Queue() as queue:
         targets = queue.cancel(args.ref)
+    if holder_pid(scheduler_lock_path()) is None:  # no scheduler to pass the request on: stop here
+        for e in targets:
+            if e.state in LIVE_STATES and e.backend in (None, "local"):
+                LocalBackend().stop(e, checkpoint=True)
+            elif e.state in LIVE_STATES and e.backend == "slurm":
+                from cockpit.campaign.slurm_backend import SlurmBackend
+
+                SlurmBackend().stop(e, checkpoint=True)  # its batch script checkpoints the run
     for e in targets:
         if e.state == "queued":
             print(f"#{e.id} {e.label}: cancelled")
@@ -402,6 +414,24 @@ def _cmd_rm(args: argparse.Namespace) -> int:
             print(f"#{e.id} {e.label}: stopping with a checkpoint, then cancelled")
         else:
             print(f"#{e.id} {e.label}: removed from the list (its run directory stays)")
+    return EXIT_OK
+
+
+def _cmd_retry(args: argparse.Namespace) -> int:
+    """Put stopped, failed or cancelled entries back in the queue: they resume from their checkpoint."""
+    with Queue() as queue:
+        targets = queue.resolve(args.ref)
+        again = [e for e in targets if e.state in ("failed", "stopped", "cancelled")]
+        if not again:
+            states = ", ".join(sorted({e.state for e in targets}))
+            raise QueueError(
+                f"{args.ref} is {states}: only stopped, failed or cancelled entries go back"
+            )
+        for e in again:
+            queue.requeue(e.id, f"queued again after it was {e.state}", retry=False)
+    for e in again:
+        how = "resumes from its checkpoint" if e.run_dir else "starts afresh"
+        print(f"#{e.id} {e.label}: queued again ({how})")
     return EXIT_OK
 
 
@@ -440,8 +470,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     limits = _limits(args)
     backend_for(args)  # `--on slurm` without Slurm here: one line, before anything starts
-    with Queue():
-        pass  # a database that cannot be opened says so here, before anything starts
+    with Queue() as queue:  # a database that cannot be opened says so here, before anything starts
+        todo = queue.entries(states=("queued", *LIVE_STATES))
+    if not todo:
+        info("nothing queued to run; `gpt-cockpit queue add PRESET` adds a run")
+        return EXIT_OK
     holder = holder_pid(scheduler_lock_path())
     if holder is not None:
         raise SchedulerBusy(
@@ -466,7 +499,14 @@ def _run_foreground(limits: Limits, args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, leave)
     with Queue() as queue:
-        scheduler = Scheduler(queue, backend, limits=limits, say=say)
+        scheduler = Scheduler(
+            queue,
+            backend,
+            limits=limits,
+            notifiers=hooks.configured_notifiers(),
+            pruning=hooks.configured_pruning(),
+            say=say,
+        )
         if machine is not None:  # a cluster: its own scheduler places the jobs
             scheduler.machine = machine
         try:

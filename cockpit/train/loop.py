@@ -191,6 +191,10 @@ class Trainer:
                 if self._read_back_and_respond():
                     continue
             if t.eval_interval and self.step % t.eval_interval == 0 and self.step < t.max_steps:
+                # steps queued before the eval are read back now: their interval ends here, so
+                # the next read-back divides its own time by its own steps (tokens/s, MFU)
+                if self.pending and self._read_back_and_respond():
+                    continue
                 with self.clock.paused():  # not training time: max_time_s does not count it
                     evaluate.run_eval(self)
                     snapshot.write(self)
