@@ -185,3 +185,20 @@ def test_a_bad_sbatch_arg_is_one_line(tmp_path):
         "gpt-cockpit: error: --sbatch-arg 'constraint=a100' is not one sbatch option"
         " (e.g. --constraint=a100)"
     )
+
+
+def test_a_one_gpu_entry_gets_its_gpu_from_slurm_and_trains_on_the_cpu_saying_so(cluster, tmp_path):
+    if not cluster.gpus:
+        pytest.skip("the test cluster has no fake GPUs here (mknod was not allowed)")
+    preset = tiny_preset_file(tmp_path)
+    added = cockpit("queue", "add", str(preset), "--gpus", "1", "--on", "slurm")
+    assert added.returncode == 0, added.stderr
+    plan = cockpit("queue", "plan", "--on", "slurm", ONE_CPU)
+    assert "#SBATCH --gres=gpu:1" in plan.stdout
+    ran = cockpit("queue", "run", "--on", "slurm", "--foreground", ONE_CPU, timeout=RUN_TIMEOUT_S)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    (row,) = queue_rows()
+    assert row["state"] == "done", row
+    log = (Path(row["run_dir"]) / rundir.CONSOLE_LOG).read_text()
+    assert "CUDA_VISIBLE_DEVICES=0 gives this run GPUs but torch" in log
+    assert rundir.read_run_info(Path(row["run_dir"])).device == "cpu"

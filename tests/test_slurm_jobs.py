@@ -189,3 +189,23 @@ def test_a_job_that_dies_before_training_leaves_the_run_crashed_with_why(cluster
     message = rundir.read_run_info(run_dir).end_message or ""
     assert message.startswith(f"Slurm job {job_id} ended FAILED")
     assert f"slurm-{job_id}.out" in message
+
+
+def test_attach_waits_for_a_queued_slurm_run_and_follows_it_to_its_end(cluster, tmp_path):
+    import subprocess
+    import sys
+
+    run_dir = make_run(tmp_path)
+    req = slurm.job_request(run_dir, rundir.load_run_preset(run_dir))
+    job_id = slurm.submit(req, slurm.SlurmOptions(sbatch_args=("--begin=now+3",)))
+    assert slurm.read_job(job_id).describe() == "PENDING (BeginTime)"  # type: ignore[union-attr]
+    assert rundir.run_status(run_dir) == slurm.QUEUED
+    attach = subprocess.run(
+        [sys.executable, "-m", "cockpit", "attach", str(run_dir), "--no-ui"],
+        capture_output=True,
+        text=True,
+        timeout=JOB_TIMEOUT_S,
+    )
+    assert attach.returncode == 0, attach.stderr
+    assert "step 40/40" in attach.stdout
+    assert rundir.run_status(run_dir) == "finished"

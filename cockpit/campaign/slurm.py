@@ -38,7 +38,7 @@ from cockpit.runs import index as run_index
 CLIENTS = ("sbatch", "squeue", "scontrol", "scancel")
 JOB_SCRIPT = "slurm-job.sh"  # the script as submitted, in the run directory (sbatch it by hand)
 SLURM_JSON = "slurm.json"  # the jobs that trained this run: ids, cluster, when submitted
-QUEUED = "queued"  # run.json status while the job waits in Slurm's queue
+QUEUED = rundir.WAITING_STATUSES[0]  # run.json status while the job waits in Slurm's queue
 
 SIGNAL_LEAD_S = 120  # USR1 this long before the time limit: time for a step and a checkpoint
 TIME_MARGIN = 1.25  # --time is the ETA times this...

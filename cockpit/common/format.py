@@ -11,6 +11,7 @@ _MISSING = "-"
 
 # Rich markup for each run status, wherever a status is shown (`runs`, the app's screens).
 STATUS_STYLES = {
+    "queued": "dim cyan",
     "starting": "cyan",
     "running": "bold green",
     "finished": "green",

@@ -327,8 +327,8 @@ class RunScreen(Screen):
         live = self.status in rundir.LIVE_STATUSES
         if action in ("stop", "kill"):
             return live
-        if action == "resume":
-            return not live and self.status != "finished"
+        if action == "resume":  # a queued run (Slurm) resumes when its job starts
+            return not live and self.status not in ("finished", *rundir.WAITING_STATUSES)
         if action == "sample":
             return not live
         return True
