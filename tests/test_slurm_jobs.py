@@ -122,6 +122,7 @@ def test_the_time_limit_signal_checkpoints_requeues_and_resumes(cluster, tmp_pat
     out = (run_dir / f"slurm-{job_id}.out").read_text()
     assert "the time limit is near" in out and "requeueing job" in out
     assert "restart 1" in out and "--resume" in out
+    assert "SIGTERM received" not in out  # the requeue's own SIGTERM finds nothing left to stop
     assert wait_ended(job_id, run_dir).state == "COMPLETED"
 
 
@@ -168,7 +169,10 @@ def test_a_gpu_entry_gets_its_gpu_from_slurm_and_says_it_trains_on_the_cpu(clust
 def test_a_pending_job_cancelled_leaves_the_run_stopped_before_it_started(cluster, tmp_path):
     run_dir = make_run(tmp_path)
     req = slurm.job_request(run_dir, rundir.load_run_preset(run_dir))
-    job_id = slurm.submit(req, slurm.SlurmOptions(sbatch_args=("--begin=now+3600",)))
+    opts = slurm.SlurmOptions(sbatch_args=("--begin=now+3600", "--cpus-per-task=2"))
+    job_id = slurm.submit(req, opts)
+    shown = cluster.run("scontrol", "show", "job", job_id).stdout
+    assert "NumCPUs=2 " in shown  # the user's own option comes last and wins over ours (1)
     job = slurm.read_job(job_id)
     assert job is not None and job.describe() == "PENDING (BeginTime)"
     assert rundir.run_status(run_dir) == slurm.QUEUED

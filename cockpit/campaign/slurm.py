@@ -366,6 +366,7 @@ while :; do  # a trapped signal ends `wait` early: wait again until the child is
     kill -0 "$child" 2>/dev/null || break
 done
 echo "gpt-cockpit: the training child exited with $status"
+trap '' USR1 TERM INT HUP  # the run is over: a requeue's own SIGTERM has nothing left to stop
 if [ "$requeue" = 1 ] && [ "$status" = 0 ] && "$PYTHON" -c \\
     'import json, sys; sys.exit(json.load(open(sys.argv[1])).get("status") != "stopped")' \\
     "$RUN_DIR/run.json"; then
