@@ -161,3 +161,26 @@ def test_the_local_backend_still_packs(tmp_path):
     assert not LocalBackend.packs_itself and SlurmBackend.packs_itself
     with pytest.raises(NotImplementedError):
         LocalBackend().place(Need(1, "cpu", 0), Machine((), 1, 1))
+
+
+def test_a_restarted_scheduler_adopts_the_jobs_and_submits_none_twice(tmp_path, preset_file):
+    first = FakeCluster(pending=1, running=50)
+    s, queue, clock = make_scheduler(tmp_path, first)
+    entries = add(queue, preset_file, tmp_path / "runs", 3, device="gpu", gpus=1)
+    s.acquire()
+    s.tick()
+    s.tick()
+    s._lock.release()  # killed: its lock goes with it, its record stays
+    assert len(first.started) == 3
+
+    second = FakeCluster(pending=0, running=2)
+    s2, _, _ = make_scheduler(tmp_path, second)
+    s2.acquire()
+    try:
+        while s2.tick():
+            clock.now += 5
+    finally:
+        s2.release()
+    assert second.started == {}  # adopted, never submitted again
+    assert {e.state for e in queue.entries()} == {"done"}
+    assert [e.attempts for e in queue.entries()] == [1] * len(entries)

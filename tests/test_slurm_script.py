@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from tiny_runs import make_run
@@ -130,7 +132,7 @@ def test_a_text_corpus_counts_toward_host_memory(tmp_path):
             "Invalid account or account/partition combination specified",
         ),
         ("something else\n", "something else"),
-        ("", "sbatch failed without a message"),
+        ("", "failed without a message"),
     ],
 )
 def test_slurms_refusal_becomes_one_line(stderr, line):
@@ -168,3 +170,28 @@ def test_a_run_that_never_went_to_slurm_has_no_job(tmp_path):
     assert slurm.read_slurm_record(tmp_path) == {}
     (tmp_path / slurm.SLURM_JSON).write_text("[not an object")
     assert slurm.read_slurm_record(tmp_path) == {}
+
+
+def fake_clients(folder: Path, squeue: str, scontrol: str = "") -> None:
+    """squeue and scontrol stand-ins that print `squeue`'s (or `scontrol`'s) text on stderr, exit 1."""
+    for name, text in (("squeue", squeue), ("scontrol", scontrol or squeue)):
+        path = folder / name
+        path.write_text(f"#!/bin/sh\necho '{text}' >&2\nexit 1\n")
+        path.chmod(0o755)
+
+
+def test_a_job_slurm_does_not_know_is_gone_but_no_answer_is_not_an_answer(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    fake_clients(tmp_path, "slurm_load_jobs error: Invalid job id specified")
+    assert slurm.read_jobs(["12"]) == {}
+    assert slurm.read_job("12") is None
+    assert slurm.cancel("12") == "already ended"
+    fake_clients(
+        tmp_path, "slurm_load_jobs error: Unable to contact slurm controller (connect failure)"
+    )
+    with pytest.raises(
+        slurm.SlurmUnavailable, match="squeue: slurm_load_jobs error: Unable to contact"
+    ):
+        slurm.read_jobs(["12", "13"])
+    with pytest.raises(slurm.SlurmUnavailable):
+        slurm.read_job("12")

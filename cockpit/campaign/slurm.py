@@ -423,7 +423,7 @@ def refusal(stderr: str) -> str:
             continue
         errors.append(text)
     if not errors:
-        return " ".join(stderr.split()) or "sbatch failed without a message"
+        return " ".join(stderr.split()) or "failed without a message"
     main = [
         e.split(":", 1)[1].strip() for e in errors if e.startswith("Batch job submission failed")
     ]
@@ -554,7 +554,8 @@ SQUEUE_FORMAT = "%i|%T|%r|%N|%M"
 
 
 def read_jobs(job_ids: Sequence[str]) -> dict[str, JobState]:
-    """The jobs squeue still knows, by id (one it has forgotten, MinJobAge after its end, is left out)."""
+    """The jobs squeue still knows, by id (one it has forgotten, MinJobAge after its end, is left
+    out); SlurmUnavailable when squeue fails for any other reason (slurmctld down)."""
     ids = [str(j) for j in job_ids if str(j).isdigit()]
     if not ids:
         return {}
@@ -567,8 +568,10 @@ def read_jobs(job_ids: Sequence[str]) -> dict[str, JobState]:
             f"--format={SQUEUE_FORMAT}",
         ]
     )
-    if out.returncode != 0:  # squeue refuses the whole list when one id is unknown (old Slurm)
-        if len(ids) > 1:
+    if out.returncode != 0:
+        if not _unknown_job(out.stderr):  # no answer is not an answer: the caller waits
+            raise SlurmUnavailable(f"squeue: {refusal(out.stderr)}")
+        if len(ids) > 1:  # squeue refuses the whole list when one id is unknown (old Slurm)
             found: dict[str, JobState] = {}
             for one in ids:
                 found.update(read_jobs([one]))
@@ -582,14 +585,22 @@ def read_jobs(job_ids: Sequence[str]) -> dict[str, JobState]:
     return found
 
 
+def _unknown_job(stderr: str) -> bool:
+    """Slurm's answer for a job it does not know (never had, or forgot MinJobAge after its end)."""
+    return "invalid job id" in stderr.lower()
+
+
 def read_job(job_id: str) -> JobState | None:
-    """One job from squeue, else from scontrol (which may know it a little longer); None if gone."""
+    """One job from squeue, else from scontrol (which may know it a little longer); None if
+    Slurm does not know it. SlurmUnavailable when Slurm does not answer (not the same thing)."""
     found = read_jobs([job_id]).get(str(job_id))
     if found is not None:
         return found
     out = _call(["scontrol", "show", "job", "--oneliner", str(job_id)])
     if out.returncode != 0:
-        return None
+        if _unknown_job(out.stderr):
+            return None
+        raise SlurmUnavailable(f"scontrol show job {job_id}: {refusal(out.stderr)}")
     fields = dict(item.split("=", 1) for item in out.stdout.split() if "=" in item)
     state = fields.get("JobState", "")
     if not state:
