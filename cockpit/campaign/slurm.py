@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cockpit import rundir
+from cockpit.campaign.planning import CPU_PROCESS_BYTES  # 340 MB measured on a tiny run
 from cockpit.common.fsutil import atomic_writer
 from cockpit.plan.estimate import count_params, memory_breakdown, optimizer_state_bytes
 from cockpit.plan.presets import Preset
@@ -44,7 +45,6 @@ SIGNAL_LEAD_S = 120  # USR1 this long before the time limit: time for a step and
 TIME_MARGIN = 1.25  # --time is the ETA times this...
 START_ALLOWANCE_S = 600  # ...plus this for imports, data, compile, evals and the last checkpoint
 MEM_ROUND_MB = 256
-CPU_PROCESS_BYTES = 512 << 20  # python + torch (CPU) resident: 340 MB measured on a tiny run
 GPU_PROCESS_BYTES = 3 << 30  # a CUDA process's host side: driver, libraries, pinned buffers
 MEM_MARGIN = 1.25
 CPUS_PER_GPU = 4  # data loading and the host side of each GPU's rank
