@@ -334,7 +334,7 @@ def _add_tool_commands(sub: argparse._SubParsersAction) -> None:
         "runs",
         nargs="+",
         metavar="RUN",
-        help=f"two or more runs, each {RUN_HELP}",
+        help=f"two or more runs, each {RUN_HELP}; a queue group's name stands for its runs",
     )
     p.add_argument(
         "--align",

@@ -10,7 +10,7 @@ import pytest
 
 from cockpit.__main__ import main
 from cockpit.campaign.locations import queue_db_path, scheduler_lock_path
-from cockpit.campaign.scheduler import SchedulerLock
+from cockpit.campaign.lock import SchedulerLock
 from cockpit.campaign.store import Queue
 from cockpit.plan import gpu as gpu_module
 from cockpit.plan.gpu import GpuStatus
@@ -146,6 +146,10 @@ BAD = [
     (["add", "tiny_char", "--sweep", "model.n_head=3,7"], "model.n_head=7"),
     (["add", "tiny_char", "--sweep", "train.lr=1e-3,,2e-3"], "an empty value"),
     (["add", "tiny_char", "--sweep", "train.lr"], "a sweep is written key=v1,v2"),
+    (
+        ["add", "tiny_char", "--sweep", "lr=1e-3,2e-3", "--name", "taken"],
+        "a group of that name exists",
+    ),
     (["add", "tiny_char", "--gpus", "3"], "--gpus 3: this machine has 2 GPUs"),
     (["add", "tiny_char", "--after", "99"], "--after 99: no such queue entry"),
     (["add", "tiny_char", "--set", "data.source=/no/such/file.txt"], "no such file or folder"),
@@ -167,7 +171,7 @@ BAD = [
 def test_bad_input_is_one_line_exit_2_and_the_queue_unchanged(capsys, monkeypatch, argv, words):
     monkeypatch.setattr(gpu_module, "query_gpus", two_gpus)
     monkeypatch.setattr(gpu_module, "nvml_problem", lambda: "")
-    run(capsys, "add", "tiny_char", *TINY)
+    run(capsys, "add", "tiny_char", *TINY, "--sweep", "lr=1e-3", "--name", "taken")
     before = snapshot()
     code, out, err = run(capsys, *argv)
     assert code == 2
@@ -239,3 +243,15 @@ def test_a_read_only_database_is_one_line_and_unchanged(capsys):
     finally:
         _read_only(files, False)
     assert snapshot() == before
+
+
+def test_compare_takes_a_group_for_its_runs(capsys, tmp_path, finished_run):
+    from tiny_runs import copy_run
+
+    run(capsys, "add", "tiny_char", *TINY, "--sweep", "lr=1e-3,3e-4", "--name", "lrs")
+    with Queue() as q:
+        for i, e in enumerate(q.entries()):
+            q.set_run_dir(e.id, str(copy_run(finished_run, tmp_path / f"run{i}")))
+    assert main(["compare", "lrs", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert len(shown["runs"]) == 2

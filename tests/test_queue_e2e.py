@@ -15,7 +15,7 @@ from tiny_runs import TINY, events_of, step_losses, train_in_process, write_corp
 
 from cockpit import rundir
 from cockpit.campaign.locations import scheduler_lock_path
-from cockpit.campaign.scheduler import holder_pid
+from cockpit.campaign.lock import holder_pid
 from cockpit.campaign.store import Queue
 
 REPO = Path(__file__).resolve().parents[1]

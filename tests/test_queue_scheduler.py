@@ -17,9 +17,10 @@ from cockpit.__main__ import main
 from cockpit.campaign import planning
 from cockpit.campaign.hooks import Notice
 from cockpit.campaign.local import LocalBackend
+from cockpit.campaign.lock import SchedulerBusy
 from cockpit.campaign.money import Limits
 from cockpit.campaign.packing import Machine
-from cockpit.campaign.scheduler import Scheduler, SchedulerBusy
+from cockpit.campaign.scheduler import Scheduler
 from cockpit.campaign.store import NewEntry, Queue
 
 GIB = 1024**3
@@ -370,7 +371,7 @@ def test_an_entry_that_cannot_fit_anywhere_never_starts_and_says_why(queue, monk
     (e,) = queue.add([NewEntry("tiny_char", overrides=dict(TINY), device="gpu", gpus=2)])
     drive(scheduler(queue, machine=h100))
     e = queue.get(e.id)
-    assert e.state == "failed" and e.reason == "never starts here: needs 2 GPUs; H100 has 1"
+    assert e.state == "failed" and e.reason == "never starts here: needs 2 GPUs; H100 has 1 GPU"
     assert not calls and e.run_dir is None
 
 
@@ -391,3 +392,35 @@ def test_the_list_shows_a_running_entry_where_it_runs_and_when_it_ends(queue, mo
 
 def read_step(entry) -> int:
     return rundir.read_run_info(entry.run_dir).step
+
+
+def test_a_paused_queue_starts_nothing_and_goes_on_when_resumed(queue, monkeypatch):
+    calls = fake(monkeypatch)
+    add(queue, 2)
+    queue.set_paused(True)
+    s = scheduler(queue)
+    for _ in range(5):
+        assert s.tick()  # waits, does not exit
+    assert not calls and [e.state for e in queue.entries()] == ["queued", "queued"]
+    queue.set_paused(False)
+    drive(s)
+    assert [e.state for e in queue.entries()] == ["done", "done"]
+    assert {"paused", "resumed"} <= set(kinds(queue))
+
+
+def test_time_a_killed_scheduler_missed_is_charged_to_the_runs_it_left(queue, monkeypatch):
+    fake(monkeypatch, step_s=0.3)
+    now = [time.time()]
+    a, b = queue.add([NewEntry("tiny_char", overrides=dict(TINY)) for _ in range(2)])
+    first = scheduler(queue, machine=h100, clock=lambda: now[0])
+    first.acquire()
+    first.tick()  # both start on GPU 0; its heartbeat is now
+    first._lock.release()  # killed
+    now[0] += 100  # nobody watched for 100 s
+    second = scheduler(queue, machine=h100, clock=lambda: now[0])
+    second.acquire()
+    second.tick()
+    assert queue.get(a.id).gpu_seconds == pytest.approx(50, abs=1)
+    assert queue.get(b.id).gpu_seconds == pytest.approx(50, abs=1)
+    drive(second)
+    second.release()

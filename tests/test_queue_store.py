@@ -208,3 +208,26 @@ def test_meta_and_log_round_trip(queue):
     lines = queue.log_lines()
     assert [(x["kind"], x["entry_id"]) for x in lines] == [("done", 1)]
     assert queue.log_lines(since_id=lines[-1]["id"]) == []
+
+
+def test_sweeps_added_at_once_get_groups_of_their_own(tmp_path):
+    path = tmp_path / "q.sqlite3"
+    Queue(path).close()
+
+    def add_sweep() -> None:
+        with Queue(path) as q:
+            q.add(
+                [NewEntry("t", name="{group}[a]"), NewEntry("t", name="{group}[b]")], group_base="t"
+            )
+
+    threads = [threading.Thread(target=add_sweep) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with Queue(path) as q:
+        assert q.groups() == [f"t-sweep{n}" for n in range(1, 5)]
+        assert all(len(q.entries(group=g)) == 2 for g in q.groups())
+        assert q.entries()[0].name == f"{q.entries()[0].group}[a]"
+        with pytest.raises(QueueError, match="a group of that name exists"):
+            q.add([NewEntry("t")], group="t-sweep2")

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from cockpit.campaign.backend import Placement
-from cockpit.common.format import human_bytes
+from cockpit.common.format import counted, human_bytes
 
 MIN_THREADS = 1  # a CPU run is granted at least this many threads (cores)
 
@@ -110,8 +110,8 @@ def never_fits(need: Need, machine: Machine) -> str | None:
         return need.problem
     if need.on_gpu(machine):
         if need.gpus > len(machine.gpus):
-            have = len(machine.gpus)
-            return f"needs {need.gpus} GPUs; {machine.label} has {have}"
+            have = counted(len(machine.gpus), "GPU") if machine.gpus else "no GPU"
+            return f"needs {counted(need.gpus, 'GPU')}; {machine.label} has {have}"
         if need.gpu_bytes is None:
             return "no memory plan"
         biggest = sorted((g.whole_bytes for g in machine.gpus), reverse=True)[need.gpus - 1]

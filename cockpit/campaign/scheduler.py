@@ -12,7 +12,6 @@ launched goes back to the queue.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import platform
 import time
@@ -33,6 +32,7 @@ from cockpit.campaign.hooks import (
     PruningPolicy,
 )
 from cockpit.campaign.locations import scheduler_lock_path
+from cockpit.campaign.lock import SchedulerLock
 from cockpit.campaign.money import Limits, fmt_dollars
 from cockpit.campaign.packing import Ledger, Machine, Need, Refusal, place
 from cockpit.campaign.progress import has_checkpoint, read_progress
@@ -45,55 +45,6 @@ MAX_RETRIES = 2  # a run killed by a signal, the OOM killer or a lost GPU is ret
 TICK_S = 2.0  # seconds between ticks
 STOP_GRACE_S = 180.0  # a run asked to stop that still lives after this is killed (SIGKILL)
 RETRYABLE = ("oom-or-kill", "signal", "crashed", "killed", "lost-gpu")
-
-
-class SchedulerBusy(QueueError):
-    """Another scheduler holds this queue's lock."""
-
-
-class SchedulerLock:
-    """The machine's one scheduler: an flock on a file beside the queue, holding our pid."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = holder_pid(path)
-            os.close(self._fd)
-            who = f" (pid {holder})" if holder else ""
-            raise SchedulerBusy(
-                f"another scheduler{who} is running this queue; `gpt-cockpit queue stop` stops it"
-            ) from None
-        os.ftruncate(self._fd, 0)
-        os.write(self._fd, f"{os.getpid()}\n".encode())
-
-    def release(self) -> None:
-        """Let the lock go (a killed process's lock goes with it)."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-
-def holder_pid(path: Path) -> int | None:
-    """The pid of the scheduler holding the lock at `path`, or None when nobody holds it."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return None  # we could take it: nobody holds it
-        except OSError:
-            pass
-        text = os.read(fd, 32).decode(errors="replace").strip()
-        return int(text) if text.isdigit() else -1
-    finally:
-        os.close(fd)
 
 
 @dataclass
@@ -140,6 +91,10 @@ class Scheduler:
     def acquire(self) -> None:
         """Take the machine's scheduler lock (SchedulerBusy when another holds it)."""
         self._lock = SchedulerLock(scheduler_lock_path(self.queue.path))
+        gone = self.queue.get_meta("scheduler") or {}  # a killed scheduler's record, if any
+        if gone.get("heartbeat") and self.queue.entries(states=LIVE_STATES):
+            # its runs trained on meanwhile: charge them from its last tick, not from now
+            self._last_charge = min(self._last_charge, float(gone["heartbeat"]))
         self.queue.set_meta(
             "scheduler",
             {
@@ -186,10 +141,11 @@ class Scheduler:
         self._check_requests()
         self._check_stalls()
         self._prune()
-        launched = 0 if self._halt else self._launch()
+        paused = self.queue.paused()
+        launched = 0 if self._halt or paused else self._launch()
         live = self.queue.entries(states=LIVE_STATES)
-        if live or launched:
-            return True
+        if live or launched or (paused and not self._halt):
+            return True  # a paused queue waits to be resumed
         if not self._halt:
             queued = [
                 e for e in self.queue.entries(states=["queued"]) if not self._blocked_forever(e)
@@ -441,7 +397,8 @@ class Scheduler:
     # ------------------------------------------------------------------ launching
 
     def _ledger(self) -> tuple[Ledger, dict[int, int], int]:
-        ledger, ours, ram = Ledger(), {}, 0
+        ledger, ram = Ledger(), 0
+        ours: dict[int, int] = {}  # planned bytes per GPU of this queue's live runs
         for entry_id, watch in self._watch.items():
             ledger.take(entry_id, watch.placement, watch.ram_bytes)
             for g in watch.placement.gpus:

@@ -19,36 +19,44 @@ not a database, read-only, locked) and changes nothing.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cockpit.campaign.entry import (
+    DEVICES,
+    ENDED_STATES,
+    LIVE_STATES,
+    REQUESTS,
+    STATES,
+    TRANSITIONS,
+    Entry,
+    NewEntry,
+    entry_from_row,
+)
 from cockpit.campaign.locations import queue_db_path
+
+__all__ = [
+    "DEVICES",
+    "ENDED_STATES",
+    "LIVE_STATES",
+    "REQUESTS",
+    "SCHEMA_VERSION",
+    "STATES",
+    "TRANSITIONS",
+    "Entry",
+    "NewEntry",
+    "Queue",
+    "QueueError",
+]
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 30.0  # how long a change waits for another writer's transaction
-
-STATES = ("queued", "starting", "running", "done", "failed", "stopped", "cancelled")
-LIVE_STATES = ("starting", "running")  # the scheduler (or its backend) owns a process for these
-ENDED_STATES = ("done", "failed", "stopped", "cancelled")
-DEVICES = ("any", "cpu", "gpu")  # the device request: any device, CPU only, or `gpus` GPUs
-REQUESTS = ("cancel", "stop", "prune")  # what a face may ask the scheduler to do to a live entry
-
-# Which state may follow which (finish and requeue check it in the same transaction).
-TRANSITIONS: dict[str, tuple[str, ...]] = {
-    "queued": ("starting", "cancelled", "failed"),  # failed: it can never start here
-    "starting": ("running", "queued", "failed", "stopped", "cancelled", "done"),
-    "running": ("done", "failed", "stopped", "cancelled", "queued"),
-    "done": (),
-    "failed": ("queued",),
-    "stopped": ("queued",),
-    "cancelled": ("queued",),
-}
 
 _SCHEMA = """
 CREATE TABLE entries (
@@ -99,91 +107,6 @@ CREATE TABLE log (
 
 class QueueError(RuntimeError):
     """The queue cannot be read or changed; the message is one line that says why."""
-
-
-@dataclass
-class NewEntry:
-    """What `queue add` asks for: a preset plus overrides, a device request, an order."""
-
-    preset: str  # a preset name, or the absolute path of a preset .json
-    overrides: dict[str, Any] = field(default_factory=dict)  # dotted field path -> value
-    device: str = "any"  # "any" | "cpu" | "gpu"
-    gpus: int = 1  # GPUs a "gpu" entry trains on (torchrun for more than one); 0 for "cpu"
-    priority: int = 0  # higher starts first
-    after: int | None = None  # start only once this entry is done
-    group: str | None = None  # the sweep this entry belongs to
-    name: str = ""  # a label for lists (default: the preset and its sweep values)
-    workdir: str = ""  # the folder it was added from: the child starts there (relative data paths)
-    runs_root: str = ""  # the runs folder its run directory is made in (absolute)
-
-
-@dataclass
-class Entry:
-    """One queued run, as the database holds it (docs/queue.md: the entries table)."""
-
-    id: int
-    preset: str
-    overrides: dict[str, Any]
-    device: str
-    gpus: int
-    priority: int
-    position: int  # order within one priority (lower first); the app reorders with `move`
-    after: int | None
-    group: str | None
-    name: str
-    workdir: str  # the folder it was added from: the training child starts there
-    runs_root: str  # the runs folder its run directory is made in
-    state: str
-    reason: str  # why it is in its state: a failure, a stop, or why it cannot start yet
-    request: str | None  # a face's pending request for the scheduler: cancel, stop, prune
-    attempts: int  # launches so far (the first start is attempt 1)
-    retries: list[dict[str, Any]]  # one {"at", "attempt", "reason"} per retry
-    run_dir: str | None  # the run directory it trains in (kept across retries: they resume)
-    backend: str | None  # "local", "slurm", ...
-    backend_job: str | None  # the backend's id for it (a pid, a Slurm job id)
-    planned_bytes: int | None  # planned peak memory per GPU (reserved + headroom), or RAM on CPU
-    planned_device: str | None  # where it was placed: "cuda:0", "cuda:2,3", "cpu"
-    threads: int | None  # CPU threads granted (CPU entries)
-    planned_seconds: float | None  # the estimate of its training time, whole run
-    run_seconds: float  # device time of attempts that ended (wall seconds, not GPU-seconds)
-    gpu_seconds: float  # GPU-seconds charged to it (a GPU shared by k runs charges each 1/k)
-    attempt_started: float | None  # when the current attempt started (None when none runs)
-    created: float
-    started: float | None  # the first start
-    ended: float | None
-    updated: float
-
-    @property
-    def label(self) -> str:
-        """The name to show: --name, else preset with its overrides."""
-        if self.name:
-            return self.name
-        sets = ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in self.overrides.items())
-        return f"{Path(self.preset).stem}" + (f"[{sets}]" if sets else "")
-
-    @property
-    def device_count(self) -> int:
-        """GPUs this entry holds while it runs (0 on CPU)."""
-        return 0 if self.device == "cpu" else max(1, self.gpus)
-
-    def elapsed_s(self, now: float | None = None) -> float:
-        """Wall seconds it has trained, all attempts together."""
-        now = time.time() if now is None else now
-        current = max(0.0, now - self.attempt_started) if self.attempt_started else 0.0
-        return self.run_seconds + current
-
-
-_COLUMNS = {
-    "after_id": "after",
-    "group_name": "group",
-}
-
-
-def _entry(row: sqlite3.Row) -> Entry:
-    raw = {_COLUMNS.get(k, k): row[k] for k in row.keys()}
-    raw["overrides"] = json.loads(raw["overrides"] or "{}")
-    raw["retries"] = json.loads(raw["retries"] or "[]")
-    return Entry(**raw)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -323,14 +246,14 @@ class Queue:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY priority DESC, position, id"
-        return [_entry(r) for r in self._read(sql, args)]
+        return [entry_from_row(r) for r in self._read(sql, args)]
 
     def get(self, entry_id: int) -> Entry:
         """One entry; QueueError when there is no such ID."""
         rows = self._read("SELECT * FROM entries WHERE id = ?", (entry_id,))
         if not rows:
             raise QueueError(f"no queue entry {entry_id} (`gpt-cockpit queue` lists them)")
-        return _entry(rows[0])
+        return entry_from_row(rows[0])
 
     def groups(self) -> list[str]:
         """The sweep groups that have entries, oldest first."""
@@ -352,12 +275,32 @@ class Queue:
 
     # ------------------------------------------------------------------ adding and removing
 
-    def add(self, new: Iterable[NewEntry]) -> list[Entry]:
-        """Add entries (a sweep's whole grid) in one transaction; all are added or none."""
+    def add(
+        self, new: Iterable[NewEntry], *, group: str | None = None, group_base: str | None = None
+    ) -> list[Entry]:
+        """Add entries (a sweep's whole grid) in one transaction; all are added or none.
+
+        A sweep names its group `group` (refused when that group exists) or, with
+        `group_base`, the first free `BASE-sweepN`, chosen in the same transaction so two
+        shells adding at once never share one; "{group}" in an entry's name becomes it.
+        """
         new = list(new)
         now = time.time()
         ids = []
         with self._write() as conn:
+            taken = {r[0] for r in conn.execute("SELECT DISTINCT group_name FROM entries")}
+            if group is not None and group in taken:
+                raise QueueError(f"--name {group}: a group of that name exists; pick another")
+            if group is None and group_base is not None:
+                n = 1
+                while f"{group_base}-sweep{n}" in taken:
+                    n += 1
+                group = f"{group_base}-sweep{n}"
+            if group is not None:
+                new = [
+                    dataclasses.replace(i, group=group, name=i.name.replace("{group}", group))
+                    for i in new
+                ]
             for item in new:
                 if item.device not in DEVICES:
                     raise QueueError(
@@ -389,8 +332,8 @@ class Queue:
                         now,
                     ),
                 )
-                ids.append(cur.lastrowid)
-                conn.execute("UPDATE entries SET position = id WHERE id = ?", (cur.lastrowid,))
+                ids.append(int(cur.lastrowid or 0))
+                conn.execute("UPDATE entries SET position = id WHERE id = ?", (ids[-1],))
         return [self.get(i) for i in ids]
 
     def cancel(self, ref: str) -> list[Entry]:
@@ -619,6 +562,15 @@ class Queue:
                     "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                     (key, json.dumps(value)),
                 )
+
+    def set_paused(self, paused: bool) -> None:
+        """Pause the queue (the scheduler starts nothing new, keeps its runs, and waits) or go on."""
+        self.set_meta("paused", True if paused else None)
+        self.log("paused" if paused else "resumed", "queue paused" if paused else "queue resumed")
+
+    def paused(self) -> bool:
+        """The queue is paused."""
+        return bool(self.get_meta("paused", False))
 
     @staticmethod
     def _log(conn: sqlite3.Connection, entry_id: int | None, kind: str, message: str) -> None:

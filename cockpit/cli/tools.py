@@ -46,9 +46,30 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _group_runs(name: str) -> list[Path]:
+    """The run directories of queue group `name` (none when there is no such group or queue)."""
+    from cockpit.campaign.locations import queue_db_path
+
+    if not queue_db_path().is_file():
+        return []  # no queue here: never create one just to look
+    from cockpit.campaign.store import Queue, QueueError
+
+    try:
+        with Queue() as queue:
+            entries = queue.entries(group=name)
+    except QueueError:
+        return []
+    return [Path(e.run_dir) for e in entries if e.run_dir and Path(e.run_dir).is_dir()]
+
+
 def _find_all(names: list[str], args: argparse.Namespace) -> list[Path] | None:
+    """The runs named, a queue group's name standing for each run of the group."""
     found = []
     for name in names:
+        group = _group_runs(name)
+        if group:
+            found.extend(group)
+            continue
         run_dir = _find(name, args)
         if run_dir is None:
             return None

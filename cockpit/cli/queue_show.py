@@ -1,0 +1,263 @@
+"""How `gpt-cockpit queue` and `queue plan` print: the list's rows and table, the plan's lines."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from cockpit.campaign.forecast import Forecast, remaining_seconds
+from cockpit.campaign.money import Limits, fmt_dollars
+from cockpit.campaign.progress import read_progress
+from cockpit.campaign.store import ENDED_STATES, LIVE_STATES, Entry
+from cockpit.common.format import human_bytes, human_duration
+
+
+def entry_row(e: Entry, fc: Forecast | None, limits: Limits, now: float) -> dict[str, Any]:
+    progress = read_progress(e.run_dir) if e.run_dir and Path(e.run_dir).is_dir() else None
+    slot = fc.slots.get(e.id) if fc else None
+    need = fc.needs.get(e.id) if fc else None
+    left = remaining_seconds(e, now) if e.state in LIVE_STATES else None
+    eta = None
+    if e.state in LIVE_STATES and left is not None:
+        eta = now + left
+    elif slot is not None and slot.end_s is not None:
+        eta = now + slot.end_s
+    planned = e.planned_bytes or (need.gpu_bytes or need.ram_bytes if need else None)
+    device = e.planned_device if e.state != "queued" else None
+    if device is None and slot is not None and slot.placement is not None:
+        device = slot.placement.device
+    to_finish_s = None
+    if e.state in LIVE_STATES and left is not None:
+        to_finish_s = left * e.device_count
+    elif e.state == "queued" and need is not None and need.seconds is not None and need.gpu_bytes:
+        to_finish_s = need.seconds * max(1, need.gpus)
+    return {
+        "id": e.id,
+        "state": e.state,
+        "name": e.label,
+        "group": e.group,
+        "preset": e.preset,
+        "overrides": e.overrides,
+        "priority": e.priority,
+        "after": e.after,
+        "device_request": e.device if e.device != "gpu" else f"{e.gpus} GPU",
+        "device": device,
+        "planned_bytes": planned,
+        "threads": e.threads,
+        "step": progress.step if progress else None,
+        "max_steps": progress.max_steps if progress else None,
+        "eta": eta,
+        "gpu_hours": e.gpu_seconds / 3600.0,
+        "spent": limits.dollars(e.gpu_seconds),
+        "to_finish": limits.dollars(to_finish_s) if to_finish_s is not None else None,
+        "attempts": e.attempts,
+        "retries": e.retries,
+        "run_dir": e.run_dir,
+        "reason": e.reason or (slot.reason if slot else ""),
+        "request": e.request,
+    }
+
+
+def _clock(epoch: float | None, now: float) -> str:
+    if epoch is None:
+        return "-"
+    text = time.strftime("%H:%M", time.localtime(epoch))
+    return text if epoch - now < 20 * 3600 else time.strftime("%a %H:%M", time.localtime(epoch))
+
+
+def _state_text(row: dict[str, Any]) -> str:
+    state = row["state"]
+    if row["retries"]:
+        state += f" (retry {len(row['retries'])})"
+    if row["request"] and row["state"] in LIVE_STATES:
+        state += f" ({row['request']}ing)" if row["request"] != "stop" else " (stopping)"
+    return state
+
+
+LIST_COLUMNS = ("id", "state", "name", "device", "memory", "step", "eta", "cost", "run / why")
+GIVE_WAY = (
+    "memory",
+    "step",
+    "cost",
+    "eta",
+    "device",
+)  # left out in this order where space is short
+WHY_MIN = 24  # the last column wraps, but keeps at least this many characters
+
+
+def _cells(r: dict[str, Any], now: float) -> tuple[str, ...]:
+    """One row of the list as text, in LIST_COLUMNS order."""
+    step = f"{r['step']}/{r['max_steps']}" if r["step"] is not None and r["max_steps"] else "-"
+    memory = human_bytes(r["planned_bytes"]) if r["planned_bytes"] else "-"
+    device = r["device"] or r["device_request"]
+    if r["threads"] and device == "cpu":
+        device = f"cpu x{r['threads']}"
+    cost = fmt_dollars(r["spent"]) if r["spent"] is not None else f"{r['gpu_hours']:.2f} GPU-h"
+    if r["to_finish"] is not None and r["state"] not in ENDED_STATES:
+        cost += f" +{fmt_dollars(r['to_finish'])}"
+    where = Path(r["run_dir"]).name if r["run_dir"] else ""
+    why = r["reason"] if r["reason"] and r["state"] != "done" else ""
+    last = " - ".join(x for x in (where, r.get("job"), why) if x) or "-"  # job: Slurm's id, state
+    eta = _clock(r["eta"], now) if r["state"] not in ENDED_STATES else "-"
+    return (str(r["id"]), _state_text(r), r["name"], device, memory, step, eta, cost, last)
+
+
+def print_table(rows: list[dict[str, Any]], now: float) -> None:
+    """id, state, name and the last column stay; the others give way in a narrow terminal."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console(soft_wrap=True, highlight=False)
+    if not console.is_terminal:
+        console = Console(width=1000, highlight=False)  # a pipe gets every column whole
+    cells = [_cells(r, now) for r in rows]
+    widths = [max(len(name), *(len(c[i]) for c in cells)) for i, name in enumerate(LIST_COLUMNS)]
+    shown = list(range(len(LIST_COLUMNS)))
+    for name in GIVE_WAY:
+        fixed = sum(widths[i] for i in shown[:-1]) + 2 * (len(shown) - 1)
+        if fixed + min(widths[-1], WHY_MIN) <= console.width:
+            break
+        shown.remove(LIST_COLUMNS.index(name))
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for i in shown:
+        name = LIST_COLUMNS[i]
+        last = i == len(LIST_COLUMNS) - 1
+        justify: Literal["left", "right"] = "right" if name in ("id", "memory", "step") else "left"
+        width = None if last else widths[i]
+        table.add_column(name, justify=justify, no_wrap=not last, min_width=width)
+    for c in cells:
+        table.add_row(*(escape(c[i]) for i in shown))
+    console.print(table)
+
+
+def print_totals(rows: list[dict[str, Any]], record: dict[str, Any] | None, limits: Limits) -> None:
+    spent = sum(r["gpu_hours"] for r in rows)
+    to_finish = [
+        r["to_finish"]
+        for r in rows
+        if r["to_finish"] is not None and r["state"] not in ENDED_STATES
+    ]
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    parts = [f"{n} {state}" for state, n in counts.items()]
+    money = (
+        f"spent {fmt_dollars(limits.dollars(spent * 3600))}"
+        if limits.price_per_gpu_hour is not None
+        else f"{spent:.2f} GPU-hours used"
+    )
+    if to_finish:
+        money += f", ~{fmt_dollars(sum(to_finish))} to finish"
+    who = "no scheduler running (`gpt-cockpit queue run` starts one)"
+    if record:
+        bits = [f"scheduler pid {record.get('pid')}"]
+        if record.get("budget") is not None:
+            bits.append(f"budget {fmt_dollars(record['budget'])}")
+        if record.get("until") is not None:
+            bits.append(f"until {time.strftime('%H:%M', time.localtime(record['until']))}")
+        who = ", ".join(bits)
+    print(f"{', '.join(parts)}; {money}; {who}")
+
+
+def _plan_rows(fc: Forecast, entries: list[Entry]) -> list[tuple[Entry, Any, Any]]:
+    by_id = {e.id: e for e in entries}
+    rows = [(by_id[i], slot, fc.needs.get(i)) for i, slot in fc.slots.items() if i in by_id]
+    rows.sort(key=lambda r: (r[1].start_s is None, r[1].start_s or 0.0, r[0].id))
+    return rows
+
+
+def plan_json(fc: Forecast, entries: list[Entry], limits: Limits) -> dict[str, Any]:
+    out = []
+    for e, slot, need in _plan_rows(fc, entries):
+        out.append(
+            {
+                "id": e.id,
+                "name": e.label,
+                "device": slot.placement.device if slot.placement else None,
+                "planned_bytes": need.gpu_bytes or need.ram_bytes if need else None,
+                "start_s": slot.start_s,
+                "end_s": slot.end_s,
+                "reason": slot.reason,
+            }
+        )
+    return {
+        "machine": fc.machine.label,
+        "gpus": [
+            {"index": g.index, "name": g.name, "capacity_bytes": g.capacity_bytes}
+            for g in fc.machine.gpus
+        ],
+        "entries": out,
+        "packed_gpu_hours": fc.packed_gpu_hours,
+        "one_at_a_time_gpu_hours": fc.serial_gpu_hours,
+        "price_per_gpu_hour": limits.price_per_gpu_hour,
+    }
+
+
+def _rel(seconds: float | None) -> str:
+    return "-" if seconds is None else ("now" if seconds < 1 else "+" + human_duration(seconds))
+
+
+def print_plan(fc: Forecast, entries: list[Entry], limits: Limits, now: float) -> None:
+    m = fc.machine
+    gpus = ", ".join(f"GPU {g.index} {g.name} {human_bytes(g.capacity_bytes)}" for g in m.gpus)
+    print(
+        f"plan for {m.label}: {gpus or 'no GPU'}; {m.cores} CPU cores, {human_bytes(m.ram_bytes)} RAM"
+    )
+    rows = _plan_rows(fc, entries)
+    width = max(len(e.label) for e, _, _ in rows)
+    for e, slot, need in rows:
+        planned = need.gpu_bytes or need.ram_bytes if need else None
+        memory = human_bytes(planned) if planned else "-"
+        if slot.placement is None:
+            print(f"  #{e.id:<4} {e.label:<{width}}  never starts: {slot.reason}")
+            continue
+        end = (
+            f"{_rel(slot.end_s)} ({_clock(now + slot.end_s, now)})"
+            if slot.end_s is not None
+            else "-"
+        )
+        device = slot.placement.device
+        if slot.placement.threads:
+            device += f" x{slot.placement.threads} threads"
+        print(
+            f"  #{e.id:<4} {e.label:<{width}}  {device:<10} {memory:>10}  start {_rel(slot.start_s):<9} end {end}"
+        )
+    _print_peaks(fc)
+    saved = fc.serial_gpu_hours - fc.packed_gpu_hours
+    cost = ""
+    if limits.price_per_gpu_hour is not None:
+        cost = f" ({fmt_dollars(limits.dollars(fc.packed_gpu_hours * 3600))} against {fmt_dollars(limits.dollars(fc.serial_gpu_hours * 3600))})"
+    if m.gpus:
+        print(
+            f"GPU-hours: {fc.packed_gpu_hours:.2f} packed, {fc.serial_gpu_hours:.2f} one at a time "
+            f"({saved:.2f} saved){cost}"
+        )
+
+
+def _print_peaks(fc: Forecast) -> None:
+    """Each GPU's largest planned load over the night, against what it offers."""
+    events: dict[int, list[tuple[float, int]]] = {}
+    counts: dict[int, list[tuple[float, int]]] = {}
+    for slot in fc.slots.values():
+        if slot.placement is None or slot.start_s is None or slot.end_s is None:
+            continue
+        for g in slot.placement.gpus:
+            b = slot.placement.planned_bytes or 0
+            events.setdefault(g, []).extend([(slot.start_s, b), (slot.end_s, -b)])
+            counts.setdefault(g, []).extend([(slot.start_s, 1), (slot.end_s, -1)])
+    for gpu in fc.machine.gpus:
+        peak = load = 0
+        for _, delta in sorted(events.get(gpu.index, []), key=lambda x: (x[0], x[1])):
+            load += delta
+            peak = max(peak, load)
+        most = n = 0
+        for _, delta in sorted(counts.get(gpu.index, []), key=lambda x: (x[0], x[1])):
+            n += delta
+            most = max(most, n)
+        share = 100 * peak / gpu.capacity_bytes if gpu.capacity_bytes else 0
+        print(
+            f"GPU {gpu.index}: at most {most} run(s) at once, peak {human_bytes(peak)} of "
+            f"{human_bytes(gpu.capacity_bytes)} ({share:.0f}%)"
+        )
