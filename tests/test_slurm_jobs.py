@@ -213,3 +213,28 @@ def test_attach_waits_for_a_queued_slurm_run_and_follows_it_to_its_end(cluster, 
     assert attach.returncode == 0, attach.stderr
     assert "step 40/40" in attach.stdout
     assert rundir.run_status(run_dir) == "finished"
+
+
+def test_a_two_gpu_job_trains_under_torchrun_and_stops_through_rank_zero(
+    cluster, tmp_path, monkeypatch
+):
+    if cluster.gpus < 2:
+        pytest.skip("the test cluster has no fake GPUs here (mknod was not allowed)")
+    run_dir = make_run(tmp_path, *SHARED_RUN)
+    req = slurm.job_request(run_dir, rundir.load_run_preset(run_dir), gpus=2, cpus=2)
+    req = dataclasses.replace(req, mem_bytes=2 << 30)  # two CPU ranks (gloo): the node has 8 GB
+    monkeypatch.setenv("GPT_COCKPIT_FAULT", "slow_step_ms=150")
+    job_id = slurm.submit(req)
+    assert (
+        "torch.distributed.run --standalone --nproc-per-node 2"
+        in (run_dir / slurm.JOB_SCRIPT).read_text()
+    )
+    wait_for(lambda: last_step(run_dir) >= 8, "step 8 of the two-rank run")
+    assert rundir.read_run_info(run_dir).world_size == 2
+    assert slurm.cancel(job_id) == "asked to stop with a checkpoint"
+    wait_ended(job_id, run_dir)
+    info = rundir.read_run_info(run_dir)
+    assert info.status == "stopped", info.end_message
+    assert 8 <= info.step < 60
+    assert events_of(run_dir, "end")[-1]["reason"] == "stopped"
+    assert "asked rank 0 to stop" in (run_dir / f"slurm-{job_id}.out").read_text()

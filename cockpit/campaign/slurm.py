@@ -311,8 +311,11 @@ def job_script(req: JobRequest, opts: SlurmOptions | None = None) -> str:
         cd = f"cd {shlex.quote(str(req.workdir))} || exit 1  # relative data paths, as when added"
     if torchrun:  # rank 0 (the run's lock holder) stops first; the other ranks follow it
         stop = (
-            '    "$PYTHON" -m cockpit stop "$RUN_DIR" >/dev/null 2>&1 \\\n'
-            '        || { [ -n "$child" ] && kill -TERM "$child" 2>/dev/null; }'
+            '    if "$PYTHON" -m cockpit stop "$RUN_DIR" >/dev/null 2>&1; then\n'
+            '        echo "gpt-cockpit: asked rank 0 to stop; the other ranks follow it"\n'
+            '    elif [ -n "$child" ]; then\n'
+            '        kill -TERM "$child" 2>/dev/null\n'
+            "    fi"
         )
     else:
         stop = '    [ -n "$child" ] && kill -TERM "$child" 2>/dev/null'
