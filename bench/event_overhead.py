@@ -63,11 +63,17 @@ def make_preset(data: Path | None, steps: int, batch: int, extra: list[str]):
 
 def run_block(trainer, steps: int, on: bool, writer: EventWriter, monitor, loggers=None) -> float:
     """Train `steps` more steps with monitoring (or, given `loggers`, the loggers) on or off; tokens/s."""
+    parts = (trainer.metrics, trainer.evaluator, trainer.checkpointer, trainer.responder)
     if loggers is None:
-        trainer.events = writer if on else NullEventWriter()
-        trainer.monitor = monitor if on else None
+        events = writer if on else NullEventWriter()
+        trainer.events = events
+        for part in parts:
+            part.events = events
+        trainer.metrics.monitor = trainer.evaluator.monitor = monitor if on else None
     else:  # events and health on in both: only the loggers differ
-        trainer.loggers = loggers if on else None
+        trainer.loggers = trainer.metrics.loggers = trainer.evaluator.loggers = (
+            loggers if on else None
+        )
     trainer.t.max_steps = trainer.step + steps
     first = trainer.step
     t0 = time.perf_counter()
@@ -122,7 +128,7 @@ def main() -> int:
     writer = EventWriter(run_dir / rundir.EVENTS_JSONL)
     trainer = Trainer(run_dir, device=args.device, events=writer, write_checkpoints=False)
     trainer.setup()
-    monitor = trainer.monitor
+    monitor = trainer.metrics.monitor
     loggers = None
     if args.loggers:
         from cockpit.train.loggers import open_loggers

@@ -49,19 +49,18 @@ def worker(run_dir: str, repeats: int, out: str) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from cockpit.train.evaluate import full_val_loss
     from cockpit.train.loop import Trainer
 
     tr = Trainer(run_dir, device="cpu", write_run_info=False, write_checkpoints=False)
     tr.setup()
     tr.model.eval()
     barrier = (lambda: None) if tr.dist.world_size == 1 else torch.distributed.barrier
-    loss, _ = full_val_loss(tr)
+    loss, _ = tr.evaluator.full_val_loss(tr.state.micro_batch)
     times, cpu = [], []
     for _ in range(repeats):
         barrier()
         start, cpu_start = time.perf_counter(), time.process_time()
-        loss, _ = full_val_loss(tr)
+        loss, _ = tr.evaluator.full_val_loss(tr.state.micro_batch)
         times.append(time.perf_counter() - start)
         cpu.append(time.process_time() - cpu_start)
     figures = {

@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from cockpit.cli.plan import probe_command, trace_command  # noqa: E402
 from cockpit.common.format import human_bytes  # noqa: E402
+from cockpit.plan.allocator import child_alloc_env  # noqa: E402
 from cockpit.plan.estimate import DEFAULT_HEADROOM, estimate, suggest_batch  # noqa: E402
 from cockpit.plan.gpu import local_gpu_spec  # noqa: E402
 from cockpit.plan.presets import Preset, apply_overrides, list_presets, load_preset  # noqa: E402
@@ -58,7 +59,11 @@ def run_probe(preset: Preset, batches: list[int], steps: int) -> dict:
     """One probe child for one preset (a fresh process: a clean allocator and context)."""
     started = time.monotonic()
     proc = subprocess.run(
-        probe_command(preset, batches, steps), capture_output=True, text=True, cwd=REPO
+        probe_command(preset, batches, steps),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=child_alloc_env(dict(os.environ)),  # the allocator mode a training child runs with
     )
     lines = proc.stdout.strip().splitlines()
     if not lines:

@@ -77,7 +77,7 @@ def _add_rank_options(parser: argparse.ArgumentParser) -> None:
         "--nproc",
         metavar="N",
         default=None,
-        help="training processes on this machine, one per GPU (torchrun DDP); auto = every GPU (default: 1)",
+        help="training processes on this machine, one per GPU (torchrun DDP); auto = every GPU CUDA sees (default: 1)",
     )
     parser.add_argument(
         "--nnodes", type=int, default=1, metavar="N", help="machines in the job (default: 1)"
@@ -168,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-ui", action="store_true", help="train headless: one line per log interval on stdout"
     )
     parser.add_argument("--runs-dir", metavar="DIR", help=RUNS_DIR_HELP)
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="launch even when the plan says the run does not fit this machine's memory",
+    )
     _add_train_options(parser)
     _add_rank_options(parser)
     _add_gpu_option(parser)
@@ -199,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fraction of GPU memory kept free when suggesting a batch (default: 0.08)",
     )
     p.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default=argparse.SUPPRESS,
+        help="cpu: plan a CPU run (host RAM, and an ETA from this machine's measured speed)",
+    )
     p.add_argument(
         "--nproc",
         type=int,
@@ -270,6 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="ranks on this machine (default: as the run was launched; a resume keeps the world size)",
     )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="resume even when the plan says the run does not fit this machine's memory",
+    )
 
     p = sub.add_parser("stop", help="stop a run gracefully (checkpoint first), or --kill it")
     p.add_argument("run", metavar="RUN", help=RUN_HELP)
@@ -286,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_tool_commands(sub: argparse._SubParsersAction) -> None:
+def _add_tool_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """sample, compare, export, plot, serve: what to do with runs afterwards (cockpit.cli.tools)."""
     p = sub.add_parser("sample", help="generate text from a run's checkpoint, with its tokenizer")
     p.add_argument("run", metavar="RUN", help=RUN_HELP)
@@ -406,7 +423,7 @@ def _add_slurm_options(parser: argparse.ArgumentParser, *, gpu: bool) -> None:
         )
 
 
-def _add_queue_command(sub: argparse._SubParsersAction) -> None:
+def _add_queue_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`queue` and its subcommands on the main parser (cockpit/__main__.py)."""
     p = sub.add_parser(
         "queue",
@@ -566,7 +583,9 @@ QUEUE_EXAMPLES = {
 }
 
 
-def _add_examples(parser: argparse.ArgumentParser, sub: argparse._SubParsersAction) -> None:
+def _add_examples(
+    parser: argparse.ArgumentParser, sub: argparse._SubParsersAction[argparse.ArgumentParser]
+) -> None:
     """Each command's help line as its description, and examples below every option list."""
     parser.epilog = MAIN_EXAMPLES
     parser.formatter_class = argparse.RawDescriptionHelpFormatter

@@ -21,6 +21,8 @@ through `runs.launch`), comma-separated `key=value`:
     start_delay=X      seconds of "setup" before run.json says running and `start` is written
     pause_at=K         after step K, write nothing for pause_s seconds (a stall)
     pause_s=X          length of that pause (default 2)
+    lock=1             take the run's train lock first, as the real child: a run another
+                       trainer holds is refused with its one line and exit 2
 
 Use from tests:
 
@@ -140,7 +142,7 @@ class FakeTrainer:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
         t = self.preset.train
         time.sleep(self.options.get("start_delay", 0.0))  # like importing torch and reading data
-        ckpt = self.run_dir / rundir.CHECKPOINTS / "last.json"
+        ckpt = self.run_dir / rundir.CHECKPOINTS / "last.pt"  # JSON inside: only the name matters
         resumed_from = None
         if self.resume and ckpt.exists():
             state = json.loads(ckpt.read_text())
@@ -272,7 +274,7 @@ class FakeTrainer:
         self.checkpoint(step)
 
     def checkpoint(self, step: int) -> None:
-        path = self.run_dir / rundir.CHECKPOINTS / "last.json"
+        path = self.run_dir / rundir.CHECKPOINTS / "last.pt"  # JSON inside: only the name matters
         atomic_write_text(path, json.dumps({"step": step, "best_val": self.best_val}))
         rel = str(path.relative_to(self.run_dir))
         size = path.stat().st_size
@@ -309,6 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
     options = parse_options(os.environ.get("FAKE_TRAINER"))
+    if options.get("lock"):
+        try:
+            lock = rundir.TrainLock(args.run_dir)  # noqa: F841 - held until this process exits
+        except rundir.RunBusy as exc:
+            print(f"gpt-cockpit: error: {exc}", file=sys.stderr, flush=True)
+            return 2
     return FakeTrainer(Path(args.run_dir), args.device, args.resume, options).run()
 
 

@@ -11,6 +11,7 @@ train/sharded.shard_model (FSDP2), and writes {"ddp": [...], "fsdp": [...]} to O
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -24,37 +25,34 @@ CASES: tuple[tuple[int | None, int], ...] = ((None, 4), (5, 2), (4, 2), (1, 4))
 
 def figures(tr: Any) -> list[tuple[float, float | None]]:
     """full_val_loss of every case of CASES."""
-    from cockpit.train.evaluate import full_val_loss
-
     val, T = tr.data.val, tr.preset.model.block_size
     out = []
     for windows, micro in CASES:
         tr.data.val = val if windows is None else val[: windows * T + 1]
-        tr.micro_batch = micro
-        out.append(full_val_loss(tr))
+        out.append(tr.full_val_loss(micro))
     tr.data.val = val
     return out
 
 
-def trainer(run_dir: str) -> Any:
-    """The run's Trainer, set up (not trained), in eval mode."""
+def evaluator(run_dir: str) -> Any:
+    """The Evaluator of the run's Trainer, set up (not trained), its model in eval mode."""
     from cockpit.train.loop import Trainer
 
     tr = Trainer(run_dir, device="cpu", write_run_info=False, write_checkpoints=False)
     tr.setup()
     tr.model.eval()
-    return tr
+    return tr.evaluator
 
 
 def main(run_dir: str, out: str) -> None:
     from cockpit.train.dist import destroy_group
     from cockpit.train.sharded import shard_model
 
-    tr = trainer(run_dir)
+    tr = evaluator(run_dir)
     result = {"ddp": figures(tr)}
     sharded = copy.deepcopy(tr.raw_model)
     shard_model(sharded)
-    tr.model, tr.fsdp = sharded, True
+    tr = dataclasses.replace(tr, model=sharded, fsdp=True)
     result["fsdp"] = figures(tr)
     Path(f"{out}.{tr.dist.rank}.json").write_text(json.dumps(result), encoding="utf-8")
     destroy_group()

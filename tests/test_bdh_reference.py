@@ -8,7 +8,7 @@ import torch
 
 from cockpit.plan.estimate import count_params
 from cockpit.plan.presets import ModelConfig, load_preset, validate
-from cockpit.train.model import build_model
+from cockpit.train.models import build_model
 from cockpit.train.optim import build_optimizer
 
 # bdh.py BDHConfig and train.py at pathwaycom/bdh's main branch

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cockpit.plan.presets import PresetError, apply_overrides, load_preset
-from cockpit.train.model import build_model
+from cockpit.train.models import build_model
 
 TINY = {
     "model.n_layer": 2,

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from cockpit.plan.presets import ModelConfig
 from cockpit.train import runtime
-from cockpit.train.model import build_model, causal_attention
+from cockpit.train.models import build_model, causal_attention
 from tests.tiny_runs import events_of, make_run, train_in_process
 
 

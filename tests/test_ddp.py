@@ -330,7 +330,7 @@ def test_the_full_val_eval_is_shared_out_and_gives_the_one_process_figures(tmp_p
         for r in ("0", "1")
     ]
     try:
-        one = full_val_ranks.figures(full_val_ranks.trainer(str(run)))  # meanwhile, one process
+        one = full_val_ranks.figures(full_val_ranks.evaluator(str(run)))  # meanwhile, one process
         for proc in ranks:
             _, err = proc.communicate(timeout=240)
             assert proc.returncode == 0, err[-3000:]

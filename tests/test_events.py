@@ -9,9 +9,14 @@ import pytest
 
 from cockpit.rundir import (
     SCHEMA_VERSION,
+    EndEvent,
+    EvalEvent,
     EventTailer,
     EventWriter,
     NullEventWriter,
+    StartEvent,
+    StepEvent,
+    WarningEvent,
     decode_record,
     encode_record,
     make_record,
@@ -52,10 +57,10 @@ def test_make_record_refuses_unknown_kinds():
 def test_writer_appends_and_reader_reads(tmp_path):
     path = tmp_path / "events.jsonl"
     with EventWriter(path) as writer:
-        writer.emit("start", 0, preset="tiny")
+        writer.emit(StartEvent(step=0, preset="tiny"))
         writer.write_many([make_record("step", i, loss=float(i)) for i in range(1, 4)])
     with EventWriter(path) as writer:  # a resumed run appends
-        writer.emit("end", 3, reason="finished")
+        writer.emit(EndEvent(step=3, reason="finished"))
     events = read_events(path)
     assert [e["event"] for e in events] == ["start", "step", "step", "step", "end"]
     assert [e["step"] for e in events] == [0, 1, 2, 3, 3]
@@ -64,11 +69,11 @@ def test_writer_appends_and_reader_reads(tmp_path):
 
 def test_null_writer_writes_nothing(tmp_path):
     writer = NullEventWriter()
-    record = writer.emit("step", 1, loss=1.0)
-    writer.write_many([record])
+    event = writer.emit(StepEvent(step=1, loss=1.0))
+    writer.write_many([event])
     writer.sync()
     writer.close()
-    assert record["loss"] == 1.0
+    assert event.loss == 1.0
 
 
 def test_tailer_holds_a_partial_line_until_it_is_complete(tmp_path):
@@ -111,7 +116,7 @@ def test_tailer_restarts_when_the_file_is_truncated(tmp_path):
     path = tmp_path / "events.jsonl"
     with EventWriter(path) as writer:
         for i in range(5):
-            writer.emit("step", i)
+            writer.emit(StepEvent(step=i))
     tailer = EventTailer(path)
     assert len(tailer.poll()) == 5
     path.write_text(encode_record(make_record("start", 0)) + "\n")
@@ -123,7 +128,7 @@ def test_tailer_on_a_missing_file_reads_empty_then_follows(tmp_path):
     tailer = EventTailer(path)
     assert tailer.poll() == [] and tailer.read_all() == []
     with EventWriter(path) as writer:
-        writer.emit("start", 0)
+        writer.emit(StartEvent(step=0))
     assert [r["event"] for r in tailer.poll()] == ["start"]
     assert read_events(tmp_path / "nothing.jsonl") == []
 
@@ -144,7 +149,7 @@ def test_read_last_records_reads_only_the_tail(tmp_path):
     path = tmp_path / "events.jsonl"
     with EventWriter(path) as writer:
         writer.write_many([make_record("step", i, loss=float(i)) for i in range(2000)])
-        writer.emit("end", 1999, reason="finished")
+        writer.emit(EndEvent(step=1999, reason="finished"))
     last = read_last_records(path, tail_bytes=4096)
     assert 0 < len(last) < 100
     assert last[-1]["event"] == "end" and last[-2]["step"] == 1999
@@ -155,11 +160,11 @@ def test_a_writer_after_a_torn_last_line_starts_on_a_new_line(tmp_path):
     """A full disk cut the last record short; the resume's `start` must not be swallowed by it."""
     path = tmp_path / "events.jsonl"
     with EventWriter(path) as writer:
-        writer.emit("step", 7, loss=1.0)
+        writer.emit(StepEvent(step=7, loss=1.0))
     with open(path, "a", encoding="utf-8") as handle:
         handle.write('{"v":1,"event":"step","time":1.0,"st')  # torn, no newline
     with EventWriter(path) as writer:
-        writer.emit("start", 7, preset="p")
+        writer.emit(StartEvent(step=7, preset="p"))
     tailer = EventTailer(path)
     records = tailer.read_all()
     assert [r["event"] for r in records] == ["step", "start"]
@@ -171,5 +176,47 @@ def test_a_writer_on_a_whole_log_adds_no_blank_line(tmp_path):
     path = tmp_path / "events.jsonl"
     for step in (1, 2):
         with EventWriter(path) as writer:
-            writer.emit("step", step, loss=1.0)
+            writer.emit(StepEvent(step=step, loss=1.0))
     assert path.read_text().count("\n") == 2 and "\n\n" not in path.read_text()
+
+
+def test_a_misspelled_field_fails_at_the_writer():
+    """A typed event refuses a field its kind does not have, before anything is written."""
+    with pytest.raises(TypeError, match="los"):
+        StepEvent(step=1, los=2.0)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    "event, kind, fields",
+    [
+        (
+            StepEvent(step=5, time=1.5, loss=2.0, lr=1e-3, grad_norm=0.5),
+            "step",
+            {"loss": 2.0, "lr": 1e-3, "grad_norm": 0.5},
+        ),
+        (
+            EvalEvent(step=5, time=1.5, val_loss=math.nan, improved=False),
+            "eval",
+            {"val_loss": math.nan, "improved": False},
+        ),
+        (
+            WarningEvent(step=5, time=1.5, rule="r", message="m", evidence={"x": 1}),
+            "warning",
+            {"rule": "r", "severity": "warning", "message": "m", "tip": "", "evidence": {"x": 1}},
+        ),
+    ],
+)
+def test_typed_events_write_the_lines_keyword_records_did(tmp_path, event, kind, fields):
+    """Byte-compatible log: a typed event's line is the keyword record's, with the kind's
+    remaining fields as null, in the documented order."""
+    typed, plain = tmp_path / "typed.jsonl", tmp_path / "plain.jsonl"
+    with EventWriter(typed) as writer:
+        writer.emit(event)
+    record = make_record(kind, 5, **{name: getattr(event, name) for name in event._PAYLOAD})
+    record["time"] = 1.5
+    with EventWriter(plain) as writer:
+        writer.write(record)
+    assert typed.read_bytes() == plain.read_bytes()
+    back = read_events(typed)[0]
+    for name, value in fields.items():
+        assert back[name] == value or (value != value and back[name] != back[name])

@@ -12,7 +12,7 @@ import torch
 from cockpit.__main__ import main
 from cockpit.plan.presets import ModelConfig, Preset
 from cockpit.train.export import export_run, load_exported
-from cockpit.train.model import build_model
+from cockpit.train.models import build_model
 from cockpit.train.sample import RunModel, load_run_model
 
 pytestmark = pytest.mark.slow

@@ -57,7 +57,7 @@ def test_oom_above_batch_raises_torch_oom():
 # --------------------------------------------------------------------------- faults in a real run
 
 ENGINE_READY = all(
-    importlib.util.find_spec(m) is not None for m in ("cockpit.train.model", "cockpit.train.data")
+    importlib.util.find_spec(m) is not None for m in ("cockpit.train.models", "cockpit.train.data")
 )
 needs_engine = pytest.mark.skipif(
     not ENGINE_READY, reason="the model and data modules have not landed yet"
@@ -155,3 +155,15 @@ def test_spike_is_reported_at_its_step_and_warn_keeps_going(tmp_path):
     assert spikes and spikes[0]["step"] == 35
     assert {r["step"]: r["loss"] for r in events_of(run_dir, "step")}[35] > 10
     assert events_of(run_dir, "end")[-1]["reason"] == "finished"
+
+
+def test_oom_on_one_rank_from_one_step_on():
+    f = parse_faults("oom_above_batch=2,oom_rank=1,oom_from_step=3")
+    f.rank = 0
+    f.check_oom(4)  # another rank: fits
+    f.rank = 1
+    f.check_oom(4)  # step 1: before oom_from_step
+    f.after_step(2)
+    with pytest.raises(torch.OutOfMemoryError):
+        f.check_oom(4)  # step 3
+    f.check_oom(2)  # at or below the limit: fits

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from cockpit.rundir import NullEventWriter
 from cockpit.train import dist as train_dist
-from cockpit.train.evaluate import full_val_loss
+from cockpit.train.evaluate import Evaluator
 from cockpit.train.runtime import Dist
 
 T = 4
@@ -33,17 +34,19 @@ class Recorder(torch.nn.Module):
 
 def rank_eval(n_windows: int, batch: int, rank: int, world: int, fsdp: bool, sums: list) -> list:
     net = Recorder()
-    tr = SimpleNamespace(
+    evaluator = Evaluator(
         preset=SimpleNamespace(model=SimpleNamespace(block_size=T)),
-        data=SimpleNamespace(val=np.arange(n_windows * T + 1)),
-        dist=Dist(rank, rank, world),
-        device=torch.device("cpu"),
-        micro_batch=batch,
         model=net,
+        raw_model=net,
+        data=SimpleNamespace(val=np.arange(n_windows * T + 1)),
+        tokenizer=None,
+        device=torch.device("cpu"),
+        dist=Dist(rank, rank, world),
         autocast=contextlib.nullcontext(),
+        events=NullEventWriter(),
         fsdp=fsdp,
     )
-    value = full_val_loss(tr)
+    value = evaluator.full_val_loss(batch)
     if world == 1:
         sums.append(value)
     return net.calls

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from tiny_runs import make_run, step_losses, train_in_process, write_shard
+from tiny_runs import events_of, make_run, step_losses, train_in_process, write_shard
 
 from cockpit import headless
 from cockpit.plan.golf_env import ENV_FIELDS, env_overrides
@@ -189,3 +189,30 @@ def test_priming_steps_leave_the_run_as_it_was(tmp_path):
     assert train_in_process(primed).returncode == 0
     assert step_losses(primed) == step_losses(plain)
     assert sorted(step_losses(plain)) == list(range(1, 7))
+
+
+@pytest.mark.slow
+def test_a_priming_step_out_of_memory_halves_the_micro_batch(tmp_path):
+    """Priming goes through the out-of-memory retry: the split it settles on trains the run."""
+    golf = [
+        "model.arch=golf",
+        "model.n_layer=2",
+        "model.n_head=2",
+        "model.n_embd=16",
+        "model.block_size=16",
+        "train.optimizer=muon",
+        "train.batch_size=4",
+        "train.max_steps=4",
+        "train.log_interval=2",
+        "train.eval_interval=0",
+        "train.sample_tokens=0",
+    ]
+    primed = make_run(tmp_path, *golf, "train.priming_steps=2", name="primed")
+    plain = make_run(tmp_path, *golf, name="plain")
+    assert train_in_process(primed, fault="oom_above_batch=2").returncode == 0
+    assert train_in_process(plain, fault="oom_above_batch=2").returncode == 0
+    assert events_of(primed, "end")[-1]["reason"] == "finished"
+    ooms = [w for w in events_of(primed, "warning") if w["rule"] == "oom"]
+    assert len(ooms) == 1 and ooms[0]["step"] == 0  # in priming, before step 1
+    assert {s["micro_batch"] for s in events_of(primed, "step")} == {2}
+    assert step_losses(primed) == step_losses(plain)  # and the priming still undone

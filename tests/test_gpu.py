@@ -94,11 +94,11 @@ def test_every_catalog_name_finds_itself() -> None:
 
 def test_peak_flops_by_dtype() -> None:
     assert peak_flops("A100-80GB") == 312e12
-    assert peak_flops("A100-80GB", "fp32") == 19.5e12
+    assert peak_flops("A100-80GB", "fp32", tf32=False) == 19.5e12
     assert peak_flops("Tesla T4", "bf16") == 65e12  # no bf16 on Turing: the fp16 rate
     assert peak_flops("H100", "fp16") == 989e12
     assert lookup_gpu("A100").peak_flops("bf16") == 312e12
-    assert lookup_gpu("A100").peak_flops("fp32") == 19.5e12
+    assert lookup_gpu("A100").peak_flops("fp32", tf32=False) == 19.5e12
     assert lookup_gpu("H100 SXM").peak_flops("bf16") == 989e12
     assert lookup_gpu("H100 PCIe").peak_flops("bf16") == 756e12
     assert lookup_gpu("H200").peak_flops("bf16") == 989e12
@@ -184,7 +184,7 @@ def fake_nvml(gpus: list[dict], *, count_raises: bool = False) -> types.ModuleTy
 
     def getter(key: str):  # noqa: ANN202
         def call(handle: int, *args: object) -> object:
-            value = gpus[handle][key]
+            value = gpus[handle][key]  # KeyError for a query this device does not answer
             if isinstance(value, Exception):
                 raise value
             return value
@@ -207,6 +207,8 @@ def fake_nvml(gpus: list[dict], *, count_raises: bool = False) -> types.ModuleTy
         ("nvmlDeviceGetPowerUsage", "power"),
         ("nvmlDeviceGetEnforcedPowerLimit", "limit"),
         ("nvmlDeviceGetCudaComputeCapability", "cc"),
+        ("nvmlDeviceGetUUID", "uuid"),
+        ("nvmlDeviceGetPciInfo", "pci"),
     ):
         setattr(mod, fn, getter(key))
     return mod
@@ -370,3 +372,144 @@ def test_memory_used_leaves_out_the_drivers_reserve_as_nvidia_smi_does(monkeypat
     fake.nvmlDeviceGetMemoryInfo = v1_only
     (g,) = query_gpus()
     assert g.memory_used == 573 * 2**20  # falls back to v1, still a reading
+
+
+# --------------------------------------------------------------------------- NVML <-> CUDA
+
+
+@dataclass
+class _Pci:
+    busId: str  # noqa: N815 - NVML's field name
+
+
+def box(*names_and_buses: tuple[str, str, tuple[int, int]]) -> list[dict]:
+    """NVML devices (in NVML's order) with a UUID 'GPU-<n>aaaa-...' and a PCI bus id each."""
+    return [
+        {
+            "name": name,
+            "mem": _Mem(80 * GIB, i * GIB, (80 - i) * GIB),
+            "cc": cc,
+            "uuid": f"GPU-{i}aaaa-1111-2222-3333-44445555666{i}",
+            "pci": _Pci(bus),
+        }
+        for i, (name, bus, cc) in enumerate(names_and_buses)
+    ]
+
+
+H100 = ("NVIDIA H100 80GB HBM3", (9, 0))
+FOUR_H100 = box(*((H100[0], f"00000000:{bus}:00.0", H100[1]) for bus in ("18", "2A", "3A", "5D")))
+
+
+def nvml_of(gpus: list[GpuStatus]) -> list[int]:
+    return [g.index for g in gpus]
+
+
+@pytest.mark.parametrize(
+    ("mask", "nvml_indices"),
+    [
+        (None, [0, 1, 2, 3]),  # unset: every GPU
+        ("2", [2]),
+        ("2,0", [2, 0]),  # in the mask's order: NVML's 2 is cuda:0
+        (" 3 , 1 ", [3, 1]),
+        ("", []),  # empty: CUDA sees none
+        ("1,7,2", [1]),  # CUDA stops at the first index it has no GPU for
+        ("1,1,2", [1]),  # and at a repeat
+        ("0,foo,1", [0]),
+        ("GPU-2aaaa", [2]),  # a unique UUID prefix
+        ("GPU-3aaaa-1111-2222-3333-444455556663,0", [3, 0]),
+        ("GPU-", []),  # a prefix of every UUID names none
+        ("MIG-1234", []),
+    ],
+)
+def test_cuda_visible_devices_is_applied_as_cuda_applies_it(
+    monkeypatch, mask, nvml_indices
+) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml(FOUR_H100))
+    env = {} if mask is None else {"CUDA_VISIBLE_DEVICES": mask}
+    seen = query_gpus(env)
+    assert nvml_of(seen) == nvml_indices
+    assert [g.cuda_index for g in seen] == list(range(len(nvml_indices)))
+
+
+def test_the_mask_of_this_process_is_what_nproc_auto_counts(monkeypatch) -> None:
+    from cockpit import runs
+
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml(FOUR_H100))
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,3")
+    assert runs.resolve_nproc("auto") == 2  # NVML sees 4, torchrun's ranks get 2
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert runs.resolve_nproc("auto") == 1
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert runs.resolve_nproc("auto") == 4
+
+
+def test_the_plan_describes_the_gpu_a_run_calls_cuda0(monkeypatch) -> None:
+    # NVML's 0 is a T4, but the run is pinned to the A100 (NVML's 1): plan for the A100
+    two = box(
+        ("Tesla T4", "00000000:18:00.0", (7, 5)),
+        ("NVIDIA A100-SXM4-80GB", "00000000:3B:00.0", (8, 0)),
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml(two))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-1aaaa")
+    assert local_gpu_spec().name == "NVIDIA A100-SXM4-80GB" and local_gpu_spec().bf16
+    assert local_gpu_spec(1) is None
+
+
+def test_fastest_first_is_cudas_default_order_on_a_mixed_box(monkeypatch) -> None:
+    mixed = box(("Tesla T4", "00000000:18:00.0", (7, 5)), (H100[0], "00000000:3B:00.0", H100[1]))
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml(mixed))
+    assert [g.name for g in query_gpus({})] == [H100[0], "Tesla T4"]  # H100 is cuda:0
+    assert nvml_of(query_gpus({"CUDA_VISIBLE_DEVICES": "1"})) == [0]  # cuda index 1 = the T4
+    pci = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    assert [g.name for g in query_gpus(pci)] == ["Tesla T4", H100[0]]
+    assert nvml_of(query_gpus({**pci, "CUDA_VISIBLE_DEVICES": "1"})) == [1]
+
+
+def test_pci_order_is_read_from_the_bus_ids_not_nvmls_numbering(monkeypatch) -> None:
+    shuffled = box(*((H100[0], f"00000000:{bus}:00.0", H100[1]) for bus in ("5D", "18", "3A")))
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml(shuffled))
+    assert nvml_of(query_gpus({"CUDA_DEVICE_ORDER": "PCI_BUS_ID"})) == [1, 2, 0]
+
+
+def test_cuda_and_nvml_indices_map_both_ways_under_a_mask(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml(FOUR_H100))
+    env = {"CUDA_VISIBLE_DEVICES": "3,1"}
+    assert gpu_mod.cuda_to_nvml(0, env).index == 3
+    assert gpu_mod.cuda_to_nvml(1, env).index == 1
+    assert gpu_mod.cuda_to_nvml(2, env) is None
+    assert gpu_mod.nvml_to_cuda(3, env) == 0 and gpu_mod.nvml_to_cuda(1, env) == 1
+    assert gpu_mod.nvml_to_cuda(0, env) is None  # hidden by the mask
+    for cuda_index in (0, 1):
+        nvml_index = gpu_mod.cuda_to_nvml(cuda_index, env).index
+        assert gpu_mod.nvml_to_cuda(nvml_index, env) == cuda_index
+
+
+def test_a_pin_by_uuid_selects_the_same_gpus_in_any_device_order(monkeypatch) -> None:
+    mixed = box(
+        ("Tesla T4", "00000000:18:00.0", (7, 5)),
+        (H100[0], "00000000:3B:00.0", H100[1]),
+        ("NVIDIA L4", "00000000:5D:00.0", (8, 9)),
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml(mixed))
+    every = query_gpus({}, every=True)
+    wanted = [g for g in every if g.index in (2, 0)]  # the scheduler's choice, by NVML index
+    pin = gpu_mod.visible_devices(wanted)
+    assert pin == "GPU-0aaaa-1111-2222-3333-444455556660,GPU-2aaaa-1111-2222-3333-444455556662"
+    for order in ("FASTEST_FIRST", "PCI_BUS_ID"):
+        env = {"CUDA_VISIBLE_DEVICES": pin, "CUDA_DEVICE_ORDER": order}
+        assert nvml_of(query_gpus(env)) == [0, 2]
+
+
+def test_every_lists_hidden_gpus_without_a_cuda_index(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml(FOUR_H100))
+    every = query_gpus({"CUDA_VISIBLE_DEVICES": "2"}, every=True)
+    assert [g.cuda_index for g in every] == [None, None, 0, None]
+
+
+def test_a_torch_uuid_finds_its_nvml_gpu(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml(FOUR_H100))
+    # torch.cuda.get_device_properties(i).uuid prints without NVML's "GPU-" prefix
+    assert gpu_mod.gpu_by_uuid("2aaaa-1111-2222-3333-444455556662").index == 2
+    assert gpu_mod.gpu_by_uuid("GPU-1AAAA-1111-2222-3333-444455556661").index == 1
+    assert gpu_mod.gpu_by_uuid("ffff") is None

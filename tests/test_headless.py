@@ -510,7 +510,7 @@ def test_closed_stdout_stops_the_run_with_a_checkpoint(tmp_path):
 def test_real_child_trains_a_tiny_model_headless(tmp_path):
     """End to end with the torch child: clean step lines, a falling loss, exit 0."""
     pytest.importorskip("torch")
-    for module in ("cockpit.train.model", "cockpit.train.data", "cockpit.text.tokenizers"):
+    for module in ("cockpit.train.models", "cockpit.train.data", "cockpit.text.tokenizers"):
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"{module} has not landed yet")
     corpus = tmp_path / "corpus.txt"

@@ -49,6 +49,8 @@ def test_every_contract_is_kept(capsys: pytest.CaptureFixture[str], monkeypatch)
         ("common/numbers.py", "import cockpit.plan.gpu", "layers"),
         ("campaign/__init__.py", "import cockpit.headless", "layers"),
         ("rundir/info.py", "import cockpit.runs.index", "layers"),
+        ("arch/gpt.py", "import cockpit.plan.presets", "layers"),
+        ("arch/base.py", "import torch", "torch-only-in-train"),
     ],
 )
 def test_a_wrong_import_breaks_its_contract(

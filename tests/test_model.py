@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cockpit.plan.presets import ModelConfig
-from cockpit.train.model import BDH, GPT, GolfGPT, build_model
+from cockpit.train.models import BDH, GPT, GolfGPT, build_model
 
 VOCAB = 64
 BLOCK = 32

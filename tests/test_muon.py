@@ -10,7 +10,7 @@ from tiny_runs import events_of, make_run, step_losses, train_in_process
 from cockpit.plan import estimate
 from cockpit.plan.presets import Preset, PresetError, apply_overrides
 from cockpit.train import optim
-from cockpit.train.model import build_model
+from cockpit.train.models import build_model
 from cockpit.train.muon import MuonAdam, momentum_at, newton_schulz
 
 GOLF = [
@@ -83,6 +83,28 @@ def test_muon_step_equals_a_hand_computed_reference_step():
         expected = expected - lr * np.sqrt(3 / 2) * hand_newton_schulz(nesterov, 5)
         np.testing.assert_allclose(p.detach().numpy(), expected, rtol=0, atol=2e-6)
     np.testing.assert_allclose(opt.state[p]["momentum_buffer"].numpy(), mom * g1 + g2, atol=1e-7)
+
+
+def test_matrices_of_one_shape_orthogonalised_together_as_each_alone():
+    """The step batches Newton-Schulz by shape: each matrix still gets its own update."""
+    torch.manual_seed(4)
+    shapes = [(6, 4), (6, 4), (4, 6), (6, 4), (5, 5)]
+    weights = [torch.randn(s) for s in shapes]
+    together = [torch.nn.Parameter(w.clone()) for w in weights]
+    alone = [torch.nn.Parameter(w.clone()) for w in weights]
+    group = {"kind": "muon", "lr": 0.05, "momentum": 0.9, "weight_decay": 0.01}
+    one = MuonAdam([{"params": together, **group}])
+    each = [MuonAdam([{"params": [p], **group}]) for p in alone]
+    for _ in range(3):
+        for a, b in zip(together, alone, strict=True):
+            g = torch.randn_like(a)
+            a.grad, b.grad = g.clone(), g.clone()
+        one.step()
+        for opt in each:
+            opt.step()
+    for a, b, opt in zip(together, alone, each, strict=True):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=0, atol=1e-6)
+        torch.testing.assert_close(one.state[a]["momentum_buffer"], opt.state[b]["momentum_buffer"])
 
 
 def test_newton_schulz_bf16_is_close_to_fp32():

@@ -11,7 +11,7 @@ import torch
 
 from cockpit.plan.estimate import count_params, embedding_params, flops_per_token
 from cockpit.plan.presets import ModelConfig, Preset, list_presets, validate
-from cockpit.train.model import build_model
+from cockpit.train.models import build_model
 
 BUILTINS = list_presets()
 

@@ -175,3 +175,11 @@ def test_the_app_refuses_with_the_same_line(tmp_path):
     with pytest.raises(rundir.RunError, match="data.source: .*" + says.replace(".", r"\.")):
         default_launcher(preset, tmp_path / "runs")
     assert not (tmp_path / "runs").exists()
+
+
+def test_resume_checkpoint_names_match_the_trainers():
+    """prelaunch repeats the checkpoint names (it must not import torch): they must agree."""
+    from cockpit.runs.prelaunch import RESUME_CHECKPOINTS
+    from cockpit.train import checkpoint
+
+    assert RESUME_CHECKPOINTS == (checkpoint.LAST, checkpoint.LAST_PREV)

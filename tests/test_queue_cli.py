@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 
 import pytest
@@ -255,3 +256,18 @@ def test_compare_takes_a_group_for_its_runs(capsys, tmp_path, finished_run):
     assert main(["compare", "lrs", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert len(shown["runs"]) == 2
+
+
+def test_a_narrow_terminal_keeps_the_name_and_why(capsys, monkeypatch):
+    import rich.console
+
+    run(capsys, "add", "tiny_char", *TINY, "--sweep", "lr=1e-3,3e-4")
+    monkeypatch.setattr(rich.console.Console, "is_terminal", property(lambda self: True))
+    monkeypatch.setenv("COLUMNS", "60")
+    code, out, _ = run(capsys)
+    assert code == 0
+    out = re.sub(r"\x1b\[[0-9;]*m", "", out)  # a terminal gets colours
+    head = out.splitlines()[0]
+    assert "name" in head and "run / why" in head and "memory" not in head
+    assert "tiny_char-sweep1[lr=0.001]" in out
+    assert all(len(line) <= 60 for line in out.splitlines()[:-1])

@@ -180,3 +180,29 @@ def test_the_cpu_thread_variable_is_the_trainers():
     from cockpit.train.threads import THREADS_ENV
 
     assert planning.CPU_THREADS_ENV == THREADS_ENV
+
+
+def test_gpu_runs_also_need_host_ram_for_their_cuda_runtime():
+    machine = Machine((Gpu(0, "G", 80 * GIB),), cores=8, ram_bytes=10 * GIB)
+    ledger = Ledger()
+    small = [Need(i, "gpu", 1, gpu_bytes=GIB, ram_bytes=3 * GIB, seconds=60) for i in range(5)]
+    placed = 0
+    for n in small:
+        got = place(n, machine, ledger)
+        if isinstance(got, Refusal):
+            assert not got.never and got.reason.startswith("waits for RAM")
+            break
+        ledger.take(n.entry_id, got, n.ram_bytes)
+        placed += 1
+    assert placed == 3  # 3 x 3 GiB of host RAM fit in 10 GiB, a fourth does not
+    huge = Need(9, "gpu", 1, gpu_bytes=GIB, ram_bytes=20 * GIB)
+    assert place(huge, machine, Ledger()).never
+
+
+def test_a_planned_gpu_entry_counts_its_host_side(tmp_path):
+    with Queue(tmp_path / "q.db") as q:
+        (e,) = q.add([NewEntry("small_char")])
+    machine, specs = planning.whatif_machine("H100")
+    n = planning.need_for(e, machine, specs, check_launch=False)
+    assert n.ram_bytes >= 3 * GIB  # the CUDA runtime's host memory at least
+    assert machine.ram_bytes > 1000 * GIB  # a what-if host is not a limit

@@ -97,7 +97,9 @@ def test_a_held_run_is_live_resume_is_refused_and_stop_reaches_the_holder(held_r
     assert rundir.run_status(run_dir) == "running"  # not crashed: its trainer holds it
     code = main(["--runs-dir", str(run_dir.parent), "resume", str(run_dir), "--no-ui"])
     assert code == 2
-    assert "still running" in capsys.readouterr().err
+    assert f"held is already being trained by pid {proc.pid}; stop it first" in (
+        capsys.readouterr().err
+    )
     assert rundir.stop_run(run_dir)  # the holder's pid, not run.json's dead one
     assert proc.wait(timeout=10) == -signal.SIGTERM
 

@@ -168,6 +168,7 @@ TRAINER_RECORDS = [  # each kind with its fields in the order cockpit/train writ
         preset="tiny",
         device="cuda:0",
         gpu="NVIDIA T4",
+        gpu_uuid="GPU-2aaaa111-1222-2333-3444-455556666222",
         dtype="fp16",
         params=123456,
         tokens_per_step=8192,

@@ -17,7 +17,7 @@ from fake_trainer import cockpit_command, use_fake_trainer
 from cockpit import rundir, runs
 from cockpit.__main__ import main
 from cockpit.plan.presets import Preset, apply_overrides
-from cockpit.rundir import EventWriter, read_events
+from cockpit.rundir import EndEvent, EventWriter, StartEvent, StepEvent, read_events
 
 
 def tiny(name: str = "tiny", max_steps: int = 20) -> Preset:
@@ -160,7 +160,7 @@ def test_end_event_written_before_death_gives_its_status(tmp_path):
     pid, started = dead_pid()
     rundir.update_run_info(run_dir, status="running", pid=pid, pid_start_time=started)
     with EventWriter(run_dir / rundir.EVENTS_JSONL) as writer:
-        writer.emit("end", 7, reason="stopped", message="stopped on request")
+        writer.emit(EndEvent(step=7, reason="stopped", message="stopped on request"))
     assert rundir.run_status(run_dir) == "stopped"
     assert rundir.read_run_info(run_dir).end_reason is None  # derived, not written
     assert rundir.run_status(run_dir, update=True) == "stopped"
@@ -201,7 +201,9 @@ def test_stop_run_not_running_and_kill(tmp_path, monkeypatch):
     assert handle.poll() is None
     assert rundir.stop_run(run_dir, kill=True)
     assert handle.process.wait(timeout=10) == -signal.SIGKILL
-    assert rundir.run_status(run_dir) == "crashed"
+    assert rundir.run_status(run_dir) == "killed"  # a kill is not a crash
+    info = rundir.read_run_info(run_dir)
+    assert info.end_reason == "killed" and "SIGKILL" in (info.end_message or "")
     assert not rundir.stop_run(run_dir)
 
 
@@ -426,6 +428,26 @@ def test_resume_no_ui_continues_past_the_old_end(tmp_path, monkeypatch, capsys):
     assert [s["resumed_from"] for s in starts] == [None, 20]
 
 
+@pytest.mark.parametrize("ui", [["--no-ui"], []], ids=["no-ui", "app"])
+def test_resume_without_a_checkpoint_is_refused_and_leaves_the_run_as_it_was(
+    tmp_path, monkeypatch, capsys, ui
+):
+    """Killed at step 20 before its first checkpoint: exit 2 at once, nothing started or written."""
+    calls = fake_app(monkeypatch)
+    monkeypatch.setattr(runs, "launch", lambda *a, **k: pytest.fail("nothing may start"))
+    run_dir = rundir.create_run_dir(tiny(max_steps=500), root=tmp_path / "runs")
+    rundir.update_run_info(run_dir, status="killed", step=20)
+    before = (run_dir / rundir.RUN_JSON).read_bytes()
+    root = ["--runs-dir", str(tmp_path / "runs")]
+    assert main([*root, "resume", run_dir.name, *ui, "--max-steps", "900"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "has no checkpoint to resume from" in err
+    assert "killed at step 20" in err and f"--preset {run_dir / rundir.PRESET_JSON}" in err
+    assert (run_dir / rundir.RUN_JSON).read_bytes() == before and calls == []
+    (run_dir / rundir.CHECKPOINTS / "last.pt").write_bytes(b"")  # an empty file is no checkpoint
+    assert main([*root, "resume", run_dir.name, *ui]) == 2
+
+
 def test_resume_with_the_app_launches_detached(tmp_path, monkeypatch):
     run_dir = finished_run(tmp_path, monkeypatch)
     calls = fake_app(monkeypatch)
@@ -459,7 +481,9 @@ def test_stop_kill_command(tmp_path, monkeypatch, capsys):
     assert main(["--runs-dir", str(tmp_path / "runs"), "stop", run_dir.name, "--kill"]) == 0
     assert "killed" in capsys.readouterr().err
     assert handle.process.wait(timeout=10) == -signal.SIGKILL
-    assert rundir.run_status(run_dir) == "crashed"
+    assert rundir.run_status(run_dir) == "killed"  # as the README says: a kill is not a crash
+    assert main(["--runs-dir", str(tmp_path / "runs"), "runs"]) == 0
+    assert "killed" in capsys.readouterr().out
 
 
 BAD_LINES = {
@@ -518,8 +542,8 @@ def test_readers_derive_a_dead_runs_status_without_writing(tmp_path, monkeypatch
     pid, started = dead_pid()
     rundir.update_run_info(run_dir, status="running", pid=pid, pid_start_time=started)
     with EventWriter(run_dir / rundir.EVENTS_JSONL) as writer:
-        writer.emit("start", 0)
-        writer.emit("step", 1, loss=2.0)
+        writer.emit(StartEvent(step=0))
+        writer.emit(StepEvent(step=1, loss=2.0))
     before = run_files(run_dir)
 
     def no_writes(*_args, **_kwargs):

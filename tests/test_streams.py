@@ -15,7 +15,7 @@ from tiny_runs import copy_run, events_of, make_run, step_losses, train_in_proce
 from cockpit.health import HealthConfig, HealthMonitor
 from cockpit.plan.estimate import count_params, estimate, flops_per_token
 from cockpit.plan.presets import ModelConfig, Preset, PresetError, TrainConfig, preset_from_dict
-from cockpit.train.model import build_model
+from cockpit.train.models import build_model
 from cockpit.train.streams import StreamMix, sinkhorn
 
 SMALL = dict(arch="gpt", n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=40)

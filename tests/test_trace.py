@@ -276,6 +276,8 @@ def test_exact_on_a_compiled_preset_says_the_trace_is_of_the_eager_step(capsys, 
                 "batch": b,
                 "peak_bytes": 10**6 * b,
                 "reserved_bytes": 0,
+                "reserved_plain_bytes": 0,
+                "reserved_expandable_bytes": 0,
                 "peak_op": "x",
                 "by_category": {},
             }
@@ -312,3 +314,56 @@ def test_analytic_live_bytes_are_within_3_percent_of_the_trace(traces, label):
         analytic = estimate(preset, batch_size=point["batch"]).memory.live_bytes
         error = (analytic - point["peak_bytes"]) / point["peak_bytes"]
         assert abs(error) <= 0.03, f"{label} at micro-batch {point['batch']}: {100 * error:+.1f}%"
+
+
+SDPA_UNDER_AUTOCAST = """
+import json, torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from cockpit.train import trace
+trace.enable_fake_cuda()
+
+class Ops(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.names = []
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+sdpa = trace._route_sdpa("bf16")
+out = {}
+with FakeTensorMode(allow_non_fake_inputs=True):
+    q = torch.empty(2, 4, 64, 16, device="cuda")  # fp32, as golf's q and k after rms_norm
+    k = torch.empty_like(q)
+    v = torch.empty(2, 4, 64, 16, device="cuda", dtype=torch.bfloat16)
+    for label, autocast in (("autocast", True), ("fp32", False)):
+        ops = Ops()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast), ops:
+            y = sdpa(q, k if autocast else k, v if autocast else v.float(), is_causal=True)
+        out[label] = {"ops": ops.names, "dtype": str(y.dtype)}
+print(json.dumps(out))
+"""
+
+
+@needs_compiler
+def test_mixed_dtype_attention_under_autocast_is_cast_first_and_runs_flash():
+    """Golf's q and k are fp32 and v bf16 at attention: on a GPU autocast casts all three to bf16
+    and flash runs; the tracer once chose from q's dtype and traced fp32 memory-efficient
+    attention (+9% on golf_baseline)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", SDPA_UNDER_AUTOCAST],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        env={**os.environ, "GPT_COCKPIT_EXT_DIR": str(EXT_DIR)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    under = got["autocast"]
+    assert any("flash" in op for op in under["ops"]), under["ops"]
+    assert not any("efficient" in op for op in under["ops"])
+    assert under["dtype"] == "torch.bfloat16"
+    plain = got["fp32"]  # without autocast fp32 stays fp32: memory-efficient attention
+    assert any("efficient" in op for op in plain["ops"]) and plain["dtype"] == "torch.float32"

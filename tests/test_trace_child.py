@@ -66,10 +66,29 @@ def test_ensure_traced_runs_only_what_the_cache_lacks():
 
     def runner(p, batches, dtype, cancelled):
         calls.append(batches)
-        return TraceOutcome(points=[{"batch": b, "peak_bytes": 100 * b} for b in batches])
+        return TraceOutcome(
+            points=[
+                {
+                    "batch": b,
+                    "peak_bytes": 100 * b,
+                    "reserved_plain_bytes": 110 * b,
+                    "reserved_expandable_bytes": 105 * b,
+                }
+                for b in batches
+            ]
+        )
 
     assert ensure_traced(preset, "bf16", 8, runner).ok
     assert calls == [[4, 8]] and sorted(load_traces(preset, "bf16")) == [4, 8]
     assert ensure_traced(preset, "bf16", 8, runner).points == []  # all cached: no child
     ensure_traced(preset, "bf16", 16, runner)
     assert calls == [[4, 8], [16]]  # 8 was traced already
+
+
+def test_points_traced_before_the_allocator_model_are_traced_again():
+    """A cached point without the allocator model's reserved figures is stale: not used."""
+    from cockpit.plan.estimate import save_traces
+
+    preset = load_preset("tiny")
+    save_traces(preset, "bf16", [{"batch": 4, "peak_bytes": 400}, {"batch": 8, "peak_bytes": 800}])
+    assert load_traces(preset, "bf16") == {}

@@ -23,7 +23,7 @@ from cockpit.plan.schedule import lr_at
 from cockpit.train import checkpoint as ckpt
 
 # The engine needs the model and data modules; until they exist these tests skip rather than fail.
-for _module in ("cockpit.train.model", "cockpit.train.data"):
+for _module in ("cockpit.train.models", "cockpit.train.data"):
     if importlib.util.find_spec(_module) is None:
         pytest.skip(f"{_module} has not landed yet", allow_module_level=True)
 
@@ -151,7 +151,7 @@ def test_oom_retry_halves_micro_batch_and_keeps_the_step(tmp_path):
     retried, trainer = grads_after_one_step(
         make_run(tmp_path, "train.batch_size=8", name="b"), "oom_above_batch=2"
     )
-    assert (trainer.micro_batch, trainer.grad_accum) == (2, 4)
+    assert (trainer.state.micro_batch, trainer.state.grad_accum) == (2, 4)
     for name in clean:
         torch.testing.assert_close(retried[name], clean[name], rtol=1e-4, atol=1e-6)
 
@@ -244,7 +244,7 @@ def test_untrainable_arch_is_an_error(tmp_path, monkeypatch):
 
 
 def test_trainable_archs_are_the_engines_models():
-    from cockpit.train.model import ARCHITECTURES
+    from cockpit.train.models import ARCHITECTURES
 
     assert set(presets._TRAINABLE_ARCHS) == set(ARCHITECTURES) == set(presets.ARCHS)
 
@@ -253,10 +253,10 @@ def test_unexpected_exception_is_a_crash_with_traceback(tmp_path, monkeypatch):
     from cockpit.train import evaluate
     from cockpit.train.__main__ import run_child as run_in_process
 
-    def boom(trainer):
+    def boom(evaluator, state):
         raise RuntimeError("boom in eval")
 
-    monkeypatch.setattr(evaluate, "run_eval", boom)
+    monkeypatch.setattr(evaluate.Evaluator, "run", boom)
     run_dir = make_run(tmp_path)
     assert run_in_process(run_dir, "cpu") == 1
     error = events_of(run_dir, "error")[-1]

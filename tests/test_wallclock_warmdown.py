@@ -97,14 +97,14 @@ def test_a_capped_run_warms_down_by_time_and_evals_do_not_count(tmp_path, monkey
         fake[0] += 0.5
         return fake[0]
 
-    real_eval = evaluate.run_eval
+    real_eval = evaluate.Evaluator.run
 
-    def slow_eval(tr) -> None:
+    def slow_eval(evaluator, state) -> bool:
         fake[0] += 100.0  # an eval longer than the whole cap
-        real_eval(tr)
+        return real_eval(evaluator, state)
 
     monkeypatch.setattr(clock, "now", now)
-    monkeypatch.setattr(evaluate, "run_eval", slow_eval)
+    monkeypatch.setattr(evaluate.Evaluator, "run", slow_eval)
     run = make_run(
         tmp_path,
         "train.schedule=warmdown",

@@ -53,7 +53,7 @@ class Need:
     device: str  # "any" | "cpu" | "gpu" (as queued)
     gpus: int  # GPUs it trains on when it gets GPUs
     gpu_bytes: int | None = None  # planned bytes per GPU (None: no plan, see problem)
-    ram_bytes: int = 0  # planned RAM for a CPU run
+    ram_bytes: int = 0  # planned host RAM: a CPU run's tensors, a GPU run's CUDA runtime and data
     seconds: float | None = None  # planned training time alone on its device (None: unknown)
     share: float = 1.0  # the fraction of a GPU's compute it keeps busy alone (0..1]
     problem: str = ""  # why it cannot be planned at all (a bad preset, no such GPU)
@@ -79,7 +79,7 @@ class Ledger:
             self.gpu_runs.setdefault(g, []).append(entry_id)
         if not placement.gpus:
             self.cores += placement.threads or MIN_THREADS
-            self.ram_bytes += ram_bytes
+        self.ram_bytes += ram_bytes  # a GPU run's host side too
 
     def give_back(self, entry_id: int, placement: Placement, ram_bytes: int = 0) -> None:
         """Count an ended entry out."""
@@ -90,7 +90,7 @@ class Ledger:
                 runs.remove(entry_id)
         if not placement.gpus:
             self.cores = max(0, self.cores - (placement.threads or MIN_THREADS))
-            self.ram_bytes = max(0, self.ram_bytes - ram_bytes)
+        self.ram_bytes = max(0, self.ram_bytes - ram_bytes)
 
     def free_bytes(self, gpu: Gpu) -> int:
         return gpu.capacity_bytes - self.gpu_bytes.get(gpu.index, 0)
@@ -120,13 +120,17 @@ def never_fits(need: Need, machine: Machine) -> str | None:
                 f"needs {human_bytes(need.gpu_bytes)} per GPU with headroom; the largest "
                 f"GPU here offers {human_bytes(biggest)}"
             )
-        return None
     if need.ram_bytes > machine.ram_bytes:
         return (
             f"needs {human_bytes(need.ram_bytes)} of RAM; {machine.label} has "
             f"{human_bytes(machine.ram_bytes)} available"
         )
     return None
+
+
+def _waits_for_ram(need: Need, machine: Machine, ledger: Ledger) -> Refusal:
+    free = max(0, machine.ram_bytes - ledger.ram_bytes)
+    return Refusal(f"waits for RAM: needs {human_bytes(need.ram_bytes)}, {human_bytes(free)} free")
 
 
 def cpu_threads(free_cores: int, waiting_cpu: int) -> int:
@@ -151,6 +155,8 @@ def place(
                 + (f" on each of {need.gpus} GPUs" if need.gpus > 1 else "")
                 + f", the freest GPU has {human_bytes(max(0, best))}"
             )
+        if ledger.ram_bytes + need.ram_bytes > machine.ram_bytes:
+            return _waits_for_ram(need, machine, ledger)
         fitting.sort(key=lambda g: (ledger.free_bytes(g), g.index))  # fullest first: best fit
         chosen = tuple(sorted(g.index for g in fitting[: need.gpus]))
         return Placement(gpus=chosen, planned_bytes=need.gpu_bytes)
@@ -158,10 +164,7 @@ def place(
     if free_cores < MIN_THREADS:
         return Refusal(f"waits for a CPU core: {ledger.cores} of {machine.cores} in use")
     if ledger.ram_bytes + need.ram_bytes > machine.ram_bytes:
-        return Refusal(
-            f"waits for RAM: needs {human_bytes(need.ram_bytes)}, "
-            f"{human_bytes(max(0, machine.ram_bytes - ledger.ram_bytes))} free"
-        )
+        return _waits_for_ram(need, machine, ledger)
     threads = min(free_cores, cpu_threads(free_cores, waiting_cpu))
     if machine.max_threads:
         threads = min(threads, machine.max_threads)

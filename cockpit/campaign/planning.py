@@ -6,6 +6,8 @@ suggestion's headroom on them, plus the CUDA context every process pays once: se
 one GPU each pay their own context, and each estimate's error scales with its own size. The
 machine is this one (NVML's GPUs less what other processes hold, the cores this process may
 use, available RAM) or a what-if one from the catalog (`--gpu H100`, `--gpu 4xA100-80GB`).
+Every run's host RAM is cockpit.plan.host's: a CPU run's tensors, runtime and data; a GPU run's
+CUDA runtime, data and pinned buffers (several small runs on one card each need that much).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from cockpit.plan.presets import Preset, PresetError, apply_overrides, load_pres
 
 CPU_THREADS_ENV = "GPT_COCKPIT_CPU_THREADS"  # cockpit.train.threads.THREADS_ENV (a test checks)
 HEADROOM = est.DEFAULT_HEADROOM  # the batch suggestion's margin, on each run's reserved bytes
-CPU_PROCESS_BYTES = 512 * est.MIB  # a training child's own RSS on CPU: Python, torch, the data
+WHATIF_RAM_BYTES = 1 << 62  # a catalog machine's host RAM is not known: not a limit in its plans
 # Sustained fp32 training FLOP/s per core: nanoGPT's CPU recipe (docs: ANCHORS) runs about
 # 3.9 GFLOP (6N x 768 tokens + attention) in 42 ms on 2 cores, ~45 GFLOP/s per core.
 CPU_FLOPS_PER_CORE = 40e9
@@ -67,10 +69,10 @@ def usable_cores() -> int:
 
 
 def available_ram() -> int:
-    """RAM available to new processes now, bytes."""
-    import psutil
+    """RAM available to new processes now, bytes (0 when psutil cannot tell)."""
+    from cockpit.plan.host import available_ram as host_available
 
-    return int(psutil.virtual_memory().available)
+    return host_available()[0] or 0
 
 
 def whatif_machine(text: str) -> tuple[Machine, dict[int, GpuSpec]]:
@@ -78,7 +80,8 @@ def whatif_machine(text: str) -> tuple[Machine, dict[int, GpuSpec]]:
     count, spec = parse_gpu_request(text)
     gpus = tuple(Gpu(i, spec.name, spec.usable_bytes) for i in range(count))
     label = f"{count}x{spec.name}" if count > 1 else spec.name
-    return Machine(gpus, usable_cores(), available_ram(), label), {i: spec for i in range(count)}
+    # a what-if machine's host RAM is unknown: its plan checks GPU memory only
+    return Machine(gpus, usable_cores(), WHATIF_RAM_BYTES, label), {i: spec for i in range(count)}
 
 
 def local_machine(
@@ -126,10 +129,25 @@ def cpu_run_seconds(preset: Preset, threads: int) -> float:
     return flops / (CPU_FLOPS_PER_CORE * max(1, threads))
 
 
-def cpu_ram_bytes(preset: Preset) -> int:
-    """Planned RAM of a CPU run: the fp32 estimate with headroom, plus the process itself."""
-    memory = est.memory_breakdown(preset, None)
-    return int(memory.reserved_bytes * (1 + HEADROOM)) + CPU_PROCESS_BYTES
+def ram_bytes(preset: Preset, device: str, nproc: int = 1) -> int:
+    """Planned host RAM (cockpit.plan.host): a CPU run's tensors, runtime and data, or a GPU
+    run's CUDA runtime, data and pinned buffers per process."""
+    from cockpit.plan.host import host_memory
+
+    return host_memory(preset, device, nproc=nproc).total_bytes
+
+
+def cpu_run_seconds_here(preset: Preset, threads: int) -> float:
+    """A CPU run's time: this machine's measured training speed where there is one (scaled to
+    the threads granted), else CPU_FLOPS_PER_CORE a thread."""
+    from cockpit.plan.host import load_cpu_speed
+
+    speed = load_cpu_speed()
+    if speed is not None and speed.flops_per_s > 0:
+        flops = est.flops_per_token(preset.model) * preset.tokens_per_step * preset.train.max_steps
+        share = min(1.0, max(1, threads) / max(1, usable_cores() - 1))
+        return flops / (speed.flops_per_s * share)
+    return cpu_run_seconds(preset, threads)
 
 
 def gpu_bytes(preset: Preset, spec: GpuSpec, world_size: int) -> int:
@@ -165,13 +183,17 @@ def need_for(
         spec = specs.get(machine.gpus[0].index) or next(iter(specs.values()))
         seconds, share = gpu_run_seconds(preset, spec, base.gpus)
         return replace(
-            base, gpu_bytes=gpu_bytes(preset, spec, base.gpus), seconds=seconds, share=share
+            base,
+            gpu_bytes=gpu_bytes(preset, spec, base.gpus),
+            ram_bytes=ram_bytes(preset, "cuda", base.gpus),
+            seconds=seconds,
+            share=share,
         )
     if base.on_gpu(machine):
         return replace(base, gpu_bytes=0)  # no GPU at all: never_fits says so
     return replace(
         base,
         gpus=0,
-        ram_bytes=cpu_ram_bytes(preset),
-        seconds=cpu_run_seconds(preset, cpu_threads),
+        ram_bytes=ram_bytes(preset, "cpu"),
+        seconds=cpu_run_seconds_here(preset, cpu_threads),
     )

@@ -532,8 +532,7 @@ class Scheduler:
             self.queue.record_job(claimed.id, run_dir=str(run_dir), backend_job=job)
         else:
             self.queue.mark_running(claimed.id, run_dir=str(run_dir), backend_job=job)
-        ram = need.ram_bytes if not placement.gpus else 0
-        self._watch[claimed.id] = _Watch(placement, ram_bytes=ram)
+        self._watch[claimed.id] = _Watch(placement, ram_bytes=need.ram_bytes)
         where = placement.device + (f", {placement.threads} threads" if placement.threads else "")
         again = f" (attempt {claimed.attempts}, resuming)" if resume else ""
         self._notify("started", f"#{claimed.id} {claimed.label} started on {where}{again}", claimed)

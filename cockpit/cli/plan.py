@@ -4,24 +4,39 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 from typing import Any
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 
+from cockpit.arch import is_own_model
 from cockpit.common.diagnostics import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, info
-from cockpit.common.format import human_count, rough_eta
+from cockpit.common.format import human_bytes, human_count, rough_eta
+from cockpit.plan.allocator import child_alloc_env
 from cockpit.plan.estimate import (
+    COMPILE_NOTE,
     DEFAULT_HEADROOM,
     Estimate,
     as_dict,
+    count_params,
     estimate,
-    human_bytes,
+    flops_per_token,
     suggest_batch,
 )
 from cockpit.plan.gpu import CATALOG, GpuSpec, nvml_problem, query_gpus, resolve_gpu
+from cockpit.plan.host import (
+    CpuSpeed,
+    cpu_eta_line,
+    host_batch_fit,
+    host_memory,
+    load_cpu_speed,
+    measure_cpu_speed,
+)
+from cockpit.plan.host import as_dict as host_dict
+from cockpit.plan.measure import ensure_measured
 from cockpit.plan.presets import (
     Preset,
     PresetError,
@@ -94,7 +109,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
         header_style="bold",
         box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD,
     )
-    columns = [
+    columns: list[tuple[str, JustifyMethod]] = [
         ("name", "left"),
         ("params", "right"),
         ("layers", "right"),
@@ -104,8 +119,13 @@ def cmd_presets(args: argparse.Namespace) -> int:
         ("vocab", "right"),
         ("batch", "right"),
         (vram_header, "right"),
+        ("CPU RAM", "right"),  # a CPU run's host RAM (cockpit.plan.host)
+        ("CPU ETA", "right"),  # at this machine's measured speed
         ("arch", "left"),
     ]
+    speed = load_cpu_speed()
+    if gpu is not None:  # planning for a GPU: the CPU columns would only crowd the table
+        columns = [c for c in columns if not c[0].startswith("CPU")]
     shown = [c for c in columns if not narrow or c[0] not in ("heads", "width", "vocab")]
     # name and params stay whole however narrow the terminal: the other columns give way
     whole = {
@@ -113,12 +133,15 @@ def cmd_presets(args: argparse.Namespace) -> int:
         "params": 11,
     }
     for col, justify in shown:
-        table.add_column(col, justify=justify, no_wrap=True, min_width=whole.get(col))  # type: ignore[arg-type]
+        table.add_column(col, justify=justify, no_wrap=True, min_width=whole.get(col))
     for preset in presets:
         m, t = preset.model, preset.train
         est = estimate(preset, gpu)
+        pending = est.figures == "not measured yet"  # your own model, before `estimate` measures it
         if gpu is None:
             vram = "no GPU"
+        elif pending:
+            vram = "[dim]not traced yet[/]"
         else:
             colour = "green" if est.fits else "red"
             vram = f"[{colour}]{human_bytes(est.peak_bytes)}[/]"
@@ -129,7 +152,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
         )
         cells = {
             "name": label,
-            "params": f"{est.params:,}",
+            "params": "[dim]not measured[/]" if pending else f"{est.params:,}",
             "layers": str(m.n_layer),
             "heads": heads,
             "width": str(m.n_embd),
@@ -139,8 +162,23 @@ def cmd_presets(args: argparse.Namespace) -> int:
             vram_header: vram,
             "arch": m.arch,
         }
+        if gpu is None:
+            host = host_memory(preset, "cpu")
+            colour = {True: "green", False: "red", None: "yellow"}[host.fits]
+            cells["CPU RAM"] = f"[{colour}]{human_bytes(host.total_bytes)}[/]"
+            eta = speed.eta_seconds(preset) if speed else None
+            cells["CPU ETA"] = rough_eta(eta) if eta is not None else "-"
         table.add_row(*(cells[col] for col, _ in shown))
     console.print(table)
+    if gpu is None:
+        available = host_memory(presets[0], "cpu").available_bytes if presets else None
+        ram = f"{human_bytes(available)} of RAM available" if available else "RAM available unknown"
+        rate = (
+            f"ETAs at {speed.flops_per_s / 1e9:.1f} GFLOP/s ({speed.source})"
+            if speed
+            else "no CPU speed measured yet (`gpt-cockpit estimate NAME --device cpu` measures it)"
+        )
+        console.print(f"CPU columns: a CPU run on this machine, {ram}; {rate}")
     for path, why in preset_problems():
         error(f"skipped {path.name}: {why}")
     return EXIT_OK
@@ -185,11 +223,16 @@ def print_estimate(
     facts = Table(show_header=False, box=None, pad_edge=False)
     facts.add_column(style="dim")
     facts.add_column()
+    own = bool(est.figures)  # your own model: measured from the module, not a formula
+    counted = f"; {est.figures}: counted on the meta device" if own else ""
     facts.add_row(
         "parameters",
-        f"{est.params:,} ({human_count(est.params, 2)}; {human_count(est.params_non_embedding, 2)} outside embeddings)",
+        f"{est.params:,} ({human_count(est.params, 2)}; {human_count(est.params_non_embedding, 2)} outside embeddings{counted})",
     )
-    facts.add_row("FLOPs per token", f"{human_count(est.flops_per_token, 2)} (6N + 12·L·H·Q·T)")
+    flops_note = (
+        f"{est.figures}: FlopCounterMode over a training step" if own else "6N + 12·L·H·Q·T"
+    )
+    facts.add_row("FLOPs per token", f"{human_count(est.flops_per_token, 2)} ({flops_note})")
     facts.add_row(
         "tokens per step",
         f"{est.tokens_per_step:,} ({preset.train.batch_size} x {preset.train.grad_accum} x {m.block_size})",
@@ -224,8 +267,9 @@ def print_estimate(
     total = est.memory.total_bytes or 1
     for label, value in est.memory.items():
         table.add_row(label, human_bytes(value), f"{100 * value / total:.0f}%")
+    source = f"your own model, {est.memory.activation_form}" if own else "analytic"
     table.add_row(
-        "[bold]total (analytic)[/]", f"[bold]{human_bytes(est.memory.total_bytes)}[/]", ""
+        f"[bold]total ({source})[/]", f"[bold]{human_bytes(est.memory.total_bytes)}[/]", ""
     )
     if est.measured:
         table.add_row(
@@ -240,9 +284,12 @@ def print_estimate(
     console.print(table)
     per_layer = est.memory.activations_per_layer
     plain = est.memory.activations_per_layer_plain
-    console.print(
-        f"activations per layer: {human_bytes(per_layer)} with flash/SDPA, {human_bytes(plain)} with plain attention"
-    )
+    if not own:  # your own model's layers have no formula: its memory is the traced step's
+        console.print(
+            f"activations per layer: {human_bytes(per_layer)} with flash/SDPA, {human_bytes(plain)} with plain attention"
+        )
+    if preset.train.compile and not est.measured:
+        console.print(COMPILE_NOTE)
     colour = "green" if est.fits else ("red" if est.fits is False else "yellow")
     console.print(f"[{colour}]{est.verdict}[/]")
     suggestion = suggest_batch(preset, gpu, headroom, world_size=est.world_size)
@@ -276,13 +323,24 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     if world < 1:
         error("--nproc must be at least 1")
         return EXIT_USAGE
+    if getattr(args, "device", "auto") == "cpu":
+        return estimate_cpu(preset, batch, json_out=bool(getattr(args, "json", False)), args=args)
+    # your own model: its parameters and FLOPs are measured, its memory always traced
+    # (the tracer child measures it too: one child, unless the trace cannot run here)
+    own = is_own_model(preset.model.arch)
     est = estimate(preset, gpu, batch_size=batch, world_size=world)
     exact: dict[str, Any] | None = None
-    if getattr(args, "exact", False):
-        exact = exact_trace(preset, est.dtype, est.batch_size)
+    if getattr(args, "exact", False) or own:
+        exact = exact_trace(preset, est.dtype, est.batch_size, quiet=own)
+    if own:
+        problem = ensure_measured(preset)  # cached by the trace, else the measuring child
+        if problem:
+            error(f"model.arch: {problem}")
+            return EXIT_USAGE
+        est = estimate(preset, gpu, batch_size=batch, world_size=world)  # measured and traced
     if getattr(args, "json", False):
         out: dict[str, Any] = as_dict(est)
-        if getattr(args, "exact", False):
+        if getattr(args, "exact", False) or own:
             out["exact"] = exact
         suggestion = suggest_batch(preset, gpu, headroom, world_size=world)
         out["suggestion"] = (
@@ -298,13 +356,91 @@ def cmd_estimate(args: argparse.Namespace) -> int:
                 "reason": suggestion.reason,
             }
         )
+        out["host"] = host_dict(host_memory(preset, "cuda", nproc=world), None, preset)
         print(json.dumps(out, indent=2, default=str))
         return EXIT_OK
     console = _console()
     console.print(f"[bold]{preset.name}[/] on {gpu.name if gpu else 'no GPU'}")
     print_estimate(est, preset, gpu, console=console, headroom=headroom)
+    console.print(
+        host_memory(preset, "cuda", batch_size=batch, nproc=world).verdict + " for a GPU run"
+    )
     if exact is not None:
         print_exact(exact, est, console)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- estimate --device cpu
+
+
+def cpu_speed_or_measure(runs_dir: str | None = None) -> CpuSpeed | None:
+    """This machine's CPU speed: finished CPU runs', else the cached calibration, else measured
+    now (a few seconds, said on stderr); None, said in one line, when it cannot be measured."""
+    from cockpit.runs.speed import refresh_cpu_speed
+
+    speed = refresh_cpu_speed(runs_dir)
+    if speed is not None:
+        return speed
+    info("measuring this machine's CPU speed: a few training steps (once per machine and torch)")
+    got = measure_cpu_speed()
+    if isinstance(got, str):
+        info(f"no CPU ETA: {got}")
+        return None
+    return got
+
+
+def estimate_cpu(
+    preset: Preset, batch: int | None, *, json_out: bool, args: argparse.Namespace
+) -> int:
+    """A CPU run's plan: host RAM by part against the RAM available, and the ETA on this CPU."""
+    plan = host_memory(preset, "cpu", batch_size=batch)
+    speed = cpu_speed_or_measure(getattr(args, "runs_dir", None))
+    t = preset.train
+    micro = batch or t.batch_size
+    fit = None if plan.fits else host_batch_fit(preset, int((plan.available_bytes or 0) * 0.92))
+    if json_out:
+        out = host_dict(plan, speed, preset)
+        out.update(
+            preset=preset.name,
+            batch_size=micro,
+            params=count_params(preset.model),
+            tokens_per_step=preset.tokens_per_step,
+            flops_per_token=flops_per_token(preset.model),
+            suggestion=None if fit is None else {"micro_batch": fit[0], "grad_accum": fit[1]},
+        )
+        print(json.dumps(out, indent=2, default=str))
+        return EXIT_OK
+    console = _console()
+    console.print(f"[bold]{preset.name}[/] on this machine's CPU ({plan.dtype})")
+    params = count_params(preset.model)
+    console.print(
+        f"parameters {params:,} ({human_count(params, 2)}); {human_count(flops_per_token(preset.model), 2)} "
+        f"FLOPs per token; {preset.tokens_per_step:,} tokens per step ({t.batch_size} x "
+        f"{t.grad_accum} x {preset.model.block_size}), {t.max_steps:,} steps"
+    )
+    table = Table(
+        title=f"host RAM of a CPU run at micro-batch {micro}",
+        title_justify="left",
+        header_style="bold",
+    )
+    table.add_column("part")
+    table.add_column("bytes", justify="right")
+    for label, value in plan.parts:
+        table.add_row(label, human_bytes(value))
+    table.add_row("[bold]total[/]", f"[bold]{human_bytes(plan.total_bytes)}[/]")
+    if plan.available_bytes is not None:
+        table.add_row("available (psutil)", human_bytes(plan.available_bytes))
+    console.print(table)
+    colour = "green" if plan.fits else ("red" if plan.fits is False else "yellow")
+    console.print(f"[{colour}]{plan.verdict}[/]")
+    if fit is not None:
+        console.print(
+            f"suggestion: --set train.batch_size={fit[0]} --set train.grad_accum={fit[1]} "
+            "(the largest micro-batch that fits in 92% of the available RAM, the same sequences per step)"
+        )
+    elif plan.fits is False:
+        console.print("suggestion: even micro-batch 1 does not fit; shrink the model or block_size")
+    console.print(cpu_eta_line(preset, speed))
     return EXIT_OK
 
 
@@ -317,9 +453,15 @@ COMPILE_NOT_TRACED = (
 )
 
 
-def exact_trace(preset: Preset, dtype: str, batch: int) -> dict[str, Any] | None:
-    """The traced step at `batch` (from the cache, or the tracer child); None, said in one line, when it cannot run."""
+def exact_trace(
+    preset: Preset, dtype: str, batch: int, *, quiet: bool = False
+) -> dict[str, Any] | None:
+    """The traced step at `batch` (from the cache, or the tracer child); None, said in one line, when it cannot run.
+
+    Your own model's tracer child measures its parameters and FLOPs too (kept as the measuring
+    child's would be); `quiet` leaves a broken model file for the measuring child to say."""
     from cockpit.plan.estimate import load_traces, save_traces, traced_line
+    from cockpit.plan.measure import save_measured
 
     batches = trace_batches(batch)
     cached = load_traces(preset, dtype)
@@ -330,10 +472,15 @@ def exact_trace(preset: Preset, dtype: str, batch: int) -> dict[str, Any] | None
         )
         proc = subprocess.run(trace_command(preset, missing, dtype), capture_output=True, text=True)
         if proc.returncode != 0:
-            why = failure_reason(proc.stderr)
-            info(f"exact figure unavailable ({why}); the analytic figure stands")
+            if not (quiet and proc.returncode == 2):  # 2: a model file the measuring child names
+                why = failure_reason(proc.stderr)
+                stands = "no memory figure" if est_own(preset) else "the analytic figure stands"
+                info(f"exact figure unavailable ({why}); {stands}")
             return None
-        save_traces(preset, dtype, json.loads(proc.stdout.strip().splitlines()[-1])["points"])
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        save_traces(preset, dtype, result["points"])
+        if result.get("figures"):
+            save_measured(preset.model, result["figures"])
         cached = load_traces(preset, dtype)
     point = dict(cached[batch])
     line = traced_line({b: cached[b] for b in batches if b in cached})
@@ -343,6 +490,11 @@ def exact_trace(preset: Preset, dtype: str, batch: int) -> dict[str, Any] | None
         point["eager"] = True
         info(COMPILE_NOT_TRACED)
     return point
+
+
+def est_own(preset: Preset) -> bool:
+    """Your own model (PATH.py:ClassName): no analytic memory figure, only the traced one."""
+    return is_own_model(preset.model.arch)
 
 
 def print_exact(exact: dict[str, Any], est: Estimate, console: Console) -> None:
@@ -361,9 +513,12 @@ def print_exact(exact: dict[str, Any], est: Estimate, console: Console) -> None:
     table.add_row("reserved (allocator model)", human_bytes(exact["reserved_bytes"]))
     console.print(table)
     live = est.memory.live_bytes
-    console.print(
-        f"peak at {exact['peak_op']}; analytic live bytes {human_bytes(live)} ({100 * (live - peak) / peak:+.1f}% vs traced)"
-    )
+    if est.figures:  # your own model: the memory above is this trace's, there is nothing to compare
+        console.print(f"peak at {exact['peak_op']}; your own model's memory is its traced step's")
+    else:
+        console.print(
+            f"peak at {exact['peak_op']}; analytic live bytes {human_bytes(live)} ({100 * (live - peak) / peak:+.1f}% vs traced)"
+        )
     if "per_sequence_bytes" in exact:
         console.print(
             f"traced line: {human_bytes(exact['fixed_bytes'])} + {human_bytes(exact['per_sequence_bytes'])} per sequence"
@@ -379,14 +534,26 @@ def print_exact(exact: dict[str, Any], est: Estimate, console: Console) -> None:
 def cmd_gpus(args: argparse.Namespace) -> int:
     """This machine's GPUs (NVML) and the planning catalog."""
     console = _console()
-    gpus = query_gpus()
+    gpus = query_gpus(every=True)  # every GPU, and which cuda:N a run started here sees it as
     if gpus:
         table = Table(title="GPUs on this machine", title_justify="left", header_style="bold")
-        for col in ("#", "name", "memory used / total", "util", "temp", "power", "cc", "bf16"):
+        columns = (
+            "#",
+            "cuda",
+            "name",
+            "memory used / total",
+            "util",
+            "temp",
+            "power",
+            "cc",
+            "bf16",
+        )
+        for col in columns:
             table.add_column(col)
         for g in gpus:
             table.add_row(
                 str(g.index),
+                "hidden" if g.cuda_index is None else f"cuda:{g.cuda_index}",
                 g.name,
                 f"{human_bytes(g.memory_used)} / {human_bytes(g.memory_total)}",
                 "-" if g.utilization is None else f"{g.utilization:.0f}%",
@@ -440,7 +607,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
         f"probing {preset.name} on {gpu.name} at micro-batches {low} and {high} ({args.steps} steps each)"
     )
     proc = subprocess.run(
-        probe_command(preset, [low, high], args.steps), capture_output=True, text=True
+        probe_command(preset, [low, high], args.steps),
+        capture_output=True,
+        text=True,
+        env=child_alloc_env(dict(os.environ)),  # measured in the allocator mode that trains
     )
     if (
         proc.returncode == EXIT_USAGE

@@ -67,7 +67,7 @@ def _clock(epoch: float | None, now: float) -> str:
 
 
 def _state_text(row: dict[str, Any]) -> str:
-    state = row["state"]
+    state = str(row["state"])
     if row["retries"]:
         state += f" (retry {len(row['retries'])})"
     if row["request"] and row["state"] in LIVE_STATES:

@@ -7,13 +7,16 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cockpit import rundir, runs
 from cockpit.common.diagnostics import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, info, warn
 from cockpit.common.format import fmt_float, human_duration, status_markup
 from cockpit.common.numbers import as_finite
 from cockpit.plan.presets import PresetError, apply_overrides
+
+if TYPE_CHECKING:
+    from rich.console import JustifyMethod
 
 
 def _find(args: argparse.Namespace) -> Path | None:
@@ -52,7 +55,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-RUNS_COLUMNS = (
+RUNS_COLUMNS: tuple[tuple[str, JustifyMethod], ...] = (
     ("status", "left"),
     ("preset", "left"),
     ("step", "right"),
@@ -96,7 +99,7 @@ def _print_runs_table(summaries: list[runs.RunSummary]) -> None:
     table = Table(box=None, header_style="bold", pad_edge=False)
     for i in shown:
         name, justify = RUNS_COLUMNS[i]
-        table.add_column(name, justify=justify, no_wrap=True, min_width=widths[i])  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, no_wrap=True, min_width=widths[i])
     for row in rows:
         table.add_row(*(row[i] for i in shown))
     console.print(table)
@@ -105,7 +108,9 @@ def _print_runs_table(summaries: list[runs.RunSummary]) -> None:
 def _say_skipped(summaries: list[runs.RunSummary]) -> None:
     """One stderr line per damaged run (why), and per run whose log held lines that are no valid record."""
     for s in summaries:
-        if s.problem:
+        if s.status == "unreadable":
+            warn(f"{s.run_dir} is unreadable: {s.problem}")
+        elif s.problem:
             warn(f"{s.run_id} is damaged: {s.problem}; `gpt-cockpit resume {s.run_id}` rebuilds it")
         if s.skipped:
             warn(
@@ -127,6 +132,13 @@ def cmd_attach(args: argparse.Namespace) -> int:
     run_dir = _find(args)
     if run_dir is None:
         return EXIT_USAGE
+    try:
+        rundir.read_run_info(run_dir)
+    except rundir.RunUnreadable as exc:
+        error(str(exc))
+        return EXIT_USAGE
+    except rundir.RunError:
+        pass  # a damaged run (no or a corrupt run.json) is still followed from its event log
     if not getattr(args, "no_ui", False):
         return _open_app(args, run_dir)
     from cockpit.headless import follow_run
@@ -162,6 +174,8 @@ def _status_or_rebuilt(run_dir: Path) -> str:
     """The run's status; a missing or unreadable run.json is rebuilt first (RunError if it cannot be)."""
     try:
         return rundir.run_status(run_dir)
+    except rundir.RunUnreadable:
+        raise  # a permission problem: a new run.json would not make the run ours to read
     except rundir.RunError as exc:
         if rundir.lock_holder(run_dir) is not None:
             raise  # its trainer lives and rewrites it: nothing to rebuild
@@ -183,8 +197,21 @@ def cmd_resume(args: argparse.Namespace) -> int:
         error(str(exc))
         return EXIT_USAGE
     if status in rundir.LIVE_STATUSES:
+        holder = rundir.lock_holder(run_dir)  # a trainer holds it: say whose, as the child would
         error(
-            f"{run_dir.name} is still {status}; attach to it with `gpt-cockpit attach {run_dir.name}`"
+            rundir.busy_message(run_dir, holder)
+            if holder
+            else f"{run_dir.name} is still {status}; attach to it with `gpt-cockpit attach {run_dir.name}`"
+        )
+        return EXIT_USAGE
+    from cockpit.runs.prelaunch import device_problem, resume_problem
+
+    # before --max-steps writes anything: a refused resume changes nothing
+    problem = resume_problem(run_dir)
+    if problem:
+        error(
+            f"{problem}; start it again from step 0 with "
+            f"`gpt-cockpit --preset {run_dir / rundir.PRESET_JSON}`"
         )
         return EXIT_USAGE
     max_steps = getattr(args, "max_steps", None)
@@ -201,8 +228,6 @@ def cmd_resume(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     device = getattr(args, "device", None) or "auto"
-    from cockpit.runs.prelaunch import device_problem
-
     problem = device_problem(device)
     if problem:
         error(problem)
@@ -214,9 +239,14 @@ def cmd_resume(args: argparse.Namespace) -> int:
         except ValueError as exc:
             error(str(exc))
             return EXIT_USAGE
-    if getattr(args, "no_ui", False):
-        from cockpit.headless import launch_and_follow
+    from cockpit.headless import UsageError, launch_and_follow, memory_check
 
+    try:  # the plan against this machine's memory, before anything starts
+        memory_check(preset, device, ranks.nproc, force=bool(getattr(args, "force", False)))
+    except UsageError as exc:
+        error(str(exc))
+        return EXIT_USAGE
+    if getattr(args, "no_ui", False):
         return launch_and_follow(run_dir, device=device, resume=True, ranks=ranks)
     try:
         runs.launch(run_dir, device=device, resume=True, detach=True, ranks=ranks)

@@ -9,9 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from cockpit import arch as archs
 from cockpit import rundir, runs
 from cockpit.common.diagnostics import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, info
+
+if TYPE_CHECKING:
+    from cockpit.runs.compare import RunCurves
 
 
 def _find(name: str, args: argparse.Namespace) -> Path | None:
@@ -77,10 +82,10 @@ def _find_all(names: list[str], args: argparse.Namespace) -> list[Path] | None:
     return found
 
 
-def _read_all(run_dirs: list[Path]) -> list | None:
+def _read_all(run_dirs: list[Path]) -> list[RunCurves] | None:
     from cockpit.runs.compare import read_curves
 
-    out = []
+    out: list[RunCurves] = []
     for run_dir in run_dirs:
         try:
             out.append(read_curves(run_dir))
@@ -148,7 +153,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     except OSError as exc:
         error(f"cannot write {args.to}: {exc.strerror or exc}")
         return EXIT_FAILED
-    kind = "Hugging Face GPT-2 layout" if rm.preset.model.arch == "gpt" else "safetensors"
+    hf = archs.supports(rm.preset.model.arch, "hf_export")
+    kind = "Hugging Face GPT-2 layout" if hf else "safetensors"
     info(f"exported {run_dir.name} ({rm.path.name}, step {rm.step}) to {args.to} ({kind})")
     for path in written:
         print(path)

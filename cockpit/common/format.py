@@ -8,6 +8,9 @@ from typing import Any
 from cockpit.common.numbers import finite, is_number
 
 _MISSING = "-"
+# A fixed-point number this large is a column of digits (1e308 with .4f is 314 characters):
+# from here on a float is written in e-notation, as 1.0e+308.
+FIXED_POINT_LIMIT = 1e9
 
 # Rich markup for each run status, wherever a status is shown (`runs`, the app's screens).
 STATUS_STYLES = {
@@ -20,17 +23,23 @@ STATUS_STYLES = {
     "crashed": "bold red",
     "killed": "bold red",
     "error": "red",
+    "unreadable": "dim red",  # another user's private run: listed, not ours to read
 }
 
 
 def fmt_float(value: Any, spec: str = ".4f") -> str:
-    """A number with `spec`; None or a non-number is "-", NaN/inf read as nan/inf/-inf."""
+    """A number with `spec`; None or a non-number is "-", NaN/inf read as nan/inf/-inf, and a
+    fixed-point (or percent) spec's value of 1e9 or more as 1.0e+09 (never a column of
+    digits)."""
     if not is_number(value):
         return _MISSING
     if math.isnan(value):
         return "nan"
     if math.isinf(value):
         return "inf" if value > 0 else "-inf"
+    percent = 100.0 if spec.endswith("%") else 1.0
+    if spec[-1:] in ("f", "%") and abs(value) * percent >= FIXED_POINT_LIMIT:
+        return format(value * percent, ".1e") + ("%" if spec.endswith("%") else "")
     return format(value, spec)
 
 
@@ -41,6 +50,8 @@ def human_count(value: Any, digits: int = 1) -> str:
         return fmt_float(value)
     sign = "-" if value < 0 else ""
     value = abs(float(value))
+    if value >= 1e15 * 0.9995:  # past T the unit says nothing: 1.0e+308, not 1e296T
+        return f"{sign}{value:.1e}"
     for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
         if value >= scale * 0.9995:
             return f"{sign}{value / scale:.{digits}f}{unit}"
@@ -57,8 +68,10 @@ def human_bytes(value: Any) -> str:
     if not finite(value):
         return _MISSING
     size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(size) < 1024 or unit == "TiB":
+    if abs(size) >= 1024**6:  # past PiB: 1.0e+308 B rather than a column of digits
+        return f"{size:.1e} B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(size) < 1024 or unit == "PiB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return _MISSING  # unreachable
@@ -68,6 +81,8 @@ def human_duration(seconds: Any) -> str:
     """A short age or duration: 45s, 3m, 2h05m, 3d4h."""
     if not finite(seconds):
         return _MISSING
+    if seconds >= 1e5 * 86400:  # past 273 years the days are a column of digits
+        return f"{seconds / 86400:.1e}d"
     s = max(0, int(seconds))
     if s < 60:
         return f"{s}s"
@@ -90,7 +105,7 @@ def elapsed(seconds: Any) -> str:
     if not finite(seconds):
         return _MISSING
     if seconds < 60:
-        return f"{seconds:.1f}s"
+        return f"{fmt_float(seconds, '.1f')}s"
     s = int(seconds)
     if s < 3600:
         return f"{s // 60}m{s % 60:02d}s"

@@ -10,15 +10,15 @@ cockpit.health, whose rules read event fields too).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeGuard
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[int | float]:
     """An int or a float, NaN and infinities included; booleans are not numbers here."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def finite(value: Any) -> bool:
+def finite(value: Any) -> TypeGuard[int | float]:
     """A finite int or float (booleans are not numbers here)."""
     return is_number(value) and math.isfinite(value)
 

@@ -43,6 +43,7 @@ __all__ = [
     "cmd_headless",
     "follow_run",
     "launch_and_follow",
+    "memory_check",
     "print_other_nodes",
     "ranks_from_args",
     "resolve_preset",
@@ -191,6 +192,17 @@ def print_other_nodes(run_dir: Path, ranks: runs.Ranks, *, device: str, resume: 
             print(f"  {line}", file=sys.stderr, flush=True)
 
 
+def memory_check(preset: Preset, device: str, nproc: int, *, force: bool) -> None:
+    """UsageError when the plan does not fit this machine's memory (prelaunch.plan_problem),
+    unless --force; with --force the problem is said and the launch goes on."""
+    problem = prelaunch.plan_problem(preset, device, nproc)
+    if problem is None:
+        return
+    if not force:
+        raise UsageError(problem)
+    diagnostics.warn(f"{problem.split('; ')[0]}; launching anyway (--force)")
+
+
 def launch_and_follow(
     run_dir: Path, *, device: str, resume: bool = False, ranks: runs.Ranks | None = None
 ) -> int:
@@ -223,9 +235,11 @@ def cmd_headless(args: argparse.Namespace) -> int:
     try:
         ranks = ranks_from_args(args)
         preset = resolve_preset(args)
-        problem = prelaunch.device_problem(getattr(args, "device", "auto") or "auto")
+        device = getattr(args, "device", "auto") or "auto"
+        problem = prelaunch.device_problem(device)
         if problem:
             raise UsageError(problem)
+        memory_check(preset, device, ranks.nproc, force=bool(getattr(args, "force", False)))
         run_dir = rundir.create_run_dir(
             preset, getattr(args, "run_dir", None), root=getattr(args, "runs_dir", None)
         )

@@ -18,6 +18,7 @@ from cockpit.common.diagnostics import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_USAGE,
     error,
 )
 from cockpit.common.format import (
@@ -356,6 +357,19 @@ class Follower:
         except subprocess.TimeoutExpired:
             pass
 
+    def _refused_as_busy(self, returncode: int | None) -> str | None:
+        """The line our child refused with when another trainer holds the run (it exits 2,
+        writing nothing), naming the holder; None for any other exit."""
+        if returncode != EXIT_USAGE or self.process is None:
+            return None
+        holder = rundir.lock_holder(self.run_dir)
+        if holder is not None and holder != self.process.pid:
+            return rundir.busy_message(self.run_dir, holder)
+        # the holder has exited since: the child's own line, in the shared console.log, says who
+        marker = "is already being trained by"
+        lines = [line for line in console_tail(self.run_dir) if marker in line]
+        return lines[-1].split("error: ", 1)[-1] if lines else None
+
     def _finish(self, returncode: int | None, status: str | None = None) -> int:
         """Drain the log and choose the exit code from the `end` record, else the exit status."""
         self.drain()
@@ -369,6 +383,10 @@ class Follower:
         if status is not None and status not in ("crashed", "error"):
             self._diag(f"run is {status}")
             return EXIT_OK if status in ("finished", "stopped") else EXIT_FAILED
+        refused = self._refused_as_busy(returncode)
+        if refused:  # two launches of one run: ours lost the lock, nothing of the run is ours
+            error(refused)
+            return EXIT_USAGE
         how = f"exited with code {returncode}" if returncode is not None else "is gone"
         if returncode is not None and returncode < 0:
             how = f"was killed by {signal.Signals(-returncode).name}"

@@ -11,9 +11,11 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
-from cockpit.common.numbers import finite  # the rule families import it from here
+from cockpit.common.numbers import finite as finite  # the rule families import it from here
+
+T = TypeVar("T")
 
 SEVERITIES = ("info", "warning", "critical")
 
@@ -185,7 +187,7 @@ def mean_std(values: Any) -> tuple[float, float]:
     return mean, math.sqrt(sum((x - mean) * (x - mean) for x in values) / n)
 
 
-def median(values: Any) -> float:
+def median(values: Iterable[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
     return ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
@@ -196,7 +198,7 @@ def round_sig(value: float, digits: int = 6) -> float:
     return float(f"{value:.{digits}g}") if math.isfinite(value) else value
 
 
-def window(values: Iterable[Any], maxlen: int) -> deque:
+def window(values: Iterable[T], maxlen: int) -> deque[T]:
     """A bounded deque holding at most `maxlen` (at least 1) of `values`."""
     return deque(values, maxlen=max(1, maxlen))
 
@@ -208,8 +210,8 @@ class Series:
 
     def __init__(self, maxlen: int, state: Any = None) -> None:
         steps, values = state if isinstance(state, list) and len(state) == 2 else ((), ())
-        self.steps: deque = window((int(x) for x in steps), maxlen)
-        self.values: deque = window((float(x) for x in values), maxlen)
+        self.steps: deque[int] = window((int(x) for x in steps), maxlen)
+        self.values: deque[float] = window((float(x) for x in values), maxlen)
 
     def __len__(self) -> int:
         return len(self.values)
@@ -224,5 +226,5 @@ class Series:
             self.steps.pop()
             self.values.pop()
 
-    def state(self) -> list[list]:
+    def state(self) -> list[list[Any]]:
         return [list(self.steps), list(self.values)]

@@ -87,7 +87,7 @@ class HealthMonitor:
         """Fresh families and a fresh memory."""
         self._ctx = Context(self.train, self.gpu_memory_bytes, self._emit, self.device)
         self._ctx.model = self.model
-        self._fired: dict[str, list] = {}  # rule -> [step, measure] of its last warning
+        self._fired: dict[str, list[Any]] = {}  # rule -> [step, measure] of its last warning
         self._families: list[Family] = [
             family(self.config.families[family.name], self._ctx) for family in FAMILIES
         ]
@@ -196,7 +196,7 @@ class HealthMonitor:
                         as_float(record.get("grad_norm")),
                         as_float(record.get("lr")),
                         as_float(record.get("tokens_per_s")),
-                        vram_bytes=as_float(record.get("vram_bytes")),  # type: ignore[arg-type]
+                        vram_bytes=as_float(record.get("vram_bytes")),
                         scaler_skipped=bool(record.get("scaler_skipped", False)),
                         lr_scale=as_float(record.get("lr_scale")) or 1.0,
                     )

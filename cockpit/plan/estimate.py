@@ -20,7 +20,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from cockpit import arch as archs
+from cockpit.arch import ArchSpec
 from cockpit.common.format import human_bytes
+from cockpit.plan.allocator import COMM_SLACK, child_allocator_mode, planned_slack
 from cockpit.plan.gpu import GpuSpec
 from cockpit.plan.presets import ModelConfig, Preset
 
@@ -32,44 +35,33 @@ DEFAULT_HEADROOM = (
 )
 DEFAULT_MFU = 0.35  # assumed model FLOPs utilisation for ETAs before a run measures its own
 CUDA_CONTEXT_BYTES = 512 * MIB  # CUDA context + cuBLAS/cuDNN workspaces: 0.3-2 GiB, ~0.5 typical
-ALLOCATOR_SLACK = (
-    0.07  # caching-allocator fragmentation: reserved exceeds allocated by a few percent
+COMPILE_NOTE = (
+    "train.compile=true: planned as the eager step (torch.compile's memory is not measured; "
+    "it usually holds less, so the plan errs on the safe side)"
 )
 
 
 # --------------------------------------------------------------------------- parameters and FLOPs
 
 
+def spec_of(m: ModelConfig) -> ArchSpec:
+    """The architecture's spec (cockpit/arch); for a model file of your own, its measured figures.
+
+    ValueError for an unknown architecture, and for your own model before it was measured
+    (cockpit.plan.measure.ensure_measured runs the measuring child)."""
+    if archs.is_own_model(m.arch):
+        from cockpit.plan.measure import measured_spec
+
+        return measured_spec(m)
+    try:
+        return archs.get_spec(m.arch)
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
+
+
 def count_params(m: ModelConfig) -> int:
-    """Exact parameter count of the module cockpit.train.model.build_model(m) builds."""
-    C, L, V, T, H, r = m.n_embd, m.n_layer, m.vocab_size, m.block_size, m.n_head, m.mlp_ratio
-    if m.arch == "gpt":
-        b = 1 if m.bias else 0
-        per_block = (
-            2 * C * (1 + b)
-            + (C * 3 * C + 3 * C * b)
-            + (C * C + C * b)
-            + (C * r * C + r * C * b)
-            + (r * C * C + C * b)
-        )
-        total = V * C + T * C + L * (per_block + stream_mix_params(m)) + C * (1 + b)
-        return total + (0 if m.tie_embeddings else V * C)
-    if m.arch == "golf":
-        kv_dim = (m.n_kv_head or H) * (C // H)
-        per_block = C * C + 2 * C * kv_dim + C * C + H + C * r * C + r * C * C + C + C + 2 * C
-        total = V * C + min(L // 2, L - L // 2) * C + L * per_block
-        return total + (0 if m.tie_embeddings else V * C)
-    if m.arch == "bdh":
-        N = m.mlp_internal_dim_multiplier * C // H
-        return 3 * H * C * N + 2 * V * C
-    raise ValueError(f"unknown architecture {m.arch!r}")
-
-
-def stream_mix_params(m: ModelConfig) -> int:
-    """Per block, the residual streams' mixing weights (cockpit/train/streams.py): two sublayers,
-    each an n x n mix, n read weights and n write weights; 0 for the plain residual."""
-    n = m.num_streams
-    return 2 * (n * n + 2 * n) if n > 1 else 0
+    """Exact parameter count of the module cockpit.train.models.build_model(m) builds."""
+    return spec_of(m).count_params(m)
 
 
 def matrix_params(m: ModelConfig) -> int:
@@ -77,15 +69,7 @@ def matrix_params(m: ModelConfig) -> int:
 
     The blocks' weight matrices: not embeddings, the head, norms, gains, scales or mixes.
     """
-    C, L, H, r = m.n_embd, m.n_layer, m.n_head, m.mlp_ratio
-    if m.arch == "gpt":
-        return L * (3 * C * C + C * C + 2 * r * C * C)
-    if m.arch == "golf":
-        kv_dim = (m.n_kv_head or H) * (C // H)
-        return L * (2 * C * C + 2 * C * kv_dim + 2 * r * C * C)
-    if m.arch == "bdh":
-        return 3 * H * C * (m.mlp_internal_dim_multiplier * C // H)
-    raise ValueError(f"unknown architecture {m.arch!r}")
+    return spec_of(m).matrix_params(m)
 
 
 def optimizer_state_bytes(m: ModelConfig, optimizer: str) -> int:
@@ -102,26 +86,12 @@ def optimizer_state_bytes(m: ModelConfig, optimizer: str) -> int:
 
 def embedding_params(m: ModelConfig) -> int:
     """Parameters in position embeddings (left out of FLOPs, as nanoGPT's estimate_mfu does)."""
-    return m.block_size * m.n_embd if m.arch == "gpt" else 0
+    return spec_of(m).embedding_params(m)
 
 
 def flops_per_token(m: ModelConfig) -> float:
     """Training FLOPs per token: 6N + 12*L*H*Q*T (PaLM appendix B; N without position embeddings)."""
-    n = count_params(m) - embedding_params(m)
-    head_dim = m.n_embd // m.n_head
-    if m.arch == "bdh":
-        # one shared set of weights applied n_layer times: 6 FLOPs per weight use, plus linear attention
-        N = m.mlp_internal_dim_multiplier * m.n_embd // m.n_head
-        per_layer = 3 * m.n_head * m.n_embd * N
-        return (
-            6 * (m.n_layer * per_layer + m.vocab_size * m.n_embd)
-            + 12 * m.n_layer * m.n_head * N * m.block_size
-        )
-    # residual streams: each mix reads n streams and writes n x n + n products per width (x6 for
-    # forward and backward), beyond the 6 FLOPs per mixing weight the N term counts
-    mix = 6 * 2 * m.n_layer * (m.num_streams**2 + 2 * m.num_streams) * m.n_embd
-    mix = mix if m.num_streams > 1 else 0
-    return 6 * n + 12 * m.n_layer * m.n_head * head_dim * m.block_size + mix
+    return spec_of(m).flops_per_token(m)
 
 
 def mfu(tokens_per_s: float, flops_per_tok: float, peak: float | None) -> float | None:
@@ -215,40 +185,7 @@ class MemoryBreakdown:
 
 def _layer_activation_bytes(m: ModelConfig, batch: int, dtype: str, *, flash: bool) -> int:
     """Bytes one block keeps for backward, term by term as the traced step keeps them (docs/estimator.md)."""
-    s, b, h, a, r = m.block_size, batch, m.n_embd, m.n_head, m.mlp_ratio
-    half = 4 if dtype == "fp32" else 2  # bytes of a matmul input under autocast
-    full = 4  # residual stream and norm inputs stay fp32
-    sbh = s * b * h
-    drop = 1 if m.dropout > 0 else 0  # bool masks, one byte per element
-    if m.arch == "bdh":
-        return _bdh_layer_bytes(m, batch, half, drop)
-    kv = (m.n_kv_head or a) / a
-    per_token_small = 4 * a + 16  # attention logsumexp per head (fp32), two norms' mean/rstd
-    if m.arch == "golf":
-        # measured: fp32 rms_norm / relu^2 paths under autocast, one bf16 cast of the normed input
-        # per projection, resid_mix's fp32 tensors; 48 bytes per width, 4 per KV width, 8 per MLP width
-        fp32_extra = 4 if dtype == "fp32" else 0  # most of the block is fp32 under autocast already
-        total = sbh * (48 + 4 * kv + 8 * r + fp32_extra) + s * b * per_token_small + 2 * sbh * drop
-    else:
-        attn = (
-            sbh * half * (1 + 1 + 2 * kv + 1)
-        )  # normed input cast, q, k, v, output (= c_proj input)
-        mlp = sbh * half * (1 + 2 * r)  # normed input cast, fc output, GELU output
-        norms = 2 * sbh * full  # the two LayerNorm inputs (fp32 residual stream)
-        total = attn + mlp + norms + s * b * per_token_small + 2 * sbh * drop
-        total += _stream_mix_bytes(m, sbh, half)
-    if not flash:
-        total += (
-            5 * a * s * s * b * (half / 2)
-        )  # scores, softmax, its dropout mask, attention weights (16-bit)
-    return int(total)
-
-
-def _stream_mix_bytes(m: ModelConfig, sbh: int, half: int) -> int:
-    """Residual streams (num_streams n > 1), per block: each of the two mixes keeps the n fp32
-    streams it reads (for its weights' gradients) and the sublayer output it scales (16-bit)."""
-    n = m.num_streams
-    return 2 * sbh * (4 * n + half) if n > 1 else 0
+    return spec_of(m).layer_activation_bytes(m, batch, dtype, flash=flash)
 
 
 def _stream_grad_bytes(m: ModelConfig, tokens: int) -> int:
@@ -267,52 +204,14 @@ def _stream_backward_extra(m: ModelConfig, tokens: int, dtype: str) -> int:
     return max(0, in_block - _logit_bytes(m, tokens, dtype))
 
 
-def _bdh_layer_bytes(m: ModelConfig, batch: int, half: int, drop: int) -> int:
-    """One BDH layer as traced: (B, nh, T, N) latents, the linear-attention scores, the residual.
-
-    The encoders are applied per head (no copy of the weights expanded over the batch)."""
-    s, b, h, a = m.block_size, batch, m.n_embd, m.n_head
-    N = m.mlp_internal_dim_multiplier * h // a
-    latent = s * b * a * N * (4 * half + 0.6 + drop)  # x_sparse, rotated q, relu(y_latent), product
-    scores = b * a * s * s * half  # the masked scores, saved for `scores @ x`
-    return int(latent + scores + s * b * (8 * h + 48))
-
-
-def _bdh_transient_bytes(m: ModelConfig, batch: int, dtype: str) -> int:
-    """The peak is at the last layer's output norm: its latent temporaries are live then (measured)."""
-    half = 4 if dtype == "fp32" else 2
-    N = m.mlp_internal_dim_multiplier * m.n_embd // m.n_head
-    return int(m.block_size * batch * m.n_head * N * (3 * half + 0.2))
-
-
 def matmul_params(m: ModelConfig) -> int:
     """Parameters autocast casts to 16 bits for a matmul (one cached copy each, kept for backward)."""
-    C, L, V, H, r = m.n_embd, m.n_layer, m.vocab_size, m.n_head, m.mlp_ratio
-    if m.arch == "gpt":
-        return L * (4 * C * C + 2 * r * C * C) + V * C  # blocks and the output head
-    if m.arch == "golf":
-        kv_dim = (m.n_kv_head or H) * (C // H)
-        return L * (2 * C * C + 2 * C * kv_dim + 2 * r * C * C) + V * C
-    return count_params(m) - V * C  # bdh: everything but the input embedding
+    return spec_of(m).matmul_params(m)
 
 
 def _outside_blocks_bytes(m: ModelConfig, tokens: int, dtype: str) -> int:
     """Per-token bytes outside the blocks: the batch (inputs, targets), the last residual, the head's input."""
-    half = 4 if dtype == "fp32" else 2
-    h = m.n_embd
-    ids = 16  # int64 inputs and targets
-    if m.arch == "golf":
-        return tokens * (
-            ids + (12 + half) * h
-        )  # x0, the U-Net skips, the final norm and head input
-    if m.arch == "bdh":
-        # each layer keeps its own (D, nh*N) re-laid-out, 16-bit copy of the encoder for backward
-        N = m.mlp_internal_dim_multiplier * h // m.n_head
-        encoder_copies = m.n_layer * m.n_head * h * N * half
-        transient = _bdh_transient_bytes(m, tokens // m.block_size, dtype)
-        return tokens * (ids + 12 * h) + transient + encoder_copies
-    drop = h if m.dropout > 0 else 0
-    return tokens * (ids + 8 + (4 + half) * h + drop)
+    return spec_of(m).outside_blocks_bytes(m, tokens, dtype)
 
 
 def _logit_bytes(m: ModelConfig, tokens: int, dtype: str) -> int:
@@ -334,9 +233,7 @@ def _chunked_logit_bytes(m: ModelConfig, tokens: int, dtype: str) -> int:
     at_softmax = _logit_bytes(m, c, dtype) + half * v * h
     at_weight_grad = 2 * half * v * h + half * c * v
     total = max(at_softmax, at_weight_grad) + (8 - half) * tokens * h
-    if m.arch == "golf":
-        total = max(total, (17 if dtype == "fp32" else 25) * tokens * h)
-    return total
+    return max(total, spec_of(m).chunked_logit_floor(m, tokens, dtype))
 
 
 def memory_breakdown(
@@ -345,14 +242,18 @@ def memory_breakdown(
     *,
     batch_size: int | None = None,
     flash: bool | None = None,
+    dtype: str | None = None,
 ) -> MemoryBreakdown:
-    """Peak training memory of one micro-batch step for `preset` (optionally at another batch)."""
+    """Peak training memory of one micro-batch step for `preset` (optionally at another batch, or
+    in another dtype than the one planned for `gpu`: a CPU run's, cockpit.plan.host)."""
     m, t = preset.model, preset.train
     batch = batch_size or t.batch_size
-    dtype = planning_dtype(preset, gpu)
+    dtype = dtype or planning_dtype(preset, gpu)
+    if spec_of(m).measured:  # your own model: no formula for its activations, its trace instead
+        return _traced_breakdown(preset, gpu, batch, dtype)
     # SDPA picks flash (sm80+) or memory-efficient attention (sm50+): neither keeps the s^2 scores
     use_flash = (gpu is None or gpu.compute_capability >= (5, 0)) if flash is None else flash
-    if m.arch == "bdh":
+    if not spec_of(m).flash_attention:  # bdh's linear attention keeps its scores
         use_flash = False
     params = count_params(m)
     weights = params * 4
@@ -368,7 +269,7 @@ def memory_breakdown(
         # after the logits are gone (the head's gradient exists by then): whichever is larger
         activations = m.n_layer * tokens * h * 4 * m.num_streams  # n fp32 residual streams
         # the residual stream's gradient and, in golf, the U-Net skips' gradients waiting for their block
-        n_skip = min(m.n_layer // 2, m.n_layer - m.n_layer // 2) if m.arch == "golf" else 0
+        n_skip = spec_of(m).checkpoint_waiting_tensors(m)
         recompute = per_layer + tokens * h * 4 * (1 + n_skip) + 4 * m.vocab_size * h
         if (
             m.num_streams > 1
@@ -379,14 +280,12 @@ def memory_breakdown(
     else:
         activations = m.n_layer * per_layer
         activations += _stream_backward_extra(m, tokens, dtype)
-    if t.compile:
-        activations = int(activations * 0.8)  # fused elementwise ops keep fewer intermediates
+    # train.compile: planned as the eager step (compile_note): inductor's savings are not measured,
+    # and a plan must never be under what eager needs without a measurement
     activations += _outside_blocks_bytes(m, tokens, dtype)
     logits = _logit_bytes(m, tokens, dtype)
     if m.loss_chunk > 0:
         logits = _chunked_logit_bytes(m, tokens, dtype)
-    if t.compile:
-        logits = int(logits * 0.6)
     # The peak is in the last micro-batch's log-softmax backward: no gradient of this step exists yet
     # unless earlier micro-batches made them; or at the step's end, gradients complete, if that is more.
     gradients = params * 4 if t.grad_accum > 1 else 0
@@ -395,7 +294,7 @@ def memory_breakdown(
     if at_end > at_logits:
         gradients, amp_copies, activations, logits = params * 4, 0, _end_of_backward_extra(m), 0
     allocated = weights + gradients + optimizer + amp_copies + activations + logits
-    slack = int(allocated * ALLOCATOR_SLACK)
+    slack = planned_slack(int(allocated), _freed_logits_bytes(m, tokens, dtype))
     return MemoryBreakdown(
         weights=weights,
         gradients=gradients,
@@ -411,12 +310,50 @@ def memory_breakdown(
     )
 
 
+def _traced_breakdown(
+    preset: Preset, gpu: GpuSpec | None, batch: int, dtype: str
+) -> MemoryBreakdown:
+    """Your own model's memory: the traced step's bytes by category, on the line through its two
+    traced micro-batches; before it is traced, the weights, gradients and optimizer state alone."""
+    m, t = preset.model, preset.train
+    points = load_traces(preset, dtype)
+    params = count_params(m)
+    parts = {
+        "weights": params * 4,
+        "gradients": params * 4 if t.grad_accum > 1 else 0,
+        "optimizer": optimizer_state_bytes(m, t.optimizer),
+        "activations": 0,
+        "temporaries": 0,
+        "logits/loss": 0,
+    }
+    form = "not traced yet"
+    if len(points) >= 2:
+        lo, hi = min(points), max(points)
+        low, high = points[lo].get("by_category", {}), points[hi].get("by_category", {})
+        for name in parts:
+            a, b = low.get(name, 0), high.get(name, 0)
+            parts[name] = max(0, int(a + (b - a) * (batch - lo) / (hi - lo)))
+        form = "traced"
+    allocated = sum(parts.values())
+    return MemoryBreakdown(
+        weights=parts["weights"],
+        gradients=parts["gradients"],
+        optimizer=parts["optimizer"],
+        amp_copies=0,  # in the traced activations and temporaries
+        activations=parts["activations"] + parts["temporaries"],
+        logits=parts["logits/loss"],
+        allocator_slack=planned_slack(allocated, 0),  # no formula knows its logits' hole
+        cuda_context=CUDA_CONTEXT_BYTES if gpu is not None else 0,
+        activation_form=form,
+        activations_per_layer=0,
+        activations_per_layer_plain=0,
+    )
+
+
 def fsdp_unit_params(m: ModelConfig) -> int:
     """Parameters of FSDP2's largest unit: one block, or the root (embeddings, head, final norm)."""
     params = count_params(m)
-    per_block = (
-        params - embedding_params(m) - (m.vocab_size * m.n_embd if m.arch != "bdh" else 0)
-    ) // max(1, m.n_layer)
+    per_block = spec_of(m).non_embedding_params(m) // max(1, m.n_layer)
     return max(per_block, params - per_block * m.n_layer)
 
 
@@ -456,12 +393,23 @@ def memory_per_gpu(
     else:
         mem = replace(mem, comm_buffers=params * 4, comm_form="DDP gradient buckets")
     allocated = mem.total_bytes - mem.allocator_slack - mem.cuda_context
-    return replace(mem, allocator_slack=int(allocated * ALLOCATOR_SLACK))
+    tokens = preset.model.block_size * (batch_size or preset.train.batch_size)
+    hole = _freed_logits_bytes(preset.model, tokens, planning_dtype(preset, gpu))
+    return replace(mem, allocator_slack=planned_slack(allocated, hole))
+
+
+def _freed_logits_bytes(m: ModelConfig, tokens: int, dtype: str) -> int:
+    """The 16-bit logits (fp32: the logits), freed in the forward once the loss has its fp32 copy;
+    their block stays reserved at the log-softmax peak (cockpit.plan.allocator.planned_slack)."""
+    if not spec_of(m).logits_hole:
+        return 0
+    half = 4 if dtype == "fp32" else 2
+    return half * min(tokens, m.loss_chunk or tokens) * m.vocab_size
 
 
 def _end_of_backward_extra(m: ModelConfig) -> int:
     """A tied embedding's two gradients (head and lookup) and their sum, alive at once, fp32."""
-    tied = m.tie_embeddings and m.arch != "bdh"
+    tied = spec_of(m).tied_head(m)
     return 8 * m.vocab_size * m.n_embd if tied else 0
 
 
@@ -481,6 +429,12 @@ def calibration_dir() -> Path:
 def calibration_key(preset: Preset, gpu_name: str) -> str:
     """Measurements depend on the GPU and on everything but the batch size."""
     shape = asdict(preset.model)
+    if not shape["extra"]:
+        del shape["extra"]  # keys made before ModelConfig had it stay valid
+    if archs.is_own_model(preset.model.arch):  # your own model: its file's content, not its name
+        from cockpit.plan.measure import model_file_hash
+
+        shape["arch"] = model_file_hash(preset)
     t = preset.train
     shape.update(
         dtype=t.dtype, compile=t.compile, ckpt=t.activation_checkpointing, optimizer=t.optimizer
@@ -557,7 +511,12 @@ def load_traces(preset: Preset, dtype: str) -> dict[int, dict[str, Any]]:
     path = calibration_dir() / f"{trace_key(preset, dtype)}.json"
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-        return {int(p["batch"]): p for p in raw["points"] if int(p["peak_bytes"]) > 0}
+        # points traced before the allocator model have no reserved figures: traced again
+        return {
+            int(p["batch"]): p
+            for p in raw["points"]
+            if int(p["peak_bytes"]) > 0 and RESERVED_KEYS[0] in p and RESERVED_KEYS[1] in p
+        }
     except (OSError, ValueError, KeyError, TypeError):
         return {}
 
@@ -575,13 +534,24 @@ def save_traces(preset: Preset, dtype: str, points: list[dict[str, Any]]) -> Pat
     return path
 
 
-def traced_line(points: dict[int, dict[str, Any]]) -> tuple[float, float] | None:
-    """(fixed, per-sequence) bytes through the smallest and largest traced micro-batch."""
+RESERVED_KEYS = ("reserved_plain_bytes", "reserved_expandable_bytes")  # a trace point's, by mode
+
+
+def reserved_key() -> str:
+    """The trace point's reserved figure for the allocator mode the training child runs with."""
+    return RESERVED_KEYS[1] if child_allocator_mode().expandable else RESERVED_KEYS[0]
+
+
+def traced_line(
+    points: dict[int, dict[str, Any]], key: str = "peak_bytes"
+) -> tuple[float, float] | None:
+    """(fixed, per-sequence) bytes through the smallest and largest traced micro-batch: of the live
+    peak, or of another figure of the points (`key`, e.g. reserved_key())."""
     if len(points) < 2:
         return None
     lo, hi = min(points), max(points)
-    slope = (points[hi]["peak_bytes"] - points[lo]["peak_bytes"]) / (hi - lo)
-    return points[lo]["peak_bytes"] - slope * lo, slope
+    slope = (points[hi][key] - points[lo][key]) / (hi - lo)
+    return points[lo][key] - slope * lo, slope
 
 
 # --------------------------------------------------------------------------- the estimate
@@ -606,6 +576,9 @@ class Estimate:
     peak_bytes: int  # predicted peak GPU memory (total, including the CUDA context)
     eta_s: float | None  # at DEFAULT_MFU (or the given mfu) on this GPU
     traced: bool = False  # the live bytes come from a cached trace's line (`estimate --exact`)
+    # your own model (model.arch = PATH.py:ClassName): "measured" when its parameters and FLOPs
+    # were counted from the module (meta device, FlopCounterMode), "not measured yet" before
+    figures: str = ""
     world_size: int = (
         1  # GPUs training together: memory and peak are per GPU, tokens per step global
     )
@@ -656,12 +629,13 @@ def estimate(
     line = (
         None
         if calibration is not None
-        else traced_line(load_traces(preset, planning_dtype(preset, gpu)))
+        else traced_line(load_traces(preset, planning_dtype(preset, gpu)), reserved_key())
     )
+    peak: float  # bytes
     if calibration is not None:
         peak = calibration.predict(batch) + memory.cuda_context
-    elif line is not None:  # the traced step's live bytes, plus what a trace cannot see
-        peak = (line[0] + line[1] * batch) * (1 + ALLOCATOR_SLACK) + memory.cuda_context
+    elif line is not None:  # the traced step's reserved bytes (allocator model), plus the context
+        peak = int(line[0] + line[1] * batch) + memory.cuda_context
     else:
         peak = memory.total_bytes
     run_tokens = preset.tokens_per_step * t.max_steps
@@ -669,9 +643,7 @@ def estimate(
         preset_name=preset.name,
         batch_size=batch,
         params=params,
-        params_non_embedding=params
-        - embedding_params(m)
-        - (m.vocab_size * m.n_embd if m.arch != "bdh" else 0),
+        params_non_embedding=spec_of(m).non_embedding_params(m),
         flops_per_token=fpt,
         tokens_per_step=preset.tokens_per_step,  # a different micro-batch changes accumulation, not tokens per step
         run_tokens=run_tokens,
@@ -683,7 +655,16 @@ def estimate(
         peak_bytes=int(peak),
         eta_s=eta_seconds(preset, gpu, mfu=mfu_assumed),
         traced=line is not None,
+        figures=_figures_source(m),
     )
+
+
+def _figures_source(m: ModelConfig) -> str:
+    """ "" for a built-in architecture's formulas; your own model's: measured or not yet."""
+    spec = spec_of(m)
+    if not spec.measured:
+        return ""
+    return "not measured yet" if getattr(spec, "pending", False) else "measured"
 
 
 def _estimate_ranks(
@@ -696,7 +677,7 @@ def _estimate_ranks(
     if preset.train.parallel == "fsdp" or not (one.measured or one.traced):
         peak, measured, traced = memory.total_bytes, False, False
     else:
-        extra = memory.comm_buffers * (1 + ALLOCATOR_SLACK)
+        extra = memory.comm_buffers * (1 + COMM_SLACK)
         peak, measured, traced = int(one.peak_bytes + extra), one.measured, one.traced
     eta = one.eta_s / world_size if one.eta_s is not None else None
     return replace(

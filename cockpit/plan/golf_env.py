@@ -127,7 +127,12 @@ def _read(name: str, text: str) -> Any:
     try:
         return field.read(text.strip())
     except ValueError:
-        kind = {_int: "a whole number", _float: "a number", _bool01: "0 or 1"}.get(field.read, "")
+        kinds: dict[Callable[[str], Any], str] = {
+            _int: "a whole number",
+            _float: "a number",
+            _bool01: "0 or 1",
+        }
+        kind = kinds.get(field.read, "")
         raise PresetError(field.path or name, f"{name}={text!r} is not {kind}") from None
 
 

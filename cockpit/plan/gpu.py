@@ -8,12 +8,24 @@ call `query_gpus()` at about 1 Hz from a worker thread.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 GIB = 1024**3
+
+# bf16 tensor cores arrived with Ampere (sm_80). torch.cuda.is_bf16_supported() also says
+# True on 7.x (T4, V100), where it is emulated without tensor cores or flash attention:
+# the engine and the planner both decide by this capability, so they agree on fp16 there.
+BF16_MIN_CAPABILITY = (8, 0)
+
+
+def has_bf16(capability: tuple[int, int] | None) -> bool:
+    """True if a GPU of this compute capability multiplies bf16 on tensor cores."""
+    return capability is not None and tuple(capability) >= BF16_MIN_CAPABILITY
 
 
 @dataclass(frozen=True)
@@ -44,10 +56,25 @@ class GpuSpec:
         """True if the GPU has bf16 tensor cores (compute capability 8.0 or newer)."""
         return self.bf16_tflops is not None
 
-    def peak_flops(self, dtype: str = "bf16") -> float:
-        """Peak FLOP/s for the training dtype (bf16 falls back to fp16 where bf16 is missing)."""
+    @property
+    def tf32_tflops(self) -> float | None:
+        """Dense TF32 tensor-core peak; None before Ampere (T4, V100), which have no TF32.
+
+        Half the 16-bit tensor rate on every Ampere, Ada, Hopper and Blackwell part the
+        datasheets list (H100 SXM 989 -> 494.7, A100 312 -> 156, L4 121 -> 60).
+        """
+        return self.fp16_tflops / 2 if has_bf16(self.compute_capability) else None
+
+    def peak_flops(self, dtype: str = "bf16", *, tf32: bool = True) -> float:
+        """Peak FLOP/s for the training dtype (bf16 falls back to fp16 where bf16 is missing).
+
+        fp32 is the TF32 peak where the GPU has one: the engine turns TF32 on for every
+        CUDA run (train/runtime.py enable_tf32), so its fp32 matmuls run on tensor cores
+        (an H100's 495 TFLOP/s, not the 67 of plain fp32). `tf32=False`: plain fp32.
+        """
         if dtype == "fp32":
-            return self.fp32_tflops * 1e12
+            tf32_peak = self.tf32_tflops if tf32 else None
+            return (tf32_peak or self.fp32_tflops) * 1e12
         if dtype == "bf16" and self.bf16_tflops is not None:
             return self.bf16_tflops * 1e12
         return self.fp16_tflops * 1e12
@@ -120,10 +147,11 @@ def lookup_gpu(name: str) -> GpuSpec | None:
     return None
 
 
-def peak_flops(name: str, dtype: str = "bf16") -> float | None:
-    """Peak dense FLOP/s of a GPU by name for the training dtype; None when the GPU is unknown."""
+def peak_flops(name: str, dtype: str = "bf16", *, tf32: bool = True) -> float | None:
+    """Peak dense FLOP/s of a GPU by name for the training dtype (fp32 as TF32 where the GPU
+    has it); None when the GPU is unknown."""
     spec = lookup_gpu(name)
-    return spec.peak_flops(dtype) if spec else None
+    return spec.peak_flops(dtype, tf32=tf32) if spec else None
 
 
 def catalog_names() -> list[str]:
@@ -148,11 +176,14 @@ class GpuStatus:
     power_w: float | None
     power_limit_w: float | None
     compute_capability: tuple[int, int] | None
+    # Who this GPU is, for matching it to CUDA's device (train/setup.py records the run's):
+    uuid: str | None = field(default=None, compare=False)  # "GPU-8f2c...", as NVML writes it
+    pci_bus_id: str | None = field(default=None, compare=False)  # "00000000:3B:00.0"
+    cuda_index: int | None = field(default=None, compare=False)  # cuda:N under this env's mask
 
     @property
     def bf16(self) -> bool:
-        cc = self.compute_capability
-        return bool(cc and cc >= (8, 0))
+        return has_bf16(self.compute_capability)
 
 
 _nvml_lock = threading.Lock()
@@ -216,8 +247,25 @@ def _memory_info(nvml: Any, handle: Any) -> Any:
     return nvml.nvmlDeviceGetMemoryInfo(handle)
 
 
-def query_gpus() -> list[GpuStatus]:
-    """Every GPU NVML sees, with memory, utilization, temperature and power; [] when none."""
+def query_gpus(env: Mapping[str, str] | None = None, *, every: bool = False) -> list[GpuStatus]:
+    """The GPUs CUDA will see, in CUDA's order, with memory, utilization, temperature and
+    power; [] when none.
+
+    NVML lists every GPU of the machine in PCI order and ignores CUDA_VISIBLE_DEVICES;
+    a run sees only the masked ones, renumbered from cuda:0 (see cuda_view). `env` is
+    the environment the run starts in (this process's by default); `every` lists all
+    of NVML's GPUs, each with its cuda_index or None where the mask hides it.
+    """
+    gpus = _nvml_gpus()
+    visible = cuda_view(gpus, os.environ if env is None else env)
+    if not every:
+        return visible
+    cuda_of = {g.index: g.cuda_index for g in visible}
+    return [replace(g, cuda_index=cuda_of.get(g.index)) for g in gpus]
+
+
+def _nvml_gpus() -> list[GpuStatus]:
+    """Every GPU NVML sees, in NVML's order, `index` being NVML's (nvidia-smi's) number."""
     nvml = _nvml()
     if nvml is None:
         return []
@@ -240,6 +288,9 @@ def query_gpus() -> list[GpuStatus]:
         power_mw = _safe(nvml.nvmlDeviceGetPowerUsage, handle)
         limit_mw = _safe(nvml.nvmlDeviceGetEnforcedPowerLimit, handle)
         cc = _safe(nvml.nvmlDeviceGetCudaComputeCapability, handle)
+        uuid = _safe(nvml.nvmlDeviceGetUUID, handle)
+        pci = _safe(nvml.nvmlDeviceGetPciInfo, handle)
+        bus_id = getattr(pci, "busId", None) if pci is not None else None
         gpus.append(
             GpuStatus(
                 index=index,
@@ -251,10 +302,102 @@ def query_gpus() -> list[GpuStatus]:
                 temperature_c=float(temp) if temp is not None else None,
                 power_w=power_mw / 1000.0 if power_mw is not None else None,
                 power_limit_w=limit_mw / 1000.0 if limit_mw is not None else None,
-                compute_capability=tuple(cc) if cc is not None else None,  # type: ignore[arg-type]
+                compute_capability=tuple(cc) if cc is not None else None,
+                uuid=_text(uuid) if uuid is not None else None,
+                pci_bus_id=_text(bus_id) if bus_id is not None else None,
             )
         )
     return gpus
+
+
+# --------------------------------------------------------------------------- NVML <-> CUDA
+
+
+def _cuda_rank(gpu: GpuStatus) -> tuple[float, tuple[int, int]]:
+    """How fast CUDA's FASTEST_FIRST order ranks a GPU: its 16-bit peak, then its capability.
+
+    CUDA does not publish the heuristic; on a box of one GPU model (the usual case)
+    every rank ties and the order is PCI order, which is exact.
+    """
+    spec = lookup_gpu(gpu.name)
+    return (spec.fp16_tflops if spec else 0.0, gpu.compute_capability or (0, 0))
+
+
+def cuda_order(gpus: list[GpuStatus], device_order: str | None = None) -> list[GpuStatus]:
+    """NVML's GPUs in the order CUDA numbers them before any mask (CUDA_DEVICE_ORDER).
+
+    PCI_BUS_ID is PCI order; FASTEST_FIRST (CUDA's default) puts faster GPUs first and
+    keeps PCI order among equals.
+    """
+    by_pci = sorted(gpus, key=lambda g: (g.pci_bus_id or "", g.index))
+    if (device_order or "FASTEST_FIRST").strip().upper() == "PCI_BUS_ID":
+        return by_pci
+    return sorted(by_pci, key=_cuda_rank, reverse=True)  # stable: PCI order among equals
+
+
+def cuda_view(gpus: list[GpuStatus], env: Mapping[str, str]) -> list[GpuStatus]:
+    """The GPUs a CUDA process started with `env` sees, as cuda:0, cuda:1, ... (cuda_index set).
+
+    CUDA_VISIBLE_DEVICES lists indices into CUDA's order or GPU UUIDs (a unique prefix
+    is enough), in the order they become cuda:0, cuda:1, ...; CUDA stops at the first
+    entry it cannot use (out of range, unknown, repeated), so an empty value hides them all.
+    MIG instances ("MIG-...") are not matched: the list stops there.
+    """
+    ranked = cuda_order(gpus, env.get("CUDA_DEVICE_ORDER"))
+    mask = env.get("CUDA_VISIBLE_DEVICES")
+    chosen = ranked if mask is None else _apply_mask(ranked, mask)
+    return [replace(g, cuda_index=i) for i, g in enumerate(chosen)]
+
+
+def _apply_mask(ranked: list[GpuStatus], mask: str) -> list[GpuStatus]:
+    chosen: list[GpuStatus] = []
+    for raw in mask.split(","):
+        entry = raw.strip()
+        if re.fullmatch(r"\d+", entry):
+            found = ranked[int(entry)] if int(entry) < len(ranked) else None
+        elif entry.upper().startswith("GPU-"):
+            matches = [g for g in ranked if (g.uuid or "").lower().startswith(entry.lower())]
+            found = matches[0] if len(matches) == 1 else None
+        else:
+            found = None
+        if found is None or any(g.index == found.index for g in chosen):
+            break
+        chosen.append(found)
+    return chosen
+
+
+def cuda_to_nvml(cuda_index: int, env: Mapping[str, str] | None = None) -> GpuStatus | None:
+    """The NVML GPU that a process started with `env` (this one's by default) calls cuda:N."""
+    for gpu in query_gpus(env):
+        if gpu.cuda_index == cuda_index:
+            return gpu
+    return None
+
+
+def nvml_to_cuda(nvml_index: int, env: Mapping[str, str] | None = None) -> int | None:
+    """The cuda:N a process started with `env` calls NVML's GPU `nvml_index`; None if masked."""
+    for gpu in query_gpus(env):
+        if gpu.index == nvml_index:
+            return gpu.cuda_index
+    return None
+
+
+def gpu_by_uuid(uuid: str, gpus: list[GpuStatus] | None = None) -> GpuStatus | None:
+    """The GPU with this UUID ("GPU-..." or torch's bare form), from `gpus` or every NVML GPU."""
+    want = uuid.lower().removeprefix("gpu-")
+    for gpu in _nvml_gpus() if gpus is None else gpus:
+        if gpu.uuid and gpu.uuid.lower().removeprefix("gpu-") == want:
+            return gpu
+    return None
+
+
+def visible_devices(gpus: list[GpuStatus]) -> str:
+    """A CUDA_VISIBLE_DEVICES value that pins a process to these GPUs, in this order.
+
+    By UUID, so it means the same GPUs whatever CUDA_DEVICE_ORDER the process has; by
+    NVML index (PCI order) for a GPU whose UUID NVML did not give.
+    """
+    return ",".join(g.uuid or str(g.index) for g in gpus)
 
 
 def spec_for_status(status: GpuStatus) -> GpuSpec:
@@ -275,16 +418,13 @@ def spec_for_status(status: GpuStatus) -> GpuSpec:
 
 
 def local_gpu_spec(index: int = 0) -> GpuSpec | None:
-    """The spec of this machine's GPU `index` (real memory, catalog peaks), or None without a GPU."""
-    gpus = query_gpus()
-    for status in gpus:
-        if status.index == index:
-            return spec_for_status(status)
-    return None
+    """The spec of the GPU a run here calls cuda:`index` (real memory, catalog peaks), or None."""
+    status = cuda_to_nvml(index)
+    return spec_for_status(status) if status is not None else None
 
 
 def resolve_gpu(name: str | None) -> GpuSpec | None:
-    """--gpu NAME from the catalog, else this machine's GPU 0, else None; ValueError for an unknown name."""
+    """--gpu NAME from the catalog, else this machine's cuda:0, else None; ValueError for an unknown name."""
     if name:
         spec = lookup_gpu(name)
         if spec is None:

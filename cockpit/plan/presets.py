@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cockpit import arch as archs
 from cockpit.common.fsutil import atomic_write_text
 
 # Tokenizers a preset may name, with their vocabulary sizes where fixed.
@@ -37,7 +38,7 @@ TOKENIZER_VOCAB: dict[str, int | None] = {
     "o200k_base": 200019,
 }
 
-ARCHS = ("gpt", "golf", "bdh")
+ARCHS = archs.names()  # the built-in architectures (cockpit/arch/); or PATH.py:ClassName
 SCHEDULES = ("cosine", "warmdown", "constant")
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 OPTIMIZERS = ("adamw", "muon")
@@ -61,7 +62,7 @@ class PresetError(ValueError):
 class ModelConfig:
     """The network: shape and architecture."""
 
-    arch: str = "gpt"  # gpt (nanoGPT), golf (parameter-golf baseline), bdh (BDH)
+    arch: str = "gpt"  # gpt (nanoGPT), golf (parameter-golf baseline), bdh (BDH), or PATH.py:ClassName (your own)
     n_layer: int = 4  # transformer blocks (bdh: layers share one set of weights)
     n_head: int = 4  # attention (query) heads
     n_kv_head: int = 0  # key/value heads for grouped-query attention; 0 = same as n_head
@@ -81,6 +82,9 @@ class ModelConfig:
     mixing_temperature: float = 1.0  # softness of the mixing weights; lower is closer to plain
     loss_chunk: int = 0  # fused head + cross-entropy over chunks of this many tokens, never all logits at once; 0 = off (gpt, golf)
     tied_embed_init_std: float = 0.005  # std of the token embedding's normal init (golf)
+    # your own model's extra keys (model.arch = PATH.py:ClassName): kept as given, written back
+    # into the model section, and passed to its class as attributes of its config
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -171,6 +175,7 @@ class Preset:
     def to_dict(self) -> dict[str, Any]:
         """The preset as it is saved (all fields, no load-time bookkeeping)."""
         out = asdict(self)
+        out["model"].update(out["model"].pop("extra"))  # your own model's keys, in the section
         out.pop("source_path")
         out.pop("builtin")
         if not out["extends"]:
@@ -189,14 +194,17 @@ class Preset:
         return arch_trainable(self.model.arch)
 
 
-# Architectures the engine trains (cockpit/train/model.py's ARCHITECTURES; a test checks
-# they agree). The planning core only needs the names.
-_TRAINABLE_ARCHS = ("gpt", "golf", "bdh")
+# Architectures the engine trains (cockpit/train/models' registry; a test checks they agree
+# with cockpit/arch's). The planning core only needs the names.
+_TRAINABLE_ARCHS = archs.names()
 
 
 def arch_trainable(arch: str) -> tuple[bool, str]:
-    """(True, "") if the engine can train `arch`, else (False, reason)."""
-    if arch in _TRAINABLE_ARCHS:
+    """(True, "") if the engine can train `arch`, else (False, reason).
+
+    A model file of your own (PATH.py:ClassName) counts as trainable here: whether it imports,
+    builds and returns the right shapes is measured before launch (cockpit.runs.prelaunch)."""
+    if arch in _TRAINABLE_ARCHS or archs.is_own_model(arch):
         return True, ""
     return False, f"unknown architecture {arch!r}"
 
@@ -209,8 +217,10 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def _field_types(cls: type) -> dict[str, type]:
+    """The typed fields of a section (not ModelConfig.extra, which holds the keys it lacks)."""
     hints = {"int": int, "float": float, "str": str, "bool": bool}
-    return {f.name: hints[f.type] for f in dataclasses.fields(cls)}  # type: ignore[index]
+    # the annotations are strings (from __future__ import annotations): "int", "float", ...
+    return {f.name: hints[str(f.type)] for f in dataclasses.fields(cls) if str(f.type) in hints}
 
 
 def _unquote(text: str, kind: type) -> str:
@@ -267,8 +277,15 @@ def _section_from_dict(section: str, raw: Any, base: Any) -> Any:
         raise PresetError(section, f"must be an object of fields, not {type(raw).__name__}")
     types = _field_types(cls)
     values = asdict(base)
+    # your own model's section keeps the keys we do not know: they are its config's
+    own = section == "model" and archs.is_own_model(str(raw.get("arch", values["arch"])))
+    if section == "model":
+        values["extra"] = dict(values["extra"]) if own else {}
     for key, value in raw.items():
         path = f"{section}.{key}"
+        if own and key not in types:
+            values["extra"][key] = _extra_value(path, value)
+            continue
         if key not in types:
             close = _closest(str(key), types)
             hint = (
@@ -281,6 +298,17 @@ def _section_from_dict(section: str, raw: Any, base: Any) -> Any:
             value = ",".join(_coerce(path, v, str) for v in value)
         values[key] = _coerce(path, value, types[key])
     return cls(**values)
+
+
+def _extra_value(path: str, value: Any) -> Any:
+    """An extra key of your own model's section: any JSON value whose numbers are finite."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PresetError(path, f"must be a finite number, not {value}")
+    if isinstance(value, dict):
+        return {k: _extra_value(f"{path}.{k}", v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_extra_value(path, v) for v in value]
+    return value
 
 
 def _closest(word: str, choices: Any) -> str:
@@ -326,7 +354,7 @@ def validate(preset: Preset) -> None:
     """
     _check_name(preset.name)
     _check_model_shape(preset.model)
-    _check_model_arch_rules(preset.model)
+    _check_model_ranges(preset.model)
     _check_model_streams(preset.model)
     _check_train_steps(preset.train)
     _check_train_choices(preset.train)
@@ -334,6 +362,7 @@ def validate(preset: Preset) -> None:
     _check_optimizer_groups(preset.train)
     _check_data(preset.data, preset.model)
     _check_loggers(preset.train)
+    _check_bounds(preset)
 
 
 LOGGERS = ("tensorboard", "wandb")  # train.loggers: where metrics also go (cockpit.train.loggers)
@@ -379,7 +408,8 @@ def _check_name(name: str) -> None:
 
 def _check_model_shape(m: ModelConfig) -> None:
     """The architecture name, the sizes, and how width, heads and kv heads fit together."""
-    _check_choice("model.arch", m.arch, ARCHS, "architecture")
+    if not archs.is_own_model(m.arch):
+        _check_choice("model.arch", m.arch, ARCHS, "architecture")
     _check_at_least_one(
         "model", m, ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "mlp_ratio")
     )
@@ -396,27 +426,14 @@ def _check_model_shape(m: ModelConfig) -> None:
     kv = m.n_kv_head or m.n_head
     if m.n_head % kv:
         raise PresetError("model.n_kv_head", f"{kv} must divide model.n_head={m.n_head}")
-    if m.arch == "gpt" and m.n_kv_head not in (0, m.n_head):
-        raise PresetError(
-            "model.n_kv_head",
-            "the gpt architecture has no grouped-query attention; set it to 0 or use arch golf",
-        )
+    if m.arch in archs.SPECS:
+        problem = archs.get_spec(m.arch).check(m)  # what the architecture itself needs
+        if problem:
+            raise PresetError(*problem)
 
 
-def _check_model_arch_rules(m: ModelConfig) -> None:
-    """What each architecture needs, then the model's ranges."""
-    if m.arch in ("golf", "bdh") and (m.n_embd // m.n_head) % 2:
-        raise PresetError(
-            "model.n_embd",
-            f"rotary embeddings need an even head size; n_embd/n_head is {m.n_embd // m.n_head}",
-        )
-    if m.arch == "golf" and m.n_layer < 2:
-        raise PresetError(
-            "model.n_layer",
-            "the golf architecture splits layers into encoder and decoder halves; use at least 2",
-        )
-    if m.arch == "bdh" and m.mlp_internal_dim_multiplier < 1:
-        raise PresetError("model.mlp_internal_dim_multiplier", "must be at least 1")
+def _check_model_ranges(m: ModelConfig) -> None:
+    """The model's ranges, then the features its architecture must support."""
     if not 0.0 <= m.dropout < 1.0:
         raise PresetError("model.dropout", f"must be in [0, 1), not {m.dropout}")
     if m.logit_softcap < 0:
@@ -425,8 +442,11 @@ def _check_model_arch_rules(m: ModelConfig) -> None:
         raise PresetError("model.rope_base", "must be positive")
     if m.loss_chunk < 0:
         raise PresetError("model.loss_chunk", "must be 0 (off) or a number of tokens per chunk")
-    if m.loss_chunk and m.arch == "bdh":
-        raise PresetError("model.loss_chunk", "the chunked loss is for gpt and golf; set it to 0")
+    if m.loss_chunk and not archs.supports(m.arch, "chunked_loss"):
+        raise PresetError(
+            "model.loss_chunk",
+            f"the chunked loss is for {' and '.join(archs.supporting('chunked_loss'))}; set it to 0",
+        )
 
     if m.tied_embed_init_std <= 0:
         raise PresetError("model.tied_embed_init_std", "must be positive")
@@ -435,10 +455,11 @@ def _check_model_arch_rules(m: ModelConfig) -> None:
 def _check_model_streams(m: ModelConfig) -> None:
     """Seed 000's residual-stream variant: how many streams, and how their mix is normalised."""
     _check_at_least_one("model", m, ("num_streams", "mixing_iters"))
-    if m.num_streams > 1 and m.arch != "gpt":
+    if m.num_streams > 1 and not archs.supports(m.arch, "streams"):
+        built = " and ".join(archs.supporting("streams"))
         raise PresetError(
             "model.num_streams",
-            f"parallel residual streams are built for arch gpt only, not {m.arch}; set it to 1",
+            f"parallel residual streams are built for arch {built} only, not {m.arch}; set it to 1",
         )
     if m.mixing_temperature <= 0:
         raise PresetError(
@@ -554,6 +575,47 @@ def _check_data(d: DataConfig, m: ModelConfig) -> None:
         raise PresetError("data.source", 'must name a file, folder or glob, or be "default"')
 
 
+# The sane range of each numeric field that is not a shape, and why: a value outside it makes
+# training meaningless (train.lr=1e308 trained on NaN losses and "finished") or never ends a
+# step. Shape fields (layers, widths, heads, context, batch, vocabulary) have no upper bound
+# here: how large a model fits is the memory plan's to say, with the memory it needs.
+BOUNDS: dict[str, tuple[float, float, str]] = {
+    "model.rope_base": (10.0, 1e9, "rotary bases in use run from 1e4 to 1e7"),
+    "model.logit_softcap": (0.0, 1e4, "a softcap above 1e4 never caps a logit (0 is off)"),
+    "model.qk_gain_init": (0.0, 100.0, "it multiplies attention logits at init (usual 1.5)"),
+    "model.mixing_iters": (1, 1000, "Sinkhorn runs them at every forward and converges in tens"),
+    "model.mixing_temperature": (1e-3, 1e3, "outside it the mix is one-hot or uniform (usual 1)"),
+    "model.tied_embed_init_std": (1e-6, 10.0, "the embedding's init std (usual 0.005 to 0.02)"),
+    "train.lr": (0.0, 10.0, "a learning rate above 10 diverges at once (usual 1e-4 to 1e-2)"),
+    "train.max_time_s": (0.0, 1e8, "a cap over 1e8 s (3 years) is no cap (0 is none)"),
+    "train.weight_decay": (0.0, 10.0, "each step shrinks weights by lr x weight_decay (usual 0.1)"),
+    "train.grad_clip": (0.0, 1e6, "a clip above 1e6 never clips (0 is off)"),
+    "train.eval_steps": (1, 10**6, "batches per evaluation (train.eval_full_val reads all)"),
+    "train.sample_tokens": (0, 10**5, "generated one at a time at every evaluation"),
+    "train.seed": (0, 2**32 - 1, "NumPy's generator takes a 32-bit seed"),
+    "train.max_rollbacks": (0, 1000, "each one reloads a checkpoint (usual 3)"),
+    "train.matrix_lr": (0.0, 10.0, "a rate above 10 diverges at once (usual 0.02 to 0.05)"),
+    "train.embed_lr": (0.0, 10.0, "a rate above 10 diverges at once (usual 0.6)"),
+    "train.tied_embed_lr": (0.0, 10.0, "a rate above 10 diverges at once (usual 0.05)"),
+    "train.head_lr": (0.0, 10.0, "a rate above 10 diverges at once (usual 0.008)"),
+    "train.scalar_lr": (0.0, 10.0, "a rate above 10 diverges at once (usual 0.04)"),
+    "train.adam_eps": (1e-30, 1.0, "above 1 it drowns the gradient; below 1e-30 it is 0 in fp32"),
+    "train.muon_backend_steps": (1, 100, "Newton-Schulz runs them at every update (usual 5)"),
+    "train.priming_steps": (0, 10**4, "priming only warms kernels up (golf: 20)"),
+}
+
+
+def _check_bounds(preset: Preset) -> None:
+    """Each bounded field within its range, the reason in the message."""
+    for path, (low, high, why) in BOUNDS.items():
+        value = get_field(preset, path)
+        if not low <= value <= high:
+            shown = [f"{v:,}" if isinstance(v, int) else f"{v:g}" for v in (low, high, value)]
+            raise PresetError(
+                path, f"must be between {shown[0]} and {shown[1]}, not {shown[2]}: {why}"
+            )
+
+
 # --------------------------------------------------------------------------- overrides
 
 
@@ -590,7 +652,15 @@ def apply_overrides(preset: Preset, overrides: list[str] | dict[str, Any]) -> Pr
         else [parse_override(o) for o in overrides]
     )
     raw = preset.to_dict()
+    own = archs.is_own_model(str(dict(pairs).get("model.arch", preset.model.arch)))
     for key, value in pairs:
+        if (
+            own
+            and key.startswith("model.")
+            and key.split(".", 1)[1] not in _field_types(ModelConfig)
+        ):
+            raw["model"][key.split(".", 1)[1]] = value  # an extra key of your own model
+            continue
         path = resolve_field_path(key)
         if path in ("name", "description", "extends"):
             raw[path] = value
@@ -605,9 +675,9 @@ def apply_overrides(preset: Preset, overrides: list[str] | dict[str, Any]) -> Pr
 
 def field_paths() -> list[str]:
     """Every dotted field path a preset has, in declaration order."""
-    out = []
+    out: list[str] = []
     for section, cls in _SECTIONS.items():
-        out.extend(f"{section}.{f.name}" for f in dataclasses.fields(cls))
+        out.extend(f"{section}.{name}" for name in _field_types(cls))
     return out
 
 
@@ -695,6 +765,18 @@ def load_preset_file(path: str | os.PathLike[str], *, builtin: bool = False) -> 
         raise PresetError(exc.path, f"{exc.message} (in {p})") from None
     preset.source_path = str(p)
     preset.builtin = builtin
+    return _own_model_beside(preset, p)
+
+
+def _own_model_beside(preset: Preset, preset_file: Path) -> Preset:
+    """model.arch = PATH.py:ClassName is relative to the preset file where the file is there
+    (made absolute here, so every later reader finds it), else to the working directory."""
+    arch = preset.model.arch
+    if not archs.is_own_model(arch) or Path(archs.split_own_model(arch)[0]).is_absolute():
+        return preset
+    path = archs.resolve_model_file(arch, str(preset_file))
+    if path.is_file() and path != Path.cwd() / archs.split_own_model(arch)[0]:
+        preset.model.arch = f"{path}:{archs.split_own_model(arch)[1]}"
     return preset
 
 

@@ -16,7 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cockpit.arch import is_own_model
 from cockpit.plan.estimate import load_traces, save_traces
+from cockpit.plan.measure import absolute, ensure_measured, load_measured, save_measured
 from cockpit.plan.presets import Preset
 
 NO_TORCH = "torch is not installed here (pip install torch)"
@@ -27,6 +29,7 @@ class TraceOutcome:
     """What a trace gave: its points (one dict per micro-batch), or one line saying why not."""
 
     points: list[dict[str, Any]] = field(default_factory=list)
+    figures: dict[str, Any] | None = None  # your own model's measured figures (plan/measure.py)
     reason: str = ""  # empty when it worked
     cancelled: bool = False  # stopped because a newer request replaced it: not a failure
     unavailable: bool = False  # this machine cannot trace at all (no compiler, no torch)
@@ -47,7 +50,7 @@ def child_command(module: str, preset: Preset, batches: list[int], *extra: str) 
         "-m",
         module,
         "--preset-json",
-        json.dumps(preset.to_dict()),
+        json.dumps(absolute(preset).to_dict()),  # your own model's file found from anywhere
         "--batches",
         ",".join(map(str, batches)),
         *extra,
@@ -107,7 +110,8 @@ def run_trace_child(
         why = failure_reason(err)
         return TraceOutcome(reason=why, unavailable=proc.returncode == 3 or why == NO_TORCH)
     try:
-        return TraceOutcome(points=json.loads(out.strip().splitlines()[-1])["points"])
+        result = json.loads(out.strip().splitlines()[-1])
+        return TraceOutcome(points=result["points"], figures=result.get("figures"))
     except (ValueError, KeyError, IndexError, TypeError):
         return TraceOutcome(reason="the tracer's output did not parse")
 
@@ -122,11 +126,17 @@ def ensure_traced(
     """Trace what the cache lacks of `preset` at `batch` (and its line's second point), and keep it.
 
     Returns the outcome of the child (no points and no reason when the cache had them all)."""
+    own = is_own_model(preset.model.arch)
     cached = load_traces(preset, dtype)
     missing = [b for b in trace_batches(batch) if b not in cached]
     if not missing:
+        if own and load_measured(preset.model) is None:  # traced, but the figures were not kept
+            problem = ensure_measured(preset)
+            return TraceOutcome(reason=problem or "")
         return TraceOutcome()
     outcome = runner(preset, missing, dtype, cancelled)
     if outcome.ok and outcome.points:
         save_traces(preset, dtype, outcome.points)
+    if outcome.ok and outcome.figures is not None:
+        save_measured(preset.model, outcome.figures)
     return outcome

@@ -26,7 +26,6 @@ files and signals to its process.
 """
 
 from cockpit.rundir.events import (
-    END_REASONS,
     EVENT_KINDS,
     EVENT_TYPES,
     SCHEMA_VERSION,
@@ -70,10 +69,11 @@ from cockpit.rundir.layout import (
     RUN_LOCK,
     TRAIN_LOCK,
     RunError,
+    RunUnreadable,
     new_run_id,
     runs_root,
 )
-from cockpit.rundir.lock import RunBusy, TrainLock, lock_holder
+from cockpit.rundir.lock import RunBusy, TrainLock, busy_message, lock_holder
 from cockpit.rundir.process import (
     pid_alive,
     process_start_time,
@@ -82,6 +82,7 @@ from cockpit.rundir.process import (
     stop_run,
 )
 from cockpit.rundir.status import (
+    END_REASONS,
     END_STATUS,
     FINAL_STATUSES,
     LIVE_STATUSES,
@@ -117,7 +118,9 @@ __all__ = [
     "EventWriter",
     "NullEventWriter",
     "RunBusy",
+    "busy_message",
     "RunError",
+    "RunUnreadable",
     "RunInfo",
     "RunWatcher",
     "SampleEvent",

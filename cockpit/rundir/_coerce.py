@@ -12,15 +12,20 @@ from typing import Any
 
 from cockpit.common.numbers import as_float
 
+# No count a writer makes (a step, a pid, tokens, bytes) comes near this; a larger one (1e308
+# read as an int) would print as a 309-digit column and overflow float arithmetic.
+MAX_COUNT = 2**53
+
 
 def as_int(value: Any, default: Any = None) -> Any:
-    """An int (a float with an integral value counts); bools and anything else read as `default`."""
+    """An int (a float with an integral value counts) of at most 2^53 in size; bools and
+    anything else read as `default`."""
     if isinstance(value, bool):
         return default
     if isinstance(value, int):
-        return value
+        return value if abs(value) <= MAX_COUNT else default
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return int(value)
+        return int(value) if abs(value) <= MAX_COUNT else default
     return default
 
 

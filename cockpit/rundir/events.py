@@ -30,14 +30,16 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import IO, Any, ClassVar, TypeVar
 
 from cockpit.common.numbers import as_float
-from cockpit.rundir._coerce import BY_ANNOTATION, EXACT_TYPE, as_int
+from cockpit.rundir._coerce import BY_ANNOTATION, EXACT_TYPE, MAX_COUNT, as_int
 from cockpit.rundir.status import END_REASONS  # noqa: F401 - the `end` reasons, beside the kinds
 
 SCHEMA_VERSION = 1
 EVENT_KINDS = ("start", "step", "eval", "sample", "checkpoint", "warning", "end", "error")
+
+E = TypeVar("E", bound="Event")
 
 _NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
@@ -97,7 +99,8 @@ def decode_record(line: str | bytes) -> dict[str, Any]:
     if type(step) is not int or not 0 <= step <= MAX_STEP:
         raise ValueError("no valid step")
     try:
-        return _decode_value(record)
+        decoded: dict[str, Any] = _decode_value(record)
+        return decoded
     except RecursionError:
         raise ValueError("nested too deeply") from None
 
@@ -149,7 +152,7 @@ class Event:
         return record
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> Any:
+    def from_record(cls: type[E], record: dict[str, Any]) -> E:
         """The typed event of `record`; a missing or wrong-typed field reads as its default."""
         get = record.get
         event = cls.__new__(cls)
@@ -158,7 +161,9 @@ class Event:
         event.step = as_int(get("step"), 0)
         for name, exact, read, default in cls._READERS:
             value = get(name)
-            if type(value) is not exact:  # the common case (the writer's own type) skips the reader
+            # the common case (the writer's own type) skips the reader; an int past 2^53 is no count
+            huge = exact is int and isinstance(value, int) and not -MAX_COUNT <= value <= MAX_COUNT
+            if type(value) is not exact or huge:
                 value = read(value, None)
                 if value is None:
                     value = default()
@@ -202,6 +207,7 @@ class StartEvent(Event):
     preset: str | None = None
     device: str | None = None
     gpu: str | None = None
+    gpu_uuid: str | None = None
     dtype: str | None = None
     params: int | None = None
     tokens_per_step: int | None = None
@@ -298,7 +304,8 @@ class EndEvent(Event):
 
 def parse_event(record: dict[str, Any]) -> Event | None:
     """The typed event of a record, or None for a kind this version does not know."""
-    cls = EVENT_TYPES.get(record.get("event"))  # type: ignore[arg-type]
+    kind = record.get("event")
+    cls = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
     return None if cls is None else cls.from_record(record)
 
 
@@ -329,11 +336,10 @@ class EventWriter:
             ):  # a full disk: the newline goes out with the next write
                 self._handle.flush()
 
-    def emit(self, event: str, step: int, **fields: Any) -> dict[str, Any]:
-        """Write one record now and return it."""
-        record = make_record(event, step, **fields)
-        self.write(record)
-        return record
+    def emit(self, event: Event) -> Event:
+        """Write one typed event now and return it (its fields are checked by its dataclass)."""
+        self.write_many((event,))
+        return event
 
     def write(self, record: dict[str, Any] | Event) -> None:
         self.write_many((record,))
@@ -391,8 +397,8 @@ class NullEventWriter(EventWriter):
         self.path = Path(os.devnull)
         self._handle = None
 
-    def emit(self, event: str, step: int, **fields: Any) -> dict[str, Any]:
-        return make_record(event, step, **fields)
+    def emit(self, event: Event) -> Event:
+        return event
 
 
 # --------------------------------------------------------------------------- reading
@@ -471,17 +477,46 @@ def read_last_records(
 def read_tail(
     path: str | os.PathLike[str], tail_bytes: int = 65536
 ) -> tuple[list[dict[str, Any]], int]:
-    """The well-formed records in the last `tail_bytes` of the file, and how many lines were skipped."""
-    p = Path(path)
+    """The well-formed records in the last `tail_bytes` of the file, and how many lines were skipped.
+
+    When nothing in that window is a record (bad lines longer than the window end the log: a
+    torn multi-megabyte write), the window moves back before them, so a listing still shows
+    the last good record; each long line counts as one skipped. At most LONG_LINE_SCAN bytes
+    from the end are read that way.
+    """
     try:
-        with open(p, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - tail_bytes))
-            data = handle.read()
+        with open(Path(path), "rb") as handle:
+            end = handle.seek(0, os.SEEK_END)
+            low = max(0, end - LONG_LINE_SCAN)
+            skipped = 0
+            while True:
+                start = max(0, end - tail_bytes)
+                handle.seek(start)
+                lines = handle.read(end - start).split(b"\n")
+                if start > 0:
+                    lines = lines[1:]  # the first line is probably cut
+                records, bad = decode_lines(lines)
+                if records or start == 0:
+                    return records, bad + skipped
+                line_start = _start_of_line(handle, start, low)
+                if line_start is None:
+                    return [], 0  # no record in the last LONG_LINE_SCAN bytes: nothing to show
+                end, skipped = line_start, skipped + bad + 1
     except OSError:
         return [], 0
-    lines = data.split(b"\n")
-    if size > tail_bytes:
-        lines = lines[1:]  # the first line is probably cut
-    return decode_lines(lines)
+
+
+LONG_LINE_SCAN = 64 << 20  # bytes from the end read back looking for a record before long lines
+
+
+def _start_of_line(handle: IO[bytes], pos: int, low: int) -> int | None:
+    """Where the line holding byte `pos` starts, read backwards in 1 MiB pieces down to `low`
+    (None when it starts before `low`: a line that long is given up on)."""
+    while pos > low:
+        chunk_start = max(low, pos - (1 << 20))
+        handle.seek(chunk_start)
+        found = handle.read(pos - chunk_start).rfind(b"\n")
+        if found >= 0:
+            return chunk_start + found + 1
+        pos = chunk_start
+    return 0 if low == 0 else None

@@ -26,6 +26,7 @@ from typing import Any
 
 from cockpit import __version__
 from cockpit.common.fsutil import atomic_writer
+from cockpit.plan.measure import absolute
 from cockpit.plan.presets import Preset, PresetError, apply_overrides, preset_from_dict
 from cockpit.rundir._coerce import BY_ANNOTATION
 from cockpit.rundir.layout import (
@@ -36,6 +37,7 @@ from cockpit.rundir.layout import (
     RUN_LOCK,
     RunError,
     fresh_run_path,
+    unreadable,
 )
 
 RUN_SCHEMA_VERSION = 2  # 2: world_size, nnodes (torchrun runs)
@@ -135,6 +137,8 @@ def read_run_info(run_dir: str | os.PathLike[str]) -> RunInfo:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RunError(f"{run_dir} is not a run directory (no {RUN_JSON})") from None
+    except PermissionError:
+        raise unreadable(run_dir, path) from None
     except (OSError, ValueError, RecursionError) as exc:
         raise RunError(f"cannot read {path}: {exc}") from None
     if not isinstance(raw, dict):
@@ -241,7 +245,8 @@ def create_run_dir(
 ) -> Path:
     """Make a fresh run directory: checkpoints/, preset.json (once, as launched), a 'starting' run.json.
 
-    Claiming the directory is atomic: run.json is linked into place, which fails if it
+    An explicit `run_dir` must be missing or an empty folder (RunError naming what is there
+    otherwise), so no file of the user's is replaced. Claiming the directory is atomic: run.json is linked into place, which fails if it
     exists, so of two creations racing for one directory exactly one succeeds.
     """
     info = RunInfo(
@@ -257,13 +262,42 @@ def create_run_dir(
             path = fresh_run_path(preset.name, root)  # taken between the look and the claim
     else:
         path = Path(run_dir)
-        if (path / EVENTS_JSONL).exists() or not _claim(path, info):
-            raise RunError(
-                f"{path} already holds a run; use `gpt-cockpit resume {path}` or pick another --run-dir"
-            )
+        _check_fresh(path)
+        if not _claim(path, info):  # another creation took it between the look and the claim
+            raise RunError(_holds_a_run(path))
     (path / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path / PRESET_JSON, json.dumps(preset.to_dict(), indent=2) + "\n")
+    # your own model's file as an absolute path: the child and a later resume find it from anywhere
+    launched = absolute(preset).to_dict()
+    atomic_write_text(path / PRESET_JSON, json.dumps(launched, indent=2) + "\n")
     return path
+
+
+def _holds_a_run(path: Path) -> str:
+    return f"{path} already holds a run; use `gpt-cockpit resume {path}` or pick another --run-dir"
+
+
+def _check_fresh(path: Path) -> None:
+    """RunError unless `path` is missing or an empty folder: a new run writes preset.json,
+    train.lock, console.log and checkpoints there, so a user's files would be replaced."""
+    try:
+        names = sorted(os.listdir(path))
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        raise RunError(
+            f"{path} is a file, not a folder; a new run goes only into an empty or missing folder"
+        ) from None
+    if not names:
+        return
+    claiming = any(n.startswith(f".{RUN_JSON}.") and n.endswith(".new") for n in names)
+    if RUN_JSON in names or EVENTS_JSONL in names or claiming:  # a run, or one being created
+        raise RunError(_holds_a_run(path))
+    shown = [f"{n}/" if (path / n).is_dir() else n for n in names[:5]]
+    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+    raise RunError(
+        f"{path} is not empty (it holds {', '.join(shown)}{more}); a new run goes only into "
+        "an empty or missing folder: pick another --run-dir, or leave it out for a fresh one"
+    )
 
 
 def _claim(path: Path, info: RunInfo) -> bool:

@@ -21,6 +21,42 @@ class RunError(RuntimeError):
     """A run directory that cannot be used, with a message for a person."""
 
 
+class RunUnreadable(RunError):
+    """A run this user may not read (another user's private folder or run.json): listed as
+    unreadable, never rebuilt. `reason` says why without the path; str() says it with it."""
+
+    def __init__(self, run_dir: str | os.PathLike[str], reason: str) -> None:
+        super().__init__(f"cannot read {run_dir}: {reason}")
+        self.reason = reason
+
+
+def unreadable(run_dir: str | os.PathLike[str], file: str | os.PathLike[str]) -> RunUnreadable:
+    """The RunUnreadable for a PermissionError on `file` of `run_dir`: the folder's owner and
+    mode when the folder itself is closed to us, else the file's."""
+    import pwd
+    import stat
+
+    folder, target = Path(run_dir), Path(file)
+    try:
+        os.listdir(folder)
+        what = f"{target.name} is"
+    except PermissionError:
+        target, what = folder, "the folder is"
+    except OSError:
+        what = f"{target.name} is"
+    try:
+        st = target.stat()
+        try:
+            owner = pwd.getpwuid(st.st_uid).pw_name
+        except KeyError:
+            owner = f"uid {st.st_uid}"
+        detail = f" ({what} owned by {owner}, mode {stat.S_IMODE(st.st_mode):04o})"
+    except OSError:
+        detail = ""
+    hint = "its owner can share it (chmod a+rX) or open it as that user"
+    return RunUnreadable(run_dir, f"permission denied{detail}; {hint}")
+
+
 def runs_root(explicit: str | os.PathLike[str] | None = None) -> Path:
     """Where runs live: the argument, else $GPT_COCKPIT_RUNS, else ./runs."""
     if explicit:

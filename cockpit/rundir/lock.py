@@ -25,6 +25,15 @@ from cockpit.rundir.layout import TRAIN_LOCK, RunError
 ACQUIRE_WAIT_S = 1.0  # how long a trainer retries a lock that a reader may be probing
 
 
+def busy_message(run_dir: str | os.PathLike[str], pid: int) -> str:
+    """The one line that refuses a second trainer (or a resume) of a run that `pid` trains."""
+    who = f"pid {pid}" if pid else "another process"
+    return (
+        f"{Path(run_dir).name} is already being trained by {who}; "
+        "stop it first (`gpt-cockpit stop`) or attach to it"
+    )
+
+
 class RunBusy(RunError):
     """Another process trains this run; `pid` is its pid (0 when the lock file does not say)."""
 
@@ -56,12 +65,7 @@ class TrainLock:
                 if time.monotonic() >= deadline:
                     pid = _pid_in(fd)
                     os.close(fd)
-                    who = f"pid {pid}" if pid else "another process"
-                    raise RunBusy(
-                        f"{Path(run_dir).name} is already being trained by {who}; "
-                        "stop it first (`gpt-cockpit stop`) or attach to it",
-                        pid,
-                    ) from None
+                    raise RunBusy(busy_message(run_dir, pid), pid) from None
                 time.sleep(0.02)
         self.fd: int | None = fd
         self.run_dir = Path(run_dir)

@@ -25,7 +25,7 @@ def process_start_time(pid: int) -> float | None:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             return None
-        return proc.create_time()
+        return float(proc.create_time())
     except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
         return None
 
@@ -121,7 +121,8 @@ def stop_run(run_dir: str | os.PathLike[str], *, kill: bool = False) -> bool:
     """Ask a run to stop (SIGTERM: finish the step, checkpoint, exit) or kill it (SIGKILL).
 
     The process is the one holding the run's lock, else run.json's pid. Returns
-    False if no such process is running.
+    False if no such process is running. A kill is recorded as status `killed`: a
+    SIGKILLed trainer writes no `end` record and would otherwise read as crashed.
     """
     info = read_run_info(run_dir)
     holder = lock_holder(run_dir)
@@ -135,4 +136,6 @@ def stop_run(run_dir: str | os.PathLike[str], *, kill: bool = False) -> bool:
         os.kill(int(pid), signal.SIGKILL if kill else signal.SIGTERM)
     except ProcessLookupError:
         return False
+    if kill:
+        record_killed(run_dir, "killed at once (SIGKILL)")
     return True

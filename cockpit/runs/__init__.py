@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cockpit import rundir
-
-from cockpit.runs import index as run_index
 from cockpit.common.diagnostics import error, info
+from cockpit.plan.allocator import child_alloc_env
+from cockpit.runs import index as run_index
 
 
 @dataclass
@@ -99,7 +99,8 @@ def _host_port(endpoint: str) -> tuple[str, str] | None:
 
 
 def resolve_nproc(value: str | int | None) -> int:
-    """--nproc: a number, or `auto` (every GPU NVML sees; 1 without one). ValueError otherwise."""
+    """--nproc: a number, or `auto` (every GPU CUDA will see, CUDA_VISIBLE_DEVICES applied; 1
+    without one). ValueError otherwise."""
     if value is None or value == "":
         return 1
     if str(value).strip().lower() == "auto":
@@ -186,7 +187,8 @@ def launch(
         cmd = child_command(path, device=device, resume=resume, ranks=ranks)
     else:
         cmd = child_command(path, device=device, resume=resume)
-    child_env = dict(os.environ)
+    # expandable segments unless the user set their own allocator settings (docs/estimator.md)
+    child_env = child_alloc_env(dict(os.environ))
     child_env.setdefault("PYTHONUNBUFFERED", "1")
     if env:
         child_env.update(env)
@@ -213,7 +215,7 @@ def launch(
 
     def launched(current: rundir.RunInfo) -> dict[str, object]:
         holder = rundir.lock_holder(path)
-        ours = bool(holder) and holder != process.pid and _descends_from(holder, process.pid)
+        ours = bool(holder and holder != process.pid and _descends_from(holder, process.pid))
         if holder and holder != process.pid and not ours:
             return {}  # another trainer holds the run: this child will be refused, the record is its
         # A fast child may already say running; a resume starts over from starting.
@@ -332,8 +334,30 @@ def summarize_run(run_dir: str | os.PathLike[str]) -> RunSummary:
 
 
 def is_run_dir(path: Path) -> bool:
-    """A folder that holds a run, even a damaged one: run.json, preset.json or an event log."""
-    return any((path / name).is_file() for name in run_index.RUN_FILES)
+    """A folder that holds a run, even a damaged one: run.json, preset.json or an event log
+    (or one closed to this user, which may: reading it then says why it cannot be read)."""
+    return run_index.holds_a_run(path)
+
+
+def unreadable_summary(path: Path, exc: rundir.RunUnreadable) -> RunSummary:
+    """The list line of a run this user may not read: status unreadable, its path, and why."""
+    try:
+        created = path.lstat().st_mtime  # the folder's own entry: readable in a listable parent
+    except OSError:
+        created = 0.0
+    return RunSummary(
+        run_dir=path,
+        run_id=path.name,
+        status="unreadable",
+        preset_name="?",
+        step=0,
+        max_steps=0,
+        best_val_loss=None,
+        last_loss=None,
+        created=created,
+        updated=created,
+        problem=exc.reason,
+    )
 
 
 def damaged_summary(path: Path, problem: str) -> RunSummary:
@@ -367,7 +391,11 @@ def damaged_summary(path: Path, problem: str) -> RunSummary:
 def _run_folders(root: str | os.PathLike[str] | None, note: Callable[[str], None]) -> list[Path]:
     """The runs under the runs folder and, when that is the default one, every indexed run."""
     base = rundir.runs_root(root)
-    found = [c for c in base.iterdir() if is_run_dir(c)] if base.is_dir() else []
+    try:
+        found = [c for c in base.iterdir() if is_run_dir(c)] if base.is_dir() else []
+    except PermissionError:
+        note(f"cannot read the runs folder {base}: permission denied")
+        found = []
     if base.resolve() == rundir.runs_root().resolve():  # an explicit other folder lists itself only
         seen = {c.resolve() for c in found}
         found += [p for p in run_index.known_runs(note) if p.resolve() not in seen]
@@ -378,11 +406,14 @@ def list_runs(
     root: str | os.PathLike[str] | None = None, *, note: Callable[[str], None] = info
 ) -> list[RunSummary]:
     """Every run under the runs folder (and in the run index), newest first; one whose run.json
-    cannot be read is listed as damaged, with why."""
+    cannot be read is listed as damaged, with why, and one this user may not read (another
+    user's private folder or run.json) as unreadable."""
     out = []
     for child in _run_folders(root, note):
         try:
             out.append(summarize_run(child))
+        except rundir.RunUnreadable as exc:
+            out.append(unreadable_summary(child, exc))
         except rundir.RunError as exc:
             out.append(damaged_summary(child, str(exc)))
     out.sort(key=lambda s: s.created, reverse=True)
@@ -398,8 +429,9 @@ def find_run(name: str, root: str | os.PathLike[str] | None = None) -> Path:
     if is_run_dir(base / name):
         return base / name
     runs = list_runs(root)
-    if name in ("last", "latest") and runs:
-        return runs[0].run_dir
+    readable = [r for r in runs if r.status != "unreadable"]  # another user's is nobody's last
+    if name in ("last", "latest") and readable:
+        return readable[0].run_dir
     matches = [r.run_dir for r in runs if r.run_id.startswith(name) or r.run_id.endswith(name)]
     if len(matches) == 1:
         return matches[0]

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from cockpit.common.format import format_eval_line, format_step_line
-from cockpit.rundir.lines import event_line
 from cockpit.health import HealthWarning
 from cockpit.rundir import (
     EndEvent,
@@ -29,6 +29,7 @@ from cockpit.rundir import (
     WarningEvent,
     parse_event,
 )
+from cockpit.rundir.lines import event_line
 
 MAX_POINTS = 2000  # points kept per plotted series
 LOG_LINES = 200  # one-line records kept for the log tail
@@ -126,7 +127,7 @@ class RunHistory:
         self._recent: deque[tuple[float, int]] = deque(
             maxlen=RATE_WINDOW
         )  # (time, step) of recent steps
-        self._adders = {
+        self._adders: dict[type[Event], Callable[[Any, dict[str, Any]], None]] = {
             StepEvent: self._add_step,
             EvalEvent: self._add_eval,
             StartEvent: self._add_start,

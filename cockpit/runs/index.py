@@ -11,6 +11,7 @@ note: never an error.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -89,7 +90,21 @@ def known_runs(note: Callable[[str], None] | None = None) -> list[Path]:
 
 def _holds_a_run(path: Path) -> bool:
     """The folder still holds a run, even a damaged one (listed as such, not dropped)."""
-    return any((path / name).is_file() for name in RUN_FILES)
+    return holds_a_run(path)
+
+
+def holds_a_run(path: Path) -> bool:
+    """One of a run's files is in the folder; a folder we may not look into (another user's
+    private run) counts too: it is listed as unreadable, never dropped or passed over."""
+    for name in RUN_FILES:  # os.stat, not Path.is_file: whether that raises varies by Python
+        try:
+            if stat.S_ISREG(os.stat(path / name).st_mode):
+                return True
+        except PermissionError:
+            return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 def _rewrite(index: Path, entries: list[Path]) -> None:

@@ -1,6 +1,8 @@
-"""What can be found wrong with a launch before anything is created: data, tokenizer, device, loggers.
+"""What can be found wrong with a launch before anything is created: data, tokenizer, device,
+loggers, and memory (`plan_problem`: the plan against this machine's GPU or RAM).
 
-Headless mode, the app and the queue ask `launch_problem`, which asks the others. Each
+Headless mode, the app, resume and the queue ask `launch_problem`, which asks the others, and
+`plan_problem` for the device and processes they launch on. Each
 returns one line that says what is wrong and how to fix it, or None. They read little
 (the first MiB of at most a few token files, 8 KiB of a text file), so they only catch
 what shows at once: an empty or binary text file, a token file of the wrong length or
@@ -14,9 +16,14 @@ from __future__ import annotations
 import glob
 import importlib.util
 import os
+import stat
 from array import array
 from pathlib import Path
 
+from cockpit import rundir
+from cockpit.arch import is_own_model
+from cockpit.common.format import human_bytes
+from cockpit.plan.measure import ensure_measured
 from cockpit.plan.presets import Preset, logger_names
 
 # The llm.c shard header, as cockpit/train/data.py reads it (a test checks they agree).
@@ -187,15 +194,55 @@ def logger_problem(preset: Preset) -> str | None:
     return None
 
 
+DATA_KINDS = "data must be a regular file, a folder of them, or a glob of them"
+
+
+def _not_a_file(path: str) -> str | None:
+    """What `path` is when it is neither a regular file nor a folder (a device, a pipe...)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # gone meanwhile, or a dangling link: the other checks say so
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kinds = (
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
 def source_problem(source: str) -> str | None:
-    """Why a data source cannot be used before launching (None when it looks usable)."""
+    """Why a data source cannot be used before launching (None when it looks usable).
+
+    Only regular files are data: /dev/zero or /dev/urandom would be read without end (the
+    child died of MemoryError after seconds), and a named pipe would block it; the mode is
+    read with stat, so nothing here opens one.
+    """
     if source == "default":
         return None
     source = os.path.expanduser(source)
     if glob.has_magic(source):
-        return None if glob.glob(source) else f"no files match {source}"
+        matches = sorted(glob.glob(source))
+        if not matches:
+            return f"no files match {source}"
+        bad = [(m, what) for m in matches if (what := _not_a_file(m))]
+        if bad:
+            return f"{source} matches {bad[0][0]}, {bad[0][1]}: {DATA_KINDS}"
+        return None
     if not Path(source).exists():
         return f"no such file or folder: {source}"
+    what = _not_a_file(source)
+    if what:
+        return f"{source} is {what}, not a file: {DATA_KINDS}"
+    if Path(source).is_dir():
+        inside = [
+            (p.name, w) for p in sorted(Path(source).glob("*.bin")) if (w := _not_a_file(str(p)))
+        ]
+        if inside:
+            return f"{source} holds {inside[0][0]}, {inside[0][1]}: {DATA_KINDS}"
     return None
 
 
@@ -213,6 +260,10 @@ def launch_problem(preset: Preset) -> str | None:
     ok, why = preset.trainable
     if not ok:
         return f"model.arch: {preset.model.arch!r} cannot be trained yet: {why}"
+    if is_own_model(preset.model.arch):  # imported, built and run in a measuring child, never here
+        problem = ensure_measured(preset)
+        if problem:
+            return f"model.arch: {problem}"
     problem = data_problem(preset)  # an empty, binary or mis-sized file, ids past vocab
     if problem:
         return f"data.source: {problem}"
@@ -223,3 +274,144 @@ def launch_problem(preset: Preset) -> str | None:
     if problem:
         return f"train.loggers: {problem}"
     return None
+
+
+# The checkpoints a resume loads, newest first (cockpit.train.checkpoint LAST, LAST_PREV; a
+# test checks they agree). This module must not import torch, so the names are repeated.
+RESUME_CHECKPOINTS = ("last.pt", "last.prev.pt")
+
+
+def resume_problem(run_dir: str | os.PathLike[str]) -> str | None:
+    """Why a run cannot be resumed: it has no checkpoint to continue from (an empty file is none).
+
+    Checked before anything is started or written, so a refused resume leaves the run as it was
+    (its status and step stay what they were, instead of an error at step 0).
+    """
+    folder = Path(run_dir) / rundir.CHECKPOINTS
+    for name in RESUME_CHECKPOINTS:
+        try:
+            if (folder / name).stat().st_size > 0:
+                return None
+        except OSError:
+            continue
+    try:
+        status, step = rundir.run_status(run_dir), rundir.read_run_info(run_dir).step or 0
+        where = f" ({status} at step {step}, before its first checkpoint)"
+    except rundir.RunError:
+        where = ""
+    return f"{Path(run_dir).name} has no checkpoint to resume from{where}"
+
+
+# --------------------------------------------------------------------------- memory
+
+
+# The analytic reserved estimate's worst over-estimate against the caching allocator model
+# (bench/results/trace-vs-analytic-2026-12-06-allocator.md: none more than 8% over): a launch is
+# refused only when its plan, less that, is still over the GPU's memory.
+GPU_PLAN_MARGIN = 0.08
+FORCE_HINT = "--force launches anyway"
+TOO_LARGE = "more than any machine has (the plan's arithmetic overflows)"
+BEYOND = 1 << 60  # 1 EiB: past this a figure says only that no machine has it
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "an unknown amount"
+    return human_bytes(n) if n < BEYOND else "over 1 EiB (more than any machine has)"
+
+
+def _gpu_index(device: str) -> int:
+    index = device.partition(":")[2]
+    return int(index) if index.isdigit() else 0
+
+
+def _this_machine_has_gpu() -> bool | None:
+    """True/False when NVML or the driver's device files tell; None when nothing can tell."""
+    from cockpit.plan.gpu import NVML_NOT_INSTALLED, nvml_problem, query_gpus
+
+    if query_gpus():
+        return True
+    if nvml_problem() == NVML_NOT_INSTALLED:
+        return True if glob.glob("/dev/nvidia[0-9]*") else None
+    return False
+
+
+def plan_problem(preset: Preset, device: str = "auto", nproc: int = 1) -> str | None:
+    """Why the plan does not fit this machine, with the figures and the micro-batch that fits
+    (None: it fits, or this machine cannot tell). On a GPU run the peak on each GPU against its
+    memory, then the host side; on a CPU run (`--device cpu`, or auto without a GPU) the host RAM
+    against what psutil says is available. Over by more than the plan's error margin only."""
+    try:
+        return _plan_problem(preset, device, max(1, nproc))
+    except (OverflowError, MemoryError, ValueError) as exc:
+        from cockpit.plan.host import available_ram
+
+        available, _ = available_ram()
+        have = (
+            f"{human_bytes(available)} of RAM available"
+            if available
+            else "available memory unknown"
+        )
+        return f"memory: {preset.name} needs {TOO_LARGE}: {exc}; {have}; shrink the model ({FORCE_HINT})"
+
+
+def _plan_problem(preset: Preset, device: str, nproc: int) -> str | None:
+    from cockpit.plan.host import HOST_MARGIN, available_ram, host_batch_fit, host_memory
+
+    on_gpu = device.startswith("cuda") or (device == "auto" and _this_machine_has_gpu())
+    if on_gpu:
+        problem = _gpu_plan_problem(preset, device, nproc)
+        if problem:
+            return problem
+        host = host_memory(preset, "cuda", nproc=nproc)
+        if host.refused:
+            return f"{host.verdict}; free some memory ({FORCE_HINT})"
+        return None
+    host = host_memory(preset, "cpu")
+    if not host.refused:
+        return None
+    available, _ = available_ram()
+    t = preset.train
+    line = (
+        f"host RAM: a CPU run of {preset.name} at micro-batch {t.batch_size:,} needs "
+        f"{_bytes(host.total_bytes)} ({host.dtype} tensors and the torch runtime), "
+        f"{_bytes(available)} available"
+    )
+    fit = host_batch_fit(preset, int((available or 0) * (1 - HOST_MARGIN)))
+    if fit is None:
+        return f"{line}; even micro-batch 1 does not fit: shrink the model or block_size ({FORCE_HINT})"
+    micro, accum = fit
+    return (
+        f"{line}; micro-batch {micro:,} fits: --set train.batch_size={micro} "
+        f"--set train.grad_accum={accum} (the same sequences per step), or {FORCE_HINT}"
+    )
+
+
+def _gpu_plan_problem(preset: Preset, device: str, nproc: int) -> str | None:
+    """The plan's peak on each GPU against this machine's GPU (None when NVML cannot say)."""
+    from cockpit.plan.estimate import estimate, suggest_batch
+    from cockpit.plan.gpu import local_gpu_spec, query_gpus
+
+    gpus = query_gpus()
+    index = _gpu_index(device)
+    if not gpus or index >= len(gpus):
+        return None
+    spec = local_gpu_spec(index)
+    if spec is None:
+        return None
+    est = estimate(preset, spec, world_size=nproc)
+    if est.peak_bytes <= spec.usable_bytes * (1 + GPU_PLAN_MARGIN):
+        return None
+    each = f" on each of {nproc} GPUs" if nproc > 1 else ""
+    line = (
+        f"GPU memory: {preset.name} at micro-batch {est.batch_size:,} needs "
+        f"{_bytes(est.peak_bytes)}{each}, {spec.name} has {human_bytes(spec.usable_bytes)}"
+    )
+    suggestion = suggest_batch(preset, spec, world_size=nproc)
+    if suggestion is None or suggestion.fits_up_to < 1:
+        return f"{line}; even micro-batch 1 does not fit: shrink the model, block_size or use activation checkpointing ({FORCE_HINT})"
+    return (
+        f"{line}; micro-batch {suggestion.micro_batch:,} fits: "
+        f"--set train.batch_size={suggestion.micro_batch} "
+        f"--set train.grad_accum={suggestion.grad_accum}, or {FORCE_HINT}"
+    )

@@ -164,7 +164,7 @@ class SentencePieceTokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         n = self.vocab_size
         kept = [int(i) for i in ids if 0 <= int(i) < n]
-        text = self._sp.decode(kept)
+        text: str = self._sp.decode(kept)
         if kept and self._sp.id_to_piece(kept[0]).startswith("\u2581") and not text.startswith(" "):
             text = " " + text  # SentencePiece drops the first piece's space
         return text

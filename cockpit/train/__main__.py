@@ -18,11 +18,12 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from cockpit import rundir
 from cockpit.common.diagnostics import EXIT_INTERRUPTED, EXIT_USAGE, error, exit_code_for_end
-from cockpit.rundir import EventWriter
+from cockpit.plan.allocator import child_alloc_env
+from cockpit.rundir import ErrorEvent, EventWriter
 from cockpit.train.threads import usable_cores, wait_politely
 
 if TYPE_CHECKING:
@@ -65,18 +66,24 @@ def _traceback_tail(exc: BaseException, lines: int = 12) -> str:
 STOPPING = "stopping after this step with a checkpoint (a second SIGINT exits at once)"
 
 
+class Stoppable(Protocol):
+    """What the stop switch asks of a trainer: finish the step, checkpoint, end `stopped`."""
+
+    def request_stop(self, why: str = ...) -> None: ...
+
+
 class _StopSwitch:
     """Signal state shared with the trainer once it exists (signals can arrive while torch imports)."""
 
     def __init__(self) -> None:
-        self.trainer: object | None = None
+        self.trainer: Stoppable | None = None
         self.why = ""
         self.ended = False  # training is over (its checkpoint written): a second SIGINT waits
 
-    def attach(self, trainer: object) -> None:
+    def attach(self, trainer: Stoppable) -> None:
         self.trainer = trainer
         if self.why:
-            trainer.request_stop(self.why)  # type: ignore[attr-defined]
+            trainer.request_stop(self.why)
 
     def handle(self, signum: int, _frame: object) -> None:
         """First SIGINT/SIGTERM/SIGHUP: graceful stop. A SIGINT after that exits at once (atomic
@@ -90,7 +97,7 @@ class _StopSwitch:
             with contextlib.suppress(RuntimeError, OSError, ValueError):
                 print(f"gpt-cockpit: {self.why}: {STOPPING}", file=sys.stderr, flush=True)
         if self.trainer is not None:
-            self.trainer.request_stop(self.why)  # type: ignore[attr-defined]
+            self.trainer.request_stop(self.why)
 
     def install(self) -> None:
         """Handle the stop signals, then unblock them (runs.launch starts the child with them
@@ -124,6 +131,7 @@ def run_child(run_dir: str | os.PathLike[str], device: str = "auto", resume: boo
         error(str(exc))
         return EXIT_USAGE
     wait_politely()  # before torch loads OpenMP
+    os.environ.update(child_alloc_env(dict(os.environ)))  # before torch loads its CUDA allocator
     try:
         return _train(run_dir, device, resume, switch)
     finally:
@@ -163,7 +171,8 @@ def _train(run_dir: str | os.PathLike[str], device: str, resume: bool, switch: _
     lost: list[str] = []  # records that could not be written (a full disk)
     if reason in ("error", "crashed"):
         _best_effort(
-            lost, lambda: writer.emit("error", step, message=message, kind=kind, traceback=tail)
+            lost,
+            lambda: writer.emit(ErrorEvent(step=step, message=message, kind=kind, traceback=tail)),
         )
     if reason in ("error", "crashed", "halted"):
         _best_effort(lost, lambda: error(message))

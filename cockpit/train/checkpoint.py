@@ -23,9 +23,10 @@ import hashlib
 import os
 import random
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import numpy as np
 import torch
@@ -84,7 +85,7 @@ def _write_with_footer(state: dict[str, Any], handle: Any) -> None:
     os.fchmod(handle.fileno(), SHARED_FILE_MODE)  # as the umask allows, like the run's other files
     hashing = _HashingWriter(handle)
     try:
-        torch.save(state, hashing)
+        torch.save(state, cast(IO[bytes], hashing))  # a file as torch.save uses one
     except Exception:
         if hashing.error is not None:
             raise hashing.error from None  # the file's own error, not torch's rewording of it
@@ -119,10 +120,18 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> int:
         if exc.errno in DISK_FULL:
             raise CheckpointError(
                 f"cannot write {target.name}: {disk_full_message(target.parent)}; "
-                "the previous checkpoint is kept"
+                + _kept_after_a_full_disk(target)
             ) from None
         raise
     return target.stat().st_size
+
+
+def _kept_after_a_full_disk(target: Path) -> str:
+    """What a failed write leaves to resume from: the previous file, or nothing at all."""
+    kept = [n for n in (target.name, LAST, LAST_PREV) if (target.parent / n).is_file()]
+    if kept:
+        return f"the previous checkpoint is kept ({kept[0]})"
+    return "no checkpoint has fit on this disk yet, so there is none to resume from"
 
 
 def verify_checksum(path: str | os.PathLike[str]) -> bool | None:
@@ -214,7 +223,17 @@ def _why_unloadable(path: Path, exc: Exception) -> str:
             f"{path}: holds objects that safe loading (weights_only) refuses to build "
             f"(GLOBAL {foreign[0]})"
         )
-    return f"{path}: truncated or corrupt, cannot be read ({first_line(exc)})"
+    return f"{path}: truncated or corrupt, cannot be read ({_first_sentence(exc)})"
+
+
+def _first_sentence(exc: Exception, limit: int = 200) -> str:
+    """torch's reason up to its first full stop ("PytorchStreamReader failed reading zip
+    archive: failed finding central directory"), never cut mid-word; its advice is dropped."""
+    text = first_line(exc, limit=100_000)
+    sentence = text.split(". ", 1)[0].rstrip(".")
+    if len(sentence) <= limit:
+        return sentence
+    return sentence[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 def pickle_globals(path: Path) -> list[str]:
@@ -249,13 +268,26 @@ def pickle_globals(path: Path) -> list[str]:
 
 def load_latest(ckpt_dir: str | os.PathLike[str]) -> LoadedCheckpoint:
     """last.pt, else last.prev.pt; CheckpointError naming both files when neither loads."""
+    return next(iter(loadable(ckpt_dir)))
+
+
+def loadable(ckpt_dir: str | os.PathLike[str]) -> Iterator[LoadedCheckpoint]:
+    """last.pt, then last.prev.pt, each that loads (with the problems met before it), for a
+    caller that may find one unusable (another model's shape) and take the next; after the
+    last, CheckpointError naming every file and why.
+
+    A caller's problem with a file it was given goes into `problems` (it is the same list for
+    every file), so the error at the end names that file too.
+    """
     folder = Path(ckpt_dir)
     problems: list[str] = []
     for name in (LAST, LAST_PREV):
         try:
-            return LoadedCheckpoint(load_checkpoint(folder / name), folder / name, problems)
+            state = load_checkpoint(folder / name)
         except CheckpointError as exc:
             problems.append(str(exc))
+            continue
+        yield LoadedCheckpoint(state, folder / name, problems)
     raise CheckpointError("no usable checkpoint: " + "; ".join(problems))
 
 
@@ -288,8 +320,28 @@ def rng_state(device: torch.device | None = None) -> dict[str, Any]:
         "cuda": [],
     }
     if device is not None and device.type == "cuda":
-        state["cuda"] = list(torch.cuda.get_rng_state_all())
+        # This run's own GPU only: a list of every visible GPU's state cannot be put back
+        # when the resume sees fewer of them (8 GPUs rented, then one card).
+        state["cuda"] = [torch.cuda.get_rng_state(_cuda_index(device))]
     return state
+
+
+def _cuda_index(device: torch.device) -> int:
+    """The CUDA index `device` names ("cuda" alone is the current device)."""
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def own_cuda_state(states: list[Any], device: torch.device) -> Any | None:
+    """This device's generator state from a checkpoint's "cuda" list, None if it holds none.
+
+    A list of one is this run's own device (what rng_state writes). A longer list is an
+    older checkpoint's every visible GPU, read at this device's index; an index past its
+    end (fewer GPUs then than now) takes the first, which is a seeded stream like any other.
+    """
+    if not states:
+        return None
+    index = _cuda_index(device)
+    return states[index] if len(states) > 1 and index < len(states) else states[0]
 
 
 def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
@@ -305,8 +357,10 @@ def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> 
         }
     )
     torch.set_rng_state(state["torch"])
-    if device is not None and device.type == "cuda" and state.get("cuda"):
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if device is not None and device.type == "cuda":
+        own = own_cuda_state(state.get("cuda") or [], device)
+        if own is not None:
+            torch.cuda.set_rng_state(own, _cuda_index(device))
 
 
 def _to_lists(value: Any) -> Any:

@@ -166,6 +166,62 @@ def from_master(obj: Any, dist: Dist) -> Any:
     return box[0]
 
 
+# --------------------------------------------------------------------------- out of memory
+
+
+def torchrun_world() -> int:
+    """The process group's size (1 without one): what the step's out-of-memory retry asks."""
+    import torch.distributed as tdist
+
+    return tdist.get_world_size() if tdist.is_available() and tdist.is_initialized() else 1
+
+
+def rank_out_of_memory(ran_out: bool, device: torch.device) -> int | None:
+    """The highest rank that ran out of memory in this step, the same on every rank; None when
+    none did (a collective, and a host sync).
+
+    How the ranks agree on an out-of-memory error before any of them retries: a rank
+    that ran out calls it with True where the others, having finished their micro-batches,
+    call it with False, so every rank leaves with the same answer and takes the same split.
+    """
+    import torch.distributed as tdist
+
+    value = torch.tensor([tdist.get_rank() + 1 if ran_out else 0], device=device)
+    tdist.all_reduce(value, op=tdist.ReduceOp.MAX)
+    highest = int(value.item())
+    return highest - 1 if highest else None
+
+
+def torchrun_rank() -> int:
+    """This process's rank in the process group (0 without one)."""
+    import torch.distributed as tdist
+
+    return tdist.get_rank() if tdist.is_available() and tdist.is_initialized() else 0
+
+
+def average_gradients(params: list[torch.Tensor], world_size: int) -> None:
+    """Every gradient all-reduced to the mean over the ranks (what DDP's reducer does), in
+    flat buckets of about 25 MiB (a collective: every rank calls it alike)."""
+    import torch.distributed as tdist
+    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+    grads = [p.grad for p in params if p.grad is not None]
+    bucket: list[torch.Tensor] = []
+    size = 0
+    for i, grad in enumerate(grads):
+        bucket.append(grad)
+        size += grad.numel() * grad.element_size()
+        follows = grads[i + 1] if i + 1 < len(grads) else None
+        same = follows is not None and (follows.dtype, follows.device) == (grad.dtype, grad.device)
+        if size >= 25 * 2**20 or not same:  # one flat buffer holds one dtype on one device
+            flat = _flatten_dense_tensors(bucket)
+            tdist.all_reduce(flat)
+            flat.div_(world_size)
+            for grad_, reduced in zip(bucket, _unflatten_dense_tensors(flat, bucket), strict=True):
+                grad_.copy_(reduced)
+            bucket, size = [], 0
+
+
 # --------------------------------------------------------------------------- failures
 
 

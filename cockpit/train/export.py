@@ -23,9 +23,10 @@ from typing import Any
 
 import torch
 
+from cockpit import arch as archs
 from cockpit.common.fsutil import atomic_write_text
 from cockpit.plan.presets import ModelConfig
-from cockpit.train.model import LanguageModel, build_model
+from cockpit.train.models import LanguageModel, build_model
 from cockpit.train.sample import RunModel, SampleError
 
 CONFIG = "config.json"
@@ -137,11 +138,13 @@ def export_run(rm: RunModel, out_dir: str | Path, run_id: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     cfg = rm.preset.model
     written = []
-    if cfg.arch == "gpt":
+    hf = archs.supports(cfg.arch, "hf_export")  # the spec's export layout
+    if hf:
         tensors = gpt2_state_dict(rm.model, cfg)
         config = gpt2_config(cfg, rm.tokenizer_state)
     else:
-        tensors = {k: v.detach().float().contiguous().cpu() for k, v in _unshared(rm.model).items()}
+        own = _unshared(rm.model.export_module())  # your own model: under its own names
+        tensors = {k: v.detach().float().contiguous().cpu() for k, v in own.items()}
         config = {
             "format": "gpt-cockpit",
             "arch": cfg.arch,
@@ -152,7 +155,7 @@ def export_run(rm: RunModel, out_dir: str | Path, run_id: str) -> list[Path]:
     weights = out / WEIGHTS
     st.save_file(tensors, str(weights), metadata=meta)
     written.append(weights)
-    name = CONFIG if cfg.arch == "gpt" else OUR_CONFIG
+    name = CONFIG if hf else OUR_CONFIG
     atomic_write_text(out / name, json.dumps(config, indent=2) + "\n")
     atomic_write_text(out / TOKENIZER, json.dumps(rm.tokenizer_state, indent=2) + "\n")
     atomic_write_text(out / README, readme(rm, run_id))
@@ -160,7 +163,7 @@ def export_run(rm: RunModel, out_dir: str | Path, run_id: str) -> list[Path]:
     return written
 
 
-def _unshared(model: LanguageModel) -> dict[str, torch.Tensor]:
+def _unshared(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The state dict with each shared tensor once (safetensors refuses aliases)."""
     seen: set[int] = set()
     out = {}
@@ -179,7 +182,8 @@ def load_exported(folder: str | Path) -> LanguageModel:
     folder = Path(folder)
     config = json.loads((folder / OUR_CONFIG).read_text(encoding="utf-8"))
     model = build_model(ModelConfig(**config["model"]))
-    missing, unexpected = model.load_state_dict(st.load_file(str(folder / WEIGHTS)), strict=False)
+    weights = st.load_file(str(folder / WEIGHTS))
+    missing, unexpected = model.export_module().load_state_dict(weights, strict=False)
     tied = {"lm_head.weight"} if config["model"].get("tie_embeddings") else set()
     if set(missing) - tied or unexpected:
         raise SampleError(f"{folder}: weights do not fit ({missing=}, {unexpected=})")
@@ -195,7 +199,7 @@ def readme(rm: RunModel, run_id: str) -> str:
         f"context {cfg.block_size}, vocab_size {cfg.vocab_size}.\n\n"
         f"Tokens: {note}\n\n"
     )
-    if cfg.arch == "gpt":
+    if archs.supports(cfg.arch, "hf_export"):
         return head + (
             "Load it with transformers (Hugging Face's GPT-2 layout):\n\n"
             "```python\nfrom transformers import GPT2LMHeadModel\n"

@@ -5,6 +5,8 @@ GPT_COCKPIT_FAULT is a comma-separated list of `name=value` items:
     nan_at_step=K       step K's loss (and so its gradients) becomes NaN, once
     spike_at_step=K     step K's loss is multiplied by SPIKE_FACTOR (spike_steps=N: for N steps), once
     oom_above_batch=M   forward passes on micro-batches larger than M raise an out-of-memory error
+    oom_rank=R          ... on torchrun rank R only (the others fit)
+    oom_from_step=K     ... from step K on only (a later step than the first)
     slow_step_ms=X      sleep X milliseconds in every step (for UI tests)
     die_at_step=K       os._exit(1) right after step K, with no checkpoint and no `end`
     stop_at_step=K      a graceful stop after step K, as if SIGTERM arrived during it
@@ -27,6 +29,8 @@ _INT_KEYS = (
     "spike_at_step",
     "spike_steps",
     "oom_above_batch",
+    "oom_rank",
+    "oom_from_step",
     "die_at_step",
     "stop_at_step",
 )
@@ -45,10 +49,14 @@ class Faults:
     spike_at_step: int | None = None
     spike_steps: int = 1
     oom_above_batch: int | None = None
+    oom_rank: int | None = None
+    oom_from_step: int | None = None
     slow_step_ms: float = 0.0
     die_at_step: int | None = None
     stop_at_step: int | None = None
     fired: set[str] = field(default_factory=set)
+    rank: int = 0  # this process's torchrun rank (RANK), for oom_rank
+    steps_done: int = 0  # optimizer steps completed (after_step), for oom_from_step
 
     @property
     def active(self) -> bool:
@@ -82,7 +90,11 @@ class Faults:
 
     def check_oom(self, micro_batch: int) -> None:
         """Raise torch's out-of-memory error for micro-batches above the limit (works on CPU too)."""
-        if self.oom_above_batch is not None and micro_batch > self.oom_above_batch:
+        if self.oom_above_batch is None or micro_batch <= self.oom_above_batch:
+            return
+        if self.oom_rank is not None and self.rank != self.oom_rank:
+            return
+        if self.oom_from_step is None or self.steps_done + 1 >= self.oom_from_step:
             import torch
 
             raise torch.OutOfMemoryError(
@@ -91,6 +103,7 @@ class Faults:
 
     def after_step(self, step: int) -> None:
         """Sleep and die where asked, after optimizer step `step` completed."""
+        self.steps_done = step
         if self.slow_step_ms > 0:
             time.sleep(self.slow_step_ms / 1000.0)
         if self.die_at_step is not None and step >= self.die_at_step:
@@ -119,4 +132,6 @@ def parse_faults(spec: str | None) -> Faults:
 
 def faults_from_env() -> Faults:
     """The faults named in the environment (none when the variable is unset)."""
-    return parse_faults(os.environ.get(FAULT_ENV))
+    faults = parse_faults(os.environ.get(FAULT_ENV))
+    faults.rank = int(os.environ.get("RANK", "0") or 0)  # torchrun's; 0 in one process
+    return faults

@@ -116,7 +116,7 @@ class MetricLoggers:
             "",
         )
 
-    def _each(self, call: Callable[[Any], None]) -> None:
+    def _each(self, call: Callable[[Any], object]) -> None:
         for logger in list(self.active):
             try:
                 call(logger)

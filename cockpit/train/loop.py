@@ -1,14 +1,16 @@
 """The training loop: `Trainer.train()` runs optimizer steps and calls the run's named parts.
 
-`Trainer` owns one run directory and the state its parts share. The parts:
+`Trainer` owns one run directory; `setup` builds the parts, each with its own state
+and explicit inputs (none of them imports the trainer):
 
-    setup.py     device, dtype, seeds, data, model, resume, the start event (Trainer.setup)
-    optim.py     the optimizer, GradScaler and autocast
-    step.py      one optimizer step, and its out-of-memory retry
-    readback.py  metrics read back once per log interval -> step events and health warnings
-    respond.py   train.on_anomaly: halt, or roll back to the last checkpoint
-    evaluate.py  evals and samples
-    snapshot.py  what a checkpoint holds; writing last.pt and best.pt
+    setup.py     device, dtype, seeds, data, model, the start event (functions, in order)
+    optim.py     the optimizer, GradScaler and autocast (a StepRunner, step.py)
+    state.py     TrainState: step, tokens, lr scale, rollbacks, micro-batch split, best val loss
+    readback.py  MetricsReader: metrics read back once per log interval -> step events, health
+    respond.py   Responder: train.on_anomaly, halt or roll back to the last checkpoint
+    evaluate.py  Evaluator: evals and samples
+    snapshot.py  Checkpointer: what a checkpoint holds; last.pt and best.pt; resume and rollback
+    priming.py   Primer: train.priming_steps, undone
 
 No metric is read back per step: each step's loss and grad norm stay on the device
 and are read back together every `train.log_interval` steps (one host sync per
@@ -26,18 +28,23 @@ from typing import Any
 import torch
 
 from cockpit import rundir
-from cockpit.health import HealthMonitor
+from cockpit.health import HealthMonitor, HealthWarning
 from cockpit.plan.estimate import flops_per_token
 from cockpit.plan.presets import Preset
 from cockpit.plan.schedule import lr_at_time
-from cockpit.rundir import EventWriter, NullEventWriter
-from cockpit.train import bpb, evaluate, optim, priming, readback, respond, snapshot
+from cockpit.rundir import EventWriter, NullEventWriter, StartEvent, WarningEvent
+from cockpit.train import bpb, optim
 from cockpit.train import setup as setup_steps
 from cockpit.train.clock import TrainClock
 from cockpit.train.dist import accum_per_rank, destroy_group, from_master, seed_rank
+from cockpit.train.evaluate import Evaluator
 from cockpit.train.faults import Faults, faults_from_env
-from cockpit.train.readback import PendingStep
-from cockpit.train.runtime import Dist, dist_from_env, finish_run
+from cockpit.train.priming import Primer
+from cockpit.train.readback import MetricsReader, PendingStep
+from cockpit.train.respond import Responder
+from cockpit.train.runtime import Dist, dist_from_env, finish_run, warning_event
+from cockpit.train.snapshot import Checkpointer
+from cockpit.train.state import TrainState
 from cockpit.train.step import Split, run_with_oom_retry
 
 
@@ -57,7 +64,6 @@ class Trainer:
         write_checkpoints: bool = True,
     ) -> None:
         self.run_dir = Path(run_dir)
-        self.ckpt_dir = self.run_dir / rundir.CHECKPOINTS
         self.requested_device = device
         self.resume = resume
         self.dist = dist or dist_from_env()
@@ -70,37 +76,26 @@ class Trainer:
         self.write_checkpoints = write_checkpoints and self.master
         self.preset: Preset = rundir.load_run_preset(self.run_dir)
         self.t = self.preset.train
-        self.step = 0
-        self.best_val_loss: float | None = None
-        self.last_ckpt_step: int | None = None
-        self.last_eval_step: int | None = None
-        self.lr_scale = 1.0
-        self.rollbacks = 0
-        self.tokens_seen = 0
-        self.micro_batch = self.t.batch_size
         self.fsdp = self.dist.world_size > 1 and self.t.parallel == "fsdp"  # train/sharded.py
         # train.keep_global_batch (golf): accumulation divided by the world size
-        self.grad_accum = accum_per_rank(
-            self.t.grad_accum, self.dist.world_size, self.t.keep_global_batch
-        )
-        self.n_seq = self.t.batch_size * self.grad_accum  # this rank's sequences per step (fixed)
+        accum = accum_per_rank(self.t.grad_accum, self.dist.world_size, self.t.keep_global_batch)
+        self.state = TrainState(batch_size=self.t.batch_size, grad_accum=accum)
         self.stop_requested = False  # the stop every rank agreed on
         self.stop_local = False  # this process was asked to stop
         self.time_up = False  # max_time_s passed (agreed between ranks under torchrun)
         self.stop_reason = ""
-        self.pending: list[PendingStep] = []
-        self.last_scale: float | None = None
-        self.monitor: HealthMonitor | None = None
-        self.improved = False  # the last eval set a new best (best.pt is due)
         self.loggers: Any = None  # train.loggers (cockpit.train.loggers), rank 0 only
         self.clock = TrainClock()  # training time: evals, checkpoints and samples left out
         self.start_step = 0  # the step this process's training began at
-        self.device_byte_table: Any = None  # per-token bytes for bits per byte on shards (bpb.py)
 
     @property
-    def takes_checkpoints(self) -> bool:
-        """This rank takes part in writing checkpoints (under torchrun every rank gives its state)."""
-        return self.write_checkpoints or self.dist.world_size > 1
+    def step(self) -> int:
+        return self.state.step
+
+    @property
+    def n_seq(self) -> int:
+        """This rank's sequences per step."""
+        return self.state.n_seq
 
     def request_stop(self, why: str = "stop requested") -> None:
         """Finish the current step, checkpoint, and end with reason `stopped` (signal-safe)."""
@@ -112,74 +107,135 @@ class Trainer:
     # ----------------------------------------------------------------- setup
 
     def setup(self) -> None:
-        """Device, dtype, seeds, data, model, optimizer, health; restore a checkpoint on resume."""
-        t = self.t
-        setup_steps.check_trainable(self.preset)
-        self.device, self.dtype = setup_steps.init_device(self.requested_device, t.dtype, self.dist)
+        """Device, dtype, seeds, data, model, optimizer, health, the parts; restore a checkpoint on resume."""
+        preset, t, dist = self.preset, self.t, self.dist
+        setup_steps.check_trainable(preset)
+        self.device, self.dtype = setup_steps.init_device(self.requested_device, t.dtype, dist)
         setup_steps.seed_everything(t.seed)
         self.data, self.train_sampler = setup_steps.load_training_data(
-            self.preset, self.device, self.dist.rank, self.dist.world_size
+            preset, self.device, dist.rank, dist.world_size
         )
-        self.tokenizer = self.data.tokenizer
-        self.raw_model, self.model = setup_steps.build_models(
-            self.preset, self.device, self.dist, self.warn
-        )
-        seed_rank(
-            t.seed, self.dist
-        )  # dropout differs between ranks; rank 0 keeps the seed's stream
-        self.params = sum(p.numel() for p in self.raw_model.parameters())
+        self.raw_model, self.model = setup_steps.build_models(preset, self.device, dist, self.warn)
+        seed_rank(t.seed, dist)  # dropout differs between ranks; rank 0 keeps the seed's stream
         self.runner = optim.build_runner(
             self.model,
             self.raw_model,
             t,
             self.device,
             self.dtype,
-            ddp=self.dist.world_size > 1 and not self.fsdp,
+            ddp=dist.world_size > 1 and not self.fsdp,
             fsdp=self.fsdp,
             faults=self.faults,
         )
-        runner = self.runner  # the trainer's optimizer, scaler and autocast are its runner's
-        self.optimizer, self.scaler, self.autocast = (
-            runner.optimizer,
-            runner.scaler,
-            runner.autocast,
-        )
-        self.gpu_name, gpu_memory, self.peak_flops = setup_steps.gpu_facts(self.device, self.dtype)
-        self.flops_per_token = float(flops_per_token(self.preset.model))
-        self.monitor = HealthMonitor(
-            self.preset, gpu_memory_bytes=gpu_memory, device=str(self.device)
-        )
+        gpu_name, gpu_memory, peak_flops = setup_steps.gpu_facts(self.device, self.dtype)
+        monitor = HealthMonitor(preset, gpu_memory_bytes=gpu_memory, device=str(self.device))
         # the global batch: every rank's sequences of a step
-        self.tokens_per_step = self.n_seq * self.preset.model.block_size * self.dist.world_size
-        self.tokens_per_byte = setup_steps.tokens_per_byte(self.data)
-        if self.preset.data.tokenizer_model:  # token shards: bytes from the SentencePiece model
-            table = bpb.load_byte_table(
-                self.preset.data.tokenizer_model, self.preset.model.vocab_size
+        self.tokens_per_step = self.n_seq * preset.model.block_size * dist.world_size
+        self._build_parts(monitor, peak_flops)
+        resumed_from = self.checkpointer.resume(self.state) if self.resume else None
+        if self.step == 0:  # train.priming_steps, undone: a fresh run only
+            primer = Primer(
+                self.runner, self.train_sampler, self.device, t.oom_retry, self._health_warning
             )
-            self.device_byte_table = table.to(self.device)
-            self.tokens_per_byte = bpb.tokens_per_byte(table, self.data.val)
-        resumed_from = setup_steps.resume(self) if self.resume else None
-        priming.prime(self)  # train.priming_steps, undone: a fresh run only
-        if self.scaler.is_enabled():
-            self.last_scale = float(self.scaler.get_scale())  # so a skip at step 1 is seen too
-        setup_steps.announce_start(self, resumed_from)
-        if self.master and resumed_from is None:
-            setup_steps.cpu_dtype_tip(self)
+            split = Split(self.state.micro_batch, self.state.grad_accum)
+            split = primer.prime(t.priming_steps, self.n_seq, split)
+            self.state.micro_batch, self.state.grad_accum = split.micro_batch, split.grad_accum
+        self.metrics.restart(self.runner.scaler)  # so a skip at step 1 is seen too
+        setup_steps.announce_start(
+            self.events,
+            self.run_dir,
+            StartEvent(
+                step=self.step,
+                preset=preset.name,
+                device=str(self.device),
+                gpu=gpu_name,
+                gpu_uuid=setup_steps.gpu_uuid(self.device),
+                dtype=self.dtype,
+                params=sum(p.numel() for p in self.raw_model.parameters()),
+                tokens_per_step=self.tokens_per_step,
+                data=str(getattr(self.data, "description", "")),
+                resumed_from=resumed_from,
+                max_steps=t.max_steps,
+                micro_batch=self.state.micro_batch,
+                grad_accum=self.state.grad_accum,
+                world_size=dist.world_size,
+                compile=t.compile,
+                pid=os.getpid(),
+            ),
+            write_run_info=self.write_run_info,
+        )
+        tip = setup_steps.cpu_dtype_tip(self.step, self.device, self.dtype)
+        if self.master and resumed_from is None and tip is not None:
+            self.events.emit(tip)
         if self.master and t.loggers:
             from cockpit.train.loggers import open_loggers
 
-            self.loggers = open_loggers(self.preset, self.run_dir, self.warn)
+            self.loggers = open_loggers(preset, self.run_dir, self.warn)
+            self.metrics.loggers = self.evaluator.loggers = self.loggers
         if t.on_anomaly == "rollback" and self.step == 0 and self.takes_checkpoints:
-            snapshot.write(self)  # something to roll back to before the first eval
+            self.checkpointer.save(self.state)  # something to roll back to before the first eval
+
+    def _build_parts(self, monitor: HealthMonitor, peak_flops: float | None) -> None:
+        """The checkpointer, evaluator, metrics reader and responder, over the built model and data."""
+        preset, runner = self.preset, self.runner
+        self.checkpointer = Checkpointer(
+            self.run_dir,
+            preset,
+            self.dist,
+            self.device,
+            self.raw_model,
+            runner.optimizer,
+            runner.scaler,
+            self.train_sampler,
+            self.data.tokenizer,
+            monitor,
+            self.events,
+            write_files=self.write_checkpoints,
+            fsdp=self.fsdp,
+        )
+        self.evaluator = Evaluator(
+            preset,
+            self.model,
+            self.raw_model,
+            self.data,
+            self.data.tokenizer,
+            self.device,
+            self.dist,
+            runner.autocast,
+            self.events,
+            monitor=monitor,
+            fsdp=self.fsdp,
+            tokens_per_byte=setup_steps.tokens_per_byte(self.data),
+            run_dir=self.run_dir if self.write_run_info else None,
+        )
+        if preset.data.tokenizer_model:  # token shards: bytes from the SentencePiece model
+            table = bpb.load_byte_table(preset.data.tokenizer_model, preset.model.vocab_size)
+            self.evaluator.byte_table = table.to(self.device)
+            self.evaluator.tokens_per_byte = bpb.tokens_per_byte(table, self.data.val)
+        self.metrics = MetricsReader(
+            self.device,
+            self.dist,
+            self.tokens_per_step,
+            self.events,
+            monitor=monitor,
+            flops_per_token=float(flops_per_token(preset.model)),
+            peak_flops=peak_flops,
+        )
+        self.responder = Responder(self.t, self.checkpointer, self.metrics, self.events)
+
+    @property
+    def takes_checkpoints(self) -> bool:
+        """This rank takes part in writing checkpoints (under torchrun every rank gives its state)."""
+        return self.write_checkpoints or self.dist.world_size > 1
 
     # ----------------------------------------------------------------- the loop
 
     def train(self) -> tuple[str, str]:
         """Train until max_steps, max_time_s, a stop request or a halt; returns (end reason, message)."""
-        t = self.t
-        self.train_start = self.interval_start = time.perf_counter()
+        t, state = self.t, self.state
+        self.metrics.restart()
         self.clock.start()
-        self.start_step = self.step
+        self.start_step = state.step
         while True:
             ending = self._end_condition()
             if ending is not None:
@@ -187,53 +243,53 @@ class Trainer:
                     continue  # rolled back: not at the end after all
                 break
             self._train_step()
-            if self.step % t.log_interval == 0 or self.step >= t.max_steps or self.stop_requested:
+            if state.step % t.log_interval == 0 or state.step >= t.max_steps or self.stop_requested:
                 if self._read_back_and_respond():
                     continue
-            if t.eval_interval and self.step % t.eval_interval == 0 and self.step < t.max_steps:
+            if t.eval_interval and state.step % t.eval_interval == 0 and state.step < t.max_steps:
                 # steps queued before the eval are read back now: their interval ends here, so
                 # the next read-back divides its own time by its own steps (tokens/s, MFU)
-                if self.pending and self._read_back_and_respond():
+                if self.metrics.pending and self._read_back_and_respond():
                     continue
                 with self.clock.paused():  # not training time: max_time_s does not count it
-                    evaluate.run_eval(self)
-                    snapshot.write(self)
-                self.interval_start = time.perf_counter()  # eval time is not step time
+                    improved = self.evaluator.run(state)
+                    self.checkpointer.save(state, best=improved)
+                self.metrics.restart()  # eval time is not step time
         reason, message = ending
-        if reason in ("finished", "max-time") and self.last_eval_step != self.step:
-            evaluate.run_eval(self)
-        if self.last_ckpt_step != self.step:
-            snapshot.write(self)
+        improved = False
+        if reason in ("finished", "max-time") and self.evaluator.last_step != state.step:
+            improved = self.evaluator.run(state)
+        if self.checkpointer.last_step != state.step:
+            self.checkpointer.save(state, best=improved)
         return reason, message
 
     def _train_step(self) -> None:
         """One optimizer step at the schedule's lr; its metrics wait on the device for the read-back."""
-        t0 = time.perf_counter()
-        lr = lr_at_time(
-            self.step, self.t, self.clock.elapsed(), self.step - self.start_step, self.lr_scale
-        )
-        optim.apply_schedule(self.optimizer, self.step, lr, self.t)
-        x, y = self.train_sampler.sample(self.n_seq)
-        loss, norm = self._optimizer_step(x, y, self.faults.loss_factor(self.step + 1))
-        self.step += 1
-        self.tokens_seen += self.tokens_per_step
+        state, t0 = self.state, time.perf_counter()
+        elapsed = self.clock.elapsed()
+        lr = lr_at_time(state.step, self.t, elapsed, state.step - self.start_step, state.lr_scale)
+        optim.apply_schedule(self.runner.optimizer, state.step, lr, self.t)
+        x, y = self.train_sampler.sample(state.n_seq)
+        loss, norm = self._optimizer_step(x, y, self.faults.loss_factor(state.step + 1))
+        state.step += 1
+        state.tokens_seen += self.tokens_per_step
         scale = self.runner.scale()
         if self.faults.active:
-            self.faults.after_step(self.step)
-            if self.faults.stop_at_step is not None and self.step == self.faults.stop_at_step:
-                self.request_stop(f"stop_at_step={self.step} fault")
+            self.faults.after_step(state.step)
+            if self.faults.stop_at_step is not None and state.step == self.faults.stop_at_step:
+                self.request_stop(f"stop_at_step={state.step} fault")
         host_ms = (time.perf_counter() - t0) * 1000.0
-        self.pending.append(
+        self.metrics.add(
             PendingStep(
-                self.step,
+                state.step,
                 lr,
                 loss,
                 norm,
                 scale,
                 host_ms,
                 time.time(),
-                self.micro_batch,
-                self.grad_accum,
+                state.micro_batch,
+                state.grad_accum,
             )
         )
 
@@ -241,38 +297,42 @@ class Trainer:
         self, x: torch.Tensor, y: torch.Tensor, loss_factor: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step on (x, y); on out-of-memory, a smaller micro-batch from then on."""
+        state = self.state
         loss, norm, split = run_with_oom_retry(
             self.runner,
             x,
             y,
-            Split(self.micro_batch, self.grad_accum),
+            Split(state.micro_batch, state.grad_accum),
             loss_factor,
             oom_retry=self.t.oom_retry,
-            step=self.step + 1,
-            warn=self.emit_warning,
+            step=state.step + 1,
+            warn=self._health_warning,
         )
-        self.micro_batch, self.grad_accum = split.micro_batch, split.grad_accum
+        state.micro_batch, state.grad_accum = split.micro_batch, split.grad_accum
         return loss, norm
 
     def _read_back_and_respond(self) -> bool:
         """Read the pending steps back and apply train.on_anomaly; True if the run rolled back."""
-        anomalies = readback.read_back(self)
-        if self.t.on_anomaly != "warn" and self.dist.world_size > 1:
+        found = self.metrics.read_back(self.state, self.stop_local, self.past_max_time())
+        self.stop_requested = self.stop_requested or found.stop
+        self.time_up = self.time_up or found.time_up
+        anomalies = found.anomalies
+        if self.responder.active and self.dist.world_size > 1:
             anomalies = from_master(anomalies, self.dist)  # every rank responds as rank 0 does
-        if anomalies and self.t.on_anomaly != "warn":
-            respond.respond(self, anomalies[0])
+        if anomalies and self.responder.active:
+            self.responder.respond(anomalies[0], self.state)
             return True
         return False
 
     def _end_condition(self) -> tuple[str, str] | None:
         """(reason, message) when the run should end before the next step, else None."""
-        t = self.t
-        if self.step >= t.max_steps:
+        t, step = self.t, self.state.step
+        if step >= t.max_steps:
             return "finished", f"reached max_steps={t.max_steps}"
         if self.stop_requested:
             return "stopped", self.stop_reason or "stop requested"
         if self.time_up or (self.dist.world_size == 1 and self.past_max_time()):
-            return "max-time", f"reached max_time_s={t.max_time_s:g} at step {self.step}"
+            return "max-time", f"reached max_time_s={t.max_time_s:g} at step {step}"
         return None
 
     def past_max_time(self) -> bool:
@@ -291,26 +351,25 @@ class Trainer:
     ) -> None:
         """A `warning` event of the engine's own, at the current step."""
         self.events.emit(
-            "warning",
-            self.step,
-            rule=rule,
-            severity=severity,
-            message=message,
-            tip=tip,
-            evidence=evidence or {},
+            WarningEvent(
+                step=self.step,
+                rule=rule,
+                severity=severity,
+                message=message,
+                tip=tip,
+                evidence=evidence or {},
+            )
         )
 
-    def emit_warning(self, warning: Any) -> None:
-        """A health warning (cockpit.health's HealthWarning) as a `warning` event at its step."""
-        fields = warning.to_event_fields()
-        fields.pop("step", None)
-        self.events.emit("warning", int(warning.step), **fields)
+    def _health_warning(self, warning: HealthWarning) -> None:
+        self.events.emit(warning_event(warning))
 
     def finish(self, reason: str, message: str) -> None:
         """Log any steps still on the device (best effort), then the `end` event and run.json's final status."""
-        if self.pending and reason in ("crashed", "error"):
+        metrics: MetricsReader | None = getattr(self, "metrics", None)
+        if metrics is not None and metrics.pending and reason in ("crashed", "error"):
             with contextlib.suppress(Exception):
-                readback.read_back(self)
+                metrics.read_back(self.state)
         if self.loggers is not None:
             self.loggers.close()
         finish_run(
@@ -319,7 +378,7 @@ class Trainer:
             reason,
             message,
             self.step,
-            self.best_val_loss,
+            self.state.best_val_loss,
             write_run_info=self.write_run_info,
         )
         if self.dist.world_size > 1:

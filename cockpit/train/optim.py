@@ -42,9 +42,6 @@ def _adamw(model: Any, t: TrainConfig, device: torch.device) -> torch.optim.Opti
         )
 
 
-# Parameter names the parameter-golf baseline trains with Adam even when they are 2-D
-# (its CONTROL_TENSOR_NAME_PATTERNS): residual mixes, scales, gains, skip weights.
-CONTROL_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight")
 ROLES = ("matrix", "embed", "head", "scalar")
 
 
@@ -53,9 +50,11 @@ def param_roles(model: Any) -> dict[str, list[torch.nn.Parameter]]:
 
     embed   weights of nn.Embedding modules
     head    an untied output head (a parameter or module named lm_head)
-    matrix  every other parameter of 2 or more dimensions, except the golf control tensors
+    matrix  every other parameter of 2 or more dimensions, except the architecture's control
+            tensors (its spec's control_patterns: golf's residual mixes, scales, gains, skips)
     scalar  the rest: norms, gains, scales, biases, residual mixes, skip weights
     """
+    patterns = getattr(model, "control_patterns", ())
     embed_ids = {id(mod.weight) for mod in model.modules() if isinstance(mod, torch.nn.Embedding)}
     roles: dict[str, list[torch.nn.Parameter]] = {role: [] for role in ROLES}
     for name, p in model.named_parameters():
@@ -63,9 +62,11 @@ def param_roles(model: Any) -> dict[str, list[torch.nn.Parameter]]:
             continue
         if id(p) in embed_ids:
             role = "embed"
-        elif name.split(".")[0] == "lm_head":
+        elif (
+            "lm_head" in name.split(".")[:-1] or name == "lm_head"
+        ):  # your own model's: net.lm_head
             role = "head"
-        elif p.dim() >= 2 and not any(pattern in name for pattern in CONTROL_PATTERNS):
+        elif p.dim() >= 2 and not any(pattern in name for pattern in patterns):
             role = "matrix"
         else:
             role = "scalar"

@@ -28,6 +28,9 @@ from cockpit.train.data import BatchSampler
 
 PREFETCH_ENV = "GPT_COCKPIT_PREFETCH"
 
+# A batch on its way: inputs, targets, and the CUDA event after their copy (None on CPU).
+Drawn = tuple[torch.Tensor, torch.Tensor, "torch.cuda.Event | None"]
+
 
 def prefetch_wanted() -> bool:
     """True where $GPT_COCKPIT_PREFETCH is 1 (the trainer's default stays the plain sampler)."""
@@ -49,27 +52,39 @@ class PrefetchSampler(BatchSampler):
         super().__init__(tokens, block_size, seed, device)
         self.ahead = self.device.type == "cuda" if ahead is None else ahead
         self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
-        self._pending: tuple[int, torch.Tensor, torch.Tensor] | None = None
+        self._pending: tuple[int, Drawn] | None = None
         self._state_before_pending: torch.Tensor | None = None
 
-    def _draw(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next n windows, on the device (copied on the side stream on CUDA)."""
+    def _draw(self, n: int) -> Drawn:
+        """The next n windows, on the device: copied on the side stream on CUDA, with an
+        event recorded after this batch's copy alone."""
         starts = self._starts(n).numpy()
         windows = np.asarray(self.tokens[starts[:, None] + self._offsets]).astype(np.int64)
         batch = torch.from_numpy(windows)
         if self.stream is None:
-            return batch[:, :-1].contiguous(), batch[:, 1:].contiguous()
+            return batch[:, :-1].contiguous(), batch[:, 1:].contiguous(), None
         pinned = batch.pin_memory()
         with torch.cuda.stream(self.stream):
             on_device = pinned.to(self.device, non_blocking=True)
-            return on_device[:, :-1], on_device[:, 1:]
+            # contiguous here, on the side stream, as the CPU path hands them out: a strided
+            # view would make the step's embedding gather (and every reshape) copy it anyway
+            x, y = on_device[:, :-1].contiguous(), on_device[:, 1:].contiguous()
+            copied = torch.cuda.Event()
+            copied.record(self.stream)
+        return x, y, copied
 
-    def _hand_over(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Make the compute stream wait for the side stream's copy; the tensors now belong to it."""
-        if self.stream is None:
+    def _hand_over(self, drawn: Drawn) -> tuple[torch.Tensor, torch.Tensor]:
+        """Make the compute stream wait for this batch's copy (no host sync); the tensors now
+        belong to it.
+
+        An event per batch, not wait_stream: by the time the step starts the side stream
+        may also hold the next batch's copy, which compute must not wait for.
+        """
+        x, y, copied = drawn
+        if copied is None:
             return x, y
         current = torch.cuda.current_stream(self.device)
-        current.wait_stream(self.stream)
+        current.wait_event(copied)
         x.record_stream(current)  # the allocator must not reuse the memory before compute is done
         y.record_stream(current)
         return x, y
@@ -78,13 +93,14 @@ class PrefetchSampler(BatchSampler):
         if not self.ahead:
             return super().sample(n_sequences)
         if self._pending is not None and self._pending[0] == n_sequences:
-            _, x, y = self._pending
+            drawn = self._pending[1]
         else:
             self._drop_pending()  # none drawn ahead, or of another size (an OOM halved the split)
-            x, y = self._draw(n_sequences)
+            drawn = self._draw(n_sequences)
+        handed = self._hand_over(drawn)  # queued before the look-ahead copy below
         self._state_before_pending = self.generator.get_state()
-        self._pending = (n_sequences, *self._draw(n_sequences))
-        return self._hand_over(x, y)
+        self._pending = (n_sequences, self._draw(n_sequences))
+        return handed
 
     def _drop_pending(self) -> None:
         """Forget the batch drawn ahead and rewind the generator to before it."""
@@ -98,9 +114,9 @@ class PrefetchSampler(BatchSampler):
         super().skip(n_sequences)
 
     def state_dict(self) -> dict[str, Any]:
-        state = (
-            self._state_before_pending if self._pending is not None else self.generator.get_state()
-        )
+        state = self._state_before_pending  # a batch drawn ahead is not drawn yet
+        if self._pending is None or state is None:
+            state = self.generator.get_state()
         return {"generator": state.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

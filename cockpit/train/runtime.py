@@ -12,7 +12,9 @@ from typing import Any
 import torch
 
 from cockpit import __version__, rundir
-from cockpit.rundir import EventWriter
+from cockpit.health import HealthWarning
+from cockpit.plan.gpu import has_bf16
+from cockpit.rundir import EndEvent, EventWriter, WarningEvent
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -91,12 +93,17 @@ def resolve_dtype(requested: str, device: torch.device) -> str:
                 kind="dtype",
             )
         return "fp32" if requested == "auto" else requested
-    bf16_ok = torch.cuda.is_bf16_supported()
+    # By compute capability, as the planner decides (plan/gpu.py has_bf16), not by
+    # torch.cuda.is_bf16_supported(), which counts 7.x's emulated bf16 as support.
+    capability = tuple(torch.cuda.get_device_capability(device))
+    bf16_ok = has_bf16(capability)  # type: ignore[arg-type]
     if requested == "auto":
         return "bf16" if bf16_ok else "fp16"
     if requested == "bf16" and not bf16_ok:
+        major, minor = capability
         raise EngineError(
-            f"{torch.cuda.get_device_name(device)} has no bf16; use train.dtype=fp16 or auto",
+            f"{torch.cuda.get_device_name(device)} (compute capability {major}.{minor}) has no "
+            "bf16 tensor cores, it would train emulated bf16; use train.dtype=fp16 or auto",
             kind="dtype",
         )
     return requested
@@ -142,6 +149,11 @@ def one_line(text: str, limit: int = 500) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+def warning_event(warning: HealthWarning) -> WarningEvent:
+    """A health warning as the `warning` event of its step."""
+    return WarningEvent(step=int(warning.step), **warning.to_event_fields())
+
+
 def finish_run(
     run_dir: str | os.PathLike[str],
     events: EventWriter,
@@ -153,7 +165,7 @@ def finish_run(
     write_run_info: bool = True,
 ) -> None:
     """The `end` event and run.json's final status, end_reason and end time."""
-    events.emit("end", step, reason=reason, message=one_line(message))
+    events.emit(EndEvent(step=step, reason=reason, message=one_line(message)))
     events.sync()
     if write_run_info:
         changes: dict[str, Any] = {

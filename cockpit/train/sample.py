@@ -24,7 +24,7 @@ from cockpit.text.tokenizers import (
     tokenizer_from_state,
 )
 from cockpit.train import checkpoint as ckpt
-from cockpit.train.model import LanguageModel, build_model
+from cockpit.train.models import LanguageModel, build_model
 
 CHECKPOINT_CHOICES = ("auto", "best", "last")
 
@@ -102,8 +102,15 @@ def load_run_model(
         raise SampleError(f"{path}: its saved preset does not load ({exc})") from None
     try:
         model = build_model(preset.model)
-        model.load_state_dict(state["model"])
-    except (NotImplementedError, RuntimeError, KeyError) as exc:
+        if state.get("model") is None and state.get("shards"):  # an FSDP run: consolidate
+            from cockpit.train.sharded import load_whole_model
+
+            load_whole_model(model, path.parent / state["shards"])
+        else:
+            model.load_state_dict(state["model"])
+    except ckpt.CheckpointError as exc:
+        raise SampleError(str(exc)) from None
+    except (NotImplementedError, RuntimeError, KeyError, TypeError) as exc:
         raise SampleError(
             f"{path}: the weights do not fit the saved preset's model ({first_line(exc)})"
         ) from None

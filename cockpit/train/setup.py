@@ -1,4 +1,4 @@
-"""Setting a run up: the steps Trainer.setup takes, in the order it takes them.
+"""Setting a run up: the steps Trainer.setup takes, in the order it takes them, with explicit inputs.
 
 The order matters for reproducibility: the seeds are set before the data loads and
 the model is initialised, so a run and its resumption draw the same numbers.
@@ -11,7 +11,8 @@ import os
 import random
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,10 +20,10 @@ import torch
 from cockpit import rundir
 from cockpit.plan.gpu import peak_flops
 from cockpit.plan.presets import Preset
-from cockpit.train import checkpoint as ckpt
-from cockpit.train import runtime, snapshot
+from cockpit.rundir import EventWriter, StartEvent, WarningEvent
+from cockpit.train import runtime
 from cockpit.train.data import BatchSampler, load_data
-from cockpit.train.model import build_model
+from cockpit.train.models import build_model
 from cockpit.train.prefetch import PrefetchSampler, prefetch_wanted
 from cockpit.train.runtime import (
     Dist,
@@ -32,9 +33,6 @@ from cockpit.train.runtime import (
     resolve_dtype,
     versions,
 )
-
-if TYPE_CHECKING:
-    from cockpit.train.loop import Trainer
 
 
 def check_trainable(preset: Preset) -> None:
@@ -102,8 +100,7 @@ def build_models(
     except NotImplementedError as exc:
         raise EngineError(f"model.arch={m.arch}: {exc}", kind="arch") from None
     if t.activation_checkpointing:
-        setter = getattr(raw_model, "set_activation_checkpointing", None)
-        if setter is None:
+        if not getattr(raw_model, "checkpointing_supported", False):
             warn(
                 "activation_checkpointing",
                 "info",
@@ -111,18 +108,24 @@ def build_models(
                 "",
             )
         else:
-            setter(True)
-    if dist.world_size > 1 and t.parallel == "fsdp":  # sharded in place, no DDP wrapper
-        from cockpit.train.sharded import shard_model
+            raw_model.set_activation_checkpointing(True)
+    model: Any = raw_model
+    if dist.world_size > 1:  # per block, then wrapped or sharded: see compile_blocks
+        from cockpit.train.sharded import compile_blocks, shard_model
 
-        shard_model(raw_model)
-    model: Any = torch.compile(raw_model) if t.compile else raw_model
+        compiled = compile_blocks(raw_model) if t.compile else 0
+        if t.parallel == "fsdp":  # sharded in place, no DDP wrapper
+            shard_model(raw_model)
+        if t.compile and not compiled:  # no block list to compile one by one: the whole model
+            model = torch.compile(raw_model)
+    elif t.compile:
+        model = torch.compile(raw_model)
     if dist.world_size > 1 and t.parallel != "fsdp":
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [dist.local_rank] if device.type == "cuda" else None  # gloo on CPU: no device ids
         # No buffer sync per forward: a GPT's buffers are fixed, and evals run on the ranks unevenly.
-        no_sync = (
+        no_sync: dict[str, Any] = (
             {"forward_sync_buffers": False}
             if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
             else {"broadcast_buffers": False}
@@ -141,6 +144,21 @@ def gpu_facts(device: torch.device, dtype: str) -> tuple[str | None, int | None,
     return name, memory, (float(peak) if peak else None)
 
 
+def gpu_uuid(device: torch.device) -> str | None:
+    """The UUID of the GPU this rank trains on, as NVML writes it ("GPU-..."); None on CPU.
+
+    What matches it to NVML's telemetry (plan/gpu.py gpu_by_uuid): CUDA's numbering
+    follows CUDA_VISIBLE_DEVICES and CUDA_DEVICE_ORDER, NVML's does not.
+    """
+    if device.type != "cuda":
+        return None
+    uuid = getattr(torch.cuda.get_device_properties(device), "uuid", None)
+    if uuid is None:
+        return None
+    text = str(uuid)
+    return text if text.startswith("GPU-") else f"GPU-{text}"
+
+
 def tokens_per_byte(data: Any) -> float | None:
     """Validation tokens per byte of validation text (for bits per byte); None when unknown."""
     val_bytes = getattr(data, "val_bytes", None)
@@ -148,19 +166,7 @@ def tokens_per_byte(data: Any) -> float | None:
     return (n_val / val_bytes) if val_bytes and n_val else None
 
 
-def resume(tr: Trainer) -> int:
-    """Restore the latest usable checkpoint (saying why an unusable one was skipped); its step."""
-    if tr.write_checkpoints:
-        ckpt.remove_stale_temps(tr.ckpt_dir)
-    loaded = ckpt.load_latest(tr.ckpt_dir)
-    for problem in loaded.problems:
-        tr.warn("checkpoint", "warning", f"{problem}; resuming from {loaded.path.name} instead", "")
-    snapshot.restore(tr, loaded.state, counters=True)
-    tr.last_ckpt_step = tr.step
-    return tr.step
-
-
-def cpu_dtype_tip(tr: Trainer) -> None:
+def cpu_dtype_tip(step: int, device: torch.device, dtype: str) -> WarningEvent | None:
     """An `info` warning (rule cpu_dtype) on a float32 CPU run where bf16 would run on AMX.
 
     On such a CPU a bf16 step (linears in bf16, attention kept in float32:
@@ -168,52 +174,37 @@ def cpu_dtype_tip(tr: Trainer) -> None:
     small_char), and that recipe's val loss after 2000 steps is 1.8958 against 1.8961;
     bench/results/cpu-bf16-2026-11-22.md. fp32 stays the default on CPU: it is exact.
     """
-    if tr.device.type != "cpu" or tr.dtype != "fp32" or not runtime.cpu_has_amx():
-        return
-    tr.warn(
-        "cpu_dtype",
-        "info",
-        "this CPU has AMX bf16 units and the run trains in float32",
-        "train.dtype=bf16 runs the linears on AMX: 1.4-2x faster a step, the same loss to ~0.01",
-        {"dtype": tr.dtype},
+    if device.type != "cpu" or dtype != "fp32" or not runtime.cpu_has_amx():
+        return None
+    return WarningEvent(
+        step=step,
+        rule="cpu_dtype",
+        severity="info",
+        message="this CPU has AMX bf16 units and the run trains in float32",
+        tip="train.dtype=bf16 runs the linears on AMX: 1.4-2x faster a step, the same loss to ~0.01",
+        evidence={"dtype": dtype},
     )
 
 
-def announce_start(tr: Trainer, resumed_from: int | None) -> None:
+def announce_start(
+    events: EventWriter, run_dir: Path, start: StartEvent, *, write_run_info: bool
+) -> None:
     """The `start` event, and run.json's running status with where and how the run trains."""
-    t = tr.t
-    tr.events.emit(
-        "start",
-        tr.step,
-        preset=tr.preset.name,
-        device=str(tr.device),
-        gpu=tr.gpu_name,
-        dtype=tr.dtype,
-        params=tr.params,
-        tokens_per_step=tr.tokens_per_step,
-        data=str(getattr(tr.data, "description", "")),
-        resumed_from=resumed_from,
-        max_steps=t.max_steps,
-        micro_batch=tr.micro_batch,
-        grad_accum=tr.grad_accum,
-        world_size=tr.dist.world_size,
-        compile=t.compile,
-        pid=os.getpid(),
-    )
-    if tr.write_run_info:
+    events.emit(start)
+    if write_run_info:
         rundir.update_run_info(
-            tr.run_dir,
+            run_dir,
             status="running",
-            pid=os.getpid(),
+            pid=start.pid,
             pid_start_time=rundir.process_start_time(os.getpid()),
-            device=str(tr.device),
-            gpu_name=tr.gpu_name,
-            dtype=tr.dtype,
-            world_size=tr.dist.world_size,
+            device=start.device,
+            gpu_name=start.gpu,
+            dtype=start.dtype,
+            world_size=start.world_size,
             versions=versions(),
-            max_steps=t.max_steps,
-            params=tr.params,
-            step=tr.step,
+            max_steps=start.max_steps,
+            params=start.params,
+            step=start.step,
             started=time.time(),
             end_reason=None,
         )

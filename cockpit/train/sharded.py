@@ -11,31 +11,30 @@ model and optimizer state with torch.distributed.checkpoint into
 written), and rank 0 writes `last.pt` as always, with `model` and `optimizer`
 empty and `shards` naming that folder. Shard folders that no checkpoint file
 names any more are removed. The world size is checked before loading (a resume
-must keep it: the data positions are per rank).
+must keep it: the data positions are per rank). `sample` and `export` read the model's
+shards back whole, in one process (`load_whole_model`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import shutil
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 
+from cockpit.common.diagnostics import first_line
 from cockpit.train import checkpoint as ckpt
-
-if TYPE_CHECKING:
-    from cockpit.train.loop import Trainer
+from cockpit.train.runtime import Dist
 
 SHARDS_PREFIX = "shards-"
 
 
-def shard_model(model: torch.nn.Module) -> int:
-    """fully_shard each block of the model's outermost block lists, then the root; the units made."""
-    from torch.distributed.fsdp import fully_shard
-
-    units = 0
+def trained_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The blocks of the model's outermost block lists (ModuleLists) that have trained weights."""
+    blocks: list[torch.nn.Module] = []
     taken: list[str] = []
     for name, module in model.named_modules():
         if not isinstance(module, torch.nn.ModuleList):
@@ -43,12 +42,34 @@ def shard_model(model: torch.nn.Module) -> int:
         if any(name.startswith(prefix + ".") for prefix in taken):
             continue  # inside a block already chosen
         taken.append(name)
-        for block in module:
-            if any(p.requires_grad for p in block.parameters()):
-                fully_shard(block)
-                units += 1
+        blocks += [b for b in module if any(p.requires_grad for p in b.parameters())]
+    return blocks
+
+
+def compile_blocks(model: torch.nn.Module) -> int:
+    """torch.compile each block in place (its state_dict keys unchanged); the blocks compiled.
+
+    Under DDP and FSDP, instead of one graph for the whole model: each block's backward
+    is then its own graph, so the gradients of a block are ready, and DDP's all-reduce
+    of its bucket (FSDP's reduce-scatter) starts, while the blocks before it still run
+    backward. One whole-model graph hands every gradient over at its end: no overlap.
+    torchtitan's order: compile per block, then fully_shard.
+    """
+    blocks = trained_blocks(model)
+    for block in blocks:
+        block.compile()
+    return len(blocks)
+
+
+def shard_model(model: torch.nn.Module) -> int:
+    """fully_shard each block of the model's outermost block lists, then the root; the units made."""
+    from torch.distributed.fsdp import fully_shard
+
+    blocks = trained_blocks(model)
+    for block in blocks:
+        fully_shard(block)
     fully_shard(model)
-    return units + 1
+    return len(blocks) + 1
 
 
 def full_norm(norm: torch.Tensor) -> torch.Tensor:
@@ -57,45 +78,78 @@ def full_norm(norm: torch.Tensor) -> torch.Tensor:
     return full() if callable(full) else norm
 
 
-def save_shards(tr: Trainer) -> str:
-    """Every rank writes its shards for this step; the folder's name (a collective)."""
+def save_shards(
+    ckpt_dir: Path,
+    step: int,
+    dist: Dist,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+) -> str:
+    """Every rank writes its shards of `step` into `ckpt_dir`; the folder's name (a collective)."""
     import torch.distributed as tdist
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
-    name = f"{SHARDS_PREFIX}{tr.step:08d}"
-    final = tr.ckpt_dir / name
-    tmp = tr.ckpt_dir / (name + ".tmp")
-    if tr.dist.master:
-        tr.ckpt_dir.mkdir(parents=True, exist_ok=True)
+    name = f"{SHARDS_PREFIX}{step:08d}"
+    final = ckpt_dir / name
+    tmp = ckpt_dir / (name + ".tmp")
+    if dist.master:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
     tdist.barrier()
-    model_state, optim_state = get_state_dict(tr.raw_model, tr.optimizer)
+    model_state, optim_state = get_state_dict(model, optimizer)
     dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=str(tmp))
     tdist.barrier()  # every rank's shards are on disk
-    if tr.dist.master:
+    if dist.master:
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
     return name
 
 
-def load_shards(tr: Trainer, name: str) -> None:
+def load_shards(
+    ckpt_dir: Path, name: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> None:
     """Load the model and optimizer shards of folder `name` into this rank (a collective)."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-    folder = tr.ckpt_dir / name
+    folder = ckpt_dir / name
     if not folder.is_dir():
         raise ckpt.CheckpointError(f"{folder} is missing: the checkpoint's shards are gone")
-    model_state, optim_state = get_state_dict(tr.raw_model, tr.optimizer)
-    state = {"model": model_state, "optimizer": optim_state}
+    model_state, optim_state = get_state_dict(model, optimizer)
+    state: dict[str, Any] = {"model": model_state, "optimizer": optim_state}
     dcp.load(state, checkpoint_id=str(folder))
     set_state_dict(
-        tr.raw_model,
-        tr.optimizer,
+        model,
+        optimizer,
         model_state_dict=state["model"],
         optim_state_dict=state["optimizer"],
     )
+
+
+def load_whole_model(model: torch.nn.Module, folder: Path) -> None:
+    """Load the model part of shard folder `folder` into an unsharded `model`, in this process.
+
+    What sampling and export need from a sharded run: no process group, no optimizer.
+    DCP reads each full tensor from every rank's shards (resharding to one "rank"), into
+    the model's own tensors; a checkpoint that lacks one of the model's weights raises.
+    """
+    import torch.distributed.checkpoint as dcp
+
+    if not folder.is_dir():
+        raise ckpt.CheckpointError(f"{folder} is missing: the checkpoint's shards are gone")
+    state = {"model": model.state_dict()}
+    try:
+        with (
+            warnings.catch_warnings()
+        ):  # "torch.distributed is disabled...": one process, on purpose
+            warnings.simplefilter("ignore", UserWarning)
+            dcp.load(state, checkpoint_id=str(folder), no_dist=True)
+    except Exception as exc:  # noqa: BLE001 - DCP wraps each reader's error in its own type
+        raise ckpt.CheckpointError(
+            f"{folder}: the shards do not load into the saved preset's model ({first_line(exc)})"
+        ) from None
+    model.load_state_dict(state["model"])
 
 
 def prune(ckpt_dir: Path) -> list[str]:

@@ -24,13 +24,16 @@ import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
 from cockpit.health import oom_warning
 from cockpit.train.faults import Faults
 from cockpit.train.runtime import EngineError, one_line
+
+if TYPE_CHECKING:
+    from torch.distributed.fsdp import FSDPModule
 
 
 @dataclass(frozen=True)
@@ -61,11 +64,23 @@ class StepRunner:
         False  # `raw_model` is FSDP2-sharded: reduce-scatter gradients on the last micro-batch
     )
     faults: Faults = field(default_factory=Faults)  # test hook: injected out-of-memory errors
+    # micro-batches every torchrun rank has finished a step at (run_with_oom_retry)
+    proven: set[int] = field(default_factory=set)
 
     def run(
-        self, x: torch.Tensor, y: torch.Tensor, micro_batch: int, loss_factor: float = 1.0
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        micro_batch: int,
+        loss_factor: float = 1.0,
+        *,
+        agree: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step on (x, y); returns (mean loss, grad norm before clipping), on the device."""
+        """One optimizer step on (x, y); returns (mean loss, grad norm before clipping), on the device.
+
+        `agree` (DDP under torchrun): no gradient sync in the backward; the ranks first agree
+        that none ran out of memory (RanksOutOfMemory if one did), then average the gradients.
+        """
         n = x.size(0)
         self.optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=x.device)
@@ -73,10 +88,10 @@ class StepRunner:
         for i, start in enumerate(starts):
             xb, yb = x[start : start + micro_batch], y[start : start + micro_batch]
             self.faults.check_oom(xb.size(0))
-            last = i == len(starts) - 1
+            last = i == len(starts) - 1 and not agree
             sync = self.model.no_sync() if self.ddp and not last else contextlib.nullcontext()
             if self.fsdp:
-                self.raw_model.set_requires_gradient_sync(last)  # type: ignore[operator]
+                cast("FSDPModule", self.raw_model).set_requires_gradient_sync(last)
             with sync:
                 with self.autocast:
                     # drop the logits now: holding them through backward costs 2 bytes per logit
@@ -87,6 +102,8 @@ class StepRunner:
                 scaled = loss * weight if weight != 1.0 else loss
                 self.scaler.scale(scaled).backward()
             total += scaled.detach().float()
+        if agree:
+            agree_then_average(self.raw_model, x.device)
         if self.scaler.is_enabled():
             self.scaler.unscale_(self.optimizer)
         # The clip call already computes the global norm; with clipping off, max_norm=inf only measures.
@@ -102,9 +119,25 @@ class StepRunner:
 
     def scale(self) -> torch.Tensor | None:
         """A device copy of the GradScaler's scale after the step (fp16 only), read back later."""
-        if self.scaler.is_enabled() and getattr(self.scaler, "_scale", None) is not None:
-            return self.scaler._scale.detach().clone()
+        scale: torch.Tensor | None = getattr(self.scaler, "_scale", None)
+        if self.scaler.is_enabled() and scale is not None:
+            return scale.detach().clone()
         return None
+
+
+class RanksOutOfMemory(RuntimeError):
+    """Another torchrun rank ran out of memory in this step: every rank retries with it."""
+
+
+def agree_then_average(raw_model: torch.nn.Module, device: torch.device) -> None:
+    """Under torchrun, after a step's backward without gradient sync: RanksOutOfMemory if any
+    rank ran out of memory, else every gradient averaged over the ranks as DDP would."""
+    from cockpit.train.dist import average_gradients, rank_out_of_memory, torchrun_world
+
+    rank = rank_out_of_memory(False, device)
+    if rank is not None:
+        raise RanksOutOfMemory(f"rank {rank} ran out of memory")
+    average_gradients(list(raw_model.parameters()), torchrun_world())
 
 
 def run_with_oom_retry(
@@ -122,15 +155,67 @@ def run_with_oom_retry(
 
     `step` is the number the step will have (for the `oom` warning, handed to `warn`);
     returns (loss, grad norm, the split the step ran with).
+
+    Under torchrun no rank retries alone: a rank out of memory mid-step leaves the others
+    waiting in the gradient all-reduce (or DDP's reducer half done). The first step at each
+    micro-batch is a checked one (`StepRunner.run(agree=True)`): the ranks agree whether
+    any ran out before the gradients are synced, and all retry with the same split. An
+    out-of-memory error in a later step, or under FSDP (whose forward already gathers
+    weights), ends the run with one line (train/dist.py's failure path stops the others).
     """
+    from cockpit.train.dist import torchrun_world
+
+    world = torchrun_world() if runner.ddp or runner.fsdp else 1
     while True:
+        checked = world > 1 and runner.ddp and split.micro_batch not in runner.proven
+        ran_out = False
         try:
-            loss, norm = runner.run(x, y, split.micro_batch, loss_factor)
+            loss, norm = runner.run(x, y, split.micro_batch, loss_factor, agree=checked)
+            runner.proven.add(split.micro_batch)
             return loss, norm, split
         except torch.OutOfMemoryError as exc:
-            message = one_line(str(exc), 200)
+            message, ran_out = one_line(str(exc), 200), True
+            if world > 1 and not checked:
+                raise _refusal(runner, split, message) from None
+        except RanksOutOfMemory as exc:
+            message = str(exc)
         # Out of the except block: the error's traceback, which holds the step's activations, is gone.
+        if ran_out and checked:
+            _free(runner, x)
+            _tell_the_others(x.device)
         split = _after_oom(runner, split, x, message, oom_retry=oom_retry, step=step, warn=warn)
+
+
+def _tell_the_others(device: torch.device) -> None:
+    """This rank's side of the agreement: it ran out (the others learn it in theirs)."""
+    from cockpit.train.dist import rank_out_of_memory
+
+    rank_out_of_memory(True, device)
+
+
+def _refusal(runner: StepRunner, split: Split, message: str) -> EngineError:
+    """The one line that ends a torchrun run whose rank ran out of memory where none can retry."""
+    from cockpit.train.dist import torchrun_rank
+
+    where = (
+        "FSDP's forward already gathers weights with the other ranks"
+        if runner.fsdp
+        else f"a later step than the first at micro-batch {split.micro_batch}"
+    )
+    return EngineError(
+        f"out of memory on rank {torchrun_rank()} at micro-batch {split.micro_batch} ({message}); "
+        f"under torchrun no rank can retry alone ({where}): start again with a smaller "
+        "train.batch_size and a larger train.grad_accum (the same tokens per step)",
+        kind="oom",
+    )
+
+
+def _free(runner: StepRunner, x: torch.Tensor) -> None:
+    """Drop the failed step's gradients and cached blocks."""
+    runner.optimizer.zero_grad(set_to_none=True)
+    gc.collect()
+    if x.device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _after_oom(
@@ -144,10 +229,7 @@ def _after_oom(
     warn: Callable[[Any], None],
 ) -> Split:
     """Free the failed step's memory; the smaller split to retry with, or an EngineError."""
-    runner.optimizer.zero_grad(set_to_none=True)
-    gc.collect()
-    if x.device.type == "cuda":
-        torch.cuda.empty_cache()
+    _free(runner, x)
     mb, accum = split.micro_batch, split.grad_accum
     if not oom_retry:
         raise EngineError(

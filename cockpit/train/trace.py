@@ -1,8 +1,9 @@
 """The memory tracer: the trainer's own step on fake CUDA tensors, counting live bytes, no GPU needed.
 
 `python -m cockpit.train.trace --preset-json JSON --batches 4,8` prints one JSON line:
-{"dtype": ..., "points": [{"batch", "peak_bytes", "reserved_bytes", "peak_op", "by_category"}],
-"fixed_bytes": ..., "per_sequence_bytes": ..., "seconds": ...}.
+{"dtype": ..., "points": [{"batch", "peak_bytes", "reserved_bytes", "allocated_bytes",
+"reserved_plain_bytes", "reserved_expandable_bytes", "expandable_segments", "peak_op",
+"by_category"}], "fixed_bytes": ..., "per_sequence_bytes": ..., "seconds": ...}.
 
 How: the model is built on the meta device and each distinct parameter (tied weights
 stay tied) is materialised once as a fake CUDA tensor under torch's FakeTensorMode,
@@ -12,18 +13,22 @@ and autocast are built as the trainer builds them for CUDA (optim.py), and
 (AdamW's state is created lazily in the first). A TorchDispatchMode adds every new
 storage, rounded to 512 bytes as the CUDA caching allocator rounds, and subtracts it
 when its last reference dies: the peak of that sum is the peak of live tensor bytes.
-scaled_dot_product_attention is routed to the kernel a GPU picks (flash for bf16/fp16,
-memory-efficient for fp32), never the math path with its T x T matrix.
+scaled_dot_product_attention is routed to the kernel a GPU picks after autocast's cast
+(flash for bf16/fp16, memory-efficient for fp32), never the math path with its T x T matrix.
+Every device storage's allocation and free is also recorded in order, and replayed through
+the caching allocator model (cockpit/plan/allocator.py): `reserved_bytes` is what
+torch.cuda.max_memory_reserved() would read in the allocator mode the training child uses
+(`expandable_segments:True` unless PYTORCH_CUDA_ALLOC_CONF says otherwise), with both modes'
+figures beside it.
 
 A CPU-only build of torch lacks the CUDA device guard and CUDA hooks autograd needs
 for CUDA tensors: a small C++ extension (built once into the cache
 folder) registers a fake guard and hooks that report CUDA as built. It must load
 before anything asks torch for its CUDA hooks, so the tracer runs in its own process.
 
-Not visible to a trace, and not in its figures: the CUDA context, cuBLAS workspaces,
-allocator fragmentation, torch.compile's buffers and DDP buckets. `reserved_bytes`
-models the caching allocator only this far: allocations above 1 MiB are rounded up to
-2 MiB blocks and small ones are served from 2 MiB segments.
+Not visible to a trace, and not in its figures: the CUDA context, cuBLAS workspaces
+(allocated by cuBLAS outside the caching allocator), kernels' internal scratch memory,
+torch.compile's buffers and DDP buckets.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from cockpit.common.fsutil import atomic_write_text
+from cockpit.plan import allocator
 from cockpit.plan.presets import Preset, preset_from_dict
 
 CATEGORIES = ("weights", "gradients", "optimizer", "activations", "logits/loss", "temporaries")
@@ -140,19 +146,20 @@ def enable_fake_cuda(cache: Path | None = None) -> None:
 
 def _allow_amp() -> None:
     """Autocast and GradScaler on 'cuda' switch themselves off when CUDA is unavailable: not here."""
-    torch.cuda.amp.common.amp_definitely_not_available = lambda: False  # type: ignore[attr-defined]
+    torch.cuda.amp.common.amp_definitely_not_available = lambda: False
     torch.cuda.is_bf16_supported = lambda *_a, **_k: True  # planning for a GPU that has bf16
 
 
 # --------------------------------------------------------------------------- counting live bytes
 
 
-def _storages(out: Any) -> Iterator[torch.UntypedStorage]:
+def _storages(out: Any) -> Iterator[tuple[torch.UntypedStorage, bool]]:
+    """Each tensor's storage, and whether the tensor is on CUDA (a fake storage itself is meta)."""
     stack = [out]
     while stack:
         item = stack.pop()
         if isinstance(item, torch.Tensor):
-            yield item.untyped_storage()
+            yield item.untyped_storage(), item.device.type == "cuda"
         elif isinstance(item, (list, tuple)):
             stack.extend(item)
 
@@ -161,62 +168,60 @@ def _rounded(n: int) -> int:
     return -(-n // ROUND) * ROUND
 
 
-def _block(n: int) -> int:
-    """The caching allocator's block for an allocation: 2 MiB granules above 1 MiB."""
-    return -(-n // (2 * MiB)) * (2 * MiB) if n > MiB else _rounded(n)
-
-
 class LiveBytes(TorchDispatchMode):
     """Live storage bytes (each rounded to 512), their peak and the op at the peak."""
 
     def __init__(self) -> None:
         super().__init__()
         self.live = 0
-        self.blocks = 0
         self.peak = 0
-        self.peak_blocks = 0
         self.peak_op = ""
         self.peak_index = -1
         self.ops = 0
         self.category = "activations"
         self.tags: dict[int, tuple[int, str]] = {}  # storage key -> (bytes, category at creation)
         self._refs: dict[int, weakref.ref] = {}
-        self._block_of: dict[int, int] = {}
         self.snapshot_at = -1
         self.snapshot: dict[str, int] | None = None
+        # (storage key, bytes asked for) in the order the device would see them; 0 bytes: freed.
+        # The caching allocator model (cockpit.plan.allocator) replays them into a reserved peak.
+        self.events: list[tuple[int, int]] = []
+        self._on_device: set[int] = set()
         self.classify: Callable[[dict[int, tuple[int, str]]], dict[str, int]] = lambda _t: {}
 
-    def track(self, st: torch.UntypedStorage, category: str) -> None:
+    def track(self, st: torch.UntypedStorage, category: str, on_device: bool = True) -> None:
         key = id(st)
         if key in self._refs and self._refs[key]() is st:
             return
-        n, block = _rounded(st.nbytes()), _block(st.nbytes())
+        n = _rounded(st.nbytes())
         self.live += n
-        self.blocks += block
         self.tags[key] = (n, category)
-        self._block_of[key] = block
         self._refs[key] = weakref.ref(st, functools.partial(self._drop, key))
+        if on_device and st.nbytes() > 0:  # the meta tensors of the build take no block
+            self.events.append((key, st.nbytes()))
+            self._on_device.add(key)
 
     def _drop(self, key: int, _ref: weakref.ref) -> None:
+        if key in self._on_device:
+            self._on_device.discard(key)
+            self.events.append((key, 0))
         n, _ = self.tags.pop(key, (0, ""))
         self._refs.pop(key, None)
         self.live -= n
-        self.blocks -= self._block_of.pop(key, 0)
 
     def reset_peak(self) -> None:
-        self.peak, self.peak_blocks, self.peak_op, self.peak_index, self.ops = 0, 0, "", -1, 0
+        self.peak, self.peak_op, self.peak_index, self.ops = 0, "", -1, 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         out = func(*args, **(kwargs or {}))
         category = self.category
         if torch._C._current_graph_task_id() != -1:
             category = "temporaries"  # made during backward: gradients are found by identity later
-        for st in _storages(out):
-            self.track(st, category)
+        for st, on_device in _storages(out):
+            self.track(st, category, on_device)
         self.ops += 1
         if self.live > self.peak:
             self.peak, self.peak_op, self.peak_index = self.live, str(func), self.ops
-        self.peak_blocks = max(self.peak_blocks, self.blocks)
         if self.ops == self.snapshot_at:
             self.snapshot = self.classify(self.tags)
         return out
@@ -235,12 +240,22 @@ def _category(counter: LiveBytes, name: str) -> Iterator[None]:
 
 
 def _route_sdpa(dtype: str) -> Any:
-    """scaled_dot_product_attention as a GPU runs it: flash (bf16/fp16) or memory-efficient (fp32)."""
+    """scaled_dot_product_attention as a GPU runs it: autocast's cast first, then flash
+    (bf16/fp16) or memory-efficient (fp32) attention.
+
+    On CUDA, autocast lists scaled_dot_product_attention among the ops it runs in the
+    autocast dtype, so q, k and v are all cast before the kernel is chosen: golf's q and k are
+    fp32 after rms_norm while v is bf16, and a GPU runs the three in bf16 with flash. The aten
+    kernels called here are not on autocast's list, so the cast is done here, as autocast does it
+    (a tensor already in that dtype is used as it is)."""
     plain = F.scaled_dot_product_attention
 
     def sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kw):  # noqa: ANN001, ANN202
         if attn_mask is not None or kw.get("enable_gqa"):
             return plain(q, k, v, attn_mask, dropout_p, is_causal, scale=scale, **kw)
+        if q.is_cuda and torch.is_autocast_enabled("cuda"):
+            cast = torch.get_autocast_dtype("cuda")
+            q, k, v = (t.to(cast) if t.is_floating_point() else t for t in (q, k, v))
         if q.dtype in (torch.bfloat16, torch.float16):
             return torch.ops.aten._scaled_dot_product_flash_attention(
                 q, k, v, dropout_p, is_causal, False, scale=scale
@@ -257,7 +272,8 @@ def _materialise(model: torch.nn.Module) -> None:
     made: dict[int, torch.Tensor] = {}
     device = torch.device("cuda", 0)
     for module in model.modules():
-        for table in (module._parameters, module._buffers):
+        tables: tuple[dict[str, Any], ...] = (module._parameters, module._buffers)
+        for table in tables:  # parameters, then buffers: both are name -> tensor (or None)
             for name, t in table.items():
                 if t is None:
                     continue
@@ -272,7 +288,7 @@ def _materialise(model: torch.nn.Module) -> None:
 def _build(preset: Preset, dtype: str, counter: LiveBytes) -> Any:
     """The trainer's model, optimizer, GradScaler and autocast, on fake CUDA."""
     from cockpit.train import optim
-    from cockpit.train.model import build_model
+    from cockpit.train.models import build_model
 
     device = torch.device("cuda", 0)
     with torch.device("meta"):
@@ -299,7 +315,9 @@ def _logits_region(model: torch.nn.Module, counter: LiveBytes) -> None:
     def forward_starts(*_: Any) -> None:
         counter.category = "activations"
 
-    head = getattr(model, "lm_head", None)
+    export_module = getattr(model, "export_module", None)
+    owner = export_module() if callable(export_module) else model
+    head = getattr(owner, "lm_head", None)  # your own model's: its module's
     if isinstance(head, torch.nn.Module):
         head.register_forward_pre_hook(enter)
     model.register_forward_pre_hook(forward_starts)
@@ -341,8 +359,10 @@ def trace_batch(
     with _category(
         counter, "activations"
     ):  # the batch: inputs and targets, as the trainer holds them
-        xy = tuple(
-            torch.zeros((n_seq, m.block_size), dtype=torch.long, device="cuda") for _ in range(2)
+        shape = (n_seq, m.block_size)
+        xy = (
+            torch.zeros(shape, dtype=torch.long, device="cuda"),
+            torch.zeros(shape, dtype=torch.long, device="cuda"),
         )
     counter.reset_peak()
     peak_in_last = (0, "", -1)
@@ -351,7 +371,7 @@ def trace_batch(
         _step(runner, counter, xy, batch)
         if counter.peak_index > start:
             peak_in_last = (counter.peak, counter.peak_op, counter.peak_index - start)
-    peak, peak_op, peak_blocks = counter.peak, counter.peak_op, counter.peak_blocks
+    peak, peak_op = counter.peak, counter.peak_op
     # replay one more step, identical in shapes, and look at what is live at the same op
     counter.snapshot, counter.snapshot_at = None, counter.ops + peak_in_last[2]
     counter.classify = lambda tags: _categorise(runner, tags)
@@ -361,25 +381,55 @@ def trace_batch(
     return {
         "batch": batch,
         "peak_bytes": peak,
-        "reserved_bytes": peak_blocks + 2 * MiB,
         "peak_op": peak_op.removeprefix("aten."),
         "by_category": by_category,
     }
 
 
+def reserved_figures(events: list[tuple[int, int]]) -> dict[str, int]:
+    """The allocation sequence replayed through the caching allocator model, in both modes, and
+    the one the training child uses (cockpit.plan.allocator.child_allocator_mode)."""
+    plain = allocator.replay(events)
+    grown = allocator.replay(events, expandable_segments=True)
+    mode = allocator.child_allocator_mode()
+    chosen = (
+        allocator.replay(
+            events, expandable_segments=mode.expandable, max_split_size=mode.max_split_size
+        )
+        if mode.max_split_size
+        else (grown if mode.expandable else plain)
+    )
+    return {
+        "reserved_bytes": chosen.reserved_peak,
+        "allocated_bytes": chosen.allocated_peak,
+        "reserved_plain_bytes": plain.reserved_peak,
+        "reserved_expandable_bytes": grown.reserved_peak,
+        "reserved_small_bytes": chosen.reserved_small,  # of reserved_bytes, the small pool's
+        "expandable_segments": mode.expandable,
+    }
+
+
 def trace(preset: Preset, batches: list[int], dtype: str, steps: int = 2) -> dict[str, Any]:
-    """Trace the preset's step at each micro-batch; a line fixed + per_sequence * batch from them."""
+    """Trace the preset's step at each micro-batch; a line fixed + per_sequence * batch from them.
+
+    Each micro-batch is traced from a fresh build, as a training process starts: the allocator
+    model replays that process's allocations from its first (the weights) to the last step's."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     start = time.perf_counter()
-    counter = LiveBytes()
     sdpa = F.scaled_dot_product_attention
     F.scaled_dot_product_attention = _route_sdpa(dtype)
+    points = []
     try:
-        with FakeTensorMode(allow_non_fake_inputs=True), counter:
-            runner = _build(preset, dtype, counter)
-            _logits_region(runner.raw_model, counter)
-            points = [trace_batch(runner, counter, preset, b, steps) for b in batches]
+        for batch in batches:
+            counter = LiveBytes()
+            with FakeTensorMode(allow_non_fake_inputs=True), counter:
+                runner = _build(preset, dtype, counter)
+                _logits_region(runner.raw_model, counter)
+                point = trace_batch(runner, counter, preset, batch, steps)
+            del runner
+            point.update(reserved_figures(counter.events))
+            points.append(point)
     finally:
         F.scaled_dot_product_attention = sdpa
     result: dict[str, Any] = {"dtype": dtype, "points": points}
@@ -402,11 +452,26 @@ def main(argv: list[str] | None = None) -> int:
     preset = preset_from_dict(json.loads(args.preset_json))
     batches = [int(b) for b in args.batches.split(",")]
     try:
-        enable_fake_cuda()
+        enable_fake_cuda()  # before any backward: autograd sizes its device queues once
     except TraceUnavailable as exc:
         print(f"trace: {exc}", file=sys.stderr)
         return 3
-    print(json.dumps(trace(preset, batches, args.dtype, args.steps)))
+    figures = None
+    from cockpit.arch import is_own_model
+
+    if is_own_model(preset.model.arch):  # your own model: its figures too, and its checks first
+        from cockpit.train.measure import measure
+        from cockpit.train.models.own import OwnModelError
+
+        try:
+            figures = measure(preset)
+        except OwnModelError as exc:
+            print(f"trace: {exc}", file=sys.stderr)
+            return 2
+    result = trace(preset, batches, args.dtype, args.steps)
+    if figures is not None:
+        result["figures"] = figures
+    print(json.dumps(result))
     return 0
 
 

@@ -19,16 +19,20 @@ from cockpit.plan.presets import Preset
 from cockpit.plan.trace_child import TraceRunner, run_trace_child
 
 
-def default_launcher(preset: Preset, runs_dir: Path | None, nproc: int = 1) -> Path:
+def default_launcher(
+    preset: Preset, runs_dir: Path | None, nproc: int = 1, force: bool = False
+) -> Path:
     """Create a run directory for `preset` and start the trainer detached from the app
     (under torchrun, `nproc` ranks, when more than one).
 
-    The same pre-launch checks as headless mode: a missing data source or an architecture
-    the engine cannot train is a RunError (shown as a message), and nothing is started.
+    The same pre-launch checks as headless mode: a missing data source, an architecture
+    the engine cannot train or a plan over this machine's memory (unless `force`: the launch
+    dialog said so and the user said yes) is a RunError (shown as a message), and nothing is
+    started.
     """
-    from cockpit.runs.prelaunch import launch_problem
+    from cockpit.runs.prelaunch import launch_problem, plan_problem
 
-    problem = launch_problem(preset)
+    problem = launch_problem(preset) or (None if force else plan_problem(preset, "auto", nproc))
     if problem:
         raise rundir.RunError(problem)
     run_dir = rundir.create_run_dir(preset, root=runs_dir)
@@ -60,6 +64,10 @@ class Services:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# Services' poll and redraw periods, in seconds: what make_app's keyword arguments may set
+TIMINGS = ("status_poll_s", "gpu_poll_s", "tail_poll_s", "redraw_s", "trace_debounce_s")
+
+
 class CockpitApp(App):
     """Plan presets, launch runs, watch them."""
 
@@ -72,20 +80,46 @@ class CockpitApp(App):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]
 
-    def __init__(self, services: Services | None = None, attach: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        services: Services | None = None,
+        attach: str | Path | None = None,
+        start: StartFlags | None = None,
+    ) -> None:
         super().__init__()
         self.services = services or Services()
         self.attach_dir = Path(attach) if attach else None
+        self.start = start or StartFlags()  # what the command line's flags asked for
         self.local_gpus: list[GpuStatus] | None = None  # None until the first NVML query returns
         self.trace_problem = ""  # why this machine cannot trace (then every plan stays analytic)
 
     def on_mount(self) -> None:
         from cockpit.tui.screens.presets import PresetsScreen
 
-        self.push_screen(PresetsScreen())
+        presets = PresetsScreen()
+        presets.gpu_choice = self.start.gpu_choice
+        self.push_screen(presets)
+        if self.start.preset is not None:
+            self._open_flags_preset()
         if self.attach_dir is not None:
             self.open_run(self.attach_dir)
         self.run_worker(self._query_gpus, thread=True, name="gpu-facts")
+
+    def _open_flags_preset(self) -> None:
+        """The editor on the preset the flags named, their overrides applied (ctrl+l launches it)."""
+        from cockpit.tui.screens.editor import EditorScreen
+
+        start = self.start
+        assert start.preset is not None
+        self.push_screen(
+            EditorScreen(start.preset, gpu_choice=start.gpu_choice, original=start.base)
+        )
+        said = f"opened {start.preset.name}"
+        if start.applied:
+            said += " with " + ", ".join(start.applied)
+        self.notify(said + "; ctrl+l launches it", timeout=8)
+        if start.unused:
+            self.notify(unused_line(start.unused), severity="warning", timeout=12)
 
     def action_help(self) -> None:
         from cockpit.tui.screens.help import HelpScreen
@@ -140,11 +174,15 @@ class CockpitApp(App):
 
         self.push_screen(RunsScreen())
 
-    def launch_preset(self, preset: Preset, nproc: int = 1) -> None:
-        """Start a run of `preset` (on `nproc` ranks) and watch it; a failure is a notification, not a crash."""
+    def launch_preset(self, preset: Preset, nproc: int = 1, force: bool = False) -> None:
+        """Start a run of `preset` (on `nproc` ranks; `force`: past the memory check, as the
+        launch dialog was answered) and watch it; a failure is a notification, not a crash."""
         try:
-            if nproc > 1:  # a launcher that takes one process only keeps its two arguments
-                run_dir = self.services.launcher(preset, self.services.runs_dir, nproc=nproc)  # type: ignore[call-arg]
+            launch: Callable[..., Path] = self.services.launcher  # the default takes all three
+            if force:
+                run_dir = launch(preset, self.services.runs_dir, nproc=nproc, force=True)
+            elif nproc > 1:  # a launcher that takes one process only keeps its two arguments
+                run_dir = launch(preset, self.services.runs_dir, nproc=nproc)
             else:
                 run_dir = self.services.launcher(preset, self.services.runs_dir)
         except (OSError, rundir.RunError) as exc:
@@ -153,10 +191,71 @@ class CockpitApp(App):
         self.open_run(run_dir)
 
 
+@dataclass
+class StartFlags:
+    """What the top-level flags ask of the app: a preset for the editor, a what-if GPU."""
+
+    preset: Preset | None = None  # the preset with --set, --max-steps and --data applied
+    base: Preset | None = None  # the named preset as it is (the editor's revert)
+    applied: list[str] = field(default_factory=list)  # the flags used, as typed
+    unused: list[str] = field(default_factory=list)  # the flags only a headless run uses
+    gpu_choice: int = -1  # --gpu as an index into the catalog (-1: this machine's GPU)
+
+
+def unused_line(unused: list[str]) -> str:
+    return f"not used by the app: {' '.join(unused)} (they apply with --no-ui)"
+
+
+def flags_for_app(args: argparse.Namespace) -> StartFlags:
+    """The top-level flags as the app uses them, checked as --no-ui checks them.
+
+    Raises PresetError, UsageError (cockpit.headless) or ValueError (an unknown --gpu) for a bad
+    value, before the app opens. Flags that only a headless run uses are listed, not dropped.
+    """
+    from cockpit.headless import DEFAULT_PRESET, resolve_preset
+    from cockpit.plan.gpu import CATALOG, lookup_gpu
+    from cockpit.plan.presets import PresetError, load_preset
+
+    start = StartFlags()
+    gpu = getattr(args, "gpu", None)
+    if gpu:
+        spec = lookup_gpu(gpu)
+        if spec is None:
+            names = ", ".join(s.name for s in CATALOG)
+            raise ValueError(f"--gpu: unknown GPU {gpu!r}; known: {names}")
+        start.gpu_choice = CATALOG.index(spec)
+    named = getattr(args, "preset", None)
+    overrides = list(getattr(args, "overrides", None) or [])
+    max_steps, data = getattr(args, "max_steps", None), getattr(args, "data", None)
+    if named or overrides or max_steps is not None or data:
+        start.preset = resolve_preset(args)
+        try:  # revert goes back to the preset as named, before the flags
+            start.base = load_preset(named or DEFAULT_PRESET)
+        except PresetError:
+            start.base = start.preset
+        start.applied = [f"--set {o}" for o in overrides]
+        if max_steps is not None:
+            start.applied.append(f"--max-steps {max_steps}")
+        if data:
+            start.applied.append(f"--data {data}")
+    for flag, value, default in (
+        ("--device", getattr(args, "device", "auto"), "auto"),
+        ("--run-dir", getattr(args, "run_dir", None), None),
+        ("--nproc", getattr(args, "nproc", None), None),
+        ("--nnodes", getattr(args, "nnodes", 1), 1),
+        ("--node-rank", getattr(args, "node_rank", 0), 0),
+        ("--rdzv-endpoint", getattr(args, "rdzv_endpoint", ""), ""),
+    ):
+        if value not in (default, None):
+            start.unused.append(f"{flag} {value}")
+    return start
+
+
 def make_app(
     *,
     runs_dir: str | Path | None = None,
     attach: str | Path | None = None,
+    start: StartFlags | None = None,
     launcher: Callable[[Preset, Path | None], Path] | None = None,
     gpu_query: Callable[[], list[GpuStatus]] | None = None,
     clock: Callable[[], float] | None = None,
@@ -164,7 +263,11 @@ def make_app(
     **timing: float,
 ) -> CockpitApp:
     """The app with its services; tests pass a fake launcher, fixed GPU facts and a fixed clock."""
-    services = Services(runs_dir=Path(runs_dir) if runs_dir else None, **timing)
+    services = Services(runs_dir=Path(runs_dir) if runs_dir else None)
+    for name, seconds in timing.items():  # status_poll_s, tail_poll_s, ...: the pollers' periods
+        if name not in TIMINGS:
+            raise TypeError(f"make_app() got an unexpected keyword argument {name!r}")
+        setattr(services, name, float(seconds))
     if launcher is not None:
         services.launcher = launcher
     if gpu_query is not None:
@@ -173,11 +276,30 @@ def make_app(
         services.clock = clock
     if trace_runner is not None:
         services.trace_runner = trace_runner
-    return CockpitApp(services, attach=attach)
+    return CockpitApp(services, attach=attach, start=start)
 
 
 def cmd_app(args: argparse.Namespace) -> int:
-    """Run the app (`gpt-cockpit`, or `attach RUN` with args.attach set to the run dir)."""
-    app = make_app(runs_dir=getattr(args, "runs_dir", None), attach=getattr(args, "attach", None))
+    """Run the app (`gpt-cockpit`, or `attach RUN` with args.attach set to the run dir).
+
+    Plain `gpt-cockpit` with --preset, --set, --max-steps, --data or --gpu opens the editor on
+    that preset with them applied; a bad value is exit 2 before the app opens.
+    """
+    from cockpit.common.diagnostics import EXIT_USAGE, error, warn
+    from cockpit.headless import UsageError
+    from cockpit.plan.presets import PresetError
+
+    start = None
+    if getattr(args, "command", None) is None:
+        try:
+            start = flags_for_app(args)
+        except (PresetError, UsageError, ValueError) as exc:
+            error(str(exc))
+            return EXIT_USAGE
+    app = make_app(
+        runs_dir=getattr(args, "runs_dir", None), attach=getattr(args, "attach", None), start=start
+    )
     app.run()
+    if start is not None and start.unused:
+        warn(unused_line(start.unused))  # said in the app too; this stays in the terminal
     return 0

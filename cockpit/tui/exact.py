@@ -19,6 +19,7 @@ from textual.worker import Worker, get_current_worker
 from cockpit.plan.estimate import Estimate, trace_key
 from cockpit.plan.presets import Preset
 from cockpit.plan.trace_child import TraceOutcome, ensure_traced
+from cockpit.tui.access import app_of, services_of
 
 GROUP = "exact-trace"
 
@@ -62,7 +63,9 @@ class ExactFigure:
     def want(self, preset: Preset | None, est: Estimate) -> None:
         """The form now shows `preset` (None: invalid fields): trace it unless that is known or moot."""
         self.active = preset is not None
-        if preset is None or est.measured or est.traced or self.app_problem:
+        # your own model's parameters and FLOPs come with its trace (the tracer child measures them)
+        known = (est.measured or est.traced) and est.figures != "not measured yet"
+        if preset is None or known or self.app_problem:
             self.cancel()
             self.key = None
             return
@@ -71,7 +74,7 @@ class ExactFigure:
             return  # already waiting, tracing, or failed for this very shape
         self.cancel()
         self.key, self.problem, self.tracing = key, "", True
-        delay = self.screen.app.services.trace_debounce_s  # type: ignore[attr-defined]
+        delay = services_of(self.screen).trace_debounce_s
         self._timer = self.screen.set_timer(
             delay, lambda: self._start(preset, est.dtype, est.batch_size, key)
         )
@@ -91,7 +94,7 @@ class ExactFigure:
         if key != self.key:
             return
         self.traces_started += 1
-        runner = self.screen.app.services.trace_runner  # type: ignore[attr-defined]
+        runner = services_of(self.screen).trace_runner
 
         def work() -> None:
             worker = get_current_worker()
@@ -111,5 +114,5 @@ class ExactFigure:
         if outcome.reason:
             self.problem = outcome.reason
             if outcome.unavailable:
-                self.screen.app.trace_problem = outcome.reason  # type: ignore[attr-defined]
+                app_of(self.screen).trace_problem = outcome.reason
         self.on_done()

@@ -263,9 +263,10 @@ async def test_kill_asks_first(monkeypatch, tmp_path):
         await pilot.press("k")
         await pilot.pause()
         await pilot.press("y")
-        await wait_for(
-            pilot, lambda: screen.status == "crashed", timeout=10
-        )  # SIGKILL: no end record
+        # SIGKILL leaves no end record, yet a kill asked for is listed as killed, not crashed
+        await wait_for(pilot, lambda: screen.status == "killed", timeout=10)
+        await wait_for(pilot, lambda: "killed" in text_of(screen, "#run-status"))
+        assert not any("crashed" in str(n.message) for n in app._notifications)
 
 
 async def test_launch_that_does_not_fit_asks_first(monkeypatch, tmp_path):

@@ -66,3 +66,12 @@ def test_run_screen_from_a_fixed_events_file(snap_compare, size, tmp_path):
         await steady(pilot)
 
     assert snap_compare(app_for_tests(attach=run_dir), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_help_screen(snap_compare, size):
+    async def run_before(pilot):
+        await pilot.press("f1")
+        await steady(pilot)
+
+    assert snap_compare(app_for_tests(), terminal_size=size, run_before=run_before)

@@ -27,11 +27,14 @@ def panel(screen) -> str:
 
 def points_at_half(preset, batches) -> list[dict]:
     """Trace points half the analytic live bytes: a figure no estimate would show."""
+    half = {b: estimate(preset, batch_size=b).memory.live_bytes // 2 for b in batches}
     return [
         {
             "batch": b,
-            "peak_bytes": estimate(preset, batch_size=b).memory.live_bytes // 2,
-            "reserved_bytes": 0,
+            "peak_bytes": half[b],
+            "reserved_bytes": half[b],
+            "reserved_plain_bytes": half[b],
+            "reserved_expandable_bytes": half[b],
             "peak_op": "fake",
             "by_category": {},
         }

@@ -69,3 +69,53 @@ async def test_footers_show_enter_and_G_and_the_editor_keeps_esc_at_80_columns()
         footer = app.screen.query_one(Footer)
         first = footer.query("FooterKey").first()
         assert "Back" in str(first.render()) and first.region.right <= 80
+
+
+async def test_help_scrolls_from_the_keyboard_and_its_closing_line_always_shows():
+    app = app_for_tests()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("f1")
+        await pilot.pause()
+        help_screen = app.screen
+        box = help_screen.query_one("#help-scroll")
+        assert box.max_scroll_y > 0  # at 80x24 the help is longer than its box
+        for key in ("down", "j"):
+            before = box.scroll_y
+            await pilot.press(key)
+            await pilot.pause()
+            assert box.scroll_y == before + 1, key
+        for key in ("k", "up"):
+            before = box.scroll_y
+            await pilot.press(key)
+            await pilot.pause()
+            assert box.scroll_y == before - 1, key
+        for key in ("pagedown", "space", "tab"):
+            before = box.scroll_y
+            await pilot.press(key)
+            await pilot.pause()
+            assert box.scroll_y > before + 3 or box.scroll_y == box.max_scroll_y, key
+        await pilot.press("end")
+        await pilot.pause()
+        assert box.scroll_y == box.max_scroll_y
+        await pilot.press("home")
+        await pilot.pause()
+        assert box.scroll_y == 0
+        keys = help_screen.query_one("#help-keys", Static)
+        assert "close" in str(keys.render()) and keys.region.bottom <= 24 and keys.region.height
+
+
+async def test_help_lists_the_compare_screens_keys_and_fits_at_120x36():
+    app = app_for_tests()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        await pilot.press("question_mark")
+        await pilot.pause()
+        text = str(app.screen.query_one("#help-text", Static).render())
+        assert "compare" in text and "Align steps/tokens" in text
+        box = app.screen.query_one("#help-scroll")
+        await pilot.press("end")
+        await pilot.pause()
+        assert box.scroll_y == box.max_scroll_y
+        keys = app.screen.query_one("#help-keys", Static)
+        assert keys.region.bottom <= 36 and keys.region.height == 1

@@ -70,3 +70,33 @@ def test_the_question_gives_the_plans_memory_on_each_gpu():
     one, two = words(1), words(2)
     assert one.startswith("peak ") and "on each GPU of" in one and one != two  # DDP's buckets
     assert words(2) != per_gpu_memory(fsdp, estimate(fsdp, gpu))(2)  # FSDP shards instead
+
+
+async def test_a_plan_over_this_machines_memory_is_shown_and_yes_forces_the_launch(monkeypatch):
+    """The dialog names the memory problem (prelaunch.plan_problem) and asks to launch anyway;
+    yes hands the launcher force=True, no launches nothing."""
+    from cockpit.runs import prelaunch
+
+    tiny_preset("tiny_nproc")
+    problem = "host RAM: a CPU run of tiny_nproc needs 99.0 GiB, 8.0 GiB available"
+    monkeypatch.setattr(prelaunch, "plan_problem", lambda *a: problem)
+    calls: list[tuple[str, int, bool]] = []
+
+    def launch(preset, runs_dir, nproc: int = 1, force: bool = False) -> Path:
+        calls.append((preset.name, nproc, force))
+        return Path("/nonexistent")
+
+    app = app_for_tests(launcher=launch)
+    async with app.run_test(size=(140, 50)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        table = screen.query_one("DataTable")
+        table.move_cursor(row=[p.name for p in screen.presets].index("tiny_nproc"))
+        await pilot.press("l")
+        await pilot.pause()
+        question = str(app.screen.query_one("#question").render())
+        assert "does not fit" in question and "needs 99.0 GiB" in question
+        assert "Launch anyway" in question
+        await pilot.press("y")
+        await pilot.pause()
+    assert calls == [("tiny_nproc", 1, True)]

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from cockpit.common.format import fmt_float
 from cockpit.health.base import (
     Family,
     HealthWarning,
@@ -79,7 +80,7 @@ class Grad(Family):
             return
         message = (
             f"{count} grad-norm spikes in the last {len(self.flags)} points; latest {grad:.4g} "
-            f"is {grad / mid:.1f}x the median {mid:.4g}"
+            f"is {fmt_float(grad / mid, '.1f')}x the median {mid:.4g}"
         )
         evidence = {
             "spikes": count,
@@ -100,7 +101,7 @@ class Grad(Family):
             return
         factor = math.exp(spread)
         message = (
-            f"grad norm oscillates: consecutive points differ by a median factor of {factor:.2f}x "
+            f"grad norm oscillates: consecutive points differ by a median factor of {fmt_float(factor, '.2f')}x "
             f"over the last {len(ratios)} points"
         )
         evidence = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from cockpit.common.format import fmt_float
 from cockpit.health.base import (
     Family,
     HealthWarning,
@@ -103,7 +104,7 @@ class LossSpike(Family):
         n = len(self.window)
         message = (
             f"loss spike at step {onset}: {onset_loss:.4g} vs a mean of {mean:.4g} over the last "
-            f"{n} points ({onset_z:.1f} sigma, {onset_ratio:.2f}x)"
+            f"{n} points ({fmt_float(onset_z, '.1f')} sigma, {fmt_float(onset_ratio, '.2f')}x)"
             + (f"; {points} points in a row up to step {step}" if points > 1 else "")
         )
         evidence = {

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from cockpit.common.format import fmt_float
 from cockpit.health.base import Family, HealthWarning, Rule, StepPoint, finite, round_sig
 from cockpit.plan.schedule import lr_at, time_warmdown
 
@@ -130,7 +131,7 @@ class Lr(Family):
     def _above_max(self, out: list[HealthWarning], step: int, lr: float, peak: float) -> None:
         message = (
             f"learning rate {lr:.4g} at step {step} is above the preset's max {peak:.4g} "
-            f"({lr / peak:.2f}x)"
+            f"({fmt_float(lr / peak, '.2f')}x)"
         )
         evidence = {"lr": round_sig(lr), "max_lr": peak, "ratio": round_sig(lr / peak, 4)}
         self.ctx.emit(out, LR_ABOVE_MAX.warning(step, message, evidence), lr / peak)

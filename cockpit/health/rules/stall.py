@@ -39,7 +39,7 @@ class Stall(Family):
         typical_interval_s: float | None,
     ) -> None:
         interval = (
-            typical_interval_s if finite(typical_interval_s) and typical_interval_s > 0 else 0.0  # type: ignore[operator]
+            typical_interval_s if finite(typical_interval_s) and typical_interval_s > 0 else 0.0
         )
         limit = max(self.t.stall_factor * interval, self.t.stall_min_s)
         silence = float(now) - float(last_event_time)

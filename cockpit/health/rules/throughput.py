@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from cockpit.common.format import fmt_float
 from cockpit.health.base import (
     Family,
     HealthWarning,
@@ -71,7 +72,8 @@ class Throughput(Family):
         if n < self.t.tps_patience:
             return
         message = (
-            f"throughput {tps:,.0f} tok/s is {tps / mid:.0%} of this run's median {mid:,.0f} tok/s "
+            f"throughput {fmt_float(tps, ',.0f')} tok/s is {fmt_float(tps / mid, '.0%')} of this run's "
+            f"median {fmt_float(mid, ',.0f')} tok/s "
             f"for {n} points"
         )
         evidence = {

@@ -3,9 +3,11 @@ the train loss (overfitting)."""
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from cockpit.common.format import fmt_float
 from cockpit.health.base import Family, HealthWarning, Rule, finite, round_sig, window
 
 VAL_PLATEAU = Rule(
@@ -49,7 +51,9 @@ class Val(Family):
 
     def reset(self) -> None:
         t = self.t
-        self.evals = window((), max(t.val_plateau_evals, t.val_rising_evals, t.overfit_evals) + 1)
+        self.evals: deque[Eval] = window(
+            (), max(t.val_plateau_evals, t.val_rising_evals, t.overfit_evals) + 1
+        )
         self.best: float | None = None
         self.since_best = 0  # evals without a new best
 
@@ -70,21 +74,21 @@ class Val(Family):
         self._overfitting(out, step, evals)
 
     def _plateau(self, out: list[HealthWarning], step: int, val: float) -> None:
-        n = self.since_best
+        n, best = self.since_best, self.best
         last_lr = self.ctx.last_lr
-        if n < self.t.val_plateau_evals or last_lr is None:
+        if n < self.t.val_plateau_evals or last_lr is None or best is None:
             return
         train = self.ctx.train
         peak = float(train.lr) if train is not None else self.ctx.peak_lr
         if peak <= 0 or last_lr < self.t.val_plateau_lr_frac * peak:
             return  # late in the decay a flat val loss is expected
         message = (
-            f"validation loss {val:.4g} has not improved on its best {self.best:.4g} for {n} evals "
-            f"while lr is still {last_lr / peak:.0%} of its peak"
+            f"validation loss {val:.4g} has not improved on its best {best:.4g} for {n} evals "
+            f"while lr is still {fmt_float(last_lr / peak, '.0%')} of its peak"
         )
         evidence = {
             "val_loss": round_sig(val),
-            "best_val_loss": round_sig(self.best),  # type: ignore[arg-type]
+            "best_val_loss": round_sig(best),
             "evals_without_improvement": n,
             "lr": round_sig(last_lr),
         }
@@ -111,10 +115,11 @@ class Val(Family):
 
     def _overfitting(self, out: list[HealthWarning], step: int, evals: list[Eval]) -> None:
         k = self.t.overfit_evals
-        if len(evals) < k + 1 or any(t is None for _, _, t in evals[-(k + 1) :]):
+        measured = [(v, t) for _, v, t in evals[-(k + 1) :] if t is not None]
+        if len(measured) < k + 1:  # too few evals, or one without a train loss
             return
-        gaps = [v - t for _, v, t in evals[-(k + 1) :]]  # type: ignore[operator]
-        val_now, train_now = evals[-1][1], evals[-1][2]
+        gaps = [v - t for v, t in measured]
+        val_now, train_now = measured[-1]
         if (
             not all(b > a for a, b in zip(gaps, gaps[1:], strict=False))
             or gaps[-1] < self.t.overfit_min_gap_rel * val_now
@@ -127,7 +132,7 @@ class Val(Family):
         evidence = {
             "gaps": [round_sig(g) for g in gaps],
             "val_loss": round_sig(val_now),
-            "train_loss": round_sig(train_now),  # type: ignore[arg-type]
+            "train_loss": round_sig(train_now),
         }
         self.ctx.emit(out, OVERFITTING.warning(step, message, evidence), gaps[-1])
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from cockpit.common.format import fmt_float
 from cockpit.common.numbers import as_finite
 from cockpit.health.base import (
     Family,
@@ -56,7 +57,7 @@ class Variant(Family):
         self.active = self.streams > 1
         self.losses = Series(self.t.variant_window)
         self.grads = Series(self.t.variant_window)
-        self.streak: list[list] = []  # unstable points in a row: [step, loss, grad_norm]
+        self.streak: list[list[Any]] = []  # unstable points in a row: [step, loss, grad_norm]
         self.episode = False  # reported; quiet until a stable point
 
     def on_step(self, out: list[HealthWarning], point: StepPoint) -> None:
@@ -148,5 +149,5 @@ class Variant(Family):
 def _against(what: str, value: Any, med: float) -> str:
     """'loss 9.1 vs a median of 3 (3.03x)', 'loss nan', or '' (not measured, or no median)."""
     if finite(value) and med > 0:
-        return f"{what} {value:.4g} vs a median of {med:.4g} ({value / med:.2f}x)"
+        return f"{what} {value:.4g} vs a median of {med:.4g} ({fmt_float(value / med, '.2f')}x)"
     return f"{what} {value}" if value is not None and not finite(value) else ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cockpit.common.format import fmt_float
 from cockpit.health.base import Family, HealthWarning, Rule, StepPoint, finite, round_sig
 
 VRAM_NEAR_LIMIT = Rule(
@@ -37,7 +38,8 @@ class Vram(Family):
             return
         gib = 1 << 30
         message = (
-            f"GPU memory use {vram_bytes / gib:.2f} GiB is {frac:.1%} of {total / gib:.2f} GiB "
+            f"GPU memory use {fmt_float(vram_bytes / gib, '.2f')} GiB is {fmt_float(frac, '.1%')} of "
+            f"{total / gib:.2f} GiB "
             f"(within {margin:.0%} of the limit)"
         )
         evidence = {

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from textual.app import App, ComposeResult
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
@@ -12,6 +13,9 @@ from textual.widgets import Input, Static
 
 from cockpit.plan.estimate import Estimate
 from cockpit.plan.presets import Preset
+
+if TYPE_CHECKING:
+    from cockpit.tui.app import CockpitApp
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -38,7 +42,8 @@ class ConfirmScreen(ModalScreen[bool]):
 class LaunchScreen(ConfirmScreen):
     """The launch question, with `p` to choose the training processes (torchrun ranks, one per GPU).
 
-    Dismissed with the number of processes on yes (1: a plain child), 0 on no.
+    Dismissed with yes or no, as every ConfirmScreen; `nproc` is the number of processes
+    chosen (1: a plain child).
     """
 
     BINDINGS = [Binding("p", "next_nproc", "Processes")]
@@ -71,9 +76,6 @@ class LaunchScreen(ConfirmScreen):
         self.nproc = self.choices[(i + 1) % len(self.choices)]
         self.query_one("#nproc", Static).update(self._nproc_line())
 
-    def action_answer(self, yes: bool) -> None:
-        self.dismiss(self.nproc if yes else 0)  # type: ignore[arg-type]
-
 
 def nproc_choices(gpus: int) -> list[int]:
     """1 up to every GPU of this machine; without a GPU, 1 or 2 CPU processes (gloo)."""
@@ -103,30 +105,38 @@ class PromptScreen(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-def launch_question(preset: Preset, est: Estimate) -> str:
-    """What a launch will do, for the question before it: size, device, ETA, the verdict."""
+def launch_question(preset: Preset, est: Estimate, problem: str | None = None) -> str:
+    """What a launch will do, for the question before it: size, device, ETA, the verdict, the
+    host RAM (on a CPU: the run's tensors; on a GPU: the host side) and, when the plan does not
+    fit this machine (`problem`, from prelaunch.plan_problem), why and what would."""
     from cockpit.common.format import human_params, rough_eta
+    from cockpit.plan.host import cpu_eta_line, host_memory, load_cpu_speed
 
-    device = (
-        f"this machine's {est.gpu.name}"
-        if est.gpu is not None
-        else "this machine's CPU (no GPU found)"
-    )
-    eta = f"about {rough_eta(est.eta_s)}" if est.eta_s else "unknown (no GPU to estimate with)"
+    on_cpu = est.gpu is None
+    device = f"this machine's {est.gpu.name}" if est.gpu else "this machine's CPU (no GPU found)"
+    host = host_memory(preset, "cpu" if on_cpu else "cuda")
+    if on_cpu:
+        eta_line = cpu_eta_line(preset, load_cpu_speed())
+        verdict = host.verdict
+    else:
+        eta = (
+            f"about {rough_eta(est.eta_s)}"
+            if est.eta_s
+            else "unknown (GPU peak not in the catalog)"
+        )
+        eta_line, verdict = f"ETA {eta}", f"{est.verdict}\n{host.verdict}"
     steps = f"{preset.train.max_steps:,} steps"
-    head = (
-        f"[b]{preset.name}[/] probably does not fit:"
-        if est.fits is False
-        else f"Launch [b]{preset.name}[/]?"
-    )
+    misfit = problem is not None or est.fits is False
+    head = f"[b]{preset.name}[/] does not fit:" if misfit else f"Launch [b]{preset.name}[/]?"
+    why = f"\n[b]{problem}[/]" if problem else ""
     return (
         f"{head}\n{human_params(est.params)} parameters, {steps} on {device}\n"
-        f"ETA {eta}\n{est.verdict}\n\n"
-        + ("Launch anyway?" if est.fits is False else "Start training now?")
+        f"{eta_line}\n{verdict}{why}\n\n"
+        + ("Launch anyway (y forces it)?" if misfit else "Start training now?")
     )
 
 
-def confirm_launch(app: App, preset: Preset, est: Estimate) -> None:
+def confirm_launch(app: CockpitApp, preset: Preset, est: Estimate) -> None:
     """Launch `preset` after a yes to a question that names its size, device, ETA and verdict
     (a stray key or click must not start a run)."""
     ok, why = preset.trainable
@@ -134,15 +144,20 @@ def confirm_launch(app: App, preset: Preset, est: Estimate) -> None:
         app.notify(f"{preset.name} cannot be trained: {why}", severity="error")
         return
 
-    def answered(nproc: int | None) -> None:
-        if nproc:
-            app.launch_preset(preset, nproc=int(nproc))  # type: ignore[attr-defined]
+    from cockpit.runs.prelaunch import plan_problem
 
-    gpus = len(getattr(app, "local_gpus", None) or [])
-    question = launch_question(preset, est)
-    app.push_screen(
-        LaunchScreen(question, nproc_choices(gpus), per_gpu_memory(preset, est)), answered
-    )
+    problem = plan_problem(preset, "auto", 1)
+    gpus = len(app.local_gpus or [])
+    question = launch_question(preset, est, problem)
+    screen = LaunchScreen(question, nproc_choices(gpus), per_gpu_memory(preset, est))
+
+    def answered(yes: bool | None) -> None:
+        if yes:
+            nproc = screen.nproc
+            forced = problem is not None or plan_problem(preset, "auto", nproc) is not None
+            app.launch_preset(preset, nproc=nproc, force=forced)
+
+    app.push_screen(screen, answered)
 
 
 def per_gpu_memory(preset: Preset, est: Estimate) -> Callable[[int], str] | None:

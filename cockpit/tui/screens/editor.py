@@ -25,6 +25,7 @@ from cockpit.plan.presets import (
     save_user_preset,
     user_dir,
 )
+from cockpit.tui.access import app_of
 from cockpit.tui.exact import ExactFigure, source_label
 from cockpit.tui.widgets.vram_bar import vram_bar
 
@@ -126,7 +127,7 @@ class EditorScreen(Screen):
     def gpu(self) -> GpuSpec | None:
         if self.gpu_choice >= 0:
             return CATALOG[self.gpu_choice]
-        return self.app.local_gpu_spec()  # type: ignore[attr-defined]
+        return app_of(self).local_gpu_spec()
 
     def texts(self) -> dict[str, str]:
         return {path: self.query_one(f"#{input_id(path)}", Input).value for path in self.paths}
@@ -189,6 +190,11 @@ class EditorScreen(Screen):
         lines.append(
             f"params {human_count(est.params, 2)}   FLOPs/token {human_count(est.flops_per_token, 2)}"
         )
+        if est.figures:  # your own model: no formula, the module itself is measured and traced
+            lines.append(
+                f"[dim]your own model: params and FLOPs {est.figures} (counted on the meta "
+                "device, FlopCounterMode); memory traced[/]"
+            )
         lines.append(
             f"tokens/step {est.tokens_per_step:,}   run tokens {human_count(est.run_tokens, 2)}"
         )
@@ -343,4 +349,5 @@ class EditorScreen(Screen):
         if self.errors:
             self.notify("fix the invalid fields first", severity="warning")
             return
-        confirm_launch(self.app, self.preset, estimate(self.preset, self.app.local_gpu_spec()))  # type: ignore[attr-defined]
+        app = app_of(self)
+        confirm_launch(app, self.preset, estimate(self.preset, app.local_gpu_spec()))

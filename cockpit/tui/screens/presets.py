@@ -12,6 +12,7 @@ from cockpit.common.format import human_bytes, human_params
 from cockpit.plan.estimate import estimate
 from cockpit.plan.gpu import CATALOG, GpuSpec
 from cockpit.plan.presets import Preset, list_presets, preset_problems
+from cockpit.tui.access import app_of
 
 
 class PresetsScreen(Screen):
@@ -66,17 +67,18 @@ class PresetsScreen(Screen):
         """The GPU the estimates are for."""
         if self.gpu_choice >= 0:
             return CATALOG[self.gpu_choice]
-        return self.app.local_gpu_spec()  # type: ignore[attr-defined]
+        return app_of(self).local_gpu_spec()
 
     def gpu_label(self) -> str:
         if self.gpu_choice >= 0:
-            return f"what-if GPU: {self.gpu.name}  (g: next, G: this machine)"  # type: ignore[union-attr]
+            what_if = CATALOG[self.gpu_choice]
+            return f"what-if GPU: {what_if.name}  (g: next, G: this machine)"
         local = self.gpu
         if local is not None:
             return (
                 f"this machine: {local.name}, {human_bytes(local.memory_bytes)}  (g: what-if GPU)"
             )
-        if self.app.local_gpus is None:  # type: ignore[attr-defined]
+        if app_of(self).local_gpus is None:
             return "this machine: looking for a GPU...  (g: what-if GPU)"
         return "this machine: no GPU (runs train on the CPU)  (g: what-if GPU)"
 
@@ -164,7 +166,8 @@ class PresetsScreen(Screen):
         preset = self.selected()
         if preset is not None:
             # the run trains on this machine, so the fit question is about its GPU, not a what-if one
-            confirm_launch(self.app, preset, estimate(preset, self.app.local_gpu_spec()))  # type: ignore[attr-defined]
+            app = app_of(self)
+            confirm_launch(app, preset, estimate(preset, app.local_gpu_spec()))
 
     def action_next_gpu(self) -> None:
         self.gpu_choice = (self.gpu_choice + 1) % len(CATALOG)
@@ -175,4 +178,4 @@ class PresetsScreen(Screen):
         self.reload()
 
     def action_runs(self) -> None:
-        self.app.open_runs()  # type: ignore[attr-defined]
+        app_of(self).open_runs()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -27,7 +27,9 @@ from cockpit.common.format import (
 )
 from cockpit.plan.estimate import estimate
 from cockpit.plan.gpu import GpuStatus, spec_for_status
+from cockpit.plan.presets import Preset
 from cockpit.runs.history import QUIET_PHASES, RunHistory
+from cockpit.tui.access import app_of, services_of
 from cockpit.tui.messages import GpusPolled, RunRecords, RunStatusPolled
 from cockpit.tui.widgets.metric_plot import MetricPlot
 
@@ -49,7 +51,8 @@ class RunScreen(Screen):
         Binding("s", "stop", "Stop"),
         Binding("k", "kill", "Kill"),
         Binding("u", "resume", "Resume"),
-        Binding("g", "sample", "Sample", show=False),
+        Binding("n", "restart", "Start again"),
+        Binding("g", "sample", "Sample"),
         Binding("d,escape", "detach", "Detach"),
         Binding("r", "runs", "Runs"),
         Binding("q", "app.quit", "Quit"),
@@ -58,12 +61,13 @@ class RunScreen(Screen):
     def __init__(self, run_dir: Path) -> None:
         super().__init__()
         self.run_dir = Path(run_dir)
+        self.sampled: tuple[bool, str] | None = None  # the last sample asked for: (ok, text)
         self.status = "?"
         self.history = RunHistory()
         # The app's clock (a fixed one in tests), asked only once the screen is mounted.
         self.watcher = rundir.RunWatcher(
             self.run_dir,
-            clock=lambda: self.app.services.clock(),  # type: ignore[attr-defined]
+            clock=lambda: services_of(self).clock(),
         )
         self.dirty = False
         self.loaded = False
@@ -72,6 +76,8 @@ class RunScreen(Screen):
         self.gpus: list[GpuStatus] | None = None
         self.estimated_peak: int | None = None
         self.stall_note = ""
+        self.preset: Preset | None = None  # read from preset.json on mount
+        self.resume_block: str | None = None  # why `u` is greyed: no checkpoint to resume from
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -92,15 +98,16 @@ class RunScreen(Screen):
     # ---------------------------------------------------------------- start
 
     def on_mount(self) -> None:
-        services = self.app.services  # type: ignore[attr-defined]
+        services = services_of(self)
         self.title = f"run {self.run_dir.name}"
+        self.preset = None  # None when preset.json cannot be read
         try:
             preset = rundir.load_run_preset(self.run_dir)
             self.history.max_steps = preset.train.max_steps
             self.history.eval_interval = preset.train.eval_interval
             self.preset = preset
         except rundir.RunError:
-            self.preset = None
+            pass
         self.created: float | None = None
         self.world_size = 1  # ranks of the run (torchrun), for the per-GPU estimate
         self.local_ranks = 1  # of which on this node: GPU0..GPU(n-1) carry the estimate
@@ -112,6 +119,7 @@ class RunScreen(Screen):
         except rundir.RunError:
             pass
         self.status = self._read_status()
+        self._check_resumable()
         self.run_worker(self._rebuild, thread=True, name="rebuild")
         self.set_interval(services.redraw_s, self.redraw)
         self.set_interval(CLOCK_S, self.tick_clock)
@@ -143,7 +151,7 @@ class RunScreen(Screen):
         if not self.loaded:
             self.loaded = True
             self.tailer.max_bytes_per_poll = LIVE_POLL_BYTES
-            self.set_interval(self.app.services.tail_poll_s, self.poll_events)  # type: ignore[attr-defined]
+            self.set_interval(services_of(self).tail_poll_s, self.poll_events)
             self.redraw(force=True)
 
     # ---------------------------------------------------------------- live
@@ -179,6 +187,7 @@ class RunScreen(Screen):
                     timeout=10,
                 )
             self.status = message.status
+            self._check_resumable()
             self.dirty = True
             self.refresh_bindings()  # stop/kill only while it runs, resume only once it stopped
         self._check_stalled()
@@ -197,7 +206,7 @@ class RunScreen(Screen):
         self.run_worker(self._gpu_worker, thread=True, exclusive=True, group="gpu")
 
     def _gpu_worker(self) -> None:
-        self.post_message(GpusPolled(self.app.services.gpu_query()))  # type: ignore[attr-defined]
+        self.post_message(GpusPolled(services_of(self).gpu_query()))
 
     @on(GpusPolled)
     def _gpus_polled(self, message: GpusPolled) -> None:
@@ -244,8 +253,10 @@ class RunScreen(Screen):
         line1 = f"{status_markup(self.status)}  {doing}step {step_progress(h.step, h.max_steps)}  loss {loss}  best val {val}"
         if not self.loaded:
             line1 += "  [dim](reading history...)[/]"
-        now = self.app.services.clock() if live else None  # type: ignore[attr-defined]
-        mfu = f"{h.mfu * 100:.1f}%" if h.mfu is not None else "-"
+        if self.resume_block:
+            line1 += "  [yellow]no checkpoint to resume (n: start again)[/]"
+        now = services_of(self).clock() if live else None
+        mfu = f"{fmt_float(h.mfu * 100, '.1f')}%" if h.mfu is not None else "-"
         took = h.elapsed_s(now)
         if took is None and now is not None and self.created:  # still setting up: since launch
             took = max(0.0, now - self.created)
@@ -277,7 +288,7 @@ class RunScreen(Screen):
             limit = f"/{gpu.power_limit_w:.0f}" if gpu.power_limit_w else ""
             est = (
                 f" (est {human_bytes(self.estimated_peak)})"
-                if self.estimated_peak and gpu.index < self.local_ranks
+                if self.estimated_peak and _cuda_index(gpu) < self.local_ranks
                 else ""
             )
             lines.append(
@@ -322,16 +333,49 @@ class RunScreen(Screen):
 
     # ---------------------------------------------------------------- keys
 
+    def _check_resumable(self) -> None:
+        """Note why an ended run cannot be resumed (no checkpoint yet), so `u` is greyed at once."""
+        from cockpit.runs.prelaunch import resume_problem
+
+        ended = self.status not in rundir.LIVE_STATUSES and self.status != "finished"
+        self.resume_block = resume_problem(self.run_dir) if ended else None
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Offer stop and kill only for a live run, resume only for a stopped or crashed one."""
+        """Offer stop and kill only for a live run, resume only for a stopped or crashed one
+        (greyed without a checkpoint, when `n` starts it again from step 0 instead)."""
         live = self.status in rundir.LIVE_STATUSES
         if action in ("stop", "kill"):
             return live
         if action == "resume":  # a queued run (Slurm) resumes when its job starts
-            return not live and self.status not in ("finished", *rundir.WAITING_STATUSES)
+            if live or self.status in ("finished", *rundir.WAITING_STATUSES):
+                return False
+            return None if self.resume_block else True
+        if action == "restart":
+            return bool(self.resume_block) and self.preset is not None
         if action == "sample":
             return not live
         return True
+
+    def on_key(self, event: events.Key) -> None:
+        """A greyed `u` says why instead of doing nothing."""
+        if event.key == "u" and self.resume_block:
+            event.stop()
+            self.notify(
+                f"cannot resume: {self.resume_block}. Press n to start it again from step 0 "
+                "with the same preset.",
+                severity="warning",
+                timeout=8,
+            )
+
+    def action_restart(self) -> None:
+        """Launch the run's own preset again as a new run from step 0 (after the launch question)."""
+        from cockpit.plan.estimate import estimate
+        from cockpit.tui.screens.confirm import confirm_launch
+
+        if self.preset is None:
+            return
+        gpu = app_of(self).local_gpu_spec()
+        confirm_launch(app_of(self), self.preset, estimate(self.preset, gpu))
 
     def action_sample(self) -> None:
         """A prompt box: text from this run's checkpoint (not while it trains)."""
@@ -343,6 +387,11 @@ class RunScreen(Screen):
         """Continue a stopped or crashed run from its last checkpoint, detached like a launch."""
         from cockpit import runs
 
+        self._check_resumable()
+        if self.resume_block:  # the checkpoint went since the footer was drawn
+            self.refresh_bindings()
+            self.notify(f"cannot resume: {self.resume_block}", severity="warning", timeout=8)
+            return
         try:
             # the same world size as the run's (a multi-rank checkpoint refuses another)
             runs.launch(
@@ -401,4 +450,9 @@ class RunScreen(Screen):
 
     def action_runs(self) -> None:
         self.app.pop_screen()
-        self.app.open_runs()  # type: ignore[attr-defined]
+        app_of(self).open_runs()
+
+
+def _cuda_index(gpu: GpuStatus) -> int:
+    """The cuda:N a run started here calls this GPU (local rank N trains on it)."""
+    return gpu.cuda_index if gpu.cuda_index is not None else gpu.index

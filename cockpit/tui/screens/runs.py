@@ -12,6 +12,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from cockpit import rundir, runs
 from cockpit.common.format import counted, fmt_float, human_duration, status_markup
+from cockpit.tui.access import app_of, services_of
 from cockpit.tui.messages import RunsListed
 
 REFRESH_S = 2.0
@@ -43,7 +44,7 @@ class RunsScreen(Screen):
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
         table.add_columns("status", "preset", "step", "best val", "age", "run")
-        root = rundir.runs_root(self.app.services.runs_dir)  # type: ignore[attr-defined]
+        root = rundir.runs_root(services_of(self).runs_dir)
         self.query_one("#runs-where", Static).update(f"runs in {root}  (reading...)")
         table.focus()
         self.refresh_list()
@@ -56,7 +57,7 @@ class RunsScreen(Screen):
         def note(text: str) -> None:  # a run index entry whose folder is gone
             self.app.call_from_thread(self.app.notify, text, timeout=8)
 
-        self.post_message(RunsListed(runs.list_runs(self.app.services.runs_dir, note=note)))  # type: ignore[attr-defined]
+        self.post_message(RunsListed(runs.list_runs(services_of(self).runs_dir, note=note)))
 
     @on(RunsListed)
     def _listed(self, message: RunsListed) -> None:
@@ -64,7 +65,7 @@ class RunsScreen(Screen):
         keep = table.cursor_row
         self.summaries = message.summaries
         table.clear()
-        now = self.app.services.clock()  # type: ignore[attr-defined]
+        now = services_of(self).clock()
         for s in self.summaries:
             step = f"{s.step}/{s.max_steps}" if s.max_steps else str(s.step)
             age = human_duration(max(0.0, now - (s.updated or s.created)))
@@ -79,7 +80,7 @@ class RunsScreen(Screen):
             )
         if self.summaries:
             table.move_cursor(row=min(max(keep, 0), len(self.summaries) - 1))
-        root = rundir.runs_root(self.app.services.runs_dir)  # type: ignore[attr-defined]
+        root = rundir.runs_root(services_of(self).runs_dir)
         n = len(self.summaries)
         where = f"from {root}" + (
             " and the run index" if root.resolve() == rundir.runs_root().resolve() else ""
@@ -97,7 +98,11 @@ class RunsScreen(Screen):
     def action_attach(self) -> None:
         table = self.query_one(DataTable)
         if self.summaries and 0 <= table.cursor_row < len(self.summaries):
-            self.app.open_run(self.summaries[table.cursor_row].run_dir)  # type: ignore[attr-defined]
+            run = self.summaries[table.cursor_row]
+            if run.status == "unreadable":  # another user's private run: say why, open nothing
+                self.notify(f"{run.run_dir}: {run.problem}", severity="warning", timeout=8)
+                return
+            app_of(self).open_run(run.run_dir)
 
     def action_mark(self) -> None:
         """Mark the highlighted run for the compare view (or unmark it); the cursor moves on."""
@@ -138,6 +143,9 @@ class RunsScreen(Screen):
         run = self.summaries[table.cursor_row]
         if run.status in (*rundir.LIVE_STATUSES, *rundir.WAITING_STATUSES):
             self.notify(f"{run.run_id} is {run.status}: stop it first", severity="warning")
+            return
+        if run.status == "unreadable":  # whether it is live cannot even be read: not ours to delete
+            self.notify(f"{run.run_dir}: {run.problem}", severity="warning", timeout=8)
             return
 
         def answered(yes: bool | None) -> None:

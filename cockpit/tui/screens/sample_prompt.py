@@ -10,10 +10,13 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
-from textual.screen import Screen
 from textual.widgets import Static
+
+if TYPE_CHECKING:
+    from cockpit.tui.screens.run import RunScreen
 
 SAMPLE_TOKENS = 200
 SAMPLE_TIMEOUT_S = 300
@@ -43,7 +46,7 @@ def run_sample(run_dir: Path, prompt: str) -> tuple[bool, str]:
     return True, proc.stdout
 
 
-def ask_and_sample(screen: Screen, run_dir: Path, panel: str = "#run-sample") -> None:
+def ask_and_sample(screen: RunScreen, run_dir: Path, panel: str = "#run-sample") -> None:
     """Ask for a prompt, then show the sample in `panel` when the child is done."""
     from cockpit.tui.screens.confirm import PromptScreen
 
@@ -58,7 +61,7 @@ def ask_and_sample(screen: Screen, run_dir: Path, panel: str = "#run-sample") ->
             screen.app.call_from_thread(show, ok, text)
 
         def show(ok: bool, text: str) -> None:
-            screen.sampled = (ok, text)  # type: ignore[attr-defined]
+            screen.sampled = (ok, text)
             if ok:
                 box.update(f"[b]sample[/] from the checkpoint\n{escape(text.strip()[:600])}")
             else:

@@ -6,7 +6,12 @@ import math
 
 from textual_plotext import PlotextPlot
 
-from cockpit.runs.history import Series
+from cockpit.runs.history import Series, envelope
+
+# plotext rounds each point's screen position as value * 1e8 and spans the axis as max - min:
+# a value near float's limit (1.8e308) overflows to inf there and its tick code raises. No loss,
+# lr or grad norm a person reads is this large, so a point beyond it is left out like an inf.
+PLOT_LIMIT = 1e100
 
 
 def log_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
@@ -58,9 +63,10 @@ class MetricPlot(PlotextPlot):
 
     def _points(self, data: Series, buckets: int) -> tuple[list[int], list[float]]:
         """The finite points to draw (positive ones as log10 on a log plot)."""
+        if not self.log_y:  # off-scale points go before the envelope, or they would be its picks
+            pairs = [(s, v) for s, v in zip(*data.finite(), strict=True) if abs(v) <= PLOT_LIMIT]
+            return envelope([s for s, _ in pairs], [v for _, v in pairs], buckets)
         steps, values = data.envelope(buckets)
-        if not self.log_y:
-            return steps, values
         pairs = [(s, math.log10(v)) for s, v in zip(steps, values, strict=True) if v > 0]
         return [s for s, _ in pairs], [v for _, v in pairs]
 
@@ -95,7 +101,8 @@ class MetricPlot(PlotextPlot):
             self.refresh()
             return
         count = max(2, min(5, (self.size.width or 80) // 14))
-        plt.xticks(step_ticks(min(xs), max(xs), count))
+        x_ticks: list[float] = [*step_ticks(min(xs), max(xs), count)]  # whole steps
+        plt.xticks(x_ticks)
         if self.log_y:
             plt.yticks(*log_ticks(min(drawn), max(drawn)))
         elif (ticks := value_ticks(min(drawn), max(drawn))) is not None:

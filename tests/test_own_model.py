@@ -1,0 +1,308 @@
+"""Your own model (model.arch = PATH.py:ClassName): a nanoGPT-style file written here trains,
+resumes exactly, samples, and is planned; a broken file is one line before any run exists.
+
+The model file is written into tmp_path by each test and never imported by the project's own
+process: the measuring child, the tracer child and the training child import it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import pytest
+from tiny_runs import copy_run, events_of, step_losses, train_in_process, write_corpus
+
+from cockpit.__main__ import main
+from cockpit.plan import presets
+from cockpit.plan.presets import PresetError, apply_overrides, load_preset_file, preset_from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+EXT_DIR = ROOT / ".cache" / "fake_cuda"  # the fake-CUDA extension, built once (as test_trace)
+
+# nanoGPT's model.py, cut down: learned positions, pre-LayerNorm blocks, SDPA, tied head.
+# `mlp_mult` is a key of its own, not one of the preset schema's model fields.
+NANO = """
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Block(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        C = config.n_embd
+        self.n_head = config.n_head
+        self.ln_1 = nn.LayerNorm(C, bias=config.bias)
+        self.c_attn = nn.Linear(C, 3 * C, bias=config.bias)
+        self.c_proj = nn.Linear(C, C, bias=config.bias)
+        self.ln_2 = nn.LayerNorm(C, bias=config.bias)
+        self.c_fc = nn.Linear(C, config.mlp_mult * C, bias=config.bias)
+        self.mlp_proj = nn.Linear(config.mlp_mult * C, C, bias=config.bias)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(self.ln_1(x)).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.drop(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
+        return x + self.drop(self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)))))
+
+
+class TinyGPT(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.h = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.wte.weight = self.lm_head.weight
+        self.apply(self._init)
+
+    def _init(self, module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx, targets=None):
+        b, t = idx.size()
+        pos = torch.arange(0, t, dtype=torch.long, device=idx.device)
+        x = self.wte(idx) + self.wpe(pos)
+        for block in self.h:
+            x = block(x)
+        x = self.ln_f(x)
+        if targets is None:
+            return self.lm_head(x[:, [-1], :]), None
+        logits = self.lm_head(x)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        return logits, loss
+"""
+
+SHAPE = {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32, "vocab_size": 64}
+TRAIN = {
+    "batch_size": 4,
+    "max_steps": 50,
+    "warmup_steps": 0,
+    "lr": 3e-3,
+    "min_lr": 3e-4,
+    "eval_interval": 25,
+    "eval_steps": 2,
+    "log_interval": 5,
+    "sample_tokens": 16,
+}
+
+
+def write_model(folder: Path, source: str = NANO, name: str = "model.py") -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(source), encoding="utf-8")
+    return path
+
+
+def write_preset(folder: Path, arch: str = "model.py:TinyGPT", **train: object) -> Path:
+    """A preset beside the model file, naming it relative to itself."""
+    corpus = write_corpus(folder)
+    body = {
+        "name": "own_test",
+        "model": {"arch": arch, **SHAPE, "mlp_mult": 4},
+        "train": {**TRAIN, **train},
+        "data": {"source": str(corpus), "tokenizer": "char"},
+    }
+    path = folder / "own_test.json"
+    path.write_text(json.dumps(body), encoding="utf-8")
+    return path
+
+
+def import_for_the_test(path: Path) -> types.ModuleType:
+    """The test's own import of the file (to count its parameters independently)."""
+    spec = importlib.util.spec_from_file_location("own_model_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def imported_by_us(path: Path) -> bool:
+    """Whether this process has imported the model file (the core and the app never should)."""
+    return any(getattr(m, "__file__", None) == str(path) for m in list(sys.modules.values()))
+
+
+# --------------------------------------------------------------------------- the preset schema
+
+
+def test_the_model_section_keeps_the_keys_of_your_own_model(tmp_path):
+    write_model(tmp_path)
+    preset = load_preset_file(write_preset(tmp_path))
+    assert preset.model.arch == f"{tmp_path / 'model.py'}:TinyGPT"  # found beside the preset
+    assert preset.model.extra == {"mlp_mult": 4}
+    saved = preset.to_dict()["model"]
+    assert saved["mlp_mult"] == 4 and "extra" not in saved
+    assert preset_from_dict(preset.to_dict()) == preset  # kept through a round trip
+    changed = apply_overrides(preset, ["model.mlp_mult=2", "model.gate=true"])
+    assert changed.model.extra == {"mlp_mult": 2, "gate": True}
+    assert presets.arch_trainable(preset.model.arch) == (True, "")
+
+
+def test_a_builtin_architecture_still_refuses_unknown_keys():
+    with pytest.raises(PresetError, match="unknown field") as err:
+        preset_from_dict({"name": "x", "model": {"arch": "gpt", "mlp_mult": 4}})
+    assert err.value.path == "model.mlp_mult"
+    with pytest.raises(PresetError, match="for gpt and golf"):
+        preset_from_dict({"name": "x", "model": {"arch": "m.py:M", "loss_chunk": 8}})
+
+
+# --------------------------------------------------------------------------- the whole cockpit
+
+
+@pytest.mark.slow
+def test_it_trains_headless_with_falling_loss_and_samples(tmp_path, capsys):
+    model = write_model(tmp_path)
+    preset = write_preset(tmp_path)
+    runs_dir = tmp_path / "runs"
+    argv = ["--no-ui", "--preset", str(preset), "--runs-dir", str(runs_dir), "--device", "cpu"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert not imported_by_us(model)  # measured and trained in children
+    (run_dir,) = list(runs_dir.iterdir())
+    losses = step_losses(run_dir)
+    assert sorted(losses)[-1] == 50
+    first, last = [losses[s] for s in sorted(losses)[:2]], [losses[s] for s in sorted(losses)[-2:]]
+    assert sum(last) / 2 < sum(first) / 2 - 0.5, losses  # char-level, from ~ln(64)
+    assert events_of(run_dir, "end")[-1]["reason"] == "finished"
+    assert all(e["text"] for e in events_of(run_dir, "sample"))  # our sampler, at each eval
+    capsys.readouterr()
+    assert main(["sample", str(run_dir), "--tokens", "24", "--seed", "1", "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert len(text.strip()) > 0 and set(text) <= set(write_corpus(tmp_path).read_text()) | {"\n"}
+    # exported under the module's own parameter names, loadable by the file's own class
+    assert main(["export", str(run_dir), "--to", str(tmp_path / "out")]) == 0
+    from safetensors.torch import load_file
+
+    weights = load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert "h.0.c_attn.weight" in weights and not any(k.startswith("net.") for k in weights)
+
+
+@pytest.mark.slow
+def test_it_resumes_exactly(tmp_path):
+    write_model(tmp_path)
+    preset = load_preset_file(write_preset(tmp_path, max_steps=30, eval_interval=10))
+    from cockpit import rundir
+
+    straight = rundir.create_run_dir(preset, tmp_path / "straight")
+    assert train_in_process(straight).returncode == 0
+    parted = rundir.create_run_dir(preset, tmp_path / "parted")
+    assert train_in_process(parted, fault="stop_at_step=15").returncode == 0
+    assert events_of(parted, "end")[-1]["reason"] == "stopped"
+    moved = copy_run(parted, tmp_path / "elsewhere" / "parted")  # the file is found from anywhere
+    second = train_in_process(moved, resume=True)
+    assert second.returncode == 0, second.stderr
+    assert [s["resumed_from"] for s in events_of(moved, "start")] == [None, 15]
+    assert step_losses(moved) == step_losses(straight)  # exactly, step for step
+
+
+@pytest.mark.slow
+def test_estimate_reports_counted_params_measured_flops_and_traced_memory(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("GPT_COCKPIT_EXT_DIR", str(EXT_DIR))
+    model = write_model(tmp_path)
+    preset = write_preset(tmp_path)
+    assert main(["estimate", str(preset), "--json"]) == 0, capsys.readouterr().err
+    out = json.loads(capsys.readouterr().out)
+    assert not imported_by_us(model)
+
+    module = import_for_the_test(model)
+    config = types.SimpleNamespace(**SHAPE, dropout=0.0, bias=False, mlp_mult=4)
+    numel = sum(p.numel() for p in module.TinyGPT(config).parameters())
+    assert out["params"] == numel and out["figures"] == "measured"
+    L, H, C, T = SHAPE["n_layer"], SHAPE["n_head"], SHAPE["n_embd"], SHAPE["block_size"]
+    n = numel - T * C  # position embeddings are left out, as nanoGPT's estimate_mfu does
+    palm = 6 * n + 12 * L * H * (C // H) * T
+    assert abs(out["flops_per_token"] - palm) / palm < 0.01
+    assert out["traced"] and out["exact"]["peak_bytes"] > numel * 4 * 3  # weights + Adam moments
+    assert out["memory"]["activation_form"] == "traced"
+
+    assert main(["estimate", str(preset)]) == 0  # the table says which figures are measured
+    table = capsys.readouterr().out
+    assert "counted on the meta device" in table and "FlopCounterMode" in table
+    assert "your own model, traced" in table
+
+
+# --------------------------------------------------------------------------- a broken file
+
+
+BROKEN = {
+    "syntax": ("def broken(:\n", "TinyGPT", "failed to import (SyntaxError"),
+    "import": ("import no_such_module_here\n", "TinyGPT", "ModuleNotFoundError"),
+    "class": (NANO, "Missing", "has no class Missing"),
+    "init": (
+        NANO.replace(
+            "def __init__(self, config):\n        super().__init__()\n        self.config",
+            "def __init__(self):\n        super().__init__()\n        self.config",
+        ),
+        "TinyGPT",
+        "must take one argument, the config",
+    ),
+    "forward": (
+        NANO.replace(
+            "def forward(self, idx, targets=None):\n        b, t",
+            "def forward(self, idx):\n        b, t",
+        ),
+        "TinyGPT",
+        "must be forward(idx, targets=None)",
+    ),
+    "shape": (
+        NANO.replace("return logits, loss", "return logits.transpose(0, 1), loss"),
+        "TinyGPT",
+        "returned logits of shape (32, 2, 64), expected (2, 32, 64)",
+    ),
+    "tuple": (NANO.replace("return logits, loss", "return loss"), "TinyGPT", "not (logits, loss)"),
+}
+
+
+def measure_here(preset):
+    """The measuring child's work in this process (its entry point's result, without a child)."""
+    from cockpit.train.measure import measure
+    from cockpit.train.models.own import OwnModelError
+
+    try:
+        return measure(preset), ""
+    except OwnModelError as exc:
+        return None, str(exc)
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_each_broken_model_file_is_one_line_naming_it(tmp_path, case):
+    from cockpit.plan.measure import ensure_measured
+
+    source, cls, expected = BROKEN[case]
+    model = write_model(tmp_path, source, name=f"model_{case}.py")
+    preset = load_preset_file(write_preset(tmp_path, arch=f"model_{case}.py:{cls}"))
+    problem = ensure_measured(preset, runner=measure_here)
+    assert problem is not None and problem.startswith(f"{model}: ") and expected in problem
+    assert "\n" not in problem
+
+
+@pytest.mark.slow
+def test_a_broken_model_file_is_refused_before_a_run_exists(tmp_path, capsys):
+    """Headless mode end to end: the measuring child's one line, exit 2, no run directory."""
+    source, cls, expected = BROKEN["shape"]
+    model = write_model(tmp_path, source)
+    preset = write_preset(tmp_path, arch=f"model.py:{cls}")
+    argv = ["--no-ui", "--preset", str(preset), "--runs-dir", str(tmp_path / "runs")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"gpt-cockpit: error: model.arch: {model}: "), err
+    assert expected in err[-1] and "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "runs").exists()
+    assert not imported_by_us(model)
+
+
+def test_a_missing_model_file_is_said_without_a_child(tmp_path, capsys):
+    preset = write_preset(tmp_path, arch="nowhere.py:TinyGPT")
+    assert main(["--no-ui", "--preset", str(preset), "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert capsys.readouterr().err.strip().endswith("nowhere.py: no such file")
+    assert not (tmp_path / "runs").exists()

@@ -1,0 +1,97 @@
+"""Two `resume`s of one stopped run at once: one trainer, and the loser says who has the run."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from fake_trainer import use_fake_trainer
+
+from cockpit import rundir
+from cockpit.__main__ import main
+from cockpit.plan.presets import Preset, apply_overrides
+
+TRIALS = 20
+AT_ONCE = 10  # trials raced side by side, so twenty stay quick
+
+
+def stopped_run(root: Path, name: str) -> Path:
+    preset = apply_overrides(Preset(name=name), {"train.max_steps": 5000, "train.warmup_steps": 2})
+    run_dir = rundir.create_run_dir(preset, root=root)
+    rundir.update_run_info(run_dir, status="stopped", end_reason="stopped", step=0)
+    return run_dir
+
+
+class Resume:
+    """`gpt-cockpit resume RUN --no-ui` in a forked copy of this process (no interpreter to
+    start, so twenty races stay quick), its stderr in a file; the training child is the fake."""
+
+    def __init__(self, root: Path, run_dir: Path, err: Path) -> None:
+        self.err = err
+        self.pid = os.fork()
+        if self.pid == 0:  # the copy: run the command, never return into pytest
+            code = 1
+            try:
+                fd = os.open(err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                os.dup2(fd, 2)
+                os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+                sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+                sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+                code = main(["--runs-dir", str(root), "resume", run_dir.name, "--no-ui"])
+            finally:
+                sys.stderr.flush()
+                os._exit(code)
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            assert time.monotonic() < deadline, f"resume {self.pid} did not end"
+            time.sleep(0.02)
+        return self.returncode  # type: ignore[return-value]
+
+
+def starts(run_dir: Path) -> int:
+    return sum(
+        1 for r in rundir.read_events(run_dir / rundir.EVENTS_JSONL) if r["event"] == "start"
+    )
+
+
+def test_two_resumes_at_once_give_one_trainer_and_a_loser_that_says_why(tmp_path, monkeypatch):
+    root = tmp_path / "runs"
+    # each trainer takes the run's lock as the real child does, then steps until stopped
+    use_fake_trainer(monkeypatch, lock=1, step_s=0.02)
+    outcomes = []
+    for batch in range(TRIALS // AT_ONCE):
+        races = []
+        for i in range(AT_ONCE):
+            run_dir = stopped_run(root, f"race{batch}-{i}")
+            both = [Resume(root, run_dir, tmp_path / f"{run_dir.name}.{n}.err") for n in (1, 2)]
+            races.append((run_dir, *both))
+        for run_dir, first, second in races:
+            deadline = time.monotonic() + 60
+            while first.poll() is None and second.poll() is None:
+                assert time.monotonic() < deadline, "neither resume ended"
+                time.sleep(0.02)
+            loser, winner = (first, second) if first.poll() is not None else (second, first)
+            holder = rundir.lock_holder(run_dir)
+            assert winner.poll() is None, "both resumes ended: the winner should still train"
+            rundir.stop_run(run_dir)
+            assert winner.wait(timeout=30) == 0
+            err = loser.err.read_text()
+            outcomes.append((run_dir.name, loser.returncode, holder, err, starts(run_dir)))
+    for name, code, holder, err, started in outcomes:
+        assert code == 2, (name, err)
+        assert holder, f"{name}: nobody held the run while the winner trained"
+        assert f"{name} is already being trained by pid {holder}; stop it first" in err, err
+        assert "crashed" not in err and "Traceback" not in err, err
+        assert started == 1, f"{name}: {started} trainers started"

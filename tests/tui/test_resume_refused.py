@@ -1,0 +1,76 @@
+"""A run with no checkpoint: `u` is greyed and says why, the run is left as it was, `n` starts it again."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from helpers import app_for_tests, copy_run, wait_for
+from textual.widgets import Footer, Static
+
+from cockpit import rundir
+from cockpit.tui.screens.confirm import LaunchScreen
+from cockpit.tui.screens.run import RunScreen
+
+
+def killed_before_its_first_checkpoint(tmp_path: Path) -> Path:
+    """A run killed at step 20 that never wrote a checkpoint."""
+    run_dir = copy_run(tmp_path)
+    info = json.loads((run_dir / "run.json").read_text())
+    info.update(status="killed", step=20, end_reason="killed")
+    (run_dir / "run.json").write_text(json.dumps(info))
+    lines = (run_dir / "events.jsonl").read_text().splitlines()
+    (run_dir / "events.jsonl").write_text("\n".join(lines[:22]) + "\n")
+    return run_dir
+
+
+def footer_text(screen) -> str:
+    return " ".join(str(k.render()) for k in screen.query_one(Footer).query("FooterKey"))
+
+
+async def test_u_is_greyed_says_why_and_n_starts_the_same_preset_again(tmp_path):
+    run_dir = killed_before_its_first_checkpoint(tmp_path)
+    before = (run_dir / "run.json").read_bytes()
+    launched = []
+
+    def launcher(preset, runs_dir):
+        launched.append(preset)
+        return run_dir  # the test watches the launch, not a new run
+
+    app = app_for_tests(attach=run_dir, launcher=launcher)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
+        screen = app.screen
+        await pilot.pause()
+        bindings = screen.active_bindings
+        assert bindings["u"].enabled is False  # shown, greyed
+        assert bindings["n"].enabled is True
+        assert "Start again" in footer_text(screen)
+        status = str(screen.query_one("#run-status", Static).render())
+        assert "killed" in status and "no checkpoint to resume" in status
+        await pilot.press("u")
+        await pilot.pause()
+        said = [str(n.message) for n in app._notifications]
+        assert any(
+            "has no checkpoint to resume from" in m and "killed at step 20" in m for m in said
+        )
+        assert (run_dir / "run.json").read_bytes() == before  # nothing started, nothing written
+        assert screen.status == "killed"
+        await pilot.press("n")
+        await pilot.pause()
+        assert isinstance(app.screen, LaunchScreen)  # the usual launch question, not a silent start
+        await pilot.press("y")
+        await pilot.pause()
+        assert [p.name for p in launched] == [rundir.load_run_preset(run_dir).name]
+        assert launched[0] == rundir.load_run_preset(run_dir)
+
+
+async def test_a_run_with_a_checkpoint_resumes_as_before(tmp_path):
+    run_dir = killed_before_its_first_checkpoint(tmp_path)
+    (run_dir / rundir.CHECKPOINTS).mkdir(exist_ok=True)
+    (run_dir / rundir.CHECKPOINTS / "last.pt").write_bytes(b"PK")
+    app = app_for_tests(attach=run_dir)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
+        bindings = app.screen.active_bindings
+        assert bindings["u"].enabled is True and "n" not in bindings
