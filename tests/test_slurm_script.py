@@ -11,6 +11,7 @@ import pytest
 from tiny_runs import make_run
 
 from cockpit.campaign import slurm
+from cockpit.plan import host
 from cockpit.plan.presets import Preset, apply_overrides
 
 
@@ -101,17 +102,19 @@ def test_the_time_limit_is_the_eta_with_a_margin_in_whole_minutes():
 def test_host_memory_grows_with_the_model_and_with_each_gpu_process():
     small, big = preset(), preset("model.n_layer=12", "model.n_embd=768", "model.n_head=12")
     assert slurm.host_memory_bytes(big) > slurm.host_memory_bytes(small)
-    assert slurm.host_memory_bytes(small) >= slurm.CPU_PROCESS_BYTES
+    assert slurm.host_memory_bytes(small) >= host.CPU_RUNTIME_BYTES
     one_gpu = slurm.host_memory_bytes(big, 1)
-    assert one_gpu >= slurm.GPU_PROCESS_BYTES
+    assert one_gpu >= host.CUDA_RUNTIME_BYTES
     assert slurm.host_memory_bytes(big, 4) == pytest.approx(4 * one_gpu, rel=1e-6)
 
 
 def test_a_text_corpus_counts_toward_host_memory(tmp_path):
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("x" * 10_000_000)
-    without = slurm.host_memory_bytes(preset())
-    assert slurm.host_memory_bytes(preset(f"data.source={corpus}")) >= without + 50_000_000
+    small, big = tmp_path / "small.txt", tmp_path / "big.txt"
+    small.write_text("x" * 1_000_000)
+    big.write_text("x" * 10_000_000)
+    before = slurm.host_memory_bytes(preset(f"data.source={small}"))
+    after = slurm.host_memory_bytes(preset(f"data.source={big}"))
+    assert after - before >= 9_000_000 * host.TEXT_BYTES_PER_BYTE  # the text, tokenized
 
 
 @pytest.mark.parametrize(

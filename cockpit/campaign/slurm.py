@@ -28,9 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cockpit import rundir
-from cockpit.campaign.planning import CPU_PROCESS_BYTES  # 340 MB measured on a tiny run
 from cockpit.common.fsutil import atomic_writer
-from cockpit.plan.estimate import count_params, memory_breakdown, optimizer_state_bytes
+from cockpit.plan.estimate import count_params, optimizer_state_bytes
 from cockpit.plan.presets import Preset
 from cockpit.rundir.info import atomic_write_text
 from cockpit.runs import Ranks, child_command
@@ -45,8 +44,7 @@ SIGNAL_LEAD_S = 120  # USR1 this long before the time limit: time for a step and
 TIME_MARGIN = 1.25  # --time is the ETA times this...
 START_ALLOWANCE_S = 600  # ...plus this for imports, data, compile, evals and the last checkpoint
 MEM_ROUND_MB = 256
-GPU_PROCESS_BYTES = 3 << 30  # a CUDA process's host side: driver, libraries, pinned buffers
-MEM_MARGIN = 1.25
+MEM_MARGIN = 1.25  # on the host plan: Slurm kills a job over its --mem
 CPUS_PER_GPU = 4  # data loading and the host side of each GPU's rank
 CALL_TIMEOUT_S = 60.0  # a Slurm client that hangs this long means slurmctld does not answer
 
@@ -135,28 +133,18 @@ class JobRequest:
 def host_memory_bytes(preset: Preset, gpus_per_node: int = 0) -> int:
     """Host memory the run needs on one node (bytes): what `--mem` asks for.
 
-    Each process holds python and torch (far more with CUDA), a CPU copy of the weights and
-    optimizer state while it writes a checkpoint, and a text corpus's characters and ids.
-    On the CPU the whole training footprint (weights, gradients, activations) is host memory.
+    cockpit.plan.host's plan (a CPU run's tensors, runtime and data; a GPU run's CUDA runtime,
+    data and pinned buffers, per process), plus what a resume holds on top of it: each process
+    loads the checkpoint to the CPU first (weights and optimizer state, fp32); with a margin,
+    since Slurm kills a job that goes over (with cgroup enforcement).
     """
+    from cockpit.plan.host import host_memory
+
     procs = max(1, gpus_per_node)
-    params = count_params(preset.model)
-    state = params * 4 + optimizer_state_bytes(preset.model, preset.train.optimizer)
-    per_process = (GPU_PROCESS_BYTES if gpus_per_node else CPU_PROCESS_BYTES) + 2 * state
-    if not gpus_per_node:
-        mem = memory_breakdown(preset, None)
-        per_process += mem.total_bytes - mem.cuda_context
-    per_process += _corpus_bytes(preset) * 5  # the text (1 byte a char) and its ids (up to 4)
-    return int(procs * per_process * MEM_MARGIN)
-
-
-def _corpus_bytes(preset: Preset) -> int:
-    """Size of a text corpus read whole into memory (0 for token shards, which are mapped)."""
-    source = Path(os.path.expanduser(str(preset.data.source or "")))
-    try:
-        return source.stat().st_size if source.is_file() else 0
-    except OSError:
-        return 0
+    plan = host_memory(preset, "cuda" if gpus_per_node else "cpu", nproc=procs).total_bytes
+    state = count_params(preset.model) * 4
+    state += optimizer_state_bytes(preset.model, preset.train.optimizer)
+    return int((plan + procs * state) * MEM_MARGIN)
 
 
 def time_limit_s(preset: Preset, eta_s: float | None) -> int | None:
