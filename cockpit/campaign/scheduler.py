@@ -37,7 +37,7 @@ from cockpit.campaign.money import Limits, fmt_dollars
 from cockpit.campaign.packing import Ledger, Machine, Need, Refusal, place
 from cockpit.campaign.progress import has_checkpoint, read_progress
 from cockpit.campaign.store import LIVE_STATES, Entry, Queue, QueueError
-from cockpit.common.format import human_duration
+from cockpit.common.format import counted, human_duration
 from cockpit.plan.gpu import GpuSpec
 from cockpit.plan.presets import PresetError
 
@@ -534,6 +534,9 @@ class Scheduler:
             self.queue.mark_running(claimed.id, run_dir=str(run_dir), backend_job=job)
         self._watch[claimed.id] = _Watch(placement, ram_bytes=need.ram_bytes)
         where = placement.device + (f", {placement.threads} threads" if placement.threads else "")
+        if self.backend.packs_itself:  # where it runs is the cluster's to say (the list shows it)
+            asked = counted(len(placement.gpus), "GPU") if placement.gpus else "CPU"
+            where = f"{self.backend.name} job {job} ({asked})"
         again = f" (attempt {claimed.attempts}, resuming)" if resume else ""
         self._notify("started", f"#{claimed.id} {claimed.label} started on {where}{again}", claimed)
         return True

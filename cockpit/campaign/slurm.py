@@ -491,7 +491,8 @@ def read_slurm_record(run_dir: str | os.PathLike[str]) -> dict[str, object]:
 
 def _record_job(run_dir: Path, job_id: str, opts: SlurmOptions) -> None:
     record = read_slurm_record(run_dir)
-    jobs = [j for j in record.get("jobs", []) if isinstance(j, dict)]  # type: ignore[union-attr]
+    listed = record.get("jobs")
+    jobs = [j for j in listed if isinstance(j, dict)] if isinstance(listed, list) else []
     jobs.append({"job_id": job_id, "submitted": time.time(), "host": platform.node()})
     record.update(
         job_id=job_id,
