@@ -199,6 +199,7 @@ def test_a_one_gpu_entry_gets_its_gpu_from_slurm_and_trains_on_the_cpu_saying_so
     assert ran.returncode == 0, ran.stdout + ran.stderr
     (row,) = queue_rows()
     assert row["state"] == "done", row
+    assert row["device"] == "1 GPU"  # which one was Slurm's choice
     log = (Path(row["run_dir"]) / rundir.CONSOLE_LOG).read_text()
     assert "CUDA_VISIBLE_DEVICES=0 gives this run GPUs but torch" in log
     assert rundir.read_run_info(Path(row["run_dir"])).device == "cpu"

@@ -31,7 +31,13 @@ from cockpit.campaign.money import (
 )
 from cockpit.campaign.store import LIVE_STATES, Entry, NewEntry, Queue, QueueError
 from cockpit.cli import queue_show as show
-from cockpit.cli.queue_slurm import backend_for, job_states, on_slurm, print_job_scripts
+from cockpit.cli.queue_slurm import (
+    backend_for,
+    cluster_device,
+    job_states,
+    on_slurm,
+    print_job_scripts,
+)
 from cockpit.common.diagnostics import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, info
 from cockpit.plan.presets import (
     PresetError,
@@ -211,6 +217,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
     jobs = job_states(entries)  # a Slurm entry's job id and state, from one squeue call
     for e, row in zip(entries, rows, strict=True):
         row["backend"], row["backend_job"], row["job"] = e.backend, e.backend_job, jobs.get(e.id)
+        if e.backend == "slurm" and row["device"]:  # which GPUs is the cluster's choice
+            row["device"] = cluster_device(row["device"])
     if getattr(args, "json", False):
         for row in rows:
             print(json.dumps(row))

@@ -71,6 +71,15 @@ def backend_for(args: argparse.Namespace) -> tuple[Backend, MachineFn | None, li
     return SlurmBackend(opts), cluster_machine(cluster_spec(args)), argv
 
 
+def cluster_device(device: str) -> str:
+    """A Slurm entry's device as the list shows it: `2 GPUs` (Slurm picks which) or `cpu`."""
+    from cockpit.campaign.backend import Placement
+    from cockpit.common.format import counted
+
+    gpus = Placement.parse(device).gpus
+    return counted(len(gpus), "GPU") if gpus else device
+
+
 def job_states(entries: list[Entry]) -> dict[int, str]:
     """`job 12 PENDING (Resources)` for each live Slurm entry, from one squeue call; `job 12`
     alone when Slurm cannot be asked from here."""
