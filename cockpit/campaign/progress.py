@@ -41,9 +41,11 @@ class RunProgress:
 
 
 def has_checkpoint(run_dir: str | Path) -> bool:
-    """A last.pt (or last.prev.pt) to resume from."""
-    folder = Path(run_dir) / rundir.CHECKPOINTS
-    return (folder / "last.pt").is_file() or (folder / "last.prev.pt").is_file()
+    """A checkpoint to resume from (runs.prelaunch.resume_problem's rule: a non-empty last.pt
+    or last.prev.pt)."""
+    from cockpit.runs.prelaunch import resume_problem
+
+    return resume_problem(run_dir) is None
 
 
 def read_progress(run_dir: str | Path) -> RunProgress:
