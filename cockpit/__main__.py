@@ -397,6 +397,32 @@ def _add_tool_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     )
 
 
+def _add_slurm_options(parser: argparse.ArgumentParser, *, gpu: bool) -> None:
+    """--on, --partition, --account, --sbatch-arg (and --gpu for `run`): cockpit.cli.queue_slurm."""
+    parser.add_argument(
+        "--on",
+        choices=("local", "slurm"),
+        default="local",
+        help="local: train on this machine (default); slurm: submit each entry as an sbatch job",
+    )
+    parser.add_argument("--partition", metavar="P", help="the Slurm partition (--on slurm)")
+    parser.add_argument("--account", metavar="A", help="the Slurm account (--on slurm)")
+    parser.add_argument(
+        "--sbatch-arg",
+        dest="sbatch_args",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more sbatch option for every job, as --sbatch-arg=--constraint=a100 (repeatable)",
+    )
+    if gpu:
+        parser.add_argument(
+            "--gpu",
+            metavar="G",
+            help="the cluster's GPU kind (--on slurm), e.g. H100: plans memory and --time by it",
+        )
+
+
 def _add_queue_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`queue` and its subcommands on the main parser (cockpit/__main__.py)."""
     p = sub.add_parser(
@@ -446,6 +472,12 @@ def _add_queue_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "--name", metavar="NAME", help="a label for the entry, or the sweep's group name"
     )
     a.add_argument("--runs-dir", metavar="DIR", default=argparse.SUPPRESS, help=RUNS_DIR_HELP)
+    a.add_argument(
+        "--on",
+        choices=("local", "slurm"),
+        default="local",
+        help="slurm: the entry is for `queue run --on slurm` (--gpus counts the cluster's GPUs)",
+    )
     r = qs.add_parser(
         "rm", help="cancel an entry or a whole group (a running one stops with a checkpoint)"
     )
@@ -475,6 +507,7 @@ def _add_queue_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         metavar="DOLLARS",
         help="dollars per GPU-hour (else $GPT_COCKPIT_PRICE_PER_GPU_HOUR or queue.json)",
     )
+    _add_slurm_options(run, gpu=True)
     s = qs.add_parser(
         "stop", help="stop launching; --now also stops running entries with a checkpoint"
     )
@@ -497,6 +530,7 @@ def _add_queue_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "--price-per-gpu-hour", metavar="DOLLARS", help="dollars per GPU-hour for the plan's cost"
     )
     pl.add_argument("--json", action="store_true", help="the plan as one JSON object")
+    _add_slurm_options(pl, gpu=False)  # --on slurm: the job script of each queued entry
     helps = {action.dest: action.help or "" for action in qs._choices_actions}
     for name, q in qs.choices.items():
         q.description = helps[name][:1].upper() + helps[name][1:] + "."
@@ -548,9 +582,14 @@ QUEUE_EXAMPLES = {
     "run": [
         "gpt-cockpit queue run --budget 25 --until 07:00 --price-per-gpu-hour 2.49",
         "gpt-cockpit queue run --foreground",
+        "gpt-cockpit queue run --on slurm --partition gpu --gpu H100",
     ],
     "stop": ["gpt-cockpit queue stop", "gpt-cockpit queue stop --now"],
-    "plan": ["gpt-cockpit queue plan --gpu H100", "gpt-cockpit queue plan --gpu 4xA100-80GB"],
+    "plan": [
+        "gpt-cockpit queue plan --gpu H100",
+        "gpt-cockpit queue plan --gpu 4xA100-80GB",
+        "gpt-cockpit queue plan --on slurm --gpu H100",
+    ],
     "notify": [
         "GPT_COCKPIT_NOTIFY=ntfy://my-night-runs gpt-cockpit queue notify --test",
         "gpt-cockpit queue notify",

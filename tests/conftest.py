@@ -66,3 +66,29 @@ def stopped_run(tmp_path_factory) -> Path:
     from tiny_runs import SHARED_STOP_STEP
 
     return _train_shared(tmp_path_factory, "stopped", f"stop_at_step={SHARED_STOP_STEP}")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A real single-node Slurm (tests/slurm_cluster.py), once per session; skipped without Slurm.
+
+    SLURM_CONF points every Slurm command of the session at it."""
+    from slurm_cluster import skip_reason, start_cluster
+
+    why = skip_reason()
+    if why:
+        pytest.skip(why)
+    cluster = start_cluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("SLURM_CONF", str(cluster.conf))
+            yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster(slurm_cluster):
+    """The session's Slurm cluster, with every job cancelled when the test ends."""
+    yield slurm_cluster
+    slurm_cluster.cancel_all()

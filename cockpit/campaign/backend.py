@@ -12,8 +12,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cockpit.campaign.store import Entry
+
+if TYPE_CHECKING:
+    from cockpit.campaign.packing import Machine, Need, Refusal
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,11 @@ class Backend(ABC):
     """Runs queued entries somewhere; the scheduler calls these from one thread."""
 
     name: str = "?"
+    # True for a cluster backend (Slurm) whose own scheduler decides where and when entries
+    # run: the queue submits each ready entry with the GPUs it asks for instead of packing it
+    # onto this machine, keeps it `starting` while it waits there, and charges it only while
+    # its poll says `running`.
+    packs_itself: bool = False
 
     @abstractmethod
     def start(self, entry: Entry, run_dir: Path, placement: Placement, *, resume: bool) -> str:
@@ -72,6 +81,10 @@ class Backend(ABC):
     def stop(self, entry: Entry, *, checkpoint: bool = True) -> bool:
         """Ask the run to stop (checkpoint first) or, with checkpoint=False, kill it; False
         when there was nothing to stop."""
+
+    def place(self, need: Need, machine: Machine) -> Placement | Refusal:
+        """Where an entry goes on a backend that packs itself (called only when packs_itself)."""
+        raise NotImplementedError(f"the {self.name} backend leaves placing to the scheduler")
 
     def cancel(self, entry: Entry) -> bool:
         """Stop an entry that is being cancelled (default: a stop with a checkpoint)."""

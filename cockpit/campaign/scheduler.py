@@ -37,7 +37,7 @@ from cockpit.campaign.money import Limits, fmt_dollars
 from cockpit.campaign.packing import Ledger, Machine, Need, Refusal, place
 from cockpit.campaign.progress import has_checkpoint, read_progress
 from cockpit.campaign.store import LIVE_STATES, Entry, Queue, QueueError
-from cockpit.common.format import human_duration
+from cockpit.common.format import counted, human_duration
 from cockpit.plan.gpu import GpuSpec
 from cockpit.plan.presets import PresetError
 
@@ -56,6 +56,8 @@ class _Watch:
     stop_sent: float | None = None  # when we asked it to stop
     killed: bool = False
     watcher: rundir.RunWatcher | None = None
+    polled: str = ""  # the last poll's state
+    was_running: bool = False  # the poll before it said running: a cluster's job is charged then
 
 
 @dataclass
@@ -170,6 +172,7 @@ class Scheduler:
                 if watch is None:
                     continue
             state = self.backend.poll(entry)
+            watch.was_running, watch.polled = watch.polled == "running", state.state
             if state.state in ("starting", "running", "unknown"):
                 if entry.state == "starting" and entry.backend_job and state.state == "running":
                     self.queue.mark_running(entry.id)
@@ -279,6 +282,15 @@ class Scheduler:
         elapsed = max(0.0, now - self._last_charge)
         self._last_charge = now
         per_gpu: dict[int, list[int]] = {}
+        if self.backend.packs_itself:  # each job has GPUs of its own, charged once it runs
+            own = {
+                entry_id: elapsed * len(w.placement.gpus)
+                for entry_id, w in self._watch.items()
+                if w.was_running and w.placement.gpus
+            }
+            if own and elapsed:
+                self.queue.charge(own)
+            return
         for entry_id, watch in self._watch.items():
             for g in watch.placement.gpus:
                 per_gpu.setdefault(g, []).append(entry_id)
@@ -419,7 +431,10 @@ class Scheduler:
             if wait:
                 self._say_why(entry, need, wait)
                 continue
-            got = place(need, machine, ledger, waiting_cpu=cpu_waiting)
+            if self.backend.packs_itself:
+                got = self.backend.place(need, machine)
+            else:
+                got = place(need, machine, ledger, waiting_cpu=cpu_waiting)
             if isinstance(got, Refusal):
                 if got.never:
                     self.queue.finish_unstarted(entry.id, f"never starts here: {got.reason}")
@@ -513,9 +528,15 @@ class Scheduler:
             self.queue.finish(claimed.id, "failed", why)
             self._notify("failed", f"#{claimed.id} {claimed.label} {why}", claimed)
             return False
-        self.queue.mark_running(claimed.id, run_dir=str(run_dir), backend_job=job)
+        if self.backend.packs_itself:  # it waits in the cluster's queue until its job runs
+            self.queue.record_job(claimed.id, run_dir=str(run_dir), backend_job=job)
+        else:
+            self.queue.mark_running(claimed.id, run_dir=str(run_dir), backend_job=job)
         self._watch[claimed.id] = _Watch(placement, ram_bytes=need.ram_bytes)
         where = placement.device + (f", {placement.threads} threads" if placement.threads else "")
+        if self.backend.packs_itself:  # where it runs is the cluster's to say (the list shows it)
+            asked = counted(len(placement.gpus), "GPU") if placement.gpus else "CPU"
+            where = f"{self.backend.name} job {job} ({asked})"
         again = f" (attempt {claimed.attempts}, resuming)" if resume else ""
         self._notify("started", f"#{claimed.id} {claimed.label} started on {where}{again}", claimed)
         return True

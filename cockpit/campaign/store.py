@@ -451,6 +451,16 @@ class Queue:
             )
         return self.get(entry_id)
 
+    def record_job(self, entry_id: int, *, run_dir: str, backend_job: str) -> Entry:
+        """Record the run directory and job id of a starting entry that waits in a cluster's
+        queue (it becomes running when its job runs)."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE entries SET run_dir=?, backend_job=?, updated=? WHERE id=?",
+                (run_dir, backend_job, time.time(), entry_id),
+            )
+        return self.get(entry_id)
+
     def set_run_dir(self, entry_id: int, run_dir: str) -> Entry:
         """Link the run directory (before the child starts, so a crash right after finds it)."""
         with self._write() as conn:

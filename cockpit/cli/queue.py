@@ -32,6 +32,13 @@ from cockpit.campaign.notify import NotifyConfigError, notifier_from_config
 from cockpit.campaign.prune import GroupPolicies
 from cockpit.campaign.store import LIVE_STATES, Queue, QueueError
 from cockpit.cli import queue_show as show
+from cockpit.cli.queue_slurm import (
+    backend_for,
+    cluster_device,
+    job_states,
+    on_slurm,
+    print_job_scripts,
+)
 from cockpit.common.diagnostics import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, info
 from cockpit.plan.presets import (
     PresetError,
@@ -73,7 +80,8 @@ def _device_request(args: argparse.Namespace) -> tuple[str, int]:
         from cockpit.plan.gpu import NVML_NOT_INSTALLED, nvml_problem, query_gpus
 
         have = len(query_gpus())
-        if have < gpus and nvml_problem() != NVML_NOT_INSTALLED:
+        cluster = getattr(args, "on", "local") == "slurm"  # the cluster's GPUs, not this machine's
+        if have < gpus and nvml_problem() != NVML_NOT_INSTALLED and not cluster:
             where = f"{have} GPU" + ("s" if have != 1 else "") if have else "no GPU"
             raise QueueError(f"--gpus {gpus}: this machine has {where}")
         return "gpu", gpus
@@ -128,6 +136,11 @@ def _cmd_list(args: argparse.Namespace) -> int:
         except Exception as exc:  # the list must show even when a plan cannot be made
             info(f"no forecast: {exc}")
     rows = [view.entry_row(e, fc, limits, now) for e in entries]
+    jobs = job_states(entries)  # a Slurm entry's job id and state, from one squeue call
+    for e, row in zip(entries, rows, strict=True):
+        row["backend"], row["backend_job"], row["job"] = e.backend, e.backend_job, jobs.get(e.id)
+        if e.backend == "slurm" and row["device"]:  # which GPUs is the cluster's choice
+            row["device"] = cluster_device(row["device"])
     if getattr(args, "json", False):
         for row in rows:
             print(json.dumps(row))
@@ -153,6 +166,10 @@ def _cmd_rm(args: argparse.Namespace) -> int:
         for e in targets:
             if e.state in LIVE_STATES and e.backend in (None, "local"):
                 LocalBackend().stop(e, checkpoint=True)
+            elif e.state in LIVE_STATES and e.backend == "slurm":
+                from cockpit.campaign.slurm_backend import SlurmBackend
+
+                SlurmBackend().stop(e, checkpoint=True)  # its batch script checkpoints the run
     for e in targets:
         if e.state == "queued":
             print(f"#{e.id} {e.label}: cancelled")
@@ -216,6 +233,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     limits = _limits(args)
     _check_notify()  # a bad URL is said now, not found at 3 a.m. by a detached scheduler
+    backend_for(args)  # `--on slurm` without Slurm here: one line, before anything starts
     with Queue() as queue:  # a database that cannot be opened says so here, before anything starts
         todo = queue.entries(states=("queued", *LIVE_STATES))
     if not todo:
@@ -227,13 +245,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
             f"another scheduler (pid {holder}) is running this queue; `gpt-cockpit queue stop` stops it"
         )
     if args.foreground:
-        return _run_foreground(limits)
+        return _run_foreground(limits, args)
     return _run_detached(args, limits)
 
 
-def _run_foreground(limits: Limits) -> int:
-    from cockpit.campaign.local import LocalBackend
+def _run_foreground(limits: Limits, args: argparse.Namespace) -> int:
     from cockpit.campaign.scheduler import Scheduler
+
+    backend, machine, _ = backend_for(args)
 
     def say(line: str) -> None:
         print(line, flush=True)
@@ -247,12 +266,14 @@ def _run_foreground(limits: Limits) -> int:
     with Queue() as queue:
         scheduler = Scheduler(
             queue,
-            LocalBackend(),
+            backend,
             limits=limits,
             notifiers=[notifier],
             pruning=GroupPolicies(lambda: adding.prune_policies(queue)),
             say=say,
         )
+        if machine is not None:  # a cluster: its own scheduler places the jobs
+            scheduler.machine = machine
         try:
             return scheduler.run()
         except KeyboardInterrupt:
@@ -319,6 +340,7 @@ def _run_detached(args: argparse.Namespace, limits: Limits) -> int:
     from cockpit.campaign.lock import holder_pid
 
     argv = [sys.executable, "-m", "cockpit", "queue", "run", "--foreground"]
+    argv += backend_for(args)[2]  # --on slurm and its options
     if limits.price_per_gpu_hour is not None:
         argv += ["--price-per-gpu-hour", repr(limits.price_per_gpu_hour)]
     if limits.budget is not None:
@@ -378,6 +400,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     with Queue() as queue:
         entries = queue.entries()
         record = view.scheduler_record(queue)
+    if on_slurm(args):
+        return print_job_scripts(entries, args)
     if args.gpu:
         machine, specs = planning.whatif_machine(args.gpu)
     else:

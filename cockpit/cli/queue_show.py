@@ -35,7 +35,7 @@ def _cells(r: dict[str, Any], now: float) -> tuple[str, ...]:
         cost += f" +{fmt_dollars(r['to_finish'])}"
     where = Path(r["run_dir"]).name if r["run_dir"] else ""
     why = r["reason"] if r["reason"] and r["state"] != "done" else ""
-    last = " - ".join(x for x in (where, why) if x) or "-"
+    last = " - ".join(x for x in (where, r.get("job"), why) if x) or "-"  # job: Slurm's id, state
     eta = clock(r["eta"], now) if r["state"] not in ENDED_STATES else "-"
     return (str(r["id"]), state_text(r), r["name"], device, memory, step, eta, cost, last)
 

@@ -14,6 +14,7 @@ FIXED_POINT_LIMIT = 1e9
 
 # Rich markup for each run status, wherever a status is shown (`runs`, the app's screens).
 STATUS_STYLES = {
+    "queued": "dim cyan",
     "starting": "cyan",
     "running": "bold green",
     "finished": "green",

@@ -307,8 +307,8 @@ class Follower:
             except rundir.RunError as exc:
                 error(str(exc))
                 return EXIT_FAILED
-            if status not in rundir.LIVE_STATUSES:
-                return self._finish(None, status=status)
+            if status not in (*rundir.LIVE_STATUSES, *rundir.WAITING_STATUSES):
+                return self._finish(None, status=status)  # a queued run (Slurm) is waited for
         stalled = self.watcher.check_stalled()
         if stalled is not None and self.history.phase() not in QUIET_PHASES:
             self.show(stalled)  # silence while setting up, evaluating or checkpointing is expected

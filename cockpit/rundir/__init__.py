@@ -86,6 +86,7 @@ from cockpit.rundir.status import (
     END_STATUS,
     FINAL_STATUSES,
     LIVE_STATUSES,
+    WAITING_STATUSES,
     status_for_end_reason,
 )
 from cockpit.rundir.watch import RunWatcher
@@ -100,6 +101,7 @@ __all__ = [
     "EVENT_TYPES",
     "FINAL_STATUSES",
     "LIVE_STATUSES",
+    "WAITING_STATUSES",
     "PRESET_JSON",
     "RUN_INFO_FIELDS",
     "RUN_JSON",

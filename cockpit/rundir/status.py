@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 LIVE_STATUSES = ("starting", "running")
+# `queued`: a cluster's scheduler holds the run's job (Slurm); no process yet, and not over.
+WAITING_STATUSES = ("queued",)
 # `killed`: the launcher killed its own child (a second Ctrl-C) and recorded so.
 FINAL_STATUSES = ("finished", "stopped", "halted", "crashed", "error", "killed")
 END_REASONS = ("finished", "stopped", "max-time", "halted", "crashed", "error")

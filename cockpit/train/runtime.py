@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -63,9 +64,24 @@ def resolve_device(requested: str, dist: Dist) -> torch.device:
             f"--device cuda was asked for but torch {torch.__version__} sees no CUDA GPU; use --device cpu or auto",
             kind="device",
         )
+    if requested == "auto" and not has_cuda and gpus_granted():
+        # A scheduler (Slurm, the queue) gave this process GPUs that torch cannot use: a CPU
+        # build of torch, or no driver on the node. Training goes on, on the CPU, and says so.
+        print(
+            f"gpt-cockpit: CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']} gives this"
+            f" run GPUs but torch {torch.__version__} sees no CUDA device: training on the CPU",
+            file=sys.stderr,
+            flush=True,
+        )
     return torch.device(
         "cuda" if requested == "cuda" or (requested == "auto" and has_cuda) else "cpu"
     )
+
+
+def gpus_granted() -> bool:
+    """CUDA_VISIBLE_DEVICES names at least one GPU (set by a scheduler or by hand)."""
+    value = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    return bool(value) and value not in ("-1", "NoDevFiles")
 
 
 def resolve_dtype(requested: str, device: torch.device) -> str:

@@ -407,8 +407,8 @@ class RunScreen(Screen):
         live = self.status in rundir.LIVE_STATUSES
         if action in ("stop", "kill"):
             return live
-        if action == "resume":
-            if live or self.status == "finished":
+        if action == "resume":  # a queued run (Slurm) resumes when its job starts
+            if live or self.status in ("finished", *rundir.WAITING_STATUSES):
                 return False
             return None if self.resume_block else True
         if action == "restart":

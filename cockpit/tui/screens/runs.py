@@ -168,7 +168,7 @@ class RunsScreen(Screen):
         if not self.summaries or not 0 <= table.cursor_row < len(self.summaries):
             return
         run = self.summaries[table.cursor_row]
-        if run.status in rundir.LIVE_STATUSES:
+        if run.status in (*rundir.LIVE_STATUSES, *rundir.WAITING_STATUSES):
             self.notify(f"{run.run_id} is {run.status}: stop it first", severity="warning")
             return
         if run.status == "unreadable":  # whether it is live cannot even be read: not ours to delete
