@@ -34,6 +34,7 @@ from cockpit.plan.estimate import (
     calibration_dir,
     flops_per_token,
     memory_breakdown,
+    spec_of,
 )
 from cockpit.plan.presets import Preset
 
@@ -191,7 +192,12 @@ def cpu_attention_scores_bytes(preset: Preset, batch: int, dtype: str) -> int:
     tiny_char, fp32: peak RSS 2.0 GiB at micro-batch 128 and 3.8 GiB at 256, 25 bytes per
     score element beyond the flash plan)."""
     m = preset.model
-    if m.dropout == 0 or m.arch == "bdh":
+    if m.dropout == 0:
+        return 0
+    try:
+        if not spec_of(m).flash_attention:  # BDH: its scores are already in the breakdown
+            return 0
+    except ValueError:  # your own model before it is measured: its trace holds what it keeps
         return 0
     element = 4 if dtype == "fp32" else 2
     per_element = CPU_SCORE_TENSORS * element + 1

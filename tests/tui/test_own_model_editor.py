@@ -32,6 +32,8 @@ def fake_trace(calls: list[str]):
                 "batch": b,
                 "peak_bytes": 1_000_000 * b,
                 "reserved_bytes": 0,
+                "reserved_plain_bytes": 1_100_000 * b,  # the allocator model's, in each mode
+                "reserved_expandable_bytes": 1_050_000 * b,
                 "peak_op": "fake",
                 "by_category": {"activations": 1_000_000 * b},
             }
