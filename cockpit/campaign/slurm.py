@@ -324,8 +324,8 @@ PYTHON={q_python}
 export PYTHONUNBUFFERED=1
 export GPT_COCKPIT_CPU_THREADS="${{GPT_COCKPIT_CPU_THREADS:-${{SLURM_CPUS_PER_TASK:-1}}}}"
 {"" if req.gpus_per_node else "unset CUDA_VISIBLE_DEVICES  # a CPU run: no GPU of the submitting shell"}
-resume=()
-if [ -e "$RUN_DIR/checkpoints/last.pt" ] || [ -e "$RUN_DIR/checkpoints/last.prev.pt" ]; then
+resume=()  # a non-empty checkpoint: resume from it (runs.prelaunch.resume_problem's rule)
+if [ -s "$RUN_DIR/checkpoints/last.pt" ] || [ -s "$RUN_DIR/checkpoints/last.prev.pt" ]; then
     resume=(--resume)
 fi
 {rendezvous}child=""
