@@ -116,3 +116,34 @@ async def test_in_app_words_name_keys_not_cli_flags():
         await pilot.pause()
         panel = str(app.screen.query_one("#live-panel", Static).render())
         assert "[what-if]" in panel  # shown, not swallowed as markup
+
+
+async def test_a_dialog_over_the_run_screen_rebuilds_no_plot(tmp_path):
+    """Help opening and closing over a run repaints from the plots' last drawings: a plotext
+    build costs tens of ms, and a key must not wait for three."""
+    from cockpit.tui.widgets.metric_plot import MetricPlot
+
+    run_dir = copy_run(tmp_path)
+    app = app_for_tests(attach=run_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await attached(pilot, app)
+        await pilot.pause(0.5)
+        plots = list(screen.query(MetricPlot))
+        builds = {id(p): 0 for p in plots}
+        for plot in plots:
+            original = plot.plt.build
+
+            def counted(original=original, plot=plot):
+                builds[id(plot)] += 1
+                return original()
+
+            plot.plt.build = counted
+        for _ in range(3):
+            await pilot.press("f1")
+            await pilot.pause()
+            await pilot.press("escape")
+            await pilot.pause()
+        assert app.screen is screen and set(builds.values()) == {0}, builds
+        await pilot.resize_terminal(100, 30)  # a new size is a new drawing
+        await pilot.pause(0.3)
+        assert all(n >= 1 for n in builds.values()), builds
