@@ -34,16 +34,37 @@ async def test_a_starting_run_says_starting_once(tmp_path):
         assert screen.history.phase() == "starting" and line1.count("starting") == 1, line1
 
 
-async def test_u_on_a_finished_run_says_how_to_train_on_and_g_sample_shows(tmp_path):
-    run_dir = copy_run(tmp_path)
+async def test_u_on_a_finished_run_asks_how_far_to_train_on_and_g_sample_shows(
+    tmp_path, monkeypatch
+):
+    from cockpit.tui.screens.confirm import PromptScreen
+
+    run_dir = copy_run(tmp_path)  # finished at its 250 steps
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / "last.pt").write_bytes(b"PK")
+    resumed = []
+    monkeypatch.setattr(runs, "launch", lambda run_dir, **kw: resumed.append((run_dir, kw)))
     app = app_for_tests(attach=run_dir)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await attached(pilot, app)
         assert screen.active_bindings["g"].binding.show  # Sample is in the footer
         await pilot.press("u")
         await pilot.pause()
-        said = [str(n.message) for n in app._notifications]
-        assert any("finished" in m and "--max-steps" in m for m in said), said
+        assert isinstance(app.screen, PromptScreen) and "250 steps" in app.screen.question
+        box = app.screen.query_one("#prompt-input")
+        assert box.value == "500"
+        box.value = "100"  # not more: said, nothing changes
+        await pilot.press("enter")
+        await pilot.pause()
+        assert resumed == [] and any("more than 250" in str(n.message) for n in app._notifications)
+        await pilot.press("u")
+        await pilot.pause()
+        app.screen.query_one("#prompt-input").value = "400"
+        await pilot.press("enter")
+        await pilot.pause()
+    assert [(d, kw["resume"]) for d, kw in resumed] == [(run_dir, True)]
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["overrides"] == {"train.max_steps": 400} and info["max_steps"] == 400
 
 
 async def test_detach_after_attach_goes_back_to_the_shell(tmp_path, monkeypatch):
