@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
+import shutil
 from pathlib import Path
 
 from helpers import app_for_tests, copy_run, wait_for
@@ -113,10 +113,13 @@ def test_runs_of_the_same_id_in_two_folders_name_their_folder(tmp_path):
         return next(s for s in runs.list_runs(run_dir.parent) if s.run_id == info["run_id"])
 
     one, two = summary(tmp_path / "x"), summary(tmp_path / "y")
-    names = Counter([one.run_id, two.run_id])
-    assert RunsScreen.run_label(one, names) != RunsScreen.run_label(two, names)
-    assert str(tmp_path / "x") in RunsScreen.run_label(one, names)
-    assert RunsScreen.run_label(one, Counter([one.run_id])) == one.run_id
+    assert RunsScreen.run_label(one, [one, two]) != RunsScreen.run_label(two, [one, two])
+    assert str(tmp_path / "x") in RunsScreen.run_label(one, [one, two])
+    assert RunsScreen.run_label(one, [one]) == one.run_id
+    run_a, run_b = copy_run(tmp_path / "z", "finished_run"), tmp_path / "z" / "runs" / "copy"
+    shutil.copytree(run_a, run_b)  # one folder, two copies of one run: the folder names differ
+    listed = runs.list_runs(run_a.parent)
+    assert len({RunsScreen.run_label(s, listed) for s in listed}) == 2
 
 
 async def test_in_app_words_name_keys_not_cli_flags():
