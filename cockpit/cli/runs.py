@@ -13,7 +13,7 @@ from cockpit import rundir, runs
 from cockpit.common.diagnostics import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, info, warn
 from cockpit.common.format import fmt_float, human_duration, status_markup
 from cockpit.common.numbers import as_finite
-from cockpit.plan.presets import PresetError, apply_overrides
+from cockpit.plan.presets import PresetError
 
 if TYPE_CHECKING:
     from rich.console import JustifyMethod
@@ -151,25 +151,6 @@ def cmd_attach(args: argparse.Namespace) -> int:
         return EXIT_OK
 
 
-def _raise_max_steps(run_dir: Path, max_steps: int) -> None:
-    """Record `resume --max-steps N` in run.json's overrides; preset.json stays as launched."""
-    preset = rundir.load_run_preset(run_dir)
-    current = preset.train.max_steps
-    if max_steps < current:
-        raise PresetError(
-            "train.max_steps",
-            f"--max-steps {max_steps} is below the run's {current}; it can only grow",
-        )
-    if max_steps == current:
-        return
-    apply_overrides(preset, {"train.max_steps": max_steps})  # refuse before anything is written
-    rundir.update_run_info(
-        run_dir,
-        lambda info: {"overrides": {**(info.overrides or {}), "train.max_steps": max_steps}},
-        max_steps=max_steps,
-    )
-
-
 def _status_or_rebuilt(run_dir: Path) -> str:
     """The run's status; a missing or unreadable run.json is rebuilt first (RunError if it cannot be)."""
     try:
@@ -217,7 +198,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     max_steps = getattr(args, "max_steps", None)
     try:
         if max_steps is not None:
-            _raise_max_steps(run_dir, max_steps)
+            runs.raise_max_steps(run_dir, max_steps)
         preset = rundir.load_run_preset(run_dir)
     except (PresetError, rundir.RunError) as exc:
         error(str(exc))

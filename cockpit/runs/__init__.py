@@ -287,6 +287,27 @@ class RunSummary:
         return max(0.0, time.time() - (self.updated or self.created))
 
 
+def raise_max_steps(run_dir: str | os.PathLike[str], max_steps: int) -> None:
+    """Record `resume --max-steps N` in run.json's overrides; preset.json stays as launched."""
+    from cockpit.plan.presets import PresetError, apply_overrides
+
+    preset = rundir.load_run_preset(run_dir)
+    current = preset.train.max_steps
+    if max_steps < current:
+        raise PresetError(
+            "train.max_steps",
+            f"--max-steps {max_steps} is below the run's {current}; it can only grow",
+        )
+    if max_steps == current:
+        return
+    apply_overrides(preset, {"train.max_steps": max_steps})  # refuse before anything is written
+    rundir.update_run_info(
+        run_dir,
+        lambda info: {"overrides": {**(info.overrides or {}), "train.max_steps": max_steps}},
+        max_steps=max_steps,
+    )
+
+
 def _max_steps(path: Path, info: rundir.RunInfo) -> int:
     """run.json's max_steps; before the child wrote it (or if it died early) the preset's."""
     if info.max_steps:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
+import shutil
 from pathlib import Path
 
 from helpers import app_for_tests, copy_run, wait_for
@@ -34,16 +34,37 @@ async def test_a_starting_run_says_starting_once(tmp_path):
         assert screen.history.phase() == "starting" and line1.count("starting") == 1, line1
 
 
-async def test_u_on_a_finished_run_says_how_to_train_on_and_g_sample_shows(tmp_path):
-    run_dir = copy_run(tmp_path)
+async def test_u_on_a_finished_run_asks_how_far_to_train_on_and_g_sample_shows(
+    tmp_path, monkeypatch
+):
+    from cockpit.tui.screens.confirm import PromptScreen
+
+    run_dir = copy_run(tmp_path)  # finished at its 250 steps
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / "last.pt").write_bytes(b"PK")
+    resumed = []
+    monkeypatch.setattr(runs, "launch", lambda run_dir, **kw: resumed.append((run_dir, kw)))
     app = app_for_tests(attach=run_dir)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await attached(pilot, app)
         assert screen.active_bindings["g"].binding.show  # Sample is in the footer
         await pilot.press("u")
         await pilot.pause()
-        said = [str(n.message) for n in app._notifications]
-        assert any("finished" in m and "--max-steps" in m for m in said), said
+        assert isinstance(app.screen, PromptScreen) and "250 steps" in app.screen.question
+        box = app.screen.query_one("#prompt-input")
+        assert box.value == "500"
+        box.value = "100"  # not more: said, nothing changes
+        await pilot.press("enter")
+        await pilot.pause()
+        assert resumed == [] and any("more than 250" in str(n.message) for n in app._notifications)
+        await pilot.press("u")
+        await pilot.pause()
+        app.screen.query_one("#prompt-input").value = "400"
+        await pilot.press("enter")
+        await pilot.pause()
+    assert [(d, kw["resume"]) for d, kw in resumed] == [(run_dir, True)]
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["overrides"] == {"train.max_steps": 400} and info["max_steps"] == 400
 
 
 async def test_detach_after_attach_goes_back_to_the_shell(tmp_path, monkeypatch):
@@ -92,10 +113,13 @@ def test_runs_of_the_same_id_in_two_folders_name_their_folder(tmp_path):
         return next(s for s in runs.list_runs(run_dir.parent) if s.run_id == info["run_id"])
 
     one, two = summary(tmp_path / "x"), summary(tmp_path / "y")
-    names = Counter([one.run_id, two.run_id])
-    assert RunsScreen.run_label(one, names) != RunsScreen.run_label(two, names)
-    assert str(tmp_path / "x") in RunsScreen.run_label(one, names)
-    assert RunsScreen.run_label(one, Counter([one.run_id])) == one.run_id
+    assert RunsScreen.run_label(one, [one, two]) != RunsScreen.run_label(two, [one, two])
+    assert str(tmp_path / "x") in RunsScreen.run_label(one, [one, two])
+    assert RunsScreen.run_label(one, [one]) == one.run_id
+    run_a, run_b = copy_run(tmp_path / "z", "finished_run"), tmp_path / "z" / "runs" / "copy"
+    shutil.copytree(run_a, run_b)  # one folder, two copies of one run: the folder names differ
+    listed = runs.list_runs(run_a.parent)
+    assert len({RunsScreen.run_label(s, listed) for s in listed}) == 2
 
 
 async def test_in_app_words_name_keys_not_cli_flags():
@@ -116,3 +140,34 @@ async def test_in_app_words_name_keys_not_cli_flags():
         await pilot.pause()
         panel = str(app.screen.query_one("#live-panel", Static).render())
         assert "[what-if]" in panel  # shown, not swallowed as markup
+
+
+async def test_a_dialog_over_the_run_screen_rebuilds_no_plot(tmp_path):
+    """Help opening and closing over a run repaints from the plots' last drawings: a plotext
+    build costs tens of ms, and a key must not wait for three."""
+    from cockpit.tui.widgets.metric_plot import MetricPlot
+
+    run_dir = copy_run(tmp_path)
+    app = app_for_tests(attach=run_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await attached(pilot, app)
+        await pilot.pause(0.5)
+        plots = list(screen.query(MetricPlot))
+        builds = {id(p): 0 for p in plots}
+        for plot in plots:
+            original = plot.plt.build
+
+            def counted(original=original, plot=plot):
+                builds[id(plot)] += 1
+                return original()
+
+            plot.plt.build = counted
+        for _ in range(3):
+            await pilot.press("f1")
+            await pilot.pause()
+            await pilot.press("escape")
+            await pilot.pause()
+        assert app.screen is screen and set(builds.values()) == {0}, builds
+        await pilot.resize_terminal(100, 30)  # a new size is a new drawing
+        await pilot.pause(0.3)
+        assert all(n >= 1 for n in builds.values()), builds

@@ -12,7 +12,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
-from cockpit import rundir
+from cockpit import rundir, runs
 from cockpit.common.format import (
     elapsed,
     fmt_eta,
@@ -27,7 +27,7 @@ from cockpit.common.format import (
 )
 from cockpit.plan.estimate import estimate
 from cockpit.plan.gpu import GpuStatus, gpu_by_uuid, spec_for_status
-from cockpit.plan.presets import Preset
+from cockpit.plan.presets import Preset, PresetError
 from cockpit.runs.history import QUIET_PHASES, RunHistory
 from cockpit.tui.access import app_of, services_of
 from cockpit.tui.messages import GpusPolled, RunRecords, RunStatusPolled, RunTailed
@@ -421,12 +421,7 @@ class RunScreen(Screen):
         """A greyed or hidden `u` says why instead of doing nothing."""
         if event.key == "u" and self.status == "finished":
             event.stop()
-            steps = self.preset.train.max_steps if self.preset is not None else "its"
-            self.notify(
-                f"{self.run_dir.name} finished: it reached its {steps} steps. To train on, "
-                f"raise them: gpt-cockpit resume {self.run_dir.name} --max-steps N",
-                timeout=10,
-            )
+            self.ask_to_train_on()
         elif event.key == "u" and self.resume_block:
             event.stop()
             self.notify(
@@ -435,6 +430,49 @@ class RunScreen(Screen):
                 severity="warning",
                 timeout=8,
             )
+
+    def ask_to_train_on(self) -> None:
+        """A finished run reached its max_steps: ask for more, then resume it to there."""
+        from cockpit.runs.prelaunch import resume_problem
+        from cockpit.tui.screens.confirm import PromptScreen
+
+        try:
+            reached = rundir.load_run_preset(self.run_dir).train.max_steps
+        except rundir.RunError as exc:
+            self.notify(f"cannot resume: {exc}", severity="error", timeout=8)
+            return
+
+        def answered(text: str | None) -> None:
+            if not text:
+                return
+            try:
+                steps = int(text.replace(",", "").replace("_", ""))
+            except ValueError:
+                self.notify(f"not a whole number of steps: {text!r}", severity="warning")
+                return
+            if steps <= reached:
+                self.notify(f"more than {reached:,} steps, to train on", severity="warning")
+                return
+            problem = resume_problem(self.run_dir)  # before anything is written
+            if problem:
+                self.notify(f"cannot resume: {problem}", severity="warning", timeout=8)
+                return
+            try:
+                runs.raise_max_steps(self.run_dir, steps)
+            except (PresetError, rundir.RunError) as exc:
+                self.notify(f"cannot resume: {exc}", severity="error", timeout=8)
+                return
+            self.history.max_steps = steps
+            self.action_resume()
+
+        self.app.push_screen(
+            PromptScreen(
+                f"{self.run_dir.name} finished its {reached:,} steps.\n"
+                "Train on from its last checkpoint to how many steps?",
+                str(reached * 2),
+            ),
+            answered,
+        )
 
     def action_restart(self) -> None:
         """Launch the run's own preset again as a new run from step 0 (after the launch question)."""
@@ -454,8 +492,6 @@ class RunScreen(Screen):
 
     def action_resume(self) -> None:
         """Continue a stopped or crashed run from its last checkpoint, detached like a launch."""
-        from cockpit import runs
-
         self._check_resumable()
         if self.resume_block:  # the checkpoint went since the footer was drawn
             self.refresh_bindings()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 from textual import on
@@ -78,7 +77,6 @@ class RunsScreen(Screen):
         self.summaries = message.summaries
         table.clear()
         now = services_of(self).clock()
-        names = Counter(s.run_id for s in self.summaries)
         for s in self.summaries:
             step = f"{s.step}/{s.max_steps}" if s.max_steps else str(s.step)
             age = human_duration(max(0.0, now - (s.updated or s.created)))
@@ -88,7 +86,7 @@ class RunsScreen(Screen):
                 step,
                 fmt_float(s.best_val_loss),
                 age,
-                ("* " if s.run_dir in self.marked else "") + self.run_label(s, names),
+                ("* " if s.run_dir in self.marked else "") + self.run_label(s, self.summaries),
                 key=str(s.run_dir),
             )
         if self.summaries:
@@ -106,10 +104,14 @@ class RunsScreen(Screen):
         self.query_one("#runs-where", Static).update(count)
 
     @staticmethod
-    def run_label(run: runs.RunSummary, names: Counter[str]) -> str:
-        """The run id, with its folder when another folder holds a run of the same id."""
-        if names[run.run_id] < 2:
+    def run_label(run: runs.RunSummary, listed: list[runs.RunSummary]) -> str:
+        """The run id, and where it is when another listed run has the same id: its folder's
+        name where that differs (a copy), else the folder that holds it."""
+        same = [s for s in listed if s.run_id == run.run_id]
+        if len(same) < 2:
             return run.run_id
+        if sum(s.run_dir.name == run.run_dir.name for s in same) == 1:
+            return f"{run.run_id} (folder {run.run_dir.name})"
         return f"{run.run_id} (in {short_path(run.run_dir.parent)})"
 
     def action_edge(self, last: int) -> None:
@@ -143,8 +145,8 @@ class RunsScreen(Screen):
         row_key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
         column_key = list(table.columns)[-1]
         mark = "* " if run.run_dir in self.marked else ""
-        names = Counter(s.run_id for s in self.summaries)
-        table.update_cell(row_key, column_key, f"{mark}{self.run_label(run, names)}")
+        label = self.run_label(run, self.summaries)
+        table.update_cell(row_key, column_key, f"{mark}{label}")
         table.move_cursor(row=min(table.cursor_row + 1, len(self.summaries) - 1))
 
     def action_compare(self) -> None:

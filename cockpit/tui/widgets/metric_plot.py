@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
 from cockpit.runs.history import Series, envelope
@@ -56,20 +55,6 @@ class MetricPlot(PlotextPlot):
         super().__init__(id=id)
         self.title = title
         self.log_y = log_y
-        self.version = 0  # bumped by show(): the drawing below is of this data
-        self._drawn: tuple[tuple[int, int, int, str], RenderResult] | None = None
-
-    def render(self) -> RenderResult:
-        """The plot as last built, while its data, size and theme are unchanged.
-
-        plotext builds the whole figure in Python (tens of ms); a repaint that is not a new
-        drawing (a dialog opening or closing over the run screen) reuses the last one, so a
-        key is not kept waiting behind three plot builds.
-        """
-        key = (self.version, self.size.width, self.size.height, self.app.theme)
-        if self._drawn is None or self._drawn[0] != key:
-            self._drawn = (key, super().render())
-        return self._drawn[1]
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -97,7 +82,6 @@ class MetricPlot(PlotextPlot):
         plot can name the same colour when the plot is too small for its legend.
         """
         plt = self.plt
-        self.version += 1
         plt.clear_data()
         plt.clear_figure()
         plt.theme("pro")
