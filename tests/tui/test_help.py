@@ -49,9 +49,19 @@ async def test_the_command_palette_offers_this_screens_actions():
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         titles = [c.title for c in app.get_system_commands(app.screen)]
-        for title in ("Edit", "Launch", "Copy", "What-if GPU", "Runs", "Help", "Quit"):
+        for title in (
+            "Edit",
+            "Launch",
+            "Copy",
+            "Next GPU",
+            "Queue it",
+            "Queue",
+            "Runs",
+            "Help",
+            "Quit",
+        ):
             assert title in titles
-        command = next(c for c in app.get_system_commands(app.screen) if c.title == "What-if GPU")
+        command = next(c for c in app.get_system_commands(app.screen) if c.title == "Next GPU")
         command.callback()
         await pilot.pause()
         assert app.screen.gpu_choice == 0  # it ran the screen's own action
@@ -62,7 +72,7 @@ async def test_footers_show_enter_and_G_and_the_editor_keeps_esc_at_80_columns()
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         keys = footer_keys(app)
-        assert "Edit" in keys and "Back a GPU" in keys
+        assert "Edit" in keys and "Prev GPU" in keys and "Queue" in keys
         select_preset(app.screen, "tiny_char")
         await pilot.press("enter")
         await pilot.pause()

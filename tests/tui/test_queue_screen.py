@@ -108,10 +108,7 @@ async def test_the_editor_queues_its_edits_as_overrides():
         await wait_for(pilot, lambda: pilot.app.screen.query_one(DataTable).row_count > 0)
         await pilot.press("enter")
         await pilot.pause()
-        editor = pilot.app.screen
-        from cockpit.tui.screens.editor import input_id
-
-        box = editor.query_one(f"#{input_id('train.max_steps')}", Input)
+        box = pilot.app.screen.select_field("train.max_steps")
         box.value = "123"
         await pilot.pause(0.3)
         await pilot.press("ctrl+t")

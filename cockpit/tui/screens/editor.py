@@ -92,7 +92,7 @@ class EditorScreen(Screen):
         Binding("escape", "back", "Back"),  # first: an 80-column footer keeps it
         Binding("ctrl+s", "save", "Save", priority=True),
         Binding("ctrl+l", "launch", "Launch", priority=True),
-        Binding("ctrl+t", "queue_add", "Queue it", priority=True),
+        Binding("ctrl+t", "queue_add", "Queue it", priority=True, show=False),  # help, palette
         Binding("ctrl+o", "apply_suggestion", "Batch tip", priority=True),
         Binding("ctrl+g", "next_gpu", "What-if GPU", priority=True),
         Binding("ctrl+r", "revert", "Revert", priority=True),

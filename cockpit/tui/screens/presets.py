@@ -22,10 +22,10 @@ class PresetsScreen(Screen):
     BINDINGS = [
         Binding("enter", "edit", "Edit", priority=True),
         Binding("l", "launch", "Launch"),
-        Binding("d", "duplicate", "Copy"),  # short: the 80-column footer reaches f1 Help
-        Binding("g", "next_gpu", "What-if GPU"),
-        Binding("G", "previous_gpu", "Back a GPU", show=False),
-        Binding("a", "queue_add", "Queue it"),
+        Binding("d", "duplicate", "Copy", show=False),  # in help: the 80-column footer reaches f1
+        Binding("g", "next_gpu", "Next GPU"),  # what-if GPUs from the catalog
+        Binding("G", "previous_gpu", "Prev GPU"),
+        Binding("a", "queue_add", "Queue it", show=False),  # in help and the queue screen's hint
         Binding("Q", "queue", "Queue"),
         Binding("r", "runs", "Runs"),
         Binding("q", "app.quit", "Quit"),
