@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from cockpit.train.threads import wait_politely
+from cockpit.train.threads import THREADS_ENV, wait_politely
+
+# One torch thread for the tests that train, in this process and in every child they start
+# (children inherit both variables; tests/test_threads.py clears them to check the child's own
+# choice): $GPT_COCKPIT_CPU_THREADS for the training child's policy (also when its main() runs
+# here), OMP_NUM_THREADS for torch used directly by a test, read when torch loads. The models are
+# tiny, so a second thread only adds synchronisation, and the README's command runs two xdist
+# workers on two cores: at torch's count (a thread a core) each worker's threads fight the
+# other's. On the training files (train_loop, resume, faults, muon, signals) in one process on
+# the loaded 2-core machine: 61 s of CPU at torch's count, 35 s at one thread.
+os.environ.setdefault(THREADS_ENV, "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # The training child's OpenMP wait policy (cockpit/train/threads.py) for this process too, set
 # before any test module imports torch: the tests that train here would otherwise run torch's

@@ -16,12 +16,14 @@ from cockpit.train.__main__ import STOPPING
 pytestmark = pytest.mark.slow
 
 
-# The slow children this module signals: step time in ms, then preset overrides.
+# The slow children this module signals: step time in ms, then preset overrides. They all train
+# from the start until their own test signals them, so each step sleeps long enough (100 ms) that
+# the waiting children do not train hundreds of steps (CPU) while the tests before theirs run.
 SLOW_CHILDREN = {
-    "SIGTERM": (20, ()),
-    "SIGINT": (20, ()),
-    "SIGHUP": (20, ()),
-    "stop_run": (20, ()),
+    "SIGTERM": (100, ()),
+    "SIGINT": (100, ()),
+    "SIGHUP": (100, ()),
+    "stop_run": (100, ()),
     # Long steps: the first SIGINT asks for a stop, the second arrives while that step still runs.
     "second_sigint": (1500, ("train.eval_interval=3",)),
 }
