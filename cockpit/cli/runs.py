@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -167,6 +168,22 @@ def _status_or_rebuilt(run_dir: Path) -> str:
         return rundir.run_status(run_dir)
 
 
+HOLDER_WAIT_S = 5.0  # a run another command is starting: how long to wait for its trainer's lock
+
+
+def _trainer_of(run_dir: Path) -> int | None:
+    """The pid that trains `run_dir`; a run still starting (another resume launched it a moment
+    ago) is given a few seconds for its trainer to take the lock, so the refusal can name it."""
+    deadline = time.monotonic() + HOLDER_WAIT_S
+    while True:
+        holder = rundir.lock_holder(run_dir)
+        if holder or time.monotonic() > deadline:
+            return holder
+        if rundir.run_status(run_dir) not in rundir.LIVE_STATUSES:
+            return None  # it ended (or its launch failed) meanwhile
+        time.sleep(0.1)
+
+
 def cmd_resume(args: argparse.Namespace) -> int:
     """Continue a stopped or crashed run from its last checkpoint."""
     run_dir = _find(args)
@@ -178,7 +195,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         error(str(exc))
         return EXIT_USAGE
     if status in rundir.LIVE_STATUSES:
-        holder = rundir.lock_holder(run_dir)  # a trainer holds it: say whose, as the child would
+        holder = _trainer_of(run_dir)  # a trainer holds it: say whose, as the child would
         error(
             rundir.busy_message(run_dir, holder)
             if holder
