@@ -203,10 +203,13 @@ class QueueScreen(Screen):
             f"[dim]{clock(line['at'], view.now)}[/] {escape(line['message'])}"
             for line in view.log[-6:]
         ]
-        empty = (
-            f"the queue ({escape(str(view.path))}) is empty: a on the presets screen "
-            "(ctrl+t in the editor) adds a run"
-        )
+        if view.rows:
+            empty = "no notices yet: p starts the scheduler" if not view.record else ""
+        else:
+            empty = (
+                f"the queue ({escape(str(view.path))}) is empty: a on the presets screen "
+                "(ctrl+t in the editor) adds a run"
+            )
         self.query_one("#queue-log", Static).update("\n".join(log) or empty)
 
     @on(DataTable.RowHighlighted)
