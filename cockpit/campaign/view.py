@@ -20,6 +20,7 @@ from cockpit.campaign.lock import holder_pid
 from cockpit.campaign.money import LimitError, Limits, fmt_dollars, resolve_price
 from cockpit.campaign.progress import read_progress
 from cockpit.campaign.store import ENDED_STATES, LIVE_STATES, Entry, Queue
+from cockpit.common.format import human_bytes
 
 
 def scheduler_record(queue: Queue) -> dict[str, Any] | None:
@@ -117,6 +118,24 @@ def clock(epoch: float | None, now: float) -> str:
         return "-"
     text = time.strftime("%H:%M", time.localtime(epoch))
     return text if epoch - now < 20 * 3600 else time.strftime("%a %H:%M", time.localtime(epoch))
+
+
+def row_texts(r: dict[str, Any], now: float) -> tuple[str, ...]:
+    """One entry as plain text: id, state, name, device, memory, step, ETA, cost, run or why
+    (the CLI's table and the app's queue screen show the same words)."""
+    step = f"{r['step']}/{r['max_steps']}" if r["step"] is not None and r["max_steps"] else "-"
+    memory = human_bytes(r["planned_bytes"]) if r["planned_bytes"] else "-"
+    device = r["device"] or r["device_request"]
+    if r["threads"] and device == "cpu":
+        device = f"cpu x{r['threads']}"
+    cost = fmt_dollars(r["spent"]) if r["spent"] is not None else f"{r['gpu_hours']:.2f} GPU-h"
+    if r["to_finish"] is not None and r["state"] not in ENDED_STATES:
+        cost += f" +{fmt_dollars(r['to_finish'])}"
+    where = Path(r["run_dir"]).name if r["run_dir"] else ""
+    why = r["reason"] if r["reason"] and r["state"] != "done" else ""
+    last = " - ".join(x for x in (where, r.get("job"), why) if x) or "-"  # job: Slurm's id, state
+    eta = clock(r["eta"], now) if r["state"] not in ENDED_STATES else "-"
+    return (str(r["id"]), state_text(r), r["name"], device, memory, step, eta, cost, last)
 
 
 @dataclass

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any, Literal
 
 from cockpit.campaign.forecast import Forecast
 from cockpit.campaign.money import Limits, fmt_dollars
 from cockpit.campaign.store import ENDED_STATES, Entry
-from cockpit.campaign.view import clock, state_text
+from cockpit.campaign.view import clock, row_texts
 from cockpit.common.format import human_bytes, human_duration
 
 LIST_COLUMNS = ("id", "state", "name", "device", "memory", "step", "eta", "cost", "run / why")
@@ -23,23 +22,6 @@ GIVE_WAY = (
 WHY_MIN = 24  # the last column wraps, but keeps at least this many characters
 
 
-def _cells(r: dict[str, Any], now: float) -> tuple[str, ...]:
-    """One row of the list as text, in LIST_COLUMNS order."""
-    step = f"{r['step']}/{r['max_steps']}" if r["step"] is not None and r["max_steps"] else "-"
-    memory = human_bytes(r["planned_bytes"]) if r["planned_bytes"] else "-"
-    device = r["device"] or r["device_request"]
-    if r["threads"] and device == "cpu":
-        device = f"cpu x{r['threads']}"
-    cost = fmt_dollars(r["spent"]) if r["spent"] is not None else f"{r['gpu_hours']:.2f} GPU-h"
-    if r["to_finish"] is not None and r["state"] not in ENDED_STATES:
-        cost += f" +{fmt_dollars(r['to_finish'])}"
-    where = Path(r["run_dir"]).name if r["run_dir"] else ""
-    why = r["reason"] if r["reason"] and r["state"] != "done" else ""
-    last = " - ".join(x for x in (where, r.get("job"), why) if x) or "-"  # job: Slurm's id, state
-    eta = clock(r["eta"], now) if r["state"] not in ENDED_STATES else "-"
-    return (str(r["id"]), state_text(r), r["name"], device, memory, step, eta, cost, last)
-
-
 def print_table(rows: list[dict[str, Any]], now: float) -> None:
     """id, state, name and the last column stay; the others give way in a narrow terminal."""
     from rich.console import Console
@@ -49,7 +31,7 @@ def print_table(rows: list[dict[str, Any]], now: float) -> None:
     console = Console(soft_wrap=True, highlight=False)
     if not console.is_terminal:
         console = Console(width=1000, highlight=False)  # a pipe gets every column whole
-    cells = [_cells(r, now) for r in rows]
+    cells = [row_texts(r, now) for r in rows]
     widths = [max(len(name), *(len(c[i]) for c in cells)) for i, name in enumerate(LIST_COLUMNS)]
     shown = list(range(len(LIST_COLUMNS)))
     for name in GIVE_WAY:

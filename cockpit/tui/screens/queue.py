@@ -19,9 +19,8 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from cockpit.campaign.money import fmt_dollars
 from cockpit.campaign.store import ENDED_STATES, LIVE_STATES, Queue, QueueError
-from cockpit.campaign.view import QueueView, clock, state_text
+from cockpit.campaign.view import QueueView, clock, row_texts
 from cockpit.common.format import human_bytes
 
 REFRESH_S = 1.0
@@ -80,33 +79,10 @@ def gpu_lines(view: QueueView) -> list[str]:
 
 
 def row_cells(row: dict[str, Any], now: float) -> tuple[str | Text, ...]:
-    """The table's cells for one entry row."""
-    step = (
-        f"{row['step']}/{row['max_steps']}" if row["step"] is not None and row["max_steps"] else "-"
-    )
-    memory = human_bytes(row["planned_bytes"]) if row["planned_bytes"] else "-"
-    device = row["device"] or row["device_request"]
-    if row["threads"] and device == "cpu":
-        device = f"cpu x{row['threads']}"
-    cost = fmt_dollars(row["spent"]) if row["spent"] is not None else f"{row['gpu_hours']:.2f}h"
-    if row["to_finish"] is not None and row["state"] not in ENDED_STATES:
-        cost += f" +{fmt_dollars(row['to_finish'])}"
-    eta = clock(row["eta"], now) if row["state"] not in ENDED_STATES else "-"
-    where = Path(row["run_dir"]).name if row["run_dir"] else ""
-    why = row["reason"] if row["reason"] and row["state"] != "done" else ""
-    last = " - ".join(x for x in (where, why) if x) or "-"
+    """The table's cells for one entry row: the list's words, the state in its colour."""
+    texts = row_texts(row, now)
     style = STATE_STYLES.get(row["state"], "white")
-    return (
-        str(row["id"]),
-        Text(state_text(row), style=style),
-        escape(row["name"]),
-        escape(device),
-        memory,
-        step,
-        eta,
-        cost,
-        escape(last),
-    )
+    return (texts[0], Text(texts[1], style=style), *(escape(t) for t in texts[2:]))
 
 
 def detail_text(row: dict[str, Any]) -> str:
