@@ -67,7 +67,8 @@ def run_status(run_dir: str | os.PathLike[str], *, update: bool = False) -> str:
         return info.status
     if update:
         return _record_gone(Path(run_dir), info).status
-    return _gone_status(Path(run_dir))
+    status = _gone_status(Path(run_dir))
+    return "killed" if status == "crashed" and info.end_message == KILLED_HOW else status
 
 
 def _gone_status(run_dir: Path) -> str:
@@ -110,12 +111,17 @@ def record_killed(run_dir: str | os.PathLike[str], how: str) -> str:
 def _record_gone(run_dir: Path, seen: RunInfo) -> RunInfo:
     """Write the final status of a run whose process is gone, unless a new launch came first."""
     changes = _gone_changes(run_dir)
+    if changes["status"] == "crashed" and seen.end_message == KILLED_HOW:
+        changes = {"status": "killed", "end_reason": "killed", "ended": time.time()}
 
     def unless_relaunched(current: RunInfo) -> dict[str, object]:
         same = current.status in LIVE_STATUSES and current.pid == seen.pid
         return changes if same else {}
 
     return update_run_info(run_dir, unless_relaunched)
+
+
+KILLED_HOW = "killed at once (SIGKILL)"  # run.json's end_message for a kill asked for
 
 
 def stop_run(run_dir: str | os.PathLike[str], *, kill: bool = False) -> bool:
@@ -133,10 +139,15 @@ def stop_run(run_dir: str | os.PathLike[str], *, kill: bool = False) -> bool:
         pid = info.pid
     else:
         return False
+    if kill:  # said before the signal: a reader that finds the process gone reads it as killed
+        update_run_info(
+            run_dir,
+            lambda current: {"end_message": KILLED_HOW} if current.status in LIVE_STATUSES else {},
+        )
     try:
         os.kill(int(pid), signal.SIGKILL if kill else signal.SIGTERM)
     except ProcessLookupError:
         return False
     if kill:
-        record_killed(run_dir, "killed at once (SIGKILL)")
+        record_killed(run_dir, KILLED_HOW)
     return True

@@ -207,4 +207,5 @@ def announce_start(
             step=start.step,
             started=time.time(),
             end_reason=None,
+            end_message=None,  # a kill asked for before this launch (rundir.KILLED_HOW) is over
         )
