@@ -14,17 +14,21 @@ from pathlib import Path
 from cockpit.campaign import planning
 from cockpit.campaign.backend import Placement
 from cockpit.campaign.packing import Ledger, Machine, Need, Slot, busy_gpu_hours, simulate
-from cockpit.campaign.progress import read_progress
+from cockpit.campaign.progress import RunProgress, read_progress
 from cockpit.campaign.store import LIVE_STATES, Entry
 from cockpit.plan.gpu import GpuSpec
 
 
-def remaining_seconds(entry: Entry, now: float) -> float | None:
-    """Seconds a live or queued entry still needs: its measured pace where it ran, else its plan."""
-    if entry.run_dir and Path(entry.run_dir).is_dir():
-        left = read_progress(entry.run_dir).left_s
-        if left is not None:
-            return left
+def remaining_seconds(
+    entry: Entry, now: float, progress: RunProgress | None = None
+) -> float | None:
+    """Seconds a live or queued entry still needs: its measured pace where it ran, else its plan.
+
+    `progress` is the run's, when the caller has read it already (else it is read here)."""
+    if progress is None and entry.run_dir and Path(entry.run_dir).is_dir():
+        progress = read_progress(entry.run_dir)
+    if progress is not None and progress.left_s is not None:
+        return progress.left_s
     if entry.planned_seconds is None:
         return None
     if entry.attempt_started:

@@ -15,7 +15,7 @@ from typing import Any
 from cockpit.campaign import planning
 from cockpit.campaign.backend import Placement
 from cockpit.campaign.forecast import Forecast, forecast, remaining_seconds
-from cockpit.campaign.locations import queue_config_path, scheduler_lock_path
+from cockpit.campaign.locations import scheduler_lock_path
 from cockpit.campaign.lock import holder_pid
 from cockpit.campaign.money import LimitError, Limits, fmt_dollars, resolve_price
 from cockpit.campaign.progress import read_progress
@@ -60,7 +60,7 @@ def entry_row(e: Entry, fc: Forecast | None, limits: Limits, now: float) -> dict
     progress = read_progress(e.run_dir) if e.run_dir and Path(e.run_dir).is_dir() else None
     slot = fc.slots.get(e.id) if fc else None
     need = fc.needs.get(e.id) if fc else None
-    left = remaining_seconds(e, now) if e.state in LIVE_STATES else None
+    left = remaining_seconds(e, now, progress) if e.state in LIVE_STATES else None
     eta = None
     if e.state in LIVE_STATES and left is not None:
         eta = now + left
@@ -251,8 +251,3 @@ def _local_gpus() -> list[tuple[int, str, int]]:
     from cockpit.plan.gpu import query_gpus
 
     return [(g.index, g.name, g.memory_total) for g in query_gpus()]
-
-
-def config_path() -> Path:
-    """Where the price and the notifications are configured (queue.json)."""
-    return queue_config_path()
