@@ -122,7 +122,8 @@ def _apprise_for(urls: Iterable[str]) -> Any:
     # Apprise logs a URL it cannot parse, secrets and all, through Python's last-resort
     # handler; the one line we say instead names the URL without them.
     quiet = logging.getLogger("apprise")
-    quiet.addHandler(logging.NullHandler())
+    if not any(isinstance(h, logging.NullHandler) for h in quiet.handlers):
+        quiet.addHandler(logging.NullHandler())  # once: this runs for every message sent
     quiet.propagate = False
     sender = apprise.Apprise()
     for url in urls:
