@@ -3,12 +3,9 @@ fit, a truncated file's reason in whole sentences."""
 
 from __future__ import annotations
 
-import errno
-import io
-import os
-
 import pytest
 import torch
+from test_disk_full import full_disk_after
 from tiny_runs import copy_run, events_of, train_in_process
 
 from cockpit import rundir
@@ -54,43 +51,12 @@ def test_when_no_checkpoint_fits_the_error_says_why(tmp_path, stopped_run):
     assert events_of(run_dir, "end")[-1]["reason"] == "error"
 
 
-def no_room(limit: int):
-    """os.fdopen whose binary files raise ENOSPC once `limit` bytes were written."""
-    real = os.fdopen
-
-    class Full(io.RawIOBase):
-        def __init__(self, handle) -> None:
-            self.handle, self.written = handle, 0
-
-        def write(self, data) -> int:
-            if self.written + len(data) > limit:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            self.written += len(data)
-            return self.handle.write(data)
-
-        def writable(self) -> bool:
-            return True
-
-        def fileno(self) -> int:
-            return self.handle.fileno()
-
-        def close(self) -> None:
-            super().close()
-            self.handle.close()
-
-    def fdopen(fd, mode="r", *args, **kwargs):
-        handle = real(fd, mode, *args, **kwargs)
-        return Full(handle) if "b" in mode else handle
-
-    return fdopen
-
-
 def state(step: int) -> dict:
     return {"format": 1, "step": step, "model": {"w": torch.randn(64, 64)}, "optimizer": {}}
 
 
 def test_a_full_disk_before_any_checkpoint_fit_says_there_is_none(tmp_path, monkeypatch):
-    monkeypatch.setattr(fsutil.os, "fdopen", no_room(1024))
+    monkeypatch.setattr(fsutil.os, "fdopen", full_disk_after(1024))
     with pytest.raises(ckpt.CheckpointError) as caught:
         ckpt.save_last(tmp_path, state(1) | {"preset": {}})
     text = str(caught.value)
@@ -102,7 +68,7 @@ def test_a_full_disk_before_any_checkpoint_fit_says_there_is_none(tmp_path, monk
 
 def test_a_full_disk_after_a_checkpoint_says_which_is_kept(tmp_path, monkeypatch):
     ckpt.save_last(tmp_path, state(1) | {"preset": {}})
-    monkeypatch.setattr(fsutil.os, "fdopen", no_room(1024))
+    monkeypatch.setattr(fsutil.os, "fdopen", full_disk_after(1024))
     with pytest.raises(ckpt.CheckpointError, match=r"the previous checkpoint is kept \(last\.pt\)"):
         ckpt.save_last(tmp_path, state(2) | {"preset": {}})
     with pytest.raises(ckpt.CheckpointError, match=r"the previous checkpoint is kept \(last\.pt\)"):
