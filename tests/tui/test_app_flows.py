@@ -489,7 +489,9 @@ async def test_resume_a_stopped_run_from_the_run_screen(monkeypatch, tmp_path):
         stopped_at = screen.history.step
         await pilot.press("u")
         await wait_for(pilot, lambda: screen.status == "finished", timeout=20)
-        await wait_for(pilot, lambda: screen.history.step == 400)
+        # run.json says finished a moment before the tail reads the end record: wait for both
+        await wait_for(pilot, lambda: screen.history.end is not None)
+        assert screen.history.step == 400
         assert stopped_at < 400 and screen.history.end.reason == "finished"
 
 

@@ -101,7 +101,9 @@ async def test_the_estimate_shows_first_and_the_traced_figure_replaces_it_and_is
 
 async def test_typing_waits_for_the_form_to_settle_and_a_new_shape_cancels_a_running_trace():
     runner = Recorder(hold=True)
-    app = app_for_tests(gpu_query=t4, trace_runner=runner, trace_debounce_s=0.3)
+    # The debounce is long against the typing below (four changes with no wait between them),
+    # so a loaded machine that stalls the loop for a second still sees one settled form.
+    app = app_for_tests(gpu_query=t4, trace_runner=runner, trace_debounce_s=1.5)
     async with app.run_test(size=(120, 40)) as pilot:
         editor = await open_editor(pilot, "shakespeare_char")
         assert "tracing the real step" in panel(editor)
@@ -109,7 +111,7 @@ async def test_typing_waits_for_the_form_to_settle_and_a_new_shape_cancels_a_run
         box = editor.select_field("model.n_layer")
         for text in ("1", "10", "1", "3"):  # typed faster than the debounce: one trace, of 3 layers
             box.value = text
-            await pilot.pause(0.05)
+            await pilot.pause()
         opened = load_preset("shakespeare_char").model.n_layer
         await wait_for(pilot, lambda: runner.cancelled == [opened])  # the stale trace was stopped
         runner.release.set()
