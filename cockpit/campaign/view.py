@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cockpit.campaign import planning
+from cockpit.campaign import planning, slurm
 from cockpit.campaign.backend import Placement
 from cockpit.campaign.forecast import Forecast, forecast, remaining_seconds
 from cockpit.campaign.locations import scheduler_lock_path
@@ -20,7 +20,7 @@ from cockpit.campaign.lock import holder_pid
 from cockpit.campaign.money import LimitError, Limits, fmt_dollars, resolve_price
 from cockpit.campaign.progress import read_progress
 from cockpit.campaign.store import ENDED_STATES, LIVE_STATES, Entry, Queue
-from cockpit.common.format import human_bytes
+from cockpit.common.format import counted, human_bytes
 
 
 def scheduler_record(queue: Queue) -> dict[str, Any] | None:
@@ -100,6 +100,42 @@ def entry_row(e: Entry, fc: Forecast | None, limits: Limits, now: float) -> dict
         "reason": e.reason or (slot.reason if slot else ""),
         "request": e.request,
     }
+
+
+def cluster_device(device: str) -> str:
+    """A Slurm entry's device as the list shows it: `2 GPUs` (Slurm picks which) or `cpu`."""
+    gpus = Placement.parse(device).gpus
+    return counted(len(gpus), "GPU") if gpus else device
+
+
+def job_states(entries: list[Entry]) -> dict[int, str]:
+    """`job 12 PENDING (Resources)` for each live Slurm entry, from one squeue call; `job 12`
+    alone when Slurm cannot be asked from here."""
+    jobs = {
+        e.id: e.backend_job
+        for e in entries
+        if e.backend == "slurm" and e.backend_job and e.state in LIVE_STATES
+    }
+    if not jobs:
+        return {}
+    try:
+        found = slurm.read_jobs([j for j in jobs.values() if j])
+    except slurm.SlurmError:
+        found = {}
+    out = {}
+    for entry_id, job_id in jobs.items():
+        state = found.get(str(job_id))
+        out[entry_id] = f"job {job_id} {state.describe()}" if state else f"job {job_id}"
+    return out
+
+
+def add_jobs(entries: list[Entry], rows: list[dict[str, Any]]) -> None:
+    """Each row's backend and, for a live Slurm entry, its job id and state (one squeue call)."""
+    jobs = job_states(entries)
+    for e, row in zip(entries, rows, strict=True):
+        row["backend"], row["backend_job"], row["job"] = e.backend, e.backend_job, jobs.get(e.id)
+        if e.backend == "slurm" and row["device"]:  # which GPUs is the cluster's choice
+            row["device"] = cluster_device(row["device"])
 
 
 def state_text(row: dict[str, Any]) -> str:
@@ -214,14 +250,15 @@ def build_view(
     limits = limits_of(record)
     fc = None
     problem = ""
-    per_gpu, _ = ours(entries)
+    per_gpu, ram = ours(entries)
     if any(e.state in ("queued", *LIVE_STATES) for e in entries):
         try:
-            machine, specs = planning.local_machine(per_gpu, 0)
+            machine, specs = planning.local_machine(per_gpu, ram)
             fc = forecast(entries, machine, specs, now=now)
         except Exception as exc:  # noqa: BLE001 - the list must show even when no plan can be made
             problem = f"no forecast: {exc}"
     rows = [entry_row(e, fc, limits, now) for e in entries]
+    add_jobs(entries, rows)
     if gpus is None:
         gpus = _local_gpus()
     shares = [GpuShare(index, name, total) for index, name, total in gpus]

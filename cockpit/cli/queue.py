@@ -34,8 +34,6 @@ from cockpit.campaign.store import LIVE_STATES, Queue, QueueError
 from cockpit.cli import queue_show as show
 from cockpit.cli.queue_slurm import (
     backend_for,
-    cluster_device,
-    job_states,
     on_slurm,
     print_job_scripts,
 )
@@ -124,23 +122,10 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     with Queue() as queue:
-        entries = queue.entries()
-        record = view.scheduler_record(queue)
-    now = time.time()
-    limits = view.limits_of(record)
-    fc = None
-    if any(e.state in ("queued", *LIVE_STATES) for e in entries):
-        try:
-            machine, specs = planning.local_machine(*view.ours(entries))
-            fc = forecast(entries, machine, specs, now=now)
-        except Exception as exc:  # the list must show even when a plan cannot be made
-            info(f"no forecast: {exc}")
-    rows = [view.entry_row(e, fc, limits, now) for e in entries]
-    jobs = job_states(entries)  # a Slurm entry's job id and state, from one squeue call
-    for e, row in zip(entries, rows, strict=True):
-        row["backend"], row["backend_job"], row["job"] = e.backend, e.backend_job, jobs.get(e.id)
-        if e.backend == "slurm" and row["device"]:  # which GPUs is the cluster's choice
-            row["device"] = cluster_device(row["device"])
+        shown = view.build_view(queue, gpus=[])  # the list needs no GPU bars: NVML is not asked
+    if shown.forecast_problem:
+        info(shown.forecast_problem)
+    rows, record, limits = shown.rows, shown.record, shown.limits
     if getattr(args, "json", False):
         for row in rows:
             print(json.dumps(row))
@@ -148,7 +133,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if not rows:
         info(f"the queue is empty ({queue_db_path()}); `gpt-cockpit queue add PRESET` adds a run")
         return EXIT_OK
-    show.print_table(rows, now)
+    show.print_table(rows, shown.now)
     show.print_totals(rows, record, limits)
     return EXIT_OK
 

@@ -2,7 +2,7 @@
 
 `queue run --on slurm` runs the same scheduler with the Slurm backend (each entry one sbatch
 job; cockpit.campaign.slurm_backend); `queue plan --on slurm` prints the job script each queued
-entry would be submitted with; the list shows each Slurm entry's job id and state.
+entry would be submitted with; the list shows each Slurm entry's job id and state (cockpit.campaign.view).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from cockpit.campaign import planning, slurm
 from cockpit.campaign.backend import Backend
 from cockpit.campaign.packing import Machine, Refusal
-from cockpit.campaign.store import LIVE_STATES, Entry, QueueError
+from cockpit.campaign.store import Entry, QueueError
 from cockpit.common.diagnostics import EXIT_OK, info
 from cockpit.plan.gpu import GpuSpec
 from cockpit.plan.presets import PresetError
@@ -69,36 +69,6 @@ def backend_for(args: argparse.Namespace) -> tuple[Backend, MachineFn | None, li
     if getattr(args, "gpu", None):
         argv += ["--gpu", args.gpu]
     return SlurmBackend(opts), cluster_machine(cluster_spec(args)), argv
-
-
-def cluster_device(device: str) -> str:
-    """A Slurm entry's device as the list shows it: `2 GPUs` (Slurm picks which) or `cpu`."""
-    from cockpit.campaign.backend import Placement
-    from cockpit.common.format import counted
-
-    gpus = Placement.parse(device).gpus
-    return counted(len(gpus), "GPU") if gpus else device
-
-
-def job_states(entries: list[Entry]) -> dict[int, str]:
-    """`job 12 PENDING (Resources)` for each live Slurm entry, from one squeue call; `job 12`
-    alone when Slurm cannot be asked from here."""
-    jobs = {
-        e.id: e.backend_job
-        for e in entries
-        if e.backend == "slurm" and e.backend_job and e.state in LIVE_STATES
-    }
-    if not jobs:
-        return {}
-    try:
-        found = slurm.read_jobs([j for j in jobs.values() if j])
-    except slurm.SlurmError:
-        found = {}
-    out = {}
-    for entry_id, job_id in jobs.items():
-        state = found.get(str(job_id))
-        out[entry_id] = f"job {job_id} {state.describe()}" if state else f"job {job_id}"
-    return out
 
 
 def print_job_scripts(entries: list[Entry], args: argparse.Namespace) -> int:
