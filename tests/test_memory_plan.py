@@ -152,6 +152,43 @@ def test_a_cpu_plan_over_the_available_ram_is_refused_with_figures_and_the_batch
     assert huge.split(" needs ")[1].split()[1] in ("TiB", "PiB", "EiB")
 
 
+@pytest.mark.parametrize("available_gib", [1, 3, 8])
+def test_the_batch_estimate_suggests_is_the_one_launch_suggests_and_is_never_refused(
+    monkeypatch, capsys, available_gib
+):
+    """`estimate --device cpu` and the launch refusal suggest one micro-batch, from one budget
+    (cockpit.plan.host.cpu_batch_suggestion), and a launch at it is not refused."""
+    from cockpit.__main__ import main
+
+    available = available_gib * GIB
+    monkeypatch.setattr(host, "available_ram", lambda: (available, 16 * GIB))
+    host.save_cpu_speed(host.CpuSpeed(2e9, "calibration", 0.0, "m", host.torch_version()))
+    big = ["train.batch_size=100000"]
+    assert main(["estimate", "tiny_char", "--device", "cpu", "--json", *_sets(big)]) == 0
+    suggested = json.loads(capsys.readouterr().out)["suggestion"]
+    micro, accum = suggested["micro_batch"], suggested["grad_accum"]
+    refusal = prelaunch.plan_problem(tiny(*big), "cpu")
+    assert f"--set train.batch_size={micro} --set train.grad_accum={accum} " in refusal
+    assert (
+        prelaunch.plan_problem(
+            tiny(f"train.batch_size={micro}", f"train.grad_accum={accum}"), "cpu"
+        )
+        is None
+    )
+    # the budget is the available RAM less the launch check's margin, and no smaller
+    plan = host.host_memory(tiny(), "cpu", batch_size=micro).total_bytes
+    over = host.host_memory(tiny(), "cpu", batch_size=micro + 1).total_bytes
+    assert plan <= available * (1 - host.HOST_MARGIN) < over
+    assert main(["estimate", "tiny_char", "--device", "cpu", *_sets(big)]) == 0
+    out = capsys.readouterr().out
+    assert f"--set train.batch_size={micro} --set train.grad_accum={accum}" in out
+    assert f"fits in {1 - host.HOST_MARGIN:.0%} of the available RAM" in out.replace("\n", " ")
+
+
+def _sets(overrides: list[str]) -> list[str]:
+    return [a for o in overrides for a in ("--set", o)]
+
+
 def test_within_the_margin_is_not_refused(monkeypatch):
     need = host.host_memory(tiny(), "cpu").total_bytes
     monkeypatch.setattr(host, "available_ram", lambda: (int(need * 0.9), 16 * GIB))

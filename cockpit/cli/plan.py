@@ -28,9 +28,10 @@ from cockpit.plan.estimate import (
 )
 from cockpit.plan.gpu import CATALOG, GpuSpec, nvml_problem, query_gpus, resolve_gpu
 from cockpit.plan.host import (
+    HOST_MARGIN,
     CpuSpeed,
+    cpu_batch_suggestion,
     cpu_eta_line,
-    host_batch_fit,
     host_memory,
     measure_cpu_speed,
 )
@@ -401,7 +402,7 @@ def estimate_cpu(
     speed = cpu_speed_or_measure(getattr(args, "runs_dir", None))
     t = preset.train
     micro = batch or t.batch_size
-    fit = None if plan.fits else host_batch_fit(preset, int((plan.available_bytes or 0) * 0.92))
+    fit = None if plan.fits is not False else cpu_batch_suggestion(preset, plan.available_bytes)
     if json_out:
         out = host_dict(plan, speed, preset)
         out.update(
@@ -440,7 +441,8 @@ def estimate_cpu(
     if fit is not None:
         console.print(
             f"suggestion: --set train.batch_size={fit[0]} --set train.grad_accum={fit[1]} "
-            "(the largest micro-batch that fits in 92% of the available RAM, the same sequences per step)"
+            f"(the largest micro-batch that fits in {1 - HOST_MARGIN:.0%} of the available RAM, "
+            "the same sequences per step)"
         )
     elif plan.fits is False:
         console.print("suggestion: even micro-batch 1 does not fit; shrink the model or block_size")

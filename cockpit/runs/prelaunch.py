@@ -360,7 +360,7 @@ def plan_problem(preset: Preset, device: str = "auto", nproc: int = 1) -> str | 
 
 
 def _plan_problem(preset: Preset, device: str, nproc: int) -> str | None:
-    from cockpit.plan.host import HOST_MARGIN, available_ram, host_batch_fit, host_memory
+    from cockpit.plan.host import available_ram, cpu_batch_suggestion, host_memory
 
     on_gpu = device.startswith("cuda") or (device == "auto" and _this_machine_has_gpu())
     if on_gpu:
@@ -381,7 +381,7 @@ def _plan_problem(preset: Preset, device: str, nproc: int) -> str | None:
         f"{_bytes(host.total_bytes)} ({host.dtype} tensors and the torch runtime), "
         f"{_bytes(available)} available"
     )
-    fit = host_batch_fit(preset, int((available or 0) * (1 - HOST_MARGIN)))
+    fit = cpu_batch_suggestion(preset, available)
     if fit is None:
         return f"{line}; even micro-batch 1 does not fit: shrink the model or block_size ({FORCE_HINT})"
     micro, accum = fit
