@@ -306,3 +306,111 @@ def test_a_missing_model_file_is_said_without_a_child(tmp_path, capsys):
     assert main(["--no-ui", "--preset", str(preset), "--runs-dir", str(tmp_path / "runs")]) == 2
     assert capsys.readouterr().err.strip().endswith("nowhere.py: no such file")
     assert not (tmp_path / "runs").exists()
+
+
+# --------------------------------------------------------------------------- resume of a changed file
+
+
+@pytest.fixture
+def stopped_own_run(tmp_path, monkeypatch):
+    """A stopped run of a model file, with a checkpoint to resume from; nothing trains: the
+    launch is recorded, not started, and the memory plan passes."""
+    from cockpit import headless, rundir
+    from cockpit.runs import prelaunch
+
+    model = write_model(tmp_path)
+    preset = load_preset_file(write_preset(tmp_path))
+    run_dir = rundir.create_run_dir(preset, root=tmp_path / "runs")
+    (run_dir / rundir.CHECKPOINTS / "last.pt").write_bytes(b"a checkpoint")
+    rundir.update_run_info(run_dir, status="stopped", step=10)
+    launched: list[Path] = []
+    monkeypatch.setattr(prelaunch, "plan_problem", lambda *a: None)
+    monkeypatch.setattr(headless, "launch_and_follow", lambda rd, **kw: launched.append(rd) or 0)
+    return model, run_dir, launched
+
+
+def resume(run_dir: Path, *extra: str) -> int:
+    return main(["--runs-dir", str(run_dir.parent), "resume", run_dir.name, "--no-ui", *extra])
+
+
+def test_the_run_records_its_model_files_hash(stopped_own_run):
+    import hashlib
+
+    from cockpit import rundir
+
+    model, run_dir, _ = stopped_own_run
+    info = rundir.read_run_info(run_dir)
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+    assert info.model_file == {"path": str(model.resolve()), "sha256": digest}
+    assert info.schema == rundir.RUN_SCHEMA_VERSION == 3
+    assert json.loads((run_dir / rundir.RUN_JSON).read_text())["model_file"]["sha256"] == digest
+
+
+def test_a_resume_refuses_a_changed_model_file_before_anything_starts(stopped_own_run, capsys):
+    from cockpit import rundir
+
+    model, run_dir, launched = stopped_own_run
+    before = (run_dir / rundir.RUN_JSON).read_text()
+    model.write_text(model.read_text() + "\n# an edit\n")
+    assert resume(run_dir, "--max-steps", "90") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    line = err[0]
+    assert line.startswith(f"gpt-cockpit: error: {model.resolve()} changed since {run_dir.name}")
+    assert "restore the file" in line and f"gpt-cockpit resume {run_dir.name} --force" in line
+    assert not launched and (run_dir / rundir.RUN_JSON).read_text() == before  # nothing written
+    # the file as it was: the resume goes on
+    model.write_text(NANO_DEDENTED)
+    assert resume(run_dir) == 0 and launched == [run_dir]
+
+
+def test_force_resumes_with_the_changed_file_and_checks_against_it_from_then(
+    stopped_own_run, capsys
+):
+    import hashlib
+
+    from cockpit import rundir
+
+    model, run_dir, launched = stopped_own_run
+    model.write_text(model.read_text() + "\n# an edit\n")
+    assert resume(run_dir, "--force") == 0 and launched == [run_dir]
+    assert "resuming with it anyway (--force)" in capsys.readouterr().err
+    recorded = rundir.read_run_info(run_dir).model_file
+    assert recorded["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    assert resume(run_dir) == 0 and len(launched) == 2  # the edited file is the run's file now
+    model.write_text(NANO_DEDENTED)  # and going back is a change too
+    assert resume(run_dir) == 2 and len(launched) == 2
+
+
+def test_a_model_file_that_is_gone_is_refused_even_with_force(stopped_own_run, capsys):
+    model, run_dir, launched = stopped_own_run
+    model.unlink()
+    assert resume(run_dir, "--force") == 2 and not launched
+    line = capsys.readouterr().err.strip()
+    assert f"{model.resolve()}: no such file; {run_dir.name} was trained with it" in line
+    assert "restore it" in line and "--force" not in line
+
+
+def test_a_run_that_recorded_no_model_file_resumes_as_before(stopped_own_run):
+    """A run directory from before run.json kept the file (schema 2) has nothing to check."""
+    from cockpit import rundir
+
+    model, run_dir, launched = stopped_own_run
+    rundir.update_run_info(run_dir, model_file=None)
+    model.write_text(model.read_text() + "\n# an edit\n")
+    assert resume(run_dir) == 0 and launched == [run_dir]
+
+
+def test_the_queue_fails_a_retry_whose_model_file_changed(stopped_own_run):
+    """A queued run retried after it died resumes: not with another model than its checkpoint's."""
+    from cockpit.campaign.scheduler import Scheduler
+
+    model, run_dir, _ = stopped_own_run
+    entry = types.SimpleNamespace(run_dir=str(run_dir))
+    assert Scheduler._run_dir(None, entry) == (run_dir, True)
+    model.write_text(model.read_text() + "\n# an edit\n")
+    with pytest.raises(RuntimeError, match="changed since"):
+        Scheduler._run_dir(None, entry)
+
+
+NANO_DEDENTED = textwrap.dedent(NANO)

@@ -49,6 +49,25 @@ def model_file_hash(preset: Preset | ModelConfig) -> str:
     return f"sha256:{digest}:{name}"
 
 
+def file_sha256(path: Path) -> str | None:
+    """The SHA-256 (hex) of a file's content; None when it cannot be read."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def model_file_record(preset: Preset) -> dict[str, str] | None:
+    """{"path": absolute path, "sha256": hex} of your own model's file as it is now, as run.json
+    keeps it (`model_file`); None for a built-in architecture or a file that cannot be read."""
+    m = preset.model
+    if not archs.is_own_model(m.arch):
+        return None
+    path = model_file(m).resolve()
+    digest = file_sha256(path)
+    return None if digest is None else {"path": str(path), "sha256": digest}
+
+
 def _key(m: ModelConfig) -> str:
     shape = asdict(m)
     shape["arch"] = model_file_hash(m)

@@ -19,6 +19,7 @@ import os
 import stat
 from array import array
 from pathlib import Path
+from typing import NamedTuple
 
 from cockpit import rundir
 from cockpit.arch import is_own_model
@@ -304,6 +305,44 @@ def resume_problem(run_dir: str | os.PathLike[str]) -> str | None:
     except rundir.RunError:
         where = ""
     return f"{Path(run_dir).name} has no checkpoint to resume from{where}"
+
+
+class ModelFileChange(NamedTuple):
+    """Your own model's file is not the one a run started with: the line, and the file now."""
+
+    line: str
+    now: dict[str, str] | None  # run.json's `model_file` for the file as it is; None: it is gone
+
+
+def model_file_problem(run_dir: str | os.PathLike[str]) -> ModelFileChange | None:
+    """Why resuming `run_dir` would train another model file than its checkpoint was trained
+    with: the file run.json's `model_file` names has changed or is gone (None: unchanged, or a
+    run of a built-in architecture, or one from before run.json recorded the file)."""
+    from cockpit.plan.measure import file_sha256
+
+    try:
+        recorded = rundir.read_run_info(run_dir).model_file or {}
+    except rundir.RunError:
+        return None
+    path, then = recorded.get("path"), recorded.get("sha256")
+    if not isinstance(path, str) or not isinstance(then, str):
+        return None
+    now = file_sha256(Path(path))
+    if now == then:
+        return None
+    name = Path(run_dir).name
+    if now is None:
+        return ModelFileChange(
+            f"{path}: no such file; {name} was trained with it (sha256 {then[:12]}): restore it "
+            "to resume",
+            None,
+        )
+    return ModelFileChange(
+        f"{path} changed since {name} started (sha256 {then[:12]} then, {now[:12]} now), so its "
+        f"checkpoint was trained with another model: restore the file, or "
+        f"`gpt-cockpit resume {name} --force` continues with the file as it is now",
+        {"path": path, "sha256": now},
+    )
 
 
 # --------------------------------------------------------------------------- memory
