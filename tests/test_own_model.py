@@ -104,6 +104,16 @@ def write_model(folder: Path, source: str = NANO, name: str = "model.py") -> Pat
     return path
 
 
+def write_split_model(folder: Path) -> tuple[Path, Path]:
+    """NANO in two files, as a model grows: my_blocks.py holds Block, and model.py imports it
+    as a sibling module (`from my_blocks import Block`)."""
+    imports, rest = NANO.split("class Block")
+    blocks, model = ("class Block" + rest).split("class TinyGPT")
+    sibling = write_model(folder, imports + blocks, name="my_blocks.py")
+    source = imports + "from my_blocks import Block\n\n\nclass TinyGPT" + model
+    return write_model(folder, source), sibling
+
+
 def write_preset(folder: Path, arch: str = "model.py:TinyGPT", **train: object) -> Path:
     """A preset beside the model file, naming it relative to itself."""
     corpus = write_corpus(folder)
@@ -160,12 +170,15 @@ def test_a_builtin_architecture_still_refuses_unknown_keys():
 
 @pytest.mark.slow
 def test_it_trains_headless_with_falling_loss_and_samples(tmp_path, capsys):
-    model = write_model(tmp_path)
+    """A model file that imports a module beside it: measured, trained, sampled and exported."""
+    model, sibling = write_split_model(tmp_path)
     preset = write_preset(tmp_path)
     runs_dir = tmp_path / "runs"
     argv = ["--no-ui", "--preset", str(preset), "--runs-dir", str(runs_dir), "--device", "cpu"]
     assert main(argv) == 0, capsys.readouterr().err
-    assert not imported_by_us(model)  # measured and trained in children
+    assert not imported_by_us(model) and not imported_by_us(
+        sibling
+    )  # measured and trained in children
     (run_dir,) = list(runs_dir.iterdir())
     losses = step_losses(run_dir)
     assert sorted(losses)[-1] == 50
@@ -208,13 +221,15 @@ def test_estimate_reports_counted_params_measured_flops_and_traced_memory(
     tmp_path, capsys, monkeypatch
 ):
     monkeypatch.setenv("GPT_COCKPIT_EXT_DIR", str(EXT_DIR))
-    model = write_model(tmp_path)
+    model, sibling = write_split_model(tmp_path)  # the measuring and tracer children import both
     preset = write_preset(tmp_path)
     assert main(["estimate", str(preset), "--json"]) == 0, capsys.readouterr().err
     out = json.loads(capsys.readouterr().out)
-    assert not imported_by_us(model)
+    assert not imported_by_us(model) and not imported_by_us(sibling)
 
+    monkeypatch.syspath_prepend(str(tmp_path))  # the test's own import finds the sibling too
     module = import_for_the_test(model)
+    sys.modules.pop("my_blocks", None)
     config = types.SimpleNamespace(**SHAPE, dropout=0.0, bias=False, mlp_mult=4)
     numel = sum(p.numel() for p in module.TinyGPT(config).parameters())
     assert out["params"] == numel and out["figures"] == "measured"
