@@ -326,14 +326,54 @@ def test_a_missing_model_file_is_said_without_a_child(tmp_path, capsys):
 # --------------------------------------------------------------------------- resume of a changed file
 
 
+def test_the_modules_a_model_file_imports_beside_it_are_found_by_reading_it(tmp_path):
+    from cockpit.arch import local_modules
+
+    model, sibling = write_split_model(tmp_path)
+    assert local_modules(model) == [sibling]
+    (tmp_path / "unused.py").write_text("x = 1\n")  # beside it, not imported: not the model's
+    (tmp_path / "layers").mkdir()
+    (tmp_path / "layers" / "__init__.py").write_text("from .norm import Norm\n")
+    (tmp_path / "layers" / "norm.py").write_text("import helpers\n\nNorm = None\n")
+    (tmp_path / "helpers.py").write_text("import os, json\n")  # stdlib: not beside it
+    sibling.write_text(sibling.read_text() + "\nimport layers.norm\n")
+    got = [p.relative_to(tmp_path).as_posix() for p in local_modules(model)]
+    assert got == ["helpers.py", "layers/__init__.py", "layers/norm.py", "my_blocks.py"]
+    (tmp_path / "my_blocks.py").write_text("def broken(:\n")  # the child says what is wrong
+    assert local_modules(model) == [sibling]
+
+
+def test_an_edit_to_an_imported_module_measures_the_model_again(tmp_path):
+    from cockpit.plan.measure import load_measured, model_file_hash, save_measured
+
+    model, sibling = write_split_model(tmp_path)
+    preset = load_preset_file(write_preset(tmp_path))
+    before = model_file_hash(preset)
+    save_measured(
+        preset.model,
+        {
+            "params": 1,
+            "matrix_params": 1,
+            "embedding_params": 1,
+            "matmul_params": 1,
+            "flops_per_token": 6.0,
+        },
+    )
+    assert load_measured(preset.model) is not None
+    (tmp_path / "unused.py").write_text("x = 1\n")
+    assert model_file_hash(preset) == before  # a file it does not import changes nothing
+    sibling.write_text(sibling.read_text().replace("config.mlp_mult * C", "2 * C"))
+    assert model_file_hash(preset) != before and load_measured(preset.model) is None
+
+
 @pytest.fixture
 def stopped_own_run(tmp_path, monkeypatch):
-    """A stopped run of a model file, with a checkpoint to resume from; nothing trains: the
-    launch is recorded, not started, and the memory plan passes."""
+    """A stopped run of a model file that imports a module beside it, with a checkpoint to resume
+    from; nothing trains: the launch is recorded, not started, and the memory plan passes."""
     from cockpit import headless, rundir
     from cockpit.runs import prelaunch
 
-    model = write_model(tmp_path)
+    model, sibling = write_split_model(tmp_path)
     preset = load_preset_file(write_preset(tmp_path))
     run_dir = rundir.create_run_dir(preset, root=tmp_path / "runs")
     (run_dir / rundir.CHECKPOINTS / "last.pt").write_bytes(b"a checkpoint")
@@ -341,11 +381,18 @@ def stopped_own_run(tmp_path, monkeypatch):
     launched: list[Path] = []
     monkeypatch.setattr(prelaunch, "plan_problem", lambda *a: None)
     monkeypatch.setattr(headless, "launch_and_follow", lambda rd, **kw: launched.append(rd) or 0)
-    return model, run_dir, launched
+    return model, sibling, run_dir, launched
 
 
 def resume(run_dir: Path, *extra: str) -> int:
     return main(["--runs-dir", str(run_dir.parent), "resume", run_dir.name, "--no-ui", *extra])
+
+
+def edit(path: Path) -> str:
+    """Change a file's content (a comment more); its content before, to restore it."""
+    before = path.read_text()
+    path.write_text(before + "\n# an edit\n")
+    return before
 
 
 def test_the_run_records_its_model_files_hash(stopped_own_run):
@@ -353,29 +400,38 @@ def test_the_run_records_its_model_files_hash(stopped_own_run):
 
     from cockpit import rundir
 
-    model, run_dir, _ = stopped_own_run
+    model, sibling, run_dir, _ = stopped_own_run
     info = rundir.read_run_info(run_dir)
     digest = hashlib.sha256(model.read_bytes()).hexdigest()
-    assert info.model_file == {"path": str(model.resolve()), "sha256": digest}
+    beside = hashlib.sha256(sibling.read_bytes()).hexdigest()
+    assert info.model_file == {
+        "path": str(model.resolve()),
+        "sha256": digest,
+        "modules": {str(sibling.resolve()): beside},
+    }
     assert info.schema == rundir.RUN_SCHEMA_VERSION == 3
     assert json.loads((run_dir / rundir.RUN_JSON).read_text())["model_file"]["sha256"] == digest
 
 
-def test_a_resume_refuses_a_changed_model_file_before_anything_starts(stopped_own_run, capsys):
+@pytest.mark.parametrize("which", ["model", "sibling"])
+def test_a_resume_refuses_a_changed_model_file_before_anything_starts(
+    stopped_own_run, capsys, which
+):
     from cockpit import rundir
 
-    model, run_dir, launched = stopped_own_run
+    model, sibling, run_dir, launched = stopped_own_run
     before = (run_dir / rundir.RUN_JSON).read_text()
-    model.write_text(model.read_text() + "\n# an edit\n")
+    changed = model if which == "model" else sibling
+    original = edit(changed)
     assert resume(run_dir, "--max-steps", "90") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     line = err[0]
-    assert line.startswith(f"gpt-cockpit: error: {model.resolve()} changed since {run_dir.name}")
+    named = f"{changed.resolve()}" + ("" if which == "model" else " (imported by model.py)")
+    assert line.startswith(f"gpt-cockpit: error: {named} changed since {run_dir.name} started")
     assert "restore the file" in line and f"gpt-cockpit resume {run_dir.name} --force" in line
     assert not launched and (run_dir / rundir.RUN_JSON).read_text() == before  # nothing written
-    # the file as it was: the resume goes on
-    model.write_text(NANO_DEDENTED)
+    changed.write_text(original)  # the file as it was: the resume goes on
     assert resume(run_dir) == 0 and launched == [run_dir]
 
 
@@ -386,23 +442,29 @@ def test_force_resumes_with_the_changed_file_and_checks_against_it_from_then(
 
     from cockpit import rundir
 
-    model, run_dir, launched = stopped_own_run
-    model.write_text(model.read_text() + "\n# an edit\n")
+    model, sibling, run_dir, launched = stopped_own_run
+    original = edit(sibling)
     assert resume(run_dir, "--force") == 0 and launched == [run_dir]
     assert "resuming with it anyway (--force)" in capsys.readouterr().err
     recorded = rundir.read_run_info(run_dir).model_file
-    assert recorded["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    now = hashlib.sha256(sibling.read_bytes()).hexdigest()
+    assert recorded["modules"] == {str(sibling.resolve()): now}
     assert resume(run_dir) == 0 and len(launched) == 2  # the edited file is the run's file now
-    model.write_text(NANO_DEDENTED)  # and going back is a change too
+    sibling.write_text(original)  # and going back is a change too
     assert resume(run_dir) == 2 and len(launched) == 2
 
 
-def test_a_model_file_that_is_gone_is_refused_even_with_force(stopped_own_run, capsys):
-    model, run_dir, launched = stopped_own_run
-    model.unlink()
+@pytest.mark.parametrize("which", ["model", "sibling"])
+def test_a_model_file_that_is_gone_is_refused_even_with_force(stopped_own_run, capsys, which):
+    model, sibling, run_dir, launched = stopped_own_run
+    gone = model if which == "model" else sibling
+    gone.unlink()
     assert resume(run_dir, "--force") == 2 and not launched
     line = capsys.readouterr().err.strip()
-    assert f"{model.resolve()}: no such file; {run_dir.name} was trained with it" in line
+    assert (
+        f"{gone.resolve()}" in line
+        and f": no such file; {run_dir.name} was trained with it" in line
+    )
     assert "restore it" in line and "--force" not in line
 
 
@@ -410,9 +472,9 @@ def test_a_run_that_recorded_no_model_file_resumes_as_before(stopped_own_run):
     """A run directory from before run.json kept the file (schema 2) has nothing to check."""
     from cockpit import rundir
 
-    model, run_dir, launched = stopped_own_run
+    model, _, run_dir, launched = stopped_own_run
     rundir.update_run_info(run_dir, model_file=None)
-    model.write_text(model.read_text() + "\n# an edit\n")
+    edit(model)
     assert resume(run_dir) == 0 and launched == [run_dir]
 
 
@@ -420,12 +482,9 @@ def test_the_queue_fails_a_retry_whose_model_file_changed(stopped_own_run):
     """A queued run retried after it died resumes: not with another model than its checkpoint's."""
     from cockpit.campaign.scheduler import Scheduler
 
-    model, run_dir, _ = stopped_own_run
+    model, _, run_dir, _ = stopped_own_run
     entry = types.SimpleNamespace(run_dir=str(run_dir))
     assert Scheduler._run_dir(None, entry) == (run_dir, True)
-    model.write_text(model.read_text() + "\n# an edit\n")
+    edit(model)
     with pytest.raises(RuntimeError, match="changed since"):
         Scheduler._run_dir(None, entry)
-
-
-NANO_DEDENTED = textwrap.dedent(NANO)

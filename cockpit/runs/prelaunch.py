@@ -19,7 +19,7 @@ import os
 import stat
 from array import array
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from cockpit import rundir
 from cockpit.arch import is_own_model
@@ -311,38 +311,44 @@ class ModelFileChange(NamedTuple):
     """Your own model's file is not the one a run started with: the line, and the file now."""
 
     line: str
-    now: dict[str, str] | None  # run.json's `model_file` for the file as it is; None: it is gone
+    now: dict[str, Any] | None  # run.json's `model_file` for the files as they are; None: gone
 
 
 def model_file_problem(run_dir: str | os.PathLike[str]) -> ModelFileChange | None:
-    """Why resuming `run_dir` would train another model file than its checkpoint was trained
-    with: the file run.json's `model_file` names has changed or is gone (None: unchanged, or a
-    run of a built-in architecture, or one from before run.json recorded the file)."""
-    from cockpit.plan.measure import file_sha256
+    """Why resuming `run_dir` would train another model than its checkpoint was trained with:
+    the file run.json's `model_file` names, or a module beside it that it imports, has changed
+    or is gone (None: unchanged, a run of a built-in architecture, or one from before run.json
+    recorded the file)."""
+    from cockpit.plan.measure import file_record, file_sha256
 
     try:
         recorded = rundir.read_run_info(run_dir).model_file or {}
     except rundir.RunError:
         return None
-    path, then = recorded.get("path"), recorded.get("sha256")
-    if not isinstance(path, str) or not isinstance(then, str):
+    path, digest = recorded.get("path"), recorded.get("sha256")
+    if not isinstance(path, str) or not isinstance(digest, str):
         return None
-    now = file_sha256(Path(path))
-    if now == then:
-        return None
+    modules = recorded.get("modules")
+    files = [(path, digest)] + (list(modules.items()) if isinstance(modules, dict) else [])
     name = Path(run_dir).name
-    if now is None:
+    for file, then in files:
+        now = file_sha256(Path(file))
+        if now == then:
+            continue
+        what = file if file == path else f"{file} (imported by {Path(path).name})"
+        if now is None:
+            return ModelFileChange(
+                f"{what}: no such file; {name} was trained with it (sha256 {str(then)[:12]}): "
+                "restore it to resume",
+                None,
+            )
         return ModelFileChange(
-            f"{path}: no such file; {name} was trained with it (sha256 {then[:12]}): restore it "
-            "to resume",
-            None,
+            f"{what} changed since {name} started (sha256 {str(then)[:12]} then, {now[:12]} "
+            f"now), so its checkpoint was trained with another model: restore the file, or "
+            f"`gpt-cockpit resume {name} --force` continues with the files as they are now",
+            file_record(Path(path)),
         )
-    return ModelFileChange(
-        f"{path} changed since {name} started (sha256 {then[:12]} then, {now[:12]} now), so its "
-        f"checkpoint was trained with another model: restore the file, or "
-        f"`gpt-cockpit resume {name} --force` continues with the file as it is now",
-        {"path": path, "sha256": now},
-    )
+    return None
 
 
 # --------------------------------------------------------------------------- memory
