@@ -26,7 +26,15 @@ from cockpit.plan.estimate import (
     flops_per_token,
     suggest_batch,
 )
-from cockpit.plan.gpu import CATALOG, GpuSpec, nvml_problem, query_gpus, resolve_gpu
+from cockpit.plan.gpu import (
+    CATALOG,
+    GpuSpec,
+    mixed_note,
+    nvml_problem,
+    query_gpus,
+    resolve_gpu,
+    run_gpus,
+)
 from cockpit.plan.host import (
     HOST_MARGIN,
     CpuSpeed,
@@ -66,9 +74,9 @@ def _cc(cc: tuple[int, int] | None) -> str:
     return "-" if cc is None else f"{cc[0]}.{cc[1]}"
 
 
-def _gpu_or_fail(name: str | None) -> tuple[GpuSpec | None, bool]:
+def _gpu_or_fail(name: str | None, nproc: int = 1) -> tuple[GpuSpec | None, bool]:
     try:
-        return resolve_gpu(name), True
+        return resolve_gpu(name, nproc=nproc), True
     except ValueError as exc:
         error(str(exc))
         return None, False
@@ -311,7 +319,12 @@ def print_estimate(
 
 def cmd_estimate(args: argparse.Namespace) -> int:
     """`gpt-cockpit estimate NAME`: breakdown, verdict and batch suggestion."""
-    gpu, ok = _gpu_or_fail(getattr(args, "gpu", None))
+    world = getattr(args, "nproc", None) or 1
+    if world < 1:
+        error("--nproc must be at least 1")
+        return EXIT_USAGE
+    # this machine's GPUs: the smallest of those the run's ranks use (CUDA_VISIBLE_DEVICES applied)
+    gpu, ok = _gpu_or_fail(getattr(args, "gpu", None), world)
     if not ok:
         return EXIT_USAGE
     preset = _preset_or_fail(args.name, getattr(args, "overrides", []) or [])
@@ -324,10 +337,6 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     headroom = args.headroom if getattr(args, "headroom", None) is not None else DEFAULT_HEADROOM
     if not 0.0 <= headroom < 1.0:
         error("--headroom is a fraction in [0, 1), e.g. 0.08")
-        return EXIT_USAGE
-    world = getattr(args, "nproc", None) or 1
-    if world < 1:
-        error("--nproc must be at least 1")
         return EXIT_USAGE
     if getattr(args, "device", "auto") == "cpu":
         return estimate_cpu(preset, batch, json_out=bool(getattr(args, "json", False)), args=args)
@@ -366,7 +375,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2, default=str))
         return EXIT_OK
     console = _console()
-    where = f"on {gpu.name}" if gpu else "for a bf16 GPU (none here; --gpu picks one)"
+    mixed = "" if getattr(args, "gpu", None) else mixed_note(run_gpus(query_gpus(), nproc=world))
+    where = f"on {gpu.name}{mixed}" if gpu else "for a bf16 GPU (none here; --gpu picks one)"
     console.print(f"[bold]{preset.name}[/] {where}")
     print_estimate(est, preset, gpu, console=console, headroom=headroom)
     console.print(host_memory(preset, "cuda", batch_size=batch, nproc=world).verdict)

@@ -369,11 +369,6 @@ def _bytes(n: int | None) -> str:
     return human_bytes(n) if n < BEYOND else "over 1 EiB (more than any machine has)"
 
 
-def _gpu_index(device: str) -> int:
-    index = device.partition(":")[2]
-    return int(index) if index.isdigit() else 0
-
-
 def _this_machine_has_gpu() -> bool | None:
     """True/False when NVML or the driver's device files tell; None when nothing can tell."""
     from cockpit.plan.gpu import NVML_NOT_INSTALLED, nvml_problem, query_gpus
@@ -437,15 +432,14 @@ def _plan_problem(preset: Preset, device: str, nproc: int) -> str | None:
 
 
 def _gpu_plan_problem(preset: Preset, device: str, nproc: int) -> str | None:
-    """The plan's peak on each GPU against this machine's GPU (None when NVML cannot say)."""
+    """The plan's peak on each GPU against the GPUs the run will use (under this process's
+    CUDA_VISIBLE_DEVICES: cuda:N, or cuda:0 up to cuda:nproc-1), the smallest of them when they
+    differ (None when NVML cannot say)."""
     from cockpit.plan.estimate import estimate, suggest_batch
-    from cockpit.plan.gpu import local_gpu_spec, query_gpus
+    from cockpit.plan.gpu import mixed_note, query_gpus, run_gpus, smallest_spec
 
-    gpus = query_gpus()
-    index = _gpu_index(device)
-    if not gpus or index >= len(gpus):
-        return None
-    spec = local_gpu_spec(index)
+    used = run_gpus(query_gpus(), device, nproc)
+    spec = smallest_spec(used)
     if spec is None:
         return None
     est = estimate(preset, spec, world_size=nproc)
@@ -454,7 +448,8 @@ def _gpu_plan_problem(preset: Preset, device: str, nproc: int) -> str | None:
     each = f" on each of {nproc} GPUs" if nproc > 1 else ""
     line = (
         f"GPU memory: {preset.name} at micro-batch {est.batch_size:,} needs "
-        f"{_bytes(est.peak_bytes)}{each}, {spec.name} has {human_bytes(spec.usable_bytes)}"
+        f"{_bytes(est.peak_bytes)}{each}, {spec.name}{mixed_note(used)} has "
+        f"{human_bytes(spec.usable_bytes)}"
     )
     suggestion = suggest_batch(preset, spec, world_size=nproc)
     if suggestion is None or suggestion.fits_up_to < 1:
