@@ -488,3 +488,18 @@ def test_the_queue_fails_a_retry_whose_model_file_changed(stopped_own_run):
     edit(model)
     with pytest.raises(RuntimeError, match="changed since"):
         Scheduler._run_dir(None, entry)
+
+
+def test_the_training_child_refuses_to_resume_with_a_changed_file(stopped_own_run):
+    """What starts the child without a launcher's check (a Slurm requeue, by hand) meets the
+    same line: the run ends in an error naming the file, its checkpoint untouched."""
+    from cockpit import rundir
+
+    model, sibling, run_dir, _ = stopped_own_run
+    edit(sibling)
+    proc = train_in_process(run_dir, resume=True)
+    assert proc.returncode != 0
+    assert f"{sibling.resolve()} (imported by model.py) changed since" in proc.stderr
+    (end,) = events_of(run_dir, "end")
+    assert end["reason"] == "error" and "changed since" in end["message"]
+    assert (run_dir / rundir.CHECKPOINTS / "last.pt").read_bytes() == b"a checkpoint"
