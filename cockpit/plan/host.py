@@ -389,8 +389,8 @@ def as_dict(plan: HostPlan, speed: CpuSpeed | None, preset: Preset) -> dict[str,
 
 def cpu_batch_suggestion(preset: Preset, available_bytes: int | None) -> tuple[int, int] | None:
     """(micro-batch, grad_accum) to suggest for a CPU run: the largest micro-batch whose plan fits
-    in the available RAM less HOST_MARGIN (so runs.prelaunch.plan_problem never refuses it), the same
-    sequences per step; None when the RAM is unknown or not even micro-batch 1 fits."""
+    in the available RAM less HOST_MARGIN (so runs.prelaunch.plan_problem never refuses it),
+    the same sequences per step; None when the RAM is unknown or not even micro-batch 1 fits."""
     if not available_bytes:
         return None
     return host_batch_fit(preset, int(available_bytes * (1 - HOST_MARGIN)))
