@@ -323,7 +323,7 @@ def test_a_missing_model_file_is_said_without_a_child(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
-# --------------------------------------------------------------------------- resume of a changed file
+# --------------------------------------------------------------------------- a changed model file
 
 
 def test_the_modules_a_model_file_imports_beside_it_are_found_by_reading_it(tmp_path):
