@@ -285,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--force",
         action="store_true",
         default=argparse.SUPPRESS,
-        help="resume even when the plan says the run does not fit this machine's memory",
+        help="resume even when the plan says the run does not fit this machine's memory, or when "
+        "your own model's file changed since the run started",
     )
 
     p = sub.add_parser("stop", help="stop a run gracefully (checkpoint first), or --kill it")

@@ -513,3 +513,35 @@ def test_a_torch_uuid_finds_its_nvml_gpu(monkeypatch) -> None:
     assert gpu_mod.gpu_by_uuid("2aaaa-1111-2222-3333-444455556662").index == 2
     assert gpu_mod.gpu_by_uuid("GPU-1AAAA-1111-2222-3333-444455556661").index == 1
     assert gpu_mod.gpu_by_uuid("ffff") is None
+
+
+def test_a_run_is_planned_on_the_smallest_of_the_gpus_it_uses(monkeypatch) -> None:
+    """Mixed GPUs: cuda:0 for one process, the smallest of cuda:0..N-1 for N ranks, the masked
+    GPUs under CUDA_VISIBLE_DEVICES; never simply NVML's GPU 0."""
+    from cockpit.plan.gpu import mixed_note, run_gpu_spec, run_gpus
+
+    mixed = box(
+        ("Tesla T4", "00000000:18:00.0", (7, 5)),
+        (H100[0], "00000000:3B:00.0", H100[1]),
+        ("NVIDIA A100-SXM4-40GB", "00000000:5D:00.0", (8, 0)),
+    )
+    mixed[0]["mem"] = _Mem(15 * GIB, 0, 15 * GIB)
+    mixed[2]["mem"] = _Mem(40 * GIB, 0, 40 * GIB)
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml(mixed))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
+    # fastest first: H100 (cuda:0), A100 (cuda:1), T4 (cuda:2)
+    assert run_gpu_spec().name == H100[0] and resolve_gpu(None).name == H100[0]
+    assert run_gpu_spec(nproc=2).name == "NVIDIA A100-SXM4-40GB"
+    assert resolve_gpu(None, nproc=3).name == "Tesla T4"
+    assert run_gpu_spec("cuda:2").name == "Tesla T4" and run_gpu_spec("cuda:5") is None
+    assert resolve_gpu("H100", nproc=3).name == "H100"  # --gpu names the plan's GPU itself
+    view = query_gpus()
+    assert mixed_note(run_gpus(view, nproc=3)) == " (the smallest of the run's 3 GPUs)"
+    assert mixed_note(run_gpus(view)) == ""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-2aaaa,GPU-1aaaa")  # the A100, then the H100
+    assert run_gpu_spec().name == "NVIDIA A100-SXM4-40GB"
+    assert run_gpu_spec(nproc=8).name == "NVIDIA A100-SXM4-40GB"  # only 2 are visible
+    assert run_gpu_spec(env={"CUDA_VISIBLE_DEVICES": ""}) is None  # the env the run starts in
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2")  # cuda index 2 in CUDA's order: the T4
+    assert run_gpu_spec().name == "Tesla T4"

@@ -152,6 +152,43 @@ def test_a_cpu_plan_over_the_available_ram_is_refused_with_figures_and_the_batch
     assert huge.split(" needs ")[1].split()[1] in ("TiB", "PiB", "EiB")
 
 
+@pytest.mark.parametrize("available_gib", [1, 3, 8])
+def test_the_batch_estimate_suggests_is_the_one_launch_suggests_and_is_never_refused(
+    monkeypatch, capsys, available_gib
+):
+    """`estimate --device cpu` and the launch refusal suggest one micro-batch, from one budget
+    (cockpit.plan.host.cpu_batch_suggestion), and a launch at it is not refused."""
+    from cockpit.__main__ import main
+
+    available = available_gib * GIB
+    monkeypatch.setattr(host, "available_ram", lambda: (available, 16 * GIB))
+    host.save_cpu_speed(host.CpuSpeed(2e9, "calibration", 0.0, "m", host.torch_version()))
+    big = ["train.batch_size=100000"]
+    assert main(["estimate", "tiny_char", "--device", "cpu", "--json", *_sets(big)]) == 0
+    suggested = json.loads(capsys.readouterr().out)["suggestion"]
+    micro, accum = suggested["micro_batch"], suggested["grad_accum"]
+    refusal = prelaunch.plan_problem(tiny(*big), "cpu")
+    assert f"--set train.batch_size={micro} --set train.grad_accum={accum} " in refusal
+    assert (
+        prelaunch.plan_problem(
+            tiny(f"train.batch_size={micro}", f"train.grad_accum={accum}"), "cpu"
+        )
+        is None
+    )
+    # the budget is the available RAM less the launch check's margin, and no smaller
+    plan = host.host_memory(tiny(), "cpu", batch_size=micro).total_bytes
+    over = host.host_memory(tiny(), "cpu", batch_size=micro + 1).total_bytes
+    assert plan <= available * (1 - host.HOST_MARGIN) < over
+    assert main(["estimate", "tiny_char", "--device", "cpu", *_sets(big)]) == 0
+    out = capsys.readouterr().out
+    assert f"--set train.batch_size={micro} --set train.grad_accum={accum}" in out
+    assert f"fits in {1 - host.HOST_MARGIN:.0%} of the available RAM" in out.replace("\n", " ")
+
+
+def _sets(overrides: list[str]) -> list[str]:
+    return [a for o in overrides for a in ("--set", o)]
+
+
 def test_within_the_margin_is_not_refused(monkeypatch):
     need = host.host_memory(tiny(), "cpu").total_bytes
     monkeypatch.setattr(host, "available_ram", lambda: (int(need * 0.9), 16 * GIB))
@@ -170,18 +207,77 @@ def test_arithmetic_that_overflows_gets_the_same_kind_of_line(monkeypatch):
     assert "8.0 GiB of RAM available" in problem and "--force" in problem
 
 
-def test_a_gpu_plan_over_the_cards_memory_is_refused_with_the_suggestion(monkeypatch):
+def nvml_sees(monkeypatch, *gpus: tuple[str, int, tuple[int, int]]) -> None:
+    """NVML reports these GPUs (name, memory in GiB, capability), in PCI order; CUDA's own order
+    and CUDA_VISIBLE_DEVICES then apply as they do on a real machine."""
     from cockpit.plan import gpu as gpu_mod
 
+    statuses = [
+        gpu_mod.GpuStatus(
+            i,
+            name,
+            gib * GIB,
+            0,
+            gib * GIB,
+            None,
+            None,
+            None,
+            None,
+            cc,
+            uuid=f"GPU-{i}{name.split()[-1].lower()}",
+            pci_bus_id=f"00000000:{18 + i}:00.0",
+        )  # fmt: skip
+        for i, (name, gib, cc) in enumerate(gpus)
+    ]
+    monkeypatch.setattr(gpu_mod, "_nvml_gpus", lambda: statuses)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
+
+
+T4 = ("Tesla T4", 15, (7, 5))
+H100 = ("NVIDIA H100 80GB HBM3", 80, (9, 0))
+
+
+def test_a_gpu_plan_over_the_cards_memory_is_refused_with_the_suggestion(monkeypatch):
     h100 = lookup_gpu("H100")
-    monkeypatch.setattr(gpu_mod, "query_gpus", lambda: [object()])
-    monkeypatch.setattr(gpu_mod, "local_gpu_spec", lambda index=0: h100)
+    nvml_sees(monkeypatch, H100)
     preset = load_preset("gpt2_124m")
     assert prelaunch.plan_problem(preset, "cuda") is None
     big = apply_overrides(preset, ["train.batch_size=512"])
     problem = prelaunch.plan_problem(big, "auto")
     assert problem.startswith("GPU memory: gpt2_124m at micro-batch 512 needs ")
     assert h100.name in problem and "fits: --set train.batch_size=" in problem
+
+
+def test_a_mixed_machine_plans_against_the_gpus_the_run_uses(monkeypatch, capsys):
+    """A T4 beside an H100 (CUDA's fastest-first order makes the H100 cuda:0): one process plans
+    on the H100, two ranks on the T4 they share the load with, a mask on the GPU it names; the
+    launch refusal and `estimate` agree."""
+    from cockpit.__main__ import main
+
+    nvml_sees(monkeypatch, T4, H100)
+    preset = load_preset("gpt2_124m")  # about 34 GiB at its micro-batch: an H100's, not a T4's
+    assert prelaunch.plan_problem(preset, "cuda", 1) is None
+    two = prelaunch.plan_problem(preset, "cuda", 2)
+    assert two.startswith("GPU memory: gpt2_124m at micro-batch 32 needs ")
+    assert "on each of 2 GPUs, Tesla T4 (the smallest of the run's 2 GPUs) has 14.8 GiB" in two
+    micro = int(two.split("--set train.batch_size=")[1].split()[0])
+    assert micro < 32
+    assert main(["estimate", "gpt2_124m", "--nproc", "2", "--json"]) == 0
+    planned = json.loads(capsys.readouterr().out)
+    assert planned["gpu"] == "Tesla T4" and planned["suggestion"]["micro_batch"] == micro
+    assert main(["estimate", "gpt2_124m", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["gpu"] == "NVIDIA H100 80GB HBM3"
+    assert main(["estimate", "gpt2_124m", "--nproc", "2"]) == 0
+    assert "gpt2_124m on Tesla T4 (the smallest of the run's 2 GPUs)" in capsys.readouterr().out
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # cuda index 1: the T4 alone
+    one = prelaunch.plan_problem(preset, "cuda", 1)
+    assert "needs " in one and ", Tesla T4 has 14.8 GiB" in one  # one GPU: no "smallest of"
+    assert main(["estimate", "gpt2_124m", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["gpu"] == "Tesla T4"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-1h100")  # by UUID: the H100
+    assert prelaunch.plan_problem(preset, "cuda", 1) is None
 
 
 def _headless(*args: str, runs: Path) -> subprocess.CompletedProcess[str]:
@@ -330,7 +426,7 @@ def test_the_presets_table_shows_cpu_ram_and_eta_without_a_gpu(capsys, monkeypat
     from cockpit.__main__ import main
     from cockpit.cli import plan as plan_cli
 
-    monkeypatch.setattr(plan_cli, "resolve_gpu", lambda name: None)
+    monkeypatch.setattr(plan_cli, "resolve_gpu", lambda name, **where: None)
     host.save_cpu_speed(host.CpuSpeed(2e9, "calibration", 0.0, "m", host.torch_version()))
     assert main(["presets"]) == 0
     out = capsys.readouterr().out

@@ -104,6 +104,16 @@ def write_model(folder: Path, source: str = NANO, name: str = "model.py") -> Pat
     return path
 
 
+def write_split_model(folder: Path) -> tuple[Path, Path]:
+    """NANO in two files, as a model grows: my_blocks.py holds Block, and model.py imports it
+    as a sibling module (`from my_blocks import Block`)."""
+    imports, rest = NANO.split("class Block")
+    blocks, model = ("class Block" + rest).split("class TinyGPT")
+    sibling = write_model(folder, imports + blocks, name="my_blocks.py")
+    source = imports + "from my_blocks import Block\n\n\nclass TinyGPT" + model
+    return write_model(folder, source), sibling
+
+
 def write_preset(folder: Path, arch: str = "model.py:TinyGPT", **train: object) -> Path:
     """A preset beside the model file, naming it relative to itself."""
     corpus = write_corpus(folder)
@@ -160,12 +170,15 @@ def test_a_builtin_architecture_still_refuses_unknown_keys():
 
 @pytest.mark.slow
 def test_it_trains_headless_with_falling_loss_and_samples(tmp_path, capsys):
-    model = write_model(tmp_path)
+    """A model file that imports a module beside it: measured, trained, sampled and exported."""
+    model, sibling = write_split_model(tmp_path)
     preset = write_preset(tmp_path)
     runs_dir = tmp_path / "runs"
     argv = ["--no-ui", "--preset", str(preset), "--runs-dir", str(runs_dir), "--device", "cpu"]
     assert main(argv) == 0, capsys.readouterr().err
-    assert not imported_by_us(model)  # measured and trained in children
+    assert not imported_by_us(model) and not imported_by_us(
+        sibling
+    )  # measured and trained in children
     (run_dir,) = list(runs_dir.iterdir())
     losses = step_losses(run_dir)
     assert sorted(losses)[-1] == 50
@@ -208,13 +221,15 @@ def test_estimate_reports_counted_params_measured_flops_and_traced_memory(
     tmp_path, capsys, monkeypatch
 ):
     monkeypatch.setenv("GPT_COCKPIT_EXT_DIR", str(EXT_DIR))
-    model = write_model(tmp_path)
+    model, sibling = write_split_model(tmp_path)  # the measuring and tracer children import both
     preset = write_preset(tmp_path)
     assert main(["estimate", str(preset), "--json"]) == 0, capsys.readouterr().err
     out = json.loads(capsys.readouterr().out)
-    assert not imported_by_us(model)
+    assert not imported_by_us(model) and not imported_by_us(sibling)
 
+    monkeypatch.syspath_prepend(str(tmp_path))  # the test's own import finds the sibling too
     module = import_for_the_test(model)
+    sys.modules.pop("my_blocks", None)
     config = types.SimpleNamespace(**SHAPE, dropout=0.0, bias=False, mlp_mult=4)
     numel = sum(p.numel() for p in module.TinyGPT(config).parameters())
     assert out["params"] == numel and out["figures"] == "measured"
@@ -306,3 +321,185 @@ def test_a_missing_model_file_is_said_without_a_child(tmp_path, capsys):
     assert main(["--no-ui", "--preset", str(preset), "--runs-dir", str(tmp_path / "runs")]) == 2
     assert capsys.readouterr().err.strip().endswith("nowhere.py: no such file")
     assert not (tmp_path / "runs").exists()
+
+
+# --------------------------------------------------------------------------- a changed model file
+
+
+def test_the_modules_a_model_file_imports_beside_it_are_found_by_reading_it(tmp_path):
+    from cockpit.arch import local_modules
+
+    model, sibling = write_split_model(tmp_path)
+    assert local_modules(model) == [sibling]
+    (tmp_path / "unused.py").write_text("x = 1\n")  # beside it, not imported: not the model's
+    (tmp_path / "layers").mkdir()
+    (tmp_path / "layers" / "__init__.py").write_text("from .norm import Norm\n")
+    (tmp_path / "layers" / "norm.py").write_text("import helpers\n\nNorm = None\n")
+    (tmp_path / "helpers.py").write_text("import os, json\n")  # stdlib: not beside it
+    sibling.write_text(sibling.read_text() + "\nimport layers.norm\n")
+    got = [p.relative_to(tmp_path).as_posix() for p in local_modules(model)]
+    assert got == ["helpers.py", "layers/__init__.py", "layers/norm.py", "my_blocks.py"]
+    (tmp_path / "my_blocks.py").write_text("def broken(:\n")  # the child says what is wrong
+    assert local_modules(model) == [sibling]
+
+
+def test_an_edit_to_an_imported_module_measures_the_model_again(tmp_path):
+    from cockpit.plan.measure import load_measured, model_file_hash, save_measured
+
+    model, sibling = write_split_model(tmp_path)
+    preset = load_preset_file(write_preset(tmp_path))
+    before = model_file_hash(preset)
+    save_measured(
+        preset.model,
+        {
+            "params": 1,
+            "matrix_params": 1,
+            "embedding_params": 1,
+            "matmul_params": 1,
+            "flops_per_token": 6.0,
+        },
+    )
+    assert load_measured(preset.model) is not None
+    (tmp_path / "unused.py").write_text("x = 1\n")
+    assert model_file_hash(preset) == before  # a file it does not import changes nothing
+    sibling.write_text(sibling.read_text().replace("config.mlp_mult * C", "2 * C"))
+    assert model_file_hash(preset) != before and load_measured(preset.model) is None
+
+
+@pytest.fixture
+def stopped_own_run(tmp_path, monkeypatch):
+    """A stopped run of a model file that imports a module beside it, with a checkpoint to resume
+    from; nothing trains: the launch is recorded, not started, and the memory plan passes."""
+    from cockpit import headless, rundir
+    from cockpit.runs import prelaunch
+
+    model, sibling = write_split_model(tmp_path)
+    preset = load_preset_file(write_preset(tmp_path))
+    run_dir = rundir.create_run_dir(preset, root=tmp_path / "runs")
+    (run_dir / rundir.CHECKPOINTS / "last.pt").write_bytes(b"a checkpoint")
+    rundir.update_run_info(run_dir, status="stopped", step=10)
+    launched: list[Path] = []
+    monkeypatch.setattr(prelaunch, "plan_problem", lambda *a: None)
+    monkeypatch.setattr(headless, "launch_and_follow", lambda rd, **kw: launched.append(rd) or 0)
+    return model, sibling, run_dir, launched
+
+
+def resume(run_dir: Path, *extra: str) -> int:
+    return main(["--runs-dir", str(run_dir.parent), "resume", run_dir.name, "--no-ui", *extra])
+
+
+def edit(path: Path) -> str:
+    """Change a file's content (a comment more); its content before, to restore it."""
+    before = path.read_text()
+    path.write_text(before + "\n# an edit\n")
+    return before
+
+
+def test_the_run_records_its_model_files_hash(stopped_own_run):
+    import hashlib
+
+    from cockpit import rundir
+
+    model, sibling, run_dir, _ = stopped_own_run
+    info = rundir.read_run_info(run_dir)
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+    beside = hashlib.sha256(sibling.read_bytes()).hexdigest()
+    assert info.model_file == {
+        "path": str(model.resolve()),
+        "sha256": digest,
+        "modules": {str(sibling.resolve()): beside},
+    }
+    assert info.schema == rundir.RUN_SCHEMA_VERSION == 3
+    assert json.loads((run_dir / rundir.RUN_JSON).read_text())["model_file"]["sha256"] == digest
+
+
+@pytest.mark.parametrize("which", ["model", "sibling"])
+def test_a_resume_refuses_a_changed_model_file_before_anything_starts(
+    stopped_own_run, capsys, which
+):
+    from cockpit import rundir
+
+    model, sibling, run_dir, launched = stopped_own_run
+    before = (run_dir / rundir.RUN_JSON).read_text()
+    changed = model if which == "model" else sibling
+    original = edit(changed)
+    assert resume(run_dir, "--max-steps", "90") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    line = err[0]
+    named = f"{changed.resolve()}" + ("" if which == "model" else " (imported by model.py)")
+    assert line.startswith(f"gpt-cockpit: error: {named} changed since {run_dir.name} started")
+    assert "restore the file" in line and f"gpt-cockpit resume {run_dir.name} --force" in line
+    assert not launched and (run_dir / rundir.RUN_JSON).read_text() == before  # nothing written
+    changed.write_text(original)  # the file as it was: the resume goes on
+    assert resume(run_dir) == 0 and launched == [run_dir]
+
+
+def test_force_resumes_with_the_changed_file_and_checks_against_it_from_then(
+    stopped_own_run, capsys
+):
+    import hashlib
+
+    from cockpit import rundir
+
+    model, sibling, run_dir, launched = stopped_own_run
+    original = edit(sibling)
+    assert resume(run_dir, "--force") == 0 and launched == [run_dir]
+    assert "resuming with it anyway (--force)" in capsys.readouterr().err
+    recorded = rundir.read_run_info(run_dir).model_file
+    now = hashlib.sha256(sibling.read_bytes()).hexdigest()
+    assert recorded["modules"] == {str(sibling.resolve()): now}
+    assert resume(run_dir) == 0 and len(launched) == 2  # the edited file is the run's file now
+    sibling.write_text(original)  # and going back is a change too
+    assert resume(run_dir) == 2 and len(launched) == 2
+
+
+@pytest.mark.parametrize("which", ["model", "sibling"])
+def test_a_model_file_that_is_gone_is_refused_even_with_force(stopped_own_run, capsys, which):
+    model, sibling, run_dir, launched = stopped_own_run
+    gone = model if which == "model" else sibling
+    gone.unlink()
+    assert resume(run_dir, "--force") == 2 and not launched
+    line = capsys.readouterr().err.strip()
+    assert (
+        f"{gone.resolve()}" in line
+        and f": no such file; {run_dir.name} was trained with it" in line
+    )
+    assert "restore it" in line and "--force" not in line
+
+
+def test_a_run_that_recorded_no_model_file_resumes_as_before(stopped_own_run):
+    """A run directory from before run.json kept the file (schema 2) has nothing to check."""
+    from cockpit import rundir
+
+    model, _, run_dir, launched = stopped_own_run
+    rundir.update_run_info(run_dir, model_file=None)
+    edit(model)
+    assert resume(run_dir) == 0 and launched == [run_dir]
+
+
+def test_the_queue_fails_a_retry_whose_model_file_changed(stopped_own_run):
+    """A queued run retried after it died resumes: not with another model than its checkpoint's."""
+    from cockpit.campaign.scheduler import Scheduler
+
+    model, _, run_dir, _ = stopped_own_run
+    entry = types.SimpleNamespace(run_dir=str(run_dir))
+    assert Scheduler._run_dir(None, entry) == (run_dir, True)
+    edit(model)
+    with pytest.raises(RuntimeError, match="changed since"):
+        Scheduler._run_dir(None, entry)
+
+
+def test_the_training_child_refuses_to_resume_with_a_changed_file(stopped_own_run):
+    """What starts the child without a launcher's check (a Slurm requeue, by hand) meets the
+    same line: the run ends in an error naming the file, its checkpoint untouched."""
+    from cockpit import rundir
+
+    model, sibling, run_dir, _ = stopped_own_run
+    edit(sibling)
+    proc = train_in_process(run_dir, resume=True)
+    assert proc.returncode != 0
+    assert f"{sibling.resolve()} (imported by model.py) changed since" in proc.stderr
+    (end,) = events_of(run_dir, "end")
+    assert end["reason"] == "error" and "changed since" in end["message"]
+    assert (run_dir / rundir.CHECKPOINTS / "last.pt").read_bytes() == b"a checkpoint"

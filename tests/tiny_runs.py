@@ -115,10 +115,12 @@ def train_in_process(
     err = io.StringIO()
     before = os.environ.get(FAULT_ENV)
     os.environ[FAULT_ENV] = fault
+    path = list(sys.path)  # a model file's folder goes on it, as in the child: not for later tests
     try:
         with contextlib.redirect_stderr(err):
             code = main(cmd[3:])
     finally:
+        sys.path[:] = path
         if before is None:
             del os.environ[FAULT_ENV]
         else:

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from cockpit.arch import bdh, golf, gpt
 from cockpit.arch.base import ArchSpec, Problem
-from cockpit.arch.own import OwnModelSpec, is_own_model, resolve_model_file, split_own_model
+from cockpit.arch.own import (
+    OwnModelSpec,
+    is_own_model,
+    local_modules,
+    resolve_model_file,
+    split_own_model,
+)
 
 SPECS: dict[str, ArchSpec] = {spec.name: spec for spec in (gpt.SPEC, golf.SPEC, bdh.SPEC)}
 
@@ -21,6 +27,7 @@ __all__ = [
     "Problem",
     "get_spec",
     "is_own_model",
+    "local_modules",
     "names",
     "resolve_model_file",
     "split_own_model",

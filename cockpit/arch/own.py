@@ -11,6 +11,7 @@ anywhere in the core or the app, imports the file.
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,48 @@ def resolve_model_file(arch: str, preset_file: str = "") -> Path:
         if beside.is_file():
             return beside
     return Path.cwd() / path
+
+
+LOCAL_MODULES_MAX = 200  # .py files beside a model file followed at most (a folder of scripts)
+
+
+def local_modules(path: Path) -> list[Path]:
+    """The .py files beside a model file that it imports, directly or through one another (a
+    package folder beside it: all its .py files), found by reading import statements, never by
+    importing; its own figures and a run's record cover them (`from my_blocks import Block`)."""
+    folder = path.parent
+    found: set[Path] = set()
+    todo = [path]
+    while todo and len(found) < LOCAL_MODULES_MAX:
+        current = todo.pop()
+        try:
+            tree = ast.parse(current.read_bytes())
+        except (OSError, SyntaxError, ValueError):
+            continue  # unreadable or broken: the child that imports it says so
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                for sibling in _sibling_files(folder, name.partition(".")[0]):
+                    if sibling != path and sibling not in found:
+                        found.add(sibling)
+                        todo.append(sibling)
+    return sorted(found)[:LOCAL_MODULES_MAX]
+
+
+def _sibling_files(folder: Path, name: str) -> list[Path]:
+    """The files of module `name` in `folder`: name.py, or a package folder's .py files."""
+    module = folder / f"{name}.py"
+    if module.is_file():
+        return [module]
+    package = folder / name
+    if package.is_dir():
+        return sorted(p for p in package.rglob("*.py") if p.is_file())[:LOCAL_MODULES_MAX]
+    return []
 
 
 class OwnModelSpec(ArchSpec):

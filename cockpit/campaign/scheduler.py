@@ -40,6 +40,7 @@ from cockpit.campaign.store import LIVE_STATES, Entry, Queue, QueueError
 from cockpit.common.format import counted, human_duration
 from cockpit.plan.gpu import GpuSpec
 from cockpit.plan.presets import PresetError
+from cockpit.runs.prelaunch import model_file_problem
 
 MAX_RETRIES = 2  # a run killed by a signal, the OOM killer or a lost GPU is retried this often
 TICK_S = 2.0  # seconds between ticks
@@ -545,7 +546,11 @@ class Scheduler:
         """The entry's run directory and whether to resume: its own one when it has one."""
         if entry.run_dir and Path(entry.run_dir).is_dir():
             path = Path(entry.run_dir)
-            return path, has_checkpoint(path)
+            resume = has_checkpoint(path)
+            changed = model_file_problem(path) if resume else None
+            if changed:  # your own model's file was edited: its checkpoint is of another model
+                raise RuntimeError(changed.line)
+            return path, resume
         preset = planning.entry_preset(entry)
         root = entry.runs_root or None
         return rundir.create_run_dir(preset, root=root), False

@@ -26,11 +26,20 @@ from cockpit.plan.estimate import (
     flops_per_token,
     suggest_batch,
 )
-from cockpit.plan.gpu import CATALOG, GpuSpec, nvml_problem, query_gpus, resolve_gpu
+from cockpit.plan.gpu import (
+    CATALOG,
+    GpuSpec,
+    mixed_note,
+    nvml_problem,
+    query_gpus,
+    resolve_gpu,
+    run_gpus,
+)
 from cockpit.plan.host import (
+    HOST_MARGIN,
     CpuSpeed,
+    cpu_batch_suggestion,
     cpu_eta_line,
-    host_batch_fit,
     host_memory,
     measure_cpu_speed,
 )
@@ -65,9 +74,9 @@ def _cc(cc: tuple[int, int] | None) -> str:
     return "-" if cc is None else f"{cc[0]}.{cc[1]}"
 
 
-def _gpu_or_fail(name: str | None) -> tuple[GpuSpec | None, bool]:
+def _gpu_or_fail(name: str | None, nproc: int = 1) -> tuple[GpuSpec | None, bool]:
     try:
-        return resolve_gpu(name), True
+        return resolve_gpu(name, nproc=nproc), True
     except ValueError as exc:
         error(str(exc))
         return None, False
@@ -310,7 +319,12 @@ def print_estimate(
 
 def cmd_estimate(args: argparse.Namespace) -> int:
     """`gpt-cockpit estimate NAME`: breakdown, verdict and batch suggestion."""
-    gpu, ok = _gpu_or_fail(getattr(args, "gpu", None))
+    world = getattr(args, "nproc", None) or 1
+    if world < 1:
+        error("--nproc must be at least 1")
+        return EXIT_USAGE
+    # this machine's GPUs: the smallest of those the run's ranks use (CUDA_VISIBLE_DEVICES applied)
+    gpu, ok = _gpu_or_fail(getattr(args, "gpu", None), world)
     if not ok:
         return EXIT_USAGE
     preset = _preset_or_fail(args.name, getattr(args, "overrides", []) or [])
@@ -323,10 +337,6 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     headroom = args.headroom if getattr(args, "headroom", None) is not None else DEFAULT_HEADROOM
     if not 0.0 <= headroom < 1.0:
         error("--headroom is a fraction in [0, 1), e.g. 0.08")
-        return EXIT_USAGE
-    world = getattr(args, "nproc", None) or 1
-    if world < 1:
-        error("--nproc must be at least 1")
         return EXIT_USAGE
     if getattr(args, "device", "auto") == "cpu":
         return estimate_cpu(preset, batch, json_out=bool(getattr(args, "json", False)), args=args)
@@ -365,7 +375,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2, default=str))
         return EXIT_OK
     console = _console()
-    where = f"on {gpu.name}" if gpu else "for a bf16 GPU (none here; --gpu picks one)"
+    mixed = "" if getattr(args, "gpu", None) else mixed_note(run_gpus(query_gpus(), nproc=world))
+    where = f"on {gpu.name}{mixed}" if gpu else "for a bf16 GPU (none here; --gpu picks one)"
     console.print(f"[bold]{preset.name}[/] {where}")
     print_estimate(est, preset, gpu, console=console, headroom=headroom)
     console.print(host_memory(preset, "cuda", batch_size=batch, nproc=world).verdict)
@@ -401,7 +412,7 @@ def estimate_cpu(
     speed = cpu_speed_or_measure(getattr(args, "runs_dir", None))
     t = preset.train
     micro = batch or t.batch_size
-    fit = None if plan.fits else host_batch_fit(preset, int((plan.available_bytes or 0) * 0.92))
+    fit = None if plan.fits is not False else cpu_batch_suggestion(preset, plan.available_bytes)
     if json_out:
         out = host_dict(plan, speed, preset)
         out.update(
@@ -440,7 +451,8 @@ def estimate_cpu(
     if fit is not None:
         console.print(
             f"suggestion: --set train.batch_size={fit[0]} --set train.grad_accum={fit[1]} "
-            "(the largest micro-batch that fits in 92% of the available RAM, the same sequences per step)"
+            f"(the largest micro-batch that fits in {1 - HOST_MARGIN:.0%} of the available RAM, "
+            "the same sequences per step)"
         )
     elif plan.fits is False:
         console.print("suggestion: even micro-batch 1 does not fit; shrink the model or block_size")

@@ -19,6 +19,8 @@ from cockpit.plan.presets import PresetError
 if TYPE_CHECKING:
     from rich.console import JustifyMethod
 
+    from cockpit.runs.prelaunch import ModelFileChange
+
 
 def _find(args: argparse.Namespace) -> Path | None:
     """The run named on the command line, or None after printing why not."""
@@ -184,6 +186,17 @@ def _trainer_of(run_dir: Path) -> int | None:
         time.sleep(0.1)
 
 
+def _model_file_change(run_dir: Path, *, force: bool) -> ModelFileChange | None:
+    """Your own model's file as changed since the run started, where --force accepts it;
+    RunError with the one line when it refuses (a file that is gone: even with --force)."""
+    from cockpit.runs.prelaunch import model_file_problem
+
+    changed = model_file_problem(run_dir)
+    if changed and (changed.now is None or not force):
+        raise rundir.RunError(changed.line)
+    return changed
+
+
 def cmd_resume(args: argparse.Namespace) -> int:
     """Continue a stopped or crashed run from its last checkpoint."""
     run_dir = _find(args)
@@ -212,8 +225,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
             f"`gpt-cockpit --preset {run_dir / rundir.PRESET_JSON}`"
         )
         return EXIT_USAGE
+    force = bool(getattr(args, "force", False))
     max_steps = getattr(args, "max_steps", None)
     try:
+        changed = _model_file_change(run_dir, force=force)
         if max_steps is not None:
             runs.raise_max_steps(run_dir, max_steps)
         preset = rundir.load_run_preset(run_dir)
@@ -240,10 +255,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from cockpit.headless import UsageError, launch_and_follow, memory_check
 
     try:  # the plan against this machine's memory, before anything starts
-        memory_check(preset, device, ranks.nproc, force=bool(getattr(args, "force", False)))
+        memory_check(preset, device, ranks.nproc, force=force)
     except UsageError as exc:
         error(str(exc))
         return EXIT_USAGE
+    if changed:  # forced: from now on the run trains with the file as it is, and is checked so
+        warn(f"{changed.line.split(', so ')[0]}; resuming with it anyway (--force)")
+        rundir.update_run_info(run_dir, model_file=changed.now)
     if getattr(args, "no_ui", False):
         return launch_and_follow(run_dir, device=device, resume=True, ranks=ranks)
     try:

@@ -423,11 +423,44 @@ def local_gpu_spec(index: int = 0) -> GpuSpec | None:
     return spec_for_status(status) if status is not None else None
 
 
-def resolve_gpu(name: str | None) -> GpuSpec | None:
-    """--gpu NAME from the catalog, else this machine's cuda:0, else None; ValueError for an unknown name."""
+def run_gpus(view: list[GpuStatus], device: str = "auto", nproc: int = 1) -> list[GpuStatus]:
+    """The GPUs of `view` (CUDA's numbering under the run's CUDA_VISIBLE_DEVICES, as query_gpus
+    gives it) that a run uses: cuda:N for one process on cuda:N, else cuda:0 up to cuda:nproc-1
+    (each torchrun rank binds cuda:LOCAL_RANK); fewer when the view has fewer."""
+    index = device.partition(":")[2]
+    if nproc <= 1 and index.isdigit():
+        return view[int(index) : int(index) + 1]
+    return view[: max(1, nproc)]  # the view is in CUDA's order: its position is the cuda index
+
+
+def smallest_spec(gpus: list[GpuStatus]) -> GpuSpec | None:
+    """The planning spec of the GPU with the least usable memory among `gpus` (the slower on a
+    tie): a run over several puts the same load on each, so the smallest decides; None for none."""
+    specs = [spec_for_status(g) for g in gpus]
+    return min(specs, key=lambda s: (s.usable_bytes, s.fp16_tflops)) if specs else None
+
+
+def mixed_note(gpus: list[GpuStatus]) -> str:
+    """' (the smallest of the run's N GPUs)' when `gpus` differ in model or memory, else ''."""
+    if len({(g.name, g.memory_total) for g in gpus}) <= 1:
+        return ""
+    return f" (the smallest of the run's {len(gpus)} GPUs)"
+
+
+def run_gpu_spec(
+    device: str = "auto", nproc: int = 1, env: Mapping[str, str] | None = None
+) -> GpuSpec | None:
+    """The spec a run on `device` with `nproc` processes, started with `env` (this process's by
+    default), is planned against: the smallest of the GPUs it uses; None when NVML sees none."""
+    return smallest_spec(run_gpus(query_gpus(env), device, nproc))
+
+
+def resolve_gpu(name: str | None, *, device: str = "auto", nproc: int = 1) -> GpuSpec | None:
+    """--gpu NAME from the catalog, else the smallest GPU of this machine a run on `device` with
+    `nproc` processes uses (cuda:0 for one), else None; ValueError for an unknown name."""
     if name:
         spec = lookup_gpu(name)
         if spec is None:
             raise ValueError(f"unknown GPU {name!r}; known: {', '.join(catalog_names())}")
         return spec
-    return local_gpu_spec()
+    return run_gpu_spec(device, nproc)

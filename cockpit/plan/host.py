@@ -55,7 +55,8 @@ TEXT_BYTES_PER_BYTE = 16
 CPU_SCORE_TENSORS = 6  # s^2 tensors of a CPU math-path attention's backward (see below)
 DEFAULT_CORPUS_BYTES = 8 * MIB  # cockpit.text.corpus reads at most this much of the default corpus
 # How far a host plan may be off (no real run has checked it yet): a launch is refused only when
-# the plan, less this share, is still over the RAM available.
+# the plan, less this share, is still over the RAM available; a suggested micro-batch plans within
+# the RAM available less this share, so the launch check never refuses it.
 HOST_MARGIN = 0.15
 SPEED_SECONDS = 2.0  # timed steps of the calibration
 
@@ -384,6 +385,15 @@ def as_dict(plan: HostPlan, speed: CpuSpeed | None, preset: Preset) -> dict[str,
         out["cpu_flops_per_s"] = speed.flops_per_s if speed else None
         out["cpu_speed_source"] = speed.source if speed else None
     return out
+
+
+def cpu_batch_suggestion(preset: Preset, available_bytes: int | None) -> tuple[int, int] | None:
+    """(micro-batch, grad_accum) to suggest for a CPU run: the largest micro-batch whose plan fits
+    in the available RAM less HOST_MARGIN (so runs.prelaunch.plan_problem never refuses it),
+    the same sequences per step; None when the RAM is unknown or not even micro-batch 1 fits."""
+    if not available_bytes:
+        return None
+    return host_batch_fit(preset, int(available_bytes * (1 - HOST_MARGIN)))
 
 
 def host_batch_fit(preset: Preset, budget_bytes: int) -> tuple[int, int] | None:

@@ -38,15 +38,49 @@ def model_file(m: ModelConfig) -> Path:
 
 
 def model_file_hash(preset: Preset | ModelConfig) -> str:
-    """sha256:<hex>:ClassName of the model file's content ("missing:<path>" when it is not there)."""
+    """sha256:<hex>:ClassName of the model file's content and of the modules beside it that it
+    imports ("missing:<path>" when the file is not there)."""
     m = preset.model if isinstance(preset, Preset) else preset
     path = model_file(m)
     _, name = archs.split_own_model(m.arch)
     try:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = hashlib.sha256(path.read_bytes())
     except OSError:
         return f"missing:{path}:{name}"
-    return f"sha256:{digest}:{name}"
+    for module in archs.local_modules(path):
+        digest.update(f"\0{module.relative_to(path.parent)}\0".encode())
+        digest.update((file_sha256(module) or "unreadable").encode())
+    return f"sha256:{digest.hexdigest()}:{name}"
+
+
+def file_sha256(path: Path) -> str | None:
+    """The SHA-256 (hex) of a file's content; None when it cannot be read."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def model_file_record(preset: Preset) -> dict[str, Any] | None:
+    """Your own model's file as it is now, as run.json keeps it (`model_file`); None for a
+    built-in architecture or a file that cannot be read."""
+    m = preset.model
+    if not archs.is_own_model(m.arch):
+        return None
+    return file_record(model_file(m).resolve())
+
+
+def file_record(path: Path) -> dict[str, Any] | None:
+    """{"path", "sha256"} of a model file, and "modules": {path: sha256} of the modules beside
+    it that it imports (left out when none); None when the file cannot be read."""
+    digest = file_sha256(path)
+    if digest is None:
+        return None
+    record: dict[str, Any] = {"path": str(path), "sha256": digest}
+    modules = {str(p): file_sha256(p) for p in archs.local_modules(path)}
+    if modules:
+        record["modules"] = modules
+    return record
 
 
 def _key(m: ModelConfig) -> str:
@@ -68,7 +102,19 @@ def load_measured(m: ModelConfig) -> dict[str, Any] | None:
         stat = path.stat()
     except OSError:
         return None
-    memo = (m.arch, stat.st_mtime_ns, stat.st_size, json.dumps(asdict(m), sort_keys=True))
+    beside = []  # an edit to a module it imports measures it again too
+    for module in archs.local_modules(path):
+        try:
+            beside.append((str(module), module.stat().st_mtime_ns, module.stat().st_size))
+        except OSError:
+            beside.append((str(module), 0, 0))
+    memo = (
+        m.arch,
+        stat.st_mtime_ns,
+        stat.st_size,
+        tuple(beside),
+        json.dumps(asdict(m), sort_keys=True),
+    )
     if memo in _memo and _memo[memo] is not None:
         return _memo[memo]
     try:

@@ -26,7 +26,7 @@ from typing import Any
 
 from cockpit import __version__
 from cockpit.common.fsutil import atomic_writer
-from cockpit.plan.measure import absolute
+from cockpit.plan.measure import absolute, model_file_record
 from cockpit.plan.presets import Preset, PresetError, apply_overrides, preset_from_dict
 from cockpit.rundir._coerce import BY_ANNOTATION
 from cockpit.rundir.layout import (
@@ -40,7 +40,7 @@ from cockpit.rundir.layout import (
     unreadable,
 )
 
-RUN_SCHEMA_VERSION = 2  # 2: world_size, nnodes (torchrun runs)
+RUN_SCHEMA_VERSION = 3  # 2: world_size, nnodes (torchrun runs); 3: model_file (your own model)
 
 
 def _umask() -> int:
@@ -89,6 +89,7 @@ class RunInfo:
     params: int | None = None
     max_steps: int | None = None
     overrides: dict[str, Any] | None = None
+    model_file: dict[str, Any] | None = None  # your own model's {"path", "sha256"} at launch
     step: int = 0
     best_val_loss: float | None = None
     started: float | None = None
@@ -255,6 +256,7 @@ def create_run_dir(
         created=time.time(),
         host=platform.node(),
         versions={"cockpit": __version__, "python": platform.python_version()},
+        model_file=model_file_record(preset),  # a resume refuses the file once it has changed
     )
     if run_dir is None:
         path = fresh_run_path(preset.name, root)

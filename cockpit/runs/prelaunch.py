@@ -19,6 +19,7 @@ import os
 import stat
 from array import array
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from cockpit import rundir
 from cockpit.arch import is_own_model
@@ -306,6 +307,50 @@ def resume_problem(run_dir: str | os.PathLike[str]) -> str | None:
     return f"{Path(run_dir).name} has no checkpoint to resume from{where}"
 
 
+class ModelFileChange(NamedTuple):
+    """Your own model's file is not the one a run started with: the line, and the file now."""
+
+    line: str
+    now: dict[str, Any] | None  # run.json's `model_file` for the files as they are; None: gone
+
+
+def model_file_problem(run_dir: str | os.PathLike[str]) -> ModelFileChange | None:
+    """Why resuming `run_dir` would train another model than its checkpoint was trained with:
+    the file run.json's `model_file` names, or a module beside it that it imports, has changed
+    or is gone (None: unchanged, a run of a built-in architecture, or one from before run.json
+    recorded the file)."""
+    from cockpit.plan.measure import file_record, file_sha256
+
+    try:
+        recorded = rundir.read_run_info(run_dir).model_file or {}
+    except rundir.RunError:
+        return None
+    path, digest = recorded.get("path"), recorded.get("sha256")
+    if not isinstance(path, str) or not isinstance(digest, str):
+        return None
+    modules = recorded.get("modules")
+    files = [(path, digest)] + (list(modules.items()) if isinstance(modules, dict) else [])
+    name = Path(run_dir).name
+    for file, then in files:
+        now = file_sha256(Path(file))
+        if now == then:
+            continue
+        what = file if file == path else f"{file} (imported by {Path(path).name})"
+        if now is None:
+            return ModelFileChange(
+                f"{what}: no such file; {name} was trained with it (sha256 {str(then)[:12]}): "
+                "restore it to resume",
+                None,
+            )
+        return ModelFileChange(
+            f"{what} changed since {name} started (sha256 {str(then)[:12]} then, {now[:12]} "
+            f"now), so its checkpoint was trained with another model: restore the file, or "
+            f"`gpt-cockpit resume {name} --force` continues with the files as they are now",
+            file_record(Path(path)),
+        )
+    return None
+
+
 # --------------------------------------------------------------------------- memory
 
 
@@ -322,11 +367,6 @@ def _bytes(n: int | None) -> str:
     if n is None:
         return "an unknown amount"
     return human_bytes(n) if n < BEYOND else "over 1 EiB (more than any machine has)"
-
-
-def _gpu_index(device: str) -> int:
-    index = device.partition(":")[2]
-    return int(index) if index.isdigit() else 0
 
 
 def _this_machine_has_gpu() -> bool | None:
@@ -360,7 +400,7 @@ def plan_problem(preset: Preset, device: str = "auto", nproc: int = 1) -> str | 
 
 
 def _plan_problem(preset: Preset, device: str, nproc: int) -> str | None:
-    from cockpit.plan.host import HOST_MARGIN, available_ram, host_batch_fit, host_memory
+    from cockpit.plan.host import available_ram, cpu_batch_suggestion, host_memory
 
     on_gpu = device.startswith("cuda") or (device == "auto" and _this_machine_has_gpu())
     if on_gpu:
@@ -381,7 +421,7 @@ def _plan_problem(preset: Preset, device: str, nproc: int) -> str | None:
         f"{_bytes(host.total_bytes)} ({host.dtype} tensors and the torch runtime), "
         f"{_bytes(available)} available"
     )
-    fit = host_batch_fit(preset, int((available or 0) * (1 - HOST_MARGIN)))
+    fit = cpu_batch_suggestion(preset, available)
     if fit is None:
         return f"{line}; even micro-batch 1 does not fit: shrink the model or block_size ({FORCE_HINT})"
     micro, accum = fit
@@ -392,15 +432,14 @@ def _plan_problem(preset: Preset, device: str, nproc: int) -> str | None:
 
 
 def _gpu_plan_problem(preset: Preset, device: str, nproc: int) -> str | None:
-    """The plan's peak on each GPU against this machine's GPU (None when NVML cannot say)."""
+    """The plan's peak on each GPU against the GPUs the run will use (under this process's
+    CUDA_VISIBLE_DEVICES: cuda:N, or cuda:0 up to cuda:nproc-1), the smallest of them when they
+    differ (None when NVML cannot say)."""
     from cockpit.plan.estimate import estimate, suggest_batch
-    from cockpit.plan.gpu import local_gpu_spec, query_gpus
+    from cockpit.plan.gpu import mixed_note, query_gpus, run_gpus, smallest_spec
 
-    gpus = query_gpus()
-    index = _gpu_index(device)
-    if not gpus or index >= len(gpus):
-        return None
-    spec = local_gpu_spec(index)
+    used = run_gpus(query_gpus(), device, nproc)
+    spec = smallest_spec(used)
     if spec is None:
         return None
     est = estimate(preset, spec, world_size=nproc)
@@ -409,7 +448,8 @@ def _gpu_plan_problem(preset: Preset, device: str, nproc: int) -> str | None:
     each = f" on each of {nproc} GPUs" if nproc > 1 else ""
     line = (
         f"GPU memory: {preset.name} at micro-batch {est.batch_size:,} needs "
-        f"{_bytes(est.peak_bytes)}{each}, {spec.name} has {human_bytes(spec.usable_bytes)}"
+        f"{_bytes(est.peak_bytes)}{each}, {spec.name}{mixed_note(used)} has "
+        f"{human_bytes(spec.usable_bytes)}"
     )
     suggestion = suggest_batch(preset, spec, world_size=nproc)
     if suggestion is None or suggestion.fits_up_to < 1:

@@ -110,6 +110,8 @@ class Trainer:
         """Device, dtype, seeds, data, model, optimizer, health, the parts; restore a checkpoint on resume."""
         preset, t, dist = self.preset, self.t, self.dist
         setup_steps.check_trainable(preset)
+        if self.resume:
+            setup_steps.check_model_file(self.run_dir)
         self.device, self.dtype = setup_steps.init_device(self.requested_device, t.dtype, dist)
         setup_steps.seed_everything(t.seed)
         self.data, self.train_sampler = setup_steps.load_training_data(

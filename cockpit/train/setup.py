@@ -42,6 +42,17 @@ def check_trainable(preset: Preset) -> None:
         raise EngineError(f"model.arch={preset.model.arch}: {why}", kind="arch")
 
 
+def check_model_file(run_dir: Path) -> None:
+    """An EngineError (kind arch) when resuming would continue the checkpoint with a model file
+    (or a module beside it) changed since the run started: the launchers refuse that before the
+    child starts; this catches what starts the child without them (a Slurm requeue, by hand)."""
+    from cockpit.runs.prelaunch import model_file_problem
+
+    changed = model_file_problem(run_dir)
+    if changed is not None:
+        raise EngineError(changed.line, kind="arch")
+
+
 def init_device(requested: str, train_dtype: str, dist: Dist) -> tuple[torch.device, str]:
     """Join the torchrun job (if any); the device and the compute dtype's name."""
     if dist.world_size > 1:  # nccl on CUDA, gloo on CPU (train/dist.py)

@@ -190,13 +190,12 @@ class CockpitApp(App):
             if refresh is not None:
                 refresh()
 
-    def local_gpu_spec(self) -> GpuSpec | None:
-        """Planning facts of this machine's first GPU (None without one, or before NVML answered)."""
-        from cockpit.plan.gpu import spec_for_status
+    def local_gpu_spec(self, nproc: int = 1) -> GpuSpec | None:
+        """Planning facts of the GPU a run of `nproc` processes here is planned against: cuda:0,
+        or the smallest of cuda:0..nproc-1 (None without a GPU, or before NVML answered)."""
+        from cockpit.plan.gpu import run_gpus, smallest_spec
 
-        if not self.local_gpus:
-            return None
-        return spec_for_status(self.local_gpus[0])
+        return smallest_spec(run_gpus(self.local_gpus or [], "auto", nproc))
 
     def open_run(self, run_dir: Path) -> None:
         """Show the run screen for `run_dir` (a new launch or an attach: the same way in)."""

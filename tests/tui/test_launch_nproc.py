@@ -100,3 +100,24 @@ async def test_a_plan_over_this_machines_memory_is_shown_and_yes_forces_the_laun
         await pilot.press("y")
         await pilot.pause()
     assert calls == [("tiny_nproc", 1, True)]
+
+
+def test_each_number_of_ranks_is_planned_on_the_smallest_gpu_it_uses():
+    """A T4 beside an H100 (the H100 is cuda:0): one process plans on the H100, two on the T4."""
+    from helpers import fake_gpu
+
+    from cockpit.common.format import human_bytes
+    from cockpit.plan.estimate import estimate
+    from cockpit.plan.presets import load_preset
+    from cockpit.tui.screens.confirm import per_gpu_memory
+
+    app = app_for_tests()
+    app.local_gpus = [fake_gpu("NVIDIA H100 80GB HBM3", 80), fake_gpu("Tesla T4", 16)]
+    assert app.local_gpu_spec().name == "NVIDIA H100 80GB HBM3"
+    assert app.local_gpu_spec(2).name == "Tesla T4" and app.local_gpu_spec(4).name == "Tesla T4"
+    preset = load_preset("gpt2_124m")
+    words = per_gpu_memory(preset, estimate(preset, app.local_gpu_spec()), app.local_gpu_spec)
+    assert words(1).endswith(f"of {human_bytes(80 * 2**30)}")
+    assert words(2).endswith(f"of {human_bytes(16 * 2**30)}")
+    app.local_gpus = []
+    assert app.local_gpu_spec() is None

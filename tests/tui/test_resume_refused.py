@@ -77,3 +77,31 @@ async def test_a_run_with_a_checkpoint_resumes_as_before(tmp_path):
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
         bindings = app.screen.active_bindings
         assert bindings["u"].enabled is True and "n" not in bindings
+
+
+async def test_u_refuses_a_model_file_changed_since_the_run_started(tmp_path, monkeypatch):
+    """Your own model's file edited since the start: `u` says so, and nothing starts."""
+    from cockpit import runs
+
+    run_dir = killed_before_its_first_checkpoint(tmp_path)
+    (run_dir / rundir.CHECKPOINTS).mkdir(exist_ok=True)
+    (run_dir / rundir.CHECKPOINTS / "last.pt").write_bytes(b"PK")
+    model = tmp_path / "model.py"
+    model.write_text("# edited since\n")
+    rundir.update_run_info(run_dir, model_file={"path": str(model), "sha256": "0" * 64})
+    before = (run_dir / "run.json").read_bytes()
+    launched = []
+    monkeypatch.setattr(runs, "launch", lambda *a, **kw: launched.append(a))
+    app = app_for_tests(attach=run_dir)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
+        await pilot.press("u")
+        await wait_for(pilot, lambda: app._notifications)
+        said = [str(n.message) for n in app._notifications]
+        assert any(
+            m.startswith(f"cannot resume: {model} changed since {run_dir.name} started")
+            and "--force" in m
+            for m in said
+        ), said
+        assert not launched and app.screen.status == "killed"
+    assert (run_dir / "run.json").read_bytes() == before

@@ -1,7 +1,8 @@
 """Your own model (model.arch = PATH.py:ClassName), wrapped so the engine trains it as its own.
 
 The file is imported here, in the training child and the planning children only (the tracer,
-the measuring child): never in the app or the core. The class is built as nanoGPT builds its
+the measuring child): never in the app or the core. Its folder goes on sys.path first, so it
+can import the modules beside it, as it could when run as a script. The class is built as nanoGPT builds its
 GPT, `ClassName(config)`, where `config` has every field of the model section as an attribute
 (block_size, vocab_size, n_layer, n_head, n_embd, dropout, bias, ... and the section's extra
 keys), and `forward(idx, targets=None)` returns `(logits, loss)`.
@@ -59,6 +60,12 @@ def load_class(arch: str) -> tuple[Path, type[nn.Module]]:
         raise OwnModelError(f"{path}: no such file")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
     module_name = f"cockpit_own_model_{path.stem}_{digest}"
+    folder = str(path.parent)
+    if folder not in sys.path:
+        # its siblings import as they do for `python model.py` (`from my_blocks import Block`),
+        # first on the path as a script's folder is; kept there for imports made later (inside
+        # forward, by unpickling, by torch.compile)
+        sys.path.insert(0, folder)
     module = sys.modules.get(module_name)
     if module is None:
         spec = importlib.util.spec_from_file_location(module_name, path)

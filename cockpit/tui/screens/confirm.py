@@ -16,6 +16,7 @@ from cockpit.plan.estimate import Estimate
 from cockpit.plan.presets import Preset
 
 if TYPE_CHECKING:
+    from cockpit.plan.gpu import GpuSpec
     from cockpit.tui.app import CockpitApp
 
 
@@ -198,7 +199,10 @@ def confirm_launch(app: CockpitApp, preset: Preset, est: Estimate) -> None:
     gpus = len(app.local_gpus or [])
     question = launch_question(preset, est, problem)
     dialog = LaunchScreen(
-        question, nproc_choices(gpus), per_gpu_memory(preset, est), preset.train.max_steps
+        question,
+        nproc_choices(gpus),
+        per_gpu_memory(preset, est, app.local_gpu_spec),
+        preset.train.max_steps,
     )
 
     def answered(yes: bool | None) -> None:
@@ -210,17 +214,21 @@ def confirm_launch(app: CockpitApp, preset: Preset, est: Estimate) -> None:
     app.push_screen(dialog, answered)
 
 
-def per_gpu_memory(preset: Preset, est: Estimate) -> Callable[[int], str] | None:
+def per_gpu_memory(
+    preset: Preset, est: Estimate, gpu_for: Callable[[int], GpuSpec | None] | None = None
+) -> Callable[[int], str] | None:
     """The plan's peak on each GPU for a number of ranks (train.parallel: DDP buckets or FSDP
-    shards), or None on a CPU, where there is no GPU memory to plan."""
+    shards), against the smallest GPU those ranks use (`gpu_for`; the estimate's GPU without
+    it), or None on a CPU, where there is no GPU memory to plan."""
     if est.gpu is None:
         return None
-    gpu = est.gpu
+    fallback = est.gpu
 
     def words(nproc: int) -> str:
         from cockpit.common.format import human_bytes
         from cockpit.plan.estimate import estimate
 
+        gpu = (gpu_for(nproc) if gpu_for is not None else None) or fallback
         peak = estimate(preset, gpu, world_size=nproc).peak_bytes
         return f"peak {human_bytes(peak)} on each GPU of {human_bytes(gpu.memory_bytes)}"
 

@@ -497,6 +497,12 @@ class RunScreen(Screen):
             self.refresh_bindings()
             self.notify(f"cannot resume: {self.resume_block}", severity="warning", timeout=8)
             return
+        from cockpit.runs.prelaunch import model_file_problem
+
+        changed = model_file_problem(self.run_dir)  # your own model's file edited since the start
+        if changed:
+            self.notify(f"cannot resume: {changed.line}", severity="warning", timeout=15)
+            return
         try:
             # the same world size as the run's (a multi-rank checkpoint refuses another)
             runs.launch(
