@@ -2,7 +2,9 @@
 
 `queue plan` and the `queue` list both ask `forecast`: the live entries keep their places with
 the time they still need (their measured pace where they have one), and the queued ones are
-packed after them in queue order, on this machine or on what-if GPUs.
+packed after them in queue order, on this machine or on what-if GPUs. On GPUs of several
+kinds each entry's need is its plan on the GPUs it is packed on (the time, and so the cost, of
+the card it will run on).
 """
 
 from __future__ import annotations
@@ -70,9 +72,15 @@ def forecast(
     for e in live:
         placement = Placement.parse(e.planned_device)
         placement = Placement(placement.gpus, e.threads, e.planned_bytes)
+        needs[e.id] = needs[e.id].placed_on(placement.gpus)  # its plan on the GPUs it holds
         left = remaining_seconds(e, now)
         running.append((needs[e.id], placement, left if left is not None else 3600.0))
-        ledger.take(e.id, placement, 0 if placement.gpus else (e.planned_bytes or 0))
+        ledger.take(
+            e.id,
+            placement,
+            0 if placement.gpus else (e.planned_bytes or 0),
+            share=needs[e.id].share,
+        )
     # an entry after one outside this plan: done means no wait, anything else waits forever
     after = {e.id: e.after for e in todo if e.after is not None and e.after in ids}
     blocked = {
@@ -85,6 +93,9 @@ def forecast(
         s.entry_id: s
         for s in simulate(plan_needs, machine, after=after, running=running, ledger=ledger)
     }
+    for slot in slots.values():  # on GPUs of several kinds: its plan on the ones it gets
+        if slot.placement is not None and slot.placement.gpus:
+            needs[slot.entry_id] = needs[slot.entry_id].placed_on(slot.placement.gpus)
     for entry_id in blocked:
         waited = next(e.after for e in todo if e.id == entry_id)
         slots[entry_id] = Slot(

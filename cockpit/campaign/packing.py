@@ -6,15 +6,21 @@ ones. A GPU entry fits a GPU when its planned bytes (reserved + headroom, per GP
 every run already placed there sum to no more than what the GPU offers this queue (usable
 memory less what other processes hold). Among the GPUs where it fits, the fullest wins (best
 fit), which leaves whole GPUs free for the big entries behind it.
+
+On a machine with GPUs of different kinds an entry carries one plan per GPU (its bytes, time
+and share on that card: a T4 trains in fp16 at a fifteenth of an H100's pace), is fitted
+against each GPU's own plan, and goes where it would finish first (its time there, slowed by
+the compute the runs already there keep busy); between equal cards the fullest still wins.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cockpit.campaign.backend import Placement
-from cockpit.common.format import counted, human_bytes
+from cockpit.common.format import counted, human_bytes, human_duration
 
 MIN_THREADS = 1  # a CPU run is granted at least this many threads (cores)
 
@@ -46,6 +52,15 @@ class Machine:
 
 
 @dataclass(frozen=True)
+class GpuPlan:
+    """One entry's plan on one kind of GPU."""
+
+    gpu_bytes: int  # planned bytes on that GPU: reserved with headroom, plus the CUDA context
+    seconds: float | None  # training time alone on it (None: unknown)
+    share: float = 1.0  # the fraction of that GPU's compute it keeps busy alone (0..1]
+
+
+@dataclass(frozen=True)
 class Need:
     """What one entry asks for, as planned for one machine."""
 
@@ -57,10 +72,33 @@ class Need:
     seconds: float | None = None  # planned training time alone on its device (None: unknown)
     share: float = 1.0  # the fraction of a GPU's compute it keeps busy alone (0..1]
     problem: str = ""  # why it cannot be planned at all (a bad preset, no such GPU)
+    # the plan on each GPU (by index) of a machine whose GPUs are of several kinds; empty on
+    # a machine of one kind, where gpu_bytes, seconds and share hold on every GPU
+    per_gpu: dict[int, GpuPlan] = field(default_factory=dict, compare=False)
 
     def on_gpu(self, machine: Machine) -> bool:
         """It trains on GPUs here: a gpu entry, or an any entry on a machine with GPUs."""
         return self.device == "gpu" or (self.device == "any" and bool(machine.gpus))
+
+    def plan_on(self, index: int) -> GpuPlan:
+        """Its plan on GPU `index` (the one plan where the machine has one kind of GPU)."""
+        own = self.per_gpu.get(index)
+        return own if own is not None else GpuPlan(self.gpu_bytes or 0, self.seconds, self.share)
+
+    def placed_on(self, gpus: Iterable[int]) -> Need:
+        """This need as planned on these GPUs: the largest of their memory plans, and the
+        slowest card's time and share (a multi-GPU run steps at its slowest rank's pace)."""
+        chosen = list(gpus)
+        if not self.per_gpu or not chosen:
+            return self
+        plans = [self.plan_on(g) for g in chosen]
+        slowest = max(plans, key=lambda p: math.inf if p.seconds is None else p.seconds)
+        return replace(
+            self,
+            gpu_bytes=max(p.gpu_bytes for p in plans),
+            seconds=slowest.seconds,
+            share=slowest.share,
+        )
 
 
 @dataclass
@@ -71,9 +109,15 @@ class Ledger:
     gpu_runs: dict[int, list[int]] = field(default_factory=dict)
     cores: int = 0
     ram_bytes: int = 0
+    shares: dict[int, float] = field(default_factory=dict)  # each placed GPU run's compute share
 
-    def take(self, entry_id: int, placement: Placement, ram_bytes: int = 0) -> None:
-        """Count a placed entry in."""
+    def take(
+        self, entry_id: int, placement: Placement, ram_bytes: int = 0, *, share: float = 1.0
+    ) -> None:
+        """Count a placed entry in (`share`: the compute it keeps busy on each of its GPUs;
+        a run whose share is not known counts as keeping its GPU busy)."""
+        if placement.gpus:
+            self.shares[entry_id] = share
         for g in placement.gpus:
             self.gpu_bytes[g] = self.gpu_bytes.get(g, 0) + (placement.planned_bytes or 0)
             self.gpu_runs.setdefault(g, []).append(entry_id)
@@ -83,6 +127,7 @@ class Ledger:
 
     def give_back(self, entry_id: int, placement: Placement, ram_bytes: int = 0) -> None:
         """Count an ended entry out."""
+        self.shares.pop(entry_id, None)
         for g in placement.gpus:
             self.gpu_bytes[g] = max(0, self.gpu_bytes.get(g, 0) - (placement.planned_bytes or 0))
             runs = self.gpu_runs.get(g, [])
@@ -94,6 +139,10 @@ class Ledger:
 
     def free_bytes(self, gpu: Gpu) -> int:
         return gpu.capacity_bytes - self.gpu_bytes.get(gpu.index, 0)
+
+    def load(self, index: int) -> float:
+        """The compute the runs placed on GPU `index` keep busy (1.0: all of it)."""
+        return sum(self.shares.get(e, 1.0) for e in self.gpu_runs.get(index, []))
 
 
 @dataclass(frozen=True)
@@ -114,6 +163,8 @@ def never_fits(need: Need, machine: Machine) -> str | None:
             return f"needs {counted(need.gpus, 'GPU')}; {machine.label} has {have}"
         if need.gpu_bytes is None:
             return "no memory plan"
+        if need.per_gpu:
+            return _never_fits_mixed(need, machine)
         biggest = sorted((g.whole_bytes for g in machine.gpus), reverse=True)[need.gpus - 1]
         if need.gpu_bytes > biggest:
             return (
@@ -128,6 +179,71 @@ def never_fits(need: Need, machine: Machine) -> str | None:
     return None
 
 
+def _never_fits_mixed(need: Need, machine: Machine) -> str | None:
+    """never_fits on GPUs of several kinds: each GPU against the entry's plan for that card."""
+    can = [g for g in machine.gpus if need.plan_on(g.index).gpu_bytes <= g.whole_bytes]
+    if len(can) >= need.gpus:
+        return None
+    kinds: dict[str, str] = {}  # one phrase per kind of GPU, in the machine's order
+    for g in machine.gpus:
+        kinds.setdefault(
+            g.name,
+            f"{human_bytes(need.plan_on(g.index).gpu_bytes)} on a {g.name} "
+            f"(offers {human_bytes(g.whole_bytes)})",
+        )
+    where = f"; {len(can)} GPU(s) here can hold it" if need.gpus > 1 and can else ""
+    return f"needs per GPU with headroom {', '.join(kinds.values())}{where}"
+
+
+def _finish_rank(need: Need, gpu: Gpu, ledger: Ledger) -> float:
+    """Seconds `need` would take on `gpu` beside what runs there (its share of the compute)."""
+    plan = need.plan_on(gpu.index)
+    if plan.seconds is None:
+        return math.inf
+    return plan.seconds * max(1.0, ledger.load(gpu.index) + plan.share)
+
+
+def _place_mixed(
+    need: Need, machine: Machine, ledger: Ledger, frees_in: dict[int, float]
+) -> Placement | Refusal:
+    """place on GPUs of several kinds: each GPU holds the plan for its card; the entry goes
+    where it would finish first, the fullest of equal choices first (best fit). It waits for
+    a faster card that is busy when that card, once its runs end, would still finish it first."""
+    fitting = [g for g in machine.gpus if ledger.free_bytes(g) >= need.plan_on(g.index).gpu_bytes]
+    fitting.sort(key=lambda g: (_finish_rank(need, g, ledger), ledger.free_bytes(g), g.index))
+    if fitting and need.gpus == 1:
+        now = fitting[0]
+        done_now = _finish_rank(need, now, ledger)
+        for g in machine.gpus:
+            plan = need.plan_on(g.index)
+            if g in fitting or plan.gpu_bytes > g.whole_bytes or plan.seconds is None:
+                continue
+            later = frees_in.get(g.index, math.inf) + plan.seconds
+            if later < done_now:
+                return Refusal(
+                    f"waits for GPU {g.index} {g.name}: done in ~{human_duration(later)} "
+                    f"there, against ~{human_duration(done_now)} on GPU {now.index} {now.name} now"
+                )
+    chosen = fitting[: need.gpus]
+    if len(chosen) == need.gpus:
+        # a multi-GPU run holds its largest plan on each of its GPUs
+        planned = need.placed_on(g.index for g in chosen).gpu_bytes or 0
+        chosen = [g for g in fitting if ledger.free_bytes(g) >= planned][: need.gpus]
+    if len(chosen) < need.gpus:
+        can = [g for g in machine.gpus if need.plan_on(g.index).gpu_bytes <= g.whole_bytes]
+        freest = max(can, key=lambda g: (ledger.free_bytes(g), -g.index))
+        return Refusal(
+            f"waits for GPU memory: needs {human_bytes(need.plan_on(freest.index).gpu_bytes)}"
+            + (f" on each of {need.gpus} GPUs" if need.gpus > 1 else "")
+            + f", the freest GPU that can hold it (GPU {freest.index} {freest.name}) has "
+            + human_bytes(max(0, ledger.free_bytes(freest)))
+        )
+    if ledger.ram_bytes + need.ram_bytes > machine.ram_bytes:
+        return _waits_for_ram(need, machine, ledger)
+    indices = tuple(sorted(g.index for g in chosen))
+    return Placement(gpus=indices, planned_bytes=need.placed_on(indices).gpu_bytes)
+
+
 def _waits_for_ram(need: Need, machine: Machine, ledger: Ledger) -> Refusal:
     free = max(0, machine.ram_bytes - ledger.ram_bytes)
     return Refusal(f"waits for RAM: needs {human_bytes(need.ram_bytes)}, {human_bytes(free)} free")
@@ -139,14 +255,24 @@ def cpu_threads(free_cores: int, waiting_cpu: int) -> int:
 
 
 def place(
-    need: Need, machine: Machine, ledger: Ledger, *, waiting_cpu: int = 1
+    need: Need,
+    machine: Machine,
+    ledger: Ledger,
+    *,
+    waiting_cpu: int = 1,
+    frees_in: dict[int, float] | None = None,
 ) -> Placement | Refusal:
-    """Where `need` goes now (best fit), or why not (`never` when it cannot ever run here)."""
+    """Where `need` goes now (best fit), or why not (`never` when it cannot ever run here).
+
+    `frees_in`: seconds until the runs on each GPU end (GPUs of several kinds: an entry may
+    wait for a faster card rather than start on a slow one)."""
     why = never_fits(need, machine)
     if why:
         return Refusal(why, never=True)
     if need.on_gpu(machine):
         assert need.gpu_bytes is not None
+        if need.per_gpu:
+            return _place_mixed(need, machine, ledger, frees_in or {})
         fitting = [g for g in machine.gpus if ledger.free_bytes(g) >= need.gpu_bytes]
         if len(fitting) < need.gpus:
             best = max((ledger.free_bytes(g) for g in machine.gpus), default=0)
@@ -206,6 +332,16 @@ def _rates(live: dict[int, _Live]) -> dict[int, float]:
     return out
 
 
+def _frees_in(live: dict[int, _Live]) -> dict[int, float]:
+    """Seconds until each busy GPU's runs have all ended, at the pace they share it now."""
+    rates = _rates(live)
+    out: dict[int, float] = {}
+    for entry_id, run in live.items():
+        for g in run.placement.gpus:
+            out[g] = max(out.get(g, 0.0), run.left_s / rates[entry_id])
+    return out
+
+
 def simulate(
     needs: Iterable[Need],
     machine: Machine,
@@ -227,6 +363,7 @@ def simulate(
     live: dict[int, _Live] = {}
     slots: dict[int, Slot] = {}
     for need, placement, left in running:
+        need = need.placed_on(placement.gpus)
         live[need.entry_id] = _Live(need, placement, left)
         slots[need.entry_id] = Slot(need.entry_id, placement, 0.0, None)
     done: set[int] = set()
@@ -246,7 +383,8 @@ def simulate(
             if one_at_a_time and live:
                 break
             cpu_left = sum(1 for n in waiting if not n.on_gpu(machine))
-            got = place(need, machine, ledger, waiting_cpu=cpu_left)
+            frees_in = _frees_in(live)
+            got = place(need, machine, ledger, waiting_cpu=cpu_left, frees_in=frees_in)
             if isinstance(got, Refusal):
                 if got.never:
                     waiting.remove(need)
@@ -254,8 +392,9 @@ def simulate(
                     never.add(need.entry_id)
                 continue
             waiting.remove(need)
-            ledger.take(need.entry_id, got, need.ram_bytes)
-            live[need.entry_id] = _Live(need, got, need.seconds if need.seconds else 3600.0)
+            placed = need.placed_on(got.gpus)  # its plan on the GPUs it got
+            ledger.take(need.entry_id, got, need.ram_bytes, share=placed.share)
+            live[need.entry_id] = _Live(placed, got, placed.seconds if placed.seconds else 3600.0)
             slots[need.entry_id] = Slot(need.entry_id, got, clock, None)
         if not live:
             if any(after.get(n.entry_id) in never for n in waiting):

@@ -5,7 +5,9 @@ the exact trace or a probe's calibration where cached, else the analytic model) 
 suggestion's headroom on them, plus the CUDA context every process pays once: several runs on
 one GPU each pay their own context, and each estimate's error scales with its own size. The
 machine is this one (NVML's GPUs less what other processes hold, the cores this process may
-use, available RAM) or a what-if one from the catalog (`--gpu H100`, `--gpu 4xA100-80GB`).
+use, available RAM) or a what-if one from the catalog (`--gpu H100`, `--gpu 4xA100-80GB`,
+`--gpu H100,T4` for a machine of mixed GPUs). Where a machine's GPUs are of several kinds an
+entry is planned on each kind (its dtype, memory and pace there) and packed by those plans.
 Every run's host RAM is cockpit.plan.host's: a CPU run's tensors, runtime and data; a GPU run's
 CUDA runtime, data and pinned buffers (several small runs on one card each need that much).
 """
@@ -16,7 +18,7 @@ import os
 import re
 from dataclasses import replace
 
-from cockpit.campaign.packing import Gpu, Machine, Need
+from cockpit.campaign.packing import Gpu, GpuPlan, Machine, Need
 from cockpit.campaign.store import Entry
 from cockpit.plan import estimate as est
 from cockpit.plan.gpu import GpuSpec, catalog_names, lookup_gpu, query_gpus, spec_for_status
@@ -75,13 +77,31 @@ def available_ram() -> int:
     return host_available()[0] or 0
 
 
+def parse_gpu_list(text: str) -> list[tuple[int, GpuSpec]]:
+    """`H100,T4` or `2xA100-80GB+2xA100-40GB` -> one (count, spec) per kind, in that order."""
+    parts = [p for p in re.split(r"[,+]", text or "") if p.strip()]
+    if not parts:
+        raise PlanError(f"--gpu {text!r}: name a GPU, e.g. H100, 4xA100-80GB or H100,T4")
+    kinds = [parse_gpu_request(p) for p in parts]
+    if sum(count for count, _ in kinds) > 64:
+        raise PlanError(f"--gpu {text}: between 1 and 64 GPUs")
+    return kinds
+
+
 def whatif_machine(text: str) -> tuple[Machine, dict[int, GpuSpec]]:
-    """A machine of `--gpu` catalog GPUs (each empty, all of its usable memory for the queue)."""
-    count, spec = parse_gpu_request(text)
-    gpus = tuple(Gpu(i, spec.name, spec.usable_bytes) for i in range(count))
-    label = f"{count}x{spec.name}" if count > 1 else spec.name
+    """A machine of `--gpu` catalog GPUs, numbered in the order given (each empty, all of its
+    usable memory for the queue): `H100`, `4xA100-80GB`, or several kinds `H100,T4`."""
+    gpus: list[Gpu] = []
+    specs: dict[int, GpuSpec] = {}
+    labels = []
+    for count, spec in parse_gpu_list(text):
+        for _ in range(count):
+            specs[len(gpus)] = spec
+            gpus.append(Gpu(len(gpus), spec.name, spec.usable_bytes))
+        labels.append(f"{count}x{spec.name}" if count > 1 else spec.name)
     # a what-if machine's host RAM is unknown: its plan checks GPU memory only
-    return Machine(gpus, usable_cores(), WHATIF_RAM_BYTES, label), {i: spec for i in range(count)}
+    machine = Machine(tuple(gpus), usable_cores(), WHATIF_RAM_BYTES, " + ".join(labels))
+    return machine, specs
 
 
 def local_machine(
@@ -180,14 +200,27 @@ def need_for(
         if problem:
             return replace(base, problem=problem)
     if base.on_gpu(machine) and specs:
-        spec = specs.get(machine.gpus[0].index) or next(iter(specs.values()))
-        seconds, share = gpu_run_seconds(preset, spec, base.gpus)
+        first = next(iter(specs.values()))
+        kinds: dict[str, GpuPlan] = {}  # one plan per kind of GPU: its dtype, memory and pace
+        per_gpu = {}
+        for g in machine.gpus:
+            spec = specs.get(g.index) or first
+            if spec.name not in kinds:
+                seconds, share = gpu_run_seconds(preset, spec, base.gpus)
+                kinds[spec.name] = GpuPlan(gpu_bytes(preset, spec, base.gpus), seconds, share)
+            per_gpu[g.index] = kinds[spec.name]
+        # until it is placed an entry shows its plan on the machine's first GPU
+        shown = per_gpu.get(machine.gpus[0].index) if machine.gpus else None
+        if shown is None:  # a gpu entry planned where NVML sees no GPU: the first spec's plan
+            seconds, share = gpu_run_seconds(preset, first, base.gpus)
+            shown = GpuPlan(gpu_bytes(preset, first, base.gpus), seconds, share)
         return replace(
             base,
-            gpu_bytes=gpu_bytes(preset, spec, base.gpus),
+            gpu_bytes=shown.gpu_bytes,
             ram_bytes=ram_bytes(preset, "cuda", base.gpus),
-            seconds=seconds,
-            share=share,
+            seconds=shown.seconds,
+            share=shown.share,
+            per_gpu=per_gpu if len(kinds) > 1 else {},
         )
     if base.on_gpu(machine):
         return replace(base, gpu_bytes=0)  # no GPU at all: never_fits says so

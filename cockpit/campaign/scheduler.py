@@ -54,6 +54,7 @@ class _Watch:
 
     placement: Placement
     ram_bytes: int = 0
+    share: float = 1.0  # the compute it keeps busy on its GPUs (adopted: all of it)
     stop_sent: float | None = None  # when we asked it to stop
     killed: bool = False
     watcher: rundir.RunWatcher | None = None
@@ -401,7 +402,7 @@ class Scheduler:
         ledger, ram = Ledger(), 0
         ours: dict[int, int] = {}  # planned bytes per GPU of this queue's live runs
         for entry_id, watch in self._watch.items():
-            ledger.take(entry_id, watch.placement, watch.ram_bytes)
+            ledger.take(entry_id, watch.placement, watch.ram_bytes, share=watch.share)
             for g in watch.placement.gpus:
                 ours[g] = ours.get(g, 0) + (watch.placement.planned_bytes or 0)
             ram += watch.ram_bytes
@@ -425,6 +426,7 @@ class Scheduler:
         launched = 0
         self._outside = set()
         needs = {e.id: self._need(e, machine, specs) for e in queued}
+        frees_in = self._frees_in()
         cpu_waiting = sum(1 for n in needs.values() if not n.on_gpu(machine))
         for entry in queued:
             need = needs[entry.id]
@@ -435,7 +437,7 @@ class Scheduler:
             if self.backend.packs_itself:
                 got = self.backend.place(need, machine)
             else:
-                got = place(need, machine, ledger, waiting_cpu=cpu_waiting)
+                got = place(need, machine, ledger, waiting_cpu=cpu_waiting, frees_in=frees_in)
             if isinstance(got, Refusal):
                 if got.never:
                     self.queue.finish_unstarted(entry.id, f"never starts here: {got.reason}")
@@ -445,6 +447,7 @@ class Scheduler:
                 else:
                     self._say_why(entry, need, got.reason)
                 continue
+            need = need.placed_on(got.gpus)  # GPUs of several kinds: its plan on the ones it got
             late = self._outside_limits(need, got)
             if late:
                 self._outside.add(entry.id)
@@ -453,9 +456,26 @@ class Scheduler:
             if not need.on_gpu(machine):
                 cpu_waiting -= 1
             if self._start(entry, need, got):
-                ledger.take(entry.id, got, need.ram_bytes)
+                ledger.take(entry.id, got, need.ram_bytes, share=need.share)
                 launched += 1
         return launched
+
+    def _frees_in(self) -> dict[int, float]:
+        """Seconds until each GPU's live runs have all ended, at their measured or planned pace
+        (a GPU with a run of unknown pace is left out: nothing waits for it)."""
+        out: dict[int, float] = {}
+        unknown: set[int] = set()
+        for entry in self.queue.entries(states=LIVE_STATES):
+            watch = self._watch.get(entry.id)
+            if watch is None:
+                continue
+            left = remaining_seconds(entry, self.clock())
+            for g in watch.placement.gpus:
+                if left is None:
+                    unknown.add(g)
+                else:
+                    out[g] = max(out.get(g, 0.0), left)
+        return {g: s for g, s in out.items() if g not in unknown}
 
     def _waits_for(self, entry: Entry) -> str:
         if entry.after is None:
@@ -533,7 +553,7 @@ class Scheduler:
             self.queue.record_job(claimed.id, run_dir=str(run_dir), backend_job=job)
         else:
             self.queue.mark_running(claimed.id, run_dir=str(run_dir), backend_job=job)
-        self._watch[claimed.id] = _Watch(placement, ram_bytes=need.ram_bytes)
+        self._watch[claimed.id] = _Watch(placement, ram_bytes=need.ram_bytes, share=need.share)
         where = placement.device + (f", {placement.threads} threads" if placement.threads else "")
         if self.backend.packs_itself:  # where it runs is the cluster's to say (the list shows it)
             asked = counted(len(placement.gpus), "GPU") if placement.gpus else "CPU"
