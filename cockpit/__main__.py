@@ -525,7 +525,8 @@ def _add_queue_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     pl.add_argument(
         "--gpu",
         metavar="G",
-        help="plan for catalog GPUs instead of this machine's, e.g. H100 or 4xA100-80GB",
+        help="plan for catalog GPUs instead of this machine's, e.g. H100, 4xA100-80GB or "
+        "H100,T4 (mixed kinds)",
     )
     pl.add_argument(
         "--price-per-gpu-hour", metavar="DOLLARS", help="dollars per GPU-hour for the plan's cost"

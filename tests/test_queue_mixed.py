@@ -255,3 +255,20 @@ def test_queue_plan_shows_a_mixed_machine(capsys, tmp_path, monkeypatch):
     assert out.splitlines()[0].startswith("plan for T4 + H100: GPU 0 T4 14.8 GiB, GPU 1 H100")
     (row,) = [line for line in out.splitlines() if "350M_1024" in line]
     assert "cuda:1" in row and "start now" in row
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["plan", "--gpu", "H100,Z9000"], "unknown GPU 'Z9000'"),
+        (["plan", "--gpu", "40xH100+30xT4"], "between 1 and 64 GPUs"),
+        (["plan", "--on", "slurm", "--gpu", "H100,T4"], "named as one kind"),
+    ],
+)
+def test_a_bad_gpu_list_is_one_line_exit_2(capsys, tmp_path, monkeypatch, argv, words):
+    monkeypatch.chdir(tmp_path)
+    assert main(["queue", "add", "tiny", "--set", "data.tokenizer=byte"]) == 0
+    capsys.readouterr()
+    assert main(["queue", *argv]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1 and words in err

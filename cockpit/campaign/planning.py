@@ -51,6 +51,8 @@ def entry_preset(entry: Entry) -> Preset:
 
 def parse_gpu_request(text: str) -> tuple[int, GpuSpec]:
     """`H100` -> (1, spec), `4xA100-80GB` -> (4, spec); PlanError names the known GPUs."""
+    if re.search(r"[,+]", text or ""):
+        raise PlanError(f"--gpu {text}: a cluster's GPUs are named as one kind, e.g. H100")
     m = re.fullmatch(r"\s*(?:(\d+)\s*[xX*]\s*)?(.+?)\s*", text or "")
     count = int(m.group(1)) if m and m.group(1) else 1
     name = m.group(2) if m else text
