@@ -233,6 +233,9 @@ def test_the_scheduler_starts_each_entry_on_a_card_its_plan_fits(queue, tmp_path
         assert got.planned_bytes == alone.gpu_bytes
     waiting = queue.get(third.id)
     assert waiting.state == "queued" and "waits for GPU memory" in waiting.reason
+    # it shows the plan of the card it waits for, not GPU 0's T4
+    alone = planning.need_for(third, *h100, check_launch=False)
+    assert waiting.planned_seconds == pytest.approx(alone.seconds)
     assert third.id not in backend.started
     never = queue.get(huge.id)
     assert never.state == "failed" and "never starts here" in never.reason

@@ -85,6 +85,17 @@ class Need:
         own = self.per_gpu.get(index)
         return own if own is not None else GpuPlan(self.gpu_bytes or 0, self.seconds, self.share)
 
+    def likely(self, machine: Machine) -> Need:
+        """This need as planned on the card where it would run fastest among those that can
+        hold it (what a waiting entry shows); itself on a machine of one kind."""
+        if not self.per_gpu:
+            return self
+        can = [g for g in machine.gpus if self.plan_on(g.index).gpu_bytes <= g.whole_bytes]
+        if not can:
+            return self
+        fastest = min(can, key=lambda g: (_seconds_or_inf(self.plan_on(g.index)), g.index))
+        return self.placed_on([fastest.index])
+
     def placed_on(self, gpus: Iterable[int]) -> Need:
         """This need as planned on these GPUs: the largest of their memory plans, and the
         slowest card's time and share (a multi-GPU run steps at its slowest rank's pace)."""
@@ -92,13 +103,17 @@ class Need:
         if not self.per_gpu or not chosen:
             return self
         plans = [self.plan_on(g) for g in chosen]
-        slowest = max(plans, key=lambda p: math.inf if p.seconds is None else p.seconds)
+        slowest = max(plans, key=_seconds_or_inf)
         return replace(
             self,
             gpu_bytes=max(p.gpu_bytes for p in plans),
             seconds=slowest.seconds,
             share=slowest.share,
         )
+
+
+def _seconds_or_inf(plan: GpuPlan) -> float:
+    return math.inf if plan.seconds is None else plan.seconds
 
 
 @dataclass
@@ -198,9 +213,7 @@ def _never_fits_mixed(need: Need, machine: Machine) -> str | None:
 def _finish_rank(need: Need, gpu: Gpu, ledger: Ledger) -> float:
     """Seconds `need` would take on `gpu` beside what runs there (its share of the compute)."""
     plan = need.plan_on(gpu.index)
-    if plan.seconds is None:
-        return math.inf
-    return plan.seconds * max(1.0, ledger.load(gpu.index) + plan.share)
+    return _seconds_or_inf(plan) * max(1.0, ledger.load(gpu.index) + plan.share)
 
 
 def _place_mixed(

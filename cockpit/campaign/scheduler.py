@@ -432,7 +432,7 @@ class Scheduler:
             need = needs[entry.id]
             wait = self._waits_for(entry)
             if wait:
-                self._say_why(entry, need, wait)
+                self._say_why(entry, need.likely(machine), wait)
                 continue
             if self.backend.packs_itself:
                 got = self.backend.place(need, machine)
@@ -444,8 +444,8 @@ class Scheduler:
                     self._notify(
                         "failed", f"#{entry.id} {entry.label} never starts: {got.reason}", entry
                     )
-                else:
-                    self._say_why(entry, need, got.reason)
+                else:  # GPUs of several kinds: the plan on the card it can run fastest on
+                    self._say_why(entry, need.likely(machine), got.reason)
                 continue
             need = need.placed_on(got.gpus)  # GPUs of several kinds: its plan on the ones it got
             late = self._outside_limits(need, got)
