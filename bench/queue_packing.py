@@ -91,15 +91,22 @@ def report(say, night: str, entries: list, gpu: str) -> None:
     machine, needs, packed, serial = plan(entries, gpu)
     say(f"## Night {night!r} on {machine.label}: packed by the memory plan vs one at a time")
     say()
-    say("| # | entry | planned memory | alone | GPU share | start | end |")
-    say("|---|---|---|---|---|---|---|")
+    mixed = len({g.name for g in machine.gpus}) > 1  # GPUs of several kinds: say which card
+    where = " on |" if mixed else ""
+    say(f"| # | entry |{where} planned memory | alone | GPU share | start | end |")
+    say("|---|---|---|---|---|---|---|" + ("---|" if mixed else ""))
     by_id = {s.entry_id: s for s in packed}
     for e, n in zip(entries, needs, strict=True):
         s = by_id[e.id]
+        if s.placement is not None:  # its plan on the card it got (one kind: the same)
+            n = n.placed_on(s.placement.gpus)
+        card = ""
+        if mixed:
+            card = f" {s.placement.device if s.placement else '-'} |"
         start = human_duration(s.start_s) if s.start_s else "0s"
         end = human_duration(s.end_s) if s.end_s is not None else "never"
         say(
-            f"| {e.id} | {e.label} | {human_bytes(n.gpu_bytes)} | {human_duration(n.seconds)} "
+            f"| {e.id} | {e.label} |{card} {human_bytes(n.gpu_bytes)} | {human_duration(n.seconds)} "
             f"| {n.share:.2f} | {start} | {end} |"
         )
     say()
@@ -129,7 +136,9 @@ def report(say, night: str, entries: list, gpu: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gpu", default="H100", help="catalog GPU(s), e.g. H100 or 4xA100-80GB")
+    parser.add_argument(
+        "--gpu", default="H100", help="catalog GPU(s), e.g. H100, 4xA100-80GB or H100,T4"
+    )
     parser.add_argument("--out", help="also write the report (markdown) here")
     args = parser.parse_args()
     lines: list[str] = []
