@@ -187,6 +187,23 @@ def test_nvml_reports_a_t4_and_an_h100_the_big_entry_lands_on_the_h100(queue, tm
     assert fc.slots[small.id].placement is not None
 
 
+def test_the_queue_list_shows_the_eta_and_cost_of_the_card_it_will_run_on(
+    queue, tmp_path, fake_gpus, monkeypatch
+):
+    from cockpit.campaign import view
+
+    monkeypatch.setenv("GPT_COCKPIT_PRICE_PER_GPU_HOUR", "3")
+    big = entry(queue, "350M_1024", tmp_path)
+    shown = view.build_view(queue, gpus=[], now=1000.0)
+    (row,) = [r for r in shown.rows if r["id"] == big.id]
+    h100 = planning.need_for(big, *planning.whatif_machine("H100"), check_launch=False)
+    t4 = planning.need_for(big, *planning.whatif_machine("T4"), check_launch=False)
+    assert row["device"] == "cuda:1"
+    assert row["eta"] == pytest.approx(1000.0 + h100.seconds)
+    assert row["to_finish"] == pytest.approx(3 * h100.seconds / 3600)
+    assert t4.seconds > 10 * h100.seconds  # GPU 0's plan would have been far off
+
+
 class Recording(Backend):
     """A backend that starts nothing and says every run is running (placement decisions only)."""
 
