@@ -89,7 +89,8 @@ def test_an_entry_too_big_for_the_t4_goes_to_the_h100_though_the_t4_is_the_best_
 def test_an_entry_that_fits_neither_card_never_starts_and_says_so_per_card():
     got = place(two_plans(1, (90, 600), (95, 9000)), mixed(), Ledger())
     assert isinstance(got, Refusal) and got.never
-    assert "on a H100 (offers 79.0 GiB)" in got.reason and "on a T4 (offers 14.8 GiB)" in got.reason
+    assert "90.0 GiB on H100, which offers 79.0 GiB" in got.reason
+    assert "95.0 GiB on T4, which offers 14.8 GiB" in got.reason
 
 
 def test_a_run_goes_where_it_finishes_first():
@@ -256,8 +257,8 @@ def test_the_scheduler_starts_each_entry_on_a_card_its_plan_fits(queue, tmp_path
     assert third.id not in backend.started
     never = queue.get(huge.id)
     assert never.state == "failed" and "never starts here" in never.reason
-    assert "on a NVIDIA H100 80GB HBM3 (offers 79.1 GiB)" in never.reason
-    assert "on a Tesla T4 (offers 14.8 GiB)" in never.reason
+    assert "on NVIDIA H100 80GB HBM3, which offers 79.1 GiB" in never.reason
+    assert "on Tesla T4, which offers 14.8 GiB" in never.reason
 
 
 def test_queue_plan_shows_a_mixed_machine(capsys, tmp_path, monkeypatch):

@@ -203,11 +203,11 @@ def _never_fits_mixed(need: Need, machine: Machine) -> str | None:
     for g in machine.gpus:
         kinds.setdefault(
             g.name,
-            f"{human_bytes(need.plan_on(g.index).gpu_bytes)} on a {g.name} "
-            f"(offers {human_bytes(g.whole_bytes)})",
+            f"{human_bytes(need.plan_on(g.index).gpu_bytes)} on {g.name}, which offers "
+            f"{human_bytes(g.whole_bytes)}",
         )
-    where = f"; {len(can)} GPU(s) here can hold it" if need.gpus > 1 and can else ""
-    return f"needs per GPU with headroom {', '.join(kinds.values())}{where}"
+    where = f" ({len(can)} GPU(s) here can hold it)" if need.gpus > 1 and can else ""
+    return f"needs per GPU with headroom: {'; '.join(kinds.values())}{where}"
 
 
 def _finish_rank(need: Need, gpu: Gpu, ledger: Ledger) -> float:
@@ -242,6 +242,9 @@ def _place_mixed(
         # a multi-GPU run holds its largest plan on each of its GPUs
         planned = need.placed_on(g.index for g in chosen).gpu_bytes or 0
         chosen = [g for g in fitting if ledger.free_bytes(g) >= planned][: need.gpus]
+        largest = need.placed_on(g.index for g in chosen).gpu_bytes or 0
+        if any(ledger.free_bytes(g) < largest for g in chosen):
+            chosen = []  # no set of GPUs holds the largest of its plans on each: it waits
     if len(chosen) < need.gpus:
         can = [g for g in machine.gpus if need.plan_on(g.index).gpu_bytes <= g.whole_bytes]
         freest = max(can, key=lambda g: (ledger.free_bytes(g), -g.index))
