@@ -121,9 +121,9 @@ def _rel(seconds: float | None) -> str:
 def print_plan(fc: Forecast, entries: list[Entry], limits: Limits, now: float) -> None:
     m = fc.machine
     gpus = ", ".join(f"GPU {g.index} {g.name} {human_bytes(g.capacity_bytes)}" for g in m.gpus)
-    print(
-        f"plan for {m.label}: {gpus or 'no GPU'}; {m.cores} CPU cores, {human_bytes(m.ram_bytes)} RAM"
-    )
+    # a what-if or cluster machine's host RAM is no limit: a placeholder, not a figure to print
+    ram = f"{human_bytes(m.ram_bytes)} RAM" if m.ram_bytes < 1 << 60 else "host RAM not planned"
+    print(f"plan for {m.label}: {gpus or 'no GPU'}; {m.cores} CPU cores, {ram}")
     rows = _plan_rows(fc, entries)
     width = max(len(e.label) for e, _, _ in rows)
     for e, slot, need in rows:
