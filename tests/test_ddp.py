@@ -6,8 +6,9 @@ and several machines, and the full-val eval shared out over the ranks.
 Each torchrun costs three interpreters importing torch (about 8 s of CPU on this tiny model),
 so one module fixture trains one run for all the tests here: sharded (`train.parallel=fsdp`,
 whose checkpoints and resume are the harder case), launched by `--no-ui --nproc 2`, stopped by
-Ctrl-C, resumed by `resume --no-ui`. DDP's own runs (the same curve as one process, an
-out-of-memory error on one rank, a killed rank, compiled blocks) are in test_ddp_faults.py.
+Ctrl-C, resumed by `resume --no-ui` with its blocks compiled. DDP's own runs (the same curve as
+one process, eager and compiled, an out-of-memory error on one rank, a killed rank) are in
+test_ddp_faults.py.
 """
 
 from __future__ import annotations
@@ -63,8 +64,10 @@ def _cli(*args: str, env: dict[str, str], timeout: float = 240) -> subprocess.Co
 @pytest.fixture(scope="module")
 def ddp(tmp_path_factory):
     """A sharded 2-rank run launched by `--no-ui --nproc 2`, stopped by Ctrl-C (SIGINT to the
-    cockpit, which stops rank 0, which stops the others), then resumed by `resume --no-ui`;
-    and its 1-process twin with the same global batch and seed, trained in process."""
+    cockpit, which stops rank 0, which stops the others), then resumed by `resume --no-ui` with
+    its blocks compiled; and its 1-process twin with the same global batch and seed, trained in
+    process (not compiled: on this model the compiled losses are the eager ones to about 1e-7,
+    a hundred times inside the rel=1e-5 the tests ask)."""
     root = tmp_path_factory.mktemp("ddp")
     env = dict(os.environ, **home_env(root), PYTHONUNBUFFERED="1")
     corpus = write_corpus(root)
@@ -93,7 +96,9 @@ def ddp(tmp_path_factory):
         "files": sorted(p.name for p in run.iterdir()),
         "kinds": [r["event"] for r in events_of(run)],
     }
-    resume = _cli("resume", str(run), "--no-ui", "--device", "cpu", env=env)
+    rundir.update_run_info(run, overrides={"train.compile": True})
+    # a cold compile of both ranks on a loaded 2-core machine takes a minute or two
+    resume = _cli("resume", str(run), "--no-ui", "--device", "cpu", env=env, timeout=600)
     assert resume.returncode == 0, resume.stderr
 
     single = make_run(root, *RUN, SINGLE_BATCH, name="single")
@@ -125,8 +130,6 @@ def test_only_rank_0_writes_the_run_directory(ddp):
     assert kinds.count("start") == 1 and kinds.count("end") == 1
     steps = [r["step"] for r in events_of(ddp["run"], "step")]
     assert steps == sorted(set(steps))  # each step once: rank 1 wrote none
-    import torch
-
     state = torch.load(ddp["run"] / "checkpoints" / "last.pt", weights_only=True)
     assert state["world_size"] == 2 and len(state["ranks"]) == 2  # every rank's data position
 
@@ -147,6 +150,19 @@ def test_ctrl_c_stops_both_ranks_with_one_checkpoint_and_resume_keeps_the_world_
     starts = events_of(ddp["run"], "start")
     assert starts[-1]["resumed_from"] == stop_step and starts[-1]["world_size"] == 2
     assert events_of(ddp["run"], "end")[-1]["reason"] == "finished"
+
+
+def test_a_resume_with_compiled_blocks_trains_on_as_one_process(ddp):
+    """FSDP2 with torch.compile: the blocks compiled one by one before fully_shard (so on a GPU
+    each block's reduce-scatter overlaps the backward of the blocks before it) load the sharded
+    checkpoint and continue the one-process curve: every step after the stop, as the twin's."""
+    starts = events_of(ddp["run"], "start")
+    assert [s["compile"] for s in starts] == [False, True]
+    stop = starts[-1]["resumed_from"]
+    two, one = step_losses(ddp["run"]), step_losses(ddp["single"])
+    after = [s for s in sorted(two) if s > stop]
+    assert after == list(range(stop + 1, STEPS + 1))
+    assert [two[s] for s in after] == pytest.approx([one[s] for s in after], rel=1e-5)
 
 
 def test_a_graceful_stop_writes_sharded_checkpoints_that_the_resume_loads(ddp):
