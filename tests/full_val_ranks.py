@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -60,3 +61,10 @@ def main(run_dir: str, out: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2])
+    # Its figures written and the group left, the rank skips the interpreter's teardown: there
+    # gloo's and the TCPStore's C++ threads (rank 0 hosts the store here, no torchrun) were seen
+    # to abort a finished rank once ("terminate called without an active exception", -6),
+    # which the test would read as a failed eval.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
