@@ -1,4 +1,5 @@
-"""The training child starts without torch's compiler when its run does not compile.
+"""The training child starts without torch's compiler when its run does not compile, and the
+measuring child of your own model never loads it either.
 
 torch.optim imports torch._dynamo (about 1.2 s of CPU, as much as torch) to mark code it never
 compiles in an eager run; the child defers it (cockpit/train/eager.py). A real child process
@@ -31,6 +32,12 @@ stand_in = sys.modules[eager.NAME]
 out = {"code": code, "deferred": isinstance(stand_in, eager.DeferredDynamo),
        "loaded_while_training": eager.dynamo_loaded()}
 import torch
+from torch.utils.flop_counter import FlopCounterMode  # what the measuring child runs
+layer = torch.nn.Linear(4, 4, device="meta")
+with FlopCounterMode(display=False) as counter:
+    layer(torch.empty(2, 4, device="meta")).sum().backward()
+out["flops"] = counter.get_total_flops()
+out["loaded_while_measuring"] = eager.dynamo_loaded()
 import torch._dynamo.config  # a submodule: the real package is needed for its path
 compiled = torch.compile(lambda x: (x * 2).sum(), backend="eager")
 out["compiled"] = compiled(torch.ones(3)).item()
@@ -58,6 +65,8 @@ def test_an_eager_child_trains_without_the_compiler_and_can_still_compile(tmp_pa
     assert events_of(run_dir, "end")[-1]["reason"] == "finished"
     assert [r["step"] for r in events_of(run_dir, "checkpoint")][-1] == 4
     assert out["deferred"] and not out["loaded_while_training"]
+    # 2·B·in·out for the forward and again for the weight's gradient (the input needs none)
+    assert out["flops"] == 2 * (2 * 2 * 4 * 4) and not out["loaded_while_measuring"]
     assert out["compiled"] == 6.0 and out["loaded_after"]
     assert out["real_in_place"] and out["real_is_a_package"] and out["disable_forwards"]
 
