@@ -53,7 +53,10 @@ class DeferredDynamo(types.ModuleType):
             real.graph_break(msg)
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") and name != "__path__":  # inspect/pickle probing every module
+        # inspect and pickle read __file__ and the like of every module: no load for them (and
+        # __spec__ stays None: every `import torch._dynamo` reads it); a submodule's import
+        # reads __path__, which needs the real package
+        if name.startswith("__") and name != "__path__":
             raise AttributeError(name)
         return getattr(self.real(), name)
 
