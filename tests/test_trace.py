@@ -4,7 +4,7 @@ The tracer needs a C++ compiler on a CPU-only torch (it builds a small extension
 into the repository's .cache/ folder, ignored by git); without one these tests skip and
 say so. Every trace of the module runs in one child process (torch and the extension
 load once), the tracer's own command line as `gpt-cockpit estimate --exact` starts it
-included.
+and the check of attention under autocast included.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ for job in jobs:
         with contextlib.redirect_stdout(out):
             code = trace.main(job[1])
         print(json.dumps({"code": code, "stdout": out.getvalue()}))
+    elif job[0] == "code":  # a check's own code: it prints one JSON line
+        exec(job[1], {})
     else:
         preset, batches, dtype = job
         print(json.dumps(trace.trace(preset_from_dict(preset), batches, dtype)))
@@ -58,9 +60,12 @@ for job in jobs:
 def _trace_many(jobs):
     """Every trace of this module in one process (torch and the extension load once).
 
-    A job is (preset, batches, dtype) for trace.trace, or ("argv", ARGS) for the tracer's
-    command line as `estimate --exact` starts it (its exit code and stdout come back)."""
-    payload = json.dumps([j if j[0] == "argv" else (j[0].to_dict(), j[1], j[2]) for j in jobs])
+    A job is (preset, batches, dtype) for trace.trace, ("argv", ARGS) for the tracer's
+    command line as `estimate --exact` starts it (its exit code and stdout come back), or
+    ("code", SOURCE) for a check that prints one JSON line of its own."""
+    payload = json.dumps(
+        [j if j[0] in ("argv", "code") else (j[0].to_dict(), j[1], j[2]) for j in jobs]
+    )
     proc = subprocess.run(
         [sys.executable, "-c", TRACE_MANY],
         input=payload,
@@ -164,15 +169,48 @@ LONG = (
 )
 
 
+# golf's attention under autocast, checked in the same process (see the test below)
+SDPA_UNDER_AUTOCAST = """
+import json, torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from cockpit.train import trace  # fake CUDA is on: this runs in the module's trace process
+
+class Ops(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.names = []
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+sdpa = trace._route_sdpa("bf16")
+out = {}
+with FakeTensorMode(allow_non_fake_inputs=True):
+    q = torch.empty(2, 4, 64, 16, device="cuda")  # fp32, as golf's q and k after rms_norm
+    k = torch.empty_like(q)
+    v = torch.empty(2, 4, 64, 16, device="cuda", dtype=torch.bfloat16)
+    for label, autocast in (("autocast", True), ("fp32", False)):
+        ops = Ops()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast), ops:
+            y = sdpa(q, k if autocast else k, v if autocast else v.float(), is_causal=True)
+        out[label] = {"ops": ops.names, "dtype": str(y.dtype)}
+print(json.dumps(out))
+"""
+
+
 @pytest.fixture(scope="module")
 def traces():
     """Every case of this module traced in one process: label -> (preset, result)."""
     cases = [LINEAR, SHORT, LONG, *HELD]
     presets = [apply_overrides(load_preset(name), ov) for _, name, ov, _ in cases]
     jobs = [(p, case[3], estimate(p).dtype) for p, case in zip(presets, cases, strict=True)]
-    *results, exact = _trace_many([*jobs, ("argv", _exact_command()[3:])])
+    *results, exact, sdpa = _trace_many(
+        [*jobs, ("argv", _exact_command()[3:]), ("code", SDPA_UNDER_AUTOCAST)]
+    )
     out = {case[0]: (p, r) for case, p, r in zip(cases, presets, results, strict=True)}
     out["exact"] = (None, exact)
+    out["sdpa"] = (None, sdpa)
     return out
 
 
@@ -316,51 +354,12 @@ def test_analytic_live_bytes_are_within_3_percent_of_the_trace(traces, label):
         assert abs(error) <= 0.03, f"{label} at micro-batch {point['batch']}: {100 * error:+.1f}%"
 
 
-SDPA_UNDER_AUTOCAST = """
-import json, torch
-from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.utils._python_dispatch import TorchDispatchMode
-from cockpit.train import trace
-trace.enable_fake_cuda()
-
-class Ops(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.names = []
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.names.append(str(func))
-        return func(*args, **(kwargs or {}))
-
-sdpa = trace._route_sdpa("bf16")
-out = {}
-with FakeTensorMode(allow_non_fake_inputs=True):
-    q = torch.empty(2, 4, 64, 16, device="cuda")  # fp32, as golf's q and k after rms_norm
-    k = torch.empty_like(q)
-    v = torch.empty(2, 4, 64, 16, device="cuda", dtype=torch.bfloat16)
-    for label, autocast in (("autocast", True), ("fp32", False)):
-        ops = Ops()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast), ops:
-            y = sdpa(q, k if autocast else k, v if autocast else v.float(), is_causal=True)
-        out[label] = {"ops": ops.names, "dtype": str(y.dtype)}
-print(json.dumps(out))
-"""
-
-
 @needs_compiler
-def test_mixed_dtype_attention_under_autocast_is_cast_first_and_runs_flash():
+def test_mixed_dtype_attention_under_autocast_is_cast_first_and_runs_flash(traces):
     """Golf's q and k are fp32 and v bf16 at attention: on a GPU autocast casts all three to bf16
     and flash runs; the tracer once chose from q's dtype and traced fp32 memory-efficient
     attention (+9% on golf_baseline)."""
-    proc = subprocess.run(
-        [sys.executable, "-c", SDPA_UNDER_AUTOCAST],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-        env={**os.environ, "GPT_COCKPIT_EXT_DIR": str(EXT_DIR)},
-    )
-    assert proc.returncode == 0, proc.stderr
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    got = traces["sdpa"][1]  # run in the module's trace process
     under = got["autocast"]
     assert any("flash" in op for op in under["ops"]), under["ops"]
     assert not any("efficient" in op for op in under["ops"])

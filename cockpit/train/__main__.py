@@ -226,7 +226,20 @@ def _best_effort(lost: list[str], write: Callable[[], object]) -> None:
         lost.append(f"{type(exc).__name__}: {exc}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _compiles(run_dir: str) -> bool:
+    """Whether the run asks for torch.compile (an unreadable preset: assume so, the trainer says why)."""
+    try:
+        return rundir.load_run_preset(run_dir).train.compile
+    except rundir.RunError:
+        return True
+
+
+def main(argv: list[str] | None = None, *, own_process: bool = False) -> int:
+    """The child's command line; `own_process` when this interpreter exists only to train.
+
+    Only then may an eager run defer torch._dynamo: torch caches what the stand-in answers
+    (its functions unmarked), which a caller that compiles later in its process must not inherit.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m cockpit.train", description="The gpt-cockpit training child."
     )
@@ -239,8 +252,12 @@ def main(argv: list[str] | None = None) -> int:
     if not (Path(args.run_dir) / rundir.PRESET_JSON).is_file():
         error(f"{args.run_dir} is not a run directory (no {rundir.PRESET_JSON})")
         return EXIT_USAGE
+    if own_process and not _compiles(args.run_dir):
+        from cockpit.train.eager import defer_dynamo
+
+        defer_dynamo()  # an eager run starts without torch's compiler (train/eager.py)
     return run_child(args.run_dir, args.device, args.resume)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(own_process=True))

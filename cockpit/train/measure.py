@@ -116,4 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from cockpit.train.eager import defer_dynamo
+
+    defer_dynamo()  # nothing here compiles: FlopCounterMode only asks torch._dynamo to stay out
     sys.exit(main())

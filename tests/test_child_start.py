@@ -1,0 +1,119 @@
+"""The training child starts without torch's compiler when its run does not compile, and the
+measuring child of your own model never loads it either.
+
+torch.optim imports torch._dynamo (about 1.2 s of CPU, as much as torch) to mark code it never
+compiles in an eager run; the child defers it (cockpit/train/eager.py). A real child process
+trains an eager run to its end and never loads it, and the same process can still compile.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tiny_runs import events_of, make_run
+
+from cockpit.train import __main__ as child
+from cockpit.train import eager
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# The child's entry point as `python -m cockpit.train` calls it, then what was loaded; then a
+# compile in the same process (the stand-in gives way to the real module and forwards to it).
+EAGER_CHILD = """
+import json, sys
+from cockpit.train.__main__ import main
+from cockpit.train import eager
+code = main(["--run-dir", sys.argv[1], "--device", "cpu"], own_process=True)
+stand_in = sys.modules[eager.NAME]
+out = {"code": code, "deferred": isinstance(stand_in, eager.DeferredDynamo),
+       "loaded_while_training": eager.dynamo_loaded()}
+import torch
+from torch.utils.flop_counter import FlopCounterMode  # what the measuring child runs
+layer = torch.nn.Linear(4, 4, device="meta")
+with FlopCounterMode(display=False) as counter:
+    layer(torch.empty(2, 4, device="meta")).sum().backward()
+out["flops"] = counter.get_total_flops()
+out["loaded_while_measuring"] = eager.dynamo_loaded()
+import torch._dynamo.config  # a submodule: the real package is needed for its path
+compiled = torch.compile(lambda x: (x * 2).sum(), backend="eager")
+out["compiled"] = compiled(torch.ones(3)).item()
+out["loaded_after"] = eager.dynamo_loaded()
+out["real_in_place"] = sys.modules[eager.NAME] is torch._dynamo and stand_in.real() is torch._dynamo
+out["real_is_a_package"] = hasattr(torch._dynamo, "__path__") and hasattr(torch._dynamo, "__file__")
+fn = lambda: 1
+out["disable_forwards"] = stand_in.disable(fn) is not fn  # the real one wraps it
+print(json.dumps(out))
+"""
+
+
+def test_an_eager_child_trains_without_the_compiler_and_can_still_compile(tmp_path):
+    run_dir = make_run(tmp_path, "train.max_steps=4", "train.eval_interval=2")
+    proc = subprocess.run(
+        [sys.executable, "-c", EAGER_CHILD, str(run_dir)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["code"] == 0
+    assert events_of(run_dir, "end")[-1]["reason"] == "finished"
+    assert [r["step"] for r in events_of(run_dir, "checkpoint")][-1] == 4
+    assert out["deferred"] and not out["loaded_while_training"]
+    # 2·B·in·out for the forward and again for the weight's gradient (the input needs none)
+    assert out["flops"] == 2 * (2 * 2 * 4 * 4) and not out["loaded_while_measuring"]
+    assert out["compiled"] == 6.0 and out["loaded_after"]
+    assert out["real_in_place"] and out["real_is_a_package"] and out["disable_forwards"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "own_process", "deferred"),
+    [
+        ((), True, True),  # `python -m cockpit.train` on an eager run
+        (("train.compile=true",), True, False),  # torch.compile needs the real module at once
+        ((), False, False),  # main() called in a process that may compile later (tests, tools)
+    ],
+)
+def test_only_an_eager_run_in_its_own_process_defers_the_compiler(
+    tmp_path, monkeypatch, overrides, own_process, deferred
+):
+    run_dir = make_run(tmp_path, *overrides)
+    calls = []
+    monkeypatch.setattr(eager, "defer_dynamo", lambda: calls.append(1) or True)
+    monkeypatch.setattr(child, "run_child", lambda *a, **k: 0)
+    assert child.main(["--run-dir", str(run_dir)], own_process=own_process) == 0
+    assert bool(calls) is deferred
+
+
+def test_an_unreadable_preset_is_left_to_the_trainer_to_report(tmp_path):
+    run_dir = make_run(tmp_path)
+    (run_dir / "preset.json").write_text("{not json", encoding="utf-8")
+    assert child._compiles(str(run_dir))  # no stand-in: the trainer's own error path runs as ever
+
+
+def test_a_process_that_loaded_the_compiler_keeps_it(monkeypatch):
+    real = object()
+    monkeypatch.setitem(sys.modules, eager.NAME, real)
+    assert eager.defer_dynamo() is False
+    assert sys.modules[eager.NAME] is real and eager.dynamo_loaded()
+
+
+def test_the_stand_in_answers_as_torch_does_outside_a_compile():
+    stand_in = eager.DeferredDynamo()
+
+    def fn():
+        return 1
+
+    assert (
+        stand_in.disable(fn) is fn and stand_in.disable(fn, recursive=False, wrapping=False) is fn
+    )
+    assert stand_in.disable()(fn) is fn  # the decorator form
+    assert stand_in.graph_break() is None
+    with pytest.raises(AttributeError):
+        stand_in.__file__  # noqa: B018  # inspect and pickle probe every module: no load for them
+    assert stand_in.__dict__["_real"] is None
