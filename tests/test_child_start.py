@@ -72,21 +72,24 @@ def test_an_eager_child_trains_without_the_compiler_and_can_still_compile(tmp_pa
 
 
 @pytest.mark.parametrize(
-    ("overrides", "own_process", "deferred"),
+    ("overrides", "own_process", "device", "deferred"),
     [
-        ((), True, True),  # `python -m cockpit.train` on an eager run
-        (("train.compile=true",), True, False),  # torch.compile needs the real module at once
-        ((), False, False),  # main() called in a process that may compile later (tests, tools)
+        ((), True, "auto", True),  # `python -m cockpit.train` on an eager run, no GPU here
+        ((), True, "cpu", True),
+        ((), True, "cuda", False),  # a CUDA run loads torch's compiler as torch does
+        (("train.compile=true",), True, "cpu", False),  # torch.compile needs it at once
+        ((), False, "cpu", False),  # main() called in a process that may compile later (tests)
     ],
 )
-def test_only_an_eager_run_in_its_own_process_defers_the_compiler(
-    tmp_path, monkeypatch, overrides, own_process, deferred
+def test_only_an_eager_cpu_run_in_its_own_process_defers_the_compiler(
+    tmp_path, monkeypatch, overrides, own_process, device, deferred
 ):
     run_dir = make_run(tmp_path, *overrides)
     calls = []
     monkeypatch.setattr(eager, "defer_dynamo", lambda: calls.append(1) or True)
     monkeypatch.setattr(child, "run_child", lambda *a, **k: 0)
-    assert child.main(["--run-dir", str(run_dir)], own_process=own_process) == 0
+    argv = ["--run-dir", str(run_dir), "--device", device]
+    assert child.main(argv, own_process=own_process) == 0
     assert bool(calls) is deferred
 
 

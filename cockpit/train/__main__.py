@@ -234,6 +234,15 @@ def _compiles(run_dir: str) -> bool:
         return True
 
 
+def _on_cpu(device: str) -> bool:
+    """Whether the run trains on the CPU (asking CUDA for its device count creates no context)."""
+    if device != "auto":
+        return device == "cpu"
+    import torch
+
+    return not torch.cuda.is_available()
+
+
 def main(argv: list[str] | None = None, *, own_process: bool = False) -> int:
     """The child's command line; `own_process` when this interpreter exists only to train.
 
@@ -252,10 +261,13 @@ def main(argv: list[str] | None = None, *, own_process: bool = False) -> int:
     if not (Path(args.run_dir) / rundir.PRESET_JSON).is_file():
         error(f"{args.run_dir} is not a run directory (no {rundir.PRESET_JSON})")
         return EXIT_USAGE
-    if own_process and not _compiles(args.run_dir):
+    # An eager run on the CPU starts without torch's compiler (train/eager.py). A CUDA run
+    # loads it as torch does: its AMP, fused-optimizer and NCCL paths have not been run with
+    # the stand-in on a GPU, and a second of start-up is nothing beside its training.
+    if own_process and _on_cpu(args.device) and not _compiles(args.run_dir):
         from cockpit.train.eager import defer_dynamo
 
-        defer_dynamo()  # an eager run starts without torch's compiler (train/eager.py)
+        defer_dynamo()
     return run_child(args.run_dir, args.device, args.resume)
 
 

@@ -10,9 +10,9 @@ of the start of a tiny run on CPU, paid by every launch and every resume.
 ones do outside a compile (the function unchanged; nothing) and loads the real module the
 moment anything else of it is asked for (torch.compile, DDP, FSDP, a submodule): from then on
 it only forwards (activation checkpointing reads torch._dynamo.config at its first step, so
-such a run loads it there). The training child installs it only for a run that does not
-compile, the measuring child always (FlopCounterMode asks no more of it); a process that
-already loaded torch._dynamo keeps it.
+such a run loads it there). The training child installs it only for an eager run on the CPU (a
+CUDA run keeps torch's own path), the measuring child always (FlopCounterMode asks no more of
+it); a process that already loaded torch._dynamo keeps it.
 """
 
 from __future__ import annotations
