@@ -20,6 +20,7 @@ from cockpit.campaign.local import LocalBackend
 from cockpit.campaign.lock import SchedulerBusy
 from cockpit.campaign.money import Limits
 from cockpit.campaign.packing import Machine
+from cockpit.campaign.progress import read_progress
 from cockpit.campaign.scheduler import Scheduler
 from cockpit.campaign.store import NewEntry, Queue
 
@@ -122,12 +123,8 @@ def test_a_run_killed_by_sigkill_is_retried_and_says_so(queue, monkeypatch):
     fake(monkeypatch, step_s=0.05)
     (e,) = add(queue)
     s = scheduler(queue)
-    drive(
-        s,
-        until=lambda: (
-            queue.get(e.id).run_dir and rundir.read_run_info(queue.get(e.id).run_dir).step >= 5
-        ),
-    )
+    # its step records, not run.json (which says the step only at an eval, after the pause)
+    drive(s, until=lambda: (d := queue.get(e.id).run_dir) and read_progress(d).step >= 5)
     os.kill(int(queue.get(e.id).backend_job), signal.SIGKILL)
     drive(s)
     e = queue.get(e.id)
@@ -295,17 +292,15 @@ def test_a_stalled_run_is_stopped(queue, monkeypatch):
     now = [time.time()]
     (e,) = add(queue)
     s = scheduler(queue, clock=lambda: now[0])
-    drive(
-        s,
-        until=lambda: (
-            queue.get(e.id).run_dir and rundir.read_run_info(queue.get(e.id).run_dir).step >= 5
-        ),
-    )
+    # its step records, not run.json (which says the step only at an eval, after the pause)
+    drive(s, until=lambda: (d := queue.get(e.id).run_dir) and read_progress(d).step >= 5)
     s.tick()
     now[0] += 3600  # an hour without a record
     drive(s, timeout=90)
     e = queue.get(e.id)
-    assert e.state == "stopped" and e.reason.startswith("stalled: no events for")
+    assert e.state == "stopped" and e.reason.startswith("stalled: no events for"), s.lines
+    info = rundir.read_run_info(e.run_dir)
+    assert (info.status, info.step) == ("stopped", 5)  # stopped in its silence, not after it
 
 
 class Boom:
