@@ -109,10 +109,10 @@ def test_stop_now_checkpoints_a_slurm_run_and_requeued_it_resumes_exactly(cluste
     ref_job = slurm.submit(slurm.job_request(reference, rundir.load_run_preset(reference), cpus=1))
 
     assert cockpit("queue", "add", str(preset_file), "--device", "cpu").returncode == 0
-    slow = dict(os.environ, GPT_COCKPIT_FAULT="slow_step_ms=150")  # time to stop it midway
+    held = dict(os.environ, GPT_COCKPIT_FAULT="hold_at_step=12")  # waits there to be stopped
     scheduler = subprocess.Popen(
         [sys.executable, "-m", "cockpit", "queue", "run", "--on", "slurm", "--foreground", ONE_CPU],
-        env=slow,
+        env=held,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -140,7 +140,7 @@ def test_stop_now_checkpoints_a_slurm_run_and_requeued_it_resumes_exactly(cluste
     (row,) = queue_rows()
     assert row["state"] == "stopped", (row, out)
     info = rundir.read_run_info(run_dir)
-    assert info.status == "stopped" and 12 <= info.step < 60
+    assert info.status == "stopped" and info.step == 12  # where it was held
     assert (run_dir / rundir.CHECKPOINTS / "last.pt").is_file()
 
     retried = cockpit("queue", "retry", str(row["id"]))

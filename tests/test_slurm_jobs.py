@@ -80,7 +80,9 @@ def test_a_run_cancelled_midway_stops_with_a_checkpoint_and_resumes_exactly_when
     reference = make_run(tmp_path, *SHARED_RUN, name="reference")
     ref_job = submit(reference)
     cut = make_run(tmp_path, *SHARED_RUN, name="cut")
-    monkeypatch.setenv("GPT_COCKPIT_FAULT", "slow_step_ms=150")  # the job's env: time to cancel
+    monkeypatch.setenv(
+        "GPT_COCKPIT_FAULT", "hold_at_step=12"
+    )  # the job's env: waits to be cancelled
     job_id = submit(cut)
     wait_for(lambda: last_step(cut) >= 12, "step 12 of the run to cancel")
     assert slurm.cancel(job_id) == "asked to stop with a checkpoint"
@@ -88,7 +90,7 @@ def test_a_run_cancelled_midway_stops_with_a_checkpoint_and_resumes_exactly_when
     info = rundir.read_run_info(cut)
     assert info.status == "stopped", info.end_message
     stopped_at = info.step
-    assert 12 <= stopped_at < 60
+    assert stopped_at == 12  # where it was held: the stop came from the cancel
     assert (cut / rundir.CHECKPOINTS / "last.pt").is_file()
     assert events_of(cut, "end")[-1]["reason"] == "stopped"
     assert (
@@ -109,7 +111,7 @@ def test_a_run_cancelled_midway_stops_with_a_checkpoint_and_resumes_exactly_when
 
 def test_the_time_limit_signal_checkpoints_requeues_and_resumes(cluster, tmp_path, monkeypatch):
     run_dir = make_run(tmp_path, *SHARED_RUN)
-    monkeypatch.setenv("GPT_COCKPIT_FAULT", "slow_step_ms=100")
+    monkeypatch.setenv("GPT_COCKPIT_FAULT", "hold_at_step=8")  # waits there for the signal
     job_id = submit(run_dir)
     wait_for(lambda: last_step(run_dir) >= 8, "step 8")
     slurm.warn_time_limit(job_id)  # what Slurm sends SIGNAL_LEAD_S before --time runs out
@@ -118,7 +120,7 @@ def test_the_time_limit_signal_checkpoints_requeues_and_resumes(cluster, tmp_pat
     starts = events_of(run_dir, "start")
     ends = events_of(run_dir, "end")
     assert [e["reason"] for e in ends] == ["stopped", "finished"]
-    assert starts[1]["resumed_from"] == ends[0]["step"] >= 8
+    assert starts[1]["resumed_from"] == ends[0]["step"] == 8
     out = (run_dir / f"slurm-{job_id}.out").read_text()
     assert "the time limit is near" in out and "requeueing job" in out
     assert "restart 1" in out and "--resume" in out
@@ -223,7 +225,7 @@ def test_a_two_gpu_job_trains_under_torchrun_and_stops_through_rank_zero(
     run_dir = make_run(tmp_path, *SHARED_RUN)
     req = slurm.job_request(run_dir, rundir.load_run_preset(run_dir), gpus=2, cpus=2)
     req = dataclasses.replace(req, mem_bytes=2 << 30)  # two CPU ranks (gloo): the node has 8 GB
-    monkeypatch.setenv("GPT_COCKPIT_FAULT", "slow_step_ms=150")
+    monkeypatch.setenv("GPT_COCKPIT_FAULT", "hold_at_step=8")  # rank 0 waits for the stop there
     job_id = slurm.submit(req)
     assert (
         "torch.distributed.run --standalone --nproc-per-node 2"
