@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 RUN_TIMEOUT_S = 300
 ONE_CPU = "--sbatch-arg=--cpus-per-task=1"  # the test node has 4: every entry runs at once
+TICK = "--tick=0.5"  # the scheduler looks at its jobs (one squeue each) every 0.5 s, not 2 s
 
 
 def cockpit(*argv: str, env: dict[str, str] | None = None, timeout: float = 60):
@@ -72,7 +73,9 @@ def test_a_sweep_and_one_more_run_all_finish_on_slurm_and_read_as_local_runs(clu
     assert plan.stdout.count("#SBATCH --signal=B:USR1@120") == 3
     assert "#SBATCH --cpus-per-task=1" in plan.stdout
 
-    ran = cockpit("queue", "run", "--on", "slurm", "--foreground", ONE_CPU, timeout=RUN_TIMEOUT_S)
+    ran = cockpit(
+        "queue", "run", "--on", "slurm", "--foreground", ONE_CPU, TICK, timeout=RUN_TIMEOUT_S
+    )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     rows = queue_rows()
     assert [r["state"] for r in rows] == ["done"] * 3, [(r["state"], r["reason"]) for r in rows]
@@ -111,7 +114,18 @@ def test_stop_now_checkpoints_a_slurm_run_and_requeued_it_resumes_exactly(cluste
     assert cockpit("queue", "add", str(preset_file), "--device", "cpu").returncode == 0
     held = dict(os.environ, GPT_COCKPIT_FAULT="hold_at_step=12")  # waits there to be stopped
     scheduler = subprocess.Popen(
-        [sys.executable, "-m", "cockpit", "queue", "run", "--on", "slurm", "--foreground", ONE_CPU],
+        [
+            sys.executable,
+            "-m",
+            "cockpit",
+            "queue",
+            "run",
+            "--on",
+            "slurm",
+            "--foreground",
+            ONE_CPU,
+            TICK,
+        ],
         env=held,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -145,7 +159,9 @@ def test_stop_now_checkpoints_a_slurm_run_and_requeued_it_resumes_exactly(cluste
 
     retried = cockpit("queue", "retry", str(row["id"]))
     assert retried.returncode == 0, retried.stderr
-    ran = cockpit("queue", "run", "--on", "slurm", "--foreground", ONE_CPU, timeout=RUN_TIMEOUT_S)
+    ran = cockpit(
+        "queue", "run", "--on", "slurm", "--foreground", ONE_CPU, TICK, timeout=RUN_TIMEOUT_S
+    )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     (row,) = queue_rows()
     assert row["state"] == "done" and Path(row["run_dir"]) == run_dir
@@ -159,7 +175,9 @@ def test_an_entry_slurm_refuses_fails_with_slurms_reason(cluster, tmp_path):
     preset = tiny_preset_file(tmp_path)
     big = ["--set", "model.n_layer=24", "--set", "model.n_embd=2048", "--set", "model.n_head=16"]
     assert cockpit("queue", "add", str(preset), "--device", "cpu", *big).returncode == 0
-    ran = cockpit("queue", "run", "--on", "slurm", "--foreground", ONE_CPU, timeout=RUN_TIMEOUT_S)
+    ran = cockpit(
+        "queue", "run", "--on", "slurm", "--foreground", ONE_CPU, TICK, timeout=RUN_TIMEOUT_S
+    )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     (row,) = queue_rows()
     assert row["state"] == "failed"
@@ -195,7 +213,9 @@ def test_a_one_gpu_entry_gets_its_gpu_from_slurm_and_trains_on_the_cpu_saying_so
     assert added.returncode == 0, added.stderr
     plan = cockpit("queue", "plan", "--on", "slurm", ONE_CPU)
     assert "#SBATCH --gres=gpu:1" in plan.stdout
-    ran = cockpit("queue", "run", "--on", "slurm", "--foreground", ONE_CPU, timeout=RUN_TIMEOUT_S)
+    ran = cockpit(
+        "queue", "run", "--on", "slurm", "--foreground", ONE_CPU, TICK, timeout=RUN_TIMEOUT_S
+    )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     (row,) = queue_rows()
     assert row["state"] == "done", row
