@@ -1,4 +1,4 @@
-"""Runs trained as real Slurm jobs (tests/cluster.py): to the end, stopped, requeued, refused."""
+"""Runs trained as real Slurm jobs (tests/slurm_cluster.py): to the end, stopped, requeued, refused."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tiny_runs import SHARED_RUN, events_of, make_run, step_losses
+from tiny_runs import SHARED_RUN, events_of, home_env, make_run, step_losses
 
 from cockpit import rundir, runs
 from cockpit.campaign import slurm
@@ -52,40 +52,84 @@ def last_step(run_dir: Path) -> int:
     return steps[-1]["step"] if steps else 0
 
 
-def test_a_tiny_cpu_run_trains_to_its_end_as_a_slurm_job(cluster, tmp_path):
-    run_dir = make_run(tmp_path)
-    job_id = submit(run_dir)
+@dataclasses.dataclass
+class Ended:
+    """One job of the `ended` fixture: its run, its id, its last state."""
+
+    run_dir: Path
+    job_id: str
+    job: slurm.JobState
+
+
+@pytest.fixture(scope="module")
+def ended(slurm_cluster, tmp_path_factory) -> dict[str, object]:
+    """Jobs that run to their end, submitted together and waited for once (they train side by
+    side on the test node): a CPU run (also the uninterrupted reference of the requeue test), a
+    one-GPU run where the cluster has fake GPUs, and one whose interpreter does not exist. In
+    a home of their own (`home`): the run index that lists them is there."""
+    root = tmp_path_factory.mktemp("ended")
+    with pytest.MonkeyPatch.context() as env:
+        for var, value in home_env(root).items():
+            env.setenv(var, value)
+        env.delenv("GPT_COCKPIT_FAULT", raising=False)
+        runs_to_end = {"cpu": make_run(root, *SHARED_RUN, name="cpu")}
+        jobs = {"cpu": submit(runs_to_end["cpu"])}
+        seen = {slurm.read_job(jobs["cpu"]).state}  # type: ignore[union-attr]
+        if slurm_cluster.gpus:
+            runs_to_end["gpu"] = make_run(root, name="gpu")
+            jobs["gpu"] = submit(runs_to_end["gpu"], gpus=1)
+        runs_to_end["no-python"] = make_run(root, name="no-python")
+        req = slurm.job_request(
+            runs_to_end["no-python"], rundir.load_run_preset(runs_to_end["no-python"])
+        )
+        jobs["no-python"] = slurm.submit(req, slurm.SlurmOptions(python=str(root / "no-python")))
+        out: dict[str, object] = {
+            name: Ended(runs_to_end[name], job_id, wait_ended(job_id, runs_to_end[name]))
+            for name, job_id in jobs.items()
+        }
+    return {**out, "seen": seen, "home": root}
+
+
+def test_a_tiny_cpu_run_trains_to_its_end_as_a_slurm_job(ended, monkeypatch):
+    cpu: Ended = ended["cpu"]  # type: ignore[assignment]
+    run_dir, job_id = cpu.run_dir, cpu.job_id
     assert slurm.job_of_run(run_dir) == job_id
     assert (run_dir / slurm.JOB_SCRIPT).read_text().startswith("#!/bin/bash\n#SBATCH")
-    seen = {slurm.read_job(job_id).state}  # type: ignore[union-attr]
-    job = wait_ended(job_id, run_dir)
-    assert job.state == "COMPLETED", job.describe()
-    assert seen <= {"PENDING", "RUNNING", "COMPLETED"}
+    assert cpu.job.state == "COMPLETED", cpu.job.describe()
+    assert ended["seen"] <= {"PENDING", "RUNNING", "COMPLETED"}
     assert rundir.run_status(run_dir) == "finished"
-    assert sorted(step_losses(run_dir)) == list(range(1, 41))
+    assert sorted(step_losses(run_dir)) == list(range(1, 61))
     assert events_of(run_dir, "end")[-1]["reason"] == "finished"
     out = (run_dir / f"slurm-{job_id}.out").read_text()
     assert "restart 0" in out and "fresh start" in out
     assert "exited with 0" in out
-    # `runs` finds it from anywhere (the run index), as a local run
+    # `runs` finds it from anywhere (the run index of the home it was submitted from)
+    for var, value in home_env(ended["home"]).items():  # type: ignore[arg-type]
+        monkeypatch.setenv(var, value)
     listed = {r.run_dir.resolve(): r.status for r in runs.list_runs()}
     assert listed[run_dir.resolve()] == "finished"
     # one CPU granted: one thread (GPT_COCKPIT_CPU_THREADS from SLURM_CPUS_PER_TASK)
     assert "cpu threads: 1 of" in (run_dir / rundir.CONSOLE_LOG).read_text()
 
 
-def test_a_run_cancelled_midway_stops_with_a_checkpoint_and_resumes_exactly_when_requeued(
-    cluster, tmp_path, monkeypatch
+def test_runs_stopped_midway_resume_exactly_when_requeued_by_hand_or_by_the_time_limit(
+    cluster, ended, tmp_path, monkeypatch
 ):
-    reference = make_run(tmp_path, *SHARED_RUN, name="reference")
-    ref_job = submit(reference)
+    """Two runs side by side, each held at a known step: one cancelled (SIGTERM: it stops with a
+    checkpoint) and requeued by hand, one sent the time limit's USR1 (it checkpoints, then the
+    job requeues itself). Both resume from their checkpoint and train exactly as the run that
+    went straight through."""
+    reference: Path = ended["cpu"].run_dir  # type: ignore[attr-defined]
     cut = make_run(tmp_path, *SHARED_RUN, name="cut")
-    monkeypatch.setenv(
-        "GPT_COCKPIT_FAULT", "hold_at_step=12"
-    )  # the job's env: waits to be cancelled
+    timed = make_run(tmp_path, *SHARED_RUN, name="timed")
+    monkeypatch.setenv("GPT_COCKPIT_FAULT", "hold_at_step=12")  # the job's env: waits there
     job_id = submit(cut)
-    wait_for(lambda: last_step(cut) >= 12, "step 12 of the run to cancel")
+    monkeypatch.setenv("GPT_COCKPIT_FAULT", "hold_at_step=8")
+    timed_job = submit(timed)
+    wait_for(lambda: last_step(cut) >= 12 and last_step(timed) >= 8, "steps 12 and 8 (held)")
     assert slurm.cancel(job_id) == "asked to stop with a checkpoint"
+    slurm.warn_time_limit(timed_job)  # what Slurm sends SIGNAL_LEAD_S before --time runs out
+
     job = wait_ended(job_id, cut)
     info = rundir.read_run_info(cut)
     assert info.status == "stopped", info.end_message
@@ -98,34 +142,25 @@ def test_a_run_cancelled_midway_stops_with_a_checkpoint_and_resumes_exactly_when
         in (cut / f"slurm-{job_id}.out").read_text()
     )
     assert job.state in ("COMPLETED", "CANCELLED"), job.describe()
-
     assert slurm.requeue_run(cut) == job_id
     assert rundir.read_run_info(cut).status == slurm.QUEUED
-    wait_for(lambda: rundir.read_run_info(cut).status == "finished", "the resumed run's end")
-    assert wait_ended(ref_job, reference).state == "COMPLETED"
-    starts = events_of(cut, "start")
-    assert [s["resumed_from"] for s in starts] == [None, stopped_at]
-    assert step_losses(cut) == step_losses(reference)  # exactly, step for step
-    assert len(step_losses(cut)) == 60
 
+    wait_for(lambda: len(events_of(timed, "start")) == 2, "the requeued job's start")
+    for run_dir in (cut, timed):
+        wait_for(lambda d=run_dir: rundir.read_run_info(d).status == "finished", "a resumed end")
+        assert step_losses(run_dir) == step_losses(reference)  # exactly, step for step
+        assert len(step_losses(run_dir)) == 60
+    assert [s["resumed_from"] for s in events_of(cut, "start")] == [None, stopped_at]
 
-def test_the_time_limit_signal_checkpoints_requeues_and_resumes(cluster, tmp_path, monkeypatch):
-    run_dir = make_run(tmp_path, *SHARED_RUN)
-    monkeypatch.setenv("GPT_COCKPIT_FAULT", "hold_at_step=8")  # waits there for the signal
-    job_id = submit(run_dir)
-    wait_for(lambda: last_step(run_dir) >= 8, "step 8")
-    slurm.warn_time_limit(job_id)  # what Slurm sends SIGNAL_LEAD_S before --time runs out
-    wait_for(lambda: len(events_of(run_dir, "start")) == 2, "the requeued job's start")
-    wait_for(lambda: rundir.read_run_info(run_dir).status == "finished", "the run's end")
-    starts = events_of(run_dir, "start")
-    ends = events_of(run_dir, "end")
+    starts = events_of(timed, "start")
+    ends = events_of(timed, "end")
     assert [e["reason"] for e in ends] == ["stopped", "finished"]
     assert starts[1]["resumed_from"] == ends[0]["step"] == 8
-    out = (run_dir / f"slurm-{job_id}.out").read_text()
+    out = (timed / f"slurm-{timed_job}.out").read_text()
     assert "the time limit is near" in out and "requeueing job" in out
     assert "restart 1" in out and "--resume" in out
     assert "SIGTERM received" not in out  # the requeue's own SIGTERM finds nothing left to stop
-    assert wait_ended(job_id, run_dir).state == "COMPLETED"
+    assert wait_ended(timed_job, timed).state == "COMPLETED"
 
 
 def test_what_slurm_refuses_is_one_line_with_its_reason(cluster, tmp_path):
@@ -155,16 +190,15 @@ def test_what_slurm_refuses_is_one_line_with_its_reason(cluster, tmp_path):
     assert cluster.job_ids() == []  # nothing was left waiting
 
 
-def test_a_gpu_entry_gets_its_gpu_from_slurm_and_says_it_trains_on_the_cpu(cluster, tmp_path):
-    if not cluster.gpus:
+def test_a_gpu_entry_gets_its_gpu_from_slurm_and_says_it_trains_on_the_cpu(ended):
+    if "gpu" not in ended:
         pytest.skip("the test cluster has no fake GPUs here (mknod was not allowed)")
-    run_dir = make_run(tmp_path)
-    job_id = submit(run_dir, gpus=1)
-    assert wait_ended(job_id, run_dir).state == "COMPLETED"
-    log = (run_dir / rundir.CONSOLE_LOG).read_text()
+    gpu: Ended = ended["gpu"]  # type: ignore[assignment]
+    assert gpu.job.state == "COMPLETED"
+    log = (gpu.run_dir / rundir.CONSOLE_LOG).read_text()
     assert "CUDA_VISIBLE_DEVICES=0 gives this run GPUs but torch" in log
     assert "training on the CPU" in log
-    info = rundir.read_run_info(run_dir)
+    info = rundir.read_run_info(gpu.run_dir)
     assert (info.status, info.device) == ("finished", "cpu")
 
 
@@ -185,14 +219,12 @@ def test_a_pending_job_cancelled_leaves_the_run_stopped_before_it_started(cluste
     assert "before the run started" in (rundir.read_run_info(run_dir).end_message or "")
 
 
-def test_a_job_that_dies_before_training_leaves_the_run_crashed_with_why(cluster, tmp_path):
-    run_dir = make_run(tmp_path)
-    req = slurm.job_request(run_dir, rundir.load_run_preset(run_dir))
-    job_id = slurm.submit(req, slurm.SlurmOptions(python=str(tmp_path / "no-python")))
-    job = wait_ended(job_id, run_dir)
-    assert job.state == "FAILED"
-    assert slurm.settle_run(run_dir, job) == "crashed"
-    message = rundir.read_run_info(run_dir).end_message or ""
+def test_a_job_that_dies_before_training_leaves_the_run_crashed_with_why(ended):
+    dead: Ended = ended["no-python"]  # type: ignore[assignment]
+    job_id = dead.job_id
+    assert dead.job.state == "FAILED"
+    assert slurm.settle_run(dead.run_dir, dead.job) == "crashed"
+    message = rundir.read_run_info(dead.run_dir).end_message or ""
     assert message.startswith(f"Slurm job {job_id} ended FAILED")
     assert f"slurm-{job_id}.out" in message
 
