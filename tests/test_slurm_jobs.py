@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -64,30 +66,51 @@ class Ended:
 @pytest.fixture(scope="module")
 def ended(slurm_cluster, tmp_path_factory) -> dict[str, object]:
     """Jobs that run to their end, submitted together and waited for once (they train side by
-    side on the test node): a CPU run (also the uninterrupted reference of the requeue test), a
-    one-GPU run where the cluster has fake GPUs, and one whose interpreter does not exist. In
-    a home of their own (`home`): the run index that lists them is there."""
+    side on the test node, one CPU each): a CPU run (also the uninterrupted reference of the
+    requeue test), a one-GPU run where the cluster has fake GPUs, one whose interpreter does not
+    exist, and one that starts 3 s late with `attach --no-ui` following it from the moment it
+    is queued. In a home of their own (`home`): the run index that lists them is there."""
     root = tmp_path_factory.mktemp("ended")
     with pytest.MonkeyPatch.context() as env:
         for var, value in home_env(root).items():
             env.setenv(var, value)
         env.delenv("GPT_COCKPIT_FAULT", raising=False)
-        runs_to_end = {"cpu": make_run(root, *SHARED_RUN, name="cpu")}
-        jobs = {"cpu": submit(runs_to_end["cpu"])}
-        seen = {slurm.read_job(jobs["cpu"]).state}  # type: ignore[union-attr]
-        if slurm_cluster.gpus:
-            runs_to_end["gpu"] = make_run(root, name="gpu")
-            jobs["gpu"] = submit(runs_to_end["gpu"], gpus=1)
-        runs_to_end["no-python"] = make_run(root, name="no-python")
-        req = slurm.job_request(
-            runs_to_end["no-python"], rundir.load_run_preset(runs_to_end["no-python"])
+        run_dirs = {name: make_run(root, name=name) for name in ("attached", "no-python")}
+        req = slurm.job_request(run_dirs["attached"], rundir.load_run_preset(run_dirs["attached"]))
+        jobs = {"attached": slurm.submit(req, slurm.SlurmOptions(sbatch_args=("--begin=now+3",)))}
+        queued = (
+            slurm.read_job(jobs["attached"]).describe(),  # type: ignore[union-attr]
+            rundir.run_status(run_dirs["attached"]),
         )
-        jobs["no-python"] = slurm.submit(req, slurm.SlurmOptions(python=str(root / "no-python")))
-        out: dict[str, object] = {
-            name: Ended(runs_to_end[name], job_id, wait_ended(job_id, runs_to_end[name]))
-            for name, job_id in jobs.items()
-        }
-    return {**out, "seen": seen, "home": root}
+        attach = subprocess.Popen(
+            [sys.executable, "-m", "cockpit", "attach", str(run_dirs["attached"]), "--no-ui"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            run_dirs["cpu"] = make_run(root, *SHARED_RUN, name="cpu")
+            jobs["cpu"] = submit(run_dirs["cpu"])
+            seen = {slurm.read_job(jobs["cpu"]).state}  # type: ignore[union-attr]
+            if slurm_cluster.gpus:
+                run_dirs["gpu"] = make_run(root, name="gpu")
+                jobs["gpu"] = submit(run_dirs["gpu"], gpus=1, cpus=1)  # beside the others
+            req = slurm.job_request(
+                run_dirs["no-python"], rundir.load_run_preset(run_dirs["no-python"])
+            )
+            no_python = slurm.SlurmOptions(python=str(root / "no-python"))
+            jobs["no-python"] = slurm.submit(req, no_python)
+            out: dict[str, object] = {
+                name: Ended(run_dirs[name], job_id, wait_ended(job_id, run_dirs[name]))
+                for name, job_id in jobs.items()
+            }
+            stdout, stderr = attach.communicate(timeout=JOB_TIMEOUT_S)
+        finally:
+            if attach.poll() is None:
+                attach.kill()
+                attach.wait()
+    followed = subprocess.CompletedProcess(attach.args, attach.returncode, stdout, stderr)
+    return {**out, "seen": seen, "home": root, "queued": queued, "attach": followed}
 
 
 def test_a_tiny_cpu_run_trains_to_its_end_as_a_slurm_job(ended, monkeypatch):
@@ -229,24 +252,13 @@ def test_a_job_that_dies_before_training_leaves_the_run_crashed_with_why(ended):
     assert f"slurm-{job_id}.out" in message
 
 
-def test_attach_waits_for_a_queued_slurm_run_and_follows_it_to_its_end(cluster, tmp_path):
-    import subprocess
-    import sys
-
-    run_dir = make_run(tmp_path)
-    req = slurm.job_request(run_dir, rundir.load_run_preset(run_dir))
-    job_id = slurm.submit(req, slurm.SlurmOptions(sbatch_args=("--begin=now+3",)))
-    assert slurm.read_job(job_id).describe() == "PENDING (BeginTime)"  # type: ignore[union-attr]
-    assert rundir.run_status(run_dir) == slurm.QUEUED
-    attach = subprocess.run(
-        [sys.executable, "-m", "cockpit", "attach", str(run_dir), "--no-ui"],
-        capture_output=True,
-        text=True,
-        timeout=JOB_TIMEOUT_S,
-    )
+def test_attach_waits_for_a_queued_slurm_run_and_follows_it_to_its_end(ended):
+    assert ended["queued"] == ("PENDING (BeginTime)", slurm.QUEUED)  # when attach started
+    attach: subprocess.CompletedProcess[str] = ended["attach"]  # type: ignore[assignment]
     assert attach.returncode == 0, attach.stderr
     assert "step 40/40" in attach.stdout
-    assert rundir.run_status(run_dir) == "finished"
+    attached: Ended = ended["attached"]  # type: ignore[assignment]
+    assert rundir.run_status(attached.run_dir) == "finished"
 
 
 def test_a_two_gpu_job_trains_under_torchrun_and_stops_through_rank_zero(
