@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tiny_runs import TINY, events_of, step_losses, write_corpus
+from tiny_runs import TINY, events_of, home_env, step_losses, write_corpus
 
 from cockpit import rundir
 from cockpit.campaign import slurm
@@ -60,24 +60,55 @@ def wait_for(check, what: str, timeout: float = 120.0):
     raise AssertionError(f"no {what} after {timeout:.0f} s")
 
 
-def test_a_sweep_and_one_more_run_all_finish_on_slurm_and_read_as_local_runs(cluster, tmp_path):
-    preset = tiny_preset_file(tmp_path)
-    added = cockpit("queue", "add", str(preset), "--device", "cpu", "--sweep", "train.lr=1e-3,3e-3")
-    assert added.returncode == 0, added.stderr
-    added = cockpit("queue", "add", str(preset), "--device", "cpu", "--set", "train.max_steps=30")
-    assert added.returncode == 0, added.stderr
+@pytest.fixture(scope="module")
+def night(slurm_cluster, tmp_path_factory):
+    """One `queue run --on slurm` for a 2-value sweep, one more CPU run and, where the cluster has
+    fake GPUs, a one-GPU entry: their jobs run side by side (one CPU each). Yields the home the
+    queue lives in (its tests point their own environment there), `queue plan`'s output and
+    `queue run`'s result."""
+    root = tmp_path_factory.mktemp("night")
+    with pytest.MonkeyPatch.context() as env:
+        for var, value in home_env(root).items():
+            env.setenv(var, value)
+        env.delenv("GPT_COCKPIT_FAULT", raising=False)
+        preset = tiny_preset_file(root)
+        added = cockpit(
+            "queue", "add", str(preset), "--device", "cpu", "--sweep", "train.lr=1e-3,3e-3"
+        )
+        assert added.returncode == 0, added.stderr
+        added = cockpit(
+            "queue", "add", str(preset), "--device", "cpu", "--set", "train.max_steps=30"
+        )
+        assert added.returncode == 0, added.stderr
+        if slurm_cluster.gpus:
+            added = cockpit("queue", "add", str(preset), "--gpus", "1", "--on", "slurm")
+            assert added.returncode == 0, added.stderr
+        plan = cockpit("queue", "plan", "--on", "slurm", ONE_CPU)
+        ran = cockpit(
+            "queue", "run", "--on", "slurm", "--foreground", ONE_CPU, TICK, timeout=RUN_TIMEOUT_S
+        )
+    yield {"home": root, "plan": plan, "ran": ran, "gpus": slurm_cluster.gpus}
 
-    plan = cockpit("queue", "plan", "--on", "slurm", ONE_CPU)
+
+def at_home(monkeypatch, root: Path) -> None:
+    """This test's commands on the queue and runs of the home under `root`."""
+    for var, value in home_env(root).items():
+        monkeypatch.setenv(var, value)
+
+
+def test_a_sweep_and_one_more_run_all_finish_on_slurm_and_read_as_local_runs(night, monkeypatch):
+    at_home(monkeypatch, night["home"])
+    plan = night["plan"]
     assert plan.returncode == 0, plan.stderr
-    assert plan.stdout.count("#!/bin/bash") == 3
-    assert plan.stdout.count("#SBATCH --signal=B:USR1@120") == 3
-    assert "#SBATCH --cpus-per-task=1" in plan.stdout
+    scripts = plan.stdout.split("#!/bin/bash")[1:]
+    cpu_scripts = [text for text in scripts if "--gres=gpu" not in text]
+    assert len(cpu_scripts) == 3
+    assert all("#SBATCH --signal=B:USR1@120" in text for text in scripts)
+    assert all("#SBATCH --cpus-per-task=1" in text for text in cpu_scripts)
 
-    ran = cockpit(
-        "queue", "run", "--on", "slurm", "--foreground", ONE_CPU, TICK, timeout=RUN_TIMEOUT_S
-    )
+    ran = night["ran"]
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    rows = queue_rows()
+    rows = queue_rows()[:3]  # the CPU entries, in the order they were added
     assert [r["state"] for r in rows] == ["done"] * 3, [(r["state"], r["reason"]) for r in rows]
     assert {r["backend"] for r in rows} == {"slurm"}
     assert all(r["backend_job"].isdigit() for r in rows)
@@ -205,19 +236,15 @@ def test_a_bad_sbatch_arg_is_one_line(tmp_path):
     )
 
 
-def test_a_one_gpu_entry_gets_its_gpu_from_slurm_and_trains_on_the_cpu_saying_so(cluster, tmp_path):
-    if not cluster.gpus:
+def test_a_one_gpu_entry_gets_its_gpu_from_slurm_and_trains_on_the_cpu_saying_so(
+    night, monkeypatch
+):
+    if not night["gpus"]:
         pytest.skip("the test cluster has no fake GPUs here (mknod was not allowed)")
-    preset = tiny_preset_file(tmp_path)
-    added = cockpit("queue", "add", str(preset), "--gpus", "1", "--on", "slurm")
-    assert added.returncode == 0, added.stderr
-    plan = cockpit("queue", "plan", "--on", "slurm", ONE_CPU)
-    assert "#SBATCH --gres=gpu:1" in plan.stdout
-    ran = cockpit(
-        "queue", "run", "--on", "slurm", "--foreground", ONE_CPU, TICK, timeout=RUN_TIMEOUT_S
-    )
-    assert ran.returncode == 0, ran.stdout + ran.stderr
-    (row,) = queue_rows()
+    at_home(monkeypatch, night["home"])
+    assert "#SBATCH --gres=gpu:1" in night["plan"].stdout
+    assert night["ran"].returncode == 0, night["ran"].stdout + night["ran"].stderr
+    row = queue_rows()[3]  # added after the three CPU entries
     assert row["state"] == "done", row
     assert row["device"] == "1 GPU"  # which one was Slurm's choice
     log = (Path(row["run_dir"]) / rundir.CONSOLE_LOG).read_text()
