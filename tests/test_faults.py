@@ -29,6 +29,10 @@ def test_a_hold_waits_for_the_stop_on_rank_zero_only():
     assert next(asked, None) is None
     f.rank = 1
     f.hold(lambda: pytest.fail("rank 1 waits in its next collective, not here"))
+    f = parse_faults("hold_at_step=4,hold_s=0.1")
+    looks = []
+    f.hold(lambda: looks.append(1) and False)  # never asked: it trains on after hold_s
+    assert f.hold_s == 0.1 and 2 <= len(looks) <= 10
 
 
 def test_empty_means_no_fault(monkeypatch):

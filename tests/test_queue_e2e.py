@@ -57,7 +57,9 @@ def test_a_killed_scheduler_restarted_finishes_the_night(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     corpus = write_corpus(tmp_path)
     monkeypatch.setenv("GPT_COCKPIT_CPU_THREADS", "1")  # every run on one thread: comparable losses
-    monkeypatch.setenv("GPT_COCKPIT_FAULT", "slow_step_ms=150")  # long enough to be killed midway
+    # each run waits 3 s after step 20 (checkpointed): a window to be killed midway in, where
+    # slowing every step by 150 ms cost each run 6 s
+    monkeypatch.setenv("GPT_COCKPIT_FAULT", "hold_at_step=20,hold_s=3")
     sets = [a for s in [*SETS, f"data.source={corpus}"] for a in ("--set", s)]
     added = cockpit(
         "queue",

@@ -11,9 +11,10 @@ GPT_COCKPIT_FAULT is a comma-separated list of `name=value` items:
     die_at_step=K       os._exit(1) right after step K, with no checkpoint and no `end`
     stop_at_step=K      a graceful stop after step K, as if SIGTERM arrived during it
     hold_at_step=K      after step K (its records written), wait without training until this
-                        process is asked to stop, at most HOLD_MAX_S; on rank 0 only (under
+                        process is asked to stop, at most hold_s; on rank 0 only (under
                         torchrun the other ranks wait for it in their next collective). A test
                         that stops a run midway waits for this instead of slowing every step.
+    hold_s=X            the longest hold, in seconds (default HOLD_MAX_S); the run then trains on
 
 Steps count completed optimizer steps from 1, as the `step` events do. A NaN or
 spike fires once per process, so a rollback that replays step K trains cleanly.
@@ -42,7 +43,7 @@ _INT_KEYS = (
     "stop_at_step",
     "hold_at_step",
 )
-_FLOAT_KEYS = ("slow_step_ms",)
+_FLOAT_KEYS = ("slow_step_ms", "hold_s")
 
 
 class FaultSpecError(ValueError):
@@ -63,6 +64,7 @@ class Faults:
     die_at_step: int | None = None
     stop_at_step: int | None = None
     hold_at_step: int | None = None
+    hold_s: float = HOLD_MAX_S
     fired: set[str] = field(default_factory=set)
     rank: int = 0  # this process's torchrun rank (RANK), for oom_rank
     steps_done: int = 0  # optimizer steps completed (after_step), for oom_from_step
@@ -124,10 +126,10 @@ class Faults:
         return self.hold_at_step is not None and step == self.hold_at_step
 
     def hold(self, stop_asked: Callable[[], bool]) -> None:
-        """Wait until `stop_asked()` (at most HOLD_MAX_S); other ranks than 0 do not wait here."""
+        """Wait until `stop_asked()` (at most hold_s); other ranks than 0 do not wait here."""
         if self.rank != 0:
             return
-        deadline = time.monotonic() + HOLD_MAX_S
+        deadline = time.monotonic() + self.hold_s
         while not stop_asked() and time.monotonic() < deadline:
             time.sleep(HOLD_POLL_S)
 
