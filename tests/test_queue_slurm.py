@@ -163,9 +163,8 @@ def test_stop_now_checkpoints_a_slurm_run_and_requeued_it_resumes_exactly(cluste
         text=True,
     )
     try:
-        row = wait_for(
-            lambda: next(iter(queue_rows()), {}).get("run_dir") and queue_rows()[0], "a run"
-        )
+        # one `queue --json` a look (each is a new interpreter): the entry with its run directory
+        row = wait_for(lambda: next((r for r in queue_rows() if r.get("run_dir")), None), "a run")
         run_dir = Path(row["run_dir"])
         listed = wait_for(
             lambda: (r := queue_rows()[0])["state"] == "running" and r, "the entry running"
