@@ -508,6 +508,13 @@ def _add_queue_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         metavar="DOLLARS",
         help="dollars per GPU-hour (else $GPT_COCKPIT_PRICE_PER_GPU_HOUR or queue.json)",
     )
+    run.add_argument(
+        "--tick",
+        type=float,
+        metavar="SECONDS",
+        help="how often the scheduler looks at its runs (default 2; with --on slurm each look"
+        " is one squeue per live entry)",
+    )
     _add_slurm_options(run, gpu=True)
     s = qs.add_parser(
         "stop", help="stop launching; --now also stops running entries with a checkpoint"

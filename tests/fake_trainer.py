@@ -19,7 +19,8 @@ through `runs.launch`), comma-separated `key=value`:
     bad_line_at=K      write a corrupt line into events.jsonl after step K
     mfu=0.31           add this MFU (a fraction) to step events
     start_delay=X      seconds of "setup" before run.json says running and `start` is written
-    pause_at=K         after step K, write nothing for pause_s seconds (a stall)
+    pause_at=K         after step K, write nothing for pause_s seconds (a stall); a stop
+                       request ends the pause early (the trainer then stops as asked)
     pause_s=X          length of that pause (default 2)
     lock=1             take the run's train lock first, as the real child: a run another
                        trainer holds is refused with its one line and exit 2
@@ -242,7 +243,7 @@ class FakeTrainer:
             if self.opt("pause_at") == step:
                 self.writer.write_many(pending)
                 pending = []
-                time.sleep(self.options.get("pause_s", 2.0))
+                self.pause(self.options.get("pause_s", 2.0))
             if self.opt("halt_at") == step:
                 return self.finish("halted", "halted on a health rule")
             if t.eval_interval and step % t.eval_interval == 0 and step < t.max_steps:
@@ -253,6 +254,13 @@ class FakeTrainer:
         self.writer.write_many(pending)
         self.evaluate(self.step)
         return self.finish("finished", "reached max_steps")
+
+    def pause(self, seconds: float) -> None:
+        """Write nothing for `seconds`, or until a stop is asked (a test of a stall need not wait
+        out the whole silence once the stall has been seen and the run told to stop)."""
+        deadline = time.monotonic() + seconds
+        while not self.stop_requested and time.monotonic() < deadline:
+            time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
 
     def evaluate(self, step: int) -> None:
         val = fake_loss(step) + 0.05

@@ -18,6 +18,21 @@ def test_parse_all_items():
     assert (f.nan_at_step, f.spike_at_step, f.spike_steps, f.oom_above_batch) == (5, 7, 3, 4)
     assert (f.slow_step_ms, f.die_at_step, f.stop_at_step) == (2.5, 9, 3)
     assert f.active
+    assert parse_faults("hold_at_step=4").active
+
+
+def test_a_hold_waits_for_the_stop_on_rank_zero_only():
+    f = parse_faults("hold_at_step=4")
+    assert [f.holds_after(s) for s in (3, 4, 5)] == [False, True, False]
+    asked = iter([False, False, True])
+    f.hold(lambda: next(asked))  # returns once asked, having looked three times
+    assert next(asked, None) is None
+    f.rank = 1
+    f.hold(lambda: pytest.fail("rank 1 waits in its next collective, not here"))
+    f = parse_faults("hold_at_step=4,hold_s=0.1")
+    looks = []
+    f.hold(lambda: looks.append(1) and False)  # never asked: it trains on after hold_s
+    assert f.hold_s == 0.1 and 2 <= len(looks) <= 10
 
 
 def test_empty_means_no_fault(monkeypatch):
@@ -155,6 +170,48 @@ def test_spike_is_reported_at_its_step_and_warn_keeps_going(tmp_path):
     assert spikes and spikes[0]["step"] == 35
     assert {r["step"]: r["loss"] for r in events_of(run_dir, "step")}[35] > 10
     assert events_of(run_dir, "end")[-1]["reason"] == "finished"
+
+
+@pytest.mark.slow
+@needs_engine
+def test_a_held_run_writes_its_step_then_waits_for_the_stop(tmp_path):
+    """hold_at_step in the loop: the held step is on disk (log_interval 5 would keep step 7
+    pending), no step is trained while it waits, and a stop ends it there with a checkpoint."""
+    import threading
+    import time
+
+    from tiny_runs import events_of, make_run
+
+    from cockpit import rundir
+    from cockpit.rundir import EventWriter
+    from cockpit.train.loop import Trainer
+
+    run_dir = make_run(tmp_path, "train.max_steps=20", "train.log_interval=5")
+    writer = EventWriter(run_dir / rundir.EVENTS_JSONL)
+    trainer = Trainer(run_dir, device="cpu", events=writer, faults=parse_faults("hold_at_step=7"))
+    trainer.setup()
+    seen: list[int] = []
+
+    def stop_when_held() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            steps = events_of(run_dir, "step")
+            if steps and steps[-1]["step"] >= 7:
+                break
+            time.sleep(0.02)
+        seen.append(events_of(run_dir, "step")[-1]["step"])
+        time.sleep(0.3)  # held: still at the same step after a while
+        seen.append(trainer.state.step)
+        trainer.request_stop("test")
+
+    helper = threading.Thread(target=stop_when_held)
+    helper.start()
+    reason, _ = trainer.train()
+    helper.join()
+    writer.close()
+    assert reason == "stopped"
+    assert seen == [7, 7] and trainer.state.step == 7
+    assert trainer.checkpointer.last_step == 7
 
 
 def test_oom_on_one_rank_from_one_step_on():

@@ -164,6 +164,8 @@ BAD = [
     ),
     (["run", "--foreground", "--until", "7pm"], "--until wants HH:MM"),
     (["run", "--price-per-gpu-hour", "-1"], "number of dollars of 0 or more"),
+    (["run", "--foreground", "--tick", "0"], "--tick must be a number of seconds above 0, not 0"),
+    (["run", "--tick", "nan"], "--tick must be a number of seconds above 0, not nan"),
     (["plan", "--gpu", "Z9000"], "unknown GPU 'Z9000'"),
 ]
 

@@ -1,6 +1,7 @@
-"""A night in small: a 3-value sweep and two more tiny CPU runs, the scheduler detached, killed
-with SIGKILL midway (and one training child with it), restarted: every entry done, one run
-directory each, none started twice, the resumed run's losses those of an uninterrupted run."""
+"""A night in small: a 2-value sweep and one more tiny CPU run (three entries for two cores: one
+waits for a slot), the scheduler detached, killed with SIGKILL midway (and one training child
+with it), restarted: every entry done, one run directory each, none started twice, the resumed
+run's losses those of an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -56,7 +57,9 @@ def test_a_killed_scheduler_restarted_finishes_the_night(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     corpus = write_corpus(tmp_path)
     monkeypatch.setenv("GPT_COCKPIT_CPU_THREADS", "1")  # every run on one thread: comparable losses
-    monkeypatch.setenv("GPT_COCKPIT_FAULT", "slow_step_ms=150")  # long enough to be killed midway
+    # each run waits 3 s after step 20 (checkpointed): a window to be killed midway in, where
+    # slowing every step by 150 ms cost each run 6 s
+    monkeypatch.setenv("GPT_COCKPIT_FAULT", "hold_at_step=20,hold_s=3")
     sets = [a for s in [*SETS, f"data.source={corpus}"] for a in ("--set", s)]
     added = cockpit(
         "queue",
@@ -66,20 +69,29 @@ def test_a_killed_scheduler_restarted_finishes_the_night(tmp_path, monkeypatch):
         "--device",
         "cpu",
         "--sweep",
-        "train.lr=3e-3,2e-3,1e-3",
+        "train.lr=3e-3,1e-3",
         cwd=tmp_path,
     )
     assert added.returncode == 0, added.stderr
-    for extra in ("model.n_embd=48", "model.n_layer=2"):
-        more = cockpit(
-            "queue", "add", "tiny_char", *sets, "--set", extra, "--device", "cpu", cwd=tmp_path
-        )
-        assert more.returncode == 0, more.stderr
+    more = cockpit(
+        "queue",
+        "add",
+        "tiny_char",
+        *sets,
+        "--set",
+        "model.n_layer=2",
+        "--device",
+        "cpu",
+        cwd=tmp_path,
+    )
+    assert more.returncode == 0, more.stderr
 
-    started = cockpit("queue", "run", cwd=tmp_path)
+    started = cockpit("queue", "run", "--tick", "0.25", cwd=tmp_path)
     assert started.returncode == 0, started.stderr
     scheduler = holder_pid(scheduler_lock_path())
     assert scheduler and scheduler > 0
+    argv = Path(f"/proc/{scheduler}/cmdline").read_bytes().split(b"\0")
+    assert argv[argv.index(b"--tick") + 1] == b"0.25"  # the detached scheduler got its tick
     with Queue() as queue:
         wait_for(lambda: checkpointed_and_running(queue), 180, "a run with a checkpoint")
         victim = checkpointed_and_running(queue)
@@ -88,13 +100,13 @@ def test_a_killed_scheduler_restarted_finishes_the_night(tmp_path, monkeypatch):
         child = rundir.read_run_info(victim.run_dir).pid
         os.kill(child, signal.SIGKILL)  # and one run with it, as the OOM killer would
 
-        again = cockpit("queue", "run", cwd=tmp_path)
+        again = cockpit("queue", "run", "--tick", "0.25", cwd=tmp_path)
         assert again.returncode == 0, again.stderr
         wait_for(lambda: holder_pid(scheduler_lock_path()) is None, 300, "the night to end")
         entries = queue.entries()
         log = [line["kind"] for line in queue.log_lines()]
 
-    assert [e.state for e in entries] == ["done"] * 5, [(e.id, e.state, e.reason) for e in entries]
+    assert [e.state for e in entries] == ["done"] * 3, [(e.id, e.state, e.reason) for e in entries]
     run_dirs = sorted(Path(os.environ["GPT_COCKPIT_RUNS"]).iterdir())
     assert sorted(Path(e.run_dir) for e in entries) == run_dirs  # exactly one directory each
     killed = next(e for e in entries if e.id == victim.id)

@@ -20,6 +20,7 @@ from cockpit.campaign.local import LocalBackend
 from cockpit.campaign.lock import SchedulerBusy
 from cockpit.campaign.money import Limits
 from cockpit.campaign.packing import Machine
+from cockpit.campaign.progress import read_progress
 from cockpit.campaign.scheduler import Scheduler
 from cockpit.campaign.store import NewEntry, Queue
 
@@ -122,12 +123,8 @@ def test_a_run_killed_by_sigkill_is_retried_and_says_so(queue, monkeypatch):
     fake(monkeypatch, step_s=0.05)
     (e,) = add(queue)
     s = scheduler(queue)
-    drive(
-        s,
-        until=lambda: (
-            queue.get(e.id).run_dir and rundir.read_run_info(queue.get(e.id).run_dir).step >= 5
-        ),
-    )
+    # its step records, not run.json (which says the step only at an eval, at step 10)
+    drive(s, until=lambda: (d := queue.get(e.id).run_dir) and read_progress(d).step >= 5)
     os.kill(int(queue.get(e.id).backend_job), signal.SIGKILL)
     drive(s)
     e = queue.get(e.id)
@@ -218,8 +215,11 @@ def test_rm_of_a_running_entry_stops_it_with_a_checkpoint_and_cancels_it(queue, 
     assert rundir.read_run_info(queue.get(a.id).run_dir).status == "stopped"
 
 
+HELD = "pause_at=1,pause_s=120"  # silent after step 1 until asked to stop (a live run, for as long as needed)
+
+
 def test_stop_now_stops_the_runs_and_launches_nothing_more(queue, monkeypatch):
-    fake(monkeypatch, step_s=0.05)
+    fake(monkeypatch, *[HELD] * 4)  # the first night's four; the next night trains straight
     entries = add(queue, 6)
     s = scheduler(queue)
     drive(s, until=lambda: len(queue.entries(states=["running"])) == 4)
@@ -295,17 +295,15 @@ def test_a_stalled_run_is_stopped(queue, monkeypatch):
     now = [time.time()]
     (e,) = add(queue)
     s = scheduler(queue, clock=lambda: now[0])
-    drive(
-        s,
-        until=lambda: (
-            queue.get(e.id).run_dir and rundir.read_run_info(queue.get(e.id).run_dir).step >= 5
-        ),
-    )
+    # its step records, not run.json (which says the step only at an eval, after the pause)
+    drive(s, until=lambda: (d := queue.get(e.id).run_dir) and read_progress(d).step >= 5)
     s.tick()
     now[0] += 3600  # an hour without a record
     drive(s, timeout=90)
     e = queue.get(e.id)
-    assert e.state == "stopped" and e.reason.startswith("stalled: no events for")
+    assert e.state == "stopped" and e.reason.startswith("stalled: no events for"), s.lines
+    info = rundir.read_run_info(e.run_dir)
+    assert (info.status, info.step) == ("stopped", 5)  # stopped in its silence, not after it
 
 
 class Boom:
@@ -376,22 +374,20 @@ def test_an_entry_that_cannot_fit_anywhere_never_starts_and_says_why(queue, monk
 
 
 def test_the_list_shows_a_running_entry_where_it_runs_and_when_it_ends(queue, monkeypatch, capsys):
-    fake(monkeypatch, step_s=0.1)
+    fake(monkeypatch, "pause_at=3,pause_s=120", step_s=0.02)  # silent after step 3 until stopped
     monkeypatch.setenv("GPT_COCKPIT_QUEUE_DB", str(queue.path))
     (e,) = add(queue)
     s = scheduler(queue)
-    drive(s, until=lambda: queue.get(e.id).run_dir and read_step(queue.get(e.id)) >= 3)
+    drive(s, until=lambda: (d := queue.get(e.id).run_dir) and read_progress(d).step >= 3)
     capsys.readouterr()
     assert main(["queue", "--json"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["state"] == "running" and row["device"] == "cpu" and row["threads"] == 1
     assert row["step"] >= 3 and row["max_steps"] == 30 and row["eta"] > time.time()
     assert row["run_dir"] == queue.get(e.id).run_dir
+    queue.set_meta("stop", "now")
     drive(s)
-
-
-def read_step(entry) -> int:
-    return rundir.read_run_info(entry.run_dir).step
+    assert queue.get(e.id).state == "stopped"
 
 
 def test_a_paused_queue_starts_nothing_and_goes_on_when_resumed(queue, monkeypatch):
@@ -409,7 +405,7 @@ def test_a_paused_queue_starts_nothing_and_goes_on_when_resumed(queue, monkeypat
 
 
 def test_time_a_killed_scheduler_missed_is_charged_to_the_runs_it_left(queue, monkeypatch):
-    fake(monkeypatch, step_s=0.3)
+    fake(monkeypatch, HELD, HELD)  # both live until stopped
     now = [time.time()]
     a, b = queue.add([NewEntry("tiny_char", overrides=dict(TINY)) for _ in range(2)])
     first = scheduler(queue, machine=h100, clock=lambda: now[0])
@@ -422,5 +418,7 @@ def test_time_a_killed_scheduler_missed_is_charged_to_the_runs_it_left(queue, mo
     second.tick()
     assert queue.get(a.id).gpu_seconds == pytest.approx(50, abs=1)
     assert queue.get(b.id).gpu_seconds == pytest.approx(50, abs=1)
+    queue.set_meta("stop", "now")
     drive(second)
     second.release()
+    assert [queue.get(e.id).state for e in (a, b)] == ["stopped", "stopped"]

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tiny_runs import TINY, events_of, step_losses, write_corpus
+from tiny_runs import TINY, events_of, home_env, step_losses, write_corpus
 
 from cockpit import rundir
 from cockpit.campaign import slurm
@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 RUN_TIMEOUT_S = 300
 ONE_CPU = "--sbatch-arg=--cpus-per-task=1"  # the test node has 4: every entry runs at once
+TICK = "--tick=0.5"  # the scheduler looks at its jobs (one squeue each) every 0.5 s, not 2 s
 
 
 def cockpit(*argv: str, env: dict[str, str] | None = None, timeout: float = 60):
@@ -59,22 +60,55 @@ def wait_for(check, what: str, timeout: float = 120.0):
     raise AssertionError(f"no {what} after {timeout:.0f} s")
 
 
-def test_a_sweep_and_one_more_run_all_finish_on_slurm_and_read_as_local_runs(cluster, tmp_path):
-    preset = tiny_preset_file(tmp_path)
-    added = cockpit("queue", "add", str(preset), "--device", "cpu", "--sweep", "train.lr=1e-3,3e-3")
-    assert added.returncode == 0, added.stderr
-    added = cockpit("queue", "add", str(preset), "--device", "cpu", "--set", "train.max_steps=30")
-    assert added.returncode == 0, added.stderr
+@pytest.fixture(scope="module")
+def night(slurm_cluster, tmp_path_factory):
+    """One `queue run --on slurm` for a 2-value sweep, one more CPU run and, where the cluster has
+    fake GPUs, a one-GPU entry: their jobs run side by side (one CPU each). Yields the home the
+    queue lives in (its tests point their own environment there), `queue plan`'s output and
+    `queue run`'s result."""
+    root = tmp_path_factory.mktemp("night")
+    with pytest.MonkeyPatch.context() as env:
+        for var, value in home_env(root).items():
+            env.setenv(var, value)
+        env.delenv("GPT_COCKPIT_FAULT", raising=False)
+        preset = tiny_preset_file(root)
+        added = cockpit(
+            "queue", "add", str(preset), "--device", "cpu", "--sweep", "train.lr=1e-3,3e-3"
+        )
+        assert added.returncode == 0, added.stderr
+        added = cockpit(
+            "queue", "add", str(preset), "--device", "cpu", "--set", "train.max_steps=30"
+        )
+        assert added.returncode == 0, added.stderr
+        if slurm_cluster.gpus:
+            added = cockpit("queue", "add", str(preset), "--gpus", "1", "--on", "slurm")
+            assert added.returncode == 0, added.stderr
+        plan = cockpit("queue", "plan", "--on", "slurm", ONE_CPU)
+        ran = cockpit(
+            "queue", "run", "--on", "slurm", "--foreground", ONE_CPU, TICK, timeout=RUN_TIMEOUT_S
+        )
+    yield {"home": root, "plan": plan, "ran": ran, "gpus": slurm_cluster.gpus}
 
-    plan = cockpit("queue", "plan", "--on", "slurm", ONE_CPU)
+
+def at_home(monkeypatch, root: Path) -> None:
+    """This test's commands on the queue and runs of the home under `root`."""
+    for var, value in home_env(root).items():
+        monkeypatch.setenv(var, value)
+
+
+def test_a_sweep_and_one_more_run_all_finish_on_slurm_and_read_as_local_runs(night, monkeypatch):
+    at_home(monkeypatch, night["home"])
+    plan = night["plan"]
     assert plan.returncode == 0, plan.stderr
-    assert plan.stdout.count("#!/bin/bash") == 3
-    assert plan.stdout.count("#SBATCH --signal=B:USR1@120") == 3
-    assert "#SBATCH --cpus-per-task=1" in plan.stdout
+    scripts = plan.stdout.split("#!/bin/bash")[1:]
+    cpu_scripts = [text for text in scripts if "--gres=gpu" not in text]
+    assert len(cpu_scripts) == 3
+    assert all("#SBATCH --signal=B:USR1@120" in text for text in scripts)
+    assert all("#SBATCH --cpus-per-task=1" in text for text in cpu_scripts)
 
-    ran = cockpit("queue", "run", "--on", "slurm", "--foreground", ONE_CPU, timeout=RUN_TIMEOUT_S)
+    ran = night["ran"]
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    rows = queue_rows()
+    rows = queue_rows()[:3]  # the CPU entries, in the order they were added
     assert [r["state"] for r in rows] == ["done"] * 3, [(r["state"], r["reason"]) for r in rows]
     assert {r["backend"] for r in rows} == {"slurm"}
     assert all(r["backend_job"].isdigit() for r in rows)
@@ -109,18 +143,28 @@ def test_stop_now_checkpoints_a_slurm_run_and_requeued_it_resumes_exactly(cluste
     ref_job = slurm.submit(slurm.job_request(reference, rundir.load_run_preset(reference), cpus=1))
 
     assert cockpit("queue", "add", str(preset_file), "--device", "cpu").returncode == 0
-    slow = dict(os.environ, GPT_COCKPIT_FAULT="slow_step_ms=150")  # time to stop it midway
+    held = dict(os.environ, GPT_COCKPIT_FAULT="hold_at_step=12")  # waits there to be stopped
     scheduler = subprocess.Popen(
-        [sys.executable, "-m", "cockpit", "queue", "run", "--on", "slurm", "--foreground", ONE_CPU],
-        env=slow,
+        [
+            sys.executable,
+            "-m",
+            "cockpit",
+            "queue",
+            "run",
+            "--on",
+            "slurm",
+            "--foreground",
+            ONE_CPU,
+            TICK,
+        ],
+        env=held,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     try:
-        row = wait_for(
-            lambda: next(iter(queue_rows()), {}).get("run_dir") and queue_rows()[0], "a run"
-        )
+        # one `queue --json` a look (each is a new interpreter): the entry with its run directory
+        row = wait_for(lambda: next((r for r in queue_rows() if r.get("run_dir")), None), "a run")
         run_dir = Path(row["run_dir"])
         listed = wait_for(
             lambda: (r := queue_rows()[0])["state"] == "running" and r, "the entry running"
@@ -140,12 +184,14 @@ def test_stop_now_checkpoints_a_slurm_run_and_requeued_it_resumes_exactly(cluste
     (row,) = queue_rows()
     assert row["state"] == "stopped", (row, out)
     info = rundir.read_run_info(run_dir)
-    assert info.status == "stopped" and 12 <= info.step < 60
+    assert info.status == "stopped" and info.step == 12  # where it was held
     assert (run_dir / rundir.CHECKPOINTS / "last.pt").is_file()
 
     retried = cockpit("queue", "retry", str(row["id"]))
     assert retried.returncode == 0, retried.stderr
-    ran = cockpit("queue", "run", "--on", "slurm", "--foreground", ONE_CPU, timeout=RUN_TIMEOUT_S)
+    ran = cockpit(
+        "queue", "run", "--on", "slurm", "--foreground", ONE_CPU, TICK, timeout=RUN_TIMEOUT_S
+    )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     (row,) = queue_rows()
     assert row["state"] == "done" and Path(row["run_dir"]) == run_dir
@@ -159,7 +205,9 @@ def test_an_entry_slurm_refuses_fails_with_slurms_reason(cluster, tmp_path):
     preset = tiny_preset_file(tmp_path)
     big = ["--set", "model.n_layer=24", "--set", "model.n_embd=2048", "--set", "model.n_head=16"]
     assert cockpit("queue", "add", str(preset), "--device", "cpu", *big).returncode == 0
-    ran = cockpit("queue", "run", "--on", "slurm", "--foreground", ONE_CPU, timeout=RUN_TIMEOUT_S)
+    ran = cockpit(
+        "queue", "run", "--on", "slurm", "--foreground", ONE_CPU, TICK, timeout=RUN_TIMEOUT_S
+    )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     (row,) = queue_rows()
     assert row["state"] == "failed"
@@ -187,17 +235,15 @@ def test_a_bad_sbatch_arg_is_one_line(tmp_path):
     )
 
 
-def test_a_one_gpu_entry_gets_its_gpu_from_slurm_and_trains_on_the_cpu_saying_so(cluster, tmp_path):
-    if not cluster.gpus:
+def test_a_one_gpu_entry_gets_its_gpu_from_slurm_and_trains_on_the_cpu_saying_so(
+    night, monkeypatch
+):
+    if not night["gpus"]:
         pytest.skip("the test cluster has no fake GPUs here (mknod was not allowed)")
-    preset = tiny_preset_file(tmp_path)
-    added = cockpit("queue", "add", str(preset), "--gpus", "1", "--on", "slurm")
-    assert added.returncode == 0, added.stderr
-    plan = cockpit("queue", "plan", "--on", "slurm", ONE_CPU)
-    assert "#SBATCH --gres=gpu:1" in plan.stdout
-    ran = cockpit("queue", "run", "--on", "slurm", "--foreground", ONE_CPU, timeout=RUN_TIMEOUT_S)
-    assert ran.returncode == 0, ran.stdout + ran.stderr
-    (row,) = queue_rows()
+    at_home(monkeypatch, night["home"])
+    assert "#SBATCH --gres=gpu:1" in night["plan"].stdout
+    assert night["ran"].returncode == 0, night["ran"].stdout + night["ran"].stderr
+    row = queue_rows()[3]  # added after the three CPU entries
     assert row["state"] == "done", row
     assert row["device"] == "1 GPU"  # which one was Slurm's choice
     log = (Path(row["run_dir"]) / rundir.CONSOLE_LOG).read_text()

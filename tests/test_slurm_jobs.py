@@ -1,14 +1,16 @@
-"""Runs trained as real Slurm jobs (tests/cluster.py): to the end, stopped, requeued, refused."""
+"""Runs trained as real Slurm jobs (tests/slurm_cluster.py): to the end, stopped, requeued, refused."""
 
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tiny_runs import SHARED_RUN, events_of, make_run, step_losses
+from tiny_runs import SHARED_RUN, events_of, home_env, make_run, step_losses
 
 from cockpit import rundir, runs
 from cockpit.campaign import slurm
@@ -52,43 +54,125 @@ def last_step(run_dir: Path) -> int:
     return steps[-1]["step"] if steps else 0
 
 
-def test_a_tiny_cpu_run_trains_to_its_end_as_a_slurm_job(cluster, tmp_path):
-    run_dir = make_run(tmp_path)
-    job_id = submit(run_dir)
+@dataclasses.dataclass
+class Ended:
+    """One job of the `ended` fixture: its run, its id, its last state."""
+
+    run_dir: Path
+    job_id: str
+    job: slurm.JobState
+
+
+@pytest.fixture(scope="module")
+def ended(slurm_cluster, tmp_path_factory) -> dict[str, object]:
+    """Jobs that run to their end, submitted together and waited for once (they train side by
+    side on the test node, one CPU each): a CPU run (also the uninterrupted reference of the
+    requeue test), a one-GPU run where the cluster has fake GPUs, one whose interpreter does not
+    exist, and one that starts 3 s late with `attach --no-ui` following it from the moment it
+    is queued. In a home of their own (`home`): the run index that lists them is there."""
+    root = tmp_path_factory.mktemp("ended")
+    with pytest.MonkeyPatch.context() as env:
+        for var, value in home_env(root).items():
+            env.setenv(var, value)
+        env.delenv("GPT_COCKPIT_FAULT", raising=False)
+        run_dirs = {name: make_run(root, name=name) for name in ("attached", "no-python")}
+        req = slurm.job_request(run_dirs["attached"], rundir.load_run_preset(run_dirs["attached"]))
+        jobs = {"attached": slurm.submit(req, slurm.SlurmOptions(sbatch_args=("--begin=now+3",)))}
+        queued = (
+            slurm.read_job(jobs["attached"]).describe(),  # type: ignore[union-attr]
+            rundir.run_status(run_dirs["attached"]),
+        )
+        attach = subprocess.Popen(
+            [sys.executable, "-m", "cockpit", "attach", str(run_dirs["attached"]), "--no-ui"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            run_dirs["cpu"] = make_run(root, *SHARED_RUN, name="cpu")
+            jobs["cpu"] = submit(run_dirs["cpu"])
+            seen = {slurm.read_job(jobs["cpu"]).state}  # type: ignore[union-attr]
+            if slurm_cluster.gpus:
+                run_dirs["gpu"] = make_run(root, name="gpu")
+                jobs["gpu"] = submit(run_dirs["gpu"], gpus=1, cpus=1)  # beside the others
+            req = slurm.job_request(
+                run_dirs["no-python"], rundir.load_run_preset(run_dirs["no-python"])
+            )
+            no_python = slurm.SlurmOptions(python=str(root / "no-python"))
+            jobs["no-python"] = slurm.submit(req, no_python)
+            out: dict[str, object] = {
+                name: Ended(run_dirs[name], job_id, wait_ended(job_id, run_dirs[name]))
+                for name, job_id in jobs.items()
+            }
+            stdout, stderr = attach.communicate(timeout=JOB_TIMEOUT_S)
+        finally:
+            if attach.poll() is None:
+                attach.kill()
+                attach.wait()
+    followed = subprocess.CompletedProcess(attach.args, attach.returncode, stdout, stderr)
+    return {**out, "seen": seen, "home": root, "queued": queued, "attach": followed}
+
+
+def test_a_tiny_cpu_run_trains_to_its_end_as_a_slurm_job(ended, monkeypatch):
+    cpu: Ended = ended["cpu"]  # type: ignore[assignment]
+    run_dir, job_id = cpu.run_dir, cpu.job_id
     assert slurm.job_of_run(run_dir) == job_id
     assert (run_dir / slurm.JOB_SCRIPT).read_text().startswith("#!/bin/bash\n#SBATCH")
-    seen = {slurm.read_job(job_id).state}  # type: ignore[union-attr]
-    job = wait_ended(job_id, run_dir)
-    assert job.state == "COMPLETED", job.describe()
-    assert seen <= {"PENDING", "RUNNING", "COMPLETED"}
+    assert cpu.job.state == "COMPLETED", cpu.job.describe()
+    assert ended["seen"] <= {"PENDING", "RUNNING", "COMPLETED"}
     assert rundir.run_status(run_dir) == "finished"
-    assert sorted(step_losses(run_dir)) == list(range(1, 41))
+    assert sorted(step_losses(run_dir)) == list(range(1, 61))
     assert events_of(run_dir, "end")[-1]["reason"] == "finished"
     out = (run_dir / f"slurm-{job_id}.out").read_text()
     assert "restart 0" in out and "fresh start" in out
     assert "exited with 0" in out
-    # `runs` finds it from anywhere (the run index), as a local run
+    # `runs` finds it from anywhere (the run index of the home it was submitted from)
+    for var, value in home_env(ended["home"]).items():  # type: ignore[arg-type]
+        monkeypatch.setenv(var, value)
     listed = {r.run_dir.resolve(): r.status for r in runs.list_runs()}
     assert listed[run_dir.resolve()] == "finished"
     # one CPU granted: one thread (GPT_COCKPIT_CPU_THREADS from SLURM_CPUS_PER_TASK)
     assert "cpu threads: 1 of" in (run_dir / rundir.CONSOLE_LOG).read_text()
 
 
-def test_a_run_cancelled_midway_stops_with_a_checkpoint_and_resumes_exactly_when_requeued(
-    cluster, tmp_path, monkeypatch
+def test_runs_stopped_midway_resume_exactly_when_requeued_by_hand_or_by_the_time_limit(
+    cluster, ended, tmp_path, monkeypatch
 ):
-    reference = make_run(tmp_path, *SHARED_RUN, name="reference")
-    ref_job = submit(reference)
+    """Runs side by side, each held at a known step: one cancelled (SIGTERM: it stops with a
+    checkpoint) and requeued by hand, one sent the time limit's USR1 (it checkpoints, then the
+    job requeues itself); both resume from their checkpoint and train exactly as the run that
+    went straight through. Beside them (where the cluster has two fake GPUs) a two-rank job
+    under torchrun, cancelled, stops through rank 0."""
+    reference: Path = ended["cpu"].run_dir  # type: ignore[attr-defined]
+    ranks = make_run(tmp_path, *SHARED_RUN, name="ranks") if cluster.gpus >= 2 else None
+    if ranks is not None:  # first: its three interpreters take longest to start
+        req = slurm.job_request(ranks, rundir.load_run_preset(ranks), gpus=2, cpus=2)
+        req = dataclasses.replace(req, mem_bytes=2 << 30)  # two CPU ranks (gloo): 8 GB node
+        monkeypatch.setenv("GPT_COCKPIT_FAULT", "hold_at_step=8")  # rank 0 waits there
+        ranks_job = slurm.submit(req)
+        assert (
+            "torch.distributed.run --standalone --nproc-per-node 2"
+            in (ranks / slurm.JOB_SCRIPT).read_text()
+        )
     cut = make_run(tmp_path, *SHARED_RUN, name="cut")
-    monkeypatch.setenv("GPT_COCKPIT_FAULT", "slow_step_ms=150")  # the job's env: time to cancel
+    timed = make_run(tmp_path, *SHARED_RUN, name="timed")
+    monkeypatch.setenv("GPT_COCKPIT_FAULT", "hold_at_step=12")  # the job's env: waits there
     job_id = submit(cut)
-    wait_for(lambda: last_step(cut) >= 12, "step 12 of the run to cancel")
+    monkeypatch.setenv("GPT_COCKPIT_FAULT", "hold_at_step=8")
+    timed_job = submit(timed)
+    held = [(cut, 12), (timed, 8), *([(ranks, 8)] if ranks is not None else [])]
+    wait_for(lambda: all(last_step(d) >= k for d, k in held), "every run at its held step")
     assert slurm.cancel(job_id) == "asked to stop with a checkpoint"
+    slurm.warn_time_limit(timed_job)  # what Slurm sends SIGNAL_LEAD_S before --time runs out
+    if ranks is not None:
+        assert rundir.read_run_info(ranks).world_size == 2
+        assert slurm.cancel(ranks_job) == "asked to stop with a checkpoint"
+
     job = wait_ended(job_id, cut)
     info = rundir.read_run_info(cut)
     assert info.status == "stopped", info.end_message
     stopped_at = info.step
-    assert 12 <= stopped_at < 60
+    assert stopped_at == 12  # where it was held: the stop came from the cancel
     assert (cut / rundir.CHECKPOINTS / "last.pt").is_file()
     assert events_of(cut, "end")[-1]["reason"] == "stopped"
     assert (
@@ -96,34 +180,33 @@ def test_a_run_cancelled_midway_stops_with_a_checkpoint_and_resumes_exactly_when
         in (cut / f"slurm-{job_id}.out").read_text()
     )
     assert job.state in ("COMPLETED", "CANCELLED"), job.describe()
-
     assert slurm.requeue_run(cut) == job_id
     assert rundir.read_run_info(cut).status == slurm.QUEUED
-    wait_for(lambda: rundir.read_run_info(cut).status == "finished", "the resumed run's end")
-    assert wait_ended(ref_job, reference).state == "COMPLETED"
-    starts = events_of(cut, "start")
-    assert [s["resumed_from"] for s in starts] == [None, stopped_at]
-    assert step_losses(cut) == step_losses(reference)  # exactly, step for step
-    assert len(step_losses(cut)) == 60
 
+    if ranks is not None:
+        wait_ended(ranks_job, ranks)
+        info = rundir.read_run_info(ranks)
+        assert info.status == "stopped", info.end_message
+        assert 8 <= info.step < 60  # rank 0 held at 8; the ranks agree on the stop soon after
+        assert events_of(ranks, "end")[-1]["reason"] == "stopped"
+        assert "asked rank 0 to stop" in (ranks / f"slurm-{ranks_job}.out").read_text()
 
-def test_the_time_limit_signal_checkpoints_requeues_and_resumes(cluster, tmp_path, monkeypatch):
-    run_dir = make_run(tmp_path, *SHARED_RUN)
-    monkeypatch.setenv("GPT_COCKPIT_FAULT", "slow_step_ms=100")
-    job_id = submit(run_dir)
-    wait_for(lambda: last_step(run_dir) >= 8, "step 8")
-    slurm.warn_time_limit(job_id)  # what Slurm sends SIGNAL_LEAD_S before --time runs out
-    wait_for(lambda: len(events_of(run_dir, "start")) == 2, "the requeued job's start")
-    wait_for(lambda: rundir.read_run_info(run_dir).status == "finished", "the run's end")
-    starts = events_of(run_dir, "start")
-    ends = events_of(run_dir, "end")
+    wait_for(lambda: len(events_of(timed, "start")) == 2, "the requeued job's start")
+    for run_dir in (cut, timed):
+        wait_for(lambda d=run_dir: rundir.read_run_info(d).status == "finished", "a resumed end")
+        assert step_losses(run_dir) == step_losses(reference)  # exactly, step for step
+        assert len(step_losses(run_dir)) == 60
+    assert [s["resumed_from"] for s in events_of(cut, "start")] == [None, stopped_at]
+
+    starts = events_of(timed, "start")
+    ends = events_of(timed, "end")
     assert [e["reason"] for e in ends] == ["stopped", "finished"]
-    assert starts[1]["resumed_from"] == ends[0]["step"] >= 8
-    out = (run_dir / f"slurm-{job_id}.out").read_text()
+    assert starts[1]["resumed_from"] == ends[0]["step"] == 8
+    out = (timed / f"slurm-{timed_job}.out").read_text()
     assert "the time limit is near" in out and "requeueing job" in out
     assert "restart 1" in out and "--resume" in out
     assert "SIGTERM received" not in out  # the requeue's own SIGTERM finds nothing left to stop
-    assert wait_ended(job_id, run_dir).state == "COMPLETED"
+    assert wait_ended(timed_job, timed).state == "COMPLETED"
 
 
 def test_what_slurm_refuses_is_one_line_with_its_reason(cluster, tmp_path):
@@ -153,16 +236,15 @@ def test_what_slurm_refuses_is_one_line_with_its_reason(cluster, tmp_path):
     assert cluster.job_ids() == []  # nothing was left waiting
 
 
-def test_a_gpu_entry_gets_its_gpu_from_slurm_and_says_it_trains_on_the_cpu(cluster, tmp_path):
-    if not cluster.gpus:
+def test_a_gpu_entry_gets_its_gpu_from_slurm_and_says_it_trains_on_the_cpu(ended):
+    if "gpu" not in ended:
         pytest.skip("the test cluster has no fake GPUs here (mknod was not allowed)")
-    run_dir = make_run(tmp_path)
-    job_id = submit(run_dir, gpus=1)
-    assert wait_ended(job_id, run_dir).state == "COMPLETED"
-    log = (run_dir / rundir.CONSOLE_LOG).read_text()
+    gpu: Ended = ended["gpu"]  # type: ignore[assignment]
+    assert gpu.job.state == "COMPLETED"
+    log = (gpu.run_dir / rundir.CONSOLE_LOG).read_text()
     assert "CUDA_VISIBLE_DEVICES=0 gives this run GPUs but torch" in log
     assert "training on the CPU" in log
-    info = rundir.read_run_info(run_dir)
+    info = rundir.read_run_info(gpu.run_dir)
     assert (info.status, info.device) == ("finished", "cpu")
 
 
@@ -183,58 +265,20 @@ def test_a_pending_job_cancelled_leaves_the_run_stopped_before_it_started(cluste
     assert "before the run started" in (rundir.read_run_info(run_dir).end_message or "")
 
 
-def test_a_job_that_dies_before_training_leaves_the_run_crashed_with_why(cluster, tmp_path):
-    run_dir = make_run(tmp_path)
-    req = slurm.job_request(run_dir, rundir.load_run_preset(run_dir))
-    job_id = slurm.submit(req, slurm.SlurmOptions(python=str(tmp_path / "no-python")))
-    job = wait_ended(job_id, run_dir)
-    assert job.state == "FAILED"
-    assert slurm.settle_run(run_dir, job) == "crashed"
-    message = rundir.read_run_info(run_dir).end_message or ""
+def test_a_job_that_dies_before_training_leaves_the_run_crashed_with_why(ended):
+    dead: Ended = ended["no-python"]  # type: ignore[assignment]
+    job_id = dead.job_id
+    assert dead.job.state == "FAILED"
+    assert slurm.settle_run(dead.run_dir, dead.job) == "crashed"
+    message = rundir.read_run_info(dead.run_dir).end_message or ""
     assert message.startswith(f"Slurm job {job_id} ended FAILED")
     assert f"slurm-{job_id}.out" in message
 
 
-def test_attach_waits_for_a_queued_slurm_run_and_follows_it_to_its_end(cluster, tmp_path):
-    import subprocess
-    import sys
-
-    run_dir = make_run(tmp_path)
-    req = slurm.job_request(run_dir, rundir.load_run_preset(run_dir))
-    job_id = slurm.submit(req, slurm.SlurmOptions(sbatch_args=("--begin=now+3",)))
-    assert slurm.read_job(job_id).describe() == "PENDING (BeginTime)"  # type: ignore[union-attr]
-    assert rundir.run_status(run_dir) == slurm.QUEUED
-    attach = subprocess.run(
-        [sys.executable, "-m", "cockpit", "attach", str(run_dir), "--no-ui"],
-        capture_output=True,
-        text=True,
-        timeout=JOB_TIMEOUT_S,
-    )
+def test_attach_waits_for_a_queued_slurm_run_and_follows_it_to_its_end(ended):
+    assert ended["queued"] == ("PENDING (BeginTime)", slurm.QUEUED)  # when attach started
+    attach: subprocess.CompletedProcess[str] = ended["attach"]  # type: ignore[assignment]
     assert attach.returncode == 0, attach.stderr
     assert "step 40/40" in attach.stdout
-    assert rundir.run_status(run_dir) == "finished"
-
-
-def test_a_two_gpu_job_trains_under_torchrun_and_stops_through_rank_zero(
-    cluster, tmp_path, monkeypatch
-):
-    if cluster.gpus < 2:
-        pytest.skip("the test cluster has no fake GPUs here (mknod was not allowed)")
-    run_dir = make_run(tmp_path, *SHARED_RUN)
-    req = slurm.job_request(run_dir, rundir.load_run_preset(run_dir), gpus=2, cpus=2)
-    req = dataclasses.replace(req, mem_bytes=2 << 30)  # two CPU ranks (gloo): the node has 8 GB
-    monkeypatch.setenv("GPT_COCKPIT_FAULT", "slow_step_ms=150")
-    job_id = slurm.submit(req)
-    assert (
-        "torch.distributed.run --standalone --nproc-per-node 2"
-        in (run_dir / slurm.JOB_SCRIPT).read_text()
-    )
-    wait_for(lambda: last_step(run_dir) >= 8, "step 8 of the two-rank run")
-    assert rundir.read_run_info(run_dir).world_size == 2
-    assert slurm.cancel(job_id) == "asked to stop with a checkpoint"
-    wait_ended(job_id, run_dir)
-    info = rundir.read_run_info(run_dir)
-    assert info.status == "stopped", info.end_message
-    assert 8 <= info.step < 60
-    assert events_of(run_dir, "end")[-1]["reason"] == "stopped"
-    assert "asked rank 0 to stop" in (run_dir / f"slurm-{job_id}.out").read_text()
+    attached: Ended = ended["attached"]  # type: ignore[assignment]
+    assert rundir.run_status(attached.run_dir) == "finished"

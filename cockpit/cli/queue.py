@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import subprocess
@@ -217,6 +218,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from cockpit.campaign.lock import SchedulerBusy, holder_pid
 
     limits = _limits(args)
+    tick = getattr(args, "tick", None)
+    if tick is not None and not (math.isfinite(tick) and tick > 0):
+        raise QueueError(f"--tick must be a number of seconds above 0, not {tick:g}")
     _check_notify()  # a bad URL is said now, not found at 3 a.m. by a detached scheduler
     backend_for(args)  # `--on slurm` without Slurm here: one line, before anything starts
     with Queue() as queue:  # a database that cannot be opened says so here, before anything starts
@@ -257,6 +261,8 @@ def _run_foreground(limits: Limits, args: argparse.Namespace) -> int:
             pruning=GroupPolicies(lambda: adding.prune_policies(queue)),
             say=say,
         )
+        if args.tick is not None:
+            scheduler.tick_s = args.tick
         if machine is not None:  # a cluster: its own scheduler places the jobs
             scheduler.machine = machine
         try:
@@ -332,6 +338,8 @@ def _run_detached(args: argparse.Namespace, limits: Limits) -> int:
         argv += ["--budget", repr(limits.budget)]
     if limits.until is not None:
         argv += ["--until", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(limits.until))]
+    if args.tick is not None:
+        argv += ["--tick", repr(args.tick)]
     log_path = scheduler_log_path()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)

@@ -10,6 +10,11 @@ GPT_COCKPIT_FAULT is a comma-separated list of `name=value` items:
     slow_step_ms=X      sleep X milliseconds in every step (for UI tests)
     die_at_step=K       os._exit(1) right after step K, with no checkpoint and no `end`
     stop_at_step=K      a graceful stop after step K, as if SIGTERM arrived during it
+    hold_at_step=K      after step K (its records written), wait without training until this
+                        process is asked to stop, at most hold_s; on rank 0 only (under
+                        torchrun the other ranks wait for it in their next collective). A test
+                        that stops a run midway waits for this instead of slowing every step.
+    hold_s=X            the longest hold, in seconds (default HOLD_MAX_S); the run then trains on
 
 Steps count completed optimizer steps from 1, as the `step` events do. A NaN or
 spike fires once per process, so a rollback that replays step K trains cleanly.
@@ -19,10 +24,13 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 FAULT_ENV = "GPT_COCKPIT_FAULT"
 SPIKE_FACTOR = 50.0  # far above any rolling window of a healthy loss
+HOLD_MAX_S = 600.0  # a held run that nobody stops trains on after this (a forgotten test ends)
+HOLD_POLL_S = 0.02  # how often a held run looks for its stop request (seconds)
 
 _INT_KEYS = (
     "nan_at_step",
@@ -33,8 +41,9 @@ _INT_KEYS = (
     "oom_from_step",
     "die_at_step",
     "stop_at_step",
+    "hold_at_step",
 )
-_FLOAT_KEYS = ("slow_step_ms",)
+_FLOAT_KEYS = ("slow_step_ms", "hold_s")
 
 
 class FaultSpecError(ValueError):
@@ -54,6 +63,8 @@ class Faults:
     slow_step_ms: float = 0.0
     die_at_step: int | None = None
     stop_at_step: int | None = None
+    hold_at_step: int | None = None
+    hold_s: float = HOLD_MAX_S
     fired: set[str] = field(default_factory=set)
     rank: int = 0  # this process's torchrun rank (RANK), for oom_rank
     steps_done: int = 0  # optimizer steps completed (after_step), for oom_from_step
@@ -70,6 +81,7 @@ class Faults:
                     self.oom_above_batch,
                     self.die_at_step,
                     self.stop_at_step,
+                    self.hold_at_step,
                 )
             )
             or self.slow_step_ms > 0
@@ -108,6 +120,18 @@ class Faults:
             time.sleep(self.slow_step_ms / 1000.0)
         if self.die_at_step is not None and step >= self.die_at_step:
             os._exit(1)
+
+    def holds_after(self, step: int) -> bool:
+        """The hold_at_step fault is due after optimizer step `step` (on every rank)."""
+        return self.hold_at_step is not None and step == self.hold_at_step
+
+    def hold(self, stop_asked: Callable[[], bool]) -> None:
+        """Wait until `stop_asked()` (at most hold_s); other ranks than 0 do not wait here."""
+        if self.rank != 0:
+            return
+        deadline = time.monotonic() + self.hold_s
+        while not stop_asked() and time.monotonic() < deadline:
+            time.sleep(HOLD_POLL_S)
 
 
 def parse_faults(spec: str | None) -> Faults:

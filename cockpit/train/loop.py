@@ -257,6 +257,8 @@ class Trainer:
                     improved = self.evaluator.run(state)
                     self.checkpointer.save(state, best=improved)
                 self.metrics.restart()  # eval time is not step time
+            if self.faults.holds_after(state.step):
+                self._hold()
         reason, message = ending
         improved = False
         if reason in ("finished", "max-time") and self.evaluator.last_step != state.step:
@@ -264,6 +266,14 @@ class Trainer:
         if self.checkpointer.last_step != state.step:
             self.checkpointer.save(state, best=improved)
         return reason, message
+
+    def _hold(self) -> None:
+        """The hold_at_step fault: the held step's records on disk, then wait for a stop request."""
+        if self.metrics.pending and self._read_back_and_respond():
+            return  # rolled back: the step is trained again
+        with self.clock.paused():  # not training time, as an eval
+            self.faults.hold(lambda: self.stop_local)
+        self.metrics.restart()  # the wait is not step time
 
     def _train_step(self) -> None:
         """One optimizer step at the schedule's lr; its metrics wait on the device for the read-back."""
