@@ -192,7 +192,10 @@ def test_an_overwritten_run_json_does_not_hide_a_live_trainer(tmp_path, capsys):
         while not [e for e in events_of(run_dir, "eval") if e["step"] > step]:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        info = rundir.read_run_info(run_dir)
+        # the trainer writes run.json whole just after its eval record: wait for that write
+        while (info := rundir.read_run_info(run_dir)).step <= step:
+            assert handle.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
         assert (
             info.status == "running" and info.preset_name == "tiny_test" and info.pid == handle.pid
         )
