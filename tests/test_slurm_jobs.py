@@ -209,6 +209,36 @@ def test_runs_stopped_midway_resume_exactly_when_requeued_by_hand_or_by_the_time
     assert wait_ended(timed_job, timed).state == "COMPLETED"
 
 
+def test_a_node_failure_under_a_run_requeues_it_and_it_resumes_exactly(
+    cluster, ended, tmp_path, monkeypatch
+):
+    """The node a run trains on goes DOWN (slurmctld's verdict on a failed node, or an admin's):
+    Slurm cancels the job "due to node failure" and requeues it (--requeue). The run stops
+    with a checkpoint at the SIGTERM, and the requeued job resumes from it and trains exactly
+    as the run that went straight through."""
+    reference: Path = ended["cpu"].run_dir  # type: ignore[attr-defined]
+    run_dir = make_run(tmp_path, *SHARED_RUN, name="node-down")
+    monkeypatch.setenv("GPT_COCKPIT_FAULT", "hold_at_step=12")  # the job's env: waits there
+    job_id = submit(run_dir)
+    wait_for(lambda: last_step(run_dir) >= 12, "the run at its held step")
+    try:
+        cluster.run("scontrol", "update", f"nodename={cluster.node}", "state=down", "reason=test")
+        wait_for(lambda: len(events_of(run_dir, "start")) == 2, "the requeued job's start")
+    finally:  # the node returns by itself (ReturnToService=2); make sure of it for what follows
+        if "down" in cluster.node_state().lower():
+            cluster.run(
+                "scontrol", "update", f"nodename={cluster.node}", "state=resume", check=False
+            )
+    wait_for(lambda: rundir.read_run_info(run_dir).status == "finished", "the resumed run's end")
+    assert step_losses(run_dir) == step_losses(reference)  # exactly, step for step
+    assert [e["reason"] for e in events_of(run_dir, "end")] == ["stopped", "finished"]
+    assert [s["resumed_from"] for s in events_of(run_dir, "start")] == [None, 12]
+    out = (run_dir / f"slurm-{job_id}.out").read_text()
+    assert "DUE TO NODE FAILURE" in out and "stopping the run with a checkpoint" in out
+    assert "restart 1" in out and "--resume" in out
+    assert wait_ended(job_id, run_dir).state == "COMPLETED"
+
+
 def test_what_slurm_refuses_is_one_line_with_its_reason(cluster, tmp_path):
     run_dir = make_run(tmp_path, name="too-big")
     req = slurm.job_request(run_dir, rundir.load_run_preset(run_dir))
