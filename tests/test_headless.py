@@ -492,6 +492,22 @@ def test_second_ctrl_c_kills_and_exits_130(tmp_path):
     assert (info.status, info.end_message) == ("killed", "killed by a second Ctrl-C")
 
 
+def test_a_kill_whose_record_comes_after_the_exit_is_still_a_kill(tmp_path, monkeypatch):
+    """`stop --kill` says so in run.json, signals, then records the kill: the following
+    terminal may see the child die between the last two, and must not call it a crash."""
+    from cockpit.rundir import process
+
+    proc = start_headless(tmp_path, step_s=0.05)
+    run_dir = wait_for_steps(tmp_path, 3)
+    monkeypatch.setattr(process, "record_killed", lambda *_: "running")  # the killer is slow
+    assert rundir.stop_run(run_dir, kill=True)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    assert "killed at once (SIGKILL): the steps since the last checkpoint are lost" in err
+    info = rundir.read_run_info(run_dir)  # recorded by the following terminal
+    assert (info.status, info.end_reason) == ("killed", "killed")
+
+
 def test_a_kill_from_another_terminal_is_a_kill_not_a_crash(tmp_path):
     """`gpt-cockpit stop RUN --kill` elsewhere: the following terminal says killed, exits 130."""
     proc = start_headless(tmp_path, step_s=0.05)

@@ -75,6 +75,7 @@ from cockpit.rundir.layout import (
 )
 from cockpit.rundir.lock import RunBusy, TrainLock, busy_message, lock_holder
 from cockpit.rundir.process import (
+    KILLED_HOW,
     pid_alive,
     process_start_time,
     record_killed,
@@ -98,6 +99,7 @@ __all__ = [
     "END_STATUS",
     "EVENTS_JSONL",
     "EVENT_KINDS",
+    "KILLED_HOW",
     "EVENT_TYPES",
     "FINAL_STATUSES",
     "LIVE_STATUSES",
