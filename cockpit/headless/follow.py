@@ -379,9 +379,8 @@ class Follower:
         if info.status in rundir.LIVE_STATUSES and info.end_message == rundir.KILLED_HOW:
             # The kill is written before its signal and recorded after it: the child's exit
             # can reach us between the two. Asked for is enough; record it as the killer would.
-            return (
-                rundir.KILLED_HOW if rundir.record_killed(self.run_dir, rundir.KILLED_HOW) else ""
-            )
+            recorded = rundir.record_killed(self.run_dir, rundir.KILLED_HOW)
+            return rundir.KILLED_HOW if recorded == "killed" else ""
         return (info.end_message or "killed") if info.status == "killed" else ""
 
     def _finish(self, returncode: int | None, status: str | None = None) -> int:
