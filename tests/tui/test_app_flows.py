@@ -65,7 +65,7 @@ async def test_presets_screen_lists_builtin_and_user_presets():
     tiny_preset("my_tiny")
     app = app_for_tests()
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause()
+        await wait_for(pilot, lambda: app.local_gpus is not None)  # the GPU line says none
         screen = app.screen
         assert isinstance(screen, PresetsScreen)
         names = [p.name for p in screen.presets]
@@ -274,7 +274,9 @@ async def test_kill_asks_first(monkeypatch, tmp_path):
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("n")
-        await pilot.pause(0.5)
+        await wait_for(pilot, lambda: app.screen is screen)
+        polls = screen.status_polls  # two polls after the answer: a kill would show by then
+        await wait_for(pilot, lambda: screen.status_polls >= polls + 2)
         assert screen.status == "running"
         await pilot.press("k")
         await pilot.pause()
@@ -321,9 +323,8 @@ async def test_attach_to_a_finished_run_rebuilds_its_history(tmp_path):
     run_dir = copy_run(tmp_path)
     app = app_for_tests(attach=run_dir, gpu_query=lambda: [fake_gpu()])
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         screen = app.screen
-        await pilot.pause(0.4)
         h = screen.history
         assert h.step == 250 and h.end.reason == "finished"
         assert len(h.loss) == 250 and len(h.val_loss) == 5
@@ -348,8 +349,7 @@ async def test_recorded_spike_shows_its_warning_at_the_right_step(tmp_path):
     run_dir = copy_run(tmp_path)
     app = app_for_tests(attach=run_dir)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
-        await pilot.pause(0.4)
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         assert [
             (w.rule, w.step) for w in app.screen.history.warnings if w.rule == "loss_spike"
         ] == [("loss_spike", 90)]
@@ -364,6 +364,7 @@ async def test_attach_to_a_crashed_run_shows_crashed_within_two_seconds(tmp_path
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))
         screen = app.screen
         await wait_for(pilot, lambda: "crashed" in text_of(screen, "#run-status"), timeout=2.0)
+        await wait_for(pilot, lambda: screen.settled)  # its history and the GPUs: read in threads
         assert screen.history.step > 100 and screen.history.end is None
         assert "no GPU" in text_of(screen, "#run-gpu")
 
@@ -388,8 +389,7 @@ async def test_bad_lines_are_skipped_and_counted(tmp_path):
     events.write_text("\n".join(lines) + "\n")
     app = app_for_tests(attach=run_dir)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
-        await pilot.pause(0.4)
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         assert app.screen.history.step == 250
         assert "2 bad line(s) skipped" in text_of(app.screen, "#run-status")
 
@@ -408,7 +408,7 @@ async def test_runs_screen_lists_runs_and_attaches(tmp_path):
         assert row[3] == "3.2160" and row[4] == "1m"  # fixed clock: 88 s after the last update
         assert text_of(app.screen, "#runs-where") == f"1 run from {tmp_path / 'runs'}"
         await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         assert app.screen.run_dir.name == "finished_run"
         await pilot.press("r")
         await pilot.pause()
@@ -438,13 +438,14 @@ def test_the_app_process_never_imports_torch(tmp_path):
     code = f"""
 import asyncio, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
-from helpers import app_for_tests
+from helpers import app_for_tests, wait_for
+from cockpit.tui.screens.run import RunScreen
 async def main():
     app = app_for_tests(attach={str(run_dir)!r})
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause(0.5)
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         await pilot.press("escape", "enter")
-        await pilot.pause(0.3)
+        await pilot.pause()
 asyncio.run(main())
 assert "torch" not in sys.modules, "torch was imported"
 assert "textual" in sys.modules

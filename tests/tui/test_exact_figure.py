@@ -95,7 +95,7 @@ async def test_the_estimate_shows_first_and_the_traced_figure_replaces_it_and_is
         await pilot.pause()
         editor = await open_editor(pilot, "gpt2_124m")
         assert "(traced)" in panel(editor)
-        await pilot.pause(0.2)
+        await wait_for(pilot, lambda: editor.exact.idle)  # nothing waits to trace it again
         assert len(runner.calls) == 1
 
 
@@ -139,6 +139,6 @@ async def test_without_a_tracer_the_panel_says_why_in_one_line_and_keeps_the_est
         assert f"{human_bytes(estimate(editor.preset, editor.gpu).peak_bytes)} (estimate)" in text
         # the machine cannot trace: another shape does not try again
         editor.set_field("model.n_layer", "2")
-        await pilot.pause(0.2)
+        await wait_for(pilot, lambda: editor.preset.model.n_layer == 2 and editor.exact.idle)
         assert calls == ["shakespeare_char"]
         assert "exact figure unavailable" in panel(editor)

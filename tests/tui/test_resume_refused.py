@@ -40,7 +40,7 @@ async def test_u_is_greyed_says_why_and_n_starts_the_same_preset_again(tmp_path)
 
     app = app_for_tests(attach=run_dir, launcher=launcher)
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         screen = app.screen
         await pilot.pause()
         bindings = screen.active_bindings
@@ -74,6 +74,6 @@ async def test_a_run_with_a_checkpoint_resumes_as_before(tmp_path):
     (run_dir / rundir.CHECKPOINTS / "last.pt").write_bytes(b"PK")
     app = app_for_tests(attach=run_dir)
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         bindings = app.screen.active_bindings
         assert bindings["u"].enabled is True and "n" not in bindings

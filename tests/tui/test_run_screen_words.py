@@ -17,8 +17,7 @@ from cockpit.tui.screens.runs import RunsScreen
 
 
 async def attached(pilot, app) -> RunScreen:
-    await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
-    await pilot.pause()
+    await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
     return app.screen
 
 
@@ -151,7 +150,6 @@ async def test_a_dialog_over_the_run_screen_rebuilds_no_plot(tmp_path):
     app = app_for_tests(attach=run_dir)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await attached(pilot, app)
-        await pilot.pause(0.5)
         plots = list(screen.query(MetricPlot))
         builds = {id(p): 0 for p in plots}
         for plot in plots:
@@ -169,5 +167,4 @@ async def test_a_dialog_over_the_run_screen_rebuilds_no_plot(tmp_path):
             await pilot.pause()
         assert app.screen is screen and set(builds.values()) == {0}, builds
         await pilot.resize_terminal(100, 30)  # a new size is a new drawing
-        await pilot.pause(0.3)
-        assert all(n >= 1 for n in builds.values()), builds
+        await wait_for(pilot, lambda: all(n >= 1 for n in builds.values()))
