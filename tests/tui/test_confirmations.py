@@ -188,7 +188,7 @@ async def test_a_broken_user_preset_file_is_a_notification():
         assert "1 preset file(s) do not load" in detail
 
 
-async def test_moving_the_cursor_reads_no_preset_file_and_coming_back_reads_them_again(
+async def test_moving_the_cursor_or_the_gpu_reads_no_preset_file_and_coming_back_does(
     monkeypatch,
 ):
     from cockpit.plan import presets as store
@@ -210,6 +210,8 @@ async def test_moving_the_cursor_reads_no_preset_file_and_coming_back_reads_them
         detail = str(screen.query_one("#preset-detail", Static).render())
         assert screen.selected().name != first and screen.selected().name in detail
         assert reads == []  # the files were read with the list, not again per highlighted row
+        await pilot.press("g", "G")  # a what-if GPU and back: the same presets, re-estimated
+        assert screen.gpu_choice == -1 and reads == []
         await pilot.press("enter")  # the editor, and back: a save there may have added one
         await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen))
         await pilot.press("escape")

@@ -72,7 +72,7 @@ class PresetsScreen(Screen):
     def gpus_known(self) -> None:
         """This machine's GPU is now known: re-estimate against it."""
         if self.ready:
-            self.reload()
+            self.reload(read=False)
 
     @property
     def gpu(self) -> GpuSpec | None:
@@ -95,11 +95,13 @@ class PresetsScreen(Screen):
             return "this machine: looking for a GPU...  (g/G: what-if GPU)"
         return "this machine: no GPU (runs train on the CPU)  (g/G: what-if GPU)"
 
-    def reload(self) -> None:
-        """Re-read the presets and re-estimate every row."""
+    def reload(self, read: bool = True) -> None:
+        """Re-read the presets (unless `read` is False: another GPU, the same files) and
+        re-estimate every row."""
         table = self.query_one(DataTable)
         keep = table.cursor_row
-        self.presets, self.problems = scan_presets()  # one read of the files for both
+        if read:
+            self.presets, self.problems = scan_presets()  # one read of the files for both
         gpu = self.gpu
         table.clear()
         sizes = []
@@ -186,12 +188,12 @@ class PresetsScreen(Screen):
     def action_next_gpu(self) -> None:
         """The next catalog GPU; after the last, this machine's again."""
         self.gpu_choice = self.gpu_choice + 1 if self.gpu_choice + 1 < len(CATALOG) else -1
-        self.reload()
+        self.reload(read=False)
 
     def action_previous_gpu(self) -> None:
         """The catalog the other way (T4 is one key from this machine, not 23)."""
         self.gpu_choice = self.gpu_choice - 1 if self.gpu_choice >= 0 else len(CATALOG) - 1
-        self.reload()
+        self.reload(read=False)
 
     def action_queue_add(self) -> None:
         preset = self.selected()
