@@ -15,6 +15,7 @@ from helpers import (
     copy_run,
     fake_gpu,
     fake_launcher,
+    notices,
     tiny_preset,
     wait_for,
     write_crashed_run,
@@ -284,7 +285,7 @@ async def test_kill_asks_first(monkeypatch, tmp_path):
         # SIGKILL leaves no end record, yet a kill asked for is listed as killed, not crashed
         await wait_for(pilot, lambda: screen.status == "killed", timeout=10)
         await wait_for(pilot, lambda: "killed" in text_of(screen, "#run-status"))
-        assert not any("crashed" in str(n.message) for n in app._notifications)
+        assert not any("crashed" in n for n in notices(app))
 
 
 async def test_launch_that_does_not_fit_asks_first(monkeypatch, tmp_path):
@@ -315,8 +316,8 @@ async def test_a_failed_launch_is_a_message_not_a_crash(tmp_path):
         await pilot.pause()
         select_preset(app.screen, "shakespeare_char")
         await launch_and_confirm(pilot)
+        await wait_for(pilot, lambda: any("disk full" in n for n in notices(app)))
         assert isinstance(app.screen, PresetsScreen)
-        assert any("disk full" in str(n.message) for n in app._notifications)
 
 
 async def test_attach_to_a_finished_run_rebuilds_its_history(tmp_path):
@@ -341,7 +342,7 @@ async def test_attach_to_a_finished_run_rebuilds_its_history(tmp_path):
         assert {"stop", "kill", "resume"}.isdisjoint(keys) and "detach" in keys
         await pilot.press("s")
         await pilot.pause()
-        assert screen.status == "finished" and not app._notifications
+        assert screen.status == "finished" and not notices(app)
 
 
 async def test_recorded_spike_shows_its_warning_at_the_right_step(tmp_path):

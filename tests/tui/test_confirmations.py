@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from helpers import app_for_tests, fake_gpu, wait_for
+from helpers import app_for_tests, fake_gpu, notices, wait_for
 from test_app_flows import select_preset
 from textual.widgets import DataTable, Input, Static
 
@@ -182,8 +182,7 @@ async def test_a_broken_user_preset_file_is_a_notification():
     (user_dir() / "wrong.json").write_text("{not json")
     app = app_for_tests()
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause()
-        assert any("skipped wrong.json" in str(n.message) for n in app._notifications)
+        await wait_for(pilot, lambda: any("skipped wrong.json" in n for n in notices(app)))
         detail = str(app.screen.query_one("#preset-detail", Static).render())
         assert "1 preset file(s) do not load" in detail
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from helpers import app_for_tests, copy_run, wait_for
+from helpers import app_for_tests, copy_run, notices, wait_for
 from textual.widgets import Footer, Static
 
 from cockpit import rundir
@@ -50,8 +50,8 @@ async def test_u_is_greyed_says_why_and_n_starts_the_same_preset_again(tmp_path)
         status = str(screen.query_one("#run-status", Static).render())
         assert "killed" in status and "no checkpoint to resume" in status
         await pilot.press("u")
-        await pilot.pause()
-        said = [str(n.message) for n in app._notifications]
+        await wait_for(pilot, lambda: any("no checkpoint to resume" in n for n in notices(app)))
+        said = notices(app)
         reached = max(r["step"] for r in read_events(run_dir / "events.jsonl"))
         assert reached > 0 and any(  # the step the log reached: run.json's is the last eval's
             "has no checkpoint to resume from" in m and f"killed at step {reached}," in m

@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from helpers import app_for_tests, copy_run, wait_for
+from helpers import app_for_tests, copy_run, notices, wait_for
 from rich.text import Text
 from textual.widgets import DataTable
 
@@ -54,8 +54,8 @@ async def test_u_on_a_finished_run_asks_how_far_to_train_on_and_g_sample_shows(
         assert box.value == "500"
         box.value = "100"  # not more: said, nothing changes
         await pilot.press("enter")
-        await pilot.pause()
-        assert resumed == [] and any("more than 250" in str(n.message) for n in app._notifications)
+        await wait_for(pilot, lambda: any("more than 250" in n for n in notices(app)))
+        assert resumed == []
         await pilot.press("u")
         await pilot.pause()
         app.screen.query_one("#prompt-input").value = "400"
