@@ -22,6 +22,7 @@ from helpers import (
 )
 from textual.widgets import DataTable, Input, Static
 
+from cockpit import rundir
 from cockpit.common.format import health_count
 from cockpit.plan.presets import load_preset, user_dir
 from cockpit.tui.screens.confirm import ConfirmScreen, PromptScreen
@@ -474,7 +475,7 @@ def test_default_launcher_refuses_a_missing_data_source_before_starting(tmp_path
 
 async def test_resume_a_stopped_run_from_the_run_screen(monkeypatch, tmp_path):
     use_fake_trainer(monkeypatch, step_s=0.01)
-    tiny_preset("tiny_test", max_steps=400)
+    tiny_preset("tiny_test", max_steps=100_000)  # far past the stop, however late it lands
     calls: list[Path] = []
     app = app_for_tests(
         launcher=fake_launcher(calls),
@@ -487,14 +488,21 @@ async def test_resume_a_stopped_run_from_the_run_screen(monkeypatch, tmp_path):
         screen = await launch_from_presets(pilot, "tiny_test")
         await wait_for(pilot, lambda: screen.history.step >= 5)
         await pilot.press("s")
-        await wait_for(pilot, lambda: screen.status == "stopped", timeout=15)
+        # run.json (polled for status) and the end event (tailed) arrive separately: wait for both
+        await wait_for(
+            pilot, lambda: screen.status == "stopped" and screen.history.end is not None, timeout=30
+        )
         stopped_at = screen.history.step
+        # the launched length cut to an end the resumed run reaches in half a second
+        end_at = stopped_at + 50
+        launched = json.loads((screen.run_dir / rundir.PRESET_JSON).read_text())
+        launched["train"].update(max_steps=end_at, warmup_steps=10)  # warmup ends before it
+        (screen.run_dir / rundir.PRESET_JSON).write_text(json.dumps(launched))
         await pilot.press("u")
-        await wait_for(pilot, lambda: screen.status == "finished", timeout=20)
+        await wait_for(pilot, lambda: screen.status == "finished", timeout=30)
         # run.json says finished a moment before the tail reads the end record: wait for both
-        await wait_for(pilot, lambda: screen.history.end is not None)
-        assert screen.history.step == 400
-        assert stopped_at < 400 and screen.history.end.reason == "finished"
+        await wait_for(pilot, lambda: screen.history.end.reason == "finished")
+        assert screen.history.step == end_at
 
 
 async def test_delete_a_run_from_the_runs_screen_asks_first(tmp_path):
