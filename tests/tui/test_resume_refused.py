@@ -46,7 +46,7 @@ async def test_u_is_greyed_says_why_and_n_starts_the_same_preset_again(tmp_path)
         bindings = screen.active_bindings
         assert bindings["u"].enabled is False  # shown, greyed
         assert bindings["n"].enabled is True
-        assert "Start again" in footer_text(screen)
+        await wait_for(pilot, lambda: "Start again" in footer_text(screen))  # composed after
         status = str(screen.query_one("#run-status", Static).render())
         assert "killed" in status and "no checkpoint to resume" in status
         await pilot.press("u")
