@@ -789,36 +789,33 @@ def _find_file(name: str, *, include_user: bool = True, exclude: Path | None = N
     return None
 
 
-def list_presets() -> list[Preset]:
-    """Built-in presets, then user presets (a user preset of the same name hides the built-in).
-
-    Files that do not load are skipped here; `preset_problems()` lists them.
-    """
+def scan_presets() -> tuple[list[Preset], list[tuple[Path, str]]]:
+    """Every preset that loads (as `list_presets`) and every file that does not, with the reason
+    (as `preset_problems`), from one read of the folders: the app's presets screen wants both."""
     found: dict[str, Preset] = {}
-    for folder, builtin in ((builtin_dir(), True), (user_dir(), False)):
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.glob("*.json")):
-            try:
-                preset = load_preset_file(path, builtin=builtin)
-            except PresetError:
-                continue
-            found[path.stem] = preset
-    return list(found.values())
-
-
-def preset_problems() -> list[tuple[Path, str]]:
-    """Preset files that fail to load, with the reason."""
     problems = []
     for folder, builtin in ((builtin_dir(), True), (user_dir(), False)):
         if not folder.is_dir():
             continue
         for path in sorted(folder.glob("*.json")):
             try:
-                load_preset_file(path, builtin=builtin)
+                found[path.stem] = load_preset_file(path, builtin=builtin)
             except PresetError as exc:
                 problems.append((path, str(exc)))
-    return problems
+    return list(found.values()), problems
+
+
+def list_presets() -> list[Preset]:
+    """Built-in presets, then user presets (a user preset of the same name hides the built-in).
+
+    Files that do not load are skipped here; `preset_problems()` lists them.
+    """
+    return scan_presets()[0]
+
+
+def preset_problems() -> list[tuple[Path, str]]:
+    """Preset files that fail to load, with the reason."""
+    return scan_presets()[1]
 
 
 def load_preset(name_or_path: str) -> Preset:

@@ -57,6 +57,11 @@ class ExactFigure:
         self._worker: Worker | None = None
 
     @property
+    def idle(self) -> bool:
+        """No trace is waiting for the form to settle or running."""
+        return self._timer is None and self._worker is None
+
+    @property
     def app_problem(self) -> str:
         return getattr(self.screen.app, "trace_problem", "")
 

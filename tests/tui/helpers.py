@@ -84,11 +84,22 @@ def no_tracer(_preset, _batches, _dtype, _cancelled) -> TraceOutcome:
 
 
 def app_for_tests(**kwargs) -> CockpitApp:
-    """The app with no GPU, a fixed clock, no tracer and fast polls unless a test says otherwise."""
+    """The app with no GPU, a fixed clock, no tracer and fast polls unless a test says otherwise;
+    it keeps every notification it is asked to show (`notices`)."""
     kwargs.setdefault("gpu_query", no_gpu)
     kwargs.setdefault("clock", fixed_clock)
     kwargs.setdefault("trace_runner", no_tracer)
-    return make_app(**kwargs)
+    app = make_app(**kwargs)
+    said: list[str] = []
+    notify = app.notify
+
+    def recording(message, *args, **kwargs):  # every screen's notify reaches the app's
+        said.append(str(message))
+        return notify(message, *args, **kwargs)
+
+    app.notify = recording  # type: ignore[method-assign]
+    app.said = said  # type: ignore[attr-defined]
+    return app
 
 
 def steady_cursors(app: CockpitApp) -> None:
@@ -112,6 +123,12 @@ async def wait_for(pilot, condition: Callable[[], bool], timeout: float = 10.0) 
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {condition}")
         await pilot.pause(0.05)
+
+
+def notices(app: CockpitApp) -> list[str]:
+    """Every notification the app was asked to show so far, as it was asked: the app's own list
+    drops each once its timeout passes, which a loaded machine can let pass before a check."""
+    return list(app.said)  # type: ignore[attr-defined]
 
 
 def write_crashed_run(tmp_path: Path) -> Path:

@@ -4,7 +4,7 @@ with the flags applied, a bad value is exit 2 before it opens, and unused flags 
 from __future__ import annotations
 
 import pytest
-from helpers import app_for_tests, wait_for
+from helpers import app_for_tests, notices, wait_for
 
 from cockpit.__main__ import main
 from cockpit.tui import app as app_module
@@ -73,8 +73,10 @@ async def test_the_app_opens_the_editor_with_the_flags_applied(monkeypatch):
         assert editor.gpu_choice == start.gpu_choice
         title = str(editor.query_one("#editor-title").render())
         assert "tiny_char · built-in (edited)" in title  # still the built-in, with edits
-        said = [str(n.message) for n in app._notifications]
-        assert any("--max-steps 5" in m and "ctrl+l launches it" in m for m in said)
+        await wait_for(
+            pilot,
+            lambda: any("--max-steps 5" in m and "ctrl+l launches it" in m for m in notices(app)),
+        )
         await pilot.press("ctrl+r")  # revert: the preset as named, before the flags
         await pilot.pause()
         assert editor.select_field("train.max_steps").value != "5"

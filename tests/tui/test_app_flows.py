@@ -15,12 +15,14 @@ from helpers import (
     copy_run,
     fake_gpu,
     fake_launcher,
+    notices,
     tiny_preset,
     wait_for,
     write_crashed_run,
 )
 from textual.widgets import DataTable, Input, Static
 
+from cockpit import rundir
 from cockpit.common.format import health_count
 from cockpit.plan.presets import load_preset, user_dir
 from cockpit.tui.screens.confirm import ConfirmScreen, PromptScreen
@@ -65,7 +67,7 @@ async def test_presets_screen_lists_builtin_and_user_presets():
     tiny_preset("my_tiny")
     app = app_for_tests()
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause()
+        await wait_for(pilot, lambda: app.local_gpus is not None)  # the GPU line says none
         screen = app.screen
         assert isinstance(screen, PresetsScreen)
         names = [p.name for p in screen.presets]
@@ -274,7 +276,9 @@ async def test_kill_asks_first(monkeypatch, tmp_path):
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("n")
-        await pilot.pause(0.5)
+        await wait_for(pilot, lambda: app.screen is screen)
+        polls = screen.status_polls  # two polls after the answer: a kill would show by then
+        await wait_for(pilot, lambda: screen.status_polls >= polls + 2)
         assert screen.status == "running"
         await pilot.press("k")
         await pilot.pause()
@@ -282,7 +286,7 @@ async def test_kill_asks_first(monkeypatch, tmp_path):
         # SIGKILL leaves no end record, yet a kill asked for is listed as killed, not crashed
         await wait_for(pilot, lambda: screen.status == "killed", timeout=10)
         await wait_for(pilot, lambda: "killed" in text_of(screen, "#run-status"))
-        assert not any("crashed" in str(n.message) for n in app._notifications)
+        assert not any("crashed" in n for n in notices(app))
 
 
 async def test_launch_that_does_not_fit_asks_first(monkeypatch, tmp_path):
@@ -313,17 +317,16 @@ async def test_a_failed_launch_is_a_message_not_a_crash(tmp_path):
         await pilot.pause()
         select_preset(app.screen, "shakespeare_char")
         await launch_and_confirm(pilot)
+        await wait_for(pilot, lambda: any("disk full" in n for n in notices(app)))
         assert isinstance(app.screen, PresetsScreen)
-        assert any("disk full" in str(n.message) for n in app._notifications)
 
 
 async def test_attach_to_a_finished_run_rebuilds_its_history(tmp_path):
     run_dir = copy_run(tmp_path)
     app = app_for_tests(attach=run_dir, gpu_query=lambda: [fake_gpu()])
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         screen = app.screen
-        await pilot.pause(0.4)
         h = screen.history
         assert h.step == 250 and h.end.reason == "finished"
         assert len(h.loss) == 250 and len(h.val_loss) == 5
@@ -340,7 +343,7 @@ async def test_attach_to_a_finished_run_rebuilds_its_history(tmp_path):
         assert {"stop", "kill", "resume"}.isdisjoint(keys) and "detach" in keys
         await pilot.press("s")
         await pilot.pause()
-        assert screen.status == "finished" and not app._notifications
+        assert screen.status == "finished" and not notices(app)
 
 
 async def test_recorded_spike_shows_its_warning_at_the_right_step(tmp_path):
@@ -348,8 +351,7 @@ async def test_recorded_spike_shows_its_warning_at_the_right_step(tmp_path):
     run_dir = copy_run(tmp_path)
     app = app_for_tests(attach=run_dir)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
-        await pilot.pause(0.4)
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         assert [
             (w.rule, w.step) for w in app.screen.history.warnings if w.rule == "loss_spike"
         ] == [("loss_spike", 90)]
@@ -364,6 +366,7 @@ async def test_attach_to_a_crashed_run_shows_crashed_within_two_seconds(tmp_path
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))
         screen = app.screen
         await wait_for(pilot, lambda: "crashed" in text_of(screen, "#run-status"), timeout=2.0)
+        await wait_for(pilot, lambda: screen.settled)  # its history and the GPUs: read in threads
         assert screen.history.step > 100 and screen.history.end is None
         assert "no GPU" in text_of(screen, "#run-gpu")
 
@@ -388,8 +391,7 @@ async def test_bad_lines_are_skipped_and_counted(tmp_path):
     events.write_text("\n".join(lines) + "\n")
     app = app_for_tests(attach=run_dir)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
-        await pilot.pause(0.4)
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         assert app.screen.history.step == 250
         assert "2 bad line(s) skipped" in text_of(app.screen, "#run-status")
 
@@ -408,7 +410,7 @@ async def test_runs_screen_lists_runs_and_attaches(tmp_path):
         assert row[3] == "3.2160" and row[4] == "1m"  # fixed clock: 88 s after the last update
         assert text_of(app.screen, "#runs-where") == f"1 run from {tmp_path / 'runs'}"
         await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         assert app.screen.run_dir.name == "finished_run"
         await pilot.press("r")
         await pilot.pause()
@@ -438,13 +440,14 @@ def test_the_app_process_never_imports_torch(tmp_path):
     code = f"""
 import asyncio, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
-from helpers import app_for_tests
+from helpers import app_for_tests, wait_for
+from cockpit.tui.screens.run import RunScreen
 async def main():
     app = app_for_tests(attach={str(run_dir)!r})
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause(0.5)
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         await pilot.press("escape", "enter")
-        await pilot.pause(0.3)
+        await pilot.pause()
 asyncio.run(main())
 assert "torch" not in sys.modules, "torch was imported"
 assert "textual" in sys.modules
@@ -472,7 +475,7 @@ def test_default_launcher_refuses_a_missing_data_source_before_starting(tmp_path
 
 async def test_resume_a_stopped_run_from_the_run_screen(monkeypatch, tmp_path):
     use_fake_trainer(monkeypatch, step_s=0.01)
-    tiny_preset("tiny_test", max_steps=400)
+    tiny_preset("tiny_test", max_steps=100_000)  # far past the stop, however late it lands
     calls: list[Path] = []
     app = app_for_tests(
         launcher=fake_launcher(calls),
@@ -485,14 +488,21 @@ async def test_resume_a_stopped_run_from_the_run_screen(monkeypatch, tmp_path):
         screen = await launch_from_presets(pilot, "tiny_test")
         await wait_for(pilot, lambda: screen.history.step >= 5)
         await pilot.press("s")
-        await wait_for(pilot, lambda: screen.status == "stopped", timeout=15)
+        # run.json (polled for status) and the end event (tailed) arrive separately: wait for both
+        await wait_for(
+            pilot, lambda: screen.status == "stopped" and screen.history.end is not None, timeout=30
+        )
         stopped_at = screen.history.step
+        # the launched length cut to an end the resumed run reaches in half a second
+        end_at = stopped_at + 50
+        launched = json.loads((screen.run_dir / rundir.PRESET_JSON).read_text())
+        launched["train"].update(max_steps=end_at, warmup_steps=10)  # warmup ends before it
+        (screen.run_dir / rundir.PRESET_JSON).write_text(json.dumps(launched))
         await pilot.press("u")
-        await wait_for(pilot, lambda: screen.status == "finished", timeout=20)
+        await wait_for(pilot, lambda: screen.status == "finished", timeout=30)
         # run.json says finished a moment before the tail reads the end record: wait for both
-        await wait_for(pilot, lambda: screen.history.end is not None)
-        assert screen.history.step == 400
-        assert stopped_at < 400 and screen.history.end.reason == "finished"
+        await wait_for(pilot, lambda: screen.history.end.reason == "finished")
+        assert screen.history.step == end_at
 
 
 async def test_delete_a_run_from_the_runs_screen_asks_first(tmp_path):

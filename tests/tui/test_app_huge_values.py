@@ -49,10 +49,9 @@ async def test_huge_and_infinite_values_leave_the_app_up_and_drawing(tmp_path, e
     run_dir = write_huge_run(tmp_path, every)
     app = app_for_tests(attach=run_dir)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
-        await pilot.pause(0.4)
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         await pilot.resize_terminal(90, 30)
-        await pilot.pause(0.4)
+        await wait_for(pilot, lambda: app.screen.size == (90, 30) and app.screen.settled)
         screen = app.screen
         assert screen.history.step == 250
         for widget in screen.query(Static):
@@ -88,6 +87,5 @@ async def test_the_runs_screen_lists_a_huge_best_val_loss_compactly(tmp_path):
         row = app.screen.query_one(DataTable).get_row_at(0)
         assert row[3] == "1.0e+308"
         await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
-        await pilot.pause(0.4)
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         assert app.screen.history.step == 250

@@ -58,10 +58,8 @@ def test_run_screen_from_a_fixed_events_file(snap_compare, size, tmp_path):
 
     async def run_before(pilot):
         await wait_for(
-            pilot, lambda: isinstance(pilot.app.screen, RunScreen) and pilot.app.screen.loaded
+            pilot, lambda: isinstance(pilot.app.screen, RunScreen) and pilot.app.screen.settled
         )
-        await wait_for(pilot, lambda: pilot.app.screen.gpus is not None)
-        await pilot.pause(0.4)
         await steady(pilot)
 
     assert snap_compare(app_for_tests(attach=run_dir), terminal_size=size, run_before=run_before)
@@ -70,6 +68,8 @@ def test_run_screen_from_a_fixed_events_file(snap_compare, size, tmp_path):
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_help_screen(snap_compare, size):
     async def run_before(pilot):
+        # the presets show through the dialog: their GPU line once this machine's GPUs are known
+        await wait_for(pilot, lambda: pilot.app.local_gpus is not None)
         await pilot.press("f1")
         await steady(pilot)
 
@@ -106,7 +106,6 @@ def test_compare_screen(snap_compare, size, tmp_path):
         await wait_for(
             pilot, lambda: isinstance(pilot.app.screen, CompareScreen) and pilot.app.screen.loaded
         )
-        await pilot.pause(0.3)
         await steady(pilot)
 
     app = app_for_tests(runs_dir=tmp_path / "runs")

@@ -112,7 +112,12 @@ def test_launch_detach_close_and_attach_again(tmp_path):
         tmux("send-keys", "-t", session, "d")  # detach: back to the presets
         wait_screen(session, lambda t: "tiny_tmux (user preset" in t)
         tmux("kill-session", "-t", session)  # the terminal goes away (SIGHUP to the app)
-        time.sleep(1.0)
+        events = run_dir / "events.jsonl"
+        written = events.stat().st_size
+        deadline = time.monotonic() + 30  # the run keeps writing once the terminal is gone
+        while events.stat().st_size == written and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert events.stat().st_size > written, "training stopped with the terminal"
         assert rundir.run_status(run_dir) == "running", "training stopped with the terminal"
 
         start_app(session, env)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from helpers import app_for_tests, wait_for
+from helpers import app_for_tests, notices, wait_for
 from private_runs import as_another_user, make_runs, the_test_user
 from textual.widgets import DataTable
 
@@ -29,11 +29,10 @@ async def test_runs_screen_lists_a_private_run_as_unreadable_and_refuses_to_open
             assert "finished" in str(rows[readable[0].name][0])
             row = [s.run_dir for s in screen.summaries].index(private)
             table.move_cursor(row=row)
+            said = f"{private}: permission denied"
             await pilot.press("enter")
-            await pilot.pause(0.2)
+            await wait_for(pilot, lambda: sum(said in n for n in notices(app)) == 1)
             assert app.screen is screen  # not opened: a notice says why
-            notes = [str(n.message) for n in app._notifications]
-            assert any(f"{private}: permission denied" in n for n in notes), notes
             await pilot.press("x")  # delete: refused without asking, the folder stays
-            await pilot.pause(0.2)
+            await wait_for(pilot, lambda: sum(said in n for n in notices(app)) == 2)
             assert app.screen is screen and private.is_dir()

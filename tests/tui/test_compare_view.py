@@ -71,7 +71,7 @@ def test_compare_view_snapshot(snap_compare, tmp_path):
         await wait_for(
             pilot, lambda: isinstance(pilot.app.screen, CompareScreen) and pilot.app.screen.loaded
         )
-        await pilot.pause(0.3)
+        await pilot.pause()
 
     async def open_runs(pilot):
         await pilot.press("r")

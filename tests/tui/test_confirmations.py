@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from helpers import app_for_tests, fake_gpu, wait_for
+from helpers import app_for_tests, fake_gpu, notices, wait_for
 from test_app_flows import select_preset
 from textual.widgets import DataTable, Input, Static
 
@@ -182,8 +182,40 @@ async def test_a_broken_user_preset_file_is_a_notification():
     (user_dir() / "wrong.json").write_text("{not json")
     app = app_for_tests()
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause()
-        assert any("skipped wrong.json" in str(n.message) for n in app._notifications)
+        await wait_for(pilot, lambda: any("skipped wrong.json" in n for n in notices(app)))
+        detail = str(app.screen.query_one("#preset-detail", Static).render())
+        assert "1 preset file(s) do not load" in detail
+
+
+async def test_moving_the_cursor_or_the_gpu_reads_no_preset_file_and_coming_back_does(
+    monkeypatch,
+):
+    from cockpit.plan import presets as store
+
+    reads: list[Path] = []
+    original = store.load_preset_file
+
+    def counted(path, **kwargs):
+        reads.append(Path(path))
+        return original(path, **kwargs)
+
+    app = app_for_tests()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.local_gpus is not None)
+        screen = app.screen
+        monkeypatch.setattr(store, "load_preset_file", counted)
+        first = screen.selected().name
+        await pilot.press("down", "down", "up")
+        detail = str(screen.query_one("#preset-detail", Static).render())
+        assert screen.selected().name != first and screen.selected().name in detail
+        assert reads == []  # the files were read with the list, not again per highlighted row
+        await pilot.press("g", "G")  # a what-if GPU and back: the same presets, re-estimated
+        assert screen.gpu_choice == -1 and reads == []
+        await pilot.press("enter")  # the editor, and back: a save there may have added one
+        await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen))
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is screen and reads)
+        assert {p.stem for p in reads} >= {p.name for p in screen.presets}
 
 
 async def test_the_launch_dialog_sets_a_short_try_and_a_time_limit():

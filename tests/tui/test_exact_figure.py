@@ -95,28 +95,33 @@ async def test_the_estimate_shows_first_and_the_traced_figure_replaces_it_and_is
         await pilot.pause()
         editor = await open_editor(pilot, "gpt2_124m")
         assert "(traced)" in panel(editor)
-        await pilot.pause(0.2)
+        await wait_for(pilot, lambda: editor.exact.idle)  # nothing waits to trace it again
         assert len(runner.calls) == 1
 
 
 async def test_typing_waits_for_the_form_to_settle_and_a_new_shape_cancels_a_running_trace():
     runner = Recorder(hold=True)
-    # The debounce is long against the typing below (four changes with no wait between them),
-    # so a loaded machine that stalls the loop for a second still sees one settled form.
-    app = app_for_tests(gpu_query=t4, trace_runner=runner, trace_debounce_s=1.5)
+    app = app_for_tests(gpu_query=t4, trace_runner=runner, trace_debounce_s=0.05)
     async with app.run_test(size=(120, 40)) as pilot:
         editor = await open_editor(pilot, "shakespeare_char")
         assert "tracing the real step" in panel(editor)
         await wait_for(pilot, lambda: len(runner.calls) == 1)  # the opened shape is being traced
+        # While these changes come, the form is never still for the debounce (an hour here, so
+        # no stall of a loaded machine between two of them can pass for a settled form).
+        app.services.trace_debounce_s = 3600.0
         box = editor.select_field("model.n_layer")
-        for text in ("1", "10", "1", "3"):  # typed faster than the debounce: one trace, of 3 layers
+        for text in ("1", "10", "1"):
             box.value = text
             await pilot.pause()
         opened = load_preset("shakespeare_char").model.n_layer
         await wait_for(pilot, lambda: runner.cancelled == [opened])  # the stale trace was stopped
+        await wait_for(pilot, lambda: editor.preset.model.n_layer == 1)
+        assert len(runner.calls) == 1 and not editor.exact.idle  # one waits for the form to settle
+        app.services.trace_debounce_s = 0.05  # the last change, then the form stays still
+        box.value = "3"
         runner.release.set()
         await wait_for(pilot, lambda: "(traced)" in panel(editor))
-        assert [call[0] for call in runner.calls] == [opened, 3]
+        assert [call[0] for call in runner.calls] == [opened, 3]  # of the settled form alone
         assert editor.preset.model.n_layer == 3
 
 
@@ -139,6 +144,6 @@ async def test_without_a_tracer_the_panel_says_why_in_one_line_and_keeps_the_est
         assert f"{human_bytes(estimate(editor.preset, editor.gpu).peak_bytes)} (estimate)" in text
         # the machine cannot trace: another shape does not try again
         editor.set_field("model.n_layer", "2")
-        await pilot.pause(0.2)
+        await wait_for(pilot, lambda: editor.preset.model.n_layer == 2 and editor.exact.idle)
         assert calls == ["shakespeare_char"]
         assert "exact figure unavailable" in panel(editor)

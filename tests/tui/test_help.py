@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from helpers import app_for_tests
+from helpers import app_for_tests, wait_for
 from test_app_flows import select_preset
 from textual.widgets import Footer, Static
 
@@ -14,6 +14,13 @@ from cockpit.tui.screens.presets import PresetsScreen
 def footer_keys(app) -> str:
     footer = app.screen.query_one(Footer)
     return " ".join(str(item.render()) for item in footer.query("FooterKey"))
+
+
+async def footer_drawn(pilot) -> Footer:
+    """The current screen's footer once it shows its keys (it composes them after the screen)."""
+    await wait_for(pilot, lambda: pilot.app.screen.query_one(Footer).query("FooterKey"))
+    await pilot.pause()  # and laid out: the tests read where each key lands
+    return pilot.app.screen.query_one(Footer)
 
 
 async def test_question_mark_and_f1_open_help_with_every_screens_keys():
@@ -70,13 +77,13 @@ async def test_the_command_palette_offers_this_screens_actions():
 async def test_footers_show_enter_and_G_and_the_editor_keeps_esc_at_80_columns():
     app = app_for_tests()
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause()
+        await footer_drawn(pilot)
         keys = footer_keys(app)
         assert "Edit" in keys and "Prev GPU" in keys and "Queue" in keys
         select_preset(app.screen, "tiny_char")
         await pilot.press("enter")
-        await pilot.pause()
-        footer = app.screen.query_one(Footer)
+        await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen))
+        footer = await footer_drawn(pilot)
         first = footer.query("FooterKey").first()
         assert "Back" in str(first.render()) and first.region.right <= 80
 
@@ -134,11 +141,9 @@ async def test_help_lists_the_compare_screens_keys_and_fits_at_120x36():
 async def test_at_80_columns_the_presets_and_editor_footers_reach_f1_help():
     app = app_for_tests()
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause()
-        for _ in ("presets", "editor"):
-            keys = list(app.screen.query_one(Footer).query("FooterKey"))
+        for screen in (PresetsScreen, EditorScreen):
+            await wait_for(pilot, lambda screen=screen: isinstance(app.screen, screen))
+            keys = list((await footer_drawn(pilot)).query("FooterKey"))
             last = [k for k in keys if "Help" in str(k.render())]
             assert last and last[0].region.right <= 80, [str(k.render()) for k in keys]
             await pilot.press("enter")
-            await pilot.pause()
-        assert isinstance(app.screen, EditorScreen)

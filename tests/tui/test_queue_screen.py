@@ -110,7 +110,7 @@ async def test_the_editor_queues_its_edits_as_overrides():
         await pilot.pause()
         box = pilot.app.screen.select_field("train.max_steps")
         box.value = "123"
-        await pilot.pause(0.3)
+        await wait_for(pilot, lambda: pilot.app.screen.preset.train.max_steps == 123)
         await pilot.press("ctrl+t")
         await wait_for(pilot, lambda: isinstance(pilot.app.screen, AddToQueueScreen))
         await pilot.press("enter")

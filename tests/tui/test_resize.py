@@ -30,14 +30,14 @@ async def test_resizing_the_run_screen_repeatedly_keeps_the_app_up(tmp_path):
     write_awkward_grad_norms(run_dir)
     app = app_for_tests(attach=run_dir)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
-        await pilot.pause(0.3)
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         grad = app.screen.query_one("#plot-grad", MetricPlot)
-        for size in [(100, 30), (120, 40), (80, 24), (120, 40), (60, 15), (200, 60), (80, 24)] * 2:
+        # each size drawn twice: as the resize leaves the plots, then rebuilt at that size
+        for size in [(100, 30), (120, 40), (80, 24), (120, 40), (60, 15), (200, 60), (80, 24)]:
             await pilot.resize_terminal(*size)
-            await pilot.pause(0.05)
+            await pilot.pause()
             app.screen.redraw(force=True)
-            await pilot.pause(0.05)
+            await pilot.pause()
         assert app.is_running and isinstance(app.screen, RunScreen)
         assert app.return_code in (None, 0)
         rendered = str(grad.render())

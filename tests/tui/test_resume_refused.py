@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from helpers import app_for_tests, copy_run, wait_for
+from helpers import app_for_tests, copy_run, notices, wait_for
 from textual.widgets import Footer, Static
 
 from cockpit import rundir
@@ -40,18 +40,18 @@ async def test_u_is_greyed_says_why_and_n_starts_the_same_preset_again(tmp_path)
 
     app = app_for_tests(attach=run_dir, launcher=launcher)
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         screen = app.screen
         await pilot.pause()
         bindings = screen.active_bindings
         assert bindings["u"].enabled is False  # shown, greyed
         assert bindings["n"].enabled is True
-        assert "Start again" in footer_text(screen)
+        await wait_for(pilot, lambda: "Start again" in footer_text(screen))  # composed after
         status = str(screen.query_one("#run-status", Static).render())
         assert "killed" in status and "no checkpoint to resume" in status
         await pilot.press("u")
-        await pilot.pause()
-        said = [str(n.message) for n in app._notifications]
+        await wait_for(pilot, lambda: any("no checkpoint to resume" in n for n in notices(app)))
+        said = notices(app)
         reached = max(r["step"] for r in read_events(run_dir / "events.jsonl"))
         assert reached > 0 and any(  # the step the log reached: run.json's is the last eval's
             "has no checkpoint to resume from" in m and f"killed at step {reached}," in m
@@ -74,7 +74,7 @@ async def test_a_run_with_a_checkpoint_resumes_as_before(tmp_path):
     (run_dir / rundir.CHECKPOINTS / "last.pt").write_bytes(b"PK")
     app = app_for_tests(attach=run_dir)
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         bindings = app.screen.active_bindings
         assert bindings["u"].enabled is True and "n" not in bindings
 

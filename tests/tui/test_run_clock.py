@@ -30,7 +30,7 @@ async def test_the_status_lines_tick_while_no_record_arrives(tmp_path):
     now = [last["time"] + 2.0]
     app = app_for_tests(attach=run_dir, clock=lambda: now[0])
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         screen = app.screen
         status = screen.query_one("#run-status", Static)
         await wait_for(pilot, lambda: "last update 2s ago" in str(status.render()))
@@ -51,7 +51,7 @@ async def test_a_run_still_setting_up_says_so_and_counts_from_its_launch(tmp_pat
     now = [info["created"] + 12.0]
     app = app_for_tests(attach=run_dir, clock=lambda: now[0])
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         status = app.screen.query_one("#run-status", Static)
         await wait_for(pilot, lambda: "elapsed 12.0s" in str(status.render()))
         assert (
@@ -66,11 +66,12 @@ async def stall_note_after(tmp_path, keep_lines: int) -> str:
     now = [last["time"] + 2.0]
     app = app_for_tests(attach=run_dir, clock=lambda: now[0], status_poll_s=0.1)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         screen = app.screen
-        await pilot.pause(0.3)
+        polls = screen.status_polls
         now[0] += 600.0  # ten minutes of silence
-        await pilot.pause(0.5)
+        # each status poll after this checks for a stall (by the clock read then): two of them
+        await wait_for(pilot, lambda: screen.status_polls >= polls + 2 and screen.settled)
         status = str(screen.query_one("#run-status", Static).render())
         return screen.stall_note + "|" + status
 

@@ -26,7 +26,7 @@ async def test_each_gpu_of_the_run_shows_the_estimate(tmp_path, world_size, with
     (run_dir / "run.json").write_text(json.dumps(info))
     app = app_for_tests(attach=run_dir, gpu_query=two_gpus)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         panel = app.screen.query_one("#run-gpu", Static)
         await wait_for(pilot, lambda: "GPU1" in str(panel.render()))
         blocks = str(panel.render()).split("GPU")[1:]
@@ -53,7 +53,7 @@ async def test_a_one_process_run_shows_the_estimate_on_the_gpu_its_start_event_n
     ]
     app = app_for_tests(attach=run_dir, gpu_query=lambda: gpus)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         panel = app.screen.query_one("#run-gpu", Static)
 
         def marked() -> list[bool]:

@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from helpers import app_for_tests, copy_run, wait_for
+from helpers import app_for_tests, copy_run, notices, wait_for
 from rich.text import Text
 from textual.widgets import DataTable
 
@@ -17,8 +17,7 @@ from cockpit.tui.screens.runs import RunsScreen
 
 
 async def attached(pilot, app) -> RunScreen:
-    await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
-    await pilot.pause()
+    await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
     return app.screen
 
 
@@ -55,8 +54,8 @@ async def test_u_on_a_finished_run_asks_how_far_to_train_on_and_g_sample_shows(
         assert box.value == "500"
         box.value = "100"  # not more: said, nothing changes
         await pilot.press("enter")
-        await pilot.pause()
-        assert resumed == [] and any("more than 250" in str(n.message) for n in app._notifications)
+        await wait_for(pilot, lambda: any("more than 250" in n for n in notices(app)))
+        assert resumed == []
         await pilot.press("u")
         await pilot.pause()
         app.screen.query_one("#prompt-input").value = "400"
@@ -151,7 +150,6 @@ async def test_a_dialog_over_the_run_screen_rebuilds_no_plot(tmp_path):
     app = app_for_tests(attach=run_dir)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await attached(pilot, app)
-        await pilot.pause(0.5)
         plots = list(screen.query(MetricPlot))
         builds = {id(p): 0 for p in plots}
         for plot in plots:
@@ -169,5 +167,4 @@ async def test_a_dialog_over_the_run_screen_rebuilds_no_plot(tmp_path):
             await pilot.pause()
         assert app.screen is screen and set(builds.values()) == {0}, builds
         await pilot.resize_terminal(100, 30)  # a new size is a new drawing
-        await pilot.pause(0.3)
-        assert all(n >= 1 for n in builds.values()), builds
+        await wait_for(pilot, lambda: all(n >= 1 for n in builds.values()))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -11,7 +13,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from cockpit.common.format import human_bytes, human_params
 from cockpit.plan.estimate import estimate
 from cockpit.plan.gpu import CATALOG, GpuSpec
-from cockpit.plan.presets import Preset, list_presets, preset_problems
+from cockpit.plan.presets import Preset, scan_presets
 from cockpit.tui.access import app_of
 from cockpit.tui.exact import verdict_words
 
@@ -34,9 +36,11 @@ class PresetsScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self.presets: list[Preset] = []
+        self.problems: list[tuple[Path, str]] = []  # preset files that do not load, with why
         self.gpu_choice = -1  # -1: this machine's GPU; else an index into CATALOG
         self.ready = False  # the table has its columns
         self.placed = False  # the cursor has been put on the smallest preset once
+        self.away = False  # another screen is or was on top since the presets were read
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -54,16 +58,21 @@ class PresetsScreen(Screen):
         self.ready = True
         self.reload()
         table.focus()
-        for path, why in preset_problems():  # as the CLI says it: a broken file is not silent
+        for path, why in self.problems:  # as the CLI says it: a broken file is not silent
             self.notify(f"skipped {path.name}: {why}", severity="warning", timeout=10)
 
+    def on_screen_suspend(self) -> None:
+        self.away = True
+
     def on_screen_resume(self) -> None:
-        self.reload()  # a save in the editor adds a user preset
+        if self.away:  # back from another screen: a save in the editor adds a user preset
+            self.away = False  # (the first showing follows the mount, which has just read them)
+            self.reload()
 
     def gpus_known(self) -> None:
         """This machine's GPU is now known: re-estimate against it."""
         if self.ready:
-            self.reload()
+            self.reload(read=False)
 
     @property
     def gpu(self) -> GpuSpec | None:
@@ -86,11 +95,13 @@ class PresetsScreen(Screen):
             return "this machine: looking for a GPU...  (g/G: what-if GPU)"
         return "this machine: no GPU (runs train on the CPU)  (g/G: what-if GPU)"
 
-    def reload(self) -> None:
-        """Re-read the presets and re-estimate every row."""
+    def reload(self, read: bool = True) -> None:
+        """Re-read the presets (unless `read` is False: another GPU, the same files) and
+        re-estimate every row."""
         table = self.query_one(DataTable)
         keep = table.cursor_row
-        self.presets = list_presets()
+        if read:
+            self.presets, self.problems = scan_presets()  # one read of the files for both
         gpu = self.gpu
         table.clear()
         sizes = []
@@ -134,7 +145,7 @@ class PresetsScreen(Screen):
             return
         est = estimate(preset, self.gpu)
         where = "built-in" if preset.builtin else f"user preset ({preset.source_path})"
-        problems = preset_problems()
+        problems = self.problems  # read with the list: a cursor move reads no file
         broken = (
             f"\n[red]{len(problems)} preset file(s) do not load: {problems[0][1]}[/]"
             if problems
@@ -177,12 +188,12 @@ class PresetsScreen(Screen):
     def action_next_gpu(self) -> None:
         """The next catalog GPU; after the last, this machine's again."""
         self.gpu_choice = self.gpu_choice + 1 if self.gpu_choice + 1 < len(CATALOG) else -1
-        self.reload()
+        self.reload(read=False)
 
     def action_previous_gpu(self) -> None:
         """The catalog the other way (T4 is one key from this machine, not 23)."""
         self.gpu_choice = self.gpu_choice - 1 if self.gpu_choice >= 0 else len(CATALOG) - 1
-        self.reload()
+        self.reload(read=False)
 
     def action_queue_add(self) -> None:
         preset = self.selected()

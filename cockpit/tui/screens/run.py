@@ -73,6 +73,7 @@ class RunScreen(Screen):
         self.dirty = False
         self.loaded = False
         self.redraws = 0  # for the benchmark and tests
+        self.status_polls = 0  # status polls answered (each checks for a stall): for the tests
         self.ingested = 0
         self.gpus: list[GpuStatus] | None = None
         self.estimated_peak: int | None = None
@@ -132,6 +133,18 @@ class RunScreen(Screen):
         self.set_interval(services.gpu_poll_s, self._poll_gpus)
         self._poll_gpus()
         self.redraw(force=True)
+
+    @property
+    def settled(self) -> bool:
+        """True when the history is read and drawn, no read of events.jsonl is under way and the
+        GPUs were polled: the screen shows all it knows and stays so until the run writes."""
+        return (
+            self.loaded
+            and self.gpus is not None
+            and not self._tailing
+            and not self.dirty
+            and not self._stale_plots
+        )
 
     @property
     def tailer(self) -> rundir.EventTailer:
@@ -206,6 +219,7 @@ class RunScreen(Screen):
 
     @on(RunStatusPolled)
     def _status_polled(self, message: RunStatusPolled) -> None:
+        self.status_polls += 1
         if message.status != self.status:
             if message.status == "crashed":
                 self.notify(
