@@ -94,10 +94,10 @@ async def test_u_refuses_a_model_file_changed_since_the_run_started(tmp_path, mo
     monkeypatch.setattr(runs, "launch", lambda *a, **kw: launched.append(a))
     app = app_for_tests(attach=run_dir)
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded)
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         await pilot.press("u")
-        await wait_for(pilot, lambda: app._notifications)
-        said = [str(n.message) for n in app._notifications]
+        await wait_for(pilot, lambda: notices(app))
+        said = notices(app)
         assert any(
             m.startswith(f"cannot resume: {model} changed since {run_dir.name} started")
             and "--force" in m
