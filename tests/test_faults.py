@@ -21,14 +21,20 @@ def test_parse_all_items():
     assert parse_faults("hold_at_step=4").active
 
 
-def test_a_hold_waits_for_the_stop_on_rank_zero_only():
+def test_a_hold_waits_for_the_stop_and_every_rank_leaves_on_rank_zeros_word():
     f = parse_faults("hold_at_step=4")
     assert [f.holds_after(s) for s in (3, 4, 5)] == [False, True, False]
     asked = iter([False, False, True])
     f.hold(lambda: next(asked))  # returns once asked, having looked three times
     assert next(asked, None) is None
-    f.rank = 1
-    f.hold(lambda: pytest.fail("rank 1 waits in its next collective, not here"))
+    f.rank = 1  # waits too, asking rank 0 (here a stand-in for the broadcast) each time
+    words = iter([False, False, True])
+    said: list[bool] = []
+    f.hold(
+        lambda: pytest.fail("rank 1 is not asked to stop"),
+        lambda mine: said.append(mine) or next(words),
+    )
+    assert said == [False, False, False] and next(words, None) is None
     f = parse_faults("hold_at_step=4,hold_s=0.1")
     looks = []
     f.hold(lambda: looks.append(1) and False)  # never asked: it trains on after hold_s

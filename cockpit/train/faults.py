@@ -11,9 +11,10 @@ GPT_COCKPIT_FAULT is a comma-separated list of `name=value` items:
     die_at_step=K       os._exit(1) right after step K, with no checkpoint and no `end`
     stop_at_step=K      a graceful stop after step K, as if SIGTERM arrived during it
     hold_at_step=K      after step K (its records written), wait without training until this
-                        process is asked to stop, at most hold_s; on rank 0 only (under
-                        torchrun the other ranks wait for it in their next collective). A test
-                        that stops a run midway waits for this instead of slowing every step.
+                        process is asked to stop, at most hold_s; under torchrun every rank
+                        waits at that step and leaves on rank 0's word (no rank is left inside
+                        a collective the others have not reached). A test that stops a run
+                        midway waits for this instead of slowing every step.
     hold_s=X            the longest hold, in seconds (default HOLD_MAX_S); the run then trains on
 
 Steps count completed optimizer steps from 1, as the `step` events do. A NaN or
@@ -125,12 +126,13 @@ class Faults:
         """The hold_at_step fault is due after optimizer step `step` (on every rank)."""
         return self.hold_at_step is not None and step == self.hold_at_step
 
-    def hold(self, stop_asked: Callable[[], bool]) -> None:
-        """Wait until `stop_asked()` (at most hold_s); other ranks than 0 do not wait here."""
-        if self.rank != 0:
-            return
+    def hold(
+        self, stop_asked: Callable[[], bool], agree: Callable[[bool], bool] = lambda done: done
+    ) -> None:
+        """Wait until `stop_asked()` (at most hold_s). `agree(done)` gives every rank rank 0's
+        `done` (a collective under torchrun), so the ranks wait and leave together."""
         deadline = time.monotonic() + self.hold_s
-        while not stop_asked() and time.monotonic() < deadline:
+        while not agree(self.rank == 0 and (stop_asked() or time.monotonic() >= deadline)):
             time.sleep(HOLD_POLL_S)
 
 

@@ -272,7 +272,7 @@ class Trainer:
         if self.metrics.pending and self._read_back_and_respond():
             return  # rolled back: the step is trained again
         with self.clock.paused():  # not training time, as an eval
-            self.faults.hold(lambda: self.stop_local)
+            self.faults.hold(lambda: self.stop_local, lambda done: from_master(done, self.dist))
         self.metrics.restart()  # the wait is not step time
 
     def _train_step(self) -> None:
