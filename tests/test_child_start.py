@@ -120,3 +120,24 @@ def test_the_stand_in_answers_as_torch_does_outside_a_compile():
     with pytest.raises(AttributeError):
         stand_in.__file__  # noqa: B018  # inspect and pickle probe every module: no load for them
     assert stand_in.__dict__["_real"] is None
+
+
+def test_a_torchrun_rank_leaves_without_the_interpreters_teardown(monkeypatch, capsys):
+    """Under torchrun the child ends with os._exit once everything is written (DDP's reducer
+    torn down after the process group can deadlock a finished rank in gloo's destructor)."""
+    left: list[int] = []
+
+    def hard_exit(code: int) -> None:
+        left.append(code)
+        raise SystemExit("os._exit")
+
+    monkeypatch.setattr(child.os, "_exit", hard_exit)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    print("written before leaving", end="")
+    with pytest.raises(SystemExit, match="os._exit"):
+        child.leave(3)
+    assert left == [3] and capsys.readouterr().out == "written before leaving"
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with pytest.raises(SystemExit) as ended:
+        child.leave(0)
+    assert ended.value.code == 0 and left == [3]

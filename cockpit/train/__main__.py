@@ -271,5 +271,18 @@ def main(argv: list[str] | None = None, *, own_process: bool = False) -> int:
     return run_child(args.run_dir, args.device, args.resume)
 
 
+def leave(code: int) -> None:
+    """End the child with `code`. A torchrun rank skips the interpreter's teardown: its records,
+    checkpoints and run.json are written and closed by now, and tearing DDP's reducer down after
+    the process group can deadlock (the group's destructor joins gloo's worker thread holding
+    the GIL, while that thread waits for the GIL to free a finished collective's tensors),
+    leaving a finished rank hanging and torchrun, or a Slurm job, waiting on it for good."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main(own_process=True))
+    leave(main(own_process=True))

@@ -501,7 +501,10 @@ async def test_resume_a_stopped_run_from_the_run_screen(monkeypatch, tmp_path):
         await pilot.press("u")
         await wait_for(pilot, lambda: screen.status == "finished", timeout=30)
         # run.json says finished a moment before the tail reads the end record: wait for both
-        await wait_for(pilot, lambda: screen.history.end.reason == "finished")
+        await wait_for(
+            pilot,
+            lambda: screen.history.end is not None and screen.history.end.reason == "finished",
+        )
         assert screen.history.step == end_at
 
 
