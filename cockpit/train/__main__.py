@@ -117,6 +117,9 @@ def _take_run_lock(run_dir: str | os.PathLike[str]) -> rundir.TrainLock | None:
     return rundir.TrainLock(run_dir)
 
 
+_KEPT: list[object] = []  # a torchrun rank's trainer, never freed before the process ends
+
+
 def run_child(run_dir: str | os.PathLike[str], device: str = "auto", resume: bool = False) -> int:
     """Train the run in `run_dir`; every outcome ends in events, run.json and an exit code.
 
@@ -153,6 +156,8 @@ def _train(run_dir: str | os.PathLike[str], device: str, resume: bool, switch: _
     trainer: Trainer | None = None
     try:
         trainer = Trainer(path, device=device, resume=resume, events=events, dist=dist)
+        if dist.world_size > 1:
+            _KEPT.append(trainer)  # freed only by leave()'s os._exit: see leave()
         switch.attach(trainer)
         trainer.setup()
         reason, message = trainer.train()
@@ -272,11 +277,12 @@ def main(argv: list[str] | None = None, *, own_process: bool = False) -> int:
 
 
 def leave(code: int) -> None:
-    """End the child with `code`. A torchrun rank skips the interpreter's teardown: its records,
-    checkpoints and run.json are written and closed by now, and tearing DDP's reducer down after
-    the process group can deadlock (the group's destructor joins gloo's worker thread holding
-    the GIL, while that thread waits for the GIL to free a finished collective's tensors),
-    leaving a finished rank hanging and torchrun, or a Slurm job, waiting on it for good."""
+    """End the child with `code`. A torchrun rank is never torn down: its records, checkpoints
+    and run.json are written and closed by now, and freeing DDP's reducer after the process
+    group was left can deadlock (the group's destructor joins gloo's worker thread holding the
+    GIL, while that thread waits for the GIL to free a finished collective's tensors), leaving
+    a finished rank hanging and torchrun, or a Slurm job, waiting on it for good. So the rank
+    keeps its trainer (_KEPT) and ends with os._exit, skipping the interpreter's teardown."""
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
         sys.stdout.flush()
         sys.stderr.flush()
