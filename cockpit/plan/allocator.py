@@ -90,6 +90,18 @@ class _Block:
     def key(self) -> tuple[int, int]:
         return (self.size, self.address)
 
+    def carve(self, size: int) -> _Block:
+        """A new mapped block of `size` bytes at this block's start, linked in before it; this
+        block keeps the rest (a split, and the new pages taken from an expandable segment)."""
+        front = _Block(self.address, size, self.small)
+        front.prev, front.next = self.prev, self
+        if self.prev is not None:
+            self.prev.next = front
+        self.prev = front
+        self.address += size
+        self.size -= size
+        return front
+
 
 class _Pool:
     """Free mapped blocks ordered by (size, address), as the C++ BlockPool's std::set."""
@@ -227,13 +239,7 @@ class CachingAllocator:
 
     def _split(self, pool: _Pool, block: _Block, size: int) -> _Block:
         """alloc_found_block: the request at the block's start, the rest cached."""
-        front = _Block(block.address, size, block.small)
-        front.prev, front.next = block.prev, block
-        if block.prev is not None:
-            block.prev.next = front
-        block.prev = front
-        block.address += size
-        block.size -= size
+        front = block.carve(size)
         pool.insert(block)
         return front
 
@@ -288,13 +294,7 @@ class CachingAllocator:
             pool.remove(candidate)
         mapped = -(-(size - have) // page) * page  # map_block rounds up to whole pages
         self._reserve(mapped, pool.small)
-        fresh = _Block(tail.address, mapped, pool.small)
-        fresh.prev, fresh.next = tail.prev, tail
-        if tail.prev is not None:
-            tail.prev.next = fresh
-        tail.prev = fresh
-        tail.address += mapped
-        tail.size -= mapped
+        fresh = tail.carve(mapped)
         if candidate is not None:  # the free end and the new pages are one block
             fresh.address, fresh.prev = candidate.address, candidate.prev
             if candidate.prev is not None:
