@@ -6,11 +6,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from tiny_runs import TINY, events_of, home_env, step_losses, write_corpus
+from tiny_runs import TINY, events_of, home_env, step_losses, wait_for, write_corpus
 
 from cockpit import rundir
 from cockpit.campaign import slurm
@@ -48,16 +47,6 @@ def queue_rows() -> list[dict]:
     out = cockpit("queue", "--json")
     assert out.returncode == 0, out.stderr
     return [json.loads(line) for line in out.stdout.splitlines()]
-
-
-def wait_for(check, what: str, timeout: float = 120.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"no {what} after {timeout:.0f} s")
 
 
 @pytest.fixture(scope="module")

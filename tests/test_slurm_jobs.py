@@ -5,12 +5,10 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tiny_runs import SHARED_RUN, events_of, home_env, make_run, step_losses
+from tiny_runs import SHARED_RUN, events_of, home_env, make_run, step_losses, wait_for
 
 from cockpit import rundir, runs
 from cockpit.campaign import slurm
@@ -18,16 +16,6 @@ from cockpit.campaign import slurm
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 JOB_TIMEOUT_S = 120.0
-
-
-def wait_for(check: Callable[[], object], what: str, timeout: float = JOB_TIMEOUT_S) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"no {what} after {timeout:.0f} s")
 
 
 def wait_ended(job_id: str, run_dir: Path) -> slurm.JobState:

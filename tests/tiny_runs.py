@@ -17,6 +17,8 @@ import random
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -182,3 +184,15 @@ def make_sp_shards(root: Path) -> dict[str, Any]:
     val_ids = [t for s in sentences(40, 3) for t in sp.encode(s)]
     write_shard(data / "fineweb_val_000000.bin", val_ids)
     return {"model": model, "data": data, "sp": sp, "val": np.array(val_ids)}
+
+
+def wait_for(check: Callable[[], object], what: str, timeout: float = 120.0) -> Any:
+    """`check()`'s first truthy value, looked for every 0.2 s; AssertionError naming `what`
+    after `timeout` seconds (jobs and detached schedulers that start in their own time)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"no {what} after {timeout:.0f} s")
