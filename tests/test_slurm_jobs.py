@@ -26,7 +26,7 @@ def wait_ended(job_id: str, run_dir: Path) -> slurm.JobState:
         return job if job is not None and job.ended else None
 
     try:
-        return wait_for(ended, f"end of job {job_id}")  # type: ignore[return-value]
+        return wait_for(ended, f"end of job {job_id}")
     except AssertionError as exc:
         log = (run_dir / rundir.CONSOLE_LOG).read_text(errors="replace")[-2000:]
         raise AssertionError(f"{exc}\nconsole.log:\n{log}") from None
