@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib.util
 import io
@@ -460,7 +461,8 @@ def test_sighup_to_the_group_stops_with_a_checkpoint(tmp_path):
 
 
 def test_a_second_ctrl_c_after_the_run_stopped_kills_nothing(tmp_path):
-    """Fast steps: the first Ctrl-C has stopped the run with its checkpoint before the second lands."""
+    """Fast steps: the first Ctrl-C has stopped the run with its checkpoint before the next ones
+    land. Ctrl-C keeps coming until the process is gone, so some land while it says goodbye."""
     proc = start_headless(tmp_path, step_s=0.005)
     run_dir = wait_for_steps(tmp_path, 10)
     os.killpg(proc.pid, signal.SIGINT)
@@ -468,7 +470,11 @@ def test_a_second_ctrl_c_after_the_run_stopped_kills_nothing(tmp_path):
     while not [r for r in read_events(run_dir / rundir.EVENTS_JSONL) if r["event"] == "end"]:
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGINT)
+    while proc.poll() is None:
+        assert time.monotonic() < deadline
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.002)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert "end: stopped" in err

@@ -218,8 +218,9 @@ def launch_and_follow(
     except OSError:
         offset = 0
     follower = Follower(run_dir, offset=offset)
-    # Our handlers go in before the spawn, so a Ctrl-C at any moment is a stop request, never a traceback.
-    with SignalScope(follower):
+    # Our handlers go in before the spawn, so a Ctrl-C at any moment is a stop request, never a
+    # traceback; the process ends with the follow, so one that lands after the end is ignored.
+    with SignalScope(follower, last=True):
         try:
             handle = runs.launch(run_dir, device=device, resume=resume, detach=False, ranks=ranks)
         except OSError as exc:

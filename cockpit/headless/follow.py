@@ -424,10 +424,13 @@ class SignalScope:
     """Route SIGINT, SIGTERM and SIGHUP to a follower while it runs; restore the old handlers after.
 
     SIGHUP (the terminal or SSH session gone) stops the run like SIGTERM: with a checkpoint.
+    With `last=True` the process ends with the follow: a signal that lands after the run's end
+    (a second Ctrl-C a moment late) is ignored instead of killing us with exit -2 mid-goodbye.
     """
 
-    def __init__(self, follower: Follower) -> None:
+    def __init__(self, follower: Follower, *, last: bool = False) -> None:
         self.follower = follower
+        self.last = last
         self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> SignalScope:
@@ -439,7 +442,7 @@ class SignalScope:
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_IGN if self.last else handler)
 
 
 def follow_run(
