@@ -629,9 +629,12 @@ def _dispatch(target: str, args: argparse.Namespace) -> int:
     return int(getattr(module, func_name)(args) or 0)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, whole_process: bool | None = None) -> int:
+    """Run one command. `whole_process` (the default when argv comes from sys.argv) says the
+    process ends with it, so a command may leave signal handlers for its last moments."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.whole_process = argv is None if whole_process is None else whole_process
     problem = runs_dir_problem(args)
     if problem:
         error(problem)

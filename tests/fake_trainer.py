@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         runs.child_command = fake_command  # type: ignore[assignment]
         from cockpit.__main__ import main as cockpit_main
 
-        return cockpit_main(argv[1:])
+        return cockpit_main(argv[1:], whole_process=True)
     parser = argparse.ArgumentParser(prog="fake_trainer")
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--device", default="auto")

@@ -482,6 +482,30 @@ def test_a_second_ctrl_c_after_the_run_stopped_kills_nothing(tmp_path):
     assert rundir.read_run_info(run_dir).status == "stopped"
 
 
+def test_the_signal_scope_gives_back_its_handlers_unless_the_process_ends_with_it(tmp_path):
+    """In-process callers (the tests, the app) get their handlers back; the command line ignores
+    signals after the run's end, through the interpreter's shutdown."""
+    from cockpit.headless import SignalScope
+
+    follower = Follower(tmp_path)
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    with SignalScope(follower):
+        assert signal.getsignal(signal.SIGINT) is not before[signal.SIGINT]
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+    try:
+        with SignalScope(follower, last=True):
+            pass
+        assert {sig: signal.getsignal(sig) for sig in before} == dict.fromkeys(
+            before, signal.SIG_IGN
+        )
+        os.kill(os.getpid(), signal.SIGINT)  # no KeyboardInterrupt, no stop request
+        time.sleep(0.01)
+        assert follower.stop_requests == 0
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
 def test_second_ctrl_c_kills_and_exits_130(tmp_path):
     proc = start_headless(tmp_path, step_s=0.2)
     run_dir = wait_for_steps(tmp_path, 1)

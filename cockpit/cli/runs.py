@@ -263,7 +263,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
         warn(f"{changed.line.split(', so ')[0]}; resuming with it anyway (--force)")
         rundir.update_run_info(run_dir, model_file=changed.now)
     if getattr(args, "no_ui", False):
-        return launch_and_follow(run_dir, device=device, resume=True, ranks=ranks)
+        return launch_and_follow(
+            run_dir,
+            device=device,
+            resume=True,
+            ranks=ranks,
+            whole_process=bool(getattr(args, "whole_process", False)),
+        )
     try:
         runs.launch(run_dir, device=device, resume=True, detach=True, ranks=ranks)
     except OSError as exc:

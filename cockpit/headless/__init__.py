@@ -208,19 +208,26 @@ def memory_check(preset: Preset, device: str, nproc: int, *, force: bool) -> Non
 
 
 def launch_and_follow(
-    run_dir: Path, *, device: str, resume: bool = False, ranks: runs.Ranks | None = None
+    run_dir: Path,
+    *,
+    device: str,
+    resume: bool = False,
+    ranks: runs.Ranks | None = None,
+    whole_process: bool = False,
 ) -> int:
     """Start the child in our process group and follow it (headless and `resume --no-ui`).
 
-    Several ranks run under torchrun in a session of its own; a stop goes to rank 0."""
+    Several ranks run under torchrun in a session of its own; a stop goes to rank 0. With
+    `whole_process` (the command line, not a caller in-process) the process ends with the run,
+    so a Ctrl-C that lands after its end is ignored."""
     try:  # a resumed run prints only what this launch writes
         offset = (run_dir / rundir.EVENTS_JSONL).stat().st_size if resume else 0
     except OSError:
         offset = 0
     follower = Follower(run_dir, offset=offset)
     # Our handlers go in before the spawn, so a Ctrl-C at any moment is a stop request, never a
-    # traceback; the process ends with the follow, so one that lands after the end is ignored.
-    with SignalScope(follower, last=True):
+    # traceback.
+    with SignalScope(follower, last=whole_process):
         try:
             handle = runs.launch(run_dir, device=device, resume=resume, detach=False, ranks=ranks)
         except OSError as exc:
@@ -262,4 +269,9 @@ def cmd_headless(args: argparse.Namespace) -> int:
         )
         error(f"cannot create the run directory in {where}: {exc.strerror or exc}")
         return EXIT_USAGE
-    return launch_and_follow(run_dir, device=getattr(args, "device", "auto") or "auto", ranks=ranks)
+    return launch_and_follow(
+        run_dir,
+        device=getattr(args, "device", "auto") or "auto",
+        ranks=ranks,
+        whole_process=bool(getattr(args, "whole_process", False)),
+    )

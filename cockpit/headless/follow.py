@@ -426,6 +426,9 @@ class SignalScope:
     SIGHUP (the terminal or SSH session gone) stops the run like SIGTERM: with a checkpoint.
     With `last=True` the process ends with the follow: a signal that lands after the run's end
     (a second Ctrl-C a moment late) is ignored instead of killing us with exit -2 mid-goodbye.
+    It is SIG_IGN, not a Python handler: Python puts SIG_DFL back for its own handlers as the
+    interpreter shuts down, which is when a late Ctrl-C lands. An in-process caller (a test)
+    must leave `last` off: a process it starts afterwards would inherit SIG_IGN.
     """
 
     def __init__(self, follower: Follower, *, last: bool = False) -> None:
