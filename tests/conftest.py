@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # workers spinning, and beside a neighbour (a second xdist worker, a child, another job) a
 # spinning worker stalls every step. Children inherit the same values they would choose.
 wait_politely()
+
+# Bytecode is cached, whatever PYTHONDONTWRITEBYTECODE says (some sandboxes set it): without
+# the cache every xdist worker rewrites the asserts of all 120 test modules again (collection:
+# 9.6 s of CPU, 5.4 s cached) and every child a test starts compiles cockpit from source again.
+sys.dont_write_bytecode = False
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 HOME_VARS = ("GPT_COCKPIT_CONFIG", "GPT_COCKPIT_RUNS", "GPT_COCKPIT_CACHE", "GPT_COCKPIT_STATE")
 
