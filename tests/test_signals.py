@@ -1,13 +1,22 @@
-"""Signals: SIGTERM/SIGINT stop gracefully with a checkpoint; a second SIGINT exits at once, leaving only whole files."""
+"""Signals: SIGTERM/SIGINT/SIGHUP stop gracefully with a checkpoint; a second SIGINT exits at
+once, leaving only whole files.
+
+Real children (runs.launch, signals blocked until the child's handler is in place) take
+`gpt-cockpit stop`'s SIGTERM, a SIGTERM at the spawn and the second SIGINT. SIGINT and SIGHUP
+reach the same handler: they are sent to this process while it runs the child's entry point
+(tiny_runs.train_in_process), one torch start-up fewer each. The torn checkpoint write happens in
+a forked copy of this process, which dies in the middle of it as a second Ctrl-C's os._exit does.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import pytest
-from tiny_runs import events_of, home_env, make_run
+from tiny_runs import events_of, home_env, make_run, train_in_process
 
 from cockpit import rundir, runs
 from cockpit.train import checkpoint as ckpt
@@ -21,8 +30,6 @@ pytestmark = pytest.mark.slow
 # the waiting children do not train hundreds of steps (CPU) while the tests before theirs run.
 SLOW_CHILDREN = {
     "SIGTERM": (100, ()),
-    "SIGINT": (100, ()),
-    "SIGHUP": (100, ()),
     # Long steps: the first SIGINT asks for a stop, the second arrives while that step still runs.
     "second_sigint": (1500, ("train.eval_interval=3",)),
 }
@@ -63,14 +70,8 @@ def launch_slow(slow_children, name: str):
     return run_dir, handle
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
-def test_one_signal_stops_with_a_checkpoint(slow_children, sig):
-    run_dir, handle = launch_slow(slow_children, signal.Signals(sig).name)
-    if sig == signal.SIGTERM:  # as `gpt-cockpit stop RUN` sends it: stop_run signals the holder
-        assert rundir.stop_run(run_dir)
-    else:
-        os.kill(handle.pid, sig)
-    assert handle.process.wait(timeout=60) == 0
+def assert_stopped_with_a_checkpoint(run_dir, sig: signal.Signals) -> None:
+    """The run ended `stopped` by `sig` at a step whose checkpoint and step record are there."""
     end = events_of(run_dir, "end")[-1]
     assert end["reason"] == "stopped" and signal.Signals(sig).name in end["message"]
     state = ckpt.load_checkpoint(run_dir / "checkpoints" / "last.pt")
@@ -79,6 +80,46 @@ def test_one_signal_stops_with_a_checkpoint(slow_children, sig):
     assert events_of(run_dir, "checkpoint")[-1]["step"] == end["step"]
     assert rundir.read_run_info(run_dir).status == "stopped"
     assert rundir.run_status(run_dir) == "stopped"
+
+
+def test_stop_run_sigterm_stops_a_child_with_a_checkpoint(slow_children):
+    run_dir, handle = launch_slow(slow_children, "SIGTERM")
+    assert rundir.stop_run(run_dir)  # as `gpt-cockpit stop RUN` sends it: to the lock's holder
+    assert handle.process.wait(timeout=60) == 0
+    assert_stopped_with_a_checkpoint(run_dir, signal.SIGTERM)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP])
+def test_sigint_and_sighup_stop_with_a_checkpoint(tmp_path, sig):
+    """A Ctrl-C or a dropped SSH session, sent to the process that trains once it has logged
+    step 4; the run is long and has a clock (max_time_s) only so a lost signal cannot hang."""
+    run_dir = make_run(
+        tmp_path,
+        "train.max_steps=100000",
+        "train.max_time_s=120",
+        "train.eval_interval=0",
+        "train.log_interval=2",
+    )
+    sent: list[int] = []
+
+    def send_at_step_4() -> None:
+        deadline = time.monotonic() + 60
+        while not [r for r in events_of(run_dir, "step") if r["step"] >= 4]:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
+        sent.append(events_of(run_dir, "step")[-1]["step"])
+        os.kill(os.getpid(), sig)  # the trainer's handler is in place until its run has ended
+
+    sender = threading.Thread(target=send_at_step_4, daemon=True)
+    sender.start()
+    proc = train_in_process(run_dir)
+    sender.join(timeout=10)
+    assert sent, "no step 4 within 60 s"
+    assert proc.returncode == 0, proc.stderr
+    assert STOPPING in proc.stderr
+    assert_stopped_with_a_checkpoint(run_dir, sig)
+    assert events_of(run_dir, "end")[-1]["step"] >= sent[0]
 
 
 def test_second_sigint_exits_at_once(slow_children):
@@ -99,35 +140,41 @@ def test_second_sigint_exits_at_once(slow_children):
     assert rundir.run_status(run_dir) == "crashed"
 
 
-EXIT_MID_WRITE = """
-import os, sys, torch
-from cockpit.train import checkpoint as ckpt
-
-folder = sys.argv[1]
-state = lambda step: {"format": ckpt.FORMAT_VERSION, "step": step, "model": {"w": torch.randn(256, 256)}, "optimizer": {}, "preset": {}}
-ckpt.save_last(folder, state(1))
-
-def torn_save(obj, handle, *args, **kwargs):  # half a file, then exit at once as a second Ctrl-C does
-    handle.write(b"PK\\x03\\x04" + b"\\x00" * 50_000)
-    handle.flush()
-    os._exit(130)
-
-torch.save = torn_save
-ckpt.save_last(folder, state(2))
-"""
-
-
 def test_exit_during_a_checkpoint_write_leaves_only_whole_files(tmp_path):
-    import subprocess
-    import sys
+    import torch
 
-    proc = subprocess.run(
-        [sys.executable, "-c", EXIT_MID_WRITE, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 130, proc.stderr
+    def state(step: int) -> dict:
+        return {
+            "format": ckpt.FORMAT_VERSION,
+            "step": step,
+            "model": {"w": torch.randn(256, 256)},
+            "optimizer": {},
+            "preset": {},
+        }
+
+    ckpt.save_last(tmp_path, state(1))
+    second = state(2)
+    pid = os.fork()
+    if pid == 0:  # the copy: half a file, then exit at once as a second Ctrl-C does
+        try:
+
+            def torn_save(obj, handle, *args, **kwargs):
+                handle.write(b"PK\x03\x04" + b"\x00" * 50_000)
+                handle.flush()
+                os._exit(130)
+
+            torch.save = torn_save  # in the copy only
+            ckpt.save_last(tmp_path, second)
+        finally:
+            os._exit(1)  # never back into pytest
+    deadline = time.monotonic() + 60
+    while not (done := os.waitpid(pid, os.WNOHANG))[0]:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError("the writer did not exit within 60 s")
+        time.sleep(0.01)
+    assert os.waitstatus_to_exitcode(done[1]) == 130
     assert list(tmp_path.glob(".last.pt.*.tmp"))  # the torn write is there, under a temp name only
     loaded = ckpt.load_latest(tmp_path)
     assert loaded.path.name == "last.pt" and loaded.state["step"] == 1 and not loaded.problems
