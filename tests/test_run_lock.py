@@ -176,7 +176,10 @@ def test_the_trainers_next_write_restores_an_overwritten_run_json(tmp_path):
 
 @pytest.mark.slow
 def test_an_overwritten_run_json_does_not_hide_a_live_trainer(tmp_path, capsys):
-    from tiny_runs import events_of, make_run
+    """A real child: run.json rewritten by someone else, then `gpt-cockpit stop`, whose SIGTERM
+    to the lock's holder stops it with a checkpoint (the stop signals' real child, see
+    tests/test_signals.py)."""
+    from tiny_runs import assert_stopped_with_a_checkpoint, events_of, make_run
 
     from cockpit import runs
 
@@ -211,4 +214,4 @@ def test_an_overwritten_run_json_does_not_hide_a_live_trainer(tmp_path, capsys):
         if handle.poll() is None:
             handle.process.kill()
             handle.process.wait()
-    assert rundir.read_run_info(run_dir).status == "stopped"
+    assert_stopped_with_a_checkpoint(run_dir, signal.SIGTERM)

@@ -1,11 +1,13 @@
 """Signals: SIGTERM/SIGINT/SIGHUP stop gracefully with a checkpoint; a second SIGINT exits at
 once, leaving only whole files.
 
-Real children (runs.launch, signals blocked until the child's handler is in place) take
-`gpt-cockpit stop`'s SIGTERM, a SIGTERM at the spawn and the second SIGINT. SIGINT and SIGHUP
-reach the same handler: they are sent to this process while it runs the child's entry point
-(tiny_runs.train_in_process), one torch start-up fewer each. The torn checkpoint write happens in
-a forked copy of this process, which dies in the middle of it as a second Ctrl-C's os._exit does.
+Real children (runs.launch, signals blocked until the child's handler is in place) take a
+SIGTERM at the spawn and the second SIGINT; `gpt-cockpit stop`'s SIGTERM to a real child is
+checked on tests/test_run_lock.py's live trainer (tiny_runs.assert_stopped_with_a_checkpoint).
+SIGINT and SIGHUP reach the same handler: they are sent to this process while it runs the
+child's entry point (tiny_runs.train_in_process), one torch start-up fewer each. The torn
+checkpoint write happens in a forked copy of this process, which dies in the middle of it as a
+second Ctrl-C's os._exit does.
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ import threading
 import time
 
 import pytest
-from tiny_runs import events_of, home_env, make_run, train_in_process
+from tiny_runs import (
+    assert_stopped_with_a_checkpoint,
+    events_of,
+    home_env,
+    make_run,
+    train_in_process,
+)
 
 from cockpit import rundir, runs
 from cockpit.train import checkpoint as ckpt
@@ -25,68 +33,28 @@ from cockpit.train.__main__ import STOPPING
 pytestmark = pytest.mark.slow
 
 
-# The slow children this module signals: step time in ms, then preset overrides. They all train
-# from the start until their own test signals them, so each step sleeps long enough (100 ms) that
-# the waiting children do not train hundreds of steps (CPU) while the tests before theirs run.
-SLOW_CHILDREN = {
-    "SIGTERM": (100, ()),
-    # Long steps: the first SIGINT asks for a stop, the second arrives while that step still runs.
-    "second_sigint": (1500, ("train.eval_interval=3",)),
-}
-
-
-@pytest.fixture(scope="module")
-def slow_children(tmp_path_factory):
-    """Every real child of this module, started together: each is a new interpreter importing
-    torch, and started at once those start-ups overlap instead of queueing one test at a time."""
-    root = tmp_path_factory.mktemp("slow_children")
-    started = {}
-    for name, (step_ms, overrides) in SLOW_CHILDREN.items():
-        run_dir = make_run(
-            root,
-            "train.max_steps=100000",
-            "train.eval_interval=0",
-            "train.log_interval=2",
-            *overrides,
-            name=name,
-        )
-        env = {**home_env(root), "GPT_COCKPIT_FAULT": f"slow_step_ms={step_ms}"}
-        started[name] = (run_dir, runs.launch(run_dir, device="cpu", detach=False, env=env))
-    yield started
-    for _, handle in started.values():
-        if handle.poll() is None:
-            handle.process.kill()
+def launch_slow(tmp_path, step_ms: int, *overrides: str, until_step: int = 4):
+    """A real child of a long run whose steps sleep `step_ms`, once it has logged `until_step`."""
+    run_dir = make_run(
+        tmp_path,
+        "train.max_steps=100000",
+        "train.eval_interval=0",
+        "train.log_interval=2",
+        *overrides,
+    )
+    env = {**home_env(tmp_path), "GPT_COCKPIT_FAULT": f"slow_step_ms={step_ms}"}
+    handle = runs.launch(run_dir, device="cpu", detach=False, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not [r for r in events_of(run_dir, "step") if r["step"] >= until_step]:
+            assert handle.poll() is None, (run_dir / "console.log").read_text()
+            assert time.monotonic() < deadline, "no steps within 60 s"
+            time.sleep(0.05)
+    except BaseException:
+        handle.process.kill()
         handle.process.wait(timeout=30)
-
-
-def launch_slow(slow_children, name: str):
-    """The child named `name`, once it has logged step 4."""
-    run_dir, handle = slow_children[name]
-    deadline = time.monotonic() + 60
-    while not [r for r in events_of(run_dir, "step") if r["step"] >= 4]:
-        assert handle.poll() is None, (run_dir / "console.log").read_text()
-        assert time.monotonic() < deadline, "no steps within 60 s"
-        time.sleep(0.05)
+        raise
     return run_dir, handle
-
-
-def assert_stopped_with_a_checkpoint(run_dir, sig: signal.Signals) -> None:
-    """The run ended `stopped` by `sig` at a step whose checkpoint and step record are there."""
-    end = events_of(run_dir, "end")[-1]
-    assert end["reason"] == "stopped" and signal.Signals(sig).name in end["message"]
-    state = ckpt.load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    assert state["step"] == end["step"] > 0
-    assert events_of(run_dir, "step")[-1]["step"] == end["step"]  # every step trained was logged
-    assert events_of(run_dir, "checkpoint")[-1]["step"] == end["step"]
-    assert rundir.read_run_info(run_dir).status == "stopped"
-    assert rundir.run_status(run_dir) == "stopped"
-
-
-def test_stop_run_sigterm_stops_a_child_with_a_checkpoint(slow_children):
-    run_dir, handle = launch_slow(slow_children, "SIGTERM")
-    assert rundir.stop_run(run_dir)  # as `gpt-cockpit stop RUN` sends it: to the lock's holder
-    assert handle.process.wait(timeout=60) == 0
-    assert_stopped_with_a_checkpoint(run_dir, signal.SIGTERM)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP])
@@ -122,8 +90,26 @@ def test_sigint_and_sighup_stop_with_a_checkpoint(tmp_path, sig):
     assert events_of(run_dir, "end")[-1]["step"] >= sent[0]
 
 
-def test_second_sigint_exits_at_once(slow_children):
-    run_dir, handle = launch_slow(slow_children, "second_sigint")  # 1.5 s steps
+def test_second_sigint_exits_at_once(tmp_path):
+    # Long steps (1.5 s): the first SIGINT asks for a stop, the second arrives while that step
+    # runs; a checkpoint after every step, so last.pt and last.prev.pt are there to be torn.
+    run_dir, handle = launch_slow(tmp_path, 1500, "train.eval_interval=1", until_step=2)
+    try:
+        stop_twice(run_dir, handle)
+    finally:
+        if handle.poll() is None:
+            handle.process.kill()
+            handle.process.wait(timeout=30)
+    assert not events_of(run_dir, "end")
+    folder = run_dir / "checkpoints"
+    assert {p.name for p in folder.glob("*.pt")} >= {"last.pt", "last.prev.pt"}
+    for path in folder.glob("*.pt"):  # whatever carries a real name is whole
+        ckpt.load_checkpoint(path)
+    assert rundir.run_status(run_dir) == "crashed"
+
+
+def stop_twice(run_dir, handle) -> None:
+    """A SIGINT, then a second once the child has heard the first: it exits at once (130)."""
     os.kill(handle.pid, signal.SIGINT)
     # The second only once the child has heard the first: two SIGINTs that reach a process
     # before its handler runs are one signal (a loaded machine can hold it back that long).
@@ -133,11 +119,6 @@ def test_second_sigint_exits_at_once(slow_children):
         time.sleep(0.005)
     os.kill(handle.pid, signal.SIGINT)
     assert handle.process.wait(timeout=60) == 130
-    assert not events_of(run_dir, "end")
-    folder = run_dir / "checkpoints"
-    for path in folder.glob("*.pt"):  # whatever carries a real name is whole
-        ckpt.load_checkpoint(path)
-    assert rundir.run_status(run_dir) == "crashed"
 
 
 def test_exit_during_a_checkpoint_write_leaves_only_whole_files(tmp_path):

@@ -15,6 +15,7 @@ import io
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -133,6 +134,20 @@ def train_in_process(
 def events_of(run_dir: Path, kind: str | None = None) -> list[dict]:
     records = read_events(run_dir / rundir.EVENTS_JSONL)
     return [r for r in records if kind is None or r["event"] == kind]
+
+
+def assert_stopped_with_a_checkpoint(run_dir: Path, sig: signal.Signals) -> None:
+    """The run ended `stopped` by `sig` at a step whose checkpoint and step record are there."""
+    from cockpit.train import checkpoint as ckpt
+
+    end = events_of(run_dir, "end")[-1]
+    assert end["reason"] == "stopped" and signal.Signals(sig).name in end["message"]
+    state = ckpt.load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert state["step"] == end["step"] > 0
+    assert events_of(run_dir, "step")[-1]["step"] == end["step"]  # every step trained was logged
+    assert events_of(run_dir, "checkpoint")[-1]["step"] == end["step"]
+    assert rundir.read_run_info(run_dir).status == "stopped"
+    assert rundir.run_status(run_dir) == "stopped"
 
 
 def step_losses(run_dir: Path) -> dict[int, float]:
