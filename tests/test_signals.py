@@ -92,7 +92,7 @@ def test_sigint_and_sighup_stop_with_a_checkpoint(tmp_path, sig):
 
 def test_second_sigint_exits_at_once(tmp_path):
     # Long steps (1.5 s): the first SIGINT asks for a stop, the second arrives while that step
-    # runs; a checkpoint after every step, so last.pt and last.prev.pt are there to be torn.
+    # runs; a checkpoint after every step, so there are checkpoints to tear.
     run_dir, handle = launch_slow(tmp_path, 1500, "train.eval_interval=1", until_step=2)
     try:
         stop_twice(run_dir, handle)
@@ -102,7 +102,7 @@ def test_second_sigint_exits_at_once(tmp_path):
             handle.process.wait(timeout=30)
     assert not events_of(run_dir, "end")
     folder = run_dir / "checkpoints"
-    assert {p.name for p in folder.glob("*.pt")} >= {"last.pt", "last.prev.pt"}
+    assert (folder / "last.pt").is_file()
     for path in folder.glob("*.pt"):  # whatever carries a real name is whole
         ckpt.load_checkpoint(path)
     assert rundir.run_status(run_dir) == "crashed"
