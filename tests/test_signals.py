@@ -24,6 +24,7 @@ from tiny_runs import (
     home_env,
     make_run,
     train_in_process,
+    wait_forked,
 )
 
 from cockpit import rundir, runs
@@ -33,7 +34,7 @@ from cockpit.train.__main__ import STOPPING
 pytestmark = pytest.mark.slow
 
 
-def launch_slow(tmp_path, step_ms: int, *overrides: str, until_step: int = 4):
+def launch_slow(tmp_path, step_ms: int, *overrides: str, until_step: int):
     """A real child of a long run whose steps sleep `step_ms`, once it has logged `until_step`."""
     run_dir = make_run(
         tmp_path,
@@ -148,14 +149,7 @@ def test_exit_during_a_checkpoint_write_leaves_only_whole_files(tmp_path):
             ckpt.save_last(tmp_path, second)
         finally:
             os._exit(1)  # never back into pytest
-    deadline = time.monotonic() + 60
-    while not (done := os.waitpid(pid, os.WNOHANG))[0]:
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise AssertionError("the writer did not exit within 60 s")
-        time.sleep(0.01)
-    assert os.waitstatus_to_exitcode(done[1]) == 130
+    assert wait_forked(pid, "the torn writer", timeout=60) == 130
     assert list(tmp_path.glob(".last.pt.*.tmp"))  # the torn write is there, under a temp name only
     loaded = ckpt.load_latest(tmp_path)
     assert loaded.path.name == "last.pt" and loaded.state["step"] == 1 and not loaded.problems

@@ -144,13 +144,19 @@ def train_in_fork(run_dir: Path, *, fault: str = "", timeout: float = 180) -> in
             os._exit(train_in_process(run_dir, fault=fault).returncode)
         finally:
             os._exit(70)  # an exception: EX_SOFTWARE
+    return wait_forked(pid, "the forked trainer", timeout)
+
+
+def wait_forked(pid: int, what: str, timeout: float) -> int:
+    """The exit status of the forked copy `pid`; killed, and AssertionError naming `what`,
+    past `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while not (done := os.waitpid(pid, os.WNOHANG))[0]:
         if time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            raise AssertionError(f"the forked trainer did not end within {timeout:.0f} s")
-        time.sleep(0.02)
+            raise AssertionError(f"{what} did not end within {timeout:.0f} s")
+        time.sleep(0.01)
     return os.waitstatus_to_exitcode(done[1])
 
 
