@@ -48,7 +48,7 @@ REPO = HERE.parent.parent
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
-from cockpit import rundir, runs  # noqa: E402
+from cockpit import rundir  # noqa: E402  (not cockpit.runs: the child itself never launches)
 from cockpit.common.fsutil import atomic_write_text  # noqa: E402
 from cockpit.rundir import (  # noqa: E402
     CheckpointEvent,
@@ -85,6 +85,8 @@ def fake_command(run_dir: Path, *, device: str = "auto", resume: bool = False) -
 
 def use_fake_trainer(monkeypatch: Any, **options: float) -> None:
     """Make runs.launch start this fake child, with FAKE_TRAINER set from `options`."""
+    from cockpit import runs
+
     monkeypatch.setattr(runs, "child_command", fake_command)
     monkeypatch.setenv("FAKE_TRAINER", ",".join(f"{k}={v}" for k, v in options.items()))
 
@@ -309,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     """The child's entry point, or `cockpit ARGS` to run the CLI with this child."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["cockpit"]:
+        from cockpit import runs
+
         runs.child_command = fake_command  # type: ignore[assignment]
         from cockpit.__main__ import main as cockpit_main
 

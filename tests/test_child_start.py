@@ -1,14 +1,19 @@
 """The training child starts without torch's compiler when its run does not compile, and the
-measuring child of your own model never loads it either.
+measuring child of your own model never loads it either; its CPU thread policy reaches OpenMP.
 
 torch.optim imports torch._dynamo (about 1.2 s of CPU, as much as torch) to mark code it never
 compiles in an eager run; the child defers it (cockpit/train/eager.py). A real child process
 trains an eager run to its end and never loads it, and the same process can still compile.
+The same child, started without the tests' thread settings, says which thread policy it chose
+(cockpit/train/threads.py) and OpenMP shows it took it: libgomp reads its variables once, as
+torch loads it, and `--device auto` asks torch about CUDA before training.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +22,7 @@ import pytest
 from tiny_runs import events_of, make_run
 
 from cockpit.train import __main__ as child
-from cockpit.train import eager
+from cockpit.train import eager, threads
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,7 +32,7 @@ EAGER_CHILD = """
 import json, sys
 from cockpit.train.__main__ import main
 from cockpit.train import eager
-code = main(["--run-dir", sys.argv[1], "--device", "cpu"], own_process=True)
+code = main(["--run-dir", sys.argv[1], "--device", "auto"], own_process=True)  # no GPU here
 stand_in = sys.modules[eager.NAME]
 out = {"code": code, "deferred": isinstance(stand_in, eager.DeferredDynamo),
        "loaded_while_training": eager.dynamo_loaded()}
@@ -50,16 +55,35 @@ print(json.dumps(out))
 """
 
 
-def test_an_eager_child_trains_without_the_compiler_and_can_still_compile(tmp_path):
+def openmp_settings(stderr: str) -> dict[str, str]:
+    """The variables libgomp shows when it loads with OMP_DISPLAY_ENV=VERBOSE (`  NAME = 'v'`)."""
+    return dict(re.findall(r"^\s+(\w+) = '([^']*)'", stderr, flags=re.MULTILINE))
+
+
+def test_an_eager_child_trains_without_the_compiler_says_its_threads_and_can_still_compile(
+    tmp_path,
+):
     run_dir = make_run(tmp_path, "train.max_steps=4", "train.eval_interval=2")
+    cleared = (threads.THREADS_ENV, "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+    env = {k: v for k, v in os.environ.items() if k not in cleared}  # the child's own choice
     proc = subprocess.run(
         [sys.executable, "-c", EAGER_CHILD, str(run_dir)],
         capture_output=True,
         text=True,
         cwd=ROOT,
+        env={**env, "OMP_DISPLAY_ENV": "VERBOSE"},
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
+    cores = threads.usable_cores()
+    openmp = openmp_settings(proc.stderr)
+    if cores >= threads.SPARE_FROM:
+        line = f"cpu threads: {cores - 1} of {cores} usable cores, OMP_WAIT_POLICY=PASSIVE"
+        assert openmp["OMP_WAIT_POLICY"] == "PASSIVE", proc.stderr
+    else:  # nothing to spare: torch's own count (one a core), a short spin (GOMP_SPINCOUNT)
+        line = f"cpu threads: {cores} of {cores} usable cores, OMP_WAIT_POLICY=default"
+        assert openmp["GOMP_SPINCOUNT"] == threads.SHORT_SPIN, proc.stderr
+    assert line in proc.stdout.splitlines()
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["code"] == 0
     assert events_of(run_dir, "end")[-1]["reason"] == "finished"
@@ -87,10 +111,23 @@ def test_only_an_eager_cpu_run_in_its_own_process_defers_the_compiler(
     run_dir = make_run(tmp_path, *overrides)
     calls = []
     monkeypatch.setattr(eager, "defer_dynamo", lambda: calls.append(1) or True)
-    monkeypatch.setattr(child, "run_child", lambda *a, **k: 0)
+    monkeypatch.setattr(child, "_train", lambda *a, **k: 0)
     argv = ["--run-dir", str(run_dir), "--device", device]
     assert child.main(argv, own_process=own_process) == 0
     assert bool(calls) is deferred
+
+
+def test_the_thread_policy_is_set_before_the_device_probe_loads_torch(tmp_path, monkeypatch):
+    """libgomp reads OMP_WAIT_POLICY and GOMP_SPINCOUNT once, when torch loads it, and
+    `--device auto` asks torch about CUDA: the policy must be in place before that question."""
+    run_dir = make_run(tmp_path)
+    order: list[str] = []
+    monkeypatch.setattr(child, "wait_politely", lambda: order.append("policy"))
+    monkeypatch.setattr(child, "_on_cpu", lambda device: order.append("probe") or True)
+    monkeypatch.setattr(eager, "defer_dynamo", lambda: order.append("defer") or True)
+    monkeypatch.setattr(child, "_train", lambda *a, **k: order.append("train") or 0)
+    assert child.main(["--run-dir", str(run_dir)], own_process=True) == 0
+    assert order == ["policy", "probe", "defer", "train"]
 
 
 def test_an_unreadable_preset_is_left_to_the_trainer_to_report(tmp_path):

@@ -96,14 +96,15 @@ def finite_weights(path) -> bool:
 @pytest.mark.slow
 @needs_engine
 def test_halt_stops_with_the_checkpoint_from_before(tmp_path):
-    """In a real child process: a halt exits 1 with its reason on stderr."""
-    from tiny_runs import events_of, make_run, run_child
+    """A halt exits 1 with its reason on stderr (the child's entry point, here: a real child's
+    one-line error exit is test_train_loop's test_missing_data_is_one_line_and_error)."""
+    from tiny_runs import events_of, make_run, train_in_process
 
     from cockpit import rundir
     from cockpit.train import checkpoint as ckpt
 
     run_dir = make_run(tmp_path, *ANOMALY_RUN, "train.on_anomaly=halt")
-    proc = run_child(run_dir, fault="nan_at_step=23")
+    proc = train_in_process(run_dir, fault="nan_at_step=23")
     assert proc.returncode == 1
     assert "halted" in proc.stderr and "Traceback" not in proc.stderr
     nonfinite = [w for w in events_of(run_dir, "warning") if w["rule"] == "nonfinite"]

@@ -107,3 +107,17 @@ def _time_help() -> float:
     elapsed = time.perf_counter() - started
     assert result.returncode == 0 and "usage: gpt-cockpit" in result.stdout
     return elapsed
+
+
+def test_the_run_directory_loads_the_health_rules_only_for_a_watcher():
+    """A process that only writes or reads a run (a trainer's lock, `stop`, the tests' fake
+    trainer) does not pay for the health rules; RunWatcher, the faces' follower, brings them."""
+    code = (
+        "import json, sys\n"
+        "from cockpit import rundir\n"
+        "before = 'cockpit.health' in sys.modules\n"
+        "from cockpit.rundir import RunWatcher\n"
+        "from cockpit.rundir.watch import RunWatcher as Real\n"
+        "print(json.dumps([before, 'cockpit.health' in sys.modules, RunWatcher is Real]))\n"
+    )
+    assert loaded_after(code) == [False, True, True]

@@ -275,9 +275,25 @@ def test_probe_reports_a_child_that_measured_too_little(capsys, two_gpus, monkey
     assert code == 1 and "out of memory" in one_error_line(err)
 
 
-def test_probe_child_without_cuda_exits_2(capsys, two_gpus):
-    # NVML sees a GPU, but this torch has no CUDA: the real child says so and the command exits 2
+def run_module_here(cmd: list[str], **kwargs) -> subprocess.CompletedProcess[str]:  # noqa: ANN003
+    """`python -m MODULE ARGS` as that module's main(ARGS) in this process (no interpreter and
+    torch to start): its exit code, stdout and stderr, as subprocess.run returns them."""
+    import contextlib
+    import importlib
+    import io
+
+    assert cmd[:2] == [sys.executable, "-m"], cmd
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = importlib.import_module(cmd[2]).main(cmd[3:])
+    return subprocess.CompletedProcess(cmd, code, out.getvalue(), err.getvalue())
+
+
+def test_probe_child_without_cuda_exits_2(capsys, two_gpus, monkeypatch):
+    # NVML sees a GPU, but this torch has no CUDA: the child (its module's __main__, run here)
+    # says so and the command exits 2
     pytest.importorskip("torch")
+    monkeypatch.setattr(plan_cli.subprocess, "run", run_module_here)
     code, _, err = run(capsys, "probe", "tiny_char")
     assert code == 2 and "CUDA is not available" in one_error_line(err)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 
 import pytest
@@ -14,6 +13,7 @@ from tiny_runs import (
     events_of,
     make_run,
     step_losses,
+    train_in_fork,
     train_in_process,
 )
 
@@ -112,15 +112,9 @@ def test_kill_9_leaves_a_loadable_checkpoint_and_reads_as_crashed(tmp_path):
 
 
 def test_die_at_step_is_a_crash_without_end(tmp_path):
+    """The fault's os._exit(1) ends the process that trains (a fork of this one, no new torch)."""
     run_dir = make_run(tmp_path, "train.eval_interval=10")
-    proc = subprocess.run(
-        runs.child_command(run_dir, device="cpu"),
-        env=dict(os.environ, GPT_COCKPIT_FAULT="die_at_step=15"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 1
+    assert train_in_fork(run_dir, fault="die_at_step=15", timeout=120) == 1
     assert not events_of(run_dir, "end")
     assert ckpt.load_latest(run_dir / "checkpoints").state["step"] == 10
 

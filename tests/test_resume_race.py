@@ -18,8 +18,10 @@ TRIALS = 20
 AT_ONCE = 10  # trials raced side by side, so twenty stay quick
 
 
-def stopped_run(root: Path, name: str) -> Path:
-    preset = apply_overrides(Preset(name=name), {"train.max_steps": 5000, "train.warmup_steps": 2})
+def stopped_run(root: Path, name: str, max_steps: int = 5000) -> Path:
+    preset = apply_overrides(
+        Preset(name=name), {"train.max_steps": max_steps, "train.warmup_steps": 2}
+    )
     run_dir = rundir.create_run_dir(preset, root=root)
     rundir.update_run_info(run_dir, status="stopped", end_reason="stopped", step=0)
     # the fake trainer's checkpoint (JSON under the real name): a run with one can be resumed
@@ -69,10 +71,18 @@ def starts(run_dir: Path) -> int:
     )
 
 
-def test_two_resumes_at_once_give_one_trainer_and_a_loser_that_says_why(tmp_path, monkeypatch):
+def test_two_resumes_at_once_give_one_trainer_and_a_loser_that_says_why(
+    tmp_path, monkeypatch, capsys
+):
     root = tmp_path / "runs"
     # each trainer takes the run's lock as the real child does, then steps until stopped
     use_fake_trainer(monkeypatch, lock=1, step_s=0.02)
+    # One resume here first, of a run that ends by itself: the modules a resume loads on its way
+    # (the follower, the pre-launch checks, the GPU and host probes) are then in every fork from
+    # the start, as in copies of one process, instead of each of the forty loading them again.
+    warm = stopped_run(root, "warm-up", max_steps=3)
+    assert main(["--runs-dir", str(root), "resume", warm.name, "--no-ui"]) == 0
+    assert "end: finished" in capsys.readouterr().err
     # the loser waits for the winner's trainer to take the lock so it can name it: a loaded
     # machine can take longer than the product's few seconds to start twenty interpreters, and
     # the loser would then say "still starting" (true, but not the line this test is about)

@@ -44,14 +44,20 @@ def test_a_second_lock_on_a_run_is_refused_and_names_the_holder(tmp_path):
 
 
 def test_the_child_refuses_a_run_another_process_trains(tmp_path):
-    """`python -m cockpit.train --resume` on a live run: one line, exit 2, nothing written."""
+    """`python -m cockpit.train --resume` on a live run: one line, exit 2, nothing written, and
+    no torch loaded (its default `--device auto` asks torch about CUDA only once it holds the run)."""
     run_dir = rundir.create_run_dir(tiny(), tmp_path / "r")
     holder = rundir.TrainLock(run_dir)
     before = snapshot(run_dir)
+    no_torch = tmp_path / "no_torch" / "torch"  # a torch that fails loudly if anything loads it
+    no_torch.mkdir(parents=True)
+    (no_torch / "__init__.py").write_text('raise ImportError("torch was loaded")\n')
+    path = os.pathsep.join([str(no_torch.parent), os.environ.get("PYTHONPATH", "")])
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "cockpit.train", "--run-dir", str(run_dir), "--resume"],
             cwd=REPO,
+            env={**os.environ, "PYTHONPATH": path},
             capture_output=True,
             text=True,
             timeout=60,
@@ -170,7 +176,10 @@ def test_the_trainers_next_write_restores_an_overwritten_run_json(tmp_path):
 
 @pytest.mark.slow
 def test_an_overwritten_run_json_does_not_hide_a_live_trainer(tmp_path, capsys):
-    from tiny_runs import events_of, make_run
+    """A real child: run.json rewritten by someone else, then `gpt-cockpit stop`, whose SIGTERM
+    to the lock's holder stops it with a checkpoint (the stop signals' real child, see
+    tests/test_signals.py)."""
+    from tiny_runs import assert_stopped_with_a_checkpoint, events_of, make_run
 
     from cockpit import runs
 
@@ -205,4 +214,4 @@ def test_an_overwritten_run_json_does_not_hide_a_live_trainer(tmp_path, capsys):
         if handle.poll() is None:
             handle.process.kill()
             handle.process.wait()
-    assert rundir.read_run_info(run_dir).status == "stopped"
+    assert_stopped_with_a_checkpoint(run_dir, signal.SIGTERM)

@@ -15,6 +15,7 @@ import io
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -130,9 +131,52 @@ def train_in_process(
     return subprocess.CompletedProcess(cmd, code, "", err.getvalue())
 
 
+def train_in_fork(run_dir: Path, *, fault: str = "", timeout: float = 180) -> int:
+    """The child's entry point in a forked copy of this process: its exit status. For a run
+    that ends its process (os._exit) without needing a new interpreter and torch; the copy's
+    stdout and stderr go nowhere (it shares this process's descriptors)."""
+    pid = os.fork()
+    if pid == 0:  # the copy: train, and never return into pytest
+        try:
+            quiet = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(quiet, 1)
+            os.dup2(quiet, 2)
+            os._exit(train_in_process(run_dir, fault=fault).returncode)
+        finally:
+            os._exit(70)  # an exception: EX_SOFTWARE
+    return wait_forked(pid, "the forked trainer", timeout)
+
+
+def wait_forked(pid: int, what: str, timeout: float) -> int:
+    """The exit status of the forked copy `pid`; killed, and AssertionError naming `what`,
+    past `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (done := os.waitpid(pid, os.WNOHANG))[0]:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError(f"{what} did not end within {timeout:.0f} s")
+        time.sleep(0.01)
+    return os.waitstatus_to_exitcode(done[1])
+
+
 def events_of(run_dir: Path, kind: str | None = None) -> list[dict]:
     records = read_events(run_dir / rundir.EVENTS_JSONL)
     return [r for r in records if kind is None or r["event"] == kind]
+
+
+def assert_stopped_with_a_checkpoint(run_dir: Path, sig: signal.Signals) -> None:
+    """The run ended `stopped` by `sig` at a step whose checkpoint and step record are there."""
+    from cockpit.train import checkpoint as ckpt
+
+    end = events_of(run_dir, "end")[-1]
+    assert end["reason"] == "stopped" and signal.Signals(sig).name in end["message"]
+    state = ckpt.load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert state["step"] == end["step"] > 0
+    assert events_of(run_dir, "step")[-1]["step"] == end["step"]  # every step trained was logged
+    assert events_of(run_dir, "checkpoint")[-1]["step"] == end["step"]
+    assert rundir.read_run_info(run_dir).status == "stopped"
+    assert rundir.run_status(run_dir) == "stopped"
 
 
 def step_losses(run_dir: Path) -> dict[int, float]:

@@ -25,6 +25,8 @@ Nothing here imports torch or textual: a face reaches a run only through these
 files and signals to its process.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from cockpit.rundir.events import (
     EVENT_KINDS,
     EVENT_TYPES,
@@ -90,7 +92,21 @@ from cockpit.rundir.status import (
     WAITING_STATUSES,
     status_for_end_reason,
 )
-from cockpit.rundir.watch import RunWatcher
+
+if TYPE_CHECKING:
+    from cockpit.rundir.watch import RunWatcher
+
+
+def __getattr__(name: str) -> Any:
+    """RunWatcher on first use: it loads the health rules (about 35 ms of CPU a process), which
+    the faces that follow a run need and the processes that only write or read one do not (the
+    commands that start or stop a run, the fake trainer of the tests)."""
+    if name == "RunWatcher":
+        from cockpit.rundir.watch import RunWatcher
+
+        return RunWatcher
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CHECKPOINTS",

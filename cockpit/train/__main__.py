@@ -120,10 +120,17 @@ def _take_run_lock(run_dir: str | os.PathLike[str]) -> rundir.TrainLock | None:
 _KEPT: list[object] = []  # a torchrun rank's trainer, never freed before the process ends
 
 
-def run_child(run_dir: str | os.PathLike[str], device: str = "auto", resume: bool = False) -> int:
+def run_child(
+    run_dir: str | os.PathLike[str],
+    device: str = "auto",
+    resume: bool = False,
+    *,
+    own_process: bool = False,
+) -> int:
     """Train the run in `run_dir`; every outcome ends in events, run.json and an exit code.
 
-    A run that another process trains is refused with one line, touching nothing.
+    A run that another process trains is refused with one line, touching nothing (and
+    loading no torch). `own_process`: see main().
     """
     switch = _StopSwitch()
     switch.install()
@@ -133,8 +140,12 @@ def run_child(run_dir: str | os.PathLike[str], device: str = "auto", resume: boo
         switch.uninstall()
         error(str(exc))
         return EXIT_USAGE
-    wait_politely()  # before torch loads OpenMP
+    # Both before anything imports torch (the device probe below does): libgomp reads its
+    # OMP_WAIT_POLICY and GOMP_SPINCOUNT once, when torch loads it.
+    wait_politely()
     os.environ.update(child_alloc_env(dict(os.environ)))  # before torch loads its CUDA allocator
+    if own_process:
+        _defer_compiler(run_dir, device)
     try:
         return _train(run_dir, device, resume, switch)
     finally:
@@ -239,6 +250,16 @@ def _compiles(run_dir: str) -> bool:
         return True
 
 
+def _defer_compiler(run_dir: str | os.PathLike[str], device: str) -> None:
+    """An eager run on the CPU starts without torch's compiler (train/eager.py). A CUDA run
+    loads it as torch does: its AMP, fused-optimizer and NCCL paths have not been run with
+    the stand-in on a GPU, and a second of start-up is nothing beside its training."""
+    if not _compiles(str(run_dir)) and _on_cpu(device):  # the preset first: it loads no torch
+        from cockpit.train.eager import defer_dynamo
+
+        defer_dynamo()
+
+
 def _on_cpu(device: str) -> bool:
     """Whether the run trains on the CPU (asking CUDA for its device count creates no context)."""
     if device != "auto":
@@ -266,14 +287,7 @@ def main(argv: list[str] | None = None, *, own_process: bool = False) -> int:
     if not (Path(args.run_dir) / rundir.PRESET_JSON).is_file():
         error(f"{args.run_dir} is not a run directory (no {rundir.PRESET_JSON})")
         return EXIT_USAGE
-    # An eager run on the CPU starts without torch's compiler (train/eager.py). A CUDA run
-    # loads it as torch does: its AMP, fused-optimizer and NCCL paths have not been run with
-    # the stand-in on a GPU, and a second of start-up is nothing beside its training.
-    if own_process and _on_cpu(args.device) and not _compiles(args.run_dir):
-        from cockpit.train.eager import defer_dynamo
-
-        defer_dynamo()
-    return run_child(args.run_dir, args.device, args.resume)
+    return run_child(args.run_dir, args.device, args.resume, own_process=own_process)
 
 
 def leave(code: int) -> None:
