@@ -19,7 +19,7 @@ from cockpit.plan.presets import Preset, apply_overrides, load_preset
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 RUN_TIMEOUT_S = 300
-ONE_CPU = "--sbatch-arg=--cpus-per-task=1"  # the test node has 4: every entry runs at once
+ONE_CPU = "--sbatch-arg=--cpus-per-task=1"  # the test node has more: every entry runs at once
 TICK = "--tick=0.5"  # the scheduler looks at its jobs (one squeue each) every 0.5 s, not 2 s
 
 
