@@ -44,6 +44,10 @@ def wait_for(condition, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def log_kinds(queue: Queue) -> list[str]:
+    return [line["kind"] for line in queue.log_lines()]
+
+
 def checkpointed_and_running(queue: Queue):
     for e in queue.entries(states=["running"]):
         if e.run_dir and any(r["step"] < 40 for r in events_of(Path(e.run_dir), "checkpoint")):
@@ -57,9 +61,10 @@ def test_a_killed_scheduler_restarted_finishes_the_night(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     corpus = write_corpus(tmp_path)
     monkeypatch.setenv("GPT_COCKPIT_CPU_THREADS", "1")  # every run on one thread: comparable losses
-    # each run waits 3 s after step 20 (checkpointed): a window to be killed midway in, where
-    # slowing every step by 150 ms cost each run 6 s
-    monkeypatch.setenv("GPT_COCKPIT_FAULT", "hold_at_step=20,hold_s=3")
+    # each run waits after step 20 (checkpointed) until the test has killed what it kills: a
+    # window to be killed midway in, where slowing every step by 150 ms cost each run 6 s
+    release = tmp_path / "killed"
+    monkeypatch.setenv("GPT_COCKPIT_FAULT", f"hold_at_step=20,hold_s=60,hold_until={release}")
     sets = [a for s in [*SETS, f"data.source={corpus}"] for a in ("--set", s)]
     added = cockpit(
         "queue",
@@ -100,14 +105,13 @@ def test_a_killed_scheduler_restarted_finishes_the_night(tmp_path, monkeypatch):
         child = rundir.read_run_info(victim.run_dir).pid
         os.kill(child, signal.SIGKILL)  # and one run with it, as the OOM killer would
 
-        # the window was needed once: what the new scheduler starts trains straight through
-        # (the run it adopts keeps its hold, at most hold_s)
-        monkeypatch.delenv("GPT_COCKPIT_FAULT")
         again = cockpit("queue", "run", "--tick", "0.25", cwd=tmp_path)
         assert again.returncode == 0, again.stderr
+        wait_for(lambda: "adopted" in log_kinds(queue), 60, "the run that lived on, adopted")
+        release.touch()  # the window was needed once: every run trains straight on from here
         wait_for(lambda: holder_pid(scheduler_lock_path()) is None, 300, "the night to end")
         entries = queue.entries()
-        log = [line["kind"] for line in queue.log_lines()]
+        log = log_kinds(queue)
 
     assert [e.state for e in entries] == ["done"] * 3, [(e.id, e.state, e.reason) for e in entries]
     run_dirs = sorted(Path(os.environ["GPT_COCKPIT_RUNS"]).iterdir())
@@ -121,6 +125,7 @@ def test_a_killed_scheduler_restarted_finishes_the_night(tmp_path, monkeypatch):
     assert events_of(Path(killed.run_dir), "start")[-1]["resumed_from"] in (10, 20, 30)
 
     # the same preset trained straight through, in this process, on one thread
+    monkeypatch.delenv("GPT_COCKPIT_FAULT")
     reference = rundir.create_run_dir(rundir.load_run_preset(killed.run_dir), tmp_path / "straight")
     assert train_in_process(reference).returncode == 0
     assert step_losses(Path(killed.run_dir)) == step_losses(reference)  # exactly, step for step
