@@ -30,7 +30,7 @@ CLIENTS = ("sbatch", "squeue", "scontrol", "scancel", "sinfo")
 
 # What the test node offers. config_overrides makes slurmd take these as the node's size,
 # whatever the machine has, so the same jobs fit (and the same ones are refused) everywhere.
-NODE_CPUS = 4
+NODE_CPUS = 6  # room for the requeue test's runs at once: a two-rank job and three of one CPU
 NODE_MEMORY_MB = 8000
 DEF_MEM_PER_CPU_MB = 1000  # without it a job takes the whole node's memory: one job at a time
 NODE_GPUS = 2

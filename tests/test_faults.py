@@ -41,6 +41,25 @@ def test_a_hold_waits_for_the_stop_and_every_rank_leaves_on_rank_zeros_word():
     assert f.hold_s == 0.1 and 2 <= len(looks) <= 10
 
 
+def test_a_hold_ends_when_its_release_file_appears(tmp_path):
+    release = tmp_path / "go"
+    f = parse_faults(f"hold_at_step=4,hold_until={release}")
+    assert f.hold_until == str(release) and f.active
+    looks: list[int] = []
+
+    def asked() -> bool:  # never asked to stop; the third look makes the file
+        looks.append(1)
+        if len(looks) == 3:
+            release.touch()
+        return False
+
+    f.hold(asked)  # returns once the file is there, long before HOLD_MAX_S
+    assert len(looks) == 3
+    looks.clear()
+    f.hold(lambda: looks.append(1) and False)  # the file is there: one look, no wait
+    assert len(looks) == 1
+
+
 def test_empty_means_no_fault(monkeypatch):
     monkeypatch.delenv("GPT_COCKPIT_FAULT", raising=False)
     f = faults_from_env()

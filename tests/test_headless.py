@@ -378,7 +378,9 @@ def test_a_silent_live_run_is_reported_as_stalled(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- signals, in a real process
 
 
-def start_headless(tmp_path: Path, step_s: float = 0.05, **extra: str) -> subprocess.Popen[str]:
+def start_headless(tmp_path: Path, step_s: float = 0.02, **extra: str) -> subprocess.Popen[str]:
+    """`--no-ui` on the fake child: 400 steps of `step_s` (8 s by default: live for as long as a
+    test waits for its first steps and signals it, without sleeping long for those steps)."""
     env = {**os.environ, "FAKE_TRAINER": f"step_s={step_s}", "PYTHONUNBUFFERED": "1"}
     cmd = cockpit_command(
         "--no-ui", "--runs-dir", str(tmp_path / "runs"), "--max-steps", "400", *TINY

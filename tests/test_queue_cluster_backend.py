@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,33 @@ def test_a_restarted_scheduler_adopts_the_jobs_and_submits_none_twice(tmp_path, 
     assert second.started == {}  # adopted, never submitted again
     assert {e.state for e in queue.entries()} == {"done"}
     assert [e.attempts for e in queue.entries()] == [1] * len(entries)
+
+
+def test_a_tick_asks_slurm_about_all_its_jobs_at_once(tmp_path, preset_file, monkeypatch):
+    """One squeue a tick for every live job, not one per entry: a sweep of a hundred runs would
+    ask slurmctld a hundred times a tick."""
+    from cockpit import rundir
+    from cockpit.campaign import slurm
+    from cockpit.plan.presets import load_preset
+
+    asked: list[list[str]] = []
+
+    def squeue(argv, **_):
+        asked.append(list(argv))
+        ids = next(a for a in argv if a.startswith("--jobs=")).split("=", 1)[1].split(",")
+        lines = "".join(f"{i}|PENDING|Priority||0:00\n" for i in ids)
+        return subprocess.CompletedProcess(argv, 0, lines, "")
+
+    monkeypatch.setattr(slurm, "_call", squeue)
+    s, queue, _ = make_scheduler(tmp_path, SlurmBackend())
+    entries = add(queue, preset_file, tmp_path / "runs", 3, device="gpu", gpus=1)
+    for i, e in enumerate(entries):  # three jobs a scheduler before this one submitted
+        run_dir = rundir.create_run_dir(load_preset(str(preset_file)), tmp_path / "runs" / f"r{i}")
+        queue.claim(e.id, backend="slurm", planned_device="cuda:0", planned_bytes=1)
+        queue.record_job(e.id, run_dir=str(run_dir), backend_job=str(500 + i))
+    s.tick()  # adopts them
+    asked.clear()
+    s.tick()
+    assert [a[0] for a in asked] == ["squeue"]
+    assert "--jobs=500,501,502" in asked[0]
+    assert {e.state for e in queue.entries()} == {"starting"}

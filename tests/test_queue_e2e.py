@@ -44,6 +44,10 @@ def wait_for(condition, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def log_kinds(queue: Queue) -> list[str]:
+    return [line["kind"] for line in queue.log_lines()]
+
+
 def checkpointed_and_running(queue: Queue):
     for e in queue.entries(states=["running"]):
         if e.run_dir and any(r["step"] < 40 for r in events_of(Path(e.run_dir), "checkpoint")):
@@ -57,9 +61,10 @@ def test_a_killed_scheduler_restarted_finishes_the_night(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     corpus = write_corpus(tmp_path)
     monkeypatch.setenv("GPT_COCKPIT_CPU_THREADS", "1")  # every run on one thread: comparable losses
-    # each run waits 3 s after step 20 (checkpointed): a window to be killed midway in, where
-    # slowing every step by 150 ms cost each run 6 s
-    monkeypatch.setenv("GPT_COCKPIT_FAULT", "hold_at_step=20,hold_s=3")
+    # each run waits after step 20 (checkpointed) until the test has killed what it kills: a
+    # window to be killed midway in, where slowing every step by 150 ms cost each run 6 s
+    release = tmp_path / "killed"
+    monkeypatch.setenv("GPT_COCKPIT_FAULT", f"hold_at_step=20,hold_s=60,hold_until={release}")
     sets = [a for s in [*SETS, f"data.source={corpus}"] for a in ("--set", s)]
     added = cockpit(
         "queue",
@@ -102,9 +107,11 @@ def test_a_killed_scheduler_restarted_finishes_the_night(tmp_path, monkeypatch):
 
         again = cockpit("queue", "run", "--tick", "0.25", cwd=tmp_path)
         assert again.returncode == 0, again.stderr
+        wait_for(lambda: "adopted" in log_kinds(queue), 60, "the run that lived on, adopted")
+        release.touch()  # the window was needed once: every run trains straight on from here
         wait_for(lambda: holder_pid(scheduler_lock_path()) is None, 300, "the night to end")
         entries = queue.entries()
-        log = [line["kind"] for line in queue.log_lines()]
+        log = log_kinds(queue)
 
     assert [e.state for e in entries] == ["done"] * 3, [(e.id, e.state, e.reason) for e in entries]
     run_dirs = sorted(Path(os.environ["GPT_COCKPIT_RUNS"]).iterdir())

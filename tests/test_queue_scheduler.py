@@ -41,8 +41,11 @@ def h100(ours, ram):
     return planning.whatif_machine("H100")
 
 
-def fake(monkeypatch, *faults: str, step_s: float = 0.02) -> list[bool]:
-    """runs.launch starts the fake trainer; launch N gets faults[N] (none after the list)."""
+def fake(monkeypatch, *faults: str, step_s: float = 0.002) -> list[bool]:
+    """runs.launch starts the fake trainer; launch N gets faults[N] (none after the list).
+
+    Steps are quick: a test that acts on a live run holds it with a pause (HELD, pause_at)
+    rather than slowing every run down to have time to act."""
     calls: list[bool] = []
 
     def command(run_dir, *, device="auto", resume=False, **_):
@@ -120,7 +123,7 @@ def test_a_run_that_dies_midway_is_retried_in_its_own_directory(queue, monkeypat
 
 
 def test_a_run_killed_by_sigkill_is_retried_and_says_so(queue, monkeypatch):
-    fake(monkeypatch, step_s=0.05)
+    fake(monkeypatch, "pause_at=5,pause_s=120")  # live at step 5 until killed; the retry trains
     (e,) = add(queue)
     s = scheduler(queue)
     # its step records, not run.json (which says the step only at an eval, at step 10)
@@ -168,7 +171,7 @@ def test_a_crash_at_step_zero_is_not_retried(queue, monkeypatch):
 
 
 def test_a_killed_scheduler_is_succeeded_by_one_that_adopts_its_runs(queue, monkeypatch):
-    calls = fake(monkeypatch, step_s=0.05)
+    calls = fake(monkeypatch, step_s=0.01)  # live for the successor's first tick, a moment later
     add(queue, 3)
     first = scheduler(queue)
     first.acquire()
@@ -204,8 +207,11 @@ def test_two_schedulers_cannot_run_one_queue(queue):
     scheduler(queue).acquire()  # free again
 
 
+HELD = "pause_at=1,pause_s=120"  # silent after step 1 until asked to stop (a live run, for as long as needed)
+
+
 def test_rm_of_a_running_entry_stops_it_with_a_checkpoint_and_cancels_it(queue, monkeypatch):
-    fake(monkeypatch, step_s=0.05)
+    fake(monkeypatch, HELD)  # a waits to be removed; b trains straight through
     a, b = add(queue, 2)
     s = scheduler(queue)
     drive(s, until=lambda: queue.get(a.id).state == "running")
@@ -213,9 +219,6 @@ def test_rm_of_a_running_entry_stops_it_with_a_checkpoint_and_cancels_it(queue, 
     drive(s)
     assert queue.get(a.id).state == "cancelled" and queue.get(b.id).state == "done"
     assert rundir.read_run_info(queue.get(a.id).run_dir).status == "stopped"
-
-
-HELD = "pause_at=1,pause_s=120"  # silent after step 1 until asked to stop (a live run, for as long as needed)
 
 
 def test_stop_now_stops_the_runs_and_launches_nothing_more(queue, monkeypatch):
@@ -344,7 +347,7 @@ class PruneSecond:
 
 
 def test_the_pruning_policy_stops_a_losing_entry_of_a_group(queue, monkeypatch):
-    fake(monkeypatch, step_s=0.05)
+    fake(monkeypatch, "", "pause_at=3,pause_s=120")  # b waits at step 3 until it is pruned
     a, b = queue.add(
         [NewEntry("tiny_char", overrides=dict(TINY), device="cpu", group="g", name=n) for n in "ab"]
     )

@@ -13,12 +13,13 @@ from tiny_runs import TINY, events_of, home_env, step_losses, wait_for, write_co
 
 from cockpit import rundir
 from cockpit.campaign import slurm
+from cockpit.campaign.store import Queue
 from cockpit.plan.presets import Preset, apply_overrides, load_preset
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 RUN_TIMEOUT_S = 300
-ONE_CPU = "--sbatch-arg=--cpus-per-task=1"  # the test node has 4: every entry runs at once
+ONE_CPU = "--sbatch-arg=--cpus-per-task=1"  # the test node has more: every entry runs at once
 TICK = "--tick=0.5"  # the scheduler looks at its jobs (one squeue each) every 0.5 s, not 2 s
 
 
@@ -152,12 +153,14 @@ def test_stop_now_checkpoints_a_slurm_run_and_requeued_it_resumes_exactly(cluste
         text=True,
     )
     try:
-        # one `queue --json` a look (each is a new interpreter): the entry with its run directory
-        row = wait_for(lambda: next((r for r in queue_rows() if r.get("run_dir")), None), "a run")
-        run_dir = Path(row["run_dir"])
-        listed = wait_for(
-            lambda: (r := queue_rows()[0])["state"] == "running" and r, "the entry running"
-        )
+        # looks at the queue's database here (a `queue --json` a look would start an interpreter
+        # each time); the command's own view once the entry runs
+        with Queue() as queue:
+            entry = wait_for(lambda: next((e for e in queue.entries() if e.run_dir), None), "a run")
+            wait_for(lambda: queue.get(entry.id).state == "running", "the entry running")
+        run_dir = Path(entry.run_dir)
+        (listed,) = queue_rows()
+        assert listed["state"] == "running" and listed["run_dir"] == str(run_dir)
         assert listed["job"].startswith(f"job {listed['backend_job']} RUNNING on {cluster.node}")
         table = cockpit("queue")
         assert f"job {listed['backend_job']} RUNNING" in table.stdout

@@ -123,14 +123,17 @@ def test_a_tiny_cpu_run_trains_to_its_end_as_a_slurm_job(ended, monkeypatch):
     assert "cpu threads: 1 of" in (run_dir / rundir.CONSOLE_LOG).read_text()
 
 
-def test_runs_stopped_midway_resume_exactly_when_requeued_by_hand_or_by_the_time_limit(
+def test_runs_stopped_midway_resume_exactly_when_requeued_by_hand_the_time_limit_or_a_node_failure(
     cluster, ended, tmp_path, monkeypatch
 ):
     """Runs side by side, each held at a known step: one cancelled (SIGTERM: it stops with a
     checkpoint) and requeued by hand, one sent the time limit's USR1 (it checkpoints, then the
-    job requeues itself); both resume from their checkpoint and train exactly as the run that
-    went straight through. Beside them (where the cluster has two fake GPUs) a two-rank job
-    under torchrun, cancelled, stops through rank 0."""
+    job requeues itself), and one whose node then goes DOWN under it (slurmctld's verdict on a
+    failed node, or an admin's: Slurm cancels the job "due to node failure" and requeues it,
+    --requeue). All three resume from their checkpoint and train exactly as the run that went
+    straight through; their requeued jobs wait out Slurm's requeue delay together. Beside them
+    (where the cluster has two fake GPUs) a two-rank job under torchrun, cancelled, stops
+    through rank 0."""
     reference: Path = ended["cpu"].run_dir  # type: ignore[attr-defined]
     ranks = make_run(tmp_path, *SHARED_RUN, name="ranks") if cluster.gpus >= 2 else None
     if ranks is not None:  # first: its three interpreters take longest to start
@@ -144,11 +147,13 @@ def test_runs_stopped_midway_resume_exactly_when_requeued_by_hand_or_by_the_time
         )
     cut = make_run(tmp_path, *SHARED_RUN, name="cut")
     timed = make_run(tmp_path, *SHARED_RUN, name="timed")
+    downed = make_run(tmp_path, *SHARED_RUN, name="node-down")
     monkeypatch.setenv("GPT_COCKPIT_FAULT", "hold_at_step=12")  # the job's env: waits there
     job_id = submit(cut)
+    down_job = submit(downed)
     monkeypatch.setenv("GPT_COCKPIT_FAULT", "hold_at_step=8")
     timed_job = submit(timed)
-    held = [(cut, 12), (timed, 8), *([(ranks, 8)] if ranks is not None else [])]
+    held = [(cut, 12), (timed, 8), (downed, 12), *([(ranks, 8)] if ranks is not None else [])]
     wait_for(lambda: all(last_step(d) >= k for d, k in held), "every run at its held step")
     assert slurm.cancel(job_id) == "asked to stop with a checkpoint"
     slurm.warn_time_limit(timed_job)  # what Slurm sends SIGNAL_LEAD_S before --time runs out
@@ -179,8 +184,23 @@ def test_runs_stopped_midway_resume_exactly_when_requeued_by_hand_or_by_the_time
         assert events_of(ranks, "end")[-1]["reason"] == "stopped"
         assert "asked rank 0 to stop" in (ranks / f"slurm-{ranks_job}.out").read_text()
 
+    # the node fails under the one run left on it: the time-limited job has requeued itself
+    def timed_requeued() -> bool:
+        job = slurm.read_job(timed_job)
+        return rundir.run_status(timed) != "running" and job is not None and job.waiting
+
+    wait_for(timed_requeued, "the time-limited job back in the queue")
+    try:
+        cluster.run("scontrol", "update", f"nodename={cluster.node}", "state=down", "reason=test")
+        wait_for(lambda: len(events_of(downed, "start")) == 2, "the node-failed job's restart")
+    finally:  # the node returns by itself (ReturnToService=2); make sure of it for what follows
+        if "down" in cluster.node_state().lower():
+            cluster.run(
+                "scontrol", "update", f"nodename={cluster.node}", "state=resume", check=False
+            )
+
     wait_for(lambda: len(events_of(timed, "start")) == 2, "the requeued job's start")
-    for run_dir in (cut, timed):
+    for run_dir in (cut, timed, downed):
         wait_for(lambda d=run_dir: rundir.read_run_info(d).status == "finished", "a resumed end")
         assert step_losses(run_dir) == step_losses(reference)  # exactly, step for step
         assert len(step_losses(run_dir)) == 60
@@ -196,35 +216,12 @@ def test_runs_stopped_midway_resume_exactly_when_requeued_by_hand_or_by_the_time
     assert "SIGTERM received" not in out  # the requeue's own SIGTERM finds nothing left to stop
     assert wait_ended(timed_job, timed).state == "COMPLETED"
 
-
-def test_a_node_failure_under_a_run_requeues_it_and_it_resumes_exactly(
-    cluster, ended, tmp_path, monkeypatch
-):
-    """The node a run trains on goes DOWN (slurmctld's verdict on a failed node, or an admin's):
-    Slurm cancels the job "due to node failure" and requeues it (--requeue). The run stops
-    with a checkpoint at the SIGTERM, and the requeued job resumes from it and trains exactly
-    as the run that went straight through."""
-    reference: Path = ended["cpu"].run_dir  # type: ignore[attr-defined]
-    run_dir = make_run(tmp_path, *SHARED_RUN, name="node-down")
-    monkeypatch.setenv("GPT_COCKPIT_FAULT", "hold_at_step=12")  # the job's env: waits there
-    job_id = submit(run_dir)
-    wait_for(lambda: last_step(run_dir) >= 12, "the run at its held step")
-    try:
-        cluster.run("scontrol", "update", f"nodename={cluster.node}", "state=down", "reason=test")
-        wait_for(lambda: len(events_of(run_dir, "start")) == 2, "the requeued job's start")
-    finally:  # the node returns by itself (ReturnToService=2); make sure of it for what follows
-        if "down" in cluster.node_state().lower():
-            cluster.run(
-                "scontrol", "update", f"nodename={cluster.node}", "state=resume", check=False
-            )
-    wait_for(lambda: rundir.read_run_info(run_dir).status == "finished", "the resumed run's end")
-    assert step_losses(run_dir) == step_losses(reference)  # exactly, step for step
-    assert [e["reason"] for e in events_of(run_dir, "end")] == ["stopped", "finished"]
-    assert [s["resumed_from"] for s in events_of(run_dir, "start")] == [None, 12]
-    out = (run_dir / f"slurm-{job_id}.out").read_text()
+    assert [e["reason"] for e in events_of(downed, "end")] == ["stopped", "finished"]
+    assert [s["resumed_from"] for s in events_of(downed, "start")] == [None, 12]
+    out = (downed / f"slurm-{down_job}.out").read_text()
     assert "DUE TO NODE FAILURE" in out and "stopping the run with a checkpoint" in out
     assert "restart 1" in out and "--resume" in out
-    assert wait_ended(job_id, run_dir).state == "COMPLETED"
+    assert wait_ended(down_job, downed).state == "COMPLETED"
 
 
 def test_what_slurm_refuses_is_one_line_with_its_reason(cluster, tmp_path):

@@ -77,6 +77,11 @@ class Backend(ABC):
     def poll(self, entry: Entry) -> RunState:
         """The entry's run now, from its run directory and `entry.backend_job`."""
 
+    def look(self, entries: list[Entry]) -> None:
+        """Called each tick before `entries` are polled one by one: a backend that can read
+        them all in one question (one squeue for every job) asks it here. Default: nothing."""
+        return None
+
     @abstractmethod
     def stop(self, entry: Entry, *, checkpoint: bool = True) -> bool:
         """Ask the run to stop (checkpoint first) or, with checkpoint=False, kill it; False

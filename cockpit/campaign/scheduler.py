@@ -167,7 +167,9 @@ class Scheduler:
 
     def _settle(self) -> None:
         """Poll every live entry; adopt what a previous scheduler started; settle what ended."""
-        for entry in self.queue.entries(states=LIVE_STATES):
+        live = self.queue.entries(states=LIVE_STATES)
+        self.backend.look(live)
+        for entry in live:
             watch = self._watch.get(entry.id)
             if watch is None:
                 watch = self._adopt(entry)

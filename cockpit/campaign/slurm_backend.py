@@ -53,6 +53,7 @@ class SlurmBackend(Backend):
 
     def __init__(self, options: slurm.SlurmOptions | None = None) -> None:
         self.options = options or slurm.SlurmOptions()
+        self._looked: dict[str, slurm.JobState] = {}  # this tick's squeue by job id, each used once
 
     def place(self, need: Need, machine: Machine) -> Placement | Refusal:
         """The GPUs the entry asks for (Slurm picks which), or the CPU; refused only when the
@@ -85,13 +86,22 @@ class SlurmBackend(Backend):
         (the job script finds the checkpoint and resumes by itself, whatever `resume` says)."""
         return slurm.submit(self.request(entry, run_dir, placement), self.options)
 
+    def look(self, entries: list[Entry]) -> None:
+        """One squeue for every live entry's job this tick, not one per entry (a sweep of a
+        hundred runs would ask slurmctld a hundred times a tick)."""
+        try:
+            self._looked = slurm.read_jobs([e.backend_job for e in entries if e.backend_job])
+        except slurm.SlurmError:
+            self._looked = {}  # each poll asks again, and says why it cannot tell
+
     def poll(self, entry: Entry) -> RunState:
         """The job's state from Slurm and the run's from its directory."""
         if not entry.run_dir or not entry.backend_job:
             return RunState("unknown", message="no job yet")
         path = Path(entry.run_dir)
         try:
-            job = slurm.read_job(entry.backend_job)
+            # this tick's look, else its own question (a job squeue forgot: scontrol may know it)
+            job = self._looked.pop(entry.backend_job, None) or slurm.read_job(entry.backend_job)
         except slurm.SlurmError as exc:
             return RunState("unknown", message=str(exc))
         try:

@@ -181,8 +181,11 @@ def _trainer_of(run_dir: Path) -> int | None:
         holder = rundir.lock_holder(run_dir)
         if holder or time.monotonic() > deadline:
             return holder
-        if rundir.run_status(run_dir) not in rundir.LIVE_STATUSES:
-            return None  # it ended (or its launch failed) meanwhile
+        status = rundir.run_status(run_dir)
+        if status != "starting":
+            # A trainer takes the lock before it says `running`: look once more (it may have
+            # done both since the look above); a running run with no holder gets none by waiting.
+            return rundir.lock_holder(run_dir) if status == "running" else None
         time.sleep(0.1)
 
 

@@ -16,6 +16,8 @@ GPT_COCKPIT_FAULT is a comma-separated list of `name=value` items:
                         a collective the others have not reached). A test that stops a run
                         midway waits for this instead of slowing every step.
     hold_s=X            the longest hold, in seconds (default HOLD_MAX_S); the run then trains on
+    hold_until=PATH     the hold also ends once the file PATH exists (a test that needed the
+                        window lets every held run go on at once); no comma in PATH
 
 Steps count completed optimizer steps from 1, as the `step` events do. A NaN or
 spike fires once per process, so a rollback that replays step K trains cleanly.
@@ -45,6 +47,7 @@ _INT_KEYS = (
     "hold_at_step",
 )
 _FLOAT_KEYS = ("slow_step_ms", "hold_s")
+_STR_KEYS = ("hold_until",)
 
 
 class FaultSpecError(ValueError):
@@ -66,6 +69,7 @@ class Faults:
     stop_at_step: int | None = None
     hold_at_step: int | None = None
     hold_s: float = HOLD_MAX_S
+    hold_until: str | None = None  # a file whose existence ends the hold
     fired: set[str] = field(default_factory=set)
     rank: int = 0  # this process's torchrun rank (RANK), for oom_rank
     steps_done: int = 0  # optimizer steps completed (after_step), for oom_from_step
@@ -129,11 +133,17 @@ class Faults:
     def hold(
         self, stop_asked: Callable[[], bool], agree: Callable[[bool], bool] = lambda done: done
     ) -> None:
-        """Wait until `stop_asked()` (at most hold_s). `agree(done)` gives every rank rank 0's
-        `done` (a collective under torchrun), so the ranks wait and leave together."""
+        """Wait until `stop_asked()` or the hold_until file exists (at most hold_s). `agree(done)`
+        gives every rank rank 0's `done` (a collective under torchrun), so the ranks wait and
+        leave together."""
         deadline = time.monotonic() + self.hold_s
-        while not agree(self.rank == 0 and (stop_asked() or time.monotonic() >= deadline)):
+        while not agree(
+            self.rank == 0 and (stop_asked() or self._released() or time.monotonic() >= deadline)
+        ):
             time.sleep(HOLD_POLL_S)
+
+    def _released(self) -> bool:
+        return self.hold_until is not None and os.path.exists(self.hold_until)
 
 
 def parse_faults(spec: str | None) -> Faults:
@@ -145,9 +155,14 @@ def parse_faults(spec: str | None) -> Faults:
             continue
         key, sep, raw = item.partition("=")
         key = key.strip()
-        if not sep or key not in _INT_KEYS + _FLOAT_KEYS:
-            known = ", ".join(k + "=N" for k in _INT_KEYS + _FLOAT_KEYS)
+        if not sep or key not in _INT_KEYS + _FLOAT_KEYS + _STR_KEYS:
+            known = ", ".join(
+                [k + "=N" for k in _INT_KEYS + _FLOAT_KEYS] + [k + "=PATH" for k in _STR_KEYS]
+            )
             raise FaultSpecError(f"{FAULT_ENV}: cannot read {item!r}; known items: {known}")
+        if key in _STR_KEYS:
+            setattr(faults, key, raw.strip())
+            continue
         try:
             value: float = int(raw) if key in _INT_KEYS else float(raw)
         except ValueError:
