@@ -3,7 +3,8 @@ writing, a Ctrl-C that stops both with one checkpoint and a resume that continue
 sharded (FSDP2) checkpoints read back whole by sample and export, the launch commands for one
 and several machines, and the full-val eval shared out over the ranks.
 
-Each torchrun costs three interpreters importing torch (about 8 s of CPU on this tiny model),
+Each torchrun costs three interpreters importing torch (about 6 s of CPU for FSDP2 on this tiny
+model, whose ranks also load torch's compiler for DTensor; compiling ranks add their compile),
 so one module fixture trains one run for all the tests here: sharded (`train.parallel=fsdp`,
 whose checkpoints and resume are the harder case), launched by `--no-ui --nproc 2`, stopped by
 Ctrl-C, resumed by `resume --no-ui` with its blocks compiled. DDP's own runs (the same curve as
