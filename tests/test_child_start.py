@@ -37,6 +37,14 @@ stand_in = sys.modules[eager.NAME]
 out = {"code": code, "deferred": isinstance(stand_in, eager.DeferredDynamo),
        "loaded_while_training": eager.dynamo_loaded()}
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel  # what a torchrun rank wraps its model in
+dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+ddp = DistributedDataParallel(torch.nn.Linear(4, 4))
+ddp(torch.ones(2, 4)).sum().backward()
+out["ddp_grads"] = ddp.module.weight.grad is not None and not ddp._use_python_reducer
+out["loaded_by_ddp"] = eager.dynamo_loaded()
+dist.destroy_process_group()
 from torch.utils.flop_counter import FlopCounterMode  # what the measuring child runs
 layer = torch.nn.Linear(4, 4, device="meta")
 with FlopCounterMode(display=False) as counter:
@@ -89,6 +97,8 @@ def test_an_eager_child_trains_without_the_compiler_says_its_threads_and_can_sti
     assert events_of(run_dir, "end")[-1]["reason"] == "finished"
     assert [r["step"] for r in events_of(run_dir, "checkpoint")][-1] == 4
     assert out["deferred"] and not out["loaded_while_training"]
+    # a DDP rank joins its process group and wraps its model without the compiler too
+    assert out["ddp_grads"] and not out["loaded_by_ddp"]
     # 2·B·in·out for the forward and again for the weight's gradient (the input needs none)
     assert out["flops"] == 2 * (2 * 2 * 4 * 4) and not out["loaded_while_measuring"]
     assert out["compiled"] == 6.0 and out["loaded_after"]
@@ -157,6 +167,18 @@ def test_the_stand_in_answers_as_torch_does_outside_a_compile():
     with pytest.raises(AttributeError):
         stand_in.__file__  # noqa: B018  # inspect and pickle probe every module: no load for them
     assert stand_in.__dict__["_real"] is None
+
+
+def test_the_stand_in_answers_a_ddp_rank_and_forwards_the_rest_of_those_modules():
+    stand_in = eager.DeferredDynamo()
+    assert stand_in.utils.get_optimize_ddp_mode() != "python_reducer"  # DDP's C++ reducer
+    assert stand_in.trace_rules.clear_lru_cache() is None
+    assert stand_in.__dict__["_real"] is None  # neither question loaded the compiler
+    part = stand_in.utils
+    counters = part.counters  # anything else of it: the real module's, loaded for it
+    assert stand_in.__dict__["_real"] is not None and counters is stand_in.real().utils.counters
+    assert part.get_optimize_ddp_mode is stand_in.real().utils.get_optimize_ddp_mode
+    assert stand_in.utils is stand_in.real().utils  # loaded: the stand-in only forwards
 
 
 def test_a_torchrun_rank_leaves_without_the_interpreters_teardown(monkeypatch, capsys):

@@ -3,7 +3,8 @@ writing, a Ctrl-C that stops both with one checkpoint and a resume that continue
 sharded (FSDP2) checkpoints read back whole by sample and export, the launch commands for one
 and several machines, and the full-val eval shared out over the ranks.
 
-Each torchrun costs three interpreters importing torch (about 8 s of CPU on this tiny model),
+Each torchrun costs three interpreters importing torch (about 6 s of CPU for FSDP2 on this tiny
+model, whose ranks also load torch's compiler for DTensor; compiling ranks add their compile),
 so one module fixture trains one run for all the tests here: sharded (`train.parallel=fsdp`,
 whose checkpoints and resume are the harder case), launched by `--no-ui --nproc 2`, stopped by
 Ctrl-C, resumed by `resume --no-ui` with its blocks compiled. DDP's own runs (the same curve as
@@ -327,6 +328,42 @@ def test_a_rank_that_raises_is_named_with_its_cause(monkeypatch):
     assert tdist.peer_failure(Dist(0, 0, 2), wait_s=0.0) is not None
     store.data.clear()
     assert tdist.peer_failure(Dist(0, 0, 2), wait_s=0.0) is None  # nobody says: rank 0's own error
+
+
+def test_a_sample_runs_the_blocks_compiled_in_place_eagerly():
+    """Under torchrun the blocks are compiled in place, so the raw model's generate would run
+    them compiled: a batch of one, then a context growing a token a step, two graphs more per
+    rank at the first eval. The sample is written eagerly: nothing is compiled for it, and its
+    text is the eager model's."""
+    import contextlib
+    from types import SimpleNamespace
+
+    import torch._dynamo
+
+    from cockpit.text.tokenizers import CharTokenizer
+    from cockpit.train.evaluate import Evaluator
+    from cockpit.train.models import build_model
+    from cockpit.train.runtime import Dist
+    from cockpit.train.sharded import compile_blocks
+
+    preset = apply_overrides(Preset(name="tiny_sample"), [*TINY, "train.compile=true"])
+    torch.manual_seed(0)
+    model = build_model(preset.model)
+    tokenizer = CharTokenizer([chr(c) for c in range(10, 10 + preset.model.vocab_size)])
+    data = SimpleNamespace(val=[0, 1, 2])
+
+    def sample(net: torch.nn.Module) -> str:
+        evaluator = Evaluator(
+            preset, net, net, data, tokenizer, torch.device("cpu"), Dist(),
+            contextlib.nullcontext(), events=None,
+        )  # fmt: skip
+        return evaluator.sample_text(step=3)
+
+    eager_text = sample(model)
+    assert compile_blocks(model) == preset.model.n_layer
+    frames = dict(torch._dynamo.utils.counters["frames"])  # what this process compiled so far
+    assert sample(model) == eager_text
+    assert dict(torch._dynamo.utils.counters["frames"]) == frames  # no frame of the sample
 
 
 def test_the_full_val_eval_is_shared_out_and_gives_the_one_process_figures(tmp_path):

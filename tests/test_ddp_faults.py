@@ -12,9 +12,9 @@ process's with the same global batch.
   the DDP wrap (so on a GPU each block's all-reduce overlaps the backward of the blocks before
   it): rank 1 ends the run with one line naming it and the way out.
 
-A torchrun costs three interpreters importing torch (about 8 s of CPU here), so the curves ride
-on the faulted runs rather than on runs of their own. Compiled FSDP2 blocks are test_ddp.py's
-sharded run, resumed compiled.
+A torchrun costs three interpreters importing torch (about 4.5 s of CPU for eager DDP here,
+whose ranks start without torch's compiler), so the curves ride on the faulted runs rather than
+on runs of their own. Compiled FSDP2 blocks are test_ddp.py's sharded run, resumed compiled.
 """
 
 from __future__ import annotations

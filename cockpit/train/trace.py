@@ -176,13 +176,10 @@ class LiveBytes(TorchDispatchMode):
         self.live = 0
         self.peak = 0
         self.peak_op = ""
-        self.peak_index = -1
-        self.ops = 0
         self.category = "activations"
         self.tags: dict[int, tuple[int, str]] = {}  # storage key -> (bytes, category at creation)
         self._refs: dict[int, weakref.ref] = {}
-        self.snapshot_at = -1
-        self.snapshot: dict[str, int] | None = None
+        self.snapshot: dict[str, int] | None = None  # bytes by category at the peak
         # (storage key, bytes asked for) in the order the device would see them; 0 bytes: freed.
         # The caching allocator model (cockpit.plan.allocator) replays them into a reserved peak.
         self.events: list[tuple[int, int]] = []
@@ -210,7 +207,7 @@ class LiveBytes(TorchDispatchMode):
         self.live -= n
 
     def reset_peak(self) -> None:
-        self.peak, self.peak_op, self.peak_index, self.ops = 0, "", -1, 0
+        self.peak, self.peak_op = 0, ""
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         out = func(*args, **(kwargs or {}))
@@ -219,10 +216,8 @@ class LiveBytes(TorchDispatchMode):
             category = "temporaries"  # made during backward: gradients are found by identity later
         for st, on_device in _storages(out):
             self.track(st, category, on_device)
-        self.ops += 1
         if self.live > self.peak:
-            self.peak, self.peak_op, self.peak_index = self.live, str(func), self.ops
-        if self.ops == self.snapshot_at:
+            self.peak, self.peak_op = self.live, str(func)
             self.snapshot = self.classify(self.tags)
         return out
 
@@ -353,7 +348,7 @@ def _categorise(runner: Any, tags: dict[int, tuple[int, str]]) -> dict[str, int]
 def trace_batch(
     runner: Any, counter: LiveBytes, preset: Preset, batch: int, steps: int
 ) -> dict[str, Any]:
-    """Peak live bytes over `steps` optimizer steps at `batch`, with a replay step for the categories."""
+    """Peak live bytes over `steps` optimizer steps at `batch`, and those bytes by category."""
     m, t = preset.model, preset.train
     n_seq = batch * t.grad_accum
     with _category(
@@ -365,18 +360,12 @@ def trace_batch(
             torch.zeros(shape, dtype=torch.long, device="cuda"),
         )
     counter.reset_peak()
-    peak_in_last = (0, "", -1)
+    # the live storages sorted into categories each time the peak rises (grads and optimizer
+    # state are known by identity only while they live): the last sort is the peak's
+    counter.snapshot, counter.classify = None, lambda tags: _categorise(runner, tags)
     for _ in range(steps):
-        start = counter.ops
         _step(runner, counter, xy, batch)
-        if counter.peak_index > start:
-            peak_in_last = (counter.peak, counter.peak_op, counter.peak_index - start)
     peak, peak_op = counter.peak, counter.peak_op
-    # replay one more step, identical in shapes, and look at what is live at the same op
-    counter.snapshot, counter.snapshot_at = None, counter.ops + peak_in_last[2]
-    counter.classify = lambda tags: _categorise(runner, tags)
-    _step(runner, counter, xy, batch)
-    counter.snapshot_at = -1
     by_category = counter.snapshot or _categorise(runner, {})
     return {
         "batch": batch,
