@@ -33,6 +33,43 @@ wait_politely()
 sys.dont_write_bytecode = False
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
+# The files that take longest, first. `--dist loadfile` hands each xdist worker whole files and by
+# default the files with most tests first, which left the long few-test files (a Slurm requeue, a
+# torchrun launch, a queue end to end) for last while the other worker sat idle. Longest first
+# packs the two workers best; waiting files (Slurm) start beside working ones (torchrun). Order by
+# wall seconds of a whole run; tests/test_suite_order.py checks every name is a file.
+LONGEST_FIRST = (
+    "tests/test_slurm_jobs.py",
+    "tests/test_ddp.py",
+    "tests/tui/test_app_flows.py",
+    "tests/test_queue_slurm.py",
+    "tests/test_ddp_faults.py",
+    "tests/tui/test_confirmations.py",
+    "tests/test_trace.py",
+    "tests/test_own_model.py",
+    "tests/test_headless.py",
+    "tests/test_queue_e2e.py",
+    "tests/test_resume_race.py",
+    "tests/test_presets_fuzz.py",
+    "tests/test_queue_scheduler.py",
+    "tests/test_runs.py",
+    "tests/test_signals.py",
+    "tests/test_train_loop.py",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Hand out files in collection order (below), not pytest-xdist's most-tests-first."""
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """LONGEST_FIRST's files first, the rest as collected (a stable sort keeps each file whole)."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
+
+
 HOME_VARS = ("GPT_COCKPIT_CONFIG", "GPT_COCKPIT_RUNS", "GPT_COCKPIT_CACHE", "GPT_COCKPIT_STATE")
 
 
