@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input, Label, Static
+from textual.widgets import DataTable, Header, Input, Label, Static
 from textual.widgets.data_table import ColumnKey
 
 from cockpit.common.format import human_bytes, human_count
@@ -30,6 +30,7 @@ from cockpit.plan.presets import (
 )
 from cockpit.tui.access import app_of
 from cockpit.tui.exact import ExactFigure, source_label, verdict_words
+from cockpit.tui.widgets.footer import KeyFooter
 from cockpit.tui.widgets.vram_bar import vram_bar
 
 TOP_FIELDS = ["name", "description"]
@@ -138,7 +139,7 @@ class EditorScreen(Screen):
                 yield DataTable(id="editor-table", cursor_type="row", show_header=False)
             with VerticalScroll(id="editor-live"):
                 yield Static(id="live-panel")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)

@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from cockpit.common.format import human_bytes, human_params
 from cockpit.plan.estimate import estimate
@@ -16,6 +16,7 @@ from cockpit.plan.gpu import CATALOG, GpuSpec
 from cockpit.plan.presets import Preset, scan_presets
 from cockpit.tui.access import app_of
 from cockpit.tui.exact import verdict_words
+from cockpit.tui.widgets.footer import KeyFooter
 
 
 class PresetsScreen(Screen):
@@ -48,7 +49,7 @@ class PresetsScreen(Screen):
             yield Static(id="gpu-line")
             yield DataTable(id="presets-table", cursor_type="row", zebra_stripes=True)
             yield Static(id="preset-detail")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)

@@ -17,11 +17,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from cockpit.campaign.store import ENDED_STATES, LIVE_STATES, Queue, QueueError
 from cockpit.campaign.view import QueueView, clock, row_texts
 from cockpit.common.format import human_bytes
+from cockpit.tui.widgets.footer import KeyFooter
 
 REFRESH_S = 1.0
 BAR_WIDTH = 24
@@ -130,7 +131,7 @@ class QueueScreen(Screen):
         yield DataTable(id="queue-table", cursor_type="row", zebra_stripes=True)
         yield Static(id="queue-detail")
         yield Static(id="queue-log")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)

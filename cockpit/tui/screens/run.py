@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 
 from cockpit import rundir, runs
 from cockpit.common.format import (
@@ -31,6 +31,7 @@ from cockpit.plan.presets import Preset, PresetError
 from cockpit.runs.history import QUIET_PHASES, RunHistory
 from cockpit.tui.access import app_of, services_of
 from cockpit.tui.messages import GpusPolled, RunRecords, RunStatusPolled, RunTailed
+from cockpit.tui.widgets.footer import KeyFooter
 from cockpit.tui.widgets.metric_plot import MetricPlot
 
 LIVE_POLL_BYTES = 1 << 20  # at most 1 MiB of events per tick keeps a tick well under a frame
@@ -98,7 +99,7 @@ class RunScreen(Screen):
                 yield Static(id="run-health", classes="panel")
                 yield Static(id="run-sample", classes="panel")
         yield Static(id="run-log")
-        yield Footer()
+        yield KeyFooter()
 
     # ---------------------------------------------------------------- start
 

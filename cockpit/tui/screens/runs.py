@@ -8,12 +8,13 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from cockpit import rundir, runs
 from cockpit.common.format import counted, fmt_float, human_duration, status_markup
 from cockpit.tui.access import app_of, services_of
 from cockpit.tui.messages import RunsListed
+from cockpit.tui.widgets.footer import KeyFooter
 
 REFRESH_S = 2.0
 
@@ -50,7 +51,7 @@ class RunsScreen(Screen):
         yield Header()
         yield Static(id="runs-where")
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
