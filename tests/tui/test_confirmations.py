@@ -22,7 +22,7 @@ def question(app) -> str:
 
 async def test_the_cursor_starts_on_the_smallest_preset():
     app = app_for_tests()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         screen = app.screen
         smallest = min(list_presets(), key=lambda p: estimate(p, None).params)
@@ -38,7 +38,7 @@ async def test_a_launch_asks_with_device_eta_and_verdict_and_no_starts_nothing()
         launcher=lambda preset, runs_dir: calls.append(preset) or Path("/nonexistent"),
         gpu_query=lambda: [fake_gpu("NVIDIA T4", 16)],
     )
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: app.local_gpus is not None)
         select_preset(app.screen, "shakespeare_char")
         await pilot.press("l")
@@ -55,7 +55,7 @@ async def test_a_launch_asks_with_device_eta_and_verdict_and_no_starts_nothing()
 
 async def test_a_launch_on_a_machine_without_a_gpu_says_cpu():
     app = app_for_tests()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: app.local_gpus is not None)
         await pilot.press("l")
         await pilot.pause()
@@ -73,7 +73,7 @@ async def open_editor(pilot, name: str = "shakespeare_char") -> EditorScreen:
 
 async def test_escape_with_unsaved_edits_asks_and_without_leaves():
     app = app_for_tests()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         await open_editor(pilot)
         await pilot.press("escape")  # nothing edited: straight back
@@ -107,7 +107,7 @@ async def save_as(pilot, name: str) -> None:
 
 async def test_saving_under_a_built_in_name_asks_first():
     app = app_for_tests()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         editor = await open_editor(pilot)
         editor.set_field("train.lr", "0.0007")
@@ -128,7 +128,7 @@ async def test_saving_under_a_built_in_name_asks_first():
 
 async def test_saving_over_another_user_preset_asks_first():
     app = app_for_tests()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         await open_editor(pilot)
         await save_as(pilot, "mine")  # a new name: no question
@@ -147,7 +147,7 @@ async def test_saving_over_another_user_preset_asks_first():
 
 async def test_a_saved_duplicate_keeps_its_own_full_values():
     app = app_for_tests()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         select_preset(app.screen, "tiny_char")
         await pilot.press("d")
@@ -161,7 +161,7 @@ async def test_a_saved_duplicate_keeps_its_own_full_values():
 
 async def test_arrow_keys_move_between_fields():
     app = app_for_tests()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         editor = await open_editor(pilot)
         first, box = editor.current, app.focused
@@ -181,7 +181,7 @@ async def test_a_broken_user_preset_file_is_a_notification():
     user_dir().mkdir(parents=True, exist_ok=True)
     (user_dir() / "wrong.json").write_text("{not json")
     app = app_for_tests()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: any("skipped wrong.json" in n for n in notices(app)))
         detail = str(app.screen.query_one("#preset-detail", Static).render())
         assert "1 preset file(s) do not load" in detail

@@ -19,7 +19,7 @@ def _launcher(calls: list[tuple[str, int]]):
 
 
 async def _launch(app, keys: str) -> None:
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         screen = app.screen
         assert isinstance(screen, PresetsScreen)

@@ -29,7 +29,7 @@ async def test_the_status_lines_tick_while_no_record_arrives(tmp_path):
     run_dir, last = live_run(tmp_path)
     now = [last["time"] + 2.0]
     app = app_for_tests(attach=run_dir, clock=lambda: now[0])
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         screen = app.screen
         status = screen.query_one("#run-status", Static)
@@ -50,7 +50,7 @@ async def test_a_run_still_setting_up_says_so_and_counts_from_its_launch(tmp_pat
     (run_dir / "events.jsonl").write_text("")
     now = [info["created"] + 12.0]
     app = app_for_tests(attach=run_dir, clock=lambda: now[0])
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         status = app.screen.query_one("#run-status", Static)
         await wait_for(pilot, lambda: "elapsed 12.0s" in str(status.render()))
@@ -65,7 +65,7 @@ async def stall_note_after(tmp_path, keep_lines: int) -> str:
     run_dir, last = live_run(tmp_path, keep_lines=keep_lines)
     now = [last["time"] + 2.0]
     app = app_for_tests(attach=run_dir, clock=lambda: now[0], status_poll_s=0.1)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         screen = app.screen
         polls = screen.status_polls
