@@ -53,7 +53,7 @@ async def test_f1_opens_help_from_the_editor_where_letters_are_typed():
 
 async def test_the_command_palette_offers_this_screens_actions():
     app = app_for_tests()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         titles = [c.title for c in app.get_system_commands(app.screen)]
         for title in (
