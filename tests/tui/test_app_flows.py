@@ -80,10 +80,25 @@ async def test_presets_screen_lists_builtin_and_user_presets():
         await pilot.pause()
         assert "gpt2_124m" in text_of(screen, "#preset-detail")
         assert str(table.get_row("gpt2_124m")[7]) == "-"  # no GPU: no fit verdict
+        before = {name: [str(cell) for cell in table.get_row(name)] for name in names}
+        writes: list[str] = []  # the label of each column a cell was written in
+        cleared: list[bool] = []
+        update_cell, clear = table.update_cell, table.clear
+        table.update_cell = lambda row, column, *a, **kw: (  # type: ignore[method-assign]
+            writes.append(str(table.columns[column].label)),
+            update_cell(row, column, *a, **kw),
+        )
+        table.clear = lambda *a, **kw: (cleared.append(True), clear(*a, **kw))[1]  # type: ignore
+        screen.gpus_known()  # the same GPU (none) again: nothing to write
+        assert writes == [] and cleared == []
         await pilot.press("g")  # what-if: the first catalog GPU
         await pilot.pause()
         assert "what-if GPU 1/23: B200" in text_of(screen, "#gpu-line")
         assert str(table.get_row("gpt2_124m")[7]) == "yes"
+        assert writes and set(writes) <= {"est. VRAM", "fits"} and cleared == []
+        await pilot.press("G")  # back to this machine: every cell as it was
+        await pilot.pause()
+        assert {name: [str(cell) for cell in table.get_row(name)] for name in names} == before
 
 
 async def test_fit_column_follows_this_machines_gpu():

@@ -42,6 +42,7 @@ class PresetsScreen(Screen):
         self.ready = False  # the table has its columns
         self.placed = False  # the cursor has been put on the smallest preset once
         self.away = False  # another screen is or was on top since the presets were read
+        self.rows: list[tuple[str, tuple[str, ...]]] = []  # each row's key and cells, as shown
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -104,15 +105,15 @@ class PresetsScreen(Screen):
         if read:
             self.presets, self.problems = scan_presets()  # one read of the files for both
         gpu = self.gpu
-        table.clear()
         sizes = []
+        rows: list[tuple[str, tuple[str, ...]]] = []
         for preset in self.presets:
             est = estimate(preset, gpu)
             sizes.append(est.params)
             fits = {True: "yes", False: "[bold red]no[/]", None: "-"}[est.fits]
             kind = "built-in" if preset.builtin else "[bold cyan]user[/]"
             t = preset.train
-            table.add_row(
+            cells = (
                 kind,
                 preset.name,
                 human_params(est.params),
@@ -121,8 +122,9 @@ class PresetsScreen(Screen):
                 str(preset.tokens_per_step),
                 human_bytes(est.peak_bytes),
                 fits,
-                key=preset.name,
             )
+            rows.append((preset.name, cells))
+        self._show_rows(table, rows)
         if self.presets and not self.placed:  # start on the smallest: a stray launch costs least
             self.placed = True
             keep = sizes.index(min(sizes))
@@ -130,6 +132,21 @@ class PresetsScreen(Screen):
             table.move_cursor(row=min(max(keep, 0), len(self.presets) - 1))
         self.query_one("#gpu-line", Static).update(self.gpu_label())
         self.show_detail()
+
+    def _show_rows(self, table: DataTable, rows: list[tuple[str, tuple[str, ...]]]) -> None:
+        """Put `rows` in the table, writing only the cells that changed when the same presets
+        are listed in the same order (a GPU change alters two columns, the GPU query often none):
+        rebuilding the table redraws and re-lays out all of it."""
+        if [name for name, _ in rows] != [name for name, _ in self.rows]:
+            table.clear()
+            for name, cells in rows:
+                table.add_row(*cells, key=name)
+        else:
+            for (name, cells), (_, shown) in zip(rows, self.rows, strict=True):
+                for column, cell, was in zip(table.columns, cells, shown, strict=True):
+                    if cell != was:
+                        table.update_cell(name, column, cell, update_width=True)
+        self.rows = rows
 
     def selected(self) -> Preset | None:
         """The highlighted preset."""
