@@ -31,6 +31,7 @@ from cockpit.plan.presets import (
 from cockpit.tui.access import app_of
 from cockpit.tui.exact import ExactFigure, source_label, verdict_words
 from cockpit.tui.widgets.footer import KeyFooter
+from cockpit.tui.widgets.panel import Panel
 from cockpit.tui.widgets.vram_bar import vram_bar
 
 TOP_FIELDS = ["name", "description"]
@@ -131,14 +132,14 @@ class EditorScreen(Screen):
         yield Header()
         with Horizontal(id="editor-body"):
             with Vertical(id="editor-fields"):
-                yield Static(id="editor-title")
+                yield Panel(id="editor-title")
                 with Horizontal(id="editor-edit"):
                     yield Label(self.current, id="editor-path")
                     yield Input(self.field_texts[self.current], id="editor-input", compact=True)
-                yield Static("", id="editor-error")
+                yield Panel("", id="editor-error")
                 yield DataTable(id="editor-table", cursor_type="row", show_header=False)
             with VerticalScroll(id="editor-live"):
-                yield Static(id="live-panel")
+                yield Panel(id="live-panel")
         yield KeyFooter()
 
     def on_mount(self) -> None:

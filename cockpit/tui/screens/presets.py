@@ -17,6 +17,7 @@ from cockpit.plan.presets import Preset, scan_presets
 from cockpit.tui.access import app_of
 from cockpit.tui.exact import verdict_words
 from cockpit.tui.widgets.footer import KeyFooter
+from cockpit.tui.widgets.panel import Panel
 
 
 class PresetsScreen(Screen):
@@ -47,9 +48,9 @@ class PresetsScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         with Vertical(id="presets-body"):
-            yield Static(id="gpu-line")
+            yield Panel(id="gpu-line")
             yield DataTable(id="presets-table", cursor_type="row", zebra_stripes=True)
-            yield Static(id="preset-detail")
+            yield Panel(id="preset-detail")
         yield KeyFooter()
 
     def on_mount(self) -> None:

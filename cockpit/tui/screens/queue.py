@@ -23,6 +23,7 @@ from cockpit.campaign.store import ENDED_STATES, LIVE_STATES, Queue, QueueError
 from cockpit.campaign.view import QueueView, clock, row_texts
 from cockpit.common.format import human_bytes
 from cockpit.tui.widgets.footer import KeyFooter
+from cockpit.tui.widgets.panel import Panel
 
 REFRESH_S = 1.0
 BAR_WIDTH = 24
@@ -126,11 +127,11 @@ class QueueScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static("reading the queue...", id="queue-summary")
-        yield Static(id="queue-gpus")
+        yield Panel("reading the queue...", id="queue-summary")
+        yield Panel(id="queue-gpus")
         yield DataTable(id="queue-table", cursor_type="row", zebra_stripes=True)
-        yield Static(id="queue-detail")
-        yield Static(id="queue-log")
+        yield Panel(id="queue-detail")
+        yield Panel(id="queue-log")
         yield KeyFooter()
 
     def on_mount(self) -> None:

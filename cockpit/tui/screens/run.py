@@ -33,6 +33,7 @@ from cockpit.tui.access import app_of, services_of
 from cockpit.tui.messages import GpusPolled, RunRecords, RunStatusPolled, RunTailed
 from cockpit.tui.widgets.footer import KeyFooter
 from cockpit.tui.widgets.metric_plot import MetricPlot
+from cockpit.tui.widgets.panel import Panel
 
 LIVE_POLL_BYTES = 1 << 20  # at most 1 MiB of events per tick keeps a tick well under a frame
 CLOCK_S = 1.0  # the status lines (elapsed, ETA, last update) tick this often while a run is live
@@ -87,7 +88,7 @@ class RunScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(id="run-status")
+        yield Panel(id="run-status")
         with Horizontal(id="run-body"):
             with Vertical(id="run-plots"):
                 yield MetricPlot("loss (train, val)", id="plot-loss")
@@ -95,10 +96,10 @@ class RunScreen(Screen):
                     yield MetricPlot("lr", id="plot-lr")
                     yield MetricPlot("grad norm", log_y=True, id="plot-grad")
             with Vertical(id="run-side"):
-                yield Static(id="run-gpu", classes="panel")
-                yield Static(id="run-health", classes="panel")
-                yield Static(id="run-sample", classes="panel")
-        yield Static(id="run-log")
+                yield Panel(id="run-gpu", classes="panel")
+                yield Panel(id="run-health", classes="panel")
+                yield Panel(id="run-sample", classes="panel")
+        yield Panel(id="run-log")
         yield KeyFooter()
 
     # ---------------------------------------------------------------- start
