@@ -10,6 +10,7 @@ from test_app_flows import select_preset
 from textual.widgets import DataTable, Input, Static
 
 from cockpit.plan.estimate import estimate
+from cockpit.plan.gpu import CATALOG
 from cockpit.plan.presets import list_presets, load_preset, user_dir
 from cockpit.tui.screens.confirm import ConfirmScreen, PromptScreen
 from cockpit.tui.screens.editor import EditorScreen
@@ -199,23 +200,40 @@ async def test_moving_the_cursor_or_the_gpu_reads_no_preset_file_and_coming_back
         reads.append(Path(path))
         return original(path, **kwargs)
 
+    from cockpit.tui.screens import presets as presets_screen
+
+    estimated: list[tuple[str, str | None]] = []  # (preset, GPU) of each estimate made
+    estimate_once = presets_screen.estimate
+
+    def counted_estimate(preset, gpu):
+        estimated.append((preset.name, gpu and gpu.name))
+        return estimate_once(preset, gpu)
+
     app = app_for_tests()
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: app.local_gpus is not None)
         screen = app.screen
         monkeypatch.setattr(store, "load_preset_file", counted)
+        monkeypatch.setattr(presets_screen, "estimate", counted_estimate)
         first = screen.selected().name
         await pilot.press("down", "down", "up")
         detail = str(screen.query_one("#preset-detail", Static).render())
         assert screen.selected().name != first and screen.selected().name in detail
         assert reads == []  # the files were read with the list, not again per highlighted row
-        await pilot.press("g", "G")  # a what-if GPU and back: the same presets, re-estimated
-        assert screen.gpu_choice == -1 and reads == []
+        assert estimated == []  # nor estimated again: the list's estimates are kept
+        await pilot.press("g")  # a what-if GPU: every preset estimated on it, once
+        await wait_for(pilot, lambda: screen.gpu_choice == 0)
+        assert sorted(estimated) == sorted((p.name, CATALOG[0].name) for p in screen.presets)
+        await pilot.press("G", "g", "G")  # this machine and the what-if again: both seen
+        await wait_for(pilot, lambda: screen.gpu_choice == -1)
+        assert len(estimated) == len(screen.presets) and reads == []
         await pilot.press("enter")  # the editor, and back: a save there may have added one
         await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen))
         await pilot.press("escape")
         await wait_for(pilot, lambda: app.screen is screen and reads)
         assert {p.stem for p in reads} >= {p.name for p in screen.presets}
+        again = [name for name, gpu in estimated[len(screen.presets) :] if gpu is None]
+        assert sorted(again) == sorted(p.name for p in screen.presets)  # read again: estimated
 
 
 async def test_the_launch_dialog_sets_a_short_try_and_a_time_limit():

@@ -11,7 +11,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 
 from cockpit.common.format import human_bytes, human_params
-from cockpit.plan.estimate import estimate
+from cockpit.plan.estimate import Estimate, estimate
 from cockpit.plan.gpu import CATALOG, GpuSpec
 from cockpit.plan.presets import Preset, scan_presets
 from cockpit.tui.access import app_of
@@ -44,6 +44,7 @@ class PresetsScreen(Screen):
         self.placed = False  # the cursor has been put on the smallest preset once
         self.away = False  # another screen is or was on top since the presets were read
         self.rows: list[tuple[str, tuple[str, ...]]] = []  # each row's key and cells, as shown
+        self.estimates: dict[tuple[str, GpuSpec | None], Estimate] = {}  # since the last read
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -105,11 +106,12 @@ class PresetsScreen(Screen):
         keep = table.cursor_row
         if read:
             self.presets, self.problems = scan_presets()  # one read of the files for both
+            self.estimates.clear()  # a trace or a probe may have landed since: estimate afresh
         gpu = self.gpu
         sizes = []
         rows: list[tuple[str, tuple[str, ...]]] = []
         for preset in self.presets:
-            est = estimate(preset, gpu)
+            est = self.estimate_of(preset, gpu)
             sizes.append(est.params)
             fits = {True: "yes", False: "[bold red]no[/]", None: "-"}[est.fits]
             kind = "built-in" if preset.builtin else "[bold cyan]user[/]"
@@ -149,6 +151,14 @@ class PresetsScreen(Screen):
                         table.update_cell(name, column, cell, update_width=True)
         self.rows = rows
 
+    def estimate_of(self, preset: Preset, gpu: GpuSpec | None) -> Estimate:
+        """The estimate of `preset` on `gpu`, made once per reading of the presets: a cursor
+        move, the GPU query and a what-if GPU seen before re-estimate nothing."""
+        key = (preset.name, gpu)
+        if key not in self.estimates:
+            self.estimates[key] = estimate(preset, gpu)
+        return self.estimates[key]
+
     def selected(self) -> Preset | None:
         """The highlighted preset."""
         table = self.query_one(DataTable)
@@ -162,7 +172,7 @@ class PresetsScreen(Screen):
         if preset is None:
             detail.update("no presets found")
             return
-        est = estimate(preset, self.gpu)
+        est = self.estimate_of(preset, self.gpu)
         where = "built-in" if preset.builtin else f"user preset ({preset.source_path})"
         problems = self.problems  # read with the list: a cursor move reads no file
         broken = (
