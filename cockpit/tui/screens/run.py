@@ -181,6 +181,8 @@ class RunScreen(Screen):
         a second took ~15% of the app's thread, and a key waited behind each batch."""
         if self._tailing:
             return  # one read at a time: the tail's offset is not shared between threads
+        if not self.tailer.has_news():
+            return  # nothing appended (an ended or a quiet run): no thread for an empty read
         self._tailing = True
         self.run_worker(self._tail_worker, thread=True, group="tail")
 
