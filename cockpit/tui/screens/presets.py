@@ -18,6 +18,7 @@ from cockpit.tui.access import app_of
 from cockpit.tui.exact import verdict_words
 from cockpit.tui.widgets.footer import KeyFooter
 from cockpit.tui.widgets.panel import Panel
+from cockpit.tui.widgets.table import show_rows
 
 
 class PresetsScreen(Screen):
@@ -43,7 +44,6 @@ class PresetsScreen(Screen):
         self.ready = False  # the table has its columns
         self.placed = False  # the cursor has been put on the smallest preset once
         self.away = False  # another screen is or was on top since the presets were read
-        self.rows: list[tuple[str, tuple[str, ...]]] = []  # each row's key and cells, as shown
         self.estimates: dict[tuple[str, GpuSpec | None], Estimate] = {}  # since the last read
 
     def compose(self) -> ComposeResult:
@@ -127,7 +127,7 @@ class PresetsScreen(Screen):
                 fits,
             )
             rows.append((preset.name, cells))
-        self._show_rows(table, rows)
+        show_rows(table, rows)
         if self.presets and not self.placed:  # start on the smallest: a stray launch costs least
             self.placed = True
             keep = sizes.index(min(sizes))
@@ -135,21 +135,6 @@ class PresetsScreen(Screen):
             table.move_cursor(row=min(max(keep, 0), len(self.presets) - 1))
         self.query_one("#gpu-line", Static).update(self.gpu_label())
         self.show_detail()
-
-    def _show_rows(self, table: DataTable, rows: list[tuple[str, tuple[str, ...]]]) -> None:
-        """Put `rows` in the table, writing only the cells that changed when the same presets
-        are listed in the same order (a GPU change alters two columns, the GPU query often none):
-        rebuilding the table redraws and re-lays out all of it."""
-        if [name for name, _ in rows] != [name for name, _ in self.rows]:
-            table.clear()
-            for name, cells in rows:
-                table.add_row(*cells, key=name)
-        else:
-            for (name, cells), (_, shown) in zip(rows, self.rows, strict=True):
-                for column, cell, was in zip(table.columns, cells, shown, strict=True):
-                    if cell != was:
-                        table.update_cell(name, column, cell, update_width=True)
-        self.rows = rows
 
     def estimate_of(self, preset: Preset, gpu: GpuSpec | None) -> Estimate:
         """The estimate of `preset` on `gpu`, made once per reading of the presets: a cursor

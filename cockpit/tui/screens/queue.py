@@ -24,6 +24,7 @@ from cockpit.campaign.view import QueueView, clock, row_texts
 from cockpit.common.format import human_bytes
 from cockpit.tui.widgets.footer import KeyFooter
 from cockpit.tui.widgets.panel import Panel
+from cockpit.tui.widgets.table import show_rows
 
 REFRESH_S = 1.0
 BAR_WIDTH = 24
@@ -171,9 +172,7 @@ class QueueScreen(Screen):
         self.query_one("#queue-gpus", Static).update("\n".join(gpu_lines(view)))
         table = self.query_one(DataTable)
         keep = table.cursor_row
-        table.clear()
-        for row in view.rows:
-            table.add_row(*row_cells(row, view.now), key=str(row["id"]))
+        show_rows(table, [(str(row["id"]), row_cells(row, view.now)) for row in view.rows])
         if view.rows:
             table.move_cursor(row=min(keep, len(view.rows) - 1))
         self.show_detail()
