@@ -68,10 +68,21 @@ async def test_u_on_a_finished_run_asks_how_far_to_train_on_and_g_sample_shows(
 
 async def test_detach_after_attach_goes_back_to_the_shell(tmp_path, monkeypatch):
     run_dir = copy_run(tmp_path)
-    app = app_for_tests(attach=run_dir)
+    app = app_for_tests(attach=run_dir, runs_dir=run_dir.parent)
     exits = []
     monkeypatch.setattr(app, "exit", lambda *a, **k: exits.append(k.get("message", "")))
     async with app.run_test(size=(80, 24)) as pilot:
+        await attached(pilot, app)
+        await pilot.press("r")  # the runs list, and the same run again from there: a detach
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.summaries)
+        await pilot.press("enter")  # goes back to that list, it does not close the app
+        await attached(pilot, app)
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen))
+        assert exits == []
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, PresetsScreen))
+        app.open_run(run_dir)  # the attached run, straight over the presets: as it was opened
         await attached(pilot, app)
         await pilot.press("d")
         await pilot.pause()

@@ -576,7 +576,7 @@ class RunScreen(Screen):
         """Leave the run screen; training goes on. Opened by `attach` (or `resume`), the app
         closes: back to the shell it was typed in, not to a presets screen never asked for."""
         app = app_of(self)
-        if app.attach_dir == self.run_dir and len(app.screen_stack) <= 3:
+        if app.attach_dir == self.run_dir and len(app.screen_stack) <= 2:  # presets, run
             app.exit(message=f"detached from {self.run_dir.name}; it keeps training")
             return
         self.app.pop_screen()
