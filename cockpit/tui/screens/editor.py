@@ -271,13 +271,14 @@ class EditorScreen(Screen):
 
     def refresh_live(self) -> None:
         """Redraw the live panel, and ask for the exact figure of a valid form (a trace in the background)."""
-        self.exact.want(None if self.errors else self.preset, estimate(self.preset, self.gpu))
-        self.query_one("#live-panel", Static).update(self.live_text())
+        est = estimate(self.preset, self.gpu)  # once for both: each estimate reads the caches
+        self.exact.want(None if self.errors else self.preset, est)
+        self.query_one("#live-panel", Static).update(self.live_text(est))
 
-    def live_text(self) -> str:
-        """The live panel: params, FLOPs, tokens, VRAM bar and verdict, batch suggestion."""
-        preset, gpu = self.preset, self.gpu
-        est = estimate(preset, gpu)
+    def live_text(self, est: Estimate) -> str:
+        """The live panel for `est` (the form's preset on its GPU): params, FLOPs, tokens,
+        VRAM bar and verdict, batch suggestion."""
+        gpu = self.gpu
         lines = []
         if self.errors:
             lines.append(
