@@ -95,7 +95,7 @@ async def test_presets_screen_lists_builtin_and_user_presets():
         await pilot.pause()
         assert "what-if GPU 1/23: B200" in text_of(screen, "#gpu-line")
         assert str(table.get_row("gpt2_124m")[7]) == "yes"
-        assert writes and set(writes) <= {"est. VRAM", "fits"} and cleared == []
+        assert set(writes) <= {"est. VRAM", "fits"}  # a GPU changes no other column
         await pilot.press("G")  # back to this machine: every cell as it was
         await pilot.pause()
         assert {name: [str(cell) for cell in table.get_row(name)] for name in names} == before
