@@ -19,7 +19,7 @@ class KeyFooter(Footer):
 
     def __init__(self) -> None:
         super().__init__()
-        self._shown: tuple[object, ...] | None = None  # the keys as last built
+        self._shown: tuple[object, ...] | None = None  # the keys as last built or to be built
 
     def _keys_now(self, screen: Screen) -> tuple[object, ...]:
         """What the footer would show for `screen`: each key, its words, whether it is enabled."""
@@ -30,10 +30,12 @@ class KeyFooter(Footer):
         )
 
     def bindings_changed(self, screen: Screen) -> None:
-        """Rebuild the keys, unless those that would show are the ones showing."""
-        if self._bindings_ready and self.is_attached and screen is self.screen:
-            if self._keys_now(screen) == self._shown:
+        """Rebuild the keys, unless those that would show are the ones showing or about to."""
+        if self.is_attached and screen is self.screen and screen.app.app_focus:
+            keys = self._keys_now(screen)
+            if self._bindings_ready and keys == self._shown:
                 return
+            self._shown = keys  # a rebuild is on its way: the same keys again need no other
         super().bindings_changed(screen)
 
     def compose(self) -> ComposeResult:
