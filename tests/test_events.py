@@ -82,11 +82,14 @@ def test_tailer_holds_a_partial_line_until_it_is_complete(tmp_path):
     full = encode_record(make_record("step", 1, loss=2.0))
     with open(path, "w") as handle:
         handle.write(encode_record(make_record("start", 0)) + "\n" + full[:10])
+    assert tailer.has_news()
     assert [r["event"] for r in tailer.poll()] == ["start"]
-    assert tailer.poll() == []
+    assert not tailer.has_news() and tailer.poll() == []  # the partial line was read once
     with open(path, "a") as handle:
         handle.write(full[10:] + "\n")
+    assert tailer.has_news()
     (record,) = tailer.poll()
+    assert not tailer.has_news()
     assert record["loss"] == 2.0
     assert tailer.bad_lines == 0
 
@@ -120,15 +123,17 @@ def test_tailer_restarts_when_the_file_is_truncated(tmp_path):
     tailer = EventTailer(path)
     assert len(tailer.poll()) == 5
     path.write_text(encode_record(make_record("start", 0)) + "\n")
+    assert tailer.has_news()  # shorter than where the last read ended: read from the start
     assert [r["event"] for r in tailer.poll()] == ["start"]
 
 
 def test_tailer_on_a_missing_file_reads_empty_then_follows(tmp_path):
     path = tmp_path / "later" / "events.jsonl"
     tailer = EventTailer(path)
-    assert tailer.poll() == [] and tailer.read_all() == []
+    assert not tailer.has_news() and tailer.poll() == [] and tailer.read_all() == []
     with EventWriter(path) as writer:
         writer.emit(StartEvent(step=0))
+    assert tailer.has_news()
     assert [r["event"] for r in tailer.poll()] == ["start"]
     assert read_events(tmp_path / "nothing.jsonl") == []
 

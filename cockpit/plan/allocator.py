@@ -371,9 +371,10 @@ def child_allocator_mode(env: dict[str, str] | None = None) -> AllocatorMode:
     import os
 
     source = os.environ if env is None else env
-    conf = child_alloc_env(dict(source))[ALLOC_CONF_ENV]
-    mode = parse_alloc_conf(conf)
     ours = not source.get(ALLOC_CONF_ENV, "").strip()
+    # child_alloc_env's choice, read without copying the environment: every estimate asks
+    conf = CHILD_ALLOC_CONF if ours else source[ALLOC_CONF_ENV]
+    mode = parse_alloc_conf(conf)
     return AllocatorMode(mode.expandable, mode.max_split_size, conf, ours=ours)
 
 

@@ -128,12 +128,16 @@ class CockpitApp(App):
         self.local_gpus: list[GpuStatus] | None = None  # None until the first NVML query returns
         self.trace_problem = ""  # why this machine cannot trace (then every plan stays analytic)
 
-    def on_mount(self) -> None:
+    def get_default_screen(self) -> Screen:
+        """The presets screen is the first on the stack: Textual's own empty default screen
+        under it was laid out again on every resize of the screens above."""
         from cockpit.tui.screens.presets import PresetsScreen
 
         presets = PresetsScreen()
         presets.gpu_choice = self.start.gpu_choice
-        self.push_screen(presets)
+        return presets
+
+    def on_mount(self) -> None:
         if self.start.preset is not None:
             self._open_flags_preset()
         if self.attach_dir is not None:

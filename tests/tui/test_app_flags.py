@@ -65,7 +65,7 @@ async def test_the_app_opens_the_editor_with_the_flags_applied(monkeypatch):
     )
     start = flags_for_app(args)
     app = app_for_tests(start=start)
-    async with app.run_test(size=(100, 30)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen))
         editor = app.screen
         assert editor.field_texts["train.max_steps"] == "5"

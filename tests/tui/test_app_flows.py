@@ -66,7 +66,7 @@ def select_preset(screen: PresetsScreen, name: str) -> None:
 async def test_presets_screen_lists_builtin_and_user_presets():
     tiny_preset("my_tiny")
     app = app_for_tests()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: app.local_gpus is not None)  # the GPU line says none
         screen = app.screen
         assert isinstance(screen, PresetsScreen)
@@ -80,15 +80,30 @@ async def test_presets_screen_lists_builtin_and_user_presets():
         await pilot.pause()
         assert "gpt2_124m" in text_of(screen, "#preset-detail")
         assert str(table.get_row("gpt2_124m")[7]) == "-"  # no GPU: no fit verdict
+        before = {name: [str(cell) for cell in table.get_row(name)] for name in names}
+        writes: list[str] = []  # the label of each column a cell was written in
+        cleared: list[bool] = []
+        update_cell, clear = table.update_cell, table.clear
+        table.update_cell = lambda row, column, *a, **kw: (  # type: ignore[method-assign]
+            writes.append(str(table.columns[column].label)),
+            update_cell(row, column, *a, **kw),
+        )
+        table.clear = lambda *a, **kw: (cleared.append(True), clear(*a, **kw))[1]  # type: ignore
+        screen.gpus_known()  # the same GPU (none) again: nothing to write
+        assert writes == [] and cleared == []
         await pilot.press("g")  # what-if: the first catalog GPU
         await pilot.pause()
         assert "what-if GPU 1/23: B200" in text_of(screen, "#gpu-line")
         assert str(table.get_row("gpt2_124m")[7]) == "yes"
+        assert set(writes) <= {"est. VRAM", "fits"}  # a GPU changes no other column
+        await pilot.press("G")  # back to this machine: every cell as it was
+        await pilot.pause()
+        assert {name: [str(cell) for cell in table.get_row(name)] for name in names} == before
 
 
 async def test_fit_column_follows_this_machines_gpu():
     app = app_for_tests(gpu_query=lambda: [fake_gpu("NVIDIA T4", 16)])
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: app.local_gpus is not None)
         await pilot.pause()
         table = app.screen.query_one(DataTable)
@@ -99,7 +114,7 @@ async def test_fit_column_follows_this_machines_gpu():
 
 async def test_editor_shows_a_bad_value_next_to_its_field_and_clears_it():
     app = app_for_tests()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         select_preset(app.screen, "shakespeare_char")
         await pilot.press("enter")
@@ -142,7 +157,7 @@ async def test_editor_shows_a_bad_value_next_to_its_field_and_clears_it():
 
 async def test_batch_suggestion_applies_with_one_key_and_keeps_tokens_per_step():
     app = app_for_tests(gpu_query=lambda: [fake_gpu("NVIDIA T4", 16)])
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: app.local_gpus is not None)
         select_preset(app.screen, "gpt2_124m")
         await pilot.press("enter")
@@ -162,7 +177,7 @@ async def test_batch_suggestion_applies_with_one_key_and_keeps_tokens_per_step()
 
 async def test_save_writes_a_user_preset_that_lists_as_user():
     app = app_for_tests()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         select_preset(app.screen, "shakespeare_char")
         await pilot.press("enter")
@@ -198,7 +213,7 @@ async def test_save_writes_a_user_preset_that_lists_as_user():
 
 async def test_saving_with_a_bad_field_refuses(tmp_path):
     app = app_for_tests()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         await pilot.press("enter")
         await pilot.pause()
@@ -212,7 +227,7 @@ async def test_saving_with_a_bad_field_refuses(tmp_path):
 
 async def test_duplicate_opens_an_unsaved_copy():
     app = app_for_tests()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         select_preset(app.screen, "shakespeare_char")
         await pilot.press("d")
@@ -233,7 +248,7 @@ async def test_launch_watch_and_stop_a_run(monkeypatch, tmp_path):
         status_poll_s=0.2,
         clock=time.time,
     )
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         screen = await launch_from_presets(pilot, "tiny_test")
         assert calls and screen.run_dir == calls[0]
@@ -268,7 +283,7 @@ async def test_kill_asks_first(monkeypatch, tmp_path):
     app = app_for_tests(
         launcher=fake_launcher(calls), runs_dir=tmp_path / "runs", status_poll_s=0.2
     )
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         screen = await launch_from_presets(pilot, "tiny_test")
         await wait_for(pilot, lambda: screen.status == "running")
@@ -296,7 +311,7 @@ async def test_launch_that_does_not_fit_asks_first(monkeypatch, tmp_path):
         runs_dir=tmp_path / "runs",
         gpu_query=lambda: [fake_gpu("NVIDIA T4", 16)],
     )
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: app.local_gpus is not None)
         select_preset(app.screen, "gpt2_124m")
         await pilot.press("l")
@@ -313,7 +328,7 @@ async def test_a_failed_launch_is_a_message_not_a_crash(tmp_path):
         raise OSError("disk full")
 
     app = app_for_tests(launcher=broken)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         select_preset(app.screen, "shakespeare_char")
         await launch_and_confirm(pilot)
@@ -324,7 +339,7 @@ async def test_a_failed_launch_is_a_message_not_a_crash(tmp_path):
 async def test_attach_to_a_finished_run_rebuilds_its_history(tmp_path):
     run_dir = copy_run(tmp_path)
     app = app_for_tests(attach=run_dir, gpu_query=lambda: [fake_gpu()])
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         screen = app.screen
         h = screen.history
@@ -350,7 +365,7 @@ async def test_recorded_spike_shows_its_warning_at_the_right_step(tmp_path):
     """The recorded run (a too-high lr) spikes at step 90: the app lists loss_spike there, with its tip."""
     run_dir = copy_run(tmp_path)
     app = app_for_tests(attach=run_dir)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         assert [
             (w.rule, w.step) for w in app.screen.history.warnings if w.rule == "loss_spike"
@@ -362,7 +377,7 @@ async def test_recorded_spike_shows_its_warning_at_the_right_step(tmp_path):
 async def test_attach_to_a_crashed_run_shows_crashed_within_two_seconds(tmp_path):
     run_dir = write_crashed_run(tmp_path)
     app = app_for_tests(attach=run_dir)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))
         screen = app.screen
         await wait_for(pilot, lambda: "crashed" in text_of(screen, "#run-status"), timeout=2.0)
@@ -375,7 +390,7 @@ async def test_a_live_run_whose_process_dies_turns_crashed(monkeypatch, tmp_path
     use_fake_trainer(monkeypatch, step_s=0.01, die_at=30)
     tiny_preset("tiny_test", max_steps=1000)
     app = app_for_tests(launcher=fake_launcher([]), runs_dir=tmp_path / "runs")
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         screen = await launch_from_presets(pilot, "tiny_test")
         await wait_for(pilot, lambda: screen.history.step >= 30)
@@ -390,7 +405,7 @@ async def test_bad_lines_are_skipped_and_counted(tmp_path):
     lines.insert(20, "\x00\x01 not json")
     events.write_text("\n".join(lines) + "\n")
     app = app_for_tests(attach=run_dir)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         assert app.screen.history.step == 250
         assert "2 bad line(s) skipped" in text_of(app.screen, "#run-status")
@@ -400,7 +415,7 @@ async def test_runs_screen_lists_runs_and_attaches(tmp_path):
     copy_run(tmp_path)
     write_crashed_run(tmp_path / "other")
     app = app_for_tests(runs_dir=tmp_path / "runs")
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         await pilot.press("r")
         await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.summaries)
@@ -483,7 +498,7 @@ async def test_resume_a_stopped_run_from_the_run_screen(monkeypatch, tmp_path):
         status_poll_s=0.2,
         clock=time.time,
     )
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         screen = await launch_from_presets(pilot, "tiny_test")
         await wait_for(pilot, lambda: screen.history.step >= 5)
@@ -511,7 +526,7 @@ async def test_resume_a_stopped_run_from_the_run_screen(monkeypatch, tmp_path):
 async def test_delete_a_run_from_the_runs_screen_asks_first(tmp_path):
     run_dir = copy_run(tmp_path)
     app = app_for_tests(runs_dir=tmp_path / "runs")
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         await pilot.press("r")
         await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.summaries)

@@ -15,7 +15,7 @@ async def test_runs_screen_lists_a_private_run_as_unreadable_and_refuses_to_open
     readable, private, closed = make_runs(root, user)
     app = app_for_tests(runs_dir=root)
     with as_another_user():
-        async with app.run_test(size=(140, 40)) as pilot:
+        async with app.run_test(size=(80, 24)) as pilot:
             await pilot.pause()
             await pilot.press("r")
             await wait_for(

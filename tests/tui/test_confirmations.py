@@ -10,6 +10,7 @@ from test_app_flows import select_preset
 from textual.widgets import DataTable, Input, Static
 
 from cockpit.plan.estimate import estimate
+from cockpit.plan.gpu import CATALOG
 from cockpit.plan.presets import list_presets, load_preset, user_dir
 from cockpit.tui.screens.confirm import ConfirmScreen, PromptScreen
 from cockpit.tui.screens.editor import EditorScreen
@@ -22,7 +23,7 @@ def question(app) -> str:
 
 async def test_the_cursor_starts_on_the_smallest_preset():
     app = app_for_tests()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         screen = app.screen
         smallest = min(list_presets(), key=lambda p: estimate(p, None).params)
@@ -38,7 +39,7 @@ async def test_a_launch_asks_with_device_eta_and_verdict_and_no_starts_nothing()
         launcher=lambda preset, runs_dir: calls.append(preset) or Path("/nonexistent"),
         gpu_query=lambda: [fake_gpu("NVIDIA T4", 16)],
     )
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: app.local_gpus is not None)
         select_preset(app.screen, "shakespeare_char")
         await pilot.press("l")
@@ -55,7 +56,7 @@ async def test_a_launch_asks_with_device_eta_and_verdict_and_no_starts_nothing()
 
 async def test_a_launch_on_a_machine_without_a_gpu_says_cpu():
     app = app_for_tests()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: app.local_gpus is not None)
         await pilot.press("l")
         await pilot.pause()
@@ -73,7 +74,7 @@ async def open_editor(pilot, name: str = "shakespeare_char") -> EditorScreen:
 
 async def test_escape_with_unsaved_edits_asks_and_without_leaves():
     app = app_for_tests()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         await open_editor(pilot)
         await pilot.press("escape")  # nothing edited: straight back
@@ -107,7 +108,7 @@ async def save_as(pilot, name: str) -> None:
 
 async def test_saving_under_a_built_in_name_asks_first():
     app = app_for_tests()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         editor = await open_editor(pilot)
         editor.set_field("train.lr", "0.0007")
@@ -128,7 +129,7 @@ async def test_saving_under_a_built_in_name_asks_first():
 
 async def test_saving_over_another_user_preset_asks_first():
     app = app_for_tests()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         await open_editor(pilot)
         await save_as(pilot, "mine")  # a new name: no question
@@ -147,7 +148,7 @@ async def test_saving_over_another_user_preset_asks_first():
 
 async def test_a_saved_duplicate_keeps_its_own_full_values():
     app = app_for_tests()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         select_preset(app.screen, "tiny_char")
         await pilot.press("d")
@@ -161,7 +162,7 @@ async def test_a_saved_duplicate_keeps_its_own_full_values():
 
 async def test_arrow_keys_move_between_fields():
     app = app_for_tests()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         editor = await open_editor(pilot)
         first, box = editor.current, app.focused
@@ -181,7 +182,7 @@ async def test_a_broken_user_preset_file_is_a_notification():
     user_dir().mkdir(parents=True, exist_ok=True)
     (user_dir() / "wrong.json").write_text("{not json")
     app = app_for_tests()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: any("skipped wrong.json" in n for n in notices(app)))
         detail = str(app.screen.query_one("#preset-detail", Static).render())
         assert "1 preset file(s) do not load" in detail
@@ -199,23 +200,40 @@ async def test_moving_the_cursor_or_the_gpu_reads_no_preset_file_and_coming_back
         reads.append(Path(path))
         return original(path, **kwargs)
 
+    from cockpit.tui.screens import presets as presets_screen
+
+    estimated: list[tuple[str, str | None]] = []  # (preset, GPU) of each estimate made
+    estimate_once = presets_screen.estimate
+
+    def counted_estimate(preset, gpu):
+        estimated.append((preset.name, gpu and gpu.name))
+        return estimate_once(preset, gpu)
+
     app = app_for_tests()
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: app.local_gpus is not None)
         screen = app.screen
         monkeypatch.setattr(store, "load_preset_file", counted)
+        monkeypatch.setattr(presets_screen, "estimate", counted_estimate)
         first = screen.selected().name
         await pilot.press("down", "down", "up")
         detail = str(screen.query_one("#preset-detail", Static).render())
         assert screen.selected().name != first and screen.selected().name in detail
         assert reads == []  # the files were read with the list, not again per highlighted row
-        await pilot.press("g", "G")  # a what-if GPU and back: the same presets, re-estimated
-        assert screen.gpu_choice == -1 and reads == []
+        assert estimated == []  # nor estimated again: the list's estimates are kept
+        await pilot.press("g")  # a what-if GPU: every preset estimated on it, once
+        await wait_for(pilot, lambda: screen.gpu_choice == 0)
+        assert sorted(estimated) == sorted((p.name, CATALOG[0].name) for p in screen.presets)
+        await pilot.press("G", "g", "G")  # this machine and the what-if again: both seen
+        await wait_for(pilot, lambda: screen.gpu_choice == -1)
+        assert len(estimated) == len(screen.presets) and reads == []
         await pilot.press("enter")  # the editor, and back: a save there may have added one
         await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen))
         await pilot.press("escape")
         await wait_for(pilot, lambda: app.screen is screen and reads)
         assert {p.stem for p in reads} >= {p.name for p in screen.presets}
+        again = [name for name, gpu in estimated[len(screen.presets) :] if gpu is None]
+        assert sorted(again) == sorted(p.name for p in screen.presets)  # read again: estimated
 
 
 async def test_the_launch_dialog_sets_a_short_try_and_a_time_limit():

@@ -75,7 +75,7 @@ async def test_the_estimate_shows_first_and_the_traced_figure_replaces_it_and_is
     runner = Recorder(hold=True)
     app = app_for_tests(gpu_query=t4, trace_runner=runner, trace_debounce_s=0.05)
     preset = load_preset("gpt2_124m")
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         editor = await open_editor(pilot, "gpt2_124m")
         analytic = estimate(preset, editor.gpu)
         assert not analytic.traced  # the trace is held: the estimate is what shows
@@ -102,7 +102,7 @@ async def test_the_estimate_shows_first_and_the_traced_figure_replaces_it_and_is
 async def test_typing_waits_for_the_form_to_settle_and_a_new_shape_cancels_a_running_trace():
     runner = Recorder(hold=True)
     app = app_for_tests(gpu_query=t4, trace_runner=runner, trace_debounce_s=0.05)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         editor = await open_editor(pilot, "shakespeare_char")
         assert "tracing the real step" in panel(editor)
         await wait_for(pilot, lambda: len(runner.calls) == 1)  # the opened shape is being traced
@@ -135,7 +135,7 @@ async def test_without_a_tracer_the_panel_says_why_in_one_line_and_keeps_the_est
         )
 
     app = app_for_tests(gpu_query=t4, trace_runner=no_compiler, trace_debounce_s=0.01)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         editor = await open_editor(pilot, "shakespeare_char")
         await wait_for(pilot, lambda: "unavailable" in panel(editor))
         text = panel(editor)

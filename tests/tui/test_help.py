@@ -53,7 +53,7 @@ async def test_f1_opens_help_from_the_editor_where_letters_are_typed():
 
 async def test_the_command_palette_offers_this_screens_actions():
     app = app_for_tests()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         titles = [c.title for c in app.get_system_commands(app.screen)]
         for title in (
@@ -74,10 +74,18 @@ async def test_the_command_palette_offers_this_screens_actions():
         assert app.screen.gpu_choice == 0  # it ran the screen's own action
 
 
-async def test_footers_show_enter_and_G_and_the_editor_keeps_esc_at_80_columns():
+def help_within_80_columns(footer: Footer) -> None:
+    """The footer's f1 Help key ends inside an 80-column terminal."""
+    keys = list(footer.query("FooterKey"))
+    last = [k for k in keys if "Help" in str(k.render())]
+    assert last and last[0].region.right <= 80, [str(k.render()) for k in keys]
+
+
+async def test_at_80_columns_footers_show_enter_g_and_esc_and_reach_f1_help():
     app = app_for_tests()
     async with app.run_test(size=(80, 24)) as pilot:
-        await footer_drawn(pilot)
+        await wait_for(pilot, lambda: isinstance(app.screen, PresetsScreen))
+        help_within_80_columns(await footer_drawn(pilot))
         keys = footer_keys(app)
         assert "Edit" in keys and "Prev GPU" in keys and "Queue" in keys
         select_preset(app.screen, "tiny_char")
@@ -86,6 +94,7 @@ async def test_footers_show_enter_and_G_and_the_editor_keeps_esc_at_80_columns()
         footer = await footer_drawn(pilot)
         first = footer.query("FooterKey").first()
         assert "Back" in str(first.render()) and first.region.right <= 80
+        help_within_80_columns(footer)
 
 
 async def test_help_scrolls_from_the_keyboard_and_its_closing_line_always_shows():
@@ -136,14 +145,3 @@ async def test_help_lists_the_compare_screens_keys_and_fits_at_120x36():
         assert box.scroll_y == box.max_scroll_y
         keys = app.screen.query_one("#help-keys", Static)
         assert keys.region.bottom <= 36 and keys.region.height == 1
-
-
-async def test_at_80_columns_the_presets_and_editor_footers_reach_f1_help():
-    app = app_for_tests()
-    async with app.run_test(size=(80, 24)) as pilot:
-        for screen in (PresetsScreen, EditorScreen):
-            await wait_for(pilot, lambda screen=screen: isinstance(app.screen, screen))
-            keys = list((await footer_drawn(pilot)).query("FooterKey"))
-            last = [k for k in keys if "Help" in str(k.render())]
-            assert last and last[0].region.right <= 80, [str(k.render()) for k in keys]
-            await pilot.press("enter")

@@ -19,7 +19,7 @@ def _launcher(calls: list[tuple[str, int]]):
 
 
 async def _launch(app, keys: str) -> None:
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         screen = app.screen
         assert isinstance(screen, PresetsScreen)
@@ -87,7 +87,7 @@ async def test_a_plan_over_this_machines_memory_is_shown_and_yes_forces_the_laun
         return Path("/nonexistent")
 
     app = app_for_tests(launcher=launch)
-    async with app.run_test(size=(140, 50)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         screen = app.screen
         table = screen.query_one("DataTable")

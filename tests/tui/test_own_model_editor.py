@@ -57,7 +57,7 @@ async def test_the_editor_says_the_figures_of_your_own_model_are_measured(tmp_pa
         trace_runner=fake_trace(calls),
         trace_debounce_s=0.01,
     )
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: pilot.app.local_gpus is not None)
         table = pilot.app.screen.query_one(DataTable)
         table.move_cursor(row=[p.name for p in pilot.app.screen.presets].index("mine"))

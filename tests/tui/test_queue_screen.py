@@ -47,7 +47,7 @@ async def open_queue(pilot) -> QueueScreen:
 async def test_the_queue_screen_lists_entries_and_changes_them():
     first, second = queued("tiny_char", "shakespeare_char")
     app = app_for_tests()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_queue(pilot)
         await wait_for(pilot, lambda: screen.query_one(DataTable).row_count == 2)
         assert [r["id"] for r in screen.view.rows] == [first, second]
@@ -66,7 +66,7 @@ async def test_the_queue_screen_lists_entries_and_changes_them():
 async def test_moving_an_entry_down_and_up():
     a, b, c = queued("tiny_char", "tiny_char", "tiny_char")
     app = app_for_tests()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_queue(pilot)
         await wait_for(pilot, lambda: len(screen.view.rows) == 3)
         screen.query_one(DataTable).move_cursor(row=0)
@@ -79,7 +79,7 @@ async def test_moving_an_entry_down_and_up():
 
 async def test_a_sweep_is_added_from_the_presets_screen():
     app = app_for_tests()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: pilot.app.screen.query_one(DataTable).row_count > 0)
         await pilot.press("a")
         await wait_for(pilot, lambda: isinstance(pilot.app.screen, AddToQueueScreen))
@@ -104,7 +104,7 @@ async def test_a_sweep_is_added_from_the_presets_screen():
 
 async def test_the_editor_queues_its_edits_as_overrides():
     app = app_for_tests()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: pilot.app.screen.query_one(DataTable).row_count > 0)
         await pilot.press("enter")
         await pilot.pause()
@@ -126,7 +126,7 @@ async def test_enter_watches_an_entry_with_a_run(tmp_path):
     with Queue() as queue:
         queue.set_run_dir(entry_id, str(run_dir))
     app = app_for_tests()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await open_queue(pilot)
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(pilot.app.screen, RunScreen))
@@ -142,7 +142,7 @@ async def test_p_starts_a_scheduler_when_none_runs():
         return "scheduler started (pid 1)"
 
     app = app_for_tests(start_scheduler=start)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await open_queue(pilot)
         await pilot.press("p")
         await wait_for(pilot, lambda: started == [None])

@@ -29,9 +29,14 @@ async def test_the_status_lines_tick_while_no_record_arrives(tmp_path):
     run_dir, last = live_run(tmp_path)
     now = [last["time"] + 2.0]
     app = app_for_tests(attach=run_dir, clock=lambda: now[0])
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         screen = app.screen
+        looks: list[bool] = []  # each tail poll's look at the file, and each read it started
+        reads: list[int] = []
+        has_news, tail_worker = screen.tailer.has_news, screen._tail_worker
+        screen.tailer.has_news = lambda: looks.append(has_news()) or looks[-1]
+        screen._tail_worker = lambda: reads.append(1) or tail_worker()
         status = screen.query_one("#run-status", Static)
         await wait_for(pilot, lambda: "last update 2s ago" in str(status.render()))
         eta_before = screen.history.eta_s(now[0])
@@ -40,6 +45,13 @@ async def test_the_status_lines_tick_while_no_record_arrives(tmp_path):
         now[0] += 30.0
         await wait_for(pilot, lambda: "last update 32s ago" in str(status.render()), timeout=3)
         assert screen.history.eta_s(now[0]) == max(0.0, eta_before - 30.0)
+        await wait_for(pilot, lambda: len(looks) >= 3)
+        assert not any(looks) and reads == []  # no record came: no thread read the file
+        ingested = screen.ingested
+        with open(run_dir / "events.jsonl", "a") as handle:
+            handle.write(json.dumps({**last, "step": last["step"] + 1}) + "\n")
+        await wait_for(pilot, lambda: screen.ingested == ingested + 1)
+        assert reads == [1] and screen.history.step == last["step"] + 1
 
 
 async def test_a_run_still_setting_up_says_so_and_counts_from_its_launch(tmp_path):
@@ -50,7 +62,7 @@ async def test_a_run_still_setting_up_says_so_and_counts_from_its_launch(tmp_pat
     (run_dir / "events.jsonl").write_text("")
     now = [info["created"] + 12.0]
     app = app_for_tests(attach=run_dir, clock=lambda: now[0])
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         status = app.screen.query_one("#run-status", Static)
         await wait_for(pilot, lambda: "elapsed 12.0s" in str(status.render()))
@@ -65,7 +77,7 @@ async def stall_note_after(tmp_path, keep_lines: int) -> str:
     run_dir, last = live_run(tmp_path, keep_lines=keep_lines)
     now = [last["time"] + 2.0]
     app = app_for_tests(attach=run_dir, clock=lambda: now[0], status_poll_s=0.1)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         screen = app.screen
         polls = screen.status_polls

@@ -25,7 +25,7 @@ async def test_each_gpu_of_the_run_shows_the_estimate(tmp_path, world_size, with
     info["world_size"] = world_size
     (run_dir / "run.json").write_text(json.dumps(info))
     app = app_for_tests(attach=run_dir, gpu_query=two_gpus)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         panel = app.screen.query_one("#run-gpu", Static)
         await wait_for(pilot, lambda: "GPU1" in str(panel.render()))
@@ -52,7 +52,7 @@ async def test_a_one_process_run_shows_the_estimate_on_the_gpu_its_start_event_n
         dataclasses.replace(gpu, index=1, uuid="GPU-bbbb"),
     ]
     app = app_for_tests(attach=run_dir, gpu_query=lambda: gpus)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         panel = app.screen.query_one("#run-gpu", Static)
 

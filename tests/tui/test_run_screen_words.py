@@ -24,7 +24,7 @@ async def attached(pilot, app) -> RunScreen:
 async def test_a_starting_run_says_starting_once(tmp_path):
     run_dir = copy_run(tmp_path)
     app = app_for_tests(attach=run_dir)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         screen = await attached(pilot, app)
         screen.status = "starting"
         screen.history.end = None
@@ -44,7 +44,7 @@ async def test_u_on_a_finished_run_asks_how_far_to_train_on_and_g_sample_shows(
     resumed = []
     monkeypatch.setattr(runs, "launch", lambda run_dir, **kw: resumed.append((run_dir, kw)))
     app = app_for_tests(attach=run_dir)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         screen = await attached(pilot, app)
         assert screen.active_bindings["g"].binding.show  # Sample is in the footer
         await pilot.press("u")
@@ -68,10 +68,21 @@ async def test_u_on_a_finished_run_asks_how_far_to_train_on_and_g_sample_shows(
 
 async def test_detach_after_attach_goes_back_to_the_shell(tmp_path, monkeypatch):
     run_dir = copy_run(tmp_path)
-    app = app_for_tests(attach=run_dir)
+    app = app_for_tests(attach=run_dir, runs_dir=run_dir.parent)
     exits = []
     monkeypatch.setattr(app, "exit", lambda *a, **k: exits.append(k.get("message", "")))
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
+        await attached(pilot, app)
+        await pilot.press("r")  # the runs list, and the same run again from there: a detach
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.summaries)
+        await pilot.press("enter")  # goes back to that list, it does not close the app
+        await attached(pilot, app)
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen))
+        assert exits == []
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, PresetsScreen))
+        app.open_run(run_dir)  # the attached run, straight over the presets: as it was opened
         await attached(pilot, app)
         await pilot.press("d")
         await pilot.pause()
@@ -81,7 +92,7 @@ async def test_detach_after_attach_goes_back_to_the_shell(tmp_path, monkeypatch)
 async def test_detach_from_a_run_opened_in_the_app_goes_back_to_the_presets(tmp_path):
     run_dir = copy_run(tmp_path)
     app = app_for_tests(runs_dir=run_dir.parent)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         app.open_run(run_dir)
         await attached(pilot, app)
@@ -95,7 +106,7 @@ async def test_home_and_end_move_the_runs_cursor(tmp_path):
         copy_run(tmp_path, "finished_run")
         (tmp_path / "runs" / "finished_run").rename(tmp_path / "runs" / f"2026010{name}-run")
     app = app_for_tests(runs_dir=tmp_path / "runs")
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("r")
         await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.summaries)
         table = app.screen.query_one(DataTable)
@@ -127,7 +138,7 @@ async def test_in_app_words_name_keys_not_cli_flags():
     from cockpit.tui.screens.editor import EditorScreen
 
     app = app_for_tests()  # no GPU here: the verdict asks for a what-if one
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         detail = str(app.screen.query_one("#preset-detail", Static).render())
         assert "g picks a what-if GPU" in detail and "--gpu" not in detail
@@ -148,7 +159,7 @@ async def test_a_dialog_over_the_run_screen_rebuilds_no_plot(tmp_path):
 
     run_dir = copy_run(tmp_path)
     app = app_for_tests(attach=run_dir)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         screen = await attached(pilot, app)
         plots = list(screen.query(MetricPlot))
         builds = {id(p): 0 for p in plots}

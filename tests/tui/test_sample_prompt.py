@@ -27,7 +27,7 @@ async def test_g_samples_from_the_checkpoint_in_a_child(tmp_path, monkeypatch, c
     monkeypatch.setattr(sample_prompt, "sample_command", command)
     run_dir = copy_run(tmp_path)
     app = app_for_tests(attach=run_dir)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.settled)
         screen = app.screen
         await pilot.press("g")

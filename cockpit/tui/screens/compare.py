@@ -11,10 +11,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from cockpit import rundir
 from cockpit.runs import compare
+from cockpit.tui.widgets.footer import KeyFooter
 from cockpit.tui.widgets.metric_plot import MetricPlot
 
 
@@ -70,7 +71,7 @@ class CompareScreen(Screen):
         yield DataTable(id="compare-runs", cursor_type="none", zebra_stripes=True)
         yield Static("preset differences", classes="compare-title")
         yield DataTable(id="compare-diffs", cursor_type="none", zebra_stripes=True)
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.query_one("#compare-status", Static).update(f"reading {len(self.run_dirs)} runs...")

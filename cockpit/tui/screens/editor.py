@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input, Label, Static
+from textual.widgets import DataTable, Header, Input, Label, Static
 from textual.widgets.data_table import ColumnKey
 
 from cockpit.common.format import human_bytes, human_count
@@ -30,6 +30,8 @@ from cockpit.plan.presets import (
 )
 from cockpit.tui.access import app_of
 from cockpit.tui.exact import ExactFigure, source_label, verdict_words
+from cockpit.tui.widgets.footer import KeyFooter
+from cockpit.tui.widgets.panel import Panel
 from cockpit.tui.widgets.vram_bar import vram_bar
 
 TOP_FIELDS = ["name", "description"]
@@ -130,15 +132,15 @@ class EditorScreen(Screen):
         yield Header()
         with Horizontal(id="editor-body"):
             with Vertical(id="editor-fields"):
-                yield Static(id="editor-title")
+                yield Panel(id="editor-title")
                 with Horizontal(id="editor-edit"):
                     yield Label(self.current, id="editor-path")
                     yield Input(self.field_texts[self.current], id="editor-input", compact=True)
-                yield Static("", id="editor-error")
+                yield Panel("", id="editor-error")
                 yield DataTable(id="editor-table", cursor_type="row", show_header=False)
             with VerticalScroll(id="editor-live"):
-                yield Static(id="live-panel")
-        yield Footer()
+                yield Panel(id="live-panel")
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
@@ -269,13 +271,14 @@ class EditorScreen(Screen):
 
     def refresh_live(self) -> None:
         """Redraw the live panel, and ask for the exact figure of a valid form (a trace in the background)."""
-        self.exact.want(None if self.errors else self.preset, estimate(self.preset, self.gpu))
-        self.query_one("#live-panel", Static).update(self.live_text())
+        est = estimate(self.preset, self.gpu)  # once for both: each estimate reads the caches
+        self.exact.want(None if self.errors else self.preset, est)
+        self.query_one("#live-panel", Static).update(self.live_text(est))
 
-    def live_text(self) -> str:
-        """The live panel: params, FLOPs, tokens, VRAM bar and verdict, batch suggestion."""
-        preset, gpu = self.preset, self.gpu
-        est = estimate(preset, gpu)
+    def live_text(self, est: Estimate) -> str:
+        """The live panel for `est` (the form's preset on its GPU): params, FLOPs, tokens,
+        VRAM bar and verdict, batch suggestion."""
+        gpu = self.gpu
         lines = []
         if self.errors:
             lines.append(

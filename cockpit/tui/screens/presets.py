@@ -8,14 +8,17 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from cockpit.common.format import human_bytes, human_params
-from cockpit.plan.estimate import estimate
+from cockpit.plan.estimate import Estimate, estimate
 from cockpit.plan.gpu import CATALOG, GpuSpec
 from cockpit.plan.presets import Preset, scan_presets
 from cockpit.tui.access import app_of
 from cockpit.tui.exact import verdict_words
+from cockpit.tui.widgets.footer import KeyFooter
+from cockpit.tui.widgets.panel import Panel
+from cockpit.tui.widgets.table import show_rows
 
 
 class PresetsScreen(Screen):
@@ -41,14 +44,15 @@ class PresetsScreen(Screen):
         self.ready = False  # the table has its columns
         self.placed = False  # the cursor has been put on the smallest preset once
         self.away = False  # another screen is or was on top since the presets were read
+        self.estimates: dict[tuple[str, GpuSpec | None], Estimate] = {}  # since the last read
 
     def compose(self) -> ComposeResult:
         yield Header()
         with Vertical(id="presets-body"):
-            yield Static(id="gpu-line")
+            yield Panel(id="gpu-line")
             yield DataTable(id="presets-table", cursor_type="row", zebra_stripes=True)
-            yield Static(id="preset-detail")
-        yield Footer()
+            yield Panel(id="preset-detail")
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
@@ -102,16 +106,17 @@ class PresetsScreen(Screen):
         keep = table.cursor_row
         if read:
             self.presets, self.problems = scan_presets()  # one read of the files for both
+            self.estimates.clear()  # a trace or a probe may have landed since: estimate afresh
         gpu = self.gpu
-        table.clear()
         sizes = []
+        rows: list[tuple[str, tuple[str, ...]]] = []
         for preset in self.presets:
-            est = estimate(preset, gpu)
+            est = self.estimate_of(preset, gpu)
             sizes.append(est.params)
             fits = {True: "yes", False: "[bold red]no[/]", None: "-"}[est.fits]
             kind = "built-in" if preset.builtin else "[bold cyan]user[/]"
             t = preset.train
-            table.add_row(
+            cells = (
                 kind,
                 preset.name,
                 human_params(est.params),
@@ -120,8 +125,9 @@ class PresetsScreen(Screen):
                 str(preset.tokens_per_step),
                 human_bytes(est.peak_bytes),
                 fits,
-                key=preset.name,
             )
+            rows.append((preset.name, cells))
+        show_rows(table, rows)
         if self.presets and not self.placed:  # start on the smallest: a stray launch costs least
             self.placed = True
             keep = sizes.index(min(sizes))
@@ -129,6 +135,14 @@ class PresetsScreen(Screen):
             table.move_cursor(row=min(max(keep, 0), len(self.presets) - 1))
         self.query_one("#gpu-line", Static).update(self.gpu_label())
         self.show_detail()
+
+    def estimate_of(self, preset: Preset, gpu: GpuSpec | None) -> Estimate:
+        """The estimate of `preset` on `gpu`, made once per reading of the presets: a cursor
+        move, the GPU query and a what-if GPU seen before re-estimate nothing."""
+        key = (preset.name, gpu)
+        if key not in self.estimates:
+            self.estimates[key] = estimate(preset, gpu)
+        return self.estimates[key]
 
     def selected(self) -> Preset | None:
         """The highlighted preset."""
@@ -143,7 +157,7 @@ class PresetsScreen(Screen):
         if preset is None:
             detail.update("no presets found")
             return
-        est = estimate(preset, self.gpu)
+        est = self.estimate_of(preset, self.gpu)
         where = "built-in" if preset.builtin else f"user preset ({preset.source_path})"
         problems = self.problems  # read with the list: a cursor move reads no file
         broken = (

@@ -17,11 +17,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from cockpit.campaign.store import ENDED_STATES, LIVE_STATES, Queue, QueueError
 from cockpit.campaign.view import QueueView, clock, row_texts
 from cockpit.common.format import human_bytes
+from cockpit.tui.widgets.footer import KeyFooter
+from cockpit.tui.widgets.panel import Panel
+from cockpit.tui.widgets.table import show_rows
 
 REFRESH_S = 1.0
 BAR_WIDTH = 24
@@ -125,12 +128,12 @@ class QueueScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static("reading the queue...", id="queue-summary")
-        yield Static(id="queue-gpus")
+        yield Panel("reading the queue...", id="queue-summary")
+        yield Panel(id="queue-gpus")
         yield DataTable(id="queue-table", cursor_type="row", zebra_stripes=True)
-        yield Static(id="queue-detail")
-        yield Static(id="queue-log")
-        yield Footer()
+        yield Panel(id="queue-detail")
+        yield Panel(id="queue-log")
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
@@ -169,9 +172,7 @@ class QueueScreen(Screen):
         self.query_one("#queue-gpus", Static).update("\n".join(gpu_lines(view)))
         table = self.query_one(DataTable)
         keep = table.cursor_row
-        table.clear()
-        for row in view.rows:
-            table.add_row(*row_cells(row, view.now), key=str(row["id"]))
+        show_rows(table, [(str(row["id"]), row_cells(row, view.now)) for row in view.rows])
         if view.rows:
             table.move_cursor(row=min(keep, len(view.rows) - 1))
         self.show_detail()

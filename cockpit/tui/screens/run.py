@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 
 from cockpit import rundir, runs
 from cockpit.common.format import (
@@ -31,7 +31,9 @@ from cockpit.plan.presets import Preset, PresetError
 from cockpit.runs.history import QUIET_PHASES, RunHistory
 from cockpit.tui.access import app_of, services_of
 from cockpit.tui.messages import GpusPolled, RunRecords, RunStatusPolled, RunTailed
+from cockpit.tui.widgets.footer import KeyFooter
 from cockpit.tui.widgets.metric_plot import MetricPlot
+from cockpit.tui.widgets.panel import Panel
 
 LIVE_POLL_BYTES = 1 << 20  # at most 1 MiB of events per tick keeps a tick well under a frame
 CLOCK_S = 1.0  # the status lines (elapsed, ETA, last update) tick this often while a run is live
@@ -86,7 +88,7 @@ class RunScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(id="run-status")
+        yield Panel(id="run-status")
         with Horizontal(id="run-body"):
             with Vertical(id="run-plots"):
                 yield MetricPlot("loss (train, val)", id="plot-loss")
@@ -94,11 +96,11 @@ class RunScreen(Screen):
                     yield MetricPlot("lr", id="plot-lr")
                     yield MetricPlot("grad norm", log_y=True, id="plot-grad")
             with Vertical(id="run-side"):
-                yield Static(id="run-gpu", classes="panel")
-                yield Static(id="run-health", classes="panel")
-                yield Static(id="run-sample", classes="panel")
-        yield Static(id="run-log")
-        yield Footer()
+                yield Panel(id="run-gpu", classes="panel")
+                yield Panel(id="run-health", classes="panel")
+                yield Panel(id="run-sample", classes="panel")
+        yield Panel(id="run-log")
+        yield KeyFooter()
 
     # ---------------------------------------------------------------- start
 
@@ -179,6 +181,8 @@ class RunScreen(Screen):
         a second took ~15% of the app's thread, and a key waited behind each batch."""
         if self._tailing:
             return  # one read at a time: the tail's offset is not shared between threads
+        if not self.tailer.has_news():
+            return  # nothing appended (an ended or a quiet run): no thread for an empty read
         self._tailing = True
         self.run_worker(self._tail_worker, thread=True, group="tail")
 
@@ -572,7 +576,7 @@ class RunScreen(Screen):
         """Leave the run screen; training goes on. Opened by `attach` (or `resume`), the app
         closes: back to the shell it was typed in, not to a presets screen never asked for."""
         app = app_of(self)
-        if app.attach_dir == self.run_dir and len(app.screen_stack) <= 3:
+        if app.attach_dir == self.run_dir and len(app.screen_stack) <= 2:  # presets, run
             app.exit(message=f"detached from {self.run_dir.name}; it keeps training")
             return
         self.app.pop_screen()

@@ -8,12 +8,14 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from cockpit import rundir, runs
 from cockpit.common.format import counted, fmt_float, human_duration, status_markup
 from cockpit.tui.access import app_of, services_of
 from cockpit.tui.messages import RunsListed
+from cockpit.tui.widgets.footer import KeyFooter
+from cockpit.tui.widgets.table import show_rows
 
 REFRESH_S = 2.0
 
@@ -50,7 +52,7 @@ class RunsScreen(Screen):
         yield Header()
         yield Static(id="runs-where")
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
@@ -75,20 +77,21 @@ class RunsScreen(Screen):
         table = self.query_one(DataTable)
         keep = table.cursor_row
         self.summaries = message.summaries
-        table.clear()
         now = services_of(self).clock()
+        rows = []
         for s in self.summaries:
             step = f"{s.step}/{s.max_steps}" if s.max_steps else str(s.step)
             age = human_duration(max(0.0, now - (s.updated or s.created)))
-            table.add_row(
+            cells = (
                 status_markup(s.status),
                 s.preset_name,
                 step,
                 fmt_float(s.best_val_loss),
                 age,
                 ("* " if s.run_dir in self.marked else "") + self.run_label(s, self.summaries),
-                key=str(s.run_dir),
             )
+            rows.append((str(s.run_dir), cells))
+        show_rows(table, rows)
         if self.summaries:
             table.move_cursor(row=min(max(keep, 0), len(self.summaries) - 1))
         root = rundir.runs_root(services_of(self).runs_dir)

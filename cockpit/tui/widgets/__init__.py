@@ -1,1 +1,1 @@
-"""Widgets the screens share: metric plots and the VRAM bar."""
+"""Widgets the screens share: metric plots, the VRAM bar, the key footer, text panels, table rows."""
