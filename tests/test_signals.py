@@ -34,8 +34,9 @@ from cockpit.train.__main__ import STOPPING
 pytestmark = pytest.mark.slow
 
 
-def launch_slow(tmp_path, step_ms: int, *overrides: str, until_step: int):
-    """A real child of a long run whose steps sleep `step_ms`, once it has logged `until_step`."""
+def launch_slow(tmp_path, step_ms: int, *overrides: str, until_step: int, until: str = "step"):
+    """A real child of a long run whose steps sleep `step_ms`, once it has written the `until`
+    record (a step, a checkpoint...) of step `until_step` or later."""
     run_dir = make_run(
         tmp_path,
         "train.max_steps=100000",
@@ -47,7 +48,7 @@ def launch_slow(tmp_path, step_ms: int, *overrides: str, until_step: int):
     handle = runs.launch(run_dir, device="cpu", detach=False, env=env)
     try:
         deadline = time.monotonic() + 60
-        while not [r for r in events_of(run_dir, "step") if r["step"] >= until_step]:
+        while not [r for r in events_of(run_dir, until) if r["step"] >= until_step]:
             assert handle.poll() is None, (run_dir / "console.log").read_text()
             assert time.monotonic() < deadline, "no steps within 60 s"
             time.sleep(0.05)
@@ -93,8 +94,12 @@ def test_sigint_and_sighup_stop_with_a_checkpoint(tmp_path, sig):
 
 def test_second_sigint_exits_at_once(tmp_path):
     # Long steps (1.5 s): the first SIGINT asks for a stop, the second arrives while that step
-    # runs; a checkpoint after every step, so there are checkpoints to tear.
-    run_dir, handle = launch_slow(tmp_path, 1500, "train.eval_interval=1", until_step=2)
+    # runs; a checkpoint after every step, so there are checkpoints to tear. The first goes once
+    # step 2's checkpoint is written, so it lands in step 3: sent at step 2's record, it could land
+    # during step 2's eval and checkpoint, and the run then stopped at once, before the second.
+    run_dir, handle = launch_slow(
+        tmp_path, 1500, "train.eval_interval=1", until_step=2, until="checkpoint"
+    )
     try:
         stop_twice(run_dir, handle)
     finally:
