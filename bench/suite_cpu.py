@@ -5,7 +5,7 @@ it waited for) says what the tests cost. Each pytest process (each xdist worker)
 CPU seconds of every test, its setup and teardown included, to $SUITE_CPU_DIR/<worker>.json:
 
     SUITE_CPU_DIR=/tmp/cpu PYTHONPATH=$PWD:$PWD/bench \\
-        python -m pytest -q -n 2 --dist loadfile -p suite_cpu
+        python -m pytest -q -n 3 --dist loadfile -p suite_cpu
     python bench/suite_cpu.py /tmp/cpu [--top 30]
 
 Children that are not waited for (detached runs, reparented grandchildren) are not counted.

@@ -36,7 +36,7 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 # The files that take longest, first. `--dist loadfile` hands each xdist worker whole files and by
 # default the files with most tests first, which left the long few-test files (a Slurm requeue, a
 # torchrun launch, a queue end to end) for last while the other worker sat idle. Longest first
-# packs the two workers best; waiting files (Slurm) start beside working ones (torchrun). Order by
+# packs the workers best; waiting files (Slurm) start beside working ones (torchrun). Order by
 # wall seconds of a whole run; tests/test_suite_order.py checks every name is a file.
 LONGEST_FIRST = (
     "tests/test_slurm_jobs.py",
