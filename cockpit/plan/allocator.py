@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 KIB = 1024
@@ -359,21 +359,25 @@ def parse_alloc_conf(conf: str) -> AllocatorMode:
     return AllocatorMode(expandable, max_split, conf, ours=False)
 
 
+def _child_alloc_conf(env: Mapping[str, str]) -> tuple[str, bool]:
+    """The allocator setting a training child started from `env` runs with, and whether it is
+    ours (CHILD_ALLOC_CONF, the user set none) rather than the user's own."""
+    own = env.get(ALLOC_CONF_ENV, "")
+    return (CHILD_ALLOC_CONF, True) if not own.strip() else (own, False)
+
+
 def child_alloc_env(env: dict[str, str]) -> dict[str, str]:
     """The training child's environment: CHILD_ALLOC_CONF unless the user set their own."""
-    if env.get(ALLOC_CONF_ENV, "").strip():
-        return env
-    return {**env, ALLOC_CONF_ENV: CHILD_ALLOC_CONF}
+    conf, ours = _child_alloc_conf(env)
+    return {**env, ALLOC_CONF_ENV: conf} if ours else env
 
 
-def child_allocator_mode(env: dict[str, str] | None = None) -> AllocatorMode:
-    """The allocator mode a training child started from this environment runs with."""
+def child_allocator_mode(env: Mapping[str, str] | None = None) -> AllocatorMode:
+    """The allocator mode a training child started from this environment runs with (read
+    without copying the environment: every estimate asks)."""
     import os
 
-    source = os.environ if env is None else env
-    ours = not source.get(ALLOC_CONF_ENV, "").strip()
-    # child_alloc_env's choice, read without copying the environment: every estimate asks
-    conf = CHILD_ALLOC_CONF if ours else source[ALLOC_CONF_ENV]
+    conf, ours = _child_alloc_conf(os.environ if env is None else env)
     mode = parse_alloc_conf(conf)
     return AllocatorMode(mode.expandable, mode.max_split_size, conf, ours=ours)
 
