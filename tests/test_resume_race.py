@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from fake_trainer import use_fake_trainer
+from tiny_runs import wait_forked
 
 from cockpit import rundir
 from cockpit.__main__ import main
@@ -58,11 +59,9 @@ class Resume:
         return self.returncode
 
     def wait(self, timeout: float) -> int:
-        deadline = time.monotonic() + timeout
-        while self.poll() is None:
-            assert time.monotonic() < deadline, f"resume {self.pid} did not end"
-            time.sleep(0.02)
-        return self.returncode  # type: ignore[return-value]
+        if self.returncode is None:  # not reaped by a poll yet
+            self.returncode = wait_forked(self.pid, f"resume {self.pid}", timeout)
+        return self.returncode
 
 
 def starts(run_dir: Path) -> int:
