@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 RUN_TIMEOUT_S = 300
 ONE_CPU = "--sbatch-arg=--cpus-per-task=1"  # the test node has more: every entry runs at once
-TICK = "--tick=0.5"  # the scheduler looks at its jobs (one squeue each) every 0.5 s, not 2 s
+TICK = "--tick=0.5"  # the scheduler looks at its jobs (one squeue for all) every 0.5 s, not 2 s
 
 
 def cockpit(*argv: str, env: dict[str, str] | None = None, timeout: float = 60):
